@@ -1,0 +1,48 @@
+# invsync: make demo | make test. Only Python 3.11+ and make are needed; the venv is built here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+FILE   ?=
+LOCATION ?=
+DRY_RUN ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint demo bench sync plan clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install invsync with its dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "invsync needs Python 3.11+ (found: $$($(PYTHON) --version))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: install ## Run the whole test suite
+	$(BIN)/python -m pytest
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check pipeline schemas tests sample_data bench
+	$(BIN)/mypy
+
+demo: install ## Start the sandbox store, sync sample_data/ three times, show the reports
+	$(BIN)/python -m pipeline.demo
+
+bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
+	$(BIN)/python bench/run.py
+
+sync: install ## Runbook: make sync FILE=stock.csv [LOCATION=1] [DRY_RUN=1]
+	@test -n "$(FILE)" || { echo "usage: make sync FILE=path [LOCATION=id] [DRY_RUN=1]"; exit 64; }
+	$(BIN)/invsync sync "$(FILE)" $(if $(LOCATION),--location-id $(LOCATION)) $(if $(DRY_RUN),--dry-run)
+
+plan: install ## Runbook: make plan FILE=stock.csv [LOCATION=1]
+	@test -n "$(FILE)" || { echo "usage: make plan FILE=path [LOCATION=id]"; exit 64; }
+	$(BIN)/invsync plan "$(FILE)" $(if $(LOCATION),--location-id $(LOCATION))
+
+clean: ## Remove the venv, caches and demo output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo *.egg-info

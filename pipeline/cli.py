@@ -1,0 +1,116 @@
+"""The ``invsync`` command line: a thin click layer over the library.
+
+Heavy libraries (polars, pandera, httpx) are imported inside the commands so that
+``invsync --help`` starts fast. Library errors become exit codes only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline.cli_sandbox import sandbox
+from pipeline.errors import ExitCode, InvsyncError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="invsync", prog_name="invsync")
+@click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Keep a BigCommerce store's stock levels equal to what a CSV or XLSX file says.
+
+    The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
+    """
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][
+        min(verbose, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
+
+
+def _sync_options(fn: Any) -> Any:
+    options = [
+        click.argument("file", type=click.Path(path_type=Path)),
+        click.option("--location-id", type=int, help="Location for rows without one [1]."),
+        click.option("--reason", help="Reason recorded with each adjustment."),
+        click.option("--dry-run", is_flag=True, help="Send nothing, change no snapshot."),
+        click.option("--full", is_flag=True, help="Ignore the snapshot; send every valid row."),
+        click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH]."),
+        click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL, "
+                                       "default https://api.bigcommerce.com]."),
+        click.option("--state-dir", type=click.Path(path_type=Path),
+                     help="Snapshots and locks [$XDG_STATE_HOME/invsync]."),
+        click.option("--report-dir", type=click.Path(path_type=Path),
+                     help="Run folders [<state-dir>/runs]."),
+        click.option("--config", "config_path", type=click.Path(path_type=Path),
+                     help="TOML config file."),
+        click.option("--sheet", help="Excel sheet name or 1-based number [first]."),
+        click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
+        click.option("--concurrency", type=int, help="Requests in flight at once [4]."),
+        click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",
+                     help="Map a file header onto sku, product_id, variant_id, location_id "
+                          "or quantity (repeatable)."),
+        click.option("--duplicates", type=click.Choice(["reject", "sum", "last"]),
+                     help="Several rows for one item and location [reject]."),
+        click.option("--buffer", type=int, help="Subtract this safety stock from every quantity."),
+        click.option("--clamp-negative", is_flag=True, default=None,
+                     help="Negative quantities (after the buffer) become 0."),
+        click.option("--max-quantity", "maximum", type=int, help="Cap quantities at this."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command(context_settings=CONTEXT)
+@_sync_options
+@click.pass_context
+def sync(ctx: click.Context, file: Path, config_path: Path | None, maps: tuple[str, ...],
+         **flags: Any) -> None:
+    """Sync FILE (CSV or XLSX) into the store: only the changes are sent."""
+    from pipeline.config import load_settings, parse_map
+    from pipeline.sync import sync_file
+
+    settings = load_settings(config_path, {**flags, "column_map": parse_map(maps)})
+    report = sync_file(file, settings)
+    if not ctx.obj["quiet"]:
+        from pipeline.summary import print_summary
+
+        print_summary(report)
+    elif report.error:
+        click.echo(f"invsync: {report.error}", err=True)
+    ctx.exit(report.exit_code)
+
+
+cli.add_command(sandbox)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: maps errors to the documented exit codes."""
+    try:
+        code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE)
+    except InvsyncError as exc:
+        click.echo(f"invsync: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

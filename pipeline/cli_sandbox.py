@@ -1,0 +1,138 @@
+"""`invsync sandbox`: run the local stand-in store (see pipeline.sandbox).
+
+Only click is imported at module level: the main CLI imports this module on every run.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind; 0 picks a free one (printed on start).",
+)
+@click.option(
+    "--catalog",
+    "catalog",
+    default="sample_data/catalog.csv",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Catalog CSV: sku,product_id,variant_id,tracking.",
+)
+@click.option(
+    "--store-hash",
+    envvar="BIGCOMMERCE_STORE_HASH",
+    default="sandbox",
+    show_default=True,
+    show_envvar=True,
+    help="Store hash served under /stores/{hash}/v3.",
+)
+@click.option(
+    "--locations",
+    "locations_csv",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Locations CSV: id,code,label,enabled (default: 1 and 2 enabled, 3 disabled).",
+)
+@click.option(
+    "--quota", type=click.IntRange(min=1), help="Requests per window (default: no limit)."
+)
+@click.option("--window-ms", default=30000, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--latency-ms",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Delay added to every API request.",
+)
+@click.option(
+    "--error-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of API requests answered 500/502/503.",
+)
+@click.option(
+    "--bare-429-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of API requests answered 429 without rate-limit headers.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of PUTs applied and then left unanswered.",
+)
+@click.option("--vague-422", is_flag=True, help="422 titles never name the offending item.")
+@click.option(
+    "--apply-delay-ms",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Writes become visible to reads only after this delay.",
+)
+@click.option("--seed", type=int, help="Seed for fault injection (deterministic faults).")
+def sandbox(
+    host: str,
+    port: int,
+    catalog: str,
+    store_hash: str,
+    locations_csv: str | None,
+    quota: int | None,
+    window_ms: int,
+    latency_ms: int,
+    error_rate: float,
+    bare_429_rate: float,
+    drop_rate: float,
+    vague_422: bool,
+    apply_delay_ms: int,
+    seed: int | None,
+) -> None:
+    """Run a local stand-in for a BigCommerce store's inventory API.
+
+    The accepted token comes from INVSYNC_SANDBOX_TOKEN, else BIGCOMMERCE_ACCESS_TOKEN,
+    else "sandbox-token"; an optional read-only token from INVSYNC_SANDBOX_READ_ONLY_TOKEN.
+    """
+    import os
+    from pathlib import Path
+
+    from pipeline import sandbox as sb
+
+    token = (
+        os.environ.get("INVSYNC_SANDBOX_TOKEN")
+        or os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
+        or "sandbox-token"
+    )
+    try:
+        config = sb.SandboxConfig(
+            catalog_path=Path(catalog),
+            token=token,
+            read_only_token=os.environ.get("INVSYNC_SANDBOX_READ_ONLY_TOKEN") or None,
+            store_hash=store_hash,
+            quota=quota,
+            window_ms=window_ms,
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            bare_429_rate=bare_429_rate,
+            drop_rate=drop_rate,
+            vague_422=vague_422,
+            apply_delay_ms=apply_delay_ms,
+            seed=seed,
+        )
+        if locations_csv:
+            config.locations = sb.load_locations(locations_csv)
+        sb.serve(config, host=host, port=port)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    sandbox()

@@ -1,0 +1,204 @@
+"""Settings for a run: command-line values over environment over the TOML config file.
+
+The access token is never a command-line value: it comes from ``BIGCOMMERCE_ACCESS_TOKEN``
+or the config file, and is held in a :class:`Secret` that never prints itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.client import MAX_ITEMS_PER_REQUEST, RetryPolicy
+from pipeline.errors import UsageError
+from pipeline.validate import DUPLICATE_POLICIES, QuantityRules
+
+DEFAULT_API_URL = "https://api.bigcommerce.com"
+ENV_STORE_HASH = "BIGCOMMERCE_STORE_HASH"
+ENV_TOKEN = "BIGCOMMERCE_ACCESS_TOKEN"
+ENV_API_URL = "BIGCOMMERCE_API_URL"
+
+
+class Secret:
+    """A string that never shows itself in ``str``, ``repr``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/invsync``, else ``~/.local/state/invsync``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "invsync"
+
+
+@dataclass
+class Settings:
+    """Everything a sync run needs to know besides the input file."""
+
+    store_hash: str | None = None
+    token: Secret | None = field(default=None, repr=False)
+    api_url: str = DEFAULT_API_URL
+    location_id: int = 1
+    reason: str | None = "invsync stock sync"
+    state_dir: Path = field(default_factory=default_state_dir)
+    report_dir: Path | None = None
+    batch_size: int = MAX_ITEMS_PER_REQUEST
+    concurrency: int = 4
+    dry_run: bool = False
+    full: bool = False
+    sheet: str | None = None
+    column_map: dict[str, str] = field(default_factory=dict)
+    duplicates: str = "reject"
+    rules: QuantityRules = field(default_factory=QuantityRules)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    verify_tls: bool = True
+    config_path: Path | None = None
+
+    @property
+    def reports(self) -> Path:
+        """Where run folders go: ``--report-dir``, else ``<state-dir>/runs``."""
+        return self.report_dir or (self.state_dir / "runs")
+
+    def check(self, *, needs_store: bool) -> None:
+        """Raise :class:`UsageError` for values that cannot work."""
+        if not 1 <= self.batch_size <= MAX_ITEMS_PER_REQUEST:
+            raise UsageError(f"--batch-size must be between 1 and {MAX_ITEMS_PER_REQUEST}")
+        if not 1 <= self.concurrency <= 32:
+            raise UsageError("--concurrency must be between 1 and 32")
+        if self.location_id < 1:
+            raise UsageError("--location-id must be a positive whole number")
+        if self.duplicates not in DUPLICATE_POLICIES:
+            raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
+        if needs_store:
+            if not self.store_hash:
+                raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
+            if not self.token:
+                raise UsageError(f"no access token: set {ENV_TOKEN} or access_token in the "
+                                 f"config file (it is never a command-line flag)")
+
+    def public(self) -> dict[str, Any]:
+        """The settings worth recording in a report (no token)."""
+        return {
+            "store_hash": self.store_hash, "api_url": self.api_url,
+            "location_id": self.location_id, "reason": self.reason,
+            "batch_size": self.batch_size, "concurrency": self.concurrency,
+            "dry_run": self.dry_run, "full": self.full, "sheet": self.sheet,
+            "column_map": self.column_map, "duplicates": self.duplicates,
+            "quantity_rules": self.rules.describe(),
+            "config": str(self.config_path) if self.config_path else None,
+        }
+
+
+_KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
+               "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
+               "quantity", "retry", "verify_tls"}
+
+
+def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults."""
+    cfg: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            cfg = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"cannot read config file {config_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
+        unknown = set(cfg) - _KNOWN_KEYS
+        if unknown:
+            raise UsageError(f"config file {config_path}: unknown key(s) "
+                             f"{', '.join(sorted(unknown))}")
+    s = Settings(config_path=config_path)
+
+    def pick(key: str, env: str | None = None) -> Any:
+        if overrides.get(key) is not None:
+            return overrides[key]
+        if env and os.environ.get(env):
+            return os.environ[env]
+        return cfg.get(key)
+
+    s.store_hash = pick("store_hash", ENV_STORE_HASH)
+    token = os.environ.get(ENV_TOKEN) or cfg.get("access_token")
+    s.token = Secret(str(token)) if token else None
+    s.api_url = str(pick("api_url", ENV_API_URL) or DEFAULT_API_URL)
+    for key in ("location_id", "batch_size", "concurrency"):
+        value = pick(key)
+        if value is not None:
+            try:
+                setattr(s, key, int(value))
+            except (TypeError, ValueError):
+                raise UsageError(f"{key} must be a whole number, not {value!r}") from None
+    for key in ("reason", "sheet", "duplicates"):
+        value = pick(key)
+        if value is not None:
+            setattr(s, key, str(value))
+    for key in ("state_dir", "report_dir"):
+        value = pick(key)
+        if value is not None:
+            setattr(s, key, Path(value).expanduser())
+    for key in ("dry_run", "full"):
+        setattr(s, key, bool(overrides.get(key)))
+    if overrides.get("verify_tls") is False or cfg.get("verify_tls") is False:
+        s.verify_tls = False
+    columns = dict(cfg.get("columns") or {})
+    columns.update(overrides.get("column_map") or {})
+    s.column_map = {str(k): str(v) for k, v in columns.items()}
+    s.rules = _rules(cfg.get("quantity") or {}, overrides)
+    s.retry = _retry(cfg.get("retry") or {})
+    return s
+
+
+def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:
+    def value(key: str) -> Any:
+        return overrides[key] if overrides.get(key) is not None else section.get(key)
+
+    try:
+        text_map = {str(k): int(v) for k, v in (section.get("text_map") or {}).items()}
+        buffer = int(value("buffer") or 0)
+        maximum = value("maximum")
+        rules = QuantityRules(
+            text_map=text_map, buffer=buffer,
+            clamp_negative=bool(value("clamp_negative") or False),
+            maximum=int(maximum) if maximum is not None else None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad quantity rule: {exc}") from None
+    if rules.buffer < 0 or (rules.maximum is not None and rules.maximum < 0):
+        raise UsageError("quantity buffer and maximum must not be negative")
+    return rules
+
+
+def _retry(section: dict[str, Any]) -> RetryPolicy:
+    try:
+        return RetryPolicy(**{k: (int(v) if k == "max_attempts" else float(v))
+                              for k, v in section.items()})
+    except TypeError as exc:
+        raise UsageError(f"bad [retry] section: {exc}") from None
+
+
+def parse_map(pairs: tuple[str, ...]) -> dict[str, str]:
+    """Turn ``--map HEADER=column`` values into a dict."""
+    out = {}
+    for pair in pairs:
+        header, sep, column = pair.partition("=")
+        if not sep or not header.strip() or not column.strip():
+            raise UsageError(f"--map takes HEADER=column, not {pair!r}")
+        out[header.strip()] = column.strip()
+    return out

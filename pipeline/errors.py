@@ -1,0 +1,98 @@
+"""The whole error model of invsync, split by what the caller should do.
+
+    InvsyncError
+    ├── FatalError            stop the run; retrying the same thing will not help
+    │   ├── UsageError        bad flags or config                    exit 64
+    │   ├── InputFileError    the input file cannot be used          exit 65
+    │   ├── SafetyBrakeError  a safety brake tripped before sending  exit 3
+    │   ├── LockedError       another run holds the store's lock     exit 4
+    │   ├── AuthError         401/403 from the store                 exit 2
+    │   └── StoreError        the store failed or answered nonsense  exit 2
+    ├── RetryableError        transient: back off and try again (429, 5xx, timeouts)
+    └── RowRejected           one row or item refused; the run goes on
+
+Messages never contain the access token: the client never puts headers into them.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, documented in the README."""
+
+    OK = 0
+    REJECTED_ROWS = 1
+    RUN_FAILED = 2
+    SAFETY_BRAKE = 3
+    LOCKED = 4
+    USAGE = 64
+    INPUT_FILE = 65
+
+
+class InvsyncError(Exception):
+    """Base of every error invsync raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.RUN_FAILED
+
+
+class FatalError(InvsyncError):
+    """The run must stop; retrying the same thing will not help."""
+
+
+class UsageError(FatalError):
+    """Bad command-line flags or configuration."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputFileError(FatalError):
+    """The input file cannot be used at all (unreadable, wrong format, missing columns)."""
+
+    exit_code = ExitCode.INPUT_FILE
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.detail = message
+
+
+class SafetyBrakeError(FatalError):
+    """A safety brake tripped; nothing was sent."""
+
+    exit_code = ExitCode.SAFETY_BRAKE
+
+
+class LockedError(FatalError):
+    """Another run for the same store holds the lock."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class AuthError(FatalError):
+    """The store refused the credentials (401) or the scope (403)."""
+
+
+class StoreError(FatalError):
+    """The store kept failing after bounded retries, or answered something unusable."""
+
+
+class RetryableError(InvsyncError):
+    """A transient failure: back off and try again."""
+
+    def __init__(self, message: str, *, status: int | None = None, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.wait_s = wait_s
+
+
+class RowRejected(InvsyncError):
+    """One row or item was refused; it becomes a rejected row and the run goes on."""
+
+    exit_code = ExitCode.REJECTED_ROWS
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

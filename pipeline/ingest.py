@@ -1,0 +1,322 @@
+"""Stage 1: read a CSV or XLSX file into a :class:`StockTable` of text cells.
+
+Every cell is read as text (no type inference), so leading zeros, big numbers and
+odd values reach validation exactly as the file holds them. Each row keeps the row
+number a person sees in a spreadsheet program (header = row 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from xml.etree import ElementTree
+
+from pipeline.errors import InputFileError, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+ROW = "__row"
+"""Name of the column holding each row's number as seen in the file (header = row 1)."""
+
+CANONICAL = ("sku", "product_id", "variant_id", "location_id", "quantity")
+IDENTIFIERS = ("sku", "variant_id", "product_id")
+"""Identifier columns in precedence order: when a row fills several, the first one is sent."""
+
+# Headers people really use, after normalisation (lower case, spaces and hyphens -> "_").
+ALIASES: dict[str, str] = {
+    **dict.fromkeys(["sku", "item_sku", "product_sku", "variant_sku", "product_code",
+                     "item_code", "article_number"], "sku"),
+    **dict.fromkeys(["product_id", "productid"], "product_id"),
+    **dict.fromkeys(["variant_id", "variantid"], "variant_id"),
+    **dict.fromkeys(["location_id", "locationid", "location", "location_code", "warehouse",
+                     "warehouse_id", "warehouse_code"], "location_id"),
+    **dict.fromkeys(["quantity", "qty", "stock", "on_hand", "onhand", "inventory_level",
+                     "stock_level", "inventory", "available"], "quantity"),
+}
+
+_CSV_DELIMITERS = (",", ";", "\t", "|")
+_XLSX_MAGIC = b"PK\x03\x04"
+_XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
+_TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ""}
+
+
+@dataclass(frozen=True)
+class StockTable:
+    """A file's rows as text, with where each canonical column came from."""
+
+    frame: pl.DataFrame
+    """Original columns (all ``String``) under their original headers, plus :data:`ROW`."""
+    path: Path
+    format: str
+    sha256: str
+    mapping: dict[str, str]
+    """Canonical column name -> original header, for the canonical columns present."""
+    headers: list[str]
+    """Original headers in file order (the columns of a re-uploadable rejected file)."""
+    sheet: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    blank_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Number of non-blank data rows."""
+        return self.frame.height
+
+
+def normalise_header(name: str) -> str:
+    """Lower-case a header, trim it, and treat spaces and hyphens as underscores."""
+    text = name.replace("\ufeff", "").replace("\xa0", " ").strip().lower()
+    return re.sub(r"[\s\-_]+", "_", text)
+
+
+def read_stock_file(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    column_map: dict[str, str] | None = None,
+) -> StockTable:
+    """Read ``path`` (CSV or XLSX, decided by content) into a :class:`StockTable`.
+
+    ``column_map`` maps a file header to a canonical column and wins over the aliases.
+    Raises :class:`InputFileError` for an unreadable or unusable file.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputFileError(str(p), f"cannot read file: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    kind = _detect_format(p, data)
+    if kind == "excel":
+        table = _read_excel(p, digest, sheet)
+    else:
+        if sheet is not None:
+            raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
+        table = _read_csv(p, data, digest)
+    return _map_columns(table, column_map or {})
+
+
+def _detect_format(path: Path, data: bytes) -> str:
+    suffix = path.suffix.lower()
+    is_excel = data.startswith(_XLSX_MAGIC) or data.startswith(_XLS_MAGIC)
+    if is_excel:
+        if suffix in _TEXT_SUFFIXES - {""}:
+            raise InputFileError(
+                str(path), f"named {suffix} but it is an Excel workbook; rename it to .xlsx"
+            )
+        return "excel"
+    if suffix in _EXCEL_SUFFIXES:
+        raise InputFileError(
+            str(path), f"named {suffix} but it is not an Excel workbook (no xlsx/xls signature)"
+        )
+    if not data.strip():
+        raise InputFileError(str(path), "the file is empty")
+    return "csv"
+
+
+def _decode(path: Path, data: bytes) -> tuple[bytes, str]:
+    """Return UTF-8 bytes without BOM and the encoding the file was in."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16").encode("utf-8"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise InputFileError(str(path), f"invalid UTF-16 text: {exc.reason}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data, encoding = data[3:], "utf-8-sig"
+    else:
+        encoding = "utf-8"
+    if b"\x00" in data[:8192]:
+        raise InputFileError(str(path), "this is a binary file, not CSV text")
+    try:
+        data.decode("utf-8")
+        return data, encoding
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace").encode("utf-8"), "windows-1252"
+
+
+def _sniff_delimiter(data: bytes) -> str:
+    """Pick the delimiter that occurs most in the header line (outside quotes)."""
+    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    unquoted = re.sub(r'"[^"]*"', "", first)
+    counts = {d: unquoted.count(d) for d in _CSV_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
+    import polars as pl
+
+    data, encoding = _decode(path, raw)
+    delimiter = _sniff_delimiter(data)
+    try:
+        frame = pl.read_csv(
+            data,
+            separator=delimiter,
+            has_header=True,
+            infer_schema=False,
+            row_index_name=ROW,
+            row_index_offset=2,
+            raise_if_empty=True,
+        )
+    except pl.exceptions.NoDataError:
+        raise InputFileError(str(path), "the file has no header row") from None
+    except pl.exceptions.PolarsError as exc:
+        raise InputFileError(str(path), f"not readable as CSV: {_first_line(exc)}") from None
+    notes = []
+    if encoding == "windows-1252":
+        notes.append("the file is not valid UTF-8; it was read as Windows-1252")
+    return _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
+                   notes=notes)
+
+
+def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
+    import fastexcel
+
+    try:
+        reader = fastexcel.read_excel(str(path))
+    except Exception as exc:  # fastexcel raises its own hierarchy for corrupt files
+        raise InputFileError(str(path), f"not a readable workbook: {_first_line(exc)}") from None
+    names = reader.sheet_names
+    index = _pick_sheet(path, names, sheet)
+    try:
+        loaded = reader.load_sheet(index, header_row=None, dtypes="string")
+        frame = loaded.to_polars()
+    except Exception as exc:
+        raise InputFileError(
+            str(path), f"sheet {names[index]!r} is not readable: {_first_line(exc)}"
+        ) from None
+    if frame.height == 0:
+        raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
+    first_row = _first_used_row(path, index) if path.suffix.lower() != ".xls" else 1
+    import polars as pl
+
+    header = [("" if v is None else str(v)) for v in frame.row(0)]
+    body = frame.slice(1)
+    body.columns = _unique_headers(header)
+    body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return _finish(body, path, "xlsx", digest, sheet=names[index])
+
+
+def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
+    if sheet is None:
+        return 0
+    if sheet in names:
+        return names.index(sheet)
+    if sheet.isdigit() and 1 <= int(sheet) <= len(names):
+        return int(sheet) - 1
+    raise InputFileError(
+        str(path), f"no sheet {sheet!r}; the workbook has {', '.join(map(repr, names))}"
+    )
+
+
+def _first_used_row(path: Path, index: int) -> int:
+    """Row number (1-based) of the first cell holding a value in sheet ``index``.
+
+    The Excel reader starts its range at the first used row, so without this an export
+    with title rows above the header would report every row number shifted.
+    """
+    ns_main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    ns_rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+            sheets = workbook.find(f"{ns_main}sheets")
+            if sheets is None:
+                return 1
+            rel_id = list(sheets)[index].get(f"{ns_rel}id")
+            rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+            target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
+            member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+            with zf.open(member) as fh:
+                for _, elem in ElementTree.iterparse(fh):
+                    if elem.tag == f"{ns_main}c" and (
+                        elem.find(f"{ns_main}v") is not None
+                        or elem.find(f"{ns_main}is") is not None
+                    ):
+                        ref = elem.get("r", "")
+                        digits = re.sub(r"^[A-Z]+", "", ref)
+                        return int(digits) if digits.isdigit() else 1
+    except (KeyError, StopIteration, IndexError, zipfile.BadZipFile, ElementTree.ParseError):
+        return 1
+    return 1
+
+
+def _unique_headers(header: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(header):
+        name = name if name.strip() else f"column_{i + 1}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 1
+        out.append(name)
+    return out
+
+
+def _finish(
+    frame: pl.DataFrame, path: Path, fmt: str, digest: str, **extra: object
+) -> StockTable:
+    import polars as pl
+
+    headers = [c for c in frame.columns if c != ROW]
+    data_cols = [pl.col(c) for c in headers]
+    # A row is blank when every cell is empty or whitespace: skipped, never rejected.
+    blank = pl.all_horizontal(
+        [c.is_null() | (c.str.strip_chars() == "") for c in data_cols]
+    ) if data_cols else pl.lit(True)
+    total = frame.height
+    frame = frame.filter(~blank).select([pl.col(ROW).cast(pl.Int64), *data_cols])
+    return StockTable(
+        frame=frame, path=path, format=fmt, sha256=digest, mapping={}, headers=headers,
+        blank_rows=total - frame.height, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
+    """Match headers onto canonical columns: explicit map first, then aliases."""
+    explicit = {normalise_header(k): v for k, v in column_map.items()}
+    for target in explicit.values():
+        if target not in CANONICAL:
+            raise UsageError(
+                f"column map target {target!r} is not one of {', '.join(CANONICAL)}"
+            )
+    mapping: dict[str, str] = {}
+    for header in table.headers:
+        norm = normalise_header(header)
+        canonical = explicit.get(norm) or ALIASES.get(norm)
+        if canonical is None:
+            continue
+        if canonical in mapping:
+            raise InputFileError(
+                str(table.path),
+                f"columns {mapping[canonical]!r} and {header!r} both map to {canonical!r}; "
+                f"rename one or map it explicitly with --map",
+            )
+        mapping[canonical] = header
+    missing = []
+    if not any(k in mapping for k in IDENTIFIERS):
+        missing.append("an identifier column (sku, product_id or variant_id)")
+    if "quantity" not in mapping:
+        missing.append("quantity")
+    if missing:
+        raise InputFileError(
+            str(table.path),
+            f"missing required column(s): {' and '.join(missing)}; "
+            f"found columns: {', '.join(map(repr, table.headers)) or 'none'}",
+        )
+    return StockTable(**{**table.__dict__, "mapping": mapping})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

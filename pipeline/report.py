@@ -1,0 +1,156 @@
+"""Stage 5: the run report, written as a folder per run.
+
+``<report-dir>/<run_id>/report.json`` is the machine-readable record; ``rejected.csv``
+holds the rejected rows with their original columns and cell text plus ``row``,
+``reason`` and ``message``, ready to be fixed and uploaded again. Cells that a
+spreadsheet program would evaluate as a formula are escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.ingest import ROW, StockTable
+from pipeline.snapshot import write_atomic
+
+REPORT_VERSION = 1
+_NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class Counts:
+    """Row and item counts of a run; they always add up (see :meth:`check`)."""
+
+    rows: int = 0
+    """Non-blank data rows read."""
+    blank: int = 0
+    valid: int = 0
+    invalid: int = 0
+    merged: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    submitted: int = 0
+    accepted: int = 0
+    refused: int = 0
+    unconfirmed: int = 0
+    not_sent: int = 0
+    rejected: int = 0
+    """Rows rejected: invalid ones plus those the store refused."""
+
+    def check(self) -> None:
+        """Raise if the counts do not add up (a bug, never a user error)."""
+        problems = []
+        if self.rows != self.valid + self.invalid:
+            problems.append("rows != valid + invalid")
+        if self.valid - self.merged != self.unchanged + self.changed:
+            problems.append("valid - merged != unchanged + changed")
+        if self.changed != self.submitted + self.not_sent:
+            problems.append("changed != submitted + not_sent")
+        if self.submitted != self.accepted + self.refused + self.unconfirmed:
+            problems.append("submitted != accepted + refused + unconfirmed")
+        if self.rejected != self.invalid + self.refused:
+            problems.append("rejected != invalid + refused")
+        if problems:
+            raise AssertionError(f"run counts do not add up: {problems}: {self}")
+
+
+@dataclass
+class RunReport:
+    """Everything about one run, as written to ``report.json``."""
+
+    run_id: str
+    status: str
+    """``succeeded``, ``partial``, ``failed`` or ``dry_run``."""
+    started_at: str
+    finished_at: str = ""
+    command: str = "sync"
+    input: dict[str, Any] = field(default_factory=dict)
+    store: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    counts: Counts = field(default_factory=Counts)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    transaction_ids: list[str] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = 0
+    report_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["version"] = REPORT_VERSION
+        return data
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id such as ``20261127T103512Z-4f9a1c``."""
+    import secrets
+
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
+    """The rejected rows as JSON records (``row`` instead of the internal column)."""
+    return rejected.rename({ROW: "row"}).sort("row").to_dicts()
+
+
+def write_run_folder(
+    report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None
+) -> Path:
+    """Write ``report.json`` and ``rejected.csv`` into ``folder``; return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report.report_dir = str(folder)
+    if table is not None and rejected is not None:
+        write_rejected_csv(folder / "rejected.csv", table, rejected)
+    write_atomic(folder / "report.json",
+                 json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode())
+    return folder
+
+
+def rejected_frame(table: StockTable, rejected: pl.DataFrame) -> pl.DataFrame:
+    """Original columns with their original text, plus ``row``, ``reason``, ``message``."""
+    originals = table.frame.join(rejected.select(ROW, "reason", "message"), on=ROW, how="inner")
+    extra = [c for c in ("row", "reason", "message") if c in table.headers]
+    rename = {c: f"invsync_{c}" for c in extra}
+    return originals.sort(ROW).select(
+        *[pl.col(h) for h in table.headers],
+        pl.col(ROW).alias(rename.get("row", "row")),
+        pl.col("reason").alias(rename.get("reason", "reason")),
+        pl.col("message").alias(rename.get("message", "message")),
+    )
+
+
+def escape_formula(text: str | None) -> str | None:
+    """Prefix ``'`` to text a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, ...)."""
+    if text is None or not text.startswith(_FORMULA_START) or _NUMBER.match(text):
+        return text
+    return "'" + text
+
+
+def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
+    """Write the re-uploadable rejected rows as UTF-8 CSV, formulas escaped."""
+    frame = rejected_frame(table, rejected)
+    escaped = frame.with_columns(
+        pl.col(c).cast(pl.String).map_elements(escape_formula, return_dtype=pl.String,
+                                               skip_nulls=True)
+        for c in frame.columns
+    ) if frame.height else frame
+    tmp = path.with_suffix(".csv.tmp")
+    escaped.write_csv(tmp, quote_style="necessary")
+    tmp.replace(path)

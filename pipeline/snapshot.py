@@ -1,0 +1,101 @@
+"""The snapshot store: the levels a store last accepted, per location and item.
+
+One Parquet file per store hash under the state directory. It is only ever replaced
+atomically (write a temporary file, fsync, rename), and only with items the store
+confirmed, so a failed or partial run leaves it as it was for those items.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+KEY = ["location_id", "identifier", "item_key"]
+SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
+                   "quantity": pl.Int64}
+
+
+def _safe_name(store_hash: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in store_hash) or "_"
+
+
+class SnapshotStore:
+    """Reads and atomically updates the snapshot of one store."""
+
+    def __init__(self, state_dir: Path, store_hash: str) -> None:
+        self.dir = Path(state_dir) / _safe_name(store_hash)
+        self.path = self.dir / "snapshot.parquet"
+        self.meta_path = self.dir / "state.json"
+
+    def load(self) -> pl.DataFrame:
+        """The snapshot, or an empty frame when there is none yet."""
+        if not self.path.exists():
+            return pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+        return pl.read_parquet(self.path).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
+
+    def merge(self, accepted: pl.DataFrame) -> int:
+        """Record ``accepted`` levels (columns KEY + quantity); return the snapshot's size."""
+        current = self.load()
+        update = accepted.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
+        merged = pl.concat([current.join(update, on=KEY, how="anti"), update])
+        self._write(merged)
+        return merged.height
+
+    def _write(self, frame: pl.DataFrame) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".snapshot-", suffix=".parquet")
+        os.close(fd)
+        try:
+            frame.sort(KEY).write_parquet(tmp)
+            _fsync(tmp)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.dir)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def read_meta(self) -> dict[str, Any]:
+        """Facts about past runs (e.g. the last successful run's row count)."""
+        try:
+            return dict(json.loads(self.meta_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        """Replace the facts about past runs atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.meta_path, json.dumps(meta, indent=2).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(str(path))
+    except OSError:  # some filesystems cannot fsync a directory
+        pass

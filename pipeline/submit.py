@@ -1,0 +1,257 @@
+"""Stage 4: send a :class:`~pipeline.diff.ChangeSet` as chunked absolute adjustments.
+
+Batches hold at most 2000 items of one location, each (location, item) once per run.
+A few batches are in flight at once; the client handles the quota and transient
+failures. A 422 refuses a whole batch, so the refused items are isolated (the items
+the answer names first, then halving) and the rest resubmitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from pipeline.client import MAX_ITEMS_PER_REQUEST, Refused, StoreClient
+from pipeline.errors import AuthError, FatalError, StoreError
+from pipeline.ingest import ROW
+
+if TYPE_CHECKING:
+    from pipeline.diff import ChangeSet
+
+log = logging.getLogger("invsync.submit")
+
+MAX_ISOLATION_REQUESTS = 200
+"""Requests one batch may spend isolating refused items before it gives up on the rest."""
+
+
+@dataclass
+class Batch:
+    """Up to 2000 items of one location, in file order."""
+
+    index: int
+    location_id: int
+    frame: pl.DataFrame
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    @cached_property
+    def items(self) -> list[dict[str, Any]]:
+        """The request's items, built only when the batch is sent."""
+        return list(_payload_items(self.frame))
+
+    @cached_property
+    def rows(self) -> list[int]:
+        """File row number of each item, parallel to :attr:`items`."""
+        return self.frame[ROW].to_list()
+
+
+@dataclass
+class BatchResult:
+    """What became of one batch."""
+
+    index: int
+    location_id: int
+    items: int
+    status: str = "pending"
+    """``accepted``, ``partial`` (some items refused), ``refused``, ``failed`` or ``not_sent``."""
+    transaction_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    requests: int = 0
+    accepted_rows: list[int] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """(file row, the store's message) for each refused item."""
+    error: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "location_id": self.location_id, "items": self.items,
+            "status": self.status,
+            "transaction_id": self.transaction_ids[0] if self.transaction_ids else None,
+            "transaction_ids": self.transaction_ids, "attempts": self.attempts,
+            "requests": self.requests, "accepted": len(self.accepted_rows),
+            "refused": len(self.refused), "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class SubmitResult:
+    """Every batch's result, and the fatal error that stopped the run, if any."""
+
+    batches: list[BatchResult]
+    fatal: FatalError | None = None
+    requests: int = 0
+    responses_429: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accepted_rows(self) -> list[int]:
+        return [r for b in self.batches for r in b.accepted_rows]
+
+    @property
+    def refused(self) -> list[tuple[int, str]]:
+        return [r for b in self.batches for r in b.refused]
+
+    @property
+    def transaction_ids(self) -> list[str]:
+        return [t for b in self.batches for t in b.transaction_ids]
+
+
+def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST) -> list[Batch]:
+    """Group the changed items by location and chunk them into batches."""
+    if not 1 <= batch_size <= MAX_ITEMS_PER_REQUEST:
+        raise ValueError(f"batch size must be 1..{MAX_ITEMS_PER_REQUEST}")
+    batches: list[Batch] = []
+    ordered = changes.sort("location_id", ROW)
+    for (location_id,), group in ordered.group_by("location_id", maintain_order=True):
+        for start in range(0, group.height, batch_size):
+            batches.append(Batch(index=len(batches), location_id=int(location_id),  # type: ignore[arg-type]
+                                 frame=group.slice(start, batch_size)))
+    return batches
+
+
+def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    for loc, ident, sku, pid, vid, qty in chunk.select(
+        "location_id", "identifier", "sku", "product_id", "variant_id", "quantity"
+    ).iter_rows():
+        item: dict[str, Any] = {"location_id": loc}
+        if ident == "sku":
+            item["sku"] = sku
+        elif ident == "variant_id":
+            item["variant_id"] = vid
+        else:
+            item["product_id"] = pid
+        item["quantity"] = qty
+        yield item
+
+
+async def submit(
+    client: StoreClient,
+    batches: list[Batch],
+    *,
+    reason: str | None,
+    concurrency: int = 4,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> SubmitResult:
+    """Send every batch, at most ``concurrency`` at once; never raises for store failures.
+
+    A fatal error (auth refused, store gone after bounded retries) stops new batches
+    and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
+    """
+    started = time.monotonic()
+    results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
+               for b in batches]
+    sem = asyncio.Semaphore(max(concurrency, 1))
+    stop = asyncio.Event()
+    fatal: list[FatalError] = []
+
+    async def run(batch: Batch, result: BatchResult) -> None:
+        async with sem:
+            if stop.is_set():
+                return
+            t0 = time.monotonic()
+            try:
+                await _send_isolating(client, batch, result, reason)
+            except FatalError as exc:
+                result.status = "failed"
+                result.error = str(exc)
+                if not fatal:
+                    fatal.append(exc)
+                stop.set()
+            finally:
+                result.seconds = time.monotonic() - t0
+            if on_batch:
+                on_batch(result)
+
+    await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
+    return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
+                        requests=client.requests_sent, responses_429=client.responses_429,
+                        seconds=time.monotonic() - started)
+
+
+async def _send_isolating(
+    client: StoreClient, batch: Batch, result: BatchResult, reason: str | None
+) -> None:
+    """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
+    budget = [MAX_ISOLATION_REQUESTS]
+    pending: list[list[int]] = [list(range(len(batch.items)))]
+    while pending:
+        idx = pending.pop()
+        if not idx:
+            continue
+        items = [batch.items[i] for i in idx]
+        result.requests += 1
+        try:
+            put = await client.put_absolute(items, reason)
+        except Refused as refusal:
+            result.attempts += refusal.attempts
+            if len(idx) == 1:
+                result.refused.append((batch.rows[idx[0]], refusal.title or "refused (HTTP 422)"))
+                continue
+            budget[0] -= 1
+            if budget[0] <= 0:
+                message = (f"not isolated: the store refused its batch ({refusal.title}) and "
+                           f"isolation gave up after {MAX_ISOLATION_REQUESTS} requests")
+                result.refused.extend((batch.rows[i], message) for i in idx)
+                for rest in pending:
+                    result.refused.extend((batch.rows[i], message) for i in rest)
+                pending.clear()
+                break
+            named = _named_items(refusal, items)
+            if named and len(named) < len(idx):
+                suspects = [idx[j] for j in sorted(named)]
+                others = [i for j, i in enumerate(idx) if j not in named]
+                # The rest most likely goes through in one request; try it first.
+                pending.append(suspects)
+                pending.append(others)
+            else:
+                half = len(idx) // 2
+                pending.append(idx[half:])
+                pending.append(idx[:half])
+            continue
+        except (AuthError, StoreError):
+            raise
+        result.attempts += put.attempts
+        result.transaction_ids.append(put.transaction_id)
+        result.accepted_rows.extend(batch.rows[i] for i in idx)
+    if not result.refused:
+        result.status = "accepted"
+    elif result.accepted_rows:
+        result.status = "partial"
+    else:
+        result.status = "refused"
+
+
+_LOCATION_IDS = re.compile(r"[Ll]ocation[^\[]*\[([\d,\s]+)\]")
+_ITEMS_INDEX = re.compile(r"^items\.(\d+)")
+
+
+def _named_items(refusal: Refused, items: list[dict[str, Any]]) -> set[int]:
+    """Positions of the items a 422 seems to name; a hint only, never trusted blindly."""
+    named: set[int] = set()
+    for key in refusal.errors:
+        m = _ITEMS_INDEX.match(str(key))
+        if m and int(m.group(1)) < len(items):
+            named.add(int(m.group(1)))
+    title = refusal.title
+    m = _LOCATION_IDS.search(title)
+    if m:
+        ids = {int(x) for x in re.findall(r"\d+", m.group(1))}
+        named.update(j for j, it in enumerate(items) if it["location_id"] in ids)
+    for j, it in enumerate(items):
+        for kind in ("sku", "variant_id", "product_id"):
+            if kind in it and re.search(
+                rf"{kind}[\s:=]+['\"]?{re.escape(str(it[kind]))}(?![\w-])", title
+            ):
+                named.add(j)
+    return named

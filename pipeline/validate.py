@@ -1,0 +1,311 @@
+"""Stage 2: parse and validate a :class:`StockTable` into a :class:`Validated` split.
+
+Parsing is vectorised polars; the rules themselves live in the pandera schema in
+:mod:`schemas.stock`, one named check per reason code. Every row ends up either
+valid (typed, one identifier chosen) or rejected with its row number, the blamed
+column, the original cell text, a stable reason code and a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import polars as pl
+
+from pipeline.ingest import IDENTIFIERS, ROW, StockTable
+from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DuplicatePolicy = Literal["reject", "sum", "last"]
+DUPLICATE_POLICIES: tuple[str, ...] = ("reject", "sum", "last")
+
+_SPACES = " \t\r\n\xa0\u2007\u202f\ufeff"
+_WHOLE = r"^\+?0*(\d+?)(?:\.0*)?$"
+_NEGATIVE = r"^-0*[1-9]\d*(?:\.0*)?$"
+_DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+
+REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
+                   "reason": pl.String, "message": pl.String}
+VALID_COLUMNS = [ROW, "location_id", "identifier", "item_key", "sku", "product_id",
+                 "variant_id", "quantity"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A store location as ``GET /inventory/locations`` describes it."""
+
+    id: int
+    code: str
+    enabled: bool = True
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class QuantityRules:
+    """Optional rules applied to each parsed quantity, in this order."""
+
+    text_map: Mapping[str, int] = field(default_factory=dict)
+    """Text such as ``in stock`` -> a number; matched case-insensitively after trimming."""
+    buffer: int = 0
+    """Safety stock kept back: subtracted from every quantity."""
+    clamp_negative: bool = False
+    """Negative results become 0 instead of being rejected."""
+    maximum: int | None = None
+    """Quantities above this are capped to it."""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.text_map or self.buffer or self.clamp_negative or self.maximum is not None)
+
+    def describe(self) -> dict[str, object]:
+        return {"text_map": dict(self.text_map), "buffer": self.buffer,
+                "clamp_negative": self.clamp_negative, "maximum": self.maximum}
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The outcome of validation: typed valid rows and rejected rows."""
+
+    source: StockTable
+    valid: pl.DataFrame
+    """One row per (location, item): columns :data:`VALID_COLUMNS`."""
+    rejected: pl.DataFrame
+    """One row per rejected file row: columns of :data:`REJECTED_SCHEMA`."""
+    merged_rows: int = 0
+    """Rows folded into another row by the ``sum``/``last`` duplicate policy."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _trimmed(column: str | None) -> pl.Expr:
+    if column is None:
+        return pl.lit(None, dtype=pl.String)
+    text = pl.col(column).str.strip_chars(_SPACES)
+    return pl.when(text == "").then(None).otherwise(text)
+
+
+def _parse_id(text: pl.Expr) -> pl.Expr:
+    """A positive whole number up to the store's maximum, else null."""
+    digits = text.str.extract(_WHOLE, 1)
+    value = pl.when(digits.str.len_chars() <= 10).then(digits).cast(pl.Int64, strict=False)
+    return pl.when((value >= 1) & (value <= MAX_QUANTITY)).then(value)
+
+
+def validate(
+    table: StockTable,
+    *,
+    default_location: int = 1,
+    locations: list[Location] | None = None,
+    duplicates: DuplicatePolicy = "reject",
+    rules: QuantityRules | None = None,
+) -> Validated:
+    """Validate every row of ``table``; see :data:`schemas.stock.REASONS` for the rules.
+
+    ``locations``, when known, resolves location codes and rejects rows for unknown or
+    disabled locations before anything is sent.
+    """
+    rules = rules or QuantityRules()
+    m = table.mapping
+    frame = table.frame.select(
+        pl.col(ROW),
+        *[_trimmed(m.get(c)).alias(f"{c}_text")
+          for c in ("sku", "product_id", "variant_id", "location_id", "quantity")],
+    )
+    frame = frame.with_columns(
+        sku=pl.col("sku_text"),
+        product_id=_parse_id(pl.col("product_id_text")),
+        variant_id=_parse_id(pl.col("variant_id_text")),
+    )
+    frame = frame.with_columns(
+        identifier=pl.when(pl.col("sku").is_not_null()).then(pl.lit("sku"))
+        .when(pl.col("variant_id_text").is_not_null()).then(pl.lit("variant_id"))
+        .when(pl.col("product_id_text").is_not_null()).then(pl.lit("product_id")),
+    )
+    frame = frame.with_columns(
+        item_key=pl.when(pl.col("identifier") == "sku").then(pl.col("sku"))
+        .when(pl.col("identifier") == "variant_id").then(pl.col("variant_id").cast(pl.String))
+        .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
+    )
+    frame = _resolve_locations(frame, default_location, locations)
+    frame = _parse_quantity(frame, rules)
+    date_cols = ["quantity"] if table.format == "csv" else ["quantity", *IDENTIFIERS]
+    frame = frame.with_columns(
+        has_date=pl.any_horizontal(
+            [pl.col(f"{c}_text").str.contains(_DATE).fill_null(False) for c in date_cols]
+        ),
+        date_column=pl.coalesce(
+            [pl.when(pl.col(f"{c}_text").str.contains(_DATE)).then(pl.lit(c)) for c in date_cols]
+        ),
+    )
+    frame, merged = _mark_duplicates(frame, duplicates)
+
+    failures = _run_schema(frame)
+    rejected = _rejected_rows(table, frame, failures)
+    valid = frame.join(rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
+    if merged is not None:
+        valid = _merge_duplicates(valid, duplicates)
+    notes = []
+    if rules.active:
+        notes.append(f"quantity rules applied: {rules.describe()}")
+    return Validated(source=table, valid=valid, rejected=rejected,
+                     merged_rows=(merged or 0), notes=notes)
+
+
+def _resolve_locations(
+    frame: pl.DataFrame, default_location: int, locations: list[Location] | None
+) -> pl.DataFrame:
+    text = pl.col("location_id_text")
+    as_id = _parse_id(text)
+    if locations is None:
+        return frame.with_columns(
+            location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
+            .otherwise(as_id),
+            location_unknown=pl.lit(False),
+            location_disabled=pl.lit(False),
+        )
+    directory = pl.DataFrame(
+        {"_id": [loc.id for loc in locations], "_code": [loc.code for loc in locations],
+         "_enabled": [loc.enabled for loc in locations]},
+        schema={"_id": pl.Int64, "_code": pl.String, "_enabled": pl.Boolean},
+    )
+    by_code = directory.select(pl.col("_code").alias("location_id_text"),
+                               pl.col("_id").alias("_code_id"))
+    frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
+    resolved = (
+        pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
+        .otherwise(pl.coalesce(as_id, pl.col("_code_id")))
+    )
+    frame = frame.with_columns(_loc=resolved).drop("_code_id")
+    frame = frame.join(directory.select("_id", "_enabled"), left_on="_loc", right_on="_id",
+                       how="left", maintain_order="left")
+    known = pl.col("_enabled").is_not_null()
+    return frame.with_columns(
+        location_id=pl.when(known).then(pl.col("_loc")),
+        location_unknown=~known,
+        location_disabled=known & ~pl.col("_enabled"),
+    ).drop("_loc", "_enabled")
+
+
+def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
+    text = pl.col("quantity_text")
+    if rules.text_map:
+        lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
+        text = text.str.to_lowercase().replace_strict(lowered, default=text)
+    digits = text.str.extract(_WHOLE, 1)
+    negative = text.str.contains(_NEGATIVE).fill_null(False)
+    # More than 10 significant digits cannot fit; parse the rest exactly as Int64.
+    too_many = digits.str.len_chars() > 10
+    magnitude = pl.when(~too_many).then(digits).cast(pl.Int64, strict=False)
+    neg_digits = text.str.extract(r"^-0*(\d+?)(?:\.0*)?$", 1)
+    neg_value = -pl.when(neg_digits.str.len_chars() <= 10).then(neg_digits).cast(
+        pl.Int64, strict=False)
+    value = pl.when(negative).then(neg_value).otherwise(magnitude)
+    if rules.buffer:
+        value = value - rules.buffer
+    if rules.clamp_negative:
+        value = pl.when(value < 0).then(0).otherwise(value)
+    if rules.maximum is not None:
+        value = pl.when(value > rules.maximum).then(rules.maximum).otherwise(value)
+    frame = frame.with_columns(_q=value, _too_many=too_many.fill_null(False))
+    return frame.with_columns(
+        quantity=pl.when((pl.col("_q") >= 0) & (pl.col("_q") <= MAX_QUANTITY)).then(pl.col("_q")),
+        quantity_negative=(pl.col("_q") < 0).fill_null(False) | (negative & pl.col("_q").is_null()),
+        quantity_too_large=(pl.col("_q") > MAX_QUANTITY).fill_null(False) | pl.col("_too_many"),
+    ).drop("_q", "_too_many")
+
+
+_KEY = ["location_id", "identifier", "item_key"]
+
+
+def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
+    """Flag (location, item) pairs named in more than one otherwise good row."""
+    good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
+    count = pl.len().over(_KEY)
+    if policy == "reject":
+        return frame.with_columns(duplicate=(good_key & (count > 1)).fill_null(False)), None
+    # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
+    ok = good_key & pl.col("quantity").is_not_null()
+    frame = frame.with_columns(duplicate=pl.lit(False))
+    groups = frame.filter(ok).group_by(_KEY).len()
+    merged = int(groups.filter(pl.col("len") > 1).select((pl.col("len") - 1).sum()).item() or 0)
+    return frame, merged
+
+
+def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
+    if policy == "last":
+        merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
+            pl.col(ROW).first(), pl.col("sku", "product_id", "variant_id").first(),
+            pl.col("quantity").last())
+    else:
+        merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
+            pl.col(ROW).first(), pl.col("sku", "product_id", "variant_id").first(),
+            pl.col("quantity").sum().clip(upper_bound=MAX_QUANTITY))
+    return merged.select(VALID_COLUMNS).sort(ROW)
+
+
+def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
+    """Run the pandera schema with data checks on; return (index, check) failures."""
+    import pandera.polars as pa
+    from pandera.config import ValidationDepth, config_context
+
+    # On a LazyFrame pandera checks only the schema unless told to check the data too.
+    with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            stock_row_schema().validate(frame.lazy(), lazy=True).collect()
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        else:
+            return pl.DataFrame(schema={"index": pl.Int64, "check": pl.String})
+    unexpected = cases.filter(~pl.col("check").is_in(list(REASONS)))
+    if unexpected.height:
+        raise AssertionError(f"stock frame broke its own schema: {unexpected.head(5)}")
+    return cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))
+
+
+def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+    """One rejected row per failing file row: its highest-priority reason."""
+    if failures.height == 0:
+        return pl.DataFrame(schema=REJECTED_SCHEMA)
+    priority = {code: i for i, code in enumerate(REASONS)}
+    first = (
+        failures.with_columns(_p=pl.col("check").replace_strict(priority, return_dtype=pl.Int32))
+        .sort("index", "_p").unique("index", keep="first", maintain_order=True)
+    )
+    rows = frame.with_row_index("index").with_columns(pl.col("index").cast(pl.Int64)).join(
+        first.select("index", "check"), on="index", how="inner"
+    ).sort(ROW)
+    canonical = pl.col("check").replace_strict(
+        {code: r.column for code, r in REASONS.items()}, return_dtype=pl.String)
+    column = (
+        pl.when(pl.col("check") == "date_in_column").then(pl.col("date_column"))
+        .when(pl.col("check").is_in(["missing_identifier", "duplicate_item"]))
+        .then(pl.col("identifier").fill_null("sku"))
+        .otherwise(canonical)
+    )
+    rows = rows.with_columns(_canon=column)
+    value = pl.coalesce(
+        [pl.when(pl.col("_canon") == c).then(pl.col(f"{c}_text"))
+         for c in ("sku", "product_id", "variant_id", "location_id", "quantity")]
+    )
+    rows = rows.with_columns(_value=value)
+    # Every template has at most one "{value}": message = before + value + after.
+    parts = {code: r.message.partition("{value}") for code, r in REASONS.items()}
+    before = pl.col("check").replace_strict({c: p[0] for c, p in parts.items()},
+                                            return_dtype=pl.String)
+    after = pl.col("check").replace_strict({c: p[2] for c, p in parts.items()},
+                                           return_dtype=pl.String)
+    has_value = pl.col("check").is_in([c for c, p in parts.items() if p[1]])
+    message = pl.when(has_value).then(before + pl.col("_value").fill_null("") + after)\
+        .otherwise(before)
+    # Blame the file's own header, so the message matches what the sender sees.
+    header = pl.col("_canon").replace_strict(
+        {c: table.mapping.get(c, c) for c in ("sku", "product_id", "variant_id",
+                                               "location_id", "quantity")},
+        default=pl.col("_canon"), return_dtype=pl.String)
+    return rows.select(
+        pl.col(ROW), header.alias("column"), pl.col("_value").alias("value"),
+        pl.col("check").alias("reason"), message.alias("message"),
+    )
+
