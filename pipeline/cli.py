@@ -64,6 +64,16 @@ def _sync_options(fn: Any) -> Any:
         click.option("--clamp-negative", is_flag=True, default=None,
                      help="Negative quantities (after the buffer) become 0."),
         click.option("--max-quantity", "maximum", type=int, help="Cap quantities at this."),
+        click.option("--zero-missing", is_flag=True,
+                     help="Set items in the snapshot but absent from the file to 0 "
+                          "(at the locations the file covers)."),
+        click.option("--allow-empty", is_flag=True, help="Override the empty-file brake."),
+        click.option("--allow-shrink", is_flag=True,
+                     help="Override the brake on a file far smaller than the last run's."),
+        click.option("--allow-zeroing", is_flag=True,
+                     help="Override the brake on zeroing many previously synced items."),
+        click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
+                     help="Turn TLS certificate checks off (never do this in production)."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -9,6 +9,7 @@ isolate the refused items. The access token only ever travels in a request heade
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -95,10 +96,8 @@ class RateLimiter:
                     self.in_flight += 1
                     return
                 self.waited_s += wait
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
 
     async def release(self, headers: httpx.Headers | None) -> None:
         """Record the quota the store reported in an answer (or none, on failure)."""
@@ -135,7 +134,7 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 
 class StoreClient:
-    """The store's inventory API: ``async with StoreClient(...) as c: await c.put_absolute(...)``."""
+    """The store's inventory API, used as ``async with StoreClient(...) as client``."""
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.brakes import BrakeLimits
 from pipeline.client import MAX_ITEMS_PER_REQUEST, RetryPolicy
 from pipeline.errors import UsageError
 from pipeline.validate import DUPLICATE_POLICIES, QuantityRules
@@ -69,6 +70,8 @@ class Settings:
     rules: QuantityRules = field(default_factory=QuantityRules)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_tls: bool = True
+    zero_missing: bool = False
+    brakes: BrakeLimits = field(default_factory=BrakeLimits)
     config_path: Path | None = None
 
     @property
@@ -101,14 +104,15 @@ class Settings:
             "batch_size": self.batch_size, "concurrency": self.concurrency,
             "dry_run": self.dry_run, "full": self.full, "sheet": self.sheet,
             "column_map": self.column_map, "duplicates": self.duplicates,
-            "quantity_rules": self.rules.describe(),
+            "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
+            "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
             "config": str(self.config_path) if self.config_path else None,
         }
 
 
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
-               "quantity", "retry", "verify_tls"}
+               "quantity", "retry", "verify_tls", "zero_missing", "brakes"}
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -155,6 +159,8 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
             setattr(s, key, Path(value).expanduser())
     for key in ("dry_run", "full"):
         setattr(s, key, bool(overrides.get(key)))
+    s.zero_missing = bool(overrides.get("zero_missing") or cfg.get("zero_missing"))
+    s.brakes = _brakes(cfg.get("brakes") or {}, overrides)
     if overrides.get("verify_tls") is False or cfg.get("verify_tls") is False:
         s.verify_tls = False
     columns = dict(cfg.get("columns") or {})
@@ -185,11 +191,32 @@ def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:
     return rules
 
 
-def _retry(section: dict[str, Any]) -> RetryPolicy:
+def _brakes(section: dict[str, Any], overrides: dict[str, Any]) -> BrakeLimits:
     try:
-        return RetryPolicy(**{k: (int(v) if k == "max_attempts" else float(v))
-                              for k, v in section.items()})
-    except TypeError as exc:
+        limits = BrakeLimits(
+            min_rows_ratio=float(section.get("min_rows_ratio", 0.5)),
+            max_zero_share=float(section.get("max_zero_share", 0.3)),
+            allow_empty=bool(overrides.get("allow_empty")),
+            allow_shrink=bool(overrides.get("allow_shrink")),
+            allow_zeroing=bool(overrides.get("allow_zeroing")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad [brakes] section: {exc}") from None
+    if not (0 <= limits.min_rows_ratio <= 1 and 0 <= limits.max_zero_share <= 1):
+        raise UsageError("[brakes] ratios must be between 0 and 1")
+    return limits
+
+
+def _retry(section: dict[str, Any]) -> RetryPolicy:
+    fields = RetryPolicy.__dataclass_fields__
+    unknown = set(section) - set(fields)
+    if unknown:
+        raise UsageError(f"bad [retry] section: unknown key(s) {', '.join(sorted(unknown))}")
+    try:
+        values = {k: float(v) for k, v in section.items() if k != "max_attempts"}
+        attempts = int(section.get("max_attempts", RetryPolicy.max_attempts))
+        return RetryPolicy(max_attempts=attempts, **values)
+    except (TypeError, ValueError) as exc:
         raise UsageError(f"bad [retry] section: {exc}") from None
 
 

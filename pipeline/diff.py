@@ -23,6 +23,8 @@ class ChangeSet:
     unchanged: int
     baseline: str
     """``snapshot``, ``live`` or ``none`` (``--full``)."""
+    zeroed_missing: int = 0
+    """Items added as 0 by ``--zero-missing`` (in :attr:`changes`, with no file row)."""
 
     @property
     def new(self) -> int:

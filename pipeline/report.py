@@ -42,6 +42,8 @@ class Counts:
     refused: int = 0
     unconfirmed: int = 0
     not_sent: int = 0
+    zeroed_missing: int = 0
+    """Items in the snapshot but not in the file, set to 0 by ``--zero-missing``."""
     rejected: int = 0
     """Rows rejected: invalid ones plus those the store refused."""
 
@@ -52,8 +54,8 @@ class Counts:
             problems.append("rows != valid + invalid")
         if self.valid - self.merged != self.unchanged + self.changed:
             problems.append("valid - merged != unchanged + changed")
-        if self.changed != self.submitted + self.not_sent:
-            problems.append("changed != submitted + not_sent")
+        if self.changed + self.zeroed_missing != self.submitted + self.not_sent:
+            problems.append("changed + zeroed_missing != submitted + not_sent")
         if self.submitted != self.accepted + self.refused + self.unconfirmed:
             problems.append("submitted != accepted + refused + unconfirmed")
         if self.rejected != self.invalid + self.refused:
@@ -83,6 +85,8 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    brakes: list[dict[str, str]] = field(default_factory=list)
+    resumed_from: str | None = None
     error: str | None = None
     exit_code: int = 0
     report_dir: str = ""

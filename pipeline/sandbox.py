@@ -252,6 +252,22 @@ def _problem_reply(p: _Problem) -> _Reply:
     return _Reply(p.status, _dumps(body), _PROBLEM)
 
 
+def _item_ok(item: Any, relative: bool) -> bool:
+    """Fast path of `_item_shape_errors`: True when the item is well formed."""
+    if type(item) is not dict or len(item) != 3 or not item.keys() <= _ITEM_FIELDS:
+        return False
+    q = item.get("quantity")
+    if type(item.get("location_id")) is not int or type(q) is not int:
+        return False
+    if not (-MAX_QUANTITY if relative else 0) <= q <= MAX_QUANTITY:
+        return False
+    # Three allowed keys, two of them location_id and quantity: exactly one identity field.
+    sku = item.get("sku")
+    if sku is not None:
+        return type(sku) is str and sku != ""
+    return type(item.get("variant_id", item.get("product_id"))) is int
+
+
 def _item_shape_errors(item: Any, i: int, relative: bool) -> dict[str, str]:
     """Schema errors of one adjustment item, keyed like `items.0.quantity`; {} when fine."""
     p = f"items.{i}"
@@ -672,9 +688,8 @@ class Sandbox:
                 {"items": f"At most {MAX_ITEMS} items per request."},
             )
         for i, it in enumerate(items):
-            errors = _item_shape_errors(it, i, relative)
-            if errors:
-                raise _Problem(422, INVALID_FIELDS, errors)
+            if not _item_ok(it, relative):
+                raise _Problem(422, INVALID_FIELDS, _item_shape_errors(it, i, relative))
 
         unknown: list[int] = []
         disabled: list[int] = []
@@ -948,7 +963,9 @@ def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 0) -> None
 
     app = create_app(config)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it Nagle plus delayed ACKs add ~40 ms to every answer.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -29,17 +29,18 @@ class SandboxProcess:
 
     def get(self, path: str) -> Any:
         """GET a ``/_sandbox/...`` introspection endpoint and decode its JSON."""
-        with urllib.request.urlopen(self.url + path, timeout=30) as resp:  # noqa: S310
+        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
             return json.loads(resp.read())
 
     def post(self, path: str) -> Any:
         req = urllib.request.Request(self.url + path, method="POST", data=b"")
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
     def levels(self) -> dict[tuple[int, str], int]:
         """(location_id, sku) -> on-hand level, for every level set."""
-        return {(lv["location_id"], lv["sku"]): lv["quantity"] for lv in self.get("/_sandbox/levels")}
+        levels = self.get("/_sandbox/levels")
+        return {(lv["location_id"], lv["sku"]): lv["quantity"] for lv in levels}
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self.get("/_sandbox/requests"))

@@ -7,6 +7,7 @@ confirmed, so a failed or partial run leaves it as it was for those items.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -95,7 +96,5 @@ def _fsync(path: str) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
         _fsync(str(path))
-    except OSError:  # some filesystems cannot fsync a directory
-        pass

@@ -21,12 +21,14 @@ import polars as pl
 
 from pipeline.client import MAX_ITEMS_PER_REQUEST, Refused, StoreClient
 from pipeline.errors import AuthError, FatalError, StoreError
-from pipeline.ingest import ROW
 
 if TYPE_CHECKING:
-    from pipeline.diff import ChangeSet
+    pass
 
 log = logging.getLogger("invsync.submit")
+
+SEQ = "__seq"
+"""Column numbering the items of a change set; results refer to items by it."""
 
 MAX_ISOLATION_REQUESTS = 200
 """Requests one batch may spend isolating refused items before it gives up on the rest."""
@@ -49,9 +51,9 @@ class Batch:
         return list(_payload_items(self.frame))
 
     @cached_property
-    def rows(self) -> list[int]:
-        """File row number of each item, parallel to :attr:`items`."""
-        return self.frame[ROW].to_list()
+    def seqs(self) -> list[int]:
+        """Position of each item in the change set (:data:`SEQ`), parallel to :attr:`items`."""
+        return self.frame[SEQ].to_list()
 
 
 @dataclass
@@ -66,9 +68,10 @@ class BatchResult:
     transaction_ids: list[str] = field(default_factory=list)
     attempts: int = 0
     requests: int = 0
-    accepted_rows: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    """:data:`SEQ` of each accepted item."""
     refused: list[tuple[int, str]] = field(default_factory=list)
-    """(file row, the store's message) for each refused item."""
+    """(:data:`SEQ`, the store's message) for each refused item."""
     error: str | None = None
     seconds: float = 0.0
 
@@ -78,7 +81,7 @@ class BatchResult:
             "status": self.status,
             "transaction_id": self.transaction_ids[0] if self.transaction_ids else None,
             "transaction_ids": self.transaction_ids, "attempts": self.attempts,
-            "requests": self.requests, "accepted": len(self.accepted_rows),
+            "requests": self.requests, "accepted": len(self.accepted),
             "refused": len(self.refused), "error": self.error,
             "seconds": round(self.seconds, 3),
         }
@@ -95,8 +98,8 @@ class SubmitResult:
     seconds: float = 0.0
 
     @property
-    def accepted_rows(self) -> list[int]:
-        return [r for b in self.batches for r in b.accepted_rows]
+    def accepted(self) -> list[int]:
+        return [r for b in self.batches for r in b.accepted]
 
     @property
     def refused(self) -> list[tuple[int, str]]:
@@ -112,10 +115,11 @@ def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST)
     if not 1 <= batch_size <= MAX_ITEMS_PER_REQUEST:
         raise ValueError(f"batch size must be 1..{MAX_ITEMS_PER_REQUEST}")
     batches: list[Batch] = []
-    ordered = changes.sort("location_id", ROW)
+    ordered = changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))\
+        .sort("location_id", SEQ)
     for (location_id,), group in ordered.group_by("location_id", maintain_order=True):
         for start in range(0, group.height, batch_size):
-            batches.append(Batch(index=len(batches), location_id=int(location_id),  # type: ignore[arg-type]
+            batches.append(Batch(index=len(batches), location_id=int(location_id),
                                  frame=group.slice(start, batch_size)))
     return batches
 
@@ -142,6 +146,8 @@ async def submit(
     reason: str | None,
     concurrency: int = 4,
     on_batch: Callable[[BatchResult], None] | None = None,
+    on_sending: Callable[[Batch], None] | None = None,
+    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> SubmitResult:
     """Send every batch, at most ``concurrency`` at once; never raises for store failures.
 
@@ -160,8 +166,10 @@ async def submit(
             if stop.is_set():
                 return
             t0 = time.monotonic()
+            if on_sending:
+                on_sending(batch)
             try:
-                await _send_isolating(client, batch, result, reason)
+                await _send_isolating(client, batch, result, reason, on_confirmed)
             except FatalError as exc:
                 result.status = "failed"
                 result.error = str(exc)
@@ -180,7 +188,8 @@ async def submit(
 
 
 async def _send_isolating(
-    client: StoreClient, batch: Batch, result: BatchResult, reason: str | None
+    client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
+    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
     budget = [MAX_ISOLATION_REQUESTS]
@@ -196,15 +205,15 @@ async def _send_isolating(
         except Refused as refusal:
             result.attempts += refusal.attempts
             if len(idx) == 1:
-                result.refused.append((batch.rows[idx[0]], refusal.title or "refused (HTTP 422)"))
+                result.refused.append((batch.seqs[idx[0]], refusal.title or "refused (HTTP 422)"))
                 continue
             budget[0] -= 1
             if budget[0] <= 0:
                 message = (f"not isolated: the store refused its batch ({refusal.title}) and "
                            f"isolation gave up after {MAX_ISOLATION_REQUESTS} requests")
-                result.refused.extend((batch.rows[i], message) for i in idx)
+                result.refused.extend((batch.seqs[i], message) for i in idx)
                 for rest in pending:
-                    result.refused.extend((batch.rows[i], message) for i in rest)
+                    result.refused.extend((batch.seqs[i], message) for i in rest)
                 pending.clear()
                 break
             named = _named_items(refusal, items)
@@ -223,10 +232,12 @@ async def _send_isolating(
             raise
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
-        result.accepted_rows.extend(batch.rows[i] for i in idx)
+        result.accepted.extend(batch.seqs[i] for i in idx)
+        if on_confirmed:
+            on_confirmed(batch, idx, put.transaction_id)
     if not result.refused:
         result.status = "accepted"
-    elif result.accepted_rows:
+    elif result.accepted:
         result.status = "partial"
     else:
         result.status = "refused"

@@ -12,7 +12,7 @@ _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run":
 
 def print_summary(report: RunReport, console: Console | None = None) -> None:
     """Print counts, rejections by reason and batches; end with the report folder."""
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     c = report.counts
     style = _STYLE.get(report.status, "white")
     source = report.input.get("path", "?")

@@ -1,7 +1,9 @@
-"""Runs the stages in order: ingest → validate → diff → submit → report.
+"""Runs the stages in order: ingest → validate → diff → brakes → submit → report.
 
 This is the library entry point behind ``invsync sync``: :func:`sync_file` never prints;
 it returns the :class:`~pipeline.report.RunReport` it also wrote to the run folder.
+A real run holds the store's lock, replays an interrupted run's journal first, and
+journals every batch, so that ``kill -9`` at any moment loses nothing.
 """
 
 from __future__ import annotations
@@ -16,14 +18,22 @@ from typing import Any
 
 import polars as pl
 
+from pipeline.brakes import check_brakes
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
-from pipeline.errors import ExitCode, FatalError, InputFileError
+from pipeline.errors import ExitCode, FatalError, SafetyBrakeError
 from pipeline.ingest import ROW, StockTable, read_stock_file
-from pipeline.report import Counts, RunReport, new_run_id, rejected_records, utc_now, \
-    write_run_folder
+from pipeline.journal import Journal, StoreLock
+from pipeline.report import (
+    Counts,
+    RunReport,
+    new_run_id,
+    rejected_records,
+    utc_now,
+    write_run_folder,
+)
 from pipeline.snapshot import KEY, SnapshotStore
-from pipeline.submit import BatchResult, SubmitResult, plan_batches, submit
+from pipeline.submit import SEQ, Batch, BatchResult, SubmitResult, plan_batches, submit
 from pipeline.validate import Location, Validated, validate
 
 log = logging.getLogger("invsync.sync")
@@ -35,75 +45,168 @@ def _no_event(name: str, data: dict[str, Any]) -> None:
     return None
 
 
+class _Run:
+    """The state of one run while its stages execute."""
+
+    def __init__(self, path: Path, settings: Settings, emit: Event) -> None:
+        self.path = path
+        self.settings = settings
+        self.emit = emit
+        self.report = RunReport(run_id=new_run_id(), status="failed", started_at=utc_now(),
+                                options=settings.public(),
+                                store={"store_hash": settings.store_hash,
+                                       "api_url": settings.api_url})
+        self.folder = settings.reports / self.report.run_id
+        self.timings: dict[str, float] = {}
+        self.table: StockTable | None = None
+        self.rejected: pl.DataFrame | None = None
+        store = settings.store_hash or "offline"
+        self.snapshots = SnapshotStore(settings.state_dir, store)
+        self.lock = StoreLock(self.snapshots.dir, store)
+        self.journal = Journal(self.snapshots.dir)
+
+    def timed(self, stage: str, started: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
+
+
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report."""
-    emit = on_event or _no_event
     settings.check(needs_store=not settings.dry_run)
-    report = RunReport(run_id=new_run_id(), status="failed", started_at=utc_now(),
-                       options=settings.public(),
-                       store={"store_hash": settings.store_hash, "api_url": settings.api_url})
-    folder = settings.reports / report.run_id
-    timings: dict[str, float] = {}
+    run = _Run(Path(path), settings, on_event or _no_event)
     t_start = time.perf_counter()
-    emit("run_started", {"run_id": report.run_id, "input": str(path),
-                         "dry_run": settings.dry_run})
-    table: StockTable | None = None
-    checked: Validated | None = None
-    rejected: pl.DataFrame | None = None
+    run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
+                             "dry_run": settings.dry_run})
+    locked = False
     try:
-        t = time.perf_counter()
-        table = read_stock_file(path, sheet=settings.sheet, column_map=settings.column_map)
-        timings["ingest"] = time.perf_counter() - t
-        report.input = {"path": str(path), "sha256": table.sha256, "format": table.format,
-                        "rows": table.rows, "blank_rows": table.blank_rows,
-                        "sheet": table.sheet, "encoding": table.encoding,
-                        "delimiter": table.delimiter, "columns": table.mapping}
-        report.notes.extend(table.notes)
-        locations = _fetch_locations(settings, emit) if settings.token else None
-
-        t = time.perf_counter()
-        checked = validate(table, default_location=settings.location_id, locations=locations,
-                           duplicates=settings.duplicates,  # type: ignore[arg-type]
-                           rules=settings.rules)
-        timings["validate"] = time.perf_counter() - t
-        report.notes.extend(checked.notes)
-
-        t = time.perf_counter()
-        snapshots = SnapshotStore(settings.state_dir, settings.store_hash or "offline")
-        baseline = None if settings.full else snapshots.load()
-        changes = compute_changes(checked.valid, baseline)
-        timings["diff"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        batches = plan_batches(changes.changes, settings.batch_size)
-        timings["plan"] = time.perf_counter() - t
-        result: SubmitResult | None = None
-        if not settings.dry_run and batches:
-            t = time.perf_counter()
-            result = asyncio.run(_submit(settings, batches, emit))
-            timings["submit"] = time.perf_counter() - t
-            accepted = changes.changes.filter(pl.col(ROW).is_in(result.accepted_rows))
-            if accepted.height:
-                snapshots.merge(accepted.select(*KEY, "quantity"))
-        rejected = _all_rejected(checked, result)
-        _fill(report, table, checked, changes, batches, result, rejected, settings)
-        if result is None or result.fatal is None:
-            snapshots.write_meta({**snapshots.read_meta(), "last_run": report.run_id,
-                                  "last_rows": table.rows})
-    except InputFileError as exc:
-        report.error = str(exc)
-        report.exit_code = int(exc.exit_code)
+        if not settings.dry_run:
+            run.lock.acquire(run.report.run_id)
+            locked = True
+            if run.lock.took_over:
+                run.report.notes.append(
+                    f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
+                    f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
+        _execute(run)
     except FatalError as exc:
-        report.error = str(exc)
-        report.exit_code = int(exc.exit_code)
-    timings["total"] = time.perf_counter() - t_start
-    report.timings = {k: round(v, 4) for k, v in timings.items()}
+        run.report.error = str(exc)
+        run.report.exit_code = int(exc.exit_code)
+    finally:
+        if locked:
+            run.lock.release()
+    run.timings["total"] = time.perf_counter() - t_start
+    report = run.report
+    report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
-    write_run_folder(report, folder, table, rejected)
-    emit("run_finished", {"run_id": report.run_id, "status": report.status,
-                          "exit_code": report.exit_code, "counts": report.counts.__dict__,
-                          "report_dir": str(folder)})
+    write_run_folder(report, run.folder, run.table, run.rejected)
+    run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
+                              "exit_code": report.exit_code, "counts": report.counts.__dict__,
+                              "report_dir": str(run.folder)})
     return report
+
+
+def _execute(run: _Run) -> None:
+    settings, report = run.settings, run.report
+    t = time.perf_counter()
+    table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map)
+    run.table = table
+    run.timed("ingest", t)
+    report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
+                    "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
+                    "encoding": table.encoding, "delimiter": table.delimiter,
+                    "columns": table.mapping}
+    report.notes.extend(table.notes)
+    locations = _fetch_locations(settings, run.emit) if settings.token else None
+
+    t = time.perf_counter()
+    checked = validate(table, default_location=settings.location_id, locations=locations,
+                       duplicates=settings.duplicates,  # type: ignore[arg-type]
+                       rules=settings.rules)
+    run.timed("validate", t)
+    report.notes.extend(checked.notes)
+
+    t = time.perf_counter()
+    baseline = _baseline(run)
+    changes = compute_changes(checked.valid, None if settings.full else baseline)
+    if settings.zero_missing:
+        changes = _with_missing_zeroed(changes, checked, baseline, report)
+    run.timed("diff", t)
+
+    meta = run.snapshots.read_meta()
+    brakes = check_brakes(rows=table.rows, last_rows=meta.get("last_rows"), changes=changes,
+                          synced_items=baseline.height, limits=settings.brakes)
+    t = time.perf_counter()
+    batches = plan_batches(changes.changes, settings.batch_size)
+    run.timed("plan", t)
+    result: SubmitResult | None = None
+    if brakes:
+        report.brakes = [b.__dict__ for b in brakes]
+        if not settings.dry_run:
+            run.rejected = checked.rejected
+            _fill(run, checked, changes, batches, None)
+            raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
+                                   + ". Nothing was sent.")
+    if not settings.dry_run and batches:
+        t = time.perf_counter()
+        result = _submit_journaled(run, changes, batches)
+        run.timed("submit", t)
+    run.rejected = _all_rejected(checked, changes, result)
+    _fill(run, checked, changes, batches, result)
+    if brakes and settings.dry_run:
+        report.exit_code = int(ExitCode.SAFETY_BRAKE)
+        report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
+    if not settings.dry_run and report.status in ("succeeded", "partial"):
+        run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
+                                  "last_finished": utc_now()})
+
+
+def _baseline(run: _Run) -> pl.DataFrame:
+    """The snapshot, with an interrupted run's confirmed levels replayed into it first."""
+    snapshot = run.snapshots.load()
+    if not run.journal.exists():
+        return snapshot
+    recovered = run.journal.recover()
+    header = recovered.header
+    note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
+            f"({len(recovered.transaction_ids)} transactions) from interrupted run "
+            f"{header.get('run_id', '?')}; {len(recovered.in_flight)} batch(es) were in flight "
+            f"and are sent again")
+    run.report.notes.append(note)
+    run.report.resumed_from = header.get("run_id")
+    run.emit("recovered", {"from_run": header.get("run_id"),
+                           "confirmed": recovered.confirmed.height})
+    if run.settings.dry_run:
+        # A dry run changes no state: apply the journal in memory only.
+        return pl.concat([snapshot.join(recovered.confirmed, on=KEY, how="anti"),
+                          recovered.confirmed])
+    if recovered.confirmed.height:
+        run.snapshots.merge(recovered.confirmed)
+    run.journal.close(remove=True)
+    return run.snapshots.load()
+
+
+def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.DataFrame,
+                         report: RunReport) -> ChangeSet:
+    """Add a 0 for each snapshot item, at a location the file covers, that the file omits."""
+    locations = checked.valid["location_id"].unique().implode()
+    covered = baseline.filter(pl.col("location_id").is_in(locations) & (pl.col("quantity") != 0))
+    missing = covered if checked.seen_keys is None else covered.join(
+        checked.seen_keys, on=KEY, how="anti")
+    if missing.height == 0:
+        return changes
+    zeros = missing.select(
+        pl.lit(None, pl.Int64).alias(ROW), "location_id", "identifier", "item_key",
+        pl.when(pl.col("identifier") == "sku").then(pl.col("item_key")).alias("sku"),
+        pl.when(pl.col("identifier") == "product_id").then(pl.col("item_key"))
+        .cast(pl.Int64).alias("product_id"),
+        pl.when(pl.col("identifier") == "variant_id").then(pl.col("item_key"))
+        .cast(pl.Int64).alias("variant_id"),
+        pl.lit(0, pl.Int64).alias("quantity"),
+        pl.col("quantity").alias("old_quantity"),
+    )
+    report.notes.append(f"--zero-missing: {zeros.height:,} items in the snapshot but not in the "
+                        f"file are set to 0")
+    return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
+                     unchanged=changes.unchanged, baseline=changes.baseline,
+                     zeroed_missing=zeros.height)
 
 
 def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
@@ -121,60 +224,89 @@ def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
     return locations
 
 
-async def _submit(settings: Settings, batches: list[Any], emit: Event) -> SubmitResult:
+def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
+    """Send the batches, journaling each before it goes and each confirmation as it comes."""
     from pipeline.client import StoreClient
 
+    settings = run.settings
     assert settings.token is not None
+    journal = run.journal
+    journal.begin({"run_id": run.report.run_id, "input": str(run.path),
+                   "sha256": run.report.input.get("sha256"), "batches": len(batches),
+                   "options": settings.public()})
+
+    def on_sending(batch: Batch) -> None:
+        journal.sending(batch.index, len(batch))
+
+    def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
+        journal.confirmed(batch.index, txid, batch.frame[idx].select(*KEY, "quantity"))
 
     def on_batch(result: BatchResult) -> None:
-        emit("batch_done", result.to_dict())
+        run.emit("batch_done", result.to_dict())
 
     def on_retry(info: dict[str, Any]) -> None:
-        emit("retry", info)
+        run.emit("retry", info)
 
-    async with StoreClient(settings.api_url, settings.store_hash or "", settings.token.reveal(),
-                           concurrency=settings.concurrency, retry=settings.retry,
-                           verify_tls=settings.verify_tls, on_retry=on_retry) as client:
-        return await submit(client, batches, reason=settings.reason,
-                            concurrency=settings.concurrency, on_batch=on_batch)
+    async def go() -> SubmitResult:
+        assert settings.token is not None
+        async with StoreClient(settings.api_url, settings.store_hash or "",
+                               settings.token.reveal(), concurrency=settings.concurrency,
+                               retry=settings.retry, verify_tls=settings.verify_tls,
+                               on_retry=on_retry) as client:
+            return await submit(client, batches, reason=settings.reason,
+                                concurrency=settings.concurrency, on_batch=on_batch,
+                                on_sending=on_sending, on_confirmed=on_confirmed)
+
+    result = asyncio.run(go())
+    accepted = changes.changes.with_row_index(SEQ).filter(
+        pl.col(SEQ).cast(pl.Int64).is_in(result.accepted))
+    if accepted.height:
+        run.snapshots.merge(accepted.select(*KEY, "quantity"))
+    # The snapshot now holds every confirmed level: the journal has done its job.
+    journal.close(remove=True)
+    return result
 
 
-def _all_rejected(checked: Validated, result: SubmitResult | None) -> pl.DataFrame:
+def _all_rejected(checked: Validated, changes: ChangeSet,
+                  result: SubmitResult | None) -> pl.DataFrame:
     """Validation rejections plus the items the store refused, as one frame."""
     if result is None or not result.refused:
         return checked.rejected
-    source = checked.source
+    mapping = checked.source.mapping
     refused = pl.DataFrame(
-        {ROW: [r for r, _ in result.refused], "message": [m for _, m in result.refused]},
-        schema={ROW: pl.Int64, "message": pl.String},
+        {SEQ: [s for s, _ in result.refused], "message": [m for _, m in result.refused]},
+        schema={SEQ: pl.Int64, "message": pl.String},
     )
-    ident = checked.valid.select(ROW, "identifier", "item_key")
-    refused = refused.join(ident, on=ROW, how="left").with_columns(
-        column=pl.col("identifier").replace_strict(source.mapping, default=pl.col("identifier"),
+    items = changes.changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
+    refused = refused.join(items.select(SEQ, ROW, "identifier", "item_key"), on=SEQ, how="left")
+    refused = refused.with_columns(
+        column=pl.col("identifier").replace_strict(mapping, default=pl.col("identifier"),
                                                    return_dtype=pl.String),
         value=pl.col("item_key"),
         reason=pl.lit("refused_by_store"),
         message=pl.lit("the store refused this item: ") + pl.col("message"),
     )
-    return pl.concat([checked.rejected, refused.select(checked.rejected.columns)]).sort(ROW)
+    return pl.concat([checked.rejected, refused.select(checked.rejected.columns)]).sort(
+        ROW, nulls_last=True)
 
 
-def _fill(
-    report: RunReport, table: StockTable, checked: Validated, changes: ChangeSet,
-    batches: list[Any], result: SubmitResult | None, rejected: pl.DataFrame, settings: Settings,
-) -> None:
+def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch],
+          result: SubmitResult | None) -> None:
+    report, settings, table = run.report, run.settings, checked.source
+    rejected = run.rejected if run.rejected is not None else checked.rejected
     c = Counts(rows=table.rows, blank=table.blank_rows, invalid=checked.rejected.height,
-               merged=checked.merged_rows, unchanged=changes.unchanged, changed=changes.changed)
+               merged=checked.merged_rows, unchanged=changes.unchanged,
+               changed=changes.changed - changes.zeroed_missing,
+               zeroed_missing=changes.zeroed_missing)
     c.valid = c.rows - c.invalid
     if result is None:
-        c.not_sent = c.changed
+        c.not_sent = c.changed + c.zeroed_missing
     else:
-        c.accepted = len(result.accepted_rows)
+        c.accepted = len(result.accepted)
         c.refused = len(result.refused)
-        sent_batches = [b for b in result.batches if b.status != "not_sent"]
-        c.submitted = sum(b.items for b in sent_batches)
+        c.submitted = sum(b.items for b in result.batches if b.status != "not_sent")
         c.unconfirmed = c.submitted - c.accepted - c.refused
-        c.not_sent = c.changed - c.submitted
+        c.not_sent = c.changed + c.zeroed_missing - c.submitted
         report.batches = [b.to_dict() for b in result.batches]
         report.transaction_ids = result.transaction_ids
         report.requests = {"sent": result.requests, "http_429": result.responses_429}
@@ -191,6 +323,8 @@ def _fill(
     elif result is not None and result.fatal is not None:
         report.status = "failed"
         report.error = str(result.fatal)
+    elif result is None and report.brakes:
+        report.status = "failed"
     else:
         report.status = "partial" if c.rejected else "succeeded"
     if report.status == "failed" and result is not None and result.fatal is not None:

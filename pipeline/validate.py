@@ -76,6 +76,8 @@ class Validated:
     """One row per rejected file row: columns of :data:`REJECTED_SCHEMA`."""
     merged_rows: int = 0
     """Rows folded into another row by the ``sum``/``last`` duplicate policy."""
+    seen_keys: pl.DataFrame | None = None
+    """Every (location, item) the file names, valid or not (for ``--zero-missing``)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -149,8 +151,9 @@ def validate(
     notes = []
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
+    seen = frame.select(_KEY).drop_nulls().unique()
     return Validated(source=table, valid=valid, rejected=rejected,
-                     merged_rows=(merged or 0), notes=notes)
+                     merged_rows=(merged or 0), seen_keys=seen, notes=notes)
 
 
 def _resolve_locations(
@@ -224,10 +227,12 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
     count = pl.len().over(_KEY)
     if policy == "reject":
-        return frame.with_columns(duplicate=(good_key & (count > 1)).fill_null(False)), None
+        frame = frame.with_columns(duplicate=(good_key & (count > 1)).fill_null(False))
+        rows = pl.col(ROW).cast(pl.String).str.join(", ").over(_KEY)
+        return frame.with_columns(dup_rows=pl.when(pl.col("duplicate")).then(rows)), None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
     ok = good_key & pl.col("quantity").is_not_null()
-    frame = frame.with_columns(duplicate=pl.lit(False))
+    frame = frame.with_columns(duplicate=pl.lit(False), dup_rows=pl.lit(None, pl.String))
     groups = frame.filter(ok).group_by(_KEY).len()
     merged = int(groups.filter(pl.col("len") > 1).select((pl.col("len") - 1).sum()).item() or 0)
     return frame, merged
@@ -297,7 +302,9 @@ def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFram
     after = pl.col("check").replace_strict({c: p[2] for c, p in parts.items()},
                                            return_dtype=pl.String)
     has_value = pl.col("check").is_in([c for c, p in parts.items() if p[1]])
-    message = pl.when(has_value).then(before + pl.col("_value").fill_null("") + after)\
+    detail = pl.when(pl.col("check") == "duplicate_item").then(pl.col("dup_rows"))\
+        .otherwise(pl.col("_value")).fill_null("")
+    message = pl.when(has_value).then(before + detail + after)\
         .otherwise(before)
     # Blame the file's own header, so the message matches what the sender sees.
     header = pl.col("_canon").replace_strict(

@@ -51,7 +51,7 @@ REASONS: dict[str, Reason] = {
         Reason("quantity_too_large", "quantity",
                f"quantity '{{value}}' is above the store's maximum of {MAX_QUANTITY:,}"),
         Reason("duplicate_item", "sku",
-               "the same item at the same location appears in more than one row"),
+               "the same item at the same location is in rows {value}; keep one row"),
         Reason("refused_by_store", "sku", "the store refused this item: {value}"),
     ]
 }
@@ -90,19 +90,22 @@ RULES: dict[str, pl.Expr] = {
 }
 
 
+def _int_column(minimum: int) -> pa.Column:
+    return pa.Column(pl.Int64, nullable=True, checks=pa.Check.in_range(minimum, MAX_QUANTITY))
+
+
 def stock_row_schema() -> pa.DataFrameSchema:
     """The schema of a parsed stock frame; each frame check is named by a reason code."""
-    nullable_int = {"dtype": pl.Int64, "nullable": True}
     return pa.DataFrameSchema(
         columns={
             "__row": pa.Column(pl.Int64, nullable=False, unique=True),
             "sku": pa.Column(pl.String, nullable=True),
             "identifier": pa.Column(pl.String, nullable=True,
                                     checks=pa.Check.isin(["sku", "variant_id", "product_id"])),
-            "product_id": pa.Column(**nullable_int, checks=pa.Check.in_range(1, MAX_QUANTITY)),
-            "variant_id": pa.Column(**nullable_int, checks=pa.Check.in_range(1, MAX_QUANTITY)),
-            "location_id": pa.Column(**nullable_int, checks=pa.Check.in_range(1, MAX_QUANTITY)),
-            "quantity": pa.Column(**nullable_int, checks=pa.Check.in_range(0, MAX_QUANTITY)),
+            "product_id": _int_column(1),
+            "variant_id": _int_column(1),
+            "location_id": _int_column(1),
+            "quantity": _int_column(0),
             "quantity_negative": pa.Column(pl.Boolean),
             "quantity_too_large": pa.Column(pl.Boolean),
             "duplicate": pa.Column(pl.Boolean),

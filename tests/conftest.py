@@ -1,0 +1,88 @@
+"""Shared fixtures: a real sandbox process on 127.0.0.1 and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.sandbox_process import SandboxProcess, run_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+TOKEN = "test-token-4f1d9c"
+
+
+@dataclass
+class CliResult:
+    """What one ``invsync`` process did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def report(self) -> dict[str, Any]:
+        """The report.json of the run, found from the summary's last line."""
+        folder = self.report_dir()
+        return dict(json.loads((folder / "report.json").read_text()))
+
+    def report_dir(self) -> Path:
+        for line in reversed(self.stdout.splitlines()):
+            if line.startswith("report: "):
+                return Path(line.removeprefix("report: ").strip())
+        raise AssertionError(f"no report line in output:\n{self.stdout}\n{self.stderr}")
+
+
+def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> CliResult:
+    """Run ``python -m pipeline ARGS`` as a child process and capture everything."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[Callable[..., SandboxProcess]]:
+    """Start sandboxes with chosen flags; every one is stopped at teardown."""
+    stack: list[Any] = []
+
+    def start(*args: str, catalog: Path = SAMPLE / "catalog.csv",
+              token: str = TOKEN) -> SandboxProcess:
+        cm = run_sandbox(catalog, *args, token=token)
+        sb = cm.__enter__()
+        stack.append(cm)
+        return sb
+
+    yield start
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
+    """A fresh sandbox store with the sample catalog and no faults."""
+    return sandbox_factory()
+
+
+@pytest.fixture
+def cli_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
+    """Environment pointing the CLI at ``sandbox``, with private state dirs."""
+    return env_for(sandbox, tmp_path)
+
+
+def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")}
+    env.update({
+        "BIGCOMMERCE_STORE_HASH": sb.store_hash,
+        "BIGCOMMERCE_ACCESS_TOKEN": token,
+        "BIGCOMMERCE_API_URL": sb.url,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "COLUMNS": "200",
+    })
+    return env
