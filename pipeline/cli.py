@@ -90,7 +90,30 @@ def sync(ctx: click.Context, file: Path, config_path: Path | None, maps: tuple[s
     from pipeline.sync import sync_file
 
     settings = load_settings(config_path, {**flags, "column_map": parse_map(maps)})
-    report = sync_file(file, settings)
+    _finish(ctx, sync_file(file, settings))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots and locks.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
+@click.pass_context
+def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+    """Finish a run that was interrupted (killed, crashed): same file, same options.
+
+    Batches the store already confirmed are not sent again. Running the same sync
+    command again does the same.
+    """
+    from pipeline.config import load_settings
+    from pipeline.sync import resume as resume_run
+
+    report = resume_run(load_settings(config_path, flags))
+    _finish(ctx, report)
+
+
+def _finish(ctx: click.Context, report: Any) -> None:
     if not ctx.obj["quiet"]:
         from pipeline.summary import print_summary
 

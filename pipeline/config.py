@@ -171,6 +171,24 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     return s
 
 
+def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
+    """``base`` with the options a run recorded (see :meth:`Settings.public`) put back."""
+    from dataclasses import replace
+
+    from pipeline.brakes import BrakeLimits
+
+    rules = options.get("quantity_rules") or {}
+    kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
+                                    "sheet", "duplicates", "zero_missing", "full")
+            if k in options}
+    return replace(
+        base, **kept, column_map=dict(options.get("column_map") or {}),
+        rules=QuantityRules(**rules) if rules else base.rules,
+        brakes=BrakeLimits(**options["brakes"]) if options.get("brakes") else base.brakes,
+        dry_run=False,
+    )
+
+
 def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:
     def value(key: str) -> Any:
         return overrides[key] if overrides.get(key) is not None else section.get(key)

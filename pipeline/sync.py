@@ -103,6 +103,23 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     return report
 
 
+def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
+    """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
+    from pipeline.config import settings_from_public
+    from pipeline.errors import UsageError
+
+    store = settings.store_hash or "offline"
+    journal = Journal(SnapshotStore(settings.state_dir, store).dir)
+    if not journal.exists():
+        raise UsageError(f"nothing to resume: no interrupted run for store {store!r} "
+                         f"under {settings.state_dir}")
+    header = journal.recover().header
+    if not header.get("input"):
+        raise UsageError(f"the journal {journal.path} names no input file; run sync again")
+    resumed = settings_from_public(settings, header.get("options") or {})
+    return sync_file(header["input"], resumed, on_event=on_event)
+
+
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
     t = time.perf_counter()
