@@ -40,6 +40,12 @@ ALIASES: dict[str, str] = {
 }
 
 _CSV_DELIMITERS = (",", ";", "\t", "|")
+# Limits for untrusted files: far above any real stock file, far below what hurts.
+MAX_COLUMNS = 1_000
+MAX_CELL_CHARS = 10_000
+MAX_XLSX_UNCOMPRESSED = 1 << 30
+MAX_XLSX_RATIO = 200
+MAX_XLSX_MEMBERS = 10_000
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
@@ -156,6 +162,10 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
 
     data, encoding = _decode(path, raw)
     delimiter = _sniff_delimiter(data)
+    header_line = data.split(b"\n", 1)[0]
+    if header_line.count(delimiter.encode()) >= MAX_COLUMNS:
+        raise InputFileError(str(path), f"the header has more than {MAX_COLUMNS:,} columns; "
+                                        f"this is not a stock file")
     try:
         frame = pl.read_csv(
             data,
@@ -177,8 +187,57 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
                    notes=notes)
 
 
+def _check_workbook(path: Path) -> None:
+    """Refuse zip bombs and XML with DTDs (entity bombs) before a parser sees them."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            if len(members) > MAX_XLSX_MEMBERS:
+                raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
+                                                f"refusing it as a likely zip bomb")
+            total = sum(m.file_size for m in members)
+            packed = sum(m.compress_size for m in members) or 1
+            if total > MAX_XLSX_UNCOMPRESSED or (total > (64 << 20)
+                                                  and total / packed > MAX_XLSX_RATIO):
+                raise InputFileError(
+                    str(path), f"the workbook unpacks to {total / (1 << 20):,.0f} MiB from "
+                               f"{packed / (1 << 20):,.1f} MiB; refusing it as a likely zip bomb")
+            for m in members:
+                if m.filename.endswith((".xml", ".rels")):
+                    with zf.open(m) as fh:
+                        head = fh.read(4096)
+                    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+                        raise InputFileError(
+                            str(path), f"part {m.filename} declares a DTD/entities, which "
+                                       f"spreadsheets never do; refusing it (XML bomb?)")
+    except zipfile.BadZipFile as exc:
+        raise InputFileError(str(path), f"not a readable workbook: {exc}") from None
+
+
+def _check_cells(path: Path, frame: pl.DataFrame) -> None:
+    """Refuse absurdly long cells (naming the first one) instead of carrying them along."""
+    import polars as pl
+
+    cols = [c for c in frame.columns if c != ROW]
+    if not cols or frame.height == 0:
+        return
+    longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_chars().max()))
+    if (longest.item() or 0) <= MAX_CELL_CHARS:
+        return
+    for c in cols:
+        hit = frame.filter(pl.col(c).str.len_chars() > MAX_CELL_CHARS).head(1)
+        if hit.height:
+            raise InputFileError(
+                str(path), f"row {hit[ROW][0]}, column {c!r}: a cell of "
+                           f"{len(hit[c][0]):,} characters (the limit is {MAX_CELL_CHARS:,}); "
+                           f"is this really a stock file?")
+
+
 def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     import fastexcel
+
+    if path.suffix.lower() != ".xls":
+        _check_workbook(path)
 
     try:
         reader = fastexcel.read_excel(str(path))
@@ -269,6 +328,10 @@ def _finish(
     import polars as pl
 
     headers = [c for c in frame.columns if c != ROW]
+    if len(headers) > MAX_COLUMNS:
+        raise InputFileError(str(path), f"more than {MAX_COLUMNS:,} columns; "
+                                        f"this is not a stock file")
+    _check_cells(path, frame)
     data_cols = [pl.col(c) for c in headers]
     # A row is blank when every cell is empty or whitespace: skipped, never rejected.
     blank = pl.all_horizontal(

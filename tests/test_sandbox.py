@@ -1,4 +1,4 @@
-"""Tests of the sandbox store: in-process through TestClient, and as a real process."""
+"""Tests of the sandbox store: in-process through httpx.ASGITransport, and as a real process."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import httpx
 import pytest
 from click.testing import CliRunner
-from starlette.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli_sandbox import sandbox as sandbox_command
 from pipeline.sandbox import (
@@ -26,6 +29,8 @@ from pipeline.sandbox import (
     DroppedConnection,
     Location,
     SandboxConfig,
+    _item_ok,
+    _item_shape_errors,
     create_app,
     load_catalog,
     load_locations,
@@ -62,28 +67,57 @@ def catalog_path(tmp_path: Path) -> Path:
     return path
 
 
-def make_client(catalog_path: Path, **options: Any) -> TestClient:
-    return TestClient(create_app(SandboxConfig(catalog_path=catalog_path, **options)))
+class AppClient:
+    """A synchronous httpx client for an ASGI app served on an event loop in a helper thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+        transport = httpx.ASGITransport(app=app)
+        self._client = httpx.AsyncClient(transport=transport, base_url="http://sandbox")
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._portal.call(partial(self._client.request, method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def __enter__(self) -> AppClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._portal.call(self._client.aclose)
+        self._portal_cm.__exit__(None, None, None)
+
+
+def make_client(catalog_path: Path, **options: Any) -> AppClient:
+    return AppClient(create_app(SandboxConfig(catalog_path=catalog_path, **options)))
 
 
 @pytest.fixture
-def client(catalog_path: Path) -> Iterator[TestClient]:
+def client(catalog_path: Path) -> Iterator[AppClient]:
     with make_client(catalog_path) as c:
         yield c
 
 
-def put(client: TestClient, items: list[Any], **extra: Any) -> httpx.Response:
+def put(client: AppClient, items: list[Any], **extra: Any) -> httpx.Response:
     return client.put(ABSOLUTE, json={"items": items, **extra}, headers=AUTH)
 
 
-def levels(client: TestClient) -> dict[tuple[int, str], int]:
+def levels(client: AppClient) -> dict[tuple[int, str], int]:
     return {
         (row["location_id"], row["sku"]): row["quantity"]
         for row in client.get("/_sandbox/levels").json()
     }
 
 
-def onhand(client: TestClient, sku: str, location_id: int = 1) -> int:
+def onhand(client: AppClient, sku: str, location_id: int = 1) -> int:
     r = client.get(f"{BASE}/inventory/locations/{location_id}/items?sku:in={sku}", headers=AUTH)
     assert r.status_code == 200
     [entry] = r.json()["data"]
@@ -114,7 +148,10 @@ def test_load_catalog_indexes_and_refuses_bad_files(tmp_path: Path, catalog_path
 def test_load_locations(tmp_path: Path) -> None:
     path = tmp_path / "locations.csv"
     path.write_text("id,code,label,enabled\n1,MAIN,Main,true\n7,POPUP,Pop-up,false\n")
-    assert load_locations(path) == [Location(1, "MAIN", "Main", True), Location(7, "POPUP", "Pop-up", False)]
+    assert load_locations(path) == [
+        Location(1, "MAIN", "Main", True),
+        Location(7, "POPUP", "Pop-up", False),
+    ]
 
 
 # ---- auth and routing ----------------------------------------------------------------------
@@ -140,16 +177,24 @@ def test_auth_store_hash_and_scopes(catalog_path: Path) -> None:
         assert levels(c) == {}
 
 
-def test_content_type_size_and_json_checks(client: TestClient) -> None:
+def test_content_type_size_and_json_checks(client: AppClient) -> None:
     body = b'{"items": [{"location_id": 1, "sku": "MUG", "quantity": 1}]}'
     r = client.put(ABSOLUTE, content=body, headers={**AUTH, "Content-Type": "text/csv"})
     assert r.status_code == 415
-    r = client.put(ABSOLUTE, content=b"x" * (5 * 1024 * 1024), headers={**AUTH, "Content-Type": "application/json"})
+    r = client.put(
+        ABSOLUTE,
+        content=b"x" * (5 * 1024 * 1024),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert r.status_code == 413
-    r = client.put(ABSOLUTE, content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    r = client.put(
+        ABSOLUTE, content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     r = client.put(ABSOLUTE, json={"things": []}, headers=AUTH)
-    assert r.status_code == 422 and r.json()["errors"] == {"items": "items is required and must be an array."}
+    assert r.status_code == 422 and r.json()["errors"] == {
+        "items": "items is required and must be an array."
+    }
     r = client.put(ABSOLUTE, json={"items": [], "reason": "x"}, headers=AUTH)
     assert r.status_code == 422
     assert levels(client) == {}
@@ -158,7 +203,7 @@ def test_content_type_size_and_json_checks(client: TestClient) -> None:
 # ---- successful writes and reads ------------------------------------------------------------
 
 
-def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
+def test_put_applies_and_both_reads_show_it(client: AppClient) -> None:
     r = put(
         client,
         [
@@ -188,7 +233,12 @@ def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     by_sku = {d["identity"]["sku"]: d for d in body["data"]}
-    assert by_sku["MUG"]["identity"] == {"sku": "MUG", "variant_id": 106, "product_id": 120, "sku_id": None}
+    assert by_sku["MUG"]["identity"] == {
+        "sku": "MUG",
+        "variant_id": 106,
+        "product_id": 120,
+        "sku_id": None,
+    }
     assert by_sku["SHIRT-S"]["identity"] == {
         "sku": "SHIRT-S",
         "variant_id": 201,
@@ -204,7 +254,12 @@ def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
         "available_to_sell": 5,
         "total_inventory_onhand": 5,
         "location_enabled": True,
-        "settings": {"safety_stock": 0, "is_in_stock": True, "warning_level": 0, "bin_picking_number": ""},
+        "settings": {
+            "safety_stock": 0,
+            "is_in_stock": True,
+            "warning_level": 0,
+            "bin_picking_number": "",
+        },
     }
     assert mug_locations[3]["location_enabled"] is False
     assert mug_locations[3]["total_inventory_onhand"] == 0
@@ -214,7 +269,11 @@ def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
     r = client.get(f"{ITEMS}?product_id:in=111&location_code:in=BC-LOCATION-1", headers=AUTH)
     data = r.json()["data"]
     assert [d["identity"]["sku"] for d in data] == ["SHIRT-S", "SHIRT-M", "SHIRT-L"]
-    assert [[loc["total_inventory_onhand"] for loc in d["locations"]] for d in data] == [[12], [0], [1]]
+    assert [[loc["total_inventory_onhand"] for loc in d["locations"]] for d in data] == [
+        [12],
+        [0],
+        [1],
+    ]
 
     r = client.get(f"{BASE}/inventory/locations/2/items?variant_id:in=106,201", headers=AUTH)
     assert r.json()["data"] == [
@@ -222,13 +281,23 @@ def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
             "identity": {"sku": "SHIRT-S", "variant_id": 201, "product_id": 111, "sku_id": None},
             "available_to_sell": 0,
             "total_inventory_onhand": 0,
-            "settings": {"safety_stock": 0, "is_in_stock": False, "warning_level": 0, "bin_picking_number": ""},
+            "settings": {
+                "safety_stock": 0,
+                "is_in_stock": False,
+                "warning_level": 0,
+                "bin_picking_number": "",
+            },
         },
         {
             "identity": {"sku": "MUG", "variant_id": 106, "product_id": 120, "sku_id": None},
             "available_to_sell": 5,
             "total_inventory_onhand": 5,
-            "settings": {"safety_stock": 0, "is_in_stock": True, "warning_level": 0, "bin_picking_number": ""},
+            "settings": {
+                "safety_stock": 0,
+                "is_in_stock": True,
+                "warning_level": 0,
+                "bin_picking_number": "",
+            },
         },
     ]
 
@@ -237,10 +306,14 @@ def test_put_applies_and_both_reads_show_it(client: TestClient) -> None:
     assert log[0]["transaction_id"] == tid
     assert log[0]["items"][2] == {"location_id": 2, "product_id": 120, "quantity": 5}
     assert log[0]["finished"] >= log[0]["started"]
-    assert log[2]["method"] == "GET" and log[2]["items"] == [] and log[2]["query"] == "sku%3Ain=MUG%2CSHIRT-S"
+    assert (
+        log[2]["method"] == "GET"
+        and log[2]["items"] == []
+        and log[2]["query"] == "sku:in=MUG,SHIRT-S"
+    )
 
 
-def test_untracked_items_are_not_listed_and_pagination_walks_everything(client: TestClient) -> None:
+def test_untracked_items_are_not_listed_and_pagination_walks_everything(client: AppClient) -> None:
     put(client, [{"location_id": 1, "sku": "ITEM-2099", "quantity": 42}])
     seen: list[str] = []
     page = 1
@@ -278,7 +351,7 @@ def test_untracked_items_are_not_listed_and_pagination_walks_everything(client: 
     assert client.get(f"{BASE}/inventory/locations/9/items", headers=AUTH).status_code == 404
 
 
-def test_locations_listing(client: TestClient) -> None:
+def test_locations_listing(client: AppClient) -> None:
     r = client.get(f"{BASE}/inventory/locations", headers=AUTH)
     assert r.status_code == 200
     data = r.json()["data"]
@@ -290,7 +363,10 @@ def test_locations_listing(client: TestClient) -> None:
     assert r.json()["meta"]["pagination"]["total"] == 3
 
     def ids(query: str) -> list[int]:
-        return [d["id"] for d in client.get(f"{BASE}/inventory/locations?{query}", headers=AUTH).json()["data"]]
+        return [
+            d["id"]
+            for d in client.get(f"{BASE}/inventory/locations?{query}", headers=AUTH).json()["data"]
+        ]
 
     assert ids("is_active=true") == [1, 2]
     assert ids("is_active=false") == [3]
@@ -299,7 +375,7 @@ def test_locations_listing(client: TestClient) -> None:
     assert ids("limit=1&page=2") == [2]
 
 
-def test_duplicates_last_wins_and_are_logged(client: TestClient) -> None:
+def test_duplicates_last_wins_and_are_logged(client: AppClient) -> None:
     r = put(
         client,
         [
@@ -314,9 +390,11 @@ def test_duplicates_last_wins_and_are_logged(client: TestClient) -> None:
     assert entry["duplicates"] == 1
 
 
-def test_relative_adjustment(client: TestClient) -> None:
+def test_relative_adjustment(client: AppClient) -> None:
     put(client, [{"location_id": 1, "sku": "MUG", "quantity": 5}])
-    r = client.post(RELATIVE, json={"items": [{"location_id": 1, "sku": "MUG", "quantity": 3}]}, headers=AUTH)
+    r = client.post(
+        RELATIVE, json={"items": [{"location_id": 1, "sku": "MUG", "quantity": 3}]}, headers=AUTH
+    )
     assert r.status_code == 200 and "transaction_id" in r.json()
     assert onhand(client, "MUG") == 8
     r = client.post(
@@ -343,66 +421,111 @@ GOOD = {"location_id": 1, "sku": "MUG", "quantity": 9}
 @pytest.mark.parametrize(
     ("bad_items", "title", "errors"),
     [
-        ([{"location_id": 1, "quantity": 1}], "Payload contains invalid fields", {"items.1": ...}),
+        ([{"location_id": 1, "quantity": 1}], "Payload contains invalid fields", ["items.1"]),
         (
             [{"location_id": 1, "sku": "MUG", "variant_id": 106, "quantity": 1}],
             "Payload contains invalid fields",
-            {"items.1": ...},
+            ["items.1"],
         ),
         (
             [{"location_id": 1, "sku": "MUG", "quantity": 1, "bin": "A"}],
             "Payload contains invalid fields",
-            {"items.1.bin": ...},
+            ["items.1.bin"],
         ),
-        ([{"location_id": 1, "sku": "MUG", "quantity": 1.5}], "Payload contains invalid fields", {"items.1.quantity": ...}),
-        ([{"location_id": 1, "sku": "MUG", "quantity": "3"}], "Payload contains invalid fields", {"items.1.quantity": ...}),
-        ([{"location_id": 1, "sku": "MUG", "quantity": True}], "Payload contains invalid fields", {"items.1.quantity": ...}),
-        ([{"location_id": "1", "sku": "MUG", "quantity": 1}], "Payload contains invalid fields", {"items.1.location_id": ...}),
-        ([{"sku": "MUG", "quantity": 1}], "Payload contains invalid fields", {"items.1.location_id": ...}),
-        ([{"location_id": 1, "variant_id": "106", "quantity": 1}], "Payload contains invalid fields", {"items.1.variant_id": ...}),
-        ([{"location_id": 1, "sku": "MUG", "quantity": -1}], "Payload contains invalid fields", {"items.1.quantity": ...}),
+        (
+            [{"location_id": 1, "sku": "MUG", "quantity": 1.5}],
+            "Payload contains invalid fields",
+            ["items.1.quantity"],
+        ),
+        (
+            [{"location_id": 1, "sku": "MUG", "quantity": "3"}],
+            "Payload contains invalid fields",
+            ["items.1.quantity"],
+        ),
+        (
+            [{"location_id": 1, "sku": "MUG", "quantity": True}],
+            "Payload contains invalid fields",
+            ["items.1.quantity"],
+        ),
+        (
+            [{"location_id": "1", "sku": "MUG", "quantity": 1}],
+            "Payload contains invalid fields",
+            ["items.1.location_id"],
+        ),
+        (
+            [{"sku": "MUG", "quantity": 1}],
+            "Payload contains invalid fields",
+            ["items.1.location_id"],
+        ),
+        (
+            [{"location_id": 1, "variant_id": "106", "quantity": 1}],
+            "Payload contains invalid fields",
+            ["items.1.variant_id"],
+        ),
+        (
+            [{"location_id": 1, "sku": "MUG", "quantity": -1}],
+            "Payload contains invalid fields",
+            ["items.1.quantity"],
+        ),
         (
             [{"location_id": 1, "sku": "MUG", "quantity": MAX_QUANTITY + 1}],
             "Payload contains invalid fields",
-            {"items.1.quantity": ...},
+            ["items.1.quantity"],
         ),
-        (["MUG"], "Payload contains invalid fields", {"items.1": ...}),
+        (["MUG"], "Payload contains invalid fields", ["items.1"]),
         (
-            [{"location_id": 9, "sku": "MUG", "quantity": 1}, {"location_id": 8, "sku": "MUG", "quantity": 1}],
+            [
+                {"location_id": 9, "sku": "MUG", "quantity": 1},
+                {"location_id": 8, "sku": "MUG", "quantity": 1},
+            ],
             "Location not found, identities: [9,8]",
-            {},
+            [],
         ),
-        ([{"location_id": 3, "sku": "MUG", "quantity": 1}], "Location is not active, identities: [3]", {}),
-        ([{"location_id": 1, "sku": "NOPE", "quantity": 1}], "[Item with sku NOPE not found]", {}),
-        ([{"location_id": 1, "variant_id": 999, "quantity": 1}], "[Item with variant_id 999 not found]", {}),
-        ([{"location_id": 1, "product_id": 999, "quantity": 1}], "[Item with product_id 999 not found]", {}),
+        (
+            [{"location_id": 3, "sku": "MUG", "quantity": 1}],
+            "Location is not active, identities: [3]",
+            [],
+        ),
+        ([{"location_id": 1, "sku": "NOPE", "quantity": 1}], "[Item with sku NOPE not found]", []),
+        (
+            [{"location_id": 1, "variant_id": 999, "quantity": 1}],
+            "[Item with variant_id 999 not found]",
+            [],
+        ),
+        (
+            [{"location_id": 1, "product_id": 999, "quantity": 1}],
+            "[Item with product_id 999 not found]",
+            [],
+        ),
         (
             [{"location_id": 1, "variant_id": 106, "quantity": 1}],
             "[Item with variant_id 106 is tracked by product, please update stock by product id]",
-            {},
+            [],
         ),
         (
             [{"location_id": 1, "product_id": 111, "quantity": 1}],
-            "[Item with product_id 111 is tracked by variant, please update stock by variant id or sku]",
-            {},
+            "[Item with product_id 111 is tracked by variant, "
+            "please update stock by variant id or sku]",
+            [],
         ),
         (
             [{"location_id": 1, "sku": "POSTER", "quantity": 1}],
             "[Item with sku POSTER does not have inventory tracking enabled]",
-            {},
+            [],
         ),
         (
             [
                 {"location_id": 1, "sku": "SHIRT-S", "quantity": MAX_QUANTITY},
                 {"location_id": 1, "sku": "SHIRT-M", "quantity": 1},
             ],
-            f"[Total stock of product with product_id 111 at location 1 would exceed {MAX_QUANTITY}]",
-            {},
+            "[Total stock of product with product_id 111 at location 1 "
+            f"would exceed {MAX_QUANTITY}]",
+            [],
         ),
     ],
 )
 def test_422_rejects_the_whole_batch(
-    client: TestClient, bad_items: list[Any], title: str, errors: dict[str, Any]
+    client: AppClient, bad_items: list[Any], title: str, errors: list[str]
 ) -> None:
     r = put(client, [GOOD, *bad_items])
     assert r.status_code == 422
@@ -410,14 +533,35 @@ def test_422_rejects_the_whole_batch(
     body = r.json()
     assert body["status"] == 422
     assert body["title"] == title
-    assert body["type"] == "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"
+    assert (
+        body["type"]
+        == "https://developer.bigcommerce.com/api-docs/getting-started/api-status-codes"
+    )
     assert set(body["errors"]) == set(errors)
     assert levels(client) == {}
     [entry] = client.get("/_sandbox/requests").json()
     assert entry["status"] == 422 and entry["applied"] is False and entry["transaction_id"] is None
 
 
-def test_2000_item_cap(client: TestClient) -> None:
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([MAX_QUANTITY, MAX_QUANTITY + 1, -MAX_QUANTITY, -MAX_QUANTITY - 1]),
+    st.floats(0, 2),
+    st.text(max_size=2),
+    st.lists(st.integers(), max_size=1),
+)
+_FIELDS = st.sampled_from(["location_id", "quantity", "sku", "variant_id", "product_id", "x"])
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(_FIELDS, _VALUES), st.booleans())
+def test_item_fast_path_agrees_with_full_check(item: dict[str, Any], relative: bool) -> None:
+    assert _item_ok(item, relative) == (not _item_shape_errors(item, 0, relative))
+
+
+def test_2000_item_cap(client: AppClient) -> None:
     items = [{"location_id": 1, "sku": f"ITEM-{n:04d}", "quantity": n} for n in range(2001)]
     r = put(client, items)
     assert r.status_code == 422 and "2000" in r.json()["title"]
@@ -428,28 +572,36 @@ def test_2000_item_cap(client: TestClient) -> None:
     assert client.get("/_sandbox/stats").json()["items_applied"] == 2000
 
 
-def test_2000_item_put_is_fast(client: TestClient) -> None:
+def test_2000_item_put_is_fast(client: AppClient) -> None:
     items = [{"location_id": 2, "sku": f"ITEM-{n:04d}", "quantity": n} for n in range(2000)]
     assert put(client, items).status_code == 200
     [entry] = client.get("/_sandbox/requests").json()
     assert entry["finished"] - entry["started"] < 0.05
 
 
-def test_product_total_limit_counts_levels_already_stored(client: TestClient) -> None:
-    assert put(client, [{"location_id": 1, "sku": "SHIRT-S", "quantity": MAX_QUANTITY - 5}]).status_code == 200
+def test_product_total_limit_counts_levels_already_stored(client: AppClient) -> None:
+    assert (
+        put(
+            client, [{"location_id": 1, "sku": "SHIRT-S", "quantity": MAX_QUANTITY - 5}]
+        ).status_code
+        == 200
+    )
     r = put(client, [{"location_id": 1, "sku": "SHIRT-M", "quantity": 6}])
     assert r.status_code == 422 and "product_id 111" in r.json()["title"]
     # Other locations have their own totals; lowering one variant makes room for another.
     assert put(client, [{"location_id": 2, "sku": "SHIRT-M", "quantity": 6}]).status_code == 200
     r = put(
         client,
-        [{"location_id": 1, "sku": "SHIRT-S", "quantity": 0}, {"location_id": 1, "sku": "SHIRT-M", "quantity": MAX_QUANTITY}],
+        [
+            {"location_id": 1, "sku": "SHIRT-S", "quantity": 0},
+            {"location_id": 1, "sku": "SHIRT-M", "quantity": MAX_QUANTITY},
+        ],
     )
     assert r.status_code == 200
     assert levels(client)[(1, "SHIRT-M")] == MAX_QUANTITY
 
 
-def test_title_names_only_the_first_offender(client: TestClient) -> None:
+def test_title_names_only_the_first_offender(client: AppClient) -> None:
     r = put(
         client,
         [
@@ -473,7 +625,11 @@ def test_vague_422_names_nothing(catalog_path: Path) -> None:
         ):
             body = put(c, [GOOD, bad]).json()
             assert body["status"] == 422
-            assert "NOPE" not in body["title"] and "106" not in body["title"] and "9" not in body["title"]
+            assert (
+                "NOPE" not in body["title"]
+                and "106" not in body["title"]
+                and "9" not in body["title"]
+            )
             assert body["errors"] == {}
         assert levels(c) == {}
 
@@ -501,7 +657,6 @@ def test_quota_429_then_recovery_next_window(catalog_path: Path) -> None:
         reset_ms = int(r.headers["x-rate-limit-time-reset-ms"])
         assert 0 < reset_ms <= 400
         assert r.headers["x-retry-after"] == "1"
-        assert onhand(c, "MUG") != 1 or True  # reading here is itself over quota
         assert levels(c) == {(1, "MUG"): 9}
         time.sleep(reset_ms / 1000 + 0.01)
         r = put(c, [{"location_id": 1, "sku": "MUG", "quantity": 2}])
@@ -510,7 +665,7 @@ def test_quota_429_then_recovery_next_window(catalog_path: Path) -> None:
         assert levels(c) == {(1, "MUG"): 2}
 
 
-def test_unlimited_quota_still_sends_headers(client: TestClient) -> None:
+def test_unlimited_quota_still_sends_headers(client: AppClient) -> None:
     r = client.get(ITEMS, headers=AUTH)
     assert r.headers["x-rate-limit-requests-quota"] == "1000000"
     assert r.headers["x-rate-limit-requests-left"] == "999999"
@@ -578,7 +733,7 @@ def test_latency_overlaps_concurrent_requests(catalog_path: Path) -> None:
     statuses, elapsed = asyncio.run(main())
     assert statuses == [200] * 9
     assert 0.2 <= elapsed < 0.6
-    with TestClient(app) as c:
+    with AppClient(app) as c:
         stats = c.get("/_sandbox/stats").json()
         assert stats["requests"] == 9
         assert stats["max_in_flight"] == 9
@@ -604,12 +759,16 @@ def test_latency_overlaps_concurrent_requests(catalog_path: Path) -> None:
 
 
 def test_cli_refuses_a_missing_catalog(tmp_path: Path) -> None:
-    result = CliRunner().invoke(sandbox_command, ["--catalog", str(tmp_path / "nope.csv"), "--port", "0"])
+    result = CliRunner().invoke(
+        sandbox_command, ["--catalog", str(tmp_path / "nope.csv"), "--port", "0"]
+    )
     assert result.exit_code == 1
     assert "nope.csv" in result.output
 
 
-def start_sandbox(catalog: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+def start_sandbox(
+    catalog: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     cmd = [
         sys.executable,
         "-c",
@@ -675,8 +834,13 @@ def test_real_process_serves_drops_and_stops_cleanly(small_catalog: Path) -> Non
         headers = {"X-Auth-Token": "s3cret-token"}
         path = "/stores/abc123/v3/inventory/adjustments/absolute"
         with httpx.Client(base_url=url, trust_env=False, timeout=5) as http:
-            assert http.get("/stores/abc123/v3/inventory/items", headers={"X-Auth-Token": "other"}).status_code == 401
-            outcomes = []
+            assert (
+                http.get(
+                    "/stores/abc123/v3/inventory/items", headers={"X-Auth-Token": "other"}
+                ).status_code
+                == 401
+            )
+            outcomes: list[int | str] = []
             for n in range(12):
                 item = {"location_id": 1, "sku": "MUG", "quantity": n}
                 try:
@@ -706,6 +870,7 @@ def test_real_process_serves_drops_and_stops_cleanly(small_catalog: Path) -> Non
 def test_real_process_handles_concurrent_load(small_catalog: Path) -> None:
     proc, url = start_sandbox(small_catalog, "--latency-ms", "50")
     try:
+
         def one(n: int) -> int:
             with httpx.Client(base_url=url, trust_env=False, timeout=5) as http:
                 item = {"location_id": 1 + n % 2, "sku": "SHIRT-M", "quantity": n}
@@ -716,7 +881,7 @@ def test_real_process_handles_concurrent_load(small_catalog: Path) -> None:
             statuses = list(pool.map(one, range(60)))
         elapsed = time.monotonic() - start
         assert statuses == [200] * 60
-        assert elapsed < 1.2  # 60 x 50 ms serially would be 3 s
+        assert elapsed < 2.0  # 60 x 50 ms one after another would take 3 s
         stats = httpx.get(f"{url}/_sandbox/stats", trust_env=False).json()
         assert stats["requests"] == 60 and stats["max_in_flight"] >= 5
     finally:
