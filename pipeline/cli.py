@@ -22,18 +22,34 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="invsync", prog_name="invsync")
 @click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary, no progress.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True,
+              help="json: one JSON event per line on stdout (run start, batches with "
+                   "transaction ids, retries, run end), logs as JSON on stderr.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """Keep a BigCommerce store's stock levels equal to what a CSV or XLSX file says.
 
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
     """
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][
         min(verbose, 2)]
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pipeline.progress import JsonLogFormatter
+
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
+
+
+def _events(ctx: click.Context) -> Any:
+    from pipeline.progress import make_event_sink
+
+    return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
 
 
 def _sync_options(fn: Any) -> Any:
@@ -90,7 +106,7 @@ def sync(ctx: click.Context, file: Path, config_path: Path | None, maps: tuple[s
     from pipeline.sync import sync_file
 
     settings = load_settings(config_path, {**flags, "column_map": parse_map(maps)})
-    _finish(ctx, sync_file(file, settings))
+    _finish(ctx, sync_file(file, settings, on_event=_events(ctx)))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -109,12 +125,14 @@ def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     from pipeline.config import load_settings
     from pipeline.sync import resume as resume_run
 
-    report = resume_run(load_settings(config_path, flags))
+    report = resume_run(load_settings(config_path, flags), on_event=_events(ctx))
     _finish(ctx, report)
 
 
 def _finish(ctx: click.Context, report: Any) -> None:
-    if not ctx.obj["quiet"]:
+    if ctx.obj["log_format"] == "json":
+        pass  # the run_finished event already carried the outcome
+    elif not ctx.obj["quiet"]:
         from pipeline.summary import print_summary
 
         print_summary(report)

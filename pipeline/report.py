@@ -114,16 +114,41 @@ def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
     return rejected.rename({ROW: "row"}).sort("row").to_dicts()
 
 
+PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row", "status"]
+
+
+def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
+    """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status."""
+    status_expr = pl.lit(status) if isinstance(status, str) else status
+    return changes.select(
+        pl.col("location_id"), pl.col("identifier"), pl.col("item_key").alias("item"),
+        pl.col("old_quantity").alias("old"), pl.col("quantity").alias("new"),
+        (pl.col("quantity") - pl.col("old_quantity").fill_null(0)).alias("delta"),
+        pl.col(ROW).alias("row"), status_expr.alias("status"),
+    )
+
+
 def write_run_folder(
-    report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None
+    report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None,
+    plan: pl.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.json`` and ``rejected.csv`` into ``folder``; return the folder."""
+    """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports."""
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
     if table is not None and rejected is not None:
         write_rejected_csv(folder / "rejected.csv", table, rejected)
-    write_atomic(folder / "report.json",
-                 json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode())
+    if plan is not None:
+        tmp = folder / ".plan.csv.tmp"
+        plan.with_columns(pl.col("item").map_elements(
+            escape_formula, return_dtype=pl.String, skip_nulls=True)).write_csv(tmp)
+        tmp.replace(folder / "plan.csv")
+    data = report.to_dict()
+    write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
+    try:
+        from pipeline.html_report import write_human_reports
+    except ImportError:  # pragma: no cover - the module ships with invsync
+        return folder
+    write_human_reports(folder, data, plan)
     return folder
 
 

@@ -93,6 +93,8 @@ class SubmitResult:
 
     batches: list[BatchResult]
     fatal: FatalError | None = None
+    batch_seqs: list[list[int]] = field(default_factory=list)
+    """The :data:`SEQ` of every item of each batch, parallel to :attr:`batches`."""
     requests: int = 0
     responses_429: int = 0
     seconds: float = 0.0
@@ -183,6 +185,7 @@ async def submit(
 
     await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
+                        batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent, responses_429=client.responses_429,
                         seconds=time.monotonic() - started)
 

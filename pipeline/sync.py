@@ -28,6 +28,7 @@ from pipeline.report import (
     Counts,
     RunReport,
     new_run_id,
+    plan_frame,
     rejected_records,
     utc_now,
     write_run_folder,
@@ -60,6 +61,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.table: StockTable | None = None
         self.rejected: pl.DataFrame | None = None
+        self.plan: pl.DataFrame | None = None
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store)
         self.lock = StoreLock(self.snapshots.dir, store)
@@ -96,10 +98,11 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     report = run.report
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
-    write_run_folder(report, run.folder, run.table, run.rejected)
+    write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
     run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
-                              "report_dir": str(run.folder)})
+                              "transactions": len(report.transaction_ids),
+                              "error": report.error, "report_dir": str(run.folder)})
     return report
 
 
@@ -259,7 +262,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         journal.confirmed(batch.index, txid, batch.frame[idx].select(*KEY, "quantity"))
 
     def on_batch(result: BatchResult) -> None:
-        run.emit("batch_done", result.to_dict())
+        run.emit("batch", result.to_dict())
 
     def on_retry(info: dict[str, Any]) -> None:
         run.emit("retry", info)
@@ -274,6 +277,8 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                                 concurrency=settings.concurrency, on_batch=on_batch,
                                 on_sending=on_sending, on_confirmed=on_confirmed)
 
+    run.emit("submit_started", {"batches": len(batches),
+                                "items": sum(len(b) for b in batches)})
     result = asyncio.run(go())
     accepted = changes.changes.with_row_index(SEQ).filter(
         pl.col(SEQ).cast(pl.Int64).is_in(result.accepted))
@@ -307,9 +312,23 @@ def _all_rejected(checked: Validated, changes: ChangeSet,
         ROW, nulls_last=True)
 
 
+def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool) -> pl.Expr:
+    """Each change's fate, aligned with the change set's rows."""
+    if result is None:
+        return pl.lit("planned" if dry_run else "not_sent")
+    seq = pl.int_range(pl.len(), dtype=pl.Int64)
+    sent = [s for b, batch in zip(result.batches, result.batch_seqs, strict=True)
+            if b.status != "not_sent" for s in batch]
+    return (pl.when(seq.is_in(result.accepted)).then(pl.lit("accepted"))
+            .when(seq.is_in([s for s, _ in result.refused])).then(pl.lit("refused"))
+            .when(seq.is_in(sent)).then(pl.lit("unconfirmed"))
+            .otherwise(pl.lit("not_sent")))
+
+
 def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch],
           result: SubmitResult | None) -> None:
     report, settings, table = run.report, run.settings, checked.source
+    run.plan = plan_frame(changes.changes, _item_status(changes, result, settings.dry_run))
     rejected = run.rejected if run.rejected is not None else checked.rejected
     c = Counts(rows=table.rows, blank=table.blank_rows, invalid=checked.rejected.height,
                merged=checked.merged_rows, unchanged=changes.unchanged,

@@ -1,0 +1,137 @@
+"""What a run shows while it works: a progress bar, plain log lines, or JSON events.
+
+The library reports progress as events (``name``, ``data``); this module turns them
+into a rich progress bar on a terminal, periodic plain lines when output is not a
+terminal (cron, CI), or one JSON object per line for log shippers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import IO, Any
+
+_LOG_FIELDS = ("name", "levelname", "message")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Python log records as one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": _ts(), "event": "log", "level": record.levelname.lower(),
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def _ts() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonEvents:
+    """Writes each event as one JSON line: ``{"ts", "event", ...data}``."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, name: str, data: dict[str, Any]) -> None:
+        self.stream.write(json.dumps({"ts": _ts(), "event": name, **data}, default=str) + "\n")
+        self.stream.flush()
+
+
+class PlainProgress:
+    """Periodic plain lines on stderr: good in cron mail and CI logs."""
+
+    def __init__(self, stream: IO[str] | None = None, every_s: float = 5.0) -> None:
+        self.stream = stream or sys.stderr
+        self.every_s = every_s
+        self._last = 0.0
+        self._start = 0.0
+        self.total_batches = 0
+        self.total_items = 0
+        self.done_batches = 0
+        self.done_items = 0
+
+    def __call__(self, name: str, data: dict[str, Any]) -> None:
+        if name == "submit_started":
+            self._start = self._last = time.monotonic()
+            self.total_batches, self.total_items = data["batches"], data["items"]
+            self._line(f"sending {self.total_items:,} items in {self.total_batches:,} batches")
+        elif name == "batch":
+            self.done_batches += 1
+            self.done_items += int(data.get("items", 0))
+            now = time.monotonic()
+            if now - self._last >= self.every_s or self.done_batches == self.total_batches:
+                self._last = now
+                self._line(self._status(now))
+        elif name == "retry":
+            self._line(f"retrying {data.get('method')} {data.get('path')} in "
+                       f"{data.get('wait_s')} s after {data.get('error')}")
+
+    def _status(self, now: float) -> str:
+        elapsed = max(now - self._start, 1e-6)
+        rate = self.done_items / elapsed
+        left = self.total_items - self.done_items
+        eta = f", ETA {left / rate:,.0f} s" if rate > 0 and left > 0 else ""
+        return (f"sent {self.done_batches:,}/{self.total_batches:,} batches "
+                f"({self.done_items:,}/{self.total_items:,} items), {rate:,.0f} items/s{eta}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(f"invsync: {text}\n")
+        self.stream.flush()
+
+
+class RichProgress:
+    """A rich progress bar (items, batches, rate, ETA) while batches are sent."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        del TransferSpeedColumn  # bytes-oriented; items/s is shown in the description
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[batches]}"), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self._task: Any = None
+        self._start = 0.0
+        self._batches = (0, 0)
+
+    def __call__(self, name: str, data: dict[str, Any]) -> None:
+        if name == "submit_started":
+            self._progress.start()
+            self._start = time.monotonic()
+            self._batches = (0, int(data["batches"]))
+            self._task = self._progress.add_task("sending items", total=int(data["items"]),
+                                                 batches=f"0/{data['batches']} batches",
+                                                 rate="")
+        elif name == "batch" and self._task is not None:
+            done = self._batches[0] + 1
+            self._batches = (done, self._batches[1])
+            self._progress.advance(self._task, int(data.get("items", 0)))
+            completed = self._progress.tasks[0].completed
+            rate = completed / max(time.monotonic() - self._start, 1e-6)
+            self._progress.update(self._task, batches=f"{done}/{self._batches[1]} batches",
+                                  rate=f"{rate:,.0f} items/s")
+        elif name == "run_finished" and self._task is not None:
+            self._progress.stop()
+            self._task = None
+
+
+def make_event_sink(log_format: str, quiet: bool) -> Any:
+    """The event handler for the chosen output: json, rich bar, plain lines or nothing."""
+    if log_format == "json":
+        return JsonEvents()
+    if quiet:
+        return None
+    if sys.stderr.isatty():
+        return RichProgress()
+    return PlainProgress()
