@@ -54,7 +54,7 @@ def _events(ctx: click.Context) -> Any:
 
 def _sync_options(fn: Any) -> Any:
     options = [
-        click.argument("file", type=click.Path(path_type=Path)),
+        click.argument("file", type=click.Path(path_type=Path), required=False),
         click.option("--location-id", type=int, help="Location for rows without one [1]."),
         click.option("--reason", help="Reason recorded with each adjustment."),
         click.option("--dry-run", is_flag=True, help="Send nothing, change no snapshot."),
@@ -88,6 +88,9 @@ def _sync_options(fn: Any) -> Any:
                      help="Override the brake on a file far smaller than the last run's."),
         click.option("--allow-zeroing", is_flag=True,
                      help="Override the brake on zeroing many previously synced items."),
+        click.option("--baseline", type=click.Choice(["snapshot", "live"]),
+                     help="Diff against the last accepted snapshot [snapshot] or the store's "
+                          "live levels (read through the API)."),
         click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
                      help="Turn TLS certificate checks off (never do this in production)."),
     ]
@@ -98,15 +101,142 @@ def _sync_options(fn: Any) -> Any:
 
 @cli.command(context_settings=CONTEXT)
 @_sync_options
+@click.option("--plan-file", type=click.Path(path_type=Path),
+              help="Push exactly this reviewed plan.csv (from invsync plan) instead of FILE; "
+                   "refused if the snapshot moved since the plan was made.")
 @click.pass_context
-def sync(ctx: click.Context, file: Path, config_path: Path | None, maps: tuple[str, ...],
-         **flags: Any) -> None:
+def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
+         maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
     """Sync FILE (CSV or XLSX) into the store: only the changes are sent."""
     from pipeline.config import load_settings, parse_map
     from pipeline.sync import sync_file
 
+    if (file is None) == (plan_file is None):
+        raise click.UsageError("give either FILE or --plan-file PLAN.csv")
     settings = load_settings(config_path, {**flags, "column_map": parse_map(maps)})
-    _finish(ctx, sync_file(file, settings, on_event=_events(ctx)))
+    settings.plan_file = plan_file is not None
+    path = plan_file or file
+    assert path is not None
+    _finish(ctx, sync_file(path, settings, on_event=_events(ctx)))
+
+
+@cli.command(context_settings=CONTEXT)
+@_sync_options
+@click.pass_context
+def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
+         maps: tuple[str, ...], **flags: Any) -> None:
+    """Show what syncing FILE would change, send nothing, and write plan.csv.
+
+    Review the plan, then push exactly it with: invsync sync --plan-file <run>/plan.csv
+    """
+    from pipeline.config import load_settings, parse_map
+    from pipeline.sync import sync_file
+
+    if file is None:
+        raise click.UsageError("missing argument FILE")
+    settings = load_settings(config_path, {**flags, "column_map": parse_map(maps),
+                                           "dry_run": True})
+    report = sync_file(file, settings, on_event=_events(ctx))
+    report.command = "plan"
+    if ctx.obj["log_format"] != "json" and not ctx.obj["quiet"]:
+        from pipeline.summary import print_plan
+
+        print_plan(report)
+    _finish(ctx, report)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
+@click.option("--store-hash", help="Only runs for this store.")
+@click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None, limit: int,
+         as_json: bool) -> None:
+    """List past runs, newest first: time, file, status, counts, transactions."""
+    import json
+
+    from pipeline.config import load_settings
+    from pipeline.history import list_runs
+
+    settings = load_settings(None, {"report_dir": report_dir, "state_dir": state_dir})
+    found = list_runs(settings.reports, store_hash)[:limit]
+    if as_json:
+        for r in found:
+            click.echo(json.dumps(r.row()))
+        return
+    from pipeline.summary import print_runs
+
+    print_runs([r.row() for r in found], settings.reports)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
+def show(run_id: str, report_dir: Path | None, state_dir: Path | None) -> None:
+    """Print one run's summary and where its files are (RUN_ID may be a prefix or 'last')."""
+    from pipeline.config import load_settings
+    from pipeline.history import find_run
+    from pipeline.report import RunReport, report_from_dict
+    from pipeline.summary import print_summary
+
+    settings = load_settings(None, {"report_dir": report_dir, "state_dir": state_dir})
+    past = find_run(settings.reports, run_id)
+    report: RunReport = report_from_dict(past.report)
+    print_summary(report)
+    for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
+                 "plan.csv", "verify.json"):
+        if (past.folder / name).exists():
+            click.echo(f"  {past.folder / name}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
+@click.option("--location-id", type=int, help="Only this location.")
+@click.pass_context
+def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
+          location_id: int | None, **flags: Any) -> None:
+    """Report items whose live level differs from the snapshot (e.g. manual edits).
+
+    With FILE, only the items FILE names are checked. Exit 0: no drift; 1: drift found.
+    """
+    from pipeline.config import load_settings
+    from pipeline.reconcile import drift_check
+
+    settings = load_settings(config_path, flags)
+    settings.check(needs_store=True)
+    ctx.exit(drift_check(settings, file, location_id, quiet=ctx.obj["quiet"],
+                         as_json=ctx.obj["log_format"] == "json"))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+              help="Keep re-reading this long for writes to land (they are asynchronous).")
+@click.pass_context
+def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s: float,
+           **flags: Any) -> None:
+    """Read back the levels run RUN_ID set and report any that did not land.
+
+    Exit 0: every accepted level is in the store; 1: some differ.
+    """
+    from pipeline.config import load_settings
+    from pipeline.reconcile import verify_run
+
+    settings = load_settings(config_path, flags)
+    settings.check(needs_store=True)
+    ctx.exit(verify_run(settings, run_id, timeout_s=timeout_s, quiet=ctx.obj["quiet"],
+                        as_json=ctx.obj["log_format"] == "json"))
 
 
 @cli.command(context_settings=CONTEXT)

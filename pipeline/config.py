@@ -71,6 +71,10 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_tls: bool = True
     zero_missing: bool = False
+    baseline: str = "snapshot"
+    """``snapshot`` (what the store last accepted) or ``live`` (read from the store)."""
+    plan_file: bool = False
+    """The input is a reviewed ``plan.csv``: push exactly it."""
     brakes: BrakeLimits = field(default_factory=BrakeLimits)
     config_path: Path | None = None
 
@@ -89,6 +93,9 @@ class Settings:
             raise UsageError("--location-id must be a positive whole number")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
+        if self.baseline == "live" and not self.token:
+            raise UsageError("--baseline live reads the store: it needs the store hash and "
+                             "access token, even for a dry run")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
@@ -106,13 +113,14 @@ class Settings:
             "column_map": self.column_map, "duplicates": self.duplicates,
             "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
             "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
+            "baseline": self.baseline, "plan_file": self.plan_file,
             "config": str(self.config_path) if self.config_path else None,
         }
 
 
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
-               "quantity", "retry", "verify_tls", "zero_missing", "brakes"}
+               "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline"}
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -160,6 +168,9 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     for key in ("dry_run", "full"):
         setattr(s, key, bool(overrides.get(key)))
     s.zero_missing = bool(overrides.get("zero_missing") or cfg.get("zero_missing"))
+    s.baseline = str(pick("baseline") or "snapshot")
+    if s.baseline not in ("snapshot", "live"):
+        raise UsageError("--baseline must be snapshot or live")
     s.brakes = _brakes(cfg.get("brakes") or {}, overrides)
     if overrides.get("verify_tls") is False or cfg.get("verify_tls") is False:
         s.verify_tls = False
@@ -179,7 +190,8 @@ def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
 
     rules = options.get("quantity_rules") or {}
     kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
-                                    "sheet", "duplicates", "zero_missing", "full")
+                                    "sheet", "duplicates", "zero_missing", "full", "baseline",
+                                    "plan_file")
             if k in options}
     return replace(
         base, **kept, column_map=dict(options.get("column_map") or {}),

@@ -9,6 +9,7 @@ spreadsheet program would evaluate as a formula are escaped.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -86,6 +87,7 @@ class RunReport:
     requests: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     brakes: list[dict[str, str]] = field(default_factory=list)
+    by_location: dict[str, dict[str, int]] = field(default_factory=dict)
     resumed_from: str | None = None
     error: str | None = None
     exit_code: int = 0
@@ -146,9 +148,10 @@ def write_run_folder(
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
         from pipeline.html_report import write_human_reports
-    except ImportError:  # pragma: no cover - the module ships with invsync
-        return folder
-    write_human_reports(folder, data, plan)
+
+        write_human_reports(folder, data, plan)
+    except Exception as exc:  # the JSON report is the record; a page must never fail a run
+        logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
     return folder
 
 
@@ -183,3 +186,14 @@ def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) ->
     tmp = path.with_suffix(".csv.tmp")
     escaped.write_csv(tmp, quote_style="necessary")
     tmp.replace(path)
+
+
+def report_from_dict(data: dict[str, Any]) -> RunReport:
+    """Rebuild a :class:`RunReport` from ``report.json`` (unknown keys are ignored)."""
+    fields = set(RunReport.__dataclass_fields__)
+    values = {k: v for k, v in data.items() if k in fields}
+    counts = values.pop("counts", {}) or {}
+    report = RunReport(**values)
+    report.counts = Counts(**{k: v for k, v in counts.items()
+                              if k in Counts.__dataclass_fields__})
+    return report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -50,3 +52,64 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
     for note in report.notes:
         console.print(f"[dim]note:[/] {note}")
     console.print(f"report: {report.report_dir}")
+
+
+def print_plan(report: RunReport, console: Console | None = None, top: int = 10) -> None:
+    """The plan of a dry run: per location, the biggest drops and rises, items going to 0."""
+    import polars as pl
+
+    console = console or Console(highlight=False, soft_wrap=True)
+    if report.by_location:
+        table = Table(title="plan by location")
+        for col in ("location", "new", "changed", "to zero", "unchanged"):
+            table.add_column(col, justify="right")
+        for loc, c in report.by_location.items():
+            table.add_row(loc, f"{c['new']:,}", f"{c['changed']:,}", f"{c['to_zero']:,}",
+                          f"{c['unchanged']:,}")
+        console.print(table)
+    console.print(f"rejected rows: {report.counts.rejected:,}")
+    plan_path = Path(report.report_dir) / "plan.csv"
+    if not plan_path.exists():
+        return
+    plan = pl.read_csv(plan_path, infer_schema=False).with_columns(
+        pl.col("old", "new", "delta").cast(pl.Int64, strict=False))
+    changed = plan.filter(pl.col("old").is_not_null())
+    for title, frame in (("biggest drops", changed.sort("delta").filter(pl.col("delta") < 0)),
+                         ("biggest rises", changed.sort("delta", descending=True)
+                          .filter(pl.col("delta") > 0))):
+        if frame.height:
+            t = Table(title=title)
+            for col in ("location", "item", "old", "new", "delta"):
+                t.add_column(col, justify="right" if col != "item" else "left")
+            for r in frame.head(top).iter_rows(named=True):
+                t.add_row(str(r["location_id"]), str(r["item"]), str(r["old"]), str(r["new"]),
+                          f"{r['delta']:+,}")
+            console.print(t)
+    zero = plan.filter((pl.col("new") == 0) & (pl.col("old").fill_null(0) != 0))
+    if zero.height:
+        items = ", ".join(zero["item"].head(top).to_list())
+        more = f" and {zero.height - top:,} more" if zero.height > top else ""
+        console.print(f"{zero.height:,} items would go to 0: {items}{more}")
+    console.print(f"push exactly this plan with: invsync sync --plan-file {plan_path}")
+
+
+def print_runs(rows: list[dict[str, object]], where: Path,
+               console: Console | None = None) -> None:
+    """``invsync runs``: one line per past run."""
+    console = console or Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 240  # a log or a pipe: never squeeze the columns
+    if not rows:
+        console.print(f"no runs under {where}")
+        return
+    table = Table()
+    for col in ("run id", "started", "status", "store", "file", "rows", "changed", "accepted",
+                "rejected", "txns"):
+        table.add_column(col, justify="right" if col in ("rows", "changed", "accepted",
+                                                         "rejected", "txns") else "left")
+    for r in rows:
+        table.add_row(str(r["run_id"]), str(r["started_at"]),
+                      f"[{_STYLE.get(str(r['status']), 'white')}]{r['status']}[/]",
+                      str(r["store"]), str(r["file"]), f"{r['rows']:,}", f"{r['changed']:,}",
+                      f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
+    console.print(table)

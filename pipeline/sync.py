@@ -126,7 +126,11 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
     t = time.perf_counter()
-    table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map)
+    if settings.plan_file:
+        table, planned_old = _read_plan(run.path)
+    else:
+        table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map)
+        planned_old = None
     run.table = table
     run.timed("ingest", t)
     report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
@@ -144,15 +148,30 @@ def _execute(run: _Run) -> None:
     report.notes.extend(checked.notes)
 
     t = time.perf_counter()
-    baseline = _baseline(run)
-    changes = compute_changes(checked.valid, None if settings.full else baseline)
-    if settings.zero_missing:
-        changes = _with_missing_zeroed(changes, checked, baseline, report)
+    snapshot = _baseline(run)
+    if planned_old is not None:
+        changes = _planned_changes(checked, planned_old, snapshot)
+    elif settings.full:
+        changes = compute_changes(checked.valid, None)
+    elif settings.baseline == "live":
+        from pipeline.live import live_levels
+
+        live = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
+        changes = compute_changes(checked.valid, live, baseline_name="live")
+    else:
+        changes = compute_changes(checked.valid, snapshot)
+    if settings.zero_missing and planned_old is None:
+        changes = _with_missing_zeroed(changes, checked, snapshot, report)
     run.timed("diff", t)
+    report.by_location = _by_location(checked, changes)
 
     meta = run.snapshots.read_meta()
-    brakes = check_brakes(rows=table.rows, last_rows=meta.get("last_rows"), changes=changes,
-                          synced_items=baseline.height, limits=settings.brakes)
+    synced = snapshot.height if settings.baseline == "snapshot" else int(
+        changes.unchanged + changes.changes["old_quantity"].is_not_null().sum())
+    brakes = check_brakes(rows=table.rows if planned_old is None else 0,
+                          last_rows=None if planned_old is not None else meta.get("last_rows"),
+                          changes=changes, synced_items=synced, limits=settings.brakes)
+    brakes = [b for b in brakes if not (planned_old is not None and b.name == "empty_file")]
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
     run.timed("plan", t)
@@ -173,9 +192,67 @@ def _execute(run: _Run) -> None:
     if brakes and settings.dry_run:
         report.exit_code = int(ExitCode.SAFETY_BRAKE)
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
-    if not settings.dry_run and report.status in ("succeeded", "partial"):
+    if not settings.dry_run and report.status in ("succeeded", "partial") \
+            and planned_old is None:
         run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
                                   "last_finished": utc_now()})
+
+
+def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
+    """A reviewed ``plan.csv`` as a stock table (validated again) and its planned old levels."""
+    from dataclasses import replace
+
+    from pipeline.errors import InputFileError
+
+    # "item" stands in as the identifier column until the real mapping is set below.
+    table = read_stock_file(path, column_map={"new": "quantity", "item": "sku"})
+    needed = {"identifier", "item", "old", "new", "location_id"}
+    if not needed <= set(table.headers):
+        raise InputFileError(str(path), "not a plan.csv written by invsync plan (needs columns "
+                                        f"{', '.join(sorted(needed))})")
+    ident, item = pl.col("identifier"), pl.col("item").str.replace(r"^'([=+\-@\t\r])", "$1")
+    frame = table.frame.with_columns(
+        **{f"__{kind}": pl.when(ident == kind).then(item)
+           for kind in ("sku", "variant_id", "product_id")})
+    mapping = {"sku": "__sku", "variant_id": "__variant_id", "product_id": "__product_id",
+               "location_id": table.mapping["location_id"], "quantity": table.mapping["quantity"]}
+    old = frame.select(pl.col(ROW), pl.col("old").cast(pl.Int64, strict=False).alias("planned"))
+    return replace(table, frame=frame, mapping=mapping, format="plan"), old
+
+
+def _planned_changes(checked: Validated, planned_old: pl.DataFrame,
+                     snapshot: pl.DataFrame) -> ChangeSet:
+    """The plan's items, refused as a whole if the snapshot moved since the plan was made."""
+    valid = checked.valid.join(planned_old, on=ROW, how="left")
+    current = valid.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
+                         how="left")
+    moved = current.filter(~pl.col("planned").eq_missing(pl.col("now")))
+    if moved.height:
+        first = moved.row(0, named=True)
+        raise SafetyBrakeError(
+            f"the snapshot moved since this plan was made: {moved.height:,} planned item(s) now "
+            f"have another old level (e.g. {first['identifier']} {first['item_key']} at location "
+            f"{first['location_id']}: planned from {first['planned']}, now {first['now']}); "
+            f"nothing was sent; make a new plan")
+    changes = valid.rename({"planned": "old_quantity"})
+    return ChangeSet(changes=changes, unchanged=0, baseline="plan")
+
+
+def _by_location(checked: Validated, changes: ChangeSet) -> dict[str, dict[str, int]]:
+    """Per location: items new, changed, to zero and unchanged."""
+    valid = checked.valid.group_by("location_id").len("valid")
+    ch = changes.changes.group_by("location_id").agg(
+        pl.col("old_quantity").is_null().sum().alias("new"),
+        pl.col("old_quantity").is_not_null().sum().alias("changed"),
+        ((pl.col("quantity") == 0) & (pl.col("old_quantity").fill_null(0) != 0)).sum()
+        .alias("to_zero"))
+    table = valid.join(ch, on="location_id", how="full", coalesce=True).fill_null(0)
+    out = {}
+    for row in table.sort("location_id").iter_rows(named=True):
+        out[str(row["location_id"])] = {
+            "new": row["new"], "changed": row["changed"], "to_zero": row["to_zero"],
+            "unchanged": max(row["valid"] - row["new"] - row["changed"], 0)}
+    return out
 
 
 def _baseline(run: _Run) -> pl.DataFrame:
