@@ -66,6 +66,7 @@ class StockTable:
     headers: list[str]
     """Original headers in file order (the columns of a re-uploadable rejected file)."""
     sheet: str | None = None
+    sheet_index: int | None = None
     encoding: str | None = None
     delimiter: str | None = None
     blank_rows: int = 0
@@ -107,7 +108,31 @@ def read_stock_file(
         if sheet is not None:
             raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
         table = _read_csv(p, data, digest)
-    return _map_columns(table, column_map or {})
+    table = _map_columns(table, column_map or {})
+    if table.format == "xlsx" and table.sheet_index is not None and p.suffix.lower() != ".xls":
+        _note_numeric_identifiers(table)
+    return table
+
+
+def _note_numeric_identifiers(table: StockTable) -> None:
+    """Note identifier cells stored as numbers: Excel may have dropped their leading zeros."""
+    import polars as pl
+
+    cols = {table.headers.index(h): h for c, h in table.mapping.items() if c == "sku"}
+    if not cols:
+        return
+    header = next(iter(cols.values()))
+    digits = table.frame.filter(pl.col(header).str.contains(r"^\s*\d+\s*$"))
+    if digits.height == 0:
+        return
+    hits = numeric_cells(table.path, table.sheet_index or 0, cols, set(digits[ROW].to_list()))
+    for name, rows in hits.items():
+        shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10:,} more"
+                                                   if len(rows) > 10 else "")
+        table.notes.append(
+            f"column {name!r}: {len(rows):,} identifier cell(s) are stored as numbers in the "
+            f"workbook (rows {shown}); if those SKUs have leading zeros, Excel removed them: "
+            f"format the column as Text and type them again")
 
 
 def _detect_format(path: Path, data: bytes) -> str:
@@ -161,6 +186,12 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
     import polars as pl
 
     data, encoding = _decode(path, raw)
+    # Blank lines above the header: polars skips them, a spreadsheet counts them.
+    blank = re.match(rb"(?:[ \t]*\r?\n)*", data)
+    leading = blank.group(0).count(b"\n") if blank else 0
+    data = data[blank.end():] if blank else data
+    if not data:
+        raise InputFileError(str(path), "the file has no header row")
     delimiter = _sniff_delimiter(data)
     header_line = data.split(b"\n", 1)[0]
     if header_line.count(delimiter.encode()) >= MAX_COLUMNS:
@@ -173,7 +204,7 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
             has_header=True,
             infer_schema=False,
             row_index_name=ROW,
-            row_index_offset=2,
+            row_index_offset=2 + leading,
             raise_if_empty=True,
         )
     except pl.exceptions.NoDataError:
@@ -261,7 +292,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     body = frame.slice(1)
     body.columns = _unique_headers(header)
     body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
-    return _finish(body, path, "xlsx", digest, sheet=names[index])
+    return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index)
 
 
 def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
@@ -276,36 +307,74 @@ def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
     )
 
 
+_NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_CELL = re.compile(rb'<c r="([A-Z]{1,3})(\d+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+
+
+def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
+    """The zip member holding sheet number ``index`` (0-based, workbook order)."""
+    workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+    sheets = workbook.find(f"{_NS_MAIN}sheets")
+    if sheets is None:
+        raise KeyError("sheets")
+    rel_id = list(sheets)[index].get(f"{_NS_REL}id")
+    rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+    target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
+    return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+
+
 def _first_used_row(path: Path, index: int) -> int:
     """Row number (1-based) of the first cell holding a value in sheet ``index``.
 
     The Excel reader starts its range at the first used row, so without this an export
     with title rows above the header would report every row number shifted.
     """
-    ns_main = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-    ns_rel = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
     try:
-        with zipfile.ZipFile(path) as zf:
-            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
-            sheets = workbook.find(f"{ns_main}sheets")
-            if sheets is None:
-                return 1
-            rel_id = list(sheets)[index].get(f"{ns_rel}id")
-            rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
-            target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
-            member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-            with zf.open(member) as fh:
-                for _, elem in ElementTree.iterparse(fh):
-                    if elem.tag == f"{ns_main}c" and (
-                        elem.find(f"{ns_main}v") is not None
-                        or elem.find(f"{ns_main}is") is not None
-                    ):
-                        ref = elem.get("r", "")
-                        digits = re.sub(r"^[A-Z]+", "", ref)
-                        return int(digits) if digits.isdigit() else 1
+        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
+            for _, elem in ElementTree.iterparse(fh):
+                if elem.tag == f"{_NS_MAIN}c" and (
+                    elem.find(f"{_NS_MAIN}v") is not None
+                    or elem.find(f"{_NS_MAIN}is") is not None
+                ):
+                    digits = re.sub(r"^[A-Z]+", "", elem.get("r", ""))
+                    return int(digits) if digits.isdigit() else 1
     except (KeyError, StopIteration, IndexError, zipfile.BadZipFile, ElementTree.ParseError):
         return 1
     return 1
+
+
+def _col_number(letters: bytes) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ch - 64
+    return n
+
+
+def numeric_cells(path: Path, index: int, columns: dict[int, str],
+                  rows: set[int]) -> dict[str, list[int]]:
+    """Of ``rows``, those whose cell in each column (position in the used range) is a number.
+
+    A SKU typed into Excel as a number has lost any leading zeros before invsync sees it;
+    only the cell's type tells a number cell from a text cell that looks the same.
+    """
+    found: dict[str, list[int]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            xml = zf.read(_sheet_member(zf, index))
+    except (KeyError, StopIteration, IndexError, zipfile.BadZipFile, ElementTree.ParseError):
+        return found
+    cells = [(m.group(1), int(m.group(2)), m.group(3)) for m in _CELL.finditer(xml)
+             if m.group(4) and (b"<v>" in m.group(4) or b"<is>" in m.group(4))]
+    if not cells:
+        return found
+    first_col = min(_col_number(c[0]) for c in cells)
+    wanted = {first_col + pos: header for pos, header in columns.items()}
+    for letters, row, attrs in cells:
+        header = wanted.get(_col_number(letters))
+        if header is not None and row in rows and (b' t="' not in attrs or b' t="n"' in attrs):
+            found.setdefault(header, []).append(row)
+    return found
 
 
 def _unique_headers(header: list[str]) -> list[str]:

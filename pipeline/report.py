@@ -139,10 +139,11 @@ def write_run_folder(
     report.report_dir = str(folder)
     if table is not None and rejected is not None:
         write_rejected_csv(folder / "rejected.csv", table, rejected)
+        if table.format == "xlsx" and rejected.height:
+            write_rejected_xlsx(folder / "rejected.xlsx", table, rejected)
     if plan is not None:
         tmp = folder / ".plan.csv.tmp"
-        plan.with_columns(pl.col("item").map_elements(
-            escape_formula, return_dtype=pl.String, skip_nulls=True)).write_csv(tmp)
+        plan.with_columns(escape_formulas(pl.col("item")).alias("item")).write_csv(tmp)
         tmp.replace(folder / "plan.csv")
     data = report.to_dict()
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
@@ -157,14 +158,16 @@ def write_run_folder(
 
 def rejected_frame(table: StockTable, rejected: pl.DataFrame) -> pl.DataFrame:
     """Original columns with their original text, plus ``row``, ``reason``, ``message``."""
-    originals = table.frame.join(rejected.select(ROW, "reason", "message"), on=ROW, how="inner")
-    extra = [c for c in ("row", "reason", "message") if c in table.headers]
-    rename = {c: f"invsync_{c}" for c in extra}
+    ours = rejected.select(ROW, pl.col("reason").alias("__reason"),
+                           pl.col("message").alias("__message"))
+    originals = table.frame.join(ours, on=ROW, how="inner")
+    # A file with its own row/reason/message column keeps it; ours get a prefix.
+    name = {c: (f"invsync_{c}" if c in table.headers else c) for c in ("row", "reason", "message")}
     return originals.sort(ROW).select(
         *[pl.col(h) for h in table.headers],
-        pl.col(ROW).alias(rename.get("row", "row")),
-        pl.col("reason").alias(rename.get("reason", "reason")),
-        pl.col("message").alias(rename.get("message", "message")),
+        pl.col(ROW).alias(name["row"]),
+        pl.col("__reason").alias(name["reason"]),
+        pl.col("__message").alias(name["message"]),
     )
 
 
@@ -175,16 +178,64 @@ def escape_formula(text: str | None) -> str | None:
     return "'" + text
 
 
+def escape_formulas(column: pl.Expr) -> pl.Expr:
+    """Vectorised :func:`escape_formula` for a text column."""
+    text = column.cast(pl.String)
+    risky = text.str.contains(r"^[=+\-@\t\r]") & ~text.str.contains(_NUMBER.pattern)
+    return pl.when(risky).then(pl.lit("'") + text).otherwise(text)
+
+
 def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
     """Write the re-uploadable rejected rows as UTF-8 CSV, formulas escaped."""
     frame = rejected_frame(table, rejected)
-    escaped = frame.with_columns(
-        pl.col(c).cast(pl.String).map_elements(escape_formula, return_dtype=pl.String,
-                                               skip_nulls=True)
-        for c in frame.columns
-    ) if frame.height else frame
+    escaped = frame.select(escape_formulas(pl.col(c)).alias(c) for c in frame.columns)
     tmp = path.with_suffix(".csv.tmp")
     escaped.write_csv(tmp, quote_style="necessary")
+    tmp.replace(path)
+
+
+def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
+    """The rejected rows as a workbook: original columns, offending cells highlighted.
+
+    Every cell is written as a string cell, so text such as ``=HYPERLINK(...)`` is shown,
+    never evaluated.
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.comments import Comment
+    from openpyxl.styles import Font, PatternFill
+
+    frame = rejected_frame(table, rejected)
+    blamed = rejected.select(pl.col(ROW).alias("row"), pl.col("column").alias("_blamed"))
+    frame = frame.join(blamed, left_on=frame.columns[len(table.headers)], right_on="row",
+                       how="left") if frame.height else frame.with_columns(
+        _blamed=pl.lit(None, pl.String))
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet(table.sheet or "rejected")
+    bold, fill = Font(bold=True), PatternFill("solid", start_color="FFF2A8", end_color="FFF2A8")
+    columns = [c for c in frame.columns if c != "_blamed"]
+
+    def cell(value: object, *, header: bool = False) -> WriteOnlyCell:
+        c = WriteOnlyCell(ws, value=None if value is None else str(value))
+        if value is not None:
+            c.data_type = "s"  # a string cell: never a formula
+        if header:
+            c.font = bold
+        return c
+
+    ws.append([cell(c, header=True) for c in columns])
+    message_col = columns[-1]
+    for rec in frame.iter_rows(named=True):
+        out = []
+        for name in columns:
+            c = cell(rec[name])
+            if name == rec["_blamed"]:
+                c.fill = fill
+                c.comment = Comment(str(rec[message_col]), "invsync")
+            out.append(c)
+        ws.append(out)
+    tmp = path.with_suffix(".xlsx.tmp")
+    wb.save(tmp)
     tmp.replace(path)
 
 

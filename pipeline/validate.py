@@ -85,6 +85,8 @@ def _trimmed(column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
     text = pl.col(column).str.strip_chars(_SPACES)
+    # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
+    text = text.str.replace(r"^'([=+\-@\t\r])", "$1")
     return pl.when(text == "").then(None).otherwise(text)
 
 
@@ -147,7 +149,9 @@ def validate(
     rejected = _rejected_rows(table, frame, failures)
     valid = frame.join(rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
     if merged is not None:
+        before = valid.height
         valid = _merge_duplicates(valid, duplicates)
+        merged = before - valid.height
     notes = []
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
@@ -192,7 +196,8 @@ def _resolve_locations(
 
 
 def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
-    text = pl.col("quantity_text")
+    # "-0" is a whole number, zero; every other leading "-" makes a negative.
+    text = pl.col("quantity_text").str.replace(r"^-(0+(?:\.0*)?)$", "$1")
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
         text = text.str.to_lowercase().replace_strict(lowered, default=text)
@@ -231,11 +236,8 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
         rows = pl.col(ROW).cast(pl.String).str.join(", ").over(_KEY)
         return frame.with_columns(dup_rows=pl.when(pl.col("duplicate")).then(rows)), None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
-    ok = good_key & pl.col("quantity").is_not_null()
     frame = frame.with_columns(duplicate=pl.lit(False), dup_rows=pl.lit(None, pl.String))
-    groups = frame.filter(ok).group_by(_KEY).len()
-    merged = int(groups.filter(pl.col("len") > 1).select((pl.col("len") - 1).sum()).item() or 0)
-    return frame, merged
+    return frame, 0
 
 
 def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
@@ -286,7 +288,8 @@ def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFram
     column = (
         pl.when(pl.col("check") == "date_in_column").then(pl.col("date_column"))
         .when(pl.col("check").is_in(["missing_identifier", "duplicate_item"]))
-        .then(pl.col("identifier").fill_null("sku"))
+        .then(pl.col("identifier").fill_null(
+            next((c for c in IDENTIFIERS if c in table.mapping), "sku")))
         .otherwise(canonical)
     )
     rows = rows.with_columns(_canon=column)
