@@ -46,6 +46,17 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
 
 
+def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
+    """Flag values for :func:`load_settings`, with the repeatable ``KEY=VALUE`` flags parsed."""
+    from pipeline.config import parse_map
+
+    out = dict(flags)
+    out["column_map"] = parse_map(maps, "--map")
+    text_map = parse_map(out.pop("quantity_maps", ()) or (), "--quantity-map")
+    out["text_map"] = text_map or None
+    return out
+
+
 def _events(ctx: click.Context) -> Any:
     from pipeline.progress import make_event_sink
 
@@ -80,6 +91,8 @@ def _sync_options(fn: Any) -> Any:
         click.option("--clamp-negative", is_flag=True, default=None,
                      help="Negative quantities (after the buffer) become 0."),
         click.option("--max-quantity", "maximum", type=int, help="Cap quantities at this."),
+        click.option("--quantity-map", "quantity_maps", multiple=True, metavar="TEXT=N",
+                     help="Read quantity text such as 'in stock' as a number (repeatable)."),
         click.option("--zero-missing", is_flag=True,
                      help="Set items in the snapshot but absent from the file to 0 "
                           "(at the locations the file covers)."),
@@ -108,12 +121,12 @@ def _sync_options(fn: Any) -> Any:
 def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
          maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
     """Sync FILE (CSV or XLSX) into the store: only the changes are sent."""
-    from pipeline.config import load_settings, parse_map
+    from pipeline.config import load_settings
     from pipeline.sync import sync_file
 
     if (file is None) == (plan_file is None):
         raise click.UsageError("give either FILE or --plan-file PLAN.csv")
-    settings = load_settings(config_path, {**flags, "column_map": parse_map(maps)})
+    settings = load_settings(config_path, _overrides(flags, maps))
     settings.plan_file = plan_file is not None
     path = plan_file or file
     assert path is not None
@@ -129,13 +142,12 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     Review the plan, then push exactly it with: invsync sync --plan-file <run>/plan.csv
     """
-    from pipeline.config import load_settings, parse_map
+    from pipeline.config import load_settings
     from pipeline.sync import sync_file
 
     if file is None:
         raise click.UsageError("missing argument FILE")
-    settings = load_settings(config_path, {**flags, "column_map": parse_map(maps),
-                                           "dry_run": True})
+    settings = load_settings(config_path, {**_overrides(flags, maps), "dry_run": True})
     report = sync_file(file, settings, on_event=_events(ctx))
     report.command = "plan"
     if ctx.obj["log_format"] != "json" and not ctx.obj["quiet"]:

@@ -207,6 +207,7 @@ def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:
 
     try:
         text_map = {str(k): int(v) for k, v in (section.get("text_map") or {}).items()}
+        text_map.update({k: int(v) for k, v in (overrides.get("text_map") or {}).items()})
         buffer = int(value("buffer") or 0)
         maximum = value("maximum")
         rules = QuantityRules(
@@ -250,12 +251,12 @@ def _retry(section: dict[str, Any]) -> RetryPolicy:
         raise UsageError(f"bad [retry] section: {exc}") from None
 
 
-def parse_map(pairs: tuple[str, ...]) -> dict[str, str]:
-    """Turn ``--map HEADER=column`` values into a dict."""
+def parse_map(pairs: tuple[str, ...], flag: str = "--map") -> dict[str, str]:
+    """Turn repeated ``KEY=VALUE`` flag values (``--map HEADER=column``) into a dict."""
     out = {}
     for pair in pairs:
         header, sep, column = pair.partition("=")
         if not sep or not header.strip() or not column.strip():
-            raise UsageError(f"--map takes HEADER=column, not {pair!r}")
+            raise UsageError(f"{flag} takes KEY=VALUE, not {pair!r}")
         out[header.strip()] = column.strip()
     return out
