@@ -149,6 +149,8 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     lines += ["| Count | Value |", "| --- | ---: |"]
     for key, label, always in _MD_COUNTS:
         value = counts.get(key)
+        if key == "not_sent" and report.get("status") == "dry_run":
+            label = "not sent (dry run)"
         if always or value:
             lines.append(f"| {label} | {_md_cell(_num(value))} |")
     lines.append("")
@@ -171,7 +173,7 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
         frame = _normalise_plan(plan)
         if frame.height:
             s = _plan_totals(frame)
-            lines += [f"**Plan:** {s['items']:,} items at {s['locations']:,} location(s): "
+            lines += [f"**Plan:** {s['items']:,} item(s) at {s['locations']:,} location(s): "
                       f"{s['new']:,} new, {s['changed']:,} changed, {s['to_zero']:,} to 0 "
                       f"(see `plan.csv`)", ""]
         else:

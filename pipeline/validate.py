@@ -146,7 +146,7 @@ def validate(
     frame, merged = _mark_duplicates(frame, duplicates)
 
     failures = _run_schema(frame)
-    rejected = _rejected_rows(table, frame, failures)
+    rejected = _rejected_rows(table, frame, failures, default_location)
     valid = frame.join(rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
     if merged is not None:
         before = valid.height
@@ -271,7 +271,8 @@ def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
     return cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))
 
 
-def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFrame) -> pl.DataFrame:
+def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFrame,
+                   default_location: int) -> pl.DataFrame:
     """One rejected row per failing file row: its highest-priority reason."""
     if failures.height == 0:
         return pl.DataFrame(schema=REJECTED_SCHEMA)
@@ -293,10 +294,10 @@ def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFram
         .otherwise(canonical)
     )
     rows = rows.with_columns(_canon=column)
-    value = pl.coalesce(
-        [pl.when(pl.col("_canon") == c).then(pl.col(f"{c}_text"))
-         for c in ("sku", "product_id", "variant_id", "location_id", "quantity")]
-    )
+    # A row without a location of its own is blamed on the default it was given.
+    text = {c: pl.col(f"{c}_text") for c in ("sku", "product_id", "variant_id", "quantity")}
+    text["location_id"] = pl.col("location_id_text").fill_null(pl.lit(str(default_location)))
+    value = pl.coalesce([pl.when(pl.col("_canon") == c).then(t) for c, t in text.items()])
     rows = rows.with_columns(_value=value)
     # Every template has at most one "{value}": message = before + value + after.
     parts = {code: r.message.partition("{value}") for code, r in REASONS.items()}
