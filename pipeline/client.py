@@ -21,27 +21,14 @@ from typing import Any
 import httpx
 
 from pipeline.errors import AuthError, RetryableError, StoreError
+from pipeline.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, RetryPolicy
 from pipeline.validate import Location
 
 log = logging.getLogger("invsync.client")
 
-MAX_ITEMS_PER_REQUEST = 2000
-MAX_PAGE_SIZE = 1000
+__all__ = ["MAX_ITEMS_PER_REQUEST", "MAX_PAGE_SIZE", "PutResult", "RateLimiter", "Refused",
+           "RetryPolicy", "StoreClient"]
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to keep trying a request: bounded in attempts and in total time."""
-
-    max_attempts: int = 10
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_total_s: float = 300.0
-    timeout_s: float = 60.0
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """Full-jitter exponential delay before retry number ``attempt`` (1-based)."""
-        return rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
 
 
 class Refused(Exception):

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.brakes import BrakeLimits
-from pipeline.client import MAX_ITEMS_PER_REQUEST, RetryPolicy
 from pipeline.errors import UsageError
+from pipeline.limits import MAX_ITEMS_PER_REQUEST, RetryPolicy
 from pipeline.validate import DUPLICATE_POLICIES, QuantityRules
 
 DEFAULT_API_URL = "https://api.bigcommerce.com"

@@ -8,7 +8,6 @@ the answer names first, then halving) and the rest resubmitted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -19,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.client import MAX_ITEMS_PER_REQUEST, Refused, StoreClient
 from pipeline.errors import AuthError, FatalError, StoreError
+from pipeline.limits import MAX_ITEMS_PER_REQUEST
 
 if TYPE_CHECKING:
+    from pipeline.client import Refused, StoreClient
     pass
 
 log = logging.getLogger("invsync.submit")
@@ -156,6 +156,8 @@ async def submit(
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
     """
+    import asyncio
+
     started = time.monotonic()
     results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
                for b in batches]
@@ -195,6 +197,7 @@ async def _send_isolating(
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
+    from pipeline.client import Refused
     budget = [MAX_ISOLATION_REQUESTS]
     pending: list[list[int]] = [list(range(len(batch.items)))]
     while pending:

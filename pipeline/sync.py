@@ -8,7 +8,6 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -307,6 +306,8 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
 
 
 def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
+    import asyncio
+
     from pipeline.client import StoreClient
 
     async def fetch() -> list[Location]:
@@ -323,6 +324,8 @@ def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
 
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
+    import asyncio
+
     from pipeline.client import StoreClient
 
     settings = run.settings

@@ -23,8 +23,6 @@ DuplicatePolicy = Literal["reject", "sum", "last"]
 DUPLICATE_POLICIES: tuple[str, ...] = ("reject", "sum", "last")
 
 _SPACES = " \t\r\n\xa0\u2007\u202f\ufeff"
-_WHOLE = r"^\+?0*(\d+?)(?:\.0*)?$"
-_NEGATIVE = r"^-0*[1-9]\d*(?:\.0*)?$"
 _DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 
 REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
@@ -81,20 +79,59 @@ class Validated:
     notes: list[str] = field(default_factory=list)
 
 
-def _trimmed(column: str | None) -> pl.Expr:
+def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
     text = pl.col(column).str.strip_chars(_SPACES)
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
-    text = text.str.replace(r"^'([=+\-@\t\r])", "$1")
+    if frame.select(pl.col(column).str.starts_with("'").any()).item():
+        text = text.str.replace(r"^'([=+\-@\t\r])", "$1")
     return pl.when(text == "").then(None).otherwise(text)
 
 
-def _parse_id(text: pl.Expr) -> pl.Expr:
+@dataclass(frozen=True)
+class _Whole:
+    """Text parsed as a signed whole number: value (null if not whole or beyond Int64)."""
+
+    value: pl.Series
+    huge: pl.Series
+    """More than 10 significant digits: beyond any level the store accepts."""
+    date: pl.Series
+    """The text looks like a date (an Excel date cell, a date typed in)."""
+
+
+def _parse_whole(text: pl.Series) -> _Whole:
+    """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
+    value = text.cast(pl.Int64, strict=False)
+    huge = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
+    date = huge.clone()
+    slow = text.is_not_null() & value.is_null()
+    if not slow.any():
+        return _Whole(value, huge, date)
+    idx = slow.arg_true()
+    sub = text.gather(idx)
+    parts = sub.str.extract_groups(r"^([+-]?)0*(\d+?)(?:\.0*)?$")
+    sign, digits = parts.struct.field("1"), parts.struct.field("2")
+    too_many = (digits.str.len_chars() > 10).fill_null(False)
+    magnitude = digits.zip_with(~too_many, pl.Series([None], dtype=pl.String)).cast(
+        pl.Int64, strict=False)
+    signed = pl.select(pl.when(sign == "-").then(-magnitude).otherwise(magnitude)).to_series()
+    value = value.scatter(idx, signed)
+    huge = huge.scatter(idx, too_many)
+    date = date.scatter(idx, sub.str.contains(_DATE).fill_null(False))
+    # A huge negative still says "negative": keep its sign visible as -1.
+    neg_huge = (too_many & (sign == "-")).fill_null(False)
+    if neg_huge.any():
+        value = value.scatter(idx.filter(neg_huge), -1)
+        huge = huge.scatter(idx.filter(neg_huge), False)
+    return _Whole(value, huge, date)
+
+
+def _parse_id(text: pl.Series) -> pl.Series:
     """A positive whole number up to the store's maximum, else null."""
-    digits = text.str.extract(_WHOLE, 1)
-    value = pl.when(digits.str.len_chars() <= 10).then(digits).cast(pl.Int64, strict=False)
-    return pl.when((value >= 1) & (value <= MAX_QUANTITY)).then(value)
+    value = _parse_whole(text).value
+    return value.zip_with((value >= 1) & (value <= MAX_QUANTITY),
+                          pl.Series([None], dtype=pl.Int64)).alias(text.name)
 
 
 def validate(
@@ -114,13 +151,13 @@ def validate(
     m = table.mapping
     frame = table.frame.select(
         pl.col(ROW),
-        *[_trimmed(m.get(c)).alias(f"{c}_text")
+        *[_trimmed(table.frame, m.get(c)).alias(f"{c}_text")
           for c in ("sku", "product_id", "variant_id", "location_id", "quantity")],
     )
     frame = frame.with_columns(
         sku=pl.col("sku_text"),
-        product_id=_parse_id(pl.col("product_id_text")),
-        variant_id=_parse_id(pl.col("variant_id_text")),
+        product_id=_parse_id(frame["product_id_text"]),
+        variant_id=_parse_id(frame["variant_id_text"]),
     )
     frame = frame.with_columns(
         identifier=pl.when(pl.col("sku").is_not_null()).then(pl.lit("sku"))
@@ -134,15 +171,15 @@ def validate(
     )
     frame = _resolve_locations(frame, default_location, locations)
     frame = _parse_quantity(frame, rules)
-    date_cols = ["quantity"] if table.format == "csv" else ["quantity", *IDENTIFIERS]
+    # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
+    # text SKU that looks like a date is the sender's own choice there.
+    date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
+    date_exprs = {c: pl.col(f"{c}_text").str.contains(_DATE).fill_null(False) for c in date_cols}
+    date_exprs["quantity"] = pl.col("_quantity_date")
     frame = frame.with_columns(
-        has_date=pl.any_horizontal(
-            [pl.col(f"{c}_text").str.contains(_DATE).fill_null(False) for c in date_cols]
-        ),
-        date_column=pl.coalesce(
-            [pl.when(pl.col(f"{c}_text").str.contains(_DATE)).then(pl.lit(c)) for c in date_cols]
-        ),
-    )
+        has_date=pl.any_horizontal(list(date_exprs.values())),
+        date_column=pl.coalesce([pl.when(e).then(pl.lit(c)) for c, e in date_exprs.items()]),
+    ).drop("_quantity_date")
     frame, merged = _mark_duplicates(frame, duplicates)
 
     failures = _run_schema(frame)
@@ -155,7 +192,7 @@ def validate(
     notes = []
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
-    seen = frame.select(_KEY).drop_nulls().unique()
+    seen = frame.select(_KEY).drop_nulls()
     return Validated(source=table, valid=valid, rejected=rejected,
                      merged_rows=(merged or 0), seen_keys=seen, notes=notes)
 
@@ -164,7 +201,7 @@ def _resolve_locations(
     frame: pl.DataFrame, default_location: int, locations: list[Location] | None
 ) -> pl.DataFrame:
     text = pl.col("location_id_text")
-    as_id = _parse_id(text)
+    as_id = pl.lit(_parse_id(frame["location_id_text"]))
     if locations is None:
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
@@ -196,32 +233,26 @@ def _resolve_locations(
 
 
 def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
-    # "-0" is a whole number, zero; every other leading "-" makes a negative.
-    text = pl.col("quantity_text").str.replace(r"^-(0+(?:\.0*)?)$", "$1")
+    text = frame["quantity_text"]
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
-        text = text.str.to_lowercase().replace_strict(lowered, default=text)
-    digits = text.str.extract(_WHOLE, 1)
-    negative = text.str.contains(_NEGATIVE).fill_null(False)
-    # More than 10 significant digits cannot fit; parse the rest exactly as Int64.
-    too_many = digits.str.len_chars() > 10
-    magnitude = pl.when(~too_many).then(digits).cast(pl.Int64, strict=False)
-    neg_digits = text.str.extract(r"^-0*(\d+?)(?:\.0*)?$", 1)
-    neg_value = -pl.when(neg_digits.str.len_chars() <= 10).then(neg_digits).cast(
-        pl.Int64, strict=False)
-    value = pl.when(negative).then(neg_value).otherwise(magnitude)
+        text = pl.select(pl.lit(text).str.to_lowercase().replace_strict(
+            lowered, default=pl.lit(text))).to_series()
+    parsed = _parse_whole(text)
+    value = pl.lit(parsed.value)
     if rules.buffer:
         value = value - rules.buffer
     if rules.clamp_negative:
         value = pl.when(value < 0).then(0).otherwise(value)
     if rules.maximum is not None:
         value = pl.when(value > rules.maximum).then(rules.maximum).otherwise(value)
-    frame = frame.with_columns(_q=value, _too_many=too_many.fill_null(False))
+    frame = frame.with_columns(_q=value, _huge=pl.lit(parsed.huge),
+                               _quantity_date=pl.lit(parsed.date))
     return frame.with_columns(
         quantity=pl.when((pl.col("_q") >= 0) & (pl.col("_q") <= MAX_QUANTITY)).then(pl.col("_q")),
-        quantity_negative=(pl.col("_q") < 0).fill_null(False) | (negative & pl.col("_q").is_null()),
-        quantity_too_large=(pl.col("_q") > MAX_QUANTITY).fill_null(False) | pl.col("_too_many"),
-    ).drop("_q", "_too_many")
+        quantity_negative=(pl.col("_q") < 0).fill_null(False),
+        quantity_too_large=(pl.col("_q") > MAX_QUANTITY).fill_null(False) | pl.col("_huge"),
+    ).drop("_q", "_huge")
 
 
 _KEY = ["location_id", "identifier", "item_key"]
@@ -230,11 +261,19 @@ _KEY = ["location_id", "identifier", "item_key"]
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
     """Flag (location, item) pairs named in more than one otherwise good row."""
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
-    count = pl.len().over(_KEY)
+    keys = pl.struct(_KEY)
     if policy == "reject":
-        frame = frame.with_columns(duplicate=(good_key & (count > 1)).fill_null(False))
-        rows = pl.col(ROW).cast(pl.String).str.join(", ").over(_KEY)
-        return frame.with_columns(dup_rows=pl.when(pl.col("duplicate")).then(rows)), None
+        # Distinct hashes prove there is no duplicate; only otherwise compare exactly.
+        if frame.select(keys.hash().n_unique()).item() == frame.height:
+            return frame.with_columns(duplicate=pl.lit(False),
+                                      dup_rows=pl.lit(None, pl.String)), None
+        frame = frame.with_columns(duplicate=(good_key & keys.is_duplicated()).fill_null(False))
+        if not frame["duplicate"].any():
+            return frame.with_columns(dup_rows=pl.lit(None, pl.String)), None
+        rows = frame.filter("duplicate").group_by(_KEY).agg(
+            dup_rows=pl.col(ROW).sort().cast(pl.String).str.join(", "))
+        frame = frame.join(rows, on=_KEY, how="left", maintain_order="left")
+        return frame.with_columns(dup_rows=pl.when("duplicate").then("dup_rows")), None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
     frame = frame.with_columns(duplicate=pl.lit(False), dup_rows=pl.lit(None, pl.String))
     return frame, 0

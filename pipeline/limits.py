@@ -1,0 +1,26 @@
+"""The store's hard limits and how long invsync keeps trying: no heavy imports here."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+MAX_ITEMS_PER_REQUEST = 2000
+"""Items in one absolute adjustment request."""
+MAX_PAGE_SIZE = 1000
+"""Entries in one page of an inventory or locations listing."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying a request: bounded in attempts and in total time."""
+
+    max_attempts: int = 10
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_total_s: float = 300.0
+    timeout_s: float = 60.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential delay before retry number ``attempt`` (1-based)."""
+        return rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
