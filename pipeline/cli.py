@@ -148,8 +148,7 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
     if file is None:
         raise click.UsageError("missing argument FILE")
     settings = load_settings(config_path, {**_overrides(flags, maps), "dry_run": True})
-    report = sync_file(file, settings, on_event=_events(ctx))
-    report.command = "plan"
+    report = sync_file(file, settings, on_event=_events(ctx), command="plan")
     if ctx.obj["log_format"] != "json" and not ctx.obj["quiet"]:
         from pipeline.summary import print_plan
 
@@ -278,6 +277,8 @@ def _finish(ctx: click.Context, report: Any) -> None:
         from pipeline.summary import print_summary
 
         print_summary(report)
+        if report.error and not sys.stdout.isatty():
+            click.echo(f"invsync: {report.error}", err=True)  # cron mails stderr
     elif report.error:
         click.echo(f"invsync: {report.error}", err=True)
     ctx.exit(report.exit_code)

@@ -65,11 +65,17 @@ def levels_by_key(raw: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([by_sku, by_variant, by_product]).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
 
 
-def _client(settings: Settings, emit: Event | None = None) -> StoreClient:
+def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
+    """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
     assert settings.token is not None
+
+    def on_retry(info: dict[str, Any]) -> None:
+        if emit:
+            emit("retry", info)
+
     return StoreClient(settings.api_url, settings.store_hash or "", settings.token.reveal(),
                        concurrency=settings.concurrency, retry=settings.retry,
-                       verify_tls=settings.verify_tls)
+                       verify_tls=settings.verify_tls, on_retry=on_retry)
 
 
 def live_levels(settings: Settings, location_ids: Iterable[int],
@@ -77,7 +83,7 @@ def live_levels(settings: Settings, location_ids: Iterable[int],
     """Read the live levels (blocking wrapper around :func:`read_levels`)."""
 
     async def go() -> pl.DataFrame:
-        async with _client(settings) as client:
+        async with store_client(settings, emit) as client:
             return await read_levels(client, location_ids, emit)
 
     return asyncio.run(go())

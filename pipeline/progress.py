@@ -21,11 +21,11 @@ class JsonLogFormatter(logging.Formatter):
     """Python log records as one JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": _ts(), "event": "log", "level": record.levelname.lower(),
+        return json.dumps({"ts": timestamp(), "event": "log", "level": record.levelname.lower(),
                            "logger": record.name, "message": record.getMessage()})
 
 
-def _ts() -> str:
+def timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -36,7 +36,8 @@ class JsonEvents:
         self.stream = stream or sys.stdout
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
-        self.stream.write(json.dumps({"ts": _ts(), "event": name, **data}, default=str) + "\n")
+        record = {"ts": timestamp(), "event": name, **data}
+        self.stream.write(json.dumps(record, default=str) + "\n")
         self.stream.flush()
 
 

@@ -17,7 +17,9 @@ from pipeline.snapshot import KEY, SnapshotStore, write_atomic
 def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20) -> int:
     diff = result.differences
     if as_json:
-        click.echo(json.dumps({"event": what, "checked": result.expected,
+        from pipeline.progress import timestamp
+
+        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts()}))
     elif not quiet:

@@ -100,11 +100,11 @@ class RunReport:
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, unique run id such as ``20261127T103512Z-4f9a1c``."""
+    """A sortable, unique run id such as ``20261127T103512.345Z-4f9a1c`` (UTC, milliseconds)."""
     import secrets
 
     now = now or datetime.now(UTC)
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    return f"{now.strftime('%Y%m%dT%H%M%S')}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:

@@ -70,10 +70,13 @@ class _Run:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
 
-def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None) -> RunReport:
+def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
+              command: str = "sync") -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report."""
     settings.check(needs_store=not settings.dry_run)
     run = _Run(Path(path), settings, on_event or _no_event)
+    run.report.command = command
+    run.report.input = {"path": str(path)}
     t_start = time.perf_counter()
     run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
                              "dry_run": settings.dry_run})
@@ -308,13 +311,10 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
 def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
     import asyncio
 
-    from pipeline.client import StoreClient
+    from pipeline.live import store_client
 
     async def fetch() -> list[Location]:
-        assert settings.token is not None
-        async with StoreClient(settings.api_url, settings.store_hash or "",
-                               settings.token.reveal(), retry=settings.retry,
-                               verify_tls=settings.verify_tls) as client:
+        async with store_client(settings, emit) as client:
             return await client.get_locations()
 
     locations = asyncio.run(fetch())
@@ -326,7 +326,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     import asyncio
 
-    from pipeline.client import StoreClient
+    from pipeline.live import store_client
 
     settings = run.settings
     assert settings.token is not None
@@ -344,15 +344,8 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     def on_batch(result: BatchResult) -> None:
         run.emit("batch", result.to_dict())
 
-    def on_retry(info: dict[str, Any]) -> None:
-        run.emit("retry", info)
-
     async def go() -> SubmitResult:
-        assert settings.token is not None
-        async with StoreClient(settings.api_url, settings.store_hash or "",
-                               settings.token.reveal(), concurrency=settings.concurrency,
-                               retry=settings.retry, verify_tls=settings.verify_tls,
-                               on_retry=on_retry) as client:
+        async with store_client(settings, run.emit) as client:
             return await submit(client, batches, reason=settings.reason,
                                 concurrency=settings.concurrency, on_batch=on_batch,
                                 on_sending=on_sending, on_confirmed=on_confirmed)
