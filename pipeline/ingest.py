@@ -186,6 +186,8 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
     import polars as pl
 
     data, encoding = _decode(path, raw)
+    if b"\n" not in data and b"\r" in data:
+        data = data.replace(b"\r", b"\n")  # classic Mac line endings
     # Blank lines above the header: polars skips them, a spreadsheet counts them.
     blank = re.match(rb"(?:[ \t]*\r?\n)*", data)
     leading = blank.group(0).count(b"\n") if blank else 0
@@ -415,24 +417,33 @@ def _finish(
 
 
 def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
-    """Match headers onto canonical columns: explicit map first, then aliases."""
+    """Match headers onto canonical columns: explicit map first, then aliases.
+
+    An explicit mapping wins over an alias on another header (that header is then just
+    kept, never sent); ``HEADER=ignore`` keeps a header out of the mapping altogether.
+    """
     explicit = {normalise_header(k): v for k, v in column_map.items()}
     for target in explicit.values():
-        if target not in CANONICAL:
+        if target not in (*CANONICAL, "ignore"):
             raise UsageError(
-                f"column map target {target!r} is not one of {', '.join(CANONICAL)}"
+                f"column map target {target!r} is not one of {', '.join(CANONICAL)} or ignore"
             )
+    claimed = set(explicit.values())
     mapping: dict[str, str] = {}
     for header in table.headers:
         norm = normalise_header(header)
-        canonical = explicit.get(norm) or ALIASES.get(norm)
+        canonical = explicit.get(norm)
         if canonical is None:
+            canonical = ALIASES.get(norm)
+            if canonical in claimed:
+                continue  # the user mapped another header onto this column
+        if canonical is None or canonical == "ignore":
             continue
         if canonical in mapping:
             raise InputFileError(
                 str(table.path),
                 f"columns {mapping[canonical]!r} and {header!r} both map to {canonical!r}; "
-                f"rename one or map it explicitly with --map",
+                f"choose one with --map '{header}={canonical}' (or --map '{header}=ignore')",
             )
         mapping[canonical] = header
     missing = []

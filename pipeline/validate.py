@@ -85,7 +85,7 @@ def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     text = pl.col(column).str.strip_chars(_SPACES)
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
     if frame.select(pl.col(column).str.starts_with("'").any()).item():
-        text = text.str.replace(r"^'([=+\-@\t\r])", "$1")
+        text = text.str.replace(r"^'([=+\-@\t\r])", "$1").str.strip_chars(_SPACES)
     return pl.when(text == "").then(None).otherwise(text)
 
 
@@ -259,7 +259,7 @@ _KEY = ["location_id", "identifier", "item_key"]
 
 
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
-    """Flag (location, item) pairs named in more than one otherwise good row."""
+    """Flag (location, item) pairs named in more than one row (whatever their quantities)."""
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
     keys = pl.struct(_KEY)
     if policy == "reject":
