@@ -36,8 +36,8 @@ class Brake:
 
 
 def check_brakes(
-    *, rows: int, last_rows: int | None, changes: ChangeSet, synced_items: int,
-    limits: BrakeLimits,
+    *, rows: int, last_rows: int | None, changes: ChangeSet,
+    synced_by_location: dict[int, int], limits: BrakeLimits,
 ) -> list[Brake]:
     """Every brake this run trips (empty when it may go ahead)."""
     tripped = []
@@ -51,13 +51,18 @@ def check_brakes(
             f"the file has {rows:,} rows, under {limits.min_rows_ratio:.0%} of the "
             f"{last_rows:,} of the last successful run (a truncated export?); pass "
             f"--allow-shrink to sync it anyway"))
-    if synced_items and not limits.allow_zeroing:
+    if not limits.allow_zeroing:
+        # Per location: a file covering one location must not zero most of it unnoticed.
         zeroing = changes.changes.filter(
-            (pl.col("quantity") == 0) & (pl.col("old_quantity") > 0)).height
-        if zeroing > limits.max_zero_share * synced_items:
-            tripped.append(Brake(
-                "mass_zeroing",
-                f"{zeroing:,} of {synced_items:,} previously synced items "
-                f"({zeroing / synced_items:.0%}) would drop to 0, more than the "
-                f"{limits.max_zero_share:.0%} allowed; pass --allow-zeroing to sync anyway"))
+            (pl.col("quantity") == 0) & (pl.col("old_quantity") > 0)
+        ).group_by("location_id").len()
+        for loc, count in zeroing.sort("location_id").iter_rows():
+            synced = synced_by_location.get(loc, 0)
+            if synced and count > limits.max_zero_share * synced:
+                tripped.append(Brake(
+                    "mass_zeroing",
+                    f"{count:,} of {synced:,} previously synced items at location {loc} "
+                    f"({count / synced:.0%}) would drop to 0, more than the "
+                    f"{limits.max_zero_share:.0%} allowed; pass --allow-zeroing to sync anyway"))
+                break
     return tripped

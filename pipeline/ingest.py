@@ -43,7 +43,7 @@ _CSV_DELIMITERS = (",", ";", "\t", "|")
 # Limits for untrusted files: far above any real stock file, far below what hurts.
 MAX_COLUMNS = 1_000
 MAX_CELL_CHARS = 10_000
-MAX_XLSX_UNCOMPRESSED = 1 << 30
+MAX_XLSX_UNCOMPRESSED = 256 << 20
 MAX_XLSX_RATIO = 200
 MAX_XLSX_MEMBERS = 10_000
 _XLSX_MAGIC = b"PK\x03\x04"
@@ -229,22 +229,38 @@ def _check_workbook(path: Path) -> None:
                 raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
                                                 f"refusing it as a likely zip bomb")
             total = sum(m.file_size for m in members)
-            packed = sum(m.compress_size for m in members) or 1
-            if total > MAX_XLSX_UNCOMPRESSED or (total > (64 << 20)
-                                                  and total / packed > MAX_XLSX_RATIO):
-                raise InputFileError(
-                    str(path), f"the workbook unpacks to {total / (1 << 20):,.0f} MiB from "
-                               f"{packed / (1 << 20):,.1f} MiB; refusing it as a likely zip bomb")
+            if total > MAX_XLSX_UNCOMPRESSED:
+                raise _bomb(path, f"the workbook says it unpacks to {total / (1 << 20):,.0f} MiB")
             for m in members:
-                if m.filename.endswith((".xml", ".rels")):
-                    with zf.open(m) as fh:
-                        head = fh.read(4096)
-                    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+                if m.file_size > (16 << 20) and m.file_size / max(m.compress_size, 1) > \
+                        MAX_XLSX_RATIO:
+                    raise _bomb(path, f"part {m.filename} is compressed "
+                                      f"{m.file_size / max(m.compress_size, 1):,.0f}:1")
+            # Declared sizes are the sender's word: unpack every part once, counting real
+            # bytes (zipfile stops at the declared size and checks the CRC).
+            seen = 0
+            for m in members:
+                with zf.open(m) as fh:
+                    head = fh.read(4096)
+                    if m.filename.endswith((".xml", ".rels")) and (
+                            b"<!DOCTYPE" in head or b"<!ENTITY" in head):
                         raise InputFileError(
                             str(path), f"part {m.filename} declares a DTD/entities, which "
                                        f"spreadsheets never do; refusing it (XML bomb?)")
+                    seen += len(head)
+                    while chunk := fh.read(1 << 20):
+                        seen += len(chunk)
+                        if seen > MAX_XLSX_UNCOMPRESSED:
+                            raise _bomb(path, f"the workbook unpacks to more than "
+                                              f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
     except zipfile.BadZipFile as exc:
         raise InputFileError(str(path), f"not a readable workbook: {exc}") from None
+
+
+def _bomb(path: Path, why: str) -> InputFileError:
+    return InputFileError(str(path), f"{why}; refusing it as a likely zip bomb (invsync reads "
+                                     f"workbooks of up to {MAX_XLSX_UNCOMPRESSED >> 20} MiB "
+                                     f"unpacked; save a large export as CSV)")
 
 
 def _check_cells(path: Path, frame: pl.DataFrame) -> None:

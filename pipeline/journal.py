@@ -23,7 +23,9 @@ from typing import IO, Any
 import polars as pl
 
 from pipeline.errors import LockedError
-from pipeline.snapshot import SNAPSHOT_SCHEMA
+from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA
+
+_KEY_SCHEMA = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
 
 
 class StoreLock:
@@ -92,7 +94,9 @@ class Recovered:
     """Confirmed levels: snapshot columns."""
     transaction_ids: list[str] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
-    """Batches recorded as sending but never confirmed."""
+    """Batches recorded as sending but never (wholly) confirmed."""
+    unconfirmed: pl.DataFrame | None = None
+    """KEY of every item sent but never confirmed: the store may have applied it."""
 
 
 class Journal:
@@ -111,8 +115,10 @@ class Journal:
         self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - held for the run
         self._append({"type": "begin", **header})
 
-    def sending(self, batch: int, items: int) -> None:
-        self._append({"type": "sending", "batch": batch, "items": items})
+    def sending(self, batch: int, keys: pl.DataFrame) -> None:
+        """Record the items (KEY columns) about to be sent in ``batch``."""
+        cols = {c: keys[c].to_list() for c in KEY}
+        self._append({"type": "sending", "batch": batch, "items": keys.height, **cols})
 
     def confirmed(self, batch: int, transaction_id: str, levels: pl.DataFrame) -> None:
         """Record levels the store confirmed with ``transaction_id``."""
@@ -139,6 +145,7 @@ class Journal:
         """Read an interrupted run's journal; a torn last line is ignored."""
         header: dict[str, Any] = {}
         frames: list[pl.DataFrame] = []
+        sent: list[pl.DataFrame] = []
         txids: list[str] = []
         sending: set[int] = set()
         done: set[int] = set()
@@ -153,11 +160,14 @@ class Journal:
                     header = rec
                 elif kind == "sending":
                     sending.add(int(rec["batch"]))
+                    sent.append(pl.DataFrame({c: rec[c] for c in KEY}, schema=_KEY_SCHEMA))
                 elif kind == "confirmed":
                     frames.append(pl.DataFrame({c: rec[c] for c in SNAPSHOT_SCHEMA},
                                                schema=SNAPSHOT_SCHEMA))
                     txids.append(str(rec["transaction_id"]))
                     done.add(int(rec["batch"]))
         confirmed = pl.concat(frames) if frames else pl.DataFrame(schema=SNAPSHOT_SCHEMA)
+        all_sent = pl.concat(sent) if sent else pl.DataFrame(schema=_KEY_SCHEMA)
+        unconfirmed = all_sent.join(confirmed.select(KEY), on=KEY, how="anti")
         return Recovered(header=header, confirmed=confirmed, transaction_ids=txids,
-                         in_flight=sorted(sending - done))
+                         in_flight=sorted(sending - done), unconfirmed=unconfirmed)

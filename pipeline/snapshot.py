@@ -39,11 +39,19 @@ class SnapshotStore:
             return pl.DataFrame(schema=SNAPSHOT_SCHEMA)
         return pl.read_parquet(self.path).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
 
-    def merge(self, accepted: pl.DataFrame) -> int:
-        """Record ``accepted`` levels (columns KEY + quantity); return the snapshot's size."""
+    def merge(self, accepted: pl.DataFrame, forget: pl.DataFrame | None = None) -> int:
+        """Record ``accepted`` levels (KEY + quantity) and drop the ``forget`` keys, atomically.
+
+        An item the store may have applied without confirming it is forgotten: its level is
+        unknown, so the next run sends it whatever the file says. Returns the snapshot's size.
+        """
         current = self.load()
         update = accepted.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
-        merged = pl.concat([current.join(update, on=KEY, how="anti"), update])
+        current = current.join(update, on=KEY, how="anti")
+        if forget is not None and forget.height:
+            current = current.join(forget.select(KEY).cast({"location_id": pl.Int64}),
+                                   on=KEY, how="anti")
+        merged = pl.concat([current, update])
         self._write(merged)
         return merged.height
 

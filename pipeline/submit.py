@@ -108,6 +108,12 @@ class SubmitResult:
         return [r for b in self.batches for r in b.refused]
 
     @property
+    def sent(self) -> list[int]:
+        """:data:`SEQ` of every item in a batch that was sent (whatever became of it)."""
+        return [s for b, seqs in zip(self.batches, self.batch_seqs, strict=True)
+                if b.status != "not_sent" for s in seqs]
+
+    @property
     def transaction_ids(self) -> list[str]:
         return [t for b in self.batches for t in b.transaction_ids]
 

@@ -168,11 +168,13 @@ def _execute(run: _Run) -> None:
     report.by_location = _by_location(checked, changes)
 
     meta = run.snapshots.read_meta()
-    synced = snapshot.height if settings.baseline == "snapshot" else int(
-        changes.unchanged + changes.changes["old_quantity"].is_not_null().sum())
+    if settings.baseline == "snapshot" or planned_old is not None:
+        synced = dict(snapshot.group_by("location_id").len().iter_rows())
+    else:  # live: the items of the file that the store already had
+        synced = {int(k): v["unchanged"] + v["changed"] for k, v in report.by_location.items()}
     brakes = check_brakes(rows=table.rows if planned_old is None else 0,
                           last_rows=None if planned_old is not None else meta.get("last_rows"),
-                          changes=changes, synced_items=synced, limits=settings.brakes)
+                          changes=changes, synced_by_location=synced, limits=settings.brakes)
     brakes = [b for b in brakes if not (planned_old is not None and b.name == "empty_file")]
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -195,7 +197,7 @@ def _execute(run: _Run) -> None:
         report.exit_code = int(ExitCode.SAFETY_BRAKE)
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
-            and planned_old is None:
+            and planned_old is None and table.rows > 0:
         run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
                                   "last_finished": utc_now()})
 
@@ -264,20 +266,23 @@ def _baseline(run: _Run) -> pl.DataFrame:
         return snapshot
     recovered = run.journal.recover()
     header = recovered.header
+    unconfirmed = recovered.unconfirmed
+    assert unconfirmed is not None
     note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
             f"({len(recovered.transaction_ids)} transactions) from interrupted run "
-            f"{header.get('run_id', '?')}; {len(recovered.in_flight)} batch(es) were in flight "
-            f"and are sent again")
+            f"{header.get('run_id', '?')}; {unconfirmed.height:,} items of "
+            f"{len(recovered.in_flight)} batch(es) in flight are unknown and sent again")
     run.report.notes.append(note)
     run.report.resumed_from = header.get("run_id")
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
         # A dry run changes no state: apply the journal in memory only.
-        return pl.concat([snapshot.join(recovered.confirmed, on=KEY, how="anti"),
-                          recovered.confirmed])
-    if recovered.confirmed.height:
-        run.snapshots.merge(recovered.confirmed)
+        kept = snapshot.join(recovered.confirmed, on=KEY, how="anti").join(
+            unconfirmed, on=KEY, how="anti")
+        return pl.concat([kept, recovered.confirmed])
+    if recovered.confirmed.height or unconfirmed.height:
+        run.snapshots.merge(recovered.confirmed, forget=unconfirmed)
     run.journal.close(remove=True)
     return run.snapshots.load()
 
@@ -336,7 +341,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                    "options": settings.public()})
 
     def on_sending(batch: Batch) -> None:
-        journal.sending(batch.index, len(batch))
+        journal.sending(batch.index, batch.frame.select(KEY))
 
     def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
         journal.confirmed(batch.index, txid, batch.frame[idx].select(*KEY, "quantity"))
@@ -353,10 +358,14 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     result = asyncio.run(go())
-    accepted = changes.changes.with_row_index(SEQ).filter(
-        pl.col(SEQ).cast(pl.Int64).is_in(result.accepted))
-    if accepted.height:
-        run.snapshots.merge(accepted.select(*KEY, "quantity"))
+    items = changes.changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
+    accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
+    # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
+    # may have applied it, so its old level is no longer known.
+    settled = [*result.accepted, *(s for s, _ in result.refused)]
+    unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
+    if accepted.height or unconfirmed.height:
+        run.snapshots.merge(accepted.select(*KEY, "quantity"), forget=unconfirmed.select(KEY))
     # The snapshot now holds every confirmed level: the journal has done its job.
     journal.close(remove=True)
     return result
@@ -390,11 +399,9 @@ def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool)
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
     seq = pl.int_range(pl.len(), dtype=pl.Int64)
-    sent = [s for b, batch in zip(result.batches, result.batch_seqs, strict=True)
-            if b.status != "not_sent" for s in batch]
     return (pl.when(seq.is_in(result.accepted)).then(pl.lit("accepted"))
             .when(seq.is_in([s for s, _ in result.refused])).then(pl.lit("refused"))
-            .when(seq.is_in(sent)).then(pl.lit("unconfirmed"))
+            .when(seq.is_in(result.sent)).then(pl.lit("unconfirmed"))
             .otherwise(pl.lit("not_sent")))
 
 
