@@ -47,11 +47,13 @@ class SnapshotStore:
         """
         current = self.load()
         update = accepted.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
-        current = current.join(update, on=KEY, how="anti")
+        kept = current.join(update, on=KEY, how="anti")
         if forget is not None and forget.height:
-            current = current.join(forget.select(KEY).cast({"location_id": pl.Int64}),
-                                   on=KEY, how="anti")
-        merged = pl.concat([current, update])
+            kept = kept.join(forget.select(KEY).cast({"location_id": pl.Int64}),
+                             on=KEY, how="anti")
+        if update.height == 0 and kept.height == current.height:
+            return current.height  # nothing learnt, nothing forgotten: leave the file alone
+        merged = pl.concat([kept, update])
         self._write(merged)
         return merged.height
 
