@@ -422,7 +422,7 @@ def _finish(
     data_cols = [pl.col(c) for c in headers]
     # A row is blank when every cell is empty or whitespace: skipped, never rejected.
     blank = pl.all_horizontal(
-        [c.is_null() | (c.str.strip_chars() == "") for c in data_cols]
+        [c.is_null() | (c.str.strip_chars().str.len_bytes() == 0) for c in data_cols]
     ) if data_cols else pl.lit(True)
     total = frame.height
     frame = frame.filter(~blank).select([pl.col(ROW).cast(pl.Int64), *data_cols])

@@ -127,6 +127,9 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
 
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
+    import threading
+
+    threading.Thread(target=_warm_up, name="invsync-warm-up", daemon=True).start()
     t = time.perf_counter()
     if settings.plan_file:
         table, planned_old = _read_plan(run.path)
@@ -200,6 +203,15 @@ def _execute(run: _Run) -> None:
             and planned_old is None and table.rows > 0:
         run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
                                   "last_finished": utc_now()})
+
+
+def _warm_up() -> None:
+    from pipeline.validate import warm_up
+
+    try:
+        warm_up()
+    except Exception:  # the real import in validate() reports any problem
+        log.debug("validation warm-up failed", exc_info=True)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:

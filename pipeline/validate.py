@@ -291,6 +291,18 @@ def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
     return merged.select(VALID_COLUMNS).sort(ROW)
 
 
+def warm_up() -> None:
+    """Import pandera and register its polars backend (about 0.2 s).
+
+    Meant for a background thread while the file is read: polars releases the GIL while
+    it parses, so the import costs nothing on the critical path.
+    """
+    import pandera.polars  # noqa: F401
+    from pandera.backends.polars.register import register_polars_backends
+
+    register_polars_backends()
+
+
 def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
     """Run the pandera schema with data checks on; return (index, check) failures."""
     import pandera.polars as pa

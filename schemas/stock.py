@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
+
+if TYPE_CHECKING:  # pandera is imported when the schema is built, off the start-up path
+    import pandera.polars as pa
 
 MAX_QUANTITY = 2_147_483_647
 """The store's ceiling for an on-hand level (and for ids)."""
@@ -91,11 +94,15 @@ RULES: dict[str, pl.Expr] = {
 
 
 def _int_column(minimum: int) -> pa.Column:
+    import pandera.polars as pa
+
     return pa.Column(pl.Int64, nullable=True, checks=pa.Check.in_range(minimum, MAX_QUANTITY))
 
 
 def stock_row_schema() -> pa.DataFrameSchema:
     """The schema of a parsed stock frame; each frame check is named by a reason code."""
+    import pandera.polars as pa
+
     return pa.DataFrameSchema(
         columns={
             "__row": pa.Column(pl.Int64, nullable=False, unique=True),
