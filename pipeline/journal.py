@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,7 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "journal.jsonl"
         self._fh: IO[str] | None = None
+        self._lock = threading.Lock()  # records are appended from worker threads
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -127,10 +129,12 @@ class Journal:
                       **cols})
 
     def _append(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None, "journal not begun"
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self._lock:
+            assert self._fh is not None, "journal not begun"
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self, *, remove: bool) -> None:
         """Close the journal; remove it once its levels are safely in the snapshot."""

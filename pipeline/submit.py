@@ -133,18 +133,15 @@ def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST)
 
 
 def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
+    kinds = chunk["identifier"].unique().to_list()
+    if len(kinds) == 1:  # the usual case: one identifier for the whole batch
+        yield from chunk.select("location_id", kinds[0], "quantity").to_dicts()
+        return
     for loc, ident, sku, pid, vid, qty in chunk.select(
         "location_id", "identifier", "sku", "product_id", "variant_id", "quantity"
     ).iter_rows():
-        item: dict[str, Any] = {"location_id": loc}
-        if ident == "sku":
-            item["sku"] = sku
-        elif ident == "variant_id":
-            item["variant_id"] = vid
-        else:
-            item["product_id"] = pid
-        item["quantity"] = qty
-        yield item
+        ident_value = sku if ident == "sku" else vid if ident == "variant_id" else pid
+        yield {"location_id": loc, ident: ident_value, "quantity": qty}
 
 
 async def submit(
@@ -177,7 +174,8 @@ async def submit(
                 return
             t0 = time.monotonic()
             if on_sending:
-                on_sending(batch)
+                # Journal writes fsync: keep them off the event loop, but finish before sending.
+                await asyncio.to_thread(on_sending, batch)
             try:
                 await _send_isolating(client, batch, result, reason, on_confirmed)
             except FatalError as exc:
@@ -246,7 +244,9 @@ async def _send_isolating(
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
         if on_confirmed:
-            on_confirmed(batch, idx, put.transaction_id)
+            import asyncio
+
+            await asyncio.to_thread(on_confirmed, batch, idx, put.transaction_id)
     if not result.refused:
         result.status = "accepted"
     elif result.accepted:

@@ -356,7 +356,8 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         journal.sending(batch.index, batch.frame.select(KEY))
 
     def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
-        journal.confirmed(batch.index, txid, batch.frame[idx].select(*KEY, "quantity"))
+        levels = batch.frame if len(idx) == len(batch) else batch.frame[idx]
+        journal.confirmed(batch.index, txid, levels.select(*KEY, "quantity"))
 
     def on_batch(result: BatchResult) -> None:
         run.emit("batch", result.to_dict())
