@@ -173,9 +173,14 @@ def _decode(path: Path, data: bytes) -> tuple[bytes, str]:
         return data.decode("cp1252", errors="replace").encode("utf-8"), "windows-1252"
 
 
+def _first_line_of(data: bytes) -> bytes:
+    end = data.find(b"\n")
+    return data if end < 0 else data[:end]  # no split(): that would copy the whole file
+
+
 def _sniff_delimiter(data: bytes) -> str:
     """Pick the delimiter that occurs most in the header line (outside quotes)."""
-    first = data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    first = _first_line_of(data).decode("utf-8", errors="replace")
     unquoted = re.sub(r'"[^"]*"', "", first)
     counts = {d: unquoted.count(d) for d in _CSV_DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
@@ -195,7 +200,7 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
     if not data:
         raise InputFileError(str(path), "the file has no header row")
     delimiter = _sniff_delimiter(data)
-    header_line = data.split(b"\n", 1)[0]
+    header_line = _first_line_of(data)
     if header_line.count(delimiter.encode()) >= MAX_COLUMNS:
         raise InputFileError(str(path), f"the header has more than {MAX_COLUMNS:,} columns; "
                                         f"this is not a stock file")
@@ -425,7 +430,10 @@ def _finish(
         [c.is_null() | (c.str.strip_chars().str.len_bytes() == 0) for c in data_cols]
     ) if data_cols else pl.lit(True)
     total = frame.height
-    frame = frame.filter(~blank).select([pl.col(ROW).cast(pl.Int64), *data_cols])
+    is_blank = frame.select(blank).to_series()
+    if is_blank.any():  # copying a million rows to drop none is not free
+        frame = frame.filter(~is_blank)
+    frame = frame.with_columns(pl.col(ROW).cast(pl.Int64))
     return StockTable(
         frame=frame, path=path, format=fmt, sha256=digest, mapping={}, headers=headers,
         blank_rows=total - frame.height, **extra,  # type: ignore[arg-type]

@@ -184,7 +184,8 @@ def validate(
 
     failures = _run_schema(frame)
     rejected = _rejected_rows(table, frame, failures, default_location)
-    valid = frame.join(rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
+    valid = frame.select(VALID_COLUMNS) if rejected.height == 0 else frame.join(
+        rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
     if merged is not None:
         before = valid.height
         valid = _merge_duplicates(valid, duplicates)

@@ -105,7 +105,7 @@ def stock_row_schema() -> pa.DataFrameSchema:
 
     return pa.DataFrameSchema(
         columns={
-            "__row": pa.Column(pl.Int64, nullable=False, unique=True),
+            "__row": pa.Column(pl.Int64, nullable=False),
             "sku": pa.Column(pl.String, nullable=True),
             "identifier": pa.Column(pl.String, nullable=True,
                                     checks=pa.Check.isin(["sku", "variant_id", "product_id"])),
