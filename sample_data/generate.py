@@ -466,8 +466,8 @@ def build_merchant(rng: random.Random, items: list[Item]) -> list[MerchantRow]:
                 3,
                 8,
                 "shop floor",
-                "passes local checks; location 3 is disabled, the store "
-                "answers 422 (location): reject this row only",
+                "location 3 is disabled: rejected before sending (invsync reads the "
+                "store's locations once per run; the store would answer 422): reject this row only",
             )
         raise AssertionError(kind)
 
@@ -625,8 +625,8 @@ def write_readme(
         "",
         f"Expected outcome: {n_data} data rows, {n_blank} blank row skipped, "
         f"{n_data - n_blank} rows read = {n_valid} valid + {n_rejected} rejected "
-        f"({n_rejected - 2} by local validation, 2 by the store). The rows the store refuses "
-        "pass local checks on purpose: invsync must isolate them in the 422-rejected batch and "
+        f"({n_rejected - 1} by local validation, 1 by the store). The row the store refuses "
+        "passes local checks on purpose: invsync must isolate it in the 422-rejected batch and "
         "still apply every other row of it.",
         "",
         "Notes: XLSX stores every number as a double, so the `12.0` cell is stored as `12` and "
