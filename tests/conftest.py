@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
+from pipeline.ingest import ROW
 from pipeline.sandbox_process import SandboxProcess, run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +89,28 @@ def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str,
         "COLUMNS": "200",
     })
     return env
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:
+    """Write a CSV file with ``header`` and ``rows``; return its path."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def item_frame(items: list[tuple[int, str, str, int]], *, with_old: bool = False) -> pl.DataFrame:
+    """Valid (or, ``with_old``, changed) rows from (location_id, identifier, item_key, qty)."""
+    rows = [{
+        ROW: i + 2, "location_id": loc, "identifier": ident, "item_key": key,
+        "sku": key if ident == "sku" else None,
+        "product_id": int(key) if ident == "product_id" else None,
+        "variant_id": int(key) if ident == "variant_id" else None,
+        "quantity": qty,
+    } for i, (loc, ident, key, qty) in enumerate(items)]
+    schema = {ROW: pl.Int64, "location_id": pl.Int64, "identifier": pl.String,
+              "item_key": pl.String, "sku": pl.String, "product_id": pl.Int64,
+              "variant_id": pl.Int64, "quantity": pl.Int64}
+    frame = pl.DataFrame(rows, schema=schema)
+    return frame.with_columns(old_quantity=pl.lit(None, pl.Int64)) if with_old else frame

@@ -14,13 +14,13 @@ import re
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openpyxl
 import pytest
-from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync
+from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
 
 from pipeline.sandbox_process import SandboxProcess
 
@@ -59,14 +59,6 @@ def catalog() -> dict[str, dict[str, str]]:
 
 def tracked_skus() -> list[str]:
     return [sku for sku, r in catalog().items() if r["tracking"] in ("product", "variant")]
-
-
-def write_csv(path: Path, header: list[str], rows: Iterable[list[str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def retry_config(tmp_path: Path, **retry: float) -> Path:

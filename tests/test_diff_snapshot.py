@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import item_frame
 
 from pipeline import snapshot as snapshot_mod
 from pipeline.diff import compute_changes
@@ -18,19 +19,7 @@ from pipeline.validate import VALID_COLUMNS
 
 def valid_frame(items: list[tuple[int, str, str, int]]) -> pl.DataFrame:
     """Valid rows from (location_id, identifier, item_key, quantity)."""
-    rows = []
-    for i, (loc, ident, key, qty) in enumerate(items):
-        rows.append({
-            ROW: i + 2, "location_id": loc, "identifier": ident, "item_key": key,
-            "sku": key if ident == "sku" else None,
-            "product_id": int(key) if ident == "product_id" else None,
-            "variant_id": int(key) if ident == "variant_id" else None,
-            "quantity": qty,
-        })
-    schema = {ROW: pl.Int64, "location_id": pl.Int64, "identifier": pl.String,
-              "item_key": pl.String, "sku": pl.String, "product_id": pl.Int64,
-              "variant_id": pl.Int64, "quantity": pl.Int64}
-    return pl.DataFrame(rows, schema=schema).select(VALID_COLUMNS)
+    return item_frame(items).select(VALID_COLUMNS)
 
 
 def baseline_frame(items: list[tuple[int, str, str, int]]) -> pl.DataFrame:

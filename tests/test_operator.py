@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync
+from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
 
 from pipeline.sandbox_process import SandboxProcess, run_sandbox
 
@@ -67,14 +67,6 @@ def night_diff() -> dict[Level, tuple[int, int, int]]:
         if old[key] != new:
             out[key] = (old[key], new, i + 2)  # the header is line 1
     return out
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
 
 
 def read_plan(path: Path) -> tuple[list[str], list[dict[str, str]]]:

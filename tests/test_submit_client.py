@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from conftest import item_frame
 
 from pipeline.client import RateLimiter, Refused, RetryPolicy, StoreClient
 from pipeline.errors import AuthError, StoreError
-from pipeline.ingest import ROW
 from pipeline.submit import SubmitResult, plan_batches, submit
 
 TOKEN = "tok-secret-9f8e7d"
@@ -27,19 +27,7 @@ PUT_PATH = f"/stores/{STORE}/v3/inventory/adjustments/absolute"
 
 def changes_frame(items: list[tuple[int, str, str, int]]) -> pl.DataFrame:
     """Change rows from (location_id, identifier, item_key, quantity)."""
-    rows = []
-    for i, (loc, ident, key, qty) in enumerate(items):
-        rows.append({
-            ROW: i + 2, "location_id": loc, "identifier": ident, "item_key": key,
-            "sku": key if ident == "sku" else None,
-            "product_id": int(key) if ident == "product_id" else None,
-            "variant_id": int(key) if ident == "variant_id" else None,
-            "quantity": qty, "old_quantity": None,
-        })
-    schema = {ROW: pl.Int64, "location_id": pl.Int64, "identifier": pl.String,
-              "item_key": pl.String, "sku": pl.String, "product_id": pl.Int64,
-              "variant_id": pl.Int64, "quantity": pl.Int64, "old_quantity": pl.Int64}
-    return pl.DataFrame(rows, schema=schema)
+    return item_frame(items, with_old=True)
 
 
 def skus(n: int, loc: int = 1) -> pl.DataFrame:
