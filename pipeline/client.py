@@ -185,11 +185,10 @@ class StoreClient:
                                 label=str(entry.get("label") or "")))
         return out
 
-    async def iter_location_items(
-        self, location_id: int, params: dict[str, str] | None = None
-    ) -> Any:
-        """Yield the flat inventory entries of one location, page by page."""
-        async for entry in self._pages(f"/inventory/locations/{location_id}/items", params or {}):
+    async def iter_items(self, location_ids: list[int]) -> Any:
+        """Yield ``GET /inventory/items`` entries (identity + per-location levels), paged."""
+        params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids))}
+        async for entry in self._pages("/inventory/items", params):
             yield entry
 
     async def _pages(self, path: str, params: dict[str, str]) -> Any:

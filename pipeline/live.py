@@ -1,6 +1,6 @@
 """The store's live levels: a baseline to diff against, drift checks and run verification.
 
-Levels are read with ``GET /inventory/locations/{id}/items`` (1000 per page) and turned
+Levels are read with ``GET /inventory/items`` filtered by location (1000 per page) and turned
 into the snapshot's shape (location, identifier, item key, on-hand quantity), with a
 row for each way an item can be addressed (sku, variant_id, product_id).
 """
@@ -25,21 +25,28 @@ Event = Callable[[str, dict[str, Any]], None]
 async def read_levels(client: StoreClient, location_ids: Iterable[int],
                       emit: Event | None = None) -> pl.DataFrame:
     """On-hand levels at ``location_ids`` in the snapshot's shape (KEY + quantity)."""
+    wanted = set(location_ids)
     locs, skus, vids, pids, qtys = [], [], [], [], []
-    for loc in sorted(set(location_ids)):
-        count = 0
-        async for entry in client.iter_location_items(loc):
-            ident = entry.get("identity") or {}
+    count = 0
+    if emit:
+        emit("read_started", {"locations": sorted(wanted)})
+    # One paged pass over GET /inventory/items, filtered by location (1000 items a page).
+    async for entry in client.iter_items(sorted(wanted)):
+        ident = entry.get("identity") or {}
+        for level in entry.get("locations") or []:
+            loc = int(level.get("location_id", 0))
+            if loc not in wanted:
+                continue
             locs.append(loc)
             skus.append(ident.get("sku"))
             vids.append(ident.get("variant_id"))
             pids.append(ident.get("product_id"))
-            qtys.append(int(entry.get("total_inventory_onhand") or 0))
-            count += 1
-            if emit and count % 1000 == 0:
-                emit("read_page", {"location_id": loc, "items": count})
-        if emit:
-            emit("read_location", {"location_id": loc, "items": count})
+            qtys.append(int(level.get("total_inventory_onhand") or 0))
+        count += 1
+        if emit and count % 1000 == 0:
+            emit("read_page", {"items": count})
+    if emit:
+        emit("read_finished", {"items": count, "levels": len(locs)})
     raw = pl.DataFrame({"location_id": locs, "sku": skus, "variant_id": vids,
                         "product_id": pids, "quantity": qtys},
                        schema={"location_id": pl.Int64, "sku": pl.String,

@@ -53,6 +53,7 @@ class PlainProgress:
         self.total_items = 0
         self.done_batches = 0
         self.done_items = 0
+        self._start_read = 0.0
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
         if name == "submit_started":
@@ -69,6 +70,15 @@ class PlainProgress:
         elif name == "retry":
             self._line(f"retrying {data.get('method')} {data.get('path')} in "
                        f"{data.get('wait_s')} s after {data.get('error')}")
+        elif name == "read_started":
+            self._start_read = self._last = time.monotonic()
+            self._line(f"reading live levels at location(s) {data['locations']}")
+        elif name in ("read_page", "read_finished"):
+            now = time.monotonic()
+            if name == "read_finished" or now - self._last >= self.every_s:
+                self._last = now
+                rate = data["items"] / max(now - self._start_read, 1e-6)
+                self._line(f"read {data['items']:,} items from the store, {rate:,.0f} items/s")
 
     def _status(self, now: float) -> str:
         elapsed = max(now - self._start, 1e-6)
@@ -103,11 +113,22 @@ class RichProgress:
             TextColumn("{task.fields[batches]}"), TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(), console=Console(stderr=True), transient=True)
         self._task: Any = None
+        self._read: Any = None
         self._start = 0.0
         self._batches = (0, 0)
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
-        if name == "submit_started":
+        if name == "read_started":
+            self._progress.start()
+            self._read = self._progress.add_task("reading live levels", total=None,
+                                                 batches="", rate="")
+        elif name in ("read_page", "read_finished") and self._read is not None:
+            self._progress.update(self._read, completed=int(data["items"]),
+                                  rate=f"{data['items']:,} items")
+            if name == "read_finished":
+                self._progress.stop()
+                self._read = None
+        elif name == "submit_started":
             self._progress.start()
             self._start = time.monotonic()
             self._batches = (0, int(data["batches"]))
