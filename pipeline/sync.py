@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,11 @@ def _execute(run: _Run) -> None:
         synced = dict(snapshot.group_by("location_id").len().iter_rows())
     else:  # live: the items of the file that the store already had
         synced = {int(k): v["unchanged"] + v["changed"] for k, v in report.by_location.items()}
-    brakes = check_brakes(rows=table.rows if planned_old is None else 0,
-                          last_rows=None if planned_old is not None else meta.get("last_rows"),
-                          changes=changes, synced_by_location=synced, limits=settings.brakes)
-    brakes = [b for b in brakes if not (planned_old is not None and b.name == "empty_file")]
+    from_plan = planned_old is not None  # a reviewed plan is not an export: no row brakes
+    brakes = check_brakes(
+        rows=table.rows, last_rows=None if from_plan else meta.get("last_rows"),
+        changes=changes, synced_by_location=synced,
+        limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
     run.timed("plan", t)
