@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.errors import AuthError, RetryableError, StoreError
+from pipeline.errors import AuthError, Refused, RetryableError, StoreError
 from pipeline.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, RetryPolicy
 from pipeline.validate import Location
 
@@ -29,16 +29,6 @@ log = logging.getLogger("invsync.client")
 __all__ = ["MAX_ITEMS_PER_REQUEST", "MAX_PAGE_SIZE", "PutResult", "RateLimiter", "Refused",
            "RetryPolicy", "StoreClient"]
 
-
-
-class Refused(Exception):
-    """A 422: the store refused the whole request; nothing in it was applied."""
-
-    def __init__(self, title: str, errors: dict[str, Any], attempts: int) -> None:
-        super().__init__(title)
-        self.title = title
-        self.errors = errors
-        self.attempts = attempts
 
 
 @dataclass

@@ -9,7 +9,8 @@
     │   ├── AuthError         401/403 from the store                 exit 2
     │   └── StoreError        the store failed or answered nonsense  exit 2
     ├── RetryableError        transient: back off and try again (429, 5xx, timeouts)
-    └── RowRejected           one row or item refused; the run goes on
+    └── RowRejected           rows or items refused; they are reported, the run goes on
+        └── Refused           a 422: the store refused a whole request; isolate its items
 
 Messages never contain the access token: the client never puts headers into them.
 """
@@ -17,6 +18,7 @@ Messages never contain the access token: the client never puts headers into them
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -96,3 +98,17 @@ class RowRejected(InvsyncError):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class Refused(RowRejected):
+    """A 422: the store refused the whole request and applied nothing of it.
+
+    The caller isolates the refused items (the rest of the request is fine) and reports
+    each as ``refused_by_store`` with the store's ``title``.
+    """
+
+    def __init__(self, title: str, errors: dict[str, Any], attempts: int) -> None:
+        super().__init__("refused_by_store", title)
+        self.title = title
+        self.errors = errors
+        self.attempts = attempts

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.errors import AuthError, FatalError, StoreError
+from pipeline.errors import AuthError, FatalError, Refused, StoreError
 from pipeline.limits import MAX_ITEMS_PER_REQUEST
 
 if TYPE_CHECKING:
-    from pipeline.client import Refused, StoreClient
+    from pipeline.client import StoreClient
     pass
 
 log = logging.getLogger("invsync.submit")
@@ -201,7 +201,6 @@ async def _send_isolating(
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
-    from pipeline.client import Refused
     budget = [MAX_ISOLATION_REQUESTS]
     pending: list[list[int]] = [list(range(len(batch.items)))]
     while pending:
