@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.errors import AuthError, FatalError, Refused, StoreError
+from pipeline.errors import FatalError, Refused
 from pipeline.limits import MAX_ITEMS_PER_REQUEST
 
 if TYPE_CHECKING:
@@ -237,8 +237,6 @@ async def _send_isolating(
                 pending.append(idx[half:])
                 pending.append(idx[:half])
             continue
-        except (AuthError, StoreError):
-            raise
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
