@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 DuplicatePolicy = Literal["reject", "sum", "last"]
 DUPLICATE_POLICIES: tuple[str, ...] = ("reject", "sum", "last")
 
-_SPACES = " \t\r\n\xa0\u2007\u202f\ufeff"
 _DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 
 REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
@@ -82,10 +81,11 @@ class Validated:
 def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
-    text = pl.col(column).str.strip_chars(_SPACES)
+    # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind.
+    text = pl.col(column).str.strip_chars()
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
     if frame.select(pl.col(column).str.starts_with("'").any()).item():
-        text = text.str.replace(r"^'([=+\-@\t\r])", "$1").str.strip_chars(_SPACES)
+        text = text.str.replace(r"^'([=+\-@\t\r])", "$1").str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text)
 
 
