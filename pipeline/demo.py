@@ -1,7 +1,8 @@
-"""``make demo``: a sandbox store, three syncs of sample_data/, and their reports.
+"""``make demo``: a sandbox store, the sample_data/ files synced into it, and their reports.
 
-Night 1 sends every level, night 2 only the few percent that changed, and the
-merchant's workbook shows its rejected rows. The sandbox is stopped at the end.
+Night 1 sends every level, night 2 only the few percent that changed; the merchant's
+small workbook first trips the shrunken-file brake, then goes through with
+``--allow-shrink`` and shows its rejected rows. The sandbox is stopped at the end.
 """
 
 from __future__ import annotations
