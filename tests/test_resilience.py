@@ -319,13 +319,21 @@ class Kill:
 
 
 def kill_mid_run(world: KillWorld, args: list[str], delay: float,
-                 children: list[subprocess.Popen[bytes]], not_run: str | None = None) -> Kill:
-    """Start ``args``, SIGKILL it ``delay`` s after it began sending, and look at the wreck."""
+                 children: list[subprocess.Popen[bytes]], not_run: str | None = None,
+                 *, mid_request: bool = False) -> Kill:
+    """Start ``args``, SIGKILL it ``delay`` s after it began sending, and look at the wreck.
+
+    With ``mid_request`` the kill waits (after ``delay``) until the store is working on one
+    of the run's PUTs, so that a write is surely applied without its answer being seen.
+    """
     mark = log_mark(world.sb)
     proc = spawn(args, world.env, world.tmp / f"killed-{uuid.uuid4().hex[:6]}.log", children)
     journal_path = world.store_dir / "journal.jsonl"
     run_id = wait_until_sending(journal_path, proc, not_run)
     time.sleep(delay)
+    deadline = time.monotonic() + 10
+    while mid_request and time.monotonic() < deadline and not _fresh_put(world.sb, mark):
+        time.sleep(0.002)
     assert proc.poll() is None, "the run finished before the kill: make the file bigger"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -350,6 +358,16 @@ def kill_mid_run(world: KillWorld, args: list[str], delay: float,
                  if r["applied"] and r["transaction_id"] not in journal.transaction_ids]
     assert len(in_flight) <= KILL_CONCURRENCY, [r["seq"] for r in in_flight]
     return Kill(run_id, proc.pid, journal, in_flight)
+
+
+def _fresh_put(sb: SandboxProcess, mark: int) -> bool:
+    """A PUT whose body the store holds and whose answer is still most of a latency away.
+
+    The sandbox stamps ``started`` with this machine's monotonic clock, the one used here.
+    """
+    now = time.monotonic()
+    return any(r["method"] == "PUT" and r["finished"] is None and r.get("items")
+               and now - r["started"] < KILL_LATENCY_MS / 3000 for r in sb.requests()[mark:])
 
 
 @pytest.mark.parametrize(
@@ -437,7 +455,7 @@ def test_kill_then_sync_of_another_file_resends_what_was_in_flight(
     old, _new, old_file, new_file = w.files(random.Random(404))
     first = run_invsync(["sync", str(old_file), "--batch-size", "2000"], w.env, timeout=60)
     assert first.returncode == 0, output(first)
-    k = kill_mid_run(w, kill_args(new_file), 0.3, children)
+    k = kill_mid_run(w, kill_args(new_file), 0.3, children, mid_request=True)
     assert k.in_flight, "precondition: the kill left applied but unconfirmed writes"
 
     result = run_invsync(kill_args(old_file), w.env, timeout=120)
