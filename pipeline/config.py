@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,10 +184,6 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
 
 def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
     """``base`` with the options a run recorded (see :meth:`Settings.public`) put back."""
-    from dataclasses import replace
-
-    from pipeline.brakes import BrakeLimits
-
     rules = options.get("quantity_rules") or {}
     kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
                                     "sheet", "duplicates", "zero_missing", "full", "baseline",

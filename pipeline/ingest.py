@@ -78,6 +78,11 @@ class StockTable:
         return self.frame.height
 
 
+def unescape_formulas(text: pl.Expr) -> pl.Expr:
+    """Undo :func:`pipeline.report.escape_formulas`: ``'=x`` reads back as ``=x``."""
+    return text.str.replace(r"^'([=+\-@\t\r])", "$1")
+
+
 def normalise_header(name: str) -> str:
     """Lower-case a header, trim it, and treat spaces and hyphens as underscores."""
     text = name.replace("\ufeff", "").replace("\xa0", " ").strip().lower()

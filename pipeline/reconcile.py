@@ -10,7 +10,8 @@ import polars as pl
 
 from pipeline.config import Settings
 from pipeline.history import find_run
-from pipeline.live import Comparison, live_levels, verify_levels
+from pipeline.ingest import unescape_formulas
+from pipeline.live import Comparison, compare, live_levels, verify_levels
 from pipeline.snapshot import KEY, SnapshotStore, write_atomic
 
 
@@ -53,8 +54,6 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         return 0
     live = live_levels(settings, expected["location_id"].unique().to_list())
-    from pipeline.live import compare
-
     return _print(compare(expected, live), "drift", quiet, as_json)
 
 
@@ -68,7 +67,7 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
     plan = pl.read_csv(plan_path, infer_schema=False)
     accepted = plan.filter(pl.col("status") == "accepted").select(
         pl.col("location_id").cast(pl.Int64), "identifier",
-        pl.col("item").str.replace(r"^'([=+\-@\t\r])", "$1").alias("item_key"),
+        unescape_formulas(pl.col("item")).alias("item_key"),
         pl.col("new").cast(pl.Int64).alias("quantity"))
     if accepted.height == 0:
         if not quiet:

@@ -118,13 +118,17 @@ class SubmitResult:
         return [t for b in self.batches for t in b.transaction_ids]
 
 
+def number_changes(changes: pl.DataFrame) -> pl.DataFrame:
+    """The change set with :data:`SEQ`, the number results use to name its items."""
+    return changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
+
+
 def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST) -> list[Batch]:
     """Group the changed items by location and chunk them into batches."""
     if not 1 <= batch_size <= MAX_ITEMS_PER_REQUEST:
         raise ValueError(f"batch size must be 1..{MAX_ITEMS_PER_REQUEST}")
     batches: list[Batch] = []
-    ordered = changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))\
-        .sort("location_id", SEQ)
+    ordered = number_changes(changes).sort("location_id", SEQ)
     for (location_id,), group in ordered.group_by("location_id", maintain_order=True):
         for start in range(0, group.height, batch_size):
             batches.append(Batch(index=len(batches), location_id=int(location_id),

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import polars as pl
 from pipeline.brakes import check_brakes
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
-from pipeline.errors import ExitCode, FatalError, SafetyBrakeError
+from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
 from pipeline.ingest import ROW, StockTable, read_stock_file
 from pipeline.journal import Journal, StoreLock
 from pipeline.report import (
@@ -35,7 +35,15 @@ from pipeline.report import (
     write_run_folder,
 )
 from pipeline.snapshot import KEY, SnapshotStore
-from pipeline.submit import SEQ, Batch, BatchResult, SubmitResult, plan_batches, submit
+from pipeline.submit import (
+    SEQ,
+    Batch,
+    BatchResult,
+    SubmitResult,
+    number_changes,
+    plan_batches,
+    submit,
+)
 from pipeline.validate import Location, Validated, validate
 
 log = logging.getLogger("invsync.sync")
@@ -130,8 +138,6 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
 
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
-    from concurrent.futures import ThreadPoolExecutor
-
     # While the file is parsed (polars releases the GIL), import pandera and read the
     # snapshot in the background: together they are a third of a dry run's time.
     background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invsync-bg")
@@ -225,17 +231,14 @@ def _warm_up() -> None:
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
     """A reviewed ``plan.csv`` as a stock table (validated again) and its planned old levels."""
-    from dataclasses import replace
-
-    from pipeline.errors import InputFileError
-
     # "item" stands in as the identifier column until the real mapping is set below.
     table = read_stock_file(path, column_map={"new": "quantity", "item": "sku"})
     needed = {"identifier", "item", "old", "new", "location_id"}
     if not needed <= set(table.headers):
         raise InputFileError(str(path), "not a plan.csv written by invsync plan (needs columns "
                                         f"{', '.join(sorted(needed))})")
-    ident, item = pl.col("identifier"), pl.col("item").str.replace(r"^'([=+\-@\t\r])", "$1")
+    # validate() un-escapes formula-escaped items, as for any file it reads.
+    ident, item = pl.col("identifier"), pl.col("item")
     frame = table.frame.with_columns(
         **{f"__{kind}": pl.when(ident == kind).then(item)
            for kind in ("sku", "variant_id", "product_id")})
@@ -381,7 +384,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     result = asyncio.run(go())
-    items = changes.changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
+    items = number_changes(changes.changes)
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
     # may have applied it, so its old level is no longer known.
@@ -404,7 +407,7 @@ def _all_rejected(checked: Validated, changes: ChangeSet,
         {SEQ: [s for s, _ in result.refused], "message": [m for _, m in result.refused]},
         schema={SEQ: pl.Int64, "message": pl.String},
     )
-    items = changes.changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
+    items = number_changes(changes.changes)
     refused = refused.join(items.select(SEQ, ROW, "identifier", "item_key"), on=SEQ, how="left")
     refused = refused.with_columns(
         column=pl.col("identifier").replace_strict(mapping, default=pl.col("identifier"),

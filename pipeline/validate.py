@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
-from pipeline.ingest import IDENTIFIERS, ROW, StockTable
+from pipeline.ingest import IDENTIFIERS, ROW, StockTable, unescape_formulas
 from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     text = pl.col(column).str.strip_chars()
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
     if frame.select(pl.col(column).str.starts_with("'").any()).item():
-        text = text.str.replace(r"^'([=+\-@\t\r])", "$1").str.strip_chars()
+        text = unescape_formulas(text).str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text)
 
 
