@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -106,7 +106,6 @@ class Comparison:
     """KEY + ``expected`` + ``live`` (null: the store does not list the item)."""
     reads: int = 1
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def compare(expected: pl.DataFrame, live: pl.DataFrame) -> Comparison:
