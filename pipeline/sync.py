@@ -23,7 +23,7 @@ from pipeline.brakes import check_brakes
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
 from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
-from pipeline.identity import Fetch, IdentityResolver, canonical_snapshot, read_identities
+from pipeline.identity import IdentityResolver, canonical_snapshot, store_fetcher
 from pipeline.ingest import ROW, StockTable, read_stock_file
 from pipeline.journal import Journal, StoreLock
 from pipeline.report import (
@@ -166,7 +166,7 @@ def _execute(run: _Run) -> None:
     run.timed("diff", t)
     t = time.perf_counter()
     resolver = IdentityResolver(
-        snapshot, _identity_fetcher(settings, run.emit) if settings.token else None)
+        snapshot, store_fetcher(settings, run.emit) if settings.token else None)
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
                        rules=settings.rules, identities=resolver)
@@ -346,26 +346,6 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
     return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
                      unchanged=changes.unchanged, baseline=changes.baseline,
                      zeroed_missing=zeros.height)
-
-
-def _identity_fetcher(settings: Settings, emit: Event) -> Fetch:
-    """Reads identities from the store (blocking), for :class:`IdentityResolver`."""
-    import asyncio
-
-    from pipeline.live import store_client
-
-    def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
-        async def go() -> tuple[list[dict[str, Any]], int]:
-            async with store_client(settings, emit) as client:
-                found = await read_identities(client, ids)
-                return found, client.requests_sent
-
-        found, requests = asyncio.run(go())
-        emit("identities", {"asked": sum(len(v) for v in ids.values()), "found": len(found),
-                            "requests": requests})
-        return found, requests
-
-    return fetch
 
 
 def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:

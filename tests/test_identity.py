@@ -245,3 +245,13 @@ def test_a_file_of_one_kind_with_a_snapshot_of_the_same_kind_reads_no_identities
     for _ in range(2):
         assert run_invsync(["sync", str(path)], cli_env).returncode == 0
     assert [r for r in sandbox.requests() if r["path"] == ITEMS_PATH] == []
+
+
+def test_drift_of_a_file_keyed_the_other_way_checks_its_items(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    by_sku = write_csv(tmp_path / "a.csv", ["sku", "quantity"], [[VARIANT_SKU, 4]])
+    by_variant = write_csv(tmp_path / "b.csv", ["variant_id", "quantity"], [[VARIANT_ID, 4]])
+    assert run_invsync(["sync", str(by_sku)], cli_env).returncode == 0
+    drift = run_invsync(["drift", str(by_variant)], cli_env)
+    assert drift.returncode == 0, out(drift)
+    assert "1 items checked, 1 match, 0 differ" in drift.stdout
