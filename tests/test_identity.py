@@ -255,3 +255,20 @@ def test_drift_of_a_file_keyed_the_other_way_checks_its_items(
     drift = run_invsync(["drift", str(by_variant)], cli_env)
     assert drift.returncode == 0, out(drift)
     assert "1 items checked, 1 match, 0 differ" in drift.stdout
+
+
+def test_a_plan_keyed_the_other_way_is_pushed_against_the_same_snapshot_entry(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    by_sku = write_csv(tmp_path / "a.csv", ["sku", "quantity"], [[VARIANT_SKU, 6]])
+    by_variant = write_csv(tmp_path / "b.csv", ["variant_id", "quantity"], [[VARIANT_ID, 8]])
+    assert run_invsync(["sync", str(by_sku)], cli_env).returncode == 0
+    planned = run_invsync(["plan", str(by_variant)], cli_env)
+    assert planned.returncode == 0, out(planned)
+    plan_csv = planned.report_dir() / "plan.csv"
+    assert plan_csv.read_text().splitlines()[1] == f"1,variant_id,{VARIANT_ID},6,8,2,2,planned"
+    before = len(puts(sandbox))
+    pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], cli_env)
+    assert pushed.returncode == 0, out(pushed)
+    assert [it for r in puts(sandbox)[before:] for it in r["items"]] == [
+        {"location_id": 1, "variant_id": VARIANT_ID, "quantity": 8}]
+    assert snapshot(tmp_path) == [(1, "sku", VARIANT_SKU, 8)]
