@@ -181,6 +181,11 @@ class StoreClient:
         async for entry in self._pages("/inventory/items", params):
             yield entry
 
+    async def iter_filtered_items(self, filters: dict[str, str]) -> Any:
+        """Yield ``GET /inventory/items`` entries matching ``filters`` (e.g. ``variant_id:in``)."""
+        async for entry in self._pages("/inventory/items", filters):
+            yield entry
+
     async def _pages(self, path: str, params: dict[str, str]) -> Any:
         page = 1
         while True:

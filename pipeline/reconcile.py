@@ -42,12 +42,19 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
     if file is not None:
+        from pipeline.identity import IdentityResolver, store_fetcher
         from pipeline.ingest import read_stock_file
         from pipeline.validate import validate
 
+        # The file's keys as the snapshot holds them: one canonical key per item.
+        resolver = IdentityResolver(expected, store_fetcher(settings))
         checked = validate(read_stock_file(file, sheet=settings.sheet,
                                            column_map=settings.column_map),
-                           default_location=settings.location_id)
+                           default_location=settings.location_id, identities=resolver)
+        if resolver.mapping is not None:
+            from pipeline.identity import canonical_snapshot
+
+            expected = canonical_snapshot(expected, resolver.mapping)[0]
         expected = expected.join(checked.valid.select(KEY), on=KEY, how="semi")
     if expected.height == 0:
         if not quiet:

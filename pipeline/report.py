@@ -120,10 +120,14 @@ PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row
 
 
 def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
-    """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status."""
+    """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status.
+
+    ``identifier``/``item`` name each item as the request does (as its row named it).
+    """
     status_expr = pl.lit(status) if isinstance(status, str) else status
     return changes.select(
-        pl.col("location_id"), pl.col("identifier"), pl.col("item_key").alias("item"),
+        pl.col("location_id"), pl.col("address").alias("identifier"),
+        pl.col("address_key").alias("item"),
         pl.col("old_quantity").alias("old"), pl.col("quantity").alias("new"),
         (pl.col("quantity") - pl.col("old_quantity").fill_null(0)).alias("delta"),
         pl.col(ROW).alias("row"), status_expr.alias("status"),

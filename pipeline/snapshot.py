@@ -57,6 +57,10 @@ class SnapshotStore:
         self._write(merged)
         return merged.height
 
+    def replace(self, frame: pl.DataFrame) -> None:
+        """Replace the whole snapshot with ``frame`` (KEY + quantity), atomically."""
+        self._write(frame.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA))  # type: ignore[arg-type]
+
     def _write(self, frame: pl.DataFrame) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".snapshot-", suffix=".parquet")

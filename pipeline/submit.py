@@ -137,12 +137,13 @@ def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST)
 
 
 def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
-    kinds = chunk["identifier"].unique().to_list()
+    # Each item is named as its row named it (``address``), whatever key it is stored under.
+    kinds = chunk["address"].unique().to_list()
     if len(kinds) == 1:  # the usual case: one identifier for the whole batch
         yield from chunk.select("location_id", kinds[0], "quantity").to_dicts()
         return
     for loc, ident, sku, pid, vid, qty in chunk.select(
-        "location_id", "identifier", "sku", "product_id", "variant_id", "quantity"
+        "location_id", "address", "sku", "product_id", "variant_id", "quantity"
     ).iter_rows():
         ident_value = sku if ident == "sku" else vid if ident == "variant_id" else pid
         yield {"location_id": loc, ident: ident_value, "quantity": qty}

@@ -23,6 +23,7 @@ from pipeline.brakes import check_brakes
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
 from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
+from pipeline.identity import IdentityResolver, canonical_snapshot, store_fetcher
 from pipeline.ingest import ROW, StockTable, read_stock_file
 from pipeline.journal import Journal, StoreLock
 from pipeline.report import (
@@ -160,14 +161,22 @@ def _execute(run: _Run) -> None:
     locations = _fetch_locations(settings, run.emit) if settings.token else None
 
     t = time.perf_counter()
+    # The snapshot first: identities are resolved when its kinds of key meet the file's.
+    snapshot = _baseline(run)
+    run.timed("diff", t)
+    t = time.perf_counter()
+    resolver = IdentityResolver(
+        snapshot, store_fetcher(settings, run.emit) if settings.token else None)
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=settings.rules)
+                       rules=settings.rules, identities=resolver)
     run.timed("validate", t)
+    report.notes.extend(resolver.notes)
     report.notes.extend(checked.notes)
 
     t = time.perf_counter()
-    snapshot = _baseline(run)
+    if resolver.mapping is not None:
+        snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
     if planned_old is not None:
         changes = _planned_changes(checked, planned_old, snapshot)
     elif settings.full:
@@ -329,6 +338,7 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
         pl.when(pl.col("identifier") == "variant_id").then(pl.col("item_key"))
         .cast(pl.Int64).alias("variant_id"),
         pl.lit(0, pl.Int64).alias("quantity"),
+        pl.col("identifier").alias("address"), pl.col("item_key").alias("address_key"),
         pl.col("quantity").alias("old_quantity"),
     )
     report.notes.append(f"--zero-missing: {zeros.height:,} items in the snapshot but not in the "
@@ -336,6 +346,21 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
     return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
                      unchanged=changes.unchanged, baseline=changes.baseline,
                      zeroed_missing=zeros.height)
+
+
+def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:
+    """Re-key the snapshot's entries canonically; a real run stores the result (under its lock)."""
+    canon, moved, conflicts = canonical_snapshot(snapshot, mapping)
+    if moved == 0:
+        return snapshot
+    note = f"{moved:,} snapshot entries re-keyed by the item's canonical identity"
+    if conflicts:
+        note += (f"; {conflicts:,} items were held under two keys with different levels: "
+                 f"their level is unknown, so they are sent again")
+    run.report.notes.append(note)
+    if not run.settings.dry_run:
+        run.snapshots.replace(canon)
+    return canon
 
 
 def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
@@ -408,11 +433,11 @@ def _all_rejected(checked: Validated, changes: ChangeSet,
         schema={SEQ: pl.Int64, "message": pl.String},
     )
     items = number_changes(changes.changes)
-    refused = refused.join(items.select(SEQ, ROW, "identifier", "item_key"), on=SEQ, how="left")
+    refused = refused.join(items.select(SEQ, ROW, "address", "address_key"), on=SEQ, how="left")
     refused = refused.with_columns(
-        column=pl.col("identifier").replace_strict(mapping, default=pl.col("identifier"),
-                                                   return_dtype=pl.String),
-        value=pl.col("item_key"),
+        column=pl.col("address").replace_strict(mapping, default=pl.col("address"),
+                                                return_dtype=pl.String),
+        value=pl.col("address_key"),
         reason=pl.lit("refused_by_store"),
         message=pl.lit("the store refused this item: ") + pl.col("message"),
     )

@@ -17,7 +17,7 @@ from pipeline.ingest import IDENTIFIERS, ROW, StockTable, unescape_formulas
 from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 DuplicatePolicy = Literal["reject", "sum", "last"]
 DUPLICATE_POLICIES: tuple[str, ...] = ("reject", "sum", "last")
@@ -27,7 +27,10 @@ _DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
                    "reason": pl.String, "message": pl.String}
 VALID_COLUMNS = [ROW, "location_id", "identifier", "item_key", "sku", "product_id",
-                 "variant_id", "quantity"]
+                 "variant_id", "quantity", "address", "address_key"]
+"""``identifier``/``item_key`` are the item's key (canonical once identities were resolved,
+see :mod:`pipeline.identity`); ``address``/``address_key`` are how the row named it, which
+is how the request names it."""
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,14 @@ def validate(
     locations: list[Location] | None = None,
     duplicates: DuplicatePolicy = "reject",
     rules: QuantityRules | None = None,
+    identities: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> Validated:
     """Validate every row of ``table``; see :data:`schemas.stock.REASONS` for the rules.
 
     ``locations``, when known, resolves location codes and rejects rows for unknown or
-    disabled locations before anything is sent.
+    disabled locations before anything is sent. ``identities`` (see
+    :class:`pipeline.identity.IdentityResolver`) maps the rows' keys to canonical ones, so
+    that one item named by SKU and by id is one item to the duplicate policy.
     """
     rules = rules or QuantityRules()
     m = table.mapping
@@ -170,6 +176,11 @@ def validate(
         .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
     )
     frame = _resolve_locations(frame, default_location, locations)
+    frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
+    if identities is not None:
+        from pipeline.identity import apply_mapping
+
+        frame = apply_mapping(frame, identities(frame.select(_KEY)))
     frame = _parse_quantity(frame, rules)
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
@@ -280,14 +291,17 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
     return frame, 0
 
 
+_ADDRESS = ["sku", "product_id", "variant_id", "address", "address_key"]
+"""A merged item is sent as its first row names it."""
+
+
 def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
     if policy == "last":
         merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
-            pl.col(ROW).first(), pl.col("sku", "product_id", "variant_id").first(),
-            pl.col("quantity").last())
+            pl.col(ROW).first(), pl.col(*_ADDRESS).first(), pl.col("quantity").last())
     else:
         merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
-            pl.col(ROW).first(), pl.col("sku", "product_id", "variant_id").first(),
+            pl.col(ROW).first(), pl.col(*_ADDRESS).first(),
             pl.col("quantity").sum().clip(upper_bound=MAX_QUANTITY))
     return merged.select(VALID_COLUMNS).sort(ROW)
 
@@ -341,7 +355,7 @@ def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFram
     column = (
         pl.when(pl.col("check") == "date_in_column").then(pl.col("date_column"))
         .when(pl.col("check").is_in(["missing_identifier", "duplicate_item"]))
-        .then(pl.col("identifier").fill_null(
+        .then(pl.col("address").fill_null(
             next((c for c in IDENTIFIERS if c in table.mapping), "sku")))
         .otherwise(canonical)
     )

@@ -107,10 +107,11 @@ def item_frame(items: list[tuple[int, str, str, int]], *, with_old: bool = False
         "sku": key if ident == "sku" else None,
         "product_id": int(key) if ident == "product_id" else None,
         "variant_id": int(key) if ident == "variant_id" else None,
-        "quantity": qty,
+        "quantity": qty, "address": ident, "address_key": key,
     } for i, (loc, ident, key, qty) in enumerate(items)]
     schema = {ROW: pl.Int64, "location_id": pl.Int64, "identifier": pl.String,
               "item_key": pl.String, "sku": pl.String, "product_id": pl.Int64,
-              "variant_id": pl.Int64, "quantity": pl.Int64}
+              "variant_id": pl.Int64, "quantity": pl.Int64, "address": pl.String,
+              "address_key": pl.String}
     frame = pl.DataFrame(rows, schema=schema)
     return frame.with_columns(old_quantity=pl.lit(None, pl.Int64)) if with_old else frame

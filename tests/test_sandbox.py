@@ -313,6 +313,34 @@ def test_put_applies_and_both_reads_show_it(client: AppClient) -> None:
     )
 
 
+def test_items_filters_by_variant_and_product_id_give_each_items_identity(
+        client: AppClient) -> None:
+    """What identity resolution relies on: ``variant_id:in`` / ``product_id:in`` on
+    ``GET /inventory/items`` (URL-encoded or not), combined with AND, unknown ids left out."""
+
+    def identities(query: str) -> list[tuple[str, int, int]]:
+        r = client.get(f"{ITEMS}?{query}", headers=AUTH)
+        assert r.status_code == 200, r.text
+        return [(d["identity"]["sku"], d["identity"]["variant_id"], d["identity"]["product_id"])
+                for d in r.json()["data"]]
+
+    assert identities("variant_id:in=202,106,999999") == [("SHIRT-M", 202, 111),
+                                                         ("MUG", 106, 120)]
+    assert identities("variant_id%3Ain=203") == [("SHIRT-L", 203, 111)]
+    # A product tracked by variant lists one item per variant; one tracked by product, one.
+    assert identities("product_id:in=111,120") == [("SHIRT-S", 201, 111), ("SHIRT-M", 202, 111),
+                                                   ("SHIRT-L", 203, 111), ("MUG", 106, 120)]
+    assert identities("product_id:in=111&variant_id:in=202,106") == [("SHIRT-M", 202, 111)]
+    assert identities("sku:in=MUG&variant_id:in=106&product_id:in=120") == [("MUG", 106, 120)]
+    assert identities("variant_id:in=999999") == []
+    # Untracked items have no inventory item.
+    assert identities("product_id:in=130") == []
+    r = client.get(f"{ITEMS}?product_id:in=111&limit=2&page=2", headers=AUTH)
+    assert [d["identity"]["sku"] for d in r.json()["data"]] == ["SHIRT-L"]
+    assert r.json()["meta"]["pagination"]["total"] == 3
+    assert client.get(f"{ITEMS}?product_id:in=1,x", headers=AUTH).status_code == 422
+
+
 def test_untracked_items_are_not_listed_and_pagination_walks_everything(client: AppClient) -> None:
     put(client, [{"location_id": 1, "sku": "ITEM-2099", "quantity": 42}])
     seen: list[str] = []
