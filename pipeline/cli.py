@@ -15,6 +15,7 @@ import click
 
 from pipeline.cli_sandbox import sandbox
 from pipeline.errors import ExitCode, InvsyncError
+from pipeline.terminal import clean, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,7 +42,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
 
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        from pipeline.progress import TextLogFormatter
+
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
 
@@ -199,7 +202,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None) -> None:
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                  "plan.csv", "verify.json"):
         if (past.folder / name).exists():
-            click.echo(f"  {past.folder / name}")
+            click.echo(f"  {clean(past.folder / name)}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -278,9 +281,9 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
         print_summary(report)
         if report.error and not sys.stdout.isatty():
-            click.echo(f"invsync: {report.error}", err=True)  # cron mails stderr
+            click.echo(f"invsync: {clean(report.error)}", err=True)  # cron mails stderr
     elif report.error:
-        click.echo(f"invsync: {report.error}", err=True)
+        click.echo(f"invsync: {clean(report.error)}", err=True)
     ctx.exit(report.exit_code)
 
 
@@ -288,21 +291,36 @@ cli.add_command(sandbox)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: maps errors to the documented exit codes."""
+    """Console entry point: maps errors to the documented exit codes.
+
+    Never a traceback: anything unexpected is one line and exit 2 (``-vv`` logs the
+    traceback); SIGINT and SIGTERM exit 130 and 143.
+    """
+    from pipeline import signals
+
+    if argv is None:
+        signals.install()
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
         exc.show()
         code = ExitCode.USAGE
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        code = 130
+    except (click.Abort, KeyboardInterrupt):
+        sigterm = signals.received() == 15
+        click.echo(f"invsync: interrupted by {'SIGTERM' if sigterm else 'SIGINT'}", err=True)
+        code = ExitCode.TERMINATED if sigterm else ExitCode.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USAGE
     except InvsyncError as exc:
-        click.echo(f"invsync: {exc}", err=True)
+        click.echo(f"invsync: {clean(exc)}", err=True)
         code = exc.exit_code
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a bug or a broken environment: one line, exit 2
+        logging.getLogger("invsync").debug("unexpected error", exc_info=exc)
+        click.echo(f"invsync: unexpected error: {one_line(exc)}", err=True)
+        code = ExitCode.RUN_FAILED
     code = int(code) if isinstance(code, int) else 0
     if argv is None:
         _exit_now(code)
