@@ -7,6 +7,7 @@ Heavy libraries (polars, pandera, httpx) are imported inside the commands so tha
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import click
 
 from pipeline.cli_sandbox import sandbox
 from pipeline.errors import ExitCode, InvsyncError
-from pipeline.terminal import clean, one_line
+from pipeline.terminal import clean, log_where, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -318,8 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # a bug or a broken environment: one line, exit 2
-        logging.getLogger("invsync").debug("unexpected error", exc_info=exc)
-        click.echo(f"invsync: unexpected error: {one_line(exc)}", err=True)
+        log_where(logging.getLogger("invsync"), "unexpected error", exc)
+        token = os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
+        click.echo(f"invsync: unexpected error: {one_line(exc, token)}", err=True)
         code = ExitCode.RUN_FAILED
     code = int(code) if isinstance(code, int) else 0
     if argv is None:

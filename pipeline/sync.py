@@ -45,7 +45,7 @@ from pipeline.submit import (
     plan_batches,
     submit,
 )
-from pipeline.terminal import one_line
+from pipeline.terminal import log_where, one_line
 from pipeline.validate import Location, Validated, validate
 
 log = logging.getLogger("invsync.sync")
@@ -167,11 +167,12 @@ def _failed(run: _Run, exc: BaseException) -> None:
         name = "SIGTERM" if sig == 15 else "SIGINT"
         report.error = f"interrupted by {name}"
     else:
-        log.debug("unexpected error", exc_info=exc)
+        log_where(log, "unexpected error", exc)
         report.status = "failed"
         report.exit_code = int(ExitCode.RUN_FAILED)
         kind = "system error" if isinstance(exc, OSError) else "unexpected error"
-        report.error = f"{kind}: {one_line(exc)}"
+        token = run.settings.token.reveal() if run.settings.token else None
+        report.error = f"{kind}: {one_line(exc, token)}"
     if run.journal.exists() and not run.settings.dry_run:
         report.error += ("; the levels the store confirmed are kept in the journal: run "
                          "`invsync resume` to finish (confirmed batches are not sent again)")
@@ -194,14 +195,14 @@ def _write_report(run: _Run) -> None:
         write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
         return
     except Exception as exc:  # a full disk must not hide what was sent
-        problem = one_line(exc)
+        problem, failure = one_line(exc), exc
     sent = "" if report.status not in ("succeeded", "partial") else \
         "; the stock was sent and the snapshot recorded"
     message = f"the run's report could not be written to {run.folder} ({problem}){sent}"
     error = report.error
     if report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
         report.exit_code = int(ExitCode.RUN_FAILED)
-    log.debug("report not written", exc_info=True)
+    log_where(log, "report not written", failure)
     _remove_folder(run.folder)  # a new folder of this run only: no half a report is left
     # The bare record (no rejected rows, no plan) may still fit; if not, the message is all.
     bare = replace(report, rejected=[], report_dir=str(run.folder),

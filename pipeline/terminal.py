@@ -9,6 +9,7 @@ through rich, :func:`safe` (markup escaped too).
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -31,13 +32,35 @@ def clean(text: object) -> str:
     return _CONTROL.sub(_visible, str(text))
 
 
-def one_line(exc: BaseException) -> str:
-    """An unexpected exception as one clean line: an OSError names its file and cause."""
+def one_line(exc: BaseException, secret: str | None = None) -> str:
+    """An unexpected exception as one clean line: an OSError names its file and cause.
+
+    ``secret`` (the access token) is blanked out wherever it appears: an exception from a
+    library may quote a header value.
+    """
     if isinstance(exc, OSError) and exc.strerror:
-        return clean(f"{exc.filename}: {exc.strerror}" if exc.filename
-                     else f"{type(exc).__name__}: {exc.strerror}")
-    text = " ".join(str(exc).split())
-    return clean(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        text = (f"{exc.filename}: {exc.strerror}" if exc.filename
+                else f"{type(exc).__name__}: {exc.strerror}")
+    else:
+        detail = " ".join(str(exc).split())
+        text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    for value in {secret or "", (secret or "").strip()}:
+        if len(value) >= 4:
+            text = text.replace(value, "[token]")
+    return clean(text)
+
+
+def log_where(log: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log where ``exc`` was raised at debug level (``-vv``), one record per line: the stack
+    and the type, never the message (a library's message may quote the token)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    import traceback
+
+    log.debug("%s: %s", what, type(exc).__name__)
+    for frame in traceback.format_tb(exc.__traceback__):
+        for line in frame.splitlines():
+            log.debug("  %s", line)
 
 
 def safe(text: object) -> str:

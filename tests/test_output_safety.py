@@ -381,3 +381,15 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
     done = run_invsync(["resume", "--report-dir", str(reports)], env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert {k: v for k, v in sb.levels().items() if k in levels} == levels
+
+
+def test_one_line_is_one_clean_line_without_the_token() -> None:
+    from pipeline.terminal import clean, one_line
+
+    token = "tok-4f1d9c-secret"
+    exc = ValueError(f"Illegal header value b'{token}\\r'\nsecond line \x1b[2J")
+    line = one_line(exc, token + "\r")
+    assert line == "ValueError: Illegal header value b'[token]\\r' second line \\x1b[2J"
+    assert one_line(OSError(28, "No space left on device", "/state/journal.jsonl")) == \
+        "/state/journal.jsonl: No space left on device"
+    assert clean("a\nb\tc\x9b\u202ed") == "a\\nb\\tc\\x9b\\u202ed"
