@@ -7,6 +7,7 @@ Heavy libraries (polars, pandera, httpx) are imported inside the commands so tha
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import click
 
 from pipeline.cli_sandbox import sandbox
 from pipeline.errors import ExitCode, InvsyncError
+from pipeline.terminal import clean, log_where, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,7 +43,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
 
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        from pipeline.progress import TextLogFormatter
+
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
 
@@ -199,7 +203,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None) -> None:
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                  "plan.csv", "verify.json"):
         if (past.folder / name).exists():
-            click.echo(f"  {past.folder / name}")
+            click.echo(f"  {clean(past.folder / name)}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -278,9 +282,9 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
         print_summary(report)
         if report.error and not sys.stdout.isatty():
-            click.echo(f"invsync: {report.error}", err=True)  # cron mails stderr
+            click.echo(f"invsync: {clean(report.error)}", err=True)  # cron mails stderr
     elif report.error:
-        click.echo(f"invsync: {report.error}", err=True)
+        click.echo(f"invsync: {clean(report.error)}", err=True)
     ctx.exit(report.exit_code)
 
 
@@ -288,21 +292,37 @@ cli.add_command(sandbox)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: maps errors to the documented exit codes."""
+    """Console entry point: maps errors to the documented exit codes.
+
+    Never a traceback: anything unexpected is one line and exit 2 (``-vv`` logs the
+    traceback); SIGINT and SIGTERM exit 130 and 143.
+    """
+    from pipeline import signals
+
+    if argv is None:
+        signals.install()
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
         exc.show()
         code = ExitCode.USAGE
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        code = 130
+    except (click.Abort, KeyboardInterrupt):
+        sigterm = signals.received() == 15
+        click.echo(f"invsync: interrupted by {'SIGTERM' if sigterm else 'SIGINT'}", err=True)
+        code = ExitCode.TERMINATED if sigterm else ExitCode.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USAGE
     except InvsyncError as exc:
-        click.echo(f"invsync: {exc}", err=True)
+        click.echo(f"invsync: {clean(exc)}", err=True)
         code = exc.exit_code
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a bug or a broken environment: one line, exit 2
+        log_where(logging.getLogger("invsync"), "unexpected error", exc)
+        token = os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
+        click.echo(f"invsync: unexpected error: {one_line(exc, token)}", err=True)
+        code = ExitCode.RUN_FAILED
     code = int(code) if isinstance(code, int) else 0
     if argv is None:
         _exit_now(code)

@@ -12,6 +12,9 @@
     └── RowRejected           rows or items refused; they are reported, the run goes on
         └── Refused           a 422: the store refused a whole request; isolate its items
 
+Anything else that escapes a run (a bug, a full disk) fails the run with exit 2 and a
+one-line message; SIGINT and SIGTERM end it as ``interrupted`` with exit 130 or 143.
+
 Messages never contain the access token: the client never puts headers into them.
 """
 
@@ -31,6 +34,10 @@ class ExitCode(IntEnum):
     LOCKED = 4
     USAGE = 64
     INPUT_FILE = 65
+    INTERRUPTED = 130
+    """SIGINT (Ctrl-C): 128 + 2."""
+    TERMINATED = 143
+    """SIGTERM: 128 + 15."""
 
 
 class InvsyncError(Exception):

@@ -78,9 +78,15 @@ class StockTable:
         return self.frame.height
 
 
+# A spreadsheet skips these before it looks for a formula sign: space, NBSP, U+3000, BOM.
+BLANKS = " \u00a0\u3000\ufeff"
+FORMULA = "^[" + BLANKS + "]*[=+\\-@\t\r]"
+"""A cell a spreadsheet could evaluate: a formula sign after any leading blanks."""
+
+
 def unescape_formulas(text: pl.Expr) -> pl.Expr:
     """Undo :func:`pipeline.report.escape_formulas`: ``'=x`` reads back as ``=x``."""
-    return text.str.replace(r"^'([=+\-@\t\r])", "$1")
+    return text.str.replace("^'(" + FORMULA[1:] + ")", "$1")
 
 
 def normalise_header(name: str) -> str:

@@ -17,6 +17,15 @@ from typing import IO, Any
 _LOG_FIELDS = ("name", "levelname", "message")
 
 
+class TextLogFormatter(logging.Formatter):
+    """Plain log lines, with control characters in messages shown as escapes."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging names it so
+        from pipeline.terminal import clean
+
+        return clean(super().formatMessage(record))
+
+
 class JsonLogFormatter(logging.Formatter):
     """Python log records as one JSON object per line."""
 
@@ -89,7 +98,9 @@ class PlainProgress:
                 f"({self.done_items:,}/{self.total_items:,} items), {rate:,.0f} items/s{eta}")
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"invsync: {text}\n")
+        from pipeline.terminal import clean
+
+        self.stream.write(f"invsync: {clean(text)}\n")
         self.stream.flush()
 
 

@@ -13,6 +13,7 @@ from pipeline.history import find_run
 from pipeline.ingest import unescape_formulas
 from pipeline.live import Comparison, compare, live_levels, verify_levels
 from pipeline.snapshot import KEY, SnapshotStore, write_atomic
+from pipeline.terminal import clean
 
 
 def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20) -> int:
@@ -24,12 +25,12 @@ def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int =
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts()}))
     elif not quiet:
-        click.echo(f"{what}: {result.expected:,} items checked, {result.matched:,} match, "
+        click.echo(f"{clean(what)}: {result.expected:,} items checked, {result.matched:,} match, "
                    f"{diff.height:,} differ")
         for r in diff.head(top).iter_rows(named=True):
             live = "not listed" if r["live"] is None else f"{r['live']:,}"
-            click.echo(f"  location {r['location_id']} {r['identifier']} {r['item_key']}: "
-                       f"expected {r['expected']:,}, store has {live}")
+            click.echo(f"  location {r['location_id']} {clean(r['identifier'])} "
+                       f"{clean(r['item_key'])}: expected {r['expected']:,}, store has {live}")
         if diff.height > top:
             click.echo(f"  … {diff.height - top:,} more")
     return 0 if diff.height == 0 else 1
@@ -78,7 +79,7 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
         pl.col("new").cast(pl.Int64).alias("quantity"))
     if accepted.height == 0:
         if not quiet:
-            click.echo(f"verify: run {past.run_id} set no levels")
+            click.echo(f"verify: run {clean(past.run_id)} set no levels")
         return 0
     result = verify_levels(settings, accepted, timeout_s=timeout_s)
     write_atomic(past.folder / "verify.json", json.dumps({

@@ -18,12 +18,12 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.ingest import ROW, StockTable
+from pipeline.ingest import BLANKS, FORMULA, ROW, StockTable
 from pipeline.snapshot import write_atomic
 
 REPORT_VERSION = 1
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA = re.compile(FORMULA)
 
 
 @dataclass
@@ -147,8 +147,12 @@ def write_run_folder(
             write_rejected_xlsx(folder / "rejected.xlsx", table, rejected)
     if plan is not None:
         tmp = folder / ".plan.csv.tmp"
-        plan.with_columns(escape_formulas(pl.col("item")).alias("item")).write_csv(tmp)
-        tmp.replace(folder / "plan.csv")
+        try:
+            plan.with_columns(escape_formulas(pl.col(c)).alias(c)
+                              for c in ("identifier", "item")).write_csv(tmp)
+            tmp.replace(folder / "plan.csv")
+        finally:
+            tmp.unlink(missing_ok=True)
     data = report.to_dict()
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
@@ -175,27 +179,41 @@ def rejected_frame(table: StockTable, rejected: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def is_formula(text: str | None) -> bool:
+    """Would a spreadsheet evaluate ``text``? A formula sign after blanks, not a plain number."""
+    return (text is not None and _FORMULA.match(text) is not None
+            and not _NUMBER.match(text.strip(BLANKS)))
+
+
 def escape_formula(text: str | None) -> str | None:
     """Prefix ``'`` to text a spreadsheet would evaluate (``=``, ``+``, ``-``, ``@``, ...)."""
-    if text is None or not text.startswith(_FORMULA_START) or _NUMBER.match(text):
-        return text
-    return "'" + text
+    return "'" + text if text is not None and is_formula(text) else text
 
 
 def escape_formulas(column: pl.Expr) -> pl.Expr:
     """Vectorised :func:`escape_formula` for a text column."""
     text = column.cast(pl.String)
-    risky = text.str.contains(r"^[=+\-@\t\r]") & ~text.str.contains(_NUMBER.pattern)
+    risky = text.str.contains(FORMULA) & ~text.str.strip_chars(BLANKS).str.contains(
+        _NUMBER.pattern)
     return pl.when(risky).then(pl.lit("'") + text).otherwise(text)
 
 
 def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
-    """Write the re-uploadable rejected rows as UTF-8 CSV, formulas escaped."""
+    """Write the re-uploadable rejected rows as UTF-8 CSV, headers and cells formula-escaped."""
+    import csv
+
     frame = rejected_frame(table, rejected)
     escaped = frame.select(escape_formulas(pl.col(c)).alias(c) for c in frame.columns)
     tmp = path.with_suffix(".csv.tmp")
-    escaped.write_csv(tmp, quote_style="necessary")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            # The header row too: a file's header is its text, and may be hostile.
+            csv.writer(fh, lineterminator="\n").writerow(
+                escape_formula(c) for c in frame.columns)
+            escaped.write_csv(fh, include_header=False, quote_style="necessary")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
@@ -220,9 +238,12 @@ def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -
     columns = [c for c in frame.columns if c != "_blamed"]
 
     def cell(value: object, *, header: bool = False) -> WriteOnlyCell:
-        c = WriteOnlyCell(ws, value=None if value is None else str(value))
-        if value is not None:
+        text = None if value is None else str(value)
+        c = WriteOnlyCell(ws, value=text)
+        if text is not None:
             c.data_type = "s"  # a string cell: never a formula
+            if is_formula(text):
+                c.quotePrefix = True  # as Excel stores '=x: shown and kept as text when edited
         if header:
             c.font = bold
         return c
@@ -239,8 +260,11 @@ def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -
             out.append(c)
         ws.append(out)
     tmp = path.with_suffix(".xlsx.tmp")
-    wb.save(tmp)
-    tmp.replace(path)
+    try:
+        wb.save(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def report_from_dict(data: dict[str, Any]) -> RunReport:

@@ -8,19 +8,23 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.report import RunReport
+from pipeline.terminal import console as new_console
+from pipeline.terminal import safe
 
-_STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan"}
+_STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan",
+          "interrupted": "red"}
 
 
 def print_summary(report: RunReport, console: Console | None = None) -> None:
     """Print counts, rejections by reason and batches; end with the report folder."""
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or new_console()
     c = report.counts
     style = _STYLE.get(report.status, "white")
     source = report.input.get("path", "?")
-    console.print(f"[bold]invsync[/] run {report.run_id}: [{style}]{report.status}[/] ({source})")
+    console.print(f"[bold]invsync[/] run {safe(report.run_id)}: [{style}]{safe(report.status)}[/] "
+                  f"({safe(source)})")
     if report.error:
-        console.print(f"[red]error:[/] {report.error}")
+        console.print(f"[red]error:[/] {safe(report.error)}")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="dim")
     table.add_column(justify="right")
@@ -37,39 +41,41 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         table.add_row(label, f"{value:,}")
     console.print(table)
     if report.rejected_by_reason:
-        reasons = ", ".join(f"{k} {v:,}" for k, v in report.rejected_by_reason.items())
+        reasons = ", ".join(f"{safe(k)} {v:,}" for k, v in report.rejected_by_reason.items())
         console.print(f"rejected by reason: {reasons}")
         for rec in report.rejected[:5]:
-            console.print(f"  row {rec['row']}: {rec['reason']}: {rec['message']}")
+            console.print(f"  row {safe(rec['row'])}: {safe(rec['reason'])}: "
+                          f"{safe(rec['message'])}")
         if len(report.rejected) > 5:
             console.print(f"  … {len(report.rejected) - 5:,} more in rejected.csv")
     batches = [b for b in report.batches if b.get("transaction_id")]
     if batches:
         console.print(f"{len(report.batches)} batches, {len(report.transaction_ids)} "
-                      f"transaction ids (first: {report.transaction_ids[0]})")
+                      f"transaction ids (first: {safe(report.transaction_ids[0])})")
     elif report.status == "dry_run" and report.batches:
         console.print(f"would send {len(report.batches)} batches")
     for note in report.notes:
-        console.print(f"[dim]note:[/] {note}")
-    console.print(f"report: {report.report_dir}")
+        console.print(f"[dim]note:[/] {safe(note)}")
+    console.print(f"report: {safe(report.report_dir)}" if report.report_dir
+                  else "report: not written")
 
 
 def print_plan(report: RunReport, console: Console | None = None, top: int = 10) -> None:
     """The plan of a dry run: per location, the biggest drops and rises, items going to 0."""
     import polars as pl
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or new_console()
     if report.by_location:
         table = Table(title="plan by location")
         for col in ("location", "new", "changed", "to zero", "unchanged"):
             table.add_column(col, justify="right")
         for loc, c in report.by_location.items():
-            table.add_row(loc, f"{c['new']:,}", f"{c['changed']:,}", f"{c['to_zero']:,}",
+            table.add_row(safe(loc), f"{c['new']:,}", f"{c['changed']:,}", f"{c['to_zero']:,}",
                           f"{c['unchanged']:,}")
         console.print(table)
     console.print(f"rejected rows: {report.counts.rejected:,}")
     plan_path = Path(report.report_dir) / "plan.csv"
-    if not plan_path.exists():
+    if not report.report_dir or not plan_path.exists():
         return
     plan = pl.read_csv(plan_path, infer_schema=False).with_columns(
         pl.col("old", "new", "delta").cast(pl.Int64, strict=False))
@@ -82,25 +88,25 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
             for col in ("location", "item", "old", "new", "delta"):
                 t.add_column(col, justify="right" if col != "item" else "left")
             for r in frame.head(top).iter_rows(named=True):
-                t.add_row(str(r["location_id"]), str(r["item"]), str(r["old"]), str(r["new"]),
-                          f"{r['delta']:+,}")
+                t.add_row(safe(r["location_id"]), safe(r["item"]), safe(r["old"]),
+                          safe(r["new"]), f"{r['delta']:+,}")
             console.print(t)
     zero = plan.filter((pl.col("new") == 0) & (pl.col("old").fill_null(0) != 0))
     if zero.height:
-        items = ", ".join(zero["item"].head(top).to_list())
+        items = ", ".join(safe(i) for i in zero["item"].head(top).to_list())
         more = f" and {zero.height - top:,} more" if zero.height > top else ""
         console.print(f"{zero.height:,} items would go to 0: {items}{more}")
-    console.print(f"push exactly this plan with: invsync sync --plan-file {plan_path}")
+    console.print(f"push exactly this plan with: invsync sync --plan-file {safe(plan_path)}")
 
 
 def print_runs(rows: list[dict[str, object]], where: Path,
                console: Console | None = None) -> None:
     """``invsync runs``: one line per past run."""
-    console = console or Console(highlight=False, soft_wrap=True)
+    console = console or new_console()
     if not console.is_terminal:
         console.width = 240  # a log or a pipe: never squeeze the columns
     if not rows:
-        console.print(f"no runs under {where}")
+        console.print(f"no runs under {safe(where)}")
         return
     table = Table()
     for col in ("run id", "started", "command", "status", "store", "file", "rows", "changed",
@@ -108,8 +114,8 @@ def print_runs(rows: list[dict[str, object]], where: Path,
         table.add_column(col, justify="right" if col in ("rows", "changed", "accepted",
                                                          "rejected", "txns") else "left")
     for r in rows:
-        table.add_row(str(r["run_id"]), str(r["started_at"]), str(r["command"]),
-                      f"[{_STYLE.get(str(r['status']), 'white')}]{r['status']}[/]",
-                      str(r["store"]), str(r["file"]), f"{r['rows']:,}", f"{r['changed']:,}",
+        table.add_row(safe(r["run_id"]), safe(r["started_at"]), safe(r["command"]),
+                      f"[{_STYLE.get(str(r['status']), 'white')}]{safe(r['status'])}[/]",
+                      safe(r["store"]), safe(r["file"]), f"{r['rows']:,}", f"{r['changed']:,}",
                       f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
     console.print(table)

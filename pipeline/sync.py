@@ -8,6 +8,7 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -35,7 +36,7 @@ from pipeline.report import (
     utc_now,
     write_run_folder,
 )
-from pipeline.snapshot import KEY, SnapshotStore
+from pipeline.snapshot import KEY, SnapshotStore, write_atomic
 from pipeline.submit import (
     SEQ,
     Batch,
@@ -45,6 +46,7 @@ from pipeline.submit import (
     plan_batches,
     submit,
 )
+from pipeline.terminal import log_where, one_line
 from pipeline.validate import Location, Validated, validate
 
 log = logging.getLogger("invsync.sync")
@@ -86,6 +88,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
               command: str = "sync") -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report."""
     settings.check(needs_store=not settings.dry_run)
+    # Before anything is read or sent: a run whose report cannot be written is refused.
+    ensure_writable(settings.reports, "report folder")
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
     run.report.input = {"path": str(path)}
@@ -95,6 +99,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     locked = False
     try:
         if not settings.dry_run:
+            ensure_writable(settings.state_dir, "state folder")
             run.lock.acquire(run.report.run_id)
             locked = True
             if run.lock.took_over:
@@ -105,19 +110,127 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     except FatalError as exc:
         run.report.error = str(exc)
         run.report.exit_code = int(exc.exit_code)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a run always ends with a report
+        _failed(run, exc)
     finally:
+        try:
+            run.journal.close(remove=False)  # kept for resume if the run did not finish
+        except OSError as exc:  # its last record may be torn: recovery ignores that
+            log.warning("could not close the journal %s: %s", run.journal.path, exc)
         if locked:
-            run.lock.release()
+            _release(run)
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
-    write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
+    _write_report(run)
     run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
                               "transactions": len(report.transaction_ids),
                               "error": report.error, "report_dir": str(run.folder)})
     return report
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and prove a file can be written in it, or raise UsageError."""
+    import os
+    import tempfile
+
+    from pipeline.errors import UsageError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".invsync-probe-")
+        try:
+            os.write(fd, b"invsync")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        why = "it is not a folder" if folder.exists() and not folder.is_dir() \
+            else exc.strerror or str(exc)
+        raise UsageError(f"the {what} {folder} is not writable ({why}); nothing was sent") \
+            from None
+
+
+def _failed(run: _Run, exc: BaseException) -> None:
+    """Record an interruption (SIGINT/SIGTERM) or an unexpected error as the run's outcome."""
+    from pipeline import signals
+
+    report = run.report
+    if signals.was_interrupted(exc):
+        sig = signals.received()
+        report.status = "interrupted"
+        report.exit_code = int(ExitCode.TERMINATED if sig == 15 else ExitCode.INTERRUPTED)
+        name = "SIGTERM" if sig == 15 else "SIGINT"
+        report.error = f"interrupted by {name}"
+    else:
+        log_where(log, "unexpected error", exc)
+        report.status = "failed"
+        report.exit_code = int(ExitCode.RUN_FAILED)
+        kind = "system error" if isinstance(exc, OSError) else "unexpected error"
+        token = run.settings.token.reveal() if run.settings.token else None
+        report.error = f"{kind}: {one_line(exc, token)}"
+    if run.journal.exists() and not run.settings.dry_run:
+        report.error += ("; the levels the store confirmed are kept in the journal: run "
+                         "`invsync resume` to finish (confirmed batches are not sent again)")
+    elif report.status == "interrupted":
+        report.error += ("; nothing was sent" if run.settings.dry_run else
+                         "; no batch is left unconfirmed: run the same command again")
+
+
+def _release(run: _Run) -> None:
+    try:
+        run.lock.release()
+    except OSError as exc:  # the kernel frees the flock when the process ends anyway
+        log.warning("could not clear the lock file %s: %s", run.lock.path, exc.strerror)
+
+
+def _write_report(run: _Run) -> None:
+    """Write the run folder; if that fails, say so clearly and leave no half-written files."""
+    report = run.report
+    try:
+        write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
+        return
+    except Exception as exc:  # a full disk must not hide what was sent
+        problem, failure = one_line(exc), exc
+    sent = "" if report.status not in ("succeeded", "partial") else \
+        "; the stock was sent and the snapshot recorded"
+    message = f"the run's report could not be written to {run.folder} ({problem}){sent}"
+    error = report.error
+    if report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
+        report.exit_code = int(ExitCode.RUN_FAILED)
+    log_where(log, "report not written", failure)
+    _remove_folder(run.folder)  # a new folder of this run only: no half a report is left
+    # The bare record (no rejected rows, no plan) may still fit; if not, the message is all.
+    bare = replace(report, rejected=[], report_dir=str(run.folder),
+                   error="; ".join(filter(None, [error, message + "; only this bare "
+                                                 "report.json was written"])))
+    try:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(run.folder / "report.json",
+                     json.dumps(bare.to_dict(), indent=2, ensure_ascii=False).encode())
+        report.error, report.report_dir = bare.error, bare.report_dir
+    except OSError:
+        _remove_folder(run.folder)
+        report.error = "; ".join(filter(None, [error, message]))
+        report.report_dir = ""
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove a run folder this run created, with whatever it holds (files only)."""
+    import contextlib
+
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        with contextlib.suppress(OSError):
+            item.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:

@@ -161,8 +161,11 @@ PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)?")
 
 def spreadsheet_escaped(text: str) -> str:
     """What a safe CSV writer must store for ``text``: a spreadsheet would evaluate text
-    starting with = + - @ tab or CR (plain numbers aside), so it gets a leading '."""
-    if text.startswith(RISKY_START) and not PLAIN_NUMBER.fullmatch(text):
+    starting with = + - @ tab or CR, also after spaces, NBSP, U+3000 or a BOM (plain
+    numbers aside), so it gets a leading '."""
+    bare = text.lstrip(" \u00a0\u3000\ufeff")
+    if bare.startswith(RISKY_START) and not PLAIN_NUMBER.fullmatch(bare.rstrip(
+            " \u00a0\u3000\ufeff")):
         return "'" + text
     return text
 

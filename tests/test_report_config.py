@@ -70,14 +70,16 @@ def test_blank_rows_are_outside_the_sums() -> None:
 @pytest.mark.parametrize("text", [
     '=HYPERLINK("http://evil.example","click")', "=1+1", "+x", "-x", "@SUM(A1:A2)",
     "\tx", "\r=1", "-", "+", "-3+4", "+1 555 0100", "=", "-2e5", "@",
+    # a spreadsheet skips leading blanks before it looks for a formula sign
+    " =1", "  @SUM(A1)", "\u00a0=1+1", "\u3000-x", "\ufeff+A1", " \u00a0\t=1",
 ])
 def test_escape_formula_escapes(text: str) -> None:
     assert escape_formula(text) == "'" + text
 
 
 @pytest.mark.parametrize("text", [
-    "-3", "+3", "-3.5", "+0", "12", "-0012", "ABC-1", "a=b", "x@y.z", "", " =1", "00123",
-    "café",
+    "-3", "+3", "-3.5", "+0", "12", "-0012", "ABC-1", "a=b", "x@y.z", "", "00123",
+    "café", " -3", "\u00a0+4 ", "\ufeff-1.5", " a=b",
 ])
 def test_escape_formula_leaves_numbers_and_plain_text(text: str) -> None:
     assert escape_formula(text) == text
