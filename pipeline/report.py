@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.ingest import ROW, StockTable
+from pipeline.redact import redact_data
 from pipeline.snapshot import write_atomic
 
 REPORT_VERSION = 1
@@ -145,7 +146,7 @@ def write_run_folder(
         tmp = folder / ".plan.csv.tmp"
         plan.with_columns(escape_formulas(pl.col("item")).alias("item")).write_csv(tmp)
         tmp.replace(folder / "plan.csv")
-    data = report.to_dict()
+    data = redact_data(report.to_dict())  # the last pass: no credential is ever written
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
         from pipeline.html_report import write_human_reports

@@ -25,6 +25,7 @@ from pipeline.diff import ChangeSet, compute_changes
 from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
 from pipeline.ingest import ROW, StockTable, read_stock_file
 from pipeline.journal import Journal, StoreLock
+from pipeline.redact import redact
 from pipeline.report import (
     Counts,
     RunReport,
@@ -111,6 +112,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     report = run.report
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
+    if report.error:
+        report.error = redact(report.error)
     write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
     run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
@@ -446,7 +449,8 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
     else:
         c.accepted = len(result.accepted)
         c.refused = len(result.refused)
-        c.submitted = sum(b.items for b in result.batches if b.status != "not_sent")
+        # Items only in requests the store turned down unapplied (401/403) are not_sent.
+        c.submitted = len(result.sent)
         c.unconfirmed = c.submitted - c.accepted - c.refused
         c.not_sent = c.changed + c.zeroed_missing - c.submitted
         report.batches = [b.to_dict() for b in result.batches]
