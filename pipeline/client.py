@@ -354,6 +354,8 @@ class StoreClient:
                 # Anything else httpx can raise (a bad URL or scheme, a local protocol
                 # error, an undecodable body): the same again will not help. Its text may
                 # quote a header, so only its kind is told.
+                if isinstance(exc, httpx.DecodingError | httpx.TooManyRedirects):
+                    maybe_applied = True  # the store answered: it may have applied a write
                 raise self._fatal(StoreError(
                     f"{method} {path} could not be sent to {self.base.split('/stores/')[0]}: "
                     f"{type(exc).__name__}"), maybe_applied) from None

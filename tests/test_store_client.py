@@ -473,3 +473,16 @@ def test_a_401_during_isolation_leaves_the_pending_items_not_applied() -> None:
 
     result = _submit(handler, skus(4))
     assert sorted(result.batches[0].not_applied) == [0, 1, 2, 3] and result.sent == []
+
+
+@pytest.mark.parametrize(("exc", "maybe"), [(httpx.UnsupportedProtocol("x"), False),
+                                            (httpx.LocalProtocolError("x"), False),
+                                            (httpx.DecodingError("x"), True)])
+def test_a_fatal_transport_error_says_whether_the_write_may_have_landed(
+        exc: Exception, maybe: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    result = _submit(handler, skus(2))
+    assert isinstance(result.fatal, StoreError)
+    assert result.sent == ([0, 1] if maybe else [])
