@@ -46,6 +46,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
         from pipeline.progress import TextLogFormatter
 
         handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    from pipeline.redact import RedactingFilter
+
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
 
@@ -282,9 +285,9 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
         print_summary(report)
         if report.error and not sys.stdout.isatty():
-            click.echo(f"invsync: {clean(report.error)}", err=True)  # cron mails stderr
+            click.echo(f"invsync: {clean(_redact(report.error))}", err=True)  # cron mails stderr
     elif report.error:
-        click.echo(f"invsync: {clean(report.error)}", err=True)
+        click.echo(f"invsync: {clean(_redact(report.error))}", err=True)
     ctx.exit(report.exit_code)
 
 
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = ExitCode.USAGE
     except InvsyncError as exc:
-        click.echo(f"invsync: {clean(exc)}", err=True)
+        click.echo(f"invsync: {clean(_redact(str(exc)))}", err=True)
         code = exc.exit_code
     except (SystemExit, GeneratorExit):
         raise
@@ -327,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         _exit_now(code)
     sys.exit(code)
+
+
+def _redact(text: str) -> str:
+    from pipeline.redact import redact
+
+    return redact(text)
 
 
 def _exit_now(code: int) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -20,8 +21,17 @@ from typing import Any
 
 import httpx
 
-from pipeline.errors import AuthError, Refused, RetryableError, StoreError
-from pipeline.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, RetryPolicy
+from pipeline.config import Secret
+from pipeline.errors import (
+    AuthError,
+    FatalError,
+    Refused,
+    RetryableError,
+    StoreError,
+    UsageError,
+)
+from pipeline.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, MAX_PAGES, RetryPolicy
+from pipeline.redact import redact
 from pipeline.validate import Location
 
 log = logging.getLogger("invsync.client")
@@ -49,6 +59,8 @@ class RateLimiter:
     """
 
     margin_s: float = 0.05
+    max_wait_s: float = 60.0
+    """A window reset further away than this is taken as this far (the store may lie)."""
     left: int | None = None
     reset_at: float = 0.0
     in_flight: int = 0
@@ -56,8 +68,12 @@ class RateLimiter:
     waited_s: float = 0.0
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent without exceeding the quota."""
+    async def acquire(self, deadline: float = math.inf) -> None:
+        """Wait until a request may be sent without exceeding the quota.
+
+        Raises :class:`StoreError` at once when that wait would pass ``deadline``
+        (a ``time.monotonic()`` value): sleeping would only end in failing later.
+        """
         async with self._cond:
             while True:
                 now = time.monotonic()
@@ -72,6 +88,11 @@ class RateLimiter:
                 if wait <= 0:
                     self.in_flight += 1
                     return
+                if now + wait > deadline:
+                    raise StoreError(
+                        f"the store's rate limit asks to wait {wait:,.0f} s, more than the "
+                        f"{max(deadline - now, 0):.0f} s left of the retry budget "
+                        f"(retry.max_total_s without progress)")
                 self.waited_s += wait
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=wait)
@@ -85,7 +106,8 @@ class RateLimiter:
                 reset_ms = _int_header(headers, "x-rate-limit-time-reset-ms")
                 window_ms = _int_header(headers, "x-rate-limit-time-window-ms") or 30000
                 if left is not None and reset_ms is not None:
-                    reset_at = time.monotonic() + reset_ms / 1000 + self.margin_s
+                    reset_s = min(max(reset_ms, 0) / 1000, self.max_wait_s)
+                    reset_at = time.monotonic() + reset_s + self.margin_s
                     same_window = abs(reset_at - self.reset_at) < window_ms / 4000
                     # Answers arrive out of order: within one window the lowest count is newest.
                     if self.left is not None and same_window:
@@ -98,6 +120,7 @@ class RateLimiter:
     async def block(self, seconds: float) -> None:
         """Hold every request back for ``seconds`` (after a 429)."""
         async with self._cond:
+            seconds = min(seconds, self.max_wait_s)
             self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
             self.left = None
 
@@ -106,18 +129,23 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
     value = headers.get(name)
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
 class StoreClient:
-    """The store's inventory API, used as ``async with StoreClient(...) as client``."""
+    """The store's inventory API, used as ``async with StoreClient(...) as client``.
+
+    Everything that can go wrong below this class (any ``httpx`` error, an answer that is
+    not the JSON it should be) comes out as an :mod:`pipeline.errors` exception with a
+    one-line message, and no text from the store leaves it without :func:`redact`.
+    """
 
     def __init__(
         self,
         api_url: str,
         store_hash: str,
-        token: str,
+        token: Secret | str,
         *,
         concurrency: int = 4,
         retry: RetryPolicy | None = None,
@@ -125,16 +153,25 @@ class StoreClient:
         verify_tls: bool = True,
         seed: int | None = None,
         on_retry: Callable[[dict[str, Any]], None] | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
+        if not store_hash:
+            raise UsageError("no store hash: pass --store-hash or set BIGCOMMERCE_STORE_HASH")
         self.base = f"{api_url.rstrip('/')}/stores/{store_hash}/v3"
         self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s)
+        self.max_pages = max_pages
         self._rng = random.Random(seed)
         self._on_retry = on_retry
+        # The token is added to each request, never kept in the client's default headers
+        # (httpx masks only Authorization in their repr).
+        self._token = token if isinstance(token, Secret) else Secret(token)
+        self._last_progress = time.monotonic()
+        self._active = 0
         self.requests_sent = 0
         self.responses_429 = 0
         self._http = httpx.AsyncClient(
-            headers={"X-Auth-Token": token, "Accept": "application/json",
+            headers={"Accept": "application/json",
                      "Content-Type": "application/json", "User-Agent": "invsync/0.1"},
             timeout=httpx.Timeout(self.retry.timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=max(concurrency, 1) + 1,
@@ -142,6 +179,9 @@ class StoreClient:
             transport=transport,
             verify=verify_tls,
         )
+
+    def __repr__(self) -> str:
+        return f"StoreClient({self.base!r})"
 
     async def __aenter__(self) -> StoreClient:
         return self
@@ -158,8 +198,8 @@ class StoreClient:
             body["reason"] = reason
         response, attempts = await self._request("PUT", "/inventory/adjustments/absolute", body)
         try:
-            txid = response.json()["transaction_id"]
-        except (ValueError, KeyError, TypeError):
+            txid = _json(response, "PUT /inventory/adjustments/absolute")["transaction_id"]
+        except (StoreError, KeyError, TypeError):
             raise StoreError(
                 f"the store accepted a write but sent no transaction_id "
                 f"(HTTP {response.status_code})"
@@ -170,9 +210,14 @@ class StoreClient:
         """Every location of the store (all pages)."""
         out = []
         async for entry in self._pages("/inventory/locations", {}):
-            out.append(Location(id=int(entry["id"]), code=str(entry.get("code") or ""),
-                                enabled=bool(entry.get("enabled", True)),
-                                label=str(entry.get("label") or "")))
+            try:
+                out.append(Location(id=whole_number(entry["id"]),
+                                    code=str(entry.get("code") or ""),
+                                    enabled=bool(entry.get("enabled", True)),
+                                    label=str(entry.get("label") or "")))
+            except (KeyError, TypeError, ValueError):
+                raise StoreError("GET /inventory/locations: the store listed a location "
+                                 "without a whole-number id") from None
         return out
 
     async def iter_items(self, location_ids: list[int]) -> Any:
@@ -187,52 +232,153 @@ class StoreClient:
             yield entry
 
     async def _pages(self, path: str, params: dict[str, str]) -> Any:
-        page = 1
+        """Every entry of a paged listing, read one page after the other.
+
+        The store's pagination is a hint, not a promise: the pages read are capped by what
+        its ``total`` makes plausible and by :attr:`max_pages`; a page that repeats the one
+        before, or an empty page while items are still missing, fails the read.
+        """
+        what = f"GET {path}"
+        page, read, page_size = 1, 0, 0
+        previous: list[Any] | None = None
         while True:
             query = {**params, "page": str(page), "limit": str(MAX_PAGE_SIZE)}
             response, _ = await self._request("GET", path, None, params=query)
-            payload = response.json()
-            yield_from = payload.get("data") or []
-            for entry in yield_from:
-                yield entry
-            pagination = (payload.get("meta") or {}).get("pagination") or {}
-            total_pages = int(pagination.get("total_pages") or 1)
-            if page >= total_pages or not yield_from:
+            payload = _json(response, what)
+            data = payload.get("data") if isinstance(payload, dict) else None
+            if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+                raise StoreError(f"{what}: the store's page {page} is not a list of entries")
+            meta = payload.get("meta")
+            pagination = meta.get("pagination") if isinstance(meta, dict) else None
+            if not isinstance(pagination, dict):
+                pagination = {}
+            try:
+                total_pages = whole_number(pagination["total_pages"]) \
+                    if "total_pages" in pagination else None
+                total = whole_number(pagination["total"]) if "total" in pagination else None
+            except (TypeError, ValueError):
+                raise StoreError(f"{what}: page {page} has no usable pagination") from None
+            if not data:
+                if total is not None and read < total:
+                    raise StoreError(f"{what}: page {page} is empty although only {read:,} of "
+                                     f"the {total:,} entries the store lists were read")
                 return
+            if data == previous:
+                raise StoreError(f"{what}: page {page} repeats page {page - 1} (the store "
+                                 f"ignores the page number); stopped after {read:,} entries")
+            for entry in data:
+                yield entry
+            read += len(data)
+            page_size = page_size or len(data)
+            if total_pages is None:
+                if len(data) < MAX_PAGE_SIZE:
+                    return  # no pagination given: a short page is the last one
+            elif page >= total_pages:
+                return
+            cap = self.max_pages
+            if total is not None:
+                cap = min(cap, max(1, math.ceil(total / page_size)))
+            if page >= cap:
+                raise StoreError(
+                    f"{what}: the store claims {total_pages or 'more'} pages, more than "
+                    f"plausible ({cap:,}"
+                    + (f" for {total:,} entries at {page_size:,} a page" if total is not None
+                       else "") + f"); stopped after {page:,} pages and {read:,} entries")
+            previous = data
             page += 1
+
+    def _deadline(self, started: float) -> float:
+        """When a request started at ``started`` must give up: ``max_total_s`` after the
+        earlier of its start and the run's last progress."""
+        return min(started, self._last_progress) + self.retry.max_total_s
 
     async def _request(
         self, method: str, path: str, body: Any, params: dict[str, str] | None = None
     ) -> tuple[httpx.Response, int]:
         """Send with retries; return the final 2xx answer and the attempts it took."""
         started = time.monotonic()
+        if self._active == 0:
+            # Local work between requests (validating, journaling) is not the store stalling.
+            self._last_progress = max(self._last_progress, started)
+        self._active += 1
+        try:
+            return await self._attempts(method, path, body, params, started)
+        finally:
+            self._active -= 1
+
+    async def _attempts(self, method: str, path: str, body: Any, params: dict[str, str] | None,
+                        started: float) -> tuple[httpx.Response, int]:
         content = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         attempt = 0
+        maybe_applied = False  # could any attempt so far have been applied?
         while True:
             attempt += 1
-            await self.limiter.acquire()
-            headers: httpx.Headers | None = None
+            deadline = self._deadline(started)
             try:
-                response = await self._http.request(method, self.base + path,
-                                                    content=content, params=params)
+                await self.limiter.acquire(deadline)
+            except StoreError as exc:
+                exc.maybe_applied = maybe_applied
+                raise
+            headers: httpx.Headers | None = None
+            failure: RetryableError
+            try:
+                async with asyncio.timeout(max(0.0, min(self.retry.timeout_s,
+                                                        deadline - time.monotonic()))):
+                    response = await self._http.request(
+                        method, self.base + path, content=content, params=params,
+                        headers={"X-Auth-Token": self._token.reveal()})
                 headers = response.headers
                 self.requests_sent += 1
                 self._raise_for_status(response, attempt)
+                self._last_progress = time.monotonic()
                 return response, attempt
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                self.requests_sent += 1
-                failure = RetryableError(f"{type(exc).__name__} talking to the store")
+            except Refused:
+                self._last_progress = time.monotonic()  # a definitive answer
+                raise
+            except FatalError as exc:
+                exc.maybe_applied = maybe_applied
+                raise
             except RetryableError as exc:
                 failure = exc
+                maybe_applied = maybe_applied or exc.status != 429
+            except TimeoutError:
+                self.requests_sent += 1
+                maybe_applied = True
+                failure = RetryableError(f"no complete answer in time (retry.timeout_s = "
+                                         f"{self.retry.timeout_s:g} s)")
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self.requests_sent += 1  # tried, though nothing reached the store
+                failure = RetryableError(f"{type(exc).__name__} talking to the store: "
+                                         f"{redact(str(exc))[:200]}")
+            except (httpx.TimeoutException, httpx.NetworkError,
+                    httpx.RemoteProtocolError) as exc:
+                self.requests_sent += 1
+                maybe_applied = True
+                failure = RetryableError(f"{type(exc).__name__} talking to the store")
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                # Anything else httpx can raise (a bad URL or scheme, a local protocol
+                # error, an undecodable body): the same again will not help. Its text may
+                # quote a header, so only its kind is told.
+                if isinstance(exc, httpx.DecodingError | httpx.TooManyRedirects):
+                    maybe_applied = True  # the store answered: it may have applied a write
+                raise self._fatal(StoreError(
+                    f"{method} {path} could not be sent to {self.base.split('/stores/')[0]}: "
+                    f"{type(exc).__name__}"), maybe_applied) from None
             finally:
                 await self.limiter.release(headers)
-            elapsed = time.monotonic() - started
-            if attempt >= self.retry.max_attempts or elapsed >= self.retry.max_total_s:
-                raise StoreError(
+            now = time.monotonic()
+            deadline = self._deadline(started)
+            asked = failure.wait_s
+            wait = max(min(asked, self.retry.max_wait_s), self.retry.backoff(attempt, self._rng))
+            if attempt >= self.retry.max_attempts or now + wait >= deadline:
+                why = ""
+                if asked > 0 and now + min(asked, self.retry.max_wait_s) >= deadline:
+                    why = (f"; the store asked to wait {asked:,.0f} s, more than the "
+                           f"{max(deadline - now, 0):.0f} s left (retry.max_total_s = "
+                           f"{self.retry.max_total_s:g} s without progress)")
+                raise self._fatal(StoreError(
                     f"the store kept failing: {method} {path} gave up after {attempt} attempts "
-                    f"in {elapsed:.0f} s (last: {failure})"
-                )
-            wait = max(failure.wait_s, self.retry.backoff(attempt, self._rng))
+                    f"in {now - started:.0f} s (last: {failure}){why}"), maybe_applied)
             if failure.status == 429:
                 await self.limiter.block(wait)
             if self._on_retry:
@@ -242,6 +388,11 @@ class StoreClient:
             log.info("retrying %s %s in %.2f s after %s (attempt %d)", method, path, wait,
                      failure, attempt)
             await asyncio.sleep(wait)
+
+    @staticmethod
+    def _fatal(exc: FatalError, maybe_applied: bool) -> FatalError:
+        exc.maybe_applied = maybe_applied
+        return exc
 
     def _raise_for_status(self, response: httpx.Response, attempt: int) -> None:
         status = response.status_code
@@ -258,24 +409,59 @@ class StoreClient:
             retry_after = _int_header(response.headers, "x-retry-after") or 0
             reset_ms = _int_header(response.headers, "x-rate-limit-time-reset-ms") or 0
             raise RetryableError("HTTP 429 Too Many Requests", status=429,
-                                 wait_s=max(retry_after, reset_ms / 1000))
+                                 wait_s=max(retry_after, reset_ms / 1000, 0))
         if status in (500, 502, 503, 504) or status == 408:
             raise RetryableError(f"HTTP {status}", status=status)
-        if status == 422:
-            title, errors = _problem(response)
+        title, errors = _problem(response)
+        where = f"{response.request.method} {_path(response)}"
+        if status == 422 and response.request.method == "PUT":
             raise Refused(title, errors, attempt)
-        title, _ = _problem(response)
-        raise StoreError(f"unexpected HTTP {status} from {response.request.method} "
-                         f"{response.request.url.path}: {title}")
+        # A read the store refuses (422 included) is a failed run, not a rejected row.
+        raise StoreError(f"unexpected HTTP {status} from {where}: {title}")
+
+
+def _path(response: httpx.Response) -> str:
+    """The request's path below ``/v3`` (the store hash left out)."""
+    path = response.request.url.path
+    return "/" + path.split("/v3/", 1)[1] if "/v3/" in path else path
+
+
+def whole_number(value: Any) -> int:
+    """A whole number from JSON (``12``, ``12.0``, ``"12"``); ValueError/TypeError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise TypeError(f"not a whole number: {type(value).__name__}")
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    """The answer's JSON, or :class:`StoreError` naming what was asked."""
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise StoreError(f"{what}: the store answered HTTP {response.status_code} with "
+                         f"something that is not JSON ({redact(kind)[:60]})") from None
 
 
 def _problem(response: httpx.Response) -> tuple[str, dict[str, Any]]:
+    """The title (redacted, one line) and ``errors`` of a problem answer."""
     try:
         payload = response.json()
-    except ValueError:
-        return response.text[:300], {}
+    except (ValueError, UnicodeDecodeError):
+        return _one_line(response.text), {}
     if not isinstance(payload, dict):
-        return str(payload)[:300], {}
+        return _one_line(str(payload)), {}
     errors = payload.get("errors")
-    return str(payload.get("title") or payload.get("detail") or ""), (
+    return _one_line(str(payload.get("title") or payload.get("detail") or "")), (
         errors if isinstance(errors, dict) else {})
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Store text made safe to keep: redacted, whitespace runs as one space, bounded."""
+    return " ".join(redact(text).split())[:limit]

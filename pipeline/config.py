@@ -7,6 +7,7 @@ or the config file, and is held in a :class:`Secret` that never prints itself.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +30,10 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
+        from pipeline.redact import register
+
         self._value = value
+        register(value)  # so that no text the program writes can carry it
 
     def reveal(self) -> str:
         return self._value
@@ -96,6 +100,17 @@ class Settings:
         if self.baseline == "live" and not self.token:
             raise UsageError("--baseline live reads the store: it needs the store hash and "
                              "access token, even for a dry run")
+        if self.token and not self.store_hash:
+            # Any run with a token talks to the store (a dry run reads its locations).
+            raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
+        if self.store_hash is not None and not _STORE_HASH.fullmatch(self.store_hash):
+            raise UsageError("the store hash may hold only letters, digits, '-' and '_' "
+                             f"(got {self.store_hash!r})")
+        if self.token or needs_store:
+            scheme = self.api_url.partition("://")[0].lower()
+            if scheme not in ("http", "https") or not self.api_url.partition("://")[2].strip("/"):
+                raise UsageError(f"the API URL must start with https:// (or http://) and name a "
+                                 f"host, not {self.api_url!r}")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
@@ -117,6 +132,8 @@ class Settings:
             "config": str(self.config_path) if self.config_path else None,
         }
 
+
+_STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
@@ -147,8 +164,10 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
         return cfg.get(key)
 
     s.store_hash = pick("store_hash", ENV_STORE_HASH)
-    token = os.environ.get(ENV_TOKEN) or cfg.get("access_token")
-    s.token = Secret(str(token)) if token else None
+    if os.environ.get(ENV_TOKEN):
+        s.token = clean_token(os.environ[ENV_TOKEN], ENV_TOKEN)
+    elif cfg.get("access_token"):
+        s.token = clean_token(str(cfg["access_token"]), f"access_token in {config_path}")
     s.api_url = str(pick("api_url", ENV_API_URL) or DEFAULT_API_URL)
     for key in ("location_id", "batch_size", "concurrency"):
         value = pick(key)
@@ -180,6 +199,20 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     s.rules = _rules(cfg.get("quantity") or {}, overrides)
     s.retry = _retry(cfg.get("retry") or {})
     return s
+
+
+def clean_token(raw: str, source: str) -> Secret | None:
+    """The token from ``source`` without surrounding whitespace (a pasted token often has a
+    trailing newline, CR or tab); :class:`UsageError` if anything else in it could not be
+    sent in a header. The message never contains the token."""
+    token = raw.strip()
+    for position, char in enumerate(token, start=1):
+        if not " " <= char <= "~":
+            kind = "non-ASCII" if ord(char) > 127 else "control"
+            raise UsageError(f"the access token from {source} holds a {kind} character "
+                             f"(character {position} of {len(token)}): it cannot be sent; "
+                             f"copy it again")
+    return Secret(token) if token else None
 
 
 def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:

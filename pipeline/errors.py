@@ -49,6 +49,10 @@ class InvsyncError(Exception):
 class FatalError(InvsyncError):
     """The run must stop; retrying the same thing will not help."""
 
+    maybe_applied: bool = True
+    """Raised for a write: could the store have applied it? False only when no attempt of
+    it can have been applied (every answer was a 401, 403 or 429, or nothing was sent)."""
+
 
 class UsageError(FatalError):
     """Bad command-line flags or configuration."""

@@ -9,17 +9,26 @@ MAX_ITEMS_PER_REQUEST = 2000
 """Items in one absolute adjustment request."""
 MAX_PAGE_SIZE = 1000
 """Entries in one page of an inventory or locations listing."""
+MAX_PAGES = 10_000
+"""Pages one listing may take (10 million entries), whatever the store says it has."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long to keep trying a request: bounded in attempts and in total time."""
+    """How long to keep trying a request: bounded in attempts and in total time.
+
+    ``max_total_s`` bounds each request and the run as a whole: once the store has given
+    no answer that moves the run on (a 2xx or a 422) for that long, every request gives up.
+    """
 
     max_attempts: int = 10
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     max_total_s: float = 300.0
     timeout_s: float = 60.0
+    """One attempt, from sending to the last byte of the answer."""
+    max_wait_s: float = 60.0
+    """The longest wait the store may ask for (``X-Retry-After``, a quota window reset)."""
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential delay before retry number ``attempt`` (1-based)."""

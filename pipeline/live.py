@@ -15,8 +15,9 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.client import StoreClient
+from pipeline.client import StoreClient, whole_number
 from pipeline.config import Settings
+from pipeline.errors import StoreError, UsageError
 from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -32,16 +33,23 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
         emit("read_started", {"locations": sorted(wanted)})
     # One paged pass over GET /inventory/items, filtered by location (1000 items a page).
     async for entry in client.iter_items(sorted(wanted)):
-        ident = entry.get("identity") or {}
-        for level in entry.get("locations") or []:
-            loc = int(level.get("location_id", 0))
-            if loc not in wanted:
-                continue
-            locs.append(loc)
-            skus.append(ident.get("sku"))
-            vids.append(ident.get("variant_id"))
-            pids.append(ident.get("product_id"))
-            qtys.append(int(level.get("total_inventory_onhand") or 0))
+        try:
+            ident = entry.get("identity") or {}
+            sku, vid, pid = ident.get("sku"), _id(ident.get("variant_id")), _id(
+                ident.get("product_id"))
+            for level in entry.get("locations") or []:
+                loc = whole_number(level["location_id"])
+                if loc not in wanted:
+                    continue
+                locs.append(loc)
+                skus.append(None if sku is None else str(sku))
+                vids.append(vid)
+                pids.append(pid)
+                qtys.append(whole_number(level["total_inventory_onhand"]))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise StoreError("GET /inventory/items: the store listed an item without a usable "
+                             f"identity, location_id or total_inventory_onhand (item {count + 1})"
+                             ) from None
         count += 1
         if emit and count % 1000 == 0:
             emit("read_page", {"items": count})
@@ -53,6 +61,10 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
                                "variant_id": pl.Int64, "product_id": pl.Int64,
                                "quantity": pl.Int64})
     return levels_by_key(raw)
+
+
+def _id(value: Any) -> int | None:
+    return None if value is None else whole_number(value)
 
 
 def levels_by_key(raw: pl.DataFrame) -> pl.DataFrame:
@@ -74,13 +86,15 @@ def levels_by_key(raw: pl.DataFrame) -> pl.DataFrame:
 
 def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
     """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
-    assert settings.token is not None
+    if settings.token is None:
+        raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
+                         "the config file")
 
     def on_retry(info: dict[str, Any]) -> None:
         if emit:
             emit("retry", info)
 
-    return StoreClient(settings.api_url, settings.store_hash or "", settings.token.reveal(),
+    return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
                        concurrency=settings.concurrency, retry=settings.retry,
                        verify_tls=settings.verify_tls, on_retry=on_retry)
 

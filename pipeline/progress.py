@@ -45,8 +45,10 @@ class JsonEvents:
         self.stream = stream or sys.stdout
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
+        from pipeline.redact import redact
+
         record = {"ts": timestamp(), "event": name, **data}
-        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.write(redact(json.dumps(record, default=str)) + "\n")
         self.stream.flush()
 
 

@@ -9,9 +9,11 @@ import click
 import polars as pl
 
 from pipeline.config import Settings
+from pipeline.errors import FatalError
 from pipeline.history import find_run
 from pipeline.ingest import unescape_formulas
 from pipeline.live import Comparison, compare, live_levels, verify_levels
+from pipeline.redact import redact
 from pipeline.snapshot import KEY, SnapshotStore, write_atomic
 from pipeline.terminal import clean
 
@@ -81,7 +83,13 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
         if not quiet:
             click.echo(f"verify: run {clean(past.run_id)} set no levels")
         return 0
-    result = verify_levels(settings, accepted, timeout_s=timeout_s)
+    try:
+        result = verify_levels(settings, accepted, timeout_s=timeout_s)
+    except FatalError as exc:  # a failed read is a failed verification (exit 2), recorded
+        write_atomic(past.folder / "verify.json", json.dumps({
+            "run_id": past.run_id, "status": "failed", "error": redact(str(exc)),
+            "exit_code": int(exc.exit_code)}, indent=2).encode())
+        raise
     write_atomic(past.folder / "verify.json", json.dumps({
         "run_id": past.run_id, "checked": result.expected, "matched": result.matched,
         "differences": result.differences.to_dicts(), "reads": result.reads,

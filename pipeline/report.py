@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.ingest import BLANKS, FORMULA, ROW, StockTable
+from pipeline.redact import redact_data
 from pipeline.snapshot import write_atomic
 
 REPORT_VERSION = 1
@@ -153,7 +154,7 @@ def write_run_folder(
             tmp.replace(folder / "plan.csv")
         finally:
             tmp.unlink(missing_ok=True)
-    data = report.to_dict()
+    data = redact_data(report.to_dict())  # the last pass: no credential is ever written
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
         from pipeline.html_report import write_human_reports

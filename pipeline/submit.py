@@ -31,7 +31,8 @@ SEQ = "__seq"
 """Column numbering the items of a change set; results refer to items by it."""
 
 MAX_ISOLATION_REQUESTS = 200
-"""Requests one batch may spend isolating refused items before it gives up on the rest."""
+"""Requests one batch may spend in all (its first request and every isolation request);
+what is still unresolved then is reported refused, not isolated."""
 
 
 @dataclass
@@ -72,6 +73,9 @@ class BatchResult:
     """:data:`SEQ` of each accepted item."""
     refused: list[tuple[int, str]] = field(default_factory=list)
     """(:data:`SEQ`, the store's message) for each refused item."""
+    not_applied: list[int] = field(default_factory=list)
+    """:data:`SEQ` of items sent only in requests the store turned down as a whole without
+    applying them (401/403, or 422s while the run stopped): reported as ``not_sent``."""
     error: str | None = None
     seconds: float = 0.0
 
@@ -82,7 +86,8 @@ class BatchResult:
             "transaction_id": self.transaction_ids[0] if self.transaction_ids else None,
             "transaction_ids": self.transaction_ids, "attempts": self.attempts,
             "requests": self.requests, "accepted": len(self.accepted),
-            "refused": len(self.refused), "error": self.error,
+            "refused": len(self.refused), "not_applied": len(self.not_applied),
+            "error": self.error,
             "seconds": round(self.seconds, 3),
         }
 
@@ -109,9 +114,14 @@ class SubmitResult:
 
     @property
     def sent(self) -> list[int]:
-        """:data:`SEQ` of every item in a batch that was sent (whatever became of it)."""
-        return [s for b, seqs in zip(self.batches, self.batch_seqs, strict=True)
-                if b.status != "not_sent" for s in seqs]
+        """:data:`SEQ` of every item the store may have received: in a batch that was sent,
+        unless only requests the store turned down unapplied carried it."""
+        out: list[int] = []
+        for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
+            if b.status != "not_sent":
+                skip = set(b.not_applied)
+                out.extend(s for s in seqs if s not in skip)
+        return out
 
     @property
     def transaction_ids(self) -> list[str]:
@@ -206,30 +216,30 @@ async def _send_isolating(
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
-    budget = [MAX_ISOLATION_REQUESTS]
     pending: list[list[int]] = [list(range(len(batch.items)))]
+    last_title = ""
     while pending:
         idx = pending.pop()
         if not idx:
             continue
+        if result.requests >= MAX_ISOLATION_REQUESTS:
+            # Every item still pending was in a request the store refused (422).
+            message = (f"not isolated: the store refused its batch ({last_title}) and "
+                       f"isolation gave up after {MAX_ISOLATION_REQUESTS} requests")
+            for rest in (idx, *pending):
+                result.refused.extend((batch.seqs[i], message) for i in rest)
+            pending.clear()
+            break
         items = [batch.items[i] for i in idx]
         result.requests += 1
         try:
             put = await client.put_absolute(items, reason)
         except Refused as refusal:
             result.attempts += refusal.attempts
+            last_title = refusal.title
             if len(idx) == 1:
                 result.refused.append((batch.seqs[idx[0]], refusal.title or "refused (HTTP 422)"))
                 continue
-            budget[0] -= 1
-            if budget[0] <= 0:
-                message = (f"not isolated: the store refused its batch ({refusal.title}) and "
-                           f"isolation gave up after {MAX_ISOLATION_REQUESTS} requests")
-                result.refused.extend((batch.seqs[i], message) for i in idx)
-                for rest in pending:
-                    result.refused.extend((batch.seqs[i], message) for i in rest)
-                pending.clear()
-                break
             named = _named_items(refusal, items)
             if named and len(named) < len(idx):
                 suspects = [idx[j] for j in sorted(named)]
@@ -242,6 +252,14 @@ async def _send_isolating(
                 pending.append(idx[half:])
                 pending.append(idx[:half])
             continue
+        except FatalError as exc:
+            # What is still pending was only ever in refused (422) requests: not applied.
+            # The request that failed was too, unless an attempt of it may have landed.
+            for rest in pending:
+                result.not_applied.extend(batch.seqs[i] for i in rest)
+            if not exc.maybe_applied:
+                result.not_applied.extend(batch.seqs[i] for i in idx)
+            raise
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)

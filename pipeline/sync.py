@@ -27,6 +27,7 @@ from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeErr
 from pipeline.identity import IdentityResolver, canonical_snapshot, store_fetcher
 from pipeline.ingest import ROW, StockTable, read_stock_file
 from pipeline.journal import Journal, StoreLock
+from pipeline.redact import redact, redact_data
 from pipeline.report import (
     Counts,
     RunReport,
@@ -125,6 +126,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     report = run.report
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
+    if report.error:
+        report.error = redact(report.error)
     _write_report(run)
     run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
@@ -212,7 +215,8 @@ def _write_report(run: _Run) -> None:
     try:
         run.folder.mkdir(parents=True, exist_ok=True)
         write_atomic(run.folder / "report.json",
-                     json.dumps(bare.to_dict(), indent=2, ensure_ascii=False).encode())
+                     json.dumps(redact_data(bare.to_dict()), indent=2,
+                                ensure_ascii=False).encode())
         report.error, report.report_dir = bare.error, bare.report_dir
     except OSError:
         _remove_folder(run.folder)
@@ -272,6 +276,9 @@ def _execute(run: _Run) -> None:
                     "columns": table.mapping}
     report.notes.extend(table.notes)
     locations = _fetch_locations(settings, run.emit) if settings.token else None
+    if locations is None:
+        report.notes.append("locations not checked against the store (no access token): "
+                            "rows for unknown or disabled locations count as valid")
 
     t = time.perf_counter()
     # The snapshot first: identities are resolved when its kinds of key meet the file's.
@@ -584,7 +591,8 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
     else:
         c.accepted = len(result.accepted)
         c.refused = len(result.refused)
-        c.submitted = sum(b.items for b in result.batches if b.status != "not_sent")
+        # Items only in requests the store turned down unapplied (401/403) are not_sent.
+        c.submitted = len(result.sent)
         c.unconfirmed = c.submitted - c.accepted - c.refused
         c.not_sent = c.changed + c.zeroed_missing - c.submitted
         report.batches = [b.to_dict() for b in result.batches]

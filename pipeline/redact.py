@@ -1,0 +1,82 @@
+"""The one place that keeps secrets out of text: :func:`redact`.
+
+Every access token a :class:`~pipeline.config.Secret` holds is registered here, so that
+text from the store (error bodies, messages) can be cleaned where it enters the program,
+and reports, logs and printed lines once more where they leave it. Anything shaped like
+an ``X-Auth-Token`` or ``Authorization`` header value is removed as well, whoever's it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+REDACTED = "[redacted]"
+
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+# `X-Auth-Token: v`, `"x-auth-token": "v"`, `('authorization', 'Bearer v')`, `X-Auth-Token=v`
+_HEADER = re.compile(
+    r"""(?ix)
+    (x[-_]auth[-_]token|authorization|access[-_]token)   # the header (or setting) name
+    (["']?\s*[:=]\s*["']?|["']\s*,\s*["'])               # a separator, maybe quoted
+    ((?:bearer|basic|token)\s+)?                         # an auth scheme
+    [^\s"',;)}\]]+                                       # the value
+    """)
+
+MIN_FREE_LENGTH = 8
+"""A registered secret this long is removed wherever it appears; a shorter one only as a
+whole word (removing every ``abc`` inside other words would wreck the reports)."""
+
+
+def register(secret: str) -> None:
+    """Remember ``secret`` so that :func:`redact` removes it from any text."""
+    global _pattern
+    if not secret or secret in _secrets:
+        return
+    _secrets.add(secret)
+    parts = []
+    for s in sorted(_secrets, key=len, reverse=True):
+        parts.append(re.escape(s) if len(s) >= MIN_FREE_LENGTH
+                     else rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])")
+    _pattern = re.compile("|".join(parts))
+
+
+def redact(text: str) -> str:
+    """``text`` without any registered secret or header-shaped credential."""
+    if not text:
+        return text
+    if _pattern is not None:
+        text = _pattern.sub(REDACTED, text)
+    return _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
+
+
+def redact_data(value: Any) -> Any:
+    """:func:`redact` applied to every string inside nested dicts, lists and tuples."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_data(v) for v in value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message (and exception text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: let the handler report it as logging does
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
