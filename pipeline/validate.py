@@ -223,8 +223,8 @@ def _resolve_locations(
 ) -> pl.DataFrame:
     """Resolve each row's location text to an id.
 
-    A column headed as codes resolves through the codes only, one headed as ids through
-    the ids only; a bare ``location`` value that is one location's id and another's code
+    A column headed as codes resolves through the codes only; under one headed as ids a
+    number is an id (text that is no number may still be a code); under a bare ``location`` value that is one location's id and another's code
     is ambiguous and rejected (``20`` could be id 20 or the location coded "20").
     """
     text = pl.col("location_id_text")
@@ -247,18 +247,19 @@ def _resolve_locations(
     )
     by_code = directory.select(pl.col("_code").alias("location_id_text"),
                                pl.col("_id").alias("_code_id"))
-    if kind == "id":
-        by_code = by_code.clear()
     frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
     ids = directory["_id"].implode()
     id_known = as_id.is_in(ids).fill_null(False)
     code_id = pl.col("_code_id")
-    ambiguous = id_known & code_id.is_not_null() & (code_id != as_id)
+    ambiguous = (id_known & code_id.is_not_null() & (code_id != as_id)) if kind == "either" \
+        else pl.lit(False)
+    # Under an id header a number is an id; only text that is no number can be a code.
+    chosen = pl.coalesce(as_id, code_id) if kind == "id" else (
+        pl.when(id_known).then(as_id).otherwise(pl.coalesce(code_id, as_id)))
     resolved = (
         pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
         .when(ambiguous).then(pl.lit(None, pl.Int64))
-        .when(id_known).then(as_id)
-        .otherwise(pl.coalesce(code_id, as_id))
+        .otherwise(chosen)
     )
     frame = frame.with_columns(_loc=resolved, location_ambiguous=ambiguous).drop("_code_id")
     frame = frame.join(directory.select("_id", "_enabled"), left_on="_loc", right_on="_id",

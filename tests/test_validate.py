@@ -280,7 +280,8 @@ def test_duplicate_item_message_names_a_few_rows_and_the_count(tmp_path: Path) -
     assert messages[2] == messages[5001] == (
         "the same item at the same location is in rows 2, 3, 4, 5, 6 and 4,995 more "
         "(5,000 rows); keep one row")
-    assert messages[5002] == "the same item at the same location is in rows 5002, 5003; keep one row"
+    assert messages[5002] == ("the same item at the same location is in rows 5002, 5003; "
+                              "keep one row")
     assert max(map(len, v.rejected["message"])) < 200
 
 
@@ -291,9 +292,9 @@ LOCATIONS = [Location(1, "20"), Location(20, "10"), Location(3, "WH-EAST")]
     # A header that names a code means a code: "20" is location 1, "10" is location 20.
     ("Warehouse Code", {2: 1, 3: 20, 4: "unknown_location", 5: 3}),
     ("Location Code", {2: 1, 3: 20, 4: "unknown_location", 5: 3}),
-    # A header that names an id means an id.
-    ("Location ID", {2: 20, 3: "unknown_location", 4: 1, 5: "invalid_location"}),
-    ("Warehouse ID", {2: 20, 3: "unknown_location", 4: 1, 5: "invalid_location"}),
+    # A header that names an id means an id (text that is no number can only be a code).
+    ("Location ID", {2: 20, 3: "unknown_location", 4: 1, 5: 3}),
+    ("Warehouse ID", {2: 20, 3: "unknown_location", 4: 1, 5: 3}),
     # A bare location: "20" is id 20 and location 1's code, so it says nothing for sure.
     ("Location", {2: "ambiguous_location", 3: 20, 4: 1, 5: 3}),
     ("warehouse", {2: "ambiguous_location", 3: 20, 4: 1, 5: 3}),
