@@ -333,6 +333,8 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         reader = fastexcel.read_excel(str(path))
     except Exception as exc:  # fastexcel raises its own hierarchy for corrupt files
         raise InputFileError(str(path), f"not a readable workbook: {_first_line(exc)}") from None
+    except BaseException as exc:
+        raise _damaged(path, exc) from None
     names = reader.sheet_names
     index = _pick_sheet(path, names, sheet)
     if path.suffix.lower() != ".xls":
@@ -344,6 +346,8 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         raise InputFileError(
             str(path), f"sheet {names[index]!r} is not readable: {_first_line(exc)}"
         ) from None
+    except BaseException as exc:
+        raise _damaged(path, exc) from None
     if frame.height == 0:
         raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
     first_row = _first_used_row(path, index) if path.suffix.lower() != ".xls" else 1
@@ -354,6 +358,19 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     body.columns = _unique_headers(header)
     body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
     return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index)
+
+
+def _damaged(path: Path, exc: BaseException) -> BaseException:
+    """The Excel reader's panic (a BaseException, not an Exception) as a refused file.
+
+    Anything else deriving from BaseException (KeyboardInterrupt, SystemExit) is returned
+    unchanged for the caller to re-raise.
+    """
+    if type(exc).__name__ != "PanicException":
+        return exc
+    return InputFileError(str(path), f"the workbook is damaged (the Excel reader failed: "
+                                     f"{_first_line(exc)}); open it in Excel and save it "
+                                     f"again, or export it as CSV")
 
 
 def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:

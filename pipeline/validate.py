@@ -224,8 +224,9 @@ def _resolve_locations(
     """Resolve each row's location text to an id.
 
     A column headed as codes resolves through the codes only; under one headed as ids a
-    number is an id (text that is no number may still be a code); under a bare ``location`` value that is one location's id and another's code
-    is ambiguous and rejected (``20`` could be id 20 or the location coded "20").
+    number is an id (text that is no number may still be a code); under a bare
+    ``location``, a value that is one location's id and another's code is ambiguous and
+    rejected (``20`` could be id 20 or the location coded "20").
     """
     text = pl.col("location_id_text")
     as_id = pl.lit(_parse_id(frame["location_id_text"]))
