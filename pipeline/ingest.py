@@ -422,15 +422,6 @@ def _local(name: str) -> str:
     return name.rpartition(":")[2]
 
 
-def _split_ref(ref: str) -> tuple[str, int] | None:
-    """``"AB12"`` -> ``("AB", 12)``; None for anything else."""
-    digits = ref.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    letters = ref[:len(ref) - len(digits)]
-    if not letters or len(letters) > 3 or not digits.isdigit():
-        return None
-    return letters, int(digits)
-
-
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     """The zip member holding sheet number ``index`` (0-based, workbook order)."""
     workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
@@ -474,6 +465,10 @@ def _first_used_row(path: Path, index: int) -> int:
     return 1
 
 
+_REF = re.compile(r"([A-Z]{1,3})(\d{1,7})\Z")
+"""A cell reference (``AB12``): the attribute is short, so matching it is cheap."""
+
+
 def _col_number(letters: str) -> int:
     n = 0
     for ch in letters:
@@ -492,17 +487,22 @@ def numeric_cells(path: Path, index: int, columns: dict[int, str],
     first_col = [1 << 30]
     numeric: dict[int, array[int]] = {}
     cell: list[tuple[int, int, bool]] = []
+    columns_seen: dict[str, int] = {}
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        local = _local(name)
-        if local == "c":
-            ref = _split_ref(attrs.get("r", ""))
+        if name == "c" or name.endswith(":c"):
             cell.clear()
+            ref = _REF.match(attrs.get("r", ""))
             if ref is not None:
-                cell.append((_col_number(ref[0]), ref[1], attrs.get("t", "n") == "n"))
-        elif local in ("v", "is") and cell:
+                letters = ref.group(1)
+                col = columns_seen.get(letters)
+                if col is None:
+                    col = columns_seen[letters] = _col_number(letters)
+                cell.append((col, int(ref.group(2)), attrs.get("t", "n") == "n"))
+        elif cell and (name in ("v", "is") or name.endswith((":v", ":is"))):
             col, row, is_number = cell.pop()
-            first_col[0] = min(first_col[0], col)
+            if col < first_col[0]:
+                first_col[0] = col
             if is_number and row in rows:
                 numeric.setdefault(col, array("q")).append(row)
 
@@ -518,6 +518,36 @@ def numeric_cells(path: Path, index: int, columns: dict[int, str],
         if hits:
             found[header] = sorted(hits)
     return found
+
+
+_SI_TAG = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?si[\s/>]")
+_SST_QUICK_MAX = 32 << 20
+
+
+def _longest_shared_string(zf: zipfile.ZipFile) -> int | None:
+    """An upper bound of the longest shared string in characters, without parsing: the
+    widest gap between two ``<si>`` tags. None when a tag-like text could hide in the part
+    (CDATA, comments, processing instructions, a non-UTF-8 encoding) or it is large."""
+    longest = 0
+    for info in zf.infolist():
+        if not info.filename.lower().endswith("sharedstrings.xml"):
+            continue
+        if info.file_size > _SST_QUICK_MAX:
+            return None
+        data = zf.read(info)
+        head = data[:200].lower()
+        if not data.lstrip(b"\xef\xbb\xbf").startswith(b"<") or (
+                b"encoding=" in head and b"utf-8" not in head) or (
+                b"<![cdata[" in data.lower() or b"<!--" in data or data.count(b"<?") > 1):
+            return None
+        last = None
+        for m in _SI_TAG.finditer(data):  # linear: one tag name per "<"
+            if last is not None:
+                longest = max(longest, m.start() - last)
+            last = m.start()
+        if last is not None:
+            longest = max(longest, len(data) - last)
+    return longest
 
 
 def _shared_string_lengths(zf: zipfile.ZipFile) -> array[int]:
@@ -573,8 +603,11 @@ def _check_cell_text(path: Path, index: int) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             member = _sheet_member(zf, index)
-            lengths = _shared_string_lengths(zf)
-            longest = max(lengths, default=0)
+            longest = _longest_shared_string(zf)
+            lengths = None
+            if longest is None:
+                lengths = _shared_string_lengths(zf)
+                longest = max(lengths, default=0)
             size = tags = 0
             with zf.open(member) as fh:
                 while chunk := fh.read(1 << 20):
@@ -583,6 +616,8 @@ def _check_cell_text(path: Path, index: int) -> None:
             # A cell naming a shared string takes at least three tags (<c>, <v>, </c>).
             if size + tags // 3 * longest <= MAX_XLSX_CELL_TEXT:
                 return
+            if lengths is None:
+                lengths = _shared_string_lengths(zf)
             with zf.open(member) as fh:
                 _sum_cell_text(fh, lengths, path)
     except (KeyError, StopIteration, IndexError, zipfile.BadZipFile):
