@@ -396,6 +396,11 @@ def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
     import pandera.polars as pa
     from pandera.config import ValidationDepth, config_context
 
+    # The rules read text columns only for being empty or not; pandera copies the failing
+    # rows' cells into its failure cases, so long cells go in as "" (nulls stay null).
+    text = [c for c, t in frame.schema.items() if t == pl.String and c != "identifier"]
+    frame = frame.with_columns(pl.when(pl.col(c).is_null()).then(None).otherwise(pl.lit(""))
+                               .alias(c) for c in text)
     # On a LazyFrame pandera checks only the schema unless told to check the data too.
     with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
         try:

@@ -1084,3 +1084,22 @@ def test_duplicate_groups_keep_memory_and_reports_linear(
     assert size < 20 << 20, f"reports of {size >> 20} MiB for a 50 KB file"
     assert sb.requests()[mark:] == [] or all(
         r["method"] == "GET" for r in sb.requests()[mark:])
+
+
+def test_workbook_just_under_the_cell_text_budget_is_read_in_bounded_memory(
+    tmp_path: Path, idle_store: tuple[SandboxProcess, dict[str, str]]
+) -> None:
+    """6,500 cells naming one 9,999-character string (65 M characters, under the budget):
+    read and every row rejected, well under 600 MB (validation once copied every long cell
+    into pandera's failure cases: 1.1 GB)."""
+    _, env = idle_store
+    path = write_workbook(tmp_path / "under.xlsx", shared_string_cells(6_500),
+                          {"xl/sharedStrings.xml": one_shared_string(9_999)})
+
+    run = run_measured(["sync", "--dry-run", str(path)], env)
+
+    assert run.guard is None, run.guard
+    assert run.returncode == 1, run.output[-2000:]  # no quantities: every row rejected
+    assert "6,495 more in rejected.csv" in run.output, run.output[-2000:]
+    assert run.peak_rss < MAX_RSS, f"peak RSS {run.peak_rss >> 20} MiB"
+
