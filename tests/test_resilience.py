@@ -674,6 +674,31 @@ def test_zero_missing_zeroes_only_at_the_files_locations_and_is_braked(
     assert all(store.sb.levels()[(2, s)] == store.baseline[(2, s)] for s in store.skus[:100])
 
 
+def test_zero_missing_never_zeroes_an_item_whose_row_was_rejected(synced_store: Store) -> None:
+    """A rejected row still names its item: the file did not leave it out."""
+    store = synced_store
+    loc1 = [(1, s) for s in store.skus]
+    bad = {loc1[0]: "-99999999999999999999", loc1[1]: "n/a", loc1[2]: "",
+           loc1[3]: "3000000000"}
+    path = store.tmp / "with-bad-rows.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sku", "location_id", "quantity"])
+        for (loc, sku), q in store.baseline.items():
+            if loc == 1:
+                w.writerow([sku, loc, bad.get((loc, sku), q)])
+
+    result, sent = store.sync(path, "--zero-missing")
+
+    assert result.returncode == 1, output(result)  # rows rejected, nothing else to do
+    assert sent == [], sent
+    assert store.sb.levels() == store.baseline
+    report = result.report()
+    assert report["counts"]["zeroed_missing"] == 0
+    assert sorted(r["reason"] for r in report["rejected"]) == [
+        "missing_quantity", "quantity_negative", "quantity_not_whole", "quantity_too_large"]
+
+
 # ---- 4. secrets --------------------------------------------------------------------------
 
 
