@@ -7,8 +7,12 @@ number a person sees in a spreadsheet program (header = row 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import sys
+import tempfile
 import zipfile
 from array import array
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from xml.parsers import expat
 from pipeline.errors import InputFileError, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import polars as pl
 
@@ -330,7 +334,8 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         _check_workbook(path)
 
     try:
-        reader = fastexcel.read_excel(str(path))
+        with _rust_panics_hushed():
+            reader = fastexcel.read_excel(str(path))
     except Exception as exc:  # fastexcel raises its own hierarchy for corrupt files
         raise InputFileError(str(path), f"not a readable workbook: {_first_line(exc)}") from None
     except BaseException as exc:
@@ -340,8 +345,9 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     if path.suffix.lower() != ".xls":
         _check_cell_text(path, index)
     try:
-        loaded = reader.load_sheet(index, header_row=None, dtypes="string")
-        frame = loaded.to_polars()
+        with _rust_panics_hushed():
+            loaded = reader.load_sheet(index, header_row=None, dtypes="string")
+            frame = loaded.to_polars()
     except Exception as exc:
         raise InputFileError(
             str(path), f"sheet {names[index]!r} is not readable: {_first_line(exc)}"
@@ -358,6 +364,37 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     body.columns = _unique_headers(header)
     body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
     return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index)
+
+
+@contextlib.contextmanager
+def _rust_panics_hushed() -> Iterator[None]:
+    """Hold back what goes to stderr (fd 2) meanwhile; drop it if the reader panicked.
+
+    A Rust panic prints its own message (and, with RUST_BACKTRACE, a backtrace) straight
+    to fd 2 before Python sees the PanicException; invsync reports the damaged workbook
+    itself. Anything else written meanwhile is passed on afterwards.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    panicked = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException as exc:
+            panicked = type(exc).__name__ == "PanicException"
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not panicked:
+                held.seek(0)
+                if data := held.read():
+                    os.write(2, data)
 
 
 def _damaged(path: Path, exc: BaseException) -> BaseException:
