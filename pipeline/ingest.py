@@ -7,17 +7,25 @@ number a person sees in a spreadsheet program (header = row 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import sys
+import tempfile
 import zipfile
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from xml.etree import ElementTree
+from xml.parsers import expat
 
 from pipeline.errors import InputFileError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     import polars as pl
 
 ROW = "__row"
@@ -46,6 +54,10 @@ MAX_CELL_CHARS = 10_000
 MAX_XLSX_UNCOMPRESSED = 256 << 20
 MAX_XLSX_RATIO = 200
 MAX_XLSX_MEMBERS = 10_000
+MAX_XLSX_CELL_TEXT = 64 << 20
+"""Characters the Excel reader may materialise for one sheet: each cell's text, a shared
+string counted once per cell that uses it (300,000 cells naming one 9,999-character string
+are 3 GB of text from a 1.5 MB file)."""
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
@@ -189,6 +201,30 @@ def _first_line_of(data: bytes) -> bytes:
     return data if end < 0 else data[:end]  # no split(): that would copy the whole file
 
 
+def _header_record_end(data: bytes) -> int:
+    """Offset of the newline ending the header record (a quoted cell may hold newlines)."""
+    quotes, start = 0, 0
+    while (end := data.find(b"\n", start)) >= 0:
+        quotes += data.count(b'"', start, end)
+        if quotes % 2 == 0:  # outside quotes ("" inside a quoted cell counts twice)
+            return end
+        start = end + 1
+    return len(data)
+
+
+def _header_columns(data: bytes, delimiter: bytes) -> int:
+    """Columns of the parsed header record: delimiters outside quotes, plus one.
+
+    Linear in the header record's length and never more than a few copies of it: the
+    first physical line is not enough, since ``"sku\n"`` hides the rest of the record.
+    """
+    end = _header_record_end(data)
+    if data.count(delimiter, 0, end) < MAX_COLUMNS:
+        return data.count(delimiter, 0, end) + 1  # an upper bound that is small enough
+    parts = data[:end].split(b'"')
+    return sum(part.count(delimiter) for part in parts[::2]) + 1
+
+
 def _sniff_delimiter(data: bytes) -> str:
     """Pick the delimiter that occurs most in the header line (outside quotes)."""
     first = _first_line_of(data).decode("utf-8", errors="replace")
@@ -211,8 +247,7 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
     if not data:
         raise InputFileError(str(path), "the file has no header row")
     delimiter = _sniff_delimiter(data)
-    header_line = _first_line_of(data)
-    if header_line.count(delimiter.encode()) >= MAX_COLUMNS:
+    if _header_columns(data, delimiter.encode()) > MAX_COLUMNS:
         raise InputFileError(str(path), f"the header has more than {MAX_COLUMNS:,} columns; "
                                         f"this is not a stock file")
     try:
@@ -305,18 +340,26 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         _check_workbook(path)
 
     try:
-        reader = fastexcel.read_excel(str(path))
+        with _rust_panics_hushed():
+            reader = fastexcel.read_excel(str(path))
     except Exception as exc:  # fastexcel raises its own hierarchy for corrupt files
         raise InputFileError(str(path), f"not a readable workbook: {_first_line(exc)}") from None
+    except BaseException as exc:
+        raise _damaged(path, exc) from None
     names = reader.sheet_names
     index = _pick_sheet(path, names, sheet)
+    if path.suffix.lower() != ".xls":
+        _check_cell_text(path, index)
     try:
-        loaded = reader.load_sheet(index, header_row=None, dtypes="string")
-        frame = loaded.to_polars()
+        with _rust_panics_hushed():
+            loaded = reader.load_sheet(index, header_row=None, dtypes="string")
+            frame = loaded.to_polars()
     except Exception as exc:
         raise InputFileError(
             str(path), f"sheet {names[index]!r} is not readable: {_first_line(exc)}"
         ) from None
+    except BaseException as exc:
+        raise _damaged(path, exc) from None
     if frame.height == 0:
         raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
     first_row = _first_used_row(path, index) if path.suffix.lower() != ".xls" else 1
@@ -327,6 +370,50 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
     body.columns = _unique_headers(header)
     body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
     return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index)
+
+
+@contextlib.contextmanager
+def _rust_panics_hushed() -> Iterator[None]:
+    """Hold back what goes to stderr (fd 2) meanwhile; drop it if the reader panicked.
+
+    A Rust panic prints its own message (and, with RUST_BACKTRACE, a backtrace) straight
+    to fd 2 before Python sees the PanicException; invsync reports the damaged workbook
+    itself. Anything else written meanwhile is passed on afterwards.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    panicked = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException as exc:
+            panicked = type(exc).__name__ == "PanicException"
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not panicked:
+                held.seek(0)
+                if data := held.read():
+                    os.write(2, data)
+
+
+def _damaged(path: Path, exc: BaseException) -> BaseException:
+    """The Excel reader's panic (a BaseException, not an Exception) as a refused file.
+
+    Anything else deriving from BaseException (KeyboardInterrupt, SystemExit) is returned
+    unchanged for the caller to re-raise.
+    """
+    if type(exc).__name__ != "PanicException":
+        return exc
+    return InputFileError(str(path), f"the workbook is damaged (the Excel reader failed: "
+                                     f"{_first_line(exc)}); open it in Excel and save it "
+                                     f"again, or export it as CSV")
 
 
 def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
@@ -343,7 +430,39 @@ def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
 
 _NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-_CELL = re.compile(rb'<c r="([A-Z]{1,3})(\d+)"([^>]*?)(?:/>|>(.*?)</c>)', re.S)
+class _StopScan(Exception):
+    """Raised by a scan handler that has seen what it needed."""
+
+
+def _scan_xml(fh: IO[bytes], *, start: Callable[[str, dict[str, str]], None] | None = None,
+              end: Callable[[str], None] | None = None,
+              text: Callable[[str], None] | None = None) -> None:
+    """Stream an XML part through expat, calling the given handlers; linear in its size.
+
+    Element names come with any namespace prefix (``x:c``); DTDs and entity declarations
+    are refused with a ValueError.
+    """
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+
+    def refuse(*_: object) -> None:
+        raise ValueError("declares a DTD/entities, which spreadsheets never do")
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    if start is not None:
+        parser.StartElementHandler = start
+    if end is not None:
+        parser.EndElementHandler = end
+    if text is not None:
+        parser.CharacterDataHandler = text
+    while chunk := fh.read(1 << 16):
+        parser.Parse(chunk, False)
+    parser.Parse(b"", True)
+
+
+def _local(name: str) -> str:
+    return name.rpartition(":")[2]
 
 
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
@@ -364,24 +483,39 @@ def _first_used_row(path: Path, index: int) -> int:
     The Excel reader starts its range at the first used row, so without this an export
     with title rows above the header would report every row number shifted.
     """
+    cell: list[str] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "c":
+            cell[:] = [attrs.get("r", "")]
+        elif local in ("v", "is") and cell:
+            raise _StopScan(cell[0])
+
+    def end(name: str) -> None:
+        if _local(name) == "c":
+            cell.clear()
+
     try:
         with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            for _, elem in ElementTree.iterparse(fh):
-                if elem.tag == f"{_NS_MAIN}c" and (
-                    elem.find(f"{_NS_MAIN}v") is not None
-                    or elem.find(f"{_NS_MAIN}is") is not None
-                ):
-                    digits = re.sub(r"^[A-Z]+", "", elem.get("r", ""))
-                    return int(digits) if digits.isdigit() else 1
-    except (KeyError, StopIteration, IndexError, zipfile.BadZipFile, ElementTree.ParseError):
+            _scan_xml(fh, start=start, end=end)
+    except _StopScan as found:
+        digits = re.sub(r"^[A-Z]+", "", str(found.args[0]))
+        return int(digits) if digits.isdigit() else 1
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
+            ElementTree.ParseError, expat.ExpatError):
         return 1
     return 1
 
 
-def _col_number(letters: bytes) -> int:
+_REF = re.compile(r"([A-Z]{1,3})(\d{1,7})\Z")
+"""A cell reference (``AB12``): the attribute is short, so matching it is cheap."""
+
+
+def _col_number(letters: str) -> int:
     n = 0
     for ch in letters:
-        n = n * 26 + ch - 64
+        n = n * 26 + ord(ch) - 64
     return n
 
 
@@ -390,25 +524,195 @@ def numeric_cells(path: Path, index: int, columns: dict[int, str],
     """Of ``rows``, those whose cell in each column (position in the used range) is a number.
 
     A SKU typed into Excel as a number has lost any leading zeros before invsync sees it;
-    only the cell's type tells a number cell from a text cell that looks the same.
+    only the cell's type tells a number cell from a text cell that looks the same. The
+    sheet is streamed through an XML parser (linear time, no regex over the XML).
     """
+    first_col = [1 << 30]
+    numeric: dict[int, array[int]] = {}
+    cell: list[tuple[int, int, bool]] = []
+    columns_seen: dict[str, int] = {}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        if name == "c" or name.endswith(":c"):
+            cell.clear()
+            ref = _REF.match(attrs.get("r", ""))
+            if ref is not None:
+                letters = ref.group(1)
+                col = columns_seen.get(letters)
+                if col is None:
+                    col = columns_seen[letters] = _col_number(letters)
+                cell.append((col, int(ref.group(2)), attrs.get("t", "n") == "n"))
+        elif cell and (name in ("v", "is") or name.endswith((":v", ":is"))):
+            col, row, is_number = cell.pop()
+            if col < first_col[0]:
+                first_col[0] = col
+            if is_number and row in rows:
+                numeric.setdefault(col, array("q")).append(row)
+
     found: dict[str, list[int]] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
-            xml = zf.read(_sheet_member(zf, index))
-    except (KeyError, StopIteration, IndexError, zipfile.BadZipFile, ElementTree.ParseError):
+        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
+            _scan_xml(fh, start=start)
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
+            ElementTree.ParseError, expat.ExpatError):
         return found
-    cells = [(m.group(1), int(m.group(2)), m.group(3)) for m in _CELL.finditer(xml)
-             if m.group(4) and (b"<v>" in m.group(4) or b"<is>" in m.group(4))]
-    if not cells:
-        return found
-    first_col = min(_col_number(c[0]) for c in cells)
-    wanted = {first_col + pos: header for pos, header in columns.items()}
-    for letters, row, attrs in cells:
-        header = wanted.get(_col_number(letters))
-        if header is not None and row in rows and (b' t="' not in attrs or b' t="n"' in attrs):
-            found.setdefault(header, []).append(row)
+    for pos, header in columns.items():
+        hits = numeric.get(first_col[0] + pos)
+        if hits:
+            found[header] = sorted(hits)
     return found
+
+
+_SI_TAG = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?si[\s/>]")
+_SST_QUICK_MAX = 32 << 20
+
+
+def _longest_shared_string(zf: zipfile.ZipFile) -> int | None:
+    """An upper bound of the longest shared string in characters, without parsing: the
+    widest gap between two ``<si>`` tags. None when a tag-like text could hide in the part
+    (CDATA, comments, processing instructions, a non-UTF-8 encoding) or it is large."""
+    longest = 0
+    for info in zf.infolist():
+        if not info.filename.lower().endswith("sharedstrings.xml"):
+            continue
+        if info.file_size > _SST_QUICK_MAX:
+            return None
+        data = zf.read(info)
+        head = data[:200].lower()
+        if not data.lstrip(b"\xef\xbb\xbf").startswith(b"<") or (
+                b"encoding=" in head and b"utf-8" not in head) or (
+                b"<![cdata[" in data.lower() or b"<!--" in data or data.count(b"<?") > 1):
+            return None
+        last = None
+        for m in _SI_TAG.finditer(data):  # linear: one tag name per "<"
+            if last is not None:
+                longest = max(longest, m.start() - last)
+            last = m.start()
+        if last is not None:
+            longest = max(longest, len(data) - last)
+    return longest
+
+
+def _shared_string_lengths(zf: zipfile.ZipFile) -> array[int]:
+    """Characters of each shared string, by index (the longest reading of any candidate)."""
+    lengths: array[int] = array("q")
+    for member in zf.namelist():
+        if member.lower().endswith("sharedstrings.xml"):
+            with zf.open(member) as fh:
+                these = _string_lengths(fh)
+            if len(these) > len(lengths):
+                lengths.extend([0] * (len(these) - len(lengths)))
+            for i, n in enumerate(these):
+                lengths[i] = max(lengths[i], n)
+    return lengths
+
+
+def _string_lengths(fh: IO[bytes]) -> array[int]:
+    """Characters of each ``<si>`` of a shared-strings part: its ``<t>`` text, not ``<rPh>``."""
+    lengths: array[int] = array("q")
+    state = {"si": False, "phonetic": False, "t": False}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "si":
+            lengths.append(0)
+            state["si"] = True
+        elif local == "rPh":
+            state["phonetic"] = True
+        elif local == "t":
+            state["t"] = state["si"] and not state["phonetic"]
+
+    def end(name: str) -> None:
+        local = _local(name)
+        if local in ("si", "rPh", "t"):
+            state[{"si": "si", "rPh": "phonetic", "t": "t"}[local]] = False
+
+    def text(data: str) -> None:
+        if state["t"]:
+            lengths[-1] += len(data)
+
+    _scan_xml(fh, start=start, end=end, text=text)
+    return lengths
+
+
+def _check_cell_text(path: Path, index: int) -> None:
+    """Refuse a sheet whose cells would expand to more than :data:`MAX_XLSX_CELL_TEXT`.
+
+    Shared strings are stored once but materialised once per cell that names them, so
+    the unpacked size says nothing about the reader's memory. A cheap bound (every cell
+    naming the longest shared string) clears ordinary workbooks; otherwise the sheet is
+    streamed and each cell's real length added up, stopping at the budget.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = _sheet_member(zf, index)
+            longest = _longest_shared_string(zf)
+            lengths = None
+            if longest is None:
+                lengths = _shared_string_lengths(zf)
+                longest = max(lengths, default=0)
+            size = tags = 0
+            with zf.open(member) as fh:
+                while chunk := fh.read(1 << 20):
+                    size += len(chunk)
+                    tags += chunk.count(b"<")
+            # A cell naming a shared string takes at least three tags (<c>, <v>, </c>).
+            if size + tags // 3 * longest <= MAX_XLSX_CELL_TEXT:
+                return
+            if lengths is None:
+                lengths = _shared_string_lengths(zf)
+            with zf.open(member) as fh:
+                _sum_cell_text(fh, lengths, path)
+    except (KeyError, StopIteration, IndexError, zipfile.BadZipFile):
+        return  # the reader itself reports a workbook without this structure
+    except (ValueError, expat.ExpatError) as exc:
+        raise InputFileError(str(path), f"the workbook is damaged: {_first_line(exc)}") from None
+
+
+def _sum_cell_text(fh: IO[bytes], lengths: array[int], path: Path) -> None:
+    """Add up each cell's text as the reader will hold it; raise past the budget."""
+    shared = [False]
+    inside: list[str] = []  # the open <v>/<t> element, if any
+    index: list[str] = []  # digits of a shared-string index (bounded: see text())
+    total = [0]
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "c":
+            shared[0] = attrs.get("t") == "s"
+        elif local in ("v", "t"):
+            inside[:] = [local]
+            index.clear()
+
+    def text(data: str) -> None:
+        if not inside:
+            return
+        if shared[0] and inside[0] == "v":
+            if sum(map(len, index)) < 32:
+                index.append(data)
+        else:
+            total[0] += len(data)
+            check()
+
+    def end(name: str) -> None:
+        local = _local(name)
+        if not inside or local != inside[0]:
+            return
+        inside.clear()
+        if shared[0] and local == "v":
+            idx = "".join(index).strip()
+            total[0] += lengths[int(idx)] if idx.isdigit() and int(idx) < len(lengths) else 0
+            check()
+
+    def check() -> None:
+        if total[0] > MAX_XLSX_CELL_TEXT:
+            raise InputFileError(
+                str(path), f"the sheet's cells expand to more than {MAX_XLSX_CELL_TEXT:,} "
+                           f"characters (a shared string counts once for every cell that "
+                           f"uses it); refusing it as a likely bomb (save a large export "
+                           f"as CSV)")
+
+    _scan_xml(fh, start=start, end=end, text=text)
 
 
 def _unique_headers(header: list[str]) -> list[str]:

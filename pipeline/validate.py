@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
-from pipeline.ingest import IDENTIFIERS, ROW, StockTable, unescape_formulas
+from pipeline.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def validate(
         .when(pl.col("identifier") == "variant_id").then(pl.col("variant_id").cast(pl.String))
         .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
     )
-    frame = _resolve_locations(frame, default_location, locations)
+    frame = _resolve_locations(frame, default_location, locations,
+                               location_header_kind(m.get("location_id")))
     frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
     if identities is not None:
         from pipeline.identity import apply_mapping
@@ -197,6 +198,10 @@ def validate(
     rejected = _rejected_rows(table, frame, failures, default_location)
     valid = frame.select(VALID_COLUMNS) if rejected.height == 0 else frame.join(
         rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
+    if duplicates == "sum":
+        valid, too_large = _reject_large_sums(table, frame, valid)
+        if too_large.height:
+            rejected = pl.concat([rejected, too_large]).sort(ROW)
     if merged is not None:
         before = valid.height
         valid = _merge_duplicates(valid, duplicates)
@@ -209,17 +214,43 @@ def validate(
                      merged_rows=(merged or 0), seen_keys=seen, notes=notes)
 
 
+_CODE_HEADERS = frozenset(("location_code", "warehouse_code"))
+_ID_HEADERS = frozenset(("location_id", "locationid", "warehouse_id"))
+
+
+def location_header_kind(header: str | None) -> Literal["id", "code", "either"]:
+    """What a location column holds, as its header says: ids, codes, or either."""
+    norm = normalise_header(header or "")
+    if norm in _CODE_HEADERS:
+        return "code"
+    if norm in _ID_HEADERS:
+        return "id"
+    return "either"
+
+
 def _resolve_locations(
-    frame: pl.DataFrame, default_location: int, locations: list[Location] | None
+    frame: pl.DataFrame, default_location: int, locations: list[Location] | None,
+    kind: Literal["id", "code", "either"] = "either",
 ) -> pl.DataFrame:
+    """Resolve each row's location text to an id.
+
+    A column headed as codes resolves through the codes only; under one headed as ids a
+    number is an id (text that is no number may still be a code); under a bare
+    ``location``, a value that is one location's id and another's code is ambiguous and
+    rejected (``20`` could be id 20 or the location coded "20").
+    """
     text = pl.col("location_id_text")
     as_id = pl.lit(_parse_id(frame["location_id_text"]))
+    if kind == "code":
+        as_id = pl.lit(None, pl.Int64)
     if locations is None:
+        # Without the store's list a code cannot be resolved: such rows stay unresolved.
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
             .otherwise(as_id),
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
+            location_ambiguous=pl.lit(False),
         )
     directory = pl.DataFrame(
         {"_id": [loc.id for loc in locations], "_code": [loc.code for loc in locations],
@@ -229,17 +260,28 @@ def _resolve_locations(
     by_code = directory.select(pl.col("_code").alias("location_id_text"),
                                pl.col("_id").alias("_code_id"))
     frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
+    ids = directory["_id"].implode()
+    id_known = as_id.is_in(ids).fill_null(False)
+    code_id = pl.col("_code_id")
+    ambiguous = (id_known & code_id.is_not_null() & (code_id != as_id)) if kind == "either" \
+        else pl.lit(False)
+    # Under an id header a number is an id; only text that is no number can be a code.
+    chosen = pl.coalesce(as_id, code_id) if kind == "id" else (
+        pl.when(id_known).then(as_id).otherwise(pl.coalesce(code_id, as_id)))
     resolved = (
         pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
-        .otherwise(pl.coalesce(as_id, pl.col("_code_id")))
+        .when(ambiguous).then(pl.lit(None, pl.Int64))
+        .otherwise(chosen)
     )
-    frame = frame.with_columns(_loc=resolved).drop("_code_id")
+    frame = frame.with_columns(_loc=resolved, location_ambiguous=ambiguous).drop("_code_id")
     frame = frame.join(directory.select("_id", "_enabled"), left_on="_loc", right_on="_id",
                        how="left", maintain_order="left")
     known = pl.col("_enabled").is_not_null()
     return frame.with_columns(
         location_id=pl.when(known).then(pl.col("_loc")),
-        location_unknown=~known,
+        # An id column's text that is no id at all is invalid, not an unknown location.
+        location_unknown=~known & ~pl.col("location_ambiguous")
+        & (pl.lit(kind != "id") | pl.col("_loc").is_not_null()),
         location_disabled=known & ~pl.col("_enabled"),
     ).drop("_loc", "_enabled")
 
@@ -268,6 +310,16 @@ def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
 
 
 _KEY = ["location_id", "identifier", "item_key"]
+_DUP_SHOWN = 5
+"""Rows a ``duplicate_item`` message names before it says how many more there are."""
+
+
+def _thousands(count: pl.Expr | str) -> pl.Expr:
+    """A count as text with thousands separators (``4,995``)."""
+    expr = pl.col(count) if isinstance(count, str) else count
+    text = expr.cast(pl.String)
+    return text.str.reverse().str.replace_all(r"(\d{3})", "$1,").str.reverse()\
+        .str.strip_prefix(",")
 
 
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
@@ -282,8 +334,14 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
         frame = frame.with_columns(duplicate=(good_key & keys.is_duplicated()).fill_null(False))
         if not frame["duplicate"].any():
             return frame.with_columns(dup_rows=pl.lit(None, pl.String)), None
+        # Name the first few rows and the count: listing every row of a group makes each
+        # message as long as the group, so the reports would grow with its square.
         rows = frame.filter("duplicate").group_by(_KEY).agg(
-            dup_rows=pl.col(ROW).sort().cast(pl.String).str.join(", "))
+            _first=pl.col(ROW).sort().head(_DUP_SHOWN).cast(pl.String).str.join(", "),
+            _count=pl.len()).with_columns(dup_rows=pl.when(pl.col("_count") > _DUP_SHOWN).then(
+                pl.format("{} and {} more ({} rows)", "_first",
+                          _thousands(pl.col("_count") - _DUP_SHOWN), _thousands("_count")))
+                .otherwise("_first")).drop("_first", "_count")
         frame = frame.join(rows, on=_KEY, how="left", maintain_order="left")
         return frame.with_columns(dup_rows=pl.when("duplicate").then("dup_rows")), None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
@@ -295,6 +353,35 @@ _ADDRESS = ["sku", "product_id", "variant_id", "address", "address_key"]
 """A merged item is sent as its first row names it."""
 
 
+def _reject_large_sums(table: StockTable, frame: pl.DataFrame,
+                       valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Reject every row of a group whose ``sum`` would pass the store's maximum.
+
+    Capping the total would send a level the file never said; the rows are rejected as
+    ``quantity_too_large`` instead, each message naming the group's rows and total.
+    """
+    total = pl.col("quantity").sum().over(_KEY)
+    over = valid.filter(total > MAX_QUANTITY)
+    if over.height == 0:
+        return valid, pl.DataFrame(schema=REJECTED_SCHEMA)
+    groups = over.sort(ROW).group_by(_KEY).agg(
+        _first=pl.col(ROW).head(_DUP_SHOWN).cast(pl.String).str.join(", "),
+        _count=pl.len(), _total=pl.col("quantity").sum())
+    named = pl.when(pl.col("_count") > _DUP_SHOWN).then(
+        pl.format("{} and {} more", "_first", _thousands(pl.col("_count") - _DUP_SHOWN)))\
+        .otherwise("_first")
+    groups = groups.select(*_KEY, _message=pl.format(
+        "the quantities of rows {} add up to {}, above the store's maximum of {}", named,
+        _thousands("_total"), pl.lit(f"{MAX_QUANTITY:,}")))
+    texts = frame.select(ROW, "quantity_text")
+    rows = over.select(ROW, *_KEY).join(groups, on=_KEY, how="left").join(texts, on=ROW)
+    rejected = rows.select(
+        pl.col(ROW), pl.lit(table.mapping.get("quantity", "quantity")).alias("column"),
+        pl.col("quantity_text").alias("value"), pl.lit("quantity_too_large").alias("reason"),
+        pl.col("_message").alias("message"))
+    return valid.join(over.select(ROW), on=ROW, how="anti"), rejected
+
+
 def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
     if policy == "last":
         merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
@@ -302,7 +389,7 @@ def _merge_duplicates(valid: pl.DataFrame, policy: str) -> pl.DataFrame:
     else:
         merged = valid.sort(ROW).group_by(_KEY, maintain_order=True).agg(
             pl.col(ROW).first(), pl.col(*_ADDRESS).first(),
-            pl.col("quantity").sum().clip(upper_bound=MAX_QUANTITY))
+            pl.col("quantity").sum())
     return merged.select(VALID_COLUMNS).sort(ROW)
 
 
@@ -323,6 +410,11 @@ def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
     import pandera.polars as pa
     from pandera.config import ValidationDepth, config_context
 
+    # The rules read text columns only for being empty or not; pandera copies the failing
+    # rows' cells into its failure cases, so long cells go in as "" (nulls stay null).
+    text = [c for c, t in frame.schema.items() if t == pl.String and c != "identifier"]
+    frame = frame.with_columns(pl.when(pl.col(c).is_null()).then(None).otherwise(pl.lit(""))
+                               .alias(c) for c in text)
     # On a LazyFrame pandera checks only the schema unless told to check the data too.
     with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
         try:

@@ -42,6 +42,9 @@ REASONS: dict[str, Reason] = {
                "product_id '{value}' is not a positive whole number"),
         Reason("invalid_location", "location_id",
                "location '{value}' is not a location id (a positive whole number)"),
+        Reason("ambiguous_location", "location_id",
+               "location '{value}' is one location's id and another location's code; "
+               "head the column Location ID or Location Code to say which"),
         Reason("unknown_location", "location_id",
                "location '{value}' does not exist in the store"),
         Reason("disabled_location", "location_id",
@@ -80,7 +83,8 @@ RULES: dict[str, pl.Expr] = {
     "invalid_variant_id": _text("variant_id").is_null() | pl.col("variant_id").is_not_null(),
     "invalid_product_id": _text("product_id").is_null() | pl.col("product_id").is_not_null(),
     "invalid_location": _text("location_id").is_null() | pl.col("location_id").is_not_null()
-    | pl.col("location_unknown"),
+    | pl.col("location_unknown") | pl.col("location_ambiguous"),
+    "ambiguous_location": ~pl.col("location_ambiguous"),
     "unknown_location": ~pl.col("location_unknown"),
     "disabled_location": ~pl.col("location_disabled"),
     "missing_quantity": _text("quantity").is_not_null(),
@@ -115,6 +119,7 @@ def stock_row_schema() -> pa.DataFrameSchema:
             "quantity": _int_column(0),
             "quantity_negative": pa.Column(pl.Boolean),
             "quantity_too_large": pa.Column(pl.Boolean),
+            "location_ambiguous": pa.Column(pl.Boolean),
             "duplicate": pa.Column(pl.Boolean),
         },
         checks=[pa.Check(_rule(expr), name=code) for code, expr in RULES.items()],

@@ -530,6 +530,35 @@ def test_location_id_flag_is_the_location_of_rows_without_one(sandbox: SandboxPr
         assert "'3'" in rec["message"], rec  # not "location '' is disabled ..."
 
 
+@pytest.mark.parametrize("header", ["Warehouse Code", "Location Code", "Location",
+                                    "Location ID"])
+def test_location_codes_that_are_numbers_go_where_the_header_says(
+        sandbox_factory: Factory, tmp_path: Path, header: str) -> None:
+    # Location 1 is coded "20" and location 20 is coded "10": "20" under a code header
+    # once wrote to location 20.
+    locations = write_csv(tmp_path / "locations.csv", ["id", "code", "label", "enabled"],
+                          [[1, "20", "Main", "true"], [20, "10", "Annex", "true"]])
+    sb = sandbox_factory("--locations", str(locations))
+    env = env_for(sb, tmp_path)
+    skus = tracked_skus()[:2]
+    path = write_csv(tmp_path / "coded.csv", ["sku", header, "quantity"],
+                     [[skus[0], "20", "7"], [skus[1], "10", "8"]])
+
+    result = run_invsync(["sync", str(path)], env)
+
+    if header == "Location":  # "20" is id 20 and location 1's code: refused, not guessed
+        assert result.returncode == 1, output(result)
+        assert sb.levels() == {(20, skus[1]): 8}
+        rejected = result.report()["rejected"]
+        assert [(r["row"], r["reason"]) for r in rejected] == [(2, "ambiguous_location")]
+    elif header == "Location ID":
+        assert result.returncode == 1, output(result)  # no location has id 10
+        assert sb.levels() == {(20, skus[0]): 7}
+    else:
+        assert result.returncode == 0, output(result)
+        assert sb.levels() == {(1, skus[0]): 7, (20, skus[1]): 8}
+
+
 # ---- 7. items the store refuses ------------------------------------------------------------
 
 

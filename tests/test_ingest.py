@@ -388,3 +388,80 @@ def test_xlsx_named_csv_is_an_input_error(tmp_path: Path) -> None:
     renamed.write_bytes(path.read_bytes())
     with pytest.raises(InputFileError, match="xlsx"):
         read_stock_file(renamed)
+
+
+# --------------------------------------------------------------------------- untrusted input
+
+
+def test_csv_header_columns_are_counted_on_the_parsed_record(tmp_path: Path) -> None:
+    # A quoted newline in the first cell hid the rest of the header from a first-line count.
+    header = '"sku\n",qty,' + ",".join(f"c{i}" for i in range(1_000))
+    with pytest.raises(InputFileError, match="more than 1,000 columns"):
+        read_stock_file(write(tmp_path, "wide.csv", header + "\nA,1\n"))
+    # Delimiters inside quotes are no columns; a header of exactly 1,000 columns is fine.
+    ok = 'sku,qty,"note\n,,,",' + ",".join(f"c{i}" for i in range(997))
+    table = read_stock_file(write(tmp_path, "ok.csv", ok + "\nA,1\n"))
+    assert len(table.headers) == 1_000
+
+
+def _sst_workbook(tmp_path: Path, strings: list[str], refs: list[int]) -> Path:
+    from test_resilience import _SHEET_HEAD, write_workbook
+
+    def sheet(fh) -> None:
+        fh.write(_SHEET_HEAD + b'sku</t></is></c><c r="B1" t="inlineStr"><is><t>quantity'
+                 b"</t></is></c></row>")
+        for r, idx in enumerate(refs, start=2):
+            fh.write(b'<row r="%d"><c r="A%d" t="s"><v>%d</v></c><c r="B%d"><v>1</v></c></row>'
+                     % (r, r, idx, r))
+        fh.write(b"</sheetData></worksheet>")
+
+    sst = ('<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.'
+           'org/spreadsheetml/2006/main">' + "".join(f"<si><t>{s}</t></si>" for s in strings)
+           + "</sst>").encode()
+    return write_workbook(tmp_path / "sst.xlsx", sheet, {"xl/sharedStrings.xml": sst})
+
+
+def test_shared_strings_count_once_for_every_cell_that_uses_them(tmp_path: Path) -> None:
+    path = _sst_workbook(tmp_path, ["S" * 9_999], [0] * 7_000)  # 70 M characters
+    with pytest.raises(InputFileError, match="expand to more than 67,108,864 characters"):
+        read_stock_file(path)
+
+
+def test_one_long_shared_string_among_many_short_ones_is_read(tmp_path: Path) -> None:
+    # The quick bound (every cell the longest string) fails; the exact count is ~40,000.
+    path = _sst_workbook(tmp_path, ["L" * 9_999, "A-1"], [0] + [1] * 30_000)
+    table = read_stock_file(path)
+    assert table.rows == 30_001
+    assert table.frame["sku"][0] == "L" * 9_999
+
+
+@pytest.mark.parametrize("trick", ["<![CDATA[<si>]]>", "<!-- <si> -->", "<?pi <si>?>"])
+def test_shared_string_bound_falls_back_to_parsing_when_text_could_hide_tags(
+        tmp_path: Path, trick: str) -> None:
+    from pipeline.ingest import _longest_shared_string
+
+    path = _sst_workbook(tmp_path, ["A" * 50 + trick + "B" * 50], [0])
+    with zipfile.ZipFile(path) as zf:
+        assert _longest_shared_string(zf) is None
+    plain = _sst_workbook(tmp_path, ["A" * 50, "B"], [0])
+    with zipfile.ZipFile(plain) as zf:
+        assert 50 < (_longest_shared_string(zf) or 0) < 80
+
+
+def test_numeric_cells_found_with_prefixed_elements_and_shared_types(tmp_path: Path) -> None:
+    from test_resilience import _PARTS
+
+    from pipeline.ingest import numeric_cells
+
+    sheet = (b'<?xml version="1.0"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/'
+             b'spreadsheetml/2006/main"><x:sheetData><x:row r="1"><x:c r="B1" t="inlineStr">'
+             b'<x:is><x:t>sku</x:t></x:is></x:c></x:row><x:row r="2"><x:c r="B2"><x:v>123</x:v>'
+             b'</x:c></x:row><x:row r="3"><x:c r="B3" t="s"><x:v>0</x:v></x:c></x:row>'
+             b'<x:row r="4"><x:c r="B4" t="n"><x:v>7</x:v></x:c><x:c r="C4"><x:v>1</x:v></x:c>'
+             b"</x:row></x:sheetData></x:worksheet>")
+    path = tmp_path / "prefixed.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in _PARTS.items():
+            zf.writestr(name, data)
+        zf.writestr("xl/worksheets/sheet1.xml", sheet)
+    assert numeric_cells(path, 0, {0: "sku"}, {2, 3, 4}) == {"sku": [2, 4]}

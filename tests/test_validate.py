@@ -258,9 +258,86 @@ def test_duplicate_policy_sum_and_last(tmp_path: Path) -> None:
         assert v.rejected.select(ROW, "reason").rows() == [(6, "quantity_not_whole")]
 
 
-def test_duplicate_sum_is_capped_at_the_store_maximum(tmp_path: Path) -> None:
-    v = run(tmp_path, "sku,qty\nA,2147483647\nA,5\n", duplicates="sum")
-    assert v.valid.select("sku", "quantity").rows() == [("A", MAX_QUANTITY)]
+def test_duplicate_sum_above_the_store_maximum_is_rejected_naming_the_rows(
+        tmp_path: Path) -> None:
+    # A total past the maximum was capped to 2,147,483,647: a level the file never said.
+    v = run(tmp_path, "sku,qty\nA,2147483647\nB,3\nA,5\nB,4\n", duplicates="sum")
+    assert v.valid.select("sku", "quantity").rows() == [("B", 7)]
+    assert v.rejected.select(ROW, "column", "value", "reason").rows() == [
+        (2, "qty", "2147483647", "quantity_too_large"), (4, "qty", "5", "quantity_too_large")]
+    assert set(v.rejected["message"]) == {
+        "the quantities of rows 2, 4 add up to 2,147,483,652, above the store's maximum "
+        "of 2,147,483,647"}
+    # The rejected item is still one the file names (--zero-missing must not zero it).
+    assert ("A", 1) in {(r["item_key"], r["location_id"]) for r in v.seen_keys.to_dicts()}
+
+
+def test_duplicate_item_message_names_a_few_rows_and_the_count(tmp_path: Path) -> None:
+    # Listing every row made each message as long as its group: 5,000 rows took ~1 GiB.
+    v = run(tmp_path, "sku,qty\n" + "A,1\n" * 5000 + "B,1\nB,2\n")
+    messages = dict(zip(v.rejected[ROW], v.rejected["message"], strict=True))
+    assert v.rejected.height == 5002
+    assert messages[2] == messages[5001] == (
+        "the same item at the same location is in rows 2, 3, 4, 5, 6 and 4,995 more "
+        "(5,000 rows); keep one row")
+    assert messages[5002] == ("the same item at the same location is in rows 5002, 5003; "
+                              "keep one row")
+    assert max(map(len, v.rejected["message"])) < 200
+
+
+LOCATIONS = [Location(1, "20"), Location(20, "10"), Location(3, "WH-EAST")]
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    # A header that names a code means a code: "20" is location 1, "10" is location 20.
+    ("Warehouse Code", {2: 1, 3: 20, 4: "unknown_location", 5: 3}),
+    ("Location Code", {2: 1, 3: 20, 4: "unknown_location", 5: 3}),
+    # A header that names an id means an id (text that is no number can only be a code).
+    ("Location ID", {2: 20, 3: "unknown_location", 4: 1, 5: 3}),
+    ("Warehouse ID", {2: 20, 3: "unknown_location", 4: 1, 5: 3}),
+    # A bare location: "20" is id 20 and location 1's code, so it says nothing for sure.
+    ("Location", {2: "ambiguous_location", 3: 20, 4: 1, 5: 3}),
+    ("warehouse", {2: "ambiguous_location", 3: 20, 4: 1, 5: 3}),
+])
+def test_location_header_says_whether_values_are_codes_or_ids(
+        tmp_path: Path, header: str, expected: dict[int, object]) -> None:
+    v = run(tmp_path, f"sku,{header},qty\nA,20,1\nB,10,1\nC,1,1\nD,WH-EAST,1\n",
+            locations=LOCATIONS)
+    got: dict[int, object] = dict(v.valid.select(ROW, "location_id").rows())
+    got |= dict(v.rejected.select(ROW, "reason").rows())
+    assert got == expected
+    if header == "Location":
+        assert rejected_by_row(v)[2]["message"] == (
+            "location '20' is one location's id and another location's code; head the "
+            "column Location ID or Location Code to say which")
+
+
+def test_location_that_is_its_own_code_is_not_ambiguous(tmp_path: Path) -> None:
+    v = run(tmp_path, "sku,location,qty\nA,5,1\n", locations=[Location(5, "5")])
+    assert v.valid.select("location_id").rows() == [(5,)]
+
+
+@pytest.mark.parametrize("rules", [None, QuantityRules(buffer=2), QuantityRules(maximum=5)])
+def test_quantity_beyond_int64_never_becomes_a_valid_level(
+        tmp_path: Path, rules: QuantityRules | None) -> None:
+    v = run(tmp_path, "sku,qty\nA,-99999999999999999999\nB,99999999999999999999\n"
+            "C,-9223372036854775809\nD,-00000000000000000001\n", rules=rules)
+    assert v.valid.height == 0
+    assert v.rejected.select(ROW, "reason").rows() == [
+        (2, "quantity_negative"), (3, "quantity_too_large"), (4, "quantity_negative"),
+        (5, "quantity_negative")]
+
+
+def test_date_like_sku_in_a_csv_stays_text(tmp_path: Path) -> None:
+    v = run(tmp_path, "sku,qty\n2024-01-02,3\n2024-01-02 10:00,4\n")
+    assert v.valid.select("sku", "quantity").rows() == [("2024-01-02", 3),
+                                                        ("2024-01-02 10:00", 4)]
+
+
+def test_rejected_rows_still_count_as_seen_for_zero_missing(tmp_path: Path) -> None:
+    v = run(tmp_path, "sku,qty\nA,-1\nB,abc\nC,\nD,1\nD,2\nE,5\n")
+    assert v.valid.select("sku").to_series().to_list() == ["E"]
+    assert sorted(v.seen_keys["item_key"]) == ["A", "B", "C", "D", "D", "E"]
 
 
 def test_merged_rows_only_counts_rows_that_were_really_merged(tmp_path: Path) -> None:
@@ -326,7 +403,8 @@ def parsed_frame(**bad: list) -> pl.DataFrame:
         "sku_text": ["A", "B"], "product_id_text": [None, None],
         "variant_id_text": [None, None], "location_id_text": [None, None],
         "quantity_text": ["1", "2"], "location_unknown": [False, False],
-        "location_disabled": [False, False], "has_date": [False, False],
+        "location_disabled": [False, False], "location_ambiguous": [False, False],
+        "has_date": [False, False],
     }
     cols.update(bad)
     schema = {k: pl.Int64 for k in (ROW, "product_id", "variant_id", "location_id", "quantity")}
