@@ -17,12 +17,27 @@ from typing import IO, Any
 _LOG_FIELDS = ("name", "levelname", "message")
 
 
+_current_run: dict[str, str] = {}
+"""The run the JSON events are about, so that log records can name it too."""
+
+
 class JsonLogFormatter(logging.Formatter):
-    """Python log records as one JSON object per line."""
+    """Python log records as one JSON object per line (with the current run's id)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": timestamp(), "event": "log", "level": record.levelname.lower(),
-                           "logger": record.name, "message": record.getMessage()})
+        return json.dumps({"ts": timestamp(), "event": "log", **_current_run,
+                           "level": record.levelname.lower(), "logger": record.name,
+                           "message": record.getMessage()})
+
+
+class TextLogFormatter(logging.Formatter):
+    """``2026-11-29T21:13:10.123Z WARNING invsync.x: message`` (UTC, like the JSON events)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{timestamp()} {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def timestamp() -> str:
@@ -36,6 +51,8 @@ class JsonEvents:
         self.stream = stream or sys.stdout
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
+        if data.get("run_id"):
+            _current_run["run_id"] = str(data["run_id"])
         record = {"ts": timestamp(), "event": name, **data}
         self.stream.write(json.dumps(record, default=str) + "\n")
         self.stream.flush()
@@ -67,9 +84,12 @@ class PlainProgress:
             if now - self._last >= self.every_s or self.done_batches == self.total_batches:
                 self._last = now
                 self._line(self._status(now))
-        elif name == "retry":
-            self._line(f"retrying {data.get('method')} {data.get('path')} in "
-                       f"{data.get('wait_s')} s after {data.get('error')}")
+        elif name == "lock_wait":
+            holder = data.get("holder") or {}
+            self._line(f"waiting up to {data.get('wait_s', 0):g} s for the lock held by run "
+                       f"{holder.get('run_id', '?')}")
+        # Retries are not printed here: the client logs each at -v (INFO), and the run's
+        # summary line counts them by cause.
         elif name == "read_started":
             self._start_read = self._last = time.monotonic()
             self._line(f"reading live levels at location(s) {data['locations']}")
@@ -89,7 +109,7 @@ class PlainProgress:
                 f"({self.done_items:,}/{self.total_items:,} items), {rate:,.0f} items/s{eta}")
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"invsync: {text}\n")
+        self.stream.write(f"{timestamp()} invsync: {text}\n")
         self.stream.flush()
 
 

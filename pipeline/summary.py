@@ -103,13 +103,14 @@ def print_runs(rows: list[dict[str, object]], where: Path,
         console.print(f"no runs under {where}")
         return
     table = Table()
-    for col in ("run id", "started", "command", "status", "store", "file", "rows", "changed",
-                "accepted", "rejected", "txns"):
+    for col in ("run id", "started", "command", "status", "store", "profile", "file", "rows",
+                "changed", "accepted", "rejected", "txns"):
         table.add_column(col, justify="right" if col in ("rows", "changed", "accepted",
                                                          "rejected", "txns") else "left")
     for r in rows:
         table.add_row(str(r["run_id"]), str(r["started_at"]), str(r["command"]),
                       f"[{_STYLE.get(str(r['status']), 'white')}]{r['status']}[/]",
-                      str(r["store"]), str(r["file"]), f"{r['rows']:,}", f"{r['changed']:,}",
+                      str(r["store"]), str(r.get("profile") or "-"), str(r["file"]),
+                      f"{r['rows']:,}", f"{r['changed']:,}",
                       f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
     console.print(table)
