@@ -517,10 +517,14 @@ def _shown_paths(text: str) -> set[Path]:
 
 
 def test_show_by_id_prefix_and_last_prints_summary_and_existing_files(history: History) -> None:
-    success, partial, failed = (history.by_kind(k) for k in ("success", "partial", "failed"))
+    success, partial, dry_run, failed = (history.by_kind(k) for k in (
+        "success", "partial", "dry_run", "failed"))
     prefix = partial.report["run_id"][:-2]
     assert sum(r.report["run_id"].startswith(prefix) for r in history.runs) == 1
-    for ref, run in ((success.report["run_id"], success), (prefix, partial), ("last", failed)):
+    # `last` is the newest run that read its file: the newer run that could not read its
+    # input is passed over (it is still shown by its id).
+    for ref, run in ((success.report["run_id"], success), (prefix, partial), ("last", dry_run),
+                     (failed.report["run_id"], failed)):
         shown = run_invsync(["show", ref], history.env)
         assert shown.returncode == 0, out(shown)
         rid, folder = run.report["run_id"], run.result.report_dir()
