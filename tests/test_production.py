@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,7 +282,7 @@ def test_profiles_never_share_a_snapshot_and_are_recorded(
     assert real.levels() == rehearsal.levels()
 
     report = prod.report()
-    assert report["store"]["profile"] == "production" and report["options"]["profile"] == "production"
+    assert report["store"]["profile"] == report["options"]["profile"] == "production"
     assert report["options"]["reason"] == "nightly"  # inherited from the top level
     assert report["options"]["brakes"]["min_rows_ratio"] == 0.4  # table keys merged
     assert report["options"]["brakes"]["max_zero_share"] == 0.2
@@ -404,7 +403,7 @@ def test_lock_refusal_leaves_no_run_and_wait_lock_waits(
         assert not runs_dir.exists() or not list(runs_dir.iterdir()), "a refused run left a folder"
 
         waited = run_invsync([*args, "--wait-lock", "120"], env)
-        rest, _ = first.communicate(timeout=120)
+        _rest, _ = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
