@@ -346,12 +346,17 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     This is the one place runs end in the CLI (sync, plan, resume), so notifications are
     sent here, after the run folder is complete.
     """
+    json_out = ctx.obj["log_format"] == "json"
     if settings.notify:
         from pipeline.notify import notify_run
 
         for problem in notify_run(report, settings):
-            click.echo(f"invsync: {problem}", err=True)
-    json_out = ctx.obj["log_format"] == "json"
+            if json_out:
+                from pipeline.progress import JsonEvents
+
+                JsonEvents()("notify_failed", {"run_id": report.run_id, "error": problem})
+            else:
+                click.echo(f"invsync: {problem}", err=True)
     if json_out:
         pass  # the run_finished event already carried the outcome and the summary line
     elif not ctx.obj["quiet"]:

@@ -241,6 +241,16 @@ def test_a_dead_or_failing_receiver_never_changes_the_outcome(
     # A webhook URL can be a secret too: only its host is ever written.
     assert "webhook-secret" not in out(result) + json.dumps(report)
 
+    # With --log-format json the failure is an event on stdout, after run_finished.
+    as_json = run_invsync(["sync", "--config", str(config), "--log-format", "json",
+                           str(partial_file(tmp_path / "partial2.csv"))], cli_env)
+    assert as_json.returncode == 1, out(as_json)
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    tail = [(e["event"], e["run_id"]) for e in events[-3:]]
+    run_id = events[0]["run_id"]
+    assert tail == [("run_finished", run_id), ("notify_failed", run_id),
+                    ("notify_failed", run_id)], tail
+
 
 def test_bad_notify_section_is_a_usage_error_before_anything_runs(
         cli_env: dict[str, str], tmp_path: Path) -> None:
