@@ -138,7 +138,12 @@ class RichProgress:
         self._batches = (0, 0)
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
-        if name == "read_started":
+        if name == "lock_wait":
+            holder = data.get("holder") or {}
+            self._progress.console.print(
+                f"waiting up to {data.get('wait_s', 0):g} s for the lock held by run "
+                f"{holder.get('run_id', '?')}")
+        elif name == "read_started":
             self._progress.start()
             self._read = self._progress.add_task("reading live levels", total=None,
                                                  batches="", rate="")

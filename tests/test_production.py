@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
 
+from pipeline.notify import EVENTS
 from pipeline.sandbox_process import SandboxProcess
 
 pytestmark = pytest.mark.integration
@@ -428,3 +429,57 @@ def test_lock_refusal_leaves_no_run_and_wait_lock_waits(
         [holder, waited.report()["run_id"]])
     shown = run_invsync(["show", "last"], env)
     assert waited.report()["run_id"] in shown.stdout
+
+
+# ---- units: which events a run raises, how profiles merge --------------------------------
+
+
+def _report(status: str, **kw: Any) -> Any:
+    from pipeline.report import Counts, RunReport
+
+    counts = kw.pop("counts", {})
+    return RunReport(run_id="20261129T000000.000Z-aaaaaa", status=status, started_at="",
+                     counts=Counts(**counts), **kw)
+
+
+@pytest.mark.parametrize(("report", "on", "expected"), [
+    (_report("succeeded"), ["failed", "brake", "partial"], []),
+    (_report("succeeded"), ["succeeded"], ["succeeded"]),
+    (_report("dry_run", exit_code=3, brakes=[{"name": "x"}]), list(EVENTS), []),
+    (_report("failed", exit_code=3, brakes=[{"name": "x"}]), ["brake", "failed"], ["brake"]),
+    (_report("failed", exit_code=2), ["brake", "failed"], ["failed"]),
+    (_report("succeeded", resumed_from="r0"), ["interrupted"], ["interrupted"]),
+    (_report("succeeded", notes=["took over the lock left by run r0 (pid 1), which is no "
+                                 "longer running"]), ["interrupted"], ["interrupted"]),
+])
+def test_events_for(report: Any, on: list[str], expected: list[str]) -> None:
+    from pipeline.notify import events_for, notify_config
+
+    cfg = notify_config({"url": "https://example.invalid/x", "on": on})
+    assert events_for(report, cfg, None, None) == expected
+
+
+def test_profile_values_merge_over_the_top_level(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import load_settings
+    from pipeline.errors import UsageError
+
+    monkeypatch.delenv("INVSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("INVSYNC_PROFILE", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text('concurrency = 2\nreason = "top"\n[columns]\n"A" = "sku"\n'
+                      '[profiles.p]\nconcurrency = 8\n[profiles.p.columns]\n"B" = "quantity"\n'
+                      '[profiles.q]\nbogus = 1\n')
+    with pytest.raises(UsageError, match=r"unknown key\(s\) in \[profiles.q\]: bogus"):
+        load_settings(config, {"profile": "p"})
+    config.write_text(config.read_text().replace("bogus = 1", "location_id = 3"))
+    s = load_settings(config, {"profile": "p"})
+    assert (s.profile, s.concurrency, s.reason) == ("p", 8, "top")
+    assert s.column_map == {"A": "sku", "B": "quantity"}
+    monkeypatch.setenv("INVSYNC_CONFIG", str(config))
+    monkeypatch.setenv("INVSYNC_PROFILE", "q")
+    s = load_settings(None, {})
+    assert (s.config_path, s.profile, s.location_id, s.concurrency) == (config, "q", 3, 2)
+    monkeypatch.delenv("INVSYNC_CONFIG")
+    with pytest.raises(UsageError, match="needs a config file"):
+        load_settings(None, {})
