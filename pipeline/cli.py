@@ -262,7 +262,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
-    past = find_run(settings.reports, run_id)
+    past = find_run(settings.reports, run_id, settings.profile)
     report: RunReport = report_from_dict(past.report)
     print_summary(report)
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",

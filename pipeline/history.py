@@ -55,13 +55,13 @@ def list_runs(report_dir: Path, store_hash: str | None = None, *,
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
-def find_run(report_dir: Path, run_id: str) -> PastRun:
-    """The run whose id is ``run_id`` or starts with it.
+def find_run(report_dir: Path, run_id: str, profile: str | None = None) -> PastRun:
+    """The run whose id is ``run_id`` or starts with it (with ``profile``: among its runs).
 
     ``last`` is the newest run that read its file (one that failed before, e.g. on an
     unreadable file, has nothing to show or verify).
     """
-    runs = list_runs(report_dir)
+    runs = list_runs(report_dir, profile=profile)
     if run_id == "last":
         read = [r for r in runs if (r.report.get("input") or {}).get("sha256")]
         if read:

@@ -102,7 +102,12 @@ def retry_cause(status: Any) -> str:
 
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
               command: str = "sync") -> RunReport:
-    """Sync ``path`` into the store described by ``settings``; write and return the report."""
+    """Sync ``path`` into the store described by ``settings``; write and return the report.
+
+    Raises :class:`~pipeline.errors.UsageError` for unusable settings and
+    :class:`~pipeline.errors.LockedError` when another run holds the store's lock (after
+    ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
+    """
     settings.check(needs_store=not settings.dry_run)
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command

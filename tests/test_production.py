@@ -304,6 +304,8 @@ def test_profiles_never_share_a_snapshot_and_are_recorded(
     only = run_invsync(["runs", "--json", "--profile", "staging", "--config", str(config)], env)
     assert [r["run_id"] for r in map(json.loads, only.stdout.splitlines())] == [
         staged.report()["run_id"]]
+    shown = run_invsync(["show", "last", "--profile", "staging", "--config", str(config)], env)
+    assert shown.returncode == 0 and staged.report()["run_id"] in shown.stdout, out(shown)
     table = run_invsync(["runs"], env)
     assert "profile" in table.stdout and "production" in table.stdout
     # A profile's own snapshot; one lock per store for every profile.
