@@ -6,9 +6,13 @@ STAMP  := $(VENV)/.installed-stamp
 FILE   ?=
 LOCATION ?=
 DRY_RUN ?=
+CONFIG ?=
+PROFILE ?=
+# --config/--profile for the runbook targets (INVSYNC_CONFIG / INVSYNC_PROFILE work too)
+CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench sync plan clean
+.PHONY: help install test lint demo bench sync plan runs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,13 +40,16 @@ demo: install ## Start the sandbox store, sync sample_data/ three times, show th
 bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
 	$(BIN)/python bench/run.py
 
-sync: install ## Runbook: make sync FILE=stock.csv [LOCATION=1] [DRY_RUN=1]
-	@test -n "$(FILE)" || { echo "usage: make sync FILE=path [LOCATION=id] [DRY_RUN=1]"; exit 64; }
-	$(BIN)/invsync sync "$(FILE)" $(if $(LOCATION),--location-id $(LOCATION)) $(if $(DRY_RUN),--dry-run)
+sync: install ## Runbook: make sync FILE=stock.csv [LOCATION=1] [DRY_RUN=1] [CONFIG=f.toml] [PROFILE=p]
+	@test -n "$(FILE)" || { echo "usage: make sync FILE=path [LOCATION=id] [DRY_RUN=1] [CONFIG=file] [PROFILE=name]"; exit 64; }
+	$(BIN)/invsync sync "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION)) $(if $(DRY_RUN),--dry-run)
 
-plan: install ## Runbook: make plan FILE=stock.csv [LOCATION=1]
-	@test -n "$(FILE)" || { echo "usage: make plan FILE=path [LOCATION=id]"; exit 64; }
-	$(BIN)/invsync plan "$(FILE)" $(if $(LOCATION),--location-id $(LOCATION))
+plan: install ## Runbook: make plan FILE=stock.csv [LOCATION=1] [CONFIG=f.toml] [PROFILE=p]
+	@test -n "$(FILE)" || { echo "usage: make plan FILE=path [LOCATION=id] [CONFIG=file] [PROFILE=name]"; exit 64; }
+	$(BIN)/invsync plan "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION))
+
+runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
+	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo *.egg-info

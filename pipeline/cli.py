@@ -6,6 +6,7 @@ Heavy libraries (polars, pandera, httpx) are imported inside the commands so tha
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -21,10 +22,65 @@ from pipeline.terminal import clean, log_where, one_line
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _configure_output(obj: dict[str, Any]) -> None:
+    """Set up logging for the chosen verbosity and format (called again by late options)."""
+    level = logging.ERROR if obj["quiet"] else [logging.WARNING, logging.INFO, logging.DEBUG][
+        min(obj["verbose"], 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    if obj["log_format"] == "json":
+        from pipeline.progress import JsonLogFormatter
+
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        from pipeline.progress import TextLogFormatter
+
+        handler.setFormatter(TextLogFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """``-v``, ``-q``, ``--log-format`` given after the command: same effect as before it."""
+    if value is None or value == 0 or ctx.obj is None:
+        return
+    key = param.name or ""
+    ctx.obj[key] = ctx.obj[key] + value if key == "verbose" else value
+    _OUTPUT.update(ctx.obj)
+    _configure_output(ctx.obj)
+
+
+def _global_options(fn: Any) -> Any:
+    """The group's -v/-q/--log-format, accepted after the command name too (not in --help)."""
+    options = [
+        click.option("-v", "--verbose", count=True, default=None, expose_value=False,
+                     hidden=True, callback=_late_global),
+        click.option("-q", "--quiet", is_flag=True, default=None, expose_value=False,
+                     hidden=True, callback=_late_global),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                     expose_value=False, hidden=True, callback=_late_global),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _config_options(fn: Any) -> Any:
+    """``--config`` and ``--profile``, accepted by every command that reads settings."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(path_type=Path),
+                     help="TOML config file [env INVSYNC_CONFIG]."),
+        click.option("--profile", help="Use [profiles.NAME] of the config [env INVSYNC_PROFILE]."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return _global_options(fn)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="invsync", prog_name="invsync")
-@click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary, no progress.")
+@click.option("-v", "--verbose", count=True,
+              help="More log detail (-v info and retries, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors, and the summary line of a run that did not exit 0.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True,
               help="json: one JSON event per line on stdout (run start, batches with "
@@ -34,23 +90,15 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """Keep a BigCommerce store's stock levels equal to what a CSV or XLSX file says.
 
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
+    -v, -q and --log-format may also follow the command.
     """
-    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][
-        min(verbose, 2)]
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        from pipeline.progress import JsonLogFormatter
-
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        from pipeline.progress import TextLogFormatter
-
-        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    from pipeline.redact import RedactingFilter
-
-    handler.addFilter(RedactingFilter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
+    _OUTPUT.update(ctx.obj)
+    _configure_output(ctx.obj)
+
+
+_OUTPUT: dict[str, Any] = {"log_format": "text"}
+"""The output chosen so far, for errors raised before or outside a command."""
 
 
 def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
@@ -84,8 +132,6 @@ def _sync_options(fn: Any) -> Any:
                      help="Snapshots and locks [$XDG_STATE_HOME/invsync]."),
         click.option("--report-dir", type=click.Path(path_type=Path),
                      help="Run folders [<state-dir>/runs]."),
-        click.option("--config", "config_path", type=click.Path(path_type=Path),
-                     help="TOML config file."),
         click.option("--sheet", help="Excel sheet name or 1-based number [first]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
         click.option("--concurrency", type=int, help="Requests in flight at once [4]."),
@@ -113,10 +159,17 @@ def _sync_options(fn: Any) -> Any:
                           "live levels (read through the API)."),
         click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
                      help="Turn TLS certificate checks off (never do this in production)."),
+        _wait_lock_option,
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return _config_options(fn)
+
+
+_wait_lock_option = click.option(
+    "--wait-lock", type=float, metavar="SECONDS",
+    help="If another run holds the store's lock, wait up to this long for it instead of "
+         "exiting 4 at once.")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -137,7 +190,7 @@ def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
     settings.plan_file = plan_file is not None
     path = plan_file or file
     assert path is not None
-    _finish(ctx, sync_file(path, settings, on_event=_events(ctx)))
+    _finish(ctx, sync_file(path, settings, on_event=_events(ctx)), settings)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -160,7 +213,7 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
         from pipeline.summary import print_plan
 
         print_plan(report)
-    _finish(ctx, report)
+    _finish(ctx, report, settings)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -169,16 +222,21 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
 @click.option("--store-hash", help="Only runs for this store.")
 @click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@_config_options
 def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None, limit: int,
-         as_json: bool) -> None:
-    """List past runs, newest first: time, file, status, counts, transactions."""
+         as_json: bool, config_path: Path | None, profile: str | None) -> None:
+    """List past runs, newest first: time, profile, file, status, counts, transactions.
+
+    With a profile (--profile or INVSYNC_PROFILE), only that profile's runs.
+    """
     import json
 
     from pipeline.config import load_settings
     from pipeline.history import list_runs
 
-    settings = load_settings(None, {"report_dir": report_dir, "state_dir": state_dir})
-    found = list_runs(settings.reports, store_hash)[:limit]
+    settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
+                                           "profile": profile})
+    found = list_runs(settings.reports, store_hash, profile=settings.profile)[:limit]
     if as_json:
         for r in found:
             click.echo(json.dumps(r.row()))
@@ -192,15 +250,21 @@ def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None
 @click.argument("run_id")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
-def show(run_id: str, report_dir: Path | None, state_dir: Path | None) -> None:
-    """Print one run's summary and where its files are (RUN_ID may be a prefix or 'last')."""
+@_config_options
+def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
+         config_path: Path | None, profile: str | None) -> None:
+    """Print one run's summary and where its files are (RUN_ID may be a prefix or 'last').
+
+    'last' is the newest run that read its file.
+    """
     from pipeline.config import load_settings
     from pipeline.history import find_run
     from pipeline.report import RunReport, report_from_dict
     from pipeline.summary import print_summary
 
-    settings = load_settings(None, {"report_dir": report_dir, "state_dir": state_dir})
-    past = find_run(settings.reports, run_id)
+    settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
+                                           "profile": profile})
+    past = find_run(settings.reports, run_id, settings.profile)
     report: RunReport = report_from_dict(past.report)
     print_summary(report)
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
@@ -214,8 +278,8 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None) -> None:
 @click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
 @click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
 @click.option("--location-id", type=int, help="Only this location.")
+@_config_options
 @click.pass_context
 def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
           location_id: int | None, **flags: Any) -> None:
@@ -238,9 +302,9 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 @click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
 @click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
               help="Keep re-reading this long for writes to land (they are asynchronous).")
+@_config_options
 @click.pass_context
 def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s: float,
            **flags: Any) -> None:
@@ -262,7 +326,8 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
 @click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots and locks.")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="TOML config.")
+@_wait_lock_option
+@_config_options
 @click.pass_context
 def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     """Finish a run that was interrupted (killed, crashed): same file, same options.
@@ -273,13 +338,29 @@ def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     from pipeline.config import load_settings
     from pipeline.sync import resume as resume_run
 
-    report = resume_run(load_settings(config_path, flags), on_event=_events(ctx))
-    _finish(ctx, report)
+    settings = load_settings(config_path, flags)
+    _finish(ctx, resume_run(settings, on_event=_events(ctx)), settings)
 
 
-def _finish(ctx: click.Context, report: Any) -> None:
-    if ctx.obj["log_format"] == "json":
-        pass  # the run_finished event already carried the outcome
+def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
+    """After any run: notify, print the summary and the summary line, exit with its code.
+
+    This is the one place runs end in the CLI (sync, plan, resume), so notifications are
+    sent here, after the run folder is complete.
+    """
+    json_out = ctx.obj["log_format"] == "json"
+    if settings.notify:
+        from pipeline.notify import notify_run
+
+        for problem in notify_run(report, settings):
+            if json_out:
+                from pipeline.progress import JsonEvents
+
+                JsonEvents()("notify_failed", {"run_id": report.run_id, "error": problem})
+            else:
+                click.echo(f"invsync: {problem}", err=True)
+    if json_out:
+        pass  # the run_finished event already carried the outcome and the summary line
     elif not ctx.obj["quiet"]:
         from pipeline.summary import print_summary
 
@@ -288,6 +369,10 @@ def _finish(ctx: click.Context, report: Any) -> None:
             click.echo(f"invsync: {clean(_redact(report.error))}", err=True)  # cron mails stderr
     elif report.error:
         click.echo(f"invsync: {clean(_redact(report.error))}", err=True)
+    if not json_out and (report.exit_code or not ctx.obj["quiet"]):
+        from pipeline.report import summary_line
+
+        click.echo(clean(summary_line(report)))
     ctx.exit(report.exit_code)
 
 
@@ -302,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     from pipeline import signals
 
+    args = sys.argv[1:] if argv is None else argv
     if argv is None:
         signals.install()
     try:
@@ -309,6 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         exc.show()
         code = ExitCode.USAGE
+        _error_event(args, exc.format_message(), code)
     except (click.Abort, KeyboardInterrupt):
         sigterm = signals.received() == 15
         click.echo(f"invsync: interrupted by {'SIGTERM' if sigterm else 'SIGINT'}", err=True)
@@ -316,16 +403,22 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.USAGE
+        _error_event(args, exc.format_message(), code)
     except InvsyncError as exc:
-        click.echo(f"invsync: {clean(_redact(str(exc)))}", err=True)
+        # Raised before a run started (bad config, usage, the lock): no run folder exists.
+        message = clean(_redact(str(exc)))
+        click.echo(f"invsync: {message}", err=True)
         code = exc.exit_code
+        _error_event(args, message, code)
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # a bug or a broken environment: one line, exit 2
         log_where(logging.getLogger("invsync"), "unexpected error", exc)
         token = os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
-        click.echo(f"invsync: unexpected error: {one_line(exc, token)}", err=True)
+        message = f"unexpected error: {one_line(exc, token)}"
+        click.echo(f"invsync: {message}", err=True)
         code = ExitCode.RUN_FAILED
+        _error_event(args, message, code)
     code = int(code) if isinstance(code, int) else 0
     if argv is None:
         _exit_now(code)
@@ -336,6 +429,16 @@ def _redact(text: str) -> str:
     from pipeline.redact import redact
 
     return redact(text)
+
+
+def _error_event(args: list[str], message: str, code: int) -> None:
+    """With ``--log-format json``, a failure before any run is a JSON event on stdout too."""
+    wants_json = _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
+    if wants_json:
+        from pipeline.progress import JsonEvents
+
+        JsonEvents()("error", {"run_id": None, "exit_code": int(code), "error": message})
 
 
 def _exit_now(code: int) -> None:

@@ -22,6 +22,8 @@ DEFAULT_API_URL = "https://api.bigcommerce.com"
 ENV_STORE_HASH = "BIGCOMMERCE_STORE_HASH"
 ENV_TOKEN = "BIGCOMMERCE_ACCESS_TOKEN"
 ENV_API_URL = "BIGCOMMERCE_API_URL"
+ENV_CONFIG = "INVSYNC_CONFIG"
+ENV_PROFILE = "INVSYNC_PROFILE"
 
 
 class Secret:
@@ -81,6 +83,12 @@ class Settings:
     """The input is a reviewed ``plan.csv``: push exactly it."""
     brakes: BrakeLimits = field(default_factory=BrakeLimits)
     config_path: Path | None = None
+    profile: str | None = None
+    """The config profile in force (``--profile`` / ``INVSYNC_PROFILE``), if any."""
+    wait_lock_s: float = 0.0
+    """Wait this long for another run's lock instead of exiting 4 at once."""
+    notify: dict[str, Any] = field(default_factory=dict)
+    """The ``[notify]`` section (checked by :func:`pipeline.notify.notify_config`)."""
 
     @property
     def reports(self) -> Path:
@@ -130,6 +138,7 @@ class Settings:
             "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
             "baseline": self.baseline, "plan_file": self.plan_file,
             "config": str(self.config_path) if self.config_path else None,
+            "profile": self.profile,
         }
 
 
@@ -137,24 +146,62 @@ _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
-               "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline"}
+               "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
+               "notify"}
+
+
+def read_config(config_path: Path | None, profile: str | None = None
+                ) -> tuple[Path | None, str | None, dict[str, Any]]:
+    """The config file (``--config``, else ``$INVSYNC_CONFIG``) with one profile applied.
+
+    A profile (``--profile``, else ``$INVSYNC_PROFILE``) is ``[profiles.NAME]``: its keys
+    replace the top level's, and its tables (``[profiles.NAME.brakes]``, ...) replace keys
+    of the top level's tables. Returns (path, profile, merged values).
+    """
+    if config_path is None and os.environ.get(ENV_CONFIG):
+        config_path = Path(os.environ[ENV_CONFIG])
+    profile = profile or os.environ.get(ENV_PROFILE) or None
+    if config_path is None:
+        if profile:
+            raise UsageError(f"profile {profile!r} needs a config file: pass --config or set "
+                             f"{ENV_CONFIG}")
+        return None, None, {}
+    try:
+        cfg = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {config_path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
+    profiles = cfg.pop("profiles", None) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise UsageError(f"config file {config_path}: [profiles] holds tables such as "
+                         f"[profiles.production]")
+    for where, table in [("top level", cfg)] + [(f"[profiles.{k}]", v)
+                                                 for k, v in profiles.items()]:
+        unknown = set(table) - _KNOWN_KEYS
+        if unknown:
+            raise UsageError(f"config file {config_path}: unknown key(s) in {where}: "
+                             f"{', '.join(sorted(unknown))}")
+    if profile:
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise UsageError(f"config file {config_path} has no profile {profile!r} "
+                             f"(profiles: {known})")
+        for key, value in profiles[profile].items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+    return Path(config_path), profile, cfg
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
-    """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults."""
-    cfg: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            cfg = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"cannot read config file {config_path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
-        unknown = set(cfg) - _KNOWN_KEYS
-        if unknown:
-            raise UsageError(f"config file {config_path}: unknown key(s) "
-                             f"{', '.join(sorted(unknown))}")
-    s = Settings(config_path=config_path)
+    """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults.
+
+    ``overrides["profile"]`` names a ``[profiles.NAME]`` of the config (see :func:`read_config`).
+    """
+    config_path, profile, cfg = read_config(config_path, overrides.get("profile"))
+    s = Settings(config_path=config_path, profile=profile)
 
     def pick(key: str, env: str | None = None) -> Any:
         if overrides.get(key) is not None:
@@ -198,6 +245,19 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     s.column_map = {str(k): str(v) for k, v in columns.items()}
     s.rules = _rules(cfg.get("quantity") or {}, overrides)
     s.retry = _retry(cfg.get("retry") or {})
+    wait = overrides.get("wait_lock")
+    if wait is not None:
+        if wait < 0:
+            raise UsageError("--wait-lock must not be negative")
+        s.wait_lock_s = float(wait)
+    notify = cfg.get("notify") or {}
+    if not isinstance(notify, dict):
+        raise UsageError("[notify] must be a table")
+    if notify:
+        from pipeline.notify import notify_config
+
+        notify_config(notify)  # fail at start (exit 64), not after the run
+    s.notify = dict(notify)
     return s
 
 

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,22 +39,38 @@ class StoreLock:
         self._fh: IO[str] | None = None
         self.took_over: dict[str, Any] | None = None
 
-    def acquire(self, run_id: str) -> None:
-        """Take the lock or raise :class:`LockedError` naming the run that holds it."""
+    def acquire(self, run_id: str, wait_s: float = 0.0,
+                on_wait: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Take the lock or raise :class:`LockedError` naming the run that holds it.
+
+        With ``wait_s`` > 0, wait up to that long for the holder to finish first
+        (``on_wait`` is told once, with the holder, when waiting starts).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = _parse(fh.read())
-            fh.close()
-            who = (f"run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}, started "
-                   f"{holder.get('started', '?')})") if holder else "another run"
-            raise LockedError(
-                f"{who} is already syncing store {self.store_hash!r}; wait for it to finish "
-                f"(lock: {self.path})"
-            ) from None
+        deadline = time.monotonic() + wait_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = _parse(fh.read())
+                who = (f"run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}, "
+                       f"started {holder.get('started', '?')})") if holder else "another run"
+                if time.monotonic() < deadline:
+                    if not waited and on_wait:
+                        on_wait({"holder": holder, "wait_s": wait_s})
+                    waited = True
+                    time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
+                    continue
+                fh.close()
+                after = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+                raise LockedError(
+                    f"{who} is already syncing store {self.store_hash!r}{after}; wait for it "
+                    f"to finish or pass --wait-lock SECONDS (lock: {self.path})"
+                ) from None
         fh.seek(0)
         previous = _parse(fh.read())
         if previous:

@@ -17,21 +17,28 @@ from typing import IO, Any
 _LOG_FIELDS = ("name", "levelname", "message")
 
 
-class TextLogFormatter(logging.Formatter):
-    """Plain log lines, with control characters in messages shown as escapes."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # logging names it so
-        from pipeline.terminal import clean
-
-        return clean(super().formatMessage(record))
+_current_run: dict[str, str] = {}
+"""The run the JSON events are about, so that log records can name it too."""
 
 
 class JsonLogFormatter(logging.Formatter):
-    """Python log records as one JSON object per line."""
+    """Python log records as one JSON object per line (with the current run's id)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": timestamp(), "event": "log", "level": record.levelname.lower(),
-                           "logger": record.name, "message": record.getMessage()})
+        return json.dumps({"ts": timestamp(), "event": "log", **_current_run,
+                           "level": record.levelname.lower(), "logger": record.name,
+                           "message": record.getMessage()})
+
+
+class TextLogFormatter(logging.Formatter):
+    """``2026-11-29T21:13:10.123Z WARNING invsync.x: message`` (UTC, like the JSON events)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from pipeline.terminal import clean
+
+        # Control characters in a message are shown as escapes; exceptions are logged by
+        # terminal.log_where (the stack and the type, never a message that may quote a token).
+        return f"{timestamp()} {record.levelname} {record.name}: {clean(record.getMessage())}"
 
 
 def timestamp() -> str:
@@ -47,6 +54,8 @@ class JsonEvents:
     def __call__(self, name: str, data: dict[str, Any]) -> None:
         from pipeline.redact import redact
 
+        if data.get("run_id"):
+            _current_run["run_id"] = str(data["run_id"])
         record = {"ts": timestamp(), "event": name, **data}
         self.stream.write(redact(json.dumps(record, default=str)) + "\n")
         self.stream.flush()
@@ -78,9 +87,12 @@ class PlainProgress:
             if now - self._last >= self.every_s or self.done_batches == self.total_batches:
                 self._last = now
                 self._line(self._status(now))
-        elif name == "retry":
-            self._line(f"retrying {data.get('method')} {data.get('path')} in "
-                       f"{data.get('wait_s')} s after {data.get('error')}")
+        elif name == "lock_wait":
+            holder = data.get("holder") or {}
+            self._line(f"waiting up to {data.get('wait_s', 0):g} s for the lock held by run "
+                       f"{holder.get('run_id', '?')}")
+        # Retries are not printed here: the client logs each at -v (INFO), and the run's
+        # summary line counts them by cause.
         elif name == "read_started":
             self._start_read = self._last = time.monotonic()
             self._line(f"reading live levels at location(s) {data['locations']}")
@@ -102,7 +114,7 @@ class PlainProgress:
     def _line(self, text: str) -> None:
         from pipeline.terminal import clean
 
-        self.stream.write(f"invsync: {clean(text)}\n")
+        self.stream.write(f"{timestamp()} invsync: {clean(text)}\n")
         self.stream.flush()
 
 
@@ -131,7 +143,12 @@ class RichProgress:
         self._batches = (0, 0)
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
-        if name == "read_started":
+        if name == "lock_wait":
+            holder = data.get("holder") or {}
+            self._progress.console.print(
+                f"waiting up to {data.get('wait_s', 0):g} s for the lock held by run "
+                f"{holder.get('run_id', '?')}")
+        elif name == "read_started":
             self._progress.start()
             self._read = self._progress.add_task("reading live levels", total=None,
                                                  batches="", rate="")

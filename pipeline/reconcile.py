@@ -41,7 +41,8 @@ def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int =
 def drift_check(settings: Settings, file: Path | None, location_id: int | None, *,
                 quiet: bool = False, as_json: bool = False) -> int:
     """Items whose live level differs from the snapshot; exit code 0 (none) or 1."""
-    expected = SnapshotStore(settings.state_dir, settings.store_hash or "").load()
+    expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
+                             settings.profile).load()
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
     if file is not None:
@@ -70,7 +71,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
 def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
                quiet: bool = False, as_json: bool = False) -> int:
     """Read back the levels run ``run_id`` had accepted; exit code 0 (all landed) or 1."""
-    past = find_run(settings.reports, run_id)
+    past = find_run(settings.reports, run_id, settings.profile)
     plan_path = past.folder / "plan.csv"
     if not plan_path.exists():
         raise click.UsageError(f"run {past.run_id} has no plan.csv to verify")

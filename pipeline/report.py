@@ -100,6 +100,35 @@ class RunReport:
         return data
 
 
+def summary_line(report: RunReport) -> str:
+    """The one line a run ends with, for cron mail and grep.
+
+    ``invsync: partial run=ID rows=15 updated=10 unchanged=0 rejected=5 refused=1
+    retries=3 (429: 2, 5xx: 1) in 1.2s report=FOLDER``
+    """
+    c = report.counts
+    parts = [f"invsync: {report.status}", f"run={report.run_id}"]
+    profile = (report.store or {}).get("profile")
+    if profile:
+        parts.append(f"profile={profile}")
+    sent = c.changed + c.zeroed_missing
+    parts += [f"rows={c.rows}",
+              f"would_update={sent}" if report.status == "dry_run" else f"updated={c.accepted}",
+              f"unchanged={c.unchanged}", f"rejected={c.rejected}", f"refused={c.refused}"]
+    if (c.unconfirmed or c.not_sent) and report.status != "dry_run":
+        parts += [f"unconfirmed={c.unconfirmed}", f"not_sent={c.not_sent}"]
+    retries = int(report.requests.get("retries", 0))
+    if retries:
+        causes = ", ".join(f"{k.removeprefix('retries_')}: {v}" for k, v in report.requests.items()
+                           if k.startswith("retries_"))
+        parts.append(f"retries={retries} ({causes})")
+    if report.exit_code:
+        parts.append(f"exit={report.exit_code}")
+    parts.append(f"in {float(report.timings.get('total', 0.0)):.1f}s")
+    parts.append(f"report={report.report_dir}")
+    return " ".join(parts)
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """A sortable, unique run id such as ``20261127T103512.345Z-4f9a1c`` (UTC, milliseconds)."""
     import secrets

@@ -28,8 +28,13 @@ def _safe_name(store_hash: str) -> str:
 class SnapshotStore:
     """Reads and atomically updates the snapshot of one store."""
 
-    def __init__(self, state_dir: Path, store_hash: str) -> None:
-        self.dir = Path(state_dir) / _safe_name(store_hash)
+    def __init__(self, state_dir: Path, store_hash: str, profile: str | None = None) -> None:
+        self.store_dir = Path(state_dir) / _safe_name(store_hash)
+        """The store's folder: its lock is shared by every profile."""
+        # Each config profile keeps its own snapshot and journal, so a rehearsal profile
+        # and the real one never share one even when they name the same store.
+        self.dir = (self.store_dir / f"profile-{_safe_name(profile)}" if profile
+                    else self.store_dir)
         self.path = self.dir / "snapshot.parquet"
         self.meta_path = self.dir / "state.json"
 

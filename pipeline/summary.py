@@ -109,13 +109,14 @@ def print_runs(rows: list[dict[str, object]], where: Path,
         console.print(f"no runs under {safe(where)}")
         return
     table = Table()
-    for col in ("run id", "started", "command", "status", "store", "file", "rows", "changed",
-                "accepted", "rejected", "txns"):
+    for col in ("run id", "started", "command", "status", "store", "profile", "file", "rows",
+                "changed", "accepted", "rejected", "txns"):
         table.add_column(col, justify="right" if col in ("rows", "changed", "accepted",
                                                          "rejected", "txns") else "left")
     for r in rows:
         table.add_row(safe(r["run_id"]), safe(r["started_at"]), safe(r["command"]),
                       f"[{_STYLE.get(str(r['status']), 'white')}]{safe(r['status'])}[/]",
-                      safe(r["store"]), safe(r["file"]), f"{r['rows']:,}", f"{r['changed']:,}",
+                      safe(r["store"]), safe(r.get("profile") or "-"), safe(r["file"]),
+                      f"{r['rows']:,}", f"{r['changed']:,}",
                       f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
     console.print(table)

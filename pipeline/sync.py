@@ -34,6 +34,7 @@ from pipeline.report import (
     new_run_id,
     plan_frame,
     rejected_records,
+    summary_line,
     utc_now,
     write_run_folder,
 )
@@ -65,11 +66,20 @@ class _Run:
     def __init__(self, path: Path, settings: Settings, emit: Event) -> None:
         self.path = path
         self.settings = settings
-        self.emit = emit
         self.report = RunReport(run_id=new_run_id(), status="failed", started_at=utc_now(),
                                 options=settings.public(),
                                 store={"store_hash": settings.store_hash,
-                                       "api_url": settings.api_url})
+                                       "api_url": settings.api_url,
+                                       "profile": settings.profile})
+        self.retries: Counter[str] = Counter()
+        run_id = self.report.run_id
+
+        def tagged(name: str, data: dict[str, Any]) -> None:
+            if name == "retry":
+                self.retries[retry_cause(data.get("status"))] += 1
+            emit(name, {"run_id": run_id, **data})  # every event names its run
+
+        self.emit: Event = tagged
         self.folder = settings.reports / self.report.run_id
         self.timings: dict[str, float] = {}
         self.table: StockTable | None = None
@@ -77,17 +87,31 @@ class _Run:
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
         store = settings.store_hash or "offline"
-        self.snapshots = SnapshotStore(settings.state_dir, store)
-        self.lock = StoreLock(self.snapshots.dir, store)
+        self.snapshots = SnapshotStore(settings.state_dir, store, settings.profile)
+        self.lock = StoreLock(self.snapshots.store_dir, store)
         self.journal = Journal(self.snapshots.dir)
 
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
 
+def retry_cause(status: Any) -> str:
+    """How a retry is counted in the summary: ``429``, ``5xx``, ``network`` or the status."""
+    if status == 429:
+        return "429"
+    if isinstance(status, int) and status >= 500:
+        return "5xx"
+    return "network" if status is None else str(status)
+
+
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
               command: str = "sync") -> RunReport:
-    """Sync ``path`` into the store described by ``settings``; write and return the report."""
+    """Sync ``path`` into the store described by ``settings``; write and return the report.
+
+    Raises :class:`~pipeline.errors.UsageError` for unusable settings and
+    :class:`~pipeline.errors.LockedError` when another run holds the store's lock (after
+    ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
+    """
     settings.check(needs_store=not settings.dry_run)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
@@ -95,18 +119,21 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     run.report.command = command
     run.report.input = {"path": str(path)}
     t_start = time.perf_counter()
-    run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
-                             "dry_run": settings.dry_run})
     locked = False
+    if not settings.dry_run:
+        ensure_writable(settings.state_dir, "state folder")
+        # A run refused by the lock is not a run: LockedError propagates and no run folder
+        # is written (so `show last` never picks it).
+        run.lock.acquire(run.report.run_id, settings.wait_lock_s,
+                         on_wait=lambda info: run.emit("lock_wait", info))
+        locked = True
+    run.emit("run_started", {"input": str(path), "dry_run": settings.dry_run,
+                             "profile": settings.profile})
     try:
-        if not settings.dry_run:
-            ensure_writable(settings.state_dir, "state folder")
-            run.lock.acquire(run.report.run_id)
-            locked = True
-            if run.lock.took_over:
-                run.report.notes.append(
-                    f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
-                    f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
+        if run.lock.took_over:
+            run.report.notes.append(
+                f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
+                f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
         _execute(run)
     except FatalError as exc:
         run.report.error = str(exc)
@@ -124,12 +151,16 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
             _release(run)
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
+    if run.retries:
+        report.requests["retries"] = sum(run.retries.values())
+        report.requests.update({f"retries_{k}": v for k, v in run.retries.most_common()})
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
     report.finished_at = utc_now()
     if report.error:
         report.error = redact(report.error)
     _write_report(run)
-    run.emit("run_finished", {"run_id": report.run_id, "status": report.status,
+    run.emit("run_finished", {"status": report.status, "profile": settings.profile,
+                              "summary": summary_line(report),
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
                               "transactions": len(report.transaction_ids),
                               "error": report.error, "report_dir": str(run.folder)})
@@ -243,7 +274,7 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
     from pipeline.errors import UsageError
 
     store = settings.store_hash or "offline"
-    journal = Journal(SnapshotStore(settings.state_dir, store).dir)
+    journal = Journal(SnapshotStore(settings.state_dir, store, settings.profile).dir)
     if not journal.exists():
         raise UsageError(f"nothing to resume: no interrupted run for store {store!r} "
                          f"under {settings.state_dir}")

@@ -798,7 +798,9 @@ def test_wrong_token_fails_clearly_and_never_shows_the_token(sandbox: SandboxPro
 
     quiet = run_invsync(["-q", "sync", str(NIGHT1)], env)
     assert quiet.returncode == 2
-    assert quiet.stdout == ""
+    # -q: only the summary line of the failed run on stdout, the error on stderr.
+    assert quiet.stdout.startswith("invsync: failed run=") and " exit=2 " in quiet.stdout
+    assert len(quiet.stdout.splitlines()) == 1 and bad_token not in quiet.stdout
     assert "401" in quiet.stderr and bad_token not in quiet.stderr
 
 

@@ -390,9 +390,13 @@ def test_progress_is_plain_lines_on_stderr_and_quiet_prints_nothing(
     assert result.returncode == 0, out(result)
     per_location = Counter(loc for loc, _ in csv_levels(NIGHT1))
     batches = sum(math.ceil(n / 500) for n in per_location.values())
-    lines = result.stderr.splitlines()
+    stamped = result.stderr.splitlines()
     assert "\x1b" not in result.stderr and "\r" not in result.stderr, repr(result.stderr)
-    assert lines and all(line.startswith("invsync: ") for line in lines), lines
+    # Not a terminal: each line starts with a UTC timestamp.
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+    assert stamped and all(stamp.match(line) for line in stamped), stamped
+    lines = [stamp.sub("", line, count=1) for line in stamped]
+    assert all(line.startswith("invsync: ") for line in lines), lines
     assert lines[0] == f"invsync: sending 3,114 items in {batches} batches"
     progress = re.compile(rf"invsync: sent (\d+)/{batches} batches \(([\d,]+)/3,114 items\), "
                           r"[\d,]+ items/s(, ETA [\d,]+ s)?")
@@ -410,7 +414,9 @@ def test_progress_is_plain_lines_on_stderr_and_quiet_prints_nothing(
 
     failing = run_invsync(["--quiet", "sync", str(tmp_path / "missing.csv")], cli_env)
     assert failing.returncode == 65
-    assert failing.stdout == ""
+    # -q still prints the summary line of a run that did not exit 0, and nothing else.
+    assert failing.stdout.startswith("invsync: failed run=")
+    assert len(failing.stdout.splitlines()) == 1 and " exit=65 " in failing.stdout
     assert failing.stderr.startswith("invsync: ") and "missing.csv" in failing.stderr
 
 
@@ -517,10 +523,14 @@ def _shown_paths(text: str) -> set[Path]:
 
 
 def test_show_by_id_prefix_and_last_prints_summary_and_existing_files(history: History) -> None:
-    success, partial, failed = (history.by_kind(k) for k in ("success", "partial", "failed"))
+    success, partial, dry_run, failed = (history.by_kind(k) for k in (
+        "success", "partial", "dry_run", "failed"))
     prefix = partial.report["run_id"][:-2]
     assert sum(r.report["run_id"].startswith(prefix) for r in history.runs) == 1
-    for ref, run in ((success.report["run_id"], success), (prefix, partial), ("last", failed)):
+    # `last` is the newest run that read its file: the newer run that could not read its
+    # input is passed over (it is still shown by its id).
+    for ref, run in ((success.report["run_id"], success), (prefix, partial), ("last", dry_run),
+                     (failed.report["run_id"], failed)):
         shown = run_invsync(["show", ref], history.env)
         assert shown.returncode == 0, out(shown)
         rid, folder = run.report["run_id"], run.result.report_dir()

@@ -534,12 +534,14 @@ def test_second_concurrent_sync_is_locked_out_at_once(kill_world: KillWorld,
     assert holder["pid"] == first.pid
     assert "already syncing" in text, text
     assert f"run {holder['run_id']} (pid {first.pid}" in text, text
-    second_report = second.report()
-    assert (second_report["status"], second_report["exit_code"]) == ("failed", 4)
+    # A run refused by the lock is not a run: it leaves no run folder.
+    assert "report:" not in second.stdout, second.stdout
 
     assert first.wait(timeout=120) == 0, log.read_text()
     first_result = CliResult(0, log.read_text(), "")
     assert first_result.report()["run_id"] == holder["run_id"]
+    runs_dir = w.state_home / "invsync" / "runs"
+    assert [p.name for p in runs_dir.iterdir()] == [holder["run_id"]]
     assert w.sb.levels() == levels
     # The locked-out run sent nothing: one location read and 40 batches, all the first run's.
     requests = w.sb.requests()
