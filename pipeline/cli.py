@@ -35,6 +35,9 @@ def _configure_output(obj: dict[str, Any]) -> None:
         from pipeline.progress import TextLogFormatter
 
         handler.setFormatter(TextLogFormatter())
+    from pipeline.redact import RedactingFilter
+
+    handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
