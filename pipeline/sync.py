@@ -19,12 +19,12 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.brakes import check_brakes
+from pipeline.brakes import check_brakes, comparable_rows, record_rows
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
 from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
 from pipeline.ingest import ROW, StockTable, read_stock_file
-from pipeline.journal import Journal, StoreLock
+from pipeline.journal import Journal, StoreLock, host_lock
 from pipeline.report import (
     Counts,
     RunReport,
@@ -73,8 +73,9 @@ class _Run:
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
         store = settings.store_hash or "offline"
-        self.snapshots = SnapshotStore(settings.state_dir, store)
+        self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url)
         self.lock = StoreLock(self.snapshots.dir, store)
+        self.host_lock = host_lock(settings.api_url, store)
         self.journal = Journal(self.snapshots.dir)
 
     def timed(self, stage: str, started: float) -> None:
@@ -87,26 +88,32 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     settings.check(needs_store=not settings.dry_run)
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
-    run.report.input = {"path": str(path)}
+    run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
     run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
                              "dry_run": settings.dry_run})
-    locked = False
+    held: list[StoreLock] = []
     try:
         if not settings.dry_run:
-            run.lock.acquire(run.report.run_id)
-            locked = True
+            # This state dir's lock, then this host's lock on the store (API host + hash):
+            # two runs for one store exit 4 even with different state dirs.
+            for lock in (run.lock, run.host_lock):
+                lock.acquire(run.report.run_id, state_dir=str(settings.state_dir))
+                held.append(lock)
             if run.lock.took_over:
                 run.report.notes.append(
                     f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
                     f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
+            if run.snapshots.clean_temp_files():
+                run.report.notes.append("removed temporary snapshot files a killed run left")
+        _note_legacy_state(run)
         _execute(run)
     except FatalError as exc:
         run.report.error = str(exc)
         run.report.exit_code = int(exc.exit_code)
     finally:
-        if locked:
-            run.lock.release()
+        for lock in reversed(held):
+            lock.release()
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
     report.timings = {k: round(v, 4) for k, v in run.timings.items()}
@@ -125,15 +132,47 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
     from pipeline.errors import UsageError
 
     store = settings.store_hash or "offline"
-    journal = Journal(SnapshotStore(settings.state_dir, store).dir)
+    journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url).dir)
     if not journal.exists():
         raise UsageError(f"nothing to resume: no interrupted run for store {store!r} "
-                         f"under {settings.state_dir}")
+                         f"at {settings.api_url} under {settings.state_dir}")
     header = journal.recover().header
     if not header.get("input"):
         raise UsageError(f"the journal {journal.path} names no input file; run sync again")
+    _check_unchanged(Path(header["input"]), header)
     resumed = settings_from_public(settings, header.get("options") or {})
     return sync_file(header["input"], resumed, on_event=on_event)
+
+
+def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
+    """Refuse to resume with a file that is no longer the one the interrupted run read."""
+    import hashlib
+
+    recorded = header.get("sha256")
+    if not recorded:
+        return
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputFileError(str(path), f"cannot read the interrupted run's input: "
+                                        f"{exc.strerror or exc}") from None
+    if digest != recorded:
+        raise InputFileError(
+            str(path), f"the file changed since interrupted run {header.get('run_id', '?')} "
+                       f"read it (sha256 {recorded[:12]}… then, {digest[:12]}… now); nothing "
+                       f"was sent: sync the file as it is now with invsync sync (it recovers "
+                       f"what the interrupted run confirmed first)")
+
+
+def _note_legacy_state(run: _Run) -> None:
+    """Say once that a snapshot of the old layout (per state dir and hash only) is not used."""
+    snapshots = run.snapshots
+    if (snapshots.legacy_dir / "snapshot.parquet").exists() and not snapshots.path.exists():
+        run.report.notes.append(
+            f"the snapshot in {snapshots.legacy_dir} (the layout before snapshots were kept per "
+            f"API host) is not used: it may hold levels of another API host with the same "
+            f"store hash; this run starts from an empty snapshot for "
+            f"{snapshots.dir}, so every item of the file is sent once")
 
 
 def _execute(run: _Run) -> None:
@@ -155,7 +194,7 @@ def _execute(run: _Run) -> None:
     report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
-                    "columns": table.mapping}
+                    "columns": table.mapping, "source": settings.source}
     report.notes.extend(table.notes)
     locations = _fetch_locations(settings, run.emit) if settings.token else None
 
@@ -168,15 +207,19 @@ def _execute(run: _Run) -> None:
 
     t = time.perf_counter()
     snapshot = _baseline(run)
+    # What the store holds, as far as we know: the brakes judge every run against it,
+    # whatever the diff's baseline (--full has none, a plan has its own).
+    held = snapshot
+    if settings.baseline == "live":
+        from pipeline.live import live_levels
+
+        held = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
     if planned_old is not None:
         changes = _planned_changes(checked, planned_old, snapshot)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
     elif settings.baseline == "live":
-        from pipeline.live import live_levels
-
-        live = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
-        changes = compute_changes(checked.valid, live, baseline_name="live")
+        changes = compute_changes(checked.valid, held, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
     if settings.zero_missing and planned_old is None:
@@ -185,14 +228,11 @@ def _execute(run: _Run) -> None:
     report.by_location = _by_location(checked, changes)
 
     meta = run.snapshots.read_meta()
-    if settings.baseline == "snapshot" or planned_old is not None:
-        synced = dict(snapshot.group_by("location_id").len().iter_rows())
-    else:  # live: the items of the file that the store already had
-        synced = {int(k): v["unchanged"] + v["changed"] for k, v in report.by_location.items()}
     from_plan = planned_old is not None  # a reviewed plan is not an export: no row brakes
     brakes = check_brakes(
-        rows=table.rows, last_rows=None if from_plan else meta.get("last_rows"),
-        changes=changes, synced_by_location=synced,
+        rows=table.rows,
+        last_rows=None if from_plan else comparable_rows(meta, settings.source),
+        changes=changes, held=held, zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -216,7 +256,9 @@ def _execute(run: _Run) -> None:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
-        run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
+        meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
+        meta.pop("last_rows", None)  # the old single count: now kept per source
+        run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now()})
 
 
@@ -296,16 +338,18 @@ def _baseline(run: _Run) -> pl.DataFrame:
     note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
             f"({len(recovered.transaction_ids)} transactions) from interrupted run "
             f"{header.get('run_id', '?')}; {unconfirmed.height:,} items of "
-            f"{len(recovered.in_flight)} batch(es) in flight are unknown and sent again")
+            f"{len(recovered.in_flight)} batch(es) in flight are kept with an unknown level "
+            f"and sent again")
     run.report.notes.append(note)
     run.report.resumed_from = header.get("run_id")
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
         # A dry run changes no state: apply the journal in memory only.
-        kept = snapshot.join(recovered.confirmed, on=KEY, how="anti").join(
-            unconfirmed, on=KEY, how="anti")
-        return pl.concat([kept, recovered.confirmed])
+        unknown = unconfirmed.join(recovered.confirmed, on=KEY, how="anti").unique().select(
+            *KEY, pl.lit(None, pl.Int64).alias("quantity"))
+        update = pl.concat([recovered.confirmed, unknown])
+        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
     if recovered.confirmed.height or unconfirmed.height:
         run.snapshots.merge(recovered.confirmed, forget=unconfirmed)
     run.journal.close(remove=True)
@@ -314,9 +358,13 @@ def _baseline(run: _Run) -> pl.DataFrame:
 
 def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.DataFrame,
                          report: RunReport) -> ChangeSet:
-    """Add a 0 for each snapshot item, at a location the file covers, that the file omits."""
+    """Add a 0 for each snapshot item, at a location the file covers, that the file omits.
+
+    An item whose level is unknown (null) is zeroed too: it may hold stock.
+    """
     locations = checked.valid["location_id"].unique().implode()
-    covered = baseline.filter(pl.col("location_id").is_in(locations) & (pl.col("quantity") != 0))
+    covered = baseline.filter(pl.col("location_id").is_in(locations)
+                              & pl.col("quantity").ne_missing(0))
     missing = covered if checked.seen_keys is None else covered.join(
         checked.seen_keys, on=KEY, how="anti")
     if missing.height == 0:
@@ -387,7 +435,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     items = number_changes(changes.changes)
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
-    # may have applied it, so its old level is no longer known.
+    # may have applied it, so its level is no longer known (kept in the snapshot as null).
     settled = [*result.accepted, *(s for s, _ in result.refused)]
     unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
     if accepted.height or unconfirmed.height:
