@@ -22,6 +22,8 @@ from urllib.parse import quote, urlsplit
 
 import polars as pl
 
+from pipeline.errors import UsageError
+
 KEY = ["location_id", "identifier", "item_key"]
 SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
                    "quantity": pl.Int64}
@@ -60,14 +62,20 @@ def store_dir(state_dir: Path, api_url: str, store_hash: str) -> Path:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) with mode 0700; refuse a symlink at ``path``."""
+    """Create ``path`` and its missing parents with mode 0700; refuse a symlink at ``path``."""
     if path.is_symlink():
-        raise OSError(f"{path} is a symbolic link; state folders must be real folders")
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        raise UsageError(f"{path} is a symbolic link; invsync never follows links for its "
+                         f"state folders: remove it")
+    missing = [p for p in [path, *path.parents] if not p.exists() and not p.is_symlink()]
+    for folder in reversed(missing):  # Path.mkdir(parents=True) makes parents 0777 & ~umask
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
 
 
 def open_nofollow(path: Path, mode: str) -> IO[Any]:
     """Open a state file without following a symlink; a created file gets mode 0600.
+
+    A symlink in its place is a :class:`UsageError` (exit 64), never followed.
 
     ``mode``: ``r``/``rb`` (read), ``w``/``wb`` (truncate or create), ``a+`` (read/append,
     create), ``r+`` (read/write, create without truncating).
@@ -79,10 +87,10 @@ def open_nofollow(path: Path, mode: str) -> IO[Any]:
              "r+": os.O_RDWR | os.O_CREAT}[mode]
     try:
         fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC, 0o600)
-    except OSError as exc:
+    except OSError:
         if path.is_symlink():
-            raise OSError(exc.errno, f"{path} is a symbolic link; invsync never follows "
-                                     f"links for its state files") from None
+            raise UsageError(f"{path} is a symbolic link; invsync never follows links for "
+                             f"its state files: remove it") from None
         raise
     if "b" in mode:
         return os.fdopen(fd, mode)
