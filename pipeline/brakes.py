@@ -85,8 +85,8 @@ def check_brakes(
         tripped.append(Brake(
             "shrunken_file",
             f"the file has {rows:,} rows, under {limits.min_rows_ratio:.0%} of the "
-            f"{last_rows:,} of the last complete run from the same source, and "
-            f"--zero-missing would zero what it leaves out (a truncated export?); pass "
+            f"{last_rows:,} of an earlier run from the same source, and --zero-missing "
+            f"would zero what it leaves out (a truncated export?); pass "
             f"--allow-shrink to sync it anyway"))
     if not limits.allow_zeroing:
         tripped.extend(_mass_zeroing(changes, held, limits.max_zero_share))
