@@ -214,6 +214,10 @@ def _execute(run: _Run) -> None:
         from pipeline.live import live_levels
 
         held = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
+        # The store lists an item under its SKU, variant id and product id: counted once per
+        # item only in the identifier kinds the file uses, or the brake's share is diluted.
+        held = held.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
+                                                      .implode()))
     if planned_old is not None:
         changes = _planned_changes(checked, planned_old, snapshot)
     elif settings.full:

@@ -60,6 +60,19 @@ def test_all_zero_file_trips_the_mass_zeroing_brake_whatever_the_baseline(
     assert store.sb.levels() == store.baseline
 
 
+def test_live_levels_count_each_item_once_for_the_mass_zeroing_brake(
+    synced_store: Store,  # noqa: F811
+) -> None:
+    # The store lists each item by SKU, variant id and product id: 100 of the 200 items
+    # at location 1 to 0 is 50% (not 100 of 600 rows, 17%).
+    store = synced_store
+    half = {k: (0 if i < 100 else v) for i, (k, v) in enumerate(store.baseline.items())
+            if k[0] == 1}
+    result, sent = store.sync(write_stock(store.tmp / "half.csv", half), "--baseline", "live")
+    assert_braked(result, sent, "mass_zeroing", "--allow-zeroing")
+    assert "100 of 200 items" in result.report()["brakes"][0]["message"]
+
+
 def test_plan_file_of_an_all_zero_file_is_braked_on_the_snapshot(
     synced_store: Store,  # noqa: F811
 ) -> None:
