@@ -92,14 +92,14 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     t_start = time.perf_counter()
     run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
                              "dry_run": settings.dry_run})
-    held: list[StoreLock] = []
+    locks_held: list[StoreLock] = []
     try:
         if not settings.dry_run:
             # This state dir's lock, then this host's lock on the store (API host + hash):
             # two runs for one store exit 4 even with different state dirs.
             for lock in (run.lock, run.host_lock):
                 lock.acquire(run.report.run_id, state_dir=str(settings.state_dir))
-                held.append(lock)
+                locks_held.append(lock)
             if run.lock.took_over:
                 run.report.notes.append(
                     f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
@@ -112,7 +112,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         run.report.error = str(exc)
         run.report.exit_code = int(exc.exit_code)
     finally:
-        for lock in reversed(held):
+        for lock in reversed(locks_held):
             lock.release()
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
