@@ -298,3 +298,23 @@ def test_resume_refuses_a_file_that_changed_since_the_interrupted_run(
     after = run_invsync(kill_args(new_file), w.env, timeout=120)
     assert after.returncode == 0, output(after)
     assert w.sb.levels() == changed
+
+
+def test_dry_run_after_a_kill_reads_the_journal_and_changes_no_state(
+    kill_world: KillWorld, children: list[subprocess.Popen[bytes]],  # noqa: F811
+) -> None:
+    w = kill_world
+    _, _, _, new_file = w.files(random.Random(17))
+    kill = kill_mid_run(w, kill_args(new_file), 0.2, children)
+    state = {p.name: p.read_bytes() for p in w.store_dir.iterdir()}
+    mark = log_mark(w.sb)
+
+    dry = run_invsync([*kill_args(new_file), "--dry-run"], w.env, timeout=60)
+
+    assert dry.returncode == 0, output(dry)
+    assert puts_since(w.sb, mark) == []
+    assert {p.name: p.read_bytes() for p in w.store_dir.iterdir()} == state
+    report = dry.report()
+    assert report["resumed_from"] == kill.run_id
+    # Confirmed levels count as unchanged; everything else (in flight: unknown) is planned.
+    assert report["counts"]["unchanged"] == len(kill.journal.levels)
