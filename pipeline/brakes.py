@@ -1,17 +1,20 @@
 """Safety brakes: checks made before anything is sent, each with an override.
 
 A truncated export or a wrong column must never zero half a catalog. Each brake
-compares this run with the store's history (the snapshot and the last successful
-run) and trips with a message that says what it saw and which flag overrides it.
+compares this run with what the store holds (the snapshot, or live levels) and with
+past runs from the same kind of source, and trips with a message that says what it
+saw and which flag overrides it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from pipeline.diff import ChangeSet
+from pipeline.snapshot import KEY
 
 
 @dataclass(frozen=True)
@@ -19,9 +22,11 @@ class BrakeLimits:
     """Thresholds and overrides for the brakes."""
 
     min_rows_ratio: float = 0.5
-    """Trip when the file has fewer rows than this share of the last successful run's."""
+    """With ``--zero-missing``: trip when the file has fewer rows than this share of the
+    last complete run's from the same source (see :func:`comparable_rows`)."""
     max_zero_share: float = 0.3
-    """Trip when more than this share of previously synced items would drop to 0."""
+    """Trip when more than this share of the items the store holds at a location would
+    drop to 0."""
     allow_empty: bool = False
     allow_shrink: bool = False
     allow_zeroing: bool = False
@@ -35,34 +40,75 @@ class Brake:
     message: str
 
 
+def comparable_rows(meta: dict[str, Any], source: str) -> int | None:
+    """The row count a ``--zero-missing`` run from ``source`` is compared with.
+
+    The last ``--zero-missing`` run from the same source (a complete list, like this one);
+    before there is one, the last run from that source. ``None``: no history yet.
+    """
+    entry = (meta.get("sources") or {}).get(source) or {}
+    if not entry and source == "cli" and meta.get("last_rows"):
+        return int(meta["last_rows"])  # state written before rows were kept per source
+    value = entry.get("last_zero_missing_rows") or entry.get("last_rows")
+    return int(value) if value else None
+
+
+def record_rows(meta: dict[str, Any], source: str, rows: int,
+                zero_missing: bool) -> dict[str, Any]:
+    """``meta`` with this successful run's row count recorded for its source."""
+    sources = {k: dict(v) for k, v in (meta.get("sources") or {}).items()}
+    entry = sources.setdefault(source, {})
+    entry["last_rows"] = rows
+    if zero_missing:
+        entry["last_zero_missing_rows"] = rows
+    return {**meta, "sources": sources}
+
+
 def check_brakes(
-    *, rows: int, last_rows: int | None, changes: ChangeSet,
-    synced_by_location: dict[int, int], limits: BrakeLimits,
+    *, rows: int, last_rows: int | None, changes: ChangeSet, held: pl.DataFrame,
+    limits: BrakeLimits, zero_missing: bool,
 ) -> list[Brake]:
-    """Every brake this run trips (empty when it may go ahead)."""
+    """Every brake this run trips (empty when it may go ahead).
+
+    ``held`` is what the store holds as far as we know (KEY + quantity, null when a level
+    is unknown): the snapshot, or the live levels with ``--baseline live``. The brakes
+    judge the changes against it whatever the diff's baseline was (``--full`` has none).
+    ``last_rows`` is :func:`comparable_rows`; the shrunken-file brake applies only to a
+    run that zeroes missing items, since only then does a truncated file do harm.
+    """
     tripped = []
     if rows == 0 and not limits.allow_empty:
         tripped.append(Brake("empty_file", "the file has no data rows; pass --allow-empty if "
                                            "that is really meant"))
-    if (last_rows and rows < limits.min_rows_ratio * last_rows and rows > 0
+    if (zero_missing and last_rows and rows < limits.min_rows_ratio * last_rows and rows > 0
             and not limits.allow_shrink):
         tripped.append(Brake(
             "shrunken_file",
             f"the file has {rows:,} rows, under {limits.min_rows_ratio:.0%} of the "
-            f"{last_rows:,} of the last successful run (a truncated export?); pass "
+            f"{last_rows:,} of an earlier run from the same source, and --zero-missing "
+            f"would zero what it leaves out (a truncated export?); pass "
             f"--allow-shrink to sync it anyway"))
     if not limits.allow_zeroing:
-        # Per location: a file covering one location must not zero most of it unnoticed.
-        zeroing = changes.changes.filter(
-            (pl.col("quantity") == 0) & (pl.col("old_quantity") > 0)
-        ).group_by("location_id").len()
-        for loc, count in zeroing.sort("location_id").iter_rows():
-            synced = synced_by_location.get(loc, 0)
-            if synced and count > limits.max_zero_share * synced:
-                tripped.append(Brake(
-                    "mass_zeroing",
-                    f"{count:,} of {synced:,} previously synced items at location {loc} "
-                    f"({count / synced:.0%}) would drop to 0, more than the "
-                    f"{limits.max_zero_share:.0%} allowed; pass --allow-zeroing to sync anyway"))
-                break
+        tripped.extend(_mass_zeroing(changes, held, limits.max_zero_share))
     return tripped
+
+
+def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> list[Brake]:
+    # An item whose level is unknown (a write never confirmed) most likely has stock: a 0
+    # for it counts as a drop, so losing answers can never open a way around this brake.
+    levels = held.select(*KEY, pl.col("quantity").alias("_held"), pl.lit(True).alias("_known"))
+    zeroed = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique().join(
+        levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
+    drops = zeroed.filter(pl.col("_held").is_null() | (pl.col("_held") > 0))
+    per_location = drops.group_by("location_id").len()
+    synced_by_location = dict(held.group_by("location_id").len().iter_rows())
+    # Per location: a file covering one location must not zero most of it unnoticed.
+    for loc, count in per_location.sort("location_id").iter_rows():
+        synced = synced_by_location.get(loc, 0)
+        if synced and count > max_share * synced:
+            return [Brake(
+                "mass_zeroing",
+                f"{count:,} of {synced:,} items the store holds at location {loc} "
+                f"({count / synced:.0%}) would drop to 0, more than the "
+                f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
+    return []

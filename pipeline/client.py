@@ -200,10 +200,13 @@ class StoreClient:
         try:
             txid = _json(response, "PUT /inventory/adjustments/absolute")["transaction_id"]
         except (StoreError, KeyError, TypeError):
+            txid = None
+        # null, "" or a non-scalar is no confirmation: the write's fate is unknown.
+        if isinstance(txid, bool) or not isinstance(txid, str | int) or not str(txid).strip():
             raise StoreError(
                 f"the store accepted a write but sent no transaction_id "
                 f"(HTTP {response.status_code})"
-            ) from None
+            )
         return PutResult(transaction_id=str(txid), attempts=attempts)
 
     async def get_locations(self) -> list[Location]:

@@ -89,6 +89,9 @@ class Settings:
     """Wait this long for another run's lock instead of exiting 4 at once."""
     notify: dict[str, Any] = field(default_factory=dict)
     """The ``[notify]`` section (checked by :func:`pipeline.notify.notify_config`)."""
+    source: str = "cli"
+    """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
+    shrunken-file brake compares a run only with past runs of the same kind."""
 
     @property
     def reports(self) -> Path:
@@ -136,7 +139,7 @@ class Settings:
             "column_map": self.column_map, "duplicates": self.duplicates,
             "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
             "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
-            "baseline": self.baseline, "plan_file": self.plan_file,
+            "baseline": self.baseline, "plan_file": self.plan_file, "source": self.source,
             "config": str(self.config_path) if self.config_path else None,
             "profile": self.profile,
         }
@@ -280,7 +283,7 @@ def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
     rules = options.get("quantity_rules") or {}
     kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
                                     "sheet", "duplicates", "zero_missing", "full", "baseline",
-                                    "plan_file")
+                                    "plan_file", "source")
             if k in options}
     return replace(
         base, **kept, column_map=dict(options.get("column_map") or {}),

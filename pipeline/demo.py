@@ -1,8 +1,9 @@
 """``make demo``: a sandbox store, the sample_data/ files synced into it, and their reports.
 
 Night 1 sends every level, night 2 only the few percent that changed; the merchant's
-small workbook first trips the shrunken-file brake, then goes through with
-``--allow-shrink`` and shows its rejected rows. The sandbox is stopped at the end.
+small workbook, offered as a complete list (``--zero-missing``), trips the brakes (it
+would zero everything it leaves out), then goes through as what it is, a partial update
+(no flag needed), and shows its rejected rows. The sandbox is stopped at the end.
 """
 
 from __future__ import annotations
@@ -36,22 +37,21 @@ def main() -> int:
                "BIGCOMMERCE_ACCESS_TOKEN": DEMO_TOKEN, "BIGCOMMERCE_API_URL": sb.url}
         base = [sys.executable, "-m", "pipeline", "sync", "--state-dir", str(work / "state"),
                 "--report-dir", str(work / "reports"), "--reason", "invsync demo"]
-        steps = [
+        steps: list[tuple[str, Path, list[str], int]] = [
             ("Night 1: the warehouse export, first sync (every level is sent)",
-             SAMPLE / "night1.csv", 0),
+             SAMPLE / "night1.csv", [], 0),
             ("Night 2: the next export (only the ~3% that changed is sent)",
-             SAMPLE / "night2.csv", 0),
-            ("The merchant's hand-edited workbook: 51 rows after a 3,114-row run trips the "
-             "shrunken-file brake (a truncated export?), so nothing is sent",
-             SAMPLE / "merchant.xlsx", 3),
-            ("The same workbook, a deliberate partial update: --allow-shrink "
-             "(some rows are rejected)", SAMPLE / "merchant.xlsx", 1),
+             SAMPLE / "night2.csv", [], 0),
+            ("The merchant's hand-edited workbook as a complete list (--zero-missing): 51 "
+             "rows after a 3,114-row list would zero everything it leaves out, so the brakes "
+             "trip and nothing is sent", SAMPLE / "merchant.xlsx", ["--zero-missing"], 3),
+            ("The same workbook as what it is, a partial update: no flag needed (some rows "
+             "are rejected)", SAMPLE / "merchant.xlsx", [], 1),
         ]
         ok = True
-        for title, path, expected in steps:
+        for title, path, extra, expected in steps:
             _banner(title)
             before = len(sb.requests())
-            extra = ["--allow-shrink"] if "--allow-shrink" in title else []
             proc = subprocess.run([*base, *extra, str(path)], env=env, text=True,
                                   capture_output=True)
             print(proc.stdout, end="")

@@ -160,7 +160,8 @@ def canonical_snapshot(snapshot: pl.DataFrame,
     """The snapshot keyed canonically; (frame, entries re-keyed, items whose levels conflicted).
 
     Two entries that turn out to be one item keep one level when they agree; when they
-    disagree the level is unknown, and the item is forgotten so that the next run sends it.
+    disagree the level is unknown (a null quantity), so the next run sends the item and
+    ``--zero-missing`` still knows it exists.
     """
     keys = ["location_id", "identifier", "item_key"]
     moved = snapshot.join(mapping.select("identifier", "item_key"),
@@ -170,8 +171,11 @@ def canonical_snapshot(snapshot: pl.DataFrame,
     canon = apply_mapping(snapshot, mapping)
     levels = canon.group_by(keys).agg(pl.col("quantity").n_unique().alias("_levels"))
     conflicts = levels.filter(pl.col("_levels") > 1).select(keys)
-    out = canon.join(conflicts, on=keys, how="anti").unique(keys, keep="first",
-                                                            maintain_order=True)
+    # n_unique counts null as a level of its own: an unknown entry makes the item unknown.
+    out = canon.unique(keys, keep="first", maintain_order=True).with_columns(
+        quantity=pl.when(pl.struct(keys).is_in(conflicts.select(pl.struct(keys)).to_series()
+                                               .implode()))
+        .then(pl.lit(None, pl.Int64)).otherwise(pl.col("quantity")))
     return out.select(snapshot.columns), moved, conflicts.height
 
 

@@ -15,6 +15,8 @@ import fcntl
 import json
 import os
 import socket
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,30 +26,62 @@ from typing import IO, Any
 
 import polars as pl
 
-from pipeline.errors import LockedError
-from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA
+from pipeline.errors import LockedError, UsageError
+from pipeline.snapshot import (
+    KEY,
+    SNAPSHOT_SCHEMA,
+    api_host,
+    make_private_dir,
+    open_nofollow,
+    path_part,
+)
 
 _KEY_SCHEMA = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+
+
+ENV_LOCK_DIR = "INVSYNC_LOCK_DIR"
+
+
+def host_lock_dir() -> Path:
+    """Where host-wide store locks live: ``$INVSYNC_LOCK_DIR``, else
+    ``$XDG_RUNTIME_DIR/invsync-locks`` (when set and writable), else
+    ``<system temp dir>/invsync-locks-<uid>``."""
+    override = os.environ.get(ENV_LOCK_DIR)
+    if override:
+        return Path(override)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK | os.X_OK):
+        return Path(runtime) / "invsync-locks"
+    return Path(tempfile.gettempdir()) / f"invsync-locks-{os.getuid()}"
 
 
 class StoreLock:
     """An exclusive ``flock`` on ``<state>/<store>/lock``; the kernel frees it if we die."""
 
-    def __init__(self, directory: Path, store_hash: str) -> None:
-        self.path = directory / "lock"
+    def __init__(self, directory: Path, store_hash: str, *, path: Path | None = None,
+                 shared_dir: bool = False) -> None:
+        self.path = path or directory / "lock"
         self.store_hash = store_hash
+        self._shared_dir = shared_dir
         self._fh: IO[str] | None = None
         self.took_over: dict[str, Any] | None = None
 
     def acquire(self, run_id: str, wait_s: float = 0.0,
-                on_wait: Callable[[dict[str, Any]], None] | None = None) -> None:
+                on_wait: Callable[[dict[str, Any]], None] | None = None, **info: Any) -> None:
         """Take the lock or raise :class:`LockedError` naming the run that holds it.
 
         With ``wait_s`` > 0, wait up to that long for the holder to finish first
-        (``on_wait`` is told once, with the holder, when waiting starts).
+        (``on_wait`` is told once, with the holder, when waiting starts). ``info`` is
+        recorded in the lock file for whoever finds it held.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+        try:
+            make_private_dir(self.path.parent)
+            if self._shared_dir:
+                _check_private(self.path.parent)
+            fh = open_nofollow(self.path, "r+")
+        except OSError as exc:
+            raise UsageError(f"cannot use the lock file {self.path}: "
+                             f"{exc.strerror or exc}") from None
         deadline = time.monotonic() + wait_s
         waited = False
         while True:
@@ -58,7 +92,10 @@ class StoreLock:
                 fh.seek(0)
                 holder = _parse(fh.read())
                 who = (f"run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')}, "
-                       f"started {holder.get('started', '?')})") if holder else "another run"
+                       f"started {holder.get('started', '?')}"
+                       + (f", state dir {holder['state_dir']}" if holder.get("state_dir")
+                          else "")
+                       + ")") if holder else "another run"
                 if time.monotonic() < deadline:
                     if not waited and on_wait:
                         on_wait({"holder": holder, "wait_s": wait_s})
@@ -79,7 +116,8 @@ class StoreLock:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             **info}))
         fh.flush()
         self._fh = fh
 
@@ -93,6 +131,20 @@ class StoreLock:
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
         self._fh.close()
         self._fh = None
+
+
+def host_lock(api_url: str, store_hash: str) -> StoreLock:
+    """The lock one store (API host + store hash) has on this host, whatever the state dir."""
+    name = f"{path_part(api_host(api_url))}+{path_part(store_hash)}.lock"
+    return StoreLock(Path(), store_hash, path=host_lock_dir() / name, shared_dir=True)
+
+
+def _check_private(directory: Path) -> None:
+    """Refuse a lock folder another user owns or may write (it may sit in /tmp)."""
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise OSError(f"{directory} must be a folder owned by this user and writable by no "
+                      f"one else (set {ENV_LOCK_DIR} to use another)")
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -126,12 +178,12 @@ class Journal:
         self._lock = threading.Lock()  # records are appended from worker threads
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return os.path.lexists(self.path)
 
     def begin(self, header: dict[str, Any]) -> None:
         """Start a fresh journal for a run (the previous one must have been recovered)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - held for the run
+        make_private_dir(self.path.parent)
+        self._fh = open_nofollow(self.path, "w")
         self._append({"type": "begin", **header})
 
     def sending(self, batch: int, keys: pl.DataFrame) -> None:
@@ -170,7 +222,7 @@ class Journal:
         txids: list[str] = []
         sending: set[int] = set()
         done: set[int] = set()
-        with open(self.path, encoding="utf-8") as fh:
+        with open_nofollow(self.path, "r") as fh:
             for line in fh:
                 try:
                     rec = json.loads(line)

@@ -42,7 +42,12 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
                 quiet: bool = False, as_json: bool = False) -> int:
     """Items whose live level differs from the snapshot; exit code 0 (none) or 1."""
     expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
-                             settings.profile).load()
+                             settings.api_url, settings.profile).load()
+    unknown = expected.filter(pl.col("quantity").is_null())
+    expected = expected.filter(pl.col("quantity").is_not_null())
+    if unknown.height and not quiet and not as_json:
+        click.echo(f"drift: {unknown.height:,} items have an unknown level (a write was never "
+                   f"confirmed) and are not compared; the next sync sends them")
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
     if file is not None:

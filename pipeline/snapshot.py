@@ -1,8 +1,13 @@
 """The snapshot store: the levels a store last accepted, per location and item.
 
-One Parquet file per store hash under the state directory. It is only ever replaced
-atomically (write a temporary file, fsync, rename), and only with items the store
-confirmed, so a failed or partial run leaves it as it was for those items.
+One Parquet file per (API host, store hash) under the state directory:
+``<state-dir>/stores/<api host>/<store hash>/snapshot.parquet`` (see :func:`store_dir`).
+It is only ever replaced atomically (write a temporary file, fsync, rename). A row's
+``quantity`` is the level the store confirmed, or null: the level is unknown (a write
+was sent but never confirmed, so the store may or may not have applied it). An unknown
+item is still an item the store has: diffs send it, ``--zero-missing`` still sees it.
+
+State files never follow symbolic links and are created 0600 in 0700 directories.
 """
 
 from __future__ import annotations
@@ -12,51 +17,130 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
 
 import polars as pl
+
+from pipeline.errors import UsageError
 
 KEY = ["location_id", "identifier", "item_key"]
 SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
                    "quantity": pl.Int64}
+DEFAULT_API_HOST = "api.bigcommerce.com"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def _safe_name(store_hash: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in store_hash) or "_"
 
 
+def path_part(text: str) -> str:
+    """``text`` as one path component, injectively (distinct texts, distinct names)."""
+    name = quote(text, safe="-_.")
+    if name in ("", ".", ".."):
+        name = name.replace(".", "%2E") or "%00"
+    return name
+
+
+def api_host(api_url: str) -> str:
+    """The host (and a non-default port) of ``api_url``, lowercased: what names the store."""
+    parts = urlsplit(api_url if "//" in api_url else f"https://{api_url}")
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return f"{host}:{port}" if port and port != default else host
+
+
+def store_dir(state_dir: Path, api_url: str, store_hash: str) -> Path:
+    """``<state-dir>/stores/<api host>/<store hash>``: the state of one store of one API."""
+    return Path(state_dir) / "stores" / path_part(api_host(api_url)) / path_part(store_hash)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700; refuse a symlink at ``path``."""
+    if path.is_symlink():
+        raise UsageError(f"{path} is a symbolic link; invsync never follows links for its "
+                         f"state folders: remove it")
+    missing = [p for p in [path, *path.parents] if not p.exists() and not p.is_symlink()]
+    for folder in reversed(missing):  # Path.mkdir(parents=True) makes parents 0777 & ~umask
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+
+
+def open_nofollow(path: Path, mode: str) -> IO[Any]:
+    """Open a state file without following a symlink; a created file gets mode 0600.
+
+    A symlink in its place is a :class:`UsageError` (exit 64), never followed.
+
+    ``mode``: ``r``/``rb`` (read), ``w``/``wb`` (truncate or create), ``a+`` (read/append,
+    create), ``r+`` (read/write, create without truncating).
+    """
+    flags = {"r": os.O_RDONLY, "rb": os.O_RDONLY,
+             "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+             "r+": os.O_RDWR | os.O_CREAT}[mode]
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC, 0o600)
+    except OSError:
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link; invsync never follows links for "
+                             f"its state files: remove it") from None
+        raise
+    if "b" in mode:
+        return os.fdopen(fd, mode)
+    return os.fdopen(fd, mode, encoding="utf-8")
+
+
 class SnapshotStore:
     """Reads and atomically updates the snapshot of one store."""
 
-    def __init__(self, state_dir: Path, store_hash: str, profile: str | None = None) -> None:
-        self.store_dir = Path(state_dir) / _safe_name(store_hash)
-        """The store's folder: its lock is shared by every profile."""
+    def __init__(self, state_dir: Path, store_hash: str,
+                 api_url: str = f"https://{DEFAULT_API_HOST}", profile: str | None = None) -> None:
+        self.store_dir = store_dir(state_dir, api_url, store_hash)
+        """The store's folder (API host + store hash): its lock is shared by every profile."""
         # Each config profile keeps its own snapshot and journal, so a rehearsal profile
         # and the real one never share one even when they name the same store.
-        self.dir = (self.store_dir / f"profile-{_safe_name(profile)}" if profile
+        self.dir = (self.store_dir / f"profile-{path_part(profile)}" if profile
                     else self.store_dir)
         self.path = self.dir / "snapshot.parquet"
         self.meta_path = self.dir / "state.json"
+        self.legacy_dir = Path(state_dir) / _safe_name(store_hash)
+        """Where earlier versions kept this store's state (never read: see README)."""
 
     def load(self) -> pl.DataFrame:
-        """The snapshot, or an empty frame when there is none yet."""
-        if not self.path.exists():
+        """The snapshot, or an empty frame when there is none yet (null quantity: unknown)."""
+        try:
+            fh = open_nofollow(self.path, "rb")
+        except FileNotFoundError:
             return pl.DataFrame(schema=SNAPSHOT_SCHEMA)
-        return pl.read_parquet(self.path).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
+        with fh:
+            return pl.read_parquet(fh).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
 
     def merge(self, accepted: pl.DataFrame, forget: pl.DataFrame | None = None) -> int:
-        """Record ``accepted`` levels (KEY + quantity) and drop the ``forget`` keys, atomically.
+        """Record ``accepted`` levels (KEY + quantity); mark ``forget`` keys unknown; atomically.
 
-        An item the store may have applied without confirming it is forgotten: its level is
-        unknown, so the next run sends it whatever the file says. Returns the snapshot's size.
+        An item the store may have applied without confirming it keeps its row with a null
+        (unknown) level, so the next run sends it whatever the file says and ``--zero-missing``
+        still knows it exists. Returns the snapshot's size.
         """
         current = self.load()
         update = accepted.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
-        kept = current.join(update, on=KEY, how="anti")
         if forget is not None and forget.height:
-            kept = kept.join(forget.select(KEY).cast({"location_id": pl.Int64}),
-                             on=KEY, how="anti")
-        if update.height == 0 and kept.height == current.height:
+            unknown = (forget.select(KEY).cast({"location_id": pl.Int64}).unique()
+                       .join(update, on=KEY, how="anti")
+                       .with_columns(quantity=pl.lit(None, pl.Int64)))
+            already = current.filter(pl.col("quantity").is_null()).join(
+                unknown, on=KEY, how="semi").height
+            if already < unknown.height:
+                update = pl.concat([update, unknown.select(list(SNAPSHOT_SCHEMA))])
+        kept = current.join(update, on=KEY, how="anti")
+        if update.height == 0:
             return current.height  # nothing learnt, nothing forgotten: leave the file alone
         merged = pl.concat([kept, update])
         self._write(merged)
@@ -66,13 +150,26 @@ class SnapshotStore:
         """Replace the whole snapshot with ``frame`` (KEY + quantity), atomically."""
         self._write(frame.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA))  # type: ignore[arg-type]
 
+    def clean_temp_files(self) -> int:
+        """Remove temporary files a killed run left behind (call with the lock held)."""
+        removed = 0
+        if not self.dir.is_dir():
+            return 0
+        for entry in self.dir.iterdir():
+            if entry.name.startswith((".snapshot-", ".state.json-")):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed += 1
+        return removed
+
     def _write(self, frame: pl.DataFrame) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".snapshot-", suffix=".parquet")
-        os.close(fd)
         try:
-            frame.sort(KEY).write_parquet(tmp)
-            _fsync(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                frame.sort(KEY).write_parquet(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.dir)
         finally:
@@ -82,13 +179,14 @@ class SnapshotStore:
     def read_meta(self) -> dict[str, Any]:
         """Facts about past runs (e.g. the last successful run's row count)."""
         try:
-            return dict(json.loads(self.meta_path.read_text()))
-        except (OSError, ValueError):
+            with open_nofollow(self.meta_path, "r") as fh:
+                return dict(json.loads(fh.read()))
+        except (OSError, ValueError, TypeError):
             return {}
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         """Replace the facts about past runs atomically."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.dir)
         write_atomic(self.meta_path, json.dumps(meta, indent=2).encode())
 
 

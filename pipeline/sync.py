@@ -20,13 +20,13 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.brakes import check_brakes
+from pipeline.brakes import check_brakes, comparable_rows, record_rows
 from pipeline.config import Settings
 from pipeline.diff import ChangeSet, compute_changes
 from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
 from pipeline.identity import IdentityResolver, canonical_snapshot, store_fetcher
 from pipeline.ingest import ROW, StockTable, read_stock_file
-from pipeline.journal import Journal, StoreLock
+from pipeline.journal import Journal, StoreLock, host_lock
 from pipeline.redact import redact, redact_data
 from pipeline.report import (
     Counts,
@@ -87,8 +87,10 @@ class _Run:
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
         store = settings.store_hash or "offline"
-        self.snapshots = SnapshotStore(settings.state_dir, store, settings.profile)
+        self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
+                                       settings.profile)
         self.lock = StoreLock(self.snapshots.store_dir, store)
+        self.host_lock = host_lock(settings.api_url, store)
         self.journal = Journal(self.snapshots.dir)
 
     def timed(self, stage: str, started: float) -> None:
@@ -117,16 +119,25 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     ensure_writable(settings.reports, "report folder")
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
-    run.report.input = {"path": str(path)}
+    run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
-    locked = False
+    locks_held: list[StoreLock] = []
     if not settings.dry_run:
         ensure_writable(settings.state_dir, "state folder")
-        # A run refused by the lock is not a run: LockedError propagates and no run folder
-        # is written (so `show last` never picks it).
-        run.lock.acquire(run.report.run_id, settings.wait_lock_s,
-                         on_wait=lambda info: run.emit("lock_wait", info))
-        locked = True
+        # A run refused by a lock is not a run: LockedError propagates and no run folder
+        # is written (so `show last` never picks it). This state dir's lock, then this
+        # host's lock on the store (API host + hash): two runs for one store exit 4 even
+        # with different state dirs.
+        try:
+            for lock in (run.lock, run.host_lock):
+                lock.acquire(run.report.run_id, settings.wait_lock_s,
+                             on_wait=lambda info: run.emit("lock_wait", info),
+                             state_dir=str(settings.state_dir))
+                locks_held.append(lock)
+        except BaseException:
+            for lock in reversed(locks_held):
+                lock.release()
+            raise
     run.emit("run_started", {"input": str(path), "dry_run": settings.dry_run,
                              "profile": settings.profile})
     try:
@@ -134,6 +145,9 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
             run.report.notes.append(
                 f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
                 f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
+        if locks_held and run.snapshots.clean_temp_files():
+            run.report.notes.append("removed temporary snapshot files a killed run left")
+        _note_legacy_state(run)
         _execute(run)
     except FatalError as exc:
         run.report.error = str(exc)
@@ -147,8 +161,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
             run.journal.close(remove=False)  # kept for resume if the run did not finish
         except OSError as exc:  # its last record may be torn: recovery ignores that
             log.warning("could not close the journal %s: %s", run.journal.path, exc)
-        if locked:
-            _release(run)
+        for lock in reversed(locks_held):
+            _release(lock)
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
     if run.retries:
@@ -216,11 +230,11 @@ def _failed(run: _Run, exc: BaseException) -> None:
                          "; no batch is left unconfirmed: run the same command again")
 
 
-def _release(run: _Run) -> None:
+def _release(lock: StoreLock) -> None:
     try:
-        run.lock.release()
+        lock.release()
     except OSError as exc:  # the kernel frees the flock when the process ends anyway
-        log.warning("could not clear the lock file %s: %s", run.lock.path, exc.strerror)
+        log.warning("could not clear the lock file %s: %s", lock.path, exc.strerror)
 
 
 def _write_report(run: _Run) -> None:
@@ -274,15 +288,48 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
     from pipeline.errors import UsageError
 
     store = settings.store_hash or "offline"
-    journal = Journal(SnapshotStore(settings.state_dir, store, settings.profile).dir)
+    journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
+                                    settings.profile).dir)
     if not journal.exists():
         raise UsageError(f"nothing to resume: no interrupted run for store {store!r} "
-                         f"under {settings.state_dir}")
+                         f"at {settings.api_url} under {settings.state_dir}")
     header = journal.recover().header
     if not header.get("input"):
         raise UsageError(f"the journal {journal.path} names no input file; run sync again")
+    _check_unchanged(Path(header["input"]), header)
     resumed = settings_from_public(settings, header.get("options") or {})
     return sync_file(header["input"], resumed, on_event=on_event)
+
+
+def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
+    """Refuse to resume with a file that is no longer the one the interrupted run read."""
+    import hashlib
+
+    recorded = header.get("sha256")
+    if not recorded:
+        return
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise InputFileError(str(path), f"cannot read the interrupted run's input: "
+                                        f"{exc.strerror or exc}") from None
+    if digest != recorded:
+        raise InputFileError(
+            str(path), f"the file changed since interrupted run {header.get('run_id', '?')} "
+                       f"read it (sha256 {recorded[:12]}… then, {digest[:12]}… now); nothing "
+                       f"was sent: sync the file as it is now with invsync sync (it recovers "
+                       f"what the interrupted run confirmed first)")
+
+
+def _note_legacy_state(run: _Run) -> None:
+    """Say once that a snapshot of the old layout (per state dir and hash only) is not used."""
+    snapshots = run.snapshots
+    if (snapshots.legacy_dir / "snapshot.parquet").exists() and not snapshots.path.exists():
+        run.report.notes.append(
+            f"the snapshot in {snapshots.legacy_dir} (the layout before snapshots were kept per "
+            f"API host) is not used: it may hold levels of another API host with the same "
+            f"store hash; this run starts from an empty snapshot for "
+            f"{snapshots.dir}, so every item of the file is sent once")
 
 
 def _execute(run: _Run) -> None:
@@ -304,7 +351,7 @@ def _execute(run: _Run) -> None:
     report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
-                    "columns": table.mapping}
+                    "columns": table.mapping, "source": settings.source}
     report.notes.extend(table.notes)
     locations = _fetch_locations(settings, run.emit) if settings.token else None
     if locations is None:
@@ -328,15 +375,23 @@ def _execute(run: _Run) -> None:
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
+    # What the store holds, as far as we know: the brakes judge every run against it,
+    # whatever the diff's baseline (--full has none, a plan has its own).
+    held = snapshot
+    if settings.baseline == "live":
+        from pipeline.live import live_levels
+
+        held = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
+        # The store lists an item under its SKU, variant id and product id: counted once per
+        # item only in the identifier kinds the file uses, or the brake's share is diluted.
+        held = held.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
+                                                      .implode()))
     if planned_old is not None:
         changes = _planned_changes(checked, planned_old, snapshot)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
     elif settings.baseline == "live":
-        from pipeline.live import live_levels
-
-        live = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
-        changes = compute_changes(checked.valid, live, baseline_name="live")
+        changes = compute_changes(checked.valid, held, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
     if settings.zero_missing and planned_old is None:
@@ -345,14 +400,11 @@ def _execute(run: _Run) -> None:
     report.by_location = _by_location(checked, changes)
 
     meta = run.snapshots.read_meta()
-    if settings.baseline == "snapshot" or planned_old is not None:
-        synced = dict(snapshot.group_by("location_id").len().iter_rows())
-    else:  # live: the items of the file that the store already had
-        synced = {int(k): v["unchanged"] + v["changed"] for k, v in report.by_location.items()}
     from_plan = planned_old is not None  # a reviewed plan is not an export: no row brakes
     brakes = check_brakes(
-        rows=table.rows, last_rows=None if from_plan else meta.get("last_rows"),
-        changes=changes, synced_by_location=synced,
+        rows=table.rows,
+        last_rows=None if from_plan else comparable_rows(meta, settings.source),
+        changes=changes, held=held, zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -376,7 +428,9 @@ def _execute(run: _Run) -> None:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
-        run.snapshots.write_meta({**meta, "last_run": report.run_id, "last_rows": table.rows,
+        meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
+        meta.pop("last_rows", None)  # the old single count: now kept per source
+        run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now()})
 
 
@@ -456,16 +510,18 @@ def _baseline(run: _Run) -> pl.DataFrame:
     note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
             f"({len(recovered.transaction_ids)} transactions) from interrupted run "
             f"{header.get('run_id', '?')}; {unconfirmed.height:,} items of "
-            f"{len(recovered.in_flight)} batch(es) in flight are unknown and sent again")
+            f"{len(recovered.in_flight)} batch(es) in flight are kept with an unknown level "
+            f"and sent again")
     run.report.notes.append(note)
     run.report.resumed_from = header.get("run_id")
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
         # A dry run changes no state: apply the journal in memory only.
-        kept = snapshot.join(recovered.confirmed, on=KEY, how="anti").join(
-            unconfirmed, on=KEY, how="anti")
-        return pl.concat([kept, recovered.confirmed])
+        unknown = unconfirmed.join(recovered.confirmed, on=KEY, how="anti").unique().select(
+            *KEY, pl.lit(None, pl.Int64).alias("quantity"))
+        update = pl.concat([recovered.confirmed, unknown])
+        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
     if recovered.confirmed.height or unconfirmed.height:
         run.snapshots.merge(recovered.confirmed, forget=unconfirmed)
     run.journal.close(remove=True)
@@ -474,9 +530,13 @@ def _baseline(run: _Run) -> pl.DataFrame:
 
 def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.DataFrame,
                          report: RunReport) -> ChangeSet:
-    """Add a 0 for each snapshot item, at a location the file covers, that the file omits."""
+    """Add a 0 for each snapshot item, at a location the file covers, that the file omits.
+
+    An item whose level is unknown (null) is zeroed too: it may hold stock.
+    """
     locations = checked.valid["location_id"].unique().implode()
-    covered = baseline.filter(pl.col("location_id").is_in(locations) & (pl.col("quantity") != 0))
+    covered = baseline.filter(pl.col("location_id").is_in(locations)
+                              & pl.col("quantity").ne_missing(0))
     missing = covered if checked.seen_keys is None else covered.join(
         checked.seen_keys, on=KEY, how="anti")
     if missing.height == 0:
@@ -563,7 +623,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     items = number_changes(changes.changes)
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
-    # may have applied it, so its old level is no longer known.
+    # may have applied it, so its level is no longer known (kept in the snapshot as null).
     settled = [*result.accepted, *(s for s, _ in result.refused)]
     unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
     if accepted.height or unconfirmed.height:

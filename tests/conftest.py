@@ -16,7 +16,9 @@ import polars as pl
 import pytest
 
 from pipeline.ingest import ROW
+from pipeline.journal import ENV_LOCK_DIR
 from pipeline.sandbox_process import SandboxProcess, run_sandbox
+from pipeline.snapshot import store_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -48,6 +50,33 @@ def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> C
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Host-wide store locks in a folder of this test's own (parallel runs never collide).
+
+    Set in ``os.environ``, so every CLI started with :func:`env_for` inherits it.
+    """
+    folder = tmp_path_factory.mktemp("locks")
+    monkeypatch.setenv(ENV_LOCK_DIR, str(folder))
+    return folder
+
+
+def state_store_dir(state_home: Path, store_hash: str = "sandbox",
+                    api_url: str | None = None) -> Path:
+    """The state folder of one store under ``XDG_STATE_HOME`` = ``state_home``.
+
+    Without ``api_url``: the one folder for ``store_hash`` whatever its API host (it must
+    be unique), or where it would be for an unknown host when there is none yet.
+    """
+    base = state_home / "invsync"
+    if api_url is not None:
+        return store_dir(base, api_url, store_hash)
+    found = sorted((base / "stores").glob(f"*/{store_hash}"))
+    assert len(found) <= 1, f"several API hosts for store {store_hash}: {found}"
+    return found[0] if found else base / "stores" / "(none)" / store_hash
 
 
 @pytest.fixture

@@ -19,8 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
+import polars as pl
 import pytest
-from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
+from conftest import (
+    SAMPLE,
+    TOKEN,
+    CliResult,
+    env_for,
+    run_invsync,
+    state_store_dir,
+    write_csv,
+)
 
 from pipeline.sandbox_process import SandboxProcess
 
@@ -165,13 +174,15 @@ def read_rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]
         return list(reader.fieldnames or []), rows
 
 
-def snapshot_file(tmp_path: Path, store_hash: str = "sandbox") -> Path:
-    return tmp_path / "state" / "invsync" / store_hash / "snapshot.parquet"
+def snapshot_file(tmp_path: Path, store_hash: str = "sandbox",
+                  sb: SandboxProcess | None = None) -> Path:
+    return state_store_dir(tmp_path / "state", store_hash,
+                           sb.url if sb else None) / "snapshot.parquet"
 
 
 def store_state(tmp_path: Path, store_hash: str = "sandbox") -> dict[str, bytes]:
     """Every file of the store's state (snapshot, metadata, journal, lock), by name."""
-    folder = tmp_path / "state" / "invsync" / store_hash
+    folder = state_store_dir(tmp_path / "state", store_hash)
     return {str(f.relative_to(folder)): f.read_bytes()
             for f in sorted(folder.rglob("*")) if f.is_file()} if folder.exists() else {}
 
@@ -334,7 +345,7 @@ def test_batch_size_and_concurrency_are_respected(sandbox_factory: Factory,
 def test_dry_run_sends_nothing_and_changes_no_snapshot(sandbox: SandboxProcess,
                                                        cli_env: dict[str, str],
                                                        tmp_path: Path) -> None:
-    snap = snapshot_file(tmp_path)
+    snap = snapshot_file(tmp_path, sb=sandbox)
 
     dry = run_invsync(["sync", str(NIGHT1), "--dry-run"], cli_env)
 
@@ -859,7 +870,10 @@ def test_write_refused_for_scope_stops_the_run(sandbox_factory: Factory, tmp_pat
     assert_counts_add_up(c)
     statuses = [b["status"] for b in report["batches"]]
     assert statuses[0] == "failed" and set(statuses[1:]) == {"not_sent"}
-    assert not snapshot_file(tmp_path).exists()
+    # The snapshot claims no level: the first batch's items are kept with an unknown level.
+    snap = pl.read_parquet(snapshot_file(tmp_path))
+    assert snap.height == report["batches"][0]["items"]
+    assert snap["quantity"].null_count() == snap.height
 
 
 def test_run_failing_mid_way_keeps_confirmed_batches_and_rerun_sends_the_rest(

@@ -437,6 +437,17 @@ def test_200_without_transaction_id_is_a_store_error() -> None:
     asyncio.run(go())
 
 
+@pytest.mark.parametrize("txid", [None, "", "  ", [], {}, True])
+def test_200_with_a_null_or_empty_transaction_id_is_no_confirmation(txid: object) -> None:
+    async def go() -> None:
+        store = Store(lambda s, r, b: httpx.Response(200, json={"transaction_id": txid}))
+        async with store.client() as client:
+            with pytest.raises(StoreError, match="transaction_id"):
+                await client.put_absolute([{"location_id": 1, "sku": "A", "quantity": 1}], None)
+
+    asyncio.run(go())
+
+
 def test_put_absolute_refuses_more_than_2000_items() -> None:
     async def go() -> None:
         store = Store()
