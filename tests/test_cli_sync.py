@@ -870,10 +870,11 @@ def test_write_refused_for_scope_stops_the_run(sandbox_factory: Factory, tmp_pat
     assert_counts_add_up(c)
     statuses = [b["status"] for b in report["batches"]]
     assert statuses[0] == "failed" and set(statuses[1:]) == {"not_sent"}
-    # The snapshot claims no level: the first batch's items are kept with an unknown level.
-    snap = pl.read_parquet(snapshot_file(tmp_path))
-    assert snap.height == report["batches"][0]["items"]
-    assert snap["quantity"].null_count() == snap.height
+    # A 403 on the first attempt applied nothing: the batch is not_sent, and the snapshot
+    # learns nothing (no level, and no unknown level either: the store holds what it held).
+    assert statuses[0] == "failed" and report["batches"][0]["not_applied"] == 500
+    assert c["unconfirmed"] == 0
+    assert not snapshot_file(tmp_path).exists()
 
 
 def test_run_failing_mid_way_keeps_confirmed_batches_and_rerun_sends_the_rest(
