@@ -111,7 +111,7 @@ def cli_env(sandbox: SandboxProcess, tmp_path: Path) -> dict[str, str]:
 def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str, str]:
     # The developer's own INVSYNC_CONFIG / INVSYNC_PROFILE must not steer the tests.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BIGCOMMERCE_", "INVSYNC_"))}
+           if not k.startswith(("BIGCOMMERCE_", "INVSYNC_")) or k == ENV_LOCK_DIR}
     env.update({
         "BIGCOMMERCE_STORE_HASH": sb.store_hash,
         "BIGCOMMERCE_ACCESS_TOKEN": token,

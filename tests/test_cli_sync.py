@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import openpyxl
-import polars as pl
 import pytest
 from conftest import (
     SAMPLE,

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import polars as pl
 import pytest
-from conftest import CliResult, run_invsync, write_csv
+from conftest import CliResult, run_invsync, state_store_dir, write_csv
 
 from pipeline.identity import (
     canonical_mapping,
@@ -63,7 +63,7 @@ def test_canonical_key_is_the_sku_else_the_variant_id() -> None:
     # product id carried by two items (4) keep their own key: they are absent.
 
 
-def test_canonical_snapshot_merges_agreeing_entries_and_forgets_conflicts() -> None:
+def test_canonical_snapshot_merges_agreeing_entries_and_marks_conflicts_unknown() -> None:
     snap = pl.DataFrame([
         (1, "sku", "A", 5), (1, "variant_id", "10", 5),      # one item, same level
         (1, "sku", "B", 5), (1, "variant_id", "11", 7),      # one item, two levels
@@ -74,7 +74,10 @@ def test_canonical_snapshot_merges_agreeing_entries_and_forgets_conflicts() -> N
                                 {"variant_id": [10, 11]})
     canon, moved, conflicts = canonical_snapshot(snap, mapping)
     assert (moved, conflicts) == (3, 1)
-    assert sorted(canon.rows()) == [(1, "sku", "A", 5), (1, "sku", "C", 9), (2, "sku", "A", 3)]
+    # B's two levels disagree: the item stays, with an unknown (null) level.
+    assert sorted(canon.rows(), key=str) == sorted(
+        [(1, "sku", "A", 5), (1, "sku", "B", None), (1, "sku", "C", 9), (2, "sku", "A", 3)],
+        key=str)
     unchanged, moved, conflicts = canonical_snapshot(snap, mapping.clear())
     assert (moved, conflicts) == (0, 0) and unchanged.equals(snap)
 
@@ -104,7 +107,7 @@ def puts(sb: SandboxProcess) -> list[dict[str, Any]]:
 
 
 def snapshot(tmp_path: Path) -> list[tuple[Any, ...]]:
-    path = tmp_path / "state" / "invsync" / "sandbox" / "snapshot.parquet"
+    path = state_store_dir(tmp_path / "state") / "snapshot.parquet"
     return sorted(pl.read_parquet(path).rows()) if path.exists() else []
 
 
@@ -206,7 +209,7 @@ def test_a_snapshot_holding_one_item_twice_is_repaired(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     # What the old behaviour left behind: the item under its SKU and its variant id, with
     # different levels. Its level is unknown: it is sent again and stored once.
-    folder = tmp_path / "state" / "invsync" / "sandbox"
+    folder = state_store_dir(tmp_path / "state", api_url=sandbox.url)
     folder.mkdir(parents=True)
     pl.DataFrame([(1, "sku", VARIANT_SKU, 5), (1, "variant_id", str(VARIANT_ID), 7)],
                  schema=list(SNAPSHOT_SCHEMA), orient="row").write_parquet(

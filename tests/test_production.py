@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
+from conftest import (
+    ROOT,
+    SAMPLE,
+    TOKEN,
+    CliResult,
+    env_for,
+    run_invsync,
+    state_store_dir,
+    write_csv,
+)
 
 from pipeline.notify import EVENTS
 from pipeline.sandbox_process import SandboxProcess
@@ -309,9 +318,9 @@ def test_profiles_never_share_a_snapshot_and_are_recorded(
     table = run_invsync(["runs"], env)
     assert "profile" in table.stdout and "production" in table.stdout
     # A profile's own snapshot; one lock per store for every profile.
-    store_dir = tmp_path / "state" / "invsync" / "sandbox"
-    assert {p.name for p in store_dir.iterdir() if p.is_dir()} == {
-        "profile-staging", "profile-production"}
+    for profile, sb in (("staging", rehearsal), ("production", real)):
+        store_dir = state_store_dir(tmp_path / "state", api_url=sb.url)
+        assert {p.name for p in store_dir.iterdir() if p.is_dir()} == {f"profile-{profile}"}
     unknown = run_invsync(["sync", str(NIGHT1), "--profile", "nope"], prod_env)
     assert unknown.returncode == 64 and "no profile 'nope'" in unknown.stderr, out(unknown)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync
+from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
 from misbehaving import Reply, Request, misbehaving_store
 
 from pipeline.sandbox_process import SandboxProcess
@@ -191,8 +191,7 @@ def test_a_quota_reset_900000_s_away_stops_the_run_with_what_was_confirmed_recor
         report = result.report()
         assert "rate limit asks to wait" in report["error"]
         assert report["counts"]["accepted"] == 1000 and report["counts"]["unconfirmed"] == 0
-        snapshot = pl.read_parquet(tmp_path / "state" / "invsync" / "sandbox" /
-                                   "snapshot.parquet")
+        snapshot = pl.read_parquet(state_store_dir(tmp_path / "state") / "snapshot.parquet")
         assert snapshot.height == 1000
         assert len(store.paths("PUT")) == 1
 
