@@ -49,7 +49,7 @@ from pipeline.submit import (
     submit,
 )
 from pipeline.terminal import log_where, one_line
-from pipeline.validate import Location, Validated, validate
+from pipeline.validate import Location, QuantityRules, Validated, validate
 
 log = logging.getLogger("invsync.sync")
 
@@ -365,9 +365,11 @@ def _execute(run: _Run) -> None:
     t = time.perf_counter()
     resolver = IdentityResolver(
         snapshot, store_fetcher(settings, run.emit) if settings.token else None)
+    # A reviewed plan holds final levels: the quantity rules were applied when it was made.
+    rules = QuantityRules() if planned_old is not None else settings.rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=settings.rules, identities=resolver)
+                       rules=rules, identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
     report.notes.extend(checked.notes)

@@ -776,3 +776,24 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
         assert usage.returncode != 0
         assert f"usage: make {target} FILE=path" in usage.stdout + usage.stderr
     assert puts(sandbox.requests()) == []
+
+
+def test_plan_file_levels_are_final_quantity_rules_are_not_applied_twice(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A plan made with a buffer holds final levels: pushing it (with the same config, so the
+    same buffer in force) must send exactly them, not the buffer subtracted a second time."""
+    stock = write_csv(tmp_path / "stock.csv", ["sku", "quantity"],
+                      [["TOWEL-907-NAVY-SHEET", 10], ["POSTER-1755", 7]])
+    config = tmp_path / "invsync.toml"
+    config.write_text("[quantity]\nbuffer = 2\n")
+    plan = run_invsync(["plan", str(stock), "--config", str(config)], cli_env)
+    assert plan.returncode == 0, out(plan)
+    _, rows = read_plan(plan.report_dir() / "plan.csv")
+    final = [("POSTER-1755", 5), ("TOWEL-907-NAVY-SHEET", 8)]
+    assert sorted((r["item"], int(r["new"])) for r in rows) == final
+    pushed = run_invsync(["sync", "--plan-file", str(plan.report_dir() / "plan.csv"),
+                          "--config", str(config)], cli_env)
+    assert pushed.returncode == 0, out(pushed)
+    sent = sorted((it["sku"], it["quantity"]) for r in puts(sandbox.requests())
+                  for it in r["items"])
+    assert sent == final
