@@ -883,9 +883,11 @@ class Sandbox:
         data = []
         for idx in chunk:
             onhand = visible.get((location_id, idx), 0)
+            identity = self._identity(idx)
+            del identity["sku_id"]  # this listing's identity has no sku_id in the spec
             data.append(
                 {
-                    "identity": self._identity(idx),
+                    "identity": identity,
                     "available_to_sell": onhand,
                     "total_inventory_onhand": onhand,
                     "settings": _settings(onhand),
