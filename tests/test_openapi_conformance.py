@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -281,7 +280,8 @@ def traffic(
             (["sync", str(night2), "--baseline", "live", "--batch-size", "500"], {0}),
             (["drift"], {0}),
             (["verify", "last"], {0}),
-            (["sync", str(unknown), "--batch-size", "10", "--allow-shrink"], {1}),  # the 422 isolation path
+            # the 422 isolation path
+            (["sync", str(unknown), "--batch-size", "10", "--allow-shrink"], {1}),
         ]
         for args, codes_ok in runs:
             result = run_invsync(args, env)
@@ -362,7 +362,8 @@ def test_the_checks_catch_what_does_not_conform(spec: Spec) -> None:
             "query": "", "status": 200,
             "request_headers": {"accept": "application/json", "content-type": "application/json"},
             "answer_headers": {"content-type": "application/json",
-                               "x-rate-limit-time-window-ms": "1", "x-rate-limit-time-reset-ms": "1",
+                               "x-rate-limit-time-window-ms": "1",
+                               "x-rate-limit-time-reset-ms": "1",
                                "x-rate-limit-requests-quota": "1",
                                "x-rate-limit-requests-left": "1"},
             "answer": {"transaction_id": "t"},
