@@ -267,7 +267,7 @@ class InvsyncMachine(RuleBasedStateMachine):
                                "max_delay_s = 0.2\nmax_total_s = 20.0\ntimeout_s = 5.0\n")
         self.pairs: dict[Key, set[Pair]] = {key: {(0, ABSENT)} for key in KEYS}
         self.edited: set[Key] = set()
-        self.interrupted: Run | None = None
+        self.by_path: dict[str, Run] = {}
         self.journal_pending = False
         self.files = 0
 
@@ -283,8 +283,10 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     def write(self, run: Run) -> Path:
         self.files += 1
-        return write_csv(self.dir / f"file-{self.files}.csv", ["sku", "location_id", "quantity"],
+        path = write_csv(self.dir / f"file-{self.files}.csv", ["sku", "location_id", "quantity"],
                          [list(r) for r in run.rows])
+        self.by_path[str(path)] = run
+        return path
 
     def cli(self, args: list[str]) -> tuple[int, str]:
         proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env, cwd=ROOT,
@@ -335,7 +337,6 @@ class InvsyncMachine(RuleBasedStateMachine):
         for key, pairs in self.pairs.items():
             if all(s == b for s, b in pairs):  # invsync wrote it since the edit
                 self.edited.discard(key)
-        self.interrupted = None
         self.journal_pending = False
 
     # -- rules --
@@ -349,6 +350,15 @@ class InvsyncMachine(RuleBasedStateMachine):
         run = data.draw(runs(zero_missing=not (FORGETS_UNCONFIRMED and self.may_be_unknown())))
         path = self.write(run)
         code, output = self.cli([*run.args(path), *self.common(), "--allow-zeroing"])
+        self.settle_after(run, code, output)
+
+    @rule(data=st.data())
+    def restock(self, data: st.DataObject) -> None:
+        """Every item at every location above 0 (makes the mass-zeroing rule reachable)."""
+        rows = tuple((sku, loc, data.draw(st.integers(1, 40))) for loc, sku in KEYS)
+        run = Run(rows=rows, full=data.draw(st.booleans()), live=data.draw(st.booleans()),
+                  batch_size=data.draw(st.integers(1, 12)))
+        code, output = self.cli([*run.args(self.write(run)), *self.common(), "--allow-zeroing"])
         self.settle_after(run, code, output)
 
     @rule(data=st.data(), delay=st.floats(0.0, 2.0))
@@ -369,21 +379,30 @@ class InvsyncMachine(RuleBasedStateMachine):
         settle(self.world.sb)
         if code == -signal.SIGKILL:
             self.pairs = self.outcome(run, settled=False)
-            self.interrupted = run
             self.journal_pending = True
         else:  # it finished first
             self.settle_after(run, code, log.read_text(errors="replace"))
 
     @rule()
     def resume(self) -> None:
+        # The run to finish is the one whose journal is on disk: a later run killed before
+        # it replayed that journal leaves it there.
+        journals = list(self.state_dir.rglob("journal.jsonl"))
+        interrupted = None
+        if journals:
+            try:
+                head = json.loads(journals[0].read_text(encoding="utf-8").split("\n", 1)[0])
+            except ValueError:
+                head = {}
+            interrupted = self.by_path.get(str(head.get("input")))
         code, output = self.cli(["resume", "--state-dir", str(self.state_dir),
                                  "--report-dir", str(self.report_dir),
                                  "--config", str(self.config)])
         if code == 64:  # nothing to resume: no journal (or the kill came before sending)
-            assert "nothing to resume" in output, output
+            assert "nothing to resume" in output and interrupted is None, output
             return
-        assert self.interrupted is not None, f"resumed a run the model never saw:\n{output}"
-        self.settle_after(self.interrupted, code, output)
+        assert interrupted is not None, f"resumed a run the model never saw:\n{output}"
+        self.settle_after(interrupted, code, output)
 
     @rule(faults=FAULTS)
     def change_faults(self, faults: dict[str, Any]) -> None:
