@@ -361,22 +361,38 @@ class InvsyncMachine(RuleBasedStateMachine):
         code, output = self.cli([*run.args(self.write(run)), *self.common(), "--allow-zeroing"])
         self.settle_after(run, code, output)
 
-    @rule(data=st.data(), delay=st.floats(0.0, 2.0))
-    def killed_sync(self, data: st.DataObject, delay: float) -> None:
+    @rule(data=st.data(), latency=st.sampled_from([0, 100, 300]),
+          once_sending=st.booleans(), delay=st.floats(0.0, 1.5))
+    def killed_sync(self, data: st.DataObject, latency: int, once_sending: bool,
+                    delay: float) -> None:
+        """kill -9 the CLI ``delay`` s after its start, or after it began its journal."""
         run = data.draw(runs(zero_missing=not FORGETS_UNCONFIRMED))
         path = self.write(run)
+        before = httpx.get(self.world.sb.url + "/_sandbox/faults", timeout=30).json()
+        if latency:  # a slow store, so that a kill often lands with writes in flight
+            self.set_faults({"latency_ms": latency})
         log = self.dir / f"killed-{self.files}.log"
+        journal_before = {str(p): p.stat().st_mtime_ns
+                          for p in self.state_dir.rglob("journal.jsonl")}
         with log.open("wb") as fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", *run.args(path), *self.common(),
                  "--allow-zeroing"], env=self.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         self.world.children.append(proc)
+        deadline = time.monotonic() + 30
+        while once_sending and proc.poll() is None and time.monotonic() < deadline:
+            now = {str(p): p.stat().st_mtime_ns for p in self.state_dir.rglob("journal.jsonl")}
+            if any(journal_before.get(k) != v for k, v in now.items()):
+                break
+            time.sleep(0.005)
         try:
             code = proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             code = proc.wait(timeout=30)
         settle(self.world.sb)
+        if latency:
+            self.set_faults({"latency_ms": before["latency_ms"]})
         if code == -signal.SIGKILL:
             self.pairs = self.outcome(run, settled=False)
             self.journal_pending = True
