@@ -31,6 +31,7 @@ the fix is merged and the machine then checks that case too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -288,6 +289,14 @@ class InvsyncMachine(RuleBasedStateMachine):
         r.raise_for_status()
         self.faulty = any(r.json()[k] for k in ("error_rate", "bare_429_rate", "drop_rate"))
 
+    def journals(self) -> dict[str, int]:
+        """Each journal file under the state dir and its modification time."""
+        out = {}
+        for path in self.state_dir.rglob("journal.jsonl"):
+            with contextlib.suppress(OSError):  # removed by the run meanwhile
+                out[str(path)] = path.stat().st_mtime_ns
+        return out
+
     def common(self) -> list[str]:
         return ["--state-dir", str(self.state_dir), "--report-dir", str(self.report_dir),
                 "--config", str(self.config), "--allow-empty", "--allow-shrink"]
@@ -386,8 +395,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         if latency:  # a slow store, so that a kill often lands with writes in flight
             self.set_faults({"latency_ms": latency})
         log = self.dir / f"killed-{self.files}.log"
-        journal_before = {str(p): p.stat().st_mtime_ns
-                          for p in self.state_dir.rglob("journal.jsonl")}
+        journal_before = self.journals()
         with log.open("wb") as fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", *run.args(path), *self.common(),
@@ -395,7 +403,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         self.world.children.append(proc)
         deadline = time.monotonic() + 30
         while once_sending and proc.poll() is None and time.monotonic() < deadline:
-            now = {str(p): p.stat().st_mtime_ns for p in self.state_dir.rglob("journal.jsonl")}
+            now = self.journals()
             if any(journal_before.get(k) != v for k, v in now.items()):
                 break
             time.sleep(0.005)
