@@ -12,7 +12,7 @@ PROFILE ?=
 CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench sync plan runs clean
+.PHONY: help install test soak lint demo bench sync plan runs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml
 
 test: install ## Run the whole test suite
 	$(BIN)/python -m pytest
+
+soak: install ## Long stateful run (minutes): random syncs, kills, faults, edits [EXAMPLES= STEPS=]
+	INVSYNC_STATEFUL_EXAMPLES=$(or $(EXAMPLES),60) INVSYNC_STATEFUL_STEPS=$(or $(STEPS),25) \
+		$(BIN)/python -m pytest tests/test_stateful.py -q --timeout 7200
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check pipeline schemas tests sample_data bench

@@ -80,6 +80,11 @@ import click
     help="Writes become visible to reads only after this delay.",
 )
 @click.option("--seed", type=int, help="Seed for fault injection (deterministic faults).")
+@click.option(
+    "--record-answers",
+    is_flag=True,
+    help="Keep every answer's JSON body in /_sandbox/requests (for conformance tests).",
+)
 def sandbox(
     host: str,
     port: int,
@@ -95,6 +100,7 @@ def sandbox(
     vague_422: bool,
     apply_delay_ms: int,
     seed: int | None,
+    record_answers: bool,
 ) -> None:
     """Run a local stand-in for a BigCommerce store's inventory API.
 
@@ -126,6 +132,7 @@ def sandbox(
             vague_422=vague_422,
             apply_delay_ms=apply_delay_ms,
             seed=seed,
+            record_answers=record_answers,
         )
         if locations_csv:
             config.locations = sb.load_locations(locations_csv)

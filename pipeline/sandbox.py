@@ -15,8 +15,16 @@ API paths hang off `/stores/{store_hash}/v3`:
 
 Introspection for tests, with no token, quota or faults:
 
-    GET  /_sandbox/requests   every API request: items as received, status, timing
+    GET  /_sandbox/requests   every API request: query, body, items as received, status,
+                              answer headers, timing (and the answer body with
+                              `record_answers`)
     GET  /_sandbox/levels     every level ever set, ignoring the apply delay
+    POST /_sandbox/levels     a manual edit, as in the control panel: set levels at once,
+                              `[{"location_id": 1, "sku": "A", "quantity": 5}, ...]`
+                              (or `variant_id`/`product_id`); seen by reads at once
+    GET  /_sandbox/faults     the fault settings in force
+    POST /_sandbox/faults     change them while running: `{"error_rate": 0.1, ...}` with any
+                              of latency_ms, error_rate, bare_429_rate, drop_rate, vague_422
     GET  /_sandbox/stats      counts, max in flight, item overlaps
     POST /_sandbox/reset      clear log and stats (`?levels=1`: levels too)
 
@@ -67,6 +75,9 @@ _ITEM_FIELDS = frozenset(("location_id", "quantity", *_ID_FIELDS))
 _JSON = b"application/json"
 _PROBLEM = b"application/problem+json"
 _DROP_LOG_MESSAGE = "ASGI callable returned without completing response."
+_LOGGED_HEADERS = (b"accept", b"content-type", b"user-agent")  # never the token
+_FAULTS = {"latency_ms": int, "error_rate": float, "bare_429_rate": float, "drop_rate": float,
+           "vague_422": bool}
 
 
 @dataclass
@@ -105,6 +116,8 @@ class SandboxConfig:
     vague_422: bool = False
     apply_delay_ms: int = 0
     seed: int | None = None
+    record_answers: bool = False
+    """Keep every answer's decoded JSON body in the request log (memory grows with reads)."""
 
     def __repr__(self) -> str:  # keep tokens out of logs and tracebacks
         return (
@@ -339,17 +352,19 @@ def _page(rows: list[Any], page: int, limit: int) -> tuple[list[Any], dict[str, 
     def link(n: int) -> str:
         return f"?page={n}&limit={limit}"
 
+    # The published schema types every link as a string: absent links are left out, not null.
+    links = {"current": link(page)}
+    if page > 1:
+        links["previous"] = link(page - 1)
+    if page < total_pages:
+        links["next"] = link(page + 1)
     pagination = {
         "total": total,
         "count": len(chunk),
         "per_page": limit,
         "current_page": page,
         "total_pages": total_pages,
-        "links": {
-            "previous": link(page - 1) if page > 1 else None,
-            "current": link(page),
-            "next": link(page + 1) if page < total_pages else None,
-        },
+        "links": links,
     }
     return chunk, {"pagination": pagination}
 
@@ -424,7 +439,7 @@ class Sandbox:
         if scope["type"] != "http":
             return
         if scope["path"].startswith("/_sandbox/"):
-            await self._introspect(scope, send)
+            await self._introspect(scope, receive, send)
         else:
             await self._api(scope, receive, send)
 
@@ -475,6 +490,9 @@ class Sandbox:
             "finished": None,
             "applied": False,
             "dropped": False,
+            "body": None,
+            "request_headers": {},
+            "answer_headers": {},
         }
         self._seq += 1
         self._log.append(entry)
@@ -484,6 +502,8 @@ class Sandbox:
         for name, value in scope["headers"]:
             if name in (b"x-auth-token", b"content-type", b"content-length"):
                 headers[name] = value
+            if name in _LOGGED_HEADERS:
+                entry["request_headers"][name.decode("latin-1")] = value.decode("latin-1")
         keys: set[Any] = set()
         reply: _Reply | None = None
         try:
@@ -500,6 +520,7 @@ class Sandbox:
                         parsed = json.loads(body)
                     except (ValueError, RecursionError):
                         parsed = None
+                entry["body"] = parsed
                 if isinstance(parsed, dict) and isinstance(parsed.get("items"), list):
                     entry["items"] = parsed["items"]
                     keys = self._claim_keys(parsed["items"])
@@ -513,6 +534,12 @@ class Sandbox:
             extra = self._rate_headers(*rate) if reply.rate_headers else []
             if reply.status == 429 and reply.rate_headers:
                 extra.append((b"x-retry-after", str(math.ceil(rate[1] / 1000)).encode()))
+            entry["answer_headers"] = {
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in [(b"content-type", reply.content_type), *reply.headers, *extra]
+            }
+            if self.config.record_answers:
+                entry["answer"] = json.loads(reply.body) if reply.body else None
             await self._send(send, reply, extra)
         finally:
             for key in keys:
@@ -856,9 +883,11 @@ class Sandbox:
         data = []
         for idx in chunk:
             onhand = visible.get((location_id, idx), 0)
+            identity = self._identity(idx)
+            del identity["sku_id"]  # this listing's identity has no sku_id in the spec
             data.append(
                 {
-                    "identity": self._identity(idx),
+                    "identity": identity,
                     "available_to_sell": onhand,
                     "total_inventory_onhand": onhand,
                     "settings": _settings(onhand),
@@ -894,11 +923,23 @@ class Sandbox:
 
     # ---- introspection -----------------------------------------------------------------
 
-    async def _introspect(self, scope: Scope, send: Send) -> None:
+    async def _introspect(self, scope: Scope, receive: Receive, send: Send) -> None:
         what = scope["path"][len("/_sandbox/") :].rstrip("/")
         method = scope["method"]
         body: Any
-        if method == "GET" and what == "requests":
+        if method == "POST" and what in ("levels", "faults"):
+            raw = await self._read_body(receive, None)
+            try:
+                payload = json.loads(raw or b"null")
+                body = self._set_levels(payload) if what == "levels" else self._set_faults(payload)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                await self._send(send, _Reply(400, _dumps({"error": str(exc)})), [])
+                return
+            await self._send(send, _Reply(200, _dumps(body)), [])
+            return
+        if method == "GET" and what == "faults":
+            body = self._faults()
+        elif method == "GET" and what == "requests":
             body = self._log
         elif method == "GET" and what == "levels":
             items = self.catalog.items
@@ -924,6 +965,72 @@ class Sandbox:
             await self._send(send, _Reply(404, _dumps({"error": "not found"})), [])
             return
         await self._send(send, _Reply(200, _dumps(body)), [])
+
+    def _faults(self) -> dict[str, Any]:
+        return {name: getattr(self.config, name) for name in _FAULTS}
+
+    def _set_faults(self, payload: Any) -> dict[str, Any]:
+        """Change fault settings at run time (`POST /_sandbox/faults`); the settings in force."""
+        if not isinstance(payload, dict):
+            raise ValueError("expected a JSON object")
+        new = self._faults()
+        for name, value in payload.items():
+            kind = _FAULTS.get(name)
+            if kind is None:
+                raise ValueError(f"unknown fault setting {name!r}")
+            if kind is bool:
+                if type(value) is not bool:
+                    raise ValueError(f"{name} must be true or false")
+            elif type(value) not in (int, float) or type(value) is bool:
+                raise ValueError(f"{name} must be a number")
+            elif kind is float and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+            elif kind is int and (value != int(value) or value < 0):
+                raise ValueError(f"{name} must be a whole number >= 0")
+            new[name] = kind(value)
+        for name, value in new.items():
+            setattr(self.config, name, value)
+        return new
+
+    def _set_levels(self, payload: Any) -> list[dict[str, Any]]:
+        """A manual edit (`POST /_sandbox/levels`): set levels at once, visible to reads at once.
+
+        Items are named like adjustment items; the levels set are returned as in
+        `GET /_sandbox/levels`. A bad item changes nothing (ValueError).
+        """
+        entries = payload if isinstance(payload, list) else [payload]
+        cat = self.catalog
+        pending: dict[Key, int] = {}
+        for it in entries:
+            if not isinstance(it, dict) or type(it.get("location_id")) is not int:
+                raise ValueError(f"bad item {it!r}")
+            if it["location_id"] not in self._locations:
+                raise ValueError(f"unknown location {it['location_id']}")
+            qty = it.get("quantity")
+            if type(qty) is not int or not 0 <= qty <= MAX_QUANTITY:
+                raise ValueError(f"bad quantity in {it!r}")
+            if "sku" in it:
+                idx = cat.by_sku.get(it["sku"])
+            elif "variant_id" in it:
+                idx = cat.by_variant.get(it["variant_id"])
+            else:
+                idxs = cat.by_product.get(it.get("product_id"))  # type: ignore[arg-type]
+                idx = idxs[0] if idxs and len(idxs) == 1 else None
+            if idx is None or cat.items[idx].tracking not in TRACKED:
+                raise ValueError(f"no tracked item for {it!r}")
+            pending[(it["location_id"], idx)] = qty
+        items = cat.items
+        for key, qty in pending.items():
+            total_key = (key[0], items[key[1]].product_id)
+            self._totals[total_key] = self._totals.get(total_key, 0) + qty - self._levels.get(
+                key, 0)
+            self._levels[key] = qty
+            self._visible[key] = qty
+        return [
+            {"location_id": loc, "sku": items[idx].sku, "product_id": items[idx].product_id,
+             "variant_id": items[idx].variant_id, "quantity": qty}
+            for (loc, idx), qty in sorted(pending.items())
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Counts since the last reset (the body of `GET /_sandbox/stats`)."""

@@ -1,0 +1,565 @@
+"""A stateful property test that looks for the next hole by itself (issue 9).
+
+A hypothesis ``RuleBasedStateMachine`` drives one real sandbox process through random
+sequences of: syncs of random files (a small catalog, duplicates, zeros, ``--full``,
+``--zero-missing``, ``--baseline live``, each duplicate policy), a ``kill -9`` of the CLI
+at a random moment, fault changes in the sandbox (``POST /_sandbox/faults``), manual edits
+in the store (``POST /_sandbox/levels``), ``resume``, ``drift`` and a mass-zeroing file
+that a brake must stop.
+
+The model keeps, for each (location, SKU), the set of (store level, invsync's belief)
+pairs that are possible: after a kill or a failed run, an item the run meant to change may
+or may not have been applied, and its belief may be the new level, unknown, or the old
+one, until a later successful run settles it. After every step:
+
+- the store holds one of the levels the model allows;
+- the snapshot (read from disk with polars) claims for an item only a level the model
+  allows as invsync's belief, and, for an item not edited by hand since invsync last
+  wrote it, only the level the store really has; a null ``quantity`` is "unknown" and
+  always allowed (skipped right after a kill, when the journal, not yet replayed, holds
+  the newest confirmed levels);
+- no (location, item) was ever in two requests at once (from the request log's timing);
+- each run's report.json counts add up as the README documents.
+
+Budget: ``INVSYNC_STATEFUL_EXAMPLES`` (default 4) sequences of at most
+``INVSYNC_STATEFUL_STEPS`` (default 10) steps; ``make soak`` raises both.
+
+Switches for known defects of issue 9 (fixed in other branches): with a switch ``True``
+the strategy avoids the hole so the default run passes here; flip it to ``False`` once
+the fix is merged and the machine then checks that case too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+from conftest import ROOT, TOKEN, env_for, write_csv
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from pipeline.sandbox_process import SandboxProcess, run_sandbox
+
+pytestmark = pytest.mark.integration
+
+# ---- switches for known defects (issue 9) -------------------------------------------------
+
+FULL_SKIPS_BRAKES = True
+"""Issue 9 #1: ``sync --full`` skips the mass-zeroing brake. While True, the mass-zeroing
+rule never uses ``--full``. Flip to False once brakes judge the store's levels whatever the
+baseline."""
+
+FORGETS_UNCONFIRMED = True
+"""Issue 9 #2: items a killed or failed run could not confirm are dropped from the snapshot,
+so ``--zero-missing`` no longer zeroes them. While True, ``--zero-missing`` is used only when
+no item's level may be unknown to invsync, and a sync that may be killed never uses it.
+Flip to False once unknown levels are kept (null ``quantity``) in the snapshot."""
+
+MIXED_IDENTIFIERS = False
+"""Issue 9 #5 (one item named by SKU and by id is not seen as a duplicate): files name items
+by SKU only. Set True to also name some by product id once identities are resolved."""
+
+# ---- the world ----------------------------------------------------------------------------
+
+EXAMPLES = int(os.environ.get("INVSYNC_STATEFUL_EXAMPLES", "4"))
+STEPS = int(os.environ.get("INVSYNC_STATEFUL_STEPS", "10"))
+SKUS = [f"ST-{i}" for i in range(6)]
+LOCATIONS = (1, 2)
+QUANTITIES = st.sampled_from([0, 0, 1, 2, 5, 7, 40])
+Key = tuple[int, str]
+KEYS: list[Key] = [(loc, sku) for loc in LOCATIONS for sku in SKUS]
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+UNKNOWN: Any = _Unknown()
+"""invsync knows the item exists but not its level (sent, answer never seen)."""
+ABSENT: Any = _Absent()
+"""invsync has never recorded the item."""
+Pair = tuple[int, Any]
+"""(store level, invsync's belief: a level, UNKNOWN or ABSENT)"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sync: its rows, as written, and its options."""
+
+    rows: tuple[tuple[str, int, int], ...]  # (sku, location, quantity), duplicates allowed
+    duplicates: str = "reject"
+    full: bool = False
+    zero_missing: bool = False
+    live: bool = False
+    batch_size: int = 2000
+    concurrency: int = 4
+
+    def effective(self) -> tuple[dict[Key, int], set[Key]]:
+        """The levels the file asks for after the duplicate policy, and rejected keys."""
+        groups: dict[Key, list[int]] = {}
+        for sku, loc, qty in self.rows:
+            groups.setdefault((loc, sku), []).append(qty)
+        wanted: dict[Key, int] = {}
+        rejected: set[Key] = set()
+        for key, qtys in groups.items():
+            if len(qtys) > 1 and self.duplicates == "reject":
+                rejected.add(key)
+            else:
+                wanted[key] = sum(qtys) if self.duplicates == "sum" else qtys[-1]
+        return wanted, rejected
+
+    def args(self, path: Path) -> list[str]:
+        args = ["sync", str(path), "--duplicates", self.duplicates, "--batch-size",
+                str(self.batch_size), "--concurrency", str(self.concurrency)]
+        args += ["--full"] * self.full + ["--zero-missing"] * self.zero_missing
+        return args + (["--baseline", "live"] if self.live else [])
+
+
+def runs(*, zero_missing: bool) -> st.SearchStrategy[Run]:
+    """Random syncs; ``zero_missing`` False masks the flag (the same data is drawn either way,
+    so that a sequence replays even when a kill's timing changed what the switch allows)."""
+    row = st.tuples(st.sampled_from(SKUS), st.sampled_from(LOCATIONS), QUANTITIES)
+    return st.builds(
+        Run,
+        rows=st.lists(row, min_size=1, max_size=14).map(tuple),
+        duplicates=st.sampled_from(["reject", "sum", "last"]),
+        full=st.booleans(),
+        zero_missing=st.booleans().map(lambda z: z and zero_missing),
+        live=st.booleans(),
+        batch_size=st.integers(1, 5),
+        concurrency=st.integers(1, 3),
+    )
+
+
+FAULTS = st.fixed_dictionaries({
+    "error_rate": st.sampled_from([0.0, 0.0, 0.1, 0.3]),
+    "bare_429_rate": st.sampled_from([0.0, 0.0, 0.1]),
+    "drop_rate": st.sampled_from([0.0, 0.0, 0.1, 0.3]),
+    "latency_ms": st.sampled_from([0, 20, 100, 300]),
+})
+
+
+# ---- reading the world back ------------------------------------------------------------------
+
+
+def store_levels(sb: SandboxProcess) -> dict[Key, int]:
+    levels = {key: 0 for key in KEYS}
+    levels.update(sb.levels())
+    return levels
+
+
+def read_snapshot(state_dir: Path) -> dict[Key, int | None]:
+    """The snapshot on disk, wherever under the state dir it is kept; null = unknown."""
+    paths = list(state_dir.rglob("snapshot.parquet"))
+    assert len(paths) <= 1, paths
+    if not paths:
+        return {}
+    frame = pl.read_parquet(paths[0])
+    assert set(frame["identifier"].unique().to_list()) <= {"sku"}, frame
+    out: dict[Key, int | None] = {}
+    for loc, key, qty in frame.select("location_id", "item_key", "quantity").iter_rows():
+        assert (int(loc), str(key)) not in out, f"snapshot names {key} twice at {loc}"
+        out[(int(loc), str(key))] = None if qty is None else int(qty)
+    return out
+
+
+def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
+    """The request log once every request the sandbox received has been answered."""
+    deadline = time.monotonic() + 20
+    previous = -1
+    while True:
+        log = sb.requests()
+        if len(log) == previous and all(r["status"] is not None for r in log):
+            return log
+        assert time.monotonic() < deadline, "the sandbox never went quiet"
+        previous = len(log)
+        time.sleep(0.15)
+
+
+def overlapping_items(log: list[dict[str, Any]]) -> list[tuple[int, int, Key]]:
+    """Pairs of PUTs whose handling overlapped in time and that share a (location, item)."""
+    puts = sorted((r for r in log if r["method"] == "PUT" and r["items"]),
+                  key=lambda r: r["started"])
+    found = []
+    for i, a in enumerate(puts):
+        a_keys = {(it.get("location_id"), it.get("sku")) for it in a["items"]}
+        for b in puts[i + 1:]:
+            if b["started"] >= a["finished"]:
+                break
+            for it in b["items"]:
+                key = (it.get("location_id"), it.get("sku"))
+                if key in a_keys:
+                    found.append((a["seq"], b["seq"], key))
+    return found
+
+
+def check_counts(report: dict[str, Any]) -> None:
+    """The identities the README promises for report.json's counts."""
+    c = report["counts"]
+    assert c["rows"] == c["valid"] + c["invalid"], c
+    assert c["valid"] - c["merged"] == c["unchanged"] + c["changed"], c
+    assert c["changed"] + c["zeroed_missing"] == c["submitted"] + c["not_sent"], c
+    assert c["submitted"] == c["accepted"] + c["refused"] + c["unconfirmed"], c
+    assert c["rejected"] == c["invalid"] + c["refused"], c
+
+
+def report_of(output: str) -> dict[str, Any] | None:
+    for line in reversed(output.splitlines()):
+        if line.startswith("report: "):
+            folder = Path(line.removeprefix("report: ").strip())
+            return dict(json.loads((folder / "report.json").read_text()))
+    return None
+
+
+# ---- the machine ----------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    sb: SandboxProcess
+    tmp: Path
+    examples: int = 0
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+class InvsyncMachine(RuleBasedStateMachine):
+    """Random runs, kills, faults and edits against one sandbox; the model must hold."""
+
+    world: World
+
+    def __init__(self) -> None:
+        super().__init__()
+        w = self.world
+        w.examples += 1
+        self.dir = w.tmp / f"example-{w.examples}"
+        self.state_dir = self.dir / "state"
+        self.report_dir = self.dir / "runs"
+        self.dir.mkdir(parents=True)
+        httpx.post(w.sb.url + "/_sandbox/reset?levels=1", timeout=30).raise_for_status()
+        self.set_faults({"error_rate": 0.0, "bare_429_rate": 0.0, "drop_rate": 0.0,
+                         "latency_ms": 0})
+        self.env = env_for(w.sb, self.dir)
+        self.config = self.dir / "retry.toml"
+        self.config.write_text("[retry]\nmax_attempts = 10\nbase_delay_s = 0.01\n"
+                               "max_delay_s = 0.2\nmax_total_s = 20.0\ntimeout_s = 5.0\n")
+        self.pairs: dict[Key, set[Pair]] = {key: {(0, ABSENT)} for key in KEYS}
+        self.edited: set[Key] = set()
+        self.by_path: dict[str, Run] = {}
+        self.journal_pending = False
+        self.files = 0
+        self.history: list[str] = []
+
+    # -- helpers --
+
+    def log(self, line: str) -> None:
+        """One line of this sequence's story, shown with any failure (kills are timing-
+        dependent, so hypothesis may not be able to replay a failing sequence)."""
+        self.history.append(line)
+
+    def story(self) -> str:
+        return "\nsteps so far:\n  " + "\n  ".join(self.history)
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        r = httpx.post(self.world.sb.url + "/_sandbox/faults", json=faults, timeout=30)
+        r.raise_for_status()
+        self.faulty = any(r.json()[k] for k in ("error_rate", "bare_429_rate", "drop_rate"))
+
+    def journals(self) -> dict[str, int]:
+        """Each journal file under the state dir and its modification time."""
+        out = {}
+        for path in self.state_dir.rglob("journal.jsonl"):
+            with contextlib.suppress(OSError):  # removed by the run meanwhile
+                out[str(path)] = path.stat().st_mtime_ns
+        return out
+
+    def common(self) -> list[str]:
+        return ["--state-dir", str(self.state_dir), "--report-dir", str(self.report_dir),
+                "--config", str(self.config), "--allow-empty", "--allow-shrink"]
+
+    def write(self, run: Run) -> Path:
+        self.files += 1
+        self.log(f"file-{self.files}.csv rows (sku, location, qty): {list(run.rows)}")
+        path = write_csv(self.dir / f"file-{self.files}.csv", ["sku", "location_id", "quantity"],
+                         [list(r) for r in run.rows])
+        self.by_path[str(path)] = run
+        return path
+
+    def cli(self, args: list[str]) -> tuple[int, str]:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=180)
+        self.log(f"invsync {' '.join(args[:1] + args[2:])} -> exit {proc.returncode}")
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def may_be_unknown(self) -> bool:
+        return any(b is UNKNOWN for pairs in self.pairs.values() for _, b in pairs)
+
+    def outcome(self, run: Run, *, settled: bool) -> dict[Key, set[Pair]]:
+        """The pairs after ``run``: settled (it succeeded) or not (killed, or it failed)."""
+        wanted, rejected = run.effective()
+        covered = {loc for loc, _ in wanted}
+        new: dict[Key, set[Pair]] = {}
+        for key, pairs in self.pairs.items():
+            out: set[Pair] = set()
+            for s, b in pairs:
+                if key in wanted:
+                    q = wanted[key]
+                    send = run.full or (s != q if run.live else b != q)
+                elif (run.zero_missing and key not in rejected and key[0] in covered
+                      and b is not ABSENT and b != 0):
+                    q, send = 0, True
+                else:
+                    send = False
+                if not send:
+                    out.add((s, b))
+                elif settled:
+                    out.add((q, q))
+                else:  # confirmed, in flight (applied or not), or never sent
+                    out |= {(q, q), (q, UNKNOWN), (s, UNKNOWN), (s, b)}
+            new[key] = out
+        return new
+
+    def settle_after(self, run: Run, code: int, output: str) -> None:
+        """Check one finished sync's exit code and report; move the model on."""
+        _, rejected = run.effective()
+        assert code in (0, 1, 2), (code, output + self.story())
+        report = report_of(output)
+        assert report is not None, output + self.story()
+        check_counts(report)
+        if code == 2:
+            assert self.faulty, f"a run failed against a store without faults:\n{output}"
+            self.pairs = self.outcome(run, settled=False)
+            return
+        assert code == (1 if rejected else 0), (code, rejected, output + self.story())
+        assert report["counts"]["unconfirmed"] == report["counts"]["not_sent"] == 0, output
+        self.pairs = self.outcome(run, settled=True)
+        for key, pairs in self.pairs.items():
+            if all(s == b for s, b in pairs):  # invsync wrote it since the edit
+                self.edited.discard(key)
+        self.journal_pending = False
+
+    # -- rules --
+
+    @initialize()
+    def start(self) -> None:
+        assert store_levels(self.world.sb) == dict.fromkeys(KEYS, 0)
+
+    @rule(data=st.data())
+    def sync(self, data: st.DataObject) -> None:
+        run = data.draw(runs(zero_missing=not (FORGETS_UNCONFIRMED and self.may_be_unknown())))
+        path = self.write(run)
+        code, output = self.cli([*run.args(path), *self.common(), "--allow-zeroing"])
+        self.settle_after(run, code, output)
+
+    @rule(data=st.data())
+    def restock(self, data: st.DataObject) -> None:
+        """Every item at every location above 0 (makes the mass-zeroing rule reachable)."""
+        rows = tuple((sku, loc, data.draw(st.integers(1, 40))) for loc, sku in KEYS)
+        run = Run(rows=rows, full=data.draw(st.booleans()), live=data.draw(st.booleans()),
+                  batch_size=data.draw(st.integers(1, 12)))
+        code, output = self.cli([*run.args(self.write(run)), *self.common(), "--allow-zeroing"])
+        self.settle_after(run, code, output)
+
+    @rule(data=st.data(), latency=st.sampled_from([0, 100, 300]),
+          once_sending=st.booleans(), delay=st.floats(0.0, 1.5))
+    def killed_sync(self, data: st.DataObject, latency: int, once_sending: bool,
+                    delay: float) -> None:
+        """kill -9 the CLI ``delay`` s after its start, or after it began its journal."""
+        run = data.draw(runs(zero_missing=not FORGETS_UNCONFIRMED))
+        path = self.write(run)
+        before = httpx.get(self.world.sb.url + "/_sandbox/faults", timeout=30).json()
+        if latency:  # a slow store, so that a kill often lands with writes in flight
+            self.set_faults({"latency_ms": latency})
+        log = self.dir / f"killed-{self.files}.log"
+        journal_before = self.journals()
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *run.args(path), *self.common(),
+                 "--allow-zeroing"], env=self.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        self.world.children.append(proc)
+        deadline = time.monotonic() + 30
+        while once_sending and proc.poll() is None and time.monotonic() < deadline:
+            now = self.journals()
+            if any(journal_before.get(k) != v for k, v in now.items()):
+                break
+            time.sleep(0.005)
+        try:
+            code = proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            code = proc.wait(timeout=30)
+        settle(self.world.sb)
+        if latency:
+            self.set_faults({"latency_ms": before["latency_ms"]})
+        self.log(f"sync file-{self.files}.csv {run.args(path)[2:]} latency {latency} ms, "
+                 f"{'killed' if code == -signal.SIGKILL else f'finished first: exit {code}'}"
+                 f" ({'after the journal began' if once_sending else 'after'} +{delay:.2f} s)")
+        if code == -signal.SIGKILL:
+            self.pairs = self.outcome(run, settled=False)
+            self.journal_pending = True
+        else:  # it finished first
+            self.settle_after(run, code, log.read_text(errors="replace"))
+
+    @rule()
+    def resume(self) -> None:
+        # The run to finish is the one whose journal is on disk: a later run killed before
+        # it replayed that journal leaves it there.
+        journals = list(self.state_dir.rglob("journal.jsonl"))
+        interrupted = None
+        if journals:
+            try:
+                head = json.loads(journals[0].read_text(encoding="utf-8").split("\n", 1)[0])
+            except ValueError:
+                head = {}
+            interrupted = self.by_path.get(str(head.get("input")))
+        code, output = self.cli(["resume", "--state-dir", str(self.state_dir),
+                                 "--report-dir", str(self.report_dir),
+                                 "--config", str(self.config)])
+        if code == 64:  # nothing to resume: no journal (or the kill came before sending)
+            assert "nothing to resume" in output and interrupted is None, output + self.story()
+            return
+        assert interrupted is not None, f"resumed a run the model never saw:\n{output}"
+        self.settle_after(interrupted, code, output)
+
+    @rule(faults=FAULTS)
+    def change_faults(self, faults: dict[str, Any]) -> None:
+        self.log(f"faults {faults}")
+        self.set_faults(faults)
+
+    @rule(key=st.sampled_from(KEYS), qty=QUANTITIES)
+    def manual_edit(self, key: Key, qty: int) -> None:
+        r = httpx.post(self.world.sb.url + "/_sandbox/levels",
+                       json={"location_id": key[0], "sku": key[1], "quantity": qty}, timeout=30)
+        r.raise_for_status()
+        self.log(f"manual edit {key} = {qty}")
+        self.pairs[key] = {(qty, b) for _, b in self.pairs[key]}
+        self.edited.add(key)
+
+    @rule()
+    def drift(self) -> None:
+        code, output = self.cli(["drift", "--state-dir", str(self.state_dir),
+                                 "--config", str(self.config)])
+        assert code in (0, 1, 2), (code, output + self.story())
+        assert code != 2 or self.faulty, output + self.story()
+        if code == 2 or self.journal_pending:
+            return  # faults, or a journal not replayed yet: either answer is fair
+        certain = [next(iter(p)) for p in self.pairs.values() if len(p) == 1]
+        if all(len(p) == 1 for p in self.pairs.values()):
+            differs = any(isinstance(b, int) and s != b for s, b in certain)
+            assert code == (1 if differs else 0), (code, self.pairs, output + self.story())
+
+    @rule(full=st.booleans(), live=st.booleans())
+    def mass_zeroing_is_braked(self, full: bool, live: bool) -> None:
+        """Every item at location 1, which the store and the snapshot hold above 0, to 0."""
+        # Checked here, not as a precondition: after kills the state is timing-dependent and
+        # a precondition would make hypothesis's replays draw differently.
+        if not all(len(self.pairs[(1, sku)]) == 1 and all(
+                s > 0 and isinstance(b, int) and b > 0 for s, b in self.pairs[(1, sku)])
+                for sku in SKUS):
+            self.log("mass_zeroing: skipped (location 1 not all known above 0)")
+            return
+        full = full and not FULL_SKIPS_BRAKES
+        run = Run(rows=tuple((sku, 1, 0) for sku in SKUS), full=full, live=live)
+        mark = len(settle(self.world.sb))
+        code, output = self.cli([*run.args(self.write(run)), *self.common()])
+        if code == 2:  # the store failed before the brakes were judged (faults)
+            assert self.faulty, output + self.story()
+            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            assert not puts, output + self.story()
+            return
+        assert code == 3, (code, output + self.story())
+        report = report_of(output)
+        assert report is not None and report["brakes"], output + self.story()
+        check_counts(report)
+        puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+        assert not puts, f"a braked run sent {len(puts)} PUT(s){self.story()}"
+        self.journal_pending = False
+
+    # -- invariants --
+
+    @invariant()
+    def store_matches_model(self) -> None:
+        levels = store_levels(self.world.sb)
+        wrong = {k: (levels[k], sorted({s for s, _ in p})) for k, p in self.pairs.items()
+                 if levels[k] not in {s for s, _ in p}}
+        assert not wrong, f"store level not one the model allows: {wrong}{self.story()}"
+
+    @invariant()
+    def snapshot_claims_only_what_holds(self) -> None:
+        if self.journal_pending:
+            return  # the journal holds the newest confirmations until the next run
+        snap = read_snapshot(self.state_dir)
+        levels = store_levels(self.world.sb)
+        for key in KEYS:
+            pairs = self.pairs[key]
+            if key not in snap:
+                assert any(not isinstance(b, int) for _, b in pairs), \
+                    f"snapshot lacks {key}, model {pairs}{self.story()}"
+                continue
+            qty = snap[key]
+            if qty is None:  # marked unknown
+                continue
+            assert any(b == qty for _, b in pairs), \
+                f"snapshot claims {qty} for {key}, model {pairs}{self.story()}"
+            if key not in self.edited:
+                assert levels[key] == qty, \
+                    f"snapshot claims {qty} for {key}, store has {levels[key]}{self.story()}"
+
+    @invariant()
+    def no_item_in_two_concurrent_requests(self) -> None:
+        log = self.world.sb.requests()
+        done = [r for r in log if r["finished"] is not None]
+        assert not overlapping_items(done), f"{overlapping_items(done)}{self.story()}"
+        assert self.world.sb.stats()["item_overlaps"] == 0
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with run_sandbox(_catalog(tmp_path), token=TOKEN) as sb:
+        w = World(sb=sb, tmp=tmp_path)
+        try:
+            yield w
+        finally:
+            for p in w.children:
+                if p.poll() is None:
+                    p.kill()
+                p.wait(timeout=10)
+
+
+def _catalog(tmp: Path) -> Path:
+    return write_csv(tmp / "catalog.csv", ["sku", "product_id", "variant_id", "tracking"],
+                     [[sku, 500 + i, 900 + i, "product"] for i, sku in enumerate(SKUS)])
+
+
+def test_random_runs_kills_faults_and_edits_keep_the_store_right(world: World) -> None:
+    InvsyncMachine.world = world
+    run_state_machine_as_test(
+        InvsyncMachine,
+        settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+                          suppress_health_check=list(HealthCheck), derandomize=False),
+    )
+    del InvsyncMachine.world
