@@ -77,6 +77,8 @@ class Settings:
     """The input is a reviewed ``plan.csv``: push exactly it."""
     brakes: BrakeLimits = field(default_factory=BrakeLimits)
     config_path: Path | None = None
+    source: str = "cli"
+    """The kind of source (``cli``, ``portal``); the shrink brake compares like with like."""
 
     @property
     def reports(self) -> Path:

@@ -82,11 +82,15 @@ class _Run:
 
 
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
-              command: str = "sync") -> RunReport:
-    """Sync ``path`` into the store described by ``settings``; write and return the report."""
+              command: str = "sync", origin: dict[str, Any] | None = None) -> RunReport:
+    """Sync ``path`` into the store described by ``settings``; write and return the report.
+
+    ``origin`` (who started the run, from where) is recorded as is in ``report.json``.
+    """
     settings.check(needs_store=not settings.dry_run)
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
+    run.report.origin = dict(origin or {})
     run.report.input = {"path": str(path)}
     t_start = time.perf_counter()
     run.emit("run_started", {"run_id": run.report.run_id, "input": str(path),
