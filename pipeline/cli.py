@@ -15,6 +15,7 @@ import click
 
 from pipeline.cli_sandbox import sandbox
 from pipeline.errors import ExitCode, InvsyncError
+from pipeline.web.cli import portal, serve
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -285,6 +286,8 @@ def _finish(ctx: click.Context, report: Any) -> None:
 
 
 cli.add_command(sandbox)
+cli.add_command(serve)
+cli.add_command(portal)
 
 
 def main(argv: list[str] | None = None) -> None:
