@@ -437,6 +437,7 @@ class Portal:
             "brakes": meta.get("brakes") or [], "plan_run_id": meta.get("plan_run_id"),
             "error": meta.get("error"),
         }
+        out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
             out["transaction_ids"] = meta.get("transaction_ids") or []
@@ -451,13 +452,20 @@ class Portal:
             return self.file_path(meta)
         if name not in FILES:
             raise UploadError(404, "no such file")
+        found = self._find_file(meta, name)
+        if found is None:
+            raise UploadError(404, f"this upload has no {name}")
+        return found
+
+    @staticmethod
+    def _find_file(meta: dict[str, Any], name: str) -> Path | None:
         folders = [meta.get("plan_dir")]
         if name == "report.html" and meta.get("run_dir"):
             folders.insert(0, meta["run_dir"])
         for folder in folders:
             if folder and (Path(folder) / name).is_file():
                 return Path(folder) / name
-        raise UploadError(404, f"this upload has no {name}")
+        return None
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
         """Uploads, newest first (for the upload page's own list)."""
