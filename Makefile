@@ -8,7 +8,7 @@ LOCATION ?=
 DRY_RUN ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo bench sync plan clean
+.PHONY: help install test lint demo serve screenshots bench sync plan clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ lint: install ## ruff and mypy
 demo: install ## Start the sandbox store, sync sample_data/ three times, show the reports
 	$(BIN)/python -m pipeline.demo
 
+serve: install ## The merchant upload page against the sandbox, with a demo user (printed) [PORT=8000]
+	$(BIN)/python -m pipeline.web.demo
+
+screenshots: install ## Redo docs/screenshots/ (the README's) from the browser end-to-end test
+	INVSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py -k confirm_result_history
+
 bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
 	$(BIN)/python bench/run.py
 
@@ -45,4 +51,4 @@ plan: install ## Runbook: make plan FILE=stock.csv [LOCATION=1]
 	$(BIN)/invsync plan "$(FILE)" $(if $(LOCATION),--location-id $(LOCATION))
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .demo-serve *.egg-info

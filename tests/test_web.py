@@ -398,3 +398,17 @@ def test_history_lists_cli_runs_too(client: TestClient, settings: Settings) -> N
     assert client.get(f"/runs/{run_id.group(1)}").status_code == 200
     assert client.get(f"/runs/{run_id.group(1)}/files/report.json").status_code == 200
     assert client.get(f"/runs/{run_id.group(1)}/files/journal").status_code == 404
+
+
+def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
+    login(client)
+    data = (SAMPLE / "merchant.xlsx").read_bytes()
+    r = client.post("/api/uploads", headers={"X-CSRF-Token": csrf_of(client)},
+                    files={"file": ("merchant.xlsx", io.BytesIO(data), "application/vnd.ms-excel")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["rejected"] and "rejected.xlsx" in body["files"]
+    got = client.get(f"/api/uploads/{body['upload_id']}/files/rejected.xlsx")
+    assert got.status_code == 200 and got.content.startswith(b"PK")
+    page = client.get(f"/uploads/{body['upload_id']}").text
+    assert "Download rejected.xlsx" in page
