@@ -278,7 +278,7 @@ def test_stale_plan_is_refused_with_409(client: TestClient, sandbox: SandboxProc
     r = client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client)})
     assert r.status_code == 200
     fresh = client.get(f"/api/uploads/{upload_id}").json()
-    assert fresh["status"] == "planned"
+    assert fresh["status"] == "planned" and "run_id" not in fresh
     assert {(c["item"], c["old"]) for c in fresh["changes"]} >= {("TOWEL-907-NAVY-SHEET", 9)}
 
 
@@ -412,3 +412,12 @@ def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
     assert got.status_code == 200 and got.content.startswith(b"PK")
     page = client.get(f"/uploads/{body['upload_id']}").text
     assert "Download rejected.xlsx" in page
+
+
+def test_every_reason_code_and_brake_has_plain_words() -> None:
+    from pipeline.web.messages import BRAKES, REASONS
+    from schemas.stock import REASONS as CODES
+
+    assert set(CODES) <= set(REASONS)
+    assert set(BRAKES) == {"empty_file", "shrunken_file", "mass_zeroing"}
+    assert all(what.endswith(".") and todo for what, todo in REASONS.values())

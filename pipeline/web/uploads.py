@@ -262,9 +262,11 @@ class Portal:
             return self._update(upload_id, status="failed", plan_run_id=report.run_id,
                                 plan_dir=report.report_dir,
                                 error=self.plain_error(meta, report.error or "the preview failed"))
+        # A new preview replaces the old one, and any refused (stale) attempt to apply it.
         return self._update(upload_id, status="planned", plan_run_id=report.run_id,
                             plan_dir=report.report_dir, error=None, brakes=report.brakes,
-                            column_map=meta.get("column_map") or {})
+                            column_map=meta.get("column_map") or {}, run_id=None,
+                            run_dir=None, transaction_ids=[])
 
     def failed(self, upload_id: str, message: str) -> None:
         """Record why an upload could not be previewed (unless it got further already)."""
