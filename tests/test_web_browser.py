@@ -330,6 +330,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
             by_id(browser, "apply").click()
             wait_for(browser, lambda: "another run is updating this store" in text_of(browser))
             assert "Waiting" in by_id(browser, "progress-text").text
+            screenshots(tmp_path)(browser, "5a-waiting-for-the-lock")
             assert cli.poll() is None  # the CLI run is still going: the page really waited
             # When the CLI run ends, the page's changes go through.
             wait_for(browser, lambda: by_id(browser, "accepted").text == "1", timeout=180)

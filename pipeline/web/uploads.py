@@ -396,7 +396,7 @@ class Portal:
                 except ValueError:
                     holder = {}
                 if holder.get("run_id"):
-                    return f"run {holder['run_id']} (started {holder.get('started', '?')})"
+                    return f"run {holder['run_id']}, started {holder.get('started', '?')}"
                 return "another run"
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         return None
