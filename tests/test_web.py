@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT, SAMPLE, TOKEN
 from starlette.testclient import TestClient
 
 from pipeline.config import Secret, Settings
 from pipeline.sandbox_process import SandboxProcess
 from pipeline.web.app import Options, create_app
 from pipeline.web.auth import Accounts
-from tests.conftest import ROOT, SAMPLE, TOKEN
 
 PASSWORD = "correct horse battery"
 CSV = b"sku,quantity\nTOWEL-907-NAVY-SHEET,5\nTOWEL-907-BURG-BATH,7\nNOPE-1,abc\n"

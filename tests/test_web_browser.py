@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT, TOKEN, env_for, run_invsync, write_csv
 
 from pipeline.sandbox_process import SandboxProcess
-from tests.conftest import ROOT, TOKEN, env_for, run_invsync, write_csv
 
 pytestmark = pytest.mark.integration
 

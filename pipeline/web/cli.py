@@ -72,10 +72,10 @@ def serve(config_path: Path | None, host: str, port: int, behind_https: bool,
     app = create_app(settings, Options(behind_https=behind_https, max_upload_mb=max_upload_mb,
                                        idle_minutes=session_idle_minutes,
                                        max_hours=session_hours))
-    _run(app, host, port)
+    _run(app, host, port, behind_proxy=behind_https)
 
 
-def _run(app: Any, host: str, port: int) -> None:
+def _run(app: Any, host: str, port: int, *, behind_proxy: bool = False) -> None:
     """Bind first, print one 'listening on' line, then serve until SIGTERM/SIGINT."""
     import socket
 
@@ -94,9 +94,11 @@ def _run(app: Any, host: str, port: int) -> None:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     click.echo(f"invsync upload page listening on http://{shown}:{bound}", err=False)
     sys.stdout.flush()
+    # Behind the proxy, the client's address (for sign-in throttling) is the one it
+    # forwards, trusted only from 127.0.0.1 (uvicorn's forwarded_allow_ips default).
     config = uvicorn.Config(app, log_level="info", access_log=True, lifespan="off",
                             server_header=False, timeout_graceful_shutdown=5,
-                            proxy_headers=False)
+                            proxy_headers=behind_proxy, forwarded_allow_ips="127.0.0.1")
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
