@@ -421,3 +421,52 @@ def test_every_reason_code_and_brake_has_plain_words() -> None:
     assert set(CODES) <= set(REASONS)
     assert set(BRAKES) == {"empty_file", "shrunken_file", "mass_zeroing"}
     assert all(what.endswith(".") and todo for what, todo in REASONS.values())
+
+
+def test_another_sheet_of_a_workbook_can_be_previewed(client: TestClient,
+                                                      tmp_path: Path) -> None:
+    import xlsxwriter
+
+    path = tmp_path / "two.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    for name, qty in (("Notes", None), ("Stock", 6)):
+        sheet = book.add_worksheet(name)
+        sheet.write_row(0, 0, ["sku", "quantity"] if qty else ["just", "notes"])
+        sheet.write_row(1, 0, ["POSTER-1755", qty] if qty else ["a", "b"])
+    book.close()
+    login(client)
+    r = api_upload(client, data=path.read_bytes(), name="two.xlsx")
+    upload_id = r.json()["upload_id"]
+    assert r.status_code == 422 and r.json()["status"] == "unmapped"  # the first sheet
+    assert 'id="sheet-form"' in client.get(f"/uploads/{upload_id}/map").text
+    r = api_upload(client, data=path.read_bytes(), name="two.xlsx", sheet="Stock")
+    assert r.status_code == 201 and r.json()["sheets"] == ["Notes", "Stock"]
+    planned = r.json()["upload_id"]
+    page = client.get(f"/uploads/{planned}").text
+    assert 'id="sheet-form"' in page
+    r = client.post(f"/uploads/{planned}/preview", data={"csrf_token": csrf_of(client),
+                                                         "sheet": "Nope"})
+    assert r.status_code == 400
+    r = client.post(f"/uploads/{planned}/preview", data={"csrf_token": csrf_of(client),
+                                                         "sheet": "Notes"})
+    assert client.get(f"/api/uploads/{planned}").json()["status"] == "unmapped"
+    # From the map step, the right sheet is one choice away.
+    client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client),
+                                                       "sheet": "Stock"})
+    assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "planned"
+
+
+def test_sessions_end_after_the_absolute_time_even_when_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.web import auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    sessions = auth.Sessions(idle_s=600, max_s=3600)
+    sid, _ = sessions.create("anna")
+    for _ in range(6):  # used just under every 10 minutes: never idle
+        now[0] += 599
+        assert sessions.get(sid) is not None
+    now[0] += 599  # still not idle, but past the hour since sign-in
+    assert sessions.get(sid) is None
+    assert sessions.get(sid) is None  # and it stays ended

@@ -258,8 +258,11 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
 
     async def replan_page(request: Request) -> Response:
-        await page_user(request, changes_state=True)
+        _, form = await page_user(request, changes_state=True)
         upload_id = request.path_params["upload_id"]
+        sheet = _text(form.get("sheet"))
+        if sheet:
+            portal.choose_sheet(upload_id, sheet)
         return await _after_upload(request, upload_id)
 
     async def discard_page(request: Request) -> Response:

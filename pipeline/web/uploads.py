@@ -248,7 +248,8 @@ class Portal:
             raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
         inspection = self.inspect(meta)
         if inspection.mapping is None:
-            meta = self._update(upload_id, status="unmapped", error=inspection.problem)
+            meta = self._update(upload_id, status="unmapped", error=inspection.problem,
+                                sheets=inspection.sheets)
             raise UploadError(422, inspection.problem or "columns not recognised",
                               status="unmapped", headers=inspection.headers)
         table_map = self._column_map(meta, inspection.headers)
@@ -266,7 +267,17 @@ class Portal:
         return self._update(upload_id, status="planned", plan_run_id=report.run_id,
                             plan_dir=report.report_dir, error=None, brakes=report.brakes,
                             column_map=meta.get("column_map") or {}, run_id=None,
-                            run_dir=None, transaction_ids=[])
+                            run_dir=None, transaction_ids=[], sheets=inspection.sheets,
+                            sheet_used=report.input.get("sheet"))
+
+    def choose_sheet(self, upload_id: str, sheet: str) -> None:
+        """Preview another sheet of the workbook next time."""
+        meta = self.get(upload_id)
+        if sheet not in (meta.get("sheets") or []):
+            raise UploadError(400, "the workbook has no such sheet")
+        if meta["status"] not in ("planned", "stale", "failed", "unmapped", "new"):
+            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
+        self._update(upload_id, sheet=sheet)
 
     def failed(self, upload_id: str, message: str) -> None:
         """Record why an upload could not be previewed (unless it got further already)."""
@@ -432,7 +443,8 @@ class Portal:
             "upload_id": meta["upload_id"], "status": meta["status"],
             "filename": meta["filename"], "uploaded_by": meta["user"],
             "created": meta["created"], "location_id": meta["location_id"],
-            "sheet": meta.get("sheet"), "duplicates": meta.get("duplicates"),
+            "sheet": meta.get("sheet") or meta.get("sheet_used"),
+            "sheets": meta.get("sheets") or [], "duplicates": meta.get("duplicates"),
             "counts": (shown or {}).get("counts") or {},
             "rejected": rejected, "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
