@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -470,3 +471,34 @@ def test_sessions_end_after_the_absolute_time_even_when_used(
     now[0] += 599  # still not idle, but past the hour since sign-in
     assert sessions.get(sid) is None
     assert sessions.get(sid) is None  # and it stays ended
+
+
+def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")},
+           "BIGCOMMERCE_STORE_HASH": "s", "BIGCOMMERCE_ACCESS_TOKEN": TOKEN,
+           "XDG_STATE_HOME": str(tmp_path)}
+    # 127.0.0.2 is still this machine, but not the default address: the warning path.
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.2",
+                             "--port", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on http://127.0.0.2:" in line:
+                break
+        text = "".join(lines)
+        assert "HTTPS reverse proxy" in text and "--behind-https" in text
+        assert "no users yet" in text and TOKEN not in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_needs_the_store_token(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")},
+           "BIGCOMMERCE_STORE_HASH": "s", "XDG_STATE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", "0"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 64 and "no access token" in done.stderr
