@@ -12,7 +12,7 @@ PROFILE ?=
 CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
 
 .DEFAULT_GOAL := help
-.PHONY: help install test soak lint demo bench sync plan runs clean
+.PHONY: help install test soak lint demo serve screenshots bench sync plan runs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ lint: install ## ruff and mypy
 demo: install ## Start the sandbox store, sync sample_data/ three times, show the reports
 	$(BIN)/python -m pipeline.demo
 
+serve: install ## The merchant upload page against the sandbox, with a demo user (printed) [PORT=8000]
+	$(BIN)/python -m pipeline.web.demo
+
+screenshots: install ## Redo docs/screenshots/ (the README's) from the browser end-to-end test
+	INVSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py -k 'confirm_result_history or lock'
+
 bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
 	$(BIN)/python bench/run.py
 
@@ -56,4 +62,4 @@ runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
 	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .demo-serve *.egg-info

@@ -18,6 +18,7 @@ import click
 from pipeline.cli_sandbox import sandbox
 from pipeline.errors import ExitCode, InvsyncError
 from pipeline.terminal import clean, log_where, one_line
+from pipeline.web.cli import portal, serve
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -381,6 +382,8 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
 
 
 cli.add_command(sandbox)
+cli.add_command(serve)
+cli.add_command(portal)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -119,22 +119,34 @@ def read_stock_file(
     Raises :class:`InputFileError` for an unreadable or unusable file.
     """
     p = Path(path)
+    table = read_unmapped(p, sheet=sheet)
+    table = _map_columns(table, column_map or {})
+    if table.format == "xlsx" and table.sheet_index is not None and p.suffix.lower() != ".xls":
+        _note_numeric_identifiers(table)
+    return table
+
+
+def read_unmapped(path: str | Path, *, sheet: str | None = None) -> StockTable:
+    """Read ``path`` with every hostile-file check, but match no headers (``mapping`` is empty).
+
+    For showing a file's columns to someone who has to say which is which.
+    """
+    p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise InputFileError(str(p), f"cannot read file: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
-    kind = _detect_format(p, data)
-    if kind == "excel":
-        table = _read_excel(p, digest, sheet)
-    else:
-        if sheet is not None:
-            raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
-        table = _read_csv(p, data, digest)
-    table = _map_columns(table, column_map or {})
-    if table.format == "xlsx" and table.sheet_index is not None and p.suffix.lower() != ".xls":
-        _note_numeric_identifiers(table)
-    return table
+    if _detect_format(p, data) == "excel":
+        return _read_excel(p, digest, sheet)
+    if sheet is not None:
+        raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
+    return _read_csv(p, data, digest)
+
+
+def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
+    """Match ``table``'s headers onto canonical columns (see :func:`read_stock_file`)."""
+    return _map_columns(table, column_map)
 
 
 def _note_numeric_identifiers(table: StockTable) -> None:

@@ -93,6 +93,8 @@ class RunReport:
     error: str | None = None
     exit_code: int = 0
     report_dir: str = ""
+    origin: dict[str, Any] = field(default_factory=dict)
+    """Who started the run and from where (the upload page: ``source``, ``user``, ``filename``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -107,9 +107,10 @@ def retry_cause(status: Any) -> str:
 
 
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
-              command: str = "sync") -> RunReport:
+              command: str = "sync", origin: dict[str, Any] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
+    ``origin`` (who started the run, from where) is recorded as is in ``report.json``.
     Raises :class:`~pipeline.errors.UsageError` for unusable settings and
     :class:`~pipeline.errors.LockedError` when another run holds the store's lock (after
     ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
@@ -119,6 +120,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     ensure_writable(settings.reports, "report folder")
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
+    run.report.origin = dict(origin or {})
     run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
     locks_held: list[StoreLock] = []

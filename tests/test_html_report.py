@@ -203,7 +203,7 @@ def test_hostile_cell_text_is_escaped_everywhere() -> None:
     assert "<b>stock</b>" not in page and "&lt;b&gt;stock&lt;/b&gt;" in page
     assert "<html>bad gateway" not in page
     # The formula is shown as the text it is.
-    assert "=HYPERLINK(&quot;http://evil.example/&quot;,&quot;click me&quot;)" in page
+    assert "=HYPERLINK(&#34;http://evil.example/&#34;,&#34;click me&#34;)" in page
     tables = parse(page)
     assert tables.tags.count("h1") == 1
     assert tables.title == EXPECTED_TITLE
@@ -302,7 +302,7 @@ def test_header_shows_the_run() -> None:
     for expected in ("20261127T103512Z-4f9a1c", 'class="badge bad">failed<', "ab" * 32,
                      "abc123", "2026-11-27T10:35:12Z", "2026-11-27T10:35:19Z",
                      "SAFETY_BRAKE", "safety brake: &lt;boom&gt;", "mass_zeroing",
-                     "40 of 50 items would go to 0", "header cell &#x27;SKU&lt;i&gt;&#x27;",
+                     "40 of 50 items would go to 0", "header cell &#39;SKU&lt;i&gt;&#39;",
                      "/data/&lt;b&gt;stock&lt;/b&gt;.csv", ">CSV"):
         assert expected in page, expected
 
@@ -312,7 +312,7 @@ def test_unknown_status_never_reaches_an_attribute() -> None:
     report["status"] = 'x" onmouseover="alert(1)'
     page = render_html(report, None, [])
     assert 'onmouseover="alert' not in page
-    assert 'class="badge muted">x&quot; onmouseover=&quot;alert(1)<' in page
+    assert 'class="badge muted">x&#34; onmouseover=&#34;alert(1)<' in page
 
 
 def test_plan_biggest_drops_and_rises_are_ordered() -> None:

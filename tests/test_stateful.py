@@ -61,22 +61,9 @@ from pipeline.sandbox_process import SandboxProcess, run_sandbox
 
 pytestmark = pytest.mark.integration
 
-# ---- switches for known defects (issue 9) -------------------------------------------------
-
-FULL_SKIPS_BRAKES = True
-"""Issue 9 #1: ``sync --full`` skips the mass-zeroing brake. While True, the mass-zeroing
-rule never uses ``--full``. Flip to False once brakes judge the store's levels whatever the
-baseline."""
-
-FORGETS_UNCONFIRMED = True
-"""Issue 9 #2: items a killed or failed run could not confirm are dropped from the snapshot,
-so ``--zero-missing`` no longer zeroes them. While True, ``--zero-missing`` is used only when
-no item's level may be unknown to invsync, and a sync that may be killed never uses it.
-Flip to False once unknown levels are kept (null ``quantity``) in the snapshot."""
-
-MIXED_IDENTIFIERS = False
-"""Issue 9 #5 (one item named by SKU and by id is not seen as a duplicate): files name items
-by SKU only. Set True to also name some by product id once identities are resolved."""
+# Issue 9 #1 (--full skipped the brakes) and #2 (unconfirmed items were forgotten) were
+# found by this machine; both are fixed, so its strategies use --full and --zero-missing
+# freely (they were held back by switches until the fixes landed).
 
 # ---- the world ----------------------------------------------------------------------------
 
@@ -370,7 +357,7 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def sync(self, data: st.DataObject) -> None:
-        run = data.draw(runs(zero_missing=not (FORGETS_UNCONFIRMED and self.may_be_unknown())))
+        run = data.draw(runs(zero_missing=True))
         path = self.write(run)
         code, output = self.cli([*run.args(path), *self.common(), "--allow-zeroing"])
         self.settle_after(run, code, output)
@@ -389,7 +376,7 @@ class InvsyncMachine(RuleBasedStateMachine):
     def killed_sync(self, data: st.DataObject, latency: int, once_sending: bool,
                     delay: float) -> None:
         """kill -9 the CLI ``delay`` s after its start, or after it began its journal."""
-        run = data.draw(runs(zero_missing=not FORGETS_UNCONFIRMED))
+        run = data.draw(runs(zero_missing=True))
         path = self.write(run)
         before = httpx.get(self.world.sb.url + "/_sandbox/faults", timeout=30).json()
         if latency:  # a slow store, so that a kill often lands with writes in flight
@@ -482,7 +469,6 @@ class InvsyncMachine(RuleBasedStateMachine):
                 for sku in SKUS):
             self.log("mass_zeroing: skipped (location 1 not all known above 0)")
             return
-        full = full and not FULL_SKIPS_BRAKES
         run = Run(rows=tuple((sku, 1, 0) for sku in SKUS), full=full, live=live)
         mark = len(settle(self.world.sb))
         code, output = self.cli([*run.args(self.write(run)), *self.common()])

@@ -1,0 +1,1 @@
+"""The shared look: Jinja2 templates and the static CSS/JS (see :mod:`pipeline.html.render`)."""

@@ -1,0 +1,89 @@
+"""One Jinja2 environment for every page invsync writes or serves: one look for both.
+
+Autoescape is on for every template, so any value from a file or the store is text, never
+markup. The stylesheet is ``static/invsync.css``: the upload page links it, ``report.html``
+(which must open from disk, with nothing fetched) carries it inline and allows exactly it
+by its hash in the Content-Security-Policy, so no page needs ``unsafe-inline``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+STATUS_CLASS = {
+    "succeeded": "ok", "accepted": "ok",
+    "partial": "warn", "unconfirmed": "warn", "applying": "info", "waiting": "info",
+    "failed": "bad", "refused": "bad", "stale": "warn",
+    "dry_run": "info", "planned": "info",
+    "not_sent": "muted", "pending": "muted", "discarded": "muted",
+}
+STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
+
+
+def num(value: Any) -> str:
+    """A number with thousands separators; ``—`` for nothing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def signed(value: Any) -> str:
+    """A whole number with its sign (``+3``, ``-1,000``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:+,}"
+    return num(value)
+
+
+def status_label(status: Any) -> str:
+    text = "" if status is None else str(status)
+    return STATUS_LABEL.get(text, text) or "unknown"
+
+
+def status_class(status: Any) -> str:
+    """A CSS class for a status; never the raw value, so nothing reaches an attribute."""
+    return STATUS_CLASS.get("" if status is None else str(status), "muted")
+
+
+@cache
+def environment() -> Environment:
+    """The shared environment (autoescape on for every template)."""
+    env = Environment(loader=PackageLoader("pipeline.html", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=num, signed=signed, status_label=status_label,
+                       status_class=status_class)
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """Render ``templates/<template>`` with ``context``."""
+    return environment().get_template(template).render(**context)
+
+
+@cache
+def stylesheet() -> str:
+    """The project's stylesheet, as text."""
+    return resources.files("pipeline.html").joinpath("static/invsync.css").read_text("utf-8")
+
+
+def csp_hash(text: str) -> str:
+    """A CSP source (``'sha256-...'``) allowing exactly this inline style or script."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def static_dir() -> Any:
+    """The folder of the static files (CSS, JavaScript) the upload page serves."""
+    return resources.files("pipeline.html").joinpath("static")

@@ -1,0 +1,1 @@
+"""The merchant upload page: ``invsync serve`` (see :mod:`pipeline.web.app`)."""

@@ -1,0 +1,504 @@
+"""The upload page's handlers through starlette's TestClient, against a real sandbox store."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, SAMPLE, TOKEN
+from starlette.testclient import TestClient
+
+from pipeline.config import Secret, Settings
+from pipeline.sandbox_process import SandboxProcess
+from pipeline.web.app import Options, create_app
+from pipeline.web.auth import Accounts
+
+PASSWORD = "correct horse battery"
+CSV = b"sku,quantity\nTOWEL-907-NAVY-SHEET,5\nTOWEL-907-BURG-BATH,7\nNOPE-1,abc\n"
+
+
+def make_settings(sb: SandboxProcess, tmp_path: Path) -> Settings:
+    return Settings(store_hash=sb.store_hash, token=Secret(TOKEN), api_url=sb.url,
+                    state_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def settings(sandbox: SandboxProcess, tmp_path: Path) -> Settings:
+    s = make_settings(sandbox, tmp_path)
+    Accounts(s.state_dir).add_user("merchant", PASSWORD)
+    return s
+
+
+@pytest.fixture
+def app_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**options: Any) -> TestClient:
+        scheme = "https" if options.get("behind_https") else "http"
+        client = TestClient(create_app(settings, Options(**options)),
+                            base_url=f"{scheme}://testserver")
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def client(app_factory: Callable[..., TestClient]) -> TestClient:
+    return app_factory()
+
+
+def login(client: TestClient, user: str = "merchant", password: str = PASSWORD) -> Any:
+    page = client.get("/login")
+    token = re.search(r'name="login_csrf" value="([^"]+)"', page.text)
+    assert token
+    return client.post("/login", data={"username": user, "password": password,
+                                       "login_csrf": token.group(1)}, follow_redirects=False)
+
+
+def csrf_of(client: TestClient) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text)
+    assert found
+    return found.group(1)
+
+
+def api_upload(client: TestClient, data: bytes = CSV, name: str = "stock.csv",
+               headers: dict[str, str] | None = None, **fields: Any) -> Any:
+    return client.post("/api/uploads", files={"file": (name, io.BytesIO(data), "text/csv")},
+                       data=fields, headers=headers or {"X-CSRF-Token": csrf_of(client)})
+
+
+def wait_done(client: TestClient, upload_id: str) -> dict[str, Any]:
+    client.app.state.portal.wait(upload_id, 60)  # type: ignore[attr-defined]
+    return dict(client.get(f"/api/uploads/{upload_id}").json())
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+def test_pages_and_api_need_a_sign_in(client: TestClient) -> None:
+    for path in ("/", "/history", "/uploads/" + "0" * 32):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = client.get("/api/uploads/" + "0" * 32)
+    assert r.status_code == 401
+    r = client.post("/api/uploads", files={"file": ("a.csv", io.BytesIO(CSV), "text/csv")})
+    assert r.status_code == 401
+
+
+def test_login_sets_a_safe_cookie_and_errors_are_generic(
+        app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(behind_https=True)
+    wrong_user = login(client, "nobody", PASSWORD)
+    wrong_password = login(client, "merchant", "not the password")
+    assert wrong_user.status_code == wrong_password.status_code == 401
+    assert "Wrong user name or password." in wrong_user.text
+    assert wrong_user.text.count("Wrong") == wrong_password.text.count("Wrong") == 1
+    ok = login(client)
+    assert ok.status_code == 303
+    cookie = next(v for k, v in ok.headers.multi_items()
+                  if k == "set-cookie" and v.startswith("invsync_session="))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie
+    plain = app_factory()
+    cookie = next(v for k, v in login(plain).headers.multi_items()
+                  if k == "set-cookie" and v.startswith("invsync_session="))
+    assert "Secure" not in cookie
+
+
+def test_login_is_throttled_after_five_failures(client: TestClient) -> None:
+    codes = [login(client, "merchant", f"wrong-{i}").status_code for i in range(5)]
+    assert codes == [401] * 5
+    blocked = login(client)  # even the right password waits now
+    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    assert "Too many attempts" in blocked.text
+
+
+def test_login_form_needs_its_csrf_token(client: TestClient) -> None:
+    client.get("/login")
+    r = client.post("/login", data={"username": "merchant", "password": PASSWORD},
+                    follow_redirects=False)
+    assert r.status_code == 403
+    assert "invsync_session" not in r.headers.get("set-cookie", "")
+
+
+def test_sessions_expire_when_idle(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(idle_minutes=0.0001)  # 6 ms
+    assert login(client).status_code == 303
+    import time
+
+    time.sleep(0.05)
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_removed_user_is_signed_out(client: TestClient, settings: Settings) -> None:
+    login(client)
+    assert client.get("/", follow_redirects=False).status_code == 200
+    Accounts(settings.state_dir).remove_user("merchant")
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_users_file_is_private_and_holds_no_password(settings: Settings) -> None:
+    path = settings.state_dir / "portal" / "users.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert PASSWORD not in path.read_text()
+    assert Accounts(settings.state_dir).check_password("merchant", PASSWORD)
+    assert not Accounts(settings.state_dir).check_password("merchant", PASSWORD + "x")
+
+
+def test_portal_cli_reads_password_from_stdin_and_keys_are_shown_once(tmp_path: Path) -> None:
+    state = str(tmp_path / "st")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline", "portal", *args,
+                               "--state-dir", state], input=stdin, capture_output=True,
+                              text=True, cwd=ROOT, timeout=60)
+
+    added = run("add-user", "alice", stdin="s3cret-pass\n")
+    assert added.returncode == 0, added.stderr
+    assert "s3cret-pass" not in added.stdout + added.stderr
+    assert run("add-user", "bob", stdin="short\n").returncode == 64
+    listed = run("list-users")
+    assert listed.stdout.split()[0] == "alice"
+    key = run("add-key", "erp").stdout.strip()
+    assert key.startswith("isk_")
+    assert key not in (tmp_path / "st" / "portal" / "keys.json").read_text()
+    assert Accounts(tmp_path / "st").check_key(key) == "key:erp"
+    assert Accounts(tmp_path / "st").check_key(key[:-1] + "x") is None
+    assert run("remove-user", "alice").returncode == 0
+    assert run("remove-user", "alice").returncode == 64
+    assert run("list-users").stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- CSRF
+
+
+def test_state_changing_requests_need_the_csrf_token(client: TestClient) -> None:
+    login(client)
+    files = {"file": ("stock.csv", io.BytesIO(CSV), "text/csv")}
+    assert client.post("/api/uploads", files=files).status_code == 403
+    assert client.post("/api/uploads", files=files,
+                       headers={"X-CSRF-Token": "forged"}).status_code == 403
+    r = client.post("/uploads", files={"file": ("stock.csv", io.BytesIO(CSV), "text/csv")},
+                    data={"csrf_token": "forged"})
+    assert r.status_code == 403
+    r = client.post("/logout", data={}, follow_redirects=False)
+    assert r.status_code == 403
+    portal = client.app.state.portal  # type: ignore[attr-defined]
+    assert portal.recent() == []  # nothing was stored
+    created = api_upload(client)
+    assert created.status_code == 201
+    upload_id = created.json()["upload_id"]
+    assert client.post(f"/api/uploads/{upload_id}/apply").status_code == 403
+    assert client.post(f"/uploads/{upload_id}/apply", data={"csrf_token": "x"}).status_code == 403
+    assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "planned"
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_api_upload_preview_apply_and_result(client: TestClient,
+                                             sandbox: SandboxProcess) -> None:
+    login(client)
+    r = api_upload(client, location_id="1")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "planned"
+    assert re.fullmatch(r"[0-9a-f]{32}", body["upload_id"])
+    assert body["counts"]["rows"] == 3 and body["counts"]["invalid"] == 1
+    assert body["changes_total"] == 2
+    assert {(c["location_id"], c["item"], c["old"], c["new"]) for c in body["changes"]} == {
+        (1, "TOWEL-907-NAVY-SHEET", None, 5), (1, "TOWEL-907-BURG-BATH", None, 7)}
+    assert [(x["row"], x["reason"]) for x in body["rejected"]] == [(4, "quantity_not_whole")]
+    assert body["rejected"][0]["message"] and body["rejected"][0]["action"]
+    assert body["brakes"] == [] and "run_id" not in body
+    assert sandbox.levels() == {}  # a preview sends nothing
+    upload_id = body["upload_id"]
+    for name in ("plan.csv", "rejected.csv", "report.html"):
+        assert client.get(f"/api/uploads/{upload_id}/files/{name}").status_code == 200
+    assert client.get(f"/api/uploads/{upload_id}/files/rejected.xlsx").status_code == 404
+    applied = client.post(f"/api/uploads/{upload_id}/apply",
+                          headers={"X-CSRF-Token": csrf_of(client)})
+    assert applied.status_code == 202
+    assert applied.json()["status"] in ("applying", "succeeded", "partial")
+    done = wait_done(client, upload_id)
+    assert done["status"] == "partial"  # the bad row stays rejected
+    assert done["run_id"] and len(done["transaction_ids"]) == 1
+    assert done["counts"]["accepted"] == 2
+    assert sandbox.levels() == {(1, "TOWEL-907-NAVY-SHEET"): 5, (1, "TOWEL-907-BURG-BATH"): 7}
+    again = client.post(f"/api/uploads/{upload_id}/apply",
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert again.status_code == 409 and again.json()["status"] == "partial"
+    # The run is in the history with who uploaded it and the file's own name.
+    history = client.get("/history").text
+    assert "merchant" in history and "stock.csv" in history
+    report = json.loads(Path(client.app.state.portal.get(upload_id)["run_dir"],  # type: ignore
+                             "report.json").read_text())
+    assert report["origin"] == {"source": "portal", "user": "merchant", "filename": "stock.csv",
+                                "upload_id": upload_id}
+
+
+def test_api_key_works_without_csrf_and_a_bad_key_does_not(
+        client: TestClient, settings: Settings) -> None:
+    key = Accounts(settings.state_dir).add_key("erp")
+    r = api_upload(client, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 201
+    bad = api_upload(client, headers={"Authorization": f"Bearer {key}x"})
+    assert bad.status_code == 401
+
+
+def test_stale_plan_is_refused_with_409(client: TestClient, sandbox: SandboxProcess,
+                                        settings: Settings, tmp_path: Path) -> None:
+    login(client)
+    upload_id = api_upload(client).json()["upload_id"]
+    # Meanwhile a CLI run sets one of the planned items.
+    from pipeline.sync import sync_file
+
+    other = tmp_path / "nightly.csv"
+    other.write_text("sku,quantity\nTOWEL-907-NAVY-SHEET,9\n")
+    assert sync_file(other, settings).status == "succeeded"
+    before = len(sandbox.requests())
+    r = client.post(f"/api/uploads/{upload_id}/apply", headers={"X-CSRF-Token": csrf_of(client)})
+    assert r.status_code == 202
+    done = wait_done(client, upload_id)
+    assert done["status"] == "stale"
+    assert [q for q in sandbox.requests()[before:] if q["method"] == "PUT"] == []
+    again = client.post(f"/api/uploads/{upload_id}/apply",
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert again.status_code == 409 and again.json()["status"] == "stale"
+    # Preview again: a fresh plan from the current levels, which can then be applied.
+    r = client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client)})
+    assert r.status_code == 200
+    fresh = client.get(f"/api/uploads/{upload_id}").json()
+    assert fresh["status"] == "planned" and "run_id" not in fresh
+    assert {(c["item"], c["old"]) for c in fresh["changes"]} >= {("TOWEL-907-NAVY-SHEET", 9)}
+
+
+def test_upload_size_limit(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(max_upload_mb=0.01)  # about 10 KB
+    login(client)
+    big = b"sku,quantity\n" + b"".join(b"SKU-%06d,1\n" % i for i in range(2000))
+    r = api_upload(client, data=big)
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+    assert client.app.state.portal.recent() == []  # type: ignore[attr-defined]
+
+
+def test_files_need_auth_and_ids_are_not_paths(client: TestClient) -> None:
+    login(client)
+    upload_id = api_upload(client).json()["upload_id"]
+    stored = list((client.app.state.portal.dir / upload_id).iterdir())  # type: ignore
+    assert sorted(p.name for p in stored) == ["meta.json", "upload.csv"]
+    assert client.get(f"/uploads/{upload_id}/files/original").content == CSV
+    anonymous = TestClient(client.app)
+    for path in (f"/uploads/{upload_id}/files/original", f"/api/uploads/{upload_id}/files/plan.csv",
+                 f"/uploads/{upload_id}/files/report.html"):
+        assert anonymous.get(path, follow_redirects=False).status_code in (303, 401)
+    assert client.get("/api/uploads/..%2F..%2Fetc/files/plan.csv").status_code == 404
+    assert client.get(f"/api/uploads/{upload_id}/files/meta.json").status_code == 404
+    assert client.get(f"/api/uploads/{upload_id}/files/..%2Fmeta.json").status_code == 404
+
+
+def test_unrecognised_columns_ask_for_a_map_and_it_is_remembered(client: TestClient) -> None:
+    login(client)
+    data = b"Artikel,Bestand\nTOWEL-907-NAVY-SHEET,3\n"
+    r = api_upload(client, data=data, name="lager.csv")
+    assert r.status_code == 422 and r.json()["status"] == "unmapped"
+    assert r.json()["headers"] == ["Artikel", "Bestand"]
+    upload_id = r.json()["upload_id"]
+    page = client.get(f"/uploads/{upload_id}/map")
+    assert "TOWEL-907-NAVY-SHEET" in page.text  # sample values are shown
+    r = client.post(f"/uploads/{upload_id}/map",
+                    data={"csrf_token": csrf_of(client), "header": ["Artikel", "Bestand"],
+                          "column": ["sku", "quantity"]})
+    assert r.status_code == 200 and client.get(f"/api/uploads/{upload_id}").json()[
+        "status"] == "planned"
+    # The same layout again: no map step.
+    again = api_upload(client, data=data, name="lager2.csv")
+    assert again.status_code == 201 and again.json()["changes_total"] == 1
+    # The API can map too.
+    mapped = api_upload(client, data=b"Code;Menge\nTOWEL-907-BURG-BATH;4\n", name="x.csv",
+                        map=["Code=sku", "Menge=quantity"])
+    assert mapped.status_code == 201, mapped.text
+
+
+def test_hostile_file_is_refused_in_words(client: TestClient) -> None:
+    login(client)
+    r = api_upload(client, data=b"PK\x03\x04not really a zip", name="stock.csv")
+    assert r.status_code == 422
+    assert "stock.csv" in r.json()["error"] and "upload.csv" not in r.json()["error"]
+    r = api_upload(client, data=CSV, name="stock.exe")
+    assert r.status_code == 400
+
+
+def test_pages_escape_file_content_and_send_security_headers(client: TestClient) -> None:
+    login(client)
+    evil = "<script>alert(1)</script>"
+    data = f'sku,quantity\n"{evil}",5\nTOWEL-907-BURG-BATH,"{evil}"\n'.encode()
+    evil_name = "<img src=x onerror=alert(1)>.csv"
+    upload_id = api_upload(client, data=data, name=evil_name).json()["upload_id"]
+    page = client.get(f"/uploads/{upload_id}")
+    assert page.status_code == 200
+    assert evil not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "unsafe-inline" not in csp and "script-src 'self'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script src=\"/static/invsync.js\"" in page.text
+    assert not re.search(r"<script(?![^>]*src=\"/static/)", page.text)  # no inline script
+    assert "http://" not in page.text.replace("http://testserver", "")  # nothing third-party
+    report = client.get(f"/uploads/{upload_id}/files/report.html")
+    assert "unsafe-inline" not in report.headers["content-security-policy"]
+    assert "'sha256-" in report.headers["content-security-policy"]
+    assert evil not in report.text
+    assert "<img" not in page.text and "&lt;img src=x" in page.text
+    history = client.get("/history").text
+    assert "<img" not in history and "&lt;img src=x onerror=alert(1)&gt;.csv" in history
+
+
+def test_token_never_in_pages_or_answers(client: TestClient, sandbox: SandboxProcess) -> None:
+    login(client)
+    body = api_upload(client)
+    upload_id = body.json()["upload_id"]
+    client.post(f"/api/uploads/{upload_id}/apply", headers={"X-CSRF-Token": csrf_of(client)})
+    wait_done(client, upload_id)
+    seen = [body.text]
+    for path in ("/", "/history", f"/uploads/{upload_id}", f"/api/uploads/{upload_id}",
+                 f"/uploads/{upload_id}/files/report.html"):
+        seen.append(client.get(path).text)
+    assert all(TOKEN not in text for text in seen)
+
+
+def test_discard_and_apply_of_discarded(client: TestClient) -> None:
+    login(client)
+    upload_id = api_upload(client).json()["upload_id"]
+    r = client.post(f"/uploads/{upload_id}/discard", data={"csrf_token": csrf_of(client)})
+    assert r.status_code == 200
+    assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "discarded"
+    r = client.post(f"/api/uploads/{upload_id}/apply", headers={"X-CSRF-Token": csrf_of(client)})
+    assert r.status_code == 409
+
+
+def test_history_lists_cli_runs_too(client: TestClient, settings: Settings) -> None:
+    from pipeline.sync import sync_file
+
+    sync_file(SAMPLE / "night1.csv", settings)
+    login(client)
+    page = client.get("/history").text
+    assert "night1.csv" in page and "command line" in page
+    run_id = re.search(r'href="/runs/([^"]+)"', page)
+    assert run_id
+    assert client.get(f"/runs/{run_id.group(1)}").status_code == 200
+    assert client.get(f"/runs/{run_id.group(1)}/files/report.json").status_code == 200
+    assert client.get(f"/runs/{run_id.group(1)}/files/journal").status_code == 404
+
+
+def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
+    login(client)
+    data = (SAMPLE / "merchant.xlsx").read_bytes()
+    r = client.post("/api/uploads", headers={"X-CSRF-Token": csrf_of(client)},
+                    files={"file": ("merchant.xlsx", io.BytesIO(data), "application/vnd.ms-excel")})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["rejected"] and "rejected.xlsx" in body["files"]
+    got = client.get(f"/api/uploads/{body['upload_id']}/files/rejected.xlsx")
+    assert got.status_code == 200 and got.content.startswith(b"PK")
+    page = client.get(f"/uploads/{body['upload_id']}").text
+    assert "Download rejected.xlsx" in page
+
+
+def test_every_reason_code_and_brake_has_plain_words() -> None:
+    from pipeline.web.messages import BRAKES, REASONS
+    from schemas.stock import REASONS as CODES
+
+    assert set(CODES) <= set(REASONS)
+    assert set(BRAKES) == {"empty_file", "shrunken_file", "mass_zeroing"}
+    assert all(what.endswith(".") and todo for what, todo in REASONS.values())
+
+
+def test_another_sheet_of_a_workbook_can_be_previewed(client: TestClient,
+                                                      tmp_path: Path) -> None:
+    import xlsxwriter
+
+    path = tmp_path / "two.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    for name, qty in (("Notes", None), ("Stock", 6)):
+        sheet = book.add_worksheet(name)
+        sheet.write_row(0, 0, ["sku", "quantity"] if qty else ["just", "notes"])
+        sheet.write_row(1, 0, ["POSTER-1755", qty] if qty else ["a", "b"])
+    book.close()
+    login(client)
+    r = api_upload(client, data=path.read_bytes(), name="two.xlsx")
+    upload_id = r.json()["upload_id"]
+    assert r.status_code == 422 and r.json()["status"] == "unmapped"  # the first sheet
+    assert 'id="sheet-form"' in client.get(f"/uploads/{upload_id}/map").text
+    r = api_upload(client, data=path.read_bytes(), name="two.xlsx", sheet="Stock")
+    assert r.status_code == 201 and r.json()["sheets"] == ["Notes", "Stock"]
+    planned = r.json()["upload_id"]
+    page = client.get(f"/uploads/{planned}").text
+    assert 'id="sheet-form"' in page
+    r = client.post(f"/uploads/{planned}/preview", data={"csrf_token": csrf_of(client),
+                                                         "sheet": "Nope"})
+    assert r.status_code == 400
+    r = client.post(f"/uploads/{planned}/preview", data={"csrf_token": csrf_of(client),
+                                                         "sheet": "Notes"})
+    assert client.get(f"/api/uploads/{planned}").json()["status"] == "unmapped"
+    # From the map step, the right sheet is one choice away.
+    client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client),
+                                                       "sheet": "Stock"})
+    assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "planned"
+
+
+def test_sessions_end_after_the_absolute_time_even_when_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.web import auth
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    sessions = auth.Sessions(idle_s=600, max_s=3600)
+    sid, _ = sessions.create("anna")
+    for _ in range(6):  # used just under every 10 minutes: never idle
+        now[0] += 599
+        assert sessions.get(sid) is not None
+    now[0] += 599  # still not idle, but past the hour since sign-in
+    assert sessions.get(sid) is None
+    assert sessions.get(sid) is None  # and it stays ended
+
+
+def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")},
+           "BIGCOMMERCE_STORE_HASH": "s", "BIGCOMMERCE_ACCESS_TOKEN": TOKEN,
+           "XDG_STATE_HOME": str(tmp_path)}
+    # 127.0.0.2 is still this machine, but not the default address: the warning path.
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.2",
+                             "--port", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "listening on http://127.0.0.2:" in line:
+                break
+        text = "".join(lines)
+        assert "HTTPS reverse proxy" in text and "--behind-https" in text
+        assert "no users yet" in text and TOKEN not in text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_needs_the_store_token(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")},
+           "BIGCOMMERCE_STORE_HASH": "s", "XDG_STATE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", "0"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 64 and "no access token" in done.stderr

@@ -1,0 +1,364 @@
+"""End to end in a real headless Chromium (selenium): a real ``invsync serve`` process in front
+of a real sandbox store, both on 127.0.0.1 with free ports.
+
+Sign-in → upload → map → preview → confirm → result → history, a hostile SKU and file name,
+a forged cross-site form, a CLI run holding the store's lock, and a stale preview. With
+``INVSYNC_SCREENSHOTS=DIR`` (``make screenshots``) the main flow saves a PNG of each step
+into DIR (the README's ``docs/screenshots/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, TOKEN, env_for, run_invsync, write_csv
+
+from pipeline.sandbox_process import SandboxProcess
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "merchant-password-1"
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+def _browser_paths() -> tuple[str, str] | None:
+    binary = os.environ.get("INVSYNC_CHROMIUM") or shutil.which("chromium") or \
+        shutil.which("chromium-browser")
+    driver = os.environ.get("INVSYNC_CHROMEDRIVER") or shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    if not binary or not driver:
+        return None
+    return binary, driver
+
+
+@dataclass
+class Served:
+    """A running ``invsync serve`` process."""
+
+    url: str
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def served(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
+    with serve_process(sandbox, tmp_path) as srv:
+        yield srv
+
+
+@contextmanager
+def serve_process(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
+    """A demo user and ``invsync serve --port 0`` in front of ``sandbox``; always stopped."""
+    env = env_for(sandbox, tmp_path)
+    added = subprocess.run([sys.executable, "-m", "pipeline", "portal", "add-user", "merchant"],
+                           input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--port", "0"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    output: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = _LISTENING.search(line)
+            if m and not url:
+                url.append(m.group(1))
+                found.set()
+        found.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        if not found.wait(60) or not url:
+            raise RuntimeError("invsync serve did not start: " + "".join(output)[-2000:])
+        yield Served(url[0], proc, env, output)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        reader.join(timeout=5)
+    # The token never reaches the server's log.
+    assert TOKEN not in "".join(output)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    paths = _browser_paths()
+    if paths is None:
+        pytest.skip("no Chromium and chromedriver (apt-get install chromium chromium-driver; "
+                    "or set INVSYNC_CHROMIUM and INVSYNC_CHROMEDRIVER)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = paths
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1100,900",
+                "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium look for a driver online
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def by_id(driver: Any, element_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id)
+
+
+def wait_for(driver: Any, check: Callable[[], Any], timeout: float = 60) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=[NoSuchElementException,
+                                             StaleElementReferenceException]
+                         ).until(lambda _: check())
+
+
+def text_of(driver: Any) -> str:
+    """The visible text of the page (read in one go, so a page change cannot split it)."""
+    return str(driver.execute_script("return document.body ? document.body.innerText : ''"))
+
+
+def sign_in(driver: Any, served: Served, shot: Callable[[str], None] | None = None) -> None:
+    driver.get(served.url + "/login")
+    by_id(driver, "username").send_keys("merchant")
+    by_id(driver, "password").send_keys(PASSWORD)
+    if shot:
+        shot("1-sign-in")
+    by_id(driver, "sign-in").click()
+    wait_for(driver, lambda: "Upload a stock file" in text_of(driver))
+
+
+def screenshots(tmp_path: Path) -> Callable[[Any, str], None]:
+    target = os.environ.get("INVSYNC_SCREENSHOTS")
+    folder = Path(target) if target else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def shot(driver: Any, name: str) -> None:
+        # The whole page, not just the window (Chromium's DevTools protocol).
+        size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        bottom = driver.execute_script(
+            "return document.querySelector('main').getBoundingClientRect().bottom")
+        clip = {"x": 0, "y": 0, "width": size["width"],
+                "height": min(int(bottom) + 24, 1800), "scale": 1}
+        data = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
+        (folder / f"{name}.png").write_bytes(base64.b64decode(data))
+
+    return shot
+
+
+def assert_no_alert(driver: Any) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 - the property raises when there is none
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_sign_in_upload_map_preview_confirm_result_history(
+        served: Served, browser: Any, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    shot = screenshots(tmp_path)
+    # Last night's export set some levels: the preview has "now" values and a drop to 0.
+    nightly = write_csv(tmp_path / "nightly.csv", ["sku", "quantity"],
+                        [["TOWEL-907-NAVY-SHEET", 40], ["TOWEL-907-BURG-BATH", 12],
+                         ["TOWEL-907-SAND-HAND", 9], ["POSTER-1755", 3]])
+    assert run_invsync(["sync", str(nightly)], served.env).returncode == 0
+    # The merchant's correction, with headers invsync does not know and one bad row.
+    merchant = write_csv(tmp_path / "Lager Korrektur.csv", ["Artikel", "Bestand", "Notiz"],
+                         [["TOWEL-907-NAVY-SHEET", 0, "sold out"],
+                          ["TOWEL-907-BURG-BATH", 15, ""],
+                          ["TOWEL-907-SAND-HAND", "zwei", "typo"]])
+    sign_in(browser, served, lambda name: shot(browser, name))
+    by_id(browser, "file").send_keys(str(merchant))
+    shot(browser, "2-upload")
+    by_id(browser, "upload").click()
+    # Map the columns.
+    wait_for(browser, lambda: "Which column is which?" in text_of(browser))
+    from selenium.webdriver.support.ui import Select
+
+    selects = browser.find_elements("css selector", "#columns select")
+    Select(selects[0]).select_by_value("sku")
+    Select(selects[1]).select_by_value("quantity")
+    shot(browser, "3-map")
+    by_id(browser, "save-map").click()
+    # Preview: nothing sent, biggest drop first and highlighted, the bad row explained.
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    puts_before = [r for r in sandbox.requests() if r["method"] == "PUT"]
+    rows = browser.find_elements("css selector", "#changes tbody tr")
+    assert [r.text.split()[0] for r in rows] == ["TOWEL-907-NAVY-SHEET", "TOWEL-907-BURG-BATH"]
+    assert "zero" in rows[0].get_attribute("class")
+    assert rows[0].text.split()[1:] == ["1", "40", "0", "-40"]
+    rejected = by_id(browser, "rejected-rows").text
+    assert "The quantity is not a whole number." in rejected and "zwei" in rejected
+    assert by_id(browser, "rejected-csv").text == "Download rejected.csv"
+    assert browser.find_elements("id", "rejected-xlsx") == []  # only for workbooks
+    shot(browser, "4-preview")
+    by_id(browser, "apply").click()
+    # Result.
+    wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
+    assert by_id(browser, "refused").text == "0"
+    shot(browser, "5-result")
+    assert sandbox.levels()[(1, "TOWEL-907-NAVY-SHEET")] == 0
+    assert sandbox.levels()[(1, "TOWEL-907-BURG-BATH")] == 15
+    puts = [r for r in sandbox.requests() if r["method"] == "PUT"]
+    assert len(puts) == len(puts_before) + 1
+    # The full report opens (its own CSP), and the history lists page and CLI runs.
+    by_id(browser, "report-link").click()
+    wait_for(browser, lambda: "invsync sync run" in text_of(browser))
+    browser.get(served.url + "/history")
+    history = by_id(browser, "history").text
+    assert "Lager Korrektur.csv" in history and "merchant" in history
+    assert "nightly.csv" in history and "command line" in history
+    shot(browser, "6-history")
+    # The original upload can be downloaded by a signed-in user (fetched in the page).
+    link = browser.find_element("css selector", "#history a").get_attribute("href")
+    browser.get(link)
+    original = browser.find_element("partial link text", "download the original file")
+    assert "/files/original" in original.get_attribute("href")
+
+
+def test_hostile_sku_and_file_name_are_shown_as_text(
+        served: Served, browser: Any, tmp_path: Path) -> None:
+    evil_sku = "<img src=x onerror=\"document.title='pwned';alert(1)\">"
+    script_sku = "<script>document.title='pwned'</script>"
+    path = tmp_path / "<svg onload=alert(1)>.csv"
+    write_csv(path, ["sku", "quantity"], [[evil_sku, 5], [script_sku, 6], ["<i>B</i>", "<b>x</b>"]])
+    sign_in(browser, served)
+    by_id(browser, "file").send_keys(str(path))
+    by_id(browser, "upload").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    assert_no_alert(browser)
+    assert "pwned" not in browser.title
+    body = text_of(browser)
+    assert evil_sku in body and script_sku in body and "<b>x</b>" in body
+    assert "<svg onload=alert(1)>.csv" in body
+    assert browser.find_elements("css selector", "main img, main svg, main b, main i") == []
+    for page in ("/history", "/"):
+        browser.get(served.url + page)
+        assert_no_alert(browser)
+        assert "pwned" not in browser.title
+    assert "<svg onload=alert(1)>.csv" in text_of(browser)
+
+
+def test_forged_cross_site_form_changes_nothing(
+        served: Served, browser: Any, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "stock.csv", ["sku", "quantity"], [["POSTER-1755", 7]])
+    sign_in(browser, served)
+    by_id(browser, "file").send_keys(str(path))
+    by_id(browser, "upload").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    upload_url = browser.current_url
+    # A page elsewhere posts a form to the apply URL, with the signed-in browser.
+    attacker = tmp_path / "attacker.html"
+    attacker.write_text(f'<form id="f" method="post" action="{upload_url}/apply">'
+                        f'<input name="csrf_token" value="guess"></form>'
+                        f'<script>document.getElementById("f").submit()</script>')
+    browser.get(attacker.as_uri())
+    wait_for(browser, lambda: browser.current_url.startswith(served.url))
+    assert "Please try again" in text_of(browser) or "Sign in" in text_of(browser)
+    # The same page's own form, with its token tampered with, is refused too.
+    browser.get(upload_url)
+    browser.execute_script("document.querySelector('#apply-form [name=csrf_token]').value='x'")
+    by_id(browser, "apply").click()
+    wait_for(browser, lambda: "Please try again" in text_of(browser))
+    browser.get(upload_url)
+    assert "Nothing has been sent yet" in text_of(browser)
+    assert [r for r in sandbox.requests() if r["method"] == "PUT"] == []
+
+
+def test_a_cli_run_holding_the_lock_makes_the_page_wait(
+        sandbox_factory: Callable[..., SandboxProcess], browser: Any, tmp_path: Path) -> None:
+    slow = sandbox_factory("--latency-ms", "700")
+    env = env_for(slow, tmp_path)
+    with serve_process(slow, tmp_path) as srv:
+        mine = write_csv(tmp_path / "mine.csv", ["sku", "quantity"], [["POSTER-1755", 11]])
+        sign_in(browser, srv)
+        by_id(browser, "file").send_keys(str(mine))
+        by_id(browser, "upload").click()
+        wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+        # A long CLI run (other items, many small batches, one at a time) takes the lock.
+        catalog = [line.split(",")[0] for line in
+                   (ROOT / "sample_data" / "catalog.csv").read_text().splitlines()[1:]]
+        big = write_csv(tmp_path / "big.csv", ["sku", "quantity"],
+                        [[sku, 1] for sku in catalog if sku != "POSTER-1755"][:600])
+        cli = subprocess.Popen([sys.executable, "-m", "pipeline", "sync", str(big),
+                                "--batch-size", "50", "--concurrency", "1"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lock = tmp_path / "state" / "invsync" / slow.store_hash / "lock"
+            deadline = time.monotonic() + 60
+            while not (lock.exists() and lock.read_text().strip()):
+                assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
+                time.sleep(0.1)
+            by_id(browser, "apply").click()
+            wait_for(browser, lambda: "another run is updating this store" in text_of(browser))
+            assert "Waiting" in by_id(browser, "progress-text").text
+            screenshots(tmp_path)(browser, "5a-waiting-for-the-lock")
+            assert cli.poll() is None  # the CLI run is still going: the page really waited
+            # When the CLI run ends, the page's changes go through.
+            wait_for(browser, lambda: by_id(browser, "accepted").text == "1", timeout=180)
+            assert cli.wait(timeout=120) in (0, 1)  # it finished, never locked out (4)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+            cli.wait()
+        assert slow.levels()[(1, "POSTER-1755")] == 11
+
+
+def test_stale_preview_asks_to_preview_again(
+        served: Served, browser: Any, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "stock.csv", ["sku", "quantity"], [["POSTER-1755", 7]])
+    sign_in(browser, served)
+    by_id(browser, "file").send_keys(str(path))
+    by_id(browser, "upload").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    # Meanwhile the nightly run sets the same item.
+    night = write_csv(tmp_path / "night.csv", ["sku", "quantity"], [["POSTER-1755", 30]])
+    assert run_invsync(["sync", str(night)], served.env).returncode == 0
+    puts = len([r for r in sandbox.requests() if r["method"] == "PUT"])
+    by_id(browser, "apply").click()
+    wait_for(browser, lambda: "changed since your preview" in text_of(browser), timeout=90)
+    assert "nothing was sent" in text_of(browser)
+    assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == puts
+    assert sandbox.levels()[(1, "POSTER-1755")] == 30
+    by_id(browser, "preview-again").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    row = browser.find_element("css selector", "#changes tbody tr").text.split()
+    assert row == ["POSTER-1755", "1", "30", "7", "-23"]
