@@ -34,15 +34,18 @@ soak: install ## Long stateful run (minutes): random syncs, kills, faults, edits
 	INVSYNC_STATEFUL_EXAMPLES=$(or $(EXAMPLES),60) INVSYNC_STATEFUL_STEPS=$(or $(STEPS),25) \
 		$(BIN)/python -m pytest tests/test_stateful.py -q --timeout 7200
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contracts (the layers)
 	$(BIN)/ruff check pipeline schemas tests sample_data bench
+	@rm -rf .lint && mkdir -p .lint/invsync && for f in pipeline/*; do ln -s ../../$$f .lint/invsync/; done \
+		&& ln -s ../../schemas .lint/invsync/schemas
 	$(BIN)/mypy
+	PYTHONPATH=.lint $(BIN)/lint-imports
 
 demo: install ## Start the sandbox store, sync sample_data/ three times, show the reports
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m invsync.sandbox.demo
 
 serve: install ## The merchant upload page against the sandbox, with a demo user (printed) [PORT=8000]
-	$(BIN)/python -m pipeline.web.demo
+	$(BIN)/python -m invsync.sandbox.serve_demo
 
 screenshots: install ## Redo docs/screenshots/ (the README's) from the browser end-to-end test
 	INVSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py -k 'confirm_result_history or lock'
@@ -62,4 +65,4 @@ runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
 	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .demo-serve *.egg-info
+	rm -rf $(VENV) .lint .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info

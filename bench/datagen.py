@@ -69,7 +69,7 @@ def snapshot_of(night: pl.DataFrame) -> pl.DataFrame:
 
 def write_snapshot(state_dir: Path, store_hash: str, night: pl.DataFrame) -> Path:
     """Write the previous night's snapshot with invsync's own snapshot writer."""
-    from pipeline.snapshot import SnapshotStore
+    from invsync.state.snapshot import SnapshotStore
 
     store = SnapshotStore(state_dir, store_hash)
     if store.path.exists():

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     os.environ["BIGCOMMERCE_STORE_HASH"] = "benchstore"
     with contextlib.ExitStack() as stack:
         if sandbox_flags is not None:
-            from pipeline.sandbox_process import run_sandbox
+            from invsync.sandbox.process import run_sandbox
 
             rows = sum(1 for _ in path.open()) - 1
             catalog = BENCH / "data" / f"catalog_{rows // 2 // 1000}k.csv"
@@ -67,13 +67,13 @@ def main(argv: list[str]) -> int:
 def profile(path: Path, extra: list[str]) -> int:
 
     t0 = time.perf_counter()
-    from pipeline.cli import main as cli_main
+    from invsync.surfaces.cli import main as cli_main
 
     t1 = time.perf_counter()
-    import pipeline.sync  # noqa: F401  (what `invsync sync` imports inside the command)
+    import invsync.run.sync  # noqa: F401  (what `invsync sync` imports inside the command)
 
     t2 = time.perf_counter()
-    print(f"import pipeline.cli {t1 - t0:.3f} s; + pipeline.sync and its imports "
+    print(f"import invsync.surfaces.cli {t1 - t0:.3f} s; + invsync.run.sync and its imports "
           f"{t2 - t1:.3f} s")
 
     with tempfile.TemporaryDirectory() as reports:

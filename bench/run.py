@@ -191,9 +191,9 @@ def base_env() -> dict[str, str]:
 
 
 def invsync_cmd() -> list[str]:
-    """The installed console script next to this interpreter, else ``python -m pipeline``."""
+    """The installed console script next to this interpreter, else ``python -m invsync``."""
     script = BIN / "invsync"
-    return [str(script)] if script.exists() else [PY, "-m", "pipeline"]
+    return [str(script)] if script.exists() else [PY, "-m", "invsync"]
 
 
 def measure(cmd: list[str], *, env: dict[str, str], log: Path,
@@ -315,14 +315,14 @@ def bench_startup(cfg: Config) -> Case:
 
 
 def dry_run_cmd(csv: Path, state: Path, report_dir: Path) -> list[str]:
-    return [PY, "-m", "pipeline", "sync", str(csv), "--dry-run", "--state-dir", str(state),
+    return [PY, "-m", "invsync", "sync", str(csv), "--dry-run", "--state-dir", str(state),
             "--report-dir", str(report_dir)]
 
 
 def dry_run_case(rows: int) -> Case:
     return Case(f"dry_run_{label(rows)}",
                 f"`sync --dry-run`, {rows:,} rows, ~5% changed vs snapshot",
-                f"python -m pipeline sync stock_{label(rows)}.csv --dry-run --state-dir D "
+                f"python -m invsync sync stock_{label(rows)}.csv --dry-run --state-dir D "
                 f"--report-dir R  (env BIGCOMMERCE_STORE_HASH, no token)")
 
 
@@ -397,7 +397,7 @@ def bench_xlsx(cfg: Config, data: Data) -> list[Case]:
     assert data.xlsx is not None
     rows = cfg.xlsx_rows
     modes = {
-        "invsync": "`pipeline.ingest.read_stock_file` (fastexcel + checks)",
+        "invsync": "`invsync.stages.ingest.read_stock_file` (fastexcel + checks)",
         "calamine": '`polars.read_excel(path, engine="calamine")`',
         "openpyxl": "openpyxl `read_only=True`, iterate values",
     }
@@ -435,7 +435,7 @@ def bench_sync(cfg: Config, data: Data, sandbox_flags: list[str],
     """Real `invsync sync --full` runs against one sandbox; the variants' runs interleaved."""
     import psutil
 
-    from pipeline.sandbox_process import run_sandbox
+    from invsync.sandbox.process import run_sandbox
 
     assert data.sync_csv is not None and data.catalog is not None
     with guarded([v.case for v in variants]):

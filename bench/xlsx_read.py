@@ -19,7 +19,7 @@ def main(mode: str, path: str) -> None:
         import fastexcel  # read_stock_file imports it lazily: keep that off the clock
         import polars  # noqa: F401
 
-        from pipeline.ingest import read_stock_file
+        from invsync.stages.ingest import read_stock_file
 
         t0 = time.perf_counter()
         rows = read_stock_file(Path(path)).rows

@@ -1,0 +1,60 @@
+"""invsync: keep a BigCommerce store's stock levels equal to what a CSV or XLSX file says.
+
+The library API (the command line is a thin layer over it)::
+
+    import invsync
+
+    settings = invsync.Settings.from_config("invsync.toml")
+    report = invsync.sync_file("stock.csv", settings)
+    print(report.status, report.counts.accepted, report.exit_code)
+
+Names are loaded on first use, so ``import invsync`` (and ``invsync --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from invsync.errors import (
+        FatalError,
+        InvsyncError,
+        RetryableError,
+        RowRejected,
+        UsageError,
+    )
+    from invsync.run.config import Settings
+    from invsync.run.sync import resume, sync_file
+    from invsync.stages.report import RunReport
+
+_EXPORTS = {
+    "sync_file": "invsync.run.sync",
+    "resume": "invsync.run.sync",
+    "Settings": "invsync.run.config",
+    "RunReport": "invsync.stages.report",
+    "InvsyncError": "invsync.errors",
+    "FatalError": "invsync.errors",
+    "UsageError": "invsync.errors",
+    "RetryableError": "invsync.errors",
+    "RowRejected": "invsync.errors",
+}
+
+__all__ = [
+    "FatalError",
+    "InvsyncError",
+    "RetryableError",
+    "RowRejected",
+    "RunReport",
+    "Settings",
+    "UsageError",
+    "resume",
+    "sync_file",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invsync' has no attribute {name!r}")

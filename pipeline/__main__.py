@@ -1,5 +1,5 @@
-"""``python -m pipeline`` runs the invsync command line."""
+"""``python -m invsync`` runs the invsync command line."""
 
-from pipeline.cli import main
+from invsync.surfaces.cli import main
 
 main()

@@ -1,6 +1,6 @@
 """The one place that keeps secrets out of text: :func:`redact`.
 
-Every access token a :class:`~pipeline.config.Secret` holds is registered here, so that
+Every access token a :class:`~invsync.run.config.Secret` holds is registered here, so that
 text from the store (error bodies, messages) can be cleaned where it enters the program,
 and reports, logs and printed lines once more where they leave it. Anything shaped like
 an ``X-Auth-Token`` or ``Authorization`` header value is removed as well, whoever's it is.
@@ -80,3 +80,24 @@ class RedactingFilter(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class Secret:
+    """A string that never shows itself in ``str``, ``repr``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register(value)  # so that no text the program writes can carry it
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)

@@ -1,6 +1,6 @@
 """The pandera schema of a stock row, after its text cells were parsed.
 
-The frame this schema checks is built by :mod:`pipeline.validate`: each canonical
+The frame this schema checks is built by :mod:`invsync.stages.validate`: each canonical
 column trimmed as text (``*_text``) and parsed (``product_id``, ``quantity``, ...;
 null where the text is absent or unparseable). Every row-level rule is a named
 pandera check whose name is the stable reason code reported for the rows it fails.

@@ -15,10 +15,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.ingest import ROW
-from pipeline.journal import ENV_LOCK_DIR
-from pipeline.sandbox_process import SandboxProcess, run_sandbox
-from pipeline.snapshot import store_dir
+from invsync.sandbox.process import SandboxProcess, run_sandbox
+from invsync.stages.ingest import ROW
+from invsync.state.journal import ENV_LOCK_DIR
+from invsync.state.snapshot import store_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -46,8 +46,8 @@ class CliResult:
 
 
 def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> CliResult:
-    """Run ``python -m pipeline ARGS`` as a child process and capture everything."""
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=env,
+    """Run ``python -m invsync ARGS`` as a child process and capture everything."""
+    proc = subprocess.run([sys.executable, "-m", "invsync", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

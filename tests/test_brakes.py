@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
-from pipeline.brakes import BrakeLimits, check_brakes, comparable_rows, record_rows
-from pipeline.diff import compute_changes
-from pipeline.snapshot import SNAPSHOT_SCHEMA
+from invsync.run.brakes import BrakeLimits, check_brakes, comparable_rows, record_rows
+from invsync.stages.diff import compute_changes
+from invsync.state.snapshot import SNAPSHOT_SCHEMA
 
 
 def held(levels: dict[tuple[int, str], int | None]) -> pl.DataFrame:

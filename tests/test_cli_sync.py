@@ -1,6 +1,6 @@
 """Integration tests of ``invsync sync``: the real CLI against a real sandbox process.
 
-Every test runs ``python -m pipeline sync ...`` as a child process and checks what
+Every test runs ``python -m invsync sync ...`` as a child process and checks what
 really happened: the levels the sandbox ends with, the requests it received, its
 stats, the run's report.json and rejected.csv, and the exit code.
 """
@@ -30,7 +30,7 @@ from conftest import (
     write_csv,
 )
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 

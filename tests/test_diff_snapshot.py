@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
-from pipeline import snapshot as snapshot_mod
-from pipeline.diff import compute_changes
-from pipeline.ingest import ROW
-from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore, write_atomic
-from pipeline.validate import VALID_COLUMNS
+from invsync.stages.diff import compute_changes
+from invsync.stages.ingest import ROW
+from invsync.stages.validate import VALID_COLUMNS
+from invsync.state import snapshot as snapshot_mod
+from invsync.state.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore, write_atomic
 
 
 def valid_frame(items: list[tuple[int, str, str, int]]) -> pl.DataFrame:

@@ -10,9 +10,9 @@ import click
 import pytest
 from conftest import ROOT
 
-from pipeline.cli import cli
-from pipeline.errors import ExitCode
-from schemas.stock import REASONS
+from invsync.errors import ExitCode
+from invsync.schemas.stock import REASONS
+from invsync.surfaces.cli import cli
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

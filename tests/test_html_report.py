@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.html_report import (
+from invsync.html.report_page import (
     MAX_REJECTED_ROWS,
     TOP_MOVES,
     render_html,
@@ -441,8 +441,8 @@ def test_write_human_reports_replaces_files_atomically(tmp_path: Path) -> None:
 
 
 def test_a_real_dry_run_renders(tmp_path: Path) -> None:
-    from pipeline.config import Settings
-    from pipeline.sync import sync_file
+    from invsync.run.config import Settings
+    from invsync.run.sync import sync_file
 
     csv = tmp_path / "stock.csv"
     csv.write_text("sku,location_id,quantity\n"

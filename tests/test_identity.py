@@ -1,6 +1,6 @@
 """One item named two ways (SKU, variant id, product id) is one item: in a file and across runs.
 
-Unit tests of :mod:`pipeline.identity`, and the real CLI against a real sandbox process.
+Unit tests of :mod:`invsync.store.identity`, and the real CLI against a real sandbox process.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import polars as pl
 import pytest
 from conftest import CliResult, run_invsync, state_store_dir, write_csv
 
-from pipeline.identity import (
+from invsync.sandbox.process import SandboxProcess
+from invsync.state.snapshot import SNAPSHOT_SCHEMA
+from invsync.store.identity import (
     canonical_mapping,
     canonical_snapshot,
     ids_to_resolve,
     query_chunks,
 )
-from pipeline.sandbox_process import SandboxProcess
-from pipeline.snapshot import SNAPSHOT_SCHEMA
 
 # From sample_data/catalog.csv: a variant of a product tracked by variant, and a product
 # tracked by product (its base variant is 1003).

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import xlsxwriter
 
-from pipeline.errors import InputFileError, UsageError
-from pipeline.ingest import ROW, normalise_header, read_stock_file
+from invsync.errors import InputFileError, UsageError
+from invsync.stages.ingest import ROW, normalise_header, read_stock_file
 
 
 def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -438,7 +438,7 @@ def test_one_long_shared_string_among_many_short_ones_is_read(tmp_path: Path) ->
 @pytest.mark.parametrize("trick", ["<![CDATA[<si>]]>", "<!-- <si> -->", "<?pi <si>?>"])
 def test_shared_string_bound_falls_back_to_parsing_when_text_could_hide_tags(
         tmp_path: Path, trick: str) -> None:
-    from pipeline.ingest import _longest_shared_string
+    from invsync.stages.ingest import _longest_shared_string
 
     path = _sst_workbook(tmp_path, ["A" * 50 + trick + "B" * 50], [0])
     with zipfile.ZipFile(path) as zf:
@@ -451,7 +451,7 @@ def test_shared_string_bound_falls_back_to_parsing_when_text_could_hide_tags(
 def test_numeric_cells_found_with_prefixed_elements_and_shared_types(tmp_path: Path) -> None:
     from test_resilience import _PARTS
 
-    from pipeline.ingest import numeric_cells
+    from invsync.stages.ingest import numeric_cells
 
     sheet = (b'<?xml version="1.0"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/'
              b'spreadsheetml/2006/main"><x:sheetData><x:row r="1"><x:c r="B1" t="inlineStr">'

@@ -1,7 +1,7 @@
 """The "ugly real-world files" corpus: every file is generated here, run through the real CLI.
 
 Each test writes one messy file into ``tmp_path`` (generating it keeps the mess readable:
-a binary fixture would hide what is odd about it), runs ``python -m pipeline sync FILE``
+a binary fixture would hide what is odd about it), runs ``python -m invsync sync FILE``
 against a real sandbox process, and then checks exactly
 
 * which items the store received, with which values (the sandbox's PUT log and levels);
@@ -31,7 +31,7 @@ from conftest import SAMPLE, TOKEN, CliResult, run_invsync
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sandbox_process import SandboxProcess, run_sandbox
+from invsync.sandbox.process import SandboxProcess, run_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -911,8 +911,8 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # In-process runs (the same sync_file the CLI calls), one sandbox for every example:
     # a CLI process per run would make 30 examples take minutes.
-    from pipeline.config import load_settings
-    from pipeline.sync import sync_file
+    from invsync.run.config import load_settings
+    from invsync.run.sync import sync_file
 
     for name in ("BIGCOMMERCE_ACCESS_TOKEN", "BIGCOMMERCE_STORE_HASH", "BIGCOMMERCE_API_URL"):
         monkeypatch.delenv(name, raising=False)

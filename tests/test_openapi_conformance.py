@@ -37,7 +37,7 @@ import httpx
 import pytest
 from conftest import ROOT, SAMPLE, TOKEN, env_for, run_invsync, write_csv
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +246,7 @@ def traffic(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[SandboxProcess, list[dict[str, Any]]]]:
     """Drive the real CLI through every request kind it makes; the sandbox's full log."""
-    from pipeline.sandbox_process import run_sandbox
+    from invsync.sandbox.process import run_sandbox
 
     tmp = tmp_path_factory.mktemp("conformance")
     with run_sandbox(SAMPLE / "catalog.csv", "--record-answers", "--seed", "7",

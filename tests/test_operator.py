@@ -1,7 +1,7 @@
 """Integration tests of the operator commands: plan, --plan-file, --log-format json, progress,
 runs, show, --baseline live, drift, verify, resume and the Makefile runbook targets.
 
-Every test runs the real CLI (``python -m pipeline ...`` or ``make``) as a child process
+Every test runs the real CLI (``python -m invsync ...`` or ``make``) as a child process
 against a real sandbox process on 127.0.0.1 and checks what really happened: the requests
 the sandbox received, the levels it holds, the files in the run folders and the output.
 Expected values are computed here from the sample files with the csv module, never taken
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
 
-from pipeline.sandbox_process import SandboxProcess, run_sandbox
+from invsync.sandbox.process import SandboxProcess, run_sandbox
 
 pytestmark = pytest.mark.integration
 

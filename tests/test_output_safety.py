@@ -29,7 +29,7 @@ import openpyxl
 import pytest
 from conftest import ROOT, SAMPLE, CliResult, env_for, run_invsync, write_csv
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 Factory = Callable[..., SandboxProcess]
 
@@ -355,7 +355,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
     path, levels = big_file(tmp_path)
     reports = tmp_path / "reports"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "sync", str(path), "--report-dir", str(reports),
+        [sys.executable, "-m", "invsync", "sync", str(path), "--report-dir", str(reports),
          "--batch-size", "100", "--concurrency", "2"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -387,7 +387,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
 
 
 def test_one_line_is_one_clean_line_without_the_token() -> None:
-    from pipeline.terminal import clean, one_line
+    from invsync.terminal import clean, one_line
 
     token = "tok-4f1d9c-secret"
     exc = ValueError(f"Illegal header value b'{token}\\r'\nsecond line \x1b[2J")

@@ -32,8 +32,8 @@ from conftest import (
     write_csv,
 )
 
-from pipeline.notify import EVENTS
-from pipeline.sandbox_process import SandboxProcess
+from invsync.run.notify import EVENTS
+from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -407,7 +407,7 @@ def test_lock_refusal_leaves_no_run_and_wait_lock_waits(
     env = env_for(sb, tmp_path)
     runs_dir = tmp_path / "state" / "invsync" / "runs"
     args = ["sync", str(NIGHT1), "--batch-size", "100", "--concurrency", "1"]
-    first = subprocess.Popen([sys.executable, "-m", "pipeline", *args, "--log-format", "json"],
+    first = subprocess.Popen([sys.executable, "-m", "invsync", *args, "--log-format", "json"],
                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     try:
@@ -446,7 +446,7 @@ def test_lock_refusal_leaves_no_run_and_wait_lock_waits(
 
 
 def _report(status: str, **kw: Any) -> Any:
-    from pipeline.report import Counts, RunReport
+    from invsync.stages.report import Counts, RunReport
 
     counts = kw.pop("counts", {})
     return RunReport(run_id="20261129T000000.000Z-aaaaaa", status=status, started_at="",
@@ -464,7 +464,7 @@ def _report(status: str, **kw: Any) -> Any:
                                  "longer running"]), ["interrupted"], ["interrupted"]),
 ])
 def test_events_for(report: Any, on: list[str], expected: list[str]) -> None:
-    from pipeline.notify import events_for, notify_config
+    from invsync.run.notify import events_for, notify_config
 
     cfg = notify_config({"url": "https://example.invalid/x", "on": on})
     assert events_for(report, cfg, None, None) == expected
@@ -472,8 +472,8 @@ def test_events_for(report: Any, on: list[str], expected: list[str]) -> None:
 
 def test_profile_values_merge_over_the_top_level(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.config import load_settings
-    from pipeline.errors import UsageError
+    from invsync.errors import UsageError
+    from invsync.run.config import load_settings
 
     monkeypatch.delenv("INVSYNC_CONFIG", raising=False)
     monkeypatch.delenv("INVSYNC_PROFILE", raising=False)

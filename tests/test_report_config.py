@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import (
+from invsync.errors import UsageError
+from invsync.run.config import (
     DEFAULT_API_URL,
     ENV_API_URL,
     ENV_STORE_HASH,
@@ -20,10 +21,9 @@ from pipeline.config import (
     load_settings,
     parse_map,
 )
-from pipeline.errors import UsageError
-from pipeline.ingest import ROW, read_stock_file
-from pipeline.report import Counts, escape_formula, rejected_frame, write_rejected_csv
-from pipeline.validate import validate
+from invsync.stages.ingest import ROW, read_stock_file
+from invsync.stages.report import Counts, escape_formula, rejected_frame, write_rejected_csv
+from invsync.stages.validate import validate
 
 # --------------------------------------------------------------------------- Counts
 

@@ -42,7 +42,7 @@ import psutil
 import pytest
 from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
 
-from pipeline.sandbox_process import SandboxProcess, run_sandbox
+from invsync.sandbox.process import SandboxProcess, run_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -159,9 +159,9 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def spawn(args: list[str], env: dict[str, str], log: Path,
           children: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Start ``python -m pipeline ARGS`` in the background, output into ``log``."""
+    """Start ``python -m invsync ARGS`` in the background, output into ``log``."""
     with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
                                 stdout=fh, stderr=subprocess.STDOUT)
     children.append(proc)
     return proc
@@ -844,7 +844,7 @@ def run_measured(args: list[str], env: dict[str, str]) -> Measured:
     """Run the CLI, measuring its peak RSS exactly; kill it if it grows past GUARD_RSS."""
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         reason: list[str] = []
         done = threading.Event()

@@ -23,8 +23,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli_sandbox import sandbox as sandbox_command
-from pipeline.sandbox import (
+from invsync.sandbox.server import (
     MAX_QUANTITY,
     DroppedConnection,
     Location,
@@ -35,6 +34,7 @@ from pipeline.sandbox import (
     load_catalog,
     load_locations,
 )
+from invsync.surfaces.cli_sandbox import sandbox as sandbox_command
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "sandbox-token"
@@ -801,7 +801,7 @@ def start_sandbox(
     cmd = [
         sys.executable,
         "-c",
-        "from pipeline.cli_sandbox import sandbox; sandbox()",
+        "from invsync.surfaces.cli_sandbox import sandbox; sandbox()",
         "--port",
         "0",
         "--catalog",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import SAMPLE, run_invsync
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 
 def test_night1_then_night2_sends_only_changes(sandbox: SandboxProcess,

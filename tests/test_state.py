@@ -40,8 +40,8 @@ from test_resilience import (  # noqa: F401 - fixtures used by name
     write_stock,
 )
 
-from pipeline.journal import Journal
-from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore
+from invsync.state.journal import Journal
+from invsync.state.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore
 
 # ---- 1. brakes judge what the store holds, whatever the diff baseline ------------------
 

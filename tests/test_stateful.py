@@ -57,7 +57,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from pipeline.sandbox_process import SandboxProcess, run_sandbox
+from invsync.sandbox.process import SandboxProcess, run_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -297,7 +297,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         return path
 
     def cli(self, args: list[str]) -> tuple[int, str]:
-        proc = subprocess.run([sys.executable, "-m", "pipeline", *args], env=self.env, cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "invsync", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=180)
         self.log(f"invsync {' '.join(args[:1] + args[2:])} -> exit {proc.returncode}")
         return proc.returncode, proc.stdout + proc.stderr
@@ -385,7 +385,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         journal_before = self.journals()
         with log.open("wb") as fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", *run.args(path), *self.common(),
+                [sys.executable, "-m", "invsync", *run.args(path), *self.common(),
                  "--allow-zeroing"], env=self.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         self.world.children.append(proc)
         deadline = time.monotonic() + 30

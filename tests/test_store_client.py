@@ -17,12 +17,10 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
-from pipeline.client import StoreClient
-from pipeline.config import Secret, clean_token
-from pipeline.errors import AuthError, FatalError, Refused, StoreError, UsageError
-from pipeline.limits import RetryPolicy
-from pipeline.redact import REDACTED, redact
-from pipeline.submit import (
+from invsync.errors import AuthError, FatalError, Refused, StoreError, UsageError
+from invsync.redact import REDACTED, redact
+from invsync.run.config import Secret, clean_token
+from invsync.stages.submit import (
     MAX_ISOLATION_REQUESTS,
     Batch,
     BatchResult,
@@ -31,6 +29,8 @@ from pipeline.submit import (
     plan_batches,
     submit,
 )
+from invsync.store.client import StoreClient
+from invsync.store.limits import RetryPolicy
 
 TOKEN = "tok-unit-7c1e55aa90"
 STORE = "abc123"

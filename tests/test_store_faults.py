@@ -21,7 +21,7 @@ import pytest
 from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
 from misbehaving import Reply, Request, misbehaving_store
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
-from pipeline.client import RateLimiter, Refused, RetryPolicy, StoreClient
-from pipeline.errors import AuthError, StoreError
-from pipeline.submit import SubmitResult, plan_batches, submit
+from invsync.errors import AuthError, StoreError
+from invsync.stages.submit import SubmitResult, plan_batches, submit
+from invsync.store.client import RateLimiter, Refused, RetryPolicy, StoreClient
 
 TOKEN = "tok-secret-9f8e7d"
 STORE = "abc123"

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandera.config import ValidationDepth, config_context
 
-from pipeline.ingest import ROW, read_stock_file
-from pipeline.validate import (
+from invsync.schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+from invsync.stages.ingest import ROW, read_stock_file
+from invsync.stages.validate import (
     REJECTED_SCHEMA,
     VALID_COLUMNS,
     Location,
@@ -24,7 +25,6 @@ from pipeline.validate import (
     Validated,
     validate,
 )
-from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
 
 HEADER = "SKU,Variant ID,Product ID,Location,Qty"
 

@@ -16,10 +16,10 @@ import pytest
 from conftest import ROOT, SAMPLE, TOKEN
 from starlette.testclient import TestClient
 
-from pipeline.config import Secret, Settings
-from pipeline.sandbox_process import SandboxProcess
-from pipeline.web.app import Options, create_app
-from pipeline.web.auth import Accounts
+from invsync.run.config import Secret, Settings
+from invsync.sandbox.process import SandboxProcess
+from invsync.surfaces.web.app import Options, create_app
+from invsync.surfaces.web.auth import Accounts
 
 PASSWORD = "correct horse battery"
 CSV = b"sku,quantity\nTOWEL-907-NAVY-SHEET,5\nTOWEL-907-BURG-BATH,7\nNOPE-1,abc\n"
@@ -159,7 +159,7 @@ def test_portal_cli_reads_password_from_stdin_and_keys_are_shown_once(tmp_path: 
     state = str(tmp_path / "st")
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline", "portal", *args,
+        return subprocess.run([sys.executable, "-m", "invsync", "portal", *args,
                                "--state-dir", state], input=stdin, capture_output=True,
                               text=True, cwd=ROOT, timeout=60)
 
@@ -261,7 +261,7 @@ def test_stale_plan_is_refused_with_409(client: TestClient, sandbox: SandboxProc
     login(client)
     upload_id = api_upload(client).json()["upload_id"]
     # Meanwhile a CLI run sets one of the planned items.
-    from pipeline.sync import sync_file
+    from invsync.run.sync import sync_file
 
     other = tmp_path / "nightly.csv"
     other.write_text("sku,quantity\nTOWEL-907-NAVY-SHEET,9\n")
@@ -388,7 +388,7 @@ def test_discard_and_apply_of_discarded(client: TestClient) -> None:
 
 
 def test_history_lists_cli_runs_too(client: TestClient, settings: Settings) -> None:
-    from pipeline.sync import sync_file
+    from invsync.run.sync import sync_file
 
     sync_file(SAMPLE / "night1.csv", settings)
     login(client)
@@ -416,8 +416,8 @@ def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
 
 
 def test_every_reason_code_and_brake_has_plain_words() -> None:
-    from pipeline.web.messages import BRAKES, REASONS
-    from schemas.stock import REASONS as CODES
+    from invsync.schemas.stock import REASONS as CODES
+    from invsync.surfaces.web.messages import BRAKES, REASONS
 
     assert set(CODES) <= set(REASONS)
     assert set(BRAKES) == {"empty_file", "shrunken_file", "mass_zeroing"}
@@ -459,7 +459,7 @@ def test_another_sheet_of_a_workbook_can_be_previewed(client: TestClient,
 
 def test_sessions_end_after_the_absolute_time_even_when_used(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.web import auth
+    from invsync.surfaces.web import auth
 
     now = [1000.0]
     monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
@@ -478,7 +478,7 @@ def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
            "BIGCOMMERCE_STORE_HASH": "s", "BIGCOMMERCE_ACCESS_TOKEN": TOKEN,
            "XDG_STATE_HOME": str(tmp_path)}
     # 127.0.0.2 is still this machine, but not the default address: the warning path.
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.2",
+    proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--host", "127.0.0.2",
                              "--port", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -499,6 +499,6 @@ def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
 def test_serve_needs_the_store_token(tmp_path: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BIGCOMMERCE_")},
            "BIGCOMMERCE_STORE_HASH": "s", "XDG_STATE_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", "0"], env=env,
+    done = subprocess.run([sys.executable, "-m", "invsync", "serve", "--port", "0"], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 64 and "no access token" in done.stderr

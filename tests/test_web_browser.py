@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, TOKEN, env_for, run_invsync, write_csv
 
-from pipeline.sandbox_process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +64,11 @@ def served(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
 def serve_process(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
     """A demo user and ``invsync serve --port 0`` in front of ``sandbox``; always stopped."""
     env = env_for(sandbox, tmp_path)
-    added = subprocess.run([sys.executable, "-m", "pipeline", "portal", "add-user", "merchant"],
+    added = subprocess.run([sys.executable, "-m", "invsync", "portal", "add-user", "merchant"],
                            input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
     assert added.returncode == 0, added.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--port", "0"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     output: list[str] = []
@@ -318,7 +318,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
                    (ROOT / "sample_data" / "catalog.csv").read_text().splitlines()[1:]]
         big = write_csv(tmp_path / "big.csv", ["sku", "quantity"],
                         [[sku, 1] for sku in catalog if sku != "POSTER-1755"][:600])
-        cli = subprocess.Popen([sys.executable, "-m", "pipeline", "sync", str(big),
+        cli = subprocess.Popen([sys.executable, "-m", "invsync", "sync", str(big),
                                 "--batch-size", "50", "--concurrency", "1"], env=env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

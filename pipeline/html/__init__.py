@@ -1,1 +1,1 @@
-"""The shared look: Jinja2 templates and the static CSS/JS (see :mod:`pipeline.html.render`)."""
+"""The shared look: Jinja2 templates and the static CSS/JS (see :mod:`invsync.html.render`)."""

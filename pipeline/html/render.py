@@ -59,7 +59,7 @@ def status_class(status: Any) -> str:
 @cache
 def environment() -> Environment:
     """The shared environment (autoescape on for every template)."""
-    env = Environment(loader=PackageLoader("pipeline.html", "templates"),
+    env = Environment(loader=PackageLoader("invsync.html", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(num=num, signed=signed, status_label=status_label,
@@ -75,7 +75,7 @@ def render(template: str, **context: Any) -> str:
 @cache
 def stylesheet() -> str:
     """The project's stylesheet, as text."""
-    return resources.files("pipeline.html").joinpath("static/invsync.css").read_text("utf-8")
+    return resources.files("invsync.html").joinpath("static/invsync.css").read_text("utf-8")
 
 
 def csp_hash(text: str) -> str:
@@ -86,4 +86,4 @@ def csp_hash(text: str) -> str:
 
 def static_dir() -> Any:
     """The folder of the static files (CSS, JavaScript) the upload page serves."""
-    return resources.files("pipeline.html").joinpath("static")
+    return resources.files("invsync.html").joinpath("static")

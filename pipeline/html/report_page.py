@@ -7,7 +7,7 @@ header, counts, rejections by reason, batches, every rejected row (up to
 summary to paste into a ticket.
 
 Every value that came from the input file or the store is treated as hostile: it is
-HTML-escaped in the page by the shared Jinja2 templates of :mod:`pipeline.html.render`
+HTML-escaped in the page by the shared Jinja2 templates of :mod:`invsync.html.render`
 (autoescape; the page also carries a Content-Security-Policy that forbids scripts, as a
 second line of defence) and Markdown-escaped in the summary.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.snapshot import write_atomic
+from invsync.disk import write_atomic
 
 MAX_REJECTED_ROWS = 5_000
 """Rejected rows shown in the HTML page; the rest are in ``rejected.csv``."""
@@ -73,7 +73,7 @@ def render_html(report: Mapping[str, Any], plan: pl.DataFrame | None,
 
     Rendered from ``pipeline/html/templates/report.html`` with the upload page's look.
     """
-    from pipeline.html.render import csp_hash, render, stylesheet
+    from invsync.html.render import csp_hash, render, stylesheet
 
     status = _text(report.get("status"))
     css = stylesheet()

@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.diff import ChangeSet
-from pipeline.snapshot import KEY
+from invsync.stages.diff import ChangeSet
+from invsync.state.snapshot import KEY
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.brakes import BrakeLimits
-from pipeline.errors import UsageError
-from pipeline.limits import MAX_ITEMS_PER_REQUEST, RetryPolicy
-from pipeline.validate import DUPLICATE_POLICIES, QuantityRules
+from invsync.errors import UsageError
+from invsync.redact import Secret
+from invsync.run.brakes import BrakeLimits
+from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
+from invsync.store.limits import MAX_ITEMS_PER_REQUEST, RetryPolicy
 
 DEFAULT_API_URL = "https://api.bigcommerce.com"
 ENV_STORE_HASH = "BIGCOMMERCE_STORE_HASH"
@@ -24,29 +25,6 @@ ENV_TOKEN = "BIGCOMMERCE_ACCESS_TOKEN"
 ENV_API_URL = "BIGCOMMERCE_API_URL"
 ENV_CONFIG = "INVSYNC_CONFIG"
 ENV_PROFILE = "INVSYNC_PROFILE"
-
-
-class Secret:
-    """A string that never shows itself in ``str``, ``repr``, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        from pipeline.redact import register
-
-        self._value = value
-        register(value)  # so that no text the program writes can carry it
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 def default_state_dir() -> Path:
@@ -88,7 +66,7 @@ class Settings:
     wait_lock_s: float = 0.0
     """Wait this long for another run's lock instead of exiting 4 at once."""
     notify: dict[str, Any] = field(default_factory=dict)
-    """The ``[notify]`` section (checked by :func:`pipeline.notify.notify_config`)."""
+    """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
     source: str = "cli"
     """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
     shrunken-file brake compares a run only with past runs of the same kind."""
@@ -257,7 +235,7 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     if not isinstance(notify, dict):
         raise UsageError("[notify] must be a table")
     if notify:
-        from pipeline.notify import notify_config
+        from invsync.run.notify import notify_config
 
         notify_config(notify)  # fail at start (exit 64), not after the run
     s.notify = dict(notify)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import UsageError
-from pipeline.report import RunReport, summary_line
+from invsync.errors import UsageError
+from invsync.stages.report import RunReport, summary_line
 
 log = logging.getLogger("invsync.notify")
 
@@ -99,7 +99,7 @@ def events_for(report: RunReport, cfg: dict[str, Any],
 
 def _previous_runs(report: RunReport) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The previous real run of this store and profile, and of this input path."""
-    from pipeline.history import list_runs
+    from invsync.state.history import list_runs
 
     folder = Path(report.report_dir)
     store = report.store or {}
@@ -175,7 +175,7 @@ def notify_run(report: RunReport, settings: Any) -> list[str]:
         else:
             log.info("notified %s of %s", _host(url), ", ".join(events))
     if problems:
-        from pipeline.snapshot import write_atomic
+        from invsync.disk import write_atomic
 
         report.notes.extend(problems)
         path = Path(report.report_dir) / "report.json"

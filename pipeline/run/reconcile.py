@@ -8,20 +8,23 @@ from pathlib import Path
 import click
 import polars as pl
 
-from pipeline.config import Settings
-from pipeline.errors import FatalError
-from pipeline.history import find_run
-from pipeline.ingest import unescape_formulas
-from pipeline.live import Comparison, compare, live_levels, verify_levels
-from pipeline.redact import redact
-from pipeline.snapshot import KEY, SnapshotStore, write_atomic
-from pipeline.terminal import clean
+from invsync.disk import write_atomic
+from invsync.errors import FatalError
+from invsync.redact import redact
+from invsync.run.config import Settings
+from invsync.run.store_access import live_levels, verify_levels
+from invsync.stages.ingest import unescape_formulas
+from invsync.state.history import find_run
+from invsync.state.snapshot import SnapshotStore
+from invsync.store.live import Comparison, compare
+from invsync.tables import KEY
+from invsync.terminal import clean
 
 
 def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20) -> int:
     diff = result.differences
     if as_json:
-        from pipeline.progress import timestamp
+        from invsync.clock import timestamp
 
         click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
@@ -51,9 +54,10 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
     if file is not None:
-        from pipeline.identity import IdentityResolver, store_fetcher
-        from pipeline.ingest import read_stock_file
-        from pipeline.validate import validate
+        from invsync.run.store_access import store_fetcher
+        from invsync.stages.ingest import read_stock_file
+        from invsync.stages.validate import validate
+        from invsync.store.identity import IdentityResolver
 
         # The file's keys as the snapshot holds them: one canonical key per item.
         resolver = IdentityResolver(expected, store_fetcher(settings))
@@ -61,7 +65,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
                                            column_map=settings.column_map),
                            default_location=settings.location_id, identities=resolver)
         if resolver.mapping is not None:
-            from pipeline.identity import canonical_snapshot
+            from invsync.store.identity import canonical_snapshot
 
             expected = canonical_snapshot(expected, resolver.mapping)[0]
         expected = expected.join(checked.valid.select(KEY), on=KEY, how="semi")

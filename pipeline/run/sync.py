@@ -1,7 +1,7 @@
 """Runs the stages in order: ingest → validate → diff → brakes → submit → report.
 
 This is the library entry point behind ``invsync sync``: :func:`sync_file` never prints;
-it returns the :class:`~pipeline.report.RunReport` it also wrote to the run folder.
+it returns the :class:`~invsync.stages.report.RunReport` it also wrote to the run folder.
 A real run holds the store's lock, replays an interrupted run's journal first, and
 journals every batch, so that ``kill -9`` at any moment loses nothing.
 """
@@ -20,26 +20,25 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.brakes import check_brakes, comparable_rows, record_rows
-from pipeline.config import Settings
-from pipeline.diff import ChangeSet, compute_changes
-from pipeline.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
-from pipeline.identity import IdentityResolver, canonical_snapshot, store_fetcher
-from pipeline.ingest import ROW, StockTable, read_stock_file
-from pipeline.journal import Journal, StoreLock, host_lock
-from pipeline.redact import redact, redact_data
-from pipeline.report import (
+from invsync.clock import utc_now
+from invsync.disk import write_atomic
+from invsync.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
+from invsync.redact import redact, redact_data
+from invsync.run.brakes import check_brakes, comparable_rows, record_rows
+from invsync.run.config import Settings
+from invsync.run.store_access import store_fetcher
+from invsync.stages.diff import ChangeSet, compute_changes
+from invsync.stages.ingest import ROW, StockTable, read_stock_file
+from invsync.stages.report import (
     Counts,
     RunReport,
     new_run_id,
     plan_frame,
     rejected_records,
     summary_line,
-    utc_now,
     write_run_folder,
 )
-from pipeline.snapshot import KEY, SnapshotStore, write_atomic
-from pipeline.submit import (
+from invsync.stages.submit import (
     SEQ,
     Batch,
     BatchResult,
@@ -48,8 +47,12 @@ from pipeline.submit import (
     plan_batches,
     submit,
 )
-from pipeline.terminal import log_where, one_line
-from pipeline.validate import Location, QuantityRules, Validated, validate
+from invsync.stages.validate import QuantityRules, Validated, validate
+from invsync.state.journal import Journal, StoreLock, host_lock
+from invsync.state.snapshot import SnapshotStore
+from invsync.store.identity import IdentityResolver, canonical_snapshot
+from invsync.tables import KEY, Location
+from invsync.terminal import log_where, one_line
 
 log = logging.getLogger("invsync.sync")
 
@@ -111,8 +114,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
     ``origin`` (who started the run, from where) is recorded as is in ``report.json``.
-    Raises :class:`~pipeline.errors.UsageError` for unusable settings and
-    :class:`~pipeline.errors.LockedError` when another run holds the store's lock (after
+    Raises :class:`~invsync.errors.UsageError` for unusable settings and
+    :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
     ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
     """
     settings.check(needs_store=not settings.dry_run)
@@ -188,7 +191,7 @@ def ensure_writable(folder: Path, what: str) -> None:
     import os
     import tempfile
 
-    from pipeline.errors import UsageError
+    from invsync.errors import UsageError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,7 @@ def ensure_writable(folder: Path, what: str) -> None:
 
 def _failed(run: _Run, exc: BaseException) -> None:
     """Record an interruption (SIGINT/SIGTERM) or an unexpected error as the run's outcome."""
-    from pipeline import signals
+    from invsync.run import signals
 
     report = run.report
     if signals.was_interrupted(exc):
@@ -286,8 +289,8 @@ def _remove_folder(folder: Path) -> None:
 
 def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
     """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
-    from pipeline.config import settings_from_public
-    from pipeline.errors import UsageError
+    from invsync.errors import UsageError
+    from invsync.run.config import settings_from_public
 
     store = settings.store_hash or "offline"
     journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -383,7 +386,7 @@ def _execute(run: _Run) -> None:
     # whatever the diff's baseline (--full has none, a plan has its own).
     held = snapshot
     if settings.baseline == "live":
-        from pipeline.live import live_levels
+        from invsync.run.store_access import live_levels
 
         held = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
         # The store lists an item under its SKU, variant id and product id: counted once per
@@ -439,7 +442,7 @@ def _execute(run: _Run) -> None:
 
 
 def _warm_up() -> None:
-    from pipeline.validate import warm_up
+    from invsync.stages.validate import warm_up
 
     try:
         warm_up()
@@ -581,7 +584,7 @@ def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame
 def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
     import asyncio
 
-    from pipeline.live import store_client
+    from invsync.run.store_access import store_client
 
     async def fetch() -> list[Location]:
         async with store_client(settings, emit) as client:
@@ -596,7 +599,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     import asyncio
 
-    from pipeline.live import store_client
+    from invsync.run.store_access import store_client
 
     settings = run.settings
     assert settings.token is not None

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.sandbox_process import run_sandbox
+from invsync.sandbox.process import run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -35,7 +35,7 @@ def main() -> int:
         print(f"sandbox store running at {sb.url}", flush=True)
         env = {**os.environ, "BIGCOMMERCE_STORE_HASH": "demo",
                "BIGCOMMERCE_ACCESS_TOKEN": DEMO_TOKEN, "BIGCOMMERCE_API_URL": sb.url}
-        base = [sys.executable, "-m", "pipeline", "sync", "--state-dir", str(work / "state"),
+        base = [sys.executable, "-m", "invsync", "sync", "--state-dir", str(work / "state"),
                 "--report-dir", str(work / "reports"), "--reason", "invsync demo"]
         steps: list[tuple[str, Path, list[str], int]] = [
             ("Night 1: the warehouse export, first sync (every level is sent)",

@@ -60,7 +60,7 @@ def run_sandbox(
 ) -> Iterator[SandboxProcess]:
     """Run ``invsync sandbox --port 0`` with extra ``args``; always stop it afterwards."""
     child_env = {**os.environ, **(env or {}), "INVSYNC_SANDBOX_TOKEN": token}
-    cmd = [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--catalog", str(catalog),
+    cmd = [sys.executable, "-m", "invsync", "sandbox", "--port", "0", "--catalog", str(catalog),
            "--store-hash", store_hash, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=child_env)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.sandbox_process import run_sandbox
+from invsync.sandbox.process import run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -33,7 +33,7 @@ def main(port: int = 8000) -> int:
         env = {**os.environ, "BIGCOMMERCE_STORE_HASH": "demo",
                "BIGCOMMERCE_ACCESS_TOKEN": DEMO_TOKEN, "BIGCOMMERCE_API_URL": sb.url,
                "XDG_STATE_HOME": str(work / "state")}
-        base = [sys.executable, "-m", "pipeline"]
+        base = [sys.executable, "-m", "invsync"]
         subprocess.run([*base, "portal", "add-user", "demo"], input=password + "\n", env=env,
                        text=True, check=True, capture_output=True)
         # A nightly run first, so the page has levels to compare with and a history.

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipeline.ingest import ROW
-from pipeline.snapshot import KEY
+from invsync.stages.ingest import ROW
+from invsync.state.snapshot import KEY
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 from xml.etree import ElementTree
 from xml.parsers import expat
 
-from pipeline.errors import InputFileError, UsageError
+from invsync.errors import InputFileError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -97,7 +97,7 @@ FORMULA = "^[" + BLANKS + "]*[=+\\-@\t\r]"
 
 
 def unescape_formulas(text: pl.Expr) -> pl.Expr:
-    """Undo :func:`pipeline.report.escape_formulas`: ``'=x`` reads back as ``=x``."""
+    """Undo :func:`invsync.stages.report.escape_formulas`: ``'=x`` reads back as ``=x``."""
     return text.str.replace("^'(" + FORMULA[1:] + ")", "$1")
 
 

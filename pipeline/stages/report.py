@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.ingest import BLANKS, FORMULA, ROW, StockTable
-from pipeline.redact import redact_data
-from pipeline.snapshot import write_atomic
+from invsync.disk import write_atomic
+from invsync.redact import redact_data
+from invsync.stages.ingest import BLANKS, FORMULA, ROW, StockTable
 
 REPORT_VERSION = 1
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
@@ -139,10 +139,6 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
     """The rejected rows as JSON records (``row`` instead of the internal column)."""
     return rejected.rename({ROW: "row"}).sort("row").to_dicts()
@@ -188,7 +184,7 @@ def write_run_folder(
     data = redact_data(report.to_dict())  # the last pass: no credential is ever written
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
-        from pipeline.html_report import write_human_reports
+        from invsync.html.report_page import write_human_reports
 
         write_human_reports(folder, data, plan)
     except Exception as exc:  # the JSON report is the record; a page must never fail a run

@@ -1,4 +1,4 @@
-"""Stage 4: send a :class:`~pipeline.diff.ChangeSet` as chunked absolute adjustments.
+"""Stage 4: send a :class:`~invsync.stages.diff.ChangeSet` as chunked absolute adjustments.
 
 Batches hold at most 2000 items of one location, each (location, item) once per run.
 A few batches are in flight at once; the client handles the quota and transient
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.errors import FatalError, Refused
-from pipeline.limits import MAX_ITEMS_PER_REQUEST
+from invsync.errors import FatalError, Refused
+from invsync.store.limits import MAX_ITEMS_PER_REQUEST
 
 if TYPE_CHECKING:
-    from pipeline.client import StoreClient
+    from invsync.store.client import StoreClient
     pass
 
 log = logging.getLogger("invsync.submit")

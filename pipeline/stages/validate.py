@@ -1,7 +1,7 @@
 """Stage 2: parse and validate a :class:`StockTable` into a :class:`Validated` split.
 
 Parsing is vectorised polars; the rules themselves live in the pandera schema in
-:mod:`schemas.stock`, one named check per reason code. Every row ends up either
+:mod:`invsync.schemas.stock`, one named check per reason code. Every row ends up either
 valid (typed, one identifier chosen) or rejected with its row number, the blamed
 column, the original cell text, a stable reason code and a message.
 """
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
-from pipeline.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
-from schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+from invsync.schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
+from invsync.tables import Location
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -29,18 +30,8 @@ REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
 VALID_COLUMNS = [ROW, "location_id", "identifier", "item_key", "sku", "product_id",
                  "variant_id", "quantity", "address", "address_key"]
 """``identifier``/``item_key`` are the item's key (canonical once identities were resolved,
-see :mod:`pipeline.identity`); ``address``/``address_key`` are how the row named it, which
+see :mod:`invsync.store.identity`); ``address``/``address_key`` are how the row named it, which
 is how the request names it."""
-
-
-@dataclass(frozen=True)
-class Location:
-    """A store location as ``GET /inventory/locations`` describes it."""
-
-    id: int
-    code: str
-    enabled: bool = True
-    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,11 +137,11 @@ def validate(
     rules: QuantityRules | None = None,
     identities: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> Validated:
-    """Validate every row of ``table``; see :data:`schemas.stock.REASONS` for the rules.
+    """Validate every row of ``table``; see :data:`invsync.schemas.stock.REASONS` for the rules.
 
     ``locations``, when known, resolves location codes and rejects rows for unknown or
     disabled locations before anything is sent. ``identities`` (see
-    :class:`pipeline.identity.IdentityResolver`) maps the rows' keys to canonical ones, so
+    :class:`invsync.store.identity.IdentityResolver`) maps the rows' keys to canonical ones, so
     that one item named by SKU and by id is one item to the duplicate policy.
     """
     rules = rules or QuantityRules()
@@ -179,7 +170,7 @@ def validate(
                                location_header_kind(m.get("location_id")))
     frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
     if identities is not None:
-        from pipeline.identity import apply_mapping
+        from invsync.store.identity import apply_mapping
 
         frame = apply_mapping(frame, identities(frame.select(_KEY)))
     frame = _parse_quantity(frame, rules)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UsageError
+from invsync.errors import UsageError
 
 
 @dataclass(frozen=True)

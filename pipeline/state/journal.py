@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import polars as pl
 
-from pipeline.errors import LockedError, UsageError
-from pipeline.snapshot import (
+from invsync.errors import LockedError, UsageError
+from invsync.state.snapshot import (
     KEY,
     SNAPSHOT_SCHEMA,
     api_host,

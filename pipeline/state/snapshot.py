@@ -17,19 +17,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import polars as pl
 
-from pipeline.errors import UsageError
+from invsync.disk import _fsync_dir, make_private_dir, open_nofollow, write_atomic
+from invsync.tables import KEY, SNAPSHOT_SCHEMA
 
-KEY = ["location_id", "identifier", "item_key"]
-SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
-                   "quantity": pl.Int64}
+__all__ = ["KEY", "SNAPSHOT_SCHEMA", "SnapshotStore", "make_private_dir", "open_nofollow",
+           "store_dir", "write_atomic"]
+
 DEFAULT_API_HOST = "api.bigcommerce.com"
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def _safe_name(store_hash: str) -> str:
@@ -59,42 +58,6 @@ def api_host(api_url: str) -> str:
 def store_dir(state_dir: Path, api_url: str, store_hash: str) -> Path:
     """``<state-dir>/stores/<api host>/<store hash>``: the state of one store of one API."""
     return Path(state_dir) / "stores" / path_part(api_host(api_url)) / path_part(store_hash)
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` and its missing parents with mode 0700; refuse a symlink at ``path``."""
-    if path.is_symlink():
-        raise UsageError(f"{path} is a symbolic link; invsync never follows links for its "
-                         f"state folders: remove it")
-    missing = [p for p in [path, *path.parents] if not p.exists() and not p.is_symlink()]
-    for folder in reversed(missing):  # Path.mkdir(parents=True) makes parents 0777 & ~umask
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700)
-
-
-def open_nofollow(path: Path, mode: str) -> IO[Any]:
-    """Open a state file without following a symlink; a created file gets mode 0600.
-
-    A symlink in its place is a :class:`UsageError` (exit 64), never followed.
-
-    ``mode``: ``r``/``rb`` (read), ``w``/``wb`` (truncate or create), ``a+`` (read/append,
-    create), ``r+`` (read/write, create without truncating).
-    """
-    flags = {"r": os.O_RDONLY, "rb": os.O_RDONLY,
-             "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-             "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND,
-             "r+": os.O_RDWR | os.O_CREAT}[mode]
-    try:
-        fd = os.open(path, flags | _NOFOLLOW | _CLOEXEC, 0o600)
-    except OSError:
-        if path.is_symlink():
-            raise UsageError(f"{path} is a symbolic link; invsync never follows links for "
-                             f"its state files: remove it") from None
-        raise
-    if "b" in mode:
-        return os.fdopen(fd, mode)
-    return os.fdopen(fd, mode, encoding="utf-8")
 
 
 class SnapshotStore:
@@ -190,28 +153,3 @@ class SnapshotStore:
         write_atomic(self.meta_path, json.dumps(meta, indent=2).encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
-        _fsync(str(path))

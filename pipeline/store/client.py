@@ -21,8 +21,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.config import Secret
-from pipeline.errors import (
+from invsync.errors import (
     AuthError,
     FatalError,
     Refused,
@@ -30,9 +29,9 @@ from pipeline.errors import (
     StoreError,
     UsageError,
 )
-from pipeline.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, MAX_PAGES, RetryPolicy
-from pipeline.redact import redact
-from pipeline.validate import Location
+from invsync.redact import Secret, redact
+from invsync.store.limits import MAX_ITEMS_PER_REQUEST, MAX_PAGE_SIZE, MAX_PAGES, RetryPolicy
+from invsync.tables import Location
 
 log = logging.getLogger("invsync.client")
 
@@ -137,7 +136,7 @@ class StoreClient:
     """The store's inventory API, used as ``async with StoreClient(...) as client``.
 
     Everything that can go wrong below this class (any ``httpx`` error, an answer that is
-    not the JSON it should be) comes out as an :mod:`pipeline.errors` exception with a
+    not the JSON it should be) comes out as an :mod:`invsync.errors` exception with a
     one-line message, and no text from the store leaves it without :func:`redact`.
     """
 

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 if TYPE_CHECKING:
-    from pipeline.client import StoreClient
-    from pipeline.config import Settings
+    from invsync.store.client import StoreClient
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -66,28 +65,6 @@ async def read_identities(client: StoreClient, ids: dict[str, list[int]]) -> lis
                 if isinstance(ident, dict):
                     out.append(ident)
     return out
-
-
-def store_fetcher(settings: Settings, emit: Event | None = None) -> Fetch:
-    """Reads identities from the store (blocking), for :class:`IdentityResolver`."""
-    import asyncio
-
-    from pipeline.live import store_client
-
-    def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
-        async def go() -> tuple[list[dict[str, Any]], int]:
-            async with store_client(settings, emit) as client:
-                found = await read_identities(client, ids)
-                return found, client.requests_sent
-
-        found, requests = asyncio.run(go())
-        if emit:
-            emit("identities", {"asked": sum(len(v) for v in ids.values()),
-                                "found": len(found),
-                                "requests": requests})
-        return found, requests
-
-    return fetch
 
 
 def _kinds(frame: pl.DataFrame, where: pl.Expr) -> set[str]:

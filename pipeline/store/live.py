@@ -7,18 +7,15 @@ row for each way an item can be addressed (sku, variant_id, product_id).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from pipeline.client import StoreClient, whole_number
-from pipeline.config import Settings
-from pipeline.errors import StoreError, UsageError
-from pipeline.snapshot import KEY, SNAPSHOT_SCHEMA
+from invsync.errors import StoreError
+from invsync.store.client import StoreClient, whole_number
+from invsync.tables import KEY, SNAPSHOT_SCHEMA
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -84,32 +81,6 @@ def levels_by_key(raw: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([by_sku, by_variant, by_product]).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
 
 
-def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
-    """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
-    if settings.token is None:
-        raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
-                         "the config file")
-
-    def on_retry(info: dict[str, Any]) -> None:
-        if emit:
-            emit("retry", info)
-
-    return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
-                       concurrency=settings.concurrency, retry=settings.retry,
-                       verify_tls=settings.verify_tls, on_retry=on_retry)
-
-
-def live_levels(settings: Settings, location_ids: Iterable[int],
-                emit: Event | None = None) -> pl.DataFrame:
-    """Read the live levels (blocking wrapper around :func:`read_levels`)."""
-
-    async def go() -> pl.DataFrame:
-        async with store_client(settings, emit) as client:
-            return await read_levels(client, location_ids, emit)
-
-    return asyncio.run(go())
-
-
 @dataclass
 class Comparison:
     """Expected levels against the store's live ones."""
@@ -132,19 +103,3 @@ def compare(expected: pl.DataFrame, live: pl.DataFrame) -> Comparison:
                                             descending=True))
 
 
-def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: float = 30.0,
-                  interval_s: float = 2.0, emit: Event | None = None) -> Comparison:
-    """Compare ``expected`` with the store, re-reading for a while: writes land asynchronously."""
-    started = time.monotonic()
-    locations = expected["location_id"].unique().to_list()
-    reads = 0
-    while True:
-        reads += 1
-        result = compare(expected, live_levels(settings, locations, emit))
-        elapsed = time.monotonic() - started
-        if result.differences.height == 0 or elapsed + interval_s > timeout_s:
-            result.reads, result.seconds = reads, elapsed
-            return result
-        if emit:
-            emit("verify_retry", {"differences": result.differences.height, "read": reads})
-        time.sleep(interval_s)

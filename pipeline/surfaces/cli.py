@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from pipeline.cli_sandbox import sandbox
-from pipeline.errors import ExitCode, InvsyncError
-from pipeline.terminal import clean, log_where, one_line
-from pipeline.web.cli import portal, serve
+from invsync.errors import ExitCode, InvsyncError
+from invsync.surfaces.cli_sandbox import sandbox
+from invsync.surfaces.web.cli import portal, serve
+from invsync.terminal import clean, log_where, one_line
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,14 +29,14 @@ def _configure_output(obj: dict[str, Any]) -> None:
         min(obj["verbose"], 2)]
     handler = logging.StreamHandler(sys.stderr)
     if obj["log_format"] == "json":
-        from pipeline.progress import JsonLogFormatter
+        from invsync.surfaces.progress import JsonLogFormatter
 
         handler.setFormatter(JsonLogFormatter())
     else:
-        from pipeline.progress import TextLogFormatter
+        from invsync.surfaces.progress import TextLogFormatter
 
         handler.setFormatter(TextLogFormatter())
-    from pipeline.redact import RedactingFilter
+    from invsync.redact import RedactingFilter
 
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
@@ -107,7 +107,7 @@ _OUTPUT: dict[str, Any] = {"log_format": "text"}
 
 def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
     """Flag values for :func:`load_settings`, with the repeatable ``KEY=VALUE`` flags parsed."""
-    from pipeline.config import parse_map
+    from invsync.run.config import parse_map
 
     out = dict(flags)
     out["column_map"] = parse_map(maps, "--map")
@@ -117,7 +117,7 @@ def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _events(ctx: click.Context) -> Any:
-    from pipeline.progress import make_event_sink
+    from invsync.surfaces.progress import make_event_sink
 
     return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
 
@@ -186,8 +186,8 @@ _wait_lock_option = click.option(
 def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
          maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
     """Sync FILE (CSV or XLSX) into the store: only the changes are sent."""
-    from pipeline.config import load_settings
-    from pipeline.sync import sync_file
+    from invsync.run.config import load_settings
+    from invsync.run.sync import sync_file
 
     if (file is None) == (plan_file is None):
         raise click.UsageError("give either FILE or --plan-file PLAN.csv")
@@ -207,15 +207,15 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     Review the plan, then push exactly it with: invsync sync --plan-file <run>/plan.csv
     """
-    from pipeline.config import load_settings
-    from pipeline.sync import sync_file
+    from invsync.run.config import load_settings
+    from invsync.run.sync import sync_file
 
     if file is None:
         raise click.UsageError("missing argument FILE")
     settings = load_settings(config_path, {**_overrides(flags, maps), "dry_run": True})
     report = sync_file(file, settings, on_event=_events(ctx), command="plan")
     if ctx.obj["log_format"] != "json" and not ctx.obj["quiet"]:
-        from pipeline.summary import print_plan
+        from invsync.surfaces.summary import print_plan
 
         print_plan(report)
     _finish(ctx, report, settings)
@@ -236,8 +236,8 @@ def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None
     """
     import json
 
-    from pipeline.config import load_settings
-    from pipeline.history import list_runs
+    from invsync.run.config import load_settings
+    from invsync.state.history import list_runs
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
@@ -246,7 +246,7 @@ def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None
         for r in found:
             click.echo(json.dumps(r.row()))
         return
-    from pipeline.summary import print_runs
+    from invsync.surfaces.summary import print_runs
 
     print_runs([r.row() for r in found], settings.reports)
 
@@ -262,10 +262,10 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
 
     'last' is the newest run that read its file.
     """
-    from pipeline.config import load_settings
-    from pipeline.history import find_run
-    from pipeline.report import RunReport, report_from_dict
-    from pipeline.summary import print_summary
+    from invsync.run.config import load_settings
+    from invsync.stages.report import RunReport, report_from_dict
+    from invsync.state.history import find_run
+    from invsync.surfaces.summary import print_summary
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
@@ -292,8 +292,8 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     With FILE, only the items FILE names are checked. Exit 0: no drift; 1: drift found.
     """
-    from pipeline.config import load_settings
-    from pipeline.reconcile import drift_check
+    from invsync.run.config import load_settings
+    from invsync.run.reconcile import drift_check
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
@@ -317,8 +317,8 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
 
     Exit 0: every accepted level is in the store; 1: some differ.
     """
-    from pipeline.config import load_settings
-    from pipeline.reconcile import verify_run
+    from invsync.run.config import load_settings
+    from invsync.run.reconcile import verify_run
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
@@ -340,8 +340,8 @@ def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     Batches the store already confirmed are not sent again. Running the same sync
     command again does the same.
     """
-    from pipeline.config import load_settings
-    from pipeline.sync import resume as resume_run
+    from invsync.run.config import load_settings
+    from invsync.run.sync import resume as resume_run
 
     settings = load_settings(config_path, flags)
     _finish(ctx, resume_run(settings, on_event=_events(ctx)), settings)
@@ -355,11 +355,11 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     """
     json_out = ctx.obj["log_format"] == "json"
     if settings.notify:
-        from pipeline.notify import notify_run
+        from invsync.run.notify import notify_run
 
         for problem in notify_run(report, settings):
             if json_out:
-                from pipeline.progress import JsonEvents
+                from invsync.surfaces.progress import JsonEvents
 
                 JsonEvents()("notify_failed", {"run_id": report.run_id, "error": problem})
             else:
@@ -367,7 +367,7 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     if json_out:
         pass  # the run_finished event already carried the outcome and the summary line
     elif not ctx.obj["quiet"]:
-        from pipeline.summary import print_summary
+        from invsync.surfaces.summary import print_summary
 
         print_summary(report)
         if report.error and not sys.stdout.isatty():
@@ -375,7 +375,7 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     elif report.error:
         click.echo(f"invsync: {clean(_redact(report.error))}", err=True)
     if not json_out and (report.exit_code or not ctx.obj["quiet"]):
-        from pipeline.report import summary_line
+        from invsync.stages.report import summary_line
 
         click.echo(clean(summary_line(report)))
     ctx.exit(report.exit_code)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     Never a traceback: anything unexpected is one line and exit 2 (``-vv`` logs the
     traceback); SIGINT and SIGTERM exit 130 and 143.
     """
-    from pipeline import signals
+    from invsync.run import signals
 
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _redact(text: str) -> str:
-    from pipeline.redact import redact
+    from invsync.redact import redact
 
     return redact(text)
 
@@ -443,7 +443,7 @@ def _error_event(args: list[str], message: str, code: int) -> None:
     wants_json = _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
         a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
     if wants_json:
-        from pipeline.progress import JsonEvents
+        from invsync.surfaces.progress import JsonEvents
 
         JsonEvents()("error", {"run_id": None, "exit_code": int(code), "error": message})
 

@@ -1,4 +1,4 @@
-"""`invsync sandbox`: run the local stand-in store (see pipeline.sandbox).
+"""`invsync sandbox`: run the local stand-in store (see invsync.sandbox.server).
 
 Only click is imported at module level: the main CLI imports this module on every run.
 """
@@ -110,7 +110,7 @@ def sandbox(
     import os
     from pathlib import Path
 
-    from pipeline import sandbox as sb
+    from invsync.sandbox import server as sb
 
     token = (
         os.environ.get("INVSYNC_SANDBOX_TOKEN")

@@ -11,8 +11,9 @@ import json
 import logging
 import sys
 import time
-from datetime import UTC, datetime
 from typing import IO, Any
+
+from invsync.clock import timestamp
 
 _LOG_FIELDS = ("name", "levelname", "message")
 
@@ -34,15 +35,11 @@ class TextLogFormatter(logging.Formatter):
     """``2026-11-29T21:13:10.123Z WARNING invsync.x: message`` (UTC, like the JSON events)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from pipeline.terminal import clean
+        from invsync.terminal import clean
 
         # Control characters in a message are shown as escapes; exceptions are logged by
         # terminal.log_where (the stack and the type, never a message that may quote a token).
         return f"{timestamp()} {record.levelname} {record.name}: {clean(record.getMessage())}"
-
-
-def timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class JsonEvents:
@@ -52,7 +49,7 @@ class JsonEvents:
         self.stream = stream or sys.stdout
 
     def __call__(self, name: str, data: dict[str, Any]) -> None:
-        from pipeline.redact import redact
+        from invsync.redact import redact
 
         if data.get("run_id"):
             _current_run["run_id"] = str(data["run_id"])
@@ -112,7 +109,7 @@ class PlainProgress:
                 f"({self.done_items:,}/{self.total_items:,} items), {rate:,.0f} items/s{eta}")
 
     def _line(self, text: str) -> None:
-        from pipeline.terminal import clean
+        from invsync.terminal import clean
 
         self.stream.write(f"{timestamp()} invsync: {clean(text)}\n")
         self.stream.flush()

@@ -7,9 +7,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.report import RunReport
-from pipeline.terminal import console as new_console
-from pipeline.terminal import safe
+from invsync.stages.report import RunReport
+from invsync.terminal import console as new_console
+from invsync.terminal import safe
 
 _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan",
           "interrupted": "red"}

@@ -1,1 +1,1 @@
-"""The merchant upload page: ``invsync serve`` (see :mod:`pipeline.web.app`)."""
+"""The merchant upload page: ``invsync serve`` (see :mod:`invsync.surfaces.web.app`)."""

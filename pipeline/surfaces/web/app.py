@@ -31,11 +31,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.config import Settings
-from pipeline.html.render import csp_hash, render, static_dir
-from pipeline.web.auth import Accounts, Session, Sessions, Throttle
-from pipeline.web.messages import brake_text, reason_text
-from pipeline.web.uploads import Portal, UploadError
+from invsync.html.render import csp_hash, render, static_dir
+from invsync.run.config import Settings
+from invsync.surfaces.web.auth import Accounts, Session, Sessions, Throttle
+from invsync.surfaces.web.messages import brake_text, reason_text
+from invsync.surfaces.web.uploads import Portal, UploadError
 
 log = logging.getLogger("invsync.web")
 
@@ -285,7 +285,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
 
     async def history(request: Request) -> Response:
         await page_user(request, changes_state=False)
-        from pipeline.history import list_runs
+        from invsync.state.history import list_runs
 
         runs = await run_in_threadpool(list_runs, settings.reports, settings.store_hash)
         return page(request, "history.html", runs=[_history_row(r) for r in runs[:500]])
@@ -293,7 +293,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
     async def run_view(request: Request) -> Response:
         await page_user(request, changes_state=False)
         past = _find_run(request.path_params["run_id"])
-        from pipeline.html_report import count_groups
+        from invsync.html.report_page import count_groups
 
         return page(request, "run.html", run=_history_row(past), report=past.report,
                     groups=count_groups(past.report),
@@ -311,7 +311,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         return _run_file(path)
 
     def _find_run(run_id: str) -> Any:
-        from pipeline.history import list_runs
+        from invsync.state.history import list_runs
 
         for past in list_runs(settings.reports, settings.store_hash):
             if past.run_id == run_id:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UsageError
+from invsync.errors import UsageError
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

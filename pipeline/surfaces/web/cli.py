@@ -12,7 +12,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _settings(config_path: Path | None, flags: dict[str, Any]) -> Any:
-    from pipeline.config import load_settings
+    from invsync.run.config import load_settings
 
     return load_settings(config_path, flags)
 
@@ -53,8 +53,8 @@ def serve(config_path: Path | None, host: str, port: int, behind_https: bool,
     """
     import logging
 
-    from pipeline.web.app import Options, create_app
-    from pipeline.web.auth import Accounts
+    from invsync.surfaces.web.app import Options, create_app
+    from invsync.surfaces.web.auth import Accounts
 
     settings = _settings(config_path, flags)
     settings.check(needs_store=True)
@@ -111,7 +111,7 @@ def portal() -> None:
 
 
 def _accounts(config_path: Path | None, state_dir: Path | None) -> Any:
-    from pipeline.web.auth import Accounts
+    from invsync.surfaces.web.auth import Accounts
 
     return Accounts(_settings(config_path, {"state_dir": state_dir}).state_dir)
 

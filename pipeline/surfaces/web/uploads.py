@@ -1,7 +1,7 @@
 """Uploads on the page and the API: stored, mapped, planned, applied — through the library.
 
 An upload lives in ``<state-dir>/portal/uploads/<random id>/`` (the file as sent, under a
-fixed name, and ``meta.json``). Its preview is a dry run of :func:`pipeline.sync.sync_file`
+fixed name, and ``meta.json``). Its preview is a dry run of :func:`invsync.run.sync.sync_file`
 (a run folder like any other, with ``plan.csv``); applying it pushes exactly that
 ``plan.csv`` (``sync --plan-file`` semantics), under the same store lock as the CLI, so a
 preview that went stale is refused and nothing is sent. History is the run folders.
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings
-from pipeline.errors import ExitCode, InvsyncError
-from pipeline.ingest import (
+from invsync.errors import ExitCode, InvsyncError
+from invsync.run.config import Settings
+from invsync.stages.ingest import (
     ALIASES,
     IDENTIFIERS,
     StockTable,
@@ -31,8 +31,8 @@ from pipeline.ingest import (
     normalise_header,
     read_unmapped,
 )
-from pipeline.validate import QuantityRules
-from pipeline.web.auth import _write_private, portal_dir
+from invsync.stages.validate import QuantityRules
+from invsync.surfaces.web.auth import _write_private, portal_dir
 
 log = logging.getLogger("invsync.web")
 
@@ -241,7 +241,7 @@ class Portal:
 
     def plan(self, upload_id: str) -> dict[str, Any]:
         """Work out the changes (a dry run, nothing sent); the upload becomes ``planned``."""
-        from pipeline.sync import sync_file
+        from invsync.run.sync import sync_file
 
         meta = self.get(upload_id)
         if meta["status"] in ("applying", "succeeded", "partial", "discarded"):
@@ -337,7 +337,7 @@ class Portal:
                                                            f"{type(exc).__name__}")
 
     def _apply_inner(self, upload_id: str, allow_zeroing: bool) -> None:
-        from pipeline.sync import sync_file
+        from invsync.run.sync import sync_file
 
         meta = self.get(upload_id)
         progress = self.progress[upload_id]
@@ -391,7 +391,7 @@ class Portal:
 
     def lock_holder(self) -> str | None:
         """Who holds this store's lock (a run in progress), or None when it is free."""
-        from pipeline.snapshot import SnapshotStore
+        from invsync.state.snapshot import SnapshotStore
 
         store = self.settings.store_hash or "offline"
         path = SnapshotStore(self.settings.state_dir, store).dir / "lock"
@@ -415,7 +415,7 @@ class Portal:
     # -- what pages and the API show ----------------------------------------------------
     def describe(self, upload_id: str) -> dict[str, Any]:
         """The API shape of an upload: status, counts, rejected rows, changes, brakes."""
-        from pipeline.web.messages import reason_text
+        from invsync.surfaces.web.messages import reason_text
 
         meta = self.get(upload_id)
         plan_report = _report(meta.get("plan_dir"))
@@ -507,7 +507,7 @@ def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
         return [], 0
     import polars as pl
 
-    from pipeline.ingest import unescape_formulas
+    from invsync.stages.ingest import unescape_formulas
 
     plan = pl.read_csv(Path(folder) / "plan.csv", infer_schema=False)
     if plan.height == 0:
