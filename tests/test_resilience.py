@@ -825,7 +825,7 @@ MAX_RSS = 600 << 20
 GUARD_RSS = 1 << 30
 """A child past this is killed at once, so a bomb cannot take the machine down."""
 TIME_LIMIT_S = 10.0
-CORPUS = ROOT.parent.parent / "shared" / "corpus"
+CORPUS = ROOT.parent / "shared" / "corpus"  # the CI clone has shared/ beside it
 """Real-world files (read-only, never copied into the repository); tests skip without it."""
 
 
@@ -840,46 +840,67 @@ class Measured:
     """Why the guard killed the child, if it did."""
 
 
+# Linux carries a parent's peak RSS into a forked child's ru_maxrss across exec, so a CLI
+# forked straight from a big pytest process would report pytest's memory. A small launcher
+# (a fresh interpreter) forks the CLI instead and reports the CLI's own ru_maxrss on a pipe.
+_LAUNCHER = """
+import os, sys
+report_fd, args = int(sys.argv[1]), sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    os.close(report_fd)
+    os.execv(sys.executable, [sys.executable, "-m", "invsync", *args])
+_, status, usage = os.wait4(pid, 0)
+os.write(report_fd, str(usage.ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(args: list[str], env: dict[str, str]) -> Measured:
     """Run the CLI, measuring its peak RSS exactly; kill it if it grows past GUARD_RSS."""
+    read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(write_fd), *args],
+                                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=(write_fd,))
+        os.close(write_fd)
         reason: list[str] = []
         done = threading.Event()
 
         def watch() -> None:
             try:
-                ps = psutil.Process(proc.pid)
+                launcher = psutil.Process(proc.pid)
                 while not done.is_set():
-                    rss = ps.memory_info().rss
-                    if rss > GUARD_RSS or time.monotonic() - started > 3 * TIME_LIMIT_S:
-                        reason.append(f"killed at {rss >> 20} MiB RSS after "
-                                      f"{time.monotonic() - started:.1f} s")
-                        proc.kill()
-                        return
+                    for cli in launcher.children():
+                        rss = cli.memory_info().rss
+                        if rss > GUARD_RSS or time.monotonic() - started > 3 * TIME_LIMIT_S:
+                            reason.append(f"killed at {rss >> 20} MiB RSS after "
+                                          f"{time.monotonic() - started:.1f} s")
+                            cli.kill()
+                            return
                     done.wait(0.005)
             except psutil.Error:
                 return
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        reaped = False
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-            reaped = True
+            proc.wait(timeout=6 * TIME_LIMIT_S)
         finally:
             done.set()
-            if not reaped:
+            if proc.poll() is None:
+                for cli in psutil.Process(proc.pid).children():
+                    cli.kill()
                 proc.kill()
                 proc.wait()
             watcher.join(timeout=5)
         seconds = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        with os.fdopen(read_fd, "rb") as fh:
+            peak_kib = int(fh.read() or b"0")
         log.seek(0)
         text = log.read().decode("utf-8", errors="replace")
-    return Measured(proc.returncode, text, seconds, usage.ru_maxrss * 1024,
+    return Measured(proc.returncode, text, seconds, peak_kib * 1024,
                     reason[0] if reason else None)
 
 

@@ -905,12 +905,11 @@ def test_real_process_handles_concurrent_load(small_catalog: Path) -> None:
                 item = {"location_id": 1 + n % 2, "sku": "SHIRT-M", "quantity": n}
                 return http.put(ABSOLUTE, json={"items": [item]}, headers=AUTH).status_code
 
-        start = time.monotonic()
+        # Concurrency is proven by the sandbox's own count of requests in flight at once,
+        # not by a wall-clock bound (which a loaded machine breaks).
         with ThreadPoolExecutor(max_workers=10) as pool:
             statuses = list(pool.map(one, range(60)))
-        elapsed = time.monotonic() - start
         assert statuses == [200] * 60
-        assert elapsed < 2.0  # 60 x 50 ms one after another would take 3 s
         stats = httpx.get(f"{url}/_sandbox/stats", trust_env=False).json()
         assert stats["requests"] == 60 and stats["max_in_flight"] >= 5
     finally:
