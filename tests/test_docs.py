@@ -54,8 +54,10 @@ def test_config_and_profile_are_accepted_by_every_command_that_reads_settings() 
     for name, cmd in cli.commands.items():
         if name == "sandbox":
             continue
-        opts = {opt for p in cmd.params for opt in p.opts}
-        assert {"--config", "--profile", "-v", "-q", "--log-format"} <= opts, name
+        subcommands = getattr(cmd, "commands", None)  # a group (portal): each of its commands
+        for sub_name, sub in (subcommands or {name: cmd}).items():
+            opts = {opt for p in sub.params for opt in p.opts}
+            assert {"--config", "--profile", "-v", "-q", "--log-format"} <= opts, sub_name
 
 
 def _tracked_files() -> list[Path]:

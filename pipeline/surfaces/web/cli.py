@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from invsync.surfaces.options import _config_options
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -20,8 +22,7 @@ def _settings(config_path: Path | None, flags: dict[str, Any]) -> Any:
 def _state_options(fn: Any) -> Any:
     fn = click.option("--state-dir", type=click.Path(path_type=Path),
                       help="Where users and uploads are kept [$XDG_STATE_HOME/invsync].")(fn)
-    return click.option("--config", "config_path", type=click.Path(path_type=Path),
-                        help="TOML config file.")(fn)
+    return _config_options(fn)
 
 
 @click.command(context_settings=CONTEXT)
@@ -110,10 +111,12 @@ def portal() -> None:
     """Users and API keys of the upload page (kept hashed in <state-dir>/portal/)."""
 
 
-def _accounts(config_path: Path | None, state_dir: Path | None) -> Any:
+def _accounts(config_path: Path | None, state_dir: Path | None,
+              profile: str | None = None) -> Any:
     from invsync.surfaces.web.auth import Accounts
 
-    return Accounts(_settings(config_path, {"state_dir": state_dir}).state_dir)
+    return Accounts(_settings(config_path, {"state_dir": state_dir,
+                                            "profile": profile}).state_dir)
 
 
 def _read_password() -> str:
@@ -127,9 +130,10 @@ def _read_password() -> str:
 @portal.command("add-user", context_settings=CONTEXT)
 @click.argument("name")
 @_state_options
-def add_user(name: str, config_path: Path | None, state_dir: Path | None) -> None:
+def add_user(name: str, config_path: Path | None, state_dir: Path | None,
+             profile: str | None) -> None:
     """Add user NAME (or set a new password); the password is read from stdin."""
-    accounts = _accounts(config_path, state_dir)
+    accounts = _accounts(config_path, state_dir, profile)
     new = accounts.add_user(name, _read_password())
     click.echo(f"{'added' if new else 'changed the password of'} user {name!r} "
                f"({accounts.users_path})")
@@ -138,34 +142,38 @@ def add_user(name: str, config_path: Path | None, state_dir: Path | None) -> Non
 @portal.command("remove-user", context_settings=CONTEXT)
 @click.argument("name")
 @_state_options
-def remove_user(name: str, config_path: Path | None, state_dir: Path | None) -> None:
+def remove_user(name: str, config_path: Path | None, state_dir: Path | None,
+             profile: str | None) -> None:
     """Remove user NAME (a running server signs them out at their next request)."""
-    if not _accounts(config_path, state_dir).remove_user(name):
+    if not _accounts(config_path, state_dir, profile).remove_user(name):
         raise click.ClickException(f"no user {name!r}")
     click.echo(f"removed user {name!r}")
 
 
 @portal.command("list-users", context_settings=CONTEXT)
 @_state_options
-def list_users(config_path: Path | None, state_dir: Path | None) -> None:
+def list_users(config_path: Path | None, state_dir: Path | None,
+             profile: str | None) -> None:
     """List the users (names and when they were added)."""
-    for name, info in sorted(_accounts(config_path, state_dir).users().items()):
+    for name, info in sorted(_accounts(config_path, state_dir, profile).users().items()):
         click.echo(f"{name}\t{info.get('created') or ''}")
 
 
 @portal.command("add-key", context_settings=CONTEXT)
 @click.argument("name")
 @_state_options
-def add_key(name: str, config_path: Path | None, state_dir: Path | None) -> None:
+def add_key(name: str, config_path: Path | None, state_dir: Path | None,
+             profile: str | None) -> None:
     """Make an API key named NAME for scripts; it is printed once and stored hashed."""
-    click.echo(_accounts(config_path, state_dir).add_key(name))
+    click.echo(_accounts(config_path, state_dir, profile).add_key(name))
 
 
 @portal.command("remove-key", context_settings=CONTEXT)
 @click.argument("name_or_id")
 @_state_options
-def remove_key(name_or_id: str, config_path: Path | None, state_dir: Path | None) -> None:
+def remove_key(name_or_id: str, config_path: Path | None, state_dir: Path | None,
+             profile: str | None) -> None:
     """Revoke the API key(s) with this name or id."""
-    if not _accounts(config_path, state_dir).remove_key(name_or_id):
+    if not _accounts(config_path, state_dir, profile).remove_key(name_or_id):
         raise click.ClickException(f"no key {name_or_id!r}")
     click.echo(f"removed key(s) {name_or_id!r}")
