@@ -29,4 +29,4 @@ def test_the_demo_runs_end_to_end() -> None:
     assert sent[1][1] == 0 and 0 < sent[1][0] < 3114 * 0.1
     assert sent[2] == (0, 3)
     assert sent[3][1] == 1 and sent[3][0] > 0
-    assert out.rstrip().endswith("demo finished")
+    assert proc.stdout.rstrip().endswith("demo finished")
