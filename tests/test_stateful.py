@@ -99,6 +99,9 @@ class Run:
     """One sync: its rows, as written, and its options."""
 
     rows: tuple[tuple[str, int, int], ...]  # (sku, location, quantity), duplicates allowed
+    kinds: tuple[str, ...] = ()
+    """How each row names its item (``sku``, ``variant_id``, ``product_id``; sku if absent):
+    one item named two ways in one file is still one item (issue 9 #5)."""
     duplicates: str = "reject"
     full: bool = False
     zero_missing: bool = False
@@ -134,6 +137,10 @@ def runs(*, zero_missing: bool) -> st.SearchStrategy[Run]:
     return st.builds(
         Run,
         rows=st.lists(row, min_size=1, max_size=14).map(tuple),
+        # The catalog's items are tracked by product: the store takes them by SKU or product
+        # id (a variant id of such an item is refused, as BigCommerce does).
+        kinds=st.lists(st.sampled_from(["sku", "sku", "product_id"]),
+                       min_size=14, max_size=14).map(tuple),
         duplicates=st.sampled_from(["reject", "sum", "last"]),
         full=st.booleans(),
         zero_missing=st.booleans().map(lambda z: z and zero_missing),
@@ -167,11 +174,15 @@ def read_snapshot(state_dir: Path) -> dict[Key, int | None]:
     if not paths:
         return {}
     frame = pl.read_parquet(paths[0])
-    assert set(frame["identifier"].unique().to_list()) <= {"sku"}, frame
     out: dict[Key, int | None] = {}
-    for loc, key, qty in frame.select("location_id", "item_key", "quantity").iter_rows():
-        assert (int(loc), str(key)) not in out, f"snapshot names {key} twice at {loc}"
-        out[(int(loc), str(key))] = None if qty is None else int(qty)
+    # Keys are canonical (the SKU) once a run met two kinds of identifier; a snapshot made
+    # only from files naming items by id keeps those ids until then. One entry per item.
+    for loc, kind, key, qty in frame.select("location_id", "identifier", "item_key",
+                                            "quantity").iter_rows():
+        sku = item_sku({kind: key})
+        assert sku is not None, (kind, key)
+        assert (int(loc), sku) not in out, f"snapshot names {sku} twice at {loc}: {frame}"
+        out[(int(loc), sku)] = None if qty is None else int(qty)
     return out
 
 
@@ -188,18 +199,40 @@ def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
         time.sleep(0.15)
 
 
+VARIANT_IDS = {900 + i: sku for i, sku in enumerate(SKUS)}
+PRODUCT_IDS = {500 + i: sku for i, sku in enumerate(SKUS)}
+
+
+def item_sku(item: dict[str, Any]) -> str | None:
+    """The SKU of a request item, however it names the item."""
+    if item.get("sku") is not None:
+        return str(item["sku"])
+    if item.get("variant_id") is not None:
+        return VARIANT_IDS.get(int(item["variant_id"]))
+    if item.get("product_id") is not None:
+        return PRODUCT_IDS.get(int(item["product_id"]))
+    return None
+
+
+def named(sku: str, kind: str) -> list[str]:
+    """The identifier cells (sku, variant_id, product_id) of a row naming ``sku`` as ``kind``."""
+    i = SKUS.index(sku)
+    return {"sku": [sku, "", ""], "variant_id": ["", str(900 + i), ""],
+            "product_id": ["", "", str(500 + i)]}[kind]
+
+
 def overlapping_items(log: list[dict[str, Any]]) -> list[tuple[int, int, Key]]:
     """Pairs of PUTs whose handling overlapped in time and that share a (location, item)."""
     puts = sorted((r for r in log if r["method"] == "PUT" and r["items"]),
                   key=lambda r: r["started"])
     found = []
     for i, a in enumerate(puts):
-        a_keys = {(it.get("location_id"), it.get("sku")) for it in a["items"]}
+        a_keys = {(it.get("location_id"), item_sku(it)) for it in a["items"]}
         for b in puts[i + 1:]:
             if b["started"] >= a["finished"]:
                 break
             for it in b["items"]:
-                key = (it.get("location_id"), it.get("sku"))
+                key = (it.get("location_id"), item_sku(it))
                 if key in a_keys:
                     found.append((a["seq"], b["seq"], key))
     return found
@@ -290,9 +323,13 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     def write(self, run: Run) -> Path:
         self.files += 1
-        self.log(f"file-{self.files}.csv rows (sku, location, qty): {list(run.rows)}")
-        path = write_csv(self.dir / f"file-{self.files}.csv", ["sku", "location_id", "quantity"],
-                         [list(r) for r in run.rows])
+        kinds = list(run.kinds) + ["sku"] * (len(run.rows) - len(run.kinds))
+        self.log(f"file-{self.files}.csv rows (sku, location, qty, named by): "
+                 f"{[(*r, k) for r, k in zip(run.rows, kinds, strict=False)]}")
+        path = write_csv(self.dir / f"file-{self.files}.csv",
+                         ["sku", "variant_id", "product_id", "location_id", "quantity"],
+                         [[*named(sku, kind), loc, qty]
+                          for (sku, loc, qty), kind in zip(run.rows, kinds, strict=False)])
         self.by_path[str(path)] = run
         return path
 

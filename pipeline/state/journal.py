@@ -121,6 +121,21 @@ class StoreLock:
         fh.flush()
         self._fh = fh
 
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds this lock (its recorded run), or None when it is free. Takes nothing."""
+        try:
+            fh = open_nofollow(self.path, "r")
+        except OSError:
+            return None
+        with fh:
+            try:
+                # A shared lock only looks: it fails while a run holds the exclusive one.
+                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _parse(fh.read()) or {"run_id": None}
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return None
+
     def release(self) -> None:
         """Empty the lock file and release the lock."""
         if self._fh is None:

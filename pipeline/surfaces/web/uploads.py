@@ -9,7 +9,6 @@ preview that went stale is refused and nothing is sent. History is the run folde
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from invsync.errors import ExitCode, InvsyncError
+from invsync.errors import ExitCode, InvsyncError, LockedError
 from invsync.run.config import Settings
 from invsync.stages.ingest import (
     ALIASES,
@@ -358,23 +357,24 @@ class Portal:
                 progress.batches_done += 1
                 progress.items_done += int(data.get("items") or 0)
 
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            holder = self.lock_holder()
-            if holder is not None:
-                progress.phase, progress.holder = "waiting", holder
-                if time.monotonic() > deadline:
-                    self._update(upload_id, status="failed",
-                                 error=f"the store stayed busy: {holder}; try again later")
-                    return
-                time.sleep(1.0)
-                continue
-            progress.phase, progress.holder = "checking", None
-            report = sync_file(Path(meta["plan_dir"]) / "plan.csv", settings,
-                               origin=self.origin(meta))
-            if report.exit_code == ExitCode.LOCKED:
-                continue  # a CLI run took the lock between our look and our run: wait again
-            break
+        def on_lock_wait(name: str, data: dict[str, Any]) -> None:
+            if name == "lock_wait":
+                progress.phase, progress.holder = "waiting", _who(data.get("holder"))
+            elif name == "run_started":
+                progress.phase, progress.holder = "checking", None
+            on_event(name, data)
+
+        # The run waits for the store's lock itself (a CLI run, another upload), telling
+        # the progress view who holds it; past LOCK_WAIT_S it gives up without sending.
+        try:
+            report = sync_file(Path(meta["plan_dir"]) / "plan.csv",
+                               replace(settings, wait_lock_s=LOCK_WAIT_S),
+                               on_event=on_lock_wait, origin=self.origin(meta))
+        except LockedError:
+            self._update(upload_id, status="failed",
+                         error=f"the store stayed busy: {progress.holder or 'another run'}; "
+                               f"try again later")
+            return
         common = {"run_id": report.run_id, "run_dir": report.report_dir,
                   "transaction_ids": report.transaction_ids}
         if report.exit_code == ExitCode.SAFETY_BRAKE and not report.brakes:
@@ -391,25 +391,17 @@ class Portal:
 
     def lock_holder(self) -> str | None:
         """Who holds this store's lock (a run in progress), or None when it is free."""
+        from invsync.state.journal import StoreLock, host_lock
         from invsync.state.snapshot import SnapshotStore
 
-        store = self.settings.store_hash or "offline"
-        path = SnapshotStore(self.settings.state_dir, store).dir / "lock"
-        if not path.exists():
-            return None
-        with open(path, encoding="utf-8") as fh:
-            try:
-                # A shared lock only looks: it fails while a run holds the exclusive one.
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    holder = json.loads(fh.read() or "{}")
-                except ValueError:
-                    holder = {}
-                if holder.get("run_id"):
-                    return f"run {holder['run_id']}, started {holder.get('started', '?')}"
-                return "another run"
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        s = self.settings
+        store = s.store_hash or "offline"
+        locks = (StoreLock(SnapshotStore(s.state_dir, store, s.api_url, s.profile).store_dir,
+                           store), host_lock(s.api_url, store))
+        for lock in locks:
+            holder = lock.holder()
+            if holder is not None:
+                return _who(holder)
         return None
 
     # -- what pages and the API show ----------------------------------------------------
@@ -539,3 +531,10 @@ def _sheet_names(path: Path) -> list[str]:
         return list(fastexcel.read_excel(str(path)).sheet_names)
     except Exception:  # the file was already read once; names are a convenience
         return []
+
+
+def _who(holder: dict[str, Any] | None) -> str:
+    """A lock holder in words: the run and when it started."""
+    if holder and holder.get("run_id"):
+        return f"run {holder['run_id']}, started {holder.get('started', '?')}"
+    return "another run"
