@@ -110,10 +110,12 @@ def retry_cause(status: Any) -> str:
 
 
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
-              command: str = "sync", origin: dict[str, Any] | None = None) -> RunReport:
+              command: str = "sync", origin: dict[str, Any] | None = None,
+              reverted_from: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
-    ``origin`` (who started the run, from where) is recorded as is in ``report.json``.
+    ``origin`` (who started the run, from where) is recorded as is in ``report.json``, and
+    so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added to the run's notes).
     Raises :class:`~invsync.errors.UsageError` for unusable settings and
     :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
     ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
@@ -124,6 +126,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
     run.report.origin = dict(origin or {})
+    run.report.reverted_from = reverted_from
+    run.report.notes.extend(notes or [])
     run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
     locks_held: list[StoreLock] = []
