@@ -157,6 +157,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         if locks_held and run.snapshots.clean_temp_files():
             run.report.notes.append("removed temporary snapshot files a killed run left")
         _note_legacy_state(run)
+        _scheduled_live_baseline(run)
         _execute(run)
     except FatalError as exc:
         run.report.error = str(exc)
@@ -330,6 +331,17 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
                        f"what the interrupted run confirmed first)")
 
 
+def _scheduled_live_baseline(run: _Run) -> None:
+    """``baseline_every``: use the live baseline when the last run that did is too old."""
+    from invsync.run.reconcile import live_baseline_due
+
+    why = live_baseline_due(run.settings, run.snapshots.read_meta())
+    if why:
+        run.settings = replace(run.settings, baseline="live")  # the caller's stay as they are
+        run.report.options["baseline"] = "live"
+        run.report.notes.append(why)
+
+
 def _note_legacy_state(run: _Run) -> None:
     """Say once that a snapshot of the old layout (per state dir and hash only) is not used."""
     snapshots = run.snapshots
@@ -441,8 +453,9 @@ def _execute(run: _Run) -> None:
             and planned_old is None and table.rows > 0:
         meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
+        live = {"last_live_baseline": report.started_at} if settings.baseline == "live" else {}
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
-                                  "last_finished": utc_now()})
+                                  "last_finished": utc_now(), **live})
 
 
 def _warm_up() -> None:

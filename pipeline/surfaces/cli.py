@@ -297,8 +297,14 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
+    # The repair commands it prints name the same store and state as this drift check.
+    options = [*(["--config", str(settings.config_path)] if settings.config_path else []),
+               *(["--profile", settings.profile] if settings.profile else [])]
+    for name in ("store_hash", "api_url", "state_dir"):
+        if flags.get(name) is not None:
+            options += [f"--{name.replace('_', '-')}", str(flags[name])]
     ctx.exit(drift_check(settings, file, location_id, quiet=ctx.obj["quiet"],
-                         as_json=ctx.obj["log_format"] == "json"))
+                         as_json=ctx.obj["log_format"] == "json", command_options=options))
 
 
 @cli.command(context_settings=CONTEXT)
