@@ -434,6 +434,21 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     ctx.exit(report.exit_code)
 
 
+def _adopt_config_options(command: click.Command) -> None:
+    """Give a command defined elsewhere (``serve``, in surfaces/web) ``--profile`` and the
+    late global options, like every command that reads settings (its ``**flags`` pass
+    ``profile`` on to :func:`load_settings`)."""
+
+    def holder() -> None:
+        return None
+
+    params = _config_options(holder).__click_params__
+    known = {p.name for p in command.params}
+    command.params.extend(p for p in reversed(params) if p.name not in known)
+
+
+for _command in (serve, *portal.commands.values()):
+    _adopt_config_options(_command)
 cli.add_command(sandbox)
 cli.add_command(serve)
 cli.add_command(portal)

@@ -17,7 +17,14 @@ def _settings(config_path: Path | None, flags: dict[str, Any]) -> Any:
     return load_settings(config_path, flags)
 
 
+def _keep_profile(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        ctx.meta["invsync_profile"] = value
+
+
 def _state_options(fn: Any) -> Any:
+    fn = click.option("--profile", expose_value=False, callback=_keep_profile,
+                      help="Use [profiles.NAME] of the config [env INVSYNC_PROFILE].")(fn)
     fn = click.option("--state-dir", type=click.Path(path_type=Path),
                       help="Where users and uploads are kept [$XDG_STATE_HOME/invsync].")(fn)
     return click.option("--config", "config_path", type=click.Path(path_type=Path),
@@ -113,7 +120,9 @@ def portal() -> None:
 def _accounts(config_path: Path | None, state_dir: Path | None) -> Any:
     from invsync.surfaces.web.auth import Accounts
 
-    return Accounts(_settings(config_path, {"state_dir": state_dir}).state_dir)
+    profile = click.get_current_context().meta.get("invsync_profile")
+    return Accounts(_settings(config_path, {"state_dir": state_dir,
+                                            "profile": profile}).state_dir)
 
 
 def _read_password() -> str:
