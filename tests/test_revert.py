@@ -95,7 +95,20 @@ def test_revert_puts_back_what_a_run_replaced_except_what_moved_since(
     assert sandbox.levels() == {**expected, edited: night1[edited]}
     assert forced.report()["counts"]["accepted"] == len(changed)  # the moved ones again too
 
-    # Reverting the revert brings night 2 back (a revert has its own plan.csv).
+    # A run that is not there, or that set nothing, has nothing to revert.
+    missing = run_invsync(["revert", "19990101T000000"], env)
+    assert missing.returncode == 64 and "no run" in missing.stderr, out(missing)
+    plan = run_invsync(["plan", str(SAMPLE / "night1.csv")], env)
+    assert plan.returncode in (0, 1), out(plan)
+    nothing = run_invsync(["revert", plan.report()["run_id"]], env)
+    assert nothing.returncode == 0, out(nothing)
+    assert "0 item(s) to put back" in nothing.stdout
+    assert sandbox.levels() == {**expected, edited: night1[edited]}
+
+    # Reverting the revert brings night 2 back (a revert has its own plan.csv); `last` is
+    # the newest run that set levels (the forced revert), not the plan made after it.
+    assert run_invsync(["revert", "last", "--dry-run"], env).report()["reverted_from"] == \
+        forced.report()["run_id"]
     back = run_invsync(["revert", result.report()["run_id"]], env)
     assert back.returncode == 0, out(back)
     assert sandbox.levels() == {**night2, edited: night1[edited]}

@@ -1,6 +1,7 @@
 """``invsync revert RUN_ID``: put back the levels a run replaced.
 
-The levels come from the run's ``plan.csv``: each item it set (status ``accepted``) goes
+The levels come from the run's ``plan.csv``: each item it set (status ``accepted``, or
+``unconfirmed``: sent without an answer, it may have landed) goes
 back to its ``old`` level, but only while the store still holds the level that run set
 (read live, filtered to those items): an item changed since (a manual edit, a later run)
 is left as it is and listed, unless ``force``. Items that were new in that run (no old
@@ -29,7 +30,7 @@ from invsync.run.store_access import Event, live_levels, store_client
 from invsync.run.sync import sync_file
 from invsync.stages.ingest import unescape_formulas
 from invsync.stages.report import RunReport, escape_formulas
-from invsync.state.history import PastRun, find_run
+from invsync.state.history import PastRun, find_run, list_runs
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.client import whole_number
 from invsync.store.identity import QUERY_BUDGET
@@ -60,7 +61,8 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     hash and profile) or has no ``plan.csv``.
     """
     settings.check(needs_store=True)  # even a dry run reads the live levels
-    past = find_run(settings.reports, run_id, settings.profile)
+    past = _newest_that_set_levels(settings) if run_id == "last" else \
+        find_run(settings.reports, run_id, settings.profile)
     store = past.report.get("store") or {}
     if (store.get("store_hash"), _host(store.get("api_url"))) != (
             settings.store_hash, _host(settings.api_url)):
@@ -107,6 +109,18 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     return result
 
 
+def _newest_that_set_levels(settings: Settings) -> PastRun:
+    """``revert last``: the newest run of this store (and profile) that set levels (a plan or
+    dry run set none)."""
+    for past in list_runs(settings.reports, settings.store_hash, profile=settings.profile):
+        counts = past.report.get("counts") or {}
+        if past.report.get("status") != "dry_run" and \
+                (counts.get("accepted") or counts.get("unconfirmed")):
+            return past
+    raise UsageError(f"no run under {settings.reports} has set levels of store "
+                     f"{settings.store_hash!r} yet")
+
+
 def _host(api_url: Any) -> str:
     return str(api_url or "").rstrip("/").lower()
 
@@ -118,7 +132,8 @@ def _accepted(past: PastRun) -> pl.DataFrame:
         raise UsageError(f"run {past.run_id} has no plan.csv: nothing to revert")
     try:
         plan = pl.read_csv(path, infer_schema=False)
-        return plan.filter(pl.col("status") == "accepted").select(
+        # An unconfirmed item may have landed: the live read tells (it holds the run's level).
+        return plan.filter(pl.col("status").is_in(["accepted", "unconfirmed"])).select(
             pl.col("location_id").cast(pl.Int64), "identifier",
             unescape_formulas(pl.col("item")).alias("item_key"),
             pl.col("old").cast(pl.Int64).alias("old"),
