@@ -112,3 +112,31 @@ def test_revert_puts_back_what_a_run_replaced_except_what_moved_since(
     back = run_invsync(["revert", result.report()["run_id"]], env)
     assert back.returncode == 0, out(back)
     assert sandbox.levels() == {**night2, edited: night1[edited]}
+
+
+def test_revert_refuses_a_run_of_another_store_or_profile(tmp_path: Path) -> None:
+    from invsync.errors import UsageError
+    from invsync.redact import Secret
+    from invsync.run.config import Settings
+    from invsync.run.revert import revert_run
+
+    folder = tmp_path / "runs" / "20261129T010101.000Z-abcdef"
+    folder.mkdir(parents=True)
+    report = {"run_id": folder.name, "status": "succeeded", "input": {"sha256": "x"},
+              "store": {"store_hash": "other", "api_url": "http://127.0.0.1:9",
+                        "profile": None}}
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "plan.csv").write_text("location_id,identifier,item,old,new,delta,row,status\n"
+                                     "1,sku,A,1,2,1,2,accepted\n")
+    settings = Settings(store_hash="mine", token=Secret("t" * 12),
+                        api_url="http://127.0.0.1:9", state_dir=tmp_path / "state",
+                        report_dir=tmp_path / "runs")
+    with pytest.raises(UsageError, match="synced store 'other'"):
+        revert_run(settings, folder.name)
+    report["store"]["store_hash"] = "mine"
+    report["store"]["profile"] = "staging"
+    (folder / "report.json").write_text(json.dumps(report))
+    with pytest.raises(UsageError, match="profile 'staging'"):
+        revert_run(settings, folder.name)
+    with pytest.raises(UsageError, match="has set levels"):
+        revert_run(settings, "last")  # the only run is another profile's
