@@ -57,6 +57,9 @@ class Settings:
     zero_missing: bool = False
     baseline: str = "snapshot"
     """``snapshot`` (what the store last accepted) or ``live`` (read from the store)."""
+    baseline_every_s: float | None = None
+    """``baseline_every``: a snapshot-baseline run uses the live baseline instead when the
+    last live-baseline run is older than this (the periodic reconcile)."""
     plan_file: bool = False
     """The input is a reviewed ``plan.csv``: push exactly it."""
     brakes: BrakeLimits = field(default_factory=BrakeLimits)
@@ -117,7 +120,8 @@ class Settings:
             "column_map": self.column_map, "duplicates": self.duplicates,
             "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
             "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
-            "baseline": self.baseline, "plan_file": self.plan_file, "source": self.source,
+            "baseline": self.baseline, "baseline_every_s": self.baseline_every_s,
+            "plan_file": self.plan_file, "source": self.source,
             "config": str(self.config_path) if self.config_path else None,
             "profile": self.profile,
         }
@@ -128,7 +132,7 @@ _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
                "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
-               "notify"}
+               "baseline_every", "notify"}
 
 
 def read_config(config_path: Path | None, profile: str | None = None
@@ -218,6 +222,8 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     s.baseline = str(pick("baseline") or "snapshot")
     if s.baseline not in ("snapshot", "live"):
         raise UsageError("--baseline must be snapshot or live")
+    if cfg.get("baseline_every") is not None:
+        s.baseline_every_s = parse_duration(cfg["baseline_every"], "baseline_every")
     s.brakes = _brakes(cfg.get("brakes") or {}, overrides)
     if overrides.get("verify_tls") is False or cfg.get("verify_tls") is False:
         s.verify_tls = False
@@ -240,6 +246,19 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
         notify_config(notify)  # fail at start (exit 64), not after the run
     s.notify = dict(notify)
     return s
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"`` or a number of seconds, as seconds."""
+    m = _DURATION.fullmatch(str(value))
+    if m is None or isinstance(value, bool) or float(m.group(1)) <= 0:
+        raise UsageError(f"{key} must be a positive duration such as \"7d\", \"12h\" or "
+                         f"\"30m\", not {value!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 def clean_token(raw: str, source: str) -> Secret | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 import polars as pl
@@ -21,14 +23,48 @@ from invsync.tables import KEY
 from invsync.terminal import clean
 
 
-def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20) -> int:
+def live_baseline_due(settings: Settings, meta: dict[str, Any],
+                      now: datetime | None = None) -> str | None:
+    """Why this run should diff against the live levels (``baseline_every``), or None.
+
+    Only a run that would diff against the snapshot (not ``--full``, not a plan file) with
+    a token is switched; the last live-baseline run is ``last_live_baseline`` in the
+    store's ``state.json``.
+    """
+    every = settings.baseline_every_s
+    if (every is None or settings.baseline != "snapshot" or settings.full
+            or settings.plan_file or settings.token is None):
+        return None
+    now = now or datetime.now(UTC)
+    last = meta.get("last_live_baseline")
+    try:
+        age = (now - datetime.fromisoformat(str(last).replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        age = None
+    if age is not None and age < every:
+        return None
+    when = "no run has used it yet" if age is None else f"the last one was at {last}"
+    return (f"baseline_every = {_duration(every)}: this run diffs against the store's live "
+            f"levels ({when}), so edits made in the store since are repaired too")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20,
+           repair: dict[str, Any] | None = None) -> int:
     diff = result.differences
     if as_json:
         from invsync.clock import timestamp
 
+        extra = {"repair": repair} if repair else {}
         click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
-                               "items": diff.head(1000).to_dicts()}))
+                               "items": diff.head(1000).to_dicts(), **extra}))
     elif not quiet:
         click.echo(f"{clean(what)}: {result.expected:,} items checked, {result.matched:,} match, "
                    f"{diff.height:,} differ")
@@ -38,12 +74,27 @@ def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int =
                        f"{clean(r['item_key'])}: expected {r['expected']:,}, store has {live}")
         if diff.height > top:
             click.echo(f"  … {diff.height - top:,} more")
+    if repair and not as_json:
+        # Printed even with -q: it is what the operator acts on.
+        if repair.get("error"):
+            click.echo(f"{what}: {clean(repair['error'])}", err=True)
+        click.echo(f"{what}: to repair, run one of:")
+        for command in repair["commands"]:
+            why = ("  # put back the snapshot's levels on these items" if "--plan-file" in command
+                   else "  # make the store equal to the file again (the periodic reconcile)")
+            click.echo(f"  {clean(command)}{why}")
     return 0 if diff.height == 0 else 1
 
 
 def drift_check(settings: Settings, file: Path | None, location_id: int | None, *,
-                quiet: bool = False, as_json: bool = False) -> int:
-    """Items whose live level differs from the snapshot; exit code 0 (none) or 1."""
+                quiet: bool = False, as_json: bool = False,
+                command_options: list[str] | None = None) -> int:
+    """Items whose live level differs from the snapshot; exit code 0 (none) or 1.
+
+    When some differ, it ends with the commands that repair them (``command_options``, such
+    as ``--config F``, are added to each): ``invsync sync --plan-file`` of a plan putting
+    back the snapshot's levels, and ``invsync sync FILE --baseline live``.
+    """
     expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
                              settings.api_url, settings.profile).load()
     unknown = expected.filter(pl.col("quantity").is_null())
@@ -74,7 +125,45 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         return 0
     live = live_levels(settings, expected["location_id"].unique().to_list())
-    return _print(compare(expected, live), "drift", quiet, as_json)
+    result = compare(expected, live)
+    repair = _repair(settings, result, file, command_options or []) \
+        if result.differences.height else None
+    return _print(result, "drift", quiet, as_json, repair=repair)
+
+
+def _repair(settings: Settings, result: Comparison, file: Path | None,
+            options: list[str]) -> dict[str, Any]:
+    """The commands that repair the drift found: a plan putting back the snapshot's levels
+    (written to ``<report-dir>/drift-<time>.plan.csv``), and the live-baseline sync of the
+    file (the periodic reconcile: the store made equal to the file again)."""
+    import shlex
+
+    from invsync.clock import timestamp
+    from invsync.stages.report import escape_formulas
+
+    opts = " ".join(shlex.quote(o) for o in options)
+    opts = f" {opts}" if opts else ""
+    live_cmd = (f"invsync sync {shlex.quote(str(file)) if file else 'FILE'} "
+                f"--baseline live{opts}")
+    out: dict[str, Any] = {"plan_file": None, "commands": [live_cmd] if file else []}
+    plan = result.differences.select(
+        "location_id", "identifier", escape_formulas(pl.col("item_key")).alias("item"),
+        pl.col("expected").alias("old"), pl.col("expected").alias("new"),
+        pl.lit(0, pl.Int64).alias("delta"), pl.lit(None, pl.Int64).alias("row"),
+        pl.lit("planned").alias("status"))
+    path = settings.reports / f"drift-{timestamp().replace(':', '').replace('-', '')}.plan.csv"
+    try:
+        settings.reports.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, plan.write_csv().encode())
+    except OSError as exc:
+        out["error"] = f"the repair plan could not be written to {path}: {exc.strerror or exc}"
+    else:
+        out["plan_file"] = str(path)
+        out["commands"].insert(1 if file else 0,
+                               f"invsync sync --plan-file {shlex.quote(str(path))}{opts}")
+    if not file:
+        out["commands"].append(live_cmd)
+    return out
 
 
 def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,

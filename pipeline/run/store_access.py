@@ -33,9 +33,16 @@ def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
         if emit:
             emit("retry", info)
 
+    def on_rate_wait(info: dict[str, Any]) -> None:
+        # "rate_limit": the store's quota (once per client); "rate_limit_wait": a wait for it.
+        if emit:
+            kind = info.pop("kind", "wait")
+            emit("rate_limit" if kind == "quota" else "rate_limit_wait", info)
+
     return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
                        concurrency=settings.concurrency, retry=settings.retry,
-                       verify_tls=settings.verify_tls, on_retry=on_retry)
+                       verify_tls=settings.verify_tls, on_retry=on_retry,
+                       on_rate_wait=on_rate_wait)
 
 
 def live_levels(settings: Settings, location_ids: Iterable[int],

@@ -110,10 +110,12 @@ def retry_cause(status: Any) -> str:
 
 
 def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
-              command: str = "sync", origin: dict[str, Any] | None = None) -> RunReport:
+              command: str = "sync", origin: dict[str, Any] | None = None,
+              reverted_from: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
-    ``origin`` (who started the run, from where) is recorded as is in ``report.json``.
+    ``origin`` (who started the run, from where) is recorded as is in ``report.json``, and
+    so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added to the run's notes).
     Raises :class:`~invsync.errors.UsageError` for unusable settings and
     :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
     ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
@@ -124,6 +126,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     run = _Run(Path(path), settings, on_event or _no_event)
     run.report.command = command
     run.report.origin = dict(origin or {})
+    run.report.reverted_from = reverted_from
+    run.report.notes.extend(notes or [])
     run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
     locks_held: list[StoreLock] = []
@@ -153,6 +157,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         if locks_held and run.snapshots.clean_temp_files():
             run.report.notes.append("removed temporary snapshot files a killed run left")
         _note_legacy_state(run)
+        _scheduled_live_baseline(run)
         _execute(run)
     except FatalError as exc:
         run.report.error = str(exc)
@@ -326,6 +331,17 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
                        f"what the interrupted run confirmed first)")
 
 
+def _scheduled_live_baseline(run: _Run) -> None:
+    """``baseline_every``: use the live baseline when the last run that did is too old."""
+    from invsync.run.reconcile import live_baseline_due
+
+    why = live_baseline_due(run.settings, run.snapshots.read_meta())
+    if why:
+        run.settings = replace(run.settings, baseline="live")  # the caller's stay as they are
+        run.report.options["baseline"] = "live"
+        run.report.notes.append(why)
+
+
 def _note_legacy_state(run: _Run) -> None:
     """Say once that a snapshot of the old layout (per state dir and hash only) is not used."""
     snapshots = run.snapshots
@@ -437,8 +453,9 @@ def _execute(run: _Run) -> None:
             and planned_old is None and table.rows > 0:
         meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
+        live = {"last_live_baseline": report.started_at} if settings.baseline == "live" else {}
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
-                                  "last_finished": utc_now()})
+                                  "last_finished": utc_now(), **live})
 
 
 def _warm_up() -> None:

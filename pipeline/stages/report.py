@@ -90,6 +90,8 @@ class RunReport:
     brakes: list[dict[str, str]] = field(default_factory=list)
     by_location: dict[str, dict[str, int]] = field(default_factory=dict)
     resumed_from: str | None = None
+    reverted_from: str | None = None
+    """The run whose replaced levels this ``revert`` run put back."""
     error: str | None = None
     exit_code: int = 0
     report_dir: str = ""

@@ -65,6 +65,13 @@ class RateLimiter:
     in_flight: int = 0
     blocked_until: float = 0.0
     waited_s: float = 0.0
+    quota: int | None = None
+    """Requests a window, as the store last said (``X-Rate-Limit-Requests-Quota``)."""
+    window_s: float | None = None
+    on_wait: Callable[[dict[str, Any]], None] | None = None
+    """Told of the quota (``kind: quota``, when first known or changed) and of each wait for
+    it (``kind: wait``, once per window): ``wait_s``, ``quota``, ``window_s``."""
+    _told_until: float = 0.0
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def acquire(self, deadline: float = math.inf) -> None:
@@ -93,8 +100,17 @@ class RateLimiter:
                         f"{max(deadline - now, 0):.0f} s left of the retry budget "
                         f"(retry.max_total_s without progress)")
                 self.waited_s += wait
+                self._tell(now, wait)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=wait)
+
+    def _tell(self, now: float, wait: float) -> None:
+        """Report a wait for the quota once, not once per request held back by it."""
+        if self.on_wait is None or now + wait <= self._told_until + 0.5:
+            return
+        self._told_until = now + wait
+        self.on_wait({"kind": "wait", "wait_s": round(wait, 3), "quota": self.quota,
+                      "window_s": self.window_s})
 
     async def release(self, headers: httpx.Headers | None) -> None:
         """Record the quota the store reported in an answer (or none, on failure)."""
@@ -104,6 +120,13 @@ class RateLimiter:
                 left = _int_header(headers, "x-rate-limit-requests-left")
                 reset_ms = _int_header(headers, "x-rate-limit-time-reset-ms")
                 window_ms = _int_header(headers, "x-rate-limit-time-window-ms") or 30000
+                quota = _int_header(headers, "x-rate-limit-requests-quota")
+                if quota is not None and quota > 0 and reset_ms is not None \
+                        and (quota, window_ms / 1000) != (self.quota, self.window_s):
+                    self.quota, self.window_s = quota, window_ms / 1000
+                    if self.on_wait is not None:
+                        self.on_wait({"kind": "quota", "quota": quota,
+                                      "window_s": self.window_s})
                 if left is not None and reset_ms is not None:
                     reset_s = min(max(reset_ms, 0) / 1000, self.max_wait_s)
                     reset_at = time.monotonic() + reset_s + self.margin_s
@@ -153,12 +176,13 @@ class StoreClient:
         seed: int | None = None,
         on_retry: Callable[[dict[str, Any]], None] | None = None,
         max_pages: int = MAX_PAGES,
+        on_rate_wait: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if not store_hash:
             raise UsageError("no store hash: pass --store-hash or set BIGCOMMERCE_STORE_HASH")
         self.base = f"{api_url.rstrip('/')}/stores/{store_hash}/v3"
         self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s)
+        self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s, on_wait=on_rate_wait)
         self.max_pages = max_pages
         self._rng = random.Random(seed)
         self._on_retry = on_retry

@@ -246,8 +246,14 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
+    # The repair commands it prints name the same store and state as this drift check.
+    options = [*(["--config", str(settings.config_path)] if settings.config_path else []),
+               *(["--profile", settings.profile] if settings.profile else [])]
+    for name in ("store_hash", "api_url", "state_dir"):
+        if flags.get(name) is not None:
+            options += [f"--{name.replace('_', '-')}", str(flags[name])]
     ctx.exit(drift_check(settings, file, location_id, quiet=ctx.obj["quiet"],
-                         as_json=ctx.obj["log_format"] == "json"))
+                         as_json=ctx.obj["log_format"] == "json", command_options=options))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -296,10 +302,57 @@ def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     _finish(ctx, resume_run(settings, on_event=_events(ctx)), settings)
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_id")
+@click.option("--dry-run", is_flag=True, help="Show what would be put back; send nothing.")
+@click.option("--force", is_flag=True,
+              help="Also put back items whose level changed since that run.")
+@click.option("--reason", help="Reason recorded with each adjustment [invsync revert of run ID].")
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots and locks.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
+              help="Turn TLS certificate checks off (never do this in production).")
+@_wait_lock_option
+@_config_options
+@click.pass_context
+def revert(ctx: click.Context, run_id: str, config_path: Path | None, force: bool,
+           **flags: Any) -> None:
+    """Put back the levels run RUN_ID replaced ('last' and prefixes work).
+
+    Only items whose live level is still what that run set are reverted; the others, and
+    items that were new in that run, are listed (--force reverts changed items too). The
+    revert is a run of its own: lock, brakes, report (command "revert").
+    """
+    from invsync.run.config import load_settings
+    from invsync.run.revert import revert_run
+
+    settings = load_settings(config_path, flags)
+    done = revert_run(settings, run_id, force=force, on_event=_events(ctx))
+    json_out = ctx.obj["log_format"] == "json"
+    if json_out:
+        from invsync.surfaces.progress import JsonEvents
+
+        JsonEvents()("revert_left", {
+            "run_id": done.report.run_id if done.report else None,
+            "reverted_from": done.past.run_id, "reverted": done.reverted,
+            "left": done.left.height, "items": done.left.head(1000).to_dicts()})
+    elif not ctx.obj["quiet"] or done.report is None:
+        from invsync.surfaces.summary import print_revert_left
+
+        print_revert_left(done)
+    if done.report is None:
+        # Nothing to send: no run. Exit 1 when items were left because they moved.
+        moved = done.left.filter(done.left["why"] == "changed_since").height
+        ctx.exit(1 if moved else 0)
+    _finish(ctx, done.report, settings)
+
+
 def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
     """After any run: notify, print the summary and the summary line, exit with its code.
 
-    This is the one place runs end in the CLI (sync, plan, resume), so notifications are
+    This is the one place runs end in the CLI (sync, plan, resume, revert), so notifications are
     sent here, after the run folder is complete.
     """
     json_out = ctx.obj["log_format"] == "json"

@@ -120,3 +120,28 @@ def print_runs(rows: list[dict[str, object]], where: Path,
                       f"{r['rows']:,}", f"{r['changed']:,}",
                       f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
     console.print(table)
+
+
+def print_revert_left(done: object, top: int = 20) -> None:
+    """What ``invsync revert`` left as it was: items changed since the run, items it added."""
+    import click
+
+    from invsync.terminal import clean
+
+    left = done.left  # type: ignore[attr-defined]
+    past = done.past.run_id  # type: ignore[attr-defined]
+    click.echo(f"revert of run {clean(past)}: {done.reverted:,} item(s) to put back, "  # type: ignore[attr-defined]
+               f"{left.height:,} left as they are")
+    why_text = {"changed_since": "changed since that run",
+                "new_in_run": "new in that run: no earlier level"}
+    for r in left.head(top).iter_rows(named=True):
+        live = "" if r["why"] != "changed_since" else (
+            ", store has " + ("nothing listed" if r["live"] is None else f"{r['live']:,}"))
+        old = "" if r["old"] is None else f", before it {r['old']:,}"
+        click.echo(f"  left: location {r['location_id']} {clean(r['identifier'])} "
+                   f"{clean(r['item_key'])}: that run set {r['set']:,}{old}{live} "
+                   f"({why_text.get(r['why'], r['why'])})")
+    if left.height > top:
+        click.echo(f"  … {left.height - top:,} more")
+    if left.filter(left["why"] == "changed_since").height:
+        click.echo("  revert --force puts back the items changed since that run too")

@@ -1,0 +1,227 @@
+"""``invsync revert RUN_ID``: put back the levels a run replaced.
+
+The levels come from the run's ``plan.csv``: each item it set (status ``accepted``, or
+``unconfirmed``: sent without an answer, it may have landed) goes
+back to its ``old`` level, but only while the store still holds the level that run set
+(read live, filtered to those items): an item changed since (a manual edit, a later run)
+is left as it is and listed, unless ``force``. Items that were new in that run (no old
+level) are left and listed too: invsync never knew a level to put back.
+
+A revert is a run like any other: it writes its revert plan next to the reverted run's
+folder and pushes it through the ``sync --plan-file`` path of :mod:`invsync.run.sync`
+(lock, brakes, journal, snapshot, its own run folder with ``command: "revert"`` and
+``reverted_from``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from invsync.clock import timestamp
+from invsync.disk import write_atomic
+from invsync.errors import InputFileError, UsageError
+from invsync.run.config import Settings
+from invsync.run.store_access import Event, live_levels, store_client
+from invsync.run.sync import sync_file
+from invsync.stages.ingest import unescape_formulas
+from invsync.stages.report import RunReport, escape_formulas
+from invsync.state.history import PastRun, find_run, list_runs
+from invsync.state.snapshot import SnapshotStore
+from invsync.store.client import whole_number
+from invsync.store.identity import QUERY_BUDGET
+from invsync.store.live import levels_by_key
+from invsync.tables import KEY
+
+LEFT_COLUMNS = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
+                "old": pl.Int64, "set": pl.Int64, "live": pl.Int64, "why": pl.String}
+
+
+@dataclass
+class Revert:
+    """What a revert did: its run (None when there was nothing to send) and what it left."""
+
+    past: PastRun
+    report: RunReport | None
+    left: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LEFT_COLUMNS))
+    """Items not put back: ``why`` is ``changed_since`` (the live level is no longer the one
+    the run set; reverted anyway with ``force``: then not listed) or ``new_in_run``."""
+    reverted: int = 0
+
+
+def revert_run(settings: Settings, run_id: str, *, force: bool = False,
+               on_event: Event | None = None) -> Revert:
+    """Put back the levels run ``run_id`` replaced; see the module's description.
+
+    Raises :class:`UsageError` when the run is not one of this store's (same API URL, store
+    hash and profile) or has no ``plan.csv``.
+    """
+    settings.check(needs_store=True)  # even a dry run reads the live levels
+    past = _newest_that_set_levels(settings) if run_id == "last" else \
+        find_run(settings.reports, run_id, settings.profile)
+    store = past.report.get("store") or {}
+    if (store.get("store_hash"), _host(store.get("api_url"))) != (
+            settings.store_hash, _host(settings.api_url)):
+        raise UsageError(f"run {past.run_id} synced store {store.get('store_hash')!r} at "
+                         f"{store.get('api_url')}, not {settings.store_hash!r} at "
+                         f"{settings.api_url}: nothing was sent")
+    if (store.get("profile") or None) != settings.profile:
+        raise UsageError(f"run {past.run_id} ran with profile {store.get('profile')!r}, not "
+                         f"{settings.profile!r}: nothing was sent")
+    accepted = _accepted(past)
+    new_items = accepted.filter(pl.col("old").is_null())
+    candidates = accepted.filter(pl.col("old").is_not_null())
+    left = [new_items.with_columns(live=pl.lit(None, pl.Int64), why=pl.lit("new_in_run"))]
+    to_revert = candidates.head(0)
+    if candidates.height:
+        live = _live_levels_of(settings, candidates.select(KEY), on_event)
+        compared = candidates.join(live.select(*KEY, pl.col("quantity").alias("live")),
+                                   on=KEY, how="left")
+        still = compared.filter(pl.col("live").eq_missing(pl.col("set")))
+        moved = compared.filter(~pl.col("live").eq_missing(pl.col("set")))
+        to_revert = compared if force else still
+        if not force:
+            left.append(moved.with_columns(why=pl.lit("changed_since")))
+    left_frame = pl.concat([f.select(list(LEFT_COLUMNS)).cast(LEFT_COLUMNS)  # type: ignore[arg-type]
+                            for f in left]).sort("location_id", "identifier", "item_key")
+    result = Revert(past=past, report=None, left=left_frame, reverted=to_revert.height)
+    if to_revert.height == 0:
+        return result
+    plan_path = _write_revert_plan(settings, past, to_revert)
+    notes = [f"revert of run {past.run_id}: {to_revert.height:,} item(s) put back to the level "
+             f"they had before it" + (" (--force: also items changed since)" if force else "")]
+    moved_left = left_frame.filter(pl.col("why") == "changed_since").height
+    if moved_left:
+        notes.append(f"{moved_left:,} item(s) left as they are: the store's level changed since "
+                     f"that run (revert --force puts them back too)")
+    if new_items.height:
+        notes.append(f"{new_items.height:,} item(s) left as they are: new in that run (no "
+                     f"earlier level to put back)")
+    run_settings = replace(settings, plan_file=True, full=False, zero_missing=False)
+    if run_settings.reason in (None, Settings().reason):
+        run_settings.reason = f"invsync revert of run {past.run_id}"
+    result.report = sync_file(plan_path, run_settings, on_event=on_event, command="revert",
+                              reverted_from=past.run_id, notes=notes)
+    return result
+
+
+def _newest_that_set_levels(settings: Settings) -> PastRun:
+    """``revert last``: the newest run of this store (and profile) that set levels (a plan or
+    dry run set none)."""
+    for past in list_runs(settings.reports, settings.store_hash, profile=settings.profile):
+        counts = past.report.get("counts") or {}
+        if past.report.get("status") != "dry_run" and \
+                (counts.get("accepted") or counts.get("unconfirmed")):
+            return past
+    raise UsageError(f"no run under {settings.reports} has set levels of store "
+                     f"{settings.store_hash!r} yet")
+
+
+def _host(api_url: Any) -> str:
+    return str(api_url or "").rstrip("/").lower()
+
+
+def _accepted(past: PastRun) -> pl.DataFrame:
+    """The items run ``past`` set: KEY, ``old`` (null: new then) and ``set`` (its level)."""
+    path = past.folder / "plan.csv"
+    if not path.exists():
+        raise UsageError(f"run {past.run_id} has no plan.csv: nothing to revert")
+    try:
+        plan = pl.read_csv(path, infer_schema=False)
+        # An unconfirmed item may have landed: the live read tells (it holds the run's level).
+        return plan.filter(pl.col("status").is_in(["accepted", "unconfirmed"])).select(
+            pl.col("location_id").cast(pl.Int64), "identifier",
+            unescape_formulas(pl.col("item")).alias("item_key"),
+            pl.col("old").cast(pl.Int64).alias("old"),
+            pl.col("new").cast(pl.Int64).alias("set"))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputFileError(str(path), f"not a readable plan.csv: {exc}") from None
+
+
+def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Event | None) -> pl.DataFrame:
+    """Live levels of just ``keys`` (``GET /inventory/items`` filtered by identifier and
+    location, in short chunks); a SKU with a comma cannot be a filter value, so the
+    locations of such items are read whole."""
+    locations = sorted(keys["location_id"].unique().to_list())
+    by_kind = {kind: sorted(keys.filter(pl.col("identifier") == kind)["item_key"].unique()
+                            .to_list()) for kind in ("sku", "variant_id", "product_id")}
+    if any("," in sku for sku in by_kind["sku"]):
+        return live_levels(settings, locations, emit)
+
+    async def go() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        async with store_client(settings, emit) as client:
+            for kind, values in by_kind.items():
+                for chunk in _chunks(values):
+                    filters = {f"{kind}:in": chunk,
+                               "location_id:in": ",".join(map(str, locations))}
+                    async for entry in client.iter_filtered_items(filters):
+                        rows.extend(_levels(entry, set(locations)))
+        return rows
+
+    rows = asyncio.run(go())
+    raw = pl.DataFrame(rows, schema={"location_id": pl.Int64, "sku": pl.String,
+                                     "variant_id": pl.Int64, "product_id": pl.Int64,
+                                     "quantity": pl.Int64})
+    return levels_by_key(raw.unique())
+
+
+def _levels(entry: dict[str, Any], locations: set[int]) -> list[dict[str, Any]]:
+    from invsync.errors import StoreError
+
+    try:
+        ident = entry.get("identity") or {}
+        vid, pid = ident.get("variant_id"), ident.get("product_id")
+        out = []
+        for level in entry.get("locations") or []:
+            loc = whole_number(level["location_id"])
+            if loc in locations:
+                out.append({"location_id": loc,
+                            "sku": None if ident.get("sku") is None else str(ident["sku"]),
+                            "variant_id": None if vid is None else whole_number(vid),
+                            "product_id": None if pid is None else whole_number(pid),
+                            "quantity": whole_number(level["total_inventory_onhand"])})
+        return out
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise StoreError("GET /inventory/items: the store listed an item without a usable "
+                         "identity, location_id or total_inventory_onhand") from None
+
+
+def _chunks(values: list[str], budget: int = QUERY_BUDGET) -> list[str]:
+    """Comma-joined runs of ``values``, each about at most ``budget`` characters encoded."""
+    from urllib.parse import quote
+
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        cost = len(quote(value, safe="")) + 3
+        if chunk and size + cost > budget:
+            out.append(",".join(chunk))
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    if chunk:
+        out.append(",".join(chunk))
+    return out
+
+
+def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame) -> Path:
+    """The revert as a ``plan.csv`` (old: the snapshot's level now, new: the level before
+    the run), beside the reverted run's folder: ``<run>/revert-<time>.plan.csv``."""
+    snapshot = SnapshotStore(settings.state_dir, settings.store_hash or "", settings.api_url,
+                             settings.profile).load()
+    plan = items.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
+                      how="left").select(
+        "location_id", "identifier", escape_formulas(pl.col("item_key")).alias("item"),
+        pl.col("now").alias("old"), pl.col("old").alias("new"),
+        (pl.col("old") - pl.col("now").fill_null(0)).alias("delta"),
+        pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"))
+    stamp = timestamp().replace(":", "").replace("-", "")
+    path = past.folder / f"revert-{stamp}.plan.csv"
+    write_atomic(path, plan.write_csv().encode())
+    return path
