@@ -74,6 +74,15 @@ class Settings:
     """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
     shrunken-file brake compares a run only with past runs of the same kind."""
 
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, *, profile: str | None = None,
+                    **overrides: Any) -> Settings:
+        """Settings as the CLI builds them: ``overrides`` (flag names, e.g. ``dry_run=True``)
+        win over the environment, which wins over the config file at ``path``
+        (else ``$INVSYNC_CONFIG``), which wins over the defaults."""
+        return load_settings(Path(path) if path is not None else None,
+                             {**overrides, "profile": profile})
+
     @property
     def reports(self) -> Path:
         """Where run folders go: ``--report-dir``, else ``<state-dir>/runs``."""
