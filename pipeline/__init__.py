@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from invsync.errors import (
         FatalError,
         InvsyncError,
+        LockedError,
         RetryableError,
         RowRejected,
         UsageError,
@@ -34,6 +35,7 @@ _EXPORTS = {
     "RunReport": "invsync.stages.report",
     "InvsyncError": "invsync.errors",
     "FatalError": "invsync.errors",
+    "LockedError": "invsync.errors",
     "UsageError": "invsync.errors",
     "RetryableError": "invsync.errors",
     "RowRejected": "invsync.errors",
@@ -42,6 +44,7 @@ _EXPORTS = {
 __all__ = [
     "FatalError",
     "InvsyncError",
+    "LockedError",
     "RetryableError",
     "RowRejected",
     "RunReport",
