@@ -222,11 +222,28 @@ class StoreClient:
                                  "without a whole-number id") from None
         return out
 
-    async def iter_items(self, location_ids: list[int]) -> Any:
-        """Yield ``GET /inventory/items`` entries (identity + per-location levels), paged."""
-        params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids))}
+    async def iter_items(self, location_ids: list[int],
+                         filters: dict[str, str] | None = None) -> Any:
+        """Yield ``GET /inventory/items`` entries (identity + per-location levels), paged;
+        ``filters`` narrows the listing (e.g. ``{"sku:in": "A,B"}``)."""
+        params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids)),
+                  **(filters or {})}
         async for entry in self._pages("/inventory/items", params):
             yield entry
+
+    async def count_items(self, location_ids: list[int]) -> int | None:
+        """How many items ``GET /inventory/items`` lists at ``location_ids`` (one request
+        for a one-entry page); None when the store gives no total."""
+        params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids)),
+                  "page": "1", "limit": "1"}
+        response, _ = await self._request("GET", "/inventory/items", None, params=params)
+        payload = _json(response, "GET /inventory/items")
+        meta = payload.get("meta") if isinstance(payload, dict) else None
+        pagination = meta.get("pagination") if isinstance(meta, dict) else None
+        try:
+            return whole_number(pagination["total"])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            return None
 
     async def iter_filtered_items(self, filters: dict[str, str]) -> Any:
         """Yield ``GET /inventory/items`` entries matching ``filters`` (e.g. ``variant_id:in``)."""
