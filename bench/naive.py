@@ -11,8 +11,10 @@ the first answer that is not 2xx.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
+import time
 
 import httpx
 
@@ -27,13 +29,15 @@ def main(path: str) -> int:
     with open(path, newline="", encoding="utf-8") as fh:
         items = [{"location_id": int(r["location_id"]), "sku": r["sku"],
                   "quantity": int(r["quantity"])} for r in csv.DictReader(fh)]
+    started = time.perf_counter()
     with httpx.Client(headers=headers, timeout=60) as client:
         for start in range(0, len(items), BATCH):
             response = client.put(url, json={"items": items[start:start + BATCH]})
             if not response.is_success:
                 print(f"HTTP {response.status_code}: {response.text[:200]}", file=sys.stderr)
                 return 1
-    print(f"sent {len(items)} items in {-(-len(items) // BATCH)} requests")
+    print(json.dumps({"items": len(items), "requests": -(-len(items) // BATCH),
+                      "send_s": round(time.perf_counter() - started, 4)}))
     return 0
 
 
