@@ -186,7 +186,7 @@ async def submit(
     batches: list[Batch],
     *,
     reason: str | None,
-    concurrency: int = 4,
+    concurrency: int = 8,
     on_batch: Callable[[BatchResult], None] | None = None,
     on_sending: Callable[[Batch], None] | None = None,
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
@@ -210,9 +210,9 @@ async def submit(
             if stop.is_set():
                 return
             t0 = time.monotonic()
-            if on_sending:
-                # Journal writes fsync: keep them off the event loop, but finish before sending.
-                await asyncio.to_thread(on_sending, batch)
+            # The body (polars, which lets go of the GIL) and the journal's fsync: off the
+            # event loop, so answers to other batches are read meanwhile; done before sending.
+            await asyncio.to_thread(_prepare, batch, on_sending)
             try:
                 await _send_isolating(client, batch, result, reason, on_confirmed)
             except FatalError as exc:
@@ -231,6 +231,13 @@ async def submit(
                         batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent, responses_429=client.responses_429,
                         seconds=time.monotonic() - started)
+
+
+def _prepare(batch: Batch, on_sending: Callable[[Batch], None] | None) -> None:
+    """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
+    _ = batch.encoded
+    if on_sending:
+        on_sending(batch)
 
 
 async def _send_isolating(

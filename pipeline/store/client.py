@@ -164,7 +164,7 @@ class StoreClient:
         store_hash: str,
         token: Secret | str,
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify_tls: bool = True,
