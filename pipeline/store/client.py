@@ -251,34 +251,23 @@ class StoreClient:
         return out
 
     async def iter_items(self, location_ids: list[int],
-                         filters: dict[str, str] | None = None) -> Any:
+                         filters: dict[str, str] | None = None,
+                         on_total: Callable[[int | None], None] | None = None) -> Any:
         """Yield ``GET /inventory/items`` entries (identity + per-location levels), paged;
-        ``filters`` narrows the listing (e.g. ``{"sku:in": "A,B"}``)."""
+        ``filters`` narrows the listing (e.g. ``{"sku:in": "A,B"}``); ``on_total`` is told
+        the entries the store says it lists, once the first page is in."""
         params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids)),
                   **(filters or {})}
-        async for entry in self._pages("/inventory/items", params):
+        async for entry in self._pages("/inventory/items", params, on_total):
             yield entry
-
-    async def count_items(self, location_ids: list[int]) -> int | None:
-        """How many items ``GET /inventory/items`` lists at ``location_ids`` (one request
-        for a one-entry page); None when the store gives no total."""
-        params = {"location_id:in": ",".join(str(i) for i in sorted(location_ids)),
-                  "page": "1", "limit": "1"}
-        response, _ = await self._request("GET", "/inventory/items", None, params=params)
-        payload = _json(response, "GET /inventory/items")
-        meta = payload.get("meta") if isinstance(payload, dict) else None
-        pagination = meta.get("pagination") if isinstance(meta, dict) else None
-        try:
-            return whole_number(pagination["total"])  # type: ignore[index]
-        except (KeyError, TypeError, ValueError):
-            return None
 
     async def iter_filtered_items(self, filters: dict[str, str]) -> Any:
         """Yield ``GET /inventory/items`` entries matching ``filters`` (e.g. ``variant_id:in``)."""
         async for entry in self._pages("/inventory/items", filters):
             yield entry
 
-    async def _pages(self, path: str, params: dict[str, str]) -> Any:
+    async def _pages(self, path: str, params: dict[str, str],
+                     on_total: Callable[[int | None], None] | None = None) -> Any:
         """Every entry of a paged listing, read one page after the other.
 
         The store's pagination is a hint, not a promise: the pages read are capped by what
@@ -305,6 +294,8 @@ class StoreClient:
                 total = whole_number(pagination["total"]) if "total" in pagination else None
             except (TypeError, ValueError):
                 raise StoreError(f"{what}: page {page} has no usable pagination") from None
+            if page == 1 and on_total is not None:
+                on_total(total)
             if not data:
                 if total is not None and read < total:
                     raise StoreError(f"{what}: page {page} is empty although only {read:,} of "

@@ -56,32 +56,47 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
     (``identifier``, ``item_key``: the items wanted) only those are read, through
     ``sku:in``/``variant_id:in``/``product_id:in`` filters, unless a full read takes no
     more requests: ``known_items`` (items known to exist, e.g. the snapshot's) bounds the
-    catalog from below; when that is not enough to decide, one request asks the store
-    how many items it lists.
+    catalog from below; when that is not enough to decide, the full read's first page
+    tells the store's total, and is kept when reading on is the cheaper way.
     """
     wanted = sorted(set(location_ids))
     requests_before = client.requests_sent
     filters = read_filters(keys) if keys is not None else None
+    acc = _Levels(set(wanted), emit)
+    full: Any = None  # the full read, when its first page was read to learn the total
     mode = "full"
     if filters is not None and keys is not None:
         named = keys.select("identifier", "item_key").unique().height
         if len(filters) < math.ceil(max(known_items, named, 1) / MAX_PAGE_SIZE):
             mode = "filtered"
         else:
-            total = await client.count_items(wanted)
-            if total is not None and len(filters) < math.ceil(total / MAX_PAGE_SIZE):
+            # Undecided: the full read's first page tells the store's total; it is kept
+            # when reading on is the cheaper way, else the filtered reads follow.
+            totals: list[int | None] = []
+            full = client.iter_items(wanted, on_total=totals.append)
+            first: list[dict[str, Any]] = []
+            async for entry in full:
+                first.append(entry)
+                if len(first) >= _page_len(totals):
+                    break  # the first page is in; the next entry would fetch page 2
+            total = totals[0] if totals else None
+            if total is not None and len(filters) < math.ceil(total / MAX_PAGE_SIZE) - 1:
                 mode = "filtered"
+                await full.aclose()
+                full = None
+            else:
+                for entry in first:
+                    acc.add(entry)
     if emit:
         emit("read_started", {"locations": wanted, "mode": mode,
                               **({"requests": len(filters)} if mode == "filtered" and filters
                                  else {})})
-    acc = _Levels(set(wanted), emit)
     if mode == "filtered" and filters is not None:
         for name, value in filters:
             async for entry in client.iter_items(wanted, {name: value}):
                 acc.add(entry)
     else:
-        async for entry in client.iter_items(wanted):
+        async for entry in full if full is not None else client.iter_items(wanted):
             acc.add(entry)
     if emit:
         emit("read_finished", {"items": acc.count, "levels": len(acc.locs),
@@ -93,6 +108,12 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
         levels = levels.join(keys.select("identifier", "item_key").unique(),
                              on=["identifier", "item_key"], how="semi")
     return levels
+
+
+def _page_len(totals: list[int | None]) -> int:
+    """Entries the first page holds: a full page, or all there are."""
+    total = totals[0] if totals else None
+    return MAX_PAGE_SIZE if total is None else max(1, min(total, MAX_PAGE_SIZE))
 
 
 class _Levels:
