@@ -49,7 +49,7 @@ BIN = Path(sys.executable).parent
 STORE = "benchstore"
 TOKEN = "bench-token"  # the sandbox's own token; nothing real
 ITEMS_PER_REQUEST = 2000
-GROUPS = ("startup", "dry", "memory", "xlsx", "quota", "latency")
+GROUPS = ("startup", "dry", "memory", "xlsx", "quota", "latency", "peer", "reads")
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -70,6 +70,11 @@ class Config:
     window_ms: int = 2000
     quota_latency_ms: int = 50
     latency_ms: int = 100
+    peer_rows: int = 100_000
+    """First-night syncs against the naive peer script (bench/naive.py)."""
+    peer_latencies_ms: tuple[int, ...] = (0, 100)
+    reads_catalog: int = 100_000
+    reads_named: int = 1_000
 
     @property
     def sync_rows(self) -> int:
@@ -90,7 +95,8 @@ def load_config() -> Config:
     cfg = Config()
     if quick:
         cfg = Config(quick=True, dry_rows=200_000, growth_rows=(50_000, 200_000, 500_000),
-                     xlsx_rows=20_000, sync_batches=40, runs=2, heavy_runs=1, help_runs=5)
+                     xlsx_rows=20_000, sync_batches=40, runs=2, heavy_runs=1, help_runs=5,
+                     peer_rows=20_000, reads_catalog=20_000, reads_named=200)
     kw: dict[str, Any] = {}
     if os.environ.get("BENCH_RUNS"):
         n = max(1, int(os.environ["BENCH_RUNS"]))
@@ -125,6 +131,10 @@ class Data:
     xlsx: Path | None = None
     sync_csv: Path | None = None
     catalog: Path | None = None
+    peer_csv: Path | None = None
+    peer_catalog: Path | None = None
+    reads_csv: Path | None = None
+    reads_catalog: Path | None = None
 
 
 def prepare(cfg: Config) -> Data:
@@ -172,6 +182,31 @@ def prepare(cfg: Config) -> Data:
             cache.done(csv.name, recipe)
             say(f"  generated {csv.name} + {catalog.name} ({time.perf_counter() - t:.1f} s)")
         data.sync_csv, data.catalog = csv, catalog
+    if "peer" in cfg.only:
+        rows = cfg.peer_rows
+        csv = DATA / f"peer_{label(rows)}.csv"
+        catalog = DATA / f"catalog_{label(rows // len(datagen.LOCATIONS))}.csv"
+        recipe = {"rows": rows, "seed": datagen.SEED}
+        if not cache.fresh(csv.name, recipe, csv, catalog):
+            datagen.stock_nights(rows)[1].write_csv(csv)
+            datagen.catalog(rows // len(datagen.LOCATIONS)).write_csv(catalog)
+            cache.done(csv.name, recipe)
+        data.peer_csv, data.peer_catalog = csv, catalog
+    if "reads" in cfg.only:
+        import polars as pl
+
+        items, named = cfg.reads_catalog, cfg.reads_named
+        csv = DATA / f"reads_{label(named)}_of_{label(items)}.csv"
+        catalog = DATA / f"catalog_{label(items)}.csv"
+        recipe = {"items": items, "named": named, "seed": datagen.SEED}
+        if not cache.fresh(csv.name, recipe, csv, catalog):
+            # Every (items/named)-th item at location 1: spread over the whole catalog.
+            pl.DataFrame({"i": pl.int_range(0, items, items // named, eager=True)}).select(
+                sku=datagen.sku_expr(pl.col("i")), location_id=pl.lit(1, pl.Int64),
+                quantity=(pl.col("i") % 50 + 1)).write_csv(csv)
+            datagen.catalog(items).write_csv(catalog)
+            cache.done(csv.name, recipe)
+        data.reads_csv, data.reads_catalog = csv, catalog
     return data
 
 
@@ -522,6 +557,123 @@ def bench_latency(cfg: Config, data: Data) -> list[Case]:
     return [default, serial]
 
 
+def bench_peer(cfg: Config, data: Data) -> list[Case]:
+    """Cases 7/8: a first-night sync (no snapshot: every row sent) vs the naive script.
+
+    One sandbox per latency; invsync (default settings) and ``bench/naive.py`` alternate.
+    """
+    import psutil
+
+    from invsync.sandbox.process import run_sandbox
+
+    assert data.peer_csv is not None and data.peer_catalog is not None
+    rows, lb = cfg.peer_rows, label(cfg.peer_rows)
+    out: list[Case] = []
+    for latency in cfg.peer_latencies_ms:
+        what = f"first night, {rows:,} rows ({rows // ITEMS_PER_REQUEST} requests), " \
+               f"latency {latency} ms"
+        inv = Case(f"first_night_{lb}_{latency}ms", f"`invsync sync`, {what}, default settings",
+                   f"invsync sync peer_{lb}.csv --state-dir EMPTY --report-dir R")
+        naive = Case(f"naive_{lb}_{latency}ms", f"`bench/naive.py` (the peer), {what}",
+                     f"python bench/naive.py peer_{lb}.csv")
+        out += [inv, naive]
+        with guarded([inv, naive]), run_sandbox(
+                data.peer_catalog, "--latency-ms", str(latency), store_hash=STORE, token=TOKEN,
+                env=base_env(), startup_timeout_s=300) as sb:
+            proc = psutil.Process(sb.process.pid)
+            env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
+                   "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
+            for i in range(cfg.heavy_runs):
+                for case, is_naive in ((inv, False), (naive, True)):
+                    sb.post("/_sandbox/reset?levels=1")
+                    log = OUT / "logs" / f"{case.name}-{i}"
+                    if is_naive:
+                        cmd = [PY, str(BENCH / "naive.py"), str(data.peer_csv)]
+                    else:
+                        state = fresh_dir(OUT / "runs" / case.name / f"state{i}")
+                        report_dir = fresh_dir(OUT / "runs" / case.name / f"run{i}")
+                        cmd = [*invsync_cmd(), "sync", str(data.peer_csv), "--state-dir",
+                               str(state), "--report-dir", str(report_dir)]
+                    cpu0 = sum(proc.cpu_times()[:2])
+                    m = measure(cmd, env=env, log=log)
+                    sandbox_cpu = sum(proc.cpu_times()[:2]) - cpu0
+                    if m["returncode"] != 0:
+                        raise RuntimeError(f"{case.name} exited {m['returncode']}:\n"
+                                           f"{log_tail(log)}")
+                    stats = sb.stats()
+                    if stats["items_applied"] != rows:
+                        raise RuntimeError(f"{case.name}: the sandbox applied "
+                                           f"{stats['items_applied']} items, expected {rows}")
+                    case.add(m["wall_s"], m)
+                    x = case.extra
+                    x.setdefault("requests", []).append(stats["requests"])
+                    x.setdefault("client_cpu_s", []).append(round(m["cpu_s"], 3))
+                    x.setdefault("sandbox_cpu_s", []).append(round(sandbox_cpu, 3))
+                    if is_naive:
+                        sent = json.loads(Path(str(log) + ".out").read_text().splitlines()[-1])
+                        x.setdefault("submit_s", []).append(sent["send_s"])
+                        x.setdefault("outside_submit_s", []).append(
+                            round(m["wall_s"] - sent["send_s"], 4))
+                    else:
+                        report = run_report(report_dir)
+                        x.setdefault("stage_s", []).append(report["timings"])
+                        x.setdefault("submit_s", []).append(report["timings"]["submit"])
+                        x.setdefault("outside_submit_s", []).append(
+                            round(m["wall_s"] - report["timings"]["submit"], 4))
+                    progress(case, i, cfg.heavy_runs)
+    return out
+
+
+def bench_reads(cfg: Config, data: Data) -> list[Case]:
+    """Case 9: read requests of --baseline live, drift FILE and verify for a file naming
+    ``reads_named`` items of a ``reads_catalog``-item catalog (counted in the sandbox's log)."""
+    from invsync.sandbox.process import run_sandbox
+
+    assert data.reads_csv is not None and data.reads_catalog is not None
+    named, items = label(cfg.reads_named), label(cfg.reads_catalog)
+    cmds = {"baseline_live": "sync --baseline live FILE", "drift": "drift FILE",
+            "verify": "verify RUN"}
+    cases = {k: Case(f"reads_{k}_{named}_of_{items}",
+                     f"`invsync {c}`: GET requests for {cfg.reads_named:,} of "
+                     f"{cfg.reads_catalog:,} items", f"invsync {c}",
+                     timing="read requests (the median s column counts requests)")
+             for k, c in cmds.items()}
+    with guarded(list(cases.values())), run_sandbox(
+            data.reads_catalog, store_hash=STORE, token=TOKEN, env=base_env(),
+            startup_timeout_s=300) as sb:
+        env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
+               "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
+        for i in range(cfg.heavy_runs):
+            sb.post("/_sandbox/reset?levels=1")
+            state = fresh_dir(OUT / "runs" / "reads" / f"state{i}")
+            report_dir = fresh_dir(OUT / "runs" / "reads" / f"run{i}")
+            flags = ["--state-dir", str(state), "--report-dir", str(report_dir)]
+            run_id = ""
+            for key, case in cases.items():
+                if key == "baseline_live":
+                    cmd = ["sync", "--baseline", "live", str(data.reads_csv), *flags]
+                elif key == "drift":
+                    cmd = ["drift", str(data.reads_csv), "--state-dir", str(state)]
+                else:
+                    cmd = ["verify", run_id, "--timeout", "0", *flags]
+                before = len(sb.get("/_sandbox/requests"))
+                log = OUT / "logs" / f"{case.name}-{i}"
+                m = measure([*invsync_cmd(), *cmd], env=env, log=log)
+                if m["returncode"] != 0:
+                    raise RuntimeError(f"{case.name} exited {m['returncode']}:\n"
+                                       f"{log_tail(log)}")
+                if key == "baseline_live":
+                    run_id = run_report(report_dir)["run_id"]
+                gets = [r for r in sb.get("/_sandbox/requests")[before:] if r["method"] == "GET"]
+                case.add(float(len(gets)), m)
+                case.extra.setdefault("wall_s", []).append(round(m["wall_s"], 3))
+                case.extra.setdefault("paths", []).append(
+                    sorted({r["path"].split("/v3", 1)[-1] for r in gets}))
+                say(f"  {case.name:<36} run {i + 1}: {len(gets)} read requests, "
+                    f"{m['wall_s']:.2f} s")
+    return list(cases.values())
+
+
 # ---- ratios and output ----------------------------------------------------------------------
 
 
@@ -577,8 +729,8 @@ def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
         x = c.extra if c is not None and c.seconds and not c.error else None
         ips = median(x["items_per_s_submit"]) if x else None
         use = div(ips, cfg.ceiling_items_per_s)
-        out.append(ratio("3. quota use: items/s (submit stage) / quota ceiling", use, ">= 0.9",
-                         lambda v: v >= 0.9,
+        out.append(ratio("3. quota use: items/s (submit stage) / quota ceiling", use, ">= 0.95",
+                         lambda v: v >= 0.95,
                          f"{ips:,.0f} items/s vs {cfg.ceiling_items_per_s:,.0f}" if ips else ""))
         share = max(x["share_429"]) if x else None
         out.append(ratio("3b. requests answered 429 (worst run)", share, "<= 1%",
@@ -600,8 +752,8 @@ def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
     if "dry" in cfg.only or "memory" in cfg.only:
         c = cases.get(f"dry_run_{label(cfg.dry_rows)}")
         peak = c.peak_rss if c and c.seconds else None
-        out.append(ratio(f"5. peak RSS, dry run {label(cfg.dry_rows)} (MiB)", peak, "< 1024",
-                         lambda v: v < 1024))
+        out.append(ratio(f"5. peak RSS, dry run {label(cfg.dry_rows)} (MiB)", peak, "< 400",
+                         lambda v: v < 400))
     if "memory" in cfg.only:
         pts = [(n, cases.get(f"dry_run_{label(n)}")) for n in cfg.growth_rows]
         pts2 = [(n, c.peak_rss) for n, c in pts if c and c.seconds]
@@ -612,8 +764,40 @@ def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
                              slope, "(reference)", None,
                              ", ".join(f"{label(n)}: {r:,.0f} MiB" for n, r in pts2)))
     if "startup" in cfg.only:
-        out.append(ratio("6. `invsync --help` median wall (s)", med("startup_help"), "< 0.5 s",
-                         lambda v: v < 0.5))
+        out.append(ratio("6. `invsync --help` median wall (s)", med("startup_help"), "< 0.3 s",
+                         lambda v: v < 0.3))
+    if "peer" in cfg.only:
+        lb = label(cfg.peer_rows)
+        for latency in cfg.peer_latencies_ms:
+            inv, naive = med(f"first_night_{lb}_{latency}ms"), med(f"naive_{lb}_{latency}ms")
+            if latency == 0:
+                out.append(ratio(f"7. first night {lb}, zero latency: invsync / naive script "
+                                 "(whole processes)", div(inv, naive), "<= 1.3x",
+                                 lambda v: v <= 1.3,
+                                 "" if inv is None or naive is None
+                                 else f"{inv:.2f} s vs {naive:.2f} s"))
+                c = cases.get(f"first_night_{lb}_{latency}ms")
+                n = cases.get(f"naive_{lb}_{latency}ms")
+                if c and n and c.seconds and n.seconds and not (c.error or n.error):
+                    extra = median(c.extra["submit_s"]) - median(n.extra["submit_s"])
+                    batches = cfg.peer_rows / ITEMS_PER_REQUEST
+                    out.append(ratio("7a. per batch beyond the network: invsync's submit stage "
+                                     "minus the naive send loop, ÷ batches (ms)",
+                                     extra / batches * 1000, "(reference)", None))
+            else:
+                out.append(ratio(f"8. first night {lb}, latency {latency} ms: naive script / "
+                                 "invsync (whole processes)", div(naive, inv), ">= 3x",
+                                 lambda v: v >= 3.0,
+                                 "" if inv is None or naive is None
+                                 else f"{naive:.2f} s vs {inv:.2f} s"))
+    if "reads" in cfg.only:
+        for key in ("baseline_live", "drift", "verify"):
+            c = cases.get(f"reads_{key}_{label(cfg.reads_named)}_of_{label(cfg.reads_catalog)}")
+            worst = max(c.seconds) if c and c.seconds and not c.error else None
+            out.append(ratio(f"9. read requests, {key.replace('_', ' ')}: "
+                             f"{cfg.reads_named:,} of {cfg.reads_catalog:,} items (worst run)",
+                             worst, "<= 5", lambda v: v <= 5,
+                             f"a full read: {-(-cfg.reads_catalog // 1000)} pages"))
     return out
 
 
@@ -667,6 +851,10 @@ def fmt(v: float | None, digits: int = 3) -> str:
 def fmt_ratio(r: Ratio) -> str:
     if r.value is None:
         return "—"
+    if "(ms)" in r.name:
+        return fmt(r.value, 1)
+    if "read requests" in r.name:
+        return f"{r.value:.0f}"
     if "%" in r.target:
         return f"{r.value:.2%}"
     if "MiB" in r.name or "wall (s)" in r.name:
@@ -694,7 +882,8 @@ def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[
     ]
     for c in cases:
         d = c.to_dict()
-        timing = "in-process" if c.timing.startswith("in-process") else "process wall"
+        timing = ("in-process" if c.timing.startswith("in-process") else "read requests"
+                  if c.timing.startswith("read requests") else "process wall")
         what = c.description + (f" — ERROR: {c.error}" if c.error else "")
         lines.append(f"| `{c.name}` | {what} | {timing} | {d['runs']} | {fmt(d['median_s'])} | "
                      f"{fmt(d['min_s'])} | {fmt(d['max_s'])} | {fmt(d['peak_rss_mb'], 0)} |")
@@ -719,7 +908,7 @@ def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[
             lines.append(f"| `{c.name}` | " + " | ".join(fmt(sm.get(s)) for s in stages)
                          + f" | {fmt(untimed)} | {fmt(sm['total'])} | "
                            f"{fmt(c.extra['outside_sync_file_median_s'])} | {fmt(c.median)} |")
-    sync_cases = [c for c in cases if "submit_s" in c.extra and c.seconds]
+    sync_cases = [c for c in cases if "items_per_s_submit" in c.extra and c.seconds]
     if sync_cases:
         lines += ["", "Sync runs (medians): submit stage, items/s, requests, 429s, "
                       "max in flight, CPU seconds of the CLI and of the sandbox:", "",
@@ -734,6 +923,22 @@ def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[
                 f"{sum(x['http_429'])} | {max(x['max_in_flight'])} | "
                 f"{sum(x['item_overlaps'])} | {fmt(median(x['client_cpu_s']), 1)} | "
                 f"{fmt(median(x['sandbox_cpu_s']), 1)} |")
+    peer_cases = [c for c in cases if c.name.startswith(("first_night_", "naive_")) and c.seconds]
+    if peer_cases:
+        lines += ["", "First night vs the naive script (medians): whole process, the "
+                      "sending (invsync's submit stage, the script's PUT loop) and everything "
+                      "outside it, CPU seconds of the client and "
+                      "of the sandbox:", "",
+                  "| case | wall s | submit s | outside submit s | requests | client CPU s | "
+                  "sandbox CPU s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for c in peer_cases:
+            x = c.extra
+            lines.append(
+                f"| `{c.name}` | {fmt(c.median)} | "
+                f"{fmt(median(x['submit_s']))} | "
+                f"{fmt(median(x['outside_submit_s']))} | "
+                f"{median(x['requests']):.0f} | {fmt(median(x['client_cpu_s']), 2)} | "
+                f"{fmt(median(x['sandbox_cpu_s']), 2)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -787,6 +992,12 @@ def main() -> int:
     if "latency" in cfg.only:
         say("case 4: latency-bound, concurrency")
         keep(bench_latency(cfg, data))
+    if "peer" in cfg.only:
+        say("cases 7, 8: first night vs the naive script")
+        keep(bench_peer(cfg, data))
+    if "reads" in cfg.only:
+        say("case 9: live read requests")
+        keep(bench_reads(cfg, data))
     if "memory" in cfg.only:
         say("case 5: memory growth")
         keep(bench_memory(cfg, data, done))

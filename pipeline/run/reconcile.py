@@ -14,7 +14,7 @@ from invsync.disk import write_atomic
 from invsync.errors import FatalError
 from invsync.redact import redact
 from invsync.run.config import Settings
-from invsync.run.store_access import live_levels, verify_levels
+from invsync.run.store_access import known_items, live_levels, verify_levels
 from invsync.stages.ingest import unescape_formulas
 from invsync.state.history import find_run
 from invsync.state.snapshot import SnapshotStore
@@ -97,6 +97,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     """
     expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
                              settings.api_url, settings.profile).load()
+    catalog_hint = known_items(expected)
     unknown = expected.filter(pl.col("quantity").is_null())
     expected = expected.filter(pl.col("quantity").is_not_null())
     if unknown.height and not quiet and not as_json:
@@ -124,7 +125,9 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
         if not quiet:
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         return 0
-    live = live_levels(settings, expected["location_id"].unique().to_list())
+    # Only the items compared are read (filtered reads) unless that takes more requests.
+    live = live_levels(settings, expected["location_id"].unique().to_list(), keys=expected,
+                       known_items=catalog_hint)
     result = compare(expected, live)
     repair = _repair(settings, result, file, command_options or []) \
         if result.differences.height else None
@@ -183,7 +186,10 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
             click.echo(f"verify: run {clean(past.run_id)} set no levels")
         return 0
     try:
-        result = verify_levels(settings, accepted, timeout_s=timeout_s)
+        catalog_hint = known_items(SnapshotStore(settings.state_dir, settings.store_hash or "",
+                                                 settings.api_url, settings.profile).load())
+        result = verify_levels(settings, accepted, timeout_s=timeout_s,
+                               catalog_hint=catalog_hint)
     except FatalError as exc:  # a failed read is a failed verification (exit 2), recorded
         write_atomic(past.folder / "verify.json", json.dumps({
             "run_id": past.run_id, "status": "failed", "error": redact(str(exc)),

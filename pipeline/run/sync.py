@@ -400,21 +400,33 @@ def _execute(run: _Run) -> None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
     # What the store holds, as far as we know: the brakes judge every run against it,
     # whatever the diff's baseline (--full has none, a plan has its own).
-    held = snapshot
+    held = live = snapshot
     if settings.baseline == "live":
-        from invsync.run.store_access import live_levels
+        from invsync.run.store_access import known_items, live_levels
 
-        held = live_levels(settings, checked.valid["location_id"].unique().to_list(), run.emit)
+        # Only the file's items are read (filtered reads) unless reading every item at its
+        # locations takes no more requests, or --zero-missing needs the items it leaves out.
+        file_locations = checked.valid["location_id"].unique()
+        live = live_levels(settings, file_locations.to_list(), run.emit,
+                           keys=None if settings.zero_missing else checked.valid,
+                           known_items=known_items(snapshot))
         # The store lists an item under its SKU, variant id and product id: counted once per
         # item only in the identifier kinds the file uses, or the brake's share is diluted.
-        held = held.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
+        live = live.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
                                                       .implode()))
+        held = live
+        if not settings.zero_missing:
+            # The snapshot's levels of the items not read keep the brake's denominator.
+            held = pl.concat([live, snapshot.filter(
+                pl.col("location_id").is_in(file_locations.implode())
+                & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
+            ).join(live, on=KEY, how="anti").select(live.columns)])
     if planned_old is not None:
         changes = _planned_changes(checked, planned_old, snapshot)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
     elif settings.baseline == "live":
-        changes = compute_changes(checked.valid, held, baseline_name="live")
+        changes = compute_changes(checked.valid, live, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
     if settings.zero_missing and planned_old is None:
@@ -453,9 +465,10 @@ def _execute(run: _Run) -> None:
             and planned_old is None and table.rows > 0:
         meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
-        live = {"last_live_baseline": report.started_at} if settings.baseline == "live" else {}
+        live_meta = ({"last_live_baseline": report.started_at}
+                     if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
-                                  "last_finished": utc_now(), **live})
+                                  "last_finished": utc_now(), **live_meta})
 
 
 def _warm_up() -> None:

@@ -8,6 +8,7 @@ the answer names first, then halving) and the rest resubmitted.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -19,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from invsync.errors import FatalError, Refused
-from invsync.store.limits import MAX_ITEMS_PER_REQUEST
+from invsync.store.limits import MAX_ITEMS_PER_REQUEST, EncodedItems
 
 if TYPE_CHECKING:
     from invsync.store.client import StoreClient
-    pass
 
 log = logging.getLogger("invsync.submit")
 
@@ -48,8 +48,13 @@ class Batch:
 
     @cached_property
     def items(self) -> list[dict[str, Any]]:
-        """The request's items, built only when the batch is sent."""
+        """The request's items as dicts: built only when a batch must be split (a 422)."""
         return list(_payload_items(self.frame))
+
+    @cached_property
+    def encoded(self) -> EncodedItems:
+        """The request's whole ``items`` array, serialised from the columns in one go."""
+        return _encode_items(self.frame)
 
     @cached_property
     def seqs(self) -> list[int]:
@@ -119,6 +124,9 @@ class SubmitResult:
         out: list[int] = []
         for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
             if b.status != "not_sent":
+                if not b.not_applied:
+                    out.extend(seqs)
+                    continue
                 skip = set(b.not_applied)
                 out.extend(s for s in seqs if s not in skip)
         return out
@@ -146,6 +154,20 @@ def plan_batches(changes: pl.DataFrame, batch_size: int = MAX_ITEMS_PER_REQUEST)
     return batches
 
 
+def _encode_items(chunk: pl.DataFrame) -> EncodedItems:
+    """The items of ``chunk`` as a JSON array, each named as its row named it; the same
+    JSON as :func:`_payload_items` would give, without a Python object per item."""
+    kinds = chunk["address"].unique().to_list()
+    if len(kinds) == 1:
+        cols = chunk.select("location_id", kinds[0], "quantity")
+    else:  # rows of one batch naming items in different ways: one object each
+        return EncodedItems(json.dumps(list(_payload_items(chunk)),
+                                       separators=(",", ":")).encode(), chunk.height)
+    lines = cols.write_ndjson().rstrip("\n")
+    # One JSON object per line (a newline inside a value is escaped): lines become elements.
+    return EncodedItems(("[" + lines.replace("\n", ",") + "]").encode(), chunk.height)
+
+
 def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
     # Each item is named as its row named it (``address``), whatever key it is stored under.
     kinds = chunk["address"].unique().to_list()
@@ -164,7 +186,7 @@ async def submit(
     batches: list[Batch],
     *,
     reason: str | None,
-    concurrency: int = 4,
+    concurrency: int = 8,
     on_batch: Callable[[BatchResult], None] | None = None,
     on_sending: Callable[[Batch], None] | None = None,
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
@@ -188,9 +210,9 @@ async def submit(
             if stop.is_set():
                 return
             t0 = time.monotonic()
-            if on_sending:
-                # Journal writes fsync: keep them off the event loop, but finish before sending.
-                await asyncio.to_thread(on_sending, batch)
+            # The body (polars, which lets go of the GIL) and the journal's fsync: off the
+            # event loop, so answers to other batches are read meanwhile; done before sending.
+            await asyncio.to_thread(_prepare, batch, on_sending)
             try:
                 await _send_isolating(client, batch, result, reason, on_confirmed)
             except FatalError as exc:
@@ -211,12 +233,19 @@ async def submit(
                         seconds=time.monotonic() - started)
 
 
+def _prepare(batch: Batch, on_sending: Callable[[Batch], None] | None) -> None:
+    """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
+    _ = batch.encoded
+    if on_sending:
+        on_sending(batch)
+
+
 async def _send_isolating(
     client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
     on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
-    pending: list[list[int]] = [list(range(len(batch.items)))]
+    pending: list[list[int]] = [list(range(len(batch)))]
     last_title = ""
     while pending:
         idx = pending.pop()
@@ -230,11 +259,13 @@ async def _send_isolating(
                 result.refused.extend((batch.seqs[i], message) for i in rest)
             pending.clear()
             break
-        items = [batch.items[i] for i in idx]
+        whole = len(idx) == len(batch)
         result.requests += 1
         try:
-            put = await client.put_absolute(items, reason)
+            put = await client.put_absolute(
+                batch.encoded if whole else [batch.items[i] for i in idx], reason)
         except Refused as refusal:
+            items = [batch.items[i] for i in idx]
             result.attempts += refusal.attempts
             last_title = refusal.title
             if len(idx) == 1:

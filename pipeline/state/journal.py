@@ -2,6 +2,8 @@
 
 Before a batch is sent the journal records ``sending``; when the store confirms (part
 of) it, the journal records the confirmed levels with their transaction id, fsynced.
+Each record is on disk before its writer goes on (the batch is sent, the confirmation
+counted); records written while an fsync runs share the next one (group commit).
 After a run the confirmed levels are merged into the snapshot and the journal is
 removed. After ``kill -9`` the next run (or ``invsync resume``) replays the confirmed
 levels into the snapshot first, so nothing already confirmed is sent again and the
@@ -191,6 +193,10 @@ class Journal:
         self.path = directory / "journal.jsonl"
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()  # records are appended from worker threads
+        self._sync_lock = threading.Lock()  # one fsync at a time; the others wait for it
+        self._written = 0  # records written to the file (flushed to the kernel)
+        self._synced = 0  # records known to be on disk
+        self.fsyncs = 0
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
@@ -213,12 +219,24 @@ class Journal:
                       **cols})
 
     def _append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` and return once it is on disk (group commit: one fsync covers
+        every record written while the fsync before it ran)."""
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
             assert self._fh is not None, "journal not begun"
             self._fh.write(line)
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._fh.flush()  # in the kernel now: any fsync from here on covers it
+            self._written += 1
+            mine = self._written
+        with self._sync_lock:
+            if self._synced >= mine:
+                return  # an fsync that started after this write has finished
+            with self._lock:
+                assert self._fh is not None, "journal closed while writing"
+                upto, fd = self._written, self._fh.fileno()
+            os.fsync(fd)
+            self.fsyncs += 1
+            self._synced = upto
 
     def close(self, *, remove: bool) -> None:
         """Close the journal; remove it once its levels are safely in the snapshot."""

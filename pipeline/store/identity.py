@@ -17,8 +17,9 @@ Ids the store does not know keep their own key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import polars as pl
 
@@ -38,17 +39,19 @@ Fetch = Callable[[dict[str, list[int]]], tuple[list[dict[str, Any]], int]]
 """Reads the identities of ``{kind: ids}``; returns them and the requests it took."""
 
 
-def query_chunks(values: list[int], budget: int = QUERY_BUDGET) -> Iterator[str]:
+def query_chunks(values: Sequence[int | str], budget: int = QUERY_BUDGET) -> Iterator[str]:
     """Comma-joined runs of ``values``, each at most ``budget`` characters once encoded."""
     chunk: list[str] = []
     size = 0
     for value in values:
         text = str(value)
-        cost = len(text) + (3 if chunk else 0)
+        # What the value costs in the URL once percent-encoded (a comma is ``%2C``).
+        encoded = len(text) if isinstance(value, int) else len(quote(text, safe=""))
+        cost = encoded + (3 if chunk else 0)
         if chunk and size + cost > budget:
             yield ",".join(chunk)
             chunk, size = [], 0
-            cost = len(text)
+            cost = encoded
         chunk.append(text)
         size += cost
     if chunk:

@@ -33,3 +33,14 @@ class RetryPolicy:
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter exponential delay before retry number ``attempt`` (1-based)."""
         return rng.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class EncodedItems:
+    """A request's ``items`` array already serialised as JSON (``[{...},...]``)."""
+
+    json: bytes
+    count: int
+
+    def __len__(self) -> int:
+        return self.count

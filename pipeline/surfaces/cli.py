@@ -87,7 +87,7 @@ def _sync_options(fn: Any) -> Any:
                      help="Run folders [<state-dir>/runs]."),
         click.option("--sheet", help="Excel sheet name or 1-based number [first]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
-        click.option("--concurrency", type=int, help="Requests in flight at once [4]."),
+        click.option("--concurrency", type=int, help="Requests in flight at once [8]."),
         click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",
                      help="Map a file header onto sku, product_id, variant_id, location_id "
                           "or quantity (repeatable)."),
