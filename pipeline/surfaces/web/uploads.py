@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from invsync.errors import ExitCode, InvsyncError
+from invsync.errors import ExitCode, InvsyncError, LockedError
 from invsync.run.config import Settings
 from invsync.stages.ingest import (
     ALIASES,
@@ -42,6 +42,10 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
 MAX_CHANGES = 1_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 LOCK_WAIT_S = 30 * 60
+INTERRUPTED = ("the server stopped while this upload was being applied: some or all of "
+               "its changes may already be in the store. The next upload or sync (or "
+               "invsync resume) finishes the interrupted run; preview again to see the "
+               "store's levels now")
 
 
 class UploadError(Exception):
@@ -119,8 +123,8 @@ class Portal:
             except (OSError, ValueError):
                 continue
             if meta.get("status") == "applying":
-                meta.update(status="failed", error="the server stopped while this upload was "
-                                                   "being applied; see its run in the history")
+                # Batches may have reached the store before the stop: never say "nothing".
+                meta.update(status="failed", interrupted=True, error=INTERRUPTED)
                 _write_private(meta_path, meta)
 
     def path_of(self, upload_id: str) -> Path:
@@ -261,11 +265,12 @@ class Portal:
                            origin=self.origin(meta))
         if report.status != "dry_run":
             return self._update(upload_id, status="failed", plan_run_id=report.run_id,
-                                plan_dir=report.report_dir,
+                                plan_dir=report.report_dir, interrupted=False,
                                 error=self.plain_error(meta, report.error or "the preview failed"))
         # A new preview replaces the old one, and any refused (stale) attempt to apply it.
         return self._update(upload_id, status="planned", plan_run_id=report.run_id,
                             plan_dir=report.report_dir, error=None, brakes=report.brakes,
+                            interrupted=False,
                             column_map=meta.get("column_map") or {}, run_id=None,
                             run_dir=None, transaction_ids=[], sheets=inspection.sheets,
                             sheet_used=report.input.get("sheet"))
@@ -314,7 +319,7 @@ class Portal:
                 names = ", ".join(b.get("name", "?") for b in meta["brakes"])
                 raise UploadError(409, f"the preview tripped a safety brake ({names}): "
                                        f"confirm with override_brakes", status="planned")
-            meta = self._update(upload_id, status="applying", error=None)
+            meta = self._update(upload_id, status="applying", error=None, interrupted=False)
             self.progress[upload_id] = Progress()
             thread = threading.Thread(target=self._apply, args=(upload_id, override_brakes),
                                       name=f"invsync-apply-{upload_id[:8]}", daemon=True)
@@ -370,9 +375,23 @@ class Portal:
                 time.sleep(1.0)
                 continue
             progress.phase, progress.holder = "checking", None
-            report = sync_file(Path(meta["plan_dir"]) / "plan.csv", settings,
-                               origin=self.origin(meta))
+            try:
+                report = sync_file(Path(meta["plan_dir"]) / "plan.csv", settings,
+                                   origin=self.origin(meta))
+            except LockedError as exc:
+                # A run holds a lock the look above cannot see (the host-wide one, taken by a
+                # CLI run with another state dir) or took it between our look and our run:
+                # nothing was sent, so wait like for any other holder.
+                progress.phase, progress.holder = "waiting", _one_line(str(exc))
+                if time.monotonic() > deadline:
+                    self._update(upload_id, status="failed",
+                                 error=f"the store stayed busy: {progress.holder}; "
+                                       f"try again later")
+                    return
+                time.sleep(1.0)
+                continue
             if report.exit_code == ExitCode.LOCKED:
+                time.sleep(1.0)
                 continue  # a CLI run took the lock between our look and our run: wait again
             break
         common = {"run_id": report.run_id, "run_dir": report.report_dir,
@@ -394,7 +413,9 @@ class Portal:
         from invsync.state.snapshot import SnapshotStore
 
         store = self.settings.store_hash or "offline"
-        path = SnapshotStore(self.settings.state_dir, store).dir / "lock"
+        # The lock is in the folder of this API host and store, shared by every profile.
+        folder = SnapshotStore(self.settings.state_dir, store, self.settings.api_url).store_dir
+        path = folder / "lock"
         if not path.exists():
             return None
         with open(path, encoding="utf-8") as fh:
@@ -415,7 +436,7 @@ class Portal:
     # -- what pages and the API show ----------------------------------------------------
     def describe(self, upload_id: str) -> dict[str, Any]:
         """The API shape of an upload: status, counts, rejected rows, changes, brakes."""
-        from invsync.surfaces.web.messages import reason_text
+        from invsync.surfaces.web.messages import reason_text, web_brake
 
         meta = self.get(upload_id)
         plan_report = _report(meta.get("plan_dir"))
@@ -448,9 +469,16 @@ class Portal:
             "counts": (shown or {}).get("counts") or {},
             "rejected": rejected, "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
-            "brakes": meta.get("brakes") or [], "plan_run_id": meta.get("plan_run_id"),
+            "brakes": [web_brake(b) for b in meta.get("brakes") or []],
+            "plan_run_id": meta.get("plan_run_id"),
             "error": meta.get("error"),
         }
+        if meta.get("interrupted") and meta["status"] == "failed" and not run_report:
+            # Cut off by a server stop: whether the store applied them is not known.
+            counts = dict(out["counts"])
+            counts["unconfirmed"] = (counts.get("unconfirmed") or 0) + (counts.get("not_sent") or 0)
+            counts["not_sent"] = 0
+            out.update(counts=counts, interrupted=True)
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
@@ -539,3 +567,9 @@ def _sheet_names(path: Path) -> list[str]:
         return list(fastexcel.read_excel(str(path)).sheet_names)
     except Exception:  # the file was already read once; names are a convenience
         return []
+
+
+def _one_line(text: str) -> str:
+    """Who holds the lock, from a lock error (without its CLI advice and lock path)."""
+    first = (text.strip().splitlines() or ["another run"])[0]
+    return first.split("; wait for it")[0]
