@@ -241,7 +241,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
     async def upload_view(request: Request) -> Response:
         await page_user(request, changes_state=False)
         upload_id = request.path_params["upload_id"]
-        data = portal.describe(upload_id)
+        data = await run_in_threadpool(portal.describe, upload_id)
         if data["status"] == "unmapped":
             return RedirectResponse(f"/uploads/{upload_id}/map", status_code=303)
         return page(request, "upload_view.html", u=data, lock_holder=portal.lock_holder())
@@ -252,7 +252,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         try:
             portal.apply(upload_id, override_brakes=_text(form.get("override_brakes")) == "yes")
         except UploadError as exc:
-            data = portal.describe(upload_id)
+            data = await run_in_threadpool(portal.describe, upload_id)
             return page(request, "upload_view.html", status=exc.http, u=data,
                         lock_holder=portal.lock_holder(), error=str(exc))
         return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
@@ -330,13 +330,14 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             await run_in_threadpool(portal.plan, meta["upload_id"])
         except UploadError as exc:
             return _json_error(exc, upload_id=meta["upload_id"])
-        data = portal.describe(meta["upload_id"])
+        data = await run_in_threadpool(portal.describe, meta["upload_id"])
         code = 201 if data["status"] == "planned" else 422
         return JSONResponse(data, status_code=code)
 
     async def api_get(request: Request) -> Response:
         api_user(request, changes_state=False)
-        return JSONResponse(portal.describe(request.path_params["upload_id"]))
+        upload_id = request.path_params["upload_id"]
+        return JSONResponse(await run_in_threadpool(portal.describe, upload_id))
 
     async def api_apply(request: Request) -> Response:
         api_user(request, changes_state=True)
@@ -349,7 +350,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             portal.apply(upload_id, override_brakes=allow)
         except UploadError as exc:
             return _json_error(exc, upload_id=upload_id)
-        return JSONResponse(portal.describe(upload_id), status_code=202)
+        return JSONResponse(await run_in_threadpool(portal.describe, upload_id), status_code=202)
 
     async def api_file(request: Request) -> Response:
         api_user(request, changes_state=False)

@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -531,8 +532,19 @@ def _report(folder: str | None) -> dict[str, Any] | None:
 
 def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
     """The plan's changes, biggest drops first (drops to 0 before other drops of the same size)."""
-    if not folder or not (Path(folder) / "plan.csv").is_file():
+    if not folder:
         return [], 0
+    try:
+        st = (Path(folder) / "plan.csv").stat()
+    except OSError:
+        return [], 0
+    # A plan.csv never changes once written; the page polls while applying, so sort it once.
+    rows, total = _sorted_changes(folder, st.st_mtime_ns, st.st_size)
+    return [dict(r) for r in rows], total
+
+
+@lru_cache(maxsize=16)
+def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[str, Any]], int]:
     import polars as pl
 
     from invsync.stages.ingest import unescape_formulas
@@ -544,9 +556,10 @@ def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
         unescape_formulas(pl.col("item")).alias("item"),
         *(pl.col(c).cast(pl.Int64, strict=False) for c in ("location_id", "old", "new", "row")),
     ).with_columns(delta=pl.col("new") - pl.col("old").fill_null(0))
-    plan = plan.sort(["delta", "new", "location_id", "item"], nulls_last=True)
-    rows = plan.head(MAX_CHANGES).select(
-        "location_id", "identifier", "item", "old", "new", "delta", "row").to_dicts()
+    # Only the first MAX_CHANGES are shown: a top-k, not a sort of a million-row plan.
+    rows = plan.lazy().sort(["delta", "new", "location_id", "item"], nulls_last=True).head(
+        MAX_CHANGES).select("location_id", "identifier", "item", "old", "new", "delta",
+                            "row").collect().to_dicts()
     return rows, plan.height
 
 
