@@ -210,6 +210,37 @@ def test_server_killed_mid_apply_never_says_the_file_was_not_used(
         http.close()
 
 
+def test_ctrl_c_of_serve_lets_an_apply_in_progress_finish(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    """Ctrl-C of `invsync serve` while an upload was being applied exited at once, killing
+    the apply mid-request (no report, the upload left "applying"). The server now lets it
+    finish (for up to a minute; a second Ctrl-C stops waiting) and says so on stderr."""
+    slow = sandbox_factory("--latency-ms", "2500")
+    with serve_process(slow, tmp_path) as srv:
+        http = _signed_in(srv.url)
+        created = http.post("/api/uploads", files={"file": ("c.csv", b"sku,quantity\n"
+                                                   b"POSTER-1755,61\n", "text/csv")},
+                            headers={"X-CSRF-Token": _csrf(http)})
+        upload_id = created.json()["upload_id"]
+        assert http.post(f"/api/uploads/{upload_id}/apply",
+                         headers={"X-CSRF-Token": _csrf(http)}).status_code == 202
+        http.close()
+        deadline = time.monotonic() + 60
+        while not [r for r in slow.requests() if r["method"] == "PUT"]:
+            assert time.monotonic() < deadline, "the apply never reached the store"
+            time.sleep(0.05)
+        srv.process.send_signal(signal.SIGINT)
+        srv.process.wait(timeout=90)
+        log = "".join(srv.output)
+        assert "being applied" in log
+    assert slow.levels()[(1, "POSTER-1755")] == 61
+    with serve_process(slow, tmp_path) as srv:
+        http = _signed_in(srv.url)
+        body = http.get(f"/api/uploads/{upload_id}").json()
+        assert body["status"] == "succeeded" and body["transaction_ids"]
+        http.close()
+
+
 def _signed_in(url: str) -> httpx.Client:
     http = httpx.Client(base_url=url, timeout=60, follow_redirects=True)
     page = http.get("/login").text

@@ -17,6 +17,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -327,6 +328,28 @@ class Portal:
             self._threads[upload_id] = thread
             thread.start()
         return meta
+
+    def shutdown(self, grace_s: float, give_up: Callable[[], bool] = lambda: False) -> list[str]:
+        """The server stops: let applies in progress finish for up to ``grace_s`` (or until
+        ``give_up()``), then record those still running as cut off; their ids."""
+        running = {uid: t for uid, t in list(self._threads.items()) if t.is_alive()}
+        if running:
+            log.warning("stopping: waiting up to %d s for %d upload(s) being applied "
+                        "(press Ctrl-C again to stop at once)", grace_s, len(running))
+        deadline = time.monotonic() + grace_s
+        while (any(t.is_alive() for t in running.values()) and time.monotonic() < deadline
+               and not give_up()):
+            time.sleep(0.2)
+        left = []
+        for uid, thread in running.items():
+            with self._lock:
+                if thread.is_alive() and self.get(uid)["status"] == "applying":
+                    self._update(uid, status="failed", interrupted=True, error=INTERRUPTED)
+                    left.append(uid)
+        for uid in left:
+            log.warning("upload %s was cut off while being applied: some of its changes may "
+                        "be in the store; the next upload or sync finishes its run", uid)
+        return left
 
     def wait(self, upload_id: str, timeout: float | None = None) -> None:
         """Wait for a background apply (tests, shutdown)."""
