@@ -81,6 +81,22 @@ def test_brake_warning_gives_no_command_line_advice(client: TestClient,
     assert "would drop to 0" in page and "--allow" not in page
 
 
+def test_an_unreadable_upload_says_why_on_its_page(client: TestClient) -> None:
+    """A file that could not be read (here a CSV with a stray quote) sent through the API was
+    left in status "new", which the API does not document, and its page (listed under
+    "Your recent uploads") was blank: no error, nothing to do."""
+    login(client)
+    r = api_upload(client, data=b'sku,quantity\nA,1\n"><svg onload=alert(2)>,3\n',
+                   name="broken.csv")
+    assert r.status_code == 422 and "not readable as CSV" in r.json()["error"]
+    upload_id = r.json()["upload_id"]
+    body = client.get(f"/api/uploads/{upload_id}").json()
+    assert body["status"] == "failed" and "not readable as CSV" in body["error"]
+    page = client.get(f"/uploads/{upload_id}").text
+    assert "This file could not be used." in page and "not readable as CSV" in page
+    assert "<svg" not in page
+
+
 def test_describing_an_upload_never_blocks_the_event_loop(client: TestClient,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Every upload page, its JSON and the apply answer read and sorted the whole plan.csv on

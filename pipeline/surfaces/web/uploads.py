@@ -252,7 +252,12 @@ class Portal:
         meta = self.get(upload_id)
         if meta["status"] in ("applying", "succeeded", "partial", "discarded"):
             raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
-        inspection = self.inspect(meta)
+        try:
+            inspection = self.inspect(meta)
+        except UploadError as exc:
+            # An unreadable file: its page and the API say why, not a blank "new" upload.
+            self.failed(upload_id, str(exc))
+            raise
         if inspection.mapping is None:
             meta = self._update(upload_id, status="unmapped", error=inspection.problem,
                                 sheets=inspection.sheets)
