@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TOKEN, env_for, run_invsync, write_csv
+from conftest import ROOT, TOKEN, env_for, run_invsync, state_store_dir, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -322,7 +322,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
                                 "--batch-size", "50", "--concurrency", "1"], env=env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            lock = tmp_path / "state" / "invsync" / slow.store_hash / "lock"
+            lock = state_store_dir(tmp_path / "state", slow.store_hash, slow.url) / "lock"
             deadline = time.monotonic() + 60
             while not (lock.exists() and lock.read_text().strip()):
                 assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
