@@ -81,6 +81,26 @@ def test_brake_warning_gives_no_command_line_advice(client: TestClient,
     assert "would drop to 0" in page and "--allow" not in page
 
 
+def test_a_new_password_signs_out_the_old_sessions(client: TestClient,
+                                                  settings: Settings) -> None:
+    """Setting a new password (`invsync portal add-user NAME` again, typically because the
+    old one leaked) left every session signed in with the old one valid for up to 12 hours,
+    the attacker's included; only remove-user ended them."""
+    from test_web import PASSWORD
+
+    from invsync.surfaces.web.auth import Accounts
+
+    login(client)
+    assert client.get("/", follow_redirects=False).status_code == 200
+    Accounts(settings.state_dir).add_user("merchant", "a brand new password")
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/api/uploads/" + "0" * 32).status_code == 401
+    assert login(client, "merchant", PASSWORD).status_code == 401  # the old one is refused
+    assert login(client, "merchant", "a brand new password").status_code == 303
+    assert client.get("/", follow_redirects=False).status_code == 200
+
+
 def test_an_unreadable_upload_says_why_on_its_page(client: TestClient) -> None:
     """A file that could not be read (here a CSV with a stray quote) sent through the API was
     left in status "new", which the API does not document, and its page (listed under

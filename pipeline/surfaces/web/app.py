@@ -83,7 +83,9 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         session = sessions.get(sid)
         if session is None:
             return None
-        if session.user not in accounts.users():  # removed with invsync portal remove-user
+        # Removed (invsync portal remove-user) or given a new password since this sign-in
+        # (add-user again, e.g. after a leak): either way this session is over.
+        if accounts.password_stamp(session.user) != session.stamp:
             sessions.end(sid)
             return None
         return sid or "", session
@@ -155,7 +157,8 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             return response
         throttle.succeeded(user, address)
         sessions.end(request.cookies.get(COOKIE))
-        sid, _ = sessions.create(user)
+        sid, session = sessions.create(user)
+        session.stamp = accounts.password_stamp(user)
         response = RedirectResponse("/", status_code=303)
         _cookie(response, COOKIE, sid, options)
         response.delete_cookie(PRE_LOGIN, path="/")
