@@ -101,10 +101,22 @@ def test_a_new_password_signs_out_the_old_sessions(client: TestClient,
     assert client.get("/", follow_redirects=False).status_code == 200
 
 
+def test_the_upload_page_does_not_call_other_users_uploads_yours(
+        client: TestClient, settings: Settings) -> None:
+    """The upload page listed every user's uploads under "Your recent uploads"."""
+    from invsync.surfaces.web.auth import Accounts
+
+    key = Accounts(settings.state_dir).add_key("erp")
+    assert api_upload(client, headers={"Authorization": f"Bearer {key}"}).status_code == 201
+    login(client)
+    page = client.get("/").text
+    assert "stock.csv" in page and "Your recent uploads" not in page
+
+
 def test_an_unreadable_upload_says_why_on_its_page(client: TestClient) -> None:
     """A file that could not be read (here a CSV with a stray quote) sent through the API was
-    left in status "new", which the API does not document, and its page (listed under
-    "Your recent uploads") was blank: no error, nothing to do."""
+    left in status "new", which the API does not document, and its page (listed on the
+    upload page) was blank: no error, nothing to do."""
     login(client)
     r = api_upload(client, data=b'sku,quantity\nA,1\n"><svg onload=alert(2)>,3\n',
                    name="broken.csv")
