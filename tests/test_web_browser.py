@@ -241,7 +241,8 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     assert len(puts) == len(puts_before) + 1
     # The full report opens (its own CSP), and the history lists page and CLI runs.
     by_id(browser, "report-link").click()
-    wait_for(browser, lambda: "invsync sync run" in text_of(browser))
+    # (styled now: the kicker is upper case on screen)
+    wait_for(browser, lambda: "invsync sync run" in text_of(browser).lower())
     browser.get(served.url + "/history")
     history = by_id(browser, "history").text
     assert "Lager Korrektur.csv" in history and "merchant" in history

@@ -83,7 +83,9 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         session = sessions.get(sid)
         if session is None:
             return None
-        if session.user not in accounts.users():  # removed with invsync portal remove-user
+        # Removed (invsync portal remove-user) or given a new password since this sign-in
+        # (add-user again, e.g. after a leak): either way this session is over.
+        if accounts.password_stamp(session.user) != session.stamp:
             sessions.end(sid)
             return None
         return sid or "", session
@@ -155,7 +157,8 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             return response
         throttle.succeeded(user, address)
         sessions.end(request.cookies.get(COOKIE))
-        sid, _ = sessions.create(user)
+        sid, session = sessions.create(user)
+        session.stamp = accounts.password_stamp(user)
         response = RedirectResponse("/", status_code=303)
         _cookie(response, COOKIE, sid, options)
         response.delete_cookie(PRE_LOGIN, path="/")
@@ -241,7 +244,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
     async def upload_view(request: Request) -> Response:
         await page_user(request, changes_state=False)
         upload_id = request.path_params["upload_id"]
-        data = portal.describe(upload_id)
+        data = await run_in_threadpool(portal.describe, upload_id)
         if data["status"] == "unmapped":
             return RedirectResponse(f"/uploads/{upload_id}/map", status_code=303)
         return page(request, "upload_view.html", u=data, lock_holder=portal.lock_holder())
@@ -252,7 +255,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         try:
             portal.apply(upload_id, override_brakes=_text(form.get("override_brakes")) == "yes")
         except UploadError as exc:
-            data = portal.describe(upload_id)
+            data = await run_in_threadpool(portal.describe, upload_id)
             return page(request, "upload_view.html", status=exc.http, u=data,
                         lock_holder=portal.lock_holder(), error=str(exc))
         return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
@@ -330,13 +333,14 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             await run_in_threadpool(portal.plan, meta["upload_id"])
         except UploadError as exc:
             return _json_error(exc, upload_id=meta["upload_id"])
-        data = portal.describe(meta["upload_id"])
+        data = await run_in_threadpool(portal.describe, meta["upload_id"])
         code = 201 if data["status"] == "planned" else 422
         return JSONResponse(data, status_code=code)
 
     async def api_get(request: Request) -> Response:
         api_user(request, changes_state=False)
-        return JSONResponse(portal.describe(request.path_params["upload_id"]))
+        upload_id = request.path_params["upload_id"]
+        return JSONResponse(await run_in_threadpool(portal.describe, upload_id))
 
     async def api_apply(request: Request) -> Response:
         api_user(request, changes_state=True)
@@ -349,7 +353,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             portal.apply(upload_id, override_brakes=allow)
         except UploadError as exc:
             return _json_error(exc, upload_id=upload_id)
-        return JSONResponse(portal.describe(upload_id), status_code=202)
+        return JSONResponse(await run_in_threadpool(portal.describe, upload_id), status_code=202)
 
     async def api_file(request: Request) -> Response:
         api_user(request, changes_state=False)

@@ -96,6 +96,14 @@ class Accounts:
     def users(self) -> dict[str, dict[str, Any]]:
         return {k: {"created": v.get("created")} for k, v in _read(self.users_path).items()}
 
+    def password_stamp(self, name: str) -> str | None:
+        """A mark of ``name``'s current password (changes with every new password); None
+        when there is no such user. Sessions signed in under another mark are ended."""
+        record = _read(self.users_path).get(name)
+        if record is None:
+            return None
+        return hashlib.sha256(bytes.fromhex(record["salt"])).hexdigest()[:32]
+
     def check_password(self, name: str, password: str) -> bool:
         """True when ``password`` is ``name``'s; the same work whether or not ``name`` exists."""
         record = _read(self.users_path).get(name)
@@ -152,6 +160,8 @@ class Session:
     csrf: str
     created: float
     seen: float
+    stamp: str | None = None
+    """The user's password mark at sign-in (:meth:`Accounts.password_stamp`)."""
 
 
 @dataclass

@@ -11,6 +11,8 @@ import click
 from invsync.surfaces.options import _config_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+STOP_GRACE_S = 60.0
+"""How long a stopping server lets an apply in progress finish."""
 
 
 def _settings(config_path: Path | None, flags: dict[str, Any]) -> Any:
@@ -78,6 +80,7 @@ def serve(config_path: Path | None, host: str, port: int, behind_https: bool,
 
 def _run(app: Any, host: str, port: int, *, behind_proxy: bool = False) -> None:
     """Bind first, print one 'listening on' line, then serve until SIGTERM/SIGINT."""
+    import asyncio
     import socket
 
     import uvicorn
@@ -100,8 +103,18 @@ def _run(app: Any, host: str, port: int, *, behind_proxy: bool = False) -> None:
     config = uvicorn.Config(app, log_level="info", access_log=True, lifespan="off",
                             server_header=False, timeout_graceful_shutdown=5,
                             proxy_headers=behind_proxy, forwarded_allow_ips="127.0.0.1")
+    portal = getattr(getattr(app, "state", None), "portal", None)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets=sockets)
+            if portal is not None:
+                # An apply in progress is let finish (a second Ctrl-C stops waiting); one
+                # still running then is recorded as cut off, never left "applying".
+                await asyncio.to_thread(portal.shutdown, STOP_GRACE_S, lambda: self.force_exit)
+
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         sock.close()
 

@@ -6,6 +6,9 @@ a non-technical person understands and the action that fixes it.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 REASONS: dict[str, tuple[str, str]] = {
     "missing_identifier": (
         "This row does not say which product it is.",
@@ -19,6 +22,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "invalid_location": (
         "The location is not written in a way the store understands.",
         "Use the location's number or its code as the store shows it."),
+    "ambiguous_location": (
+        "This location is one location's number and another location's code.",
+        "Head the column \"Location ID\" (numbers) or \"Location Code\" (codes) to say "
+        "which it is."),
     "unknown_location": (
         "The store has no location with this number or code.",
         "Check the location against the store's list of locations."),
@@ -77,3 +84,16 @@ def brake_text(name: str | None) -> tuple[str, str]:
     """(what would happen, what to do) for a safety brake."""
     return BRAKES.get(name or "", ("A safety check stopped this upload.",
                                    "Read the details below or ask an administrator."))
+
+
+_CLI_ADVICE = re.compile(r";\s*(?:pass|use|add) --[a-z-]+\b.*$", re.S)
+
+
+def web_brake(brake: dict[str, Any]) -> dict[str, Any]:
+    """A tripped brake as the page and the API show it: its message without the CLI's
+    advice (\"pass --allow-zeroing\"), since here the override is the tick box or
+    ``override_brakes=yes``."""
+    message = brake.get("message")
+    if not isinstance(message, str):
+        return brake
+    return {**brake, "message": _CLI_ADVICE.sub("", message).rstrip()}

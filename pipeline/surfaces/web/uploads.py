@@ -16,7 +16,9 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,10 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
 MAX_CHANGES = 1_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 LOCK_WAIT_S = 30 * 60
+INTERRUPTED = ("the server stopped while this upload was being applied: some or all of "
+               "its changes may already be in the store. The next upload or sync (or "
+               "invsync resume) finishes the interrupted run; preview again to see the "
+               "store's levels now")
 
 
 class UploadError(Exception):
@@ -118,8 +124,8 @@ class Portal:
             except (OSError, ValueError):
                 continue
             if meta.get("status") == "applying":
-                meta.update(status="failed", error="the server stopped while this upload was "
-                                                   "being applied; see its run in the history")
+                # Batches may have reached the store before the stop: never say "nothing".
+                meta.update(status="failed", interrupted=True, error=INTERRUPTED)
                 _write_private(meta_path, meta)
 
     def path_of(self, upload_id: str) -> Path:
@@ -245,7 +251,12 @@ class Portal:
         meta = self.get(upload_id)
         if meta["status"] in ("applying", "succeeded", "partial", "discarded"):
             raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
-        inspection = self.inspect(meta)
+        try:
+            inspection = self.inspect(meta)
+        except UploadError as exc:
+            # An unreadable file: its page and the API say why, not a blank "new" upload.
+            self.failed(upload_id, str(exc))
+            raise
         if inspection.mapping is None:
             meta = self._update(upload_id, status="unmapped", error=inspection.problem,
                                 sheets=inspection.sheets)
@@ -260,11 +271,12 @@ class Portal:
                            origin=self.origin(meta))
         if report.status != "dry_run":
             return self._update(upload_id, status="failed", plan_run_id=report.run_id,
-                                plan_dir=report.report_dir,
+                                plan_dir=report.report_dir, interrupted=False,
                                 error=self.plain_error(meta, report.error or "the preview failed"))
         # A new preview replaces the old one, and any refused (stale) attempt to apply it.
         return self._update(upload_id, status="planned", plan_run_id=report.run_id,
                             plan_dir=report.report_dir, error=None, brakes=report.brakes,
+                            interrupted=False,
                             column_map=meta.get("column_map") or {}, run_id=None,
                             run_dir=None, transaction_ids=[], sheets=inspection.sheets,
                             sheet_used=report.input.get("sheet"))
@@ -313,13 +325,35 @@ class Portal:
                 names = ", ".join(b.get("name", "?") for b in meta["brakes"])
                 raise UploadError(409, f"the preview tripped a safety brake ({names}): "
                                        f"confirm with override_brakes", status="planned")
-            meta = self._update(upload_id, status="applying", error=None)
+            meta = self._update(upload_id, status="applying", error=None, interrupted=False)
             self.progress[upload_id] = Progress()
             thread = threading.Thread(target=self._apply, args=(upload_id, override_brakes),
                                       name=f"invsync-apply-{upload_id[:8]}", daemon=True)
             self._threads[upload_id] = thread
             thread.start()
         return meta
+
+    def shutdown(self, grace_s: float, give_up: Callable[[], bool] = lambda: False) -> list[str]:
+        """The server stops: let applies in progress finish for up to ``grace_s`` (or until
+        ``give_up()``), then record those still running as cut off; their ids."""
+        running = {uid: t for uid, t in list(self._threads.items()) if t.is_alive()}
+        if running:
+            log.warning("stopping: waiting up to %d s for %d upload(s) being applied "
+                        "(press Ctrl-C again to stop at once)", grace_s, len(running))
+        deadline = time.monotonic() + grace_s
+        while (any(t.is_alive() for t in running.values()) and time.monotonic() < deadline
+               and not give_up()):
+            time.sleep(0.2)
+        left = []
+        for uid, thread in running.items():
+            with self._lock:
+                if thread.is_alive() and self.get(uid)["status"] == "applying":
+                    self._update(uid, status="failed", interrupted=True, error=INTERRUPTED)
+                    left.append(uid)
+        for uid in left:
+            log.warning("upload %s was cut off while being applied: some of its changes may "
+                        "be in the store; the next upload or sync finishes its run", uid)
+        return left
 
     def wait(self, upload_id: str, timeout: float | None = None) -> None:
         """Wait for a background apply (tests, shutdown)."""
@@ -407,7 +441,7 @@ class Portal:
     # -- what pages and the API show ----------------------------------------------------
     def describe(self, upload_id: str) -> dict[str, Any]:
         """The API shape of an upload: status, counts, rejected rows, changes, brakes."""
-        from invsync.surfaces.web.messages import reason_text
+        from invsync.surfaces.web.messages import reason_text, web_brake
 
         meta = self.get(upload_id)
         plan_report = _report(meta.get("plan_dir"))
@@ -440,9 +474,16 @@ class Portal:
             "counts": (shown or {}).get("counts") or {},
             "rejected": rejected, "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
-            "brakes": meta.get("brakes") or [], "plan_run_id": meta.get("plan_run_id"),
+            "brakes": [web_brake(b) for b in meta.get("brakes") or []],
+            "plan_run_id": meta.get("plan_run_id"),
             "error": meta.get("error"),
         }
+        if meta.get("interrupted") and meta["status"] == "failed" and not run_report:
+            # Cut off by a server stop: whether the store applied them is not known.
+            counts = dict(out["counts"])
+            counts["unconfirmed"] = (counts.get("unconfirmed") or 0) + (counts.get("not_sent") or 0)
+            counts["not_sent"] = 0
+            out.update(counts=counts, interrupted=True)
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
@@ -495,8 +536,19 @@ def _report(folder: str | None) -> dict[str, Any] | None:
 
 def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
     """The plan's changes, biggest drops first (drops to 0 before other drops of the same size)."""
-    if not folder or not (Path(folder) / "plan.csv").is_file():
+    if not folder:
         return [], 0
+    try:
+        st = (Path(folder) / "plan.csv").stat()
+    except OSError:
+        return [], 0
+    # A plan.csv never changes once written; the page polls while applying, so sort it once.
+    rows, total = _sorted_changes(folder, st.st_mtime_ns, st.st_size)
+    return [dict(r) for r in rows], total
+
+
+@lru_cache(maxsize=16)
+def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[str, Any]], int]:
     import polars as pl
 
     from invsync.stages.ingest import unescape_formulas
@@ -508,9 +560,10 @@ def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
         unescape_formulas(pl.col("item")).alias("item"),
         *(pl.col(c).cast(pl.Int64, strict=False) for c in ("location_id", "old", "new", "row")),
     ).with_columns(delta=pl.col("new") - pl.col("old").fill_null(0))
-    plan = plan.sort(["delta", "new", "location_id", "item"], nulls_last=True)
-    rows = plan.head(MAX_CHANGES).select(
-        "location_id", "identifier", "item", "old", "new", "delta", "row").to_dicts()
+    # Only the first MAX_CHANGES are shown: a top-k, not a sort of a million-row plan.
+    rows = plan.lazy().sort(["delta", "new", "location_id", "item"], nulls_last=True).head(
+        MAX_CHANGES).select("location_id", "identifier", "item", "old", "new", "delta",
+                            "row").collect().to_dicts()
     return rows, plan.height
 
 
