@@ -29,11 +29,6 @@ REASONS: dict[str, tuple[str, str]] = {
     "unknown_location": (
         "The store has no location with this number or code.",
         "Check the location against the store's list of locations."),
-    "ambiguous_location": (
-        "This location could be either of two store locations: one has it as its number, "
-        "another as its code.",
-        "Put the location in a column named 'Location ID' (numbers) or 'Location Code' "
-        "(codes), so it is clear which one you mean."),
     "disabled_location": (
         "This location is switched off in the store, so its stock cannot be changed.",
         "Switch the location on in the store, or move these rows to another location."),
