@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -311,3 +312,55 @@ def test_mixed_line_endings_are_read_or_the_error_names_the_row(
         assert result.returncode == 65, output(result)
         error = [ln for ln in result.stderr.splitlines() if ln.startswith("invsync: ")][-1]
         assert "Schema" not in error and "row" in error, error
+
+
+# ---- 6. bad numbers the options and the config accept ------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "hang: verify --timeout nan (or inf) is accepted, and verify re-reads forever while a "
+    "level differs; it should be refused as a bad value (exit 64)"))
+def test_verify_timeout_nan_is_refused_not_a_hang(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    levels = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(3))}
+    first = run_invsync(["sync", str(stock_file(tmp_path / "stock.csv", levels))], cli_env)
+    assert first.returncode == 0, output(first)
+    (loc, sku), _ = next(iter(levels.items()))
+    body = json.dumps([{"location_id": loc, "sku": sku, "quantity": 999}]).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        sandbox.url + "/_sandbox/levels", data=body, method="POST",
+        headers={"Content-Type": "application/json"}), timeout=30).read()
+    # A hang shows as subprocess.TimeoutExpired (the child is killed).
+    result = run_invsync(["verify", "last", "--timeout", "nan"], cli_env, timeout=30)
+    assert result.returncode == 64, output(result)
+    assert "Traceback" not in output(result)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: [retry] timeout_s = -1 (or nan) is accepted; every attempt then fails at once "
+    "and the run ends exit 2 blaming the store/network instead of exit 64 for a bad config"))
+def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "invsync.toml"
+    config.write_text("[retry]\nmax_attempts = 2\nbase_delay_s = 0.01\nmax_delay_s = 0.02\n"
+                      "timeout_s = -1\n")
+    path = stock_file(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    result = run_invsync(["sync", str(path), "--config", str(config)], cli_env, timeout=120)
+    assert "Traceback" not in output(result)
+    assert result.returncode == 64, output(result)
+    assert "timeout_s" in result.stderr, output(result)
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: an API URL with a path (the 'API path' BigCommerce shows, "
+    "https://api.bigcommerce.com/stores/HASH/v3) is not refused as bad usage (exit 64, as the "
+    "README says for a URL that is not http(s)://host); the run fails exit 2 on a 404"))
+def test_an_api_url_with_the_store_path_is_bad_usage(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = stock_file(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    env = {**cli_env, "BIGCOMMERCE_API_URL": f"{sandbox.url}/stores/{sandbox.store_hash}/v3"}
+    result = run_invsync(["sync", str(path)], env)
+    assert "Traceback" not in output(result)
+    assert result.returncode == 64, output(result)
+    assert "report:" not in result.stdout
