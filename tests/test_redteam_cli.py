@@ -1,0 +1,366 @@
+"""Red-team findings against the CLI: each test reproduces one defect found by attacking the
+README's guarantees (the store ends equal to the file or the run says loudly that it did not;
+never a traceback; never the token in any output).
+
+The real CLI (a child process) against a real sandbox process on 127.0.0.1, with a small
+misbehaving server (``tests/misbehaving.py``) in front of it where the attack needs one.
+Each test is marked ``xfail(strict=True)`` until the product is fixed: it fails now.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
+from misbehaving import Reply, Request, misbehaving_store
+
+from invsync.sandbox.process import SandboxProcess
+from invsync.state.journal import ENV_LOCK_DIR
+
+pytestmark = pytest.mark.integration
+
+Factory = Callable[..., SandboxProcess]
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def output(result: CliResult) -> str:
+    return result.stdout + result.stderr
+
+
+def catalog_skus(n: int) -> list[str]:
+    with (SAMPLE / "catalog.csv").open(encoding="utf-8") as fh:
+        return [r["sku"] for r in csv.DictReader(fh) if r["tracking"] != "none"][:n]
+
+
+def stock_file(path: Path, levels: dict[tuple[int, str], int]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sku", "location_id", "quantity"])
+        for (loc, sku), qty in levels.items():
+            w.writerow([sku, loc, qty])
+    return path
+
+
+def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
+    env = env_for(sb, tmp_path)
+    env["BIGCOMMERCE_API_URL"] = url
+    return env
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """CLI processes started in the background; any still alive at teardown is killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path,
+          children: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    children.append(proc)
+    return proc
+
+
+def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path | None,
+             timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {log.read_text() if log else ''}")
+        assert time.monotonic() < deadline, log.read_text() if log else "timed out"
+        time.sleep(0.02)
+
+
+class Hold:
+    """Make a misbehaving store hold chosen PUTs until released (then answer 503, unsent)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def hold(self) -> Reply:
+        self.held.set()
+        self.release.wait(timeout=120)
+        return Reply.json(503, {"title": "held by the test, never forwarded"})
+
+
+# ---- 1. token leak: a transaction id that carries the token --------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "token leak: the terminal summary of a sync prints the first transaction id as the store "
+    "sent it, without redaction (report.json, show and --log-format json redact it)"))
+def test_a_transaction_id_echoing_the_token_never_prints_it(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A proxy that echoes request headers into the answer puts the token in the txid."""
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT":
+            req.alter = lambda reply: Reply.json(
+                200, {"transaction_id": f"txn-{req.headers.get('X-Auth-Token', '')}"})
+        return None
+
+    levels = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(3))}
+    path = stock_file(tmp_path / "stock.csv", levels)
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        result = run_invsync(["sync", str(path)], env)
+    assert result.returncode == 0, output(result)
+    assert "Traceback" not in output(result)
+    assert TOKEN not in output(result), output(result)
+    # What was written holds it nowhere either (this part holds today).
+    written = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert written
+    assert not [p for p in written if TOKEN.encode() in p.read_bytes()]
+
+
+# ---- 2. the host-wide lock is not host-wide when XDG_RUNTIME_DIR differs -----------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "lock bypass: the host-wide lock folder depends on $XDG_RUNTIME_DIR, so a run from an "
+    "interactive shell (XDG_RUNTIME_DIR set) and a cron run (unset) with another --state-dir "
+    "sync the same store at once, both exit 0"))
+def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
+        sandbox: SandboxProcess, tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    hold = Hold()
+    first_put = threading.Lock()
+    seen = {"puts": 0}
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT":
+            with first_put:
+                seen["puts"] += 1
+                mine = seen["puts"]
+            if mine == 1:
+                return hold.hold()
+        return None
+
+    skus = catalog_skus(20)
+    night_a = stock_file(tmp_path / "a.csv", {(1, s): 10 + i for i, s in enumerate(skus)})
+    night_b = stock_file(tmp_path / "b.csv", {(1, s): 50 + i for i, s in enumerate(skus)})
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    runtime = tmp_path / "run-user"
+    runtime.mkdir(mode=0o700)
+    with misbehaving_store(respond, sandbox.url) as store:
+        base = env_at(store.url, tmp_path, sandbox)
+        base.pop(ENV_LOCK_DIR, None)
+        base["TMPDIR"] = str(shared_tmp)       # both see the same system temp dir
+        shell = {**base, "XDG_RUNTIME_DIR": str(runtime)}
+        cron = {k: v for k, v in base.items() if k != "XDG_RUNTIME_DIR"}
+        log = tmp_path / "first.log"
+        first = spawn(["sync", str(night_a), "--state-dir", str(tmp_path / "sd-a")], shell,
+                      log, children)
+        try:
+            wait_for(hold.held.is_set, first, log)    # the first run holds its locks and sends
+            second = run_invsync(["sync", str(night_b), "--state-dir", str(tmp_path / "sd-b")],
+                                 cron, timeout=120)
+        finally:
+            hold.release.set()
+        first.wait(timeout=120)
+    assert second.returncode == 4, output(second)
+    assert "Traceback" not in output(second)
+
+
+# ---- 3. drift after kill -9 calls the killed run's own confirmed writes manual edits -----
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: drift does not read the journal a killed run left, so the levels the store "
+    "confirmed to that run are reported as drift (manual edits), exit 1"))
+def test_drift_after_kill_9_does_not_report_the_killed_runs_confirmed_writes(
+        sandbox: SandboxProcess, tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    hold = Hold()
+    counter = threading.Lock()
+    seen = {"puts": 0, "armed": False}
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT" and seen["armed"]:
+            with counter:
+                seen["puts"] += 1
+                mine = seen["puts"]
+            if mine >= 2:
+                return hold.hold()
+        return None
+
+    skus = catalog_skus(10)
+    before = {(1, s): 10 + i for i, s in enumerate(skus)}
+    after = {(1, s): 100 + i for i, s in enumerate(skus)}
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        first = run_invsync(["sync", str(stock_file(tmp_path / "before.csv", before))], env)
+        assert first.returncode == 0, output(first)
+        seen["armed"] = True
+        log = tmp_path / "killed.log"
+        args = ["sync", str(stock_file(tmp_path / "after.csv", after)),
+                "--batch-size", "5", "--concurrency", "1"]
+        killed = spawn(args, env, log, children)
+        journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
+
+        def confirmed() -> bool:
+            try:
+                return '"confirmed"' in journal.read_text()
+            except OSError:
+                return False
+
+        try:
+            wait_for(lambda: confirmed() and hold.held.is_set(), killed, log)
+            os.kill(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+        finally:
+            hold.release.set()
+        # The first batch landed and was confirmed; the second never reached the store.
+        landed = sandbox.levels()
+        applied = [k for k in after if landed.get(k) == after[k]]
+        assert len(applied) == 5, landed
+        drift = run_invsync(["drift"], env)
+    assert "Traceback" not in output(drift)
+    for _, sku in applied:
+        assert sku not in drift.stdout, drift.stdout
+    assert drift.returncode == 0, output(drift)
+
+
+# ---- 4. a full state disk mid-send: the failed report says nothing was applied -----------
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount small tmpfs file systems (root only); each is unmounted at teardown."""
+    mounted: list[Path] = []
+
+    def mount(where: Path, size: str = "64k", *options: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        opts = ",".join([f"size={size}", *options])
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: when the state disk fills up mid-send, report.json and the summary line "
+    "say rows=0 updated=0 (no batches, no transaction ids) although the store confirmed "
+    "whole batches"))
+def test_full_state_disk_mid_send_reports_what_the_store_confirmed(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path,
+        tmpfs: Callable[..., Path]) -> None:
+    state = tmpfs(tmp_path / "full-state", "64k")
+    reports = tmp_path / "reports"
+    levels = {(1, sku): (i % 50) + 1 for i, sku in enumerate(catalog_skus(3000))}
+    path = stock_file(tmp_path / "stock.csv", levels)
+    result = run_invsync(["-q", "sync", str(path), "--state-dir", str(state),
+                          "--report-dir", str(reports), "--batch-size", "200"], cli_env)
+    assert result.returncode == 2, output(result)
+    assert "Traceback" not in output(result)
+    accepted_puts = [r for r in sandbox.requests() if r["method"] == "PUT"
+                     and r["status"] == 200]
+    assert accepted_puts, "the store confirmed batches before the disk filled up"
+    report = json.loads(next(reports.glob("*/report.json")).read_text())
+    counts = report["counts"]
+    assert counts["rows"] == report["input"]["rows"] == len(levels), counts
+    # Items the store confirmed are not reported as 'nothing updated'.
+    assert counts["submitted"] >= 200 * len(accepted_puts) or \
+        counts["accepted"] + counts["unconfirmed"] >= 200 * len(accepted_puts), counts
+    assert "updated=0 " not in result.stdout, result.stdout
+
+
+# ---- 5. a stray bare CR in a CRLF file ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: a CRLF file with one bare CR line ending is refused with polars' internal "
+    "\"found more fields than defined in 'Schema'\", naming no row (a CR-only file is read)"))
+def test_mixed_line_endings_are_read_or_the_error_names_the_row(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    a, b, c = catalog_skus(3)
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(f"sku,location_id,quantity\r\n{a},1,11\r{b},1,12\n{c},2,13\r\n".encode())
+    result = run_invsync(["sync", str(path)], cli_env)
+    assert "Traceback" not in output(result)
+    if result.returncode == 0:
+        assert {k: v for k, v in sandbox.levels().items()
+                if k in {(1, a), (1, b), (2, c)}} == {(1, a): 11, (1, b): 12, (2, c): 13}
+    else:
+        assert result.returncode == 65, output(result)
+        error = [ln for ln in result.stderr.splitlines() if ln.startswith("invsync: ")][-1]
+        assert "Schema" not in error and "row" in error, error
+
+
+# ---- 6. bad numbers the options and the config accept ------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "hang: verify --timeout nan (or inf) is accepted, and verify re-reads forever while a "
+    "level differs; it should be refused as a bad value (exit 64)"))
+def test_verify_timeout_nan_is_refused_not_a_hang(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    levels = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(3))}
+    first = run_invsync(["sync", str(stock_file(tmp_path / "stock.csv", levels))], cli_env)
+    assert first.returncode == 0, output(first)
+    (loc, sku), _ = next(iter(levels.items()))
+    body = json.dumps([{"location_id": loc, "sku": sku, "quantity": 999}]).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        sandbox.url + "/_sandbox/levels", data=body, method="POST",
+        headers={"Content-Type": "application/json"}), timeout=30).read()
+    # A hang shows as subprocess.TimeoutExpired (the child is killed).
+    result = run_invsync(["verify", "last", "--timeout", "nan"], cli_env, timeout=30)
+    assert result.returncode == 64, output(result)
+    assert "Traceback" not in output(result)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: [retry] timeout_s = -1 (or nan) is accepted; every attempt then fails at once "
+    "and the run ends exit 2 blaming the store/network instead of exit 64 for a bad config"))
+def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "invsync.toml"
+    config.write_text("[retry]\nmax_attempts = 2\nbase_delay_s = 0.01\nmax_delay_s = 0.02\n"
+                      "timeout_s = -1\n")
+    path = stock_file(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    result = run_invsync(["sync", str(path), "--config", str(config)], cli_env, timeout=120)
+    assert "Traceback" not in output(result)
+    assert result.returncode == 64, output(result)
+    assert "timeout_s" in result.stderr, output(result)
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "misleading: an API URL with a path (the 'API path' BigCommerce shows, "
+    "https://api.bigcommerce.com/stores/HASH/v3) is not refused as bad usage (exit 64, as the "
+    "README says for a URL that is not http(s)://host); the run fails exit 2 on a 404"))
+def test_an_api_url_with_the_store_path_is_bad_usage(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = stock_file(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    env = {**cli_env, "BIGCOMMERCE_API_URL": f"{sandbox.url}/stores/{sandbox.store_hash}/v3"}
+    result = run_invsync(["sync", str(path)], env)
+    assert "Traceback" not in output(result)
+    assert result.returncode == 64, output(result)
+    assert "report:" not in result.stdout
