@@ -4,7 +4,8 @@ never a traceback; never the token in any output).
 
 The real CLI (a child process) against a real sandbox process on 127.0.0.1, with a small
 misbehaving server (``tests/misbehaving.py``) in front of it where the attack needs one.
-Each test is marked ``xfail(strict=True)`` until the product is fixed: it fails now.
+A test still marked ``xfail(strict=True)`` names a defect not fixed yet; the others guard
+fixes made after this hunt.
 """
 
 from __future__ import annotations
@@ -106,9 +107,6 @@ class Hold:
 # ---- 1. token leak: a transaction id that carries the token --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "token leak: the terminal summary of a sync prints the first transaction id as the store "
-    "sent it, without redaction (report.json, show and --log-format json redact it)"))
 def test_a_transaction_id_echoing_the_token_never_prints_it(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     """A proxy that echoes request headers into the answer puts the token in the txid."""
@@ -136,10 +134,6 @@ def test_a_transaction_id_echoing_the_token_never_prints_it(
 # ---- 2. the host-wide lock is not host-wide when XDG_RUNTIME_DIR differs -----------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lock bypass: the host-wide lock folder depends on $XDG_RUNTIME_DIR, so a run from an "
-    "interactive shell (XDG_RUNTIME_DIR set) and a cron run (unset) with another --state-dir "
-    "sync the same store at once, both exit 0"))
 def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
         sandbox: SandboxProcess, tmp_path: Path,
         children: list[subprocess.Popen[bytes]]) -> None:
@@ -317,9 +311,6 @@ def test_mixed_line_endings_are_read_or_the_error_names_the_row(
 # ---- 6. bad numbers the options and the config accept ------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hang: verify --timeout nan (or inf) is accepted, and verify re-reads forever while a "
-    "level differs; it should be refused as a bad value (exit 64)"))
 def test_verify_timeout_nan_is_refused_not_a_hang(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     levels = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(3))}
@@ -336,9 +327,6 @@ def test_verify_timeout_nan_is_refused_not_a_hang(
     assert "Traceback" not in output(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "misleading: [retry] timeout_s = -1 (or nan) is accepted; every attempt then fails at once "
-    "and the run ends exit 2 blaming the store/network instead of exit 64 for a bad config"))
 def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "invsync.toml"
@@ -352,10 +340,6 @@ def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "misleading: an API URL with a path (the 'API path' BigCommerce shows, "
-    "https://api.bigcommerce.com/stores/HASH/v3) is not refused as bad usage (exit 64, as the "
-    "README says for a URL that is not http(s)://host); the run fails exit 2 on a 404"))
 def test_an_api_url_with_the_store_path_is_bad_usage(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     path = stock_file(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})

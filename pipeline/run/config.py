@@ -6,6 +6,7 @@ or the config file, and is held in a :class:`Secret` that never prints itself.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -108,10 +109,16 @@ class Settings:
             raise UsageError("the store hash may hold only letters, digits, '-' and '_' "
                              f"(got {self.store_hash!r})")
         if self.token or needs_store:
-            scheme = self.api_url.partition("://")[0].lower()
-            if scheme not in ("http", "https") or not self.api_url.partition("://")[2].strip("/"):
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.api_url)
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
                 raise UsageError(f"the API URL must start with https:// (or http://) and name a "
                                  f"host, not {self.api_url!r}")
+            if parts.path.strip("/") or parts.query or parts.fragment:
+                raise UsageError(f"the API URL is the host only (such as "
+                                 f"https://api.bigcommerce.com), not {self.api_url!r}: drop the "
+                                 f"path (invsync adds /stores/<store hash>/v3 itself)")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
@@ -344,6 +351,14 @@ def _retry(section: dict[str, Any]) -> RetryPolicy:
     try:
         values = {k: float(v) for k, v in section.items() if k != "max_attempts"}
         attempts = int(section.get("max_attempts", RetryPolicy.max_attempts))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad [retry] section: {exc}") from None
+    for key, value in values.items():
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"bad [retry] section: {key} must be a number above 0, not {value}")
+    if attempts < 1:
+        raise UsageError(f"bad [retry] section: max_attempts must be 1 or more, not {attempts}")
+    try:
         return RetryPolicy(max_attempts=attempts, **values)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad [retry] section: {exc}") from None

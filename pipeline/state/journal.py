@@ -46,14 +46,12 @@ ENV_LOCK_DIR = "INVSYNC_LOCK_DIR"
 
 def host_lock_dir() -> Path:
     """Where host-wide store locks live: ``$INVSYNC_LOCK_DIR``, else
-    ``$XDG_RUNTIME_DIR/invsync-locks`` (when set and writable), else
     ``<system temp dir>/invsync-locks-<uid>``."""
     override = os.environ.get(ENV_LOCK_DIR)
     if override:
         return Path(override)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK | os.X_OK):
-        return Path(runtime) / "invsync-locks"
+    # One place whatever the environment: $XDG_RUNTIME_DIR is set in a login shell but not
+    # under cron, and two runs must meet at the same lock to exclude each other.
     return Path(tempfile.gettempdir()) / f"invsync-locks-{os.getuid()}"
 
 

@@ -258,7 +258,8 @@ class StoreClient:
                 f"the store accepted a write but sent no transaction_id "
                 f"(HTTP {response.status_code})"
             )
-        return PutResult(transaction_id=str(txid), attempts=attempts)
+        # Store text, like any other: a proxy that echoes headers must not carry the token.
+        return PutResult(transaction_id=redact(str(txid)), attempts=attempts)
 
     async def get_locations(self) -> list[Location]:
         """Every location of the store (all pages)."""

@@ -25,6 +25,14 @@ from invsync.surfaces.options import (
 from invsync.surfaces.web.cli import portal, serve
 from invsync.terminal import clean, log_where, one_line
 
+
+def _finite(value: float, name: str) -> float:
+    """Refuse nan (which slips through a FloatRange: every comparison with it is false)."""
+    if value != value:
+        raise click.BadParameter(f"{name} must be a number of seconds, not nan")
+    return value
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -262,7 +270,8 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 @click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
-@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 86_400), default=30.0,
+              show_default=True, callback=lambda _c, _p, v: _finite(v, "--timeout"),
               help="Keep re-reading this long for writes to land (they are asynchronous).")
 @_config_options
 @click.pass_context
