@@ -112,22 +112,30 @@ def did_you_mean(unknown: Iterable[str], known: pl.Series, *, limit: int = 200,
     ``BEANIE-148-YELLOW``), for at most ``limit`` unknown SKUs.
 
     The cost stays bounded for a large catalog: a vectorised filter keeps candidates of a
-    similar length sharing the first or last two characters, at most ``pool`` of them, and
+    similar length sharing their first or last characters (two, or more while that leaves
+    more than ``pool``), at most ``pool`` of them, and
     :mod:`difflib` compares only those. A difference of case alone is matched first.
     """
-    names = known.cast(pl.String).drop_nulls().unique()
+    names = known.cast(pl.String).drop_nulls().unique(maintain_order=True)
     if names.is_empty():
         return {}
     catalog = pl.DataFrame({"sku": names}).with_columns(
-        upper=pl.col("sku").str.to_uppercase(), length=pl.col("sku").str.len_chars())
+        upper=pl.col("sku").str.to_uppercase(),
+        length=pl.col("sku").str.len_chars().cast(pl.Int64))
     out: dict[str, str] = {}
     for sku in list(dict.fromkeys(s for s in unknown if s))[:limit]:
         target = sku.upper()
-        near = catalog.filter(
-            ((pl.col("length") - len(sku)).abs() <= 2)
-            & (pl.col("upper").str.starts_with(target[:2])
-               | pl.col("upper").str.ends_with(target[-2:]))
-            & (pl.col("sku") != sku)).head(pool)
+        near = catalog.filter(((pl.col("length") - len(sku)).abs() <= 2)
+                              & (pl.col("sku") != sku))
+        # Narrow to a longer shared start or end until the pool is small enough.
+        k = 2
+        while True:
+            pool_k = near.filter(pl.col("upper").str.starts_with(target[:k])
+                                 | pl.col("upper").str.ends_with(target[-k:]))
+            if pool_k.height <= pool or k >= len(target):
+                near = pool_k.head(pool)
+                break
+            near, k = pool_k, k + 2
         if near.is_empty():
             continue
         uppers = near["upper"].to_list()
