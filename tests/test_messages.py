@@ -327,7 +327,8 @@ def test_cli_run_says_what_to_fix_and_suggests_the_sku(
     assert "did you mean 'BEANIE-148-YELLOW'?" in msgs[3], msgs[3]
     assert report["rejected_file"] == "rejected.xlsx"
     out = " ".join(result.stdout.split())
-    assert "6 rows: 1 updated, 5 need fixing (1 refused by the store) (see rejected.xlsx)" in out, out
+    assert ("6 rows: 1 updated, 5 need fixing (1 refused by the store) "
+            "(see rejected.xlsx)") in out, out
     assert "A quantity that is not a whole number (1 row, quantity_not_whole): row 6:" in out
     html = (result.report_dir() / "report.html").read_text()
     assert 'href="rejected.xlsx"' in html and "6 rows: 1 updated, 5 need fixing" in html

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
+from invsync.schemas.stock import REASONS
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +136,7 @@ def messages(report: dict[str, Any]) -> dict[int, str]:
 
 
 def rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]]]:
-    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8") as fh:
+    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
     return list(reader.fieldnames or []), rows
@@ -205,7 +206,8 @@ def test_semicolon_windows_1252_with_accents(sandbox: SandboxProcess, cli_env: d
     assert header == ["sku", "quantity", "description", "row", "reason", "message"]
     assert rows == [{"sku": "POSTER-1755", "quantity": "3,5", "description": "Poster — Größe A2",
                      "row": "5", "reason": "quantity_not_whole",
-                     "message": "quantity '3,5' is not a whole number"}]
+                     "message": "the quantity '3,5' is not a whole number — write a whole "
+                                "number: 3 or 4"}]
     assert_counts_add_up(report["counts"])
 
 
@@ -253,9 +255,10 @@ def test_utf8_with_bom(sandbox: SandboxProcess, cli_env: dict[str, str], tmp_pat
     assert rejected(report) == {3: ("missing_quantity", "Qty", None)}
     header, rows = rejected_csv(result)
     assert header == ["SKU", "Qty", "row", "reason", "message"]
-    assert (result.report_dir() / "rejected.csv").read_bytes()[:3] == b"SKU"
+    # UTF-8 with a BOM, as the input was: a spreadsheet program reads it right.
+    assert (result.report_dir() / "rejected.csv").read_bytes()[:6] == b"\xef\xbb\xbfSKU"
     assert rows == [{"SKU": "GAME-8992", "Qty": "", "row": "3", "reason": "missing_quantity",
-                     "message": "quantity is empty"}]
+                     "message": REASONS["missing_quantity"].message}]
 
 
 def test_quoted_fields_with_embedded_newlines_keep_spreadsheet_row_numbers(
@@ -319,7 +322,8 @@ def test_bin_level_duplicates(sandbox: SandboxProcess, cli_env: dict[str, str], 
         assert rejected(report) == {2: dup, 4: dup, 6: dup, **bad_qty}
         for row in (2, 4, 6):
             assert messages(report)[row] == (
-                "the same item at the same location is in rows 2, 4, 6, 7; keep one row")
+                "rows 2, 4, 6 and 7 are the same item at the same location — keep one, or sum "
+                "them with `--duplicates sum`")
         assert report["counts"]["merged"] == 0
     else:
         assert_sent_exactly(sandbox, {**expected, (1, "MUG-4916"): mug_at_1})
@@ -582,7 +586,7 @@ def test_dates_in_the_wrong_column(sandbox: SandboxProcess, cli_env: dict[str, s
     assert got[2][2].startswith("2026-01-05")
     assert got[3][2].startswith("2026-03-01")
     assert got[4][2].startswith("1900-01-05")
-    assert messages(report)[3] == f"'{got[3][2]}' is a date, not a quantity or id"
+    assert messages(report)[3].startswith(f"'{got[3][2]}' is a date, not a quantity or id — ")
 
 
 # ---- 11. formula injection -------------------------------------------------------------------
@@ -960,7 +964,7 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             merged_rows = all_rows - sent_rows - set(bad)
             assert len(merged_rows) == c.merged
             assert not sent_rows & set(bad)
-            with (folder / "rejected.csv").open(newline="", encoding="utf-8") as fh:
+            with (folder / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
                 rej = list(csv.DictReader(fh))
             assert [int(r["row"]) for r in rej] == sorted(bad)
             for r in rej:

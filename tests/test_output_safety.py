@@ -62,7 +62,7 @@ def report_of(folder: Path) -> dict[str, Any]:
 
 
 def read_csv(path: Path) -> list[list[str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.reader(fh))
 
 
@@ -176,14 +176,15 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
     assert ok.report()["exit_code"] == 0
     assert hostile_store.levels()[(1, HOSTILE_SKU)] == 4
 
-    bad = write_csv(folder / "bad[/b].csv", ["sku", "quantity", "note"],
-                    [["MUG-4916", "[/x]", "a"], ["LAMP-9823", ESC_CELL, "b"],
-                     ["NB-8084", "1", "[bold]x[/bold]"]])
+    # The summary shows one example per kind of problem: each hostile cell is its kind's.
+    bad = write_csv(folder / "bad[/b].csv", ["sku", "quantity", "note", "location"],
+                    [["MUG-4916", "[/x]", "a", ""], ["LAMP-9823", "1", "b", ESC_CELL],
+                     ["NB-8084", "1", "[bold]x[/bold]", ""]])
     rejected = run_invsync(["sync", str(bad)], env)
     assert rejected.returncode == 1, rejected.stdout + rejected.stderr
     assert rejected.report()["exit_code"] == 1
     assert_printed_as_data(rejected)
-    assert "quantity '[/x]' is not a whole number" in rejected.stdout
+    assert "the quantity '[/x]' is not a number" in rejected.stdout
     assert "\\x1b[31mred\\x1b]0;pwned\\x07" in rejected.stdout  # visible, inert
 
     # The same file through plan, runs, show, drift and verify, with -v logging on.
