@@ -167,8 +167,9 @@ def api_levels(sb: SandboxProcess, token: str = TOKEN) -> dict[Level, int]:
 
 
 def read_rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]]]:
+    delimiter = result.report()["input"].get("delimiter") or ","  # the input's own
     with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter=delimiter)
         rows = list(reader)
         return list(reader.fieldnames or []), rows
 

@@ -136,8 +136,10 @@ def messages(report: dict[str, Any]) -> dict[int, str]:
 
 
 def rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]]]:
+    # rejected.csv comes back in the input's delimiter.
+    delimiter = result.report()["input"].get("delimiter") or ","
     with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter=delimiter)
         rows = list(reader)
     return list(reader.fieldnames or []), rows
 
@@ -201,7 +203,10 @@ def test_semicolon_windows_1252_with_accents(sandbox: SandboxProcess, cli_env: d
     assert any("Windows-1252" in n for n in report["notes"]), report["notes"]
     assert rejected(report) == {5: ("quantity_not_whole", "quantity", "3,5")}
     assert (report["counts"]["rows"], report["counts"]["blank"]) == (4, 1)
-    # rejected.csv is UTF-8 and carries the accents and the quoted ';' intact.
+    # rejected.csv is UTF-8 and carries the accents and the quoted ';' intact, with ';'
+    # between the fields as the input had.
+    assert (result.report_dir() / "rejected.csv").read_bytes().startswith(
+        "\ufeffsku;quantity;description;row;reason;message\n".encode())
     header, rows = rejected_csv(result)
     assert header == ["sku", "quantity", "description", "row", "reason", "message"]
     assert rows == [{"sku": "POSTER-1755", "quantity": "3,5", "description": "Poster — Größe A2",
@@ -965,7 +970,7 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             assert len(merged_rows) == c.merged
             assert not sent_rows & set(bad)
             with (folder / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
-                rej = list(csv.DictReader(fh))
+                rej = list(csv.DictReader(fh, delimiter=report.input.get("delimiter") or ","))
             assert [int(r["row"]) for r in rej] == sorted(bad)
             for r in rej:
                 sku, location, quantity, note = rows[int(r["row"]) - 2]

@@ -91,6 +91,10 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     if exit_code is not None:
         title += f" (exit code {_md(exit_code)})"
     lines = [title, ""]
+    from invsync.schemas.messages import outcome_sentence
+
+    rejected_file = _text(report.get("rejected_file")) or None
+    lines += [_md(outcome_sentence(counts, _text(report.get("status")), rejected_file)), ""]
 
     inp: Mapping[str, Any] = report.get("input") or {}
     store: Mapping[str, Any] = report.get("store") or {}

@@ -255,8 +255,10 @@ def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) ->
         tmp.unlink(missing_ok=True)
 
 
-_PLAIN_NUMBER = r"^-?(?:0|[1-9]\d{0,14})(?:\.\d{1,15})?$"
-"""Text a number cell gives back exactly (no leading zeros, no exponent, <= 15 digits)."""
+_PLAIN_NUMBER = r"^(?:-?[\d.]{1,16})$"
+_PLAIN_NUMBER_SHAPE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?$"
+"""Text a number cell gives back exactly: no leading zeros, no exponent, at most 15
+digits (both patterns must match)."""
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?: 00:00:00)?$"
 _ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
 _XLSX_MAX_WIDTH = 60
@@ -264,7 +266,9 @@ _XLSX_MAX_WIDTH = 60
 
 def _typed(text: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """(number, date, datetime) of a text column where the text is exactly that, else null."""
-    number = pl.when(text.str.contains(_PLAIN_NUMBER)).then(text.cast(pl.Float64, strict=False))
+    shaped = text.str.contains(_PLAIN_NUMBER) & text.str.contains(_PLAIN_NUMBER_SHAPE) \
+        & ~text.str.contains(r"^-0(?:\.0*)?$")  # "-0" would come back as 0
+    number = pl.when(shaped).then(text.cast(pl.Float64, strict=False))
     date = pl.when(text.str.contains(_ISO_DATE)).then(
         text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
     stamp = pl.when(text.str.contains(_ISO_DATETIME) & ~text.str.contains(_ISO_DATE)).then(
