@@ -642,11 +642,12 @@ def test_injected_formulas_are_escaped_in_rejected_files_and_read_back(
     # rejected.xlsx: the same text, as string cells (never formulas).
     ws = openpyxl.load_workbook(first.report_dir() / "rejected.xlsx")["Stock"]
     cells = {(c.row, c.column): c for row in ws.iter_rows() for c in row}
-    assert cells[(2, 1)].value == HYPERLINK and cells[(2, 1)].data_type == "s"
-    assert cells[(3, 2)].value == "@SUM(1)" and cells[(3, 2)].data_type == "s"
-    assert cells[(3, 3)].value == "=1+1" and cells[(3, 3)].data_type == "s"
-    assert cells[(4, 2)].value == "+1-2" and cells[(4, 2)].data_type == "s"
-    assert cells[(6, 1)].value == "+1-2" and cells[(6, 1)].data_type == "s"
+    # (Column 1 is the Problem column: the file's columns start at 2.)
+    assert cells[(2, 2)].value == HYPERLINK and cells[(2, 2)].data_type == "s"
+    assert cells[(3, 3)].value == "@SUM(1)" and cells[(3, 3)].data_type == "s"
+    assert cells[(3, 4)].value == "=1+1" and cells[(3, 4)].data_type == "s"
+    assert cells[(4, 3)].value == "+1-2" and cells[(4, 3)].data_type == "s"
+    assert cells[(6, 2)].value == "+1-2" and cells[(6, 2)].data_type == "s"
     assert not [c.coordinate for c in cells.values() if c.data_type == "f"]
 
     # Uploading rejected.csv as it is reads the original text back.
@@ -773,7 +774,7 @@ def test_quantity_rules_from_the_config_file(sandbox: SandboxProcess, cli_env: d
 # ---- 14. rejected.xlsx for an XLSX input --------------------------------------------------------
 
 
-def test_rejected_xlsx_highlights_and_comments_the_offending_cell(
+def test_rejected_xlsx_says_the_problem_first_and_highlights_the_offending_cell(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "stock.xlsx", {"Lager": [
         ["SKU", "Warehouse", "Quantity", "Note"],
@@ -799,26 +800,25 @@ def test_rejected_xlsx_highlights_and_comments_the_offending_cell(
     ws = wb["Lager"]
     table = [[c.value for c in row] for row in ws.iter_rows()]
     header = table[0]
-    assert header == ["SKU", "Warehouse", "Quantity", "Note", "row", "reason", "message"]
+    assert header == ["Problem", "SKU", "Warehouse", "Quantity", "Note", "row", "reason"]
     assert all(c.font.bold for c in ws[1])
-    body = {int(r[4]): dict(zip(header, r, strict=True)) for r in table[1:]}
+    body = {int(r[5]): dict(zip(header, r, strict=True)) for r in table[1:]}
     assert sorted(body) == [3, 4, 5, 6, 7]
-    assert body[3]["Warehouse"] == "WH-WEST" and body[5]["Quantity"] == "12.5"
+    # Numbers stay numbers (12.5 is a number cell again); the SKU column stays text.
+    assert body[3]["Warehouse"] == "WH-WEST" and body[5]["Quantity"] == 12.5
     assert body[7]["Note"] == "Größe ü" and body[7]["Quantity"] is None
     assert body[4]["SKU"].startswith("2026-03-01")
     msg = messages(report)
     for excel_row in range(2, ws.max_row + 1):
-        file_row = int(ws.cell(excel_row, 5).value)
-        assert ws.cell(excel_row, 6).value == reasons[file_row]
-        assert ws.cell(excel_row, 7).value == msg[file_row]
-        for col in range(1, 8):
+        file_row = int(ws.cell(excel_row, 6).value)
+        assert ws.cell(excel_row, 1).value == f"row {file_row} of your file: {msg[file_row]}"
+        assert ws.cell(excel_row, 7).value == reasons[file_row]
+        for col in range(2, 8):
             cell = ws.cell(excel_row, col)
             if header[col - 1] == blamed[file_row]:
                 assert cell.fill.fill_type == "solid", cell.coordinate
-                assert cell.comment is not None and msg[file_row] in cell.comment.text
             else:
                 assert cell.fill.fill_type is None, cell.coordinate
-                assert cell.comment is None, cell.coordinate
 
 
 # ---- property: any small table, written as CSV and synced, is accounted for row by row ----------

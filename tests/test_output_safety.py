@@ -131,10 +131,11 @@ def test_rejected_xlsx_holds_hostile_headers_and_cells_as_quoted_text(
     cells = {c.coordinate: c for row in openpyxl.load_workbook(out)["Stock"].iter_rows()
              for c in row}
     # Shown as the text it is and kept as text when edited, as Excel stores a typed '=x.
-    for coordinate, text in (("C1", EVIL_HEADER), ("C2", " =1+2"), ("B3", "\u00a0@SUM(1)")):
+    # (Column A is the Problem column: the file's columns start at B.)
+    for coordinate, text in (("D1", EVIL_HEADER), ("D2", " =1+2"), ("C3", "\u00a0@SUM(1)")):
         cell = cells[coordinate]
         assert (cell.value, cell.data_type, cell.quotePrefix) == (text, "s", True), coordinate
-    assert cells["A2"].quotePrefix is False
+    assert cells["B2"].quotePrefix is False
 
 
 # ---- 18. terminal injection --------------------------------------------------------------------
