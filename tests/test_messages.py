@@ -283,23 +283,26 @@ print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def test_rejected_xlsx_of_50k_rejected_rows_is_written_in_flat_memory(tmp_path: Path) -> None:
-    """Every row of a 50,000-row workbook rejected: writing rejected.xlsx raises the
-    process's peak RSS by little (write-only rows, no per-cell comments kept in memory)."""
+def test_rejected_xlsx_of_20k_rejected_rows_is_written_in_flat_memory(tmp_path: Path) -> None:
+    """Every row of a 20,000-row workbook rejected: writing rejected.xlsx raises the
+    process's peak RSS by little (write-only rows, no per-cell comments kept in memory;
+    before, the writer added ~30 MiB here and 73 MiB at 50,000 rows). 20,000 rows, not
+    more: the child's peak counts in this pytest process's RUSAGE_CHILDREN, which the
+    memory bounds of test_resilience read."""
     src = tmp_path / "all-bad.xlsx"
     wb = xlsxwriter.Workbook(str(src), {"constant_memory": True})
     ws = wb.add_worksheet("Stock")
     ws.write_row(0, 0, ["SKU", "Quantity", "Location ID", "Description", "Price"])
-    for i in range(50_000):
+    for i in range(20_000):
         ws.write_row(i + 1, 0, [f"SKU-{i:06d}", f"{i} pcs", 1, "a blue cotton beanie", 9.5])
     wb.close()
     out = tmp_path / "rejected.xlsx"
     got = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(src), "write", str(out)],
                          capture_output=True, text=True, check=True, timeout=600)
     before_kb, after_kb = map(int, got.stdout.split())
-    assert (after_kb - before_kb) < 60 * 1024, f"+{(after_kb - before_kb) >> 10} MiB"
+    assert (after_kb - before_kb) < 20 * 1024, f"+{(after_kb - before_kb) >> 10} MiB"
     book = openpyxl.load_workbook(out, read_only=True)
-    assert sum(1 for _ in book["Stock"].iter_rows(values_only=True)) == 50_001
+    assert sum(1 for _ in book["Stock"].iter_rows(values_only=True)) == 20_001
     book.close()
 
 
