@@ -24,41 +24,87 @@ MAX_QUANTITY = 2_147_483_647
 
 @dataclass(frozen=True)
 class Reason:
-    """A stable rejection reason: its code, the canonical column it blames, a message."""
+    """A stable rejection reason: its code, the column it blames, and its plain words.
+
+    The words are the one place a reason is explained: the rejected files, the terminal
+    summary, report.html and the upload page all show them (see :mod:`invsync.schemas.messages`).
+    """
 
     code: str
     column: str
     message: str
-    """A template; ``{value}`` is replaced by the offending cell's text."""
+    """One row's sentence with its fix, a template: ``{value}`` is the offending cell's
+    text, ``{rows}`` the rows of a duplicate group, ``{hint}`` and ``{nature}`` are
+    worked out from the value (see :func:`invsync.schemas.messages.row_messages`)."""
+    kind: str = ""
+    """The kind of problem, as a heading for the rows that share it."""
+    fix: str = ""
+    """What to do, for the whole kind."""
 
 
+_ID_FIX = "use the number the store shows (digits only), or the SKU"
 REASONS: dict[str, Reason] = {
     r.code: r
     for r in [
-        Reason("missing_identifier", "sku", "no sku, product_id or variant_id in this row"),
+        Reason("missing_identifier", "sku",
+               "this row has no SKU — fill in the SKU (or the product or variant id)",
+               "Rows with no SKU", "fill in the SKU (or the product or variant id)"),
         Reason("invalid_variant_id", "variant_id",
-               "variant_id '{value}' is not a positive whole number"),
+               f"the variant id '{{value}}' is not a number — {_ID_FIX}",
+               "A variant id that is not a number", _ID_FIX),
         Reason("invalid_product_id", "product_id",
-               "product_id '{value}' is not a positive whole number"),
+               f"the product id '{{value}}' is not a number — {_ID_FIX}",
+               "A product id that is not a number", _ID_FIX),
         Reason("invalid_location", "location_id",
-               "location '{value}' is not a location id (a positive whole number)"),
+               "the location '{value}' is not a location number — write the location's "
+               "number or its code as the store shows it",
+               "A location that is not a location number",
+               "write the location's number or its code as the store shows it"),
         Reason("ambiguous_location", "location_id",
-               "location '{value}' is one location's id and another location's code; "
+               "the location '{value}' is one location's number and another location's "
+               "code — head the column Location ID or Location Code to say which",
+               "A location that could be two locations",
                "head the column Location ID or Location Code to say which"),
         Reason("unknown_location", "location_id",
-               "location '{value}' does not exist in the store"),
+               "the store has no location '{value}' — check it against the store's list "
+               "of locations",
+               "A location the store does not have",
+               "check it against the store's list of locations"),
         Reason("disabled_location", "location_id",
-               "location '{value}' is disabled in the store and accepts no stock changes"),
-        Reason("missing_quantity", "quantity", "quantity is empty"),
-        Reason("date_in_column", "quantity", "'{value}' is a date, not a quantity or id"),
-        Reason("quantity_not_whole", "quantity", "quantity '{value}' is not a whole number"),
+               "the location '{value}' is switched off in the store, so its stock cannot "
+               "change — switch it on in the store, or move the row to another location",
+               "A location switched off in the store",
+               "switch it on in the store, or move the rows to another location"),
+        Reason("missing_quantity", "quantity",
+               "the quantity is empty — write how many are in stock (0 if none)",
+               "An empty quantity", "write how many are in stock (0 if none)"),
+        Reason("date_in_column", "quantity",
+               "'{value}' is a date, not a quantity or id — the spreadsheet probably "
+               "changed it: format the column as plain numbers and type the value again",
+               "A date where a number belongs",
+               "format the column as plain numbers and type the value again"),
+        Reason("quantity_not_whole", "quantity",
+               "the quantity '{value}' is not {nature} — {hint}",
+               "A quantity that is not a whole number",
+               "write how many are in stock as a whole number, such as 12"),
         Reason("quantity_negative", "quantity",
-               "quantity '{value}' is negative; stock cannot go below 0"),
+               "the quantity '{value}' is below 0 — write 0 or more (or run with "
+               "`--clamp-negative` to send 0)",
+               "A quantity below 0", "write 0 or more (or run with `--clamp-negative`)"),
         Reason("quantity_too_large", "quantity",
-               f"quantity '{{value}}' is above the store's maximum of {MAX_QUANTITY:,}"),
+               f"the quantity '{{value}}' is above the store's maximum of {MAX_QUANTITY:,} "
+               "— check the number: it is probably a typo",
+               "A quantity above the store's maximum",
+               "check the number: it is probably a typo"),
         Reason("duplicate_item", "sku",
-               "the same item at the same location is in rows {value}; keep one row"),
-        Reason("refused_by_store", "sku", "the store refused this item: {value}"),
+               "{rows} are the same item at the same location — keep one, or sum them "
+               "with `--duplicates sum`",
+               "The same item twice at one location",
+               "keep one row, or sum them with `--duplicates sum`"),
+        Reason("refused_by_store", "sku",
+               "the store refused '{value}': {detail} — {hint}",
+               "Items the store refused",
+               "check that the SKU exists in the store and tracks stock"),
     ]
 }
 """Every reason code invsync reports, in priority order."""

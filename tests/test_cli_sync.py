@@ -167,8 +167,9 @@ def api_levels(sb: SandboxProcess, token: str = TOKEN) -> dict[Level, int]:
 
 
 def read_rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]]]:
-    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    delimiter = result.report()["input"].get("delimiter") or ","  # the input's own
+    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
         rows = list(reader)
         return list(reader.fieldnames or []), rows
 
@@ -622,7 +623,7 @@ def test_unknown_skus_refused_by_store_rest_applied_and_retried_next_run(
         assert rec["reason"] == "refused_by_store"
         assert rec["column"] == "sku"
         assert rec["value"] == ghost_rows[row][0]
-        assert rec["message"].startswith("the store refused this item")
+        assert rec["message"].startswith("the store refused '")
         if not vague:
             assert ghost_rows[row][0] in rec["message"]
     assert report["rejected_by_reason"] == {"refused_by_store": 3}

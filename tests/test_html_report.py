@@ -255,8 +255,8 @@ def test_very_many_rejected_rows_are_capped_but_totals_are_not() -> None:
     assert rows[-1][4] == f"bad {MAX_REJECTED_ROWS - 1}"
     assert (f"Showing the first {MAX_REJECTED_ROWS:,} of {total:,} rejected rows; 1,234 more "
             f"are in") in page
-    assert ["quantity_not_whole", f"{total:,}", "100%", "bad 0"] in \
-        tables.tables["rejected-by-reason"]
+    assert ["quantity_not_whole", f"{total:,}", "100%", "row 2: bad 0",
+            "A quantity that is not a whole number"] in tables.tables["rejected-by-reason"]
     assert counts_of(tables)["rejected"] == f"{total:,}"
 
 

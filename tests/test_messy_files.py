@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
+from invsync.schemas.stock import REASONS
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +136,10 @@ def messages(report: dict[str, Any]) -> dict[int, str]:
 
 
 def rejected_csv(result: CliResult) -> tuple[list[str], list[dict[str, str]]]:
-    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    # rejected.csv comes back in the input's delimiter.
+    delimiter = result.report()["input"].get("delimiter") or ","
+    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
         rows = list(reader)
     return list(reader.fieldnames or []), rows
 
@@ -200,12 +203,16 @@ def test_semicolon_windows_1252_with_accents(sandbox: SandboxProcess, cli_env: d
     assert any("Windows-1252" in n for n in report["notes"]), report["notes"]
     assert rejected(report) == {5: ("quantity_not_whole", "quantity", "3,5")}
     assert (report["counts"]["rows"], report["counts"]["blank"]) == (4, 1)
-    # rejected.csv is UTF-8 and carries the accents and the quoted ';' intact.
+    # rejected.csv is UTF-8 and carries the accents and the quoted ';' intact, with ';'
+    # between the fields as the input had.
+    assert (result.report_dir() / "rejected.csv").read_bytes().startswith(
+        "\ufeffsku;quantity;description;row;reason;message\n".encode())
     header, rows = rejected_csv(result)
     assert header == ["sku", "quantity", "description", "row", "reason", "message"]
     assert rows == [{"sku": "POSTER-1755", "quantity": "3,5", "description": "Poster — Größe A2",
                      "row": "5", "reason": "quantity_not_whole",
-                     "message": "quantity '3,5' is not a whole number"}]
+                     "message": "the quantity '3,5' is not a whole number — write a whole "
+                                "number: 3 or 4"}]
     assert_counts_add_up(report["counts"])
 
 
@@ -253,9 +260,10 @@ def test_utf8_with_bom(sandbox: SandboxProcess, cli_env: dict[str, str], tmp_pat
     assert rejected(report) == {3: ("missing_quantity", "Qty", None)}
     header, rows = rejected_csv(result)
     assert header == ["SKU", "Qty", "row", "reason", "message"]
-    assert (result.report_dir() / "rejected.csv").read_bytes()[:3] == b"SKU"
+    # UTF-8 with a BOM, as the input was: a spreadsheet program reads it right.
+    assert (result.report_dir() / "rejected.csv").read_bytes()[:6] == b"\xef\xbb\xbfSKU"
     assert rows == [{"SKU": "GAME-8992", "Qty": "", "row": "3", "reason": "missing_quantity",
-                     "message": "quantity is empty"}]
+                     "message": REASONS["missing_quantity"].message}]
 
 
 def test_quoted_fields_with_embedded_newlines_keep_spreadsheet_row_numbers(
@@ -319,7 +327,8 @@ def test_bin_level_duplicates(sandbox: SandboxProcess, cli_env: dict[str, str], 
         assert rejected(report) == {2: dup, 4: dup, 6: dup, **bad_qty}
         for row in (2, 4, 6):
             assert messages(report)[row] == (
-                "the same item at the same location is in rows 2, 4, 6, 7; keep one row")
+                "rows 2, 4, 6 and 7 are the same item at the same location — keep one, or sum "
+                "them with `--duplicates sum`")
         assert report["counts"]["merged"] == 0
     else:
         assert_sent_exactly(sandbox, {**expected, (1, "MUG-4916"): mug_at_1})
@@ -582,7 +591,7 @@ def test_dates_in_the_wrong_column(sandbox: SandboxProcess, cli_env: dict[str, s
     assert got[2][2].startswith("2026-01-05")
     assert got[3][2].startswith("2026-03-01")
     assert got[4][2].startswith("1900-01-05")
-    assert messages(report)[3] == f"'{got[3][2]}' is a date, not a quantity or id"
+    assert messages(report)[3].startswith(f"'{got[3][2]}' is a date, not a quantity or id — ")
 
 
 # ---- 11. formula injection -------------------------------------------------------------------
@@ -633,11 +642,12 @@ def test_injected_formulas_are_escaped_in_rejected_files_and_read_back(
     # rejected.xlsx: the same text, as string cells (never formulas).
     ws = openpyxl.load_workbook(first.report_dir() / "rejected.xlsx")["Stock"]
     cells = {(c.row, c.column): c for row in ws.iter_rows() for c in row}
-    assert cells[(2, 1)].value == HYPERLINK and cells[(2, 1)].data_type == "s"
-    assert cells[(3, 2)].value == "@SUM(1)" and cells[(3, 2)].data_type == "s"
-    assert cells[(3, 3)].value == "=1+1" and cells[(3, 3)].data_type == "s"
-    assert cells[(4, 2)].value == "+1-2" and cells[(4, 2)].data_type == "s"
-    assert cells[(6, 1)].value == "+1-2" and cells[(6, 1)].data_type == "s"
+    # (Column 1 is the Problem column: the file's columns start at 2.)
+    assert cells[(2, 2)].value == HYPERLINK and cells[(2, 2)].data_type == "s"
+    assert cells[(3, 3)].value == "@SUM(1)" and cells[(3, 3)].data_type == "s"
+    assert cells[(3, 4)].value == "=1+1" and cells[(3, 4)].data_type == "s"
+    assert cells[(4, 3)].value == "+1-2" and cells[(4, 3)].data_type == "s"
+    assert cells[(6, 2)].value == "+1-2" and cells[(6, 2)].data_type == "s"
     assert not [c.coordinate for c in cells.values() if c.data_type == "f"]
 
     # Uploading rejected.csv as it is reads the original text back.
@@ -764,7 +774,7 @@ def test_quantity_rules_from_the_config_file(sandbox: SandboxProcess, cli_env: d
 # ---- 14. rejected.xlsx for an XLSX input --------------------------------------------------------
 
 
-def test_rejected_xlsx_highlights_and_comments_the_offending_cell(
+def test_rejected_xlsx_says_the_problem_first_and_highlights_the_offending_cell(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "stock.xlsx", {"Lager": [
         ["SKU", "Warehouse", "Quantity", "Note"],
@@ -790,26 +800,25 @@ def test_rejected_xlsx_highlights_and_comments_the_offending_cell(
     ws = wb["Lager"]
     table = [[c.value for c in row] for row in ws.iter_rows()]
     header = table[0]
-    assert header == ["SKU", "Warehouse", "Quantity", "Note", "row", "reason", "message"]
+    assert header == ["Problem", "SKU", "Warehouse", "Quantity", "Note", "row", "reason"]
     assert all(c.font.bold for c in ws[1])
-    body = {int(r[4]): dict(zip(header, r, strict=True)) for r in table[1:]}
+    body = {int(r[5]): dict(zip(header, r, strict=True)) for r in table[1:]}
     assert sorted(body) == [3, 4, 5, 6, 7]
-    assert body[3]["Warehouse"] == "WH-WEST" and body[5]["Quantity"] == "12.5"
+    # Numbers stay numbers (12.5 is a number cell again); the SKU column stays text.
+    assert body[3]["Warehouse"] == "WH-WEST" and body[5]["Quantity"] == 12.5
     assert body[7]["Note"] == "Größe ü" and body[7]["Quantity"] is None
     assert body[4]["SKU"].startswith("2026-03-01")
     msg = messages(report)
     for excel_row in range(2, ws.max_row + 1):
-        file_row = int(ws.cell(excel_row, 5).value)
-        assert ws.cell(excel_row, 6).value == reasons[file_row]
-        assert ws.cell(excel_row, 7).value == msg[file_row]
-        for col in range(1, 8):
+        file_row = int(ws.cell(excel_row, 6).value)
+        assert ws.cell(excel_row, 1).value == f"row {file_row} of your file: {msg[file_row]}"
+        assert ws.cell(excel_row, 7).value == reasons[file_row]
+        for col in range(2, 8):
             cell = ws.cell(excel_row, col)
             if header[col - 1] == blamed[file_row]:
                 assert cell.fill.fill_type == "solid", cell.coordinate
-                assert cell.comment is not None and msg[file_row] in cell.comment.text
             else:
                 assert cell.fill.fill_type is None, cell.coordinate
-                assert cell.comment is None, cell.coordinate
 
 
 # ---- property: any small table, written as CSV and synced, is accounted for row by row ----------
@@ -960,8 +969,8 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             merged_rows = all_rows - sent_rows - set(bad)
             assert len(merged_rows) == c.merged
             assert not sent_rows & set(bad)
-            with (folder / "rejected.csv").open(newline="", encoding="utf-8") as fh:
-                rej = list(csv.DictReader(fh))
+            with (folder / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
+                rej = list(csv.DictReader(fh, delimiter=report.input.get("delimiter") or ","))
             assert [int(r["row"]) for r in rej] == sorted(bad)
             for r in rej:
                 sku, location, quantity, note = rows[int(r["row"]) - 2]

@@ -62,7 +62,7 @@ def report_of(folder: Path) -> dict[str, Any]:
 
 
 def read_csv(path: Path) -> list[list[str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.reader(fh))
 
 
@@ -131,10 +131,11 @@ def test_rejected_xlsx_holds_hostile_headers_and_cells_as_quoted_text(
     cells = {c.coordinate: c for row in openpyxl.load_workbook(out)["Stock"].iter_rows()
              for c in row}
     # Shown as the text it is and kept as text when edited, as Excel stores a typed '=x.
-    for coordinate, text in (("C1", EVIL_HEADER), ("C2", " =1+2"), ("B3", "\u00a0@SUM(1)")):
+    # (Column A is the Problem column: the file's columns start at B.)
+    for coordinate, text in (("D1", EVIL_HEADER), ("D2", " =1+2"), ("C3", "\u00a0@SUM(1)")):
         cell = cells[coordinate]
         assert (cell.value, cell.data_type, cell.quotePrefix) == (text, "s", True), coordinate
-    assert cells["A2"].quotePrefix is False
+    assert cells["B2"].quotePrefix is False
 
 
 # ---- 18. terminal injection --------------------------------------------------------------------
@@ -176,14 +177,15 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
     assert ok.report()["exit_code"] == 0
     assert hostile_store.levels()[(1, HOSTILE_SKU)] == 4
 
-    bad = write_csv(folder / "bad[/b].csv", ["sku", "quantity", "note"],
-                    [["MUG-4916", "[/x]", "a"], ["LAMP-9823", ESC_CELL, "b"],
-                     ["NB-8084", "1", "[bold]x[/bold]"]])
+    # The summary shows one example per kind of problem: each hostile cell is its kind's.
+    bad = write_csv(folder / "bad[/b].csv", ["sku", "quantity", "note", "location"],
+                    [["MUG-4916", "[/x]", "a", ""], ["LAMP-9823", "1", "b", ESC_CELL],
+                     ["NB-8084", "1", "[bold]x[/bold]", ""]])
     rejected = run_invsync(["sync", str(bad)], env)
     assert rejected.returncode == 1, rejected.stdout + rejected.stderr
     assert rejected.report()["exit_code"] == 1
     assert_printed_as_data(rejected)
-    assert "quantity '[/x]' is not a whole number" in rejected.stdout
+    assert "the quantity '[/x]' is not a number" in rejected.stdout
     assert "\\x1b[31mred\\x1b]0;pwned\\x07" in rejected.stdout  # visible, inert
 
     # The same file through plan, runs, show, drift and verify, with -v logging on.

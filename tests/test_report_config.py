@@ -93,7 +93,7 @@ def test_escape_formula_none() -> None:
 
 
 def read_csv_text(path: Path) -> list[list[str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.reader(fh))
 
 
@@ -145,7 +145,8 @@ def test_rejected_frame_renames_clashing_columns(tmp_path: Path) -> None:
     assert frame.columns == ["sku", "qty", "reason", "row", "invsync_row", "invsync_reason",
                              "message"]
     assert frame.row(0) == ("A", "x", "damaged", "7", 2, "quantity_not_whole",
-                            "quantity 'x' is not a whole number")
+                            "the quantity 'x' is not a number — write how many are in "
+                            "stock as a whole number, such as 12")
 
 
 def test_rejected_csv_with_no_rejections_has_just_the_header(tmp_path: Path) -> None:

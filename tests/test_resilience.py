@@ -1185,6 +1185,7 @@ def test_workbook_just_under_the_cell_text_budget_is_read_in_bounded_memory(
 
     assert run.guard is None, run.guard
     assert run.returncode == 1, run.output[-2000:]  # no quantities: every row rejected
-    assert "6,495 more in rejected.csv" in run.output, run.output[-2000:]
+    assert "6,500 rows: 6,500 need fixing (see rejected.xlsx)" in run.output, \
+        run.output[-2000:]
     assert run.peak_rss < MAX_RSS, f"peak RSS {run.peak_rss >> 20} MiB"
 

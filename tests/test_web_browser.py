@@ -226,7 +226,7 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     assert "zero" in rows[0].get_attribute("class")
     assert rows[0].text.split()[1:] == ["1", "40", "0", "-40"]
     rejected = by_id(browser, "rejected-rows").text
-    assert "The quantity is not a whole number." in rejected and "zwei" in rejected
+    assert "A quantity that is not a whole number." in rejected and "zwei" in rejected
     assert by_id(browser, "rejected-csv").text == "Download rejected.csv"
     assert browser.find_elements("id", "rejected-xlsx") == []  # only for workbooks
     shot(browser, "4-preview")

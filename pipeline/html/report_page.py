@@ -91,6 +91,10 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     if exit_code is not None:
         title += f" (exit code {_md(exit_code)})"
     lines = [title, ""]
+    from invsync.schemas.messages import outcome_sentence
+
+    rejected_file = _text(report.get("rejected_file")) or None
+    lines += [_md(outcome_sentence(counts, _text(report.get("status")), rejected_file)), ""]
 
     inp: Mapping[str, Any] = report.get("input") or {}
     store: Mapping[str, Any] = report.get("store") or {}
@@ -255,6 +259,11 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
     txids = [t for t in report.get("transaction_ids") or [] if t]
     listed = {t for b in batches for t in b["ids"]}
     reasons, reasons_total = _reasons(report, rejected)
+    from invsync.schemas.messages import outcome_sentence
+
+    rejected_file = _text(report.get("rejected_file")) or None
+    if rejected_file not in (None, "rejected.xlsx", "rejected.csv"):
+        rejected_file = None
     return {
         "inp": inp, "store": report.get("store") or {}, "origin": report.get("origin") or {},
         "file_bits": file_bits,
@@ -264,6 +273,9 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
         "notes": [n for n in report.get("notes") or [] if n],
         "details": _details(report), "count_groups": count_groups(report),
         "reasons": reasons, "reasons_total": reasons_total,
+        "rejected_file": rejected_file or "rejected.csv",
+        "has_xlsx": rejected_file == "rejected.xlsx",
+        "outcome": outcome_sentence(counts, _text(report.get("status")), rejected_file),
         "dry_run": report.get("status") == "dry_run",
         "batches": batches, "with_error": any(b.get("error") for b in batches),
         "txids": txids, "orphan_txids": [t for t in txids if t not in listed],
@@ -317,16 +329,18 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _reasons(report: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]
-             ) -> tuple[list[tuple[str, Any, str, Any]], int]:
+             ) -> tuple[list[tuple[str, Any, str, Any, str]], int]:
+    """(reason code, rows, share, example "row N: message", kind of problem) per kind."""
+    from invsync.schemas.messages import problem_groups
+
     by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
-    example: dict[str, Any] = {}
-    for rec in rejected:
-        example.setdefault(_text(rec.get("reason")), rec.get("message"))
     total = sum(n for n in by_reason.values() if isinstance(n, int))
     rows = []
-    for reason, n in by_reason.items():
+    for g in problem_groups({_text(k): v for k, v in by_reason.items()}, rejected):
+        n = by_reason.get(g.code)
         share = f"{n / total:.0%}" if isinstance(n, int) and total else ""
-        rows.append((_text(reason), n, share, _text(example.get(_text(reason), ""))))
+        example = g.example if g.example_row is None else f"row {_num(g.example_row)}: {g.example}"
+        rows.append((g.code, n, share, example, g.kind))
     return rows, total
 
 

@@ -27,6 +27,7 @@ from invsync.redact import redact, redact_data
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings
 from invsync.run.store_access import store_fetcher
+from invsync.schemas.messages import refused_messages
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import ROW, StockTable, read_stock_file
 from invsync.stages.report import (
@@ -456,7 +457,7 @@ def _execute(run: _Run) -> None:
         t = time.perf_counter()
         result = _submit_journaled(run, changes, batches)
         run.timed("submit", t)
-    run.rejected = _all_rejected(checked, changes, result)
+    run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
     _fill(run, checked, changes, batches, result)
     if brakes and settings.dry_run:
         report.exit_code = int(ExitCode.SAFETY_BRAKE)
@@ -670,9 +671,13 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     return result
 
 
-def _all_rejected(checked: Validated, changes: ChangeSet,
-                  result: SubmitResult | None) -> pl.DataFrame:
-    """Validation rejections plus the items the store refused, as one frame."""
+def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult | None,
+                  known: tuple[pl.DataFrame | None, ...] = ()) -> pl.DataFrame:
+    """Validation rejections plus the items the store refused, as one frame.
+
+    ``known`` holds the items the store is known to have (the snapshot, live levels): a
+    refused SKU gets a "did you mean" from them.
+    """
     if result is None or not result.refused:
         return checked.rejected
     mapping = checked.source.mapping
@@ -687,7 +692,7 @@ def _all_rejected(checked: Validated, changes: ChangeSet,
                                                 return_dtype=pl.String),
         value=pl.col("address_key"),
         reason=pl.lit("refused_by_store"),
-        message=pl.lit("the store refused this item: ") + pl.col("message"),
+        message=refused_messages(refused, known),
     )
     return pl.concat([checked.rejected, refused.select(checked.rejected.columns)]).sort(
         ROW, nulls_last=True)

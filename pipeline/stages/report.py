@@ -97,6 +97,8 @@ class RunReport:
     report_dir: str = ""
     origin: dict[str, Any] = field(default_factory=dict)
     """Who started the run and from where (the upload page: ``source``, ``user``, ``filename``)."""
+    rejected_file: str | None = None
+    """The rejected rows' file a person fixes (``rejected.xlsx`` or ``rejected.csv``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -175,6 +177,8 @@ def write_run_folder(
         write_rejected_csv(folder / "rejected.csv", table, rejected)
         if table.format == "xlsx" and rejected.height:
             write_rejected_xlsx(folder / "rejected.xlsx", table, rejected)
+        if rejected.height:
+            report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
     if plan is not None:
         tmp = folder / ".plan.csv.tmp"
         try:
@@ -229,65 +233,138 @@ def escape_formulas(column: pl.Expr) -> pl.Expr:
 
 
 def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
-    """Write the re-uploadable rejected rows as UTF-8 CSV, headers and cells formula-escaped."""
+    """Write the re-uploadable rejected rows, headers and cells formula-escaped.
+
+    In the input's delimiter and in UTF-8 with a BOM, so that a spreadsheet program opens
+    it with the right columns and characters.
+    """
     import csv
 
     frame = rejected_frame(table, rejected)
     escaped = frame.select(escape_formulas(pl.col(c)).alias(c) for c in frame.columns)
+    delimiter = table.delimiter if table.delimiter and len(table.delimiter) == 1 else ","
     tmp = path.with_suffix(".csv.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write("\ufeff")  # the BOM: Excel then reads UTF-8, not the local code page
             # The header row too: a file's header is its text, and may be hostile.
-            csv.writer(fh, lineterminator="\n").writerow(
+            csv.writer(fh, delimiter=delimiter, lineterminator="\n").writerow(
                 escape_formula(c) for c in frame.columns)
-            escaped.write_csv(fh, include_header=False, quote_style="necessary")
+            escaped.write_csv(fh, include_header=False, quote_style="necessary",
+                              separator=delimiter)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
-    """The rejected rows as a workbook: original columns, offending cells highlighted.
+_PLAIN_NUMBER = r"^(?:-?[\d.]{1,16})$"
+_PLAIN_NUMBER_SHAPE = r"^-?(?:0|[1-9]\d*)(?:\.\d+)?$"
+"""Text a number cell gives back exactly: no leading zeros, no exponent, at most 15
+digits (both patterns must match)."""
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}(?: 00:00:00)?$"
+_ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
+_XLSX_MAX_WIDTH = 60
 
-    Every cell is written as a string cell, so text such as ``=HYPERLINK(...)`` is shown,
-    never evaluated.
+
+def _typed(text: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(number, date, datetime) of a text column where the text is exactly that, else null."""
+    shaped = text.str.contains(_PLAIN_NUMBER) & text.str.contains(_PLAIN_NUMBER_SHAPE) \
+        & ~text.str.contains(r"^-0(?:\.0*)?$")  # "-0" would come back as 0
+    number = pl.when(shaped).then(text.cast(pl.Float64, strict=False))
+    date = pl.when(text.str.contains(_ISO_DATE)).then(
+        text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+    stamp = pl.when(text.str.contains(_ISO_DATETIME) & ~text.str.contains(_ISO_DATE)).then(
+        text.str.replace("T", " ").str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False))
+    return number, date, stamp
+
+
+def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -> None:
+    """The rejected rows as a workbook a person fixes and uploads again.
+
+    A ``Problem`` column first ("row 11 of your file: ..."), then the original columns
+    with the offending cell highlighted, then ``row`` and ``reason``. Numbers stay numbers
+    and dates stay dates (identifier columns stay text: ``00123`` is a SKU, not 123); text
+    a spreadsheet would evaluate is a string cell with a quote prefix, never a formula.
+    Written in openpyxl's write-only mode, row by row, so memory stays flat.
     """
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.comments import Comment
+    from openpyxl.cell import Cell, WriteOnlyCell
     from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
 
     frame = rejected_frame(table, rejected)
-    blamed = rejected.select(pl.col(ROW).alias("row"), pl.col("column").alias("_blamed"))
-    frame = frame.join(blamed, left_on=frame.columns[len(table.headers)], right_on="row",
-                       how="left") if frame.height else frame.with_columns(
-        _blamed=pl.lit(None, pl.String))
+    headers = list(table.headers)
+    row_col, reason_col, message_col = frame.columns[len(headers):len(headers) + 3]
+    problem = "invsync_problem" if "Problem" in headers else "Problem"
+    blamed = rejected.select(pl.col(ROW).alias(row_col), pl.col("column").alias("__blamed"))
+    frame = frame.join(blamed, on=row_col, how="left", maintain_order="left")
+    text_only = {table.mapping[c] for c in ("sku",) if c in table.mapping}
+    # Every cell's typed value, vectorised: one column per kind, picked per cell below.
+    parts: list[pl.Expr] = [
+        pl.format("row {} of your file: {}", pl.col(row_col), pl.col(message_col)).alias(problem),
+    ]
+    for i, name in enumerate(headers):
+        text = pl.col(name)
+        risky = text.str.contains(FORMULA) & ~text.str.strip_chars(BLANKS).str.contains(
+            _NUMBER.pattern)
+        parts.append(text.alias(f"t{i}"))
+        parts.append(risky.fill_null(False).alias(f"f{i}"))
+        if name not in text_only:
+            number, date, stamp = _typed(text)
+            parts += [number.alias(f"n{i}"), date.alias(f"d{i}"), stamp.alias(f"s{i}")]
+    parts += [pl.col(row_col), pl.col(reason_col), pl.col("__blamed")]
+    cells = frame.select(parts)
+
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(table.sheet or "rejected")
-    bold, fill = Font(bold=True), PatternFill("solid", start_color="FFF2A8", end_color="FFF2A8")
-    columns = [c for c in frame.columns if c != "_blamed"]
+    columns = [problem, *headers, row_col, reason_col]
+    sample = cells.head(200)
+    for j, name in enumerate(columns):
+        key = problem if j == 0 else (f"t{j - 1}" if 0 < j <= len(headers) else name)
+        longest = sample.select(pl.col(key).cast(pl.String).str.len_chars().max()).item() or 0
+        want = max(len(str(name)) + 2, min(int(longest) + 2, 18 if j else _XLSX_MAX_WIDTH))
+        ws.column_dimensions[get_column_letter(j + 1)].width = min(want, _XLSX_MAX_WIDTH)
+    bold = Font(bold=True)
+    fill = PatternFill("solid", start_color="FFF2A8", end_color="FFF2A8")
 
-    def cell(value: object, *, header: bool = False) -> WriteOnlyCell:
-        text = None if value is None else str(value)
-        c = WriteOnlyCell(ws, value=text)
-        if text is not None:
-            c.data_type = "s"  # a string cell: never a formula
-            if is_formula(text):
-                c.quotePrefix = True  # as Excel stores '=x: shown and kept as text when edited
-        if header:
-            c.font = bold
+    def text_cell(value: str, risky: bool) -> object:
+        if not risky and not value.startswith("="):
+            return value
+        c = WriteOnlyCell(ws, value=value)
+        c.data_type = "s"  # a string cell: never a formula
+        c.quotePrefix = True  # as Excel stores '=x: shown and kept as text when edited
         return c
 
-    ws.append([cell(c, header=True) for c in columns])
-    message_col = columns[-1]
-    for rec in frame.iter_rows(named=True):
-        out = []
-        for name in columns:
-            c = cell(rec[name])
-            if name == rec["_blamed"]:
+    header_cells = []
+    for name in columns:
+        c = WriteOnlyCell(ws, value=str(name))
+        c.data_type = "s"
+        c.quotePrefix = is_formula(str(name))
+        c.font = bold
+        header_cells.append(c)
+    ws.append(header_cells)
+    typed = [name not in text_only for name in headers]
+    for rec in cells.iter_rows(named=True):
+        out: list[object] = [rec[problem]]
+        for i, name in enumerate(headers):
+            value: object = rec[f"t{i}"]
+            if value is not None:
+                if typed[i] and rec[f"n{i}"] is not None:
+                    number = rec[f"n{i}"]
+                    value = int(number) if number.is_integer() and "." not in rec[f"t{i}"] \
+                        else number
+                elif typed[i] and rec[f"d{i}"] is not None:
+                    value = rec[f"d{i}"]
+                elif typed[i] and rec[f"s{i}"] is not None:
+                    value = rec[f"s{i}"]
+                else:
+                    value = text_cell(str(value), rec[f"f{i}"])
+            if name == rec["__blamed"]:
+                c = value if isinstance(value, Cell) else WriteOnlyCell(ws, value=value)
                 c.fill = fill
-                c.comment = Comment(str(rec[message_col]), "invsync")
-            out.append(c)
+                value = c
+            out.append(value)
+        out += [rec[row_col], rec[reason_col]]
         ws.append(out)
     tmp = path.with_suffix(".xlsx.tmp")
     try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
+from invsync.schemas.messages import quantity_fields, render, rows_phrase, thousands
 from invsync.schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
@@ -307,10 +308,7 @@ _DUP_SHOWN = 5
 
 def _thousands(count: pl.Expr | str) -> pl.Expr:
     """A count as text with thousands separators (``4,995``)."""
-    expr = pl.col(count) if isinstance(count, str) else count
-    text = expr.cast(pl.String)
-    return text.str.reverse().str.replace_all(r"(\d{3})", "$1,").str.reverse()\
-        .str.strip_prefix(",")
+    return thousands(pl.col(count) if isinstance(count, str) else count)
 
 
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
@@ -328,11 +326,9 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
         # Name the first few rows and the count: listing every row of a group makes each
         # message as long as the group, so the reports would grow with its square.
         rows = frame.filter("duplicate").group_by(_KEY).agg(
-            _first=pl.col(ROW).sort().head(_DUP_SHOWN).cast(pl.String).str.join(", "),
-            _count=pl.len()).with_columns(dup_rows=pl.when(pl.col("_count") > _DUP_SHOWN).then(
-                pl.format("{} and {} more ({} rows)", "_first",
-                          _thousands(pl.col("_count") - _DUP_SHOWN), _thousands("_count")))
-                .otherwise("_first")).drop("_first", "_count")
+            _first=pl.col(ROW).sort().head(_DUP_SHOWN), _count=pl.len(),
+        ).with_columns(dup_rows=rows_phrase(pl.col("_first"), pl.col("_count")))\
+            .drop("_first", "_count")
         frame = frame.join(rows, on=_KEY, how="left", maintain_order="left")
         return frame.with_columns(dup_rows=pl.when("duplicate").then("dup_rows")), None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
@@ -362,7 +358,8 @@ def _reject_large_sums(table: StockTable, frame: pl.DataFrame,
         pl.format("{} and {} more", "_first", _thousands(pl.col("_count") - _DUP_SHOWN)))\
         .otherwise("_first")
     groups = groups.select(*_KEY, _message=pl.format(
-        "the quantities of rows {} add up to {}, above the store's maximum of {}", named,
+        "the quantities of rows {} add up to {}, above the store's maximum of {} — check the "
+        "numbers, or keep one row with `--duplicates last`", named,
         _thousands("_total"), pl.lit(f"{MAX_QUANTITY:,}")))
     texts = frame.select(ROW, "quantity_text")
     rows = over.select(ROW, *_KEY).join(groups, on=_KEY, how="left").join(texts, on=ROW)
@@ -448,17 +445,11 @@ def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFram
     text["location_id"] = pl.col("location_id_text").fill_null(pl.lit(str(default_location)))
     value = pl.coalesce([pl.when(pl.col("_canon") == c).then(t) for c, t in text.items()])
     rows = rows.with_columns(_value=value)
-    # Every template has at most one "{value}": message = before + value + after.
-    parts = {code: r.message.partition("{value}") for code, r in REASONS.items()}
-    before = pl.col("check").replace_strict({c: p[0] for c, p in parts.items()},
-                                            return_dtype=pl.String)
-    after = pl.col("check").replace_strict({c: p[2] for c, p in parts.items()},
-                                           return_dtype=pl.String)
-    has_value = pl.col("check").is_in([c for c, p in parts.items() if p[1]])
-    detail = pl.when(pl.col("check") == "duplicate_item").then(pl.col("dup_rows"))\
-        .otherwise(pl.col("_value")).fill_null("")
-    message = pl.when(has_value).then(before + detail + after)\
-        .otherwise(before)
+    # The plain message of each reason (schemas/stock.py), filled in vectorised.
+    message = render(pl.col("check"), {
+        "value": pl.col("_value"), "rows": pl.col("dup_rows"),
+        "detail": pl.lit(None, pl.String), **quantity_fields(pl.col("quantity_text")),
+    })
     # Blame the file's own header, so the message matches what the sender sees.
     header = pl.col("_canon").replace_strict(
         {c: table.mapping.get(c, c) for c in ("sku", "product_id", "variant_id",

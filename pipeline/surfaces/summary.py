@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from invsync.schemas.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
 from invsync.terminal import console as new_console
 from invsync.terminal import safe
@@ -40,14 +42,17 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
     for label, value in rows:
         table.add_row(label, f"{value:,}")
     console.print(table)
-    if report.rejected_by_reason:
-        reasons = ", ".join(f"{safe(k)} {v:,}" for k, v in report.rejected_by_reason.items())
-        console.print(f"rejected by reason: {reasons}")
-        for rec in report.rejected[:5]:
-            console.print(f"  row {safe(rec['row'])}: {safe(rec['reason'])}: "
-                          f"{safe(rec['message'])}")
-        if len(report.rejected) > 5:
-            console.print(f"  … {len(report.rejected) - 5:,} more in rejected.csv")
+    console.print(safe(outcome_sentence(asdict(c), report.status, report.rejected_file)))
+    groups = problem_groups(report.rejected_by_reason, report.rejected)
+    if groups:
+        console.print("problems, by kind (one example each):")
+        for g in groups:
+            example = f"row {g.example_row}: {g.example}" if g.example_row is not None \
+                else g.example
+            console.print(f"  {safe(g.kind)} ({g.count:,} {'row' if g.count == 1 else 'rows'}"
+                          f", [dim]{safe(g.code)}[/]): {safe(example)}")
+        listed = report.rejected_file or "rejected.csv"
+        console.print(f"  every row and its fix is in {safe(listed)}")
     batches = [b for b in report.batches if b.get("transaction_id")]
     if batches:
         console.print(f"{len(report.batches)} batches, {len(report.transaction_ids)} "

@@ -1,59 +1,13 @@
 """Plain words for people who upload a spreadsheet: what went wrong and what to do.
 
-One table, one place: each rejection reason code and each safety brake maps to a sentence
-a non-technical person understands and the action that fixes it.
+A rejection reason's words are those of every other report (one place:
+:data:`invsync.schemas.stock.REASONS`, through :mod:`invsync.schemas.messages`); each
+safety brake maps here to a sentence a non-technical person understands and its fix.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-REASONS: dict[str, tuple[str, str]] = {
-    "missing_identifier": (
-        "This row does not say which product it is.",
-        "Fill in the SKU (or the product or variant id) for this row."),
-    "invalid_variant_id": (
-        "The variant id is not a valid number.",
-        "Use the variant id exactly as the store shows it (digits only), or use the SKU."),
-    "invalid_product_id": (
-        "The product id is not a valid number.",
-        "Use the product id exactly as the store shows it (digits only), or use the SKU."),
-    "invalid_location": (
-        "The location is not written in a way the store understands.",
-        "Use the location's number or its code as the store shows it."),
-    "ambiguous_location": (
-        "This location is one location's number and another location's code.",
-        "Head the column \"Location ID\" (numbers) or \"Location Code\" (codes) to say "
-        "which it is."),
-    "unknown_location": (
-        "The store has no location with this number or code.",
-        "Check the location against the store's list of locations."),
-    "disabled_location": (
-        "This location is switched off in the store, so its stock cannot be changed.",
-        "Switch the location on in the store, or move these rows to another location."),
-    "missing_quantity": (
-        "The quantity is empty.",
-        "Enter how many are in stock (0 if none)."),
-    "date_in_column": (
-        "The quantity looks like a date: the spreadsheet probably changed it.",
-        "Format the quantity column as plain numbers and type the quantity again."),
-    "quantity_not_whole": (
-        "The quantity is not a whole number.",
-        "Enter a whole number such as 12 (no decimals, units or words)."),
-    "quantity_negative": (
-        "The quantity is below zero.",
-        "Enter 0 or more."),
-    "quantity_too_large": (
-        "The quantity is larger than the store accepts.",
-        "Check the number: it is probably a typo."),
-    "duplicate_item": (
-        "The same product appears more than once for the same location.",
-        "Keep one row per product and location, or add them up into one row."),
-    "refused_by_store": (
-        "The store refused this item (its own words are shown).",
-        "Check that the product exists in the store and tracks stock this way."),
-}
+from invsync.schemas.messages import kind_of
 
 BRAKES: dict[str, tuple[str, str]] = {
     "empty_file": (
@@ -70,9 +24,9 @@ BRAKES: dict[str, tuple[str, str]] = {
 
 
 def reason_text(reason: str | None) -> tuple[str, str]:
-    """(what is wrong, what to do) for a rejection reason code."""
-    return REASONS.get(reason or "", ("This row could not be used.",
-                                      "See the message and correct the row."))
+    """(what is wrong, what to do) for a rejection reason code, as whole sentences."""
+    kind, fix = kind_of(reason)
+    return f"{kind}.", fix[:1].upper() + fix[1:] + "."
 
 
 def brake_text(name: str | None) -> tuple[str, str]:
