@@ -7,6 +7,9 @@ safety brake maps here to a sentence a non-technical person understands and its 
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from invsync.schemas.messages import kind_of
 
 BRAKES: dict[str, tuple[str, str]] = {
