@@ -80,7 +80,7 @@ def test_the_journal_is_private(tmp_path: Path) -> None:
 
 
 def test_appending_before_begin_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(AssertionError, match="not begun"):
+    with pytest.raises(AssertionError, match=r"^journal not begun$"):
         Journal(tmp_path).sending(0, keys(A))
 
 
@@ -96,6 +96,31 @@ def test_begin_starts_a_fresh_journal(tmp_path: Path) -> None:
     assert got.header == {"type": "begin", "run_id": "new"}
     assert got.in_flight == []
     assert got.unconfirmed is not None and got.unconfirmed.height == 0
+
+
+def test_an_empty_batch_and_unknown_levels_keep_their_types(tmp_path: Path) -> None:
+    # JSON lists of nothing or of nulls carry no type: recover gives them the snapshot's.
+    j = Journal(tmp_path)
+    j.begin({})
+    j.sending(0, keys(A).head(0))
+    j.sending(1, keys(A))
+    j.confirmed(1, "tx-1", levels((1, "sku", "A", None)))
+    j.confirmed(1, "tx-2", levels((1, "sku", "B", 4)))
+    j.close(remove=False)
+    got = Journal(tmp_path).recover()
+    assert got.confirmed.schema == pl.Schema(SNAPSHOT_SCHEMA)
+    assert got.confirmed.rows() == [(1, "sku", "A", None), (1, "sku", "B", 4)]
+    assert got.in_flight == [0]
+    assert got.unconfirmed is not None and got.unconfirmed.height == 0
+    j2 = Journal(tmp_path / "b")
+    j2.begin({})
+    j2.sending(0, keys(A).head(0))
+    j2.confirmed(0, "tx", levels((1, "sku", "A", None)))
+    j2.close(remove=False)
+    got = Journal(tmp_path / "b").recover()
+    assert got.confirmed.schema == pl.Schema(SNAPSHOT_SCHEMA)
+    assert got.unconfirmed is not None
+    assert got.unconfirmed.schema == pl.Schema({k: SNAPSHOT_SCHEMA[k] for k in KEY})
 
 
 def test_recover_a_finished_journal(tmp_path: Path) -> None:
@@ -322,6 +347,8 @@ def test_a_lock_folder_that_is_not_a_folder_is_refused(tmp_path: Path,
     with pytest.raises(OSError, match="must be a folder owned by this user"):
         journal_mod._check_private(tmp_path / "link")
     journal_mod._check_private(real)
+    os.chmod(real, 0o711)  # others may enter, not write: private enough
+    journal_mod._check_private(real)
     other = os.getuid() + 1
     monkeypatch.setattr(journal_mod.os, "getuid", lambda: other)
     with pytest.raises(OSError, match="must be a folder owned by this user"):
@@ -330,8 +357,8 @@ def test_a_lock_folder_that_is_not_a_folder_is_refused(tmp_path: Path,
 
 def test_an_unprivate_store_folder_is_fine_without_shared_dir(tmp_path: Path) -> None:
     folder = tmp_path / "store"
-    folder.mkdir(mode=0o755)
-    os.chmod(folder, 0o755)
+    folder.mkdir(mode=0o770)
+    os.chmod(folder, 0o770)
     lock = StoreLock(folder, "s")
     lock.acquire("r1")
     lock.release()
@@ -396,6 +423,9 @@ def test_a_holder_without_a_record_is_another_run(tmp_path: Path) -> None:
     lock_file.write_text('{"run_id": "r9"}')
     with pytest.raises(LockedError, match=r"^run r9 \(pid \?, started \?\) is already"):
         StoreLock(tmp_path, "abc").acquire("run-2")
+    lock_file.write_text('{"pid": 5, "started": "T1"}')
+    with pytest.raises(LockedError, match=r"^run \? \(pid 5, started T1\) is already"):
+        StoreLock(tmp_path, "abc").acquire("run-2")
     first.release()
 
 
@@ -404,11 +434,11 @@ def test_waiting_for_a_lock_that_stays_held(tmp_path: Path) -> None:
     first.acquire("run-1")
     told: list[dict[str, Any]] = []
     start = time.monotonic()
-    with pytest.raises(LockedError, match=r"'abc' after waiting 0\.3 s; wait"):
-        StoreLock(tmp_path, "abc").acquire("run-2", wait_s=0.3, on_wait=told.append)
-    assert time.monotonic() - start >= 0.3
+    with pytest.raises(LockedError, match=r"'abc' after waiting 0\.7 s; wait"):
+        StoreLock(tmp_path, "abc").acquire("run-2", wait_s=0.7, on_wait=told.append)
+    assert time.monotonic() - start >= 0.7
     assert len(told) == 1  # told once, however many times it polled
-    assert told[0]["wait_s"] == 0.3 and told[0]["holder"]["run_id"] == "run-1"
+    assert told[0]["wait_s"] == 0.7 and told[0]["holder"]["run_id"] == "run-1"
     first.release()
 
 
@@ -431,6 +461,18 @@ def test_waiting_without_on_wait(tmp_path: Path) -> None:
     with pytest.raises(LockedError, match="after waiting"):
         StoreLock(tmp_path, "abc").acquire("run-2", wait_s=0.05)
     first.release()
+
+
+def test_the_start_time_is_utc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fixed = time.struct_time((2020, 1, 2, 3, 4, 5, 3, 2, 0))
+    monkeypatch.setattr(journal_mod.time, "gmtime", lambda *a: fixed)
+    monkeypatch.setattr(journal_mod.time, "localtime", lambda *a: time.struct_time(
+        (1999, 9, 9, 9, 9, 9, 3, 252, 0)))
+    lock = StoreLock(tmp_path, "abc")
+    lock.acquire("run-1")
+    monkeypatch.undo()
+    assert holder_record(lock.path)["started"] == "2020-01-02T03:04:05Z"
+    lock.release()
 
 
 def test_a_record_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
