@@ -69,6 +69,7 @@ def test_path_part_is_injective() -> None:
     ("api.example.com", "api.example.com"),
     ("https://h:notaport/x", "h"),
     ("ftp://h:21", "h:21"),
+    ("https:///stores/x", ""),
 ])
 def test_api_host(url: str, host: str) -> None:
     assert api_host(url) == host
@@ -254,6 +255,38 @@ def test_the_write_is_fsynced_before_the_rename(tmp_path: Path,
     store = SnapshotStore(tmp_path, "s")
     store.merge(levels((1, "sku", "A", 5)))
     assert calls == ["fsync", "replace", f"dir {store.dir}"]
+
+
+def test_the_temp_file_is_one_clean_temp_files_removes(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kill between writing and renaming leaves the temp file: it must be found later.
+    store = SnapshotStore(tmp_path, "s")
+    temps: list[Path] = []
+    real_replace = os.replace
+    monkeypatch.setattr(snapshot_mod.os, "replace",
+                        lambda a, b: (temps.append(Path(a)), real_replace(a, b))[1])
+    store.merge(levels((1, "sku", "A", 5)))
+    (temp,) = temps
+    assert temp.parent == store.dir
+    assert temp.name.startswith(".snapshot-") and temp.name.endswith(".parquet")
+
+
+def test_clean_temp_files_when_another_process_removed_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SnapshotStore(tmp_path, "s")
+    store.merge(levels((1, "sku", "A", 5)))
+    (store.dir / ".snapshot-x.parquet").write_text("half")
+    (store.dir / ".snapshot-y.parquet").write_text("half")
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        real_unlink(self)
+        if self.name == ".snapshot-x.parquet":
+            raise FileNotFoundError(self)  # as if the other process got there first
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert store.clean_temp_files() == 1
+    assert [p.name for p in store.dir.iterdir()] == ["snapshot.parquet"]
 
 
 def test_clean_temp_files(tmp_path: Path) -> None:
