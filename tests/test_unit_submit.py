@@ -123,6 +123,14 @@ def test_batches_by_location_in_change_set_order() -> None:
                                 {"location_id": 1, "sku": "A1", "quantity": 1}]
 
 
+def test_batches_follow_the_location_order() -> None:
+    locs = [(i * 37) % 61 + 1 for i in range(60)]
+    frame = item_frame([(loc, "sku", f"S{i}", 1) for i, loc in enumerate(locs)], with_old=True)
+    batches = plan_batches(frame, 1)
+    assert [b.location_id for b in batches] == sorted(locs)
+    assert [b.index for b in batches] == list(range(60))
+
+
 def test_mixed_identifiers_in_one_batch() -> None:
     frame = item_frame([(1, "sku", "A", 1), (1, "variant_id", "77", 2),
                         (1, "product_id", "111", 3), (1, "sku", "B", 4)], with_old=True)
@@ -196,6 +204,12 @@ def test_concurrency_is_bounded(concurrency: int) -> None:
     result = run(Slow(), plan_batches(changes(8), 1), concurrency=concurrency)
     assert len(result.accepted) == 8
     assert peak == max(concurrency, 1)
+    assert result.seconds >= 0.01 * (8 / max(concurrency, 1))
+    assert all(b.seconds >= 0.01 for b in result.batches)
+    # Four at once by default.
+    peak = 0
+    asyncio.run(submit(Slow(), plan_batches(changes(8), 1), reason=None))  # type: ignore[arg-type]
+    assert peak == 4
 
 
 # ---- isolation -----------------------------------------------------------------------------
@@ -228,6 +242,7 @@ def test_every_item_refused() -> None:
     assert b.status == "refused"
     assert b.refused == [(0, "Nope"), (1, "Nope")]
     assert b.accepted == [] and b.transaction_ids == []
+    assert b.to_dict()["transaction_id"] is None and b.to_dict()["refused"] == 2
 
 
 def test_items_the_errors_name_are_tried_apart_and_the_rest_first() -> None:
