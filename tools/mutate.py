@@ -34,7 +34,7 @@ MODULES: dict[str, list[str]] = {
     "stages/diff": ["tests/test_unit_diff.py"],
     "stages/submit": ["tests/test_submit_client.py", "tests/test_unit_submit.py"],
     "stages/validate": ["tests/test_validate.py", "tests/test_unit_validate.py"],
-    "schemas/stock": ["tests/test_validate.py", "tests/test_unit_validate.py"],
+    "schemas/stock": ["tests/test_validate.py", "tests/test_unit_schema.py"],
 }
 
 PYPROJECT = """\
