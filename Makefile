@@ -12,7 +12,7 @@ PROFILE ?=
 CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
 
 .DEFAULT_GOAL := help
-.PHONY: help install test soak lint demo serve screenshots bench sync plan runs clean
+.PHONY: help install test soak lint mutate demo serve screenshots bench sync plan runs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,11 +35,17 @@ soak: install ## Long stateful run (minutes): random syncs, kills, faults, edits
 		$(BIN)/python -m pytest tests/test_stateful.py -q --timeout 7200
 
 lint: install ## ruff, mypy and the import contracts (the layers)
-	$(BIN)/ruff check pipeline schemas tests sample_data bench
+	$(BIN)/ruff check pipeline schemas tests sample_data bench tools
 	@rm -rf .lint && mkdir -p .lint/invsync && for f in pipeline/*; do ln -s ../../$$f .lint/invsync/; done \
 		&& ln -s ../../schemas .lint/invsync/schemas
 	$(BIN)/mypy
 	PYTHONPATH=.lint $(BIN)/lint-imports
+
+# mutmut cannot follow setuptools' editable-install finder nor the package-dir mapping
+# (pipeline/ installs as invsync): tools/mutate.py copies the tree laid out as the installed
+# package into .mutate/<module>/ and runs mutmut there, one module against its unit tests.
+mutate: install ## Mutation testing of the core modules, one at a time (slow) [MODULES="run/brakes ..."]
+	$(BIN)/python tools/mutate.py $(MODULES)
 
 demo: install ## Start the sandbox store, sync sample_data/ three times, show the reports
 	$(BIN)/python -m invsync.sandbox.demo
@@ -65,4 +71,4 @@ runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
 	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .lint .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info
+	rm -rf $(VENV) .lint .mutate .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info

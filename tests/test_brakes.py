@@ -118,3 +118,28 @@ def test_rows_are_compared_per_source_with_the_last_complete_list() -> None:
     # State written by earlier versions (one count for every run) counts as the CLI's.
     assert comparable_rows({"last_rows": 300}, "cli") == 300
     assert comparable_rows({"last_rows": 300}, "portal") is None
+
+
+# ---- messages ---------------------------------------------------------------------------
+
+
+def brakes(file: dict[tuple[int, str], int], store: pl.DataFrame, **kw: object) -> dict[str, str]:
+    valid = item_frame([(loc, "sku", sku, qty) for (loc, sku), qty in file.items()])
+    rows = kw.pop("rows", len(file))
+    return {b.name: b.message for b in check_brakes(
+        rows=rows, changes=compute_changes(valid, store), held=store,  # type: ignore[arg-type]
+        limits=BrakeLimits(), **kw)}  # type: ignore[arg-type]
+
+
+def test_each_brake_says_what_it_saw_and_how_to_override_it() -> None:
+    assert brakes({}, held({}), rows=0, last_rows=None, zero_missing=False) == {
+        "empty_file": "the file has no data rows; pass --allow-empty if that is really meant"}
+    assert brakes({}, held({}), rows=1234, last_rows=5000, zero_missing=True) == {
+        "shrunken_file": "the file has 1,234 rows, under 50% of the 5,000 of an earlier run "
+                         "from the same source, and --zero-missing would zero what it leaves "
+                         "out (a truncated export?); pass --allow-shrink to sync it anyway"}
+    store = {(7, f"S{i:04d}"): 5 for i in range(2000)}
+    file = {k: 0 for i, (k, _) in enumerate(store.items()) if i < 1500}
+    assert brakes(file, held(store), last_rows=None, zero_missing=False) == {
+        "mass_zeroing": "1,500 of 2,000 items the store holds at location 7 (75%) would drop "
+                        "to 0, more than the 30% allowed; pass --allow-zeroing to sync anyway"}

@@ -57,10 +57,11 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
     64-bit hash of them and then comparing the real keys is several times faster and exact.
     """
     key_hash = pl.struct(KEY).hash()
-    right = baseline.select(
+    # The hash depends on the dtype: an Int32 location would match nothing (all "new").
+    right = baseline.cast({"location_id": pl.Int64}).select(
         key_hash.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
         pl.col("quantity").alias("old_quantity"),
-    ).cast({"_b_location_id": pl.Int64})
+    )
     joined = valid.with_columns(_h=key_hash).join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
     joined = joined.with_columns(old_quantity=pl.when(same).then(pl.col("old_quantity")))

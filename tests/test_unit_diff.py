@@ -1,0 +1,128 @@
+"""Unit tests of stage 3, the diff (invsync.stages.diff): every path of the hash join.
+
+The join hashes the key and compares the real keys afterwards; the collision branch is
+forced here by making every key hash alike, so a wrong match can never be taken for a level.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from conftest import item_frame
+
+from invsync.stages.diff import ChangeSet, compute_changes
+from invsync.stages.ingest import ROW
+from invsync.stages.validate import VALID_COLUMNS
+from invsync.tables import SNAPSHOT_SCHEMA
+
+
+def valid_frame(items: list[tuple[int, str, str, int]]) -> pl.DataFrame:
+    return item_frame(items).select(VALID_COLUMNS)
+
+
+def baseline(items: list[tuple[int, str, str, int | None]]) -> pl.DataFrame:
+    return pl.DataFrame(items, schema=SNAPSHOT_SCHEMA, orient="row")
+
+
+def summary(cs: ChangeSet) -> list[tuple[object, ...]]:
+    return cs.changes.select(ROW, "location_id", "identifier", "item_key", "quantity",
+                             "old_quantity").rows()
+
+
+FILE = [(1, "sku", "A", 5), (1, "sku", "B", 7), (1, "sku", "C", 0), (2, "sku", "A", 5),
+        (1, "variant_id", "77", 3), (1, "sku", "77", 3), (1, "sku", "D", 1)]
+BASE = [(1, "sku", "A", 5), (1, "sku", "B", 6), (1, "sku", "C", 0), (1, "variant_id", "77", 3),
+        (1, "sku", "Z", 9), (2, "sku", "B", 7), (1, "sku", "D", None)]
+EXPECTED = [(3, 1, "sku", "B", 7, 6), (5, 2, "sku", "A", 5, None),
+            (7, 1, "sku", "77", 3, None), (8, 1, "sku", "D", 1, None)]
+
+
+def test_the_change_set() -> None:
+    cs = compute_changes(valid_frame(FILE), baseline(BASE))
+    assert summary(cs) == EXPECTED
+    assert cs.changes.columns == [*VALID_COLUMNS, "old_quantity"]
+    assert (cs.changed, cs.new, cs.unchanged, cs.baseline, cs.zeroed_missing) == (
+        4, 3, 3, "snapshot", 0)
+
+
+def test_an_unknown_level_is_always_sent() -> None:
+    # The store may or may not have applied an unconfirmed write: send the file's level.
+    cs = compute_changes(valid_frame([(1, "sku", "D", 0)]), baseline([(1, "sku", "D", None)]))
+    assert summary(cs) == [(2, 1, "sku", "D", 0, None)]
+    assert cs.unchanged == 0
+
+
+def test_the_baseline_name_is_kept() -> None:
+    cs = compute_changes(valid_frame(FILE), baseline(BASE), baseline_name="live")
+    assert cs.baseline == "live"
+
+
+def test_no_baseline_sends_everything_in_file_order() -> None:
+    cs = compute_changes(valid_frame(FILE), None)
+    assert cs.baseline == "none" and cs.unchanged == 0
+    assert cs.changes.schema["old_quantity"] == pl.Int64
+    assert cs.changes[ROW].to_list() == list(range(2, 9))
+    assert cs.changed == cs.new == len(FILE)
+
+
+def test_a_baseline_with_another_int_width() -> None:
+    base = baseline(BASE).cast({"location_id": pl.Int32, "quantity": pl.Int32})
+    assert summary(compute_changes(valid_frame(FILE), base)) == EXPECTED
+
+
+def test_rows_without_a_file_row_come_last() -> None:
+    # --zero-missing adds rows with a null row number: they follow the file's rows.
+    valid = valid_frame([(1, "sku", "A", 1), (1, "sku", "B", 2), (1, "sku", "C", 3)])
+    valid = valid.with_columns(pl.when(pl.col("item_key") == "A").then(None)
+                               .otherwise(pl.col(ROW)).alias(ROW))
+    cs = compute_changes(valid, baseline([]))
+    assert cs.changes[ROW].to_list() == [3, 4, None]
+    valid = valid.reverse()
+    assert compute_changes(valid, baseline([])).changes[ROW].to_list() == [3, 4, None]
+
+
+@pytest.fixture
+def colliding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key hashes to one value: the join must still match real keys only."""
+    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.lit(7, pl.UInt64))
+
+
+@pytest.mark.usefixtures("colliding")
+def test_a_hash_collision_never_matches_another_item() -> None:
+    cs = compute_changes(valid_frame(FILE), baseline(BASE))
+    assert summary(cs) == EXPECTED
+    assert cs.unchanged == 3
+    assert cs.changes.columns == [*VALID_COLUMNS, "old_quantity"]
+
+
+@pytest.mark.usefixtures("colliding")
+def test_a_collision_with_an_unknown_level() -> None:
+    # The true match has an unknown level, the colliding one a level equal to the file's:
+    # the item must be sent, not taken as unchanged.
+    cs = compute_changes(valid_frame([(1, "sku", "D", 4)]),
+                         baseline([(1, "sku", "D", None), (1, "sku", "E", 4)]))
+    assert summary(cs) == [(2, 1, "sku", "D", 4, None)]
+    # And the other way round: a true match at the file's level is unchanged.
+    cs = compute_changes(valid_frame([(1, "sku", "E", 4)]),
+                         baseline([(1, "sku", "D", None), (1, "sku", "E", 4)]))
+    assert cs.changed == 0 and cs.unchanged == 1
+
+
+@pytest.mark.usefixtures("colliding")
+def test_a_collision_in_an_item_new_to_the_baseline() -> None:
+    cs = compute_changes(valid_frame([(1, "sku", "N", 4), (1, "sku", "M", 2)]),
+                         baseline([(1, "sku", "X", 4), (1, "sku", "Y", 2)]))
+    assert summary(cs) == [(2, 1, "sku", "N", 4, None), (3, 1, "sku", "M", 2, None)]
+    assert (cs.new, cs.unchanged) == (2, 0)
+
+
+def test_a_partial_collision(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only some keys collide (hash = the key's length): the others join normally.
+    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.col("item_key").str.len_bytes()
+                        .cast(pl.UInt64))
+    cs = compute_changes(valid_frame([(1, "sku", "AA", 1), (1, "sku", "B", 2),
+                                      (1, "sku", "CCC", 3)]),
+                         baseline([(1, "sku", "AA", 1), (1, "sku", "ZZ", 1), (1, "sku", "B", 5),
+                                   (1, "sku", "CCC", 3)]))
+    assert summary(cs) == [(3, 1, "sku", "B", 2, 5)]
+    assert cs.unchanged == 2

@@ -1,0 +1,68 @@
+"""Unit tests of the pandera schema of a parsed stock row (invsync.schemas.stock).
+
+The schema is the second line of defence behind stage 2: a frame stage 2 builds wrongly
+(a wrong type, a missing row number, an identifier kind the store does not know, an id
+out of range) must fail it, and a good one must pass.
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+import pytest
+from pandera.config import ValidationDepth, config_context
+from test_validate import parsed_frame
+
+from invsync.schemas.stock import stock_row_schema
+
+
+def failures(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    """(column, check) of every failure; empty when the frame passes."""
+    with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            stock_row_schema().validate(frame.lazy(), lazy=True).collect()
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            return sorted({(str(c), str(k)) for c, k in
+                           zip(cases["column"].to_list(), cases["check"].to_list(),
+                               strict=True)})
+    return []
+
+
+def test_a_good_frame_passes_with_extra_columns_and_the_lowest_ids() -> None:
+    frame = parsed_frame(product_id=[1, None], variant_id=[None, 1],
+                         product_id_text=["1", None], variant_id_text=[None, "1"],
+                         quantity=[0, 2147483647], quantity_text=["0", "2147483647"],
+                         identifier=["product_id", "variant_id"])
+    assert failures(frame.with_columns(extra=pl.lit("kept"))) == []
+
+
+def test_the_schema_is_named() -> None:
+    assert stock_row_schema().name == "stock_row"
+    assert stock_row_schema().strict is False
+
+
+@pytest.mark.parametrize("column", ["product_id", "variant_id", "location_id"])
+def test_ids_start_at_one(column: str) -> None:
+    assert any(col == column for col, _ in failures(parsed_frame(**{column: [0, 1]})))
+
+
+def test_a_row_number_is_required() -> None:
+    frame = parsed_frame().with_columns(pl.Series("__row", [2, None], pl.Int64))
+    assert ("__row", "not_nullable") in failures(frame)
+
+
+def test_an_unknown_identifier_kind_fails() -> None:
+    got = failures(parsed_frame(identifier=["sku", "barcode"]))
+    assert any(col == "identifier" and "isin" in chk for col, chk in got)
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("__row", ["2", "3"]), ("sku", [1, 2]), ("identifier", [1, 2]),
+    ("product_id", ["1", "2"]), ("quantity", [1.0, 2.0]),
+    ("quantity_negative", [0, 0]), ("quantity_too_large", [0, 0]),
+    ("location_ambiguous", [0, 0]), ("duplicate", [0, 0]),
+])
+def test_each_column_has_its_type(column: str, value: list[object]) -> None:
+    frame = parsed_frame().with_columns(pl.Series(column, value))
+    assert any(col == column and "dtype" in chk for col, chk in failures(frame)), failures(frame)
