@@ -8,6 +8,7 @@ tests/test_submit_client.py covers the same stage through the real client.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from invsync.stages.submit import (
     submit,
 )
 from invsync.store.client import PutResult
+from invsync.store.limits import EncodedItems
 
 Answer = Callable[[list[dict[str, Any]], int], PutResult]
 
@@ -42,7 +44,10 @@ class FakeClient:
         self.requests_sent = 0
         self.responses_429 = 0
 
-    async def put_absolute(self, items: list[dict[str, Any]], reason: str | None) -> PutResult:
+    async def put_absolute(self, items: list[dict[str, Any]] | EncodedItems,
+                           reason: str | None) -> PutResult:
+        if isinstance(items, EncodedItems):  # the body submit builds from the columns
+            items = json.loads(items.json)
         self.calls.append((list(items), reason))
         self.requests_sent += 1
         return self.answer(items, len(self.calls))
@@ -206,10 +211,10 @@ def test_concurrency_is_bounded(concurrency: int) -> None:
     assert peak == max(concurrency, 1)
     assert result.seconds >= 0.01 * (8 / max(concurrency, 1))
     assert all(b.seconds >= 0.01 for b in result.batches)
-    # Four at once by default.
+    # Eight at once by default (as many as the 8 batches here).
     peak = 0
-    asyncio.run(submit(Slow(), plan_batches(changes(8), 1), reason=None))  # type: ignore[arg-type]
-    assert peak == 4
+    asyncio.run(submit(Slow(), plan_batches(changes(16), 1), reason=None))  # type: ignore[arg-type]
+    assert peak == 8
 
 
 # ---- isolation -----------------------------------------------------------------------------
@@ -390,8 +395,10 @@ def test_only_the_first_fatal_error_is_kept() -> None:
     first, second = StoreError("first"), StoreError("second")
 
     class Both(FakeClient):
-        async def put_absolute(self, items: list[dict[str, Any]],
+        async def put_absolute(self, items: list[dict[str, Any]] | EncodedItems,
                                reason: str | None) -> PutResult:
+            if isinstance(items, EncodedItems):
+                items = json.loads(items.json)
             self.calls.append((items, reason))
             await asyncio.sleep(0.01 if items[0]["sku"] == "S0" else 0.05)
             raise first if items[0]["sku"] == "S0" else second
