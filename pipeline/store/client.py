@@ -86,6 +86,9 @@ class RateLimiter:
     quota: int | None = None
     """Requests a window, as the store last said (``X-Rate-Limit-Requests-Quota``)."""
     window_s: float | None = None
+    answered: bool = False
+    """Whether any answer came back yet: until one does, the quota is unknown, so only one
+    request goes out (a burst of ``concurrency`` could run straight into 429s)."""
     on_wait: Callable[[dict[str, Any]], None] | None = None
     """Told of the quota (``kind: quota``, when first known or changed) and of each wait for
     it (``kind: wait``, once per window): ``wait_s``, ``quota``, ``window_s``."""
@@ -108,8 +111,19 @@ class RateLimiter:
                     if self.reset_at > now:
                         wait = self.reset_at - now
                     else:
-                        self.left = None  # a new window: unknown until the next answer
+                        # A new window: the quota the store last stated (until an answer
+                        # of this window says more), else unknown.
+                        if self.quota is not None and self.window_s:
+                            self.left, self.reset_at = self.quota, now + self.window_s
+                        else:
+                            self.left = None
+                        continue
                 if wait <= 0:
+                    if not self.answered and self.in_flight >= 1:
+                        # The first request learns the quota; the others wait for its answer.
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._cond.wait(), timeout=1.0)
+                        continue
                     self.in_flight += 1
                     return
                 if now + wait > deadline:
@@ -135,6 +149,7 @@ class RateLimiter:
         async with self._cond:
             self.in_flight -= 1
             if headers is not None:
+                self.answered = True
                 left = _int_header(headers, "x-rate-limit-requests-left")
                 reset_ms = _int_header(headers, "x-rate-limit-time-reset-ms")
                 window_ms = _int_header(headers, "x-rate-limit-time-window-ms") or 30000
