@@ -49,6 +49,8 @@ REASONS: dict[str, Reason] = {
                "location '{value}' does not exist in the store"),
         Reason("disabled_location", "location_id",
                "location '{value}' is disabled in the store and accepts no stock changes"),
+        Reason("location_mismatch", "location_id",
+               "location id '{value}' and this row's location code name different locations"),
         Reason("missing_quantity", "quantity", "quantity is empty"),
         Reason("date_in_column", "quantity", "'{value}' is a date, not a quantity or id"),
         Reason("quantity_not_whole", "quantity", "quantity '{value}' is not a whole number"),
@@ -59,6 +61,12 @@ REASONS: dict[str, Reason] = {
         Reason("duplicate_item", "sku",
                "the same item at the same location is in rows {value}; keep one row"),
         Reason("refused_by_store", "sku", "the store refused this item: {value}"),
+        # Found by ingest, before parsing: the row itself (or one of its used cells).
+        Reason("unreadable_row", "sku", "this row cannot be read"),
+        Reason("cell_too_long", "sku", "a cell of this row is too long"),
+        Reason("formula_not_calculated", "quantity",
+               "this cell holds a formula that was never calculated; open and save the file "
+               "in Excel first"),
     ]
 }
 """Every reason code invsync reports, in priority order."""
@@ -87,6 +95,7 @@ RULES: dict[str, pl.Expr] = {
     "ambiguous_location": ~pl.col("location_ambiguous"),
     "unknown_location": ~pl.col("location_unknown"),
     "disabled_location": ~pl.col("location_disabled"),
+    "location_mismatch": ~pl.col("location_mismatch"),
     "missing_quantity": _text("quantity").is_not_null(),
     "date_in_column": ~pl.col("has_date"),
     "quantity_not_whole": pl.col("quantity").is_not_null() | pl.col("quantity_negative")
