@@ -147,10 +147,91 @@ def read_stock_file(
                           column_map=column_map)
     table = _map_columns(table, column_map or {})
     table = _check_used_cells(table)
-    if table.format == "xlsx" and table.sheet_index is not None and \
-            p.suffix.lower() in (".xlsx", ".xlsm"):
+    if table.format == "xlsx" and table.sheet_index is not None and zipfile.is_zipfile(p) \
+            and p.suffix.lower() not in (".ods", ".xlsb"):
+        table = _reject_uncalculated(table)
         _note_numeric_identifiers(table)
     return table
+
+
+def _reject_uncalculated(table: StockTable) -> StockTable:
+    """Reject the rows whose used cell is a formula no spreadsheet program has calculated."""
+    import polars as pl
+
+    used = list(dict.fromkeys(table.mapping.values()))
+    cols = {table.headers.index(h): h for h in used if h in table.headers}
+    found = uncalculated_formulas(table.path, table.sheet_index or 0, cols)
+    rows = set(table.frame[ROW].to_list())
+    hits = [(row, header) for header, rs in found.items() for row in rs if row in rows]
+    if not hits:
+        return table
+    problems = pl.DataFrame(
+        {ROW: [r for r, _ in hits], "column": [h for _, h in hits],
+         "value": [None] * len(hits), "reason": ["formula_not_calculated"] * len(hits),
+         "message": ["this cell holds a formula that was never calculated (its value would "
+                     "be sent as 0); open and save the file in Excel first"] * len(hits)},
+        schema={ROW: pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String,
+                "message": pl.String})
+    return _with_problems(table, problems.sort(ROW))
+
+
+def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
+                          ) -> dict[str, list[int]]:
+    """Rows of each column (position in the used range) whose cell is an uncalculated formula.
+
+    A formula without a cached value was never calculated; in a workbook flagged to
+    recalculate everything on opening (``fullCalcOnLoad``, what writing libraries set
+    because they cannot calculate) every formula's cached value is a placeholder. The
+    sheet is streamed through expat (linear time, no regex over the XML).
+    """
+    first_col = [1 << 30]
+    formulas: dict[int, array[int]] = {}
+    cell: list[int] = []  # col, row, has formula, has value
+    columns_seen: dict[str, int] = {}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "c":
+            ref = _REF.match(attrs.get("r", ""))
+            cell.clear()
+            if ref is not None:
+                letters = ref.group(1)
+                col = columns_seen.get(letters)
+                if col is None:
+                    col = columns_seen[letters] = _col_number(letters)
+                cell.extend((col, int(ref.group(2)), 0, 0))
+        elif cell and local == "f":
+            cell[2] = 1
+        elif cell and local in ("v", "is"):
+            cell[3] = 1
+
+    def end(name: str) -> None:
+        if _local(name) != "c" or not cell:
+            return
+        col, row, has_formula, has_value = cell
+        if has_value or has_formula:
+            first_col[0] = min(first_col[0], col)
+        if has_formula and (not has_value or full_calc):
+            formulas.setdefault(col, array("q")).append(row)
+        cell.clear()
+
+    found: dict[str, list[int]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+            calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
+                         == "calcPr"), None)
+            full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
+            with zf.open(_sheet_member(zf, index)) as fh:
+                _scan_xml(fh, start=start, end=end)
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
+            ElementTree.ParseError, expat.ExpatError):
+        return found
+    for pos, header in columns.items():
+        hits = formulas.get(first_col[0] + pos)
+        if hits:
+            found[header] = sorted(hits)
+    return found
 
 
 def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str | None = None,
