@@ -367,9 +367,9 @@ def _detect_encoding(path: Path, data: bytes) -> str:
     """The encoding of text that is not UTF-8, or a refusal naming the candidates.
 
     charset-normalizer ranks the candidates; one is taken when it alone reads as a
-    language, or when all the plausible ones read the file the same; otherwise the most
-    common of them (Windows-1252 first, also when it reads as a language); two readings
-    that both look like a language are too close to call and the file is refused.
+    language, or when all the plausible ones read the file the same, or when Windows-1252
+    (by far the most common) is among them; otherwise the readings are too close to call
+    and the file is refused, naming them.
     """
     from charset_normalizer import from_bytes
 
@@ -388,10 +388,9 @@ def _detect_encoding(path: Path, data: bytes) -> str:
         return "cp1252"  # by far the most common: a Western European Excel's "CSV"
     if len(fluent) == 1 or (len(fluent) > 1 and fluent[0].coherence - fluent[1].coherence >= 0.3):
         return fluent[0].encoding
-    if not fluent:
-        ranked = sorted(band, key=lambda m: _COMMON_ENCODINGS.index(m.encoding)
-                        if m.encoding in _COMMON_ENCODINGS else len(_COMMON_ENCODINGS))
-        return ranked[0].encoding
+    if not fluent and any(m.encoding == "cp1252" for m in band):
+        return "cp1252"
+    fluent = fluent or band
     names = ", ".join(_ENCODING_NAMES.get(m.encoding, m.encoding) for m in fluent[:4])
     raise InputFileError(
         str(path), f"the file is not UTF-8 and its encoding is unclear (it could be {names}); "
