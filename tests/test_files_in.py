@@ -191,11 +191,11 @@ def test_numbers_and_xml_spreadsheets_are_named_with_how_to_export(tmp_path: Pat
     with zipfile.ZipFile(numbers, "w") as zf:
         zf.writestr("Index/Document.iwa", b"\x00\x01")
         zf.writestr("Metadata/Properties.plist", b"plist")
-    with pytest.raises(InputFileError, match="Apple Numbers file.*Export To"):
+    with pytest.raises(InputFileError, match=r"Apple Numbers file.*Export To"):
         read_stock_file(numbers)
     xml = write(tmp_path, "stock.xls", '<?xml version="1.0"?>\n<Workbook xmlns="urn:schemas-'
                                        'microsoft-com:office:spreadsheet"></Workbook>\n')
-    with pytest.raises(InputFileError, match="XML Spreadsheet 2003.*save it as .xlsx"):
+    with pytest.raises(InputFileError, match=r"XML Spreadsheet 2003.*save it as \.xlsx"):
         read_stock_file(xml)
 
 
@@ -214,7 +214,8 @@ def test_headers_normalise_punctuation_like_spaces() -> None:
 
 
 def test_bigcommerce_bulk_edit_export(tmp_path: Path) -> None:
-    header = "Item Type,Product ID,Product Name,Product Code/SKU,Current Stock Level,Track Inventory"
+    header = ("Item Type,Product ID,Product Name,Product Code/SKU,Current Stock Level,"
+              "Track Inventory")
     rows = [
         "Product,101,Mug,MUG-1,5,by product",       # row 2: synced
         "Product,102,Cap,CAP,0,by option",          # row 3: parent: skipped
