@@ -199,7 +199,12 @@ def test_numbers_and_xml_spreadsheets_are_named_with_how_to_export(tmp_path: Pat
         read_stock_file(xml)
 
 
-def test_null_bytes_in_headers_are_dropped() -> None:
+def test_utf16_text_in_8bit_biff_strings_is_decoded_as_xlrd_does() -> None:
+    from invsync.stages.ingest import _utf16_cells
+
+    frame = pl.DataFrame({"a": ["D\x00a\x00y\x00", "\x0c\x01E\x00Z\x00", "plain", None],
+                          "b": ["1", "2", "3", "4"]})
+    assert _utf16_cells(frame)["a"].to_list() == ["Day", "ČEZ", "plain", None]
     assert normalise_header("D\x00a\x00y\x00") == "day"
 
 

@@ -765,7 +765,8 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
         raise _damaged(path, exc) from None
     import polars as pl
 
-    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    frame = _utf16_cells(frame.with_row_index(ROW, offset=1)
+                         .with_columns(pl.col(ROW).cast(pl.Int64)))
     cells = [c for c in frame.columns if c != ROW]
     filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
                                             & (pl.col(cells).str.strip_chars() != "")))
@@ -781,7 +782,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
         rows = [[("" if v is None else str(v)) for v in r] for r in top.select(cells).rows()]
         at = int(top[ROW][find_header(rows, column_map)]) - 1
     header = [("" if v is None else str(v).replace("\x00", "")) for v in frame.select(cells)
-              .row(at)]
+              .row(at)]  # a NUL left after _utf16_cells is not part of any header
     body = frame.slice(at + 1).select(*cells, ROW)
     body.columns = [*_unique_headers(header), ROW]
     notes = []
@@ -792,6 +793,31 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
 
 
 _OLE_MAGIC = _XLS_MAGIC
+
+
+def _as_utf16(text: str | None) -> str | None:
+    """``D\x00a\x00y\x00`` -> ``Day``: UTF-16 bytes a BIFF writer stored as 8-bit text."""
+    if text is None or "\x00" not in text or len(text) % 2:
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-16-le")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _utf16_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Decode the cells some BIFF writers store as UTF-16 in 8-bit strings (as xlrd does)."""
+    import polars as pl
+
+    cols = [c for c, t in frame.schema.items() if t == pl.String]
+    if not cols:
+        return frame
+    hit = frame.select(pl.col(cols).str.contains("\x00", literal=True).any())
+    bad = [c for c in cols if hit[c][0]]
+    if not bad:
+        return frame
+    return frame.with_columns(pl.col(c).map_elements(_as_utf16, return_dtype=pl.String)
+                              for c in bad)
 
 
 def _refuse_other_formats(path: Path) -> None:
