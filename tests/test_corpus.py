@@ -197,6 +197,8 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.skipif(not FILES, reason="the corpus (../shared/corpus) is not beside the repository")
+# The first test waits for the whole batch of runs (about a minute; more on a busy machine).
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
 def test_corpus_file(path: Path, runs: dict[Path, Any]) -> None:
     proc, took = runs[path]
