@@ -1006,10 +1006,13 @@ def _local(name: str) -> str:
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     """The zip member holding sheet number ``index`` (0-based, workbook order)."""
     workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
-    sheets = workbook.find(f"{_NS_MAIN}sheets")
+    # Transitional or Strict OOXML: the same names under other namespaces.
+    sheets = next((e for e in workbook if e.tag.rpartition("}")[2] == "sheets"), None)
     if sheets is None:
         raise KeyError("sheets")
-    rel_id = list(sheets)[index].get(f"{_NS_REL}id")
+    attrs = list(sheets)[index].attrib
+    rel_id = attrs.get(f"{_NS_REL}id") or next(
+        (v for k, v in attrs.items() if k.startswith("{") and k.endswith("}id")), None)
     rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
