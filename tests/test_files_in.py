@@ -144,6 +144,15 @@ def test_a_title_above_the_csv_header_is_skipped_and_rows_keep_their_numbers(
     assert any("header is on row 4" in n for n in table.notes)
 
 
+def test_a_title_above_a_semicolon_header_is_skipped(tmp_path: Path) -> None:
+    # The title has no delimiter (or a comma): the header's own delimiter is found.
+    text = "Lagerbestand, Stand 29.11.2026\nArtikelnummer;Bestand\nA-1;3\nB-2;4\n"
+    table = read_stock_file(write(tmp_path, "de.csv", text))
+    assert table.delimiter == ";"
+    assert table.header_row == 2
+    assert cells(table, "Artikelnummer", "Bestand") == [(3, "A-1", "3"), (4, "B-2", "4")]
+
+
 def test_header_row_option_names_the_header(tmp_path: Path) -> None:
     text = "note,qty\nsku,count\nA,1\n"
     path = write(tmp_path, "h.csv", text)

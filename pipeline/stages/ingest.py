@@ -618,6 +618,10 @@ HEADER_SEARCH_ROWS = 20
 
 def find_header(rows: list[list[str]], column_map: dict[str, str] | None = None) -> int:
     """Index of the first row that names an identifier and a quantity column, else 0."""
+    return _header_index(rows, column_map) or 0
+
+
+def _header_index(rows: list[list[str]], column_map: dict[str, str] | None) -> int | None:
     for i, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
         found = set()
         for cell in row:
@@ -626,7 +630,7 @@ def find_header(rows: list[list[str]], column_map: dict[str, str] | None = None)
                 found.add(canonical)
         if "quantity" in found and found & set(IDENTIFIERS):
             return i
-    return 0
+    return None
 
 
 def _canonical_for(header: str, column_map: dict[str, str]) -> str | None:
@@ -647,26 +651,40 @@ def _csv_header(path: Path, data: bytes, delimiter: str, header_row: int | None,
         raise UsageError(f"--header-row {header_row}: the file's first row with text is row "
                          f"{1 + leading}")
     head = data[:1 << 20].decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(head, newline=""), delimiter=delimiter)
-    rows: list[list[str]] = []
-    ends: list[int] = []
-    try:
-        for record in reader:
-            rows.append(record)
-            ends.append(reader.line_num)
-            if len(rows) >= HEADER_SEARCH_ROWS + 1 and header_row is None:
-                break
-            if header_row is not None and len(rows) >= header_row - leading:
-                break
-    except csv.Error:
-        pass
+
+    def records(sep: str) -> tuple[list[list[str]], list[int]]:
+        reader = csv.reader(io.StringIO(head, newline=""), delimiter=sep)
+        rows: list[list[str]] = []
+        ends: list[int] = []
+        try:
+            for record in reader:
+                rows.append(record)
+                ends.append(reader.line_num)
+                if len(rows) >= HEADER_SEARCH_ROWS + 1 and header_row is None:
+                    break
+                if header_row is not None and len(rows) >= header_row - leading:
+                    break
+        except csv.Error:
+            pass
+        return rows, ends
+
+    rows, ends = records(delimiter)
     if header_row is not None:
         skip = header_row - 1 - leading
         if skip >= len(rows):
             raise InputFileError(str(path), f"--header-row {header_row}: the file has no "
                                             f"such row")
     else:
-        skip = find_header(rows, column_map)
+        found = _header_index(rows, column_map)
+        # A title line says nothing of the delimiter: the header may use another one.
+        for other in (d for d in _CSV_DELIMITERS if d != delimiter):
+            if found is not None:
+                break
+            rows_other, ends_other = records(other)
+            found = _header_index(rows_other, column_map)
+            if found is not None:
+                ends = ends_other
+        skip = found or 0
     if skip == 0:
         return 0, data
     offset = 0
