@@ -984,10 +984,7 @@ def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
     )
 
 
-_NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-class _StopScan(Exception):
-    """Raised by a scan handler that has seen what it needed."""
 
 
 def _scan_xml(fh: IO[bytes], *, start: Callable[[str, dict[str, str]], None] | None = None,
@@ -1034,37 +1031,6 @@ def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-
-
-def _first_used_row(path: Path, index: int) -> int:
-    """Row number (1-based) of the first cell holding a value in sheet ``index``.
-
-    The Excel reader starts its range at the first used row, so without this an export
-    with title rows above the header would report every row number shifted.
-    """
-    cell: list[str] = []
-
-    def start(name: str, attrs: dict[str, str]) -> None:
-        local = _local(name)
-        if local == "c":
-            cell[:] = [attrs.get("r", "")]
-        elif local in ("v", "is") and cell:
-            raise _StopScan(cell[0])
-
-    def end(name: str) -> None:
-        if _local(name) == "c":
-            cell.clear()
-
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            _scan_xml(fh, start=start, end=end)
-    except _StopScan as found:
-        digits = re.sub(r"^[A-Z]+", "", str(found.args[0]))
-        return int(digits) if digits.isdigit() else 1
-    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
-            ElementTree.ParseError, expat.ExpatError):
-        return 1
-    return 1
 
 
 _REF = re.compile(r"([A-Z]{1,3})(\d{1,7})\Z")
