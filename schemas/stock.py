@@ -75,6 +75,11 @@ REASONS: dict[str, Reason] = {
                "change — switch it on in the store, or move the row to another location",
                "A location switched off in the store",
                "switch it on in the store, or move the rows to another location"),
+        Reason("location_mismatch", "location_id",
+               "the location id '{value}' and this row's location code name different "
+               "locations — keep one of the two, or make them agree",
+               "A location id and code that disagree",
+               "keep one of the two location columns, or make them agree"),
         Reason("missing_quantity", "quantity",
                "the quantity is empty — write how many are in stock (0 if none)",
                "An empty quantity", "write how many are in stock (0 if none)"),
@@ -105,6 +110,19 @@ REASONS: dict[str, Reason] = {
                "the store refused '{value}': {detail} — {hint}",
                "Items the store refused",
                "check that the SKU exists in the store and tracks stock"),
+        # Found by ingest, before parsing: the row itself (or one of its used cells).
+        Reason("unreadable_row", "sku",
+               "this row cannot be read (a stray quote or the wrong number of fields) — "
+               "fix the row in a spreadsheet program and save it again",
+               "Rows that cannot be read",
+               "fix the row in a spreadsheet program and save the file again"),
+        Reason("cell_too_long", "sku",
+               "a cell of this row is too long — shorten it to under 10,000 characters",
+               "Cells that are too long", "shorten the cell to under 10,000 characters"),
+        Reason("formula_not_calculated", "quantity",
+               "this cell holds a formula that was never calculated — open and save the "
+               "file in Excel first",
+               "Formulas never calculated", "open and save the file in Excel first"),
     ]
 }
 """Every reason code invsync reports, in priority order."""
@@ -133,6 +151,7 @@ RULES: dict[str, pl.Expr] = {
     "ambiguous_location": ~pl.col("location_ambiguous"),
     "unknown_location": ~pl.col("location_unknown"),
     "disabled_location": ~pl.col("location_disabled"),
+    "location_mismatch": ~pl.col("location_mismatch"),
     "missing_quantity": _text("quantity").is_not_null(),
     "date_in_column": ~pl.col("has_date"),
     "quantity_not_whole": pl.col("quantity").is_not_null() | pl.col("quantity_negative")

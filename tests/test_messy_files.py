@@ -489,9 +489,24 @@ def test_leading_zero_skus_in_xlsx_text_and_number_cells(
 # ---- 8. formulas ---------------------------------------------------------------------------
 
 
+def saved_by_excel(path: Path) -> Path:
+    """Drop xlsxwriter's ``fullCalcOnLoad`` flag, as Excel does when it saves the workbook
+    (its cached values are then the ones Excel calculated)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        parts = {name: zf.read(name) for name in zf.namelist()}
+    assert b'fullCalcOnLoad="1"' in parts["xl/workbook.xml"]
+    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(b' fullCalcOnLoad="1"', b"")
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    return path
+
+
 def test_formula_cells_use_their_cached_values(sandbox: SandboxProcess, cli_env: dict[str, str],
                                                tmp_path: Path) -> None:
-    path = write_xlsx(tmp_path / "formulas.xlsx", {"Stock": [
+    path = saved_by_excel(write_xlsx(tmp_path / "formulas.xlsx", {"Stock": [
         ["SKU", "Quantity"],
         ["MUG-4916", Formula("=2+3", 5)],                            # row 2
         [Formula('=UPPER("lamp-9823")', "LAMP-9823"), 4],            # row 3: a text formula
@@ -499,7 +514,7 @@ def test_formula_cells_use_their_cached_values(sandbox: SandboxProcess, cli_env:
         ["NB-8084", Formula("=1/0", "#DIV/0!")],                     # row 5: an error
         ["GAME-8992", Formula('=IF(1>0,"n/a",0)', "n/a")],            # row 6: text result
         ["MUG-0848", Formula("=SUM(B2:B4)", 24)],                     # row 7
-    ]})
+    ]}))
 
     result = sync(path, cli_env, rc=1)
     report = result.report()
@@ -527,7 +542,26 @@ def test_formula_without_a_cached_value_is_never_sent_as_zero(
     result = sync(path, cli_env, rc=1)
 
     assert_sent_exactly(sandbox, {(1, "LAMP-9823"): 3})
-    assert rejected(result.report()) == {2: ("missing_quantity", "Quantity", None)}
+    assert rejected(result.report()) == {2: ("formula_not_calculated", "Quantity", None)}
+    assert "open and save the file in Excel first" in result.report()["rejected"][0]["message"]
+
+
+def test_formulas_of_a_workbook_flagged_for_recalculation_are_rejected(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    # xlsxwriter cannot calculate: it stores 0 for =B2*2 and flags the workbook to be
+    # recalculated on opening. That 0 was sent as the level before.
+    path = write_xlsx(tmp_path / "generated.xlsx", {"Stock": [
+        ["SKU", "Quantity", "Note"],
+        ["MUG-4916", 4, Formula("=B2*2", 0)],        # row 2: a formula in an unused column
+        ["LAMP-9823", Formula("=B2*2", 0), None],    # row 3
+        [Formula('=UPPER("cap")', 0), 7, None],      # row 4: the SKU is a formula
+    ]})
+
+    result = sync(path, cli_env, rc=1)
+
+    assert_sent_exactly(sandbox, {(1, "MUG-4916"): 4})
+    assert rejected(result.report()) == {3: ("formula_not_calculated", "Quantity", None),
+                                         4: ("formula_not_calculated", "SKU", None)}
 
 
 # ---- 9. blank rows and merged cells --------------------------------------------------------

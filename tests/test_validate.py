@@ -408,6 +408,7 @@ def parsed_frame(**bad: list) -> pl.DataFrame:
         "variant_id_text": [None, None], "location_id_text": [None, None],
         "quantity_text": ["1", "2"], "location_unknown": [False, False],
         "location_disabled": [False, False], "location_ambiguous": [False, False],
+        "location_mismatch": [False, False],
         "has_date": [False, False],
     }
     cols.update(bad)

@@ -50,6 +50,10 @@ class Settings:
     dry_run: bool = False
     full: bool = False
     sheet: str | None = None
+    encoding: str | None = None
+    """A CSV's text encoding, forced (else detected)."""
+    header_row: int | None = None
+    """The header's row number (else found in the top 20 rows)."""
     column_map: dict[str, str] = field(default_factory=dict)
     duplicates: str = "reject"
     rules: QuantityRules = field(default_factory=QuantityRules)
@@ -133,6 +137,7 @@ class Settings:
             "location_id": self.location_id, "reason": self.reason,
             "batch_size": self.batch_size, "concurrency": self.concurrency,
             "dry_run": self.dry_run, "full": self.full, "sheet": self.sheet,
+            "encoding": self.encoding, "header_row": self.header_row,
             "column_map": self.column_map, "duplicates": self.duplicates,
             "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
             "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
@@ -148,7 +153,7 @@ _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
                "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
                "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
-               "baseline_every", "notify"}
+               "baseline_every", "notify", "encoding", "header_row"}
 
 
 def read_config(config_path: Path | None, profile: str | None = None
@@ -224,7 +229,15 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
                 setattr(s, key, int(value))
             except (TypeError, ValueError):
                 raise UsageError(f"{key} must be a whole number, not {value!r}") from None
-    for key in ("reason", "sheet", "duplicates"):
+    header_row = pick("header_row")
+    if header_row is not None:
+        try:
+            s.header_row = int(header_row)
+        except (TypeError, ValueError):
+            raise UsageError(f"header_row must be a whole number, not {header_row!r}") from None
+        if s.header_row < 1:
+            raise UsageError(f"header_row must be 1 or more, not {s.header_row}")
+    for key in ("reason", "sheet", "duplicates", "encoding"):
         value = pick(key)
         if value is not None:
             setattr(s, key, str(value))
@@ -296,7 +309,7 @@ def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
     rules = options.get("quantity_rules") or {}
     kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
                                     "sheet", "duplicates", "zero_missing", "full", "baseline",
-                                    "plan_file", "source")
+                                    "plan_file", "source", "encoding", "header_row")
             if k in options}
     return replace(
         base, **kept, column_map=dict(options.get("column_map") or {}),

@@ -114,7 +114,9 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
         # The file's keys as the snapshot holds them: one canonical key per item.
         resolver = IdentityResolver(expected, store_fetcher(settings))
         checked = validate(read_stock_file(file, sheet=settings.sheet,
-                                           column_map=settings.column_map),
+                                           column_map=settings.column_map,
+                                           encoding=settings.encoding,
+                                           header_row=settings.header_row),
                            default_location=settings.location_id, identities=resolver)
         if resolver.mapping is not None:
             from invsync.store.identity import canonical_snapshot

@@ -366,14 +366,16 @@ def _execute(run: _Run) -> None:
     if settings.plan_file:
         table, planned_old = _read_plan(run.path)
     else:
-        table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map)
+        table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
+                                encoding=settings.encoding, header_row=settings.header_row)
         planned_old = None
     run.table = table
     run.timed("ingest", t)
     report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
-                    "columns": table.mapping, "source": settings.source}
+                    "columns": table.mapping, "source": settings.source,
+                    "layout": table.layout, "header_row": table.header_row}
     report.notes.extend(table.notes)
     locations = _fetch_locations(settings, run.emit) if settings.token else None
     if locations is None:

@@ -38,19 +38,29 @@ IDENTIFIERS = ("sku", "variant_id", "product_id")
 # Headers people really use, after normalisation (lower case, spaces and hyphens -> "_").
 ALIASES: dict[str, str] = {
     **dict.fromkeys(["sku", "item_sku", "product_sku", "variant_sku", "product_code",
-                     "item_code", "article_number"], "sku"),
+                     "item_code", "article_number", "product_code_sku", "seller_sku",
+                     "internal_reference", "product_internal_reference", "artikelnummer",
+                     "artikel_nr", "art_nr"], "sku"),
     **dict.fromkeys(["product_id", "productid"], "product_id"),
     **dict.fromkeys(["variant_id", "variantid"], "variant_id"),
     **dict.fromkeys(["location_id", "locationid", "location", "location_code", "warehouse",
-                     "warehouse_id", "warehouse_code"], "location_id"),
+                     "warehouse_id", "warehouse_code", "lagerort"], "location_id"),
     **dict.fromkeys(["quantity", "qty", "stock", "on_hand", "onhand", "inventory_level",
-                     "stock_level", "inventory", "available"], "quantity"),
+                     "stock_level", "inventory", "available", "current_stock_level",
+                     "current_stock", "fulfillable_quantity", "onhand_quantity",
+                     "on_hand_quantity", "location_on_hand", "afn_fulfillable_quantity",
+                     "on_hand_new", "on_hand_current", "counted_quantity", "bestand",
+                     "lagerbestand", "menge"], "quantity"),
 }
 
 _CSV_DELIMITERS = (",", ";", "\t", "|")
 # Limits for untrusted files: far above any real stock file, far below what hurts.
 MAX_COLUMNS = 1_000
 MAX_CELL_CHARS = 10_000
+"""Characters of a cell in a column invsync uses; a longer cell rejects its row."""
+MAX_ANY_CELL_CHARS = 1_000_000
+"""Characters of any cell (a description nobody reads may be long); past it, the file is
+refused. The whole file's text is bounded by the readers' own budgets."""
 MAX_XLSX_UNCOMPRESSED = 256 << 20
 MAX_XLSX_RATIO = 200
 MAX_XLSX_MEMBERS = 10_000
@@ -83,6 +93,13 @@ class StockTable:
     delimiter: str | None = None
     blank_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    header_row: int = 1
+    """The header's row number in the file (rows above it were a title or notes)."""
+    layout: str | None = None
+    """A recognised export layout (see :mod:`invsync.stages.layouts`), by its name."""
+    problems: pl.DataFrame | None = None
+    """Rows that could not be read (rejected as they are): ``ROW, column, value, reason,
+    message``; the rows stay in ``frame`` so the rejected file keeps them."""
 
     @property
     def rows(self) -> int:
@@ -102,9 +119,11 @@ def unescape_formulas(text: pl.Expr) -> pl.Expr:
 
 
 def normalise_header(name: str) -> str:
-    """Lower-case a header, trim it, and treat spaces and hyphens as underscores."""
-    text = name.replace("\ufeff", "").replace("\xa0", " ").strip().lower()
-    return re.sub(r"[\s\-_]+", "_", text)
+    """Lower-case a header, trim it, and treat spaces and punctuation (``-/.()?:#``) as
+    underscores: ``Product Code/SKU`` is ``product_code_sku``, ``On hand (new)``
+    ``on_hand_new``."""
+    text = name.replace("\ufeff", "").replace("\x00", "").replace("\xa0", " ").lower()
+    return re.sub(r"[\s\-_/.()\[\]?:#]+", "_", text).strip("_")
 
 
 def read_stock_file(
@@ -112,41 +131,166 @@ def read_stock_file(
     *,
     sheet: str | None = None,
     column_map: dict[str, str] | None = None,
+    encoding: str | None = None,
+    header_row: int | None = None,
 ) -> StockTable:
-    """Read ``path`` (CSV or XLSX, decided by content) into a :class:`StockTable`.
+    """Read ``path`` (CSV or a workbook, decided by content) into a :class:`StockTable`.
 
-    ``column_map`` maps a file header to a canonical column and wins over the aliases.
-    Raises :class:`InputFileError` for an unreadable or unusable file.
+    ``column_map`` maps a file header to a canonical column and wins over the aliases and
+    a recognised layout. ``encoding`` forces a CSV's text encoding (else it is detected);
+    ``header_row`` names the header's row number (else the first of the top 20 rows
+    naming an identifier and a quantity). Raises :class:`InputFileError` for an unreadable
+    or unusable file.
     """
     p = Path(path)
-    table = read_unmapped(p, sheet=sheet)
+    table = read_unmapped(p, sheet=sheet, encoding=encoding, header_row=header_row,
+                          column_map=column_map)
     table = _map_columns(table, column_map or {})
-    if table.format == "xlsx" and table.sheet_index is not None and p.suffix.lower() != ".xls":
+    table = _check_used_cells(table)
+    if table.format == "xlsx" and table.sheet_index is not None and zipfile.is_zipfile(p) \
+            and p.suffix.lower() not in (".ods", ".xlsb"):
+        table = _reject_uncalculated(table)
         _note_numeric_identifiers(table)
     return table
 
 
-def read_unmapped(path: str | Path, *, sheet: str | None = None) -> StockTable:
+def _reject_uncalculated(table: StockTable) -> StockTable:
+    """Reject the rows whose used cell is a formula no spreadsheet program has calculated."""
+    import polars as pl
+
+    used = list(dict.fromkeys(table.mapping.values()))
+    cols = {table.headers.index(h): h for h in used if h in table.headers}
+    found = uncalculated_formulas(table.path, table.sheet_index or 0, cols)
+    rows = set(table.frame[ROW].to_list())
+    hits = [(row, header) for header, rs in found.items() for row in rs if row in rows]
+    if not hits:
+        return table
+    problems = pl.DataFrame(
+        {ROW: [r for r, _ in hits], "column": [h for _, h in hits],
+         "value": [None] * len(hits), "reason": ["formula_not_calculated"] * len(hits),
+         "message": ["this cell holds a formula that was never calculated (its value would "
+                     "be sent as 0); open and save the file in Excel first"] * len(hits)},
+        schema={ROW: pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String,
+                "message": pl.String})
+    return _with_problems(table, problems.sort(ROW))
+
+
+def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
+                          ) -> dict[str, list[int]]:
+    """Rows of each column (position in the used range) whose cell is an uncalculated formula.
+
+    A formula without a cached value was never calculated; in a workbook flagged to
+    recalculate everything on opening (``fullCalcOnLoad``, what writing libraries set
+    because they cannot calculate) every formula's cached value is a placeholder. The
+    sheet is streamed through expat (linear time, no regex over the XML).
+    """
+    first_col = [1 << 30]
+    formulas: dict[int, array[int]] = {}
+    cell: list[int] = []  # col, row, has formula, has value
+    columns_seen: dict[str, int] = {}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "c":
+            ref = _REF.match(attrs.get("r", ""))
+            cell.clear()
+            if ref is not None:
+                letters = ref.group(1)
+                col = columns_seen.get(letters)
+                if col is None:
+                    col = columns_seen[letters] = _col_number(letters)
+                cell.extend((col, int(ref.group(2)), 0, 0))
+        elif cell and local == "f":
+            cell[2] = 1
+        elif cell and local in ("v", "is"):
+            cell[3] = 1
+
+    def end(name: str) -> None:
+        if _local(name) != "c" or not cell:
+            return
+        col, row, has_formula, has_value = cell
+        if has_value or has_formula:
+            first_col[0] = min(first_col[0], col)
+        if has_formula and (not has_value or full_calc):
+            formulas.setdefault(col, array("q")).append(row)
+        cell.clear()
+
+    found: dict[str, list[int]] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+            calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
+                         == "calcPr"), None)
+            full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
+            with zf.open(_sheet_member(zf, index)) as fh:
+                _scan_xml(fh, start=start, end=end)
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
+            ElementTree.ParseError, expat.ExpatError):
+        return found
+    for pos, header in columns.items():
+        hits = formulas.get(first_col[0] + pos)
+        if hits:
+            found[header] = sorted(hits)
+    return found
+
+
+def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str | None = None,
+                  header_row: int | None = None, column_map: dict[str, str] | None = None,
+                  ) -> StockTable:
     """Read ``path`` with every hostile-file check, but match no headers (``mapping`` is empty).
 
     For showing a file's columns to someone who has to say which is which.
     """
     p = Path(path)
+    if header_row is not None and header_row < 1:
+        raise UsageError(f"--header-row must be 1 or more, not {header_row}")
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise InputFileError(str(p), f"cannot read file: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if _detect_format(p, data) == "excel":
-        return _read_excel(p, digest, sheet)
+        return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)
     if sheet is not None:
         raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
-    return _read_csv(p, data, digest)
+    return _read_csv(p, data, digest, encoding=encoding, header_row=header_row,
+                     column_map=column_map)
 
 
 def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
     """Match ``table``'s headers onto canonical columns (see :func:`read_stock_file`)."""
-    return _map_columns(table, column_map)
+    return _check_used_cells(_map_columns(table, column_map))
+
+
+def _check_used_cells(table: StockTable) -> StockTable:
+    """Reject the rows whose cell in a used column is absurdly long (the rows, not the file)."""
+    import polars as pl
+
+    used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]
+    if not used or table.frame.height == 0:
+        return table
+    longest = table.frame.select(pl.max_horizontal(pl.col(used).str.len_chars().max())).item()
+    if (longest or 0) <= MAX_CELL_CHARS:
+        return table
+    found = []
+    for header in used:
+        hit = table.frame.filter(pl.col(header).str.len_chars() > MAX_CELL_CHARS)
+        found.append(hit.select(
+            pl.col(ROW), pl.lit(header).alias("column"), pl.lit(None, pl.String).alias("value"),
+            pl.lit("cell_too_long").alias("reason"),
+            pl.format("the cell has {} characters (the limit is {}); is this the right column?",
+                      pl.col(header).str.len_chars(), pl.lit(f"{MAX_CELL_CHARS:,}"))
+            .alias("message")))
+    return _with_problems(table, pl.concat(found))
+
+
+def _with_problems(table: StockTable, found: pl.DataFrame) -> StockTable:
+    """``table`` with ``found`` added to its problem rows (one per row: the first kept)."""
+    import polars as pl
+
+    merged = found if table.problems is None else pl.concat([table.problems, found])
+    merged = merged.unique(ROW, keep="first", maintain_order=True).sort(ROW)
+    return StockTable(**{**table.__dict__, "problems": merged})
 
 
 def _note_numeric_identifiers(table: StockTable) -> None:
@@ -179,6 +323,10 @@ def _detect_format(path: Path, data: bytes) -> str:
                 str(path), f"named {suffix} but it is an Excel workbook; rename it to .xlsx"
             )
         return "excel"
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml") and \
+            b"urn:schemas-microsoft-com:office:spreadsheet" in data[:4096]:
+        raise InputFileError(str(path), "this is an XML Spreadsheet 2003 file, not an Excel "
+                                        "workbook; open it and save it as .xlsx or .csv")
     if suffix in _EXCEL_SUFFIXES:
         raise InputFileError(
             str(path), f"named {suffix} but it is not an Excel workbook (no xlsx/xls signature)"
@@ -188,8 +336,82 @@ def _detect_format(path: Path, data: bytes) -> str:
     return "csv"
 
 
-def _decode(path: Path, data: bytes) -> tuple[bytes, str]:
+_COMMON_ENCODINGS = (
+    "cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257", "iso8859_2", "iso8859_7",
+    "iso8859_15", "cp932", "shift_jis", "euc_jp", "gb18030", "big5", "euc_kr", "koi8_r",
+    "cp1255", "cp1256", "cp874",
+)
+"""Encodings a spreadsheet program or an old system writes; the detector picks among these."""
+_ENCODING_NAMES = {"cp1252": "windows-1252", "cp1250": "windows-1250", "cp1251": "windows-1251",
+                   "cp1253": "windows-1253", "cp1254": "windows-1254", "cp1257": "windows-1257",
+                   "cp932": "shift_jis", "iso8859_2": "iso-8859-2", "iso8859_7": "iso-8859-7",
+                   "iso8859_15": "iso-8859-15"}
+_DETECT_SAMPLE = 1 << 20
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """``utf-16-le``/``-be`` when NUL bytes sit on one side of nearly every pair (ASCII text)."""
+    head = data[:4096]
+    pairs = len(head) // 2
+    if pairs < 2:
+        return None
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if odd > 0.4 * pairs and even < 0.05 * pairs:
+        return "utf-16-le"
+    if even > 0.4 * pairs and odd < 0.05 * pairs:
+        return "utf-16-be"
+    return None
+
+
+def _detect_encoding(path: Path, data: bytes) -> str:
+    """The encoding of text that is not UTF-8, or a refusal naming the candidates.
+
+    charset-normalizer ranks the candidates; one is taken when it alone reads as a
+    language, or when all the plausible ones read the file the same, or when Windows-1252
+    (by far the most common) is among them; otherwise the readings are too close to call
+    and the file is refused, naming them.
+    """
+    from charset_normalizer import from_bytes
+
+    sample = data[:_DETECT_SAMPLE]
+    results = list(from_bytes(sample, cp_isolation=list(_COMMON_ENCODINGS)))
+    if not results:
+        raise InputFileError(str(path), "the file's text encoding is not recognised; save it "
+                                        "as UTF-8 (or name the encoding with --encoding)")
+    best = min(m.chaos for m in results)
+    band = [m for m in results if m.chaos <= best + 0.03]
+    texts = {str(m) for m in band}
+    if len(texts) == 1:
+        return band[0].encoding
+    fluent = sorted((m for m in band if m.coherence > 0.1), key=lambda m: -m.coherence)
+    if any(m.encoding == "cp1252" for m in fluent):
+        return "cp1252"  # by far the most common: a Western European Excel's "CSV"
+    if len(fluent) == 1 or (len(fluent) > 1 and fluent[0].coherence - fluent[1].coherence >= 0.3):
+        return fluent[0].encoding
+    if not fluent and any(m.encoding == "cp1252" for m in band):
+        return "cp1252"
+    fluent = fluent or band
+    names = ", ".join(_ENCODING_NAMES.get(m.encoding, m.encoding) for m in fluent[:4])
+    raise InputFileError(
+        str(path), f"the file is not UTF-8 and its encoding is unclear (it could be {names}); "
+                   f"save it as UTF-8, or name the encoding with --encoding")
+
+
+def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, str]:
     """Return UTF-8 bytes without BOM and the encoding the file was in."""
+    if forced:
+        import codecs
+
+        try:
+            name = codecs.lookup(forced).name
+        except LookupError:
+            raise UsageError(f"unknown encoding {forced!r} (--encoding)") from None
+        try:
+            text = data.decode(name)
+        except UnicodeDecodeError as exc:
+            raise InputFileError(str(path), f"the file is not valid {forced} text (byte "
+                                            f"{exc.start:,}: {exc.reason})") from None
+        return text.lstrip("\ufeff").encode("utf-8"), name
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16").encode("utf-8"), "utf-16"
@@ -200,12 +422,26 @@ def _decode(path: Path, data: bytes) -> tuple[bytes, str]:
     else:
         encoding = "utf-8"
     if b"\x00" in data[:8192]:
+        utf16 = _utf16_without_bom(data)
+        if utf16 is not None:
+            try:
+                return data.decode(utf16).encode("utf-8"), utf16
+            except UnicodeDecodeError:
+                pass
         raise InputFileError(str(path), "this is a binary file, not CSV text")
     try:
         data.decode("utf-8")
         return data, encoding
     except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace").encode("utf-8"), "windows-1252"
+        pass
+    detected = _detect_encoding(path, data)
+    try:
+        text = data.decode(detected)
+    except UnicodeDecodeError as exc:
+        raise InputFileError(str(path), f"the file looks like {detected} text but byte "
+                                        f"{exc.start:,} is not; save it as UTF-8, or name the "
+                                        f"encoding with --encoding") from None
+    return text.encode("utf-8"), _ENCODING_NAMES.get(detected, detected)
 
 
 def _first_line_of(data: bytes) -> bytes:
@@ -246,22 +482,34 @@ def _sniff_delimiter(data: bytes) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
+def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = None,
+              header_row: int | None = None, column_map: dict[str, str] | None = None,
+              ) -> StockTable:
     import polars as pl
 
-    data, encoding = _decode(path, raw)
+    data, encoding = _decode(path, raw, encoding)
     if b"\n" not in data and b"\r" in data:
         data = data.replace(b"\r", b"\n")  # classic Mac line endings
+    # Excel's own first line naming the delimiter; Excel shows the header as row 1.
+    sep = re.match(rb"\s*sep=([^\r\n])[ \t]*\r?\n", data)
+    delimiter = sep.group(1).decode() if sep else None
+    if sep:
+        data = data[sep.end():]
     # Blank lines above the header: polars skips them, a spreadsheet counts them.
     blank = re.match(rb"(?:[ \t]*\r?\n)*", data)
     leading = blank.group(0).count(b"\n") if blank else 0
     data = data[blank.end():] if blank else data
     if not data:
         raise InputFileError(str(path), "the file has no header row")
-    delimiter = _sniff_delimiter(data)
+    delimiter = delimiter or _sniff_delimiter(data)
+    skip, data = _csv_header(path, data, delimiter, header_row, column_map, leading)
+    if skip:  # the rows above the header: a title, notes
+        delimiter = _sniff_delimiter(data) if not sep else delimiter
+    first_row = 1 + leading + skip
     if _header_columns(data, delimiter.encode()) > MAX_COLUMNS:
         raise InputFileError(str(path), f"the header has more than {MAX_COLUMNS:,} columns; "
                                         f"this is not a stock file")
+    problems = None
     try:
         frame = pl.read_csv(
             data,
@@ -269,18 +517,180 @@ def _read_csv(path: Path, raw: bytes, digest: str) -> StockTable:
             has_header=True,
             infer_schema=False,
             row_index_name=ROW,
-            row_index_offset=2 + leading,
+            row_index_offset=first_row + 1,
             raise_if_empty=True,
         )
     except pl.exceptions.NoDataError:
         raise InputFileError(str(path), "the file has no header row") from None
-    except pl.exceptions.PolarsError as exc:
-        raise InputFileError(str(path), f"not readable as CSV: {_first_line(exc)}") from None
+    except pl.exceptions.PolarsError:
+        # Not the strict CSV polars reads fast: read it as Python's csv module and
+        # spreadsheet programs do, and reject only the rows that cannot be read.
+        frame, problems = _read_csv_carefully(path, data, delimiter, first_row)
     notes = []
-    if encoding == "windows-1252":
-        notes.append("the file is not valid UTF-8; it was read as Windows-1252")
-    return _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
-                   notes=notes)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        shown = encoding.replace("windows", "Windows").replace("utf", "UTF").upper() \
+            if not encoding.startswith("windows") else encoding.replace("windows", "Windows")
+        notes.append(f"the file is not UTF-8; it was read as {shown}")
+    if skip:
+        notes.append(f"the header is on row {first_row}; the {skip} row(s) above it were "
+                     f"skipped")
+    table = _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
+                    notes=notes, header_row=first_row)
+    if problems is not None and problems.height:
+        table = StockTable(**{**table.__dict__, "problems": problems})
+    return table
+
+
+MAX_CSV_RECORD = 16 << 20
+"""Characters one CSV record may hold (a quote that is never closed swallows the rest)."""
+
+
+def _read_csv_carefully(path: Path, data: bytes, delimiter: str, first_row: int,
+                        ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read CSV record by record with Python's csv module; return rows and problem rows.
+
+    A row with more cells than the header (and something in them) or one the csv module
+    refuses is a problem row, named by its row number; the others are read as a
+    spreadsheet program reads them (a quote inside an unquoted cell is just a character).
+    """
+    import csv
+    import io
+
+    import polars as pl
+
+    csv.field_size_limit(MAX_CSV_RECORD)
+    text = data.decode("utf-8", errors="replace")
+    lines = io.StringIO(text, newline="")
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        raise InputFileError(str(path), "the header row is not readable as CSV") from None
+    names = _unique_headers(header)
+    width = len(names)
+    # The records go back out as strict CSV (the csv module's writer is C) for polars to
+    # read: far less time and memory than a Python list per column.
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    write = writer.writerow
+    bad_rows: list[int] = []
+    bad_msgs: list[str] = []
+    row, last_line = first_row, reader.line_num
+    while True:
+        row += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            bad_rows.append(row)
+            bad_msgs.append(f"this row cannot be read as CSV ({exc})")
+            record = []
+        if len(record) != width:
+            lines_used = reader.line_num - last_line
+            if len(record) > width and any(c.strip() for c in record[width:]):
+                bad_rows.append(row)
+                hint = (" (a quote opened here is never closed: it spans "
+                        f"{lines_used} lines)" if lines_used > 1 else
+                        f" (a {delimiter!r} inside a cell that is not in quotes?)")
+                bad_msgs.append(f"this row has {len(record)} cells but the header has "
+                                f"{width}{hint}")
+            record = (record + [""] * width)[:width]
+        last_line = reader.line_num
+        write([row, *record])
+    frame = pl.read_csv(out.getvalue().encode("utf-8"), has_header=False, infer_schema=False,
+                        new_columns=[ROW, *names], raise_if_empty=False)
+    del out
+    if frame.width != width + 1:  # no rows at all
+        frame = pl.DataFrame(schema={ROW: pl.String, **dict.fromkeys(names, pl.String)})
+    frame = frame.select(*names, pl.col(ROW).cast(pl.Int64))
+    problems = pl.DataFrame(
+        {ROW: bad_rows, "column": [None] * len(bad_rows), "value": [None] * len(bad_rows),
+         "reason": ["unreadable_row"] * len(bad_rows), "message": bad_msgs},
+        schema={ROW: pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String,
+                "message": pl.String})
+    return frame, problems
+
+
+HEADER_SEARCH_ROWS = 20
+"""The header is looked for in this many rows at the top of a sheet."""
+
+
+def find_header(rows: list[list[str]], column_map: dict[str, str] | None = None) -> int:
+    """Index of the first row that names an identifier and a quantity column, else 0."""
+    return _header_index(rows, column_map) or 0
+
+
+def _header_index(rows: list[list[str]], column_map: dict[str, str] | None) -> int | None:
+    for i, row in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        found = set()
+        for cell in row:
+            canonical = _canonical_for(cell, column_map or {})
+            if canonical:
+                found.add(canonical)
+        if "quantity" in found and found & set(IDENTIFIERS):
+            return i
+    return None
+
+
+def _canonical_for(header: str, column_map: dict[str, str]) -> str | None:
+    norm = normalise_header(header)
+    explicit = {normalise_header(k): v for k, v in column_map.items()}
+    if norm in explicit:
+        return explicit[norm] if explicit[norm] != "ignore" else None
+    return ALIASES.get(norm)
+
+
+def _csv_header(path: Path, data: bytes, delimiter: str, header_row: int | None,
+                column_map: dict[str, str] | None, leading: int) -> tuple[int, bytes]:
+    """How many records sit above the header, and the data from the header on."""
+    import csv
+    import io
+
+    if header_row is not None and header_row < 1 + leading:
+        raise UsageError(f"--header-row {header_row}: the file's first row with text is row "
+                         f"{1 + leading}")
+    head = data[:1 << 20].decode("utf-8", errors="replace")
+
+    def records(sep: str) -> tuple[list[list[str]], list[int]]:
+        reader = csv.reader(io.StringIO(head, newline=""), delimiter=sep)
+        rows: list[list[str]] = []
+        ends: list[int] = []
+        try:
+            for record in reader:
+                rows.append(record)
+                ends.append(reader.line_num)
+                if len(rows) >= HEADER_SEARCH_ROWS + 1 and header_row is None:
+                    break
+                if header_row is not None and len(rows) >= header_row - leading:
+                    break
+        except csv.Error:
+            pass
+        return rows, ends
+
+    rows, ends = records(delimiter)
+    if header_row is not None:
+        skip = header_row - 1 - leading
+        if skip >= len(rows):
+            raise InputFileError(str(path), f"--header-row {header_row}: the file has no "
+                                            f"such row")
+    else:
+        found = _header_index(rows, column_map)
+        # A title line says nothing of the delimiter: the header may use another one.
+        for other in (d for d in _CSV_DELIMITERS if d != delimiter):
+            if found is not None:
+                break
+            rows_other, ends_other = records(other)
+            found = _header_index(rows_other, column_map)
+            if found is not None:
+                ends = ends_other
+        skip = found or 0
+    if skip == 0:
+        return 0, data
+    offset = 0
+    for _ in range(ends[skip - 1]):
+        offset = data.index(b"\n", offset) + 1
+    return skip, data[offset:]
 
 
 def _check_workbook(path: Path) -> None:
@@ -334,21 +744,24 @@ def _check_cells(path: Path, frame: pl.DataFrame) -> None:
     if not cols or frame.height == 0:
         return
     longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_chars().max()))
-    if (longest.item() or 0) <= MAX_CELL_CHARS:
+    if (longest.item() or 0) <= MAX_ANY_CELL_CHARS:
         return
     for c in cols:
-        hit = frame.filter(pl.col(c).str.len_chars() > MAX_CELL_CHARS).head(1)
+        hit = frame.filter(pl.col(c).str.len_chars() > MAX_ANY_CELL_CHARS).head(1)
         if hit.height:
             raise InputFileError(
                 str(path), f"row {hit[ROW][0]}, column {c!r}: a cell of "
-                           f"{len(hit[c][0]):,} characters (the limit is {MAX_CELL_CHARS:,}); "
+                           f"{len(hit[c][0]):,} characters (the limit is {MAX_ANY_CELL_CHARS:,}); "
                            f"is this really a stock file?")
 
 
-def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
+def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
+                column_map: dict[str, str] | None = None) -> StockTable:
     import fastexcel
 
-    if path.suffix.lower() != ".xls":
+    suffix = path.suffix.lower()
+    _refuse_other_formats(path)
+    if zipfile.is_zipfile(path):
         _check_workbook(path)
 
     try:
@@ -360,11 +773,13 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         raise _damaged(path, exc) from None
     names = reader.sheet_names
     index = _pick_sheet(path, names, sheet)
-    if path.suffix.lower() != ".xls":
+    if zipfile.is_zipfile(path) and suffix != ".ods":
         _check_cell_text(path, index)
     try:
         with _rust_panics_hushed():
-            loaded = reader.load_sheet(index, header_row=None, dtypes="string")
+            # skip_rows=0 keeps the empty rows above the data: row i is the sheet's row i+1
+            # in every format (xlsx, xlsb, xls, ods).
+            loaded = reader.load_sheet(index, header_row=None, dtypes="string", skip_rows=0)
             frame = loaded.to_polars()
     except Exception as exc:
         raise InputFileError(
@@ -372,16 +787,145 @@ def _read_excel(path: Path, digest: str, sheet: str | None) -> StockTable:
         ) from None
     except BaseException as exc:
         raise _damaged(path, exc) from None
-    if frame.height == 0:
-        raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
-    first_row = _first_used_row(path, index) if path.suffix.lower() != ".xls" else 1
     import polars as pl
 
-    header = [("" if v is None else str(v)) for v in frame.row(0)]
-    body = frame.slice(1)
-    body.columns = _unique_headers(header)
-    body = body.with_row_index(ROW, offset=first_row + 1).with_columns(pl.col(ROW).cast(pl.Int64))
-    return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index)
+    frame = _utf16_cells(frame.with_row_index(ROW, offset=1)
+                         .with_columns(pl.col(ROW).cast(pl.Int64)))
+    cells = [c for c in frame.columns if c != ROW]
+    filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
+                                            & (pl.col(cells).str.strip_chars() != "")))
+    if filled.height == 0:
+        raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
+    if header_row is not None:
+        if header_row > frame.height:
+            raise InputFileError(str(path), f"--header-row {header_row}: sheet "
+                                            f"{names[index]!r} has {frame.height} rows")
+        at = header_row - 1
+    else:
+        top = filled.head(HEADER_SEARCH_ROWS)
+        rows = [[("" if v is None else str(v)) for v in r] for r in top.select(cells).rows()]
+        at = int(top[ROW][find_header(rows, column_map)]) - 1
+    header = [("" if v is None else str(v).replace("\x00", "")) for v in frame.select(cells)
+              .row(at)]  # a NUL left after _utf16_cells is not part of any header
+    body = frame.slice(at + 1).select(*cells, ROW)
+    body.columns = [*_unique_headers(header), ROW]
+    notes = []
+    if at > 0 and filled[ROW][0] <= at:
+        notes.append(f"the header is on row {at + 1}; the rows above it were skipped")
+    return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
+                   header_row=at + 1, notes=notes)
+
+
+_OLE_MAGIC = _XLS_MAGIC
+
+
+def _as_utf16(text: str | None) -> str | None:
+    """``D\x00a\x00y\x00`` -> ``Day``: UTF-16 bytes a BIFF writer stored as 8-bit text."""
+    if text is None or "\x00" not in text or len(text) % 2:
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-16-le")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _utf16_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Decode the cells some BIFF writers store as UTF-16 in 8-bit strings (as xlrd does)."""
+    import polars as pl
+
+    cols = [c for c, t in frame.schema.items() if t == pl.String]
+    if not cols:
+        return frame
+    hit = frame.select(pl.col(cols).str.contains("\x00", literal=True).any())
+    bad = [c for c in cols if hit[c][0]]
+    if not bad:
+        return frame
+    return frame.with_columns(pl.col(c).map_elements(_as_utf16, return_dtype=pl.String)
+                              for c in bad)
+
+
+def _refuse_other_formats(path: Path) -> None:
+    """Name what a workbook-looking file really is when invsync cannot read it."""
+    how = "open it and save or export it as .xlsx or .csv"
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(_OLE_MAGIC):
+        streams = _ole_stream_names(path)
+        if "EncryptedPackage" in streams or "EncryptionInfo" in streams:
+            raise InputFileError(str(path), "the workbook is password-protected: open it, "
+                                            "save it without a password, and try again")
+        if _xls_encrypted(path):
+            raise InputFileError(str(path), "the workbook is password-protected: open it, "
+                                            "save it without a password, and try again")
+        if streams and not ({"Workbook", "Book"} & streams):
+            raise InputFileError(str(path), f"this is not an Excel workbook (an OLE file "
+                                            f"holding {', '.join(sorted(streams)[:4])}); {how}")
+    elif zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                members = set(zf.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return
+        if any(m.endswith((".iwa", "Index.zip")) for m in members) or \
+                ("[Content_Types].xml" not in members and "mimetype" not in members and any(
+                    m.endswith(".numbers/") or m.startswith("Metadata/") for m in members)):
+            raise InputFileError(str(path), "this is an Apple Numbers file, not an Excel "
+                                            "workbook; in Numbers choose File > Export To > "
+                                            "Excel (or CSV) and use that file")
+    elif _is_xml_spreadsheet(path):
+        raise InputFileError(str(path), f"this is an XML Spreadsheet 2003 file, not an Excel "
+                                        f"workbook; {how}")
+
+
+_BIFF8_BOF = b"\x09\x08\x10\x00\x00\x06\x05\x00"
+
+
+def _xls_encrypted(path: Path) -> bool:
+    """Whether a BIFF8 workbook's globals start with a FILEPASS record (it is encrypted)."""
+    import struct
+
+    data = path.read_bytes()
+    at = data.find(_BIFF8_BOF)
+    if at < 0:
+        return False
+    pos = at + 4 + 16
+    for _ in range(16):  # FILEPASS follows BOF within the first few records
+        if pos + 4 > len(data):
+            return False
+        kind, size = struct.unpack_from("<HH", data, pos)
+        if kind == 0x002F:
+            return True
+        pos += 4 + size
+    return False
+
+
+def _is_xml_spreadsheet(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
+
+
+def _ole_stream_names(path: Path) -> set[str]:
+    """Names in the root directory of an OLE compound file (best effort, empty if unsure)."""
+    import struct
+
+    try:
+        data = path.read_bytes()
+        sector = 1 << struct.unpack_from("<H", data, 30)[0]
+        if sector not in (512, 4096):
+            return set()
+        first_dir = struct.unpack_from("<I", data, 48)[0]
+        start = (first_dir + 1) * sector
+        names = set()
+        # The directory's first sector holds the root and its first entries: enough to
+        # tell a workbook (Workbook/Book) from an encrypted package.
+        for off in range(start, min(start + sector, len(data)), 128):
+            length = struct.unpack_from("<H", data, off + 64)[0]
+            if 2 <= length <= 64:
+                names.add(data[off:off + length - 2].decode("utf-16-le", errors="replace"))
+    except (OSError, struct.error):
+        return set()
+    return names
 
 
 @contextlib.contextmanager
@@ -440,10 +984,7 @@ def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
     )
 
 
-_NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-class _StopScan(Exception):
-    """Raised by a scan handler that has seen what it needed."""
 
 
 def _scan_xml(fh: IO[bytes], *, start: Callable[[str, dict[str, str]], None] | None = None,
@@ -480,44 +1021,16 @@ def _local(name: str) -> str:
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     """The zip member holding sheet number ``index`` (0-based, workbook order)."""
     workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
-    sheets = workbook.find(f"{_NS_MAIN}sheets")
+    # Transitional or Strict OOXML: the same names under other namespaces.
+    sheets = next((e for e in workbook if e.tag.rpartition("}")[2] == "sheets"), None)
     if sheets is None:
         raise KeyError("sheets")
-    rel_id = list(sheets)[index].get(f"{_NS_REL}id")
+    attrs = list(sheets)[index].attrib
+    rel_id = attrs.get(f"{_NS_REL}id") or next(
+        (v for k, v in attrs.items() if k.startswith("{") and k.endswith("}id")), None)
     rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-
-
-def _first_used_row(path: Path, index: int) -> int:
-    """Row number (1-based) of the first cell holding a value in sheet ``index``.
-
-    The Excel reader starts its range at the first used row, so without this an export
-    with title rows above the header would report every row number shifted.
-    """
-    cell: list[str] = []
-
-    def start(name: str, attrs: dict[str, str]) -> None:
-        local = _local(name)
-        if local == "c":
-            cell[:] = [attrs.get("r", "")]
-        elif local in ("v", "is") and cell:
-            raise _StopScan(cell[0])
-
-    def end(name: str) -> None:
-        if _local(name) == "c":
-            cell.clear()
-
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            _scan_xml(fh, start=start, end=end)
-    except _StopScan as found:
-        digits = re.sub(r"^[A-Z]+", "", str(found.args[0]))
-        return int(digits) if digits.isdigit() else 1
-    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
-            ElementTree.ParseError, expat.ExpatError):
-        return 1
-    return 1
 
 
 _REF = re.compile(r"([A-Z]{1,3})(\d{1,7})\Z")
@@ -768,11 +1281,14 @@ def _finish(
 
 
 def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
-    """Match headers onto canonical columns: explicit map first, then aliases.
+    """Match headers onto canonical columns: explicit map first, then a recognised layout
+    (see :mod:`invsync.stages.layouts`), else the aliases.
 
     An explicit mapping wins over an alias on another header (that header is then just
     kept, never sent); ``HEADER=ignore`` keeps a header out of the mapping altogether.
     """
+    from invsync.stages.layouts import recognise, skipped_rows
+
     explicit = {normalise_header(k): v for k, v in column_map.items()}
     for target in explicit.values():
         if target not in (*CANONICAL, "ignore"):
@@ -780,23 +1296,41 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
                 f"column map target {target!r} is not one of {', '.join(CANONICAL)} or ignore"
             )
     claimed = set(explicit.values())
+    norms = [normalise_header(h) for h in table.headers]
+    layout = recognise(norms)
     mapping: dict[str, str] = {}
-    for header in table.headers:
-        norm = normalise_header(header)
-        canonical = explicit.get(norm)
-        if canonical is None:
-            canonical = ALIASES.get(norm)
-            if canonical in claimed:
-                continue  # the user mapped another header onto this column
-        if canonical is None or canonical == "ignore":
-            continue
-        if canonical in mapping:
-            raise InputFileError(
-                str(table.path),
-                f"columns {mapping[canonical]!r} and {header!r} both map to {canonical!r}; "
-                f"choose one with --map '{header}={canonical}' (or --map '{header}=ignore')",
-            )
-        mapping[canonical] = header
+    candidates: dict[str, list[str]] = {}
+    if layout is not None:
+        by_norm: dict[str, str] = {}
+        for norm, header in zip(norms, table.headers, strict=False):
+            by_norm.setdefault(norm, header)
+        for canonical, names in layout.columns.items():
+            present = [by_norm[n] for n in names if n in by_norm]
+            if not present or canonical in claimed:
+                continue
+            filled = [h for h in present if _has_values(table, h)]
+            mapping[canonical] = (filled or present)[0]
+        ignored = {h for h, n in zip(table.headers, norms, strict=True)
+                   if explicit.get(n) == "ignore"}
+        mapping = {c: h for c, h in mapping.items() if h not in ignored}
+        for norm, header in zip(norms, table.headers, strict=True):
+            chosen = explicit.get(norm)
+            if chosen is not None and chosen != "ignore":
+                candidates.setdefault(chosen, []).append(header)
+    else:
+        for norm, header in zip(norms, table.headers, strict=True):
+            named = explicit.get(norm)
+            if named is None:
+                named = ALIASES.get(norm)
+                if named in claimed:
+                    continue  # the user mapped another header onto this column
+            if named is None or named == "ignore":
+                continue
+            candidates.setdefault(named, []).append(header)
+    for canonical, headers in candidates.items():
+        if len(headers) > 1:
+            raise InputFileError(str(table.path), _ambiguous(table, canonical, headers))
+        mapping[canonical] = headers[0]
     missing = []
     if not any(k in mapping for k in IDENTIFIERS):
         missing.append("an identifier column (sku, product_id or variant_id)")
@@ -808,7 +1342,42 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
             f"missing required column(s): {' and '.join(missing)}; "
             f"found columns: {', '.join(map(repr, table.headers)) or 'none'}",
         )
-    return StockTable(**{**table.__dict__, "mapping": mapping})
+    if "location_code" in mapping and "location_id" not in mapping:
+        mapping["location_id"] = mapping.pop("location_code")
+    table = StockTable(**{**table.__dict__, "mapping": mapping,
+                          "layout": layout.name if layout else None})
+    if layout is not None:
+        header_of = {role: table.headers[norms.index(n)] for role, n in layout.extra.items()
+                     if n in norms}
+        if len(header_of) == len(layout.extra):
+            skip, note = skipped_rows(layout, table.frame, header_of, mapping.get("quantity"))
+            if skip is not None:
+                table = StockTable(**{**table.__dict__, "frame": table.frame.filter(~skip)})
+                table.notes.append(str(note))
+        table.notes.append(f"recognised a {layout.title}: using columns "
+                           + ", ".join(f"{h!r} as {c}" for c, h in mapping.items()))
+    return table
+
+
+def _has_values(table: StockTable, header: str) -> bool:
+    import polars as pl
+
+    col = pl.col(header).str.strip_chars()
+    return bool(table.frame.select((col.is_not_null() & (col != "")).any()).item())
+
+
+def _ambiguous(table: StockTable, canonical: str, headers: list[str]) -> str:
+    """Name the columns that could each be ``canonical``, with sample values, and the fix."""
+    import polars as pl
+
+    shown = []
+    for header in headers:
+        col = pl.col(header).str.strip_chars()
+        sample = table.frame.filter(col.is_not_null() & (col != "")).head(3)[header].to_list()
+        shown.append(f"{header!r} ({', '.join(map(repr, sample)) or 'empty'})")
+    choices = " or ".join(f"--map '{h}={canonical}'" for h in headers)
+    return (f"{len(headers)} columns could be the {canonical}: {', '.join(shown)}; "
+            f"choose one with {choices}")
 
 
 def _first_line(exc: BaseException) -> str:

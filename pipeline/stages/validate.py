@@ -25,6 +25,8 @@ DuplicatePolicy = Literal["reject", "sum", "last"]
 DUPLICATE_POLICIES: tuple[str, ...] = ("reject", "sum", "last")
 
 _DATE = r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+_DATE_CELL = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?$"
+"""How the workbook reader writes a date cell as text (always with its time of day)."""
 
 REJECTED_SCHEMA = {ROW: pl.Int64, "column": pl.String, "value": pl.String,
                    "reason": pl.String, "message": pl.String}
@@ -147,10 +149,17 @@ def validate(
     """
     rules = rules or QuantityRules()
     m = table.mapping
-    frame = table.frame.select(
+    source = table.frame
+    unreadable = table.problems
+    if unreadable is not None and unreadable.height:
+        # Rows ingest could not read are rejected as they are, never half-read.
+        source = source.join(unreadable.select(ROW), on=ROW, how="anti")
+    frame = source.select(
         pl.col(ROW),
-        *[_trimmed(table.frame, m.get(c)).alias(f"{c}_text")
+        *[_trimmed(source, m.get(c)).alias(f"{c}_text")
           for c in ("sku", "product_id", "variant_id", "location_id", "quantity")],
+        _trimmed(source, m.get("location_code") if "location_id" in m else None)
+        .alias("location_code_text"),
     )
     frame = frame.with_columns(
         sku=pl.col("sku_text"),
@@ -168,7 +177,7 @@ def validate(
         .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
     )
     frame = _resolve_locations(frame, default_location, locations,
-                               location_header_kind(m.get("location_id")))
+                               _location_kind(table))
     frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
     if identities is not None:
         from invsync.store.identity import apply_mapping
@@ -178,7 +187,9 @@ def validate(
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
     date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
-    date_exprs = {c: pl.col(f"{c}_text").str.contains(_DATE).fill_null(False) for c in date_cols}
+    # Only a real date cell reads back with a time of day; text like 3048-20-30 stays text.
+    date_exprs = {c: pl.col(f"{c}_text").str.contains(_DATE_CELL).fill_null(False)
+                  for c in date_cols}
     date_exprs["quantity"] = pl.col("_quantity_date")
     frame = frame.with_columns(
         has_date=pl.any_horizontal(list(date_exprs.values())),
@@ -188,6 +199,9 @@ def validate(
 
     failures = _run_schema(frame)
     rejected = _rejected_rows(table, frame, failures, default_location)
+    if unreadable is not None and unreadable.height:
+        rejected = pl.concat([rejected, unreadable.select(list(REJECTED_SCHEMA))
+                              .cast(pl.Schema(REJECTED_SCHEMA))]).sort(ROW)
     valid = frame.select(VALID_COLUMNS) if rejected.height == 0 else frame.join(
         rejected.select(ROW), on=ROW, how="anti").select(VALID_COLUMNS)
     if duplicates == "sum":
@@ -210,6 +224,16 @@ _CODE_HEADERS = frozenset(("location_code", "warehouse_code"))
 _ID_HEADERS = frozenset(("location_id", "locationid", "warehouse_id"))
 
 
+def _location_kind(table: StockTable) -> Literal["id", "code", "name", "either"]:
+    """What the location column holds: a recognised layout says, else its header."""
+    from invsync.stages.layouts import LAYOUTS
+
+    layout = next((lay for lay in LAYOUTS if lay.name == table.layout), None)
+    if layout is not None and layout.location_kind != "either":
+        return layout.location_kind
+    return location_header_kind(table.mapping.get("location_id"))
+
+
 def location_header_kind(header: str | None) -> Literal["id", "code", "either"]:
     """What a location column holds, as its header says: ids, codes, or either."""
     norm = normalise_header(header or "")
@@ -222,7 +246,7 @@ def location_header_kind(header: str | None) -> Literal["id", "code", "either"]:
 
 def _resolve_locations(
     frame: pl.DataFrame, default_location: int, locations: list[Location] | None,
-    kind: Literal["id", "code", "either"] = "either",
+    kind: Literal["id", "code", "name", "either"] = "either",
 ) -> pl.DataFrame:
     """Resolve each row's location text to an id.
 
@@ -233,7 +257,7 @@ def _resolve_locations(
     """
     text = pl.col("location_id_text")
     as_id = pl.lit(_parse_id(frame["location_id_text"]))
-    if kind == "code":
+    if kind in ("code", "name"):
         as_id = pl.lit(None, pl.Int64)
     if locations is None:
         # Without the store's list a code cannot be resolved: such rows stay unresolved.
@@ -243,15 +267,35 @@ def _resolve_locations(
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
             location_ambiguous=pl.lit(False),
+            location_mismatch=pl.lit(False),
         )
     directory = pl.DataFrame(
         {"_id": [loc.id for loc in locations], "_code": [loc.code for loc in locations],
+         "_label": [loc.label.strip().lower() for loc in locations],
          "_enabled": [loc.enabled for loc in locations]},
-        schema={"_id": pl.Int64, "_code": pl.String, "_enabled": pl.Boolean},
+        schema={"_id": pl.Int64, "_code": pl.String, "_label": pl.String,
+                "_enabled": pl.Boolean},
     )
+    if kind == "name":
+        # A location named as the other system names it (Shopify, ShipStation): the
+        # store's label, letter case aside; a code is accepted too. A label two
+        # locations share names neither.
+        labels = directory.filter(pl.col("_label") != "").group_by("_label").agg(
+            pl.col("_id").first(), pl.len().alias("_n")).filter(pl.col("_n") == 1)
+        frame = frame.with_columns(_name=text.str.to_lowercase()).join(
+            labels.select(pl.col("_label").alias("_name"), pl.col("_id").alias("_label_id")),
+            on="_name", how="left", maintain_order="left").drop("_name")
     by_code = directory.select(pl.col("_code").alias("location_id_text"),
                                pl.col("_id").alias("_code_id"))
     frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
+    if kind == "name":
+        frame = frame.with_columns(_code_id=pl.coalesce("_label_id", "_code_id"))\
+            .drop("_label_id")
+    # A file with both an id and a code column (BigCommerce's inventory export): the id is
+    # used, and a code naming another location rejects the row.
+    code_of_row = directory.select(pl.col("_code").alias("location_code_text"),
+                                   pl.col("_id").alias("_code_col_id"))
+    frame = frame.join(code_of_row, on="location_code_text", how="left", maintain_order="left")
     ids = directory["_id"].implode()
     id_known = as_id.is_in(ids).fill_null(False)
     code_id = pl.col("_code_id")
@@ -265,7 +309,11 @@ def _resolve_locations(
         .when(ambiguous).then(pl.lit(None, pl.Int64))
         .otherwise(chosen)
     )
-    frame = frame.with_columns(_loc=resolved, location_ambiguous=ambiguous).drop("_code_id")
+    mismatch = pl.col("location_code_text").is_not_null() & (
+        pl.col("_code_col_id").is_null() | (pl.col("_code_col_id") != resolved)).fill_null(True)
+    frame = frame.with_columns(_loc=resolved, location_ambiguous=ambiguous,
+                               location_mismatch=mismatch & text.is_not_null())\
+        .drop("_code_id", "_code_col_id")
     frame = frame.join(directory.select("_id", "_enabled"), left_on="_loc", right_on="_id",
                        how="left", maintain_order="left")
     known = pl.col("_enabled").is_not_null()

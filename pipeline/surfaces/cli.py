@@ -94,6 +94,11 @@ def _sync_options(fn: Any) -> Any:
         click.option("--report-dir", type=click.Path(path_type=Path),
                      help="Run folders [<state-dir>/runs]."),
         click.option("--sheet", help="Excel sheet name or 1-based number [first]."),
+        click.option("--encoding", help="A CSV's text encoding, e.g. shift_jis or "
+                                        "windows-1250 [detected]."),
+        click.option("--header-row", type=int,
+                     help="Row number of the header [the first of the top 20 rows naming "
+                          "an identifier and a quantity]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
         click.option("--concurrency", type=int, help="Requests in flight at once [8]."),
         click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",

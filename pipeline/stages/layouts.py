@@ -1,0 +1,119 @@
+"""Ingest's helper: the export layouts of other systems, recognised by their headers.
+
+A layout names which of its columns invsync uses (and only those: an export has several
+columns that look like a quantity) and which of its rows are not stock rows (a parent
+product tracked by variant, a variable product, a cell saying ``not stocked``). Headers are
+compared after :func:`invsync.stages.ingest.normalise_header`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An export layout: the headers that identify it and what invsync takes from it."""
+
+    name: str
+    title: str
+    signature: frozenset[str]
+    """Normalised headers that must all be present."""
+    columns: dict[str, tuple[str, ...]]
+    """Canonical column -> normalised headers to take it from, first present (and filled) wins."""
+    location_kind: Literal["id", "code", "name", "either"] = "either"
+    """What the location column holds: a store location's id, code, or label (a name)."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Further columns used by a rule: role -> normalised header."""
+
+
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("bigcommerce-bulk-edit", "BigCommerce Bulk Edit export",
+           frozenset({"item_type", "product_id", "product_code_sku", "current_stock_level",
+                      "track_inventory"}),
+           {"sku": ("product_code_sku",), "quantity": ("current_stock_level",)},
+           extra={"item_type": "item_type", "track": "track_inventory"}),
+    Layout("bigcommerce-inventory", "BigCommerce inventory export",
+           frozenset({"product_id", "variant_id", "sku", "location_id", "current_stock"}),
+           {"sku": ("sku",), "variant_id": ("variant_id",), "location_id": ("location_id",),
+            "location_code": ("location_code",), "quantity": ("current_stock",)},
+           location_kind="id"),
+    Layout("shopify-inventory", "Shopify inventory export",
+           frozenset({"handle", "sku", "location"}),
+           {"sku": ("sku",), "location_id": ("location",),
+            "quantity": ("on_hand_new", "on_hand_current", "available")},
+           location_kind="name"),
+    Layout("amazon-fba", "Amazon FBA inventory report",
+           frozenset({"seller_sku", "afn_fulfillable_quantity"}),
+           {"sku": ("seller_sku",), "quantity": ("afn_fulfillable_quantity",)}),
+    Layout("shipstation", "ShipStation inventory export",
+           frozenset({"sku", "warehouse", "location_on_hand"}),
+           {"sku": ("sku",), "location_id": ("warehouse",), "quantity": ("location_on_hand",)},
+           location_kind="name"),
+    Layout("shipbob", "ShipBob inventory export",
+           frozenset({"inventory_id", "fulfillable_quantity", "onhand_quantity"}),
+           {"sku": ("sku",), "quantity": ("fulfillable_quantity",)}),
+    Layout("woocommerce", "WooCommerce product export",
+           frozenset({"id", "type", "sku", "in_stock", "stock"}),
+           {"sku": ("sku",), "quantity": ("stock",)},
+           extra={"type": "type"}),
+    Layout("odoo", "Odoo inventory export",
+           frozenset({"product_internal_reference"}),
+           {"sku": ("product_internal_reference",),
+            "quantity": ("counted_quantity", "quantity", "on_hand_quantity",
+                         "available_quantity", "inventoried_quantity")}),
+)
+
+
+def recognise(normalised: list[str]) -> Layout | None:
+    """The layout whose signature the headers carry (the most specific one), if any."""
+    present = set(normalised)
+    found = [lay for lay in LAYOUTS if lay.signature <= present]
+    return max(found, key=lambda lay: len(lay.signature)) if found else None
+
+
+def skipped_rows(layout: Layout, frame: pl.DataFrame, header_of: dict[str, str],
+                 quantity: str | None) -> tuple[pl.Series | None, str | None]:
+    """Rows of ``frame`` the layout says are not stock rows, and one note saying why."""
+    import polars as pl
+
+    if layout.name == "bigcommerce-bulk-edit":
+        kind = pl.col(header_of["item_type"]).str.strip_chars().str.to_lowercase()
+        track = pl.col(header_of["track"]).str.strip_chars().str.to_lowercase().fill_null("")
+        # A SKU row belongs to the product row above it.
+        parent = pl.when(kind == "product").then(track).forward_fill()
+        by_variant = parent.str.contains("option|variant|sku").fill_null(True)
+        untracked = track.is_in(["", "none", "no", "n"])
+        marks = frame.select(
+            rule=(kind == "rule").fill_null(False),
+            parent=((kind == "product") & track.str.contains("option|variant|sku"))
+            .fill_null(False),
+            untracked=(((kind == "product") & untracked)
+                       | ((kind == "sku") & ~by_variant)).fill_null(False),
+        )
+        skip = marks["rule"] | marks["parent"] | marks["untracked"]
+        if not skip.any():
+            return None, None
+        return skip, (f"BigCommerce Bulk Edit export: skipped {marks['parent'].sum():,} "
+                      f"parent row(s) of products tracked by variant, "
+                      f"{marks['untracked'].sum():,} untracked item(s) and "
+                      f"{marks['rule'].sum():,} rule row(s)")
+    if layout.name == "woocommerce":
+        skip = frame[header_of["type"]].str.to_lowercase().str.contains("variable")\
+            .fill_null(False)
+        if not skip.any():
+            return None, None
+        return skip, (f"WooCommerce export: skipped {skip.sum():,} variable-product parent "
+                      f"row(s) (their variations carry the stock)")
+    if layout.name == "shopify-inventory" and quantity is not None:
+        skip = frame[quantity].str.strip_chars().str.to_lowercase().eq("not stocked")\
+            .fill_null(False)
+        if not skip.any():
+            return None, None
+        return skip, (f"Shopify export: skipped {skip.sum():,} row(s) whose quantity is "
+                      f"'not stocked' (the item is not stocked at that location)")
+    return None, None
