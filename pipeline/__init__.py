@@ -25,11 +25,12 @@ if TYPE_CHECKING:
         UsageError,
     )
     from invsync.run.config import Settings
-    from invsync.run.sync import resume, sync_file
+    from invsync.run.sync import resume, sync_file, sync_file_async
     from invsync.stages.report import RunReport
 
 _EXPORTS = {
     "sync_file": "invsync.run.sync",
+    "sync_file_async": "invsync.run.sync",
     "resume": "invsync.run.sync",
     "Settings": "invsync.run.config",
     "RunReport": "invsync.stages.report",
@@ -52,6 +53,7 @@ __all__ = [
     "UsageError",
     "resume",
     "sync_file",
+    "sync_file_async",
 ]
 
 

@@ -8,6 +8,7 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,7 +23,13 @@ import polars as pl
 
 from invsync.clock import utc_now
 from invsync.disk import write_atomic
-from invsync.errors import ExitCode, FatalError, InputFileError, SafetyBrakeError
+from invsync.errors import (
+    ExitCode,
+    FatalError,
+    InputFileError,
+    SafetyBrakeError,
+    UsageError,
+)
 from invsync.redact import redact, redact_data
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings
@@ -120,7 +127,15 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     Raises :class:`~invsync.errors.UsageError` for unusable settings and
     :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
     ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
+    Inside a running event loop, use :func:`sync_file_async`.
     """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop in this thread: the run may drive its own
+    else:
+        raise UsageError("sync_file was called inside a running event loop; "
+                         "await invsync.sync_file_async(...) there instead")
     settings.check(needs_store=not settings.dry_run)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
@@ -291,6 +306,20 @@ def _remove_folder(folder: Path) -> None:
             item.unlink()
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+async def sync_file_async(path: str | Path, settings: Settings, *,
+                          on_event: Event | None = None, command: str = "sync",
+                          origin: dict[str, Any] | None = None) -> RunReport:
+    """:func:`sync_file` for a caller inside a running event loop (a web app, a scheduler).
+
+    The run goes on in a worker thread, so the caller's loop keeps serving while the file is
+    parsed and the store is written; ``on_event`` is called from that thread. Cancelling the
+    awaiting task does not stop a run that has started (its journal and lock must end
+    cleanly); the same errors rule applies as for :func:`sync_file`.
+    """
+    return await asyncio.to_thread(sync_file, path, settings, on_event=on_event,
+                                   command=command, origin=origin)
 
 
 def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
