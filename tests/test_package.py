@@ -23,9 +23,9 @@ from conftest import ROOT
 pytestmark = [pytest.mark.package, pytest.mark.integration]
 
 RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "starlette",
-           "uvicorn", "jinja2", "python-multipart"}
+           "uvicorn", "jinja2", "python-multipart", "charset-normalizer"}
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
-             "import-linter", "jsonschema", "pyyaml", "selenium"}
+             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut"}
 
 
 def _name(requirement: str) -> str:

@@ -289,9 +289,6 @@ def test_full_state_disk_mid_send_reports_what_the_store_confirmed(
 # ---- 5. a stray bare CR in a CRLF file ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "misleading: a CRLF file with one bare CR line ending is refused with polars' internal "
-    "\"found more fields than defined in 'Schema'\", naming no row (a CR-only file is read)"))
 def test_mixed_line_endings_are_read_or_the_error_names_the_row(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     a, b, c = catalog_skus(3)
