@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from invsync.errors import UsageError
+from invsync.errors import InternalError, UsageError
 from invsync.run.config import (
     DEFAULT_API_URL,
     ENV_API_URL,
@@ -53,7 +53,7 @@ def test_counts_that_add_up_pass() -> None:
 def test_counts_that_do_not_add_up_are_caught(field_name: str, delta: int, problem: str) -> None:
     counts = good_counts()
     setattr(counts, field_name, getattr(counts, field_name) + delta)
-    with pytest.raises(AssertionError) as err:
+    with pytest.raises(InternalError) as err:
         counts.check()
     assert problem in str(err.value)
 

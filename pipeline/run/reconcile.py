@@ -14,7 +14,7 @@ from invsync.disk import write_atomic
 from invsync.errors import FatalError
 from invsync.redact import redact
 from invsync.run.config import Settings
-from invsync.run.store_access import known_items, live_levels, verify_levels
+from invsync.run.store_access import StoreSession, known_items, verify_levels
 from invsync.stages.ingest import unescape_formulas
 from invsync.state.history import find_run
 from invsync.state.snapshot import SnapshotStore
@@ -105,14 +105,21 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
                    f"confirmed) and are not compared; the next sync sends them")
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
+    with StoreSession(settings) as store:  # one loop, one client for every read
+        return _drift(settings, store, expected, file, quiet=quiet, as_json=as_json,
+                      catalog_hint=catalog_hint, command_options=command_options)
+
+
+def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file: Path | None,
+           *, quiet: bool, as_json: bool, catalog_hint: int,
+           command_options: list[str] | None) -> int:
     if file is not None:
-        from invsync.run.store_access import store_fetcher
         from invsync.stages.ingest import read_stock_file
         from invsync.stages.validate import validate
         from invsync.store.identity import IdentityResolver
 
         # The file's keys as the snapshot holds them: one canonical key per item.
-        resolver = IdentityResolver(expected, store_fetcher(settings))
+        resolver = IdentityResolver(expected, store.fetcher())
         checked = validate(read_stock_file(file, sheet=settings.sheet,
                                            column_map=settings.column_map,
                                            encoding=settings.encoding,
@@ -128,8 +135,8 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         return 0
     # Only the items compared are read (filtered reads) unless that takes more requests.
-    live = live_levels(settings, expected["location_id"].unique().to_list(), keys=expected,
-                       known_items=catalog_hint)
+    live = store.live_levels(expected["location_id"].unique().to_list(), keys=expected,
+                             known_items=catalog_hint)
     result = compare(expected, live)
     repair = _repair(settings, result, file, command_options or []) \
         if result.differences.height else None

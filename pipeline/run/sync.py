@@ -33,12 +33,12 @@ from invsync.errors import (
 from invsync.redact import redact, redact_data
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings
-from invsync.run.store_access import store_fetcher
+from invsync.run.outcome import count_run, outcome
+from invsync.run.store_access import StoreSession
 from invsync.schemas.messages import refused_messages
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import ROW, StockTable, read_stock_file
 from invsync.stages.report import (
-    Counts,
     RunReport,
     new_run_id,
     plan_frame,
@@ -103,6 +103,9 @@ class _Run:
         self.lock = StoreLock(self.snapshots.store_dir, store)
         self.host_lock = host_lock(settings.api_url, store)
         self.journal = Journal(self.snapshots.dir)
+        # The run's one loop and one client: locations, live levels, identities and the
+        # submit share its connections and what the store said about the quota.
+        self.store = StoreSession(settings, self.emit)
 
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
@@ -122,12 +125,14 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
               reverted_from: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
-    ``origin`` (who started the run, from where) is recorded as is in ``report.json``, and
-    so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added to the run's notes).
-    Raises :class:`~invsync.errors.UsageError` for unusable settings and
-    :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
-    ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
-    Inside a running event loop, use :func:`sync_file_async`.
+    The error rule: a run that started returns its :class:`RunReport` (its ``status`` and
+    ``exit_code`` say how it ended, whatever went wrong); only what is not a run raises:
+    :class:`~invsync.errors.UsageError` for unusable settings (or a call inside a running
+    event loop: use :func:`sync_file_async` there) and :class:`~invsync.errors.LockedError`
+    when another run holds the store's lock (after ``settings.wait_lock_s``). Neither
+    leaves a run folder. ``origin`` (who started the run, from where) is recorded as is in
+    ``report.json``, and so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added
+    to the run's notes).
     """
     try:
         asyncio.get_running_loop()
@@ -175,6 +180,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         _note_legacy_state(run)
         _scheduled_live_baseline(run)
         _execute(run)
+        run.store.close()
     except FatalError as exc:
         run.report.error = str(exc)
         run.report.exit_code = int(exc.exit_code)
@@ -183,6 +189,10 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     except BaseException as exc:  # a run always ends with a report
         _failed(run, exc)
     finally:
+        try:
+            run.store.close()
+        except Exception as exc:  # the run's outcome is recorded; a failed close is not it
+            log.warning("could not close the store client: %s", one_line(exc))
         try:
             run.journal.close(remove=False)  # kept for resume if the run did not finish
         except OSError as exc:  # its last record may be torn: recovery ignores that
@@ -211,8 +221,6 @@ def ensure_writable(folder: Path, what: str) -> None:
     """Create ``folder`` if needed and prove a file can be written in it, or raise UsageError."""
     import os
     import tempfile
-
-    from invsync.errors import UsageError
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -406,7 +414,7 @@ def _execute(run: _Run) -> None:
                     "columns": table.mapping, "source": settings.source,
                     "layout": table.layout, "header_row": table.header_row}
     report.notes.extend(table.notes)
-    locations = _fetch_locations(settings, run.emit) if settings.token else None
+    locations = _fetch_locations(run) if settings.token else None
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
                             "rows for unknown or disabled locations count as valid")
@@ -417,7 +425,7 @@ def _execute(run: _Run) -> None:
     run.timed("diff", t)
     t = time.perf_counter()
     resolver = IdentityResolver(
-        snapshot, store_fetcher(settings, run.emit) if settings.token else None)
+        snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
     rules = QuantityRules() if planned_old is not None else settings.rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
@@ -434,14 +442,14 @@ def _execute(run: _Run) -> None:
     # whatever the diff's baseline (--full has none, a plan has its own).
     held = live = snapshot
     if settings.baseline == "live":
-        from invsync.run.store_access import known_items, live_levels
+        from invsync.run.store_access import known_items
 
         # Only the file's items are read (filtered reads) unless reading every item at its
         # locations takes no more requests, or --zero-missing needs the items it leaves out.
         file_locations = checked.valid["location_id"].unique()
-        live = live_levels(settings, file_locations.to_list(), run.emit,
-                           keys=None if settings.zero_missing else checked.valid,
-                           known_items=known_items(snapshot))
+        live = run.store.live_levels(file_locations.to_list(),
+                                     keys=None if settings.zero_missing else checked.valid,
+                                     known_items=known_items(snapshot))
         # The store lists an item under its SKU, variant id and product id: counted once per
         # item only in the identifier kinds the file uses, or the brake's share is diluted.
         live = live.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
@@ -463,6 +471,8 @@ def _execute(run: _Run) -> None:
         changes = compute_changes(checked.valid, snapshot)
     if settings.zero_missing and planned_old is None:
         changes = _with_missing_zeroed(changes, checked, snapshot, report)
+    # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
+    changes = replace(changes, changes=number_changes(changes.changes))
     run.timed("diff", t)
     report.by_location = _by_location(checked, changes)
 
@@ -481,7 +491,7 @@ def _execute(run: _Run) -> None:
         report.brakes = [b.__dict__ for b in brakes]
         if not settings.dry_run:
             run.rejected = checked.rejected
-            _fill(run, checked, changes, batches, None)
+            _fill(run, checked, changes, batches, None, braked=True)
             raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
                                    + ". Nothing was sent.")
     if not settings.dry_run and batches:
@@ -489,9 +499,8 @@ def _execute(run: _Run) -> None:
         result = _submit_journaled(run, changes, batches)
         run.timed("submit", t)
     run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
-    _fill(run, checked, changes, batches, result)
+    _fill(run, checked, changes, batches, result, braked=bool(brakes))
     if brakes and settings.dry_run:
-        report.exit_code = int(ExitCode.SAFETY_BRAKE)
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
@@ -643,26 +652,14 @@ def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame
     return canon
 
 
-def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
-    import asyncio
-
-    from invsync.run.store_access import store_client
-
-    async def fetch() -> list[Location]:
-        async with store_client(settings, emit) as client:
-            return await client.get_locations()
-
-    locations = asyncio.run(fetch())
-    emit("locations", {"count": len(locations)})
+def _fetch_locations(run: _Run) -> list[Location]:
+    locations = run.store.locations()
+    run.emit("locations", {"count": len(locations)})
     return locations
 
 
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
-    import asyncio
-
-    from invsync.run.store_access import store_client
-
     settings = run.settings
     assert settings.token is not None
     journal = run.journal
@@ -680,16 +677,12 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     def on_batch(result: BatchResult) -> None:
         run.emit("batch", result.to_dict())
 
-    async def go() -> SubmitResult:
-        async with store_client(settings, run.emit) as client:
-            return await submit(client, batches, reason=settings.reason,
-                                concurrency=settings.concurrency, on_batch=on_batch,
-                                on_sending=on_sending, on_confirmed=on_confirmed)
-
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
-    result = asyncio.run(go())
-    items = number_changes(changes.changes)
+    result = run.store.run(lambda client: submit(
+        client, batches, reason=settings.reason, concurrency=settings.concurrency,
+        on_batch=on_batch, on_sending=on_sending, on_confirmed=on_confirmed))
+    items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
     # may have applied it, so its level is no longer known (kept in the snapshot as null).
@@ -716,7 +709,7 @@ def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult |
         {SEQ: [s for s, _ in result.refused], "message": [m for _, m in result.refused]},
         schema={SEQ: pl.Int64, "message": pl.String},
     )
-    items = number_changes(changes.changes)
+    items = changes.changes
     refused = refused.join(items.select(SEQ, ROW, "address", "address_key"), on=SEQ, how="left")
     refused = refused.with_columns(
         column=pl.col("address").replace_strict(mapping, default=pl.col("address"),
@@ -729,11 +722,11 @@ def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult |
         ROW, nulls_last=True)
 
 
-def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool) -> pl.Expr:
-    """Each change's fate, aligned with the change set's rows."""
+def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
+    """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
-    seq = pl.int_range(pl.len(), dtype=pl.Int64)
+    seq = pl.col(SEQ)
     return (pl.when(seq.is_in(result.accepted)).then(pl.lit("accepted"))
             .when(seq.is_in([s for s, _ in result.refused])).then(pl.lit("refused"))
             .when(seq.is_in(result.sent)).then(pl.lit("unconfirmed"))
@@ -741,47 +734,25 @@ def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool)
 
 
 def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch],
-          result: SubmitResult | None) -> None:
+          result: SubmitResult | None, *, braked: bool) -> None:
+    """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
-    run.plan = plan_frame(changes.changes, _item_status(changes, result, settings.dry_run))
+    run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
     rejected = run.rejected if run.rejected is not None else checked.rejected
-    c = Counts(rows=table.rows, blank=table.blank_rows, invalid=checked.rejected.height,
-               merged=checked.merged_rows, unchanged=changes.unchanged,
-               changed=changes.changed - changes.zeroed_missing,
-               zeroed_missing=changes.zeroed_missing)
-    c.valid = c.rows - c.invalid
-    if result is None:
-        c.not_sent = c.changed + c.zeroed_missing
-    else:
-        c.accepted = len(result.accepted)
-        c.refused = len(result.refused)
-        # Items only in requests the store turned down unapplied (401/403) are not_sent.
-        c.submitted = len(result.sent)
-        c.unconfirmed = c.submitted - c.accepted - c.refused
-        c.not_sent = c.changed + c.zeroed_missing - c.submitted
+    c = count_run(table, checked, changes, result, run.plan, rejected)
+    if result is not None:
         report.batches = [b.to_dict() for b in result.batches]
         report.transaction_ids = result.transaction_ids
         report.requests = {"sent": result.requests, "http_429": result.responses_429}
-    c.rejected = c.invalid + c.refused
-    c.check()
     report.counts = c
     report.rejected = rejected_records(rejected)
     report.rejected_by_reason = dict(Counter(rejected["reason"].to_list()).most_common())
+    fatal = result.fatal if result is not None else None
+    report.status, report.exit_code = outcome(c, fatal=fatal, braked=braked,
+                                              dry_run=settings.dry_run)
     if settings.dry_run:
-        report.status = "dry_run"
         report.batches = [{"index": b.index, "location_id": b.location_id, "items": len(b),
                            "transaction_id": None, "status": "planned", "attempts": 0}
                           for b in batches]
-    elif result is not None and result.fatal is not None:
-        report.status = "failed"
-        report.error = str(result.fatal)
-    elif result is None and report.brakes:
-        report.status = "failed"
-    else:
-        report.status = "partial" if c.rejected else "succeeded"
-    if report.status == "failed" and result is not None and result.fatal is not None:
-        report.exit_code = int(result.fatal.exit_code)
-    elif c.rejected:
-        report.exit_code = int(ExitCode.REJECTED_ROWS)
-    else:
-        report.exit_code = int(ExitCode.OK)
+    elif fatal is not None:
+        report.error = str(fatal)

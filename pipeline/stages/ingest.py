@@ -234,6 +234,24 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
     return found
 
 
+def read_stock_bytes(data: bytes, *, name: str = "stock.csv",
+                     column_map: dict[str, str] | None = None, encoding: str | None = None,
+                     header_row: int | None = None) -> StockTable:
+    """Read a CSV file's ``data`` (named ``name`` in messages) as :func:`read_stock_file` does.
+
+    Every check of a CSV file applies; for tests and callers holding the bytes in memory.
+    A workbook is refused: its checks stream from a file on disk.
+    """
+    p = Path(name)
+    if header_row is not None and header_row < 1:
+        raise UsageError(f"--header-row must be 1 or more, not {header_row}")
+    if _detect_format(p, data) == "excel":
+        raise InputFileError(name, "an Excel workbook is read from a file: use read_stock_file")
+    table = _read_csv(p, data, hashlib.sha256(data).hexdigest(), encoding=encoding,
+                      header_row=header_row, column_map=column_map)
+    return _check_used_cells(_map_columns(table, column_map or {}))
+
+
 def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str | None = None,
                   header_row: int | None = None, column_map: dict[str, str] | None = None,
                   ) -> StockTable:

@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from invsync.disk import write_atomic
+from invsync.errors import InternalError
 from invsync.redact import redact_data
 from invsync.stages.ingest import BLANKS, FORMULA, ROW, StockTable
 
@@ -50,8 +51,12 @@ class Counts:
     """Rows rejected: invalid ones plus those the store refused."""
 
     def check(self) -> None:
-        """Raise if the counts do not add up (a bug, never a user error)."""
-        problems = []
+        """Raise :class:`~invsync.errors.InternalError` if the counts do not add up.
+
+        Each figure is counted from its own source (the frames of each stage, the batch
+        results), so a bug in any of them shows here as a broken identity.
+        """
+        problems = [f"{name} < 0" for name, value in asdict(self).items() if value < 0]
         if self.rows != self.valid + self.invalid:
             problems.append("rows != valid + invalid")
         if self.valid - self.merged != self.unchanged + self.changed:
@@ -63,7 +68,8 @@ class Counts:
         if self.rejected != self.invalid + self.refused:
             problems.append("rejected != invalid + refused")
         if problems:
-            raise AssertionError(f"run counts do not add up: {problems}: {self}")
+            raise InternalError(f"internal error: the run's counts do not add up "
+                                f"({'; '.join(problems)}): {self}")
 
 
 @dataclass

@@ -137,7 +137,12 @@ class SubmitResult:
 
 
 def number_changes(changes: pl.DataFrame) -> pl.DataFrame:
-    """The change set with :data:`SEQ`, the number results use to name its items."""
+    """The change set with :data:`SEQ`, the number results use to name its items.
+
+    A change set already numbered is returned as is: items are numbered once per run.
+    """
+    if SEQ in changes.columns:
+        return changes
     return changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
 
 
@@ -199,6 +204,8 @@ async def submit(
     import asyncio
 
     started = time.monotonic()
+    # The client may have served the run's reads first: count this stage's requests only.
+    requests_before, throttled_before = client.requests_sent, client.responses_429
     results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
                for b in batches]
     sem = asyncio.Semaphore(max(concurrency, 1))
@@ -229,7 +236,8 @@ async def submit(
     await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
                         batch_seqs=[b.seqs for b in batches],
-                        requests=client.requests_sent, responses_429=client.responses_429,
+                        requests=client.requests_sent - requests_before,
+                        responses_429=client.responses_429 - throttled_before,
                         seconds=time.monotonic() - started)
 
 
