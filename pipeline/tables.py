@@ -17,6 +17,18 @@ SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key":
 """Levels as the snapshot keeps them; a null quantity means the level is unknown."""
 
 
+def goes_to_zero(new: pl.Expr, old: pl.Expr, *, unknown_counts: bool = False) -> pl.Expr:
+    """The one definition of an item that "goes to 0": set to 0 from a positive level.
+
+    A negative level set to 0 is a rise, not a drop. An unknown old level (null) counts only
+    with ``unknown_counts``: the brakes pass it, since an item whose level was never
+    confirmed most likely holds stock (README, Guarantees); in a plan a null old level means
+    the item is new to the snapshot, so it does not count there.
+    """
+    positive = (old > 0).fill_null(False)
+    return (new == 0) & ((positive | old.is_null()) if unknown_counts else positive)
+
+
 @dataclass(frozen=True)
 class Location:
     """A store location as ``GET /inventory/locations`` describes it."""

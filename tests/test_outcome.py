@@ -91,3 +91,15 @@ def test_counts_check_raises_even_under_python_O() -> None:
 def test_status_and_exit_code(counts: Counts, fatal: StoreError | None, braked: bool,
                               dry_run: bool, expected: tuple[str, int]) -> None:
     assert outcome(counts, fatal=fatal, braked=braked, dry_run=dry_run) == expected
+
+
+def test_goes_to_zero_is_one_definition() -> None:
+    from invsync.tables import goes_to_zero
+
+    frame = pl.DataFrame({"new": [0, 0, 0, 0, 5], "old": [3, 0, -2, None, 3]},
+                         schema={"new": pl.Int64, "old": pl.Int64})
+    plain = frame.select(goes_to_zero(pl.col("new"), pl.col("old")))
+    brakes = frame.select(goes_to_zero(pl.col("new"), pl.col("old"), unknown_counts=True))
+    # A negative level set to 0 is a rise; an unknown level counts only for the brakes.
+    assert plain.to_series().to_list() == [True, False, False, False, False]
+    assert brakes.to_series().to_list() == [True, False, False, True, False]

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from invsync.disk import write_atomic
+from invsync.tables import goes_to_zero
 
 MAX_REJECTED_ROWS = 5_000
 """Rejected rows shown in the HTML page; the rest are in ``rejected.csv``."""
@@ -367,7 +368,7 @@ def _normalise_plan(plan: pl.DataFrame) -> pl.DataFrame:
 
 _IS_NEW = pl.col("old").is_null()
 _IS_CHANGED = pl.col("old").is_not_null() & (pl.col("new") != pl.col("old"))
-_TO_ZERO = (pl.col("new") == 0) & pl.col("old").is_not_null() & (pl.col("old") != 0)
+_TO_ZERO = goes_to_zero(pl.col("new"), pl.col("old"))
 
 
 def _plan_totals(frame: pl.DataFrame) -> dict[str, int]:

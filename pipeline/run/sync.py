@@ -59,7 +59,7 @@ from invsync.stages.validate import QuantityRules, Validated, validate
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
-from invsync.tables import KEY, Location
+from invsync.tables import KEY, Location, goes_to_zero
 from invsync.terminal import log_where, one_line
 
 log = logging.getLogger("invsync.sync")
@@ -564,8 +564,7 @@ def _by_location(checked: Validated, changes: ChangeSet) -> dict[str, dict[str, 
     ch = changes.changes.group_by("location_id").agg(
         pl.col("old_quantity").is_null().sum().alias("new"),
         pl.col("old_quantity").is_not_null().sum().alias("changed"),
-        ((pl.col("quantity") == 0) & (pl.col("old_quantity").fill_null(0) != 0)).sum()
-        .alias("to_zero"))
+        goes_to_zero(pl.col("quantity"), pl.col("old_quantity")).sum().alias("to_zero"))
     table = valid.join(ch, on="location_id", how="full", coalesce=True).fill_null(0)
     out = {}
     for row in table.sort("location_id").iter_rows(named=True):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from invsync.schemas.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
+from invsync.tables import goes_to_zero
 from invsync.terminal import console as new_console
 from invsync.terminal import safe
 
@@ -96,7 +97,7 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
                 t.add_row(safe(r["location_id"]), safe(r["item"]), safe(r["old"]),
                           safe(r["new"]), f"{r['delta']:+,}")
             console.print(t)
-    zero = plan.filter((pl.col("new") == 0) & (pl.col("old").fill_null(0) != 0))
+    zero = plan.filter(goes_to_zero(pl.col("new"), pl.col("old")))
     if zero.height:
         items = ", ".join(safe(i) for i in zero["item"].head(top).to_list())
         more = f" and {zero.height - top:,} more" if zero.height > top else ""
