@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from invsync.disk import write_atomic
-from invsync.tables import goes_to_zero
+from invsync.tables import PLAN_COLUMNS, PLAN_STATUSES, goes_to_zero
 
 MAX_REJECTED_ROWS = 5_000
 """Rejected rows shown in the HTML page; the rest are in ``rejected.csv``."""
@@ -31,12 +31,6 @@ TOP_MOVES = 20
 MD_TRANSACTION_IDS = 5
 """Transaction ids listed in ``summary.md`` (the total is always given)."""
 
-PLAN_COLUMNS: dict[str, pl.DataType] = {
-    "location_id": pl.Int64(), "identifier": pl.String(), "item": pl.String(),
-    "old": pl.Int64(), "new": pl.Int64(), "delta": pl.Int64(), "row": pl.Int64(),
-    "status": pl.String(),
-}
-PLAN_STATUSES = ("planned", "accepted", "refused", "unconfirmed", "not_sent")
 
 _STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
 

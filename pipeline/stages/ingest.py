@@ -22,14 +22,13 @@ from xml.etree import ElementTree
 from xml.parsers import expat
 
 from invsync.errors import InputFileError, UsageError
+from invsync.tables import ROW
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     import polars as pl
 
-ROW = "__row"
-"""Name of the column holding each row's number as seen in the file (header = row 1)."""
 
 CANONICAL = ("sku", "product_id", "variant_id", "location_id", "quantity")
 IDENTIFIERS = ("sku", "variant_id", "product_id")

@@ -21,7 +21,8 @@ import polars as pl
 from invsync.disk import write_atomic
 from invsync.errors import InternalError
 from invsync.redact import redact_data
-from invsync.stages.ingest import BLANKS, FORMULA, ROW, StockTable
+from invsync.stages.ingest import BLANKS, FORMULA, StockTable
+from invsync.tables import PLAN_COLUMNS, ROW
 
 REPORT_VERSION = 1
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
@@ -154,22 +155,20 @@ def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
     return rejected.rename({ROW: "row"}).sort("row").to_dicts()
 
 
-PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row", "status"]
-
-
 def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
     """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status.
 
     ``identifier``/``item`` name each item as the request does (as its row named it).
     """
     status_expr = pl.lit(status) if isinstance(status, str) else status
-    return changes.select(
+    plan = changes.select(
         pl.col("location_id"), pl.col("address").alias("identifier"),
         pl.col("address_key").alias("item"),
         pl.col("old_quantity").alias("old"), pl.col("quantity").alias("new"),
         (pl.col("quantity") - pl.col("old_quantity").fill_null(0)).alias("delta"),
         pl.col(ROW).alias("row"), status_expr.alias("status"),
     )
+    return plan.cast(PLAN_COLUMNS)  # type: ignore[arg-type]  # dict is invariant
 
 
 def write_run_folder(

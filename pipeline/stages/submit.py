@@ -21,14 +21,13 @@ import polars as pl
 
 from invsync.errors import FatalError, Refused
 from invsync.store.limits import MAX_ITEMS_PER_REQUEST, EncodedItems
+from invsync.tables import SEQ
 
 if TYPE_CHECKING:
     from invsync.store.client import StoreClient
 
 log = logging.getLogger("invsync.submit")
 
-SEQ = "__seq"
-"""Column numbering the items of a change set; results refer to items by it."""
 
 MAX_ISOLATION_REQUESTS = 200
 """Requests one batch may spend in all (its first request and every isolation request);
