@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,15 +56,27 @@ def open_nofollow(path: Path, mode: str) -> IO[Any]:
     return os.fdopen(fd, mode, encoding="utf-8")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], *,
+                 prefix: str | None = None, suffix: str = "") -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    The one way every file of invsync is replaced: write a temporary file beside it
+    (``prefix``, default ``.<name>-``), fsync it, rename it over ``path``, fsync the folder
+    (so the rename survives a power cut). ``data`` is the bytes, or a function that writes
+    them to the open file (a polars frame, a workbook).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}-",
+                               suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

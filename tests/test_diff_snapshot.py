@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
+from invsync import disk
 from invsync.stages.diff import compute_changes
 from invsync.stages.ingest import ROW
 from invsync.stages.validate import VALID_COLUMNS
-from invsync.state import snapshot as snapshot_mod
 from invsync.state.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore, write_atomic
 
 
@@ -132,7 +132,7 @@ def test_failed_snapshot_write_keeps_the_old_file_and_cleans_up(
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(snapshot_mod.os, "replace", boom)
+    monkeypatch.setattr(disk.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         store.merge(baseline_frame([(1, "sku", "A", 99)]))
     monkeypatch.undo()
@@ -148,7 +148,7 @@ def test_write_atomic_failure_cleans_up(tmp_path: Path, monkeypatch: pytest.Monk
     def boom(src: str, dst: str) -> None:
         raise OSError("nope")
 
-    monkeypatch.setattr(snapshot_mod.os, "replace", boom)
+    monkeypatch.setattr(disk.os, "replace", boom)
     with pytest.raises(OSError):
         write_atomic(target, b"new")
     monkeypatch.undo()

@@ -9,8 +9,12 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,8 +35,9 @@ from invsync.errors import (
     UsageError,
 )
 from invsync.redact import redact, redact_data
+from invsync.run import signals
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
-from invsync.run.config import Settings
+from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
 from invsync.schemas.messages import refused_messages
@@ -55,7 +60,7 @@ from invsync.stages.submit import (
     plan_batches,
     submit,
 )
-from invsync.stages.validate import QuantityRules, Validated, validate
+from invsync.stages.validate import QuantityRules, Validated, validate, warm_up
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
@@ -219,9 +224,6 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
 
 def ensure_writable(folder: Path, what: str) -> None:
     """Create ``folder`` if needed and prove a file can be written in it, or raise UsageError."""
-    import os
-    import tempfile
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".invsync-probe-")
@@ -240,8 +242,6 @@ def ensure_writable(folder: Path, what: str) -> None:
 
 def _failed(run: _Run, exc: BaseException) -> None:
     """Record an interruption (SIGINT/SIGTERM) or an unexpected error as the run's outcome."""
-    from invsync.run import signals
-
     report = run.report
     if signals.was_interrupted(exc):
         sig = signals.received()
@@ -305,8 +305,6 @@ def _write_report(run: _Run) -> None:
 
 def _remove_folder(folder: Path) -> None:
     """Remove a run folder this run created, with whatever it holds (files only)."""
-    import contextlib
-
     if not folder.is_dir():
         return
     for item in folder.iterdir():
@@ -332,9 +330,6 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
 
 def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
     """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
-    from invsync.errors import UsageError
-    from invsync.run.config import settings_from_public
-
     store = settings.store_hash or "offline"
     journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
                                     settings.profile).dir)
@@ -351,8 +346,6 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
 
 def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
     """Refuse to resume with a file that is no longer the one the interrupted run read."""
-    import hashlib
-
     recorded = header.get("sha256")
     if not recorded:
         return
@@ -513,8 +506,6 @@ def _execute(run: _Run) -> None:
 
 
 def _warm_up() -> None:
-    from invsync.stages.validate import warm_up
-
     try:
         warm_up()
     except Exception:  # the real import in validate() reports any problem

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import zipfile
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from xml.etree import ElementTree
@@ -149,7 +149,9 @@ def read_stock_file(
     if table.format == "xlsx" and table.sheet_index is not None and zipfile.is_zipfile(p) \
             and p.suffix.lower() not in (".ods", ".xlsb"):
         table = _reject_uncalculated(table)
-        _note_numeric_identifiers(table)
+        notes = _numeric_identifier_notes(table)
+        if notes:
+            table = replace(table, notes=[*table.notes, *notes])
     return table
 
 
@@ -310,25 +312,27 @@ def _with_problems(table: StockTable, found: pl.DataFrame) -> StockTable:
     return StockTable(**{**table.__dict__, "problems": merged})
 
 
-def _note_numeric_identifiers(table: StockTable) -> None:
-    """Note identifier cells stored as numbers: Excel may have dropped their leading zeros."""
+def _numeric_identifier_notes(table: StockTable) -> list[str]:
+    """Notes on identifier cells stored as numbers: Excel may have dropped their leading zeros."""
     import polars as pl
 
     cols = {table.headers.index(h): h for c, h in table.mapping.items() if c == "sku"}
     if not cols:
-        return
+        return []
     header = next(iter(cols.values()))
     digits = table.frame.filter(pl.col(header).str.contains(r"^\s*\d+\s*$"))
     if digits.height == 0:
-        return
+        return []
+    notes = []
     hits = numeric_cells(table.path, table.sheet_index or 0, cols, set(digits[ROW].to_list()))
     for name, rows in hits.items():
         shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10:,} more"
                                                    if len(rows) > 10 else "")
-        table.notes.append(
+        notes.append(
             f"column {name!r}: {len(rows):,} identifier cell(s) are stored as numbers in the "
             f"workbook (rows {shown}); if those SKUs have leading zeros, Excel removed them: "
             f"format the column as Text and type them again")
+    return notes
 
 
 def _detect_format(path: Path, data: bytes) -> str:

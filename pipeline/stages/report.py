@@ -8,13 +8,14 @@ spreadsheet program would evaluate as a formula are escaped.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -185,13 +186,9 @@ def write_run_folder(
         if rejected.height:
             report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
     if plan is not None:
-        tmp = folder / ".plan.csv.tmp"
-        try:
-            plan.with_columns(escape_formulas(pl.col(c)).alias(c)
-                              for c in ("identifier", "item")).write_csv(tmp)
-            tmp.replace(folder / "plan.csv")
-        finally:
-            tmp.unlink(missing_ok=True)
+        escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
+                                    for c in ("identifier", "item"))
+        write_atomic(folder / "plan.csv", escaped.write_csv)
     data = redact_data(report.to_dict())  # the last pass: no credential is ever written
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
@@ -248,18 +245,19 @@ def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) ->
     frame = rejected_frame(table, rejected)
     escaped = frame.select(escape_formulas(pl.col(c)).alias(c) for c in frame.columns)
     delimiter = table.delimiter if table.delimiter and len(table.delimiter) == 1 else ","
-    tmp = path.with_suffix(".csv.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write("\ufeff")  # the BOM: Excel then reads UTF-8, not the local code page
-            # The header row too: a file's header is its text, and may be hostile.
-            csv.writer(fh, delimiter=delimiter, lineterminator="\n").writerow(
-                escape_formula(c) for c in frame.columns)
-            escaped.write_csv(fh, include_header=False, quote_style="necessary",
-                              separator=delimiter)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def write(fh: IO[bytes]) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        text.write("\ufeff")  # the BOM: Excel then reads UTF-8, not the local code page
+        # The header row too: a file's header is its text, and may be hostile.
+        csv.writer(text, delimiter=delimiter, lineterminator="\n").writerow(
+            escape_formula(c) for c in frame.columns)
+        text.flush()
+        text.detach()
+        escaped.write_csv(fh, include_header=False, quote_style="necessary",
+                          separator=delimiter)
+
+    write_atomic(path, write)
 
 
 _PLAIN_NUMBER = r"^(?:-?[\d.]{1,16})$"
@@ -371,12 +369,7 @@ def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -
             out.append(value)
         out += [rec[row_col], rec[reason_col]]
         ws.append(out)
-    tmp = path.with_suffix(".xlsx.tmp")
-    try:
-        wb.save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, wb.save)
 
 
 def report_from_dict(data: dict[str, Any]) -> RunReport:
