@@ -574,7 +574,6 @@ def _baseline(run: _Run) -> pl.DataFrame:
     recovered = run.journal.recover()
     header = recovered.header
     unconfirmed = recovered.unconfirmed
-    assert unconfirmed is not None
     note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
             f"({len(recovered.transaction_ids)} transactions) from interrupted run "
             f"{header.get('run_id', '?')}; {unconfirmed.height:,} items of "

@@ -309,7 +309,7 @@ def _with_problems(table: StockTable, found: pl.DataFrame) -> StockTable:
 
     merged = found if table.problems is None else pl.concat([table.problems, found])
     merged = merged.unique(ROW, keep="first", maintain_order=True).sort(ROW)
-    return StockTable(**{**table.__dict__, "problems": merged})
+    return replace(table, problems=merged)
 
 
 def _numeric_identifier_notes(table: StockTable) -> list[str]:
@@ -1365,18 +1365,19 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
         )
     if "location_code" in mapping and "location_id" not in mapping:
         mapping["location_id"] = mapping.pop("location_code")
-    table = StockTable(**{**table.__dict__, "mapping": mapping,
-                          "layout": layout.name if layout else None})
+    table = replace(table, mapping=mapping, layout=layout.name if layout else None)
     if layout is not None:
+        notes = list(table.notes)
         header_of = {role: table.headers[norms.index(n)] for role, n in layout.extra.items()
                      if n in norms}
         if len(header_of) == len(layout.extra):
             skip, note = skipped_rows(layout, table.frame, header_of, mapping.get("quantity"))
             if skip is not None:
-                table = StockTable(**{**table.__dict__, "frame": table.frame.filter(~skip)})
-                table.notes.append(str(note))
-        table.notes.append(f"recognised a {layout.title}: using columns "
-                           + ", ".join(f"{h!r} as {c}" for c, h in mapping.items()))
+                table = replace(table, frame=table.frame.filter(~skip))
+                notes.append(str(note))
+        notes.append(f"recognised a {layout.title}: using columns "
+                     + ", ".join(f"{h!r} as {c}" for c, h in mapping.items()))
+        table = replace(table, notes=notes)
     return table
 
 

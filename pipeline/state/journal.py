@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import polars as pl
 
+from invsync.clock import utc_now
 from invsync.errors import LockedError, UsageError
 from invsync.state.snapshot import (
     KEY,
@@ -116,7 +117,7 @@ class StoreLock:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "started": utc_now(),
                              **info}))
         fh.flush()
         self._fh = fh
@@ -180,7 +181,7 @@ class Recovered:
     transaction_ids: list[str] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
     """Batches recorded as sending but never (wholly) confirmed."""
-    unconfirmed: pl.DataFrame | None = None
+    unconfirmed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_KEY_SCHEMA))
     """KEY of every item sent but never confirmed: the store may have applied it."""
 
 

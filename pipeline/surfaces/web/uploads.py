@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from invsync.clock import utc_now
 from invsync.errors import ExitCode, InvsyncError, LockedError
 from invsync.run.config import Settings
 from invsync.stages.ingest import (
@@ -180,7 +181,7 @@ class Portal:
             while chunk := data.read(1 << 20):
                 out.write(chunk)
         meta = {"upload_id": upload_id, "user": user, "filename": name, "stored_name": stored,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created": utc_now(),
                 "location_id": location_id or self.settings.location_id,
                 "sheet": sheet or None, "duplicates": duplicates or self.settings.duplicates,
                 "column_map": column_map, "status": "new", "plan_run_id": None,
