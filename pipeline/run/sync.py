@@ -206,6 +206,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
             _release(lock)
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
+    report.plan = run.plan
     if run.retries:
         report.requests["retries"] = sum(run.retries.values())
         report.requests.update({f"retries_{k}": v for k, v in run.retries.most_common()})

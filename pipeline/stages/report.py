@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -107,9 +107,12 @@ class RunReport:
     """Who started the run and from where (the upload page: ``source``, ``user``, ``filename``)."""
     rejected_file: str | None = None
     """The rejected rows' file a person fixes (``rejected.xlsx`` or ``rejected.csv``)."""
+    plan: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    """The plan frame (what ``plan.csv`` holds), for the caller; not part of ``report.json``."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, plan=None))
+        del data["plan"]
         data["version"] = REPORT_VERSION
         return data
 

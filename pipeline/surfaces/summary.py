@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from invsync.html.report_page import biggest_moves
 from invsync.schemas.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
 from invsync.tables import goes_to_zero
@@ -81,14 +82,11 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
         console.print(table)
     console.print(f"rejected rows: {report.counts.rejected:,}")
     plan_path = Path(report.report_dir) / "plan.csv"
-    if not report.report_dir or not plan_path.exists():
+    plan = report.plan  # the run's own plan frame: plan.csv is not read back
+    if not report.report_dir or not plan_path.exists() or plan is None:
         return
-    plan = pl.read_csv(plan_path, infer_schema=False).with_columns(
-        pl.col("old", "new", "delta").cast(pl.Int64, strict=False))
-    changed = plan.filter(pl.col("old").is_not_null())
-    for title, frame in (("biggest drops", changed.sort("delta").filter(pl.col("delta") < 0)),
-                         ("biggest rises", changed.sort("delta", descending=True)
-                          .filter(pl.col("delta") > 0))):
+    drops, rises = biggest_moves(plan, top)
+    for title, frame in (("biggest drops", drops), ("biggest rises", rises)):
         if frame.height:
             t = Table(title=title)
             for col in ("location", "item", "old", "new", "delta"):
