@@ -265,8 +265,18 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
     for name in ("store_hash", "api_url", "state_dir"):
         if flags.get(name) is not None:
             options += [f"--{name.replace('_', '-')}", str(flags[name])]
-    ctx.exit(drift_check(settings, file, location_id, quiet=ctx.obj["quiet"],
-                         as_json=ctx.obj["log_format"] == "json", command_options=options))
+    from invsync.surfaces.summary import print_comparison
+
+    quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
+    found = drift_check(settings, file, location_id, command_options=options)
+    if found.unknown and not quiet and not as_json:
+        click.echo(f"drift: {found.unknown:,} items have an unknown level (a write was never "
+                   f"confirmed) and are not compared; the next sync sends them")
+    if found.comparison is None:
+        if not quiet:
+            click.echo("drift: the snapshot holds no items to compare (sync first)")
+        ctx.exit(0)
+    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -291,8 +301,16 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
-    ctx.exit(verify_run(settings, run_id, timeout_s=timeout_s, quiet=ctx.obj["quiet"],
-                        as_json=ctx.obj["log_format"] == "json"))
+    from invsync.surfaces.summary import print_comparison
+    from invsync.terminal import clean
+
+    quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
+    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s)
+    if result is None:
+        if not quiet:
+            click.echo(f"verify: run {clean(full_id)} set no levels")
+        ctx.exit(0)
+    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,9 +12,10 @@ from rich.table import Table
 from invsync.html.report_page import biggest_moves
 from invsync.schemas.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
+from invsync.store.live import Comparison
 from invsync.tables import goes_to_zero
+from invsync.terminal import clean, safe
 from invsync.terminal import console as new_console
-from invsync.terminal import safe
 
 _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan",
           "interrupted": "red"}
@@ -101,6 +103,42 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
         more = f" and {zero.height - top:,} more" if zero.height > top else ""
         console.print(f"{zero.height:,} items would go to 0: {items}{more}")
     console.print(f"push exactly this plan with: invsync sync --plan-file {safe(plan_path)}")
+
+
+def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
+                     top: int = 20, repair: dict[str, Any] | None = None) -> int:
+    """``drift``/``verify``: what differs, as lines or one JSON event, and the ``repair``
+    commands (even under ``-q``: they are what the operator acts on); exit code 0 or 1."""
+    import json
+
+    import click
+
+    from invsync.clock import timestamp
+
+    diff = result.differences
+    if as_json:
+        extra = {"repair": repair} if repair else {}
+        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
+                               "matched": result.matched, "differences": diff.height,
+                               "items": diff.head(1000).to_dicts(), **extra}))
+    elif not quiet:
+        click.echo(f"{clean(what)}: {result.expected:,} items checked, {result.matched:,} match, "
+                   f"{diff.height:,} differ")
+        for r in diff.head(top).iter_rows(named=True):
+            live = "not listed" if r["live"] is None else f"{r['live']:,}"
+            click.echo(f"  location {r['location_id']} {clean(r['identifier'])} "
+                       f"{clean(r['item_key'])}: expected {r['expected']:,}, store has {live}")
+        if diff.height > top:
+            click.echo(f"  … {diff.height - top:,} more")
+    if repair and not as_json:
+        if repair.get("error"):
+            click.echo(f"{what}: {clean(repair['error'])}", err=True)
+        click.echo(f"{what}: to repair, run one of:")
+        for command in repair["commands"]:
+            why = ("  # put back the snapshot's levels on these items" if "--plan-file" in command
+                   else "  # make the store equal to the file again (the periodic reconcile)")
+            click.echo(f"  {clean(command)}{why}")
+    return 0 if diff.height == 0 else 1
 
 
 def print_runs(rows: list[dict[str, object]], where: Path,
