@@ -32,6 +32,7 @@ from conftest import (
     write_csv,
 )
 
+from invsync.events import EVENT_NAMES
 from invsync.run.notify import EVENTS
 from invsync.sandbox.process import SandboxProcess
 
@@ -336,6 +337,7 @@ def test_config_from_environment_and_global_options_after_the_command(
     events = [json.loads(line) for line in result.stdout.splitlines()]
     run_id = events[0]["run_id"]
     assert all(e["run_id"] == run_id for e in events), "an event lacks the run id"
+    assert {e["event"] for e in events} <= set(EVENT_NAMES)  # only the documented names
     assert events[-1]["event"] == "run_finished"
     assert events[-1]["summary"].startswith(f"invsync: succeeded run={run_id} rows=3114")
     logs = [json.loads(line) for line in result.stderr.splitlines()]

@@ -23,6 +23,7 @@ from invsync.stages.submit import (
     SEQ,
     Batch,
     BatchResult,
+    SubmitObserver,
     SubmitResult,
     _named_items,
     number_changes,
@@ -71,7 +72,7 @@ def refusing(bad: set[str], title: str = "Invalid", errors: Callable[..., dict[s
     return answer
 
 
-class Events:
+class Events(SubmitObserver):
     """Every callback, in order."""
 
     def __init__(self) -> None:
@@ -83,7 +84,7 @@ class Events:
     def confirmed(self, batch: Batch, idx: list[int], txid: str) -> None:
         self.log.append(("confirmed", batch.index, list(idx), txid))
 
-    def batch(self, result: BatchResult) -> None:
+    def finished(self, result: BatchResult) -> None:
         self.log.append(("batch", result.index, result.status))
 
 
@@ -91,8 +92,7 @@ def run(client: FakeClient, batches: list[Batch], events: Events | None = None,
         concurrency: int = 4, reason: str | None = "nightly") -> SubmitResult:
     ev = events or Events()
     return asyncio.run(submit(client, batches, reason=reason,  # type: ignore[arg-type]
-                              concurrency=concurrency, on_batch=ev.batch,
-                              on_sending=ev.sending, on_confirmed=ev.confirmed))
+                              concurrency=concurrency, observer=ev))
 
 
 # ---- planning ------------------------------------------------------------------------------

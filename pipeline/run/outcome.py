@@ -13,10 +13,11 @@ import polars as pl
 
 from invsync.errors import ExitCode, FatalError, InternalError
 from invsync.stages.diff import ChangeSet
-from invsync.stages.ingest import ROW, StockTable
+from invsync.stages.ingest import StockTable
 from invsync.stages.report import Counts
 from invsync.stages.submit import SubmitResult
 from invsync.stages.validate import Validated
+from invsync.tables import ROW
 
 
 def count_run(table: StockTable, checked: Validated, changes: ChangeSet,

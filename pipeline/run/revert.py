@@ -24,8 +24,9 @@ import polars as pl
 from invsync.clock import timestamp
 from invsync.disk import write_atomic
 from invsync.errors import InputFileError, UsageError
+from invsync.events import Observer
 from invsync.run.config import Settings
-from invsync.run.store_access import Event, live_levels
+from invsync.run.store_access import live_levels
 from invsync.run.sync import sync_file
 from invsync.stages.ingest import unescape_formulas
 from invsync.stages.report import RunReport, escape_formulas
@@ -50,7 +51,7 @@ class Revert:
 
 
 def revert_run(settings: Settings, run_id: str, *, force: bool = False,
-               on_event: Event | None = None) -> Revert:
+               on_event: Observer | None = None) -> Revert:
     """Put back the levels run ``run_id`` replaced; see the module's description.
 
     Raises :class:`UsageError` when the run is not one of this store's (same API URL, store
@@ -138,7 +139,7 @@ def _accepted(past: PastRun) -> pl.DataFrame:
         raise InputFileError(str(path), f"not a readable plan.csv: {exc}") from None
 
 
-def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Event | None) -> pl.DataFrame:
+def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Observer | None) -> pl.DataFrame:
     """Live levels of just ``keys`` (filtered reads, unless a full read costs less)."""
     locations = sorted(keys["location_id"].unique().to_list())
     return live_levels(settings, locations, emit, keys=keys)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from invsync.errors import UsageError
+from invsync.events import Observer
 from invsync.run.config import Settings
 from invsync.store.client import StoreClient
 from invsync.store.identity import Fetch, read_identities
@@ -23,10 +24,9 @@ from invsync.tables import Location
 
 T = TypeVar("T")
 
-Event = Callable[[str, dict[str, Any]], None]
 
 
-def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
+def store_client(settings: Settings, emit: Observer | None = None) -> StoreClient:
     """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
     if settings.token is None:
         raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
@@ -63,7 +63,7 @@ class StoreSession:
     use, so a session that never talks to the store needs no token.
     """
 
-    def __init__(self, settings: Settings, emit: Event | None = None) -> None:
+    def __init__(self, settings: Settings, emit: Observer | None = None) -> None:
         self.settings = settings
         self.emit = emit
         self._runner = asyncio.Runner()
@@ -124,7 +124,7 @@ class StoreSession:
 
 
 def live_levels(settings: Settings, location_ids: Iterable[int],
-                emit: Event | None = None, *, keys: pl.DataFrame | None = None,
+                emit: Observer | None = None, *, keys: pl.DataFrame | None = None,
                 known_items: int = 0) -> pl.DataFrame:
     """Read the live levels once (a session of its own); see :meth:`StoreSession.live_levels`."""
     with StoreSession(settings, emit) as store:
@@ -138,7 +138,7 @@ def known_items(snapshot: pl.DataFrame) -> int:
 
 
 def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: float = 30.0,
-                  interval_s: float = 2.0, emit: Event | None = None,
+                  interval_s: float = 2.0, emit: Observer | None = None,
                   catalog_hint: int = 0) -> Comparison:
     """Compare ``expected`` with the store, re-reading for a while: writes land asynchronously.
 

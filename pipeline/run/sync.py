@@ -17,7 +17,6 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from invsync.errors import (
     SafetyBrakeError,
     UsageError,
 )
+from invsync.events import EventName, Observer, no_event
 from invsync.redact import redact, redact_data
 from invsync.run import signals
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
@@ -42,7 +42,7 @@ from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
 from invsync.schemas.messages import refused_messages
 from invsync.stages.diff import ChangeSet, compute_changes
-from invsync.stages.ingest import ROW, StockTable, read_stock_file
+from invsync.stages.ingest import StockTable, read_stock_file
 from invsync.stages.report import (
     RunReport,
     new_run_id,
@@ -52,9 +52,9 @@ from invsync.stages.report import (
     write_run_folder,
 )
 from invsync.stages.submit import (
-    SEQ,
     Batch,
     BatchResult,
+    SubmitObserver,
     SubmitResult,
     number_changes,
     plan_batches,
@@ -64,22 +64,17 @@ from invsync.stages.validate import QuantityRules, Validated, validate, warm_up
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
-from invsync.tables import KEY, Location, goes_to_zero
+from invsync.tables import KEY, ROW, SEQ, Location, goes_to_zero
 from invsync.terminal import log_where, one_line
 
 log = logging.getLogger("invsync.sync")
 
-Event = Callable[[str, dict[str, Any]], None]
-
-
-def _no_event(name: str, data: dict[str, Any]) -> None:
-    return None
 
 
 class _Run:
     """The state of one run while its stages execute."""
 
-    def __init__(self, path: Path, settings: Settings, emit: Event) -> None:
+    def __init__(self, path: Path, settings: Settings, emit: Observer) -> None:
         self.path = path
         self.settings = settings
         self.report = RunReport(run_id=new_run_id(), status="failed", started_at=utc_now(),
@@ -90,12 +85,12 @@ class _Run:
         self.retries: Counter[str] = Counter()
         run_id = self.report.run_id
 
-        def tagged(name: str, data: dict[str, Any]) -> None:
+        def tagged(name: EventName, data: dict[str, Any]) -> None:
             if name == "retry":
                 self.retries[retry_cause(data.get("status"))] += 1
             emit(name, {"run_id": run_id, **data})  # every event names its run
 
-        self.emit: Event = tagged
+        self.emit: Observer = tagged
         self.folder = settings.reports / self.report.run_id
         self.timings: dict[str, float] = {}
         self.table: StockTable | None = None
@@ -125,7 +120,7 @@ def retry_cause(status: Any) -> str:
     return "network" if status is None else str(status)
 
 
-def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
+def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None = None,
               command: str = "sync", origin: dict[str, Any] | None = None,
               reverted_from: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
@@ -149,7 +144,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     settings.check(needs_store=not settings.dry_run)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
-    run = _Run(Path(path), settings, on_event or _no_event)
+    run = _Run(Path(path), settings, on_event or no_event)
     run.report.command = command
     run.report.origin = dict(origin or {})
     run.report.reverted_from = reverted_from
@@ -316,7 +311,7 @@ def _remove_folder(folder: Path) -> None:
 
 
 async def sync_file_async(path: str | Path, settings: Settings, *,
-                          on_event: Event | None = None, command: str = "sync",
+                          on_event: Observer | None = None, command: str = "sync",
                           origin: dict[str, Any] | None = None) -> RunReport:
     """:func:`sync_file` for a caller inside a running event loop (a web app, a scheduler).
 
@@ -329,7 +324,7 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
                                    command=command, origin=origin)
 
 
-def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
+def resume(settings: Settings, *, on_event: Observer | None = None) -> RunReport:
     """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
     store = settings.store_hash or "offline"
     journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -648,30 +643,36 @@ def _fetch_locations(run: _Run) -> list[Location]:
     return locations
 
 
+class _JournaledSubmit(SubmitObserver):
+    """Journals each batch before it goes and each confirmation as it comes; reports each
+    finished batch as a ``batch`` event."""
+
+    def __init__(self, journal: Journal, emit: Observer) -> None:
+        self.journal, self.emit = journal, emit
+
+    def sending(self, batch: Batch) -> None:
+        self.journal.sending(batch.index, batch.frame.select(KEY))
+
+    def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
+        levels = batch.frame if len(items) == len(batch) else batch.frame[items]
+        self.journal.confirmed(batch.index, transaction_id, levels.select(*KEY, "quantity"))
+
+    def finished(self, result: BatchResult) -> None:
+        self.emit("batch", result.to_dict())
+
+
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     settings = run.settings
-    assert settings.token is not None
     journal = run.journal
     journal.begin({"run_id": run.report.run_id, "input": str(run.path),
                    "sha256": run.report.input.get("sha256"), "batches": len(batches),
                    "options": settings.public()})
-
-    def on_sending(batch: Batch) -> None:
-        journal.sending(batch.index, batch.frame.select(KEY))
-
-    def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
-        levels = batch.frame if len(idx) == len(batch) else batch.frame[idx]
-        journal.confirmed(batch.index, txid, levels.select(*KEY, "quantity"))
-
-    def on_batch(result: BatchResult) -> None:
-        run.emit("batch", result.to_dict())
-
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     result = run.store.run(lambda client: submit(
         client, batches, reason=settings.reason, concurrency=settings.concurrency,
-        on_batch=on_batch, on_sending=on_sending, on_confirmed=on_confirmed))
+        observer=_JournaledSubmit(journal, run.emit)))
     items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store

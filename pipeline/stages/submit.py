@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -185,17 +185,36 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
         yield {"location_id": loc, ident: ident_value, "quantity": qty}
 
 
+class SubmitObserver:
+    """What :func:`submit` tells its caller about each batch; override what you need.
+
+    ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
+    fsync): :func:`submit` waits for ``sending`` before the batch goes out, and for
+    ``confirmed`` before counting the items accepted. ``finished`` runs on the event loop.
+    """
+
+    def sending(self, batch: Batch) -> None:
+        """``batch`` is about to be sent (its body is built)."""
+
+    def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
+        """The store confirmed the items of ``batch`` at positions ``items``."""
+
+    def finished(self, result: BatchResult) -> None:
+        """A batch is done: accepted, refused, partial, failed or not sent."""
+
+
 async def submit(
     client: StoreClient,
     batches: list[Batch],
     *,
     reason: str | None,
     concurrency: int = 8,
-    on_batch: Callable[[BatchResult], None] | None = None,
-    on_sending: Callable[[Batch], None] | None = None,
-    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
+    observer: SubmitObserver | None = None,
 ) -> SubmitResult:
     """Send every batch, at most ``concurrency`` at once; never raises for store failures.
+
+    ``observer`` hears of each batch as it is sent, confirmed and finished (the journal's
+    write-ahead records and the progress events hang on it).
 
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
@@ -218,9 +237,9 @@ async def submit(
             t0 = time.monotonic()
             # The body (polars, which lets go of the GIL) and the journal's fsync: off the
             # event loop, so answers to other batches are read meanwhile; done before sending.
-            await asyncio.to_thread(_prepare, batch, on_sending)
+            await asyncio.to_thread(_prepare, batch, observer)
             try:
-                await _send_isolating(client, batch, result, reason, on_confirmed)
+                await _send_isolating(client, batch, result, reason, observer)
             except FatalError as exc:
                 result.status = "failed"
                 result.error = str(exc)
@@ -229,8 +248,8 @@ async def submit(
                 stop.set()
             finally:
                 result.seconds = time.monotonic() - t0
-            if on_batch:
-                on_batch(result)
+            if observer:
+                observer.finished(result)
 
     await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
@@ -240,16 +259,16 @@ async def submit(
                         seconds=time.monotonic() - started)
 
 
-def _prepare(batch: Batch, on_sending: Callable[[Batch], None] | None) -> None:
+def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
     """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
     _ = batch.encoded
-    if on_sending:
-        on_sending(batch)
+    if observer:
+        observer.sending(batch)
 
 
 async def _send_isolating(
     client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
-    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
+    observer: SubmitObserver | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
     pending: list[list[int]] = [list(range(len(batch)))]
@@ -301,10 +320,10 @@ async def _send_isolating(
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
-        if on_confirmed:
+        if observer:
             import asyncio
 
-            await asyncio.to_thread(on_confirmed, batch, idx, put.transaction_id)
+            await asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
     if not result.refused:
         result.status = "accepted"
     elif result.accepted:
