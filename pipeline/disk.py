@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,7 @@ def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], *,
     try:
         with os.fdopen(fd, "wb") as fh:
             if callable(data):
-                data(fh)
+                _write_with(data, fh, path)
             else:
                 fh.write(data)
             fh.flush()
@@ -80,6 +81,22 @@ def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], *,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _write_with(write: Callable[[IO[bytes]], object], fh: IO[bytes], path: Path) -> None:
+    try:
+        write(fh)
+    except OSError:
+        raise
+    except Exception as exc:
+        # A writer library's own error for a failed write (polars: "... underlying IO error:
+        # No space left on device (os error 28)") is the OSError it wraps: a full disk is
+        # then handled as one, wherever the file is written.
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is None:
+            raise
+        errno = int(code.group(1))
+        raise OSError(errno, os.strerror(errno), str(path)) from None
 
 
 def _fsync(path: str) -> None:

@@ -156,6 +156,28 @@ def test_write_atomic_failure_cleans_up(tmp_path: Path, monkeypatch: pytest.Monk
     assert os.listdir(tmp_path) == ["f.json"]
 
 
+def test_write_atomic_reports_a_writer_librarys_io_failure_as_the_oserror(
+        tmp_path: Path) -> None:
+    # polars reports a full disk as ComputeError("... underlying IO error: ... (os error
+    # 28)"); the run handles a full disk as an OSError wherever a file is written.
+    target = tmp_path / "snapshot.parquet"
+
+    def polars_full_disk(fh: object) -> None:
+        raise pl.exceptions.ComputeError("parquet: File out of specification: underlying IO "
+                                         "error: No space left on device (os error 28)")
+
+    with pytest.raises(OSError) as err:
+        write_atomic(target, polars_full_disk)
+    assert err.value.errno == 28 and str(target) in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+    def a_bug(fh: object) -> None:
+        raise ValueError("not an IO error")
+
+    with pytest.raises(ValueError):
+        write_atomic(target, a_bug)
+
+
 def test_read_meta_of_missing_or_corrupt_file_is_empty(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path, "s")
     assert store.read_meta() == {}

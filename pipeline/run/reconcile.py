@@ -17,6 +17,7 @@ from invsync.run.config import Settings
 from invsync.run.store_access import StoreSession, known_items, verify_levels
 from invsync.stages.ingest import unescape_formulas
 from invsync.state.history import find_run
+from invsync.state.journal import Journal
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.live import Comparison, compare
 from invsync.tables import KEY
@@ -64,6 +65,8 @@ class Drift:
     repair: dict[str, Any] | None = None
     """When items differ: ``commands`` that repair them and the repair ``plan_file``
     (``error`` if that plan could not be written)."""
+    recovered_from: str | None = None
+    """The interrupted run whose journal was replayed (in memory) into the snapshot."""
 
 
 def drift_check(settings: Settings, file: Path | None, location_id: int | None, *,
@@ -75,8 +78,17 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     --plan-file`` of a plan putting back the snapshot's levels, and ``invsync sync FILE
     --baseline live``.
     """
-    expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
-                             settings.api_url, settings.profile).load()
+    snapshots = SnapshotStore(settings.state_dir, settings.store_hash or "",
+                              settings.api_url, settings.profile)
+    expected = snapshots.load()
+    journal = Journal(snapshots.dir)
+    recovered_from = None
+    if journal.exists():
+        # A run was killed: what the store confirmed to it is not drift (nothing is written;
+        # the next sync replays the journal for good).
+        recovered = journal.recover()
+        expected = recovered.applied_to(expected)
+        recovered_from = str(recovered.header.get("run_id") or "?")
     catalog_hint = known_items(expected)
     unknown = expected.filter(pl.col("quantity").is_null())
     expected = expected.filter(pl.col("quantity").is_not_null())
@@ -86,7 +98,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
         found = _drift(settings, store, expected, file, catalog_hint=catalog_hint)
     repair = _repair(settings, found, file, command_options or []) \
         if found is not None and found.differences.height else None
-    return Drift(found, unknown.height, repair)
+    return Drift(found, unknown.height, repair, recovered_from)
 
 
 def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file: Path | None,

@@ -580,11 +580,7 @@ def _baseline(run: _Run) -> pl.DataFrame:
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
-        # A dry run changes no state: apply the journal in memory only.
-        unknown = unconfirmed.join(recovered.confirmed, on=KEY, how="anti").unique().select(
-            *KEY, pl.lit(None, pl.Int64).alias("quantity"))
-        update = pl.concat([recovered.confirmed, unknown])
-        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
+        return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:
         run.snapshots.merge(recovered.confirmed, forget=unconfirmed)
     run.journal.close(remove=True)
@@ -651,11 +647,25 @@ class _JournaledSubmit(SubmitObserver):
         self.journal, self.emit = journal, emit
 
     def sending(self, batch: Batch) -> None:
-        self.journal.sending(batch.index, batch.frame.select(KEY))
+        try:
+            self.journal.sending(batch.index, batch.frame.select(KEY))
+        except OSError as exc:
+            raise FatalError(self._failed(exc, "sending stopped: a batch is never sent "
+                                               "before the journal holds it")) from None
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
-        self.journal.confirmed(batch.index, transaction_id, levels.select(*KEY, "quantity"))
+        try:
+            self.journal.confirmed(batch.index, transaction_id,
+                                   levels.select(*KEY, "quantity"))
+        except OSError as exc:
+            raise FatalError(self._failed(exc, "sending stopped; the items the store "
+                                               "confirmed since are sent again next time")) \
+                from None
+
+    def _failed(self, exc: OSError, what: str) -> str:
+        return (f"the journal {self.journal.path} could not be written "
+                f"({exc.strerror or exc}): {what}")
 
     def finished(self, result: BatchResult) -> None:
         self.emit("batch", result.to_dict())
@@ -679,10 +689,21 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     # may have applied it, so its level is no longer known (kept in the snapshot as null).
     settled = [*result.accepted, *(s for s, _ in result.refused)]
     unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
-    if accepted.height or unconfirmed.height:
-        run.snapshots.merge(accepted.select(*KEY, "quantity"), forget=unconfirmed.select(KEY))
-    # The snapshot now holds every confirmed level: the journal has done its job.
-    journal.close(remove=True)
+    try:
+        if accepted.height or unconfirmed.height:
+            run.snapshots.merge(accepted.select(*KEY, "quantity"),
+                                forget=unconfirmed.select(KEY))
+        # The snapshot now holds every confirmed level: the journal has done its job.
+        journal.close(remove=True)
+    except OSError as exc:  # a full state disk: what the store confirmed is still reported
+        problem = FatalError(
+            f"the snapshot in {run.snapshots.dir} could not be updated "
+            f"({exc.strerror or exc}) after the store confirmed {accepted.height:,} items; "
+            f"the journal is kept, so the next sync or `invsync resume` records them")
+        if result.fatal is None:
+            result.fatal = problem
+        else:
+            run.report.notes.append(str(problem))
     return result
 
 

@@ -190,7 +190,9 @@ class SubmitObserver:
 
     ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
     fsync): :func:`submit` waits for ``sending`` before the batch goes out, and for
-    ``confirmed`` before counting the items accepted. ``finished`` runs on the event loop.
+    ``confirmed`` before it goes on. A :class:`~invsync.errors.FatalError` from either stops
+    the submit as a store failure does (from ``sending``: that batch is not sent).
+    ``finished`` runs on the event loop.
     """
 
     def sending(self, batch: Batch) -> None:
@@ -230,22 +232,30 @@ async def submit(
     stop = asyncio.Event()
     fatal: list[FatalError] = []
 
+    def stop_with(exc: FatalError) -> None:
+        if not fatal:
+            fatal.append(exc)
+        stop.set()
+
     async def run(batch: Batch, result: BatchResult) -> None:
         async with sem:
             if stop.is_set():
                 return
             t0 = time.monotonic()
-            # The body (polars, which lets go of the GIL) and the journal's fsync: off the
-            # event loop, so answers to other batches are read meanwhile; done before sending.
-            await asyncio.to_thread(_prepare, batch, observer)
+            try:
+                # The body (polars, which lets go of the GIL) and the journal's fsync: off
+                # the event loop, so answers to other batches are read meanwhile.
+                await asyncio.to_thread(_prepare, batch, observer)
+            except FatalError as exc:  # not recorded as sending: so it is not sent
+                result.error = str(exc)
+                stop_with(exc)
+                return
             try:
                 await _send_isolating(client, batch, result, reason, observer)
             except FatalError as exc:
                 result.status = "failed"
                 result.error = str(exc)
-                if not fatal:
-                    fatal.append(exc)
-                stop.set()
+                stop_with(exc)
             finally:
                 result.seconds = time.monotonic() - t0
             if observer:

@@ -184,6 +184,13 @@ class Recovered:
     unconfirmed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_KEY_SCHEMA))
     """KEY of every item sent but never confirmed: the store may have applied it."""
 
+    def applied_to(self, snapshot: pl.DataFrame) -> pl.DataFrame:
+        """``snapshot`` as it stands once this journal is replayed, in memory: confirmed
+        levels set, items sent without a confirmation unknown (null quantity)."""
+        unknown = self.unconfirmed.unique().select(*KEY, pl.lit(None, pl.Int64).alias("quantity"))
+        update = pl.concat([self.confirmed, unknown]).select(snapshot.columns)
+        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
+
 
 class Journal:
     """The append-only journal ``<state>/<store>/journal.jsonl`` of the current run."""

@@ -269,6 +269,10 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
     found = drift_check(settings, file, location_id, command_options=options)
+    if found.recovered_from and not quiet and not as_json:
+        click.echo(f"drift: compared with the levels interrupted run "
+                   f"{clean(found.recovered_from)} had confirmed (its journal); run `invsync "
+                   f"resume` or sync again to finish it")
     if found.unknown and not quiet and not as_json:
         click.echo(f"drift: {found.unknown:,} items have an unknown level (a write was never "
                    f"confirmed) and are not compared; the next sync sends them")
