@@ -93,10 +93,22 @@ def _write_with(write: Callable[[IO[bytes]], object], fh: IO[bytes], path: Path)
         # No space left on device (os error 28)") is the OSError it wraps: a full disk is
         # then handled as one, wherever the file is written.
         code = re.search(r"\(os error (\d+)\)", str(exc))
-        if code is None:
+        if code is not None:
+            errno = int(code.group(1))
+        elif _nearly_full(path.parent):  # polars' parquet footer: "Invalid thrift: transport"
+            errno = 28  # ENOSPC
+        else:
             raise
-        errno = int(code.group(1))
         raise OSError(errno, os.strerror(errno), str(path)) from None
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Is the file system of ``folder`` out of space (under 1 MiB left)?"""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 def _fsync(path: str) -> None:

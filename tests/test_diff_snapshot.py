@@ -178,6 +178,27 @@ def test_write_atomic_reports_a_writer_librarys_io_failure_as_the_oserror(
         write_atomic(target, a_bug)
 
 
+def test_write_atomic_takes_a_writers_error_on_a_full_disk_for_the_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # polars' parquet writer loses the OSError when the footer cannot be written.
+    def footer_lost(fh: object) -> None:
+        raise pl.exceptions.ComputeError("parquet: File out of specification: Invalid "
+                                         "thrift: transport error")
+
+    class Fs:
+        def __init__(self, free: int) -> None:
+            self.f_bavail, self.f_frsize = free, 1
+
+    monkeypatch.setattr(disk.os, "statvfs", lambda folder: Fs(4096))
+    with pytest.raises(OSError) as err:
+        write_atomic(tmp_path / "s.parquet", footer_lost)
+    assert err.value.errno == 28
+    monkeypatch.setattr(disk.os, "statvfs", lambda folder: Fs(10 << 30))
+    with pytest.raises(pl.exceptions.ComputeError):  # room left: not a full disk, a bug
+        write_atomic(tmp_path / "s.parquet", footer_lost)
+    assert os.listdir(tmp_path) == []
+
+
 def test_read_meta_of_missing_or_corrupt_file_is_empty(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path, "s")
     assert store.read_meta() == {}
