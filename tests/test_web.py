@@ -17,7 +17,7 @@ from conftest import ROOT, SAMPLE, TOKEN
 from starlette.testclient import TestClient
 
 from invsync.run.config import Secret, Settings
-from invsync.sandbox.process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess, wait_for_listening
 from invsync.surfaces.web.app import Options, create_app
 from invsync.surfaces.web.auth import Accounts
 
@@ -486,19 +486,13 @@ def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--host", "127.0.0.2",
                              "--port", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    child = wait_for_listening(proc, "invsync serve --host 127.0.0.2", 60, host="127.0.0.2")
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "listening on http://127.0.0.2:" in line:
-                break
-        text = "".join(lines)
+        text = child.text()
         assert "HTTPS reverse proxy" in text and "--behind-https" in text
         assert "no users yet" in text and TOKEN not in text
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        child.stop()
 
 
 def test_serve_needs_the_store_token(tmp_path: Path) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,12 +24,11 @@ from typing import Any
 import pytest
 from conftest import ROOT, TOKEN, env_for, run_invsync, state_store_dir, write_csv
 
-from invsync.sandbox.process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess, wait_for_listening
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "merchant-password-1"
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
 def _browser_paths() -> tuple[str, str] | None:
@@ -71,36 +68,13 @@ def serve_process(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
     proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--port", "0"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    output: list[str] = []
-    found = threading.Event()
-    url: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = _LISTENING.search(line)
-            if m and not url:
-                url.append(m.group(1))
-                found.set()
-        found.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    child = wait_for_listening(proc, "invsync serve", 60)
     try:
-        if not found.wait(60) or not url:
-            raise RuntimeError("invsync serve did not start: " + "".join(output)[-2000:])
-        yield Served(url[0], proc, env, output)
+        yield Served(child.url, proc, env, child.output)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        reader.join(timeout=5)
+        child.stop()
     # The token never reaches the server's log.
-    assert TOKEN not in "".join(output)
+    assert TOKEN not in child.text()
 
 
 @pytest.fixture
