@@ -337,3 +337,45 @@ def test_stale_preview_asks_to_preview_again(
     wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     row = browser.find_element("css selector", "#changes tbody tr").text.split()
     assert row == ["POSTER-1755", "1", "30", "7", "-23"]
+
+
+def test_encoding_and_header_row_are_advanced_choices_of_upload_and_preview(
+        served: Served, browser: Any, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    shot = screenshots(tmp_path)
+    from selenium.webdriver.support.ui import Select
+
+    # An old till's export: notes above the header (row 24), Greek names, ISO-8859-7 text
+    # that could as well be Cyrillic or Hebrew.
+    text = ("Stock count, warehouse 2\n" + "".join(f"note {i}\n" for i in range(22))
+            + "sku,quantity,name\nPOSTER-1755,4,Λεωνιδας\nTOWEL-907-BURG-BATH,6,Αλεξανδρος\n")
+    path = tmp_path / "till export.csv"
+    path.write_bytes(text.encode("iso-8859-7"))
+    sign_in(browser, served)
+    by_id(browser, "file").send_keys(str(path))
+    # The advanced choices are folded away, automatic by default.
+    assert not by_id(browser, "header_row").is_displayed()
+    by_id(browser, "advanced").find_element("css selector", "summary").click()
+    wait_for(browser, lambda: by_id(browser, "header_row").is_displayed())
+    assert Select(by_id(browser, "encoding")).first_selected_option.text == "Automatic"
+    by_id(browser, "header_row").send_keys("24")
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "2b-upload-advanced")
+    by_id(browser, "upload").click()
+    # The encoding cannot be told: the page says so and where to pick it.
+    wait_for(browser, lambda: "This file could not be used" in text_of(browser))
+    failed = by_id(browser, "failed").text
+    assert "encoding is unclear" in failed and "till export.csv" in failed
+    assert 'pick its text encoding under "Text encoding and header row"' in failed
+    assert by_id(browser, "header_row").get_attribute("value") == "24"  # kept
+    Select(by_id(browser, "encoding")).select_by_visible_text("Greek (ISO-8859-7)")
+    shot(browser, "4a-pick-the-encoding")
+    by_id(browser, "read-again").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    assert by_id(browser, "read-as").text == "Greek (ISO-8859-7) text, column names on row 24"
+    rows = [r.text.split() for r in browser.find_elements("css selector", "#changes tbody tr")]
+    assert sorted(r[0] for r in rows) == ["POSTER-1755", "TOWEL-907-BURG-BATH"]
+    shot(browser, "4c-preview-read-as")
+    by_id(browser, "apply").click()
+    wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
+    assert sandbox.levels()[(1, "POSTER-1755")] == 4
+    assert sandbox.levels()[(1, "TOWEL-907-BURG-BATH")] == 6
