@@ -374,7 +374,7 @@ def test_encoding_and_header_row_are_advanced_choices_of_upload_and_preview(
     assert by_id(browser, "read-as").text == "Greek (ISO-8859-7) text, column names on row 24"
     rows = [r.text.split() for r in browser.find_elements("css selector", "#changes tbody tr")]
     assert sorted(r[0] for r in rows) == ["POSTER-1755", "TOWEL-907-BURG-BATH"]
-    shot(browser, "4c-preview-read-as")
+    shot(browser, "4b-preview-read-as")
     by_id(browser, "apply").click()
     wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
     assert sandbox.levels()[(1, "POSTER-1755")] == 4
