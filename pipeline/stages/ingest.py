@@ -182,57 +182,16 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
 
     A formula without a cached value was never calculated; in a workbook flagged to
     recalculate everything on opening (``fullCalcOnLoad``, what writing libraries set
-    because they cannot calculate) every formula's cached value is a placeholder. The
-    sheet is streamed through expat (linear time, no regex over the XML).
+    because they cannot calculate) every formula's cached value is a placeholder.
     """
-    first_col = [1 << 30]
-    formulas: dict[int, array[int]] = {}
-    cell: list[int] = []  # col, row, has formula, has value
-    columns_seen: dict[str, int] = {}
+    def pick(zf: zipfile.ZipFile) -> Callable[[_Cell], bool]:
+        workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+        calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
+                     == "calcPr"), None)
+        full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
+        return lambda cell: cell.formula and (full_calc or not cell.value)
 
-    def start(name: str, attrs: dict[str, str]) -> None:
-        local = _local(name)
-        if local == "c":
-            ref = _REF.match(attrs.get("r", ""))
-            cell.clear()
-            if ref is not None:
-                letters = ref.group(1)
-                col = columns_seen.get(letters)
-                if col is None:
-                    col = columns_seen[letters] = _col_number(letters)
-                cell.extend((col, int(ref.group(2)), 0, 0))
-        elif cell and local == "f":
-            cell[2] = 1
-        elif cell and local in ("v", "is"):
-            cell[3] = 1
-
-    def end(name: str) -> None:
-        if _local(name) != "c" or not cell:
-            return
-        col, row, has_formula, has_value = cell
-        if has_value or has_formula:
-            first_col[0] = min(first_col[0], col)
-        if has_formula and (not has_value or full_calc):
-            formulas.setdefault(col, array("q")).append(row)
-        cell.clear()
-
-    found: dict[str, list[int]] = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
-            calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
-                         == "calcPr"), None)
-            full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
-            with zf.open(_sheet_member(zf, index)) as fh:
-                _scan_xml(fh, start=start, end=end)
-    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
-            ElementTree.ParseError, expat.ExpatError):
-        return found
-    for pos, header in columns.items():
-        hits = formulas.get(first_col[0] + pos)
-        if hits:
-            found[header] = sorted(hits)
-    return found
+    return _cells_where(path, index, columns, pick, formulas_in_range=True)
 
 
 def read_stock_bytes(data: bytes, *, name: str = "stock.csv",
@@ -1070,42 +1029,84 @@ def numeric_cells(path: Path, index: int, columns: dict[int, str],
     """Of ``rows``, those whose cell in each column (position in the used range) is a number.
 
     A SKU typed into Excel as a number has lost any leading zeros before invsync sees it;
-    only the cell's type tells a number cell from a text cell that looks the same. The
-    sheet is streamed through an XML parser (linear time, no regex over the XML).
+    only the cell's type tells a number cell from a text cell that looks the same.
+    """
+    def is_number(cell: _Cell) -> bool:
+        return cell.value and cell.type == "n" and cell.row in rows
+
+    return _cells_where(path, index, columns, lambda _: is_number)
+
+
+@dataclass(slots=True)
+class _Cell:
+    """The ``<c>`` element being read by :func:`_cells_where` (one object, reused)."""
+
+    col: int = 0
+    row: int = 0
+    type: str = "n"
+    """Its ``t`` attribute (``n``, a number, when there is none)."""
+    formula: bool = False
+    """It holds an ``<f>``."""
+    value: bool = False
+    """It holds a ``<v>`` or an inline string ``<is>``."""
+
+
+def _cells_where(path: Path, index: int, columns: dict[int, str],
+                 pick: Callable[[zipfile.ZipFile], Callable[[_Cell], bool]], *,
+                 formulas_in_range: bool = False) -> dict[str, list[int]]:
+    """Rows of each column (position in the used range) whose cell ``pick`` chooses.
+
+    ``pick`` gets the open workbook (to read what else it needs) and returns the test of
+    one cell, called once per ``<c>`` with a row reference when its element ends. The used
+    range starts at the first column with a value (``formulas_in_range``: or a formula).
+    Sheet ``index`` is streamed through expat (linear time, no regex over the XML); a
+    workbook that cannot be read so finds nothing (reading it properly says why).
     """
     first_col = [1 << 30]
-    numeric: dict[int, array[int]] = {}
-    cell: list[tuple[int, int, bool]] = []
+    hits: dict[int, array[int]] = {}
+    cell = _Cell()
+    in_cell = [False]
     columns_seen: dict[str, int] = {}
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        if name == "c" or name.endswith(":c"):
-            cell.clear()
+        local = _local(name)
+        if local == "c":
             ref = _REF.match(attrs.get("r", ""))
+            in_cell[0] = ref is not None
             if ref is not None:
                 letters = ref.group(1)
                 col = columns_seen.get(letters)
                 if col is None:
                     col = columns_seen[letters] = _col_number(letters)
-                cell.append((col, int(ref.group(2)), attrs.get("t", "n") == "n"))
-        elif cell and (name in ("v", "is") or name.endswith((":v", ":is"))):
-            col, row, is_number = cell.pop()
-            if col < first_col[0]:
-                first_col[0] = col
-            if is_number and row in rows:
-                numeric.setdefault(col, array("q")).append(row)
+                cell.col, cell.row = col, int(ref.group(2))
+                cell.type, cell.formula, cell.value = attrs.get("t", "n"), False, False
+        elif in_cell[0] and local == "f":
+            cell.formula = True
+        elif in_cell[0] and local in ("v", "is"):
+            cell.value = True
+
+    def end(name: str) -> None:
+        if not in_cell[0] or _local(name) != "c":
+            return
+        in_cell[0] = False
+        if cell.value or (formulas_in_range and cell.formula):
+            first_col[0] = min(first_col[0], cell.col)
+        if chosen(cell):
+            hits.setdefault(cell.col, array("q")).append(cell.row)
 
     found: dict[str, list[int]] = {}
     try:
-        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            _scan_xml(fh, start=start)
+        with zipfile.ZipFile(path) as zf:
+            chosen = pick(zf)
+            with zf.open(_sheet_member(zf, index)) as fh:
+                _scan_xml(fh, start=start, end=end)
     except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
             ElementTree.ParseError, expat.ExpatError):
         return found
     for pos, header in columns.items():
-        hits = numeric.get(first_col[0] + pos)
-        if hits:
-            found[header] = sorted(hits)
+        rows = hits.get(first_col[0] + pos)
+        if rows:
+            found[header] = sorted(rows)
     return found
 
 
