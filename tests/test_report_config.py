@@ -265,8 +265,8 @@ def test_precedence_flag_over_env_over_config(clean_env: pytest.MonkeyPatch,
     assert s.store_hash is None
     assert s.api_url == DEFAULT_API_URL
     assert s.location_id == 1 and s.batch_size == 2000
-    # 16 in flight: a real store answers a 2000-item write in 1-3 s, so 150 requests a
-    # 30 s window need 5-15 in flight to be used (bench case 8: 100 ms latency).
+    # 16 in flight: 150 requests a 30 s window take 5 x the answer time in flight to be
+    # used (docs/bigcommerce-api.md, bench case 8).
     assert s.concurrency == 16
 
 
