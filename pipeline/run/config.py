@@ -46,7 +46,7 @@ class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
     report_dir: Path | None = None
     batch_size: int = MAX_ITEMS_PER_REQUEST
-    concurrency: int = 8
+    concurrency: int = 16
     dry_run: bool = False
     full: bool = False
     sheet: str | None = None

@@ -60,7 +60,7 @@ from invsync.stages.submit import (
     plan_batches,
     submit,
 )
-from invsync.stages.validate import QuantityRules, Validated, validate, warm_up
+from invsync.stages.validate import QuantityRules, Validated, validate
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
@@ -382,10 +382,9 @@ def _note_legacy_state(run: _Run) -> None:
 
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
-    # While the file is parsed (polars releases the GIL), import pandera and read the
-    # snapshot in the background: together they are a third of a dry run's time.
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invsync-bg")
-    background.submit(_warm_up)
+    # While the file is parsed (polars releases the GIL), read the snapshot in the
+    # background. (pandera is imported only for a file with a row to reject.)
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
     background.shutdown(wait=False)
     t = time.perf_counter()
@@ -499,13 +498,6 @@ def _execute(run: _Run) -> None:
                      if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now(), **live_meta})
-
-
-def _warm_up() -> None:
-    try:
-        warm_up()
-    except Exception:  # the real import in validate() reports any problem
-        log.debug("validation warm-up failed", exc_info=True)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:

@@ -199,7 +199,7 @@ class StoreClient:
         store_hash: str,
         token: Secret | str,
         *,
-        concurrency: int = 8,
+        concurrency: int = 16,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify_tls: bool = True,

@@ -100,7 +100,7 @@ def _sync_options(fn: Any) -> Any:
                      help="Row number of the header [the first of the top 20 rows naming "
                           "an identifier and a quantity]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
-        click.option("--concurrency", type=int, help="Requests in flight at once [8]."),
+        click.option("--concurrency", type=int, help="Requests in flight at once [16]."),
         click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",
                      help="Map a file header onto sku, product_id, variant_id, location_id "
                           "or quantity (repeatable)."),
