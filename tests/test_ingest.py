@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import polars as pl
@@ -515,3 +516,46 @@ def test_the_formula_and_number_scans_share_one_walk_of_the_sheet(tmp_path: Path
             zf.writestr(item, data[:-40] if item.filename.endswith("sheet1.xml") else data)
     assert numeric_cells(broken, 0, columns, {2, 3, 4}) == {}
     assert uncalculated_formulas(broken, 0, columns) == {}
+
+
+def test_a_sheet_without_formulas_skips_the_per_cell_formula_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formula check is a byte search first: a sheet with no ``<f>`` is not parsed cell
+    by cell (a 100,000-row export took 8 s in that parse); one with a formula still is,
+    whatever its namespace prefix, and so is a sheet not in UTF-8 (the search cannot tell)."""
+    from invsync.stages import ingest
+
+    calls: list[int] = []
+    real = ingest._cells_where
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, list[int]]:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_cells_where", counted)
+    plain = make_xlsx(tmp_path / "plain.xlsx", {"Stock": {
+        (1, 1): "sku", (1, 2): "quantity", (2, 1): "A-1", (2, 2): 5, (3, 1): "f-2", (3, 2): 7}})
+    assert ingest.uncalculated_formulas(plain, 0, {0: "sku", 1: "quantity"}) == {}
+    assert calls == []
+
+    def sheet_book(name: str, sheet: bytes) -> Path:
+        from test_resilience import _PARTS
+
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for part, data in _PARTS.items():
+                zf.writestr(part, data)
+            zf.writestr("xl/worksheets/sheet1.xml", sheet)
+        return path
+
+    body = ('<x:worksheet xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+            '<x:sheetData><x:row r="1"><x:c r="A1" t="inlineStr"><x:is><x:t>q</x:t></x:is>'
+            '</x:c></x:row><x:row r="2"><x:c r="A2"><x:f\n>1+1</x:f></x:c></x:row>'
+            '</x:sheetData></x:worksheet>')
+    prefixed = sheet_book("prefixed.xlsx", body.encode())
+    assert ingest.uncalculated_formulas(prefixed, 0, {0: "q"}) == {"q": [2]}
+    utf16 = sheet_book("utf16.xlsx", ('<?xml version="1.0" encoding="UTF-16"?>' + body)
+                       .encode("utf-16"))
+    calls.clear()
+    ingest.uncalculated_formulas(utf16, 0, {0: "q"})
+    assert calls == [1]

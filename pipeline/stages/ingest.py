@@ -191,7 +191,34 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
         full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
         return lambda cell: cell.formula and (full_calc or not cell.value)
 
+    if not _may_hold_formulas(path, index):
+        return {}
     return _cells_where(path, index, columns, pick, formulas_in_range=True)
+
+
+_F_TAG = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?f[\s/>]")
+_UTF8_HEAD = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<(?!\?xml[^>]*encoding=[\"'](?!utf-8)[^\"']*[\"'])",
+                        re.IGNORECASE)
+
+
+def _may_hold_formulas(path: Path, index: int) -> bool:
+    """Whether sheet ``index`` may hold a formula (``<f>``): a byte search, about 30 times
+    faster than the per-cell parse, which most exported sheets (no formulas) then skip.
+    True when unsure: a sheet not in UTF-8, or one that cannot be read so."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
+            tail = b""
+            first = True
+            while chunk := fh.read(1 << 20):
+                if first and not _UTF8_HEAD.match(chunk):
+                    return True
+                first = False
+                if _F_TAG.search(tail + chunk):
+                    return True
+                tail = chunk[-64:]  # a tag split between two chunks
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError):
+        return True
+    return False
 
 
 def read_stock_bytes(data: bytes, *, name: str = "stock.csv",
