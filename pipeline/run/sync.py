@@ -642,8 +642,8 @@ class _JournaledSubmit(SubmitObserver):
         try:
             self.journal.sending(batch.index, batch.frame.select(KEY))
         except OSError as exc:
-            raise FatalError(self._failed(exc, "sending stopped: a batch is never sent "
-                                               "before the journal holds it")) from None
+            raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
+                                               "before the journal holds it)")) from None
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
@@ -651,13 +651,13 @@ class _JournaledSubmit(SubmitObserver):
             self.journal.confirmed(batch.index, transaction_id,
                                    levels.select(*KEY, "quantity"))
         except OSError as exc:
-            raise FatalError(self._failed(exc, "sending stopped; the items the store "
-                                               "confirmed since are sent again next time")) \
-                from None
+            raise FatalError(self._failed(exc, "sending stopped (what the store confirmed "
+                                               "since is sent again)")) from None
 
     def _failed(self, exc: OSError, what: str) -> str:
         return (f"the journal {self.journal.path} could not be written "
-                f"({exc.strerror or exc}): {what}")
+                f"({exc.strerror or exc}): {what}; make room, then run `invsync resume` "
+                f"to finish")
 
     def finished(self, result: BatchResult) -> None:
         self.emit("batch", result.to_dict())
