@@ -8,6 +8,7 @@ import logging
 from dataclasses import fields, replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from invsync.errors import UsageError
@@ -22,7 +23,13 @@ from invsync.run.config import (
     parse_map,
 )
 from invsync.stages.ingest import ROW, read_stock_file
-from invsync.stages.report import Counts, escape_formula, rejected_frame, write_rejected_csv
+from invsync.stages.report import (
+    Counts,
+    escape_formula,
+    escape_formulas,
+    rejected_frame,
+    write_rejected_csv,
+)
 from invsync.stages.validate import validate
 
 # --------------------------------------------------------------------------- Counts
@@ -75,6 +82,8 @@ def test_blank_rows_are_outside_the_sums() -> None:
 ])
 def test_escape_formula_escapes(text: str) -> None:
     assert escape_formula(text) == "'" + text
+    # The cells' vectorised form (rejected.csv, plan.csv) agrees with the header's.
+    assert pl.select(escape_formulas(pl.lit(text))).item() == "'" + text
 
 
 @pytest.mark.parametrize("text", [
@@ -83,6 +92,7 @@ def test_escape_formula_escapes(text: str) -> None:
 ])
 def test_escape_formula_leaves_numbers_and_plain_text(text: str) -> None:
     assert escape_formula(text) == text
+    assert pl.select(escape_formulas(pl.lit(text))).item() == text
 
 
 def test_escape_formula_none() -> None:
