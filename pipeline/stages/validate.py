@@ -86,6 +86,9 @@ def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text)
 
 
+_TEN_DIGITS = 9_999_999_999
+
+
 @dataclass(frozen=True)
 class _Whole:
     """Text parsed as a signed whole number: value (null if not whole or beyond Int64)."""
@@ -100,8 +103,10 @@ class _Whole:
 def _parse_whole(text: pl.Series) -> _Whole:
     """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
     value = text.cast(pl.Int64, strict=False)
-    huge = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
-    date = huge.clone()
+    date = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
+    # More than 10 digits whatever the form (12345678901 as 12345678901.0): a rule's
+    # maximum must not cap it to a level.
+    huge = (value > _TEN_DIGITS).fill_null(False)
     slow = text.is_not_null() & value.is_null()
     if not slow.any():
         return _Whole(value, huge, date)

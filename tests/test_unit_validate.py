@@ -1,0 +1,213 @@
+"""Fast unit tests of stage 2 (invsync.stages.validate) from in-memory tables.
+
+No file is read: each test builds the :class:`StockTable` ingest would produce (text cells
+under their headers, file row numbers, the column mapping), so these run in milliseconds
+and are the set ``make mutate`` checks validate against (with tests/test_validate.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from invsync.schemas.stock import MAX_QUANTITY
+from invsync.stages.ingest import ROW, StockTable
+from invsync.stages.validate import REJECTED_SCHEMA, QuantityRules, Validated, validate
+from invsync.tables import Location
+
+MAPPING = {"sku": "SKU", "quantity": "Qty"}
+
+
+def table(columns: dict[str, list[str | None]], mapping: dict[str, str] | None = None, *,
+          fmt: str = "csv", problems: pl.DataFrame | None = None,
+          layout: str | None = None) -> StockTable:
+    """A table as ingest builds it: text columns under their headers, rows from 2."""
+    height = len(next(iter(columns.values())))
+    frame = pl.DataFrame({h: pl.Series(h, v, dtype=pl.String) for h, v in columns.items()})
+    frame = frame.with_columns(pl.Series(ROW, range(2, height + 2), dtype=pl.Int64))
+    return StockTable(frame=frame, path=Path(f"in.{fmt}"), format=fmt, sha256="0" * 64,
+                      mapping=dict(mapping or MAPPING), headers=list(columns),
+                      problems=problems, layout=layout)
+
+
+def skus(*rows: tuple[str | None, str | None], **kwargs: object) -> Validated:
+    """Validate (SKU, Qty) rows."""
+    t = table({"SKU": [r[0] for r in rows], "Qty": [r[1] for r in rows]})
+    return validate(t, **kwargs)  # type: ignore[arg-type]
+
+
+def rejected(v: Validated) -> dict[int, tuple[str, str | None, str, str]]:
+    """row -> (reason, value, column, message)."""
+    return {r[ROW]: (r["reason"], r["value"], r["column"], r["message"])
+            for r in v.rejected.to_dicts()}
+
+
+def quantities(v: Validated) -> dict[int, int]:
+    return dict(zip(v.valid[ROW].to_list(), v.valid["quantity"].to_list(), strict=True))
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_quantity_rules_describe_names_every_rule() -> None:
+    rules = QuantityRules(text_map={"In Stock": 5}, buffer=1, clamp_negative=True, maximum=9)
+    assert rules.describe() == {"text_map": {"In Stock": 5}, "buffer": 1,
+                                "clamp_negative": True, "maximum": 9}
+    assert QuantityRules().describe() == {"text_map": {}, "buffer": 0,
+                                          "clamp_negative": False, "maximum": None}
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def test_an_empty_table_validates_to_empty_frames() -> None:
+    v = skus()
+    assert v.valid.height == 0 and v.rejected.height == 0
+    assert dict(v.rejected.schema) == REJECTED_SCHEMA
+
+
+def test_cells_invsync_escaped_read_back_as_their_text() -> None:
+    # rejected.csv escapes formula-like cells with a quote; re-uploaded, they are the text.
+    v = skus(("'=A1", "1"), ("' +B2 ", "2"), ("C'3", "3"), ("'plain", "4"))
+    assert v.valid["sku"].to_list() == ["=A1", "+B2", "C'3", "'plain"]
+    assert quantities(v) == {2: 1, 3: 2, 4: 3, 5: 4}
+
+
+def test_valid_rows_name_the_item_as_the_row_did() -> None:
+    t = table({"SKU": ["A", None], "Variant": [None, "7"], "Qty": ["1", "2"]},
+              {"sku": "SKU", "variant_id": "Variant", "quantity": "Qty"})
+    v = validate(t)
+    assert v.valid.select("identifier", "item_key", "address", "address_key").rows() == [
+        ("sku", "A", "sku", "A"), ("variant_id", "7", "variant_id", "7")]
+
+
+def test_identities_rekey_items_but_rows_keep_their_address() -> None:
+    t = table({"SKU": ["A", None], "Variant": [None, "7"], "Qty": ["1", "2"]},
+              {"sku": "SKU", "variant_id": "Variant", "quantity": "Qty"})
+    seen: list[pl.DataFrame] = []
+
+    def identities(keys: pl.DataFrame) -> pl.DataFrame:
+        seen.append(keys)
+        return pl.DataFrame({"identifier": ["sku"], "item_key": ["A"],
+                             "canon_identifier": ["variant_id"], "canon_key": ["7"]})
+
+    v = validate(t, identities=identities, duplicates="sum")
+    assert seen[0].columns == ["location_id", "identifier", "item_key"]
+    assert v.valid.select("identifier", "item_key", "address", "address_key",
+                          "quantity").rows() == [("variant_id", "7", "sku", "A", 3)]
+    assert v.merged_rows == 1
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("1234567890.0", 1234567890),   # 10 digits in the decimal form: still a level
+    ("+0001234567890", 1234567890),
+    (str(MAX_QUANTITY) + ".00", MAX_QUANTITY),
+])
+def test_ten_digit_quantities_in_any_form_are_levels(text: str, expected: int) -> None:
+    assert quantities(skus(("A", text))) == {2: expected}
+
+
+@pytest.mark.parametrize("text", ["12345678901.0", "+12345678901", "99999999999999999999"])
+def test_more_than_ten_digits_is_too_large_even_under_a_maximum(text: str) -> None:
+    # Beyond any level the store takes: rejected, never capped down to the maximum.
+    v = skus(("A", text), rules=QuantityRules(maximum=5))
+    assert v.valid.height == 0
+    assert rejected(v)[2][:2] == ("quantity_too_large", text)
+
+
+def test_a_huge_negative_is_negative_and_clamps_to_zero() -> None:
+    huge = "-" + "9" * 25
+    assert rejected(skus(("A", huge)))[2][0] == "quantity_negative"
+    assert rejected(skus(("A", "-12345678901.0")))[2][0] == "quantity_negative"
+    v = skus(("A", huge), ("B", "-3"), rules=QuantityRules(clamp_negative=True))
+    assert quantities(v) == {2: 0, 3: 0}
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    (str(MAX_QUANTITY), True), (str(MAX_QUANTITY) + ".0", True), (str(MAX_QUANTITY + 1), False),
+    ("1", True), ("0", False)])
+def test_id_bounds(text: str, ok: bool) -> None:
+    t = table({"Product": [text], "Qty": ["1"]}, {"product_id": "Product", "quantity": "Qty"})
+    v = validate(t)
+    assert (v.valid.height == 1) is ok
+    if ok:
+        assert v.valid["product_id"].item() == int(float(text))
+    else:
+        assert rejected(v)[2][0] == "invalid_product_id"
+
+
+# --------------------------------------------------------------------------- unreadable rows
+
+
+def test_rows_ingest_could_not_read_are_rejected_as_they_are() -> None:
+    problems = pl.DataFrame({ROW: [3], "column": ["Qty"], "value": ["\"5"],
+                             "reason": ["unreadable_row"], "message": ["a stray quote"]},
+                            schema=REJECTED_SCHEMA)
+    t = table({"SKU": ["A", "B", "C"], "Qty": ["1", "x", "3"]}, problems=problems)
+    v = validate(t)
+    assert quantities(v) == {2: 1, 4: 3}
+    assert rejected(v) == {3: ("unreadable_row", "\"5", "Qty", "a stray quote")}
+    assert v.rejected.columns == list(REJECTED_SCHEMA)
+
+
+# --------------------------------------------------------------------------- locations
+
+LOCATIONS = [Location(1, "MAIN"), Location(2, "BACK"), Location(3, "OFF", enabled=False)]
+
+
+def test_a_location_code_column_beside_the_id_column_must_agree() -> None:
+    t = table({"SKU": ["A", "B", "C", "D"], "Location ID": ["1", "2", "1", None],
+               "Location Code": ["MAIN", "MAIN", " ", "BACK"], "Qty": ["1", "2", "3", "4"]},
+              {"sku": "SKU", "location_id": "Location ID", "location_code": "Location Code",
+               "quantity": "Qty"})
+    v = validate(t, locations=LOCATIONS)
+    assert quantities(v) == {2: 1, 4: 3, 5: 4}
+    assert rejected(v)[3][0] == "location_mismatch"
+    assert dict(zip(v.valid[ROW], v.valid["location_id"], strict=True)) == {2: 1, 4: 1, 5: 1}
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_a_sum_of_exactly_the_maximum_is_a_level() -> None:
+    half = MAX_QUANTITY // 2
+    v = skus(("A", str(half)), ("A", str(MAX_QUANTITY - half)), duplicates="sum")
+    assert quantities(v) == {2: MAX_QUANTITY}
+    assert v.rejected.height == 0
+
+
+def _big_sum(rows: int) -> Validated:
+    each = MAX_QUANTITY // 2 + 1
+    t = table({"SKU": ["A"] * rows, "Stock left": [str(each)] * rows},
+              {"sku": "SKU", "quantity": "Stock left"})
+    return validate(t, duplicates="sum")
+
+
+def test_a_sum_above_the_maximum_names_five_rows_then_how_many_more() -> None:
+    each = MAX_QUANTITY // 2 + 1
+    v = _big_sum(7)
+    assert v.valid.height == 0
+    found = rejected(v)
+    assert sorted(found) == list(range(2, 9))
+    reason, value, column, message = found[8]
+    assert (reason, value, column) == ("quantity_too_large", str(each), "Stock left")
+    assert message == (f"the quantities of rows 2, 3, 4, 5, 6 and 2 more add up to "
+                       f"{7 * each:,}, above the store's maximum of {MAX_QUANTITY:,} — check "
+                       f"the numbers, or keep one row with `--duplicates last`")
+
+
+def test_a_sum_above_the_maximum_of_exactly_five_rows_names_them_all() -> None:
+    message = rejected(_big_sum(5))[2][3]
+    assert message.startswith("the quantities of rows 2, 3, 4, 5, 6 add up to ")
+
+
+def test_a_sum_above_the_maximum_leaves_other_items_alone() -> None:
+    each = MAX_QUANTITY // 2 + 1
+    v = skus(("A", str(each)), ("B", "4"), ("A", str(each)), ("B", "5"), duplicates="sum")
+    assert quantities(v) == {3: 9}
+    assert sorted(rejected(v)) == [2, 4]
