@@ -66,3 +66,16 @@ def test_an_unknown_identifier_kind_fails() -> None:
 def test_each_column_has_its_type(column: str, value: list[object]) -> None:
     frame = parsed_frame().with_columns(pl.Series(column, value))
     assert any(col == column and "dtype" in chk for col, chk in failures(frame)), failures(frame)
+
+
+@pytest.mark.parametrize(("column", "code"), [
+    ("location_mismatch", "location_mismatch"), ("location_unknown", "unknown_location"),
+    ("location_disabled", "disabled_location"), ("has_date", "date_in_column"),
+    ("quantity_negative", "quantity_negative"), ("duplicate", "duplicate_item"),
+])
+def test_a_rule_that_cannot_be_decided_fails_closed(column: str, code: str) -> None:
+    # A null flag (stage 2 built the frame wrongly) fails its rule: never a silent pass.
+    frame = parsed_frame(**{column: [None, False]})
+    assert frame[column].dtype == pl.Boolean
+    assert code in {check for _, check in failures(frame)}
+    assert code not in {check for _, check in failures(parsed_frame())}
