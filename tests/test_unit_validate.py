@@ -211,3 +211,19 @@ def test_a_sum_above_the_maximum_leaves_other_items_alone() -> None:
     v = skus(("A", str(each)), ("B", "4"), ("A", str(each)), ("B", "5"), duplicates="sum")
     assert quantities(v) == {3: 9}
     assert sorted(rejected(v)) == [2, 4]
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+@pytest.mark.parametrize("flag", ["location_unknown", "location_disabled", "location_mismatch",
+                                  "has_date", "duplicate"])
+def test_a_rule_that_raises_breaks_the_run_instead_of_passing_every_row(flag: str) -> None:
+    from test_validate import parsed_frame
+
+    from invsync.stages.validate import _run_schema
+
+    assert _run_schema(parsed_frame()).height == 0
+    # A flag column stage 2 left untyped (all null): the rule over it cannot even run.
+    with pytest.raises(AssertionError, match="broke its own schema"):
+        _run_schema(parsed_frame().with_columns(pl.lit(None).alias(flag)))
