@@ -227,3 +227,62 @@ def test_a_rule_that_raises_breaks_the_run_instead_of_passing_every_row(flag: st
     # A flag column stage 2 left untyped (all null): the rule over it cannot even run.
     with pytest.raises(AssertionError, match="broke its own schema"):
         _run_schema(parsed_frame().with_columns(pl.lit(None).alias(flag)))
+
+
+# --------------------------------------------------------------------------- more locations
+
+NAMED = [Location(1, "MAIN", label="Warehouse"), Location(2, "BACK", label="Shop "),
+         Location(4, "X4", label="Twin"), Location(5, "X5", label="twin"),
+         Location(6, "OLD", enabled=False, label="Old")]
+
+
+def _located(texts: list[str | None], header: str = "Location", layout: str | None = None,
+             **kwargs: object) -> Validated:
+    t = table({"SKU": [f"S{i}" for i in range(len(texts))], header: texts,
+               "Qty": ["1"] * len(texts)},
+              {"sku": "SKU", "location_id": header, "quantity": "Qty"}, layout=layout)
+    return validate(t, **kwargs)  # type: ignore[arg-type]
+
+
+def _outcome(v: Validated) -> dict[int, int | str]:
+    out: dict[int, int | str] = dict(zip(v.valid[ROW], v.valid["location_id"], strict=True))
+    out.update({row: r[0] for row, r in rejected(v).items()})
+    return dict(sorted(out.items()))
+
+
+def test_a_layout_of_location_names_resolves_labels_and_codes_never_bare_ids() -> None:
+    v = _located(["warehouse", "BACK", "SHOP", "1", "Twin", "Old", None],
+                 layout="shopify-inventory", locations=NAMED)
+    assert _outcome(v) == {2: 1, 3: 2, 4: 2, 5: "unknown_location", 6: "unknown_location",
+                           7: "disabled_location", 8: 1}
+
+
+def test_without_a_layout_the_same_column_takes_ids() -> None:
+    v = _located(["1", "BACK", "warehouse"], locations=NAMED)
+    assert _outcome(v) == {2: 1, 3: 2, 4: "unknown_location"}
+    # A layout whose location column says "either" leaves the header to decide.
+    v = _located(["1", "BACK"], layout="amazon-fba", locations=NAMED)
+    assert _outcome(v) == {2: 1, 3: 2}
+    # An id layout: a number is an id even when another location has it as its code.
+    coded = [Location(1, "MAIN"), Location(7, "20")]
+    assert _outcome(_located(["20", "MAIN"], header="Loc", layout="bigcommerce-inventory",
+                             locations=coded)) == {2: "unknown_location", 3: 1}
+    assert _outcome(_located(["20"], header="Loc", locations=coded)) == {2: 7}
+
+
+def test_a_row_without_a_location_is_blamed_on_the_default_it_was_given() -> None:
+    v = _located([None, "2"], locations=NAMED, default_location=9)
+    found = rejected(v)
+    assert found[2][:3] == ("unknown_location", "9", "Location")
+    assert _outcome(v) == {2: "unknown_location", 3: 2}
+    assert v.source.frame.height == 2 and v.source.mapping["location_id"] == "Location"
+
+
+def test_a_store_without_locations_knows_none() -> None:
+    v = _located([None, "1"], locations=[])
+    assert _outcome(v) == {2: "unknown_location", 3: "unknown_location"}
+
+
+def test_without_the_stores_list_ids_pass_and_flags_stay_false() -> None:
+    v = _located(["3", None, "x"], default_location=2)
+    assert _outcome(v) == {2: 3, 3: 2, 4: "invalid_location"}
