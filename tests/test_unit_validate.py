@@ -286,3 +286,17 @@ def test_a_store_without_locations_knows_none() -> None:
 def test_without_the_stores_list_ids_pass_and_flags_stay_false() -> None:
     v = _located(["3", None, "x"], default_location=2)
     assert _outcome(v) == {2: 3, 3: 2, 4: "invalid_location"}
+
+
+def test_a_code_column_naming_no_location_is_a_mismatch() -> None:
+    t = table({"SKU": ["A", "B"], "Location ID": ["1", "2"], "Location Code": ["NOPE", "BACK"],
+               "Qty": ["1", "2"]},
+              {"sku": "SKU", "location_id": "Location ID", "location_code": "Location Code",
+               "quantity": "Qty"})
+    v = validate(t, locations=LOCATIONS)
+    assert _outcome(v) == {2: "location_mismatch", 3: 2}
+
+
+def test_under_an_id_header_text_that_is_no_id_nor_code_is_invalid_not_unknown() -> None:
+    v = _located(["x", "99", "BACK"], header="Location ID", locations=LOCATIONS)
+    assert _outcome(v) == {2: "invalid_location", 3: "unknown_location", 4: 2}
