@@ -300,3 +300,50 @@ def test_a_code_column_naming_no_location_is_a_mismatch() -> None:
 def test_under_an_id_header_text_that_is_no_id_nor_code_is_invalid_not_unknown() -> None:
     v = _located(["x", "99", "BACK"], header="Location ID", locations=LOCATIONS)
     assert _outcome(v) == {2: "invalid_location", 3: "unknown_location", 4: 2}
+
+
+# --------------------------------------------------------------------------- blame
+
+
+def test_a_row_failing_several_rules_gets_the_first_reason_by_priority() -> None:
+    from invsync.schemas.stock import REASONS
+
+    order = list(REASONS)
+    t = table({"SKU": [None, "B", "B", "C"], "Variant": ["x", None, None, None],
+               "Location": ["0", "1", "1", "nope"], "Qty": ["-1", "1.5", "2", "2024-01-05"]},
+              {"sku": "SKU", "variant_id": "Variant", "location_id": "Location",
+               "quantity": "Qty"})
+    v = validate(t, locations=LOCATIONS)
+    found = {row: r[0] for row, r in rejected(v).items()}
+    assert found == {2: "invalid_variant_id", 3: "quantity_not_whole", 4: "duplicate_item",
+                     5: "unknown_location"}
+    # Each of those rows broke later rules too: the reported one comes first in REASONS.
+    assert order.index("invalid_variant_id") < order.index("invalid_location") \
+        < order.index("quantity_negative")
+    assert order.index("unknown_location") < order.index("date_in_column")
+
+
+def test_duplicates_are_blamed_on_the_column_that_named_the_item() -> None:
+    t = table({"SKU": [None, None], "Variant ID": ["7", "7"], "Qty": ["1", "2"]},
+              {"sku": "SKU", "variant_id": "Variant ID", "quantity": "Qty"})
+    found = rejected(validate(t))
+    assert {r[:3] for r in found.values()} == {("duplicate_item", "7", "Variant ID")}
+    assert found[2][3] == found[3][3]  # one message per group, naming both rows
+
+
+def test_a_table_without_identifier_columns_blames_sku() -> None:
+    v = validate(table({"Qty": ["1"]}, {"quantity": "Qty"}))
+    assert rejected(v)[2][:3] == ("missing_identifier", None, "sku")
+
+
+def test_a_default_location_the_store_lacks_is_blamed_on_the_location_column() -> None:
+    v = skus(("A", "1"), locations=LOCATIONS, default_location=9)
+    assert rejected(v)[2][:3] == ("unknown_location", "9", "location_id")
+    assert skus(("A", "1"), locations=LOCATIONS, default_location=2).valid["location_id"]\
+        .to_list() == [2]
+
+
+def test_seen_keys_name_every_item_the_file_names_valid_or_not() -> None:
+    v = skus(("A", "1"), ("B", "x"), (None, "3"), ("A", "2"))
+    assert set(v.seen_keys.rows()) == {(1, "sku", "A"), (1, "sku", "B")}
+    assert v.notes == []
