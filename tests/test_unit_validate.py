@@ -147,12 +147,14 @@ def test_id_bounds(text: str, ok: bool) -> None:
 def test_rows_ingest_could_not_read_are_rejected_as_they_are() -> None:
     problems = pl.DataFrame({ROW: [3], "column": ["Qty"], "value": ["\"5"],
                              "reason": ["unreadable_row"], "message": ["a stray quote"]},
-                            schema=REJECTED_SCHEMA)
-    t = table({"SKU": ["A", "B", "C"], "Qty": ["1", "x", "3"]}, problems=problems)
+                            schema={**REJECTED_SCHEMA, ROW: pl.Int32})
+    t = table({"SKU": ["A", "B", "C", "D"], "Qty": ["1", "x", "3", "-"]}, problems=problems)
     v = validate(t)
     assert quantities(v) == {2: 1, 4: 3}
-    assert rejected(v) == {3: ("unreadable_row", "\"5", "Qty", "a stray quote")}
-    assert v.rejected.columns == list(REJECTED_SCHEMA)
+    assert rejected(v)[3] == ("unreadable_row", "\"5", "Qty", "a stray quote")
+    assert rejected(v)[5][0] == "quantity_not_whole"
+    assert v.rejected[ROW].to_list() == [3, 5]  # in file order
+    assert dict(v.rejected.schema) == REJECTED_SCHEMA
 
 
 # --------------------------------------------------------------------------- locations
@@ -347,3 +349,22 @@ def test_seen_keys_name_every_item_the_file_names_valid_or_not() -> None:
     v = skus(("A", "1"), ("B", "x"), (None, "3"), ("A", "2"))
     assert set(v.seen_keys.rows()) == {(1, "sku", "A"), (1, "sku", "B")}
     assert v.notes == []
+
+
+def test_a_layout_saying_either_leaves_the_header_to_decide() -> None:
+    # amazon-fba's location column is "either": the header "Location Code" says codes.
+    v = _located(["1", "BACK"], header="Location Code", layout="amazon-fba", locations=NAMED)
+    assert _outcome(v) == {2: "unknown_location", 3: 2}
+
+
+@pytest.mark.parametrize("text", ["9999999999", "9999999999.0"])
+def test_ten_digits_under_a_maximum_are_capped_in_any_form(text: str) -> None:
+    assert quantities(skus(("A", text), rules=QuantityRules(maximum=5))) == {2: 5}
+
+
+def test_a_date_cell_as_an_identifier_is_rejected_only_from_a_workbook() -> None:
+    cell = "2024-01-05 10:30:00"
+    for fmt, expected in [("csv", None), ("xlsx", "date_in_column")]:
+        v = validate(table({"SKU": [cell, "B"], "Qty": ["1", "2"]}, fmt=fmt))
+        assert rejected(v).get(2, (None,))[0] == expected, fmt
+        assert 3 in quantities(v)
