@@ -54,7 +54,7 @@ serve: install ## The merchant upload page against the sandbox, with a demo user
 	$(BIN)/python -m invsync.sandbox.serve_demo
 
 screenshots: install ## Redo docs/screenshots/ (the README's) from the browser end-to-end test
-	INVSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py -k 'confirm_result_history or lock'
+	INVSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_browser.py -k 'confirm_result_history or lock or encoding_and_header_row'
 
 bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
 	$(BIN)/python bench/run.py

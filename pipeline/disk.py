@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,18 +57,58 @@ def open_nofollow(path: Path, mode: str) -> IO[Any]:
     return os.fdopen(fd, mode, encoding="utf-8")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+def write_atomic(path: Path, data: bytes | Callable[[IO[bytes]], object], *,
+                 prefix: str | None = None, suffix: str = "") -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half.
+
+    The one way every file of invsync is replaced: write a temporary file beside it
+    (``prefix``, default ``.<name>-``), fsync it, rename it over ``path``, fsync the folder
+    (so the rename survives a power cut). ``data`` is the bytes, or a function that writes
+    them to the open file (a polars frame, a workbook).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}-",
+                               suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if callable(data):
+                _write_with(data, fh, path)
+            else:
+                fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _write_with(write: Callable[[IO[bytes]], object], fh: IO[bytes], path: Path) -> None:
+    try:
+        write(fh)
+    except OSError:
+        raise
+    except Exception as exc:
+        # A writer library's own error for a failed write (polars: "... underlying IO error:
+        # No space left on device (os error 28)") is the OSError it wraps: a full disk is
+        # then handled as one, wherever the file is written.
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if code is not None:
+            errno = int(code.group(1))
+        elif _nearly_full(path.parent):  # polars' parquet footer: "Invalid thrift: transport"
+            errno = 28  # ENOSPC
+        else:
+            raise
+        raise OSError(errno, os.strerror(errno), str(path)) from None
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Is the file system of ``folder`` out of space (under 1 MiB left)?"""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
 
 
 def _fsync(path: str) -> None:

@@ -7,7 +7,8 @@
     │   ├── SafetyBrakeError  a safety brake tripped before sending  exit 3
     │   ├── LockedError       another run holds the store's lock     exit 4
     │   ├── AuthError         401/403 from the store                 exit 2
-    │   └── StoreError        the store failed or answered nonsense  exit 2
+    │   ├── StoreError        the store failed or answered nonsense  exit 2
+    │   └── InternalError     invsync's own figures disagree (a bug) exit 2
     ├── RetryableError        transient: back off and try again (429, 5xx, timeouts)
     └── RowRejected           rows or items refused; they are reported, the run goes on
         └── Refused           a 422: the store refused a whole request; isolate its items
@@ -89,6 +90,13 @@ class AuthError(FatalError):
 
 class StoreError(FatalError):
     """The store kept failing after bounded retries, or answered something unusable."""
+
+
+class InternalError(FatalError):
+    """invsync caught itself out: its own figures disagree (a bug, never a user error).
+
+    Raised, never ``assert``-ed: a check that ``python -O`` removes guards nothing.
+    """
 
 
 class RetryableError(InvsyncError):

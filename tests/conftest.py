@@ -52,6 +52,59 @@ def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> C
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def output(result: CliResult) -> str:
+    """Everything a run printed, stdout then stderr (for assertion messages and searches)."""
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """CLI processes started in the background; any still alive at teardown is killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path,
+          children: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Start ``python -m invsync ARGS`` in the background, output into ``log``.
+
+    The process joins ``children`` (the fixture), so teardown kills it if it still runs.
+    """
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
+                                stdout=fh, stderr=subprocess.STDOUT)
+    children.append(proc)
+    return proc
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount small tmpfs file systems (root only); each is unmounted at teardown.
+
+    ``tmpfs(where, size="64k", *options)`` mounts one at ``where`` (``"ro"``: read-only)
+    and returns ``where``; without root the test is skipped.
+    """
+    mounted: list[Path] = []
+
+    def mount(where: Path, size: str = "64k", *options: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        opts = ",".join([f"size={size}", *options])
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
 @pytest.fixture(autouse=True)
 def private_lock_dir(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -120,6 +173,16 @@ def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str,
         "COLUMNS": "200",
     })
     return env
+
+
+def write_stock(path: Path, levels: dict[tuple[int, str], int]) -> Path:
+    """A stock CSV (sku, location_id, quantity) setting ``levels`` ((location, sku) -> qty)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sku", "location_id", "quantity"])
+        for (loc, sku), qty in levels.items():
+            w.writerow([sku, loc, qty])
+    return path
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[list[Any]]) -> Path:

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
+from invsync import disk
 from invsync.stages.diff import compute_changes
 from invsync.stages.ingest import ROW
 from invsync.stages.validate import VALID_COLUMNS
-from invsync.state import snapshot as snapshot_mod
 from invsync.state.snapshot import KEY, SNAPSHOT_SCHEMA, SnapshotStore, write_atomic
 
 
@@ -132,7 +132,7 @@ def test_failed_snapshot_write_keeps_the_old_file_and_cleans_up(
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(snapshot_mod.os, "replace", boom)
+    monkeypatch.setattr(disk.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         store.merge(baseline_frame([(1, "sku", "A", 99)]))
     monkeypatch.undo()
@@ -148,12 +148,55 @@ def test_write_atomic_failure_cleans_up(tmp_path: Path, monkeypatch: pytest.Monk
     def boom(src: str, dst: str) -> None:
         raise OSError("nope")
 
-    monkeypatch.setattr(snapshot_mod.os, "replace", boom)
+    monkeypatch.setattr(disk.os, "replace", boom)
     with pytest.raises(OSError):
         write_atomic(target, b"new")
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_write_atomic_reports_a_writer_librarys_io_failure_as_the_oserror(
+        tmp_path: Path) -> None:
+    # polars reports a full disk as ComputeError("... underlying IO error: ... (os error
+    # 28)"); the run handles a full disk as an OSError wherever a file is written.
+    target = tmp_path / "snapshot.parquet"
+
+    def polars_full_disk(fh: object) -> None:
+        raise pl.exceptions.ComputeError("parquet: File out of specification: underlying IO "
+                                         "error: No space left on device (os error 28)")
+
+    with pytest.raises(OSError) as err:
+        write_atomic(target, polars_full_disk)
+    assert err.value.errno == 28 and str(target) in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+    def a_bug(fh: object) -> None:
+        raise ValueError("not an IO error")
+
+    with pytest.raises(ValueError):
+        write_atomic(target, a_bug)
+
+
+def test_write_atomic_takes_a_writers_error_on_a_full_disk_for_the_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # polars' parquet writer loses the OSError when the footer cannot be written.
+    def footer_lost(fh: object) -> None:
+        raise pl.exceptions.ComputeError("parquet: File out of specification: Invalid "
+                                         "thrift: transport error")
+
+    class Fs:
+        def __init__(self, free: int) -> None:
+            self.f_bavail, self.f_frsize = free, 1
+
+    monkeypatch.setattr(disk.os, "statvfs", lambda folder: Fs(4096))
+    with pytest.raises(OSError) as err:
+        write_atomic(tmp_path / "s.parquet", footer_lost)
+    assert err.value.errno == 28
+    monkeypatch.setattr(disk.os, "statvfs", lambda folder: Fs(10 << 30))
+    with pytest.raises(pl.exceptions.ComputeError):  # room left: not a full disk, a bug
+        write_atomic(tmp_path / "s.parquet", footer_lost)
+    assert os.listdir(tmp_path) == []
 
 
 def test_read_meta_of_missing_or_corrupt_file_is_empty(tmp_path: Path) -> None:

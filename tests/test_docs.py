@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 from invsync.errors import ExitCode
+from invsync.events import EVENT_NAMES
 from invsync.schemas.stock import REASONS
 from invsync.surfaces.cli import cli
 
@@ -34,6 +35,11 @@ def test_every_sync_option_is_in_the_readme(command: str) -> None:
 @pytest.mark.parametrize("code", list(ExitCode))
 def test_every_exit_code_is_in_the_readme(code: ExitCode) -> None:
     assert re.search(rf"^\| {int(code)} \|", README, re.M), f"exit code {int(code)} undocumented"
+
+
+@pytest.mark.parametrize("name", EVENT_NAMES)
+def test_every_json_event_is_in_the_readme(name: str) -> None:
+    assert f"`{name}`" in README, f"JSON event {name!r} is not documented"
 
 
 @pytest.mark.parametrize("reason", sorted(REASONS))

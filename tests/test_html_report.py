@@ -527,3 +527,45 @@ def test_chromium_renders_the_page_and_runs_no_script(tmp_path: Path) -> None:
         assert cells_[4] == text(rec["message"])
     assert dom.tables["plan-drops"][0][2] == SCRIPT_SKU
     assert dom.tables["batches"][0][7] == "tx-00-aaaaaaaa tx-01-aaaaaaaa"
+
+
+_RENDER_PROBE = """
+import jinja2
+compiled = []
+original = jinja2.Environment.compile
+def counting(self, *args, **kwargs):
+    compiled.append(1)
+    return original(self, *args, **kwargs)
+jinja2.Environment.compile = counting
+from invsync.html.report_page import render_html
+page = render_html({"run_id": "r1", "status": "succeeded"}, None, [])
+print(len(compiled), "invsync run r1" in page)
+"""
+
+
+def _render_in_fresh_process(tmp: Path) -> str:
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    return subprocess.run([sys.executable, "-c", _RENDER_PROBE], env=env, check=True,
+                          capture_output=True, text=True, timeout=120).stdout.strip()
+
+
+def test_the_compiled_templates_are_kept_for_the_next_run(tmp_path: Path) -> None:
+    first = _render_in_fresh_process(tmp_path)
+    assert first.split()[1] == "True" and int(first.split()[0]) > 0
+    assert _render_in_fresh_process(tmp_path) == "0 True"  # nothing compiled again
+    cache = tmp_path / f"_jinja2-cache-{os.getuid()}"
+    assert cache.is_dir() and (cache.stat().st_mode & 0o777) == 0o700
+    # A torn or foreign cache file is compiled over, never a failed report.
+    for entry in cache.iterdir():
+        entry.write_bytes(b"j2/\x00garbage")
+    assert _render_in_fresh_process(tmp_path).split() == first.split()
+    assert _render_in_fresh_process(tmp_path) == "0 True"
+
+
+def test_a_temp_folder_that_is_not_safe_only_means_compiling(tmp_path: Path) -> None:
+    # Where the cache folder should be, something else: the pages are compiled each time.
+    (tmp_path / f"_jinja2-cache-{os.getuid()}").write_text("not a folder")
+    assert _render_in_fresh_process(tmp_path).split()[1] == "True"
+    assert int(_render_in_fresh_process(tmp_path).split()[0]) > 0

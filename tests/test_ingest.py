@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import polars as pl
@@ -470,3 +471,91 @@ def test_numeric_cells_found_with_prefixed_elements_and_shared_types(tmp_path: P
             zf.writestr(name, data)
         zf.writestr("xl/worksheets/sheet1.xml", sheet)
     assert numeric_cells(path, 0, {0: "sku"}, {2, 3, 4}) == {"sku": [2, 4]}
+
+
+def test_the_formula_and_number_scans_share_one_walk_of_the_sheet(tmp_path: Path) -> None:
+    """Both scans find cells by their position in the used range (here from column B), with
+    prefixed element names; formulas count only when never calculated (or all are, on load)."""
+    from test_resilience import _PARTS
+
+    from invsync.stages.ingest import numeric_cells, uncalculated_formulas
+
+    sheet = (b'<?xml version="1.0"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/'
+             b'spreadsheetml/2006/main"><x:sheetData><x:row r="1"><x:c r="B1" t="inlineStr">'
+             b'<x:is><x:t>sku</x:t></x:is></x:c><x:c r="C1" t="inlineStr"><x:is><x:t>qty</x:t>'
+             b'</x:is></x:c></x:row>'
+             b'<x:row r="2"><x:c r="B2"><x:v>123</x:v></x:c><x:c r="C2"><x:f>1+1</x:f>'
+             b'<x:v>2</x:v></x:c></x:row>'
+             b'<x:row r="3"><x:c r="B3" t="s"><x:v>0</x:v></x:c><x:c r="C3"><x:f>B2</x:f>'
+             b'</x:c></x:row>'
+             b'<x:row r="4"><x:c r="B4" t="n"><x:v>7</x:v></x:c><x:c r="C4"><x:v>1</x:v></x:c>'
+             b'<x:c><x:f>no reference</x:f></x:c></x:row></x:sheetData></x:worksheet>')
+
+    def book(name: str, full_calc: bool) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for part, data in _PARTS.items():
+                if part == "xl/workbook.xml" and full_calc:
+                    data = data.replace(b"</workbook>", b'<calcPr fullCalcOnLoad="1"/></workbook>')
+                zf.writestr(part, data)
+            zf.writestr("xl/worksheets/sheet1.xml", sheet)
+        return path
+
+    columns = {0: "sku", 1: "qty"}
+    plain = book("plain.xlsx", full_calc=False)
+    assert numeric_cells(plain, 0, columns, {2, 3, 4}) == {"sku": [2, 4], "qty": [2, 4]}
+    assert numeric_cells(plain, 0, columns, {3}) == {}
+    assert uncalculated_formulas(plain, 0, columns) == {"qty": [3]}
+    assert uncalculated_formulas(book("full.xlsx", full_calc=True), 0, columns) == {
+        "qty": [2, 3]}
+    # A damaged part finds nothing (reading the file properly says what is wrong).
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(broken, "w") as zf:
+        for item in src.infolist():
+            data = src.read(item)
+            zf.writestr(item, data[:-40] if item.filename.endswith("sheet1.xml") else data)
+    assert numeric_cells(broken, 0, columns, {2, 3, 4}) == {}
+    assert uncalculated_formulas(broken, 0, columns) == {}
+
+
+def test_a_sheet_without_formulas_skips_the_per_cell_formula_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The formula check is a byte search first: a sheet with no ``<f>`` is not parsed cell
+    by cell (a 100,000-row export took 8 s in that parse); one with a formula still is,
+    whatever its namespace prefix, and so is a sheet not in UTF-8 (the search cannot tell)."""
+    from invsync.stages import ingest
+
+    calls: list[int] = []
+    real = ingest._cells_where
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, list[int]]:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_cells_where", counted)
+    plain = make_xlsx(tmp_path / "plain.xlsx", {"Stock": {
+        (1, 1): "sku", (1, 2): "quantity", (2, 1): "A-1", (2, 2): 5, (3, 1): "f-2", (3, 2): 7}})
+    assert ingest.uncalculated_formulas(plain, 0, {0: "sku", 1: "quantity"}) == {}
+    assert calls == []
+
+    def sheet_book(name: str, sheet: bytes) -> Path:
+        from test_resilience import _PARTS
+
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for part, data in _PARTS.items():
+                zf.writestr(part, data)
+            zf.writestr("xl/worksheets/sheet1.xml", sheet)
+        return path
+
+    body = ('<x:worksheet xmlns:x="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+            '<x:sheetData><x:row r="1"><x:c r="A1" t="inlineStr"><x:is><x:t>q</x:t></x:is>'
+            '</x:c></x:row><x:row r="2"><x:c r="A2"><x:f\n>1+1</x:f></x:c></x:row>'
+            '</x:sheetData></x:worksheet>')
+    prefixed = sheet_book("prefixed.xlsx", body.encode())
+    assert ingest.uncalculated_formulas(prefixed, 0, {0: "q"}) == {"q": [2]}
+    utf16 = sheet_book("utf16.xlsx", ('<?xml version="1.0" encoding="UTF-16"?>' + body)
+                       .encode("utf-16"))
+    calls.clear()
+    ingest.uncalculated_formulas(utf16, 0, {0: "q"})
+    assert calls == [1]

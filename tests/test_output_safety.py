@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -206,26 +206,6 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
 
 
 # ---- 20. never a traceback, always a report ----------------------------------------------------
-
-
-@pytest.fixture
-def tmpfs() -> Iterator[Callable[..., Path]]:
-    """Mount small tmpfs file systems (root only); each is unmounted at teardown."""
-    mounted: list[Path] = []
-
-    def mount(where: Path, size: str = "64k", *options: str) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        opts = ",".join([f"size={size}", *options])
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
-                              capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def big_file(tmp_path: Path, n: int = 3000) -> tuple[Path, dict[tuple[int, str], int]]:

@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,9 @@ from conftest import (
     write_csv,
 )
 
+from invsync.events import EVENT_NAMES
 from invsync.run.notify import EVENTS
-from invsync.sandbox.process import SandboxProcess
+from invsync.sandbox.process import Listening, SandboxProcess, wait_for_listening
 
 pytestmark = pytest.mark.integration
 
@@ -89,31 +89,18 @@ class Receiver:
 @pytest.fixture
 def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     """Start webhook receivers (``status`` = what they answer); all stopped at teardown."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[Listening] = []
 
     def start(status: int = 200) -> Receiver:
         log = tmp_path / f"received-{len(started)}.jsonl"
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "webhook_receiver.py"),
                                  str(log), str(status)], stdout=subprocess.PIPE, text=True)
-        started.append(proc)
-        assert proc.stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
-        reader.start()
-        reader.join(timeout=30)
-        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", "".join(line))
-        assert m, f"receiver did not start: {line}"
-        return Receiver(m.group(1) + "/hook", log, proc)
+        started.append(wait_for_listening(proc, "the webhook receiver"))
+        return Receiver(started[-1].url + "/hook", log, proc)
 
     yield start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    for child in started:
+        child.stop()
 
 
 def notify_config(path: Path, url: str | list[str], **extra: Any) -> Path:
@@ -336,6 +323,7 @@ def test_config_from_environment_and_global_options_after_the_command(
     events = [json.loads(line) for line in result.stdout.splitlines()]
     run_id = events[0]["run_id"]
     assert all(e["run_id"] == run_id for e in events), "an event lacks the run id"
+    assert {e["event"] for e in events} <= set(EVENT_NAMES)  # only the documented names
     assert events[-1]["event"] == "run_finished"
     assert events[-1]["summary"].startswith(f"invsync: succeeded run={run_id} rows=3114")
     logs = [json.loads(line) for line in result.stderr.splitlines()]

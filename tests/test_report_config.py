@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from invsync.errors import UsageError
+from invsync.errors import InternalError, UsageError
 from invsync.run.config import (
     DEFAULT_API_URL,
     ENV_API_URL,
@@ -60,7 +60,7 @@ def test_counts_that_add_up_pass() -> None:
 def test_counts_that_do_not_add_up_are_caught(field_name: str, delta: int, problem: str) -> None:
     counts = good_counts()
     setattr(counts, field_name, getattr(counts, field_name) + delta)
-    with pytest.raises(AssertionError) as err:
+    with pytest.raises(InternalError) as err:
         counts.check()
     assert problem in str(err.value)
 
@@ -275,6 +275,9 @@ def test_precedence_flag_over_env_over_config(clean_env: pytest.MonkeyPatch,
     assert s.store_hash is None
     assert s.api_url == DEFAULT_API_URL
     assert s.location_id == 1 and s.batch_size == 2000
+    # 16 in flight: 150 requests a 30 s window take 5 x the answer time in flight to be
+    # used (docs/bigcommerce-api.md, bench case 8).
+    assert s.concurrency == 16
 
 
 def test_token_only_from_env_or_config(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

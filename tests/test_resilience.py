@@ -40,7 +40,18 @@ import openpyxl
 import polars as pl
 import psutil
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
+from conftest import (
+    ROOT,
+    SAMPLE,
+    TOKEN,
+    CliResult,
+    env_for,
+    output,
+    run_invsync,
+    spawn,
+    state_store_dir,
+    write_stock,
+)
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
 
@@ -65,15 +76,6 @@ def make_catalog(path: Path, n: int) -> list[str]:
     return skus
 
 
-def write_stock(path: Path, levels: dict[Key, int]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["sku", "location_id", "quantity"])
-        for (loc, sku), qty in levels.items():
-            w.writerow([sku, loc, qty])
-    return path
-
-
 def random_levels(skus: list[str], locations: tuple[int, ...], rng: random.Random,
                   low: int = 1, high: int = 5000) -> dict[Key, int]:
     return {(loc, sku): rng.randint(low, high) for loc in locations for sku in skus}
@@ -89,10 +91,6 @@ def retry_config(directory: Path, **retry: float) -> Path:
 
 
 # ---- looking at what happened ------------------------------------------------------------
-
-
-def output(result: CliResult) -> str:
-    return result.stdout + result.stderr
 
 
 def log_mark(sb: SandboxProcess) -> int:
@@ -144,27 +142,6 @@ def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
         assert time.monotonic() < deadline, "the sandbox never went quiet"
         previous = len(log)
         time.sleep(0.1)
-
-
-@pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """CLI processes started in the background; any still alive at teardown is killed."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path,
-          children: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
-    """Start ``python -m invsync ARGS`` in the background, output into ``log``."""
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "invsync", *args], env=env, cwd=ROOT,
-                                stdout=fh, stderr=subprocess.STDOUT)
-    children.append(proc)
-    return proc
 
 
 # ---- 1. a flaky, rate-limited store ------------------------------------------------------

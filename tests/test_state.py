@@ -17,27 +17,23 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import env_for, run_invsync, state_store_dir
+from conftest import env_for, output, run_invsync, spawn, state_store_dir, write_stock
 from test_resilience import (  # noqa: F401 - fixtures used by name
     Factory,
     KillWorld,
     Store,
     assert_braked,
-    children,
     item_keys,
     kill_args,
     kill_mid_run,
     kill_world,
     log_mark,
     make_catalog,
-    output,
     puts_since,
     random_levels,
     retry_config,
     snapshot_levels,
-    spawn,
     synced_store,
-    write_stock,
 )
 
 from invsync.state.journal import Journal

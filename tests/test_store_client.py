@@ -24,6 +24,7 @@ from invsync.stages.submit import (
     MAX_ISOLATION_REQUESTS,
     Batch,
     BatchResult,
+    SubmitObserver,
     SubmitResult,
     _named_items,
     plan_batches,
@@ -396,14 +397,17 @@ def test_submit_callbacks_and_result_fields() -> None:
             return problem("S4 not found")
         return httpx.Response(200, json={"transaction_id": f"tx-{next(tx)}"})
 
-    def on_sending(batch: Batch) -> None:
-        sending.append(batch.index)
+    class Observer(SubmitObserver):
+        def sending(self, batch: Batch) -> None:
+            sending.append(batch.index)
 
-    def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
-        confirmed.append((batch.index, list(idx), txid))
+        def confirmed(self, batch: Batch, idx: list[int], txid: str) -> None:
+            confirmed.append((batch.index, list(idx), txid))
 
-    result = _submit(handler, skus(6), batch_size=3, on_sending=on_sending,
-                     on_confirmed=on_confirmed, on_batch=finished.append)
+        def finished(self, result: BatchResult) -> None:
+            finished.append(result)
+
+    result = _submit(handler, skus(6), batch_size=3, observer=Observer())
     assert sending == [0, 1]
     # Batch 1 (S3 S4 S5) was refused once, then S3+S5 (positions 0 and 2) went through.
     assert confirmed == [(0, [0, 1, 2], "tx-0"), (1, [0, 2], "tx-1")]
@@ -423,7 +427,12 @@ def test_a_fatal_error_stops_the_run_and_is_returned() -> None:
         return httpx.Response(500)
 
     finished: list[BatchResult] = []
-    result = _submit(handler, skus(9), batch_size=3, on_batch=finished.append)
+
+    class Finished(SubmitObserver):
+        def finished(self, result: BatchResult) -> None:
+            finished.append(result)
+
+    result = _submit(handler, skus(9), batch_size=3, observer=Finished())
     assert isinstance(result.fatal, StoreError) and isinstance(result.fatal, FatalError)
     assert [b.status for b in result.batches] == ["accepted", "failed", "not_sent"]
     assert result.batches[1].error == str(result.fatal)

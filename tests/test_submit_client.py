@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
-from invsync.errors import AuthError, StoreError
+from invsync.errors import AuthError, Refused, StoreError
 from invsync.stages.submit import SubmitResult, plan_batches, submit
-from invsync.store.client import RateLimiter, Refused, RetryPolicy, StoreClient
+from invsync.store.client import RateLimiter, StoreClient
+from invsync.store.limits import RetryPolicy
 
 TOKEN = "tok-secret-9f8e7d"
 STORE = "abc123"

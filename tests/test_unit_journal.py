@@ -12,6 +12,7 @@ import socket
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -450,15 +451,20 @@ def test_waiting_without_on_wait(tmp_path: Path) -> None:
 
 
 def test_the_start_time_is_utc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed = time.struct_time((2020, 1, 2, 3, 4, 5, 3, 2, 0))
-    monkeypatch.setattr(journal_mod.time, "gmtime", lambda *a: fixed)
-    monkeypatch.setattr(journal_mod.time, "localtime", lambda *a: time.struct_time(
-        (1999, 9, 9, 9, 9, 9, 3, 252, 0)))
-    lock = StoreLock(tmp_path, "abc")
-    lock.acquire("run-1")
-    monkeypatch.undo()
-    assert holder_record(lock.path)["started"] == "2020-01-02T03:04:05Z"
-    lock.release()
+    # The machine's clock is in a zone far from UTC: the lock still records UTC.
+    monkeypatch.setenv("TZ", "KIR-14")  # POSIX rule for UTC+14: no zone database needed
+    time.tzset()
+    try:
+        before = datetime.now(UTC).replace(microsecond=0)
+        lock = StoreLock(tmp_path, "abc")
+        lock.acquire("run-1")
+        after = datetime.now(UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    started = holder_record(lock.path)["started"]
+    assert started.endswith("Z")
+    assert before <= datetime.fromisoformat(started.replace("Z", "+00:00")) <= after
 
 
 def test_a_record_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:

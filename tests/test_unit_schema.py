@@ -79,3 +79,50 @@ def test_a_rule_that_cannot_be_decided_fails_closed(column: str, code: str) -> N
     assert frame[column].dtype == pl.Boolean
     assert code in {check for _, check in failures(frame)}
     assert code not in {check for _, check in failures(parsed_frame())}
+
+
+# A frame breaking each rule and each column check once: the fast check that spares a clean
+# file the pandera import (validate.passes_every_rule) must agree with the schema on all.
+_AGREEMENT_FRAMES = {
+    "good": parsed_frame(),
+    "good, extra column, lowest and highest values": parsed_frame(
+        product_id=[1, None], variant_id=[None, 1], product_id_text=["1", None],
+        variant_id_text=[None, "1"], quantity=[0, 2147483647],
+        quantity_text=["0", "2147483647"], identifier=["product_id", "variant_id"],
+    ).with_columns(extra=pl.lit("kept")),
+    "no rows": parsed_frame().head(0),
+    "row number missing": parsed_frame().with_columns(pl.Series("__row", [2, None], pl.Int64)),
+    "unknown identifier kind": parsed_frame(identifier=["sku", "barcode"]),
+    "product id 0": parsed_frame(product_id=[0, None], product_id_text=["0", None]),
+    "location 0": parsed_frame(location_id=[0, 1]),
+    "quantity above the maximum": parsed_frame(quantity=[2147483648, 1]),
+    "quantity below 0": parsed_frame(quantity=[-1, 1]),
+    "a flag null": parsed_frame(duplicate=[None, False]),
+    "no identifier": parsed_frame(identifier=[None, "sku"], sku=[None, "B"]),
+    "invalid variant id": parsed_frame(variant_id_text=["x", None]),
+    "invalid product id": parsed_frame(product_id_text=["x", None]),
+    "invalid location": parsed_frame(location_id=[None, 1], location_id_text=["x", None]),
+    "ambiguous location": parsed_frame(location_ambiguous=[True, False]),
+    "unknown location": parsed_frame(location_unknown=[True, False]),
+    "disabled location": parsed_frame(location_disabled=[True, False]),
+    "location mismatch": parsed_frame(location_mismatch=[True, False]),
+    "missing quantity": parsed_frame(quantity=[None, 2], quantity_text=[None, "2"]),
+    "a date": parsed_frame(has_date=[False, True]),
+    "quantity not whole": parsed_frame(quantity=[None, 2], quantity_text=["1.5", "2"]),
+    "negative flagged": parsed_frame(quantity_negative=[True, False]),
+    "too large flagged": parsed_frame(quantity_too_large=[True, False]),
+    "duplicate": parsed_frame(duplicate=[True, True]),
+    "a column missing": parsed_frame().drop("duplicate"),
+    **{f"{column} of another type": parsed_frame().with_columns(pl.Series(column, value))
+       for column, value in [("__row", ["2", "3"]), ("sku", [1, 2]), ("identifier", [1, 2]),
+                             ("product_id", ["1", "2"]), ("quantity", [1.0, 2.0]),
+                             ("duplicate", [0, 0])]},
+}
+
+
+@pytest.mark.parametrize("name", list(_AGREEMENT_FRAMES))
+def test_the_fast_check_agrees_with_the_schema(name: str) -> None:
+    from invsync.stages.validate import passes_every_rule
+
+    frame = _AGREEMENT_FRAMES[name]
+    assert passes_every_rule(frame) == (failures(frame) == []), failures(frame)

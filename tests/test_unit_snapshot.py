@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 import pytest
 
+from invsync import disk as disk_mod
 from invsync.errors import UsageError
-from invsync.state import snapshot as snapshot_mod
 from invsync.state.snapshot import (
     KEY,
     SNAPSHOT_SCHEMA,
@@ -235,7 +235,7 @@ def test_a_failed_write_leaves_the_old_snapshot_and_no_temp_file(
     def boom(*_: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(snapshot_mod.os, "replace", boom)
+    monkeypatch.setattr(disk_mod.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         store.merge(levels((1, "sku", "A", 6)))
     monkeypatch.undo()
@@ -247,11 +247,11 @@ def test_the_write_is_fsynced_before_the_rename(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(snapshot_mod.os, "fsync",
+    monkeypatch.setattr(disk_mod.os, "fsync",
                         lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(snapshot_mod.os, "replace",
+    monkeypatch.setattr(disk_mod.os, "replace",
                         lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
-    monkeypatch.setattr(snapshot_mod, "_fsync_dir", lambda d: calls.append(f"dir {d}"))
+    monkeypatch.setattr(disk_mod, "_fsync_dir", lambda d: calls.append(f"dir {d}"))
     store = SnapshotStore(tmp_path, "s")
     store.merge(levels((1, "sku", "A", 5)))
     assert calls == ["fsync", "replace", f"dir {store.dir}"]
@@ -263,7 +263,7 @@ def test_the_temp_file_is_one_clean_temp_files_removes(tmp_path: Path,
     store = SnapshotStore(tmp_path, "s")
     temps: list[Path] = []
     real_replace = os.replace
-    monkeypatch.setattr(snapshot_mod.os, "replace",
+    monkeypatch.setattr(disk_mod.os, "replace",
                         lambda a, b: (temps.append(Path(a)), real_replace(a, b))[1])
     store.merge(levels((1, "sku", "A", 5)))
     (temp,) = temps

@@ -23,6 +23,7 @@ from invsync.stages.submit import (
     SEQ,
     Batch,
     BatchResult,
+    SubmitObserver,
     SubmitResult,
     _named_items,
     number_changes,
@@ -71,7 +72,7 @@ def refusing(bad: set[str], title: str = "Invalid", errors: Callable[..., dict[s
     return answer
 
 
-class Events:
+class Events(SubmitObserver):
     """Every callback, in order."""
 
     def __init__(self) -> None:
@@ -83,7 +84,7 @@ class Events:
     def confirmed(self, batch: Batch, idx: list[int], txid: str) -> None:
         self.log.append(("confirmed", batch.index, list(idx), txid))
 
-    def batch(self, result: BatchResult) -> None:
+    def finished(self, result: BatchResult) -> None:
         self.log.append(("batch", result.index, result.status))
 
 
@@ -91,8 +92,7 @@ def run(client: FakeClient, batches: list[Batch], events: Events | None = None,
         concurrency: int = 4, reason: str | None = "nightly") -> SubmitResult:
     ev = events or Events()
     return asyncio.run(submit(client, batches, reason=reason,  # type: ignore[arg-type]
-                              concurrency=concurrency, on_batch=ev.batch,
-                              on_sending=ev.sending, on_confirmed=ev.confirmed))
+                              concurrency=concurrency, observer=ev))
 
 
 # ---- planning ------------------------------------------------------------------------------
@@ -451,3 +451,47 @@ def test_sent_skips_batches_never_sent() -> None:
     assert result.sent == [0, 1, 2, 3, 6, 8]
     with pytest.raises(ValueError):
         _ = SubmitResult(batches=[BatchResult(0, 1, 2)], batch_seqs=[]).sent
+
+
+# ---- an observer that cannot record (a full state disk) ------------------------------------
+
+
+class FailingJournal(Events):
+    """Records like :class:`Events`, but fails (as a full disk would) at a given call."""
+
+    def __init__(self, fail_sending_of: int | None = None,
+                 fail_confirming_of: int | None = None) -> None:
+        super().__init__()
+        self.fail_sending_of, self.fail_confirming_of = fail_sending_of, fail_confirming_of
+
+    def sending(self, batch: Batch) -> None:
+        if batch.index == self.fail_sending_of:
+            raise FatalError("journal full")
+        super().sending(batch)
+
+    def confirmed(self, batch: Batch, idx: list[int], txid: str) -> None:
+        super().confirmed(batch, idx, txid)
+        if batch.index == self.fail_confirming_of:
+            raise FatalError("journal full")
+
+
+def test_a_batch_the_observer_could_not_record_as_sending_is_not_sent() -> None:
+    client = FakeClient()
+    ev = FailingJournal(fail_sending_of=1)
+    result = run(client, plan_batches(changes(6), 2), ev, concurrency=1)
+    assert len(client.calls) == 1  # batch 0 only: batch 1 never went out, batch 2 neither
+    assert [b.status for b in result.batches] == ["accepted", "not_sent", "not_sent"]
+    assert result.batches[1].error == "journal full"
+    assert str(result.fatal) == "journal full"
+    assert result.sent == [0, 1] and result.accepted == [0, 1]
+
+
+def test_a_confirmation_the_observer_could_not_record_stops_the_submit() -> None:
+    client = FakeClient()
+    ev = FailingJournal(fail_confirming_of=0)
+    result = run(client, plan_batches(changes(6), 2), ev, concurrency=1)
+    assert len(client.calls) == 1
+    # The store did accept batch 0: it stays accepted (its level is known), the rest unsent.
+    assert [b.status for b in result.batches] == ["failed", "not_sent", "not_sent"]
+    assert result.accepted == [0, 1] and result.transaction_ids == ["tx-1"]
+    assert str(result.fatal) == "journal full"

@@ -548,3 +548,29 @@ def test_property_unique_skus_partition_and_values(rows) -> None:
 @given(stock_rows(unique=False))
 def test_property_with_duplicates_and_blank_skus(rows) -> None:
     _check_partition(rows)
+
+
+_PANDERA_PROBE = """
+import sys
+from pathlib import Path
+from invsync.stages.ingest import read_stock_file
+from invsync.stages.validate import validate
+checked = validate(read_stock_file(Path(sys.argv[1])))
+print(checked.valid.height, checked.rejected.height, "pandera" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("SKU,Qty\nA,1\nB,2\n", "2 0 False"),  # a clean file: no pandera import (0.3-0.7 s)
+    ("SKU,Qty\nA,1\nB,-2\n", "1 1 True"),  # a row to reject: the schema names its reason
+])
+def test_pandera_is_imported_only_for_a_file_with_a_bad_row(tmp_path: Path, text: str,
+                                                            expected: str) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "in.csv"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-c", _PANDERA_PROBE, str(path)], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.split("\n")[-2] == expected

@@ -17,7 +17,7 @@ from conftest import ROOT, SAMPLE, TOKEN
 from starlette.testclient import TestClient
 
 from invsync.run.config import Secret, Settings
-from invsync.sandbox.process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess, wait_for_listening
 from invsync.surfaces.web.app import Options, create_app
 from invsync.surfaces.web.auth import Accounts
 
@@ -486,19 +486,13 @@ def test_serve_off_localhost_says_tls_belongs_in_front(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--host", "127.0.0.2",
                              "--port", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    child = wait_for_listening(proc, "invsync serve --host 127.0.0.2", 60, host="127.0.0.2")
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "listening on http://127.0.0.2:" in line:
-                break
-        text = "".join(lines)
+        text = child.text()
         assert "HTTPS reverse proxy" in text and "--behind-https" in text
         assert "no users yet" in text and TOKEN not in text
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        child.stop()
 
 
 def test_serve_needs_the_store_token(tmp_path: Path) -> None:
@@ -507,3 +501,108 @@ def test_serve_needs_the_store_token(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "invsync", "serve", "--port", "0"], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 64 and "no access token" in done.stderr
+
+
+# --------------------------------------------------------------------------- encoding, header row
+
+# Short Greek names read as Cyrillic, Hebrew or Thai just as well: the encoding is unclear.
+GREEK = ("sku,quantity,name\nPOSTER-1755,4,Λεωνιδας\nTOWEL-907-BURG-BATH,6,Αλεξανδρος\n"
+         "TOWEL-907-SAND-HAND,2,Μυρων\n").encode("iso-8859-7")
+NOTES_FIRST = ("Stock count, warehouse 2\n" + "".join(f"note {i}\n" for i in range(22))
+               + "sku,quantity\nPOSTER-1755,9\n").encode()
+"""The column names on row 24: below the rows searched for a header."""
+
+
+def test_an_unclear_encoding_says_it_can_be_picked_and_the_pick_reads_it(
+        client: TestClient, settings: Settings) -> None:
+    login(client)
+    r = api_upload(client, data=GREEK, name="greek.csv")
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert "encoding is unclear" in error and "greek.csv" in error
+    assert 'pick its text encoding under "Text encoding and header row"' in error
+    assert "--encoding" not in error
+    upload_id = r.json()["upload_id"]
+    page = client.get(f"/uploads/{upload_id}").text
+    assert "pick its text encoding under &#34;Text encoding and header row&#34;" in page
+    assert 'id="reading-form"' in page and '<details id="reading" open>' in page
+    # Picking it on the page reads the file again: a preview, nothing sent.
+    r = client.post(f"/uploads/{upload_id}/preview",
+                    data={"csrf_token": csrf_of(client), "encoding": "iso-8859-7",
+                          "header_row": ""})
+    assert r.status_code == 200
+    body = client.get(f"/api/uploads/{upload_id}").json()
+    assert body["status"] == "planned", body
+    assert body["encoding"] == "iso-8859-7" and body["header_row"] is None
+    assert body["encoding_used"] == "iso8859-7" and body["changes_total"] == 3
+    assert '<dd id="read-as">Greek (ISO-8859-7) text</dd>' in r.text  # row 1: not said
+    # The API takes it as a form field, and the preview's run records it like --encoding.
+    r = api_upload(client, data=GREEK, name="greek.csv", encoding="iso-8859-7")
+    assert r.status_code == 201, r.text
+    report = json.loads(Path(client.app.state.portal.get(r.json()["upload_id"])  # type: ignore
+                             ["plan_dir"], "report.json").read_text())
+    assert report["input"]["encoding"] == "iso8859-7"
+    assert report["options"]["encoding"] == "iso-8859-7"
+    # An encoding that does not exist is refused before anything is stored.
+    r = api_upload(client, data=GREEK, name="greek.csv", encoding="klingon")
+    assert r.status_code == 400 and r.json()["error"] == "unknown text encoding 'klingon'"
+
+
+def test_a_header_below_the_searched_rows_says_the_row_can_be_given(
+        client: TestClient, sandbox: SandboxProcess) -> None:
+    login(client)
+    r = api_upload(client, data=NOTES_FIRST, name="count.csv")
+    assert r.status_code == 422 and r.json()["status"] == "unmapped"
+    assert r.json()["headers"] == ["Stock count", " warehouse 2"]
+    assert ('give the number of their row under "Text encoding and header row"'
+            in r.json()["error"])
+    upload_id = r.json()["upload_id"]
+    page = client.get(f"/uploads/{upload_id}/map").text
+    assert 'id="header-hint"' in page and 'id="reading-form"' in page
+    # Given on the map step: read again, no map needed, and applied from that preview.
+    r = client.post(f"/uploads/{upload_id}/preview",
+                    data={"csrf_token": csrf_of(client), "encoding": "", "header_row": "24"})
+    assert r.status_code == 200
+    body = client.get(f"/api/uploads/{upload_id}").json()
+    assert body["status"] == "planned" and body["header_row"] == 24, body
+    assert body["header_row_used"] == 24
+    assert [(c["item"], c["new"], c["row"]) for c in body["changes"]] == [("POSTER-1755", 9, 25)]
+    applied = client.post(f"/api/uploads/{upload_id}/apply",
+                          headers={"X-CSRF-Token": csrf_of(client)})
+    assert applied.status_code == 202
+    assert wait_done(client, upload_id)["status"] == "succeeded"
+    assert sandbox.levels() == {(1, "POSTER-1755"): 9}
+    # The upload form and the API take it too; a row that is not there is named plainly.
+    r = client.post("/uploads", data={"csrf_token": csrf_of(client), "header_row": "24"},
+                    files={"file": ("count.csv", io.BytesIO(NOTES_FIRST), "text/csv")})
+    assert r.status_code == 200 and "Nothing has been sent yet" in r.text
+    r = api_upload(client, data=NOTES_FIRST, name="count.csv", header_row="99")
+    assert r.status_code == 422
+    assert "header row 99: the file has no such row" in r.json()["error"]
+    assert "--header-row" not in r.json()["error"]
+    for bad in ("0", "two"):
+        r = api_upload(client, data=NOTES_FIRST, name="count.csv", header_row=bad)
+        assert r.status_code == 400, r.text
+
+
+def test_the_upload_form_offers_encoding_and_header_row_as_automatic(
+        client: TestClient) -> None:
+    login(client)
+    page = client.get("/").text
+    advanced = page[page.index('<details id="advanced">'):page.index("</details>")]
+    assert '<option value="" selected>Automatic</option>' in advanced
+    assert 'name="header_row"' in advanced and 'value=""' in advanced
+    assert '<option value="shift_jis">' in advanced
+    # Left automatic, an upload records no choice (the file is read as before).
+    r = api_upload(client, encoding="", header_row="")
+    assert r.status_code == 201
+    assert r.json()["encoding"] is None and r.json()["header_row"] is None
+    assert r.json()["encoding_used"] == "utf-8" and r.json()["header_row_used"] == 1
+    # A plain UTF-8 file with the names on row 1: the preview does not dwell on it.
+    assert 'id="read-as"' not in client.get(f"/uploads/{r.json()['upload_id']}").text
+    # A file whose header is found further down says where it was found.
+    notes = b"Stock count\n\nsku,quantity\nPOSTER-1755,3\n"
+    r = api_upload(client, data=notes, name="notes.csv")
+    assert r.status_code == 201 and r.json()["header_row_used"] == 3
+    page = client.get(f"/uploads/{r.json()['upload_id']}").text
+    assert '<dd id="read-as">column names on row 3 (found automatically)</dd>' in page

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,12 +24,11 @@ from typing import Any
 import pytest
 from conftest import ROOT, TOKEN, env_for, run_invsync, state_store_dir, write_csv
 
-from invsync.sandbox.process import SandboxProcess
+from invsync.sandbox.process import SandboxProcess, wait_for_listening
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "merchant-password-1"
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
 def _browser_paths() -> tuple[str, str] | None:
@@ -71,36 +68,13 @@ def serve_process(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
     proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--port", "0"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    output: list[str] = []
-    found = threading.Event()
-    url: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = _LISTENING.search(line)
-            if m and not url:
-                url.append(m.group(1))
-                found.set()
-        found.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    child = wait_for_listening(proc, "invsync serve", 60)
     try:
-        if not found.wait(60) or not url:
-            raise RuntimeError("invsync serve did not start: " + "".join(output)[-2000:])
-        yield Served(url[0], proc, env, output)
+        yield Served(child.url, proc, env, child.output)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        reader.join(timeout=5)
+        child.stop()
     # The token never reaches the server's log.
-    assert TOKEN not in "".join(output)
+    assert TOKEN not in child.text()
 
 
 @pytest.fixture
@@ -363,3 +337,45 @@ def test_stale_preview_asks_to_preview_again(
     wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     row = browser.find_element("css selector", "#changes tbody tr").text.split()
     assert row == ["POSTER-1755", "1", "30", "7", "-23"]
+
+
+def test_encoding_and_header_row_are_advanced_choices_of_upload_and_preview(
+        served: Served, browser: Any, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    shot = screenshots(tmp_path)
+    from selenium.webdriver.support.ui import Select
+
+    # An old till's export: notes above the header (row 24), Greek names, ISO-8859-7 text
+    # that could as well be Cyrillic or Hebrew.
+    text = ("Stock count, warehouse 2\n" + "".join(f"note {i}\n" for i in range(22))
+            + "sku,quantity,name\nPOSTER-1755,4,Λεωνιδας\nTOWEL-907-BURG-BATH,6,Αλεξανδρος\n")
+    path = tmp_path / "till export.csv"
+    path.write_bytes(text.encode("iso-8859-7"))
+    sign_in(browser, served)
+    by_id(browser, "file").send_keys(str(path))
+    # The advanced choices are folded away, automatic by default.
+    assert not by_id(browser, "header_row").is_displayed()
+    by_id(browser, "advanced").find_element("css selector", "summary").click()
+    wait_for(browser, lambda: by_id(browser, "header_row").is_displayed())
+    assert Select(by_id(browser, "encoding")).first_selected_option.text == "Automatic"
+    by_id(browser, "header_row").send_keys("24")
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "2b-upload-advanced")
+    by_id(browser, "upload").click()
+    # The encoding cannot be told: the page says so and where to pick it.
+    wait_for(browser, lambda: "This file could not be used" in text_of(browser))
+    failed = by_id(browser, "failed").text
+    assert "encoding is unclear" in failed and "till export.csv" in failed
+    assert 'pick its text encoding under "Text encoding and header row"' in failed
+    assert by_id(browser, "header_row").get_attribute("value") == "24"  # kept
+    Select(by_id(browser, "encoding")).select_by_visible_text("Greek (ISO-8859-7)")
+    shot(browser, "4a-pick-the-encoding")
+    by_id(browser, "read-again").click()
+    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    assert by_id(browser, "read-as").text == "Greek (ISO-8859-7) text, column names on row 24"
+    rows = [r.text.split() for r in browser.find_elements("css selector", "#changes tbody tr")]
+    assert sorted(r[0] for r in rows) == ["POSTER-1755", "TOWEL-907-BURG-BATH"]
+    shot(browser, "4b-preview-read-as")
+    by_id(browser, "apply").click()
+    wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
+    assert sandbox.levels()[(1, "POSTER-1755")] == 4
+    assert sandbox.levels()[(1, "TOWEL-907-BURG-BATH")] == 6

@@ -9,12 +9,14 @@ by its hash in the Content-Security-Policy, so no page needs ``unsafe-inline``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, select_autoescape
+from jinja2.bccache import Bucket
 
 STATUS_CLASS = {
     "succeeded": "ok", "accepted": "ok",
@@ -56,12 +58,37 @@ def status_class(status: Any) -> str:
     return STATUS_CLASS.get("" if status is None else str(status), "muted")
 
 
+class _QuietBytecodeCache(FileSystemBytecodeCache):
+    """Jinja's per-user cache of compiled templates; a cache that cannot be read or written
+    (a full or read-only temp folder) only means compiling again, never a failed report."""
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:  # unreadable or torn (a killed writer): compile instead
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> FileSystemBytecodeCache | None:
+    """Compiling report.html's templates takes ~0.1 s a run; the compiled code is kept in a
+    folder of the user's own under the temp folder (Jinja checks its owner and mode), keyed
+    by each template's source, so an edited template is compiled afresh."""
+    try:
+        return _QuietBytecodeCache()
+    except (OSError, RuntimeError):  # no safe temp folder: compile every time
+        return None
+
+
 @cache
 def environment() -> Environment:
     """The shared environment (autoescape on for every template)."""
     env = Environment(loader=PackageLoader("invsync.html", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
-                      trim_blocks=True, lstrip_blocks=True)
+                      trim_blocks=True, lstrip_blocks=True, bytecode_cache=_bytecode_cache())
     env.filters.update(num=num, signed=signed, status_label=status_label,
                        status_class=status_class)
     return env

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from invsync.disk import write_atomic
+from invsync.tables import PLAN_COLUMNS, PLAN_STATUSES, goes_to_zero
 
 MAX_REJECTED_ROWS = 5_000
 """Rejected rows shown in the HTML page; the rest are in ``rejected.csv``."""
@@ -30,12 +31,6 @@ TOP_MOVES = 20
 MD_TRANSACTION_IDS = 5
 """Transaction ids listed in ``summary.md`` (the total is always given)."""
 
-PLAN_COLUMNS: dict[str, pl.DataType] = {
-    "location_id": pl.Int64(), "identifier": pl.String(), "item": pl.String(),
-    "old": pl.Int64(), "new": pl.Int64(), "delta": pl.Int64(), "row": pl.Int64(),
-    "status": pl.String(),
-}
-PLAN_STATUSES = ("planned", "accepted", "refused", "unconfirmed", "not_sent")
 
 _STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
 
@@ -367,7 +362,7 @@ def _normalise_plan(plan: pl.DataFrame) -> pl.DataFrame:
 
 _IS_NEW = pl.col("old").is_null()
 _IS_CHANGED = pl.col("old").is_not_null() & (pl.col("new") != pl.col("old"))
-_TO_ZERO = (pl.col("new") == 0) & pl.col("old").is_not_null() & (pl.col("old") != 0)
+_TO_ZERO = goes_to_zero(pl.col("new"), pl.col("old"))
 
 
 def _plan_totals(frame: pl.DataFrame) -> dict[str, int]:

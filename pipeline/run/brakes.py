@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from invsync.stages.diff import ChangeSet
-from invsync.state.snapshot import KEY
+from invsync.tables import KEY, goes_to_zero
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
     levels = held.select(*KEY, pl.col("quantity").alias("_held"), pl.lit(True).alias("_known"))
     zeroed = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique().join(
         levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
-    drops = zeroed.filter(pl.col("_held").is_null() | (pl.col("_held") > 0))
+    drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
     per_location = drops.group_by("location_id").len()
     synced_by_location = dict(held.group_by("location_id").len().iter_rows())
     # Per location: a file covering one location must not zero most of it unnoticed.

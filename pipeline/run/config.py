@@ -192,7 +192,7 @@ class Settings:
         file="report_dir", public=NOT_PUBLIC, load=_path("report_dir"), to_file=str))
     batch_size: int = field(default=MAX_ITEMS_PER_REQUEST, metadata=meta(
         file="batch_size", public="batch_size", resume=True, load=_whole("batch_size")))
-    concurrency: int = field(default=8, metadata=meta(
+    concurrency: int = field(default=16, metadata=meta(
         file="concurrency", public="concurrency", resume=True, load=_whole("concurrency")))
     dry_run: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="dry_run", load=_flag("dry_run")))

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import click
 import polars as pl
 
 from invsync.disk import write_atomic
-from invsync.errors import FatalError
+from invsync.errors import FatalError, UsageError
 from invsync.redact import redact
 from invsync.run.config import Settings
-from invsync.run.store_access import known_items, live_levels, verify_levels
+from invsync.run.store_access import StoreSession, known_items, verify_levels
 from invsync.stages.ingest import unescape_formulas
 from invsync.state.history import find_run
+from invsync.state.journal import Journal
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.live import Comparison, compare
 from invsync.tables import KEY
-from invsync.terminal import clean
 
 
 def live_baseline_due(settings: Settings, meta: dict[str, Any],
@@ -55,64 +55,61 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _print(result: Comparison, what: str, quiet: bool, as_json: bool, top: int = 20,
-           repair: dict[str, Any] | None = None) -> int:
-    diff = result.differences
-    if as_json:
-        from invsync.clock import timestamp
+@dataclass
+class Drift:
+    """What ``invsync drift`` found: the comparison (None: nothing to compare)."""
 
-        extra = {"repair": repair} if repair else {}
-        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
-                               "matched": result.matched, "differences": diff.height,
-                               "items": diff.head(1000).to_dicts(), **extra}))
-    elif not quiet:
-        click.echo(f"{clean(what)}: {result.expected:,} items checked, {result.matched:,} match, "
-                   f"{diff.height:,} differ")
-        for r in diff.head(top).iter_rows(named=True):
-            live = "not listed" if r["live"] is None else f"{r['live']:,}"
-            click.echo(f"  location {r['location_id']} {clean(r['identifier'])} "
-                       f"{clean(r['item_key'])}: expected {r['expected']:,}, store has {live}")
-        if diff.height > top:
-            click.echo(f"  … {diff.height - top:,} more")
-    if repair and not as_json:
-        # Printed even with -q: it is what the operator acts on.
-        if repair.get("error"):
-            click.echo(f"{what}: {clean(repair['error'])}", err=True)
-        click.echo(f"{what}: to repair, run one of:")
-        for command in repair["commands"]:
-            why = ("  # put back the snapshot's levels on these items" if "--plan-file" in command
-                   else "  # make the store equal to the file again (the periodic reconcile)")
-            click.echo(f"  {clean(command)}{why}")
-    return 0 if diff.height == 0 else 1
+    comparison: Comparison | None
+    unknown: int = 0
+    """Snapshot items whose level is unknown (a write never confirmed): not compared."""
+    repair: dict[str, Any] | None = None
+    """When items differ: ``commands`` that repair them and the repair ``plan_file``
+    (``error`` if that plan could not be written)."""
+    recovered_from: str | None = None
+    """The interrupted run whose journal was replayed (in memory) into the snapshot."""
 
 
 def drift_check(settings: Settings, file: Path | None, location_id: int | None, *,
-                quiet: bool = False, as_json: bool = False,
-                command_options: list[str] | None = None) -> int:
-    """Items whose live level differs from the snapshot; exit code 0 (none) or 1.
+                command_options: list[str] | None = None) -> Drift:
+    """Compare the snapshot (the items of ``file`` if given) with the live levels.
 
-    When some differ, it ends with the commands that repair them (``command_options``, such
-    as ``--config F``, are added to each): ``invsync sync --plan-file`` of a plan putting
-    back the snapshot's levels, and ``invsync sync FILE --baseline live``.
+    When some differ, :attr:`Drift.repair` holds the commands that repair them
+    (``command_options``, such as ``--config F``, are added to each): ``invsync sync
+    --plan-file`` of a plan putting back the snapshot's levels, and ``invsync sync FILE
+    --baseline live``.
     """
-    expected = SnapshotStore(settings.state_dir, settings.store_hash or "",
-                             settings.api_url, settings.profile).load()
+    snapshots = SnapshotStore(settings.state_dir, settings.store_hash or "",
+                              settings.api_url, settings.profile)
+    expected = snapshots.load()
+    journal = Journal(snapshots.dir)
+    recovered_from = None
+    if journal.exists():
+        # A run was killed: what the store confirmed to it is not drift (nothing is written;
+        # the next sync replays the journal for good).
+        recovered = journal.recover()
+        expected = recovered.applied_to(expected)
+        recovered_from = str(recovered.header.get("run_id") or "?")
     catalog_hint = known_items(expected)
     unknown = expected.filter(pl.col("quantity").is_null())
     expected = expected.filter(pl.col("quantity").is_not_null())
-    if unknown.height and not quiet and not as_json:
-        click.echo(f"drift: {unknown.height:,} items have an unknown level (a write was never "
-                   f"confirmed) and are not compared; the next sync sends them")
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
+    with StoreSession(settings) as store:  # one loop, one client for every read
+        found = _drift(settings, store, expected, file, catalog_hint=catalog_hint)
+    repair = _repair(settings, found, file, command_options or []) \
+        if found is not None and found.differences.height else None
+    return Drift(found, unknown.height, repair, recovered_from)
+
+
+def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file: Path | None,
+           *, catalog_hint: int) -> Comparison | None:
     if file is not None:
-        from invsync.run.store_access import store_fetcher
         from invsync.stages.ingest import read_stock_file
         from invsync.stages.validate import validate
         from invsync.store.identity import IdentityResolver
 
         # The file's keys as the snapshot holds them: one canonical key per item.
-        resolver = IdentityResolver(expected, store_fetcher(settings))
+        resolver = IdentityResolver(expected, store.fetcher())
         checked = validate(read_stock_file(file, sheet=settings.sheet,
                                            column_map=settings.column_map,
                                            encoding=settings.encoding,
@@ -124,16 +121,11 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
             expected = canonical_snapshot(expected, resolver.mapping)[0]
         expected = expected.join(checked.valid.select(KEY), on=KEY, how="semi")
     if expected.height == 0:
-        if not quiet:
-            click.echo("drift: the snapshot holds no items to compare (sync first)")
-        return 0
+        return None
     # Only the items compared are read (filtered reads) unless that takes more requests.
-    live = live_levels(settings, expected["location_id"].unique().to_list(), keys=expected,
-                       known_items=catalog_hint)
-    result = compare(expected, live)
-    repair = _repair(settings, result, file, command_options or []) \
-        if result.differences.height else None
-    return _print(result, "drift", quiet, as_json, repair=repair)
+    live = store.live_levels(expected["location_id"].unique().to_list(), keys=expected,
+                             known_items=catalog_hint)
+    return compare(expected, live)
 
 
 def _repair(settings: Settings, result: Comparison, file: Path | None,
@@ -171,22 +163,23 @@ def _repair(settings: Settings, result: Comparison, file: Path | None,
     return out
 
 
-def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
-               quiet: bool = False, as_json: bool = False) -> int:
-    """Read back the levels run ``run_id`` had accepted; exit code 0 (all landed) or 1."""
+def verify_run(settings: Settings, run_id: str, *,
+               timeout_s: float = 30.0) -> tuple[str, Comparison | None]:
+    """Read back the levels run ``run_id`` had accepted: its full id and the comparison.
+
+    None when the run set no levels. The result is also written to its ``verify.json``.
+    """
     past = find_run(settings.reports, run_id, settings.profile)
     plan_path = past.folder / "plan.csv"
     if not plan_path.exists():
-        raise click.UsageError(f"run {past.run_id} has no plan.csv to verify")
+        raise UsageError(f"run {past.run_id} has no plan.csv to verify")
     plan = pl.read_csv(plan_path, infer_schema=False)
     accepted = plan.filter(pl.col("status") == "accepted").select(
         pl.col("location_id").cast(pl.Int64), "identifier",
         unescape_formulas(pl.col("item")).alias("item_key"),
         pl.col("new").cast(pl.Int64).alias("quantity"))
     if accepted.height == 0:
-        if not quiet:
-            click.echo(f"verify: run {clean(past.run_id)} set no levels")
-        return 0
+        return past.run_id, None
     try:
         catalog_hint = known_items(SnapshotStore(settings.state_dir, settings.store_hash or "",
                                                  settings.api_url, settings.profile).load())
@@ -201,4 +194,4 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
         "run_id": past.run_id, "checked": result.expected, "matched": result.matched,
         "differences": result.differences.to_dicts(), "reads": result.reads,
         "seconds": round(result.seconds, 2)}, indent=2).encode())
-    return _print(result, f"verify {past.run_id}", quiet, as_json)
+    return past.run_id, result

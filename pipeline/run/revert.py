@@ -15,7 +15,6 @@ folder and pushes it through the ``sync --plan-file`` path of :mod:`invsync.run.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,14 @@ import polars as pl
 from invsync.clock import timestamp
 from invsync.disk import write_atomic
 from invsync.errors import InputFileError, UsageError
+from invsync.events import Observer
 from invsync.run.config import Settings
-from invsync.run.store_access import Event, live_levels, store_client
+from invsync.run.store_access import live_levels
 from invsync.run.sync import sync_file
 from invsync.stages.ingest import unescape_formulas
 from invsync.stages.report import RunReport, escape_formulas
 from invsync.state.history import PastRun, find_run, list_runs
 from invsync.state.snapshot import SnapshotStore
-from invsync.store.client import whole_number
-from invsync.store.identity import QUERY_BUDGET
-from invsync.store.live import levels_by_key
 from invsync.tables import KEY
 
 LEFT_COLUMNS = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
@@ -54,7 +51,7 @@ class Revert:
 
 
 def revert_run(settings: Settings, run_id: str, *, force: bool = False,
-               on_event: Event | None = None) -> Revert:
+               on_event: Observer | None = None) -> Revert:
     """Put back the levels run ``run_id`` replaced; see the module's description.
 
     Raises :class:`UsageError` when the run is not one of this store's (same API URL, store
@@ -144,72 +141,10 @@ def _accepted(past: PastRun) -> pl.DataFrame:
         raise InputFileError(str(path), f"not a readable plan.csv: {exc}") from None
 
 
-def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Event | None) -> pl.DataFrame:
-    """Live levels of just ``keys`` (``GET /inventory/items`` filtered by identifier and
-    location, in short chunks); a SKU with a comma cannot be a filter value, so the
-    locations of such items are read whole."""
+def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Observer | None) -> pl.DataFrame:
+    """Live levels of just ``keys`` (filtered reads, unless a full read costs less)."""
     locations = sorted(keys["location_id"].unique().to_list())
-    by_kind = {kind: sorted(keys.filter(pl.col("identifier") == kind)["item_key"].unique()
-                            .to_list()) for kind in ("sku", "variant_id", "product_id")}
-    if any("," in sku for sku in by_kind["sku"]):
-        return live_levels(settings, locations, emit)
-
-    async def go() -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        async with store_client(settings, emit) as client:
-            for kind, values in by_kind.items():
-                for chunk in _chunks(values):
-                    filters = {f"{kind}:in": chunk,
-                               "location_id:in": ",".join(map(str, locations))}
-                    async for entry in client.iter_filtered_items(filters):
-                        rows.extend(_levels(entry, set(locations)))
-        return rows
-
-    rows = asyncio.run(go())
-    raw = pl.DataFrame(rows, schema={"location_id": pl.Int64, "sku": pl.String,
-                                     "variant_id": pl.Int64, "product_id": pl.Int64,
-                                     "quantity": pl.Int64})
-    return levels_by_key(raw.unique())
-
-
-def _levels(entry: dict[str, Any], locations: set[int]) -> list[dict[str, Any]]:
-    from invsync.errors import StoreError
-
-    try:
-        ident = entry.get("identity") or {}
-        vid, pid = ident.get("variant_id"), ident.get("product_id")
-        out = []
-        for level in entry.get("locations") or []:
-            loc = whole_number(level["location_id"])
-            if loc in locations:
-                out.append({"location_id": loc,
-                            "sku": None if ident.get("sku") is None else str(ident["sku"]),
-                            "variant_id": None if vid is None else whole_number(vid),
-                            "product_id": None if pid is None else whole_number(pid),
-                            "quantity": whole_number(level["total_inventory_onhand"])})
-        return out
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise StoreError("GET /inventory/items: the store listed an item without a usable "
-                         "identity, location_id or total_inventory_onhand") from None
-
-
-def _chunks(values: list[str], budget: int = QUERY_BUDGET) -> list[str]:
-    """Comma-joined runs of ``values``, each about at most ``budget`` characters encoded."""
-    from urllib.parse import quote
-
-    out: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for value in values:
-        cost = len(quote(value, safe="")) + 3
-        if chunk and size + cost > budget:
-            out.append(",".join(chunk))
-            chunk, size = [], 0
-        chunk.append(value)
-        size += cost
-    if chunk:
-        out.append(",".join(chunk))
-    return out
+    return live_levels(settings, locations, emit, keys=keys)
 
 
 def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame) -> Path:

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 import polars as pl
 
 from invsync.errors import UsageError
+from invsync.events import Observer
 from invsync.run.config import Settings
 from invsync.store.client import StoreClient
 from invsync.store.identity import Fetch, read_identities
 from invsync.store.live import Comparison, compare, read_levels
+from invsync.tables import Location
 
-Event = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
 
 
-def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
+
+def store_client(settings: Settings, emit: Observer | None = None) -> StoreClient:
     """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
     if settings.token is None:
         raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
@@ -45,18 +48,87 @@ def store_client(settings: Settings, emit: Event | None = None) -> StoreClient:
                        on_rate_wait=on_rate_wait)
 
 
+class StoreSession:
+    """A run's one event loop and one :class:`StoreClient`, for its synchronous stages.
+
+    Every read and write of a run goes through one session, so the connection pool and the
+    rate limiter (what the store said about the quota) carry from one step to the next::
+
+        with StoreSession(settings, emit) as store:
+            locations = store.locations()
+            result = store.run(lambda client: submit(client, batches))
+
+    The loop is an :class:`asyncio.Runner`: SIGINT cancels the running requests, then
+    raises :class:`KeyboardInterrupt`, as ``asyncio.run`` does. The client is made on first
+    use, so a session that never talks to the store needs no token.
+    """
+
+    def __init__(self, settings: Settings, emit: Observer | None = None) -> None:
+        self.settings = settings
+        self.emit = emit
+        self._runner = asyncio.Runner()
+        self._client: StoreClient | None = None
+
+    def __enter__(self) -> StoreSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client and the loop (idempotent)."""
+        try:
+            if self._client is not None:
+                client, self._client = self._client, None
+                self._runner.run(client.__aexit__(None, None, None))
+        finally:
+            self._runner.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests the run's client has sent so far (reads and writes)."""
+        return self._client.requests_sent if self._client is not None else 0
+
+    def run(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work(client)`` on the session's loop with its one client; block until done."""
+        if self._client is None:
+            self._client = store_client(self.settings, self.emit)
+        client = self._client
+        return self._runner.run(work(client))
+
+    def locations(self) -> list[Location]:
+        """The store's locations."""
+        return self.run(lambda client: client.get_locations())
+
+    def live_levels(self, location_ids: Iterable[int], *, keys: pl.DataFrame | None = None,
+                    known_items: int = 0) -> pl.DataFrame:
+        """The live levels at ``location_ids``: of the items ``keys`` names only (filtered
+        reads) when that takes fewer requests than reading all (see :func:`read_levels`)."""
+        ids = list(location_ids)
+        return self.run(lambda client: read_levels(client, ids, self.emit, keys=keys,
+                                                   known_items=known_items))
+
+    def fetcher(self) -> Fetch:
+        """Reads identities through this session, for :class:`IdentityResolver`."""
+
+        def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
+            before = self.requests_sent
+            found = self.run(lambda client: read_identities(client, ids))
+            requests = self.requests_sent - before
+            if self.emit:
+                self.emit("identities", {"asked": sum(len(v) for v in ids.values()),
+                                         "found": len(found), "requests": requests})
+            return found, requests
+
+        return fetch
+
+
 def live_levels(settings: Settings, location_ids: Iterable[int],
-                emit: Event | None = None, *, keys: pl.DataFrame | None = None,
+                emit: Observer | None = None, *, keys: pl.DataFrame | None = None,
                 known_items: int = 0) -> pl.DataFrame:
-    """Read the live levels (blocking wrapper around :func:`read_levels`): of the items
-    ``keys`` names only (filtered reads) when that takes fewer requests than reading all."""
-
-    async def go() -> pl.DataFrame:
-        async with store_client(settings, emit) as client:
-            return await read_levels(client, location_ids, emit, keys=keys,
-                                     known_items=known_items)
-
-    return asyncio.run(go())
+    """Read the live levels once (a session of its own); see :meth:`StoreSession.live_levels`."""
+    with StoreSession(settings, emit) as store:
+        return store.live_levels(location_ids, keys=keys, known_items=known_items)
 
 
 def known_items(snapshot: pl.DataFrame) -> int:
@@ -66,38 +138,25 @@ def known_items(snapshot: pl.DataFrame) -> int:
 
 
 def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: float = 30.0,
-                  interval_s: float = 2.0, emit: Event | None = None,
+                  interval_s: float = 2.0, emit: Observer | None = None,
                   catalog_hint: int = 0) -> Comparison:
-    """Compare ``expected`` with the store, re-reading for a while: writes land asynchronously."""
+    """Compare ``expected`` with the store, re-reading for a while: writes land asynchronously.
+
+    Every read goes through one session: one loop, one client, one quota budget.
+    """
     started = time.monotonic()
     locations = expected["location_id"].unique().to_list()
     reads = 0
-    while True:
-        reads += 1
-        result = compare(expected, live_levels(settings, locations, emit, keys=expected,
-                                               known_items=catalog_hint))
-        elapsed = time.monotonic() - started
-        if result.differences.height == 0 or elapsed + interval_s > timeout_s:
-            result.reads, result.seconds = reads, elapsed
-            return result
-        if emit:
-            emit("verify_retry", {"differences": result.differences.height, "read": reads})
-        time.sleep(interval_s)
-def store_fetcher(settings: Settings, emit: Event | None = None) -> Fetch:
-    """Reads identities from the store (blocking), for :class:`IdentityResolver`."""
-    import asyncio
-
-    def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
-        async def go() -> tuple[list[dict[str, Any]], int]:
-            async with store_client(settings, emit) as client:
-                found = await read_identities(client, ids)
-                return found, client.requests_sent
-
-        found, requests = asyncio.run(go())
-        if emit:
-            emit("identities", {"asked": sum(len(v) for v in ids.values()),
-                                "found": len(found),
-                                "requests": requests})
-        return found, requests
-
-    return fetch
+    with StoreSession(settings, emit) as store:
+        while True:
+            reads += 1
+            result = compare(expected, store.live_levels(locations, keys=expected,
+                                                         known_items=catalog_hint))
+            elapsed = time.monotonic() - started
+            if result.differences.height == 0 or elapsed + interval_s > timeout_s:
+                result.reads, result.seconds = reads, elapsed
+                return result
+            if emit:
+                emit("verify_retry", {"differences": result.differences.height,
+                                      "read": reads})
+            time.sleep(interval_s)

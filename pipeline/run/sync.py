@@ -9,11 +9,14 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -30,15 +33,17 @@ from invsync.errors import (
     SafetyBrakeError,
     UsageError,
 )
+from invsync.events import EventName, Observer, no_event
 from invsync.redact import redact, redact_data
+from invsync.run import signals
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
-from invsync.run.config import Settings
-from invsync.run.store_access import store_fetcher
+from invsync.run.config import Settings, settings_from_public
+from invsync.run.outcome import count_run, outcome
+from invsync.run.store_access import StoreSession
 from invsync.schemas.messages import refused_messages
 from invsync.stages.diff import ChangeSet, compute_changes
-from invsync.stages.ingest import ROW, StockTable, read_stock_file
+from invsync.stages.ingest import StockTable, read_stock_file
 from invsync.stages.report import (
-    Counts,
     RunReport,
     new_run_id,
     plan_frame,
@@ -47,9 +52,9 @@ from invsync.stages.report import (
     write_run_folder,
 )
 from invsync.stages.submit import (
-    SEQ,
     Batch,
     BatchResult,
+    SubmitObserver,
     SubmitResult,
     number_changes,
     plan_batches,
@@ -59,22 +64,17 @@ from invsync.stages.validate import QuantityRules, Validated, validate
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
-from invsync.tables import KEY, Location
+from invsync.tables import KEY, ROW, SEQ, Location, goes_to_zero
 from invsync.terminal import log_where, one_line
 
 log = logging.getLogger("invsync.sync")
 
-Event = Callable[[str, dict[str, Any]], None]
-
-
-def _no_event(name: str, data: dict[str, Any]) -> None:
-    return None
 
 
 class _Run:
     """The state of one run while its stages execute."""
 
-    def __init__(self, path: Path, settings: Settings, emit: Event) -> None:
+    def __init__(self, path: Path, settings: Settings, emit: Observer) -> None:
         self.path = path
         self.settings = settings
         self.report = RunReport(run_id=new_run_id(), status="failed", started_at=utc_now(),
@@ -85,12 +85,12 @@ class _Run:
         self.retries: Counter[str] = Counter()
         run_id = self.report.run_id
 
-        def tagged(name: str, data: dict[str, Any]) -> None:
+        def tagged(name: EventName, data: dict[str, Any]) -> None:
             if name == "retry":
                 self.retries[retry_cause(data.get("status"))] += 1
             emit(name, {"run_id": run_id, **data})  # every event names its run
 
-        self.emit: Event = tagged
+        self.emit: Observer = tagged
         self.folder = settings.reports / self.report.run_id
         self.timings: dict[str, float] = {}
         self.table: StockTable | None = None
@@ -103,6 +103,9 @@ class _Run:
         self.lock = StoreLock(self.snapshots.store_dir, store)
         self.host_lock = host_lock(settings.api_url, store)
         self.journal = Journal(self.snapshots.dir)
+        # The run's one loop and one client: locations, live levels, identities and the
+        # submit share its connections and what the store said about the quota.
+        self.store = StoreSession(settings, self.emit)
 
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
@@ -117,17 +120,19 @@ def retry_cause(status: Any) -> str:
     return "network" if status is None else str(status)
 
 
-def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = None,
+def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None = None,
               command: str = "sync", origin: dict[str, Any] | None = None,
               reverted_from: str | None = None, notes: list[str] | None = None) -> RunReport:
     """Sync ``path`` into the store described by ``settings``; write and return the report.
 
-    ``origin`` (who started the run, from where) is recorded as is in ``report.json``, and
-    so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added to the run's notes).
-    Raises :class:`~invsync.errors.UsageError` for unusable settings and
-    :class:`~invsync.errors.LockedError` when another run holds the store's lock (after
-    ``settings.wait_lock_s``): neither is a run, and neither leaves a run folder.
-    Inside a running event loop, use :func:`sync_file_async`.
+    The error rule: a run that started returns its :class:`RunReport` (its ``status`` and
+    ``exit_code`` say how it ended, whatever went wrong); only what is not a run raises:
+    :class:`~invsync.errors.UsageError` for unusable settings (or a call inside a running
+    event loop: use :func:`sync_file_async` there) and :class:`~invsync.errors.LockedError`
+    when another run holds the store's lock (after ``settings.wait_lock_s``). Neither
+    leaves a run folder. ``origin`` (who started the run, from where) is recorded as is in
+    ``report.json``, and so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added
+    to the run's notes).
     """
     try:
         asyncio.get_running_loop()
@@ -139,7 +144,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
     settings.check(needs_store=not settings.dry_run)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
-    run = _Run(Path(path), settings, on_event or _no_event)
+    run = _Run(Path(path), settings, on_event or no_event)
     run.report.command = command
     run.report.origin = dict(origin or {})
     run.report.reverted_from = reverted_from
@@ -175,6 +180,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         _note_legacy_state(run)
         _scheduled_live_baseline(run)
         _execute(run)
+        run.store.close()
     except FatalError as exc:
         run.report.error = str(exc)
         run.report.exit_code = int(exc.exit_code)
@@ -184,6 +190,10 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
         _failed(run, exc)
     finally:
         try:
+            run.store.close()
+        except Exception as exc:  # the run's outcome is recorded; a failed close is not it
+            log.warning("could not close the store client: %s", one_line(exc))
+        try:
             run.journal.close(remove=False)  # kept for resume if the run did not finish
         except OSError as exc:  # its last record may be torn: recovery ignores that
             log.warning("could not close the journal %s: %s", run.journal.path, exc)
@@ -191,6 +201,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
             _release(lock)
     run.timings["total"] = time.perf_counter() - t_start
     report = run.report
+    report.plan = run.plan
     if run.retries:
         report.requests["retries"] = sum(run.retries.values())
         report.requests.update({f"retries_{k}": v for k, v in run.retries.most_common()})
@@ -209,11 +220,6 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Event | None = 
 
 def ensure_writable(folder: Path, what: str) -> None:
     """Create ``folder`` if needed and prove a file can be written in it, or raise UsageError."""
-    import os
-    import tempfile
-
-    from invsync.errors import UsageError
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".invsync-probe-")
@@ -232,8 +238,6 @@ def ensure_writable(folder: Path, what: str) -> None:
 
 def _failed(run: _Run, exc: BaseException) -> None:
     """Record an interruption (SIGINT/SIGTERM) or an unexpected error as the run's outcome."""
-    from invsync.run import signals
-
     report = run.report
     if signals.was_interrupted(exc):
         sig = signals.received()
@@ -297,8 +301,6 @@ def _write_report(run: _Run) -> None:
 
 def _remove_folder(folder: Path) -> None:
     """Remove a run folder this run created, with whatever it holds (files only)."""
-    import contextlib
-
     if not folder.is_dir():
         return
     for item in folder.iterdir():
@@ -309,7 +311,7 @@ def _remove_folder(folder: Path) -> None:
 
 
 async def sync_file_async(path: str | Path, settings: Settings, *,
-                          on_event: Event | None = None, command: str = "sync",
+                          on_event: Observer | None = None, command: str = "sync",
                           origin: dict[str, Any] | None = None) -> RunReport:
     """:func:`sync_file` for a caller inside a running event loop (a web app, a scheduler).
 
@@ -322,11 +324,8 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
                                    command=command, origin=origin)
 
 
-def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
+def resume(settings: Settings, *, on_event: Observer | None = None) -> RunReport:
     """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
-    from invsync.errors import UsageError
-    from invsync.run.config import settings_from_public
-
     store = settings.store_hash or "offline"
     journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
                                     settings.profile).dir)
@@ -343,8 +342,6 @@ def resume(settings: Settings, *, on_event: Event | None = None) -> RunReport:
 
 def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
     """Refuse to resume with a file that is no longer the one the interrupted run read."""
-    import hashlib
-
     recorded = header.get("sha256")
     if not recorded:
         return
@@ -385,10 +382,9 @@ def _note_legacy_state(run: _Run) -> None:
 
 def _execute(run: _Run) -> None:
     settings, report = run.settings, run.report
-    # While the file is parsed (polars releases the GIL), import pandera and read the
-    # snapshot in the background: together they are a third of a dry run's time.
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invsync-bg")
-    background.submit(_warm_up)
+    # While the file is parsed (polars releases the GIL), read the snapshot in the
+    # background. (pandera is imported only for a file with a row to reject.)
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
     background.shutdown(wait=False)
     t = time.perf_counter()
@@ -406,7 +402,7 @@ def _execute(run: _Run) -> None:
                     "columns": table.mapping, "source": settings.source,
                     "layout": table.layout, "header_row": table.header_row}
     report.notes.extend(table.notes)
-    locations = _fetch_locations(settings, run.emit) if settings.token else None
+    locations = _fetch_locations(run) if settings.token else None
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
                             "rows for unknown or disabled locations count as valid")
@@ -417,7 +413,7 @@ def _execute(run: _Run) -> None:
     run.timed("diff", t)
     t = time.perf_counter()
     resolver = IdentityResolver(
-        snapshot, store_fetcher(settings, run.emit) if settings.token else None)
+        snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
     rules = QuantityRules() if planned_old is not None else settings.rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
@@ -434,14 +430,14 @@ def _execute(run: _Run) -> None:
     # whatever the diff's baseline (--full has none, a plan has its own).
     held = live = snapshot
     if settings.baseline == "live":
-        from invsync.run.store_access import known_items, live_levels
+        from invsync.run.store_access import known_items
 
         # Only the file's items are read (filtered reads) unless reading every item at its
         # locations takes no more requests, or --zero-missing needs the items it leaves out.
         file_locations = checked.valid["location_id"].unique()
-        live = live_levels(settings, file_locations.to_list(), run.emit,
-                           keys=None if settings.zero_missing else checked.valid,
-                           known_items=known_items(snapshot))
+        live = run.store.live_levels(file_locations.to_list(),
+                                     keys=None if settings.zero_missing else checked.valid,
+                                     known_items=known_items(snapshot))
         # The store lists an item under its SKU, variant id and product id: counted once per
         # item only in the identifier kinds the file uses, or the brake's share is diluted.
         live = live.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
@@ -463,6 +459,8 @@ def _execute(run: _Run) -> None:
         changes = compute_changes(checked.valid, snapshot)
     if settings.zero_missing and planned_old is None:
         changes = _with_missing_zeroed(changes, checked, snapshot, report)
+    # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
+    changes = replace(changes, changes=number_changes(changes.changes))
     run.timed("diff", t)
     report.by_location = _by_location(checked, changes)
 
@@ -481,7 +479,7 @@ def _execute(run: _Run) -> None:
         report.brakes = [b.__dict__ for b in brakes]
         if not settings.dry_run:
             run.rejected = checked.rejected
-            _fill(run, checked, changes, batches, None)
+            _fill(run, checked, changes, batches, None, braked=True)
             raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
                                    + ". Nothing was sent.")
     if not settings.dry_run and batches:
@@ -489,9 +487,8 @@ def _execute(run: _Run) -> None:
         result = _submit_journaled(run, changes, batches)
         run.timed("submit", t)
     run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
-    _fill(run, checked, changes, batches, result)
+    _fill(run, checked, changes, batches, result, braked=bool(brakes))
     if brakes and settings.dry_run:
-        report.exit_code = int(ExitCode.SAFETY_BRAKE)
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
@@ -501,15 +498,6 @@ def _execute(run: _Run) -> None:
                      if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now(), **live_meta})
-
-
-def _warm_up() -> None:
-    from invsync.stages.validate import warm_up
-
-    try:
-        warm_up()
-    except Exception:  # the real import in validate() reports any problem
-        log.debug("validation warm-up failed", exc_info=True)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
@@ -555,8 +543,7 @@ def _by_location(checked: Validated, changes: ChangeSet) -> dict[str, dict[str, 
     ch = changes.changes.group_by("location_id").agg(
         pl.col("old_quantity").is_null().sum().alias("new"),
         pl.col("old_quantity").is_not_null().sum().alias("changed"),
-        ((pl.col("quantity") == 0) & (pl.col("old_quantity").fill_null(0) != 0)).sum()
-        .alias("to_zero"))
+        goes_to_zero(pl.col("quantity"), pl.col("old_quantity")).sum().alias("to_zero"))
     table = valid.join(ch, on="location_id", how="full", coalesce=True).fill_null(0)
     out = {}
     for row in table.sort("location_id").iter_rows(named=True):
@@ -575,7 +562,6 @@ def _baseline(run: _Run) -> pl.DataFrame:
     recovered = run.journal.recover()
     header = recovered.header
     unconfirmed = recovered.unconfirmed
-    assert unconfirmed is not None
     note = (f"recovered {recovered.confirmed.height:,} confirmed levels "
             f"({len(recovered.transaction_ids)} transactions) from interrupted run "
             f"{header.get('run_id', '?')}; {unconfirmed.height:,} items of "
@@ -586,11 +572,7 @@ def _baseline(run: _Run) -> pl.DataFrame:
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
-        # A dry run changes no state: apply the journal in memory only.
-        unknown = unconfirmed.join(recovered.confirmed, on=KEY, how="anti").unique().select(
-            *KEY, pl.lit(None, pl.Int64).alias("quantity"))
-        update = pl.concat([recovered.confirmed, unknown])
-        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
+        return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:
         run.snapshots.merge(recovered.confirmed, forget=unconfirmed)
     run.journal.close(remove=True)
@@ -643,62 +625,77 @@ def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame
     return canon
 
 
-def _fetch_locations(settings: Settings, emit: Event) -> list[Location]:
-    import asyncio
-
-    from invsync.run.store_access import store_client
-
-    async def fetch() -> list[Location]:
-        async with store_client(settings, emit) as client:
-            return await client.get_locations()
-
-    locations = asyncio.run(fetch())
-    emit("locations", {"count": len(locations)})
+def _fetch_locations(run: _Run) -> list[Location]:
+    locations = run.store.locations()
+    run.emit("locations", {"count": len(locations)})
     return locations
+
+
+class _JournaledSubmit(SubmitObserver):
+    """Journals each batch before it goes and each confirmation as it comes; reports each
+    finished batch as a ``batch`` event."""
+
+    def __init__(self, journal: Journal, emit: Observer) -> None:
+        self.journal, self.emit = journal, emit
+
+    def sending(self, batch: Batch) -> None:
+        try:
+            self.journal.sending(batch.index, batch.frame.select(KEY))
+        except OSError as exc:
+            raise FatalError(self._failed(exc, "sending stopped: a batch is never sent "
+                                               "before the journal holds it")) from None
+
+    def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
+        levels = batch.frame if len(items) == len(batch) else batch.frame[items]
+        try:
+            self.journal.confirmed(batch.index, transaction_id,
+                                   levels.select(*KEY, "quantity"))
+        except OSError as exc:
+            raise FatalError(self._failed(exc, "sending stopped; the items the store "
+                                               "confirmed since are sent again next time")) \
+                from None
+
+    def _failed(self, exc: OSError, what: str) -> str:
+        return (f"the journal {self.journal.path} could not be written "
+                f"({exc.strerror or exc}): {what}")
+
+    def finished(self, result: BatchResult) -> None:
+        self.emit("batch", result.to_dict())
 
 
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
-    import asyncio
-
-    from invsync.run.store_access import store_client
-
     settings = run.settings
-    assert settings.token is not None
     journal = run.journal
     journal.begin({"run_id": run.report.run_id, "input": str(run.path),
                    "sha256": run.report.input.get("sha256"), "batches": len(batches),
                    "options": settings.public()})
-
-    def on_sending(batch: Batch) -> None:
-        journal.sending(batch.index, batch.frame.select(KEY))
-
-    def on_confirmed(batch: Batch, idx: list[int], txid: str) -> None:
-        levels = batch.frame if len(idx) == len(batch) else batch.frame[idx]
-        journal.confirmed(batch.index, txid, levels.select(*KEY, "quantity"))
-
-    def on_batch(result: BatchResult) -> None:
-        run.emit("batch", result.to_dict())
-
-    async def go() -> SubmitResult:
-        async with store_client(settings, run.emit) as client:
-            return await submit(client, batches, reason=settings.reason,
-                                concurrency=settings.concurrency, on_batch=on_batch,
-                                on_sending=on_sending, on_confirmed=on_confirmed)
-
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
-    result = asyncio.run(go())
-    items = number_changes(changes.changes)
+    result = run.store.run(lambda client: submit(
+        client, batches, reason=settings.reason, concurrency=settings.concurrency,
+        observer=_JournaledSubmit(journal, run.emit)))
+    items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
     # may have applied it, so its level is no longer known (kept in the snapshot as null).
     settled = [*result.accepted, *(s for s, _ in result.refused)]
     unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
-    if accepted.height or unconfirmed.height:
-        run.snapshots.merge(accepted.select(*KEY, "quantity"), forget=unconfirmed.select(KEY))
-    # The snapshot now holds every confirmed level: the journal has done its job.
-    journal.close(remove=True)
+    try:
+        if accepted.height or unconfirmed.height:
+            run.snapshots.merge(accepted.select(*KEY, "quantity"),
+                                forget=unconfirmed.select(KEY))
+        # The snapshot now holds every confirmed level: the journal has done its job.
+        journal.close(remove=True)
+    except OSError as exc:  # a full state disk: what the store confirmed is still reported
+        problem = FatalError(
+            f"the snapshot in {run.snapshots.dir} could not be updated "
+            f"({exc.strerror or exc}) after the store confirmed {accepted.height:,} items; "
+            f"the journal is kept, so the next sync or `invsync resume` records them")
+        if result.fatal is None:
+            result.fatal = problem
+        else:
+            run.report.notes.append(str(problem))
     return result
 
 
@@ -716,7 +713,7 @@ def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult |
         {SEQ: [s for s, _ in result.refused], "message": [m for _, m in result.refused]},
         schema={SEQ: pl.Int64, "message": pl.String},
     )
-    items = number_changes(changes.changes)
+    items = changes.changes
     refused = refused.join(items.select(SEQ, ROW, "address", "address_key"), on=SEQ, how="left")
     refused = refused.with_columns(
         column=pl.col("address").replace_strict(mapping, default=pl.col("address"),
@@ -729,11 +726,11 @@ def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult |
         ROW, nulls_last=True)
 
 
-def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool) -> pl.Expr:
-    """Each change's fate, aligned with the change set's rows."""
+def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
+    """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
-    seq = pl.int_range(pl.len(), dtype=pl.Int64)
+    seq = pl.col(SEQ)
     return (pl.when(seq.is_in(result.accepted)).then(pl.lit("accepted"))
             .when(seq.is_in([s for s, _ in result.refused])).then(pl.lit("refused"))
             .when(seq.is_in(result.sent)).then(pl.lit("unconfirmed"))
@@ -741,47 +738,25 @@ def _item_status(changes: ChangeSet, result: SubmitResult | None, dry_run: bool)
 
 
 def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch],
-          result: SubmitResult | None) -> None:
+          result: SubmitResult | None, *, braked: bool) -> None:
+    """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
-    run.plan = plan_frame(changes.changes, _item_status(changes, result, settings.dry_run))
+    run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
     rejected = run.rejected if run.rejected is not None else checked.rejected
-    c = Counts(rows=table.rows, blank=table.blank_rows, invalid=checked.rejected.height,
-               merged=checked.merged_rows, unchanged=changes.unchanged,
-               changed=changes.changed - changes.zeroed_missing,
-               zeroed_missing=changes.zeroed_missing)
-    c.valid = c.rows - c.invalid
-    if result is None:
-        c.not_sent = c.changed + c.zeroed_missing
-    else:
-        c.accepted = len(result.accepted)
-        c.refused = len(result.refused)
-        # Items only in requests the store turned down unapplied (401/403) are not_sent.
-        c.submitted = len(result.sent)
-        c.unconfirmed = c.submitted - c.accepted - c.refused
-        c.not_sent = c.changed + c.zeroed_missing - c.submitted
+    c = count_run(table, checked, changes, result, run.plan, rejected)
+    if result is not None:
         report.batches = [b.to_dict() for b in result.batches]
         report.transaction_ids = result.transaction_ids
         report.requests = {"sent": result.requests, "http_429": result.responses_429}
-    c.rejected = c.invalid + c.refused
-    c.check()
     report.counts = c
     report.rejected = rejected_records(rejected)
     report.rejected_by_reason = dict(Counter(rejected["reason"].to_list()).most_common())
+    fatal = result.fatal if result is not None else None
+    report.status, report.exit_code = outcome(c, fatal=fatal, braked=braked,
+                                              dry_run=settings.dry_run)
     if settings.dry_run:
-        report.status = "dry_run"
         report.batches = [{"index": b.index, "location_id": b.location_id, "items": len(b),
                            "transaction_id": None, "status": "planned", "attempts": 0}
                           for b in batches]
-    elif result is not None and result.fatal is not None:
-        report.status = "failed"
-        report.error = str(result.fatal)
-    elif result is None and report.brakes:
-        report.status = "failed"
-    else:
-        report.status = "partial" if c.rejected else "succeeded"
-    if report.status == "failed" and result is not None and result.fatal is not None:
-        report.exit_code = int(result.fatal.exit_code)
-    elif c.rejected:
-        report.exit_code = int(ExitCode.REJECTED_ROWS)
-    else:
-        report.exit_code = int(ExitCode.OK)
+    elif fatal is not None:
+        report.error = str(fatal)

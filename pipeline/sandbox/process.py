@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
 
 @dataclass
 class SandboxProcess:
@@ -49,6 +47,73 @@ class SandboxProcess:
         return dict(self.get("/_sandbox/stats"))
 
 
+@dataclass
+class Listening:
+    """A child process that printed ``listening on URL``; a thread keeps collecting its output."""
+
+    url: str
+    process: subprocess.Popen[str]
+    output: list[str]
+    reader: threading.Thread
+
+    def text(self) -> str:
+        """Everything the child printed so far."""
+        return "".join(self.output)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the child (kill it if it lingers) and collect the rest of its output."""
+        stop_child(self.process, timeout_s)
+        self.reader.join(timeout=5)
+
+
+def stop_child(proc: subprocess.Popen[str], timeout_s: float = 10.0) -> None:
+    """SIGTERM ``proc``, SIGKILL it if it has not ended after ``timeout_s``; always reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
+
+
+def wait_for_listening(proc: subprocess.Popen[str], what: str, timeout_s: float = 30.0, *,
+                       host: str = "127.0.0.1") -> Listening:
+    """Pump ``proc``'s stdout in a thread until it prints ``listening on http://HOST:PORT``.
+
+    ``proc`` must have been started with ``stdout=PIPE`` and ``text=True``. Its output keeps
+    being collected afterwards (so a full pipe never blocks it). When the line does not come
+    within ``timeout_s``, or the child ends first, the child is stopped (killed if need be)
+    and a RuntimeError names ``what`` and ends with the child's last output.
+    """
+    pattern = re.compile(rf"listening on (http://{re.escape(host)}:\d+)")
+    output: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = pattern.search(line)
+            if m and not url:
+                url.append(m.group(1))
+                found.set()
+        found.set()  # the child closed its output: it will not say it any more
+
+    reader = threading.Thread(target=pump, name=f"pump {what}", daemon=True)
+    reader.start()
+    if found.wait(timeout_s) and url:
+        return Listening(url[0], proc, output, reader)
+    closed = found.is_set()  # its output ended: it exited (or closed stdout) first
+    stop_child(proc)
+    reader.join(timeout=5)
+    why = (f"exited (exit code {proc.returncode})" if closed
+           else f"did not start within {timeout_s:g} s")
+    raise RuntimeError(f"{what} {why} (no 'listening on' line); its output: "
+                       + ("".join(output)[-2000:] or "(none)"))
+
+
 @contextmanager
 def run_sandbox(
     catalog: str | Path,
@@ -64,31 +129,9 @@ def run_sandbox(
            "--store-hash", store_hash, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=child_env)
-    output: list[str] = []
-    found = threading.Event()
-    url: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            m = _LISTENING.search(line)
-            if m and not url:
-                url.append(m.group(1))
-                found.set()
-        found.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    child = wait_for_listening(proc, "the sandbox store", startup_timeout_s)
     try:
-        if not found.wait(startup_timeout_s) or not url:
-            raise RuntimeError("sandbox did not start: " + "".join(output)[-2000:])
-        yield SandboxProcess(url=url[0], store_hash=store_hash, process=proc, output=output)
+        yield SandboxProcess(url=child.url, store_hash=store_hash, process=proc,
+                             output=child.output)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        reader.join(timeout=5)
+        child.stop()

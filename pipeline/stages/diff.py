@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from invsync.stages.ingest import ROW
-from invsync.state.snapshot import KEY
+from invsync.tables import KEY, ROW
 
 
 @dataclass(frozen=True)

@@ -15,21 +15,20 @@ import sys
 import tempfile
 import zipfile
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from xml.etree import ElementTree
 from xml.parsers import expat
 
 from invsync.errors import InputFileError, UsageError
+from invsync.tables import ROW
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     import polars as pl
 
-ROW = "__row"
-"""Name of the column holding each row's number as seen in the file (header = row 1)."""
 
 CANONICAL = ("sku", "product_id", "variant_id", "location_id", "quantity")
 IDENTIFIERS = ("sku", "variant_id", "product_id")
@@ -150,7 +149,9 @@ def read_stock_file(
     if table.format == "xlsx" and table.sheet_index is not None and zipfile.is_zipfile(p) \
             and p.suffix.lower() not in (".ods", ".xlsb"):
         table = _reject_uncalculated(table)
-        _note_numeric_identifiers(table)
+        notes = _numeric_identifier_notes(table)
+        if notes:
+            table = replace(table, notes=[*table.notes, *notes])
     return table
 
 
@@ -181,57 +182,61 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
 
     A formula without a cached value was never calculated; in a workbook flagged to
     recalculate everything on opening (``fullCalcOnLoad``, what writing libraries set
-    because they cannot calculate) every formula's cached value is a placeholder. The
-    sheet is streamed through expat (linear time, no regex over the XML).
+    because they cannot calculate) every formula's cached value is a placeholder.
     """
-    first_col = [1 << 30]
-    formulas: dict[int, array[int]] = {}
-    cell: list[int] = []  # col, row, has formula, has value
-    columns_seen: dict[str, int] = {}
+    def pick(zf: zipfile.ZipFile) -> Callable[[_Cell], bool]:
+        workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+        calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
+                     == "calcPr"), None)
+        full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
+        return lambda cell: cell.formula and (full_calc or not cell.value)
 
-    def start(name: str, attrs: dict[str, str]) -> None:
-        local = _local(name)
-        if local == "c":
-            ref = _REF.match(attrs.get("r", ""))
-            cell.clear()
-            if ref is not None:
-                letters = ref.group(1)
-                col = columns_seen.get(letters)
-                if col is None:
-                    col = columns_seen[letters] = _col_number(letters)
-                cell.extend((col, int(ref.group(2)), 0, 0))
-        elif cell and local == "f":
-            cell[2] = 1
-        elif cell and local in ("v", "is"):
-            cell[3] = 1
+    if not _may_hold_formulas(path, index):
+        return {}
+    return _cells_where(path, index, columns, pick, formulas_in_range=True)
 
-    def end(name: str) -> None:
-        if _local(name) != "c" or not cell:
-            return
-        col, row, has_formula, has_value = cell
-        if has_value or has_formula:
-            first_col[0] = min(first_col[0], col)
-        if has_formula and (not has_value or full_calc):
-            formulas.setdefault(col, array("q")).append(row)
-        cell.clear()
 
-    found: dict[str, list[int]] = {}
+_F_TAG = re.compile(rb"<(?:[A-Za-z_][\w.\-]*:)?f[\s/>]")
+_UTF8_HEAD = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<(?!\?xml[^>]*encoding=[\"'](?!utf-8)[^\"']*[\"'])",
+                        re.IGNORECASE)
+
+
+def _may_hold_formulas(path: Path, index: int) -> bool:
+    """Whether sheet ``index`` may hold a formula (``<f>``): a byte search, about 30 times
+    faster than the per-cell parse, which most exported sheets (no formulas) then skip.
+    True when unsure: a sheet not in UTF-8, or one that cannot be read so."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
-            calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
-                         == "calcPr"), None)
-            full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
-            with zf.open(_sheet_member(zf, index)) as fh:
-                _scan_xml(fh, start=start, end=end)
-    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
-            ElementTree.ParseError, expat.ExpatError):
-        return found
-    for pos, header in columns.items():
-        hits = formulas.get(first_col[0] + pos)
-        if hits:
-            found[header] = sorted(hits)
-    return found
+        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
+            tail = b""
+            first = True
+            while chunk := fh.read(1 << 20):
+                if first and not _UTF8_HEAD.match(chunk):
+                    return True
+                first = False
+                if _F_TAG.search(tail + chunk):
+                    return True
+                tail = chunk[-64:]  # a tag split between two chunks
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError):
+        return True
+    return False
+
+
+def read_stock_bytes(data: bytes, *, name: str = "stock.csv",
+                     column_map: dict[str, str] | None = None, encoding: str | None = None,
+                     header_row: int | None = None) -> StockTable:
+    """Read a CSV file's ``data`` (named ``name`` in messages) as :func:`read_stock_file` does.
+
+    Every check of a CSV file applies; for tests and callers holding the bytes in memory.
+    A workbook is refused: its checks stream from a file on disk.
+    """
+    p = Path(name)
+    if header_row is not None and header_row < 1:
+        raise UsageError(f"--header-row must be 1 or more, not {header_row}")
+    if _detect_format(p, data) == "excel":
+        raise InputFileError(name, "an Excel workbook is read from a file: use read_stock_file")
+    table = _read_csv(p, data, hashlib.sha256(data).hexdigest(), encoding=encoding,
+                      header_row=header_row, column_map=column_map)
+    return _check_used_cells(_map_columns(table, column_map or {}))
 
 
 def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str | None = None,
@@ -290,28 +295,30 @@ def _with_problems(table: StockTable, found: pl.DataFrame) -> StockTable:
 
     merged = found if table.problems is None else pl.concat([table.problems, found])
     merged = merged.unique(ROW, keep="first", maintain_order=True).sort(ROW)
-    return StockTable(**{**table.__dict__, "problems": merged})
+    return replace(table, problems=merged)
 
 
-def _note_numeric_identifiers(table: StockTable) -> None:
-    """Note identifier cells stored as numbers: Excel may have dropped their leading zeros."""
+def _numeric_identifier_notes(table: StockTable) -> list[str]:
+    """Notes on identifier cells stored as numbers: Excel may have dropped their leading zeros."""
     import polars as pl
 
     cols = {table.headers.index(h): h for c, h in table.mapping.items() if c == "sku"}
     if not cols:
-        return
+        return []
     header = next(iter(cols.values()))
     digits = table.frame.filter(pl.col(header).str.contains(r"^\s*\d+\s*$"))
     if digits.height == 0:
-        return
+        return []
+    notes = []
     hits = numeric_cells(table.path, table.sheet_index or 0, cols, set(digits[ROW].to_list()))
     for name, rows in hits.items():
         shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10:,} more"
                                                    if len(rows) > 10 else "")
-        table.notes.append(
+        notes.append(
             f"column {name!r}: {len(rows):,} identifier cell(s) are stored as numbers in the "
             f"workbook (rows {shown}); if those SKUs have leading zeros, Excel removed them: "
             f"format the column as Text and type them again")
+    return notes
 
 
 def _detect_format(path: Path, data: bytes) -> str:
@@ -1049,42 +1056,84 @@ def numeric_cells(path: Path, index: int, columns: dict[int, str],
     """Of ``rows``, those whose cell in each column (position in the used range) is a number.
 
     A SKU typed into Excel as a number has lost any leading zeros before invsync sees it;
-    only the cell's type tells a number cell from a text cell that looks the same. The
-    sheet is streamed through an XML parser (linear time, no regex over the XML).
+    only the cell's type tells a number cell from a text cell that looks the same.
+    """
+    def is_number(cell: _Cell) -> bool:
+        return cell.value and cell.type == "n" and cell.row in rows
+
+    return _cells_where(path, index, columns, lambda _: is_number)
+
+
+@dataclass(slots=True)
+class _Cell:
+    """The ``<c>`` element being read by :func:`_cells_where` (one object, reused)."""
+
+    col: int = 0
+    row: int = 0
+    type: str = "n"
+    """Its ``t`` attribute (``n``, a number, when there is none)."""
+    formula: bool = False
+    """It holds an ``<f>``."""
+    value: bool = False
+    """It holds a ``<v>`` or an inline string ``<is>``."""
+
+
+def _cells_where(path: Path, index: int, columns: dict[int, str],
+                 pick: Callable[[zipfile.ZipFile], Callable[[_Cell], bool]], *,
+                 formulas_in_range: bool = False) -> dict[str, list[int]]:
+    """Rows of each column (position in the used range) whose cell ``pick`` chooses.
+
+    ``pick`` gets the open workbook (to read what else it needs) and returns the test of
+    one cell, called once per ``<c>`` with a row reference when its element ends. The used
+    range starts at the first column with a value (``formulas_in_range``: or a formula).
+    Sheet ``index`` is streamed through expat (linear time, no regex over the XML); a
+    workbook that cannot be read so finds nothing (reading it properly says why).
     """
     first_col = [1 << 30]
-    numeric: dict[int, array[int]] = {}
-    cell: list[tuple[int, int, bool]] = []
+    hits: dict[int, array[int]] = {}
+    cell = _Cell()
+    in_cell = [False]
     columns_seen: dict[str, int] = {}
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        if name == "c" or name.endswith(":c"):
-            cell.clear()
+        local = _local(name)
+        if local == "c":
             ref = _REF.match(attrs.get("r", ""))
+            in_cell[0] = ref is not None
             if ref is not None:
                 letters = ref.group(1)
                 col = columns_seen.get(letters)
                 if col is None:
                     col = columns_seen[letters] = _col_number(letters)
-                cell.append((col, int(ref.group(2)), attrs.get("t", "n") == "n"))
-        elif cell and (name in ("v", "is") or name.endswith((":v", ":is"))):
-            col, row, is_number = cell.pop()
-            if col < first_col[0]:
-                first_col[0] = col
-            if is_number and row in rows:
-                numeric.setdefault(col, array("q")).append(row)
+                cell.col, cell.row = col, int(ref.group(2))
+                cell.type, cell.formula, cell.value = attrs.get("t", "n"), False, False
+        elif in_cell[0] and local == "f":
+            cell.formula = True
+        elif in_cell[0] and local in ("v", "is"):
+            cell.value = True
+
+    def end(name: str) -> None:
+        if not in_cell[0] or _local(name) != "c":
+            return
+        in_cell[0] = False
+        if cell.value or (formulas_in_range and cell.formula):
+            first_col[0] = min(first_col[0], cell.col)
+        if chosen(cell):
+            hits.setdefault(cell.col, array("q")).append(cell.row)
 
     found: dict[str, list[int]] = {}
     try:
-        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            _scan_xml(fh, start=start)
+        with zipfile.ZipFile(path) as zf:
+            chosen = pick(zf)
+            with zf.open(_sheet_member(zf, index)) as fh:
+                _scan_xml(fh, start=start, end=end)
     except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
             ElementTree.ParseError, expat.ExpatError):
         return found
     for pos, header in columns.items():
-        hits = numeric.get(first_col[0] + pos)
-        if hits:
-            found[header] = sorted(hits)
+        rows = hits.get(first_col[0] + pos)
+        if rows:
+            found[header] = sorted(rows)
     return found
 
 
@@ -1344,18 +1393,19 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
         )
     if "location_code" in mapping and "location_id" not in mapping:
         mapping["location_id"] = mapping.pop("location_code")
-    table = StockTable(**{**table.__dict__, "mapping": mapping,
-                          "layout": layout.name if layout else None})
+    table = replace(table, mapping=mapping, layout=layout.name if layout else None)
     if layout is not None:
+        notes = list(table.notes)
         header_of = {role: table.headers[norms.index(n)] for role, n in layout.extra.items()
                      if n in norms}
         if len(header_of) == len(layout.extra):
             skip, note = skipped_rows(layout, table.frame, header_of, mapping.get("quantity"))
             if skip is not None:
-                table = StockTable(**{**table.__dict__, "frame": table.frame.filter(~skip)})
-                table.notes.append(str(note))
-        table.notes.append(f"recognised a {layout.title}: using columns "
-                           + ", ".join(f"{h!r} as {c}" for c, h in mapping.items()))
+                table = replace(table, frame=table.frame.filter(~skip))
+                notes.append(str(note))
+        notes.append(f"recognised a {layout.title}: using columns "
+                     + ", ".join(f"{h!r} as {c}" for c, h in mapping.items()))
+        table = replace(table, notes=notes)
     return table
 
 

@@ -8,19 +8,22 @@ spreadsheet program would evaluate as a formula are escaped.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
 from invsync.disk import write_atomic
+from invsync.errors import InternalError
 from invsync.redact import redact_data
-from invsync.stages.ingest import BLANKS, FORMULA, ROW, StockTable
+from invsync.stages.ingest import BLANKS, FORMULA, StockTable
+from invsync.tables import PLAN_COLUMNS, ROW
 
 REPORT_VERSION = 1
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
@@ -50,8 +53,12 @@ class Counts:
     """Rows rejected: invalid ones plus those the store refused."""
 
     def check(self) -> None:
-        """Raise if the counts do not add up (a bug, never a user error)."""
-        problems = []
+        """Raise :class:`~invsync.errors.InternalError` if the counts do not add up.
+
+        Each figure is counted from its own source (the frames of each stage, the batch
+        results), so a bug in any of them shows here as a broken identity.
+        """
+        problems = [f"{name} < 0" for name, value in asdict(self).items() if value < 0]
         if self.rows != self.valid + self.invalid:
             problems.append("rows != valid + invalid")
         if self.valid - self.merged != self.unchanged + self.changed:
@@ -63,7 +70,8 @@ class Counts:
         if self.rejected != self.invalid + self.refused:
             problems.append("rejected != invalid + refused")
         if problems:
-            raise AssertionError(f"run counts do not add up: {problems}: {self}")
+            raise InternalError(f"internal error: the run's counts do not add up "
+                                f"({'; '.join(problems)}): {self}")
 
 
 @dataclass
@@ -99,9 +107,12 @@ class RunReport:
     """Who started the run and from where (the upload page: ``source``, ``user``, ``filename``)."""
     rejected_file: str | None = None
     """The rejected rows' file a person fixes (``rejected.xlsx`` or ``rejected.csv``)."""
+    plan: pl.DataFrame | None = field(default=None, repr=False, compare=False)
+    """The plan frame (what ``plan.csv`` holds), for the caller; not part of ``report.json``."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, plan=None))
+        del data["plan"]
         data["version"] = REPORT_VERSION
         return data
 
@@ -148,22 +159,20 @@ def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
     return rejected.rename({ROW: "row"}).sort("row").to_dicts()
 
 
-PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row", "status"]
-
-
 def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
     """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status.
 
     ``identifier``/``item`` name each item as the request does (as its row named it).
     """
     status_expr = pl.lit(status) if isinstance(status, str) else status
-    return changes.select(
+    plan = changes.select(
         pl.col("location_id"), pl.col("address").alias("identifier"),
         pl.col("address_key").alias("item"),
         pl.col("old_quantity").alias("old"), pl.col("quantity").alias("new"),
         (pl.col("quantity") - pl.col("old_quantity").fill_null(0)).alias("delta"),
         pl.col(ROW).alias("row"), status_expr.alias("status"),
     )
+    return plan.cast(PLAN_COLUMNS)  # type: ignore[arg-type]  # dict is invariant
 
 
 def write_run_folder(
@@ -180,13 +189,9 @@ def write_run_folder(
         if rejected.height:
             report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
     if plan is not None:
-        tmp = folder / ".plan.csv.tmp"
-        try:
-            plan.with_columns(escape_formulas(pl.col(c)).alias(c)
-                              for c in ("identifier", "item")).write_csv(tmp)
-            tmp.replace(folder / "plan.csv")
-        finally:
-            tmp.unlink(missing_ok=True)
+        escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
+                                    for c in ("identifier", "item"))
+        write_atomic(folder / "plan.csv", escaped.write_csv)
     data = redact_data(report.to_dict())  # the last pass: no credential is ever written
     write_atomic(folder / "report.json", json.dumps(data, indent=2, ensure_ascii=False).encode())
     try:
@@ -243,18 +248,19 @@ def write_rejected_csv(path: Path, table: StockTable, rejected: pl.DataFrame) ->
     frame = rejected_frame(table, rejected)
     escaped = frame.select(escape_formulas(pl.col(c)).alias(c) for c in frame.columns)
     delimiter = table.delimiter if table.delimiter and len(table.delimiter) == 1 else ","
-    tmp = path.with_suffix(".csv.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write("\ufeff")  # the BOM: Excel then reads UTF-8, not the local code page
-            # The header row too: a file's header is its text, and may be hostile.
-            csv.writer(fh, delimiter=delimiter, lineterminator="\n").writerow(
-                escape_formula(c) for c in frame.columns)
-            escaped.write_csv(fh, include_header=False, quote_style="necessary",
-                              separator=delimiter)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    def write(fh: IO[bytes]) -> None:
+        text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+        text.write("\ufeff")  # the BOM: Excel then reads UTF-8, not the local code page
+        # The header row too: a file's header is its text, and may be hostile.
+        csv.writer(text, delimiter=delimiter, lineterminator="\n").writerow(
+            escape_formula(c) for c in frame.columns)
+        text.flush()
+        text.detach()
+        escaped.write_csv(fh, include_header=False, quote_style="necessary",
+                          separator=delimiter)
+
+    write_atomic(path, write)
 
 
 _PLAIN_NUMBER = r"^(?:-?[\d.]{1,16})$"
@@ -366,12 +372,7 @@ def write_rejected_xlsx(path: Path, table: StockTable, rejected: pl.DataFrame) -
             out.append(value)
         out += [rec[row_col], rec[reason_col]]
         ws.append(out)
-    tmp = path.with_suffix(".xlsx.tmp")
-    try:
-        wb.save(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, wb.save)
 
 
 def report_from_dict(data: dict[str, Any]) -> RunReport:

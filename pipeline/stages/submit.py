@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,14 +21,13 @@ import polars as pl
 
 from invsync.errors import FatalError, Refused
 from invsync.store.limits import MAX_ITEMS_PER_REQUEST, EncodedItems
+from invsync.tables import SEQ
 
 if TYPE_CHECKING:
     from invsync.store.client import StoreClient
 
 log = logging.getLogger("invsync.submit")
 
-SEQ = "__seq"
-"""Column numbering the items of a change set; results refer to items by it."""
 
 MAX_ISOLATION_REQUESTS = 200
 """Requests one batch may spend in all (its first request and every isolation request);
@@ -137,7 +136,12 @@ class SubmitResult:
 
 
 def number_changes(changes: pl.DataFrame) -> pl.DataFrame:
-    """The change set with :data:`SEQ`, the number results use to name its items."""
+    """The change set with :data:`SEQ`, the number results use to name its items.
+
+    A change set already numbered is returned as is: items are numbered once per run.
+    """
+    if SEQ in changes.columns:
+        return changes
     return changes.with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
 
 
@@ -181,17 +185,38 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
         yield {"location_id": loc, ident: ident_value, "quantity": qty}
 
 
+class SubmitObserver:
+    """What :func:`submit` tells its caller about each batch; override what you need.
+
+    ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
+    fsync): :func:`submit` waits for ``sending`` before the batch goes out, and for
+    ``confirmed`` before it goes on. A :class:`~invsync.errors.FatalError` from either stops
+    the submit as a store failure does (from ``sending``: that batch is not sent).
+    ``finished`` runs on the event loop.
+    """
+
+    def sending(self, batch: Batch) -> None:
+        """``batch`` is about to be sent (its body is built)."""
+
+    def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
+        """The store confirmed the items of ``batch`` at positions ``items``."""
+
+    def finished(self, result: BatchResult) -> None:
+        """A batch is done: accepted, refused, partial, failed or not sent."""
+
+
 async def submit(
     client: StoreClient,
     batches: list[Batch],
     *,
     reason: str | None,
     concurrency: int = 8,
-    on_batch: Callable[[BatchResult], None] | None = None,
-    on_sending: Callable[[Batch], None] | None = None,
-    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
+    observer: SubmitObserver | None = None,
 ) -> SubmitResult:
     """Send every batch, at most ``concurrency`` at once; never raises for store failures.
+
+    ``observer`` hears of each batch as it is sent, confirmed and finished (the journal's
+    write-ahead records and the progress events hang on it).
 
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
@@ -199,50 +224,61 @@ async def submit(
     import asyncio
 
     started = time.monotonic()
+    # The client may have served the run's reads first: count this stage's requests only.
+    requests_before, throttled_before = client.requests_sent, client.responses_429
     results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
                for b in batches]
     sem = asyncio.Semaphore(max(concurrency, 1))
     stop = asyncio.Event()
     fatal: list[FatalError] = []
 
+    def stop_with(exc: FatalError) -> None:
+        if not fatal:
+            fatal.append(exc)
+        stop.set()
+
     async def run(batch: Batch, result: BatchResult) -> None:
         async with sem:
             if stop.is_set():
                 return
             t0 = time.monotonic()
-            # The body (polars, which lets go of the GIL) and the journal's fsync: off the
-            # event loop, so answers to other batches are read meanwhile; done before sending.
-            await asyncio.to_thread(_prepare, batch, on_sending)
             try:
-                await _send_isolating(client, batch, result, reason, on_confirmed)
+                # The body (polars, which lets go of the GIL) and the journal's fsync: off
+                # the event loop, so answers to other batches are read meanwhile.
+                await asyncio.to_thread(_prepare, batch, observer)
+            except FatalError as exc:  # not recorded as sending: so it is not sent
+                result.error = str(exc)
+                stop_with(exc)
+                return
+            try:
+                await _send_isolating(client, batch, result, reason, observer)
             except FatalError as exc:
                 result.status = "failed"
                 result.error = str(exc)
-                if not fatal:
-                    fatal.append(exc)
-                stop.set()
+                stop_with(exc)
             finally:
                 result.seconds = time.monotonic() - t0
-            if on_batch:
-                on_batch(result)
+            if observer:
+                observer.finished(result)
 
     await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
                         batch_seqs=[b.seqs for b in batches],
-                        requests=client.requests_sent, responses_429=client.responses_429,
+                        requests=client.requests_sent - requests_before,
+                        responses_429=client.responses_429 - throttled_before,
                         seconds=time.monotonic() - started)
 
 
-def _prepare(batch: Batch, on_sending: Callable[[Batch], None] | None) -> None:
+def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
     """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
     _ = batch.encoded
-    if on_sending:
-        on_sending(batch)
+    if observer:
+        observer.sending(batch)
 
 
 async def _send_isolating(
     client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
-    on_confirmed: Callable[[Batch, list[int], str], None] | None = None,
+    observer: SubmitObserver | None = None,
 ) -> None:
     """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
     pending: list[list[int]] = [list(range(len(batch)))]
@@ -294,10 +330,10 @@ async def _send_isolating(
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
-        if on_confirmed:
+        if observer:
             import asyncio
 
-            await asyncio.to_thread(on_confirmed, batch, idx, put.transaction_id)
+            await asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
     if not result.refused:
         result.status = "accepted"
     elif result.accepted:

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import polars as pl
 
+from invsync.clock import utc_now
 from invsync.errors import LockedError, UsageError
 from invsync.state.snapshot import (
     KEY,
@@ -116,7 +117,7 @@ class StoreLock:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "started": utc_now(),
                              **info}))
         fh.flush()
         self._fh = fh
@@ -180,8 +181,15 @@ class Recovered:
     transaction_ids: list[str] = field(default_factory=list)
     in_flight: list[int] = field(default_factory=list)
     """Batches recorded as sending but never (wholly) confirmed."""
-    unconfirmed: pl.DataFrame | None = None
+    unconfirmed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_KEY_SCHEMA))
     """KEY of every item sent but never confirmed: the store may have applied it."""
+
+    def applied_to(self, snapshot: pl.DataFrame) -> pl.DataFrame:
+        """``snapshot`` as it stands once this journal is replayed, in memory: confirmed
+        levels set, items sent without a confirmation unknown (null quantity)."""
+        unknown = self.unconfirmed.unique().select(*KEY, pl.lit(None, pl.Int64).alias("quantity"))
+        update = pl.concat([self.confirmed, unknown]).select(snapshot.columns)
+        return pl.concat([snapshot.join(update, on=KEY, how="anti"), update])
 
 
 class Journal:

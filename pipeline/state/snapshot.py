@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import polars as pl
 
-from invsync.disk import _fsync_dir, make_private_dir, open_nofollow, write_atomic
+from invsync.disk import make_private_dir, open_nofollow, write_atomic
 from invsync.tables import KEY, SNAPSHOT_SCHEMA
 
 __all__ = ["KEY", "SNAPSHOT_SCHEMA", "SnapshotStore", "make_private_dir", "open_nofollow",
@@ -127,17 +125,8 @@ class SnapshotStore:
 
     def _write(self, frame: pl.DataFrame) -> None:
         make_private_dir(self.dir)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".snapshot-", suffix=".parquet")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                frame.sort(KEY).write_parquet(fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.dir)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(self.path, frame.sort(KEY).write_parquet, prefix=".snapshot-",
+                     suffix=".parquet")
 
     def read_meta(self) -> dict[str, Any]:
         """Facts about past runs (e.g. the last successful run's row count)."""

@@ -42,10 +42,7 @@ from invsync.tables import Location
 
 log = logging.getLogger("invsync.client")
 
-__all__ = ["MAX_ITEMS_PER_REQUEST", "MAX_PAGE_SIZE", "EncodedItems", "PutResult", "RateLimiter",
-           "Refused", "RetryPolicy", "StoreClient"]
-
-
+__all__ = ["PutResult", "RateLimiter", "StoreClient"]
 
 _TLS: dict[bool, ssl.SSLContext] = {}
 
@@ -202,7 +199,7 @@ class StoreClient:
         store_hash: str,
         token: Secret | str,
         *,
-        concurrency: int = 8,
+        concurrency: int = 16,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         verify_tls: bool = True,

@@ -26,7 +26,6 @@ import polars as pl
 if TYPE_CHECKING:
     from invsync.store.client import StoreClient
 
-Event = Callable[[str, dict[str, Any]], None]
 
 ID_KINDS = ("variant_id", "product_id")
 KINDS = ("sku", *ID_KINDS)

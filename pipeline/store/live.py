@@ -9,20 +9,18 @@ row for each way an item can be addressed (sku, variant_id, product_id).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from invsync.errors import StoreError
+from invsync.events import Observer
 from invsync.store.client import StoreClient, whole_number
 from invsync.store.identity import KINDS, query_chunks
 from invsync.store.limits import MAX_PAGE_SIZE
 from invsync.tables import KEY, SNAPSHOT_SCHEMA
-
-Event = Callable[[str, dict[str, Any]], None]
-
 
 READ_QUERY_BUDGET = 6000
 """Characters of one URL-encoded ``sku:in``/``variant_id:in``/``product_id:in`` value in a
@@ -48,7 +46,7 @@ def read_filters(keys: pl.DataFrame) -> list[tuple[str, str]] | None:
 
 
 async def read_levels(client: StoreClient, location_ids: Iterable[int],
-                      emit: Event | None = None, *, keys: pl.DataFrame | None = None,
+                      emit: Observer | None = None, *, keys: pl.DataFrame | None = None,
                       known_items: int = 0) -> pl.DataFrame:
     """On-hand levels at ``location_ids`` in the snapshot's shape (KEY + quantity).
 
@@ -119,7 +117,7 @@ def _page_len(totals: list[int | None]) -> int:
 class _Levels:
     """Collects the per-location levels of ``GET /inventory/items`` entries."""
 
-    def __init__(self, wanted: set[int], emit: Event | None) -> None:
+    def __init__(self, wanted: set[int], emit: Observer | None) -> None:
         self.wanted, self.emit = wanted, emit
         self.locs: list[int] = []
         self.skus: list[str | None] = []

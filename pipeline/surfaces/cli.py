@@ -101,7 +101,7 @@ def _sync_options(fn: Any) -> Any:
                      help="Row number of the header [the first of the top 20 rows naming "
                           "an identifier and a quantity]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
-        click.option("--concurrency", type=int, help="Requests in flight at once [8]."),
+        click.option("--concurrency", type=int, help="Requests in flight at once [16]."),
         click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",
                      help="Map a file header onto sku, product_id, variant_id, location_id "
                           "or quantity (repeatable)."),
@@ -266,8 +266,22 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
     for name in ("store_hash", "api_url", "state_dir"):
         if flags.get(name) is not None:
             options += [f"--{name.replace('_', '-')}", str(flags[name])]
-    ctx.exit(drift_check(settings, file, location_id, quiet=ctx.obj["quiet"],
-                         as_json=ctx.obj["log_format"] == "json", command_options=options))
+    from invsync.surfaces.summary import print_comparison
+
+    quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
+    found = drift_check(settings, file, location_id, command_options=options)
+    if found.recovered_from and not quiet and not as_json:
+        click.echo(f"drift: compared with the levels interrupted run "
+                   f"{clean(found.recovered_from)} had confirmed (its journal); run `invsync "
+                   f"resume` or sync again to finish it")
+    if found.unknown and not quiet and not as_json:
+        click.echo(f"drift: {found.unknown:,} items have an unknown level (a write was never "
+                   f"confirmed) and are not compared; the next sync sends them")
+    if found.comparison is None:
+        if not quiet:
+            click.echo("drift: the snapshot holds no items to compare (sync first)")
+        ctx.exit(0)
+    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -292,8 +306,16 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
-    ctx.exit(verify_run(settings, run_id, timeout_s=timeout_s, quiet=ctx.obj["quiet"],
-                        as_json=ctx.obj["log_format"] == "json"))
+    from invsync.surfaces.summary import print_comparison
+    from invsync.terminal import clean
+
+    quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
+    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s)
+    if result is None:
+        if not quiet:
+            click.echo(f"verify: run {clean(full_id)} set no levels")
+        ctx.exit(0)
+    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json))
 
 
 @cli.command(context_settings=CONTEXT)

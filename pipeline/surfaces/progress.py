@@ -15,9 +15,6 @@ from typing import IO, Any
 
 from invsync.clock import timestamp
 
-_LOG_FIELDS = ("name", "levelname", "message")
-
-
 _current_run: dict[str, str] = {}
 """The run the JSON events are about, so that log records can name it too."""
 
@@ -183,10 +180,9 @@ class RichProgress:
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
-        del TransferSpeedColumn  # bytes-oriented; items/s is shown in the description
+        # Items/s is shown in the description (rich's TransferSpeedColumn counts bytes).
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[batches]}"), TextColumn("{task.fields[rate]}"),

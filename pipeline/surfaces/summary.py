@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from invsync.html.report_page import biggest_moves
 from invsync.schemas.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
+from invsync.store.live import Comparison
+from invsync.tables import goes_to_zero
+from invsync.terminal import clean, safe
 from invsync.terminal import console as new_console
-from invsync.terminal import safe
 
 _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan",
           "interrupted": "red"}
@@ -80,14 +84,11 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
         console.print(table)
     console.print(f"rejected rows: {report.counts.rejected:,}")
     plan_path = Path(report.report_dir) / "plan.csv"
-    if not report.report_dir or not plan_path.exists():
+    plan = report.plan  # the run's own plan frame: plan.csv is not read back
+    if not report.report_dir or not plan_path.exists() or plan is None:
         return
-    plan = pl.read_csv(plan_path, infer_schema=False).with_columns(
-        pl.col("old", "new", "delta").cast(pl.Int64, strict=False))
-    changed = plan.filter(pl.col("old").is_not_null())
-    for title, frame in (("biggest drops", changed.sort("delta").filter(pl.col("delta") < 0)),
-                         ("biggest rises", changed.sort("delta", descending=True)
-                          .filter(pl.col("delta") > 0))):
+    drops, rises = biggest_moves(plan, top)
+    for title, frame in (("biggest drops", drops), ("biggest rises", rises)):
         if frame.height:
             t = Table(title=title)
             for col in ("location", "item", "old", "new", "delta"):
@@ -96,12 +97,48 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
                 t.add_row(safe(r["location_id"]), safe(r["item"]), safe(r["old"]),
                           safe(r["new"]), f"{r['delta']:+,}")
             console.print(t)
-    zero = plan.filter((pl.col("new") == 0) & (pl.col("old").fill_null(0) != 0))
+    zero = plan.filter(goes_to_zero(pl.col("new"), pl.col("old")))
     if zero.height:
         items = ", ".join(safe(i) for i in zero["item"].head(top).to_list())
         more = f" and {zero.height - top:,} more" if zero.height > top else ""
         console.print(f"{zero.height:,} items would go to 0: {items}{more}")
     console.print(f"push exactly this plan with: invsync sync --plan-file {safe(plan_path)}")
+
+
+def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
+                     top: int = 20, repair: dict[str, Any] | None = None) -> int:
+    """``drift``/``verify``: what differs, as lines or one JSON event, and the ``repair``
+    commands (even under ``-q``: they are what the operator acts on); exit code 0 or 1."""
+    import json
+
+    import click
+
+    from invsync.clock import timestamp
+
+    diff = result.differences
+    if as_json:
+        extra = {"repair": repair} if repair else {}
+        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
+                               "matched": result.matched, "differences": diff.height,
+                               "items": diff.head(1000).to_dicts(), **extra}))
+    elif not quiet:
+        click.echo(f"{clean(what)}: {result.expected:,} items checked, {result.matched:,} match, "
+                   f"{diff.height:,} differ")
+        for r in diff.head(top).iter_rows(named=True):
+            live = "not listed" if r["live"] is None else f"{r['live']:,}"
+            click.echo(f"  location {r['location_id']} {clean(r['identifier'])} "
+                       f"{clean(r['item_key'])}: expected {r['expected']:,}, store has {live}")
+        if diff.height > top:
+            click.echo(f"  … {diff.height - top:,} more")
+    if repair and not as_json:
+        if repair.get("error"):
+            click.echo(f"{what}: {clean(repair['error'])}", err=True)
+        click.echo(f"{what}: to repair, run one of:")
+        for command in repair["commands"]:
+            why = ("  # put back the snapshot's levels on these items" if "--plan-file" in command
+                   else "  # make the store equal to the file again (the periodic reconcile)")
+            click.echo(f"  {clean(command)}{why}")
+    return 0 if diff.height == 0 else 1
 
 
 def print_runs(rows: list[dict[str, object]], where: Path,

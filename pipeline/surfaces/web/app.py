@@ -35,7 +35,7 @@ from invsync.html.render import csp_hash, render, static_dir
 from invsync.run.config import Settings
 from invsync.surfaces.web.auth import Accounts, Session, Sessions, Throttle
 from invsync.surfaces.web.messages import brake_text, reason_text
-from invsync.surfaces.web.uploads import Portal, UploadError
+from invsync.surfaces.web.uploads import ENCODINGS, Portal, UploadError, encoding_label
 
 log = logging.getLogger("invsync.web")
 
@@ -120,7 +120,8 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         found = session_of(request)
         html = render(template, user=found[1].user if found else None,
                       csrf=found[1].csrf if found else "", settings_store=settings.store_hash,
-                      reason_text=reason_text, brake_text=brake_text, **context)
+                      reason_text=reason_text, brake_text=brake_text, encodings=ENCODINGS,
+                      encoding_label=encoding_label, **context)
         return HTMLResponse(html, status_code=status)
 
     # -- sign in ----------------------------------------------------------------------
@@ -204,10 +205,12 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
             if not sep or not header.strip():
                 raise UploadError(400, f"map takes HEADER=column, not {_text(pair)!r}")
             column_map[header.strip()] = column.strip()
+        encoding, header_row = _reading_fields(form)
         return await run_in_threadpool(
             portal.create, user=user, filename=file.filename, data=file.file,
             location_id=location_id, sheet=_text(form.get("sheet")).strip() or None,
-            duplicates=_text(form.get("duplicates")).strip() or None, column_map=column_map)
+            duplicates=_text(form.get("duplicates")).strip() or None, column_map=column_map,
+            encoding=encoding, header_row=header_row)
 
     async def _after_upload(request: Request, upload_id: str) -> Response:
         try:
@@ -266,6 +269,8 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
         sheet = _text(form.get("sheet"))
         if sheet:
             portal.choose_sheet(upload_id, sheet)
+        if "encoding" in form or "header_row" in form:  # the "read it again" choices
+            portal.choose_reading(upload_id, *_reading_fields(form))
         return await _after_upload(request, upload_id)
 
     async def discard_page(request: Request) -> Response:
@@ -446,6 +451,18 @@ def _history_row(past: Any) -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _reading_fields(form: Any) -> tuple[str | None, int | None]:
+    """The ``encoding`` and ``header_row`` form fields (empty or absent: automatic)."""
+    encoding = _text(form.get("encoding")).strip() or None
+    row = _text(form.get("header_row")).strip()
+    try:
+        header_row = int(row) if row else None
+    except ValueError:
+        raise UploadError(400, f"the header row must be a row number, not {row[:40]!r}"
+                          ) from None
+    return encoding, header_row
 
 
 def _same(given: str | None, expected: str | None) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from invsync.clock import utc_now
 from invsync.errors import UsageError
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -82,7 +83,7 @@ class Accounts:
         new = name not in users
         users[name] = {"scrypt": _hash_password(password, salt, SCRYPT).hex(),
                        "salt": salt.hex(), **SCRYPT,
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                       "created": utc_now()}
         _write_private(self.users_path, users)
         return new
 
@@ -124,7 +125,7 @@ class Accounts:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         keys[key_id] = {"name": name, "sha256": hashlib.sha256(secret.encode()).hexdigest(),
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                        "created": utc_now()}
         _write_private(self.keys_path, keys)
         return f"{KEY_PREFIX}_{key_id}_{secret}"
 

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from invsync.clock import utc_now
 from invsync.errors import ExitCode, InvsyncError, LockedError
 from invsync.run.config import Settings
 from invsync.stages.ingest import (
@@ -43,6 +44,25 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
 MAX_CHANGES = 1_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 LOCK_WAIT_S = 30 * 60
+READING = "Text encoding and header row"
+"""The title of the page's advanced choices (the CLI's --encoding and --header-row)."""
+HEADER_HINT = (f"If the column names are not on one of the first rows, give the number of "
+               f"their row under \"{READING}\".")
+ENCODINGS = (
+    ("utf-8", "UTF-8 (Unicode)"), ("utf-16", "UTF-16 (Excel's \"Unicode text\")"),
+    ("cp1252", "Western European (Windows-1252)"),
+    ("iso-8859-1", "Western European (ISO-8859-1)"),
+    ("iso-8859-15", "Western European (ISO-8859-15)"),
+    ("mac-roman", "Western European (Mac Roman)"),
+    ("cp1250", "Central European (Windows-1250)"), ("iso-8859-2", "Central European (ISO-8859-2)"),
+    ("cp1251", "Cyrillic (Windows-1251)"), ("koi8-r", "Cyrillic (KOI8-R)"),
+    ("cp1253", "Greek (Windows-1253)"), ("iso-8859-7", "Greek (ISO-8859-7)"),
+    ("cp1254", "Turkish (Windows-1254)"), ("cp1257", "Baltic (Windows-1257)"),
+    ("shift_jis", "Japanese (Shift-JIS)"), ("euc-jp", "Japanese (EUC-JP)"),
+    ("gb18030", "Chinese, simplified (GB18030)"), ("big5", "Chinese, traditional (Big5)"),
+    ("euc-kr", "Korean (EUC-KR)"),
+)
+"""The text encodings the page offers (any other name Python knows works in the API)."""
 INTERRUPTED = ("the server stopped while this upload was being applied: some or all of "
                "its changes may already be in the store. The next upload or sync (or "
                "invsync resume) finishes the interrupted run; preview again to see the "
@@ -84,6 +104,33 @@ class Inspection:
     sheets: list[str] = field(default_factory=list)
     guess: dict[str, str] = field(default_factory=dict)
     """Header -> canonical column, as far as known (to preselect the choices)."""
+
+
+def check_reading(encoding: str | None, header_row: int | None) -> tuple[str | None, int | None]:
+    """An upload's chosen text encoding and header row (``None``: automatic), checked."""
+    import codecs
+
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise UploadError(400, f"unknown text encoding {encoding!r}") from None
+    if header_row is not None and header_row < 1:
+        raise UploadError(400, "the header row must be 1 or more")
+    return encoding or None, header_row
+
+
+def encoding_label(name: str | None) -> str:
+    """An encoding in the page's words (``Greek (ISO-8859-7)``), else its name."""
+    import codecs
+
+    if not name:
+        return ""
+    try:
+        key = codecs.lookup(name).name
+    except LookupError:
+        return name
+    return next((label for value, label in ENCODINGS if codecs.lookup(value).name == key), name)
 
 
 def header_signature(headers: list[str]) -> str:
@@ -156,8 +203,8 @@ class Portal:
         return self.path_of(meta["upload_id"]) / meta["stored_name"]
 
     def create(self, *, user: str, filename: str, data: Any, location_id: int | None,
-               sheet: str | None, duplicates: str | None, column_map: dict[str, str]
-               ) -> dict[str, Any]:
+               sheet: str | None, duplicates: str | None, column_map: dict[str, str],
+               encoding: str | None = None, header_row: int | None = None) -> dict[str, Any]:
         """Store an uploaded file (``data``: a binary file object) under a random id."""
         name = clean_filename(filename)
         suffix = Path(name).suffix.lower()
@@ -171,6 +218,7 @@ class Portal:
         for target in column_map.values():
             if target not in (*IDENTIFIERS, "location_id", "quantity", "ignore"):
                 raise UploadError(400, f"cannot map a column onto {target!r}")
+        encoding, header_row = check_reading(encoding, header_row)
         upload_id = secrets.token_hex(16)
         folder = self.path_of(upload_id)
         folder.mkdir(parents=True, mode=0o700)
@@ -180,10 +228,11 @@ class Portal:
             while chunk := data.read(1 << 20):
                 out.write(chunk)
         meta = {"upload_id": upload_id, "user": user, "filename": name, "stored_name": stored,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created": utc_now(),
                 "location_id": location_id or self.settings.location_id,
                 "sheet": sheet or None, "duplicates": duplicates or self.settings.duplicates,
-                "column_map": column_map, "status": "new", "plan_run_id": None,
+                "column_map": column_map, "encoding": encoding, "header_row": header_row,
+                "status": "new", "plan_run_id": None,
                 "plan_dir": None, "run_id": None, "run_dir": None, "transaction_ids": [],
                 "error": None, "brakes": []}
         self._save(meta)
@@ -202,10 +251,22 @@ class Portal:
             maps[header_signature(headers)] = column_map
             _write_private(self.maps_path, maps)
 
+    def reading(self, meta: dict[str, Any]) -> tuple[str | None, int | None]:
+        """The text encoding and header row to read the upload with: its own choice, else
+        the config's (as ``--encoding`` / ``--header-row`` override the config), else
+        ``None`` (detected, found)."""
+        return (meta.get("encoding") or self.settings.encoding,
+                meta.get("header_row") or self.settings.header_row)
+
+    def _read(self, meta: dict[str, Any]) -> StockTable:
+        encoding, header_row = self.reading(meta)
+        return read_unmapped(self.file_path(meta), sheet=meta.get("sheet"), encoding=encoding,
+                             header_row=header_row)
+
     def inspect(self, meta: dict[str, Any]) -> Inspection:
         """Read the file (with every hostile-file check) and try to understand its columns."""
         try:
-            table = read_unmapped(self.file_path(meta), sheet=meta.get("sheet"))
+            table = self._read(meta)
         except InvsyncError as exc:
             raise UploadError(422, self.plain_error(meta, str(exc))) from None
         samples = _samples(table)
@@ -231,8 +292,8 @@ class Portal:
         meta = self.get(upload_id)
         if meta["status"] not in ("new", "unmapped"):
             raise UploadError(409, "this upload's columns are already settled")
-        table = read_unmapped(self.file_path(meta), sheet=meta.get("sheet"))
         try:
+            table = self._read(meta)
             map_columns(table, column_map)
         except InvsyncError as exc:
             raise UploadError(422, self.plain_error(meta, str(exc))) from None
@@ -257,16 +318,20 @@ class Portal:
             # An unreadable file: its page and the API say why, not a blank "new" upload.
             self.failed(upload_id, str(exc))
             raise
+        encoding, header_row = self.reading(meta)
         if inspection.mapping is None:
-            meta = self._update(upload_id, status="unmapped", error=inspection.problem,
+            problem = inspection.problem or "columns not recognised"
+            if header_row is None:  # the header may be further down than invsync looks
+                problem = f"{problem.rstrip('.')}. {HEADER_HINT}"
+            meta = self._update(upload_id, status="unmapped", error=problem,
                                 sheets=inspection.sheets)
-            raise UploadError(422, inspection.problem or "columns not recognised",
-                              status="unmapped", headers=inspection.headers)
+            raise UploadError(422, problem, status="unmapped", headers=inspection.headers)
         table_map = self._column_map(meta, inspection.headers)
         settings = replace(
             self.settings, dry_run=True, source="portal", plan_file=False, full=False,
             zero_missing=False, baseline="snapshot", location_id=int(meta["location_id"]),
-            sheet=meta.get("sheet"), duplicates=meta["duplicates"], column_map=table_map)
+            sheet=meta.get("sheet"), duplicates=meta["duplicates"], column_map=table_map,
+            encoding=encoding, header_row=header_row)
         report = sync_file(self.file_path(meta), settings, command="plan",
                            origin=self.origin(meta))
         if report.status != "dry_run":
@@ -279,7 +344,9 @@ class Portal:
                             interrupted=False,
                             column_map=meta.get("column_map") or {}, run_id=None,
                             run_dir=None, transaction_ids=[], sheets=inspection.sheets,
-                            sheet_used=report.input.get("sheet"))
+                            sheet_used=report.input.get("sheet"),
+                            encoding_used=report.input.get("encoding"),
+                            header_row_used=report.input.get("header_row"))
 
     def choose_sheet(self, upload_id: str, sheet: str) -> None:
         """Preview another sheet of the workbook next time."""
@@ -290,6 +357,17 @@ class Portal:
             raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
         self._update(upload_id, sheet=sheet)
 
+    def choose_reading(self, upload_id: str, encoding: str | None,
+                       header_row: int | None) -> None:
+        """Read the file with this text encoding and header row (``None``: automatic) next
+        time it is previewed; the column map is worked out again for what is read then."""
+        encoding, header_row = check_reading(encoding, header_row)
+        meta = self.get(upload_id)
+        if meta["status"] not in ("planned", "stale", "failed", "unmapped", "new"):
+            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
+        self._update(upload_id, encoding=encoding, header_row=header_row, encoding_used=None,
+                     header_row_used=None)
+
     def failed(self, upload_id: str, message: str) -> None:
         """Record why an upload could not be previewed (unless it got further already)."""
         with self._lock:
@@ -299,7 +377,12 @@ class Portal:
     def plain_error(self, meta: dict[str, Any], message: str) -> str:
         """An error message naming the file as the person called it, not where it is kept."""
         stored = str(self.file_path(meta))
-        return message.replace(stored, meta["filename"]).replace("--map ", "the column map ")
+        message = message.replace(stored, meta["filename"]).replace("--map ", "the column map ")
+        # The CLI's words for the choices the page offers as "Text encoding and header row".
+        message = message.replace("name the encoding with --encoding",
+                                  f"pick its text encoding under \"{READING}\"")
+        message = message.replace("(--encoding)", f"(\"{READING}\")")
+        return re.sub(r"--header-row (\d+)", r"header row \1", message)
 
     # -- apply --------------------------------------------------------------------------
     def discard(self, upload_id: str) -> dict[str, Any]:
@@ -377,7 +460,7 @@ class Portal:
         settings = replace(
             self.settings, dry_run=False, plan_file=True, source="portal", full=False,
             zero_missing=False, baseline="snapshot", location_id=int(meta["location_id"]),
-            sheet=None, column_map={}, duplicates="reject",
+            sheet=None, column_map={}, duplicates="reject", encoding=None, header_row=None,
             # plan.csv holds final levels: quantity rules were applied when it was made
             rules=QuantityRules(),
             brakes=replace(self.settings.brakes, allow_zeroing=allow_zeroing))
@@ -471,6 +554,9 @@ class Portal:
             "created": meta["created"], "location_id": meta["location_id"],
             "sheet": meta.get("sheet") or meta.get("sheet_used"),
             "sheets": meta.get("sheets") or [], "duplicates": meta.get("duplicates"),
+            "encoding": meta.get("encoding"), "header_row": meta.get("header_row"),
+            "encoding_used": meta.get("encoding_used"),
+            "header_row_used": meta.get("header_row_used"),
             "counts": (shown or {}).get("counts") or {},
             "rejected": rejected, "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
