@@ -98,6 +98,9 @@ _AGREEMENT_FRAMES = {
     "quantity above the maximum": parsed_frame(quantity=[2147483648, 1]),
     "quantity below 0": parsed_frame(quantity=[-1, 1]),
     "a flag null": parsed_frame(duplicate=[None, False]),
+    **{f"{flag} null (a flag only the rules read)": parsed_frame(**{flag: [None, False]})
+       for flag in ("location_unknown", "location_disabled", "location_mismatch", "has_date")},
+    "an identifier null beside a kind": parsed_frame(identifier=[None, "sku"]),
     "no identifier": parsed_frame(identifier=[None, "sku"], sku=[None, "B"]),
     "invalid variant id": parsed_frame(variant_id_text=["x", None]),
     "invalid product id": parsed_frame(product_id_text=["x", None]),
