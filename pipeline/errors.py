@@ -109,7 +109,17 @@ class RetryableError(InvsyncError):
 
 
 class RowRejected(InvsyncError):
-    """One row or item was refused; it becomes a rejected row and the run goes on."""
+    """One row or item was refused; it becomes a rejected row and the run goes on.
+
+    The base class of every row-level refusal, never raised by name: what is raised is a
+    subclass saying who refused (today :class:`Refused`, the store's 422 from
+    ``StoreClient.put_absolute``). A caller of the store client catches ``RowRejected``
+    to handle any row-level refusal (its ``reason`` is the rejected row's reason code) and
+    lets fatal and retryable errors through. No row-level error escapes a run:
+    :func:`invsync.sync_file` turns each into a rejected row of its ``RunReport`` (exit code
+    :attr:`ExitCode.REJECTED_ROWS`, this class's ``exit_code``) — one bad row must not stop
+    the good ones, so validation reports rows as data rather than raising per row.
+    """
 
     exit_code = ExitCode.REJECTED_ROWS
 

@@ -8,6 +8,7 @@ an ``X-Auth-Token`` or ``Authorization`` header value is removed as well, whoeve
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from typing import Any
@@ -101,3 +102,12 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal settings hold equal tokens; compared in constant time all the same.
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))

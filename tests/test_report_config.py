@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from invsync.errors import InternalError, UsageError
@@ -22,7 +23,13 @@ from invsync.run.config import (
     parse_map,
 )
 from invsync.stages.ingest import ROW, read_stock_file
-from invsync.stages.report import Counts, escape_formula, rejected_frame, write_rejected_csv
+from invsync.stages.report import (
+    Counts,
+    escape_formula,
+    escape_formulas,
+    rejected_frame,
+    write_rejected_csv,
+)
 from invsync.stages.validate import validate
 
 # --------------------------------------------------------------------------- Counts
@@ -75,6 +82,8 @@ def test_blank_rows_are_outside_the_sums() -> None:
 ])
 def test_escape_formula_escapes(text: str) -> None:
     assert escape_formula(text) == "'" + text
+    # The cells' vectorised form (rejected.csv, plan.csv) agrees with the header's.
+    assert pl.select(escape_formulas(pl.lit(text))).item() == "'" + text
 
 
 @pytest.mark.parametrize("text", [
@@ -83,6 +92,7 @@ def test_escape_formula_escapes(text: str) -> None:
 ])
 def test_escape_formula_leaves_numbers_and_plain_text(text: str) -> None:
     assert escape_formula(text) == text
+    assert pl.select(escape_formulas(pl.lit(text))).item() == text
 
 
 def test_escape_formula_none() -> None:
@@ -333,9 +343,8 @@ def test_missing_config_file_is_a_usage_error(clean_env: pytest.MonkeyPatch,
 def test_settings_check_rejects_values_that_cannot_work(field_name: str, value: object) -> None:
     s = Settings(store_hash="x", token=Secret("t"))
     s.check(needs_store=True)
-    setattr(s, field_name, value)
     with pytest.raises(UsageError):
-        s.check(needs_store=False)
+        replace(s, **{field_name: value}).check(needs_store=False)
 
 
 def test_settings_token_field_is_hidden_from_repr() -> None:

@@ -475,6 +475,25 @@ def test_refused_carries_title_and_errors() -> None:
     asyncio.run(go())
 
 
+def test_a_422_is_a_row_level_refusal_a_caller_catches_as_row_rejected() -> None:
+    import invsync
+
+    async def go() -> None:
+        store = Store(lambda s, r, b: problem("Invalid", {"items.0.sku": "bad"}))
+        async with store.client() as client:
+            try:
+                await client.put_absolute([{"location_id": 1, "sku": "A", "quantity": 1}],
+                                          None)
+            except invsync.RowRejected as err:  # the documented base class of refusals
+                assert not isinstance(err, invsync.FatalError | invsync.RetryableError)
+                assert (err.reason, err.message) == ("refused_by_store", "Invalid")
+                assert err.exit_code == 1
+            else:
+                raise AssertionError("a 422 must raise")
+
+    asyncio.run(go())
+
+
 # --------------------------------------------------------------------------- rate limiting
 
 

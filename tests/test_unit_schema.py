@@ -68,6 +68,19 @@ def test_each_column_has_its_type(column: str, value: list[object]) -> None:
     assert any(col == column and "dtype" in chk for col, chk in failures(frame)), failures(frame)
 
 
+@pytest.mark.parametrize(("column", "code"), [
+    ("location_mismatch", "location_mismatch"), ("location_unknown", "unknown_location"),
+    ("location_disabled", "disabled_location"), ("has_date", "date_in_column"),
+    ("quantity_negative", "quantity_negative"), ("duplicate", "duplicate_item"),
+])
+def test_a_rule_that_cannot_be_decided_fails_closed(column: str, code: str) -> None:
+    # A null flag (stage 2 built the frame wrongly) fails its rule: never a silent pass.
+    frame = parsed_frame(**{column: [None, False]})
+    assert frame[column].dtype == pl.Boolean
+    assert code in {check for _, check in failures(frame)}
+    assert code not in {check for _, check in failures(parsed_frame())}
+
+
 # A frame breaking each rule and each column check once: the fast check that spares a clean
 # file the pandera import (validate.passes_every_rule) must agree with the schema on all.
 _AGREEMENT_FRAMES = {
@@ -85,6 +98,9 @@ _AGREEMENT_FRAMES = {
     "quantity above the maximum": parsed_frame(quantity=[2147483648, 1]),
     "quantity below 0": parsed_frame(quantity=[-1, 1]),
     "a flag null": parsed_frame(duplicate=[None, False]),
+    **{f"{flag} null (a flag only the rules read)": parsed_frame(**{flag: [None, False]})
+       for flag in ("location_unknown", "location_disabled", "location_mismatch", "has_date")},
+    "an identifier null beside a kind": parsed_frame(identifier=[None, "sku"]),
     "no identifier": parsed_frame(identifier=[None, "sku"], sku=[None, "B"]),
     "invalid variant id": parsed_frame(variant_id_text=["x", None]),
     "invalid product id": parsed_frame(product_id_text=["x", None]),

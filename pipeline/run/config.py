@@ -6,13 +6,15 @@ or the config file, and is held in a :class:`Secret` that never prints itself.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from invsync.errors import UsageError
 from invsync.redact import Secret
@@ -34,48 +36,228 @@ def default_state_dir() -> Path:
     return Path(base) / "invsync"
 
 
-@dataclass
-class Settings:
-    """Everything a sync run needs to know besides the input file."""
+NOT_FROM_FILE: Literal[False] = False
+"""A field's :func:`meta` ``file`` when no config file key sets it (a flag, the run's own)."""
+NOT_PUBLIC: Literal[False] = False
+"""A field's :func:`meta` ``public`` when the public view leaves it out (paths, secrets)."""
+_UNSET: Any = object()
+"""What a field's loader returns when no source gave a value: the field keeps its default."""
 
-    store_hash: str | None = None
-    token: Secret | None = field(default=None, repr=False)
-    api_url: str = DEFAULT_API_URL
-    location_id: int = 1
-    reason: str | None = "invsync stock sync"
-    state_dir: Path = field(default_factory=default_state_dir)
-    report_dir: Path | None = None
-    batch_size: int = MAX_ITEMS_PER_REQUEST
-    concurrency: int = 16
-    dry_run: bool = False
-    full: bool = False
-    sheet: str | None = None
-    encoding: str | None = None
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a setting can come from, highest first: flags, the environment, the file."""
+
+    overrides: dict[str, Any]
+    cfg: dict[str, Any]
+    config_path: Path | None
+    profile: str | None
+
+    def pick(self, key: str, env: str | None = None) -> Any:
+        """The flag ``key``, else the environment variable ``env``, else the file's ``key``."""
+        if self.overrides.get(key) is not None:
+            return self.overrides[key]
+        if env and os.environ.get(env):
+            return os.environ[env]
+        return self.cfg.get(key)
+
+
+Loader = Callable[[_Sources], Any]
+
+
+def meta(*, file: str | Literal[False], public: str | Literal[False], resume: bool = False,
+         load: Loader | None = None, to_public: Callable[[Any], Any] | None = None,
+         from_public: Callable[[Any], Any] | None = None,
+         to_file: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The metadata of a :class:`Settings` field: what the config machinery knows about it.
+
+    ``file``: its key in the TOML config file, or :data:`NOT_FROM_FILE`. ``public``: its
+    name in :meth:`Settings.public` (report.json's ``options``), or :data:`NOT_PUBLIC`.
+    ``resume``: :func:`settings_from_public` puts the recorded value back. ``load``: builds
+    the value from the sources (flags > environment > file), or returns ``_UNSET``.
+    ``to_public``/``from_public``/``to_file``: converters to and from those views.
+    """
+    return {"file": file, "public": public, "resume": resume, "load": load,
+            "to_public": to_public, "from_public": from_public, "to_file": to_file}
+
+
+def _whole(key: str, minimum: int | None = None) -> Loader:
+    def load(src: _Sources) -> Any:
+        value = src.pick(key)
+        if value is None:
+            return _UNSET
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{key} must be a whole number, not {value!r}") from None
+        if minimum is not None and number < minimum:
+            raise UsageError(f"{key} must be {minimum} or more, not {number}")
+        return number
+    return load
+
+
+def _text(key: str) -> Loader:
+    def load(src: _Sources) -> Any:
+        value = src.pick(key)
+        return _UNSET if value is None else str(value)
+    return load
+
+
+def _path(key: str) -> Loader:
+    def load(src: _Sources) -> Any:
+        value = src.pick(key)
+        return _UNSET if value is None else Path(value).expanduser()
+    return load
+
+
+def _flag(key: str) -> Loader:
+    return lambda src: bool(src.overrides.get(key))
+
+
+def _load_token(src: _Sources) -> Secret | None:
+    if os.environ.get(ENV_TOKEN):
+        return clean_token(os.environ[ENV_TOKEN], ENV_TOKEN)
+    if src.cfg.get("access_token"):
+        return clean_token(str(src.cfg["access_token"]), f"access_token in {src.config_path}")
+    return None
+
+
+def _load_baseline(src: _Sources) -> str:
+    baseline = str(src.pick("baseline") or "snapshot")
+    if baseline not in ("snapshot", "live"):
+        raise UsageError("--baseline must be snapshot or live")
+    return baseline
+
+
+def _load_column_map(src: _Sources) -> dict[str, str]:
+    columns = dict(src.cfg.get("columns") or {})
+    columns.update(src.overrides.get("column_map") or {})
+    return {str(k): str(v) for k, v in columns.items()}
+
+
+def _load_wait_lock(src: _Sources) -> Any:
+    wait = src.overrides.get("wait_lock")
+    if wait is None:
+        return _UNSET
+    if wait < 0:
+        raise UsageError("--wait-lock must not be negative")
+    return float(wait)
+
+
+def _load_notify(src: _Sources) -> dict[str, Any]:
+    notify = src.cfg.get("notify") or {}
+    if not isinstance(notify, dict):
+        raise UsageError("[notify] must be a table")
+    if notify:
+        from invsync.run.notify import notify_config
+
+        notify_config(notify)  # fail at start (exit 64), not after the run
+    return dict(notify)
+
+
+def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
+    return {k: v for k, v in rules.describe().items() if v is not None}
+
+
+def _brakes_to_file(brakes: BrakeLimits) -> dict[str, Any]:
+    # The allow_* overrides are flags of one run, never config.
+    return {"min_rows_ratio": brakes.min_rows_ratio, "max_zero_share": brakes.max_zero_share}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a sync run needs to know besides the input file.
+
+    Frozen: derive changed settings with :func:`dataclasses.replace`. Each field's
+    metadata (see :func:`meta`) says which config file key sets it, what name it has in
+    the public view and whether a resumed run takes it back from that view.
+    """
+
+    store_hash: str | None = field(default=None, metadata=meta(
+        file="store_hash", public="store_hash",
+        load=lambda src: src.pick("store_hash", ENV_STORE_HASH)))
+    token: Secret | None = field(default=None, repr=False, metadata=meta(
+        file="access_token", public=NOT_PUBLIC, load=_load_token,
+        to_file=lambda t: t.reveal() if t else None))
+    api_url: str = field(default=DEFAULT_API_URL, metadata=meta(
+        file="api_url", public="api_url",
+        load=lambda src: str(src.pick("api_url", ENV_API_URL) or DEFAULT_API_URL)))
+    location_id: int = field(default=1, metadata=meta(
+        file="location_id", public="location_id", resume=True, load=_whole("location_id")))
+    reason: str | None = field(default="invsync stock sync", metadata=meta(
+        file="reason", public="reason", resume=True, load=_text("reason")))
+    state_dir: Path = field(default_factory=default_state_dir, metadata=meta(
+        file="state_dir", public=NOT_PUBLIC, load=_path("state_dir"), to_file=str))
+    report_dir: Path | None = field(default=None, metadata=meta(
+        file="report_dir", public=NOT_PUBLIC, load=_path("report_dir"), to_file=str))
+    batch_size: int = field(default=MAX_ITEMS_PER_REQUEST, metadata=meta(
+        file="batch_size", public="batch_size", resume=True, load=_whole("batch_size")))
+    concurrency: int = field(default=16, metadata=meta(
+        file="concurrency", public="concurrency", resume=True, load=_whole("concurrency")))
+    dry_run: bool = field(default=False, metadata=meta(
+        file=NOT_FROM_FILE, public="dry_run", load=_flag("dry_run")))
+    full: bool = field(default=False, metadata=meta(
+        file=NOT_FROM_FILE, public="full", resume=True, load=_flag("full")))
+    sheet: str | None = field(default=None, metadata=meta(
+        file="sheet", public="sheet", resume=True, load=_text("sheet")))
+    encoding: str | None = field(default=None, metadata=meta(
+        file="encoding", public="encoding", resume=True, load=_text("encoding")))
     """A CSV's text encoding, forced (else detected)."""
-    header_row: int | None = None
+    header_row: int | None = field(default=None, metadata=meta(
+        file="header_row", public="header_row", resume=True,
+        load=_whole("header_row", minimum=1)))
     """The header's row number (else found in the top 20 rows)."""
-    column_map: dict[str, str] = field(default_factory=dict)
-    duplicates: str = "reject"
-    rules: QuantityRules = field(default_factory=QuantityRules)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    verify_tls: bool = True
-    zero_missing: bool = False
-    baseline: str = "snapshot"
+    column_map: dict[str, str] = field(default_factory=dict, metadata=meta(
+        file="columns", public="column_map", resume=True, load=_load_column_map,
+        from_public=lambda m: dict(m or {})))
+    duplicates: str = field(default="reject", metadata=meta(
+        file="duplicates", public="duplicates", resume=True, load=_text("duplicates")))
+    rules: QuantityRules = field(default_factory=QuantityRules, metadata=meta(
+        file="quantity", public="quantity_rules", resume=True,
+        load=lambda src: _rules(src.cfg.get("quantity") or {}, src.overrides),
+        to_public=QuantityRules.describe, from_public=lambda d: QuantityRules(**(d or {})),
+        to_file=_rules_to_file))
+    retry: RetryPolicy = field(default_factory=RetryPolicy, metadata=meta(
+        file="retry", public=NOT_PUBLIC,
+        load=lambda src: _retry(src.cfg.get("retry") or {}), to_file=asdict))
+    verify_tls: bool = field(default=True, metadata=meta(
+        file="verify_tls", public="verify_tls",
+        load=lambda src: not (src.overrides.get("verify_tls") is False
+                              or src.cfg.get("verify_tls") is False)))
+    zero_missing: bool = field(default=False, metadata=meta(
+        file="zero_missing", public="zero_missing", resume=True,
+        load=lambda src: bool(src.overrides.get("zero_missing") or src.cfg.get("zero_missing"))))
+    baseline: str = field(default="snapshot", metadata=meta(
+        file="baseline", public="baseline", resume=True, load=_load_baseline))
     """``snapshot`` (what the store last accepted) or ``live`` (read from the store)."""
-    baseline_every_s: float | None = None
+    baseline_every_s: float | None = field(default=None, metadata=meta(
+        file="baseline_every", public="baseline_every_s",
+        load=lambda src: _UNSET if src.cfg.get("baseline_every") is None
+        else parse_duration(src.cfg["baseline_every"], "baseline_every")))
     """``baseline_every``: a snapshot-baseline run uses the live baseline instead when the
     last live-baseline run is older than this (the periodic reconcile)."""
-    plan_file: bool = False
+    plan_file: bool = field(default=False, metadata=meta(
+        file=NOT_FROM_FILE, public="plan_file", resume=True))
     """The input is a reviewed ``plan.csv``: push exactly it."""
-    brakes: BrakeLimits = field(default_factory=BrakeLimits)
-    config_path: Path | None = None
-    profile: str | None = None
+    brakes: BrakeLimits = field(default_factory=BrakeLimits, metadata=meta(
+        file="brakes", public="brakes", resume=True,
+        load=lambda src: _brakes(src.cfg.get("brakes") or {}, src.overrides),
+        to_public=asdict, from_public=lambda d: BrakeLimits(**(d or {})),
+        to_file=_brakes_to_file))
+    config_path: Path | None = field(default=None, metadata=meta(
+        file=NOT_FROM_FILE, public="config", load=lambda src: src.config_path,
+        to_public=lambda p: str(p) if p else None))
+    profile: str | None = field(default=None, metadata=meta(
+        file=NOT_FROM_FILE, public="profile", load=lambda src: src.profile))
     """The config profile in force (``--profile`` / ``INVSYNC_PROFILE``), if any."""
-    wait_lock_s: float = 0.0
+    wait_lock_s: float = field(default=0.0, metadata=meta(
+        file=NOT_FROM_FILE, public=NOT_PUBLIC, load=_load_wait_lock))
     """Wait this long for another run's lock instead of exiting 4 at once."""
-    notify: dict[str, Any] = field(default_factory=dict)
+    notify: dict[str, Any] = field(default_factory=dict, metadata=meta(
+        file="notify", public=NOT_PUBLIC, load=_load_notify))
     """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
-    source: str = "cli"
+    source: str = field(default="cli", metadata=meta(
+        file=NOT_FROM_FILE, public="source", resume=True))
     """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
     shrunken-file brake compares a run only with past runs of the same kind."""
 
@@ -131,29 +313,38 @@ class Settings:
                                  f"config file (it is never a command-line flag)")
 
     def public(self) -> dict[str, Any]:
-        """The settings worth recording in a report (no token)."""
-        return {
-            "store_hash": self.store_hash, "api_url": self.api_url,
-            "location_id": self.location_id, "reason": self.reason,
-            "batch_size": self.batch_size, "concurrency": self.concurrency,
-            "dry_run": self.dry_run, "full": self.full, "sheet": self.sheet,
-            "encoding": self.encoding, "header_row": self.header_row,
-            "column_map": self.column_map, "duplicates": self.duplicates,
-            "quantity_rules": self.rules.describe(), "zero_missing": self.zero_missing,
-            "brakes": self.brakes.__dict__, "verify_tls": self.verify_tls,
-            "baseline": self.baseline, "baseline_every_s": self.baseline_every_s,
-            "plan_file": self.plan_file, "source": self.source,
-            "config": str(self.config_path) if self.config_path else None,
-            "profile": self.profile,
-        }
+        """The settings worth recording in a report: every field with a ``public`` name
+        (never the token)."""
+        out = {}
+        for f in fields(self):
+            name = f.metadata["public"]
+            if name is not NOT_PUBLIC:
+                value = getattr(self, f.name)
+                convert = f.metadata["to_public"]
+                out[name] = convert(value) if convert else value
+        return out
+
+    def file_values(self, *, with_token: bool = False) -> dict[str, Any]:
+        """These settings as config file keys (see :func:`config_text`); the token only if
+        ``with_token``. Values no file can hold (None) are left out."""
+        out = {}
+        for f in fields(self):
+            key = f.metadata["file"]
+            if key is NOT_FROM_FILE or (f.name == "token" and not with_token):
+                continue
+            value = getattr(self, f.name)
+            convert = f.metadata["to_file"]
+            value = convert(value) if convert and value is not None else value
+            if value is not None:
+                out[key] = value
+        return out
 
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
-_KNOWN_KEYS = {"store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
-               "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
-               "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
-               "baseline_every", "notify", "encoding", "header_row"}
+_KNOWN_KEYS = frozenset(f.metadata["file"] for f in fields(Settings)
+                        if f.metadata["file"] is not NOT_FROM_FILE)
+"""The config file's keys: derived from the fields' metadata."""
 
 
 def read_config(config_path: Path | None, profile: str | None = None
@@ -205,76 +396,50 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults.
 
     ``overrides["profile"]`` names a ``[profiles.NAME]`` of the config (see :func:`read_config`).
+    Each field's value comes from its loader (the ``load`` of its :func:`meta`).
     """
     config_path, profile, cfg = read_config(config_path, overrides.get("profile"))
-    s = Settings(config_path=config_path, profile=profile)
+    src = _Sources(overrides, cfg, config_path, profile)
+    values = {}
+    for f in fields(Settings):
+        load = f.metadata["load"]
+        value = load(src) if load else _UNSET
+        if value is not _UNSET:
+            values[f.name] = value
+    return Settings(**values)
 
-    def pick(key: str, env: str | None = None) -> Any:
-        if overrides.get(key) is not None:
-            return overrides[key]
-        if env and os.environ.get(env):
-            return os.environ[env]
-        return cfg.get(key)
 
-    s.store_hash = pick("store_hash", ENV_STORE_HASH)
-    if os.environ.get(ENV_TOKEN):
-        s.token = clean_token(os.environ[ENV_TOKEN], ENV_TOKEN)
-    elif cfg.get("access_token"):
-        s.token = clean_token(str(cfg["access_token"]), f"access_token in {config_path}")
-    s.api_url = str(pick("api_url", ENV_API_URL) or DEFAULT_API_URL)
-    for key in ("location_id", "batch_size", "concurrency"):
-        value = pick(key)
-        if value is not None:
-            try:
-                setattr(s, key, int(value))
-            except (TypeError, ValueError):
-                raise UsageError(f"{key} must be a whole number, not {value!r}") from None
-    header_row = pick("header_row")
-    if header_row is not None:
-        try:
-            s.header_row = int(header_row)
-        except (TypeError, ValueError):
-            raise UsageError(f"header_row must be a whole number, not {header_row!r}") from None
-        if s.header_row < 1:
-            raise UsageError(f"header_row must be 1 or more, not {s.header_row}")
-    for key in ("reason", "sheet", "duplicates", "encoding"):
-        value = pick(key)
-        if value is not None:
-            setattr(s, key, str(value))
-    for key in ("state_dir", "report_dir"):
-        value = pick(key)
-        if value is not None:
-            setattr(s, key, Path(value).expanduser())
-    for key in ("dry_run", "full"):
-        setattr(s, key, bool(overrides.get(key)))
-    s.zero_missing = bool(overrides.get("zero_missing") or cfg.get("zero_missing"))
-    s.baseline = str(pick("baseline") or "snapshot")
-    if s.baseline not in ("snapshot", "live"):
-        raise UsageError("--baseline must be snapshot or live")
-    if cfg.get("baseline_every") is not None:
-        s.baseline_every_s = parse_duration(cfg["baseline_every"], "baseline_every")
-    s.brakes = _brakes(cfg.get("brakes") or {}, overrides)
-    if overrides.get("verify_tls") is False or cfg.get("verify_tls") is False:
-        s.verify_tls = False
-    columns = dict(cfg.get("columns") or {})
-    columns.update(overrides.get("column_map") or {})
-    s.column_map = {str(k): str(v) for k, v in columns.items()}
-    s.rules = _rules(cfg.get("quantity") or {}, overrides)
-    s.retry = _retry(cfg.get("retry") or {})
-    wait = overrides.get("wait_lock")
-    if wait is not None:
-        if wait < 0:
-            raise UsageError("--wait-lock must not be negative")
-        s.wait_lock_s = float(wait)
-    notify = cfg.get("notify") or {}
-    if not isinstance(notify, dict):
-        raise UsageError("[notify] must be a table")
-    if notify:
-        from invsync.run.notify import notify_config
+def config_text(settings: Settings, *, with_token: bool = False) -> str:
+    """A TOML config file that loads back (:func:`load_settings`) as ``settings``' file keys."""
+    values = settings.file_values(with_token=with_token)
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()
+             if not isinstance(v, dict)]
+    for key, table in values.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{_toml_key(key)}]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()
+                      if v is not None]
+    return "\n".join(lines) + "\n"
 
-        notify_config(notify)  # fail at start (exit 64), not after the run
-    s.notify = dict(notify)
-    return s
+
+def _toml_key(key: str) -> str:
+    return _toml_value(str(key))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON's string escapes are TOML's; DEL must be escaped in TOML only.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
@@ -305,18 +470,15 @@ def clean_token(raw: str, source: str) -> Secret | None:
 
 
 def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
-    """``base`` with the options a run recorded (see :meth:`Settings.public`) put back."""
-    rules = options.get("quantity_rules") or {}
-    kept = {k: options[k] for k in ("location_id", "reason", "batch_size", "concurrency",
-                                    "sheet", "duplicates", "zero_missing", "full", "baseline",
-                                    "plan_file", "source", "encoding", "header_row")
-            if k in options}
-    return replace(
-        base, **kept, column_map=dict(options.get("column_map") or {}),
-        rules=QuantityRules(**rules) if rules else base.rules,
-        brakes=BrakeLimits(**options["brakes"]) if options.get("brakes") else base.brakes,
-        dry_run=False,
-    )
+    """``base`` with the options a run recorded (see :meth:`Settings.public`) put back: the
+    fields marked ``resume``. A resumed run is never a dry run."""
+    kept = {}
+    for f in fields(Settings):
+        name = f.metadata["public"]
+        if f.metadata["resume"] and name in options:
+            convert = f.metadata["from_public"]
+            kept[f.name] = convert(options[name]) if convert else options[name]
+    return replace(base, **kept, dry_run=False)
 
 
 def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:

@@ -98,9 +98,11 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     if new_items.height:
         notes.append(f"{new_items.height:,} item(s) left as they are: new in that run (no "
                      f"earlier level to put back)")
-    run_settings = replace(settings, plan_file=True, full=False, zero_missing=False)
-    if run_settings.reason in (None, Settings().reason):
-        run_settings.reason = f"invsync revert of run {past.run_id}"
+    reason = settings.reason
+    if reason in (None, Settings().reason):
+        reason = f"invsync revert of run {past.run_id}"
+    run_settings = replace(settings, plan_file=True, full=False, zero_missing=False,
+                           reason=reason)
     result.report = sync_file(plan_path, run_settings, on_event=on_event, command="revert",
                               reverted_from=past.run_id, notes=notes)
     return result

@@ -86,6 +86,9 @@ def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text)
 
 
+_TEN_DIGITS = 9_999_999_999
+
+
 @dataclass(frozen=True)
 class _Whole:
     """Text parsed as a signed whole number: value (null if not whole or beyond Int64)."""
@@ -100,8 +103,10 @@ class _Whole:
 def _parse_whole(text: pl.Series) -> _Whole:
     """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
     value = text.cast(pl.Int64, strict=False)
-    huge = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
-    date = huge.clone()
+    date = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
+    # More than 10 digits whatever the form (12345678901 as 12345678901.0): a rule's
+    # maximum must not cap it to a level.
+    huge = (value > _TEN_DIGITS).fill_null(False)
     slow = text.is_not_null() & value.is_null()
     if not slow.any():
         return _Whole(value, huge, date)
@@ -433,6 +438,9 @@ _NO_FAILURES = {"index": pl.Int64, "check": pl.String}
 _ID_COLUMNS = {"product_id": 1, "variant_id": 1, "location_id": 1, "quantity": 0}
 """The schema's integer columns and their lowest value (the highest is MAX_QUANTITY)."""
 _FLAG_COLUMNS = ("quantity_negative", "quantity_too_large", "location_ambiguous", "duplicate")
+_RULE_FLAGS = ("location_unknown", "location_disabled", "location_mismatch", "has_date")
+"""Flags only the rules read (the schema does not type them): of another type, a rule over
+them cannot run, and the schema (which reports that) must decide."""
 
 
 def passes_every_rule(frame: pl.DataFrame) -> bool:
@@ -442,7 +450,8 @@ def passes_every_rule(frame: pl.DataFrame) -> bool:
     column, another type) answers False, and the schema itself then decides."""
     schema = frame.schema
     types = {ROW: pl.Int64, "sku": pl.String, "identifier": pl.String,
-             **dict.fromkeys(_ID_COLUMNS, pl.Int64), **dict.fromkeys(_FLAG_COLUMNS, pl.Boolean)}
+             **dict.fromkeys(_ID_COLUMNS, pl.Int64), **dict.fromkeys(_FLAG_COLUMNS, pl.Boolean),
+             **dict.fromkeys(_RULE_FLAGS, pl.Boolean)}
     if any(schema.get(c) != t for c, t in types.items()):
         return False
     if frame.height == 0:
@@ -481,7 +490,9 @@ def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
             cases = exc.failure_cases
         else:
             return pl.DataFrame(schema=_NO_FAILURES)
-    unexpected = cases.filter(~pl.col("check").is_in(list(REASONS)))
+    # A check that raised (a column of the wrong type) fails with no row: every row would
+    # pass it unseen, so it breaks the run like a check of no reason code.
+    unexpected = cases.filter(~pl.col("check").is_in(list(REASONS)) | pl.col("index").is_null())
     if unexpected.height:
         raise AssertionError(f"stock frame broke its own schema: {unexpected.head(5)}")
     return cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))

@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,8 @@ def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     if (file is None) == (plan_file is None):
         raise click.UsageError("give either FILE or --plan-file PLAN.csv")
-    settings = load_settings(config_path, _overrides(flags, maps))
-    settings.plan_file = plan_file is not None
+    settings = replace(load_settings(config_path, _overrides(flags, maps)),
+                       plan_file=plan_file is not None)
     path = plan_file or file
     assert path is not None
     _finish(ctx, sync_file(path, settings, on_event=_events(ctx)), settings)
