@@ -94,6 +94,8 @@ def check_brakes(
 
 
 def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> list[Brake]:
+    if held.height == 0:
+        return []  # the store holds nothing we know of: nothing can drop (a first night)
     # An item whose level is unknown (a write never confirmed) most likely has stock: a 0
     # for it counts as a drop, so losing answers can never open a way around this brake.
     levels = held.select(*KEY, pl.col("quantity").alias("_held"), pl.lit(True).alias("_known"))
