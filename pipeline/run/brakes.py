@@ -98,7 +98,7 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
         return []  # the store holds nothing we know of: nothing can drop (a first night)
     # An item whose level is unknown (a write never confirmed) most likely has stock: a 0
     # for it counts as a drop, so losing answers can never open a way around this brake.
-    levels = held.select(*KEY, pl.col("quantity").alias("_held"), pl.lit(True).alias("_known"))
+    levels = held.select(*KEY, pl.col("quantity").alias("_held"))
     zeroed = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique().join(
         levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
     drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
