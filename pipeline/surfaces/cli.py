@@ -425,12 +425,30 @@ cli.add_command(serve)
 cli.add_command(portal)
 
 
+ALLOCATOR_ENV = "_RJEM_MALLOC_CONF"
+ALLOCATOR_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
+
+
+def tune_allocator() -> None:
+    """Have polars' allocator (jemalloc) give freed memory back at once.
+
+    polars keeps freed pages for 0.5 s (and 1 s more as "muzzy"), so a run of a few seconds
+    peaks near all it ever allocated: returning them at once lowers a 1M-row dry run's peak
+    by about a third (500 -> 345 MiB) for about 7% more CPU. polars appends this variable
+    to its own defaults when it loads; so only before polars is loaded, and never over the
+    user's own setting.
+    """
+    if "polars" not in sys.modules:
+        os.environ.setdefault(ALLOCATOR_ENV, ALLOCATOR_CONF)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps errors to the documented exit codes.
 
     Never a traceback: anything unexpected is one line and exit 2 (``-vv`` logs the
     traceback); SIGINT and SIGTERM exit 130 and 143.
     """
+    tune_allocator()
     from invsync.run import signals
 
     args = sys.argv[1:] if argv is None else argv
