@@ -484,3 +484,33 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"/lock is a symbolic link"):
         StoreLock(tmp_path, "abc").acquire("run-1")
     assert (tmp_path / "elsewhere").read_text() == ""
+
+
+def test_applied_to_replays_a_journal_onto_a_snapshot_in_memory(tmp_path: Path) -> None:
+    """What drift and a dry run see after a kill: confirmed levels set, items in flight
+    unknown (null), the rest of the snapshot as it was; nothing is written."""
+    snapshot = levels((1, "sku", "A", 1), (1, "sku", "B", 2), (1, "sku", "KEEP", 3),
+                      (2, "sku", "A", 4))
+    j = Journal(tmp_path)
+    j.begin({"run_id": "r1"})
+    j.sending(0, keys(levels((1, "sku", "A", 10), (1, "sku", "NEW", 11))))
+    j.confirmed(0, "tx-0", levels((1, "sku", "A", 10), (1, "sku", "NEW", 11)))
+    j.sending(1, keys(levels((1, "sku", "B", 20), (2, "sku", "A", 21), (2, "sku", "X", 22))))
+    j.close(remove=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    replayed = j.recover().applied_to(snapshot)
+    assert replayed.columns == list(SNAPSHOT_SCHEMA)
+    assert rows(replayed) == rows(levels(
+        (1, "sku", "A", 10), (1, "sku", "NEW", 11),  # confirmed
+        (1, "sku", "B", None), (2, "sku", "A", None), (2, "sku", "X", None),  # in flight
+        (1, "sku", "KEEP", 3)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # An item sent twice and never confirmed is one unknown row, not two.
+    j2 = Journal(tmp_path / "two")
+    (tmp_path / "two").mkdir()
+    j2.begin({"run_id": "r2"})
+    j2.sending(0, keys(levels((1, "sku", "B", 1))))
+    j2.sending(1, keys(levels((1, "sku", "B", 1))))
+    j2.close(remove=False)
+    assert rows(j2.recover().applied_to(snapshot).filter(pl.col("item_key") == "B")) == [
+        (1, "sku", "B", None)]

@@ -29,7 +29,7 @@ EQUIVALENTS = ROOT / "tests" / "mutation-equivalents.md"
 # module (as installed under invsync/) -> its fast unit tests
 MODULES: dict[str, list[str]] = {
     "run/brakes": ["tests/test_brakes.py"],
-    "state/journal": ["tests/test_unit_journal.py"],
+    "state/journal": ["tests/test_unit_journal.py", "tests/test_per_batch_cost.py"],
     "state/snapshot": ["tests/test_unit_snapshot.py"],
     "stages/diff": ["tests/test_unit_diff.py"],
     "stages/submit": ["tests/test_submit_client.py", "tests/test_unit_submit.py"],
