@@ -676,11 +676,12 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         client, batches, reason=settings.reason, concurrency=settings.concurrency,
         observer=_JournaledSubmit(journal, run.emit)))
     items = changes.changes
-    accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
+    accepted = items.filter(pl.col(SEQ).is_in(_seqs(result.accepted)))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
     # may have applied it, so its level is no longer known (kept in the snapshot as null).
     settled = [*result.accepted, *(s for s, _ in result.refused)]
-    unconfirmed = items.filter(pl.col(SEQ).is_in(result.sent) & ~pl.col(SEQ).is_in(settled))
+    unconfirmed = items.filter(pl.col(SEQ).is_in(_seqs(result.sent))
+                               & ~pl.col(SEQ).is_in(_seqs(settled)))
     try:
         if accepted.height or unconfirmed.height:
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
@@ -726,14 +727,20 @@ def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult |
         ROW, nulls_last=True)
 
 
+def _seqs(values: list[int]) -> pl.Series:
+    """``values`` for ``is_in``: a typed list (a Python list is converted value by value,
+    8 times slower for a first night's 100,000 items)."""
+    return pl.Series(values, dtype=pl.Int64).implode()
+
+
 def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
     """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
     seq = pl.col(SEQ)
-    return (pl.when(seq.is_in(result.accepted)).then(pl.lit("accepted"))
-            .when(seq.is_in([s for s, _ in result.refused])).then(pl.lit("refused"))
-            .when(seq.is_in(result.sent)).then(pl.lit("unconfirmed"))
+    return (pl.when(seq.is_in(_seqs(result.accepted))).then(pl.lit("accepted"))
+            .when(seq.is_in(_seqs([s for s, _ in result.refused]))).then(pl.lit("refused"))
+            .when(seq.is_in(_seqs(result.sent))).then(pl.lit("unconfirmed"))
             .otherwise(pl.lit("not_sent")))
 
 
