@@ -50,6 +50,14 @@ def test_a_baseline_of_all_ones_zeroed_trips_with_and_without_full(full: bool) -
                  limits=BrakeLimits(allow_zeroing=True)) == []
 
 
+@pytest.mark.parametrize("items", [0, 1, 2])
+def test_the_smallest_stores_brake_too_and_an_empty_one_cannot(items: int) -> None:
+    # One item held and zeroed is 100% of the location; nothing held, nothing can drop.
+    store = catalog(items)
+    file = dict.fromkeys(store, 0) or {(1, "NEW"): 0}
+    assert names(file, held(store)) == (["mass_zeroing"] if items else [])
+
+
 def test_items_already_at_zero_are_no_drop() -> None:
     store = catalog(100, qty=0)
     assert names(dict.fromkeys(store, 0), held(store), full=True) == []
