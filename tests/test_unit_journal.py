@@ -6,6 +6,7 @@ and how a lock is taken, refused, waited for, taken over and released.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -514,3 +515,45 @@ def test_applied_to_replays_a_journal_onto_a_snapshot_in_memory(tmp_path: Path) 
     j2.close(remove=False)
     assert rows(j2.recover().applied_to(snapshot).filter(pl.col("item_key") == "B")) == [
         (1, "sku", "B", None)]
+
+
+def test_holder_names_the_run_holding_the_lock_and_takes_nothing(tmp_path: Path) -> None:
+    lock = StoreLock(tmp_path, "abc")
+    assert lock.holder() is None  # no lock file yet
+    lock.acquire("run-1", state_dir="/s")
+    looker = StoreLock(tmp_path, "abc")
+    seen = looker.holder()
+    assert seen is not None and seen["run_id"] == "run-1" and seen["pid"] == os.getpid()
+    assert seen["state_dir"] == "/s"
+    assert looker.holder() == seen  # looking twice takes nothing
+    with pytest.raises(LockedError):
+        StoreLock(tmp_path, "abc").acquire("run-2")  # still held by run-1
+    lock.release()
+    assert looker.holder() is None  # free (an empty file) once released
+    # A holder that wrote no record yet is still a holder.
+    lock.path.write_text("")
+    with open(lock.path) as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        assert looker.holder() == {"run_id": None}
+    assert looker.holder() is None
+
+
+def test_each_record_written_alone_is_fsynced_before_the_writer_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One writer at a time (no one to share an fsync with): one fsync per record, each made
+    # before the call returns, the first (begin) included.
+    synced: list[int] = []
+    real_fsync = os.fsync
+    j = Journal(tmp_path)
+
+    def counting(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(len(j.path.read_text().splitlines()))
+
+    monkeypatch.setattr(journal_mod.os, "fsync", counting)
+    j.begin({"run_id": "r1"})
+    assert (j.fsyncs, synced) == (1, [1])
+    j.sending(0, keys(A))
+    j.confirmed(0, "tx", A)
+    assert (j.fsyncs, synced) == (3, [1, 2, 3])
+    j.close(remove=False)
