@@ -10,6 +10,11 @@ Each test guards a fix made after this hunt (it failed before the fix), or is ma
 from __future__ import annotations
 
 import csv
+import json
+import signal
+import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from conftest import (
     env_for,
     output,
     run_invsync,
+    spawn,
     write_stock,
 )
 from misbehaving import Reply, Request, misbehaving_store
@@ -105,4 +111,72 @@ def test_a_negative_quota_window_does_not_hang_the_run(
                              env, timeout=180)
     assert "Traceback" not in output(result)
     assert result.returncode == 0, output(result)
+    assert {k: v for k, v in sandbox.levels().items() if k in levels} == levels
+
+
+# ---- 2. SIGINT/SIGTERM mid-submit: the report keeps what the store confirmed ------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
+        sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]],
+        sig: int, code: int) -> None:
+    """The first batch lands and is confirmed, the second is held by the store; then the
+    operator presses Ctrl-C (or systemd stops the job). The report said rows=0 updated=0,
+    no transaction id: as if nothing had been sent, while the store holds the first batch."""
+    release = threading.Event()
+    held = threading.Event()
+    lock = threading.Lock()
+    seen = {"puts": 0, "armed": True}
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT" and seen["armed"]:
+            with lock:
+                seen["puts"] += 1
+                mine = seen["puts"]
+            if mine >= 2:
+                held.set()
+                release.wait(timeout=120)
+                return Reply.json(503, {"title": "held by the test, never forwarded"})
+        return None
+
+    levels = {(1, sku): 7 + i for i, sku in enumerate(catalog_skus(10))}
+    path = write_stock(tmp_path / "stock.csv", levels)
+    reports = tmp_path / "reports"
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        log = tmp_path / "run.log"
+        proc = spawn(["sync", str(path), "--batch-size", "5", "--concurrency", "1",
+                      "--report-dir", str(reports)], env, log, children)
+        try:
+            deadline = time.monotonic() + 120
+            while not held.is_set():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            time.sleep(0.3)
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+            landed = [k for k, v in levels.items() if sandbox.levels().get(k) == v]
+        finally:
+            seen["armed"] = False
+            release.set()
+        # The next run finishes: the store ends equal to the file.
+        done = run_invsync(["resume", "--report-dir", str(reports)], env)
+    text = log.read_text()
+    assert proc.returncode == code, text
+    assert "Traceback" not in text
+    report = json.loads(sorted(reports.glob("*/report.json"))[0].read_text())
+    assert report["status"] == "interrupted", report
+    counts = report["counts"]
+    # The store applied the first batch and confirmed it with a transaction id.
+    assert len(landed) == 5, sandbox.levels()
+    assert counts["rows"] == 10, counts
+    assert counts["accepted"] == 5, counts
+    assert counts["submitted"] == counts["accepted"] + counts["refused"] \
+        + counts["unconfirmed"], counts
+    assert counts["changed"] == counts["submitted"] + counts["not_sent"], counts
+    assert len(report["transaction_ids"]) == 1, report
+    assert "updated=0 " not in text, text
+    assert done.returncode == 0, output(done)
     assert {k: v for k, v in sandbox.levels().items() if k in levels} == levels

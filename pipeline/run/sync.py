@@ -97,6 +97,8 @@ class _Run:
         self.rejected: pl.DataFrame | None = None
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
+        self.cut_off: SubmitResult | None = None
+        """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
                                        settings.profile)
@@ -485,7 +487,17 @@ def _execute(run: _Run) -> None:
                                    + ". Nothing was sent.")
     if not settings.dry_run and batches:
         t = time.perf_counter()
-        result = _submit_journaled(run, changes, batches)
+        try:
+            result = _submit_journaled(run, changes, batches)
+        except KeyboardInterrupt:
+            if run.cut_off is not None:  # the journal keeps the levels for the next run
+                try:
+                    run.rejected = _all_rejected(checked, changes, run.cut_off,
+                                                 (snapshot, held))
+                    _fill(run, checked, changes, batches, run.cut_off, braked=False)
+                except Exception as exc:  # the interruption stays the run's outcome
+                    log_where(log, "counting an interrupted submit", exc)
+            raise
         run.timed("submit", t)
     run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
     _fill(run, checked, changes, batches, result, braked=bool(brakes))
@@ -645,6 +657,10 @@ class _JournaledSubmit(SubmitObserver):
 
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
+        # What happened so far, for a report of a submit cut off by a signal.
+        self.sent: set[int] = set()
+        self.confirmations: dict[int, dict[int, str]] = {}
+        self.done: dict[int, BatchResult] = {}
 
     def sending(self, batch: Batch) -> None:
         try:
@@ -652,6 +668,7 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped: a batch is never sent "
                                                "before the journal holds it")) from None
+        self.sent.add(batch.index)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
@@ -662,13 +679,36 @@ class _JournaledSubmit(SubmitObserver):
             raise FatalError(self._failed(exc, "sending stopped; the items the store "
                                                "confirmed since are sent again next time")) \
                 from None
+        seqs = batch.seqs
+        self.confirmations.setdefault(batch.index, {}).update(
+            (seqs[i], transaction_id) for i in items)
 
     def _failed(self, exc: OSError, what: str) -> str:
         return (f"the journal {self.journal.path} could not be written "
                 f"({exc.strerror or exc}): {what}")
 
     def finished(self, result: BatchResult) -> None:
+        self.done[result.index] = result
         self.emit("batch", result.to_dict())
+
+    def interrupted(self, batches: list[Batch], requests: int) -> SubmitResult:
+        """The submit's result as far as it went when a signal cut it off: finished
+        batches as they ended, a batch in flight with the items the store confirmed (the
+        rest unconfirmed: it may have applied them), the others not sent."""
+        results = []
+        for batch in batches:
+            done = self.done.get(batch.index)
+            if done is None:
+                done = BatchResult(batch.index, batch.location_id, len(batch),
+                                   status="not_sent")
+                if batch.index in self.sent:
+                    confirmed = self.confirmations.get(batch.index, {})
+                    done.status, done.error = "failed", "interrupted while in flight"
+                    done.accepted = list(confirmed)
+                    done.transaction_ids = list(dict.fromkeys(confirmed.values()))
+            results.append(done)
+        return SubmitResult(batches=results, batch_seqs=[b.seqs for b in batches],
+                            requests=requests)
 
 
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
@@ -680,9 +720,15 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                    "options": settings.public()})
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
-    result = run.store.run(lambda client: submit(
-        client, batches, reason=settings.reason, concurrency=settings.concurrency,
-        observer=_JournaledSubmit(journal, run.emit)))
+    observer = _JournaledSubmit(journal, run.emit)
+    before = run.store.requests_sent
+    try:
+        result = run.store.run(lambda client: submit(
+            client, batches, reason=settings.reason, concurrency=settings.concurrency,
+            observer=observer))
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: the report still says what was confirmed
+        run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
+        raise
     items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
