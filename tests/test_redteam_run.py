@@ -180,3 +180,46 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
     assert "updated=0 " not in text, text
     assert done.returncode == 0, output(done)
     assert {k: v for k, v in sandbox.levels().items() if k in levels} == levels
+
+
+# ---- 3. an encoding Python knows that is no text encoding ---------------------------------
+
+
+@pytest.mark.parametrize(("encoding", "code"), [("base64", 64), ("rot13", 64), ("zlib", 64),
+                                                ("undefined", 65), ("punycode", 65)])
+def test_a_codec_that_is_not_a_text_encoding_is_bad_usage_not_an_unexpected_error(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path,
+        encoding: str, code: int) -> None:
+    """``--encoding base64`` passed codecs.lookup, then decoding raised LookupError: exit 2,
+    'unexpected error'. A codec of bytes is no text encoding (64); a text codec that cannot
+    read the file makes it unusable (65), as for any other encoding."""
+    path = write_stock(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    result = run_invsync(["sync", str(path), "--encoding", encoding], cli_env)
+    assert "Traceback" not in output(result)
+    assert "unexpected error" not in output(result), output(result)
+    assert result.returncode == code, output(result)
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+def test_the_upload_api_answers_400_for_a_codec_that_is_not_a_text_encoding(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """POST /api/uploads with ``encoding=base64`` (a name Python knows) was a 500."""
+    import test_web
+    from starlette.testclient import TestClient
+    from test_web import api_upload, login
+
+    from invsync.surfaces.web.app import Options, create_app
+    from invsync.surfaces.web.auth import Accounts
+
+    settings = test_web.make_settings(sandbox, tmp_path)
+    Accounts(settings.state_dir).add_user("merchant", test_web.PASSWORD)
+    with TestClient(create_app(settings, Options()), raise_server_exceptions=False) as http:
+        login(http)
+        for encoding in ("base64", "rot13", "zlib", "utf-8\x00"):
+            answer = api_upload(http, encoding=encoding)
+            assert answer.status_code == 400, (encoding, answer.text)
+            assert "encoding" in answer.json()["error"], answer.text
+        for encoding in ("undefined", "punycode"):  # text codecs that cannot read the file
+            answer = api_upload(http, encoding=encoding)
+            assert answer.status_code == 422, (encoding, answer.text)
+            assert "not valid" in answer.json()["error"], answer.text
