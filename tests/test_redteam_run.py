@@ -223,3 +223,47 @@ def test_the_upload_api_answers_400_for_a_codec_that_is_not_a_text_encoding(
             answer = api_upload(http, encoding=encoding)
             assert answer.status_code == 422, (encoding, answer.text)
             assert "not valid" in answer.json()["error"], answer.text
+
+
+# ---- 4. Ctrl-C while the report is written ----------------------------------------------
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_report_is_written_leaves_the_run_in_history(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path,
+        children: list[subprocess.Popen[bytes]], sig: int, code: int) -> None:
+    """The stock was sent and the snapshot recorded; then, while 150,000 rejected rows were
+    written, the operator pressed Ctrl-C. The folder kept rejected.csv and plan.csv but no
+    report.json: `runs` and `show last` did not see the run (and `revert last` / `verify
+    last` would pick the run before it), and no summary line was printed."""
+    good = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(50))}
+    rows = [[sku, loc, qty] for (loc, sku), qty in good.items()]
+    rows += [[f"BAD-{i}", 1, "x"] for i in range(150_000)]
+    path = tmp_path / "stock.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sku", "location_id", "quantity"])
+        writer.writerows(rows)
+    reports = tmp_path / "reports"
+    log = tmp_path / "run.log"
+    proc = spawn(["sync", str(path), "--report-dir", str(reports)], cli_env, log, children)
+    deadline = time.monotonic() + 180
+    while not list(reports.glob("*/*")):  # the run folder's first (temporary) file
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert proc.returncode == code, text
+    assert {k: v for k, v in sandbox.levels().items() if k in good} == good
+    folder = next(reports.iterdir())
+    report = json.loads((folder / "report.json").read_text())
+    assert (report["status"], report["exit_code"]) == ("interrupted", code), report
+    assert report["counts"]["accepted"] == 50, report["counts"]
+    assert "the stock was sent and the snapshot recorded" in report["error"], report["error"]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], list(folder.iterdir())
+    assert f"run={folder.name}" in text, text  # the summary line
+    shown = run_invsync(["show", "last", "--report-dir", str(reports)], cli_env)
+    assert shown.returncode == 0 and folder.name in shown.stdout, output(shown)

@@ -272,16 +272,25 @@ def _release(lock: StoreLock) -> None:
 def _write_report(run: _Run) -> None:
     """Write the run folder; if that fails, say so clearly and leave no half-written files."""
     report = run.report
+    interrupted: int | None = None
     try:
         write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
         return
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: the run must not vanish from history
+        interrupted = signals.received()
+        problem = f"interrupted by {'SIGTERM' if interrupted == 15 else 'SIGINT'}"
+        failure: BaseException = exc
     except Exception as exc:  # a full disk must not hide what was sent
         problem, failure = one_line(exc), exc
     sent = "" if report.status not in ("succeeded", "partial") else \
         "; the stock was sent and the snapshot recorded"
     message = f"the run's report could not be written to {run.folder} ({problem}){sent}"
     error = report.error
-    if report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
+    if interrupted is not None:
+        report.status = "interrupted"
+        report.exit_code = int(ExitCode.TERMINATED if interrupted == 15
+                               else ExitCode.INTERRUPTED)
+    elif report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
         report.exit_code = int(ExitCode.RUN_FAILED)
     log_where(log, "report not written", failure)
     _remove_folder(run.folder)  # a new folder of this run only: no half a report is left
