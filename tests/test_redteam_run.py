@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,3 +268,34 @@ def test_a_signal_while_the_report_is_written_leaves_the_run_in_history(
     assert f"run={folder.name}" in text, text  # the summary line
     shown = run_invsync(["show", "last", "--report-dir", str(reports)], cli_env)
     assert shown.returncode == 0 and folder.name in shown.stdout, output(shown)
+
+
+# ---- 5. drift FILE of a bin-level export ------------------------------------------------
+
+
+def test_drift_of_a_file_compares_items_listed_in_several_rows(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A bin-level warehouse export (one row per bin) is synced with --duplicates sum; then
+    someone edits one of its items in the control panel. `drift FILE` validated the file
+    with the default duplicate policy (reject), so every item listed in several rows was
+    dropped from the comparison: 'the snapshot holds no items to compare', exit 0."""
+    skus = catalog_skus(3)
+    rows = [[sku, 1, 2] for sku in skus] + [[sku, 1, 3] for sku in skus]  # two bins each
+    path = tmp_path / "bins.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["sku", "location_id", "quantity"])
+        writer.writerows(rows)
+    synced = run_invsync(["sync", str(path), "--duplicates", "sum"], cli_env)
+    assert synced.returncode == 0, output(synced)
+    assert {k: v for k, v in sandbox.levels().items() if k[1] in skus} == \
+        {(1, sku): 5 for sku in skus}
+    body = json.dumps([{"location_id": 1, "sku": skus[0], "quantity": 99}]).encode()
+    urllib.request.urlopen(urllib.request.Request(
+        sandbox.url + "/_sandbox/levels", data=body, method="POST",
+        headers={"Content-Type": "application/json"}), timeout=30).read()
+    drift = run_invsync(["drift", str(path)], cli_env)
+    assert "Traceback" not in output(drift)
+    assert drift.returncode == 1, output(drift)
+    assert skus[0] in drift.stdout, drift.stdout
+    assert skus[1] not in drift.stdout, drift.stdout
