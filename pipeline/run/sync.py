@@ -494,22 +494,21 @@ def _execute(run: _Run) -> None:
             _fill(run, checked, changes, batches, None, braked=True)
             raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
                                    + ". Nothing was sent.")
-    if not settings.dry_run and batches:
-        t = time.perf_counter()
-        try:
+    try:
+        if not settings.dry_run and batches:
+            t = time.perf_counter()
             result = _submit_journaled(run, changes, batches)
-        except KeyboardInterrupt:
-            if run.cut_off is not None:  # the journal keeps the levels for the next run
-                try:
-                    run.rejected = _all_rejected(checked, changes, run.cut_off,
-                                                 (snapshot, held))
-                    _fill(run, checked, changes, batches, run.cut_off, braked=False)
-                except Exception as exc:  # the interruption stays the run's outcome
-                    log_where(log, "counting an interrupted submit", exc)
-            raise
-        run.timed("submit", t)
-    run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
-    _fill(run, checked, changes, batches, result, braked=bool(brakes))
+            run.timed("submit", t)
+        run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
+        _fill(run, checked, changes, batches, result, braked=bool(brakes))
+    except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
+        if run.cut_off is not None:  # the journal keeps the levels for the next run
+            try:
+                run.rejected = _all_rejected(checked, changes, run.cut_off, (snapshot, held))
+                _fill(run, checked, changes, batches, run.cut_off, braked=False)
+            except Exception as exc:  # the interruption stays the run's outcome
+                log_where(log, "counting an interrupted submit", exc)
+        raise
     if brakes and settings.dry_run:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
@@ -738,6 +737,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     except KeyboardInterrupt:  # SIGINT/SIGTERM: the report still says what was confirmed
         run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
         raise
+    run.cut_off = result  # a signal from here on: the report counts the whole result
     items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(result.accepted))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
