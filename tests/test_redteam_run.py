@@ -299,3 +299,27 @@ def test_drift_of_a_file_compares_items_listed_in_several_rows(
     assert drift.returncode == 1, output(drift)
     assert skus[0] in drift.stdout, drift.stdout
     assert skus[1] not in drift.stdout, drift.stdout
+
+
+# ---- 6. every JSON event is a documented, typed event name -------------------------------
+
+
+def test_every_json_event_of_a_revert_is_a_typed_event_name(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`revert --log-format json` printed a `revert_left` event that invsync.events.EventName
+    (the documented list) did not have: a log shipper filtering on it never sees it."""
+    from invsync.events import EVENT_NAMES
+
+    skus = catalog_skus(4)
+    first = run_invsync(["sync", str(write_stock(tmp_path / "a.csv",
+                                                 {(1, s): 5 for s in skus}))], cli_env)
+    assert first.returncode == 0, output(first)
+    second = run_invsync(["sync", str(write_stock(tmp_path / "b.csv",
+                                                  {(1, s): 9 for s in skus}))], cli_env)
+    assert second.returncode == 0, output(second)
+    result = run_invsync(["--log-format", "json", "revert", "last"], cli_env)
+    assert result.returncode == 0, output(result)
+    events = [json.loads(line)["event"] for line in result.stdout.splitlines()
+              if line.startswith("{")]
+    assert "run_finished" in events, result.stdout
+    assert set(events) <= set(EVENT_NAMES), set(events) - set(EVENT_NAMES)
