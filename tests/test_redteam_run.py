@@ -323,3 +323,25 @@ def test_every_json_event_of_a_revert_is_a_typed_event_name(
               if line.startswith("{")]
     assert "run_finished" in events, result.stdout
     assert set(events) <= set(EVENT_NAMES), set(events) - set(EVENT_NAMES)
+
+
+# ---- 7. a fractional or boolean number in the config --------------------------------------
+
+
+@pytest.mark.parametrize("line", ["location_id = 2.5", "location_id = true",
+                                  "header_row = 1.5", "batch_size = true"])
+def test_a_fractional_or_boolean_number_in_the_config_is_a_bad_config(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path, line: str) -> None:
+    """``location_id = 2.5`` was truncated to 2: the file's rows went to location 2."""
+    config = tmp_path / "invsync.toml"
+    config.write_text(line + "\n")
+    path = write_stock(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
+    plain = path.read_text().replace(",1,", ",,")  # rows without a location of their own
+    path.write_text(plain)
+    reports = tmp_path / "reports"
+    result = run_invsync(["sync", str(path), "--config", str(config),
+                          "--report-dir", str(reports)], cli_env)
+    assert "Traceback" not in output(result)
+    assert result.returncode == 64, output(result)
+    assert line.split()[0] in result.stderr, output(result)
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]

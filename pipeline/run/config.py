@@ -201,6 +201,21 @@ def read_config(config_path: Path | None, profile: str | None = None
     return Path(config_path), profile, cfg
 
 
+def _whole(key: str, value: Any) -> int:
+    """A whole number from a flag, the environment or TOML: ``2.5`` or ``true`` is refused,
+    never truncated (``location_id = 2.5`` must not send stock to location 2)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise UsageError(f"{key} must be a whole number, not {value!r}")
+
+
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults.
 
@@ -225,16 +240,10 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     for key in ("location_id", "batch_size", "concurrency"):
         value = pick(key)
         if value is not None:
-            try:
-                setattr(s, key, int(value))
-            except (TypeError, ValueError):
-                raise UsageError(f"{key} must be a whole number, not {value!r}") from None
+            setattr(s, key, _whole(key, value))
     header_row = pick("header_row")
     if header_row is not None:
-        try:
-            s.header_row = int(header_row)
-        except (TypeError, ValueError):
-            raise UsageError(f"header_row must be a whole number, not {header_row!r}") from None
+        s.header_row = _whole("header_row", header_row)
         if s.header_row < 1:
             raise UsageError(f"header_row must be 1 or more, not {s.header_row}")
     for key in ("reason", "sheet", "duplicates", "encoding"):
