@@ -345,3 +345,61 @@ def test_a_fractional_or_boolean_number_in_the_config_is_a_bad_config(
     assert result.returncode == 64, output(result)
     assert line.split()[0] in result.stderr, output(result)
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+# ---- 8. kill -9 of a --plan-file run, then resume -----------------------------------------
+
+
+def test_resume_finishes_a_killed_plan_file_run(
+        sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
+    """A reviewed plan is pushed (`sync --plan-file`, which `revert` uses too); the first batch
+    is confirmed, the process is killed while the second is in flight. `invsync resume`
+    replays the journal, then finds the plan's old levels no longer match the snapshot (the
+    confirmed batch moved them): 'the snapshot moved since this plan was made', exit 3."""
+    release = threading.Event()
+    held = threading.Event()
+    lock = threading.Lock()
+    seen = {"puts": 0, "armed": False}
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT" and seen["armed"]:
+            with lock:
+                seen["puts"] += 1
+                mine = seen["puts"]
+            if mine >= 2:
+                held.set()
+                release.wait(timeout=120)
+                return Reply.json(503, {"title": "held by the test, never forwarded"})
+        return None
+
+    skus = catalog_skus(10)
+    before = {(1, s): 5 for s in skus}
+    after = {(1, s): 20 + i for i, s in enumerate(skus)}
+    reports = tmp_path / "reports"
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        first = run_invsync(["sync", str(write_stock(tmp_path / "a.csv", before))], env)
+        assert first.returncode == 0, output(first)
+        plan = run_invsync(["plan", str(write_stock(tmp_path / "b.csv", after)),
+                            "--report-dir", str(reports)], env)
+        assert plan.returncode == 0, output(plan)
+        plan_file = plan.report_dir() / "plan.csv"
+        seen["armed"] = True
+        log = tmp_path / "killed.log"
+        proc = spawn(["sync", "--plan-file", str(plan_file), "--batch-size", "5",
+                      "--concurrency", "1", "--report-dir", str(reports)], env, log, children)
+        try:
+            deadline = time.monotonic() + 120
+            while not held.is_set():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            seen["armed"] = False
+            release.set()
+        done = run_invsync(["resume", "--report-dir", str(reports)], env)
+    assert "Traceback" not in output(done)
+    assert done.returncode == 0, output(done)
+    assert {k: v for k, v in sandbox.levels().items() if k in after} == after

@@ -98,6 +98,10 @@ class _Run:
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
         self.cut_off: SubmitResult | None = None
+        self.replayed: pl.DataFrame | None = None
+        """KEY of the items an interrupted run confirmed or left unknown, when this run
+        replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
+        self.replayed_sha256: str | None = None
         """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -462,7 +466,10 @@ def _execute(run: _Run) -> None:
                 & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
             ).join(live, on=KEY, how="anti").select(live.columns)])
     if planned_old is not None:
-        changes = _planned_changes(checked, planned_old, snapshot)
+        # An interrupted push of this very plan moved its items itself (`invsync resume`).
+        pushed = run.replayed if (
+            run.replayed_sha256 and run.replayed_sha256 == table.sha256) else None
+        changes = _planned_changes(checked, planned_old, snapshot, pushed)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
     elif settings.baseline == "live":
@@ -547,13 +554,22 @@ def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
     return replace(table, frame=frame, mapping=mapping, format="plan"), old
 
 
-def _planned_changes(checked: Validated, planned_old: pl.DataFrame,
-                     snapshot: pl.DataFrame) -> ChangeSet:
-    """The plan's items, refused as a whole if the snapshot moved since the plan was made."""
+def _planned_changes(checked: Validated, planned_old: pl.DataFrame, snapshot: pl.DataFrame,
+                     pushed: pl.DataFrame | None = None) -> ChangeSet:
+    """The plan's items, refused as a whole if the snapshot moved since the plan was made.
+
+    ``pushed``: the items an interrupted push of this same plan sent (its journal was just
+    replayed). They moved by the plan's own hand, to its new level (confirmed) or to an
+    unknown one (in flight at the kill): resuming the push sends them again.
+    """
     valid = checked.valid.join(planned_old, on=ROW, how="left")
     current = valid.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
                          how="left")
     moved = current.filter(~pl.col("planned").eq_missing(pl.col("now")))
+    if pushed is not None and pushed.height and moved.height:
+        by_plan = moved.filter(pl.col("now").is_null() | (pl.col("now") == pl.col("quantity")))
+        by_plan = by_plan.join(pushed.unique(), on=KEY, how="semi")
+        moved = moved.join(by_plan.select(KEY), on=KEY, how="anti")
     if moved.height:
         first = moved.row(0, named=True)
         raise SafetyBrakeError(
@@ -597,6 +613,8 @@ def _baseline(run: _Run) -> pl.DataFrame:
             f"and sent again")
     run.report.notes.append(note)
     run.report.resumed_from = header.get("run_id")
+    run.replayed = pl.concat([recovered.confirmed.select(KEY), unconfirmed.select(KEY)])
+    run.replayed_sha256 = header.get("sha256")
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
