@@ -224,6 +224,11 @@ def test_the_upload_api_answers_400_for_a_codec_that_is_not_a_text_encoding(
             answer = api_upload(http, encoding=encoding)
             assert answer.status_code == 422, (encoding, answer.text)
             assert "not valid" in answer.json()["error"], answer.text
+        # Python's int() reads these as 10 and 3: not 'a whole number' as the API says.
+        for row in ("1_0", "\uff13", "-0", "1e3", "9" * 5000):
+            answer = api_upload(http, header_row=row)
+            assert answer.status_code == 400, (row[:20], answer.text)
+            assert "header row" in answer.json()["error"], answer.text
 
 
 # ---- 4. Ctrl-C while the report is written ----------------------------------------------
