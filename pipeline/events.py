@@ -24,6 +24,7 @@ EventName = Literal[
     "verify_retry",  # verify reads again: some writes have not landed yet
     "run_finished",  # the run ended (status, counts, summary line, report folder)
     "notify_failed",  # a webhook could not be delivered (the run's outcome is unchanged)
+    "revert_left",  # `revert`: the items it left as they are (changed since, new in the run)
     "error",  # a failure before any run started (bad flags, config, the lock)
 ]
 EVENT_NAMES: tuple[str, ...] = get_args(EventName)

@@ -81,15 +81,27 @@ def meta(*, file: str | Literal[False], public: str | Literal[False], resume: bo
             "to_public": to_public, "from_public": from_public, "to_file": to_file}
 
 
+def _whole_number(key: str, value: Any) -> int:
+    """A whole number from a flag, the environment or TOML: ``2.5`` or ``true`` is refused,
+    never truncated (``location_id = 2.5`` must not send stock to location 2)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise UsageError(f"{key} must be a whole number, not {value!r}")
+
+
 def _whole(key: str, minimum: int | None = None) -> Loader:
     def load(src: _Sources) -> Any:
         value = src.pick(key)
         if value is None:
             return _UNSET
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{key} must be a whole number, not {value!r}") from None
+        number = _whole_number(key, value)
         if minimum is not None and number < minimum:
             raise UsageError(f"{key} must be {minimum} or more, not {number}")
         return number

@@ -119,7 +119,11 @@ def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file
             from invsync.store.identity import canonical_snapshot
 
             expected = canonical_snapshot(expected, resolver.mapping)[0]
-        expected = expected.join(checked.valid.select(KEY), on=KEY, how="semi")
+        # Every item the file names, whatever became of its rows: a duplicate group (a
+        # bin-level export synced with --duplicates sum) or a row with a bad quantity
+        # still names an item whose live level may have drifted.
+        named = checked.seen_keys if checked.seen_keys is not None else checked.valid
+        expected = expected.join(named.select(KEY).unique(), on=KEY, how="semi")
     if expected.height == 0:
         return None
     # Only the items compared are read (filtered reads) unless that takes more requests.

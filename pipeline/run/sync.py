@@ -97,6 +97,12 @@ class _Run:
         self.rejected: pl.DataFrame | None = None
         self.plan: pl.DataFrame | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
+        self.cut_off: SubmitResult | None = None
+        self.replayed: pl.DataFrame | None = None
+        """KEY of the items an interrupted run confirmed or left unknown, when this run
+        replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
+        self.replayed_sha256: str | None = None
+        """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
                                        settings.profile)
@@ -270,16 +276,25 @@ def _release(lock: StoreLock) -> None:
 def _write_report(run: _Run) -> None:
     """Write the run folder; if that fails, say so clearly and leave no half-written files."""
     report = run.report
+    interrupted: int | None = None
     try:
         write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
         return
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: the run must not vanish from history
+        interrupted = signals.received()
+        problem = f"interrupted by {'SIGTERM' if interrupted == 15 else 'SIGINT'}"
+        failure: BaseException = exc
     except Exception as exc:  # a full disk must not hide what was sent
         problem, failure = one_line(exc), exc
     sent = "" if report.status not in ("succeeded", "partial") else \
         "; the stock was sent and the snapshot recorded"
     message = f"the run's report could not be written to {run.folder} ({problem}){sent}"
     error = report.error
-    if report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
+    if interrupted is not None:
+        report.status = "interrupted"
+        report.exit_code = int(ExitCode.TERMINATED if interrupted == 15
+                               else ExitCode.INTERRUPTED)
+    elif report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
         report.exit_code = int(ExitCode.RUN_FAILED)
     log_where(log, "report not written", failure)
     _remove_folder(run.folder)  # a new folder of this run only: no half a report is left
@@ -450,7 +465,10 @@ def _execute(run: _Run) -> None:
                 & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
             ).join(live, on=KEY, how="anti").select(live.columns)])
     if planned_old is not None:
-        changes = _planned_changes(checked, planned_old, snapshot)
+        # An interrupted push of this very plan moved its items itself (`invsync resume`).
+        pushed = run.replayed if (
+            run.replayed_sha256 and run.replayed_sha256 == table.sha256) else None
+        changes = _planned_changes(checked, planned_old, snapshot, pushed)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
     elif settings.baseline == "live":
@@ -482,12 +500,21 @@ def _execute(run: _Run) -> None:
             _fill(run, checked, changes, batches, None, braked=True)
             raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
                                    + ". Nothing was sent.")
-    if not settings.dry_run and batches:
-        t = time.perf_counter()
-        result = _submit_journaled(run, changes, batches)
-        run.timed("submit", t)
-    run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
-    _fill(run, checked, changes, batches, result, braked=bool(brakes))
+    try:
+        if not settings.dry_run and batches:
+            t = time.perf_counter()
+            result = _submit_journaled(run, changes, batches)
+            run.timed("submit", t)
+        run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
+        _fill(run, checked, changes, batches, result, braked=bool(brakes))
+    except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
+        if run.cut_off is not None:  # the journal keeps the levels for the next run
+            try:
+                run.rejected = _all_rejected(checked, changes, run.cut_off, (snapshot, held))
+                _fill(run, checked, changes, batches, run.cut_off, braked=False)
+            except Exception as exc:  # the interruption stays the run's outcome
+                log_where(log, "counting an interrupted submit", exc)
+        raise
     if brakes and settings.dry_run:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
@@ -519,13 +546,22 @@ def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
     return replace(table, frame=frame, mapping=mapping, format="plan"), old
 
 
-def _planned_changes(checked: Validated, planned_old: pl.DataFrame,
-                     snapshot: pl.DataFrame) -> ChangeSet:
-    """The plan's items, refused as a whole if the snapshot moved since the plan was made."""
+def _planned_changes(checked: Validated, planned_old: pl.DataFrame, snapshot: pl.DataFrame,
+                     pushed: pl.DataFrame | None = None) -> ChangeSet:
+    """The plan's items, refused as a whole if the snapshot moved since the plan was made.
+
+    ``pushed``: the items an interrupted push of this same plan sent (its journal was just
+    replayed). They moved by the plan's own hand, to its new level (confirmed) or to an
+    unknown one (in flight at the kill): resuming the push sends them again.
+    """
     valid = checked.valid.join(planned_old, on=ROW, how="left")
     current = valid.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
                          how="left")
     moved = current.filter(~pl.col("planned").eq_missing(pl.col("now")))
+    if pushed is not None and pushed.height and moved.height:
+        by_plan = moved.filter(pl.col("now").is_null() | (pl.col("now") == pl.col("quantity")))
+        by_plan = by_plan.join(pushed.unique(), on=KEY, how="semi")
+        moved = moved.join(by_plan.select(KEY), on=KEY, how="anti")
     if moved.height:
         first = moved.row(0, named=True)
         raise SafetyBrakeError(
@@ -569,6 +605,8 @@ def _baseline(run: _Run) -> pl.DataFrame:
             f"and sent again")
     run.report.notes.append(note)
     run.report.resumed_from = header.get("run_id")
+    run.replayed = pl.concat([recovered.confirmed.select(KEY), unconfirmed.select(KEY)])
+    run.replayed_sha256 = header.get("sha256")
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
@@ -637,6 +675,10 @@ class _JournaledSubmit(SubmitObserver):
 
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
+        # What happened so far, for a report of a submit cut off by a signal.
+        self.sent: set[int] = set()
+        self.confirmations: dict[int, dict[int, str]] = {}
+        self.done: dict[int, BatchResult] = {}
 
     def sending(self, batch: Batch) -> None:
         try:
@@ -644,6 +686,7 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
                                                "before the journal holds it)")) from None
+        self.sent.add(batch.index)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
@@ -653,6 +696,9 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (what the store confirmed "
                                                "since is sent again)")) from None
+        seqs = batch.seqs
+        self.confirmations.setdefault(batch.index, {}).update(
+            (seqs[i], transaction_id) for i in items)
 
     def _failed(self, exc: OSError, what: str) -> str:
         return (f"the journal {self.journal.path} could not be written "
@@ -660,7 +706,27 @@ class _JournaledSubmit(SubmitObserver):
                 f"to finish")
 
     def finished(self, result: BatchResult) -> None:
+        self.done[result.index] = result
         self.emit("batch", result.to_dict())
+
+    def interrupted(self, batches: list[Batch], requests: int) -> SubmitResult:
+        """The submit's result as far as it went when a signal cut it off: finished
+        batches as they ended, a batch in flight with the items the store confirmed (the
+        rest unconfirmed: it may have applied them), the others not sent."""
+        results = []
+        for batch in batches:
+            done = self.done.get(batch.index)
+            if done is None:
+                done = BatchResult(batch.index, batch.location_id, len(batch),
+                                   status="not_sent")
+                if batch.index in self.sent:
+                    confirmed = self.confirmations.get(batch.index, {})
+                    done.status, done.error = "failed", "interrupted while in flight"
+                    done.accepted = list(confirmed)
+                    done.transaction_ids = list(dict.fromkeys(confirmed.values()))
+            results.append(done)
+        return SubmitResult(batches=results, batch_seqs=[b.seqs for b in batches],
+                            requests=requests)
 
 
 def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> SubmitResult:
@@ -672,9 +738,16 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                    "options": settings.public()})
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
-    result = run.store.run(lambda client: submit(
-        client, batches, reason=settings.reason, concurrency=settings.concurrency,
-        observer=_JournaledSubmit(journal, run.emit)))
+    observer = _JournaledSubmit(journal, run.emit)
+    before = run.store.requests_sent
+    try:
+        result = run.store.run(lambda client: submit(
+            client, batches, reason=settings.reason, concurrency=settings.concurrency,
+            observer=observer))
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: the report still says what was confirmed
+        run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
+        raise
+    run.cut_off = result  # a signal from here on: the report counts the whole result
     items = changes.changes
     accepted = items.filter(pl.col(SEQ).is_in(_seqs(result.accepted)))
     # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store

@@ -404,20 +404,35 @@ def _detect_encoding(path: Path, data: bytes) -> str:
                    f"save it as UTF-8, or name the encoding with --encoding")
 
 
+def text_encoding(name: str) -> str:
+    """The codec name of the text encoding ``name``; LookupError if Python knows no such
+    text encoding (``base64``, ``rot13`` or ``zlib`` are codecs, but not of text)."""
+    import codecs
+
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):  # a NUL in the name is a ValueError
+        raise LookupError(name) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise LookupError(name)
+    return info.name
+
+
 def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, str]:
     """Return UTF-8 bytes without BOM and the encoding the file was in."""
     if forced:
-        import codecs
-
         try:
-            name = codecs.lookup(forced).name
+            name = text_encoding(forced)
         except LookupError:
-            raise UsageError(f"unknown encoding {forced!r} (--encoding)") from None
+            raise UsageError(f"unknown encoding {forced!r} (--encoding; a text encoding)") from None
         try:
             text = data.decode(name)
         except UnicodeDecodeError as exc:
             raise InputFileError(str(path), f"the file is not valid {forced} text (byte "
                                             f"{exc.start:,}: {exc.reason})") from None
+        except UnicodeError as exc:  # codecs such as punycode or undefined raise this
+            raise InputFileError(str(path), f"the file is not valid {forced} text "
+                                            f"({exc})") from None
         return text.lstrip("\ufeff").encode("utf-8"), name
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:

@@ -110,7 +110,7 @@ class RateLimiter:
                     else:
                         # A new window: the quota the store last stated (until an answer
                         # of this window says more), else unknown.
-                        if self.quota is not None and self.window_s:
+                        if self.quota is not None and self.window_s and self.window_s > 0:
                             self.left, self.reset_at = self.quota, now + self.window_s
                         else:
                             self.left = None
@@ -149,18 +149,22 @@ class RateLimiter:
                 self.answered = True
                 left = _int_header(headers, "x-rate-limit-requests-left")
                 reset_ms = _int_header(headers, "x-rate-limit-time-reset-ms")
-                window_ms = _int_header(headers, "x-rate-limit-time-window-ms") or 30000
+                window_ms = _int_header(headers, "x-rate-limit-time-window-ms") or 0
+                if window_ms <= 0:  # none, or nonsense: a window must move time forward
+                    window_ms = 30000
+                # A window longer than max_wait_s is waited as max_wait_s, like any reset.
+                window_s = min(window_ms / 1000, self.max_wait_s)
                 quota = _int_header(headers, "x-rate-limit-requests-quota")
                 if quota is not None and quota > 0 and reset_ms is not None \
-                        and (quota, window_ms / 1000) != (self.quota, self.window_s):
-                    self.quota, self.window_s = quota, window_ms / 1000
+                        and (quota, window_s) != (self.quota, self.window_s):
+                    self.quota, self.window_s = quota, window_s
                     if self.on_wait is not None:
                         self.on_wait({"kind": "quota", "quota": quota,
                                       "window_s": self.window_s})
                 if left is not None and reset_ms is not None:
                     reset_s = min(max(reset_ms, 0) / 1000, self.max_wait_s)
                     reset_at = time.monotonic() + reset_s + self.margin_s
-                    same_window = abs(reset_at - self.reset_at) < window_ms / 4000
+                    same_window = abs(reset_at - self.reset_at) < window_s / 4
                     # Answers arrive out of order: within one window the lowest count is newest.
                     if self.left is not None and same_window:
                         self.left = min(self.left, left)

@@ -14,6 +14,7 @@ import time
 from typing import IO, Any
 
 from invsync.clock import timestamp
+from invsync.events import EventName
 
 _current_run: dict[str, str] = {}
 """The run the JSON events are about, so that log records can name it too."""
@@ -45,7 +46,7 @@ class JsonEvents:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def __call__(self, name: str, data: dict[str, Any]) -> None:
+    def __call__(self, name: EventName, data: dict[str, Any]) -> None:
         from invsync.redact import redact
 
         if data.get("run_id"):

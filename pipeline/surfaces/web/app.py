@@ -457,12 +457,10 @@ def _reading_fields(form: Any) -> tuple[str | None, int | None]:
     """The ``encoding`` and ``header_row`` form fields (empty or absent: automatic)."""
     encoding = _text(form.get("encoding")).strip() or None
     row = _text(form.get("header_row")).strip()
-    try:
-        header_row = int(row) if row else None
-    except ValueError:
-        raise UploadError(400, f"the header row must be a row number, not {row[:40]!r}"
-                          ) from None
-    return encoding, header_row
+    # ASCII digits only: int() would also read '1_0' as 10 and a full-width '３' as 3.
+    if row and not (row.isascii() and row.isdigit() and len(row) <= 18):
+        raise UploadError(400, f"the header row must be a row number, not {row[:40]!r}")
+    return encoding, int(row) if row else None
 
 
 def _same(given: str | None, expected: str | None) -> bool:

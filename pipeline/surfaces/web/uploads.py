@@ -108,11 +108,11 @@ class Inspection:
 
 def check_reading(encoding: str | None, header_row: int | None) -> tuple[str | None, int | None]:
     """An upload's chosen text encoding and header row (``None``: automatic), checked."""
-    import codecs
+    from invsync.stages.ingest import text_encoding
 
     if encoding:
         try:
-            codecs.lookup(encoding)
+            text_encoding(encoding)
         except LookupError:
             raise UploadError(400, f"unknown text encoding {encoding!r}") from None
     if header_row is not None and header_row < 1:
