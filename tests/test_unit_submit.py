@@ -197,23 +197,28 @@ def test_concurrency_is_bounded(concurrency: int) -> None:
     peak = 0
 
     class Slow(FakeClient):
+        wait_s = 0.05
+
         async def put_absolute(self, items: list[dict[str, Any]],
                                reason: str | None) -> PutResult:
             nonlocal active, peak
             active += 1
             peak = max(peak, active)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(self.wait_s)
             active -= 1
             return await super().put_absolute(items, reason)
+
+    class Slower(Slow):
+        wait_s = 0.5  # long enough for every slot to start on a loaded machine
 
     result = run(Slow(), plan_batches(changes(8), 1), concurrency=concurrency)
     assert len(result.accepted) == 8
     assert peak == max(concurrency, 1)
-    assert result.seconds >= 0.01 * (8 / max(concurrency, 1))
-    assert all(b.seconds >= 0.01 for b in result.batches)
+    assert result.seconds >= Slow.wait_s * (8 / max(concurrency, 1))
+    assert all(b.seconds >= Slow.wait_s for b in result.batches)
     # Eight at once by default (as many as the 8 batches here).
     peak = 0
-    asyncio.run(submit(Slow(), plan_batches(changes(16), 1), reason=None))  # type: ignore[arg-type]
+    asyncio.run(submit(Slower(), plan_batches(changes(16), 1), reason=None))  # type: ignore[arg-type]
     assert peak == 8
 
 
