@@ -500,3 +500,11 @@ def test_a_confirmation_the_observer_could_not_record_stops_the_submit() -> None
     assert [b.status for b in result.batches] == ["failed", "not_sent", "not_sent"]
     assert result.accepted == [0, 1] and result.transaction_ids == ["tx-1"]
     assert str(result.fatal) == "journal full"
+
+
+def test_the_submit_counts_its_own_requests_when_the_client_served_reads_first() -> None:
+    # One client per run: the locations and live reads went through it before the submit.
+    client = FakeClient()
+    client.requests_sent, client.responses_429 = 7, 3
+    result = run(client, plan_batches(changes(6), 2))
+    assert (result.requests, result.responses_429) == (3, 0)
