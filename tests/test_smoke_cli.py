@@ -41,6 +41,11 @@ def test_the_cli_has_polars_give_freed_memory_back_unless_told_otherwise() -> No
     # polars puts its own defaults first; a later setting wins in jemalloc's parsing.
     first, after = done.stdout.split()
     assert first.endswith(",dirty_decay_ms:0,muzzy_decay_ms:0") and after == "None"
+    # A parent that imported polars (a scheduler, the benchmark) passes polars' own value on.
+    inherited = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**env, "_RJEM_MALLOC_CONF": "dirty_decay_ms:500,muzzy_decay_ms:1000"})
+    assert inherited.stdout.split()[0].endswith(",dirty_decay_ms:0,muzzy_decay_ms:0")
     mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "_RJEM_MALLOC_CONF": "narenas:1"}, check=True)
     first, after = mine.stdout.split()
