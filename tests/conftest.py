@@ -175,6 +175,19 @@ def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str,
     return env
 
 
+def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
+    """:func:`env_for` with the API URL pointing at ``url`` (a misbehaving proxy of ``sb``)."""
+    env = env_for(sb, tmp_path)
+    env["BIGCOMMERCE_API_URL"] = url
+    return env
+
+
+def catalog_skus(n: int) -> list[str]:
+    """The first ``n`` SKUs of the sample catalog that track stock."""
+    with (SAMPLE / "catalog.csv").open(encoding="utf-8") as fh:
+        return [r["sku"] for r in csv.DictReader(fh) if r["tracking"] != "none"][:n]
+
+
 def write_stock(path: Path, levels: dict[tuple[int, str], int]) -> Path:
     """A stock CSV (sku, location_id, quantity) setting ``levels`` ((location, sku) -> qty)."""
     with path.open("w", newline="", encoding="utf-8") as fh:

@@ -150,3 +150,33 @@ def misbehaving_store(respond: Respond, upstream: str | None = None
         store.server.shutdown()
         store.server.server_close()
         store.thread.join(timeout=10)
+
+
+class HoldPuts:
+    """A responder for :func:`misbehaving_store`: while armed, it forwards the first ``let``
+    PUTs and holds each later one until :meth:`stop` (then answers it 503, never forwarded):
+    a write in flight that never lands. Reads always pass."""
+
+    def __init__(self, let: int = 1, *, armed: bool = True) -> None:
+        self.let, self.armed = let, armed
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self._puts = 0
+
+    def __call__(self, req: Request) -> Reply | None:
+        if req.method != "PUT" or not self.armed:
+            return None
+        with self._lock:
+            self._puts += 1
+            mine = self._puts
+        if mine <= self.let:
+            return None
+        self.held.set()
+        self.release.wait(timeout=120)
+        return Reply.json(503, {"title": "held by the test, never forwarded"})
+
+    def stop(self) -> None:
+        """Answer the held PUTs (503) and forward every later request."""
+        self.armed = False
+        self.release.set()

@@ -9,12 +9,10 @@ Each test guards a fix made after this hunt (it failed before the fix).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,16 +20,15 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    SAMPLE,
-    TOKEN,
-    env_for,
+    catalog_skus,
+    env_at,
     output,
     run_invsync,
     spawn,
     state_store_dir,
     write_stock,
 )
-from misbehaving import Reply, Request, misbehaving_store
+from misbehaving import HoldPuts, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
 from invsync.state.journal import ENV_LOCK_DIR
@@ -44,17 +41,6 @@ Factory = Callable[..., SandboxProcess]
 # ---- helpers -----------------------------------------------------------------------------
 
 
-def catalog_skus(n: int) -> list[str]:
-    with (SAMPLE / "catalog.csv").open(encoding="utf-8") as fh:
-        return [r["sku"] for r in csv.DictReader(fh) if r["tracking"] != "none"][:n]
-
-
-def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
-    env = env_for(sb, tmp_path)
-    env["BIGCOMMERCE_API_URL"] = url
-    return env
-
-
 def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path | None,
              timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
@@ -65,64 +51,13 @@ def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log
         time.sleep(0.02)
 
 
-class Hold:
-    """Make a misbehaving store hold chosen PUTs until released (then answer 503, unsent)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.held = threading.Event()
-
-    def hold(self) -> Reply:
-        self.held.set()
-        self.release.wait(timeout=120)
-        return Reply.json(503, {"title": "held by the test, never forwarded"})
-
-
-# ---- 1. token leak: a transaction id that carries the token --------------------------------
-
-
-def test_a_transaction_id_echoing_the_token_never_prints_it(
-        sandbox: SandboxProcess, tmp_path: Path) -> None:
-    """A proxy that echoes request headers into the answer puts the token in the txid."""
-
-    def respond(req: Request) -> Reply | None:
-        if req.method == "PUT":
-            req.alter = lambda reply: Reply.json(
-                200, {"transaction_id": f"txn-{req.headers.get('X-Auth-Token', '')}"})
-        return None
-
-    levels = {(1, sku): 5 + i for i, sku in enumerate(catalog_skus(3))}
-    path = write_stock(tmp_path / "stock.csv", levels)
-    with misbehaving_store(respond, sandbox.url) as store:
-        env = env_at(store.url, tmp_path, sandbox)
-        result = run_invsync(["sync", str(path)], env)
-    assert result.returncode == 0, output(result)
-    assert "Traceback" not in output(result)
-    assert TOKEN not in output(result), output(result)
-    # What was written holds it nowhere either (this part holds today).
-    written = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
-    assert written
-    assert not [p for p in written if TOKEN.encode() in p.read_bytes()]
-
-
 # ---- 2. the host-wide lock is not host-wide when XDG_RUNTIME_DIR differs -----------------
 
 
 def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
         sandbox: SandboxProcess, tmp_path: Path,
         children: list[subprocess.Popen[bytes]]) -> None:
-    hold = Hold()
-    first_put = threading.Lock()
-    seen = {"puts": 0}
-
-    def respond(req: Request) -> Reply | None:
-        if req.method == "PUT":
-            with first_put:
-                seen["puts"] += 1
-                mine = seen["puts"]
-            if mine == 1:
-                return hold.hold()
-        return None
+    hold = HoldPuts(let=0)  # the first run's first PUT is held: it holds its locks
 
     skus = catalog_skus(20)
     night_a = write_stock(tmp_path / "a.csv", {(1, s): 10 + i for i, s in enumerate(skus)})
@@ -131,7 +66,7 @@ def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
     shared_tmp.mkdir()
     runtime = tmp_path / "run-user"
     runtime.mkdir(mode=0o700)
-    with misbehaving_store(respond, sandbox.url) as store:
+    with misbehaving_store(hold, sandbox.url) as store:
         base = env_at(store.url, tmp_path, sandbox)
         base.pop(ENV_LOCK_DIR, None)
         base["TMPDIR"] = str(shared_tmp)       # both see the same system temp dir
@@ -145,7 +80,7 @@ def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
             second = run_invsync(["sync", str(night_b), "--state-dir", str(tmp_path / "sd-b")],
                                  cron, timeout=120)
         finally:
-            hold.release.set()
+            hold.stop()
         first.wait(timeout=120)
     assert second.returncode == 4, output(second)
     assert "Traceback" not in output(second)
@@ -157,27 +92,16 @@ def test_second_run_with_another_state_dir_and_no_xdg_runtime_dir_is_locked_out(
 def test_drift_after_kill_9_does_not_report_the_killed_runs_confirmed_writes(
         sandbox: SandboxProcess, tmp_path: Path,
         children: list[subprocess.Popen[bytes]]) -> None:
-    hold = Hold()
-    counter = threading.Lock()
-    seen = {"puts": 0, "armed": False}
-
-    def respond(req: Request) -> Reply | None:
-        if req.method == "PUT" and seen["armed"]:
-            with counter:
-                seen["puts"] += 1
-                mine = seen["puts"]
-            if mine >= 2:
-                return hold.hold()
-        return None
+    hold = HoldPuts(let=1, armed=False)
 
     skus = catalog_skus(10)
     before = {(1, s): 10 + i for i, s in enumerate(skus)}
     after = {(1, s): 100 + i for i, s in enumerate(skus)}
-    with misbehaving_store(respond, sandbox.url) as store:
+    with misbehaving_store(hold, sandbox.url) as store:
         env = env_at(store.url, tmp_path, sandbox)
         first = run_invsync(["sync", str(write_stock(tmp_path / "before.csv", before))], env)
         assert first.returncode == 0, output(first)
-        seen["armed"] = True
+        hold.armed = True
         log = tmp_path / "killed.log"
         args = ["sync", str(write_stock(tmp_path / "after.csv", after)),
                 "--batch-size", "5", "--concurrency", "1"]
@@ -195,7 +119,7 @@ def test_drift_after_kill_9_does_not_report_the_killed_runs_confirmed_writes(
             os.kill(killed.pid, signal.SIGKILL)
             killed.wait(timeout=30)
         finally:
-            hold.release.set()
+            hold.stop()
         # The first batch landed and was confirmed; the second never reached the store.
         landed = sandbox.levels()
         applied = [k for k in after if landed.get(k) == after[k]]

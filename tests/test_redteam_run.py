@@ -21,31 +21,20 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    SAMPLE,
-    env_for,
+    catalog_skus,
+    env_at,
     output,
     run_invsync,
     spawn,
     write_stock,
 )
-from misbehaving import Reply, Request, misbehaving_store
+from misbehaving import HoldPuts, Reply, Request, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
 Factory = Callable[..., SandboxProcess]
-
-
-def catalog_skus(n: int) -> list[str]:
-    with (SAMPLE / "catalog.csv").open(encoding="utf-8") as fh:
-        return [r["sku"] for r in csv.DictReader(fh) if r["tracking"] != "none"][:n]
-
-
-def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
-    env = env_for(sb, tmp_path)
-    env["BIGCOMMERCE_API_URL"] = url
-    return env
 
 
 def fast_retry_config(tmp_path: Path, **retry: float) -> Path:
@@ -125,33 +114,19 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
     """The first batch lands and is confirmed, the second is held by the store; then the
     operator presses Ctrl-C (or systemd stops the job). The report said rows=0 updated=0,
     no transaction id: as if nothing had been sent, while the store holds the first batch."""
-    release = threading.Event()
-    held = threading.Event()
-    lock = threading.Lock()
-    seen = {"puts": 0, "armed": True}
-
-    def respond(req: Request) -> Reply | None:
-        if req.method == "PUT" and seen["armed"]:
-            with lock:
-                seen["puts"] += 1
-                mine = seen["puts"]
-            if mine >= 2:
-                held.set()
-                release.wait(timeout=120)
-                return Reply.json(503, {"title": "held by the test, never forwarded"})
-        return None
+    hold = HoldPuts(let=1)
 
     levels = {(1, sku): 7 + i for i, sku in enumerate(catalog_skus(10))}
     path = write_stock(tmp_path / "stock.csv", levels)
     reports = tmp_path / "reports"
-    with misbehaving_store(respond, sandbox.url) as store:
+    with misbehaving_store(hold, sandbox.url) as store:
         env = env_at(store.url, tmp_path, sandbox)
         log = tmp_path / "run.log"
         proc = spawn(["sync", str(path), "--batch-size", "5", "--concurrency", "1",
                       "--report-dir", str(reports)], env, log, children)
         try:
             deadline = time.monotonic() + 120
-            while not held.is_set():
+            while not hold.held.is_set():
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
@@ -160,8 +135,7 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
             proc.wait(timeout=60)
             landed = [k for k, v in levels.items() if sandbox.levels().get(k) == v]
         finally:
-            seen["armed"] = False
-            release.set()
+            hold.stop()
         # The next run finishes: the store ends equal to the file.
         done = run_invsync(["resume", "--report-dir", str(reports)], env)
     text = log.read_text()
@@ -361,27 +335,13 @@ def test_resume_finishes_a_killed_plan_file_run(
     is confirmed, the process is killed while the second is in flight. `invsync resume`
     replays the journal, then finds the plan's old levels no longer match the snapshot (the
     confirmed batch moved them): 'the snapshot moved since this plan was made', exit 3."""
-    release = threading.Event()
-    held = threading.Event()
-    lock = threading.Lock()
-    seen = {"puts": 0, "armed": False}
-
-    def respond(req: Request) -> Reply | None:
-        if req.method == "PUT" and seen["armed"]:
-            with lock:
-                seen["puts"] += 1
-                mine = seen["puts"]
-            if mine >= 2:
-                held.set()
-                release.wait(timeout=120)
-                return Reply.json(503, {"title": "held by the test, never forwarded"})
-        return None
+    hold = HoldPuts(let=1, armed=False)
 
     skus = catalog_skus(10)
     before = {(1, s): 5 for s in skus}
     after = {(1, s): 20 + i for i, s in enumerate(skus)}
     reports = tmp_path / "reports"
-    with misbehaving_store(respond, sandbox.url) as store:
+    with misbehaving_store(hold, sandbox.url) as store:
         env = env_at(store.url, tmp_path, sandbox)
         first = run_invsync(["sync", str(write_stock(tmp_path / "a.csv", before))], env)
         assert first.returncode == 0, output(first)
@@ -389,21 +349,20 @@ def test_resume_finishes_a_killed_plan_file_run(
                             "--report-dir", str(reports)], env)
         assert plan.returncode == 0, output(plan)
         plan_file = plan.report_dir() / "plan.csv"
-        seen["armed"] = True
+        hold.armed = True
         log = tmp_path / "killed.log"
         proc = spawn(["sync", "--plan-file", str(plan_file), "--batch-size", "5",
                       "--concurrency", "1", "--report-dir", str(reports)], env, log, children)
         try:
             deadline = time.monotonic() + 120
-            while not held.is_set():
+            while not hold.held.is_set():
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         finally:
-            seen["armed"] = False
-            release.set()
+            hold.stop()
         done = run_invsync(["resume", "--report-dir", str(reports)], env)
     assert "Traceback" not in output(done)
     assert done.returncode == 0, output(done)
