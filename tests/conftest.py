@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,26 @@ def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
     env = env_for(sb, tmp_path)
     env["BIGCOMMERCE_API_URL"] = url
     return env
+
+
+def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path | None,
+             timeout: float = 60) -> None:
+    """Poll ``what`` until true; fail naming the run's log if ``proc`` ends first or time is up."""
+    deadline = time.monotonic() + timeout
+    while not what():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {log.read_text() if log else ''}")
+        assert time.monotonic() < deadline, log.read_text() if log else "timed out"
+        time.sleep(0.02)
+
+
+def retry_config(tmp_path: Path, **retry: float) -> Path:
+    """A TOML config whose [retry] section makes retries fast and bounded."""
+    section = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05,
+               "max_total_s": 5.0, "timeout_s": 5.0, **retry}
+    path = tmp_path / "invsync.toml"
+    path.write_text("[retry]\n" + "".join(f"{k} = {v!r}\n" for k, v in section.items()))
+    return path
 
 
 def catalog_skus(n: int) -> list[str]:

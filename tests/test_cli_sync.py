@@ -25,6 +25,7 @@ from conftest import (
     TOKEN,
     CliResult,
     env_for,
+    retry_config,
     run_invsync,
     state_store_dir,
     write_csv,
@@ -67,15 +68,6 @@ def catalog() -> dict[str, dict[str, str]]:
 
 def tracked_skus() -> list[str]:
     return [sku for sku, r in catalog().items() if r["tracking"] in ("product", "variant")]
-
-
-def retry_config(tmp_path: Path, **retry: float) -> Path:
-    """A TOML config whose [retry] section makes retries fast and bounded."""
-    section = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05,
-               "max_total_s": 5.0, "timeout_s": 5.0, **retry}
-    path = tmp_path / "invsync.toml"
-    path.write_text("[retry]\n" + "".join(f"{k} = {v}\n" for k, v in section.items()))
-    return path
 
 
 # ---- looking at what the sandbox saw -------------------------------------------------------

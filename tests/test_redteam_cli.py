@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from conftest import (
     run_invsync,
     spawn,
     state_store_dir,
+    wait_for,
     write_stock,
 )
 from misbehaving import HoldPuts, misbehaving_store
@@ -39,16 +39,6 @@ Factory = Callable[..., SandboxProcess]
 
 
 # ---- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path | None,
-             timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the run ended early: {log.read_text() if log else ''}")
-        assert time.monotonic() < deadline, log.read_text() if log else "timed out"
-        time.sleep(0.02)
 
 
 # ---- 2. the host-wide lock is not host-wide when XDG_RUNTIME_DIR differs -----------------

@@ -24,8 +24,10 @@ from conftest import (
     catalog_skus,
     env_at,
     output,
+    retry_config,
     run_invsync,
     spawn,
+    wait_for,
     write_stock,
 )
 from misbehaving import HoldPuts, Reply, Request, misbehaving_store
@@ -38,11 +40,9 @@ Factory = Callable[..., SandboxProcess]
 
 
 def fast_retry_config(tmp_path: Path, **retry: float) -> Path:
-    section = {"max_attempts": 5, "base_delay_s": 0.05, "max_delay_s": 0.2,
-               "max_total_s": 30.0, "timeout_s": 10.0, **retry}
-    path = tmp_path / "invsync.toml"
-    path.write_text("[retry]\n" + "".join(f"{k} = {v!r}\n" for k, v in section.items()))
-    return path
+    return retry_config(tmp_path, **{"max_attempts": 5, "base_delay_s": 0.05,
+                                     "max_delay_s": 0.2, "max_total_s": 30.0,
+                                     "timeout_s": 10.0, **retry})
 
 
 def with_headers(headers: dict[str, str]) -> Callable[[Request], Reply | None]:
@@ -108,11 +108,7 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
         proc = spawn(["sync", str(path), "--batch-size", "5", "--concurrency", "1",
                       "--report-dir", str(reports)], env, log, children)
         try:
-            deadline = time.monotonic() + 120
-            while not hold.held.is_set():
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
+            wait_for(hold.held.is_set, proc, log, timeout=120)
             time.sleep(0.3)
             proc.send_signal(sig)
             proc.wait(timeout=60)
@@ -337,11 +333,7 @@ def test_resume_finishes_a_killed_plan_file_run(
         proc = spawn(["sync", "--plan-file", str(plan_file), "--batch-size", "5",
                       "--concurrency", "1", "--report-dir", str(reports)], env, log, children)
         try:
-            deadline = time.monotonic() + 120
-            while not hold.held.is_set():
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
+            wait_for(hold.held.is_set, proc, log, timeout=120)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         finally:
@@ -381,11 +373,7 @@ def test_a_run_interrupted_during_its_live_read_counts_the_rows_it_read(
         proc = spawn(["sync", str(path), "--baseline", "live", "--report-dir", str(reports)],
                      env, log, children)
         try:
-            deadline = time.monotonic() + 120
-            while not held.is_set():
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.02)
+            wait_for(held.is_set, proc, log, timeout=120)
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
         finally:
