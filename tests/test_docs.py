@@ -1,4 +1,5 @@
-"""The README documents every command, every sync option and every exit code."""
+"""The docs (README.md and docs/*.md) document every command, option, exit code, event and
+reason; every link in them leads somewhere."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from conftest import ROOT
 
 from invsync.errors import ExitCode
 from invsync.events import EVENT_NAMES
-from invsync.schemas.stock import REASONS
+from invsync.rules.stock import REASONS
 from invsync.surfaces.cli import cli
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# The reference: README.md and every page of docs/ read as one text.
+DOCS = "\n".join(p.read_text(encoding="utf-8") for p in DOC_FILES)
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
 def test_every_command_is_in_the_readme(name: str) -> None:
-    assert re.search(rf"`{name}\b", README), f"command {name!r} is not documented"
+    assert re.search(rf"`{name}\b", DOCS), f"command {name!r} is not documented"
 
 
 @pytest.mark.parametrize("command", ["sync", "plan"])
@@ -28,23 +32,23 @@ def test_every_sync_option_is_in_the_readme(command: str) -> None:
     cmd = cli.commands[command]
     options = [opt for p in cmd.params if isinstance(p, click.Option)
                for opt in p.opts if opt.startswith("--") and opt != "--help"]
-    missing = [opt for opt in options if f"`{opt}" not in README and f" {opt}" not in README]
+    missing = [opt for opt in options if f"`{opt}" not in DOCS and f" {opt}" not in DOCS]
     assert not missing, f"undocumented {command} options: {missing}"
 
 
 @pytest.mark.parametrize("code", list(ExitCode))
 def test_every_exit_code_is_in_the_readme(code: ExitCode) -> None:
-    assert re.search(rf"^\| {int(code)} \|", README, re.M), f"exit code {int(code)} undocumented"
+    assert re.search(rf"^\| {int(code)} \|", DOCS, re.M), f"exit code {int(code)} undocumented"
 
 
 @pytest.mark.parametrize("name", EVENT_NAMES)
 def test_every_json_event_is_in_the_readme(name: str) -> None:
-    assert f"`{name}`" in README, f"JSON event {name!r} is not documented"
+    assert f"`{name}`" in DOCS, f"JSON event {name!r} is not documented"
 
 
 @pytest.mark.parametrize("reason", sorted(REASONS))
 def test_every_reason_code_is_in_the_readme(reason: str) -> None:
-    assert f"`{reason}`" in README
+    assert f"`{reason}`" in DOCS
 
 
 @pytest.mark.parametrize("command", sorted(set(cli.commands) - {"sandbox"}))
@@ -52,7 +56,7 @@ def test_every_option_of_every_command_is_in_the_readme(command: str) -> None:
     cmd = cli.commands[command]
     options = [opt for p in cmd.params if isinstance(p, click.Option) and not p.hidden
                for opt in p.opts if opt.startswith("--") and opt != "--help"]
-    missing = [opt for opt in options if not re.search(rf"[` \[]{re.escape(opt)}\b", README)]
+    missing = [opt for opt in options if not re.search(rf"[` \[]{re.escape(opt)}\b", DOCS)]
     assert not missing, f"undocumented {command} options: {missing}"
 
 
@@ -99,6 +103,33 @@ def test_nothing_outside_tests_points_outside_the_repository() -> None:
         assert (ROOT / doc).is_file() and f"({doc})" in README, doc
 
 
-def test_readme_links_into_the_repository_exist() -> None:
-    for target in re.findall(r"\]\((?!https?://|#)([^)#]+)", README):
-        assert (ROOT / target).exists(), f"README links to missing {target}"
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file."""
+    out = set()
+    fence = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
+def test_every_link_in_the_docs_leads_somewhere(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    dead = []
+    for target in re.findall(r"\]\((?!https?://|mailto:)([^)\s]+)\)", text):
+        file_part, _, anchor = target.partition("#")
+        dest = (doc.parent / file_part).resolve() if file_part else doc
+        missing_anchor = bool(anchor) and dest.suffix == ".md" and anchor not in _anchors(dest)
+        if not dest.exists() or missing_anchor:
+            dead.append(target)
+    assert not dead, f"{doc.name} has dead links: {dead}"
+
+
+def test_the_readme_stays_short_and_links_every_docs_page() -> None:
+    assert len(README.splitlines()) <= 120
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{page.name})" in README, f"README does not link docs/{page.name}"

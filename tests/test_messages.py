@@ -20,7 +20,7 @@ import xlsxwriter
 from conftest import run_invsync
 from rich.console import Console
 
-from invsync.schemas.messages import (
+from invsync.rules.messages import (
     FALLBACK,
     did_you_mean,
     kind_of,
@@ -28,7 +28,7 @@ from invsync.schemas.messages import (
     problem_groups,
     refused_messages,
 )
-from invsync.schemas.stock import REASONS
+from invsync.rules.stock import REASONS
 from invsync.stages.ingest import ROW, read_stock_file
 from invsync.stages.report import Counts, RunReport, write_rejected_csv, write_rejected_xlsx
 from invsync.stages.validate import validate

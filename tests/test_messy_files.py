@@ -31,8 +31,8 @@ from conftest import SAMPLE, TOKEN, CliResult, run_invsync
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from invsync.rules.stock import REASONS
 from invsync.sandbox.process import SandboxProcess, run_sandbox
-from invsync.schemas.stock import REASONS
 
 pytestmark = pytest.mark.integration
 

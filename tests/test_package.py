@@ -59,11 +59,12 @@ def test_wheel_holds_one_package_with_its_data_and_runtime_requirements(wheel: P
     assert top_level.split() == ["invsync"]
     for data in ("invsync/html/templates/report.html", "invsync/html/templates/upload.html",
                  "invsync/html/static/invsync.css", "invsync/html/static/invsync.js",
-                 "invsync/schemas/stock.py", "invsync/__main__.py"):
+                 "invsync/rules/stock.py", "invsync/__main__.py", "invsync/py.typed",
+                 "invsync/contracts/__init__.py"):
         assert data in names, data
     sources = {p.relative_to(ROOT / "pipeline").as_posix()
                for p in (ROOT / "pipeline").rglob("*.py")}
-    assert {f"invsync/{s}" for s in sources} <= set(names)
+    assert sources <= set(names)
     required = [line.removeprefix("Requires-Dist:").strip()
                 for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     always = {_name(r) for r in required if "extra ==" not in r}

@@ -1,4 +1,4 @@
-"""Unit tests of the pandera schema of a parsed stock row (invsync.schemas.stock).
+"""Unit tests of the pandera schema of a parsed stock row (invsync.rules.stock).
 
 The schema is the second line of defence behind stage 2: a frame stage 2 builds wrongly
 (a wrong type, a missing row number, an identifier kind the store does not know, an id
@@ -13,7 +13,7 @@ import pytest
 from pandera.config import ValidationDepth, config_context
 from test_validate import parsed_frame
 
-from invsync.schemas.stock import stock_row_schema
+from invsync.rules.stock import stock_row_schema
 
 
 def failures(frame: pl.DataFrame) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from invsync.schemas.stock import MAX_QUANTITY
+from invsync.rules.stock import MAX_QUANTITY
 from invsync.stages.ingest import ROW, StockTable
 from invsync.stages.validate import REJECTED_SCHEMA, QuantityRules, Validated, validate
 from invsync.tables import Location
@@ -308,7 +308,7 @@ def test_under_an_id_header_text_that_is_no_id_nor_code_is_invalid_not_unknown()
 
 
 def test_a_row_failing_several_rules_gets_the_first_reason_by_priority() -> None:
-    from invsync.schemas.stock import REASONS
+    from invsync.rules.stock import REASONS
 
     order = list(REASONS)
     t = table({"SKU": [None, "B", "B", "C"], "Variant": ["x", None, None, None],

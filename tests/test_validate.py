@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandera.config import ValidationDepth, config_context
 
-from invsync.schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+from invsync.rules.stock import MAX_QUANTITY, REASONS, stock_row_schema
 from invsync.stages.ingest import ROW, read_stock_file
 from invsync.stages.validate import (
     REJECTED_SCHEMA,

@@ -416,8 +416,8 @@ def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
 
 
 def test_every_reason_code_and_brake_has_plain_words() -> None:
-    from invsync.schemas.messages import FALLBACK, kind_of
-    from invsync.schemas.stock import REASONS as CODES
+    from invsync.rules.messages import FALLBACK, kind_of
+    from invsync.rules.stock import REASONS as CODES
     from invsync.surfaces.web.messages import BRAKES, reason_text
 
     # One place for a reason's words: the page says what the reports say.

@@ -36,7 +36,7 @@ MODULES: dict[str, list[str]] = {
     # The property tests (hypothesis) reach every function: each mutant would run them.
     "stages/validate": ["tests/test_unit_validate.py", "tests/test_validate.py",
                         "-k", "not property"],
-    "schemas/stock": ["tests/test_validate.py", "tests/test_unit_schema.py"],
+    "rules/stock": ["tests/test_validate.py", "tests/test_unit_schema.py"],
 }
 
 PYPROJECT = """\
@@ -67,8 +67,7 @@ def prepare(module: str) -> Path:
     work = WORK / module.replace("/", "-")
     shutil.rmtree(work, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "pipeline", work / "invsync", ignore=ignore)
-    shutil.copytree(ROOT / "schemas", work / "invsync" / "schemas", ignore=ignore)
+    shutil.copytree(ROOT / "pipeline" / "invsync", work / "invsync", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
     tests = [t for t in MODULES[module] if not t.startswith("tests/") or (ROOT / t).exists()]
     (work / "pyproject.toml").write_text(

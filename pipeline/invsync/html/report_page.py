@@ -86,7 +86,7 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     if exit_code is not None:
         title += f" (exit code {_md(exit_code)})"
     lines = [title, ""]
-    from invsync.schemas.messages import outcome_sentence
+    from invsync.rules.messages import outcome_sentence
 
     rejected_file = _text(report.get("rejected_file")) or None
     lines += [_md(outcome_sentence(counts, _text(report.get("status")), rejected_file)), ""]
@@ -254,7 +254,7 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
     txids = [t for t in report.get("transaction_ids") or [] if t]
     listed = {t for b in batches for t in b["ids"]}
     reasons, reasons_total = _reasons(report, rejected)
-    from invsync.schemas.messages import outcome_sentence
+    from invsync.rules.messages import outcome_sentence
 
     rejected_file = _text(report.get("rejected_file")) or None
     if rejected_file not in (None, "rejected.xlsx", "rejected.csv"):
@@ -326,7 +326,7 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _reasons(report: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]
              ) -> tuple[list[tuple[str, Any, str, Any, str]], int]:
     """(reason code, rows, share, example "row N: message", kind of problem) per kind."""
-    from invsync.schemas.messages import problem_groups
+    from invsync.rules.messages import problem_groups
 
     by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
     total = sum(n for n in by_reason.values() if isinstance(n, int))

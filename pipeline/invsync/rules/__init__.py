@@ -1,5 +1,5 @@
-"""pandera schemas of the tables invsync validates."""
+"""The rules a stock row must pass (the pandera schema) and the plain words for each."""
 
-from invsync.schemas.stock import MAX_QUANTITY, REASONS, stock_row_schema
+from invsync.rules.stock import MAX_QUANTITY, REASONS, stock_row_schema
 
 __all__ = ["MAX_QUANTITY", "REASONS", "stock_row_schema"]

@@ -1,6 +1,6 @@
 """Plain messages for people: each reason code's sentence and its fix, made vectorised.
 
-The words themselves live beside the reason codes (:data:`invsync.schemas.stock.REASONS`);
+The words themselves live beside the reason codes (:data:`invsync.rules.stock.REASONS`);
 this module turns them into one message per rejected row with polars expressions (no
 Python loop per row), groups problems by kind for the summaries, suggests the SKU a
 typo meant, and says how a run ended in one sentence that adds up.
@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from invsync.schemas.stock import REASONS
+from invsync.rules.stock import REASONS
 
 FALLBACK = ("A row that could not be used", "see the message and correct the row")
 """(kind, fix) of a reason code this version does not know."""

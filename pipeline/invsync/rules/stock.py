@@ -27,7 +27,7 @@ class Reason:
     """A stable rejection reason: its code, the column it blames, and its plain words.
 
     The words are the one place a reason is explained: the rejected files, the terminal
-    summary, report.html and the upload page all show them (see :mod:`invsync.schemas.messages`).
+    summary, report.html and the upload page all show them (see :mod:`invsync.rules.messages`).
     """
 
     code: str
@@ -35,7 +35,7 @@ class Reason:
     message: str
     """One row's sentence with its fix, a template: ``{value}`` is the offending cell's
     text, ``{rows}`` the rows of a duplicate group, ``{hint}`` and ``{nature}`` are
-    worked out from the value (see :func:`invsync.schemas.messages.row_messages`)."""
+    worked out from the value (see :func:`invsync.rules.messages.row_messages`)."""
     kind: str = ""
     """The kind of problem, as a heading for the rows that share it."""
     fix: str = ""

@@ -35,12 +35,12 @@ from invsync.errors import (
 )
 from invsync.events import EventName, Observer, no_event
 from invsync.redact import redact, redact_data
+from invsync.rules.messages import refused_messages
 from invsync.run import signals
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
-from invsync.schemas.messages import refused_messages
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import StockTable, read_stock_file
 from invsync.stages.report import (

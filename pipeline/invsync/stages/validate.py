@@ -1,7 +1,7 @@
 """Stage 2: parse and validate a :class:`StockTable` into a :class:`Validated` split.
 
 Parsing is vectorised polars; the rules themselves live in the pandera schema in
-:mod:`invsync.schemas.stock`, one named check per reason code. Every row ends up either
+:mod:`invsync.rules.stock`, one named check per reason code. Every row ends up either
 valid (typed, one identifier chosen) or rejected with its row number, the blamed
 column, the original cell text, a stable reason code and a message.
 """
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 
-from invsync.schemas.messages import quantity_fields, render, rows_phrase, thousands
-from invsync.schemas.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
+from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
+from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
 
@@ -145,7 +145,7 @@ def validate(
     rules: QuantityRules | None = None,
     identities: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> Validated:
-    """Validate every row of ``table``; see :data:`invsync.schemas.stock.REASONS` for the rules.
+    """Validate every row of ``table``; see :data:`invsync.rules.stock.REASONS` for the rules.
 
     ``locations``, when known, resolves location codes and rejects rows for unknown or
     disabled locations before anything is sent. ``identities`` (see
@@ -444,7 +444,7 @@ them cannot run, and the schema (which reports that) must decide."""
 
 
 def passes_every_rule(frame: pl.DataFrame) -> bool:
-    """Whether ``frame`` passes :func:`~invsync.schemas.stock.stock_row_schema` whole, told
+    """Whether ``frame`` passes :func:`~invsync.rules.stock.stock_row_schema` whole, told
     with one polars query and without pandera (whose import costs more than validating
     100,000 rows). The same rules and column checks as the schema; any doubt (a missing
     column, another type) answers False, and the schema itself then decides."""

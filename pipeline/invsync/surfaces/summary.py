@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from invsync.html.report_page import biggest_moves
-from invsync.schemas.messages import outcome_sentence, problem_groups
+from invsync.rules.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport
 from invsync.store.live import Comparison
 from invsync.tables import goes_to_zero

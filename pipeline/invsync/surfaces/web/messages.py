@@ -1,7 +1,7 @@
 """Plain words for people who upload a spreadsheet: what went wrong and what to do.
 
 A rejection reason's words are those of every other report (one place:
-:data:`invsync.schemas.stock.REASONS`, through :mod:`invsync.schemas.messages`); each
+:data:`invsync.rules.stock.REASONS`, through :mod:`invsync.rules.messages`); each
 safety brake maps here to a sentence a non-technical person understands and its fix.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from invsync.schemas.messages import kind_of
+from invsync.rules.messages import kind_of
 
 BRAKES: dict[str, tuple[str, str]] = {
     "empty_file": (
