@@ -20,6 +20,7 @@ from invsync.sandbox.process import SandboxProcess, run_sandbox
 from invsync.stages.ingest import ROW
 from invsync.state.journal import ENV_LOCK_DIR
 from invsync.state.snapshot import store_dir
+from tests.contracts import check_events, check_outputs_under
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -47,9 +48,15 @@ class CliResult:
 
 
 def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> CliResult:
-    """Run ``python -m invsync ARGS`` as a child process and capture everything."""
+    """Run ``python -m invsync ARGS`` as a child process and capture everything.
+
+    With ``--log-format json`` every JSON line it printed is checked against the events
+    contract (schemas/events.schema.json).
+    """
     proc = subprocess.run([sys.executable, "-m", "invsync", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if "json" in args and ("--log-format" in args or "--log-format=json" in args):
+        check_events(proc.stdout, f"invsync {' '.join(args[:2])}")
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -104,6 +111,16 @@ def tmpfs() -> Iterator[Callable[..., Path]]:
     yield mount
     for where in reversed(mounted):
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def outputs_keep_their_contracts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, every run folder written under its ``tmp_path`` (report.json,
+    plan.csv, rejected.csv) must validate against ``schemas/``."""
+    root = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is not None and not request.node.get_closest_marker("breaks_contracts"):
+        check_outputs_under(root)
 
 
 @pytest.fixture(autouse=True)
