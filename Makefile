@@ -12,7 +12,7 @@ PROFILE ?=
 CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
 
 .DEFAULT_GOAL := help
-.PHONY: help install test soak lint mutate demo serve screenshots bench sync plan runs clean
+.PHONY: help install test test-fast soak lint mutate demo serve screenshots bench sync plan runs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,11 +27,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: install ## Run the whole test suite
-	$(BIN)/python -m pytest
+WORKERS ?= auto
+FAST = not integration and not browser and not package
 
-soak: install ## Long stateful run (minutes): random syncs, kills, faults, edits [EXAMPLES= STEPS=]
-	INVSYNC_STATEFUL_EXAMPLES=$(or $(EXAMPLES),60) INVSYNC_STATEFUL_STEPS=$(or $(STEPS),25) \
+test: install ## Every test, in parallel (WORKERS=auto; property tests derandomized)
+	$(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider
+
+test-fast: install ## The in-process tests only (no sandbox, CLI, browser or wheel): under a minute
+	INVSYNC_TIER=fast $(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider -q -m "$(FAST)"
+
+soak: install ## Explore: property tests with a random seed and 10x the examples, long stateful runs [EXAMPLES= STEPS=]
+	INVSYNC_HYPOTHESIS=soak $(BIN)/python -m pytest -n $(WORKERS) -q --timeout 7200 \
+		--ignore tests/test_stateful.py \
+		-m property tests
+	INVSYNC_HYPOTHESIS=soak INVSYNC_STATEFUL_EXAMPLES=$(or $(EXAMPLES),60) \
+		INVSYNC_STATEFUL_STEPS=$(or $(STEPS),25) \
 		$(BIN)/python -m pytest tests/test_stateful.py -q --timeout 7200
 
 lint: install ## ruff, mypy and the import contracts (the layers)

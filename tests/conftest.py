@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
 from invsync.stages.ingest import ROW
@@ -25,6 +28,122 @@ from tests.contracts import check_events, check_outputs_under
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 TOKEN = "test-token-4f1d9c"
+
+# ---- tiers: markers by what a test uses ---------------------------------------------------
+
+# Property tests: `make test` runs them derandomized (the same examples every run, no example
+# database shared between workers); `make soak` explores (INVSYNC_HYPOTHESIS=soak, a random
+# seed each run, SOAK_FACTOR times the examples, failures kept in .hypothesis/).
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("soak", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("INVSYNC_HYPOTHESIS", "ci"))
+SOAK_FACTOR = 10 if os.environ.get("INVSYNC_HYPOTHESIS") == "soak" else 1
+
+
+def budget(examples: int) -> int:
+    """A property test's number of examples: as given, or ``SOAK_FACTOR`` times in a soak."""
+    return examples * SOAK_FACTOR
+
+
+PROCESS_FIXTURES = {"sandbox", "sandbox_factory", "cli_env", "children", "tmpfs"}
+"""Fixtures that start processes (a sandbox server, the CLI, a mount)."""
+BROWSER_FIXTURES = {"browser", "served"}
+PACKAGE_FIXTURES = {"wheel"}
+PROCESS_CALLS = ("run_sandbox(", "run_invsync(", "spawn(", "subprocess.", "Popen(",
+                 "misbehaving_store(", "sandbox_factory(")
+"""Calls in a test's (or its fixtures') source that start a process or a server."""
+
+
+def _sources(item: pytest.Item) -> list[str]:
+    """The source of the test function, of each fixture it uses from its module, and of the
+    module's functions and classes these name (transitively)."""
+    module = getattr(item, "module", None)
+    if module is None:
+        return []
+    todo: list[Any] = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        todo += [d.func for d in defs if d.func.__module__ == module.__name__]
+    seen: set[int] = set()
+    out = []
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        source = _source(obj)
+        if source is None:
+            continue
+        out.append(source)
+        code = getattr(obj, "__code__", None)
+        names = _names(code) if code else set(vars(obj))
+        todo += [v for n in names if (v := getattr(module, n, None)) is not None
+                 and (inspect.isfunction(v) or inspect.isclass(v))
+                 and getattr(v, "__module__", None) == module.__name__]
+    return out
+
+
+_SOURCES: dict[int, str | None] = {}
+
+
+def _source(obj: Any) -> str | None:
+    """``inspect.getsource(obj)``, once per object."""
+    if id(obj) not in _SOURCES:
+        try:
+            _SOURCES[id(obj)] = inspect.getsource(obj)
+        except (TypeError, OSError):
+            _SOURCES[id(obj)] = None
+    return _SOURCES[id(obj)]
+
+
+def _names(code: Any) -> set[str]:
+    """The global names a code object (and the functions nested in it) refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names(const)
+    return names
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by what it uses: ``integration`` (processes: a sandbox server, the
+    CLI), ``browser`` (a real browser), ``package`` (builds and installs the wheel),
+    ``property`` (hypothesis).
+
+    ``make test-fast`` runs the rest, in-process; a test there that starts a process anyway
+    fails (see :func:`in_process_only`), so a miss here cannot hide.
+    """
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        browser = bool(used & BROWSER_FIXTURES)
+        package = bool(used & PACKAGE_FIXTURES)
+        starts = browser or package or bool(used & PROCESS_FIXTURES) or any(
+            call in src for src in _sources(item) for call in PROCESS_CALLS)
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False) or any(
+                "@given(" in src or "run_state_machine_as_test(" in src
+                for src in _sources(item)[:1]):
+            item.add_marker(pytest.mark.property)
+        if browser:
+            item.add_marker(pytest.mark.browser)
+        if package:
+            item.add_marker(pytest.mark.package)
+        if starts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def in_process_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the fast tier (``INVSYNC_TIER=fast``) a test that starts a process fails, naming
+    itself: it needs one of the markers above (add what it uses to their lists)."""
+    if os.environ.get("INVSYNC_TIER") != "fast":
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process in the fast tier: "
+                             "tests/conftest.py should have marked it integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
 
 
 @dataclass
@@ -193,9 +312,9 @@ def env_for(sb: SandboxProcess, tmp_path: Path, token: str = TOKEN) -> dict[str,
     return env
 
 
-def env_at(url: str, tmp_path: Path, sb: SandboxProcess) -> dict[str, str]:
+def env_at(url: str, tmp_path: Path, sb: SandboxProcess, token: str = TOKEN) -> dict[str, str]:
     """:func:`env_for` with the API URL pointing at ``url`` (a misbehaving proxy of ``sb``)."""
-    env = env_for(sb, tmp_path)
+    env = env_for(sb, tmp_path, token=token)
     env["BIGCOMMERCE_API_URL"] = url
     return env
 
@@ -212,10 +331,11 @@ def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log
 
 
 def retry_config(tmp_path: Path, **retry: float) -> Path:
-    """A TOML config whose [retry] section makes retries fast and bounded."""
+    """A new TOML config file whose [retry] section makes retries fast and bounded
+    (``retry`` overrides the defaults here); the one writer of [retry] configs in tests."""
     section = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05,
                "max_total_s": 5.0, "timeout_s": 5.0, **retry}
-    path = tmp_path / "invsync.toml"
+    path = tmp_path / f"invsync-{uuid.uuid4().hex[:8]}.toml"
     path.write_text("[retry]\n" + "".join(f"{k} = {v!r}\n" for k, v in section.items()))
     return path
 

@@ -155,10 +155,14 @@ def misbehaving_store(respond: Respond, upstream: str | None = None
 class HoldPuts:
     """A responder for :func:`misbehaving_store`: while armed, it forwards the first ``let``
     PUTs and holds each later one until :meth:`stop` (then answers it 503, never forwarded):
-    a write in flight that never lands. Reads always pass."""
+    a write in flight that never lands. Reads always pass.
 
-    def __init__(self, let: int = 1, *, armed: bool = True) -> None:
-        self.let, self.armed = let, armed
+    With ``apply``, a held PUT is forwarded first (the store applies it) and only its answer
+    is held: a write the store applied that its sender never hears about.
+    """
+
+    def __init__(self, let: int = 1, *, armed: bool = True, apply: bool = False) -> None:
+        self.let, self.armed, self.apply = let, armed, apply
         self.held = threading.Event()
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -172,9 +176,19 @@ class HoldPuts:
             mine = self._puts
         if mine <= self.let:
             return None
+        if self.apply:
+            req.alter = self._hold_answer
+            return None
+        self._hold()
+        return Reply.json(503, {"title": "held by the test, never forwarded"})
+
+    def _hold(self) -> None:
         self.held.set()
         self.release.wait(timeout=120)
-        return Reply.json(503, {"title": "held by the test, never forwarded"})
+
+    def _hold_answer(self, reply: Reply) -> Reply:
+        self._hold()
+        return Reply.json(503, {"title": "applied, but its answer was held by the test"})
 
     def stop(self) -> None:
         """Answer the held PUTs (503) and forward every later request."""

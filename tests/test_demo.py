@@ -7,10 +7,7 @@ import re
 import subprocess
 import sys
 
-import pytest
 from conftest import ROOT
-
-pytestmark = pytest.mark.integration
 
 
 def test_the_demo_runs_end_to_end() -> None:

@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import polars as pl
 import pytest
-from conftest import CliResult, run_invsync, state_store_dir, write_csv
+from conftest import output as out
+from conftest import run_invsync, state_store_dir, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 from invsync.state.snapshot import SNAPSHOT_SCHEMA
@@ -109,10 +110,6 @@ def puts(sb: SandboxProcess) -> list[dict[str, Any]]:
 def snapshot(tmp_path: Path) -> list[tuple[Any, ...]]:
     path = state_store_dir(tmp_path / "state") / "snapshot.parquet"
     return sorted(pl.read_parquet(path).rows()) if path.exists() else []
-
-
-def out(result: CliResult) -> str:
-    return result.stdout + result.stderr
 
 
 def test_sku_and_variant_id_of_one_item_are_duplicates_by_default(

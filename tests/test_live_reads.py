@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import env_for, run_invsync, write_csv
+from conftest import output as out
 
 from invsync.sandbox.process import SandboxProcess
 from invsync.store.identity import query_chunks
@@ -37,10 +38,6 @@ def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reads(sb: SandboxProcess, since: int) -> list[dict[str, Any]]:
     return [r for r in sb.requests()[since:] if r["method"] == "GET"]
-
-
-def out(result: Any) -> str:
-    return f"{result.stdout}\n{result.stderr}"
 
 
 def test_a_file_naming_1000_of_100000_items_reads_only_those(

@@ -27,14 +27,12 @@ from typing import Any
 import openpyxl
 import pytest
 import xlsxwriter
-from conftest import SAMPLE, TOKEN, CliResult, run_invsync
+from conftest import SAMPLE, TOKEN, CliResult, budget, run_invsync
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from invsync.rules.stock import REASONS
 from invsync.sandbox.process import SandboxProcess, run_sandbox
-
-pytestmark = pytest.mark.integration
 
 MAX_QUANTITY = 2_147_483_647
 Level = tuple[int, str]
@@ -858,7 +856,12 @@ def test_rejected_xlsx_says_the_problem_first_and_highlights_the_offending_cell(
 # ---- property: any small table, written as CSV and synced, is accounted for row by row ----------
 
 with (SAMPLE / "catalog.csv").open(newline="", encoding="utf-8") as _fh:
-    TRACKED = sorted(r["sku"] for r in csv.DictReader(_fh) if r["tracking"] != "none")
+    _CATALOG = [r for r in csv.DictReader(_fh) if r["tracking"] != "none"]
+TRACKED = sorted(r["sku"] for r in _CATALOG)
+# One SKU per product: the store also refuses a write that takes the SUM of a product's
+# variants at a location above the maximum (422 for the whole request), which the model
+# below does not predict row by row; tests/test_sandbox.py and the submit tests cover it.
+ONE_PER_PRODUCT = sorted({r["product_id"]: r["sku"] for r in _CATALOG}.values())
 
 # location cell -> location id (None: unknown), and whether that location accepts stock
 LOCATIONS: dict[str, tuple[int | None, bool]] = {
@@ -887,7 +890,7 @@ quantity_cells = st.one_of(
 @st.composite
 def stock_tables(draw: st.DrawFn) -> tuple[str, list[tuple[str, str, str, str]]]:
     """A duplicate policy and rows of (sku cell, location cell, quantity cell, note cell)."""
-    pool = draw(st.lists(st.sampled_from(TRACKED), min_size=1, max_size=5, unique=True))
+    pool = draw(st.lists(st.sampled_from(ONE_PER_PRODUCT), min_size=1, max_size=5, unique=True))
     rows = []
     for _ in range(draw(st.integers(1, 10))):
         pad = draw(st.sampled_from(["", " ", "  "]))
@@ -970,7 +973,7 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
 
     with run_sandbox(SAMPLE / "catalog.csv", token=TOKEN) as sb:
 
-        @settings(max_examples=30, deadline=None, database=None,
+        @settings(max_examples=budget(30), deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(stock_tables())
         @example(("sum", [(TRACKED[0], "1", str(MAX_QUANTITY), ""), (TRACKED[1], "1", "4", ""),

@@ -39,8 +39,6 @@ from conftest import ROOT, SAMPLE, TOKEN, env_for, run_invsync, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
-pytestmark = pytest.mark.integration
-
 OPENAPI = ROOT.parent / "shared" / "openapi"
 SPEC_FILES = ("inventory.v3.yml", "locations.v3.yml")
 if not OPENAPI.is_dir():

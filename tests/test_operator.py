@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, retry_config, run_invsync, write_csv
+from conftest import output as out
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
-
-pytestmark = pytest.mark.integration
 
 NIGHT1 = SAMPLE / "night1.csv"
 NIGHT2 = SAMPLE / "night2.csv"
@@ -76,14 +75,6 @@ def read_plan(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), rows
 
 
-def retry_config(tmp_path: Path) -> Path:
-    """A TOML config whose [retry] section makes retries fast and bounded."""
-    path = tmp_path / "retry.toml"
-    path.write_text("[retry]\nmax_attempts = 8\nbase_delay_s = 0.01\nmax_delay_s = 0.05\n"
-                    "max_total_s = 10.0\ntimeout_s = 5.0\n")
-    return path
-
-
 # ---- looking at what the sandbox saw -------------------------------------------------------
 
 
@@ -120,10 +111,6 @@ def edited_levels() -> dict[Level, int]:
 
 
 # ---- looking at what invsync did -----------------------------------------------------------
-
-
-def out(result: CliResult) -> str:
-    return result.stdout + result.stderr
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -300,8 +287,9 @@ def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
     with run_sandbox(SAMPLE / "catalog.csv", "--error-rate", "0.3", "--seed", "3",
                      token=TOKEN) as sb:
         env = env_for(sb, tmp)
-        result = run_invsync(["-v", "--log-format", "json", "sync", "--config",
-                              str(retry_config(tmp)), "--batch-size", "500", str(NIGHT1)], env)
+        config = retry_config(tmp, max_attempts=8, max_total_s=10.0)
+        result = run_invsync(["-v", "--log-format", "json", "sync", "--config", str(config),
+                              "--batch-size", "500", str(NIGHT1)], env)
         assert result.returncode == 0, out(result)
         assert sb.levels() == csv_levels(NIGHT1)
         yield JsonRun(result, json_lines(result.stdout), sb.requests())
@@ -712,13 +700,12 @@ def test_verify_waits_for_writes_that_land_late(sandbox_factory: Factory,
     run = run_invsync(["sync", str(NIGHT1)], env)
     assert run.returncode == 0, out(run)
     n = len(sb.requests())
-    started = time.monotonic()
     ok = run_invsync(["verify", "last", "--timeout", "10"], env)
-    took = time.monotonic() - started
     assert ok.returncode == 0, out(ok)
     verify = json.loads((run.report_dir() / "verify.json").read_text())
+    # Everything matched (a verify that gave up at its timeout would list differences).
     assert verify["matched"] == verify["checked"] == run.report()["counts"]["accepted"] == 3114
-    assert verify["reads"] >= 1 and took < 10
+    assert verify["reads"] >= 1
     assert puts(sb.requests()[n:]) == [], "verify must only read"
 
 
@@ -738,11 +725,9 @@ def test_resume_with_nothing_to_resume_is_a_usage_error(sandbox: SandboxProcess,
 # ---- 9. the Makefile runbook targets ----------------------------------------------------------
 
 
-def _make(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    proc = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env,
+def _make(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
-    return proc, time.monotonic() - started
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -757,14 +742,13 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
                       "running the targets with -o " + stamp, stacklevel=1)
         extra = ["-o", stamp]
 
-    plan, took = _make([*extra, "plan", "FILE=sample_data/night2.csv"], env)
+    plan = _make([*extra, "plan", "FILE=sample_data/night2.csv"], env)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert "pip install" not in plan.stdout, "make plan reinstalled the venv"
-    assert took < 30, f"make plan took {took:.1f} s"
     assert "plan by location" in plan.stdout and "push exactly this plan with" in plan.stdout
     assert "dry_run" in plan.stdout
 
-    sync, _ = _make([*extra, "sync", "FILE=sample_data/night2.csv", "DRY_RUN=1"], env)
+    sync = _make([*extra, "sync", "FILE=sample_data/night2.csv", "DRY_RUN=1"], env)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert "--dry-run" in sync.stdout and ": dry_run (" in sync.stdout
     assert "would send" in sync.stdout
@@ -772,7 +756,7 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
     assert sandbox.levels() == {}
 
     for target in ("sync", "plan"):
-        usage, _ = _make([*extra, target], env)
+        usage = _make([*extra, target], env)
         assert usage.returncode != 0
         assert f"usage: make {target} FILE=path" in usage.stdout + usage.stderr
     assert puts(sandbox.requests()) == []

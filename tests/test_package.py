@@ -20,12 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-pytestmark = [pytest.mark.package, pytest.mark.integration]
-
 RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "starlette",
            "uvicorn", "jinja2", "python-multipart", "charset-normalizer"}
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
-             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut"}
+             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut", "pytest-xdist"}
 
 
 def _name(requirement: str) -> str:

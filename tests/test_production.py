@@ -30,12 +30,11 @@ from conftest import (
     state_store_dir,
     write_csv,
 )
+from conftest import output as out
 
 from invsync.events import EVENT_NAMES
 from invsync.run.notify import EVENTS
 from invsync.sandbox.process import Listening, SandboxProcess, wait_for_listening
-
-pytestmark = pytest.mark.integration
 
 NIGHT1 = SAMPLE / "night1.csv"
 NIGHT2 = SAMPLE / "night2.csv"
@@ -45,10 +44,6 @@ SUMMARY = re.compile(
     r"rejected=(?P<rejected>\d+) refused=(?P<refused>\d+)(?P<rest>.*) in [\d.]+s "
     r"report=(?P<report>\S+)$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
-
-
-def out(result: CliResult) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
 
 def night1_rows() -> list[list[str]]:

@@ -13,8 +13,6 @@ from conftest import SAMPLE, env_for, run_invsync
 from invsync.sandbox.process import SandboxProcess
 from invsync.surfaces.progress import QuotaEta
 
-pytestmark = pytest.mark.integration
-
 QUOTA, WINDOW_S = 4, 1.5
 STATUS = re.compile(r"sent (\d+)/(\d+) batches .*?(?:, ETA ([\d,]+) s)?(?:;|$)")
 

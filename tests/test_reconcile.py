@@ -13,18 +13,12 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from conftest import SAMPLE, CliResult, env_for, run_invsync, state_store_dir
+from conftest import output as out
 
 from invsync.sandbox.process import SandboxProcess
 
-pytestmark = pytest.mark.integration
-
 NIGHT1 = SAMPLE / "night1.csv"
-
-
-def out(result: CliResult) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 
 
 def edit(sb: SandboxProcess, key: tuple[int, str], quantity: int) -> None:

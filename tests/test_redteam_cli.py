@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from conftest import (
     catalog_skus,
     env_at,
@@ -32,8 +31,6 @@ from misbehaving import HoldPuts, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
 from invsync.state.journal import ENV_LOCK_DIR
-
-pytestmark = pytest.mark.integration
 
 Factory = Callable[..., SandboxProcess]
 

@@ -34,8 +34,6 @@ from misbehaving import HoldPuts, Reply, Request, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
 
-pytestmark = pytest.mark.integration
-
 Factory = Callable[..., SandboxProcess]
 
 

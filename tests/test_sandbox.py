@@ -20,6 +20,7 @@ import anyio.from_thread
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -584,7 +585,7 @@ _VALUES = st.one_of(
 _FIELDS = st.sampled_from(["location_id", "quantity", "sku", "variant_id", "product_id", "x"])
 
 
-@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=budget(500), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.dictionaries(_FIELDS, _VALUES), st.booleans())
 def test_item_fast_path_agrees_with_full_check(item: dict[str, Any], relative: bool) -> None:
     assert _item_ok(item, relative) == (not _item_shape_errors(item, 0, relative))
@@ -601,11 +602,13 @@ def test_2000_item_cap(client: AppClient) -> None:
     assert client.get("/_sandbox/stats").json()["items_applied"] == 2000
 
 
-def test_2000_item_put_is_fast(client: AppClient) -> None:
+def test_a_2000_item_put_is_one_request_applied_whole(client: AppClient) -> None:
+    # How fast it is belongs to `make bench`; here: one request, every item applied.
     items = [{"location_id": 2, "sku": f"ITEM-{n:04d}", "quantity": n} for n in range(2000)]
     assert put(client, items).status_code == 200
     [entry] = client.get("/_sandbox/requests").json()
-    assert entry["finished"] - entry["started"] < 0.05
+    assert entry["status"] == 200 and len(entry["items"]) == 2000
+    assert levels(client) == {(2, f"ITEM-{n:04d}"): n for n in range(2000)}
 
 
 def test_product_total_limit_counts_levels_already_stored(client: AppClient) -> None:
@@ -761,7 +764,9 @@ def test_latency_overlaps_concurrent_requests(catalog_path: Path) -> None:
 
     statuses, elapsed = asyncio.run(main())
     assert statuses == [200] * 9
-    assert 0.2 <= elapsed < 0.6
+    assert elapsed >= 0.2  # the latency was applied (a floor: no load makes it shorter)
+    # ... to the nine requests at once, not one after another: all nine were in flight
+    # together (max_in_flight below), which no wall-clock bound can show reliably.
     with AppClient(app) as c:
         stats = c.get("/_sandbox/stats").json()
         assert stats["requests"] == 9

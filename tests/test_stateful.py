@@ -59,8 +59,6 @@ from hypothesis.stateful import (
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
 
-pytestmark = pytest.mark.integration
-
 # Issue 9 #1 (--full skipped the brakes) and #2 (unconfirmed items were forgotten) were
 # found by this machine; both are fixed, so its strategies use --full and --zero-missing
 # freely (they were held back by switches until the fixes landed).
@@ -583,6 +581,6 @@ def test_random_runs_kills_faults_and_edits_keep_the_store_right(world: World) -
     run_state_machine_as_test(
         InvsyncMachine,
         settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-                          suppress_health_check=list(HealthCheck), derandomize=False),
+                          suppress_health_check=list(HealthCheck)),
     )
     del InvsyncMachine.world

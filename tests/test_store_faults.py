@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,34 +17,33 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import SAMPLE, TOKEN, CliResult, env_for, run_invsync, state_store_dir
+from conftest import (
+    SAMPLE,
+    TOKEN,
+    CliResult,
+    env_at,
+    env_for,
+    output,
+    retry_config,
+    run_invsync,
+    state_store_dir,
+)
 from misbehaving import Reply, Request, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
-
-pytestmark = pytest.mark.integration
 
 Factory = Callable[..., SandboxProcess]
 NIGHT1 = SAMPLE / "night1.csv"
 NIGHT2 = SAMPLE / "night2.csv"
 
 
-def output(result: CliResult) -> str:
-    return result.stdout + result.stderr
+FAST = {"max_attempts": 10, "base_delay_s": 0.02, "max_delay_s": 0.2, "max_total_s": 5.0,
+        "timeout_s": 2.0}
 
 
 def fast_config(directory: Path, **retry: float) -> Path:
-    section = {"max_attempts": 10, "base_delay_s": 0.02, "max_delay_s": 0.2,
-               "max_total_s": 5.0, "timeout_s": 2.0, **retry}
-    path = directory / f"invsync-{uuid.uuid4().hex[:8]}.toml"
-    path.write_text("[retry]\n" + "".join(f"{k} = {v!r}\n" for k, v in section.items()))
-    return path
-
-
-def env_at(url: str, tmp_path: Path, sb: SandboxProcess, token: str = TOKEN) -> dict[str, str]:
-    env = env_for(sb, tmp_path, token=token)
-    env["BIGCOMMERCE_API_URL"] = url
-    return env
+    """conftest's :func:`retry_config` with this file's defaults (``FAST``)."""
+    return retry_config(directory, **{**FAST, **retry})
 
 
 def one_clean_error(result: CliResult) -> str:
@@ -138,11 +136,9 @@ def test_a_missing_store_hash_is_exit_64_before_any_request(sandbox: SandboxProc
                 ["sync", str(NIGHT1), "--baseline", "live", "--dry-run"], ["drift"],
                 ["verify", "last"]]
     for args in commands:
-        started = time.monotonic()
         result = run_invsync(args, env, timeout=60)
         assert result.returncode == 64, (args, output(result))
         assert "store hash" in output(result) and "Traceback" not in output(result)
-        assert time.monotonic() - started < 20, args
     assert sandbox.requests() == []
 
 
@@ -156,13 +152,13 @@ def test_a_429_asking_to_wait_100000_s_fails_the_run_in_time(sandbox: SandboxPro
 
     with misbehaving_store(respond) as store:
         env = env_at(store.url, tmp_path, sandbox)
-        started = time.monotonic()
+        # timeout: cannot hang (the store asks for 100,000 s; max_total_s is 5)
         result = run_invsync(["sync", str(NIGHT1), "--config", str(fast_config(tmp_path))], env,
                              timeout=60)
-        elapsed = time.monotonic() - started
+        asked = len(store.requests)
     assert result.returncode == 2, output(result)
-    assert elapsed < 30, elapsed
     assert "asked to wait 100,000 s" in result.report()["error"]
+    assert asked == 1, "a wait longer than max_total_s is not waited: no second request"
 
 
 def test_a_quota_reset_900000_s_away_stops_the_run_with_what_was_confirmed_recorded(
@@ -183,11 +179,8 @@ def test_a_quota_reset_900000_s_away_stops_the_run_with_what_was_confirmed_recor
         config = fast_config(tmp_path)
         args = ["sync", str(NIGHT1), "--config", str(config), "--batch-size", "1000",
                 "--concurrency", "1"]
-        started = time.monotonic()
-        result = run_invsync(args, env, timeout=60)
-        elapsed = time.monotonic() - started
+        result = run_invsync(args, env, timeout=60)  # cannot hang: the reset is 10 days away
         assert result.returncode == 2, output(result)
-        assert elapsed < 30, elapsed
         report = result.report()
         assert "rate limit asks to wait" in report["error"]
         assert report["counts"]["accepted"] == 1000 and report["counts"]["unconfirmed"] == 0
@@ -210,11 +203,9 @@ def test_a_body_dripping_one_byte_a_second_fails_the_run_in_time(sandbox: Sandbo
     with misbehaving_store(respond) as store:
         env = env_at(store.url, tmp_path, sandbox)
         config = fast_config(tmp_path, timeout_s=2.0, max_total_s=6.0)
-        started = time.monotonic()
+        # timeout: cannot hang (15x max_total_s; the body never ends)
         result = run_invsync(["sync", str(NIGHT1), "--config", str(config)], env, timeout=90)
-        elapsed = time.monotonic() - started
     assert result.returncode == 2, output(result)
-    assert elapsed < 30, elapsed
     assert "no complete answer in time" in result.report()["error"]
 
 
@@ -246,12 +237,10 @@ def test_pagination_claiming_59766830_pages_fails_clearly(
 
     with misbehaving_store(respond, sandbox.url) as store:
         env = env_at(store.url, tmp_path, sandbox)
-        started = time.monotonic()
         result = run_invsync(["plan", str(NIGHT1), "--baseline", "live"], env, timeout=90)
-        elapsed = time.monotonic() - started
         pages = len([p for p in store.paths("GET") if p == "/inventory/items"])
     assert result.returncode == 2, output(result)
-    assert elapsed < 30 and pages <= 3, (elapsed, pages)
+    assert pages <= 3, pages  # it stopped at once, not after 59,766,830 pages
     error = result.report()["error"]
     assert "GET /inventory/items" in error and expected in error, error
 

@@ -11,6 +11,7 @@ import pandera.polars as pa
 import polars as pl
 import pytest
 import xlsxwriter
+from conftest import budget
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandera.config import ValidationDepth, config_context
@@ -538,13 +539,13 @@ def _check_partition(rows: list[tuple[str, str, int | None]]) -> None:
     assert set(v.rejected["reason"].to_list()) <= set(REASONS)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=budget(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stock_rows(unique=True))
 def test_property_unique_skus_partition_and_values(rows) -> None:
     _check_partition(rows)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=budget(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stock_rows(unique=False))
 def test_property_with_duplicates_and_blank_skus(rows) -> None:
     _check_partition(rows)

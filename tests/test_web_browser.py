@@ -26,8 +26,6 @@ from conftest import ROOT, TOKEN, env_for, run_invsync, state_store_dir, write_c
 
 from invsync.sandbox.process import SandboxProcess, wait_for_listening
 
-pytestmark = pytest.mark.integration
-
 PASSWORD = "merchant-password-1"
 
 
