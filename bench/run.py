@@ -701,103 +701,146 @@ def ratio(name: str, value: float | None, target: str,
     return Ratio(name, value, target, check(value) if check else None, detail)
 
 
-def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
-    out: list[Ratio] = []
+class _Medians:
+    """The cases measured, with the two helpers every ratio uses."""
 
-    def med(name: str) -> float | None:
-        c = cases.get(name)
+    def __init__(self, cases: dict[str, Case]) -> None:
+        self.cases = cases
+
+    def med(self, name: str) -> float | None:
+        c = self.cases.get(name)
         return c.median if c and c.seconds and not c.error else None
 
+    @staticmethod
     def div(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
 
-    if "dry" in cfg.only:
-        lb = label(cfg.dry_rows)
-        r = div(med(f"dry_run_{lb}"), med(f"bare_read_{lb}"))
-        out.append(ratio(f"1. dry run {lb} / bare polars.read_csv (whole processes)", r,
-                         "<= 4x", lambda v: v <= 4.0,
-                         "" if r is None else f"ambition <= 3x {'met' if r <= 3 else 'not met'}"))
-    if "xlsx" in cfg.only:
-        lb = label(cfg.xlsx_rows)
-        inv = med(f"xlsx_invsync_{lb}")
-        out.append(ratio(f"2. XLSX {lb}: read_stock_file / polars calamine (in-process)",
-                         div(inv, med(f"xlsx_calamine_{lb}")), "<= 2x", lambda v: v <= 2.0))
-        out.append(ratio(f"2b. XLSX {lb}: read_stock_file / openpyxl read_only",
-                         div(inv, med(f"xlsx_openpyxl_{lb}")), "(reference)", None))
-    if "quota" in cfg.only:
-        c = cases.get("sync_quota")
-        x = c.extra if c is not None and c.seconds and not c.error else None
-        ips = median(x["items_per_s_submit"]) if x else None
-        use = div(ips, cfg.ceiling_items_per_s)
-        out.append(ratio("3. quota use: items/s (submit stage) / quota ceiling", use, ">= 0.95",
-                         lambda v: v >= 0.95,
-                         f"{ips:,.0f} items/s vs {cfg.ceiling_items_per_s:,.0f}" if ips else ""))
-        share = max(x["share_429"]) if x else None
-        out.append(ratio("3b. requests answered 429 (worst run)", share, "<= 1%",
-                         lambda v: v <= 0.01,
-                         f"{sum(x['http_429'])} of {sum(x['requests'])} requests" if x else ""))
-    if "latency" in cfg.only:
-        d, s = cases.get("sync_latency_default"), cases.get("sync_latency_c1")
-        out.append(ratio("4. latency-bound: wall --concurrency 1 / default", div(
-            med("sync_latency_c1"), med("sync_latency_default")), ">= 3x", lambda v: v >= 3.0))
-        sub = None
-        if d and s and d.seconds and s.seconds and not (d.error or s.error):
-            sub = div(median(s.extra["submit_s"]), median(d.extra["submit_s"]))
-        out.append(ratio("4a. same, submit stage only", sub, "(reference)", None))
-        overlaps = None
-        if d and s and d.seconds and s.seconds:
-            overlaps = float(sum(d.extra["item_overlaps"]) + sum(s.extra["item_overlaps"]))
-        out.append(ratio("4b. sandbox item_overlaps (all runs)", overlaps, "== 0",
-                         lambda v: v == 0))
-    if "dry" in cfg.only or "memory" in cfg.only:
-        c = cases.get(f"dry_run_{label(cfg.dry_rows)}")
-        peak = c.peak_rss if c and c.seconds else None
-        out.append(ratio(f"5. peak RSS, dry run {label(cfg.dry_rows)} (MiB)", peak, "< 400",
-                         lambda v: v < 400))
-    if "memory" in cfg.only:
-        pts = [(n, cases.get(f"dry_run_{label(n)}")) for n in cfg.growth_rows]
-        pts2 = [(n, c.peak_rss) for n, c in pts if c and c.seconds]
-        if len(pts2) >= 2:
-            (n0, r0), (n1, r1) = pts2[-2], pts2[-1]
-            slope = (r1 - r0) / ((n1 - n0) / 1_000_000)
-            out.append(ratio(f"5b. RSS growth {label(n0)} -> {label(n1)} (MiB per 1M rows)",
-                             slope, "(reference)", None,
-                             ", ".join(f"{label(n)}: {r:,.0f} MiB" for n, r in pts2)))
-    if "startup" in cfg.only:
-        out.append(ratio("6. `invsync --help` median wall (s)", med("startup_help"), "< 0.3 s",
-                         lambda v: v < 0.3))
-    if "peer" in cfg.only:
-        lb = label(cfg.peer_rows)
-        for latency in cfg.peer_latencies_ms:
-            inv, naive = med(f"first_night_{lb}_{latency}ms"), med(f"naive_{lb}_{latency}ms")
-            if latency == 0:
-                out.append(ratio(f"7. first night {lb}, zero latency: invsync / naive script "
-                                 "(whole processes)", div(inv, naive), "<= 1.3x",
-                                 lambda v: v <= 1.3,
-                                 "" if inv is None or naive is None
-                                 else f"{inv:.2f} s vs {naive:.2f} s"))
-                c = cases.get(f"first_night_{lb}_{latency}ms")
-                n = cases.get(f"naive_{lb}_{latency}ms")
-                if c and n and c.seconds and n.seconds and not (c.error or n.error):
-                    extra = median(c.extra["submit_s"]) - median(n.extra["submit_s"])
-                    batches = cfg.peer_rows / ITEMS_PER_REQUEST
-                    out.append(ratio("7a. per batch beyond the network: invsync's submit stage "
-                                     "minus the naive send loop, ÷ batches (ms)",
-                                     extra / batches * 1000, "(reference)", None))
-            else:
-                out.append(ratio(f"8. first night {lb}, latency {latency} ms: naive script / "
-                                 "invsync (whole processes)", div(naive, inv), ">= 3x",
-                                 lambda v: v >= 3.0,
-                                 "" if inv is None or naive is None
-                                 else f"{naive:.2f} s vs {inv:.2f} s"))
-    if "reads" in cfg.only:
-        for key in ("baseline_live", "drift", "verify"):
-            c = cases.get(f"reads_{key}_{label(cfg.reads_named)}_of_{label(cfg.reads_catalog)}")
-            worst = max(c.seconds) if c and c.seconds and not c.error else None
-            out.append(ratio(f"9. read requests, {key.replace('_', ' ')}: "
-                             f"{cfg.reads_named:,} of {cfg.reads_catalog:,} items (worst run)",
-                             worst, "<= 5", lambda v: v <= 5,
-                             f"a full read: {-(-cfg.reads_catalog // 1000)} pages"))
+def _ratios_dry(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    lb = label(cfg.dry_rows)
+    r = m.div(m.med(f"dry_run_{lb}"), m.med(f"bare_read_{lb}"))
+    out.append(ratio(f"1. dry run {lb} / bare polars.read_csv (whole processes)", r,
+                     "<= 4x", lambda v: v <= 4.0,
+                     "" if r is None else f"ambition <= 3x {'met' if r <= 3 else 'not met'}"))
+
+
+def _ratios_xlsx(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    lb = label(cfg.xlsx_rows)
+    inv = m.med(f"xlsx_invsync_{lb}")
+    out.append(ratio(f"2. XLSX {lb}: read_stock_file / polars calamine (in-process)",
+                     m.div(inv, m.med(f"xlsx_calamine_{lb}")), "<= 2x", lambda v: v <= 2.0))
+    out.append(ratio(f"2b. XLSX {lb}: read_stock_file / openpyxl read_only",
+                     m.div(inv, m.med(f"xlsx_openpyxl_{lb}")), "(reference)", None))
+
+
+def _ratios_quota(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    c = cases.get("sync_quota")
+    x = c.extra if c is not None and c.seconds and not c.error else None
+    ips = median(x["items_per_s_submit"]) if x else None
+    use = m.div(ips, cfg.ceiling_items_per_s)
+    out.append(ratio("3. quota use: items/s (submit stage) / quota ceiling", use, ">= 0.95",
+                     lambda v: v >= 0.95,
+                     f"{ips:,.0f} items/s vs {cfg.ceiling_items_per_s:,.0f}" if ips else ""))
+    share = max(x["share_429"]) if x else None
+    out.append(ratio("3b. requests answered 429 (worst run)", share, "<= 1%",
+                     lambda v: v <= 0.01,
+                     f"{sum(x['http_429'])} of {sum(x['requests'])} requests" if x else ""))
+
+
+def _ratios_latency(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    d, s = cases.get("sync_latency_default"), cases.get("sync_latency_c1")
+    out.append(ratio("4. latency-bound: wall --concurrency 1 / default", m.div(
+        m.med("sync_latency_c1"), m.med("sync_latency_default")), ">= 3x", lambda v: v >= 3.0))
+    sub = None
+    if d and s and d.seconds and s.seconds and not (d.error or s.error):
+        sub = m.div(median(s.extra["submit_s"]), median(d.extra["submit_s"]))
+    out.append(ratio("4a. same, submit stage only", sub, "(reference)", None))
+    overlaps = None
+    if d and s and d.seconds and s.seconds:
+        overlaps = float(sum(d.extra["item_overlaps"]) + sum(s.extra["item_overlaps"]))
+    out.append(ratio("4b. sandbox item_overlaps (all runs)", overlaps, "== 0",
+                     lambda v: v == 0))
+
+
+def _ratios_dry_memory(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    c = cases.get(f"dry_run_{label(cfg.dry_rows)}")
+    peak = c.peak_rss if c and c.seconds else None
+    out.append(ratio(f"5. peak RSS, dry run {label(cfg.dry_rows)} (MiB)", peak, "< 400",
+                     lambda v: v < 400))
+
+
+def _ratios_memory(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    pts = [(n, cases.get(f"dry_run_{label(n)}")) for n in cfg.growth_rows]
+    pts2 = [(n, c.peak_rss) for n, c in pts if c and c.seconds]
+    if len(pts2) >= 2:
+        (n0, r0), (n1, r1) = pts2[-2], pts2[-1]
+        slope = (r1 - r0) / ((n1 - n0) / 1_000_000)
+        out.append(ratio(f"5b. RSS growth {label(n0)} -> {label(n1)} (MiB per 1M rows)",
+                         slope, "(reference)", None,
+                         ", ".join(f"{label(n)}: {r:,.0f} MiB" for n, r in pts2)))
+
+
+def _ratios_startup(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    out.append(ratio("6. `invsync --help` median wall (s)", m.med("startup_help"), "< 0.3 s",
+                     lambda v: v < 0.3))
+
+
+def _ratios_peer(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    lb = label(cfg.peer_rows)
+    for latency in cfg.peer_latencies_ms:
+        inv, naive = m.med(f"first_night_{lb}_{latency}ms"), m.med(f"naive_{lb}_{latency}ms")
+        if latency == 0:
+            out.append(ratio(f"7. first night {lb}, zero latency: invsync / naive script "
+                             "(whole processes)", m.div(inv, naive), "<= 1.3x",
+                             lambda v: v <= 1.3,
+                             "" if inv is None or naive is None
+                             else f"{inv:.2f} s vs {naive:.2f} s"))
+            c = cases.get(f"first_night_{lb}_{latency}ms")
+            n = cases.get(f"naive_{lb}_{latency}ms")
+            if c and n and c.seconds and n.seconds and not (c.error or n.error):
+                extra = median(c.extra["submit_s"]) - median(n.extra["submit_s"])
+                batches = cfg.peer_rows / ITEMS_PER_REQUEST
+                out.append(ratio("7a. per batch beyond the network: invsync's submit stage "
+                                 "minus the naive send loop, ÷ batches (ms)",
+                                 extra / batches * 1000, "(reference)", None))
+        else:
+            out.append(ratio(f"8. first night {lb}, latency {latency} ms: naive script / "
+                             "invsync (whole processes)", m.div(naive, inv), ">= 3x",
+                             lambda v: v >= 3.0,
+                             "" if inv is None or naive is None
+                             else f"{naive:.2f} s vs {inv:.2f} s"))
+
+
+def _ratios_reads(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+    for key in ("baseline_live", "drift", "verify"):
+        c = cases.get(f"reads_{key}_{label(cfg.reads_named)}_of_{label(cfg.reads_catalog)}")
+        worst = max(c.seconds) if c and c.seconds and not c.error else None
+        out.append(ratio(f"9. read requests, {key.replace('_', ' ')}: "
+                         f"{cfg.reads_named:,} of {cfg.reads_catalog:,} items (worst run)",
+                         worst, "<= 5", lambda v: v <= 5,
+                         f"a full read: {-(-cfg.reads_catalog // 1000)} pages"))
+
+
+_SECTIONS: list[tuple[tuple[str, ...], Any]] = [
+    (("dry",), _ratios_dry),
+    (("xlsx",), _ratios_xlsx),
+    (("quota",), _ratios_quota),
+    (("latency",), _ratios_latency),
+    (("dry", "memory"), _ratios_dry_memory),
+    (("memory",), _ratios_memory),
+    (("startup",), _ratios_startup),
+    (("peer",), _ratios_peer),
+    (("reads",), _ratios_reads),
+]
+"""Each part of the table: the ``--only`` names that show it, and what it adds."""
+
+
+def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
+    """The ratios of the cases measured, part by part (see ``_SECTIONS``)."""
+    out: list[Ratio] = []
+    m = _Medians(cases)
+    for only, add in _SECTIONS:
+        if any(name in cfg.only for name in only):
+            add(cfg, cases, m, out)
     return out
 
 
