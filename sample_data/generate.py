@@ -20,8 +20,10 @@ import csv
 import datetime as dt
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import xlsxwriter
 
@@ -173,18 +175,9 @@ def _gtin_check_digit(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def build_catalog(rng: random.Random) -> list[Item]:
-    used_skus: set[str] = set()
-
-    def claim(sku: str) -> str:
-        assert sku not in used_skus, sku
-        used_skus.add(sku)
-        return sku
-
-    # Each product spec: (tracking, [ (sku, name), ... ])
+def _variant_specs(rng: random.Random) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Products tracked by variant: 2-6 variants, skewed low so the catalog totals ~1,600."""
     specs: list[tuple[str, list[tuple[str, str]]]] = []
-
-    # -- tracked by variant: 2-6 variants, skewed low so the catalog totals ~1,600 items
     used_styles: set[tuple[str, int]] = set()
     for _ in range(N_VARIANT_PRODUCTS):
         code, label, axes = rng.choice(VARIANT_CATEGORIES)
@@ -205,8 +198,11 @@ def build_catalog(rng: random.Random) -> list[Item]:
             name = f"{word} {label} - " + " / ".join(lbl for _, lbl in combo)
             rows.append((sku, name))
         specs.append(("variant", rows))
+    return specs
 
-    # -- tracked by product: one row each
+
+def _product_rows(rng: random.Random) -> list[tuple[str, str]]:
+    """Products tracked by product, one row each: special numeric SKUs, EAN-13, UPC-A, names."""
     product_rows: list[tuple[str, str]] = list(SPECIAL_NUMERIC_SKUS)
     for _ in range(N_EAN13):
         while True:
@@ -236,20 +232,26 @@ def build_catalog(rng: random.Random) -> list[Item]:
             sku = f"{code}-{rng.randint(1, 9999):04d}"
         taken.add(sku)
         product_rows.append((sku, name))
-    for sku, name in product_rows:
-        specs.append(("product", [(sku, name)]))
+    return product_rows
 
-    for sku, name in NONE_TRACKED:
-        specs.append(("none", [(sku, name)]))
+
+def build_catalog(rng: random.Random) -> list[Item]:
+    # Each product spec: (tracking, [ (sku, name), ... ])
+    specs = _variant_specs(rng)
+    specs += [("product", [(sku, name)]) for sku, name in _product_rows(rng)]
+    specs += [("none", [(sku, name)]) for sku, name in NONE_TRACKED]
 
     # Interleave the three kinds, then hand out ids in that order (with occasional gaps,
     # as deleted products leave them in a real store).
     rng.shuffle(specs)
     items: list[Item] = []
+    used_skus: set[str] = set()
     pid, vid = FIRST_PRODUCT_ID, FIRST_VARIANT_ID
     for tracking, rows in specs:
         for sku, name in rows:
-            items.append(Item(claim(sku), pid, vid, tracking, name))
+            assert sku not in used_skus, sku
+            used_skus.add(sku)
+            items.append(Item(sku, pid, vid, tracking, name))
             vid += 1 + (rng.random() < 0.05) * rng.randint(1, 4)
         pid += 1 + (rng.random() < 0.05) * rng.randint(1, 3)
     return items
@@ -364,112 +366,40 @@ def build_merchant(rng: random.Random, items: list[Item]) -> list[MerchantRow]:
     dup_q = rng.randint(5, 60)
     bad_skus = iter(rng.sample([it.sku for it in candidates if it not in picked], 5))
 
+    # Each mistake: (sku, location, quantity, note, what invsync should do); called only
+    # for the rows that have it, in row order (next(bad_skus) draws in that order).
+    mistakes: dict[str, Callable[[], tuple[Any, ...]]] = {
+        "float_12": lambda: (float_item.sku, 1, 12.0, None,
+                             "valid: quantity read as 12 (a whole number stored as a float)"),
+        "q_12_5": lambda: (next(bad_skus), 1, 12.5, "half a box?",
+                           "reject: quantity is not a whole number"),
+        "q_negative": lambda: (next(bad_skus), 1, -3, "3 damaged",
+                               "reject: quantity is negative"),
+        "q_empty": lambda: (next(bad_skus), 1, None, "count later",
+                            "reject: quantity missing (never read as 0)"),
+        "q_text": lambda: (next(bad_skus), 1, "lots", None, "reject: quantity is not a number"),
+        "unknown_sku": lambda: (UNKNOWN_SKU, 1, 4, "old line, still in stockroom",
+                                "passes local checks; the store answers 422 (unknown SKU): "
+                                "reject this row only, the rest of its batch is applied"),
+        "dup_a": lambda: (dup_item.sku, 1, dup_q, None,
+                          "reject: same SKU + location as row {other}, with a different "
+                          "quantity; neither row is sent"),
+        "dup_b": lambda: (dup_item.sku, 1, dup_q + 7, "recounted",
+                          "reject: same SKU + location as row {other}; neither row is sent"),
+        "blank": lambda: (None, None, None, None,
+                          "skip silently: not a rejection, later rows keep their numbers"),
+        "no_sku": lambda: (None, 1, 5, "label fell off", "reject: SKU missing"),
+        "leading_zero": lambda: (LEADING_ZERO_SKU, 1, 30, None,
+                                 f"valid: SKU stays the text {LEADING_ZERO_SKU!r} (catalog also "
+                                 "has SKU '123', a different product)"),
+        "location_3": lambda: (next(bad_skus), 3, 8, "shop floor",
+                               "location 3 is disabled: rejected before sending (invsync reads "
+                               "the store's locations once per run; the store would answer "
+                               "422): reject this row only"),
+    }
+
     def mistake(kind: str, row: int) -> MerchantRow:
-        if kind == "float_12":
-            return MerchantRow(
-                row,
-                kind,
-                float_item.sku,
-                1,
-                12.0,
-                None,
-                "valid: quantity read as 12 (a whole number stored as a float)",
-            )
-        if kind == "q_12_5":
-            return MerchantRow(
-                row,
-                kind,
-                next(bad_skus),
-                1,
-                12.5,
-                "half a box?",
-                "reject: quantity is not a whole number",
-            )
-        if kind == "q_negative":
-            return MerchantRow(
-                row, kind, next(bad_skus), 1, -3, "3 damaged", "reject: quantity is negative"
-            )
-        if kind == "q_empty":
-            return MerchantRow(
-                row,
-                kind,
-                next(bad_skus),
-                1,
-                None,
-                "count later",
-                "reject: quantity missing (never read as 0)",
-            )
-        if kind == "q_text":
-            return MerchantRow(
-                row, kind, next(bad_skus), 1, "lots", None, "reject: quantity is not a number"
-            )
-        if kind == "unknown_sku":
-            return MerchantRow(
-                row,
-                kind,
-                UNKNOWN_SKU,
-                1,
-                4,
-                "old line, still in stockroom",
-                "passes local checks; the store answers 422 (unknown SKU): "
-                "reject this row only, the rest of its batch is applied",
-            )
-        if kind == "dup_a":
-            return MerchantRow(
-                row,
-                kind,
-                dup_item.sku,
-                1,
-                dup_q,
-                None,
-                "reject: same SKU + location as row {other}, with a different "
-                "quantity; neither row is sent",
-            )
-        if kind == "dup_b":
-            return MerchantRow(
-                row,
-                kind,
-                dup_item.sku,
-                1,
-                dup_q + 7,
-                "recounted",
-                "reject: same SKU + location as row {other}; neither row is sent",
-            )
-        if kind == "blank":
-            return MerchantRow(
-                row,
-                kind,
-                None,
-                None,
-                None,
-                None,
-                "skip silently: not a rejection, later rows keep their numbers",
-            )
-        if kind == "no_sku":
-            return MerchantRow(row, kind, None, 1, 5, "label fell off", "reject: SKU missing")
-        if kind == "leading_zero":
-            return MerchantRow(
-                row,
-                kind,
-                LEADING_ZERO_SKU,
-                1,
-                30,
-                None,
-                f"valid: SKU stays the text {LEADING_ZERO_SKU!r} (catalog also "
-                "has SKU '123', a different product)",
-            )
-        if kind == "location_3":
-            return MerchantRow(
-                row,
-                kind,
-                next(bad_skus),
-                3,
-                8,
-                "shop floor",
-                "location 3 is disabled: rejected before sending (invsync reads the "
-                "store's locations once per run; the store would answer 422): reject this row only",
-            )
-        raise AssertionError(kind)
+        return MerchantRow(row, kind, *mistakes[kind]())
 
     rows: list[MerchantRow] = []
     sane_iter = iter(sane_items)
