@@ -49,9 +49,8 @@ lint: install ## ruff, mypy and the import contracts (the layers)
 	$(BIN)/mypy
 	PYTHONPATH=pipeline $(BIN)/lint-imports
 
-# mutmut cannot follow setuptools' editable-install finder nor the package-dir mapping
-# (pipeline/ installs as invsync): tools/mutate.py copies the tree laid out as the installed
-# package into .mutate/<module>/ and runs mutmut there, one module against its unit tests.
+# mutmut runs from pipeline/ (the source root: it names modules invsync.*), one module
+# against its unit tests; tools/mutate.py says why and rewrites docs/development.md's table.
 mutate: install ## Mutation testing of the core modules, one at a time (slow) [MODULES="run/brakes ..."]
 	$(BIN)/python tools/mutate.py $(MODULES)
 
@@ -79,4 +78,4 @@ runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
 	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .lint .mutate .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info
+	rm -rf $(VENV) .lint .mutate .mutate-*.log pipeline/mutants pipeline/setup.cfg .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info

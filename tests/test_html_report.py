@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from invsync.errors import ExitCode
 from invsync.html.report_page import (
     MAX_REJECTED_ROWS,
     TOP_MOVES,
@@ -569,3 +570,20 @@ def test_a_temp_folder_that_is_not_safe_only_means_compiling(tmp_path: Path) -> 
     (tmp_path / f"_jinja2-cache-{os.getuid()}").write_text("not a folder")
     assert _render_in_fresh_process(tmp_path).split()[1] == "True"
     assert int(_render_in_fresh_process(tmp_path).split()[0]) > 0
+
+
+@pytest.mark.parametrize("code", list(ExitCode))
+def test_every_exit_code_is_named_in_the_page_from_the_enum(code: ExitCode) -> None:
+    # 130 and 143 (interrupted, terminated) had no name before: the names were a copy.
+    report = {**hostile_report(), "exit_code": int(code)}
+    page = render_html(report, None, [])
+    assert f"{int(code)} <span class=\"muted\">{code.name}</span>" in page
+
+
+def test_the_summary_is_a_template_and_keeps_its_escaping() -> None:
+    from invsync.html.render import environment
+
+    assert environment().get_template("summary.md") is not None
+    md = render_markdown({**hostile_report(), "exit_code": 143, "status": "interrupted"}, None)
+    assert md.startswith("## invsync run `") and "(exit code 143)" in md
+    assert "<script>" not in md

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -26,6 +27,8 @@ STATUS_CLASS = {
     "not_sent": "muted", "pending": "muted", "discarded": "muted",
 }
 STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
+"""How a status reads to people, where it differs from the status itself (the one list: the
+report page, the summary, the upload page)."""
 
 
 def num(value: Any) -> str:
@@ -51,6 +54,34 @@ def signed(value: Any) -> str:
 def status_label(status: Any) -> str:
     text = "" if status is None else str(status)
     return STATUS_LABEL.get(text, text) or "unknown"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#!])")
+_MD_LEADING = re.compile(r"^(\s*)([-+=>]|\d+[.)])")
+
+
+def _oneline(value: Any) -> str:
+    return " ".join(("" if value is None else str(value)).split())
+
+
+def md(value: Any) -> str:
+    """Markdown-escape text so that it renders as itself and on one line."""
+    text = _MD_SPECIAL.sub(r"\\\1", _oneline(value))
+    return _MD_LEADING.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
+def md_code(value: Any) -> str:
+    """Text as a Markdown code span, fenced with more backticks than it contains."""
+    text = _oneline(value)
+    runs = re.findall(r"`+", text)
+    fence = "`" * (max((len(r) for r in runs), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_cell(text: str) -> str:
+    """A Markdown table cell: a pipe would end the cell, even inside a code span."""
+    return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
 def status_class(status: Any) -> str:
@@ -90,7 +121,7 @@ def environment() -> Environment:
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True, bytecode_cache=_bytecode_cache())
     env.filters.update(num=num, signed=signed, status_label=status_label,
-                       status_class=status_class)
+                       status_class=status_class, md=md, md_code=md_code, md_cell=md_cell)
     return env
 
 

@@ -14,7 +14,6 @@ second line of defence) and Markdown-escaped in the summary.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from invsync.disk import write_atomic
+from invsync.errors import ExitCode
 from invsync.tables import PLAN_COLUMNS, PLAN_STATUSES, goes_to_zero
 
 MAX_REJECTED_ROWS = 5_000
@@ -31,11 +31,6 @@ TOP_MOVES = 20
 MD_TRANSACTION_IDS = 5
 """Transaction ids listed in ``summary.md`` (the total is always given)."""
 
-
-_STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
-
-_EXIT_CODES = {0: "OK", 1: "REJECTED_ROWS", 2: "RUN_FAILED", 3: "SAFETY_BRAKE", 4: "LOCKED",
-               64: "USAGE", 65: "INPUT_FILE"}
 
 # (group, [(key, label, is_a_problem_when_nonzero)])
 _COUNT_GROUPS: list[tuple[str, list[tuple[str, str, bool]]]] = [
@@ -78,89 +73,67 @@ def render_html(report: Mapping[str, Any], plan: pl.DataFrame | None,
 
 
 def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str:
-    """A compact Markdown summary of the run, to paste into a ticket."""
-    counts: Mapping[str, Any] = report.get("counts") or {}
-    exit_code = report.get("exit_code")
-    title = (f"## invsync run {_md_code(report.get('run_id'))}: "
-             f"**{_md(_status_label(_text(report.get('status'))))}**")
-    if exit_code is not None:
-        title += f" (exit code {_md(exit_code)})"
-    lines = [title, ""]
+    """A compact Markdown summary of the run, to paste into a ticket (``summary.md``)."""
+    from invsync.html.render import render
     from invsync.rules.messages import outcome_sentence
 
-    rejected_file = _text(report.get("rejected_file")) or None
-    lines += [_md(outcome_sentence(counts, _text(report.get("status")), rejected_file)), ""]
+    counts: Mapping[str, Any] = report.get("counts") or {}
+    status = _text(report.get("status"))
+    by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
+    text = render(
+        "summary.md", r=report, facts=_summary_facts(report),
+        outcome=outcome_sentence(counts, status, _text(report.get("rejected_file")) or None),
+        counts=[(label, counts.get(key)) for key, label, always in _md_counts(status)
+                if always or counts.get(key)],
+        by_reason=list(by_reason.items()),
+        txids=[t for t in report.get("transaction_ids") or [] if t],
+        shown_txids=MD_TRANSACTION_IDS,
+        plan=None if plan is None else _plan_totals(_normalise_plan(plan)),
+        notes=[n for n in report.get("notes") or [] if n])
+    return text.rstrip("\n") + "\n"
+
+
+def _md_counts(status: str) -> list[tuple[str, str, bool]]:
+    """(key, label, always shown) of the summary's counts; a dry run sends nothing."""
+    if status != "dry_run":
+        return _MD_COUNTS
+    return [(k, "not sent (dry run)" if k == "not_sent" else label, always)
+            for k, label, always in _MD_COUNTS]
+
+
+def _summary_facts(report: Mapping[str, Any]) -> list[str]:
+    """The summary's Markdown list of where the run came from (input, store, when)."""
+    from invsync.html.render import md, md_code
 
     inp: Mapping[str, Any] = report.get("input") or {}
     store: Mapping[str, Any] = report.get("store") or {}
     facts = []
     if inp.get("path"):
-        detail = ", ".join(_md(x) for x in (inp.get("format"), inp.get("sheet")) if x)
+        detail = ", ".join(md(x) for x in (inp.get("format"), inp.get("sheet")) if x)
         sha = _text(inp.get("sha256"))
         if sha:
-            detail += (", " if detail else "") + f"sha256 {_md_code(sha[:12])}…"
-        facts.append(f"- Input: {_md_code(inp.get('path'))}" + (f" ({detail})" if detail else ""))
+            detail += (", " if detail else "") + f"sha256 {md_code(sha[:12])}…"
+        facts.append(f"- Input: {md_code(inp.get('path'))}" + (f" ({detail})" if detail else ""))
     if store.get("store_hash"):
-        facts.append(f"- Store: {_md_code(store.get('store_hash'))}")
+        facts.append(f"- Store: {md_code(store.get('store_hash'))}")
     if report.get("started_at"):
-        when = _md(report.get("started_at"))
+        when = md(report.get("started_at"))
         if report.get("finished_at"):
-            when += f" → {_md(report.get('finished_at'))}"
+            when += f" → {md(report.get('finished_at'))}"
         facts.append(f"- Run: {when}")
     if report.get("resumed_from"):
-        facts.append(f"- Resumed from run {_md_code(report.get('resumed_from'))}")
-    if facts:
-        lines += [*facts, ""]
+        facts.append(f"- Resumed from run {md_code(report.get('resumed_from'))}")
+    return facts
 
-    if report.get("error"):
-        lines += [f"**Error:** {_md(report.get('error'))}", ""]
-    brakes = report.get("brakes") or []
-    if brakes:
-        lines.append("**Safety brakes:**")
-        lines += [f"- {_md_code(b.get('name'))}: {_md(b.get('message'))}" for b in brakes]
-        lines.append("")
 
-    lines += ["| Count | Value |", "| --- | ---: |"]
-    for key, label, always in _MD_COUNTS:
-        value = counts.get(key)
-        if key == "not_sent" and report.get("status") == "dry_run":
-            label = "not sent (dry run)"
-        if always or value:
-            lines.append(f"| {label} | {_md_cell(_num(value))} |")
-    lines.append("")
-
-    by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
-    if by_reason:
-        lines += ["### Rejected by reason", "", "| Reason | Rows |", "| --- | ---: |"]
-        lines += [f"| {_md_cell(_md_code(reason))} | {_md_cell(_num(n))} |"
-                  for reason, n in by_reason.items()]
-        lines += ["", "Fix the rows listed in `rejected.csv` and upload it again.", ""]
-
-    txids = [t for t in report.get("transaction_ids") or [] if t]
-    if txids:
-        shown = ", ".join(_md_code(t) for t in txids[:MD_TRANSACTION_IDS])
-        more = len(txids) - MD_TRANSACTION_IDS
-        tail = f", … and {more:,} more (all in report.json)" if more > 0 else ""
-        lines += [f"**Transaction ids ({len(txids):,}):** {shown}{tail}", ""]
-
-    if plan is not None:
-        frame = _normalise_plan(plan)
-        if frame.height:
-            s = _plan_totals(frame)
-            lines += [f"**Plan:** {s['items']:,} item(s) at {s['locations']:,} location(s): "
-                      f"{s['new']:,} new, {s['changed']:,} changed, {s['to_zero']:,} to 0 "
-                      f"(see `plan.csv`)", ""]
-        else:
-            lines += ["**Plan:** no changes.", ""]
-
-    notes = [n for n in report.get("notes") or [] if n]
-    if notes:
-        lines += ["**Notes:**", *[f"- {_md(n)}" for n in notes], ""]
-
-    folder = report.get("report_dir")
-    if folder:
-        lines.append(f"Report folder: {_md_code(folder)}")
-    return "\n".join(lines).rstrip("\n") + "\n"
+def exit_name(code: Any) -> str | None:
+    """The name of an exit code (``INTERRUPTED`` for 130), from :class:`ExitCode`."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        return None
+    try:
+        return ExitCode(code).name
+    except ValueError:
+        return None
 
 
 def write_human_reports(folder: Path, report: Mapping[str, Any],
@@ -185,46 +158,9 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return _text(value) if value is not None else "—"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".")
-    return _text(value)
 
-
-def _status_label(status: str) -> str:
-    return _STATUS_LABEL.get(status, status) or "unknown"
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#!])")
-_MD_LEADING = re.compile(r"^(\s*)([-+=>]|\d+[.)])")
-
-
-def _oneline(value: Any) -> str:
-    return " ".join(_text(value).split())
-
-
-def _md(value: Any) -> str:
-    """Markdown-escape text so that it renders as itself and on one line."""
-    text = _MD_SPECIAL.sub(r"\\\1", _oneline(value))
-    return _MD_LEADING.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
-
-
-def _md_code(value: Any) -> str:
-    """Text as a Markdown code span, fenced with more backticks than it contains."""
-    text = _oneline(value)
-    runs = re.findall(r"`+", text)
-    fence = "`" * (max((len(r) for r in runs), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _md_cell(text: str) -> str:
-    """A table cell: a pipe would end the cell, even inside a code span."""
-    return re.sub(r"(?<!\\)\|", r"\\|", text)
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +199,7 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
         "inp": inp, "store": report.get("store") or {}, "origin": report.get("origin") or {},
         "file_bits": file_bits,
         "total_s": total if isinstance(total, int | float) else None,
-        "exit_name": _EXIT_CODES.get(code) if isinstance(code, int) else None,
+        "exit_name": exit_name(code),
         "brakes": report.get("brakes") or [],
         "notes": [n for n in report.get("notes") or [] if n],
         "details": _details(report), "count_groups": count_groups(report),
@@ -298,7 +234,9 @@ def _plain(value: Any) -> str:
         return ", ".join(_plain(v) for v in value) or "[]"
     if value is None:
         return "—"
-    return _num(value)
+    from invsync.html.render import num
+
+    return num(value)
 
 
 def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -326,6 +264,7 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _reasons(report: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]
              ) -> tuple[list[tuple[str, Any, str, Any, str]], int]:
     """(reason code, rows, share, example "row N: message", kind of problem) per kind."""
+    from invsync.html.render import num
     from invsync.rules.messages import problem_groups
 
     by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
@@ -334,7 +273,7 @@ def _reasons(report: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]
     for g in problem_groups({_text(k): v for k, v in by_reason.items()}, rejected):
         n = by_reason.get(g.code)
         share = f"{n / total:.0%}" if isinstance(n, int) and total else ""
-        example = g.example if g.example_row is None else f"row {_num(g.example_row)}: {g.example}"
+        example = g.example if g.example_row is None else f"row {num(g.example_row)}: {g.example}"
         rows.append((g.code, n, share, example, g.kind))
     return rows, total
 
@@ -404,13 +343,15 @@ def plan_context(plan: pl.DataFrame | None) -> dict[str, Any] | None:
     frame = _normalise_plan(plan)
     if frame.height == 0:
         return {"items": 0}
+    from invsync.html.render import status_label
+
     out: dict[str, Any] = dict(_plan_totals(frame))
     rows = []
     totals = {"items": 0, "new": 0, "changed": 0, "to_zero": 0, "up": 0, "down": 0}
     for loc in _plan_by_location(frame):
         for k in totals:
             totals[k] += int(loc[k] or 0)
-        statuses = ", ".join(f"{_status_label(s)} {loc[f's_{s}']:,}" for s in PLAN_STATUSES
+        statuses = ", ".join(f"{status_label(s)} {loc[f's_{s}']:,}" for s in PLAN_STATUSES
                              if loc[f"s_{s}"])
         if loc["s_other"]:
             statuses += (", " if statuses else "") + f"other {loc['s_other']:,}"

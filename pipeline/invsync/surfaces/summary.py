@@ -117,8 +117,11 @@ def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
 
     diff = result.differences
     if as_json:
+        # One event name per command ("verify", not "verify <run id>"): the run is a field.
+        name, _, run_id = what.partition(" ")
         extra = {"repair": repair} if repair else {}
-        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
+        extra |= {"run_id": run_id} if run_id else {}
+        click.echo(json.dumps({"ts": timestamp(), "event": name, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts(), **extra}))
     elif not quiet:
