@@ -17,13 +17,13 @@ from typing import Any
 
 import polars as pl
 import pytest
+from contracts import check_events, check_outputs_under
 from hypothesis import settings as hypothesis_settings
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
 from invsync.stages.ingest import ROW
 from invsync.state.journal import ENV_LOCK_DIR
 from invsync.state.snapshot import store_dir
-from tests.contracts import check_events, check_outputs_under
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

@@ -19,7 +19,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from invsync import contracts
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+"""The contract files, read from the repository (tests/test_contracts.py checks that the
+installed ``invsync.contracts`` serves the same): mutation runs import a copy of the
+package that holds no data files."""
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
@@ -28,9 +31,14 @@ class ContractError(AssertionError):
     """An output that breaks its contract (names the file and what is wrong)."""
 
 
+def load(name: str) -> Any:
+    """The parsed contract file ``schemas/<name>``."""
+    return json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
+
+
 @cache
 def _validator(name: str) -> Draft202012Validator:
-    schema = contracts.load(name)
+    schema = load(name)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -76,7 +84,7 @@ def check_table(path: Path, name: str | None = None) -> list[dict[str, str]]:
     """Validate a CSV file against its Table Schema (``plan.table.json`` for ``plan.csv``,
     ``rejected.table.json`` for ``rejected.csv``, or ``name``); its rows."""
     name = name or path.name.removesuffix(".csv") + ".table.json"
-    schema = contracts.load(name)
+    schema = load(name)
     text = path.read_text(encoding="utf-8-sig")
     delimiter = _delimiter(text, [f["name"] for f in schema["fields"]])
     rows = list(csv.reader(text.splitlines(), delimiter=delimiter))

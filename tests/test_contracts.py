@@ -11,6 +11,15 @@ from typing import Any
 
 import polars as pl
 import pytest
+from contracts import (
+    ContractError,
+    check_event,
+    check_events,
+    check_report,
+    check_run_folder,
+    check_table,
+    load,
+)
 from jsonschema import Draft202012Validator
 
 from invsync import contracts
@@ -19,17 +28,14 @@ from invsync.events import EVENT_NAMES
 from invsync.rules.stock import REASONS
 from invsync.stages.report import Counts, RunReport, new_run_id, plan_frame, write_run_folder
 from invsync.tables import PLAN_COLUMNS, PLAN_STATUSES, ROW
-from tests.contracts import (
-    ContractError,
-    check_event,
-    check_events,
-    check_report,
-    check_run_folder,
-    check_table,
-)
 
 JSON_SCHEMAS = ["report.schema.json", "events.schema.json"]
 TABLE_SCHEMAS = ["plan.table.json", "rejected.table.json"]
+
+
+@pytest.mark.parametrize("name", JSON_SCHEMAS + TABLE_SCHEMAS)
+def test_the_package_ships_each_contract_as_in_schemas(name: str) -> None:
+    assert contracts.load(name) == load(name)
 
 
 @pytest.mark.parametrize("name", JSON_SCHEMAS)
