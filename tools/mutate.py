@@ -4,9 +4,10 @@ mutmut 3 copies the source it mutates into ``mutants/`` (beside its config) and 
 ``./``, ``src/`` and ``source/`` as source roots: run from the repository root it would name
 the modules ``pipeline.invsync.…`` while the tests import ``invsync.…``. So this runs mutmut
 from ``pipeline/``, the source root, with ``source_paths = ["invsync"]``: module names come
-out as imported, the tests are given by their paths in ``tests/``, and no tree is copied by
-hand. mutmut reads its config from the folder it runs in, so ``pipeline/setup.cfg`` holds it
-while a module runs (written here, removed after). ``process_isolation = forkserver``:
+out as imported, the tests are reached through ``mutants/tests``, a link to ``tests/``
+(mutmut selects tests by node id, relative to ``mutants/``), and no tree is copied by
+hand. mutmut reads its config from the folder it runs in, so ``pipeline/setup.cfg`` holds
+it while a module runs (written here, removed after). ``process_isolation = forkserver``:
 mutmut's default (fork) deadlocks with polars' thread pool.
 
 Equivalent mutants are listed in tests/mutation-equivalents.md by the change they make
@@ -194,8 +195,13 @@ class Score:
 
 def run(module: str) -> Score:
     """Run mutmut on one module (from ``pipeline/``); its score."""
-    tests = [t if t.startswith("-") else str(ROOT / t) for t in MODULES[module]]
-    shutil.rmtree(SOURCE_ROOT / "mutants", ignore_errors=True)
+    tests = MODULES[module]
+    mutants = SOURCE_ROOT / "mutants"
+    shutil.rmtree(mutants, ignore_errors=True)
+    # mutmut runs the tests from mutants/ and selects them by node id, which only names a
+    # test below that folder: a link to the real tests/ (not a copy) puts them there.
+    mutants.mkdir()
+    (mutants / "tests").symlink_to(ROOT / "tests", target_is_directory=True)
     cfg = SOURCE_ROOT / "setup.cfg"
     cfg.write_text(SETUP_CFG.format(module=module,
                                     tests="\n".join(f"    {t}" for t in tests)))
@@ -226,6 +232,10 @@ def judge(module: str, results: str, seconds: float, log: Path) -> Score:
     entries = [e for e in read_entries(EQUIVALENTS.read_text(encoding="utf-8"))
                if e.module == module]
     score.mutants = len([s for s in status.values() if s != "skipped"])
+    timeouts = sum(s == "timeout" for s in status.values())
+    if timeouts > score.mutants / 2:  # tests that never ran, not mutants they caught
+        score.error = f"{timeouts} of {score.mutants} mutants timed out: see {log}"
+        return score
     for name, state in status.items():
         if state in ("killed", "timeout", "caught by type check"):
             score.killed += 1

@@ -150,15 +150,6 @@ def write_human_reports(folder: Path, report: Mapping[str, Any],
     write_atomic(folder / "summary.md", summary.encode("utf-8"))
 
 
-# ---------------------------------------------------------------------------------------
-# Escaping and formatting
-# ---------------------------------------------------------------------------------------
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 

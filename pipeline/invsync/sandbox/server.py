@@ -265,6 +265,54 @@ def _problem_reply(p: _Problem) -> _Reply:
     return _Reply(p.status, _dumps(body), _PROBLEM)
 
 
+def _request_headers(scope: Scope, entry: dict[str, Any]) -> dict[bytes, bytes]:
+    """The headers the store reads; the logged ones also go into the request log ``entry``."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in (b"x-auth-token", b"content-type", b"content-length"):
+            headers[name] = value
+        if name in _LOGGED_HEADERS:
+            entry["request_headers"][name.decode("latin-1")] = value.decode("latin-1")
+    return headers
+
+
+def _route(rest: str, parts: list[str]) -> str:
+    """The method an API path takes (HEAD goes with GET); 404 for any other path."""
+    if rest == "inventory/adjustments/absolute":
+        return "PUT"
+    if rest == "inventory/adjustments/relative":
+        return "POST"
+    if rest in ("inventory/items", "inventory/locations") or (
+        len(parts) == 4 and parts[:2] == ["inventory", "locations"] and parts[3] == "items"
+    ):
+        return "GET"
+    raise _Problem(404, "Not found")
+
+
+def _check_shape(items: list[Any], relative: bool) -> None:
+    """A batch of 1 to MAX_ITEMS items, each of the right shape."""
+    if not items:
+        raise _Problem(422, INVALID_FIELDS, {"items": "At least one item is required."})
+    if len(items) > MAX_ITEMS:
+        raise _Problem(
+            422,
+            f"The request contains {len(items)} items, at most {MAX_ITEMS} are allowed",
+            {"items": f"At most {MAX_ITEMS} items per request."},
+        )
+    for i, it in enumerate(items):
+        if not _item_ok(it, relative):
+            raise _Problem(422, INVALID_FIELDS, _item_shape_errors(it, i, relative))
+
+
+def _relative_level(level: int, who: str, location_id: int) -> int:
+    """A relative adjustment's new level, if it stays within 0 and the maximum."""
+    if level < 0:
+        raise _Problem(422, f"[{who} would go below zero at location {location_id}]")
+    if level > MAX_QUANTITY:
+        raise _Problem(422, f"[{who} would exceed {MAX_QUANTITY} at location {location_id}]")
+    return level
+
+
 def _item_ok(item: Any, relative: bool) -> bool:
     """Fast path of `_item_shape_errors`: True when the item is well formed."""
     if type(item) is not dict or len(item) != 3 or not item.keys() <= _ITEM_FIELDS:
@@ -498,28 +546,14 @@ class Sandbox:
         self._log.append(entry)
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            if name in (b"x-auth-token", b"content-type", b"content-length"):
-                headers[name] = value
-            if name in _LOGGED_HEADERS:
-                entry["request_headers"][name.decode("latin-1")] = value.decode("latin-1")
+        headers = _request_headers(scope, entry)
         keys: set[Any] = set()
         reply: _Reply | None = None
         try:
             body: bytes | None = b""
             parsed: Any = None
             if method not in ("GET", "HEAD"):
-                try:
-                    length = int(headers[b"content-length"])
-                except (KeyError, ValueError):
-                    length = None
-                body = await self._read_body(receive, length)
-                if body:
-                    try:
-                        parsed = json.loads(body)
-                    except (ValueError, RecursionError):
-                        parsed = None
+                body, parsed = await self._read_json(receive, headers)
                 entry["body"] = parsed
                 if isinstance(parsed, dict) and isinstance(parsed.get("items"), list):
                     entry["items"] = parsed["items"]
@@ -556,6 +590,21 @@ class Sandbox:
             self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
         if reply is not None and reply.drop:
             raise DroppedConnection(f"request {entry['seq']} applied, connection dropped")
+
+    async def _read_json(self, receive: Receive, headers: dict[bytes, bytes]
+                         ) -> tuple[bytes | None, Any]:
+        """The request body (None: too large) and its JSON (None: none or not JSON)."""
+        try:
+            length: int | None = int(headers[b"content-length"])
+        except (KeyError, ValueError):
+            length = None
+        body = await self._read_body(receive, length)
+        if not body:
+            return body, None
+        try:
+            return body, json.loads(body)
+        except (ValueError, RecursionError):
+            return body, None
 
     def _claim_keys(self, items: list[Any]) -> set[Any]:
         """Mark this request's (location, item) pairs in flight; count overlaps with others."""
@@ -620,40 +669,16 @@ class Sandbox:
         entry: dict[str, Any],
     ) -> _Reply:
         path: str = scope["path"]
-        if not path.startswith(self._prefix):
-            raise _Problem(404, "Store not found" if path.startswith("/stores/") else "Not found")
-        token = headers.get(b"x-auth-token", b"")
-        is_rw = hmac.compare_digest(token, self._token)
-        is_ro = self._ro_token is not None and hmac.compare_digest(token, self._ro_token)
-        if not (is_rw or is_ro):
-            raise _Problem(401, "Unauthorized: missing or invalid X-Auth-Token")
-        writing = method not in ("GET", "HEAD")
-        if writing and not is_rw:
-            raise _Problem(403, "You don't have a required scope to access the endpoint")
-        if self.config.quota is not None and self._used > self.config.quota:
-            raise _Problem(429, "Too many requests")
+        self._authorize(method, path, headers)
+        bare_429 = self._random_fault()
+        if bare_429 is not None:
+            return bare_429
         cfg = self.config
-        if cfg.error_rate and self._rng.random() < cfg.error_rate:
-            status = self._rng.choice((500, 502, 503))
-            raise _Problem(status, "Internal error" if status == 500 else "Service unavailable")
-        if cfg.bare_429_rate and self._rng.random() < cfg.bare_429_rate:
-            reply = _problem_reply(_Problem(429, "Too many requests"))
-            reply.rate_headers = False
-            return reply
         drop = method == "PUT" and bool(cfg.drop_rate) and self._rng.random() < cfg.drop_rate
 
         rest = path[len(self._prefix) :].rstrip("/")
         parts = rest.split("/")
-        if rest == "inventory/adjustments/absolute":
-            expected = "PUT"
-        elif rest == "inventory/adjustments/relative":
-            expected = "POST"
-        elif rest in ("inventory/items", "inventory/locations") or (
-            len(parts) == 4 and parts[:2] == ["inventory", "locations"] and parts[3] == "items"
-        ):
-            expected = "GET"
-        else:
-            raise _Problem(404, "Not found")
+        expected = _route(rest, parts)
         if method != expected and not (expected == "GET" and method == "HEAD"):
             raise _Problem(405, "Method not allowed")
 
@@ -678,6 +703,33 @@ class Sandbox:
             except (ValueError, RecursionError):
                 raise _Problem(400, "The request body is not valid JSON") from None
         return self._adjust(parsed, relative=(expected == "POST"), drop=drop, entry=entry)
+
+    def _authorize(self, method: str, path: str, headers: dict[bytes, bytes]) -> None:
+        """This store, a valid token with the scope the method needs, quota left."""
+        if not path.startswith(self._prefix):
+            raise _Problem(404, "Store not found" if path.startswith("/stores/") else "Not found")
+        token = headers.get(b"x-auth-token", b"")
+        is_rw = hmac.compare_digest(token, self._token)
+        is_ro = self._ro_token is not None and hmac.compare_digest(token, self._ro_token)
+        if not (is_rw or is_ro):
+            raise _Problem(401, "Unauthorized: missing or invalid X-Auth-Token")
+        writing = method not in ("GET", "HEAD")
+        if writing and not is_rw:
+            raise _Problem(403, "You don't have a required scope to access the endpoint")
+        if self.config.quota is not None and self._used > self.config.quota:
+            raise _Problem(429, "Too many requests")
+
+    def _random_fault(self) -> _Reply | None:
+        """The configured random faults: a 5xx (raised), a bare 429 (returned), or none."""
+        cfg = self.config
+        if cfg.error_rate and self._rng.random() < cfg.error_rate:
+            status = self._rng.choice((500, 502, 503))
+            raise _Problem(status, "Internal error" if status == 500 else "Service unavailable")
+        if cfg.bare_429_rate and self._rng.random() < cfg.bare_429_rate:
+            reply = _problem_reply(_Problem(429, "Too many requests"))
+            reply.rate_headers = False
+            return reply
+        return None
 
     def _adjust(self, parsed: Any, relative: bool, drop: bool, entry: dict[str, Any]) -> _Reply:
         if not isinstance(parsed, dict) or not isinstance(parsed.get("items"), list):
@@ -706,18 +758,26 @@ class Sandbox:
 
         Like the real store, a title names only the first offending item found.
         """
-        if not items:
-            raise _Problem(422, INVALID_FIELDS, {"items": "At least one item is required."})
-        if len(items) > MAX_ITEMS:
-            raise _Problem(
-                422,
-                f"The request contains {len(items)} items, at most {MAX_ITEMS} are allowed",
-                {"items": f"At most {MAX_ITEMS} items per request."},
-            )
-        for i, it in enumerate(items):
-            if not _item_ok(it, relative):
-                raise _Problem(422, INVALID_FIELDS, _item_shape_errors(it, i, relative))
+        _check_shape(items, relative)
+        self._check_locations(items)
+        levels = self._levels
+        pending: dict[Key, int] = {}
+        duplicates = 0
+        for it in items:
+            idx, who = self._resolve(it)
+            key = (it["location_id"], idx)
+            if key in pending:
+                duplicates += 1
+            if relative:
+                level = pending[key] if key in pending else levels.get(key, 0)
+                pending[key] = _relative_level(level + it["quantity"], who, it["location_id"])
+            else:
+                pending[key] = it["quantity"]
+        self._check_product_totals(pending)
+        return pending, duplicates
 
+    def _check_locations(self, items: list[Any]) -> None:
+        """Every location named exists and is active (the real store's two messages)."""
         unknown: list[int] = []
         disabled: list[int] = []
         seen: set[int] = set()
@@ -737,53 +797,39 @@ class Sandbox:
             ids = ",".join(map(str, disabled))
             raise _Problem(422, f"Location is not active, identities: [{ids}]")
 
+    def _resolve(self, it: dict[str, Any]) -> tuple[int, str]:
+        """The catalog index of an item and how a title names it; 422 if it cannot be set."""
+        cat = self.catalog
+        if "sku" in it:
+            field_name, value = "sku", it["sku"]
+            idx = cat.by_sku.get(value)
+        elif "variant_id" in it:
+            field_name, value = "variant_id", it["variant_id"]
+            idx = cat.by_variant.get(value)
+        else:
+            field_name, value = "product_id", it["product_id"]
+            idxs = cat.by_product.get(value)
+            idx = idxs[0] if idxs else None
+        who = f"Item with {field_name} {value}"
+        if idx is None:
+            raise _Problem(422, f"[{who} not found]")
+        tracking = cat.items[idx].tracking
+        if tracking not in TRACKED:
+            raise _Problem(422, f"[{who} does not have inventory tracking enabled]")
+        if field_name == "variant_id" and tracking == "product":
+            raise _Problem(
+                422, f"[{who} is tracked by product, please update stock by product id]"
+            )
+        if field_name == "product_id" and tracking == "variant":
+            raise _Problem(
+                422, f"[{who} is tracked by variant, please update stock by variant id or sku]"
+            )
+        return idx, who
+
+    def _check_product_totals(self, pending: dict[Key, int]) -> None:
+        """The sum of a product's variants at a location stays within the maximum."""
         cat = self.catalog
         levels = self._levels
-        pending: dict[Key, int] = {}
-        duplicates = 0
-        for it in items:
-            if "sku" in it:
-                field_name, value = "sku", it["sku"]
-                idx = cat.by_sku.get(value)
-            elif "variant_id" in it:
-                field_name, value = "variant_id", it["variant_id"]
-                idx = cat.by_variant.get(value)
-            else:
-                field_name, value = "product_id", it["product_id"]
-                idxs = cat.by_product.get(value)
-                idx = idxs[0] if idxs else None
-            who = f"Item with {field_name} {value}"
-            if idx is None:
-                raise _Problem(422, f"[{who} not found]")
-            tracking = cat.items[idx].tracking
-            if tracking not in TRACKED:
-                raise _Problem(422, f"[{who} does not have inventory tracking enabled]")
-            if field_name == "variant_id" and tracking == "product":
-                raise _Problem(
-                    422, f"[{who} is tracked by product, please update stock by product id]"
-                )
-            if field_name == "product_id" and tracking == "variant":
-                raise _Problem(
-                    422, f"[{who} is tracked by variant, please update stock by variant id or sku]"
-                )
-            key = (it["location_id"], idx)
-            if key in pending:
-                duplicates += 1
-            if relative:
-                level = pending[key] if key in pending else levels.get(key, 0)
-                level += it["quantity"]
-                if level < 0:
-                    raise _Problem(
-                        422, f"[{who} would go below zero at location {it['location_id']}]"
-                    )
-                if level > MAX_QUANTITY:
-                    raise _Problem(
-                        422, f"[{who} would exceed {MAX_QUANTITY} at location {it['location_id']}]"
-                    )
-                pending[key] = level
-            else:
-                pending[key] = it["quantity"]
-
         deltas: dict[tuple[int, int], int] = {}
         for (loc_id, idx), qty in pending.items():
             item = cat.items[idx]
@@ -797,7 +843,6 @@ class Sandbox:
                     f"[Total stock of product with product_id {product_id} at location {loc_id} "
                     f"would exceed {MAX_QUANTITY}]",
                 )
-        return pending, duplicates
 
     def _apply(self, pending: dict[Key, int]) -> None:
         items = self.catalog.items

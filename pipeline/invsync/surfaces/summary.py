@@ -119,8 +119,9 @@ def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
     if as_json:
         # One event name per command ("verify", not "verify <run id>"): the run is a field.
         name, _, run_id = what.partition(" ")
-        extra = {"repair": repair} if repair else {}
-        extra |= {"run_id": run_id} if run_id else {}
+        extra: dict[str, Any] = {"repair": repair} if repair else {}
+        if run_id:
+            extra["run_id"] = run_id
         click.echo(json.dumps({"ts": timestamp(), "event": name, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts(), **extra}))
