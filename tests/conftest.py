@@ -319,7 +319,7 @@ def env_at(url: str, tmp_path: Path, sb: SandboxProcess, token: str = TOKEN) -> 
     return env
 
 
-def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log: Path | None,
+def wait_for(what: Callable[[], bool], proc: subprocess.Popen[Any] | None, log: Path | None,
              timeout: float = 60) -> None:
     """Poll ``what`` until true; fail naming the run's log if ``proc`` ends first or time is up."""
     deadline = time.monotonic() + timeout
@@ -328,6 +328,22 @@ def wait_for(what: Callable[[], bool], proc: subprocess.Popen[bytes] | None, log
             raise AssertionError(f"the run ended early: {log.read_text() if log else ''}")
         assert time.monotonic() < deadline, log.read_text() if log else "timed out"
         time.sleep(0.02)
+
+
+def lock_holder(lock: Path, proc: subprocess.Popen[bytes], log: Path,
+                timeout: float = 30) -> dict[str, Any]:
+    """Wait until the run ``proc`` holds the store lock file ``lock``; what the lock says."""
+    holder: dict[str, Any] = {}
+
+    def taken() -> bool:
+        try:
+            holder.update(json.loads(lock.read_text()))
+        except (OSError, ValueError):
+            return False
+        return True
+
+    wait_for(taken, proc, log, timeout)
+    return holder
 
 
 def retry_config(tmp_path: Path, **retry: float) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 
 import openpyxl
 import pytest
-from conftest import ROOT, SAMPLE, CliResult, env_for, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, CliResult, env_for, run_invsync, wait_for, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -341,10 +341,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
          "--batch-size", "100", "--concurrency", "2"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any(r["method"] == "PUT" for r in sb.requests()):
-            assert proc.poll() is None and time.monotonic() < deadline, "never began sending"
-            time.sleep(0.05)
+        wait_for(lambda: any(r["method"] == "PUT" for r in sb.requests()), proc, None)
         time.sleep(0.5)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)

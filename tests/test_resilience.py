@@ -46,6 +46,7 @@ from conftest import (
     TOKEN,
     CliResult,
     env_for,
+    lock_holder,
     output,
     retry_config,
     run_invsync,
@@ -514,16 +515,7 @@ def test_second_concurrent_sync_is_locked_out_at_once(kill_world: KillWorld,
     lock = w.store_dir / "lock"
     log = w.tmp / "first.log"
     first = spawn(args, w.env, log, children)
-    holder: dict[str, Any] = {}
-
-    def lock_taken() -> bool:
-        try:
-            holder.update(json.loads(lock.read_text()))
-        except (OSError, ValueError):
-            return False
-        return True
-
-    wait_for(lock_taken, first, log)
+    holder = lock_holder(lock, first, log)
     second = run_invsync(args, w.env, timeout=60)
 
     # At once: it did not wait for the lock (the first run, which takes seconds, is still

@@ -6,18 +6,24 @@ journal/snapshot unit tests at the end.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from conftest import env_for, output, run_invsync, spawn, state_store_dir, write_stock
+from conftest import (
+    env_for,
+    lock_holder,
+    output,
+    run_invsync,
+    spawn,
+    state_store_dir,
+    write_stock,
+)
 from test_resilience import (  # noqa: F401 - fixtures used by name
     Factory,
     KillWorld,
@@ -199,14 +205,7 @@ def test_second_run_for_the_same_store_with_another_state_dir_is_locked_out(
     log = w.tmp / "first.log"
     first = spawn(args, w.env, log, children)
     lock = w.store_dir / "lock"
-    deadline = time.monotonic() + 30
-    holder: dict[str, Any] = {}
-    while not holder:
-        assert first.poll() is None and time.monotonic() < deadline, log.read_text()
-        try:
-            holder = json.loads(lock.read_text())
-        except (OSError, ValueError):
-            time.sleep(0.01)
+    holder = lock_holder(lock, first, log)
 
     other = env_for(w.sb, tmp_path / "elsewhere")  # another state dir, same host
     second = run_invsync(args, other, timeout=60)
