@@ -78,4 +78,4 @@ runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
 	$(BIN)/invsync runs $(CFG)
 
 clean: ## Remove the venv, caches and demo output
-	rm -rf $(VENV) .lint .mutate .mutate-*.log pipeline/mutants pipeline/setup.cfg .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info
+	rm -rf $(VENV) .lint .mutate .mutate-*.log .mutate-scores.json pipeline/mutants pipeline/setup.cfg .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE_ROOT = ROOT / "pipeline"
 EQUIVALENTS = ROOT / "tests" / "mutation-equivalents.md"
 DOC = ROOT / "docs" / "development.md"
-SCORES = SOURCE_ROOT / "mutants" / "scores.json"
+SCORES = ROOT / ".mutate-scores.json"
 
 # module (under pipeline/invsync/) -> its fast unit tests (and pytest options)
 MODULES: dict[str, list[str]] = {
@@ -216,7 +216,10 @@ def run(module: str) -> Score:
                                  capture_output=True, text=True, check=False).stdout
     finally:
         cfg.unlink(missing_ok=True)
-    return judge(module, results, time.monotonic() - started, log)
+    try:
+        return judge(module, results, time.monotonic() - started, log)
+    finally:  # nothing is left in pipeline/: the survivors' diffs are printed instead
+        shutil.rmtree(mutants, ignore_errors=True)
 
 
 def judge(module: str, results: str, seconds: float, log: Path) -> Score:
@@ -301,7 +304,6 @@ def main(argv: list[str]) -> int:
         for name, diff in s.survivors.items():
             tag = "accepted survivor" if name in s.accepted else "survived"
             print(f"    {tag}: {name}\n" + "\n".join(f"      {ln}" for ln in diff.splitlines()))
-    SCORES.parent.mkdir(exist_ok=True)
     SCORES.write_text(json.dumps([s.__dict__ for s in scores], indent=2, default=str))
     update_doc(scores)
     return 0 if all(not s.error and s.score >= 90 for s in scores) else 1
