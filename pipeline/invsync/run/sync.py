@@ -102,6 +102,10 @@ class _Run:
         """KEY of the items an interrupted run confirmed or left unknown, when this run
         replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
         self.replayed_sha256: str | None = None
+        self.as_of: tuple[Any, str] | None = None
+        """The run's as-of time and where it came from (``--as-of``); see run/as_of.py."""
+        self.sold_side: pl.DataFrame | None = None
+        """Per file row: ``file_level`` and ``sold_since_as_of``, for plan.csv."""
         """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -402,6 +406,7 @@ def _execute(run: _Run) -> None:
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
     background.shutdown(wait=False)
+    _resolve_as_of(run)
     t = time.perf_counter()
     if settings.plan_file:
         table, planned_old = _read_plan(run.path)
@@ -438,6 +443,13 @@ def _execute(run: _Run) -> None:
     report.notes.extend(resolver.notes)
     report.notes.extend(checked.notes)
 
+    if run.as_of is not None:  # orders sold since the as-of time (run/as_of.py)
+        from invsync.run.as_of import apply_sold_since
+
+        t = time.perf_counter()
+        checked, run.sold_side = apply_sold_since(run.store, settings, report, checked,
+                                                  run.as_of)
+        run.timed("orders", t)
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
@@ -525,6 +537,20 @@ def _execute(run: _Run) -> None:
                      if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now(), **live_meta})
+
+
+def _resolve_as_of(run: _Run) -> None:
+    """``--as-of``: checked before anything is read or sent (exit 64 in plain words)."""
+    settings = run.settings
+    if not settings.as_of:
+        return
+    if settings.plan_file:
+        run.report.notes.append("--as-of is not applied to a reviewed plan: its levels had "
+                                "what sold since subtracted when it was made")
+        return
+    from invsync.run.as_of import resolve_as_of
+
+    run.as_of = resolve_as_of(settings.as_of, run.path, settings.max_as_of_age_s)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
@@ -822,6 +848,10 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
     """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
     run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
+    if run.sold_side is not None:
+        from invsync.run.as_of import plan_columns
+
+        run.plan = plan_columns(run.plan, run.sold_side)
     rejected = run.rejected if run.rejected is not None else checked.rejected
     c = count_run(table, checked, changes, result, run.plan, rejected)
     if result is not None:

@@ -128,6 +128,10 @@ def _sync_options(fn: Any) -> Any:
         click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
                      help="Turn TLS certificate checks off (never do this in production)."),
         _wait_lock_option,
+        click.option("--as-of", metavar="WHEN",
+                     help="When the file's levels were true: ISO 8601 with an offset "
+                          "(2026-12-06T02:00:00+01:00) or 'mtime' (the file's modification "
+                          "time). Units sold since are subtracted (docs/orders.md)."),
     ]
     for option in reversed(options):
         fn = option(fn)
