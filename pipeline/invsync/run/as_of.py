@@ -33,10 +33,12 @@ CLOCK_SKEW = timedelta(seconds=60)
 
 
 def resolve_as_of(value: str, path: Path, max_age_s: float,
-                  now: datetime | None = None) -> tuple[datetime, str]:
-    """``value`` (ISO 8601 with an offset, or ``mtime``) as a UTC time, and where it came
-    from (``given`` or ``mtime``); :class:`UsageError` in plain words when it cannot be
-    used: unreadable, without an offset, in the future, or older than ``max_age_s``."""
+                  now: datetime | None = None) -> tuple[datetime, str, str]:
+    """``value`` (ISO 8601 with an offset, or ``mtime``) as a UTC time, where it came from
+    (``given`` or ``mtime``) and the time as the merchant reads it (ISO 8601 in the offset
+    given, or this machine's for ``mtime``); :class:`UsageError` in plain words when it
+    cannot be used: unreadable, without an offset, in the future, or older than
+    ``max_age_s``."""
     now = now or datetime.now(UTC)
     text = value.strip()
     if text.lower() == "mtime":
@@ -45,7 +47,7 @@ def resolve_as_of(value: str, path: Path, max_age_s: float,
         except OSError as exc:
             raise UsageError(f"--as-of mtime: cannot read the modification time of {path} "
                              f"({exc.strerror or exc}); nothing was sent") from None
-        source = "mtime"
+        source, local = "mtime", when.astimezone()
     else:
         try:
             when = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
@@ -55,7 +57,7 @@ def resolve_as_of(value: str, path: Path, max_age_s: float,
         if when.tzinfo is None:
             raise UsageError(f"--as-of {value!r} has no time zone offset: add one (such as "
                              f"+01:00 or Z) so the time means the same everywhere")
-        when, source = when.astimezone(UTC), "given"
+        when, source, local = when.astimezone(UTC), "given", when
     shown = when.isoformat(timespec="seconds")
     if when > now + CLOCK_SKEW:
         raise UsageError(f"the as-of time {shown} is in the future (now is "
@@ -66,7 +68,7 @@ def resolve_as_of(value: str, path: Path, max_age_s: float,
         raise UsageError(f"the as-of time {shown} is {_hours(age)} old, older than "
                          f"max_as_of_age ({_hours(max_age_s)}): export a fresh file, or raise "
                          f"max_as_of_age in the config; nothing was sent")
-    return when, source
+    return when, source, local.isoformat(timespec="seconds")
 
 
 def _hours(seconds: float) -> str:
@@ -74,7 +76,7 @@ def _hours(seconds: float) -> str:
 
 
 def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
-                     checked: Validated, as_of: tuple[datetime, str]
+                     checked: Validated, as_of: tuple[datetime, str, str]
                      ) -> tuple[Validated, pl.DataFrame]:
     """Lower ``checked``'s levels by the units sold since the as-of time.
 
@@ -82,7 +84,7 @@ def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
     ``file_level`` and ``sold_since_as_of`` for the plan. Fills ``report.sold_since`` and
     adds notes on what invsync cannot know (other locations, a shrinking listing).
     """
-    when, source = as_of
+    when, source, local = as_of
     before = store.requests_sent
     sold = store.run(lambda client: read_sold_since(client, when))
     requests = store.requests_sent - before
@@ -91,6 +93,7 @@ def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
     report.sold_since = {
         "as_of": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "as_of_from": source,
+        "as_of_local": local,
         "min_date_created": since_param(when),
         "update_stock_behavior": sold.behavior.update_stock_behavior,
         "refund_returns_stock": sold.behavior.refund_returns_stock,

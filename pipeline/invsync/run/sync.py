@@ -102,7 +102,7 @@ class _Run:
         """KEY of the items an interrupted run confirmed or left unknown, when this run
         replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
         self.replayed_sha256: str | None = None
-        self.as_of: tuple[Any, str] | None = None
+        self.as_of: tuple[Any, str, str] | None = None
         """The run's as-of time and where it came from (``--as-of``); see run/as_of.py."""
         self.sold_side: pl.DataFrame | None = None
         """Per file row: ``file_level`` and ``sold_since_as_of``, for plan.csv."""
