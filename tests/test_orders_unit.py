@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 import pytest
@@ -81,3 +82,31 @@ def test_refunded_units_of_a_partially_refunded_order_are_back_on_stock() -> Non
 def test_min_date_created_rounds_down_to_the_second_in_utc() -> None:
     when = datetime(2026, 12, 6, 3, 0, 0, 900_000, tzinfo=UTC)
     assert since_param(when) == "2026-12-06T03:00:00+00:00"
+
+
+def test_library_settings_take_as_of_like_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.run.config import Settings
+
+    monkeypatch.delenv("INVSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("INVSYNC_PROFILE", raising=False)
+    settings = Settings.from_config(None, as_of="mtime")
+    assert settings.as_of == "mtime" and settings.max_as_of_age_s == 48 * 3600
+    assert settings.public()["as_of"] == "mtime"
+
+
+def test_resolve_as_of_reads_offsets_and_refuses_what_cannot_be_true(tmp_path: Any) -> None:
+    from invsync.errors import UsageError
+    from invsync.run.as_of import resolve_as_of
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    when, source, local = resolve_as_of("2026-12-06T02:00:00+01:00", tmp_path, 48 * 3600, now)
+    assert when == datetime(2026, 12, 6, 1, 0, tzinfo=UTC) and source == "given"
+    assert local == "2026-12-06T02:00:00+01:00"
+    assert resolve_as_of("2026-12-06T12:00:30Z", tmp_path, 3600, now)[0] > now  # clock skew
+    for bad, words in [("2026-12-06T12:02:00Z", "in the future"),
+                       ("2026-12-06T10:59:00Z", "older than max_as_of_age"),
+                       ("2026-12-06T02:00", "no time zone offset"), ("soon", "not a time")]:
+        with pytest.raises(UsageError, match=words):
+            resolve_as_of(bad, tmp_path, 3600, now)
+    with pytest.raises(UsageError, match="modification time"):
+        resolve_as_of("mtime", tmp_path / "missing.csv", 3600, now)
