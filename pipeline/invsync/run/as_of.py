@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
 import polars as pl
 
 from invsync.errors import UsageError
@@ -107,7 +105,6 @@ def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
         "requests": requests,
     }
     report.notes.extend(sold.notes)
-    report.notes.append(_summary_note(report.sold_since))
     if summary.other_locations and sold.orders_counted:
         where = ", ".join(map(str, summary.other_locations))
         report.notes.append(
@@ -116,16 +113,6 @@ def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
             f"({ORDER_LOCATION}), and the order listing does not say which location an order "
             f"took its units from; check those locations by hand if orders use them")
     return replace(checked, valid=valid.select(checked.valid.columns)), side
-
-
-def _summary_note(info: dict[str, Any]) -> str:
-    counted = info["orders_counted"]
-    return (f"sold since the as-of time {info['as_of']} ({info['as_of_from']}): "
-            f"{info['orders_read']:,} order(s) read in {info['requests']} request(s), "
-            f"{counted:,} holding units off stock (update_stock_behavior "
-            f"{info['update_stock_behavior']}); {info['units_subtracted']:,} unit(s) "
-            f"subtracted from {info['rows_lowered']:,} row(s) at location "
-            f"{info['location_id']}")
 
 
 def plan_columns(plan: pl.DataFrame, side: pl.DataFrame | None) -> pl.DataFrame:
