@@ -311,7 +311,7 @@ class Settings:
         if self.baseline == "live" and not self.token:
             raise UsageError("--baseline live reads the store: it needs the store hash and "
                              "access token, even for a dry run")
-        if self.as_of and not self.token and not self.plan_file:
+        if self.as_of is not None and not self.token and not self.plan_file:
             raise UsageError("--as-of reads the store's orders: it needs the store hash and "
                              "access token, even for a dry run")
         if self.token and not self.store_hash:

@@ -542,8 +542,11 @@ def _execute(run: _Run) -> None:
 def _resolve_as_of(run: _Run) -> None:
     """``--as-of``: checked before anything is read or sent (exit 64 in plain words)."""
     settings = run.settings
-    if not settings.as_of:
+    if settings.as_of is None:
         return
+    if not settings.as_of.strip():  # an unset variable in a script: say so, never ignore it
+        raise UsageError("--as-of is empty: give the time the file's levels were true "
+                         "(ISO 8601 with an offset) or 'mtime'; nothing was sent")
     if settings.plan_file:
         run.report.notes.append("--as-of is not applied to a reviewed plan: its levels had "
                                 "what sold since subtracted when it was made")
