@@ -214,3 +214,25 @@ def test_plan_shows_file_minus_sold_since(sandbox: SandboxProcess, tmp_path: Pat
     html = (last_run(tmp_path) / "report.html").read_text(encoding="utf-8")
     assert f"file 10 − 2 sold since {hhmm} = 8" in html
     assert sb.levels()[(1, ITEMS[0])] == 18  # a plan sends nothing
+
+
+def test_a_reviewed_plan_pushes_the_levels_after_what_sold(sandbox: SandboxProcess,
+                                                           tmp_path: Path) -> None:
+    sb = sandbox
+    _yesterday(sb)
+    as_of = NOW - timedelta(hours=1)
+    place(sb, [{"sku": ITEMS[0], "quantity": 3}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10], [ITEMS[0], 2, 4]])
+    env = env_for(sb, tmp_path)
+    planned = run_invsync(["plan", str(night), "--as-of", iso(as_of)], env)
+    assert planned.returncode == 0, output(planned)
+    plan_csv = last_run(tmp_path) / "plan.csv"
+    notes = json.loads((last_run(tmp_path) / "report.json").read_text())["notes"]
+    assert any("location(s) 2 were not lowered" in n for n in notes), notes
+    pushed = run_invsync(["sync", "--plan-file", str(plan_csv), "--as-of", iso(as_of)], env)
+    assert pushed.returncode == 0, output(pushed)
+    assert sb.levels()[(1, ITEMS[0])] == 7 and sb.levels()[(2, ITEMS[0])] == 4
+    report = json.loads((last_run(tmp_path) / "report.json").read_text())
+    assert report["sold_since"] is None
+    assert any("not applied to a reviewed plan" in n for n in report["notes"])
