@@ -236,3 +236,19 @@ def test_a_reviewed_plan_pushes_the_levels_after_what_sold(sandbox: SandboxProce
     report = json.loads((last_run(tmp_path) / "report.json").read_text())
     assert report["sold_since"] is None
     assert any("not applied to a reviewed plan" in n for n in report["notes"])
+
+
+def test_the_json_log_has_a_sold_since_event(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    sb = sandbox
+    _yesterday(sb)
+    as_of = NOW - timedelta(hours=1)
+    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    result = run_invsync(["plan", str(night), "--as-of", iso(as_of), "--log-format", "json"],
+                         env_for(sb, tmp_path))
+    assert result.returncode == 0, output(result)
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    sold = [e for e in events if e.get("event") == "sold_since"]
+    assert len(sold) == 1 and sold[0]["units_subtracted"] == 2, events
+    assert sold[0]["run_id"]

@@ -17,6 +17,7 @@ EventName = Literal[
     "identities",  # item identities were resolved through the store
     "read_started", "read_page", "read_finished",  # live levels being read
     "recovered",  # an interrupted run's confirmed levels were replayed
+    "sold_since",  # --as-of: the orders since were read (counts, units, requests)
     "submit_started",  # the batches are about to be sent (batches, items)
     "batch",  # one batch finished (its result, transaction ids)
     "retry",  # a request is retried (status, attempt, wait)

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from invsync.errors import UsageError
+from invsync.events import Observer, no_event
 from invsync.run.config import Settings
 from invsync.run.store_access import StoreSession
 from invsync.stages.report import RunReport
@@ -75,8 +76,8 @@ def _hours(seconds: float) -> str:
 
 
 def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
-                     checked: Validated, as_of: tuple[datetime, str, str]
-                     ) -> tuple[Validated, pl.DataFrame]:
+                     checked: Validated, as_of: tuple[datetime, str, str],
+                     emit: Observer = no_event) -> tuple[Validated, pl.DataFrame]:
     """Lower ``checked``'s levels by the units sold since the as-of time.
 
     Returns the checked rows with their new levels and, per file row (``__row``), its
@@ -106,6 +107,7 @@ def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
         "requests": requests,
     }
     report.notes.extend(sold.notes)
+    emit("sold_since", dict(report.sold_since))
     if summary.other_locations and sold.orders_counted:
         where = ", ".join(map(str, summary.other_locations))
         report.notes.append(

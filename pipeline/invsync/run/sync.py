@@ -448,7 +448,7 @@ def _execute(run: _Run) -> None:
 
         t = time.perf_counter()
         checked, run.sold_side = apply_sold_since(run.store, settings, report, checked,
-                                                  run.as_of)
+                                                  run.as_of, run.emit)
         run.timed("orders", t)
     t = time.perf_counter()
     if resolver.mapping is not None:
