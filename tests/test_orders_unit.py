@@ -110,3 +110,12 @@ def test_resolve_as_of_reads_offsets_and_refuses_what_cannot_be_true(tmp_path: A
             resolve_as_of(bad, tmp_path, 3600, now)
     with pytest.raises(UsageError, match="modification time"):
         resolve_as_of("mtime", tmp_path / "missing.csv", 3600, now)
+
+
+def test_as_of_needs_the_store_even_for_a_dry_run() -> None:
+    from invsync.errors import UsageError
+    from invsync.run.config import Settings
+
+    with pytest.raises(UsageError, match="--as-of reads the store's orders"):
+        Settings(as_of="mtime", dry_run=True).check(needs_store=False)
+    Settings(as_of="mtime", plan_file=True).check(needs_store=False)  # not applied there
