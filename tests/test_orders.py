@@ -252,3 +252,48 @@ def test_the_json_log_has_a_sold_since_event(sandbox: SandboxProcess, tmp_path: 
     sold = [e for e in events if e.get("event") == "sold_since"]
     assert len(sold) == 1 and sold[0]["units_subtracted"] == 2, events
     assert sold[0]["run_id"]
+
+
+def test_kill_9_mid_send_then_resume_ends_at_file_minus_everything_sold_since(
+        sandbox: SandboxProcess, tmp_path: Path, children: list[Any]) -> None:
+    import signal
+
+    from conftest import catalog_skus, env_at, spawn, state_store_dir, wait_for
+    from misbehaving import HoldPuts, misbehaving_store
+
+    sb = sandbox
+    skus = catalog_skus(10)
+    put_levels(sb, [{"location_id": 1, "sku": s, "quantity": 30} for s in skus])
+    as_of = NOW - timedelta(hours=2)
+    place(sb, [{"sku": skus[0], "quantity": 2}, {"sku": skus[9], "quantity": 3}],
+          as_of + timedelta(minutes=5))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[s, 1, 20] for s in skus])
+    hold = HoldPuts(let=1)
+    with misbehaving_store(hold, sb.url) as store:
+        env = env_at(store.url, tmp_path, sb)
+        log = tmp_path / "killed.log"
+        killed = spawn(["sync", str(night), "--as-of", iso(as_of), "--batch-size", "5",
+                        "--concurrency", "1"], env, log, children)
+        def confirmed() -> bool:
+            journal = state_store_dir(tmp_path / "state") / "journal.jsonl"  # made by the run
+            try:
+                return '"confirmed"' in journal.read_text()
+            except OSError:
+                return False
+
+        try:
+            wait_for(lambda: confirmed() and hold.held.is_set(), killed, log)
+            os.kill(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+        finally:
+            hold.stop()
+        # The night goes on: one more order, after the killed run read the orders.
+        place(sb, [{"sku": skus[9], "quantity": 1}], NOW - timedelta(minutes=1))
+        resumed = run_invsync(["resume"], env)
+    assert resumed.returncode == 0, output(resumed)
+    levels = sb.levels()
+    expected = {s: 20 for s in skus}
+    expected[skus[0]] -= 2
+    expected[skus[9]] -= 3 + 1
+    assert {s: levels[(1, s)] for s in skus} == expected
