@@ -52,10 +52,11 @@ def sold_lines(sold: Mapping[str, Any] | None, plan: pl.DataFrame | None,
     label = as_of_label(sold, started_at)
     rows = plan.filter(pl.col("sold_since_as_of").cast(pl.Int64, strict=False) > 0) \
         .sort("sold_since_as_of", descending=True).head(limit)
+    after = "after" if "after" in plan.columns else "new"  # plan.csv's name for the level sent
     out = []
     for r in rows.iter_rows(named=True):
         out.append(f"{r['item']} at location {r['location_id']}: file {r['file_level']} − "
-                   f"{r['sold_since_as_of']} sold since {label} = {r['new']}")
+                   f"{r['sold_since_as_of']} sold since {label} = {r[after]}")
     return out
 
 
