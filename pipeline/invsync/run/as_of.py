@@ -17,7 +17,6 @@ import polars as pl
 
 from invsync.errors import UsageError
 from invsync.events import Observer, no_event
-from invsync.run.config import Settings
 from invsync.run.store_access import StoreSession
 from invsync.stages.report import RunReport
 from invsync.stages.sold_since import FILE_LEVEL, SOLD, subtract_sold
@@ -75,7 +74,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def apply_sold_since(store: StoreSession, settings: Settings, report: RunReport,
+def apply_sold_since(store: StoreSession, report: RunReport,
                      checked: Validated, as_of: tuple[datetime, str, str],
                      emit: Observer = no_event) -> tuple[Validated, pl.DataFrame]:
     """Lower ``checked``'s levels by the units sold since the as-of time.

@@ -447,8 +447,8 @@ def _execute(run: _Run) -> None:
         from invsync.run.as_of import apply_sold_since
 
         t = time.perf_counter()
-        checked, run.sold_side = apply_sold_since(run.store, settings, report, checked,
-                                                  run.as_of, run.emit)
+        checked, run.sold_side = apply_sold_since(run.store, report, checked, run.as_of,
+                                                  run.emit)
         run.timed("orders", t)
     t = time.perf_counter()
     if resolver.mapping is not None:

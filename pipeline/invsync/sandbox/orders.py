@@ -128,7 +128,8 @@ class OrderBook:
                 raise OrderProblem(400, f"no tracked item for {item!r}")
             self._line_ids += 1
             lines.append(Line(self._line_ids, *found, quantity=qty))
-        order = Order(len(self.orders) + 100, status, created, lines, modified=created)
+        order = Order(len(self.orders) + 100, status, created, lines, modified=created,
+                      shipped=created if status in _SHIPPED else None)
         self._settle(order, status)
         self.orders.append(order)
         return self._entry(order, lines_too=True)
