@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 
+_WHEN = {"order_placed": "when an order is placed",
+         "order_completed_or_shipped": "when an order ships or completes"}
 SOLD_LINES = 10
 """How many items the summary and the page spell out."""
 
@@ -37,9 +39,10 @@ def as_of_label(sold: Mapping[str, Any], started_at: str | None = None) -> str:
 def headline(sold: Mapping[str, Any], started_at: str | None = None) -> str:
     """One sentence: the as-of time, the orders read and what they took off the file."""
     label = as_of_label(sold, started_at)
-    return (f"sold since {label}: {_n(sold.get('orders_counted'))} of "
-            f"{_n(sold.get('orders_read'))} order(s) since then hold units off stock "
-            f"({sold.get('update_stock_behavior', '?')}); "
+    when = _WHEN.get(str(sold.get("update_stock_behavior")), "?")
+    return (f"Sold since {label}: {_n(sold.get('orders_counted'))} of "
+            f"{_n(sold.get('orders_read'))} order(s) placed since then have taken units off "
+            f"stock (the store takes stock {when}); "
             f"{_n(sold.get('units_subtracted'))} unit(s) subtracted from the file's levels at "
             f"location {sold.get('location_id', 1)} ({_n(sold.get('requests'))} request(s))")
 
