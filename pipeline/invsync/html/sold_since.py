@@ -58,9 +58,18 @@ def sold_lines(sold: Mapping[str, Any] | None, plan: pl.DataFrame | None,
     after = "after" if "after" in plan.columns else "new"  # plan.csv's name for the level sent
     out = []
     for r in rows.iter_rows(named=True):
+        capped = _whole(r[after]) < _whole(r["file_level"]) - _whole(r["sold_since_as_of"])
         out.append(f"{r['item']} at location {r['location_id']}: file {r['file_level']} − "
-                   f"{r['sold_since_as_of']} sold since {label} = {r[after]}")
+                   f"{r['sold_since_as_of']} sold since {label} = {r[after]}"
+                   + (" (the maximum)" if capped else ""))
     return out
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _n(value: Any) -> str:

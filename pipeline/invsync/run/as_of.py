@@ -19,8 +19,9 @@ from invsync.errors import UsageError
 from invsync.events import Observer, no_event
 from invsync.run.store_access import StoreSession
 from invsync.stages.report import RunReport
+from invsync.rules.stock import MAX_QUANTITY
 from invsync.stages.sold_since import FILE_LEVEL, SOLD, subtract_sold
-from invsync.stages.validate import Validated
+from invsync.stages.validate import QuantityRules, Validated
 from invsync.store.orders import read_sold_since, since_param
 from invsync.tables import ROW
 
@@ -74,10 +75,19 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def rules_before_sold(rules: QuantityRules) -> QuantityRules:
+    """The quantity rules that come before what sold since is subtracted: all but the
+    ``maximum``, which caps what is left (:func:`apply_sold_since`); the store's own
+    maximum stands in, so a level the maximum would have capped is not rejected."""
+    return rules if rules.maximum is None else replace(rules, maximum=MAX_QUANTITY)
+
+
 def apply_sold_since(store: StoreSession, report: RunReport,
                      checked: Validated, as_of: tuple[datetime, str, str],
-                     emit: Observer = no_event) -> tuple[Validated, pl.DataFrame]:
-    """Lower ``checked``'s levels by the units sold since the as-of time.
+                     emit: Observer = no_event, *,
+                     rules: QuantityRules | None = None) -> tuple[Validated, pl.DataFrame]:
+    """Lower ``checked``'s levels by the units sold since the as-of time, then cap them at
+    ``rules.maximum`` (``checked`` was validated with :func:`rules_before_sold`).
 
     Returns the checked rows with their new levels and, per file row (``__row``), its
     ``file_level`` and ``sold_since_as_of`` for the plan. Fills ``report.sold_since`` and
@@ -87,7 +97,9 @@ def apply_sold_since(store: StoreSession, report: RunReport,
     before = store.requests_sent
     sold = store.run(lambda client: read_sold_since(client, when))
     requests = store.requests_sent - before
-    valid, summary = subtract_sold(checked.valid, sold.lines, location_id=ORDER_LOCATION)
+    maximum = rules.maximum if rules is not None else None
+    valid, summary = subtract_sold(checked.valid, sold.lines, location_id=ORDER_LOCATION,
+                                   maximum=maximum)
     side = valid.select(ROW, FILE_LEVEL, SOLD)
     report.sold_since = {
         "as_of": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -114,7 +126,11 @@ def apply_sold_since(store: StoreSession, report: RunReport,
             f"lowered: BigCommerce takes a storefront order's units from the default location "
             f"({ORDER_LOCATION}), and the order listing does not say which location an order "
             f"took its units from; check those locations by hand if orders use them")
-    return replace(checked, valid=valid.select(checked.valid.columns)), side
+    notes = checked.notes
+    if rules is not None and maximum is not None:  # the rules as the merchant set them
+        notes = [f"quantity rules applied: {rules.describe()}" if n.startswith(
+            "quantity rules applied:") else n for n in notes]
+    return replace(checked, valid=valid.select(checked.valid.columns), notes=notes), side
 
 
 def plan_columns(plan: pl.DataFrame, side: pl.DataFrame | None) -> pl.DataFrame:

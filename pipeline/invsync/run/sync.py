@@ -436,20 +436,26 @@ def _execute(run: _Run) -> None:
         snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
     rules = QuantityRules() if planned_old is not None else settings.rules
+    if run.as_of is not None:  # the maximum caps what is left after what sold since
+        from invsync.run.as_of import rules_before_sold
+
+        checked_rules = rules_before_sold(rules)
+    else:
+        checked_rules = rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=rules, identities=resolver)
+                       rules=checked_rules, identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
-    report.notes.extend(checked.notes)
 
     if run.as_of is not None:  # orders sold since the as-of time (run/as_of.py)
         from invsync.run.as_of import apply_sold_since
 
         t = time.perf_counter()
         checked, run.sold_side = apply_sold_since(run.store, report, checked, run.as_of,
-                                                  run.emit)
+                                                  run.emit, rules=rules)
         run.timed("orders", t)
+    report.notes.extend(checked.notes)
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)

@@ -45,13 +45,15 @@ def sold_by_key(lines: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts).select("identifier", "key", SOLD)
 
 
-def subtract_sold(valid: pl.DataFrame, lines: pl.DataFrame, *,
-                  location_id: int = 1) -> tuple[pl.DataFrame, SoldSummary]:
+def subtract_sold(valid: pl.DataFrame, lines: pl.DataFrame, *, location_id: int = 1,
+                  maximum: int | None = None) -> tuple[pl.DataFrame, SoldSummary]:
     """``valid`` with ``quantity`` lowered by the units sold since (never below 0).
 
-    Adds ``file_level`` (the level the file gave, after the quantity rules) and
-    ``sold_since_as_of`` (units sold since the as-of time; null at other locations, where
-    it is not known). ``lines`` has ``sku``, ``product_id``, ``variant_id``, ``units``.
+    Adds ``file_level`` (the level the file gave, after the quantity rules but the maximum)
+    and ``sold_since_as_of`` (units sold since the as-of time; null at other locations,
+    where it is not known). ``lines`` has ``sku``, ``product_id``, ``variant_id``,
+    ``units``. ``maximum`` (the quantity rule) caps what is left, at every location: 600
+    with 200 sold since is 400 under a maximum of 500, not 500 − 200.
     """
     sold = sold_by_key(lines)
     here = pl.col("location_id") == location_id
@@ -64,6 +66,8 @@ def subtract_sold(valid: pl.DataFrame, lines: pl.DataFrame, *,
     ).with_columns(
         pl.when(here).then((pl.col("quantity") - pl.col(SOLD)).clip(lower_bound=0))
         .otherwise(pl.col("quantity")).cast(pl.Int64).alias("quantity"))
+    if maximum is not None:
+        out = out.with_columns(pl.col("quantity").clip(upper_bound=maximum))
     out = out.select(*valid.columns, FILE_LEVEL, SOLD)
     at_here = out.filter(here)
     named = sold.join(at_here.select(pl.col("address").alias("identifier"),
@@ -75,7 +79,8 @@ def subtract_sold(valid: pl.DataFrame, lines: pl.DataFrame, *,
     others = sorted(set(out.filter(~here)["location_id"].to_list()))
     summary = SoldSummary(
         rows_lowered=at_here.filter(pl.col(SOLD) > 0).height,
-        units_subtracted=int((at_here[FILE_LEVEL] - at_here["quantity"]).sum() or 0),
+        units_subtracted=int(at_here.select(pl.min_horizontal(FILE_LEVEL, SOLD).sum()).item()
+                             or 0),
         units_sold=units_sold,
         units_not_in_file=int(lines["units"].sum() or 0) - units_sold,
         other_locations=others)
