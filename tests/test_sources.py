@@ -69,12 +69,20 @@ def levels() -> dict[tuple[int, str], int]:
     return {(1, sku): 40 + i for i, sku in enumerate(catalog_skus(3))}
 
 
+def toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def config(tmp_path: Path, name: str, url: str, **keys: Any) -> Path:
     """A config file with one ``[sources.NAME]`` table (and any ``[notify]`` given)."""
     notify = keys.pop("notify", None)
     lines = [f"[sources.{name}]", f"url = {json.dumps(url)}"]
     for key, value in keys.items():
-        lines.append(f"{key} = {json.dumps(value) if not isinstance(value, bool) else str(value).lower()}")
+        lines.append(f"{key} = {toml(value)}")
     if notify:
         lines += ["", "[notify]", f"url = {json.dumps(notify)}", 'on = ["stale_file", "failed"]',
                   "attempts = 1"]

@@ -119,7 +119,7 @@ def describe(exc: BaseException, spec: SourceSpec) -> str:
     name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, TimeoutError | socket.timeout) or "timed out" in text.lower() \
-            or "Timeout" in name:
+            or "Timeout" in name or "protocol banner" in text or text == "No existing session":
         return f"no answer within {spec.timeout_s:g} s (timeout_s); {name}"
     if name == "AuthenticationException" or text.startswith("530") or "Authentication" in text:
         return "the server refused the login (wrong user name, password or key)"
@@ -363,6 +363,9 @@ def sha256_fingerprint(key_bytes: bytes) -> str:
 def _sftp(spec: SourceSpec) -> Any:
     import paramiko
     from fsspec.implementations.sftp import SFTPFileSystem
+
+    # paramiko logs each failure at ERROR from its own thread; the one-line error says it.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
     class CheckHostKey(paramiko.MissingHostKeyPolicy):
         """Accept the server only if its key is the configured one (or in known_hosts)."""
