@@ -267,11 +267,10 @@ class Watcher:
     def run(self) -> None:
         """Poll the source every ``interval_s`` until :attr:`stop` is set."""
         check_settings(self.spec, self.settings)
-        with watch_lock(self.state):
-            with contextlib.suppress(Stopped):
-                while not self.stop.is_set():
-                    self.poll_once()
-                    self.sleep(self.spec.interval_s)
+        with watch_lock(self.state), contextlib.suppress(Stopped):
+            while not self.stop.is_set():
+                self.poll_once()
+                self.sleep(self.spec.interval_s)
 
     def poll_once(self) -> int:
         """Process every new file found now, oldest first; return how many were processed."""

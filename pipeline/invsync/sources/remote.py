@@ -21,7 +21,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -163,13 +163,13 @@ def _to_epoch(value: Any) -> float | None:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     if isinstance(value, int | float):
         return float(value)
     text = str(value).split(".")[0]
     with contextlib.suppress(ValueError):
-        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc).timestamp()
+        return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
     with contextlib.suppress(ValueError):
         return datetime.fromisoformat(text).timestamp()
     return None
@@ -194,7 +194,7 @@ class LocalRemote(Remote):
         return RemoteFile(path=path, size=st.st_size, mtime=st.st_mtime)
 
     def open(self, path: str) -> BinaryIO:
-        return open(path, "rb")  # noqa: SIM115 (closed by _copy)
+        return open(path, "rb")
 
     def move(self, path: str, folder: str) -> str:
         target_dir = Path(path).parent / folder
@@ -211,7 +211,7 @@ def _free_name(target: Path, taken: Any) -> Path:
     """``target``, or ``target`` with a time stamp when that name is taken."""
     if not taken(target):
         return target
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return target.with_name(f"{target.stem}.{stamp}{target.suffix}")
 
 
@@ -268,7 +268,7 @@ class FsspecRemote(Remote):
         return self._file(info) if info.get("type", "file") == "file" else None
 
     def open(self, path: str) -> BinaryIO:
-        return self.fs.open(path, "rb")  # type: ignore[no-any-return]
+        return self.fs.open(path, "rb")
 
     def move(self, path: str, folder: str) -> str:
         parent = posixpath.dirname(path.rstrip("/"))
