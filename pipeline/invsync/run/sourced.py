@@ -105,7 +105,8 @@ def sync_source(source: str | SourceSpec, settings: Settings, *, command: str = 
     spec = source_spec(source, settings)
     check_settings(spec, settings)
     try:
-        fetched = fetch(spec, settings.state_dir, force=force, sleep=sleep)
+        # A plan reads the file whatever the last run read (no conditional request).
+        fetched = fetch(spec, settings.state_dir, force=force or settings.dry_run, sleep=sleep)
     except StaleFileError as exc:
         notify_source_event(settings, "stale_file", str(exc), spec)
         raise
@@ -133,8 +134,6 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
         return done
     notes = [f"fetched {fetched.file.name} from {spec.display} (sha256 "
              f"{fetched.sha256[:12]}…); the copy read is kept in this run folder's fetched/"]
-    if fetched.unchanged_since:
-        notes.append(f"the file is unchanged since run {fetched.unchanged_since}")
     report = sync_file(fetched.local, settings, on_event=on_event, command=command,
                        origin={**(origin or {}), "source": fetched.record()}, notes=notes)
     done.report = report
@@ -324,8 +323,12 @@ class Watcher:
                             and e.get("status") == "processed"), None)
         if done_before is not None:
             fetched.unchanged_since = done_before.get("run_id")
-        done = process(fetched, self.settings, on_event=self.on_event,
-                       origin={"via": "watch"})
+        try:
+            done = process(fetched, self.settings, on_event=self.on_event,
+                           origin={"via": "watch"})
+        except LockedError as exc:  # a cron run of the same store: try again next time
+            self.on_problem(f"{file.name}: {exc}; tried again at the next look")
+            return False
         report = done.report
         status = "processed" if report is None or report.exit_code in OK_EXITS else "failed"
         if report is not None and report.status == "interrupted":

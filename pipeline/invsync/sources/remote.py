@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 from invsync.redact import redact
 from invsync.sources.errors import MissingExtraError, SourceError
@@ -49,7 +50,9 @@ class RemoteFile:
 
     @property
     def name(self) -> str:
-        return posixpath.basename(self.path.rstrip("/"))
+        """The file's name (for a URL: the last part of its path, without the query)."""
+        path = urlsplit(self.path).path if "://" in self.path else self.path
+        return posixpath.basename(path.rstrip("/"))
 
     def identity(self) -> tuple[str, int | None, float | None]:
         return (self.path, self.size, self.mtime)

@@ -107,7 +107,7 @@ class SourceSpec:
     def key(self) -> str:
         """The folder name of this source's state (last run, ledger, watch lock)."""
         if self.name:
-            return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
+            return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name).strip(".") or "_"
         digest = hashlib.sha256(self.display.encode()).hexdigest()[:16]
         return f"{self.scheme}-{digest}"
 
@@ -312,7 +312,8 @@ def check_after(value: Any, where: str, *, allow_delete: bool) -> None:
     if text == "delete" and allow_delete:
         return
     folder = text.removeprefix("move:")
-    if not text.startswith("move:") or not folder.strip("/") or ".." in folder.split("/"):
+    if (not text.startswith("move:") or not folder.strip("/") or folder.startswith(("/", "~"))
+            or ".." in folder.split("/")):
         choices = '"move:done/" or "delete"' if allow_delete else '"move:failed/"'
-        raise UsageError(f"{where} must be {choices}, not {text!r}")
+        raise UsageError(f"{where} must be {choices} (a folder beside the file), not {text!r}")
 
