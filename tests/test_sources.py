@@ -428,3 +428,23 @@ def test_a_missing_extra_is_named(sandbox: SandboxProcess, tmp_path: Path) -> No
     assert result.returncode == 64, output(result)
     assert "pip install 'invsync[s3]'" in result.stderr
     assert "Traceback" not in output(result)
+
+
+def test_sftp_glob_picks_the_newest_and_a_bad_file_moves_to_failed(
+        sftp: Sftp, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    skus = catalog_skus(2)
+    now = time.time()
+    for age_h, qty in ((5, 1), (1, 2), (3, 3)):
+        path = write_stock(sftp.root / "out" / f"stock_{qty}.csv", {(1, s): qty for s in skus})
+        os.utime(path, (now - age_h * 3600, now - age_h * 3600))
+    cfg = sftp_config(tmp_path, sftp, "out/stock_*.csv", pick="newest",
+                      on_failure="move:failed/")
+    env = env_for(sandbox, tmp_path)
+    result = run_invsync(["sync", "warehouse", "--config", str(cfg)], env)
+    assert result.returncode == 0, output(result)
+    assert result.report()["origin"]["source"]["path"] == "/out/stock_2.csv"
+    (sftp.root / "out" / "stock_9.csv").write_text("no stock here\n")
+    bad = run_invsync(["sync", "warehouse", "--config", str(cfg)], env)
+    assert bad.returncode == 65, output(bad)
+    assert (sftp.root / "out" / "failed" / "stock_9.csv").exists()
+    assert any("moved stock_9.csv" in n for n in bad.report()["notes"])

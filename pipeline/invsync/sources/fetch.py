@@ -182,12 +182,13 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
         return Fetched(spec=spec, file=file, local=state.downloads / file.name,
                        sha256=str(last.get("sha256", "")), size=int(last.get("size") or 0),
                        etag=file.etag, unchanged_since=str(last.get("run_id") or "?"))
-    local = state.downloads / (file.name or "download")
+    name = file.name or "download"
+    incoming = state.downloads / f".incoming-{os.getpid()}-{name}"
     done: Download = remote.download(
-        file, local, etag=None if force else last.get("etag"),
+        file, incoming, etag=None if force else last.get("etag"),
         last_modified=None if force else last.get("last_modified"))
     if done.not_modified:
-        return Fetched(spec=spec, file=file, local=Path(str(last.get("local", local))),
+        return Fetched(spec=spec, file=file, local=state.downloads / name,
                        sha256=str(last.get("sha256", "")), size=int(last.get("size") or 0),
                        etag=done.etag, last_modified=done.last_modified,
                        unchanged_since=str(last.get("run_id") or "?"))
@@ -195,11 +196,32 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
     if found.size is not None and done.size != found.size and not spec.is_http:
         raise NotReadyError(f"{spec.display}: {file.name} changed while it was read "
                             f"({done.size} of {found.size} bytes): not read; nothing was sent")
+    # Each content in a folder of its own: two runs at once never read each other's bytes,
+    # and an interrupted run's input is still there for `invsync resume`.
+    local = state.downloads / done.sha256[:16] / name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(incoming, local)
+    _prune(state.downloads, keep=local.parent)
     fetched = Fetched(spec=spec, file=found, local=local, sha256=done.sha256, size=done.size,
                       etag=done.etag or found.etag, last_modified=done.last_modified)
     if not force and last.get("sha256") == done.sha256:
         fetched.unchanged_since = str(last.get("run_id") or "?")
     return fetched
+
+
+KEEP_DOWNLOADS = 5
+"""How many past downloads of a source its state folder keeps (run folders keep theirs)."""
+
+
+def _prune(downloads: Path, keep: Path) -> None:
+    """Remove all but the newest :data:`KEEP_DOWNLOADS` download folders."""
+    folders = sorted((p for p in downloads.iterdir() if p.is_dir() and p != keep),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in folders[KEEP_DOWNLOADS - 1:]:
+        with contextlib.suppress(OSError):
+            for item in old.iterdir():
+                item.unlink()
+            old.rmdir()
 
 
 def fetch(spec: SourceSpec, state_dir: Path, *, force: bool = False,
