@@ -192,3 +192,20 @@ def test_the_cli_refuses_plainly(sandbox: SandboxProcess, tmp_path: Path) -> Non
     assert result.returncode == 64 and "--max-age must be" in result.stderr
     for r in (result,):
         assert "Traceback" not in output(r)
+
+
+def test_a_store_failure_leaves_the_file_where_it_is(sandbox: SandboxProcess,
+                                                     tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in catalog_skus(2)})
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.drop]\nurl = "{drop}/*.csv"\nsettle_s = 0.1\n'
+                   f'on_success = "delete"\non_failure = "move:failed/"\n')
+    result = run_invsync(["sync", "drop", "--config", str(cfg)],
+                         env_for(sandbox, tmp_path, token="not-the-token-1"))
+    assert result.returncode == 2, output(result)
+    assert stock.exists() and not (drop / "failed").exists()  # run again once the store works
+    result = run_invsync(["sync", "drop", "--config", str(cfg)], env_for(sandbox, tmp_path))
+    assert result.returncode == 0, output(result)
+    assert not stock.exists()

@@ -48,6 +48,12 @@ log = logging.getLogger("invsync.sources")
 
 OK_EXITS = (0, 1)
 """A run that ended 0 (all sent) or 1 (some rows rejected) processed its file."""
+FILE_FAILED_EXITS = (3, 65)
+"""A run that ended 3 (a brake) or 65 (an unusable file) failed because of its file
+(``on_failure``); any other failure (2: the store or the source) leaves the file as it is,
+to be run again."""
+RETRY_ERRORS_AFTER_S = 600.0
+"""``watch``: a file whose run failed with exit 2 (the store) is tried again this much later."""
 
 
 @dataclass
@@ -148,7 +154,8 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
     succeeded = report.exit_code in OK_EXITS
     if succeeded:
         SourceState(settings.state_dir, spec).remember(fetched, report.run_id)
-    done.after = _after(done, fetched.file, succeeded=succeeded)
+    if succeeded or report.exit_code in FILE_FAILED_EXITS:
+        done.after = _after(done, fetched.file, succeeded=succeeded)
     return _noted(done)
 
 
@@ -274,7 +281,9 @@ class Watcher:
     def poll_once(self) -> int:
         """Process every new file found now, oldest first; return how many were processed."""
         ledger = self.state.ledger()
-        seen = {(e.get("path"), e.get("size"), e.get("mtime")) for e in ledger}
+        retry_before = time.time() - RETRY_ERRORS_AFTER_S
+        seen = {(e.get("path"), e.get("size"), e.get("mtime")) for e in ledger
+                if e.get("status") != "error" or float(e.get("at_s") or 0) > retry_before}
         remote = remote_for(self.spec)
         try:
             files = sorted(remote.list(), key=lambda f: (f.mtime or 0.0, f.path))
@@ -330,7 +339,8 @@ class Watcher:
             self.on_problem(f"{file.name}: {exc}; tried again at the next look")
             return False
         report = done.report
-        status = "processed" if report is None or report.exit_code in OK_EXITS else "failed"
+        status = "processed" if report is None or report.exit_code in OK_EXITS else \
+            "failed" if report.exit_code in FILE_FAILED_EXITS else "error"
         if report is not None and report.status == "interrupted":
             return False  # seen again at the next start
         entry = self._record(settled, fetched.sha256, status,
@@ -342,6 +352,6 @@ class Watcher:
     def _record(self, file: RemoteFile, sha256: str | None, status: str,
                 run_id: str | None) -> dict[str, Any]:
         entry = {"path": file.path, "size": file.size, "mtime": file.mtime, "sha256": sha256,
-                 "status": status, "run_id": run_id, "at": utc_now()}
+                 "status": status, "run_id": run_id, "at": utc_now(), "at_s": time.time()}
         self.state.add_to_ledger(entry)
         return entry

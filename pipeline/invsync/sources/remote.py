@@ -33,6 +33,9 @@ from invsync.sources.spec import SourceSpec
 log = logging.getLogger("invsync.sources")
 
 CHUNK = 1 << 20
+MAX_BYTES = 2 << 30
+"""A download stops (exit 2) past this size (2 GiB): every wait is bounded, and so is a
+server that never stops sending."""
 EXTRAS = {"sftp": "sftp", "ftp": "ftp", "ftps": "ftp", "s3": "s3", "gs": "gcs", "gcs": "gcs",
           "az": "azure", "abfs": "azure"}
 """The extra (``pip install 'invsync[EXTRA]'``) each scheme's backend comes with."""
@@ -143,6 +146,7 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
     """Write ``stream`` to ``dest`` through a temporary file, hashing it on the way."""
     digest = hashlib.sha256()
     size = 0
+    limit = MAX_BYTES
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -151,6 +155,9 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                if size > limit:
+                    raise SourceError(f"the file is larger than {limit >> 20} MiB: not a stock "
+                                      f"file, or a server that never stops sending")
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
