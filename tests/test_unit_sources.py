@@ -209,3 +209,14 @@ def test_a_store_failure_leaves_the_file_where_it_is(sandbox: SandboxProcess,
     result = run_invsync(["sync", "drop", "--config", str(cfg)], env_for(sandbox, tmp_path))
     assert result.returncode == 0, output(result)
     assert not stock.exists()
+
+
+def test_every_secret_of_a_source_table_is_redacted_and_kept_out_of_repr() -> None:
+    from invsync.run.config import Settings
+
+    table = {"url": "s3://b/k.csv", "secret_access_key": "s3cr3t-Value-9",
+             "session_token": "sess-Token-77", "headers": {"X-Api-Key": "hdr-Key-555"}}
+    settings = Settings(sources=check_sources({"b": table}))
+    for secret in ("s3cr3t-Value-9", "sess-Token-77", "hdr-Key-555"):
+        assert secret not in redact(f"boto said {secret}!")
+        assert secret not in repr(settings)

@@ -274,7 +274,7 @@ class Settings:
     notify: dict[str, Any] = field(default_factory=dict, metadata=meta(
         file="notify", public=NOT_PUBLIC, load=_load_notify))
     """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
-    sources: dict[str, Any] = field(default_factory=dict, metadata=meta(
+    sources: dict[str, Any] = field(default_factory=dict, repr=False, metadata=meta(
         file="sources", public=NOT_PUBLIC, load=_load_sources))
     """The ``[sources.NAME]`` tables (checked by :func:`invsync.sources.check_sources`)."""
     source: str = field(default="cli", metadata=meta(

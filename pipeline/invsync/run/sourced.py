@@ -219,6 +219,13 @@ def fetch_now(name: str, settings: Settings, *, origin: dict[str, Any] | None = 
                        on_event=on_event, origin={"via": "fetch now", **(origin or {})})
 
 
+async def fetch_now_async(name: str, settings: Settings, **kwargs: Any) -> SourceRun:
+    """:func:`fetch_now` for a caller inside a running event loop (the upload page)."""
+    import asyncio
+
+    return await asyncio.to_thread(fetch_now, name, settings, **kwargs)
+
+
 # --- watch -------------------------------------------------------------------------------
 
 

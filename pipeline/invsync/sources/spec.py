@@ -276,8 +276,11 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
         if not table.get("url"):
             raise UsageError(f"{where}: give url = \"sftp://...\" (or s3://, https://, a path)")
         _check_values(where, table)
-        if table.get("password"):
-            Secret(str(table["password"]))  # registered for redaction at once
+        for key in ("password", "key_passphrase", "secret_access_key", "session_token"):
+            if table.get(key):
+                Secret(str(table[key]))  # registered for redaction at once
+        for value in (table.get("headers") or {}).values():
+            Secret(str(value))
         out[str(name)] = dict(table)
     return out
 
