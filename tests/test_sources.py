@@ -448,3 +448,42 @@ def test_sftp_glob_picks_the_newest_and_a_bad_file_moves_to_failed(
     assert bad.returncode == 65, output(bad)
     assert (sftp.root / "out" / "failed" / "stock_9.csv").exists()
     assert any("moved stock_9.csv" in n for n in bad.report()["notes"])
+
+
+def test_watch_json_stale_and_duplicate_bytes(sandbox: SandboxProcess, tmp_path: Path,
+                                              children: list) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    skus = catalog_skus(2)
+    old = write_stock(drop / "stock_0.csv", {(1, s): 3 for s in skus})
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cfg = config(tmp_path, "drop", str(drop / "*.csv"), settle_s=0.2, interval_s=0.2,
+                 max_age="1h")
+    log = tmp_path / "watch.log"
+    proc = spawn(["--log-format", "json", "watch", "drop", "--config", str(cfg)],
+                 env_for(sandbox, tmp_path), log, children)
+
+    def events() -> list[dict[str, Any]]:
+        out = []
+        for line in log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def named(name: str) -> list[dict[str, Any]]:
+        return [e for e in events() if e.get("event") == name]
+
+    wait_for(lambda: bool(named("watch_problem")), proc, log)
+    assert "older than max_age" in named("watch_problem")[0]["error"]
+    fresh = write_stock(drop / "stock_1.csv", {(1, s): 4 for s in skus})
+    wait_for(lambda: len(named("run_finished")) == 1, proc, log)
+    (drop / "stock_2.csv").write_bytes(fresh.read_bytes())  # the same bytes again
+    wait_for(lambda: bool(named("source_unchanged")), proc, log)
+    time.sleep(1)  # several more looks: nothing is processed twice
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert len(named("run_finished")) == 1 and len(named("watch_problem")) == 1
+    assert named("source_unchanged")[0]["unchanged_since"] == \
+        named("run_finished")[0]["run_id"]
