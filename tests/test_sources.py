@@ -5,6 +5,7 @@ and stops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -466,10 +467,8 @@ def test_watch_json_stale_and_duplicate_bytes(sandbox: SandboxProcess, tmp_path:
     def events() -> list[dict[str, Any]]:
         out = []
         for line in log.read_text().splitlines():
-            try:
+            with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
-            except ValueError:
-                pass
         return out
 
     def named(name: str) -> list[dict[str, Any]]:
