@@ -220,3 +220,9 @@ def test_every_secret_of_a_source_table_is_redacted_and_kept_out_of_repr() -> No
     for secret in ("s3cr3t-Value-9", "sess-Token-77", "hdr-Key-555"):
         assert secret not in redact(f"boto said {secret}!")
         assert secret not in repr(settings)
+
+
+def test_redacting_twice_changes_nothing_more() -> None:
+    once = redact("https://h/x.csv?token=abc: refused; sftp://u:pw@h/x: refused")
+    assert redact(once) == once
+    assert once == "https://h/x.csv?token=[redacted]: refused; sftp://u:[redacted]@h/x: refused"

@@ -29,10 +29,10 @@ _HEADER = re.compile(
 
 # A URL's password (`sftp://user:PASSWORD@host`) and secret-looking query values
 # (`?token=`, `&X-Amz-Signature=`, `&sig=`, `&key=` ...): a source URL may carry either.
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]*@")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\[redacted\]@)[^@\s/]*@")
 _URL_SECRET_QUERY = re.compile(
     r"(?i)([?&][a-z0-9_.-]*(?:token|secret|signature|sig|password|passwd|pwd|key|credential"
-    r"|auth)[a-z0-9_.-]*=)[^&\s#\"'<>]+")
+    r"|auth)[a-z0-9_.-]*=)(?!\[redacted\])[^&\s#\"'<>]+?(?=[:;,.)]?(?:[&\s#\"'<>]|$))")
 
 MIN_FREE_LENGTH = 8
 """A registered secret this long is removed wherever it appears; a shorter one only as a

@@ -129,7 +129,8 @@ def describe(exc: BaseException, spec: SourceSpec) -> str:
         return f"no answer within {spec.timeout_s:g} s (timeout_s); {name}"
     if name == "AuthenticationException" or text.startswith("530") or "Authentication" in text:
         return "the server refused the login (wrong user name, password or key)"
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, ConnectionRefusedError) or name == "NoValidConnectionsError" \
+            or "Connection refused" in text:
         return "connection refused (is the server running, is the port right?)"
     if isinstance(exc, FileNotFoundError):
         return f"no such file ({text or name})"
