@@ -1,7 +1,7 @@
 """Real servers for the source tests, each a process on 127.0.0.1 that prints ``PORT n``.
 
     python source_servers.py sftp ROOT USER PASSWORD HOST_KEY_FILE
-    python source_servers.py ftp ROOT USER PASSWORD
+    python source_servers.py ftp ROOT USER PASSWORD [CERT KEY]   (with CERT: FTPS)
     python source_servers.py s3
     python source_servers.py https ROOT CERT KEY LOG [TOKEN]
     python source_servers.py hang
@@ -51,7 +51,7 @@ def sftp(root: str, user: str, password: str, key_file: str) -> None:
     asyncio.run(main())
 
 
-def ftp(root: str, user: str, password: str) -> None:
+def ftp(root: str, user: str, password: str, cert: str = "", key: str = "") -> None:
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import FTPServer
@@ -59,6 +59,12 @@ def ftp(root: str, user: str, password: str) -> None:
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, root, perm="elradfmwMT")
     handler = FTPHandler
+    if cert:  # FTPS (explicit, AUTH TLS), the data connection protected too
+        from pyftpdlib.handlers import TLS_FTPHandler
+
+        handler = TLS_FTPHandler
+        handler.certfile, handler.keyfile = cert, key
+        handler.tls_control_required = handler.tls_data_required = True
     handler.authorizer = authorizer
     server = FTPServer(("127.0.0.1", 0), handler)
     _say_port(server.address[1])

@@ -27,7 +27,7 @@ RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
              "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut",
              # the source tests' servers, and the dev extra's own source extras
-             "asyncssh", "pyftpdlib", "moto", "trustme", "invsync"}
+             "asyncssh", "pyftpdlib", "moto", "trustme", "pyopenssl", "invsync"}
 SOURCE_EXTRAS = {"sftp": {"fsspec", "paramiko"}, "ftp": {"fsspec"}, "s3": {"fsspec", "s3fs"},
                  "gcs": {"fsspec", "gcsfs"}, "azure": {"fsspec", "adlfs"}}
 """The optional backends of sources (docs/sources.md), one extra per URL scheme."""

@@ -337,11 +337,8 @@ def test_s3_bucket_sync_unchanged_by_etag_then_delete(servers: Start, sandbox: S
     assert secret not in output(first) + output(again) + output(forced)
 
 
-# --- HTTPS -------------------------------------------------------------------------------
-
-
-def test_https_with_a_test_ca_token_header_and_304(servers: Start, sandbox: SandboxProcess,
-                                                   tmp_path: Path, levels: dict) -> None:
+def make_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A test CA's server certificate for 127.0.0.1: (cert chain, key, CA) files."""
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
@@ -351,6 +348,36 @@ def test_https_with_a_test_ca_token_header_and_304(servers: Start, sandbox: Sand
         pem.write_to_path(str(cert_file), append=True)
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
+    return cert_file, key_file, ca_file
+
+
+def test_ftps_checks_the_server_certificate_before_the_password_goes(
+        servers: Start, sandbox: SandboxProcess, tmp_path: Path, levels: dict) -> None:
+    pytest.importorskip("OpenSSL")  # pyftpdlib's TLS handler
+    cert_file, key_file, ca_file = make_ca(tmp_path)
+    root = tmp_path / "ftps-root"
+    root.mkdir()
+    write_stock(root / "stock.csv", levels)
+    port = servers("ftp", root, USER, PASSWORD, cert_file, key_file)
+    url = f"ftps://{USER}@127.0.0.1:{port}/stock.csv"
+    env = env_for(sandbox, tmp_path)
+    untrusted = config(tmp_path, "secure", url, password=PASSWORD, timeout_s=10)
+    refused = run_invsync(["sync", "secure", "--config", str(untrusted)], env)
+    assert refused.returncode == 2, output(refused)
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr and PASSWORD not in output(refused)
+    cfg = config(tmp_path, "secure", url, password=PASSWORD, timeout_s=10, settle_s=0.2,
+                 ca_file=str(ca_file))
+    result = run_invsync(["sync", "secure", "--config", str(cfg)], env)
+    assert result.returncode == 0, output(result)
+    assert result.report()["counts"]["accepted"] == len(levels)
+
+
+# --- HTTPS -------------------------------------------------------------------------------
+
+
+def test_https_with_a_test_ca_token_header_and_304(servers: Start, sandbox: SandboxProcess,
+                                                   tmp_path: Path, levels: dict) -> None:
+    cert_file, key_file, ca_file = make_ca(tmp_path)
     root = tmp_path / "web"
     root.mkdir()
     write_stock(root / "feed.csv", levels)

@@ -19,6 +19,7 @@ import os
 import posixpath
 import shutil
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -330,18 +331,46 @@ def _connect(spec: SourceSpec) -> Any:
     if spec.scheme == "sftp":
         return _sftp(spec)
     if spec.scheme in ("ftp", "ftps"):
-        from fsspec.implementations.ftp import FTPFileSystem
-
-        return FTPFileSystem(spec.host, port=spec.port or 21, username=spec.username or
-                             "anonymous", password=spec.password.reveal() if spec.password
-                             else "", timeout=spec.timeout_s,
-                             tls=spec.scheme == "ftps" or spec.tls, skip_instance_cache=True)
+        return _ftp(spec)
     if spec.scheme == "s3":
         return _s3(spec)
     import fsspec
 
     protocol = {"gs": "gcs", "abfs": "az"}.get(spec.scheme, spec.scheme)
     return fsspec.filesystem(protocol, skip_instance_cache=True)
+
+
+def _tls_context(spec: SourceSpec) -> ssl.SSLContext:
+    """A context that checks the server's certificate (against ``ca_file`` if set)."""
+    context = ssl.create_default_context(cafile=str(spec.ca_file) if spec.ca_file else None)
+    if not spec.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _ftp(spec: SourceSpec) -> Any:
+    import ftplib
+
+    from fsspec.implementations.ftp import FTPFileSystem
+
+    class CheckedFTP(FTPFileSystem):
+        """fsspec's FTP, whose FTPS checks the server's certificate (ftplib's default
+        context does not) before the password is sent."""
+
+        def _connect(self) -> None:
+            if not self.tls:
+                super()._connect()
+                return
+            self.ftp = ftplib.FTP_TLS(context=_tls_context(spec), timeout=self.timeout,
+                                      encoding=self.encoding)
+            self.ftp.connect(self.host, self.port)
+            self.ftp.login(*self.cred)  # AUTH TLS first, then the password
+
+    return CheckedFTP(spec.host, port=spec.port or 21, username=spec.username or "anonymous",
+                      password=spec.password.reveal() if spec.password else "",
+                      timeout=spec.timeout_s, tls=spec.scheme == "ftps" or spec.tls,
+                      skip_instance_cache=True)
 
 
 def _s3(spec: SourceSpec) -> Any:
@@ -441,11 +470,7 @@ class HttpRemote(Remote):
     def _client(self) -> Any:
         import httpx
 
-        verify: Any = self.spec.verify_tls
-        if self.spec.ca_file and verify:
-            import ssl
-
-            verify = ssl.create_default_context(cafile=str(self.spec.ca_file))
+        verify: Any = _tls_context(self.spec) if self.spec.verify_tls else False
         headers = {k: v.reveal() for k, v in self.spec.headers.items()}
         return httpx.Client(timeout=self.spec.timeout_s, verify=verify, headers=headers,
                             follow_redirects=True)
