@@ -221,24 +221,32 @@ def _apply_table(spec: SourceSpec, table: dict[str, Any]) -> SourceSpec:
     """``spec`` with the settings of its ``[sources.NAME]`` table (already checked)."""
     if not table:
         return spec
-    values: dict[str, Any] = {}
-    for key in ("pick", "marker", "on_success", "on_failure", "host_key", "endpoint_url",
-                "region", "access_key_id"):
-        if table.get(key) is not None:
-            values[key] = str(table[key])
-    for key in ("settle_s", "settle_timeout_s", "timeout_s", "interval_s"):
-        if table.get(key) is not None:
-            values[key] = float(table[key])
-    for key in ("anonymous", "verify_tls", "tls"):
-        if table.get(key) is not None:
-            values[key] = bool(table[key])
-    for key in ("key_file", "known_hosts", "ca_file"):
-        if table.get(key):
-            values[key] = Path(str(table[key])).expanduser()
-    if table.get("max_age") is not None:
-        values["max_age_s"] = duration_s(table["max_age"], "max_age")
+    values = _plain_values(table)
     if table.get("username") and not spec.username:
         values["username"] = str(table["username"])
+    values.update(_secret_values(spec, table))
+    return replace(spec, **values)
+
+
+_TEXT_KEYS = ("pick", "marker", "on_success", "on_failure", "host_key", "endpoint_url",
+              "region", "access_key_id")
+_FLOAT_KEYS = ("settle_s", "settle_timeout_s", "timeout_s", "interval_s")
+_BOOL_KEYS = ("anonymous", "verify_tls", "tls")
+_PATH_KEYS = ("key_file", "known_hosts", "ca_file")
+
+
+def _plain_values(table: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {k: str(table[k]) for k in _TEXT_KEYS if table.get(k) is not None}
+    values.update({k: float(table[k]) for k in _FLOAT_KEYS if table.get(k) is not None})
+    values.update({k: bool(table[k]) for k in _BOOL_KEYS if table.get(k) is not None})
+    values.update({k: Path(str(table[k])).expanduser() for k in _PATH_KEYS if table.get(k)})
+    if table.get("max_age") is not None:
+        values["max_age_s"] = duration_s(table["max_age"], "max_age")
+    return values
+
+
+def _secret_values(spec: SourceSpec, table: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     password = _secret(table, "password")
     if table.get("password_env"):
         env = str(table["password_env"])
@@ -254,7 +262,7 @@ def _apply_table(spec: SourceSpec, table: dict[str, Any]) -> SourceSpec:
             values[key] = secret
     if table.get("headers"):
         values["headers"] = {str(k): Secret(str(v)) for k, v in table["headers"].items()}
-    return replace(spec, **values)
+    return values
 
 
 def check_sources(section: Any) -> dict[str, dict[str, Any]]:
