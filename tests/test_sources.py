@@ -132,6 +132,9 @@ def test_sftp_sync_then_unchanged_file_is_a_no_op(sftp: Sftp, sandbox: SandboxPr
     report = first.report()
     assert report["counts"]["accepted"] == len(levels)
     assert report["origin"]["source"]["source"] == sftp.url("out/stock.csv")
+    assert report["input"]["path"] == sftp.url("out/stock.csv")  # where it came from
+    assert Path(report["input"]["fetched"]).read_bytes() == \
+        (sftp.root / "out" / "stock.csv").read_bytes()
     kept = first.report_dir() / "fetched" / "stock.csv"
     assert kept.read_bytes() == (sftp.root / "out" / "stock.csv").read_bytes()
     source = json.loads((first.report_dir() / "source.json").read_text())
@@ -334,6 +337,7 @@ def test_s3_bucket_sync_unchanged_by_etag_then_delete(servers: Start, sandbox: S
     forced = run_invsync(["sync", "bucket", "--config", str(cfg), "--force"], env)
     assert forced.returncode == 0, output(forced)
     assert s3.list_objects_v2(Bucket="exports").get("KeyCount") == 0
+    assert forced.report()["input"]["path"] == "s3://exports/nightly/stock.csv"
     assert secret not in output(first) + output(again) + output(forced)
 
 

@@ -143,6 +143,10 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
     report = sync_file(fetched.local, settings, on_event=on_event, command=command,
                        origin={**(origin or {}), "source": fetched.record()}, notes=notes)
     done.report = report
+    # The run is known by where its file came from (`runs`, notifications' volume_drop);
+    # the copy it read is input.fetched (and fetched/ in the run folder).
+    report.input["fetched"] = report.input.get("path")
+    report.input["path"] = fetched.url
     if report.report_dir:
         try:
             keep_in_run_folder(fetched, Path(report.report_dir))
@@ -172,7 +176,7 @@ def _noted(done: SourceRun) -> SourceRun:
     """Add what was done at the source (and any problem) to report.json's notes."""
     report = done.report
     notes = [n for n in [done.after, *done.problems] if n]
-    if report is None or not notes or not report.report_dir:
+    if report is None or not report.report_dir:
         return done
     report.notes.extend(notes)
     path = Path(report.report_dir) / "report.json"

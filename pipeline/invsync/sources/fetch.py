@@ -48,9 +48,24 @@ class Fetched:
     unchanged_since: str | None = None
     """The run id of the last successful run of this source, when the file is the same."""
 
+    @property
+    def url(self) -> str:
+        """Where the file was, as it may be shown (no password): ``sftp://u@host/out/x.csv``."""
+        spec = self.spec
+        if spec.is_http:
+            return spec.display
+        if spec.scheme == "file":
+            return self.file.path
+        user = f"{spec.username}@" if spec.username else ""
+        port = f":{spec.port}" if spec.port else ""
+        if spec.scheme in ("s3", "gs", "gcs", "az", "abfs"):
+            return f"{spec.scheme}://{self.file.path.lstrip('/')}"
+        return f"{spec.scheme}://{user}{spec.host}{port}{self.file.path}"
+
     def record(self) -> dict[str, Any]:
         """What ``source.json`` in the run folder (and report.json's ``origin.source``) says."""
-        return {"source": self.spec.display, "name": self.spec.name, "path": self.file.path,
+        return {"source": self.spec.display, "name": self.spec.name, "url": self.url,
+                "path": self.file.path,
                 "size": self.size, "mtime": self.file.mtime, "sha256": self.sha256,
                 "etag": self.etag, "last_modified": self.last_modified,
                 "fetched_at": self.fetched_at}
