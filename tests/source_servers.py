@@ -114,7 +114,7 @@ def https(root: str, cert: str, key: str, log: str, token: str = "") -> None:
                 self.send_header("Last-Modified", modified)
             self.send_header("Content-Length", str(len(body)) if status != 304 else "0")
             self.end_headers()
-            if status != 304:
+            if status != 304 and self.command != "HEAD":
                 self.wfile.write(body)
 
         do_HEAD = do_GET

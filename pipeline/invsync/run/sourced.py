@@ -287,7 +287,7 @@ class Watcher:
         with watch_lock(self.state), contextlib.suppress(Stopped):
             while not self.stop.is_set():
                 self.poll_once()
-                self.sleep(self.spec.interval_s)
+                self.sleep(max(self.spec.interval_s, 0.1))
 
     def poll_once(self) -> int:
         """Process every new file found now, oldest first; return how many were processed."""

@@ -476,7 +476,9 @@ class HttpRemote(Remote):
                             follow_redirects=True)
 
     def list(self) -> list[RemoteFile]:
-        return [RemoteFile(path=self.spec.path, size=None, mtime=None)]
+        # HEAD: its Last-Modified and size tell `watch` that the answer changed.
+        found = self.stat(self.spec.path)
+        return [found] if found is not None else []
 
     def stat(self, path: str) -> RemoteFile | None:
         with self._errors("checking"), self._client() as client:
