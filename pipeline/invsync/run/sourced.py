@@ -114,7 +114,8 @@ def sync_source(source: str | SourceSpec, settings: Settings, *, command: str = 
         # A plan reads the file whatever the last run read (no conditional request).
         fetched = fetch(spec, settings.state_dir, force=force or settings.dry_run, sleep=sleep)
     except StaleFileError as exc:
-        notify_source_event(settings, "stale_file", str(exc), spec)
+        if not settings.dry_run:  # plans and dry runs never notify
+            notify_source_event(settings, "stale_file", str(exc), spec)
         raise
     return process(fetched, settings, command=command, on_event=on_event, origin=origin)
 
