@@ -523,3 +523,23 @@ def test_watch_json_stale_and_duplicate_bytes(sandbox: SandboxProcess, tmp_path:
     assert len(named("run_finished")) == 1 and len(named("watch_problem")) == 1
     assert named("source_unchanged")[0]["unchanged_since"] == \
         named("run_finished")[0]["run_id"]
+
+
+def test_watch_stops_at_once_on_sigterm_while_a_file_settles(
+        sandbox: SandboxProcess, tmp_path: Path, children: list) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    cfg = config(tmp_path, "drop", str(drop / "*.csv"), settle_s=120, interval_s=0.2)
+    log = tmp_path / "watch.log"
+    proc = spawn(["watch", "drop", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
+                 children)
+    wait_for(lambda: "watching" in log.read_text(), proc, log)
+    stock = write_stock(drop / "stock.csv", {(1, s): 1 for s in catalog_skus(1)})
+    time.sleep(1.5)  # found, and waiting for it to settle (120 s)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, log.read_text()  # well before the 120 s
+    assert "watch stopped" in log.read_text()
+    assert stock.exists()
+    assert not (tmp_path / "state" / "invsync" / "sources" / "drop" / "ledger.jsonl").exists()
+    assert not (tmp_path / "state" / "invsync" / "runs").exists() or \
+        not list((tmp_path / "state" / "invsync" / "runs").glob("*/report.json"))

@@ -226,3 +226,14 @@ def test_redacting_twice_changes_nothing_more() -> None:
     once = redact("https://h/x.csv?token=abc: refused; sftp://u:pw@h/x: refused")
     assert redact(once) == once
     assert once == "https://h/x.csv?token=[redacted]: refused; sftp://u:[redacted]@h/x: refused"
+
+
+def test_password_env_names_a_variable_that_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = check_sources({"w": {"url": "sftp://u@h/x.csv", "password_env": "W_PASS"}})
+    monkeypatch.delenv("W_PASS", raising=False)
+    with pytest.raises(UsageError, match="W_PASS is not set"):
+        resolve("w", sources)
+    monkeypatch.setenv("W_PASS", "from-the-env-42")
+    spec = resolve("w", sources)
+    assert spec.password is not None and spec.password.reveal() == "from-the-env-42"
+    assert "from-the-env-42" not in redact("x from-the-env-42 y")

@@ -144,6 +144,7 @@ def watch_command(sync_options: Callable[[Any], Any]) -> click.Command:
         if not ctx.obj["quiet"] and ctx.obj["log_format"] != "json":
             click.echo(clean(f"watching {spec.display} every {spec.interval_s:g} s "
                              f"(SIGTERM stops it)"))
+            sys.stdout.flush()
         watcher.run()
         if not ctx.obj["quiet"] and ctx.obj["log_format"] != "json":
             click.echo("invsync: watch stopped")
