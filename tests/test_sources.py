@@ -167,7 +167,7 @@ def test_sftp_file_still_growing_is_read_only_once_whole(
 
     writer = threading.Thread(target=grow)
     writer.start()
-    cfg = sftp_config(tmp_path, sftp, settle_s=0.8)
+    cfg = sftp_config(tmp_path, sftp, settle_s=1.5)  # the writer pauses 0.05 s at a time
     try:
         result = run_invsync(["sync", "warehouse", "--config", str(cfg)],
                              env_for(sandbox, tmp_path))
