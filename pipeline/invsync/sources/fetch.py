@@ -197,7 +197,7 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
         return Fetched(spec=spec, file=file, local=state.downloads / file.name,
                        sha256=str(last.get("sha256", "")), size=int(last.get("size") or 0),
                        etag=file.etag, unchanged_since=str(last.get("run_id") or "?"))
-    name = file.name or "download"
+    name = file.name if file.name not in ("", ".", "..") else "download"
     incoming = state.downloads / f".incoming-{os.getpid()}-{name}"
     done: Download = remote.download(
         file, incoming, etag=None if force else last.get("etag"),
