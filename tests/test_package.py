@@ -25,7 +25,12 @@ pytestmark = [pytest.mark.package, pytest.mark.integration]
 RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "starlette",
            "uvicorn", "jinja2", "python-multipart", "charset-normalizer"}
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
-             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut"}
+             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut",
+             # the source tests' servers, and the dev extra's own source extras
+             "asyncssh", "pyftpdlib", "moto", "trustme", "pyopenssl", "invsync"}
+SOURCE_EXTRAS = {"sftp": {"fsspec", "paramiko"}, "ftp": {"fsspec"}, "s3": {"fsspec", "s3fs"},
+                 "gcs": {"fsspec", "gcsfs"}, "azure": {"fsspec", "adlfs"}}
+"""The optional backends of sources (docs/sources.md), one extra per URL scheme."""
 
 
 def _name(requirement: str) -> str:
@@ -70,7 +75,10 @@ def test_wheel_holds_one_package_with_its_data_and_runtime_requirements(wheel: P
     always = {_name(r) for r in required if "extra ==" not in r}
     assert always == RUNTIME, always
     assert not always & DEV_TOOLS
-    assert {_name(r) for r in required if "extra ==" in r} <= DEV_TOOLS
+    for extra, backends in SOURCE_EXTRAS.items():
+        assert {_name(r) for r in required if f'extra == "{extra}"' in r} == backends, extra
+    extras = {_name(r) for r in required if "extra ==" in r and 'extra == "dev"' in r}
+    assert extras <= DEV_TOOLS
 
 
 def test_installed_into_a_fresh_venv_it_runs(wheel: Path, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ EventName = Literal[
     "notify_failed",  # a webhook could not be delivered (the run's outcome is unchanged)
     "revert_left",  # `revert`: the items it left as they are (changed since, new in the run)
     "error",  # a failure before any run started (bad flags, config, the lock)
+    "source_unchanged",  # a source's file is the last successful run's: no run
+    "watch_problem",  # `watch`: a file or the source could not be read (it goes on)
 ]
 EVENT_NAMES: tuple[str, ...] = get_args(EventName)
 

@@ -167,6 +167,12 @@ def _load_notify(src: _Sources) -> dict[str, Any]:
     return dict(notify)
 
 
+def _load_sources(src: _Sources) -> dict[str, Any]:
+    from invsync.sources import check_sources
+
+    return check_sources(src.cfg.get("sources") or {})  # refused at start (exit 64) if bad
+
+
 def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
     return {k: v for k, v in rules.describe().items() if v is not None}
 
@@ -268,6 +274,9 @@ class Settings:
     notify: dict[str, Any] = field(default_factory=dict, metadata=meta(
         file="notify", public=NOT_PUBLIC, load=_load_notify))
     """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
+    sources: dict[str, Any] = field(default_factory=dict, repr=False, metadata=meta(
+        file="sources", public=NOT_PUBLIC, load=_load_sources))
+    """The ``[sources.NAME]`` tables (checked by :func:`invsync.sources.check_sources`)."""
     source: str = field(default="cli", metadata=meta(
         file=NOT_FROM_FILE, public="source", resume=True))
     """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
