@@ -122,7 +122,7 @@ def test_an_unreadable_upload_says_why_on_its_page(client: TestClient) -> None:
     # file named .csv still cannot be read at all.)
     r = api_upload(client, data=b"\x00\x01<svg onload=alert(2)>\x00\xff\xfe" * 50,
                    name="broken.csv")
-    assert r.status_code == 422 and "binary file" in r.json()["error"], r.json()
+    assert r.status_code == 422 and "binary file" in r.json()["detail"], r.json()
     upload_id = r.json()["upload_id"]
     body = client.get(f"/api/uploads/{upload_id}").json()
     assert body["status"] == "failed" and "binary file" in body["error"]
