@@ -49,3 +49,32 @@ def web_brake(brake: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(message, str):
         return brake
     return {**brake, "message": _CLI_ADVICE.sub("", message).rstrip()}
+
+
+UPLOAD_WORDS: dict[str, tuple[str, str]] = {
+    "new": ("uploaded", "muted"), "unmapped": ("columns to choose", "warn"),
+    "previewing": ("preview being made", "info"), "planned": ("ready to apply", "info"),
+    "applying": ("applying now", "info"), "cancelling": ("cancelling", "warn"),
+    "succeeded": ("applied", "ok"), "partial": ("applied, some rows left out", "warn"),
+    "failed": ("not applied", "bad"), "stale": ("store changed: preview again", "warn"),
+    "cancelled": ("cancelled", "muted"), "not_applied": ("not applied", "muted"),
+    "discarded": ("discarded", "muted"),
+}
+"""An upload's state in the page's words, and its badge colour."""
+
+RUN_WORDS: dict[str, str] = {
+    "succeeded": "done", "partial": "done, some left out", "failed": "did not finish",
+    "stale": "store changed", "dry_run": "preview", "interrupted": "stopped",
+    "braked": "stopped by a safety check", "not_sent": "not sent",
+}
+"""A run's status in History's words."""
+
+
+def upload_word(status: str | None) -> tuple[str, str]:
+    """(words, badge class) for an upload's state."""
+    return UPLOAD_WORDS.get(status or "", ((status or "").replace("_", " "), "muted"))
+
+
+def run_word(status: str | None) -> str:
+    """A run's status in words."""
+    return RUN_WORDS.get(status or "", (status or "").replace("_", " "))

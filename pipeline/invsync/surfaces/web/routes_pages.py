@@ -108,8 +108,9 @@ def _view(request: Request, upload_id: str, status: int = 200,
           error: str | None = None) -> Response:
     portal = web(request).portal
     data = portal.describe(upload_id)
+    names = {loc.id: loc.label or loc.code for loc in portal.locations()}
     return page(request, "upload_view.html", status=status, u=data,
-                lock_holder=portal.lock_holder(), error=error)
+                lock_holder=portal.lock_holder(), error=error, location_names=names)
 
 
 async def upload_view(request: Request) -> Response:

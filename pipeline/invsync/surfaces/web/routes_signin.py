@@ -27,7 +27,9 @@ log = logging.getLogger("invsync.web")
 
 def _login_page(request: Request, status: int = 200, error: str | None = None) -> Response:
     token = secrets.token_urlsafe(24)
-    response = page(request, "login.html", status=status, login_csrf=token, error=error)
+    again = request.query_params.get("again") == "1"
+    response = page(request, "login.html", status=status, login_csrf=token, error=error,
+                    again=again)
     set_cookie(response, PRE_LOGIN, token, web(request).options, max_age=3600)
     return response
 

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, Response
 from invsync.html.render import render
 from invsync.run.config import Settings
 from invsync.surfaces.web.auth import Accounts, Session, Sessions, Throttle
-from invsync.surfaces.web.messages import brake_text, reason_text
+from invsync.surfaces.web.messages import brake_text, reason_text, run_word, upload_word
 from invsync.surfaces.web.uploads import ENCODINGS, Portal, UploadError, encoding_label
 
 COOKIE = "invsync_session"
@@ -118,7 +118,8 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
                   csrf=found[1].csrf if found else "",
                   settings_store=web(request).settings.store_hash,
                   reason_text=reason_text, brake_text=brake_text, encodings=ENCODINGS,
-                  encoding_label=encoding_label, **context)
+                  encoding_label=encoding_label, upload_word=upload_word,
+                  run_word=run_word, **context)
     return HTMLResponse(html, status_code=status)
 
 
