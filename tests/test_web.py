@@ -11,17 +11,65 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 from conftest import ROOT, SAMPLE, TOKEN
 from starlette.testclient import TestClient
 
+from invsync.contracts import load
 from invsync.run.config import Secret, Settings
 from invsync.sandbox.process import SandboxProcess, wait_for_listening
 from invsync.surfaces.web.app import Options, create_app
 from invsync.surfaces.web.auth import Accounts
 
 PASSWORD = "correct horse battery"
+OPENAPI = load("upload-api.openapi.json")
+
+
+def _operation(method: str, path: str) -> dict[str, Any] | None:
+    for template, item in OPENAPI["paths"].items():
+        pattern = "^" + re.sub(r"\\{[a-z_]+\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path) and method.lower() in item:
+            return dict(item[method.lower()])
+    return None
+
+
+def check_api_answer(method: str, path: str, response: Any) -> None:
+    """Every answer of the JSON API is one the OpenAPI document describes, in its shape."""
+    if not path.startswith("/api/"):
+        return
+    status = str(response.status_code)
+    op = _operation(method, path)
+    if op is None:  # an unknown address or method: still a problem in the documented shape
+        assert status in ("404", "405"), (method, path, status)
+        spec: dict[str, Any] = {"content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    else:
+        assert status in op["responses"], f"{method} {path} answered {status}: undocumented"
+        spec = op["responses"][status]
+    content = spec.get("content") or {}
+    if not content:
+        assert not response.content
+        return
+    if "*/*" in content:
+        return
+    media = response.headers["content-type"].split(";")[0].strip()
+    assert media in content, (method, path, status, media)
+    schema = {**content[media]["schema"], "components": OPENAPI["components"]}
+    jsonschema.Draft202012Validator(schema).validate(response.json())
+    for header in spec.get("headers") or {}:
+        assert header.lower() in response.headers, (method, path, header)
+
+
+class CheckedClient(TestClient):
+    """A TestClient that checks every API answer against the OpenAPI document."""
+
+    def request(self, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        response = super().request(method, url, *args, **kwargs)
+        check_api_answer(method, urlsplit(str(url)).path, response)
+        return response
 CSV = b"sku,quantity\nTOWEL-907-NAVY-SHEET,5\nTOWEL-907-BURG-BATH,7\nNOPE-1,abc\n"
 
 
@@ -43,7 +91,7 @@ def app_factory(settings: Settings) -> Iterator[Callable[..., TestClient]]:
 
     def make(**options: Any) -> TestClient:
         scheme = "https" if options.get("behind_https") else "http"
-        client = TestClient(create_app(settings, Options(**options)),
+        client = CheckedClient(create_app(settings, Options(**options)),
                             base_url=f"{scheme}://testserver")
         clients.append(client)
         return client
