@@ -64,7 +64,7 @@ async def on_upload_error(request: Request, exc: Exception) -> Response:
     if is_api(request):
         return upload_problem(exc, request.path_params.get("upload_id"))
     return page(request, "error.html", status=exc.http, title="Not possible",
-                message=_sentence(str(exc)))
+                message=sentence(str(exc)))
 
 
 async def on_http(request: Request, exc: Exception) -> Response:
@@ -95,7 +95,7 @@ async def on_too_large(request: Request, exc: Exception) -> Response:
     return too_large_response(request.url.path, web(request).max_mb)
 
 
-def _sentence(message: str) -> str:
+def sentence(message: str) -> str:
     message = message.strip()
     if not message:
         return message

@@ -11,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from invsync.surfaces.web.downloads import download, run_file
+from invsync.surfaces.web.errors import sentence as _sentence
 from invsync.surfaces.web.state import page, page_user, reading_fields, text, web
 from invsync.surfaces.web.uploads import UploadError
 
@@ -73,8 +74,9 @@ async def _after_upload(request: Request, upload_id: str) -> Response:
     except UploadError as exc:
         if exc.extra.get("status") == "unmapped":
             return RedirectResponse(f"/uploads/{upload_id}/map", status_code=303)
-        if exc.http != 409:  # a refused re-preview leaves the upload as it was
-            portal.failed(upload_id, str(exc))
+        if exc.http == 409:  # a refused re-preview leaves the upload as it was, and says why
+            return await run_in_threadpool(_view, request, upload_id, 409, _sentence(str(exc)))
+        portal.failed(upload_id, str(exc))
     return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
 
 

@@ -9,6 +9,7 @@ preview that went stale is refused and nothing is sent. History is the run folde
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -100,9 +101,10 @@ class UploadError(Exception):
         self.extra = extra
 
 
-class ApplyCancelled(KeyboardInterrupt):
-    """Raised from the apply run's observer after a cancel: the run stops as if
-    interrupted (what the store confirmed is recorded; the rest is not sent)."""
+class ApplyCancelled(asyncio.CancelledError):
+    """Raised from the apply run's observer after a cancel (once): the run's requests are
+    cancelled and it ends as interrupted; what the store confirmed is in its journal (the
+    next run of the store records it), the rest is not sent."""
 
 
 # -- the two calls into the library (plan, apply) -------------------------------------
@@ -210,10 +212,15 @@ class Progress:
     slowed: str | None = None
     """Why sending is slow right now, in words (the store refusing, its rate limit)."""
     cancel: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False
+    accepted: int = 0
+    refused: int = 0
+    transaction_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in self.__dict__.items()
-                               if k not in ("cancel", "sending_since")}
+        hidden = ("cancel", "sending_since", "stopped", "accepted", "refused",
+                  "transaction_ids")
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in hidden}
         out["cancelling"] = self.cancel.is_set()
         out["seconds_left"] = self.seconds_left()
         return out
@@ -650,12 +657,17 @@ class Portal:
             elif name == "batch":
                 progress.batches_done += 1
                 progress.items_done += int(data.get("items") or 0)
+                progress.accepted += int(data.get("accepted") or 0)
+                progress.refused += int(data.get("refused") or 0)
+                progress.transaction_ids += list(data.get("transaction_ids") or [])
                 progress.slowed = None
             elif name in ("retry", "rate_limit_wait"):
                 progress.slowed = _slowed(name, data)
             elif name == "run_started":
                 progress.phase, progress.holder = "checking", None
-            if progress.cancel.is_set() and name in ("run_started", "submit_started", "batch"):
+            if (progress.cancel.is_set() and not progress.stopped
+                    and name in ("run_started", "submit_started", "batch")):
+                progress.stopped = True  # once: the run's own clean-up must go on
                 raise ApplyCancelled()
 
         return on_event
@@ -694,7 +706,14 @@ class Portal:
         common = {"run_id": report.run_id, "run_dir": report.report_dir,
                   "transaction_ids": report.transaction_ids}
         if cancelled and report.status in ("interrupted", "failed"):
-            self._update(upload_id, status="cancelled", error=None, **common)
+            # The interrupted run's report does not count what it confirmed: the batches
+            # that finished before the cancel do (the journal holds the same).
+            p = self.progress[upload_id]
+            common["transaction_ids"] = p.transaction_ids
+            self._update(upload_id, status="cancelled", error=None, **common,
+                         cancel_counts={"accepted": p.accepted, "refused": p.refused,
+                                        "not_sent": max(p.items_total - p.items_done, 0),
+                                        "submitted": p.items_done})
         elif is_store_changed(report):
             self._update(upload_id, status="stale", error=STORE_CHANGED, **common)
         elif report.status in ("succeeded", "partial"):
@@ -770,6 +789,8 @@ class Portal:
             counts["unconfirmed"] = (counts.get("unconfirmed") or 0) + (counts.get("not_sent") or 0)
             counts["not_sent"] = 0
             out.update(counts=counts, interrupted=True)
+        if meta["status"] == "cancelled" and meta.get("cancel_counts"):
+            out["counts"] = {**out["counts"], **meta["cancel_counts"]}
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]

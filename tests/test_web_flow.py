@@ -1,0 +1,287 @@
+"""The upload's one state machine, its store, cancel, a server stop, sessions, the sign-in
+throttle and the JSON API's answers (each checked against the OpenAPI document)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings
+
+from invsync.run.config import Settings
+from invsync.sandbox.process import SandboxProcess
+from invsync.surfaces.web.app import Options, create_app
+from invsync.surfaces.web.auth import Accounts, Throttle
+from invsync.surfaces.web.problems import PREFIX
+from invsync.surfaces.web.uploads import Portal
+
+ITEMS = ["TOWEL-907-NAVY-SHEET", "TOWEL-907-BURG-BATH", "POSTER-1755", "CAP-681-YELLOW"]
+
+
+def _client(s: Settings, **options: Any) -> CheckedClient:
+    return CheckedClient(create_app(s, Options(**options)), base_url="http://testserver")
+
+
+def _settings(sb: SandboxProcess, tmp_path: Path, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    s = replace(make_settings(sb, tmp_path), **changes)
+    if not Accounts(s.state_dir).users():
+        Accounts(s.state_dir).add_user("merchant", PASSWORD)
+    return s
+
+
+@pytest.fixture
+def settings(sandbox: SandboxProcess, tmp_path: Path) -> Settings:
+    return _settings(sandbox, tmp_path)
+
+
+def _csv(levels: dict[str, int]) -> bytes:
+    return ("sku,quantity\n" + "".join(f"{k},{v}\n" for k, v in levels.items())).encode()
+
+
+def _wait(client: CheckedClient, upload_id: str, until: Callable[[dict[str, Any]], bool],
+          timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = dict(client.get(f"/api/uploads/{upload_id}").json())
+        if until(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def _post(client: CheckedClient, path: str, **kwargs: Any) -> Any:
+    return client.post(path, headers={"X-CSRF-Token": csrf_of(client)}, **kwargs)
+
+
+# --------------------------------------------------------------------------- cancel, states
+
+
+def test_cancel_during_apply_sends_nothing_more_and_keeps_what_the_store_confirmed(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    slow = sandbox_factory("--latency-ms", "600")
+    s = _settings(slow, tmp_path, batch_size=1, concurrency=1)
+    with _client(s) as client:
+        login(client)
+        levels = {sku: 20 + i for i, sku in enumerate(ITEMS)}
+        created = api_upload(client, data=_csv(levels))
+        assert created.status_code == 201, created.text
+        assert created.headers["location"] == f"/api/uploads/{created.json()['upload_id']}"
+        upload_id = created.json()["upload_id"]
+        assert _post(client, f"/api/uploads/{upload_id}/apply").status_code == 202
+        body = _wait(client, upload_id,
+                     lambda b: (b.get("progress") or {}).get("items_done", 0) >= 1)
+        assert body["progress"]["items_total"] == len(ITEMS)
+        # The merchant's second tab: a re-preview and a second apply are refused in words.
+        again = _post(client, f"/api/uploads/{upload_id}/apply")
+        assert again.status_code == 409 and again.json()["type"] == PREFIX + "upload-state"
+        assert "being applied" in again.json()["detail"]
+        page = client.post(f"/uploads/{upload_id}/preview",
+                           data={"csrf_token": csrf_of(client)})
+        assert page.status_code == 409 and "being applied right now" in page.text.lower()
+        cancelled = _post(client, f"/api/uploads/{upload_id}/cancel")
+        assert cancelled.status_code == 202
+        done = _wait(client, upload_id, lambda b: b["status"] not in ("applying", "cancelling"))
+    assert done["status"] == "cancelled", done
+    sent = slow.levels()
+    assert 1 <= len(sent) < len(ITEMS)  # what was confirmed stays; the rest was not sent
+    assert all(sent[(1, sku)] == levels[sku] for _, sku in sent)
+    assert done["counts"]["accepted"] == len(sent)
+    with _client(s) as client:
+        login(client)
+        view = client.get(f"/uploads/{upload_id}").text
+        assert "Cancelled." in view and "were not sent" in view
+        assert _post(client, f"/api/uploads/{upload_id}/cancel").status_code == 409
+        # Preview again: what is left to do.
+        client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client)})
+        fresh = client.get(f"/api/uploads/{upload_id}").json()
+        assert fresh["status"] == "planned"
+
+
+def test_an_upload_moves_only_along_its_states(settings: Settings, sandbox: SandboxProcess
+                                               ) -> None:
+    with _client(settings) as client:
+        login(client)
+        upload_id = api_upload(client).json()["upload_id"]
+        portal: Portal = client.app.state.portal  # type: ignore[attr-defined]
+        portal._update(upload_id, status="applying")  # as while a thread applies it
+        for action in (lambda: portal.plan(upload_id), lambda: portal.discard(upload_id),
+                       lambda: portal.apply(upload_id)):
+            with pytest.raises(Exception, match="being applied right now"):
+                action()
+        assert portal.get(upload_id)["status"] == "applying"  # never flipped to planned
+        deleted = client.delete(f"/api/uploads/{upload_id}",
+                                headers={"X-CSRF-Token": csrf_of(client)})
+        assert deleted.status_code == 409 and deleted.json()["upload_status"] == "applying"
+
+
+# --------------------------------------------------------------------------- two stores
+
+
+def test_store_b_never_lists_or_applies_store_a_upload(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    a, b = sandbox_factory(), sandbox_factory()
+    sa, sb = _settings(a, tmp_path), _settings(b, tmp_path)  # one state folder, two stores
+    assert sa.state_dir == sb.state_dir
+    with _client(sa) as ca:
+        login(ca)
+        upload_id = api_upload(ca, data=_csv({"POSTER-1755": 9})).json()["upload_id"]
+    with _client(sb) as cb:
+        login(cb)
+        assert cb.get("/api/uploads").json()["items"] == []
+        assert upload_id not in cb.get("/").text
+        r = cb.post(f"/api/uploads/{upload_id}/apply", headers={"X-CSRF-Token": csrf_of(cb)})
+        assert r.status_code == 409 and r.json()["type"] == PREFIX + "other-store"
+        assert cb.get(f"/api/uploads/{upload_id}").status_code == 409
+    assert a.levels() == {} and b.levels() == {}
+
+
+# --------------------------------------------------------------------------- a server stop
+
+
+@pytest.mark.parametrize(("sent", "status"), [(False, "not_applied"), (True, "failed")])
+def test_a_server_stop_while_an_upload_only_waited_leaves_it_not_applied(
+        settings: Settings, sandbox: SandboxProcess, sent: bool, status: str) -> None:
+    with _client(settings) as client:
+        login(client)
+        upload_id = api_upload(client).json()["upload_id"]
+        portal: Portal = client.app.state.portal  # type: ignore[attr-defined]
+        portal._update(upload_id, status="applying", sending_started=sent)
+    with _client(settings) as client:  # the server again, after the stop
+        login(client)
+        body = client.get(f"/api/uploads/{upload_id}").json()
+        page = client.get(f"/uploads/{upload_id}").text
+    assert body["status"] == status
+    if not sent:
+        assert "nothing was changed in the store" in body["error"]
+        assert "Not applied." in page and "may already be in the store" not in page
+    else:
+        assert body["interrupted"] is True and "may already be in the store" in page
+
+
+# --------------------------------------------------------------------------- sessions, throttle
+
+
+def test_sessions_survive_a_restart_and_are_kept_privately(settings: Settings) -> None:
+    with _client(settings) as first:
+        login(first)
+        cookie = first.cookies.get("invsync_session")
+        assert cookie and first.get("/", follow_redirects=False).status_code == 200
+    path = settings.state_dir / "portal" / "sessions.json"
+    assert os.stat(path).st_mode & 0o077 == 0
+    assert cookie not in path.read_text()  # only a hash of the session id is kept
+    with _client(settings) as second:
+        second.cookies.set("invsync_session", cookie)
+        assert second.get("/", follow_redirects=False).status_code == 200
+        second.post("/logout", data={"csrf_token": csrf_of(second)})
+    with _client(settings) as third:
+        third.cookies.set("invsync_session", cookie)
+        r = third.get("/", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login?again=1"
+        assert "Sign in again: your uploads are kept" in third.get("/login?again=1").text
+
+
+def test_the_sign_in_throttle_counts_parallel_guesses_before_checking_them() -> None:
+    throttle = Throttle()
+    allowed = []
+    barrier = threading.Barrier(30)
+
+    def guess() -> None:
+        barrier.wait()
+        allowed.append(throttle.begin("merchant", "10.0.0.1") == 0)
+
+    threads = [threading.Thread(target=guess) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(allowed) == throttle.limit
+
+
+def test_300_parallel_wrong_passwords_get_at_most_5_password_checks(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = []
+    original = Accounts.check_password
+
+    def counting(self: Accounts, name: str, password: str) -> bool:
+        checks.append(name)
+        return original(self, name, password)
+
+    monkeypatch.setattr(Accounts, "check_password", counting)
+    with _client(settings) as client:
+        token = client.get("/login").text.split('name="login_csrf" value="')[1].split('"')[0]
+        codes: list[int] = []
+
+        def guess(i: int) -> None:
+            r = client.post("/login", data={"username": "merchant", "password": f"guess{i}",
+                                            "login_csrf": token}, follow_redirects=False)
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=guess, args=(i,)) for i in range(300)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    # (Answers replace the shared sign-in form cookie, so some guesses fail its check: 403.)
+    assert len(checks) <= 5 and len(codes) == 300 and set(codes) <= {401, 403, 429}
+    assert codes.count(429) >= 5
+
+
+# --------------------------------------------------------------------------- the JSON API
+
+
+def test_api_lists_pages_deletes_and_answers_problems(settings: Settings,
+                                                      sandbox: SandboxProcess) -> None:
+    key = Accounts(settings.state_dir).add_key("erp")
+    auth = {"Authorization": f"Bearer {key}"}
+    with _client(settings) as client:
+        ids = []
+        for i in range(3):
+            r = client.post("/api/uploads", headers=auth, files={
+                "file": (f"s{i}.csv", io.BytesIO(_csv({"POSTER-1755": i})), "text/csv")})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["upload_id"])
+        page = client.get("/api/uploads?limit=2", headers=auth)
+        assert page.json()["total"] == 3 and len(page.json()["items"]) == 2
+        assert page.json()["next"] == "/api/uploads?offset=2&limit=2"
+        rest = client.get(page.json()["next"], headers=auth).json()
+        assert {i["upload_id"] for i in page.json()["items"] + rest["items"]} == set(ids)
+        assert client.get("/api/uploads?limit=0", headers=auth).json()["field"] == "limit"
+        assert client.delete(f"/api/uploads/{ids[0]}", headers=auth).status_code == 204
+        assert client.get(f"/api/uploads/{ids[0]}", headers=auth).json()["status"] == "discarded"
+        gone = client.delete(f"/api/uploads/{ids[0]}", headers=auth)
+        assert gone.status_code == 409 and gone.headers["content-type"] == \
+            "application/problem+json"
+        # A wrong key and a missing key say different things.
+        wrong = client.get("/api/uploads", headers={"Authorization": "Bearer isk_x_y"})
+        missing = client.get("/api/uploads")
+        assert wrong.json()["type"] == PREFIX + "wrong-key"
+        assert missing.json()["type"] == PREFIX + "no-credentials"
+        # Not multipart: 415 naming the field; a wrong method: a JSON 405.
+        r = client.post("/api/uploads", headers={**auth, "Content-Type": "application/json"},
+                        content=json.dumps({"file": "x"}))
+        assert r.status_code == 415 and r.json()["field"] == "file"
+        r = client.put(f"/api/uploads/{ids[1]}", headers=auth)
+        assert r.status_code == 405 and r.json()["type"] == PREFIX + "method-not-allowed"
+        # A location the store does not have: 422 naming the field; a name works.
+        r = client.post("/api/uploads", headers=auth, data={"location_id": "Moon base"},
+                        files={"file": ("s.csv", io.BytesIO(_csv({"POSTER-1755": 1})),
+                                        "text/csv")})
+        assert r.status_code == 422 and r.json()["field"] == "location_id"
+        assert "East warehouse" in r.json()["detail"]
+        r = client.post("/api/uploads", headers=auth, data={"location_id": "east WAREHOUSE"},
+                        files={"file": ("s.csv", io.BytesIO(_csv({"POSTER-1755": 1})),
+                                        "text/csv")})
+        assert r.status_code == 201 and r.json()["location_id"] == 2
+        served = client.get("/api/openapi.json")
+        from invsync.contracts import load
+
+        assert served.json() == load("upload-api.openapi.json")
