@@ -285,3 +285,31 @@ def test_api_lists_pages_deletes_and_answers_problems(settings: Settings,
         from invsync.contracts import load
 
         assert served.json() == load("upload-api.openapi.json")
+
+
+def test_serve_without_the_web_extra_names_it(tmp_path: Path) -> None:
+    """`pip install invsync` has no web stack: `invsync serve` says which extra to add."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('starlette', 'uvicorn', 'multipart'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Block())\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker), "BIGCOMMERCE_STORE_HASH": "s",
+           "BIGCOMMERCE_ACCESS_TOKEN": "t", "XDG_STATE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "invsync", "serve", "--port", "0"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 64, done.stderr
+    assert "pip install 'invsync[web]'" in done.stderr and "Traceback" not in done.stderr
+    # The CLI itself still works without it.
+    assert subprocess.run([sys.executable, "-m", "invsync", "--help"], env=env, cwd=ROOT,
+                          capture_output=True, timeout=120).returncode == 0
