@@ -313,3 +313,39 @@ def test_serve_without_the_web_extra_names_it(tmp_path: Path) -> None:
     # The CLI itself still works without it.
     assert subprocess.run([sys.executable, "-m", "invsync", "--help"], env=env, cwd=ROOT,
                           capture_output=True, timeout=120).returncode == 0
+
+
+def test_items_the_store_does_not_have_are_found_at_preview_with_did_you_mean(
+        settings: Settings, sandbox: SandboxProcess) -> None:
+    data = b"sku,quantity\nTOWEL-907-NAVY-SHEET,5\nCAP-681-YELOW,3\nNO-SUCH-THING-AT-ALL,4\n"
+    with _client(settings) as client:
+        login(client)
+        r = api_upload(client, data=data)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["changes_total"] == 1
+        assert [c["item"] for c in body["changes"]] == ["TOWEL-907-NAVY-SHEET"]
+        unknown = {x["value"]: x for x in body["rejected"] if x["reason"] == "unknown_item"}
+        assert set(unknown) == {"CAP-681-YELOW", "NO-SUCH-THING-AT-ALL"}
+        assert unknown["CAP-681-YELOW"]["row"] == 3
+        assert "Did you mean 'CAP-681-YELLOW'?" in unknown["CAP-681-YELOW"]["action"]
+        page = client.get(f"/uploads/{body['upload_id']}").text
+        assert "Did you mean &#39;CAP-681-YELLOW&#39;?" in page or \
+            "Did you mean 'CAP-681-YELLOW'?" in page
+        assert _post(client, f"/api/uploads/{body['upload_id']}/apply").status_code == 202
+        done = _wait(client, body["upload_id"], lambda b: b["status"] != "applying")
+    assert sandbox.levels() == {(1, "TOWEL-907-NAVY-SHEET"): 5}  # the unknown were not sent
+    assert done["status"] in ("succeeded", "partial") and done["counts"]["refused"] == 0
+
+
+def test_a_file_of_only_unknown_items_never_reaches_apply(settings: Settings,
+                                                          sandbox: SandboxProcess) -> None:
+    data = ("sku,quantity\n" + "".join(f"GHOST-{i},1\n" for i in range(50))).encode()
+    with _client(settings) as client:
+        login(client)
+        body = api_upload(client, data=data).json()
+        assert body["changes_total"] == 0 and len(body["rejected"]) == 50
+        assert 'id="apply"' not in client.get(f"/uploads/{body['upload_id']}").text
+        r = _post(client, f"/api/uploads/{body['upload_id']}/apply")
+        assert r.status_code == 409 and "none of this file's items" in r.json()["detail"]
+    assert sandbox.levels() == {}

@@ -521,14 +521,33 @@ class Portal:
                 upload_id, status="failed", plan_run_id=report.run_id,
                 plan_dir=report.report_dir, interrupted=False,
                 error=self.plain_error(meta, report.error or "the preview failed"))
+        unknown = self._check_known(meta, Path(report.report_dir))
         # A new preview replaces the old one, and any refused attempt to apply it.
         return self._finish_preview(
             upload_id, status="planned", plan_run_id=report.run_id,
             plan_dir=report.report_dir, error=None, brakes=report.brakes, interrupted=False,
             column_map=meta.get("column_map") or {}, run_id=None, run_dir=None,
             transaction_ids=[], sheets=inspection.sheets, sending_started=False,
+            unknown=unknown,
             sheet_used=report.input.get("sheet"), encoding_used=report.input.get("encoding"),
             header_row_used=report.input.get("header_row"))
+
+    def _check_known(self, meta: dict[str, Any], plan_dir: Path) -> list[dict[str, Any]]:
+        """The preview's items the store does not have; Apply will push the plan without
+        them (``plan-known.csv``)."""
+        from invsync.surfaces.web.known import KNOWN_PLAN, unknown_items, write_known_plan
+
+        target = self.path_of(meta["upload_id"]) / KNOWN_PLAN
+        target.unlink(missing_ok=True)
+        try:
+            unknown = unknown_items(plan_dir / "plan.csv", self.settings)
+        except Exception as exc:  # the store could not be asked: Apply reports refusals
+            log.warning("could not check the preview's items in the store: %s",
+                        type(exc).__name__)
+            return []
+        if unknown:
+            write_known_plan(plan_dir / "plan.csv", unknown, target)
+        return unknown
 
     def choose_sheet(self, upload_id: str, sheet: str) -> None:
         """Preview another sheet of the workbook next time."""
@@ -584,6 +603,12 @@ class Portal:
                 raise UploadError(409, f"the preview tripped a safety check ({names}): "
                                        f"confirm with override_brakes", status=meta["status"],
                                   kind="safety-check", field="override_brakes")
+            unknown = meta.get("unknown") or []
+            if unknown and meta["status"] in FROM["apply"] and \
+                    _changes(meta.get("plan_dir"))[1] <= len(unknown):
+                raise UploadError(409, "nothing to send: the store has none of this file's "
+                                       "items; correct them in the file and upload it again",
+                                  kind="upload-state", status=meta["status"])
             meta = self._move(upload_id, "apply", "applying", error=None, interrupted=False,
                               sending_started=False)
             self.progress[upload_id] = Progress()
@@ -682,7 +707,9 @@ class Portal:
             # plan.csv holds final levels: quantity rules were applied when it was made
             rules=QuantityRules(),
             brakes=replace(self.settings.brakes, allow_zeroing=allow_zeroing), wait_lock_s=0)
-        plan = Path(meta["plan_dir"]) / "plan.csv"
+        known = self.path_of(upload_id) / "plan-known.csv"
+        plan = known if meta.get("unknown") and known.is_file() else \
+            Path(meta["plan_dir"]) / "plan.csv"
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:  # wait for the store's lock here, so that a cancel stops the wait
             try:
@@ -756,6 +783,15 @@ class Portal:
                              "message": rec.get("message"), "column": rec.get("column"),
                              "value": rec.get("value"), "explanation": what, "action": todo})
         changes, total = _changes(meta.get("plan_dir"))
+        unknown = meta.get("unknown") or []
+        if unknown:  # not changes: rows with problems (the store does not have them)
+            from invsync.surfaces.web.known import as_rejected
+
+            gone = {(u["identifier"], str(u["item"])) for u in unknown}
+            changes = [c for c in changes if (c.get("identifier"), str(c["item"])) not in gone]
+            total -= len(unknown)
+            rejected = sorted(rejected + as_rejected(unknown),
+                              key=lambda r: (r.get("row") is None, r.get("row") or 0))
         refused = []
         if run_report:
             rows = {(c["location_id"], c["item"]): c.get("row") for c in changes}
