@@ -98,7 +98,7 @@ def test_cancel_during_apply_sends_nothing_more_and_keeps_what_the_store_confirm
     with _client(s) as client:
         login(client)
         view = client.get(f"/uploads/{upload_id}").text
-        assert "Cancelled." in view and "were not sent" in view
+        assert "Cancelled." in view and "the rest were not sent" in view
         assert _post(client, f"/api/uploads/{upload_id}/cancel").status_code == 409
         # Preview again: what is left to do.
         client.post(f"/uploads/{upload_id}/preview", data={"csrf_token": csrf_of(client)})
