@@ -349,3 +349,41 @@ def test_a_file_of_only_unknown_items_never_reaches_apply(settings: Settings,
         r = _post(client, f"/api/uploads/{body['upload_id']}/apply")
         assert r.status_code == 409 and "none of this file's items" in r.json()["detail"]
     assert sandbox.levels() == {}
+
+
+def test_an_apply_from_the_page_sends_the_configured_notifications(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    import http.server
+
+    received: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the handler's API)
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        s = _settings(sandbox, tmp_path, notify={"urls": [url], "on": ["succeeded"]})
+        with _client(s) as client:
+            login(client)
+            upload_id = api_upload(client, data=_csv({"POSTER-1755": 6})).json()["upload_id"]
+            assert _post(client, f"/api/uploads/{upload_id}/apply").status_code == 202
+            done = _wait(client, upload_id, lambda b: b["status"] != "applying")
+            assert done["status"] == "succeeded"
+            # After apply, plan.csv says what became of each item (not "planned").
+            plan = client.get(f"/api/uploads/{upload_id}/files/plan.csv").text
+            assert "accepted" in plan and "planned" not in plan
+            deadline = time.monotonic() + 60
+            while not received:
+                assert time.monotonic() < deadline, "no notification"
+                time.sleep(0.1)
+    finally:
+        server.shutdown()
+    assert json.loads(received[0])["run_id"] == done["run_id"]

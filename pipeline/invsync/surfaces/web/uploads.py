@@ -62,7 +62,7 @@ NOT_APPLIED = ("the server stopped before any change was sent: nothing was chang
                "store. Apply again, or preview again to see the store's levels now")
 CANCELLED = "cancelled: the changes not yet sent were not sent"
 FILES = ("report.html", "rejected.csv", "rejected.xlsx", "plan.csv")
-SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
+SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 MAX_CHANGES = 1_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 LOCK_WAIT_S = 30 * 60
@@ -726,6 +726,20 @@ class Portal:
                                  f": nothing was sent; try again later")
                     return
         self._record(upload_id, meta, report, progress.cancel.is_set())
+        self._notify(report, settings)
+
+    @staticmethod
+    def _notify(report: Any, settings: Settings) -> None:
+        """The configured notifications, as for a CLI run (problems go to the log)."""
+        if not settings.notify:
+            return
+        from invsync.run.notify import notify_run
+
+        try:
+            for problem in notify_run(report, settings):
+                log.warning("%s", problem)
+        except Exception as exc:  # a notification never changes the upload's outcome
+            log.warning("notification failed: %s", type(exc).__name__)
 
     def _record(self, upload_id: str, meta: dict[str, Any], report: Any,
                 cancelled: bool) -> None:
@@ -850,8 +864,8 @@ class Portal:
     @staticmethod
     def _find_file(meta: dict[str, Any], name: str) -> Path | None:
         folders = [meta.get("plan_dir")]
-        if name == "report.html" and meta.get("run_dir"):
-            folders.insert(0, meta["run_dir"])
+        if name in ("report.html", "plan.csv") and meta.get("run_dir"):
+            folders.insert(0, meta["run_dir"])  # after apply: each item's outcome
         for folder in folders:
             if folder and (Path(folder) / name).is_file():
                 return Path(folder) / name
