@@ -358,7 +358,7 @@ def test_an_apply_from_the_page_sends_the_configured_notifications(
     received: list[bytes] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the handler's API)
+        def do_POST(self) -> None:
             received.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.end_headers()
