@@ -332,6 +332,13 @@ def test_items_the_store_does_not_have_are_found_at_preview_with_did_you_mean(
         page = client.get(f"/uploads/{body['upload_id']}").text
         assert "Did you mean &#39;CAP-681-YELLOW&#39;?" in page or \
             "Did you mean 'CAP-681-YELLOW'?" in page
+        # The rejected-rows download holds them, as the merchant's own rows.
+        rows = client.get(f"/uploads/{body['upload_id']}/files/rejected.csv").text
+        lines = rows.lstrip("\ufeff").splitlines()
+        assert lines[0] == "sku,quantity,row,reason,message"
+        assert lines[1].startswith("CAP-681-YELOW,3,3,unknown_item,")
+        assert "did you mean CAP-681-YELLOW?" in lines[1]
+        assert lines[2].startswith("NO-SUCH-THING-AT-ALL,4,4,unknown_item,")
         assert _post(client, f"/api/uploads/{body['upload_id']}/apply").status_code == 202
         done = _wait(client, body["upload_id"], lambda b: b["status"] != "applying")
     assert sandbox.levels() == {(1, "TOWEL-907-NAVY-SHEET"): 5}  # the unknown were not sent

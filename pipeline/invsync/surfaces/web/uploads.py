@@ -523,7 +523,7 @@ class Portal:
                 error=self.plain_error(meta, report.error or "the preview failed"))
         unknown = self._check_known(meta, Path(report.report_dir))
         # A new preview replaces the old one, and any refused attempt to apply it.
-        return self._finish_preview(
+        done = self._finish_preview(
             upload_id, status="planned", plan_run_id=report.run_id,
             plan_dir=report.report_dir, error=None, brakes=report.brakes, interrupted=False,
             column_map=meta.get("column_map") or {}, run_id=None, run_dir=None,
@@ -531,6 +531,28 @@ class Portal:
             unknown=unknown,
             sheet_used=report.input.get("sheet"), encoding_used=report.input.get("encoding"),
             header_row_used=report.input.get("header_row"))
+        self.write_rejected(upload_id)
+        return done
+
+    def write_rejected(self, upload_id: str) -> None:
+        """The upload's own rejected.csv: every row that did not make it (see
+        :mod:`.rejected`); none when the preview's covers them all."""
+        from invsync.surfaces.web import rejected
+
+        meta = self.get(upload_id)
+        target = self.path_of(upload_id) / rejected.NAME
+        run_dir = meta.get("run_dir")
+        extra = rejected.extra_rows(meta.get("unknown") or [], _report(run_dir),
+                                    Path(meta["plan_dir"]) / "plan.csv"
+                                    if meta.get("plan_dir") else None)
+        target.unlink(missing_ok=True)
+        if not extra:
+            return
+        try:
+            preview = Path(meta["plan_dir"]) / rejected.NAME if meta.get("plan_dir") else None
+            rejected.write_merged(self._read(meta), preview, extra, target)
+        except (InvsyncError, OSError) as exc:  # the preview's own file is still offered
+            log.warning("could not write the upload's rejected rows: %s", exc)
 
     def _check_known(self, meta: dict[str, Any], plan_dir: Path) -> list[dict[str, Any]]:
         """The preview's items the store does not have; Apply will push the plan without
@@ -726,6 +748,7 @@ class Portal:
                                  f": nothing was sent; try again later")
                     return
         self._record(upload_id, meta, report, progress.cancel.is_set())
+        self.write_rejected(upload_id)
         self._notify(report, settings)
 
     @staticmethod
@@ -861,8 +884,10 @@ class Portal:
             raise UploadError(404, f"this upload has no {name}")
         return found
 
-    @staticmethod
-    def _find_file(meta: dict[str, Any], name: str) -> Path | None:
+    def _find_file(self, meta: dict[str, Any], name: str) -> Path | None:
+        own = self.path_of(meta["upload_id"]) / name
+        if name == "rejected.csv" and own.is_file():
+            return own  # every row that did not make it
         folders = [meta.get("plan_dir")]
         if name in ("report.html", "plan.csv") and meta.get("run_dir"):
             folders.insert(0, meta["run_dir"])  # after apply: each item's outcome
