@@ -3,7 +3,8 @@
 Every error answer has ``type`` (one of :data:`TYPES`, stable: clients branch on it),
 ``title`` (the type in words), ``status`` (the HTTP status) and ``detail`` (this case in
 words); ``field`` names the request field at fault when there is one, ``upload_id`` and
-``upload_status`` the upload concerned.
+``upload_status`` the upload concerned. ``error`` repeats ``detail`` for clients of the
+API before problems (deprecated).
 """
 
 from __future__ import annotations
@@ -54,6 +55,6 @@ def problem(status: int, detail: str, *, kind: str | None = None,
     """An ``application/problem+json`` answer."""
     name = kind_for(status, kind)
     body: dict[str, Any] = {"type": PREFIX + name, "title": TYPES[name][1], "status": status,
-                            "detail": detail}
+                            "detail": detail, "error": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=http_headers)
