@@ -394,3 +394,43 @@ def test_an_apply_from_the_page_sends_the_configured_notifications(
     finally:
         server.shutdown()
     assert json.loads(received[0])["run_id"] == done["run_id"]
+
+
+def test_a_stuck_apply_says_why_within_seconds(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    import urllib.request
+
+    from invsync.store.limits import RetryPolicy
+
+    def faults(**values: float) -> None:
+        req = urllib.request.Request(sandbox.url + "/_sandbox/faults", method="POST",
+                                     data=json.dumps(values).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).close()
+
+    s = _settings(sandbox, tmp_path, retry=RetryPolicy(max_attempts=6, base_delay_s=0.5,
+                                                       max_delay_s=1.0, max_total_s=20))
+    with _client(s) as client:
+        login(client)
+        upload_id = api_upload(client, data=_csv({"POSTER-1755": 2})).json()["upload_id"]
+        faults(error_rate=1.0)  # the store now answers every request with an error
+        try:
+            assert _post(client, f"/api/uploads/{upload_id}/apply").status_code == 202
+            body = _wait(client, upload_id, lambda b: b["status"] != "applying"
+                         or bool((b.get("progress") or {}).get("slowed")), timeout=60)
+            assert body["progress"]["slowed"] == \
+                "the store is not answering properly: trying again"
+            page = client.get(f"/uploads/{upload_id}").text
+            assert "the store is not answering properly" in page
+        finally:
+            faults(error_rate=0.0)
+        _wait(client, upload_id, lambda b: b["status"] != "applying", timeout=120)
+
+
+def test_a_damaged_sessions_file_only_signs_people_out(settings: Settings) -> None:
+    (settings.state_dir / "portal").mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / "portal" / "sessions.json").write_text("{not json")
+    with _client(settings) as client:
+        assert client.get("/", follow_redirects=False).status_code == 303
+        assert login(client).status_code == 303  # signing in works, and rewrites the file
+        assert client.get("/", follow_redirects=False).status_code == 200
+    assert json.loads((settings.state_dir / "portal" / "sessions.json").read_text())
