@@ -29,3 +29,13 @@ def test_a_certain_decimal_comma_convention_reads_dotted_thousands() -> None:
     assert unsure == [None] * 5  # without certainty nothing is guessed
     assert frame.select(g=is_grouped(pl.col("q")))["g"].to_list() == [True, False, False,
                                                                     False, False]
+
+
+def test_a_run_error_on_a_page_has_no_paths_flags_or_commands() -> None:
+    from invsync.surfaces.web.messages import plain_run_error
+
+    text = plain_run_error("the report could not be written to /var/lib/invsync/runs/R1 (disk "
+                           "full); run `invsync resume` to finish; interrupted by SIGTERM; "
+                           "pass --allow-zeroing to go on")
+    assert "/var/lib" not in text and "--" not in text and "invsync resume" not in text
+    assert "SIGTERM" not in text and text.startswith("The report could not be written to R1")

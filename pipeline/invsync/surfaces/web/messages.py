@@ -78,3 +78,23 @@ def upload_word(status: str | None) -> tuple[str, str]:
 def run_word(status: str | None) -> str:
     """A run's status in words."""
     return RUN_WORDS.get(status or "", (status or "").replace("_", " "))
+
+
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s:;,'\"()/]+/)+([^\s:;,'\"()]+)")
+_FLAG = re.compile(r"\s*\((?:[^()]*?)--[a-z][a-z-]*[^()]*\)|\s*(?:pass|use|run with|add) "
+                   r"`?--[a-z][a-z-]*(?: [^\s,;)`]+)?`?|`?--[a-z][a-z-]*`?")
+_CLI = re.compile(r"`?invsync (?:resume|sync|plan|revert)[^`;]*`?")
+
+
+def plain_run_error(message: str | None) -> str:
+    """A run's error for a page: file names instead of server paths, no CLI flags or
+    commands (a merchant cannot type them)."""
+    if not message:
+        return ""
+    text = _PATH.sub(r"\1", message)
+    text = re.sub(r"[;,]\s*(?:pass|use|add|run with) `?--[a-z][a-z-]*.*?(?=;|$)", "", text)
+    text = re.sub(r"interrupted by SIG(?:TERM|INT)", "stopped (the program was shut down)", text)
+    text = _CLI.sub("the next update", text)
+    text = _FLAG.sub("", text)
+    text = re.sub(r"\s{2,}", " ", text).strip()
+    return text[:1].upper() + text[1:]

@@ -13,7 +13,13 @@ from starlette.responses import HTMLResponse, Response
 from invsync.html.render import render
 from invsync.run.config import Settings
 from invsync.surfaces.web.auth import Accounts, Session, Sessions, Throttle
-from invsync.surfaces.web.messages import brake_text, reason_text, run_word, upload_word
+from invsync.surfaces.web.messages import (
+    brake_text,
+    plain_run_error,
+    reason_text,
+    run_word,
+    upload_word,
+)
 from invsync.surfaces.web.uploads import ENCODINGS, Portal, UploadError, encoding_label
 
 COOKIE = "invsync_session"
@@ -119,7 +125,7 @@ def page(request: Request, template: str, status: int = 200, **context: Any) -> 
                   settings_store=web(request).settings.store_hash,
                   reason_text=reason_text, brake_text=brake_text, encodings=ENCODINGS,
                   encoding_label=encoding_label, upload_word=upload_word,
-                  run_word=run_word, **context)
+                  run_word=run_word, plain_run_error=plain_run_error, **context)
     return HTMLResponse(html, status_code=status)
 
 
