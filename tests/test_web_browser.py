@@ -304,7 +304,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
                 assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
                 time.sleep(0.1)
             by_id(browser, "apply").click()
-            wait_for(browser, lambda: "another run is updating this store" in text_of(browser))
+            wait_for(browser, lambda: "another update of this store is running" in text_of(browser))
             assert "Waiting" in by_id(browser, "progress-text").text
             screenshots(tmp_path)(browser, "5a-waiting-for-the-lock")
             assert cli.poll() is None  # the CLI run is still going: the page really waited
