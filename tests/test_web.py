@@ -290,6 +290,7 @@ def test_api_upload_preview_apply_and_result(client: TestClient,
     # The run is in the history with who uploaded it and the file's own name.
     history = client.get("/history").text
     assert "merchant" in history and "stock.csv" in history
+    assert "applied, some rows left out" in history  # the words of the upload's own page
     report = json.loads(Path(client.app.state.portal.get(upload_id)["run_dir"],  # type: ignore
                              "report.json").read_text())
     assert report["origin"] == {"source": "portal", "user": "merchant", "filename": "stock.csv",

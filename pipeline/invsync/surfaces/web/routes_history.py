@@ -47,8 +47,17 @@ async def history(request: Request) -> Response:
     await page_user(request, changes_state=False)
     runs = await run_in_threadpool(_runs, request)
     # Previews change nothing: History lists what was sent (or tried).
-    rows = [history_row(r) for r in runs if not _is_preview(r)]
-    return page(request, "history.html", runs=rows[:500])
+    rows = [history_row(r) for r in runs if not _is_preview(r)][:500]
+    portal = web(request).portal
+    for row in rows:  # a page upload's run says what its page says
+        if row.get("upload_id"):
+            try:
+                meta = portal.get(str(row["upload_id"]))
+            except UploadError:
+                continue
+            if meta.get("run_id") == row["run_id"]:  # its latest apply
+                row["upload_status"] = meta["status"]
+    return page(request, "history.html", runs=rows)
 
 
 def _is_preview(past: Any) -> bool:
