@@ -865,6 +865,9 @@ class Portal:
         if meta["status"] == "cancelled" and meta.get("cancel_counts"):
             out["counts"] = {**out["counts"], **meta["cancel_counts"]}
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
+        if (self.path_of(upload_id) / "rejected.csv").is_file() and "rejected.xlsx" in out[
+                "files"]:  # the preview's workbook lacks the rows found later: one full file
+            out["files"].remove("rejected.xlsx")
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
             out["transaction_ids"] = meta.get("transaction_ids") or []
@@ -880,6 +883,8 @@ class Portal:
         if name not in FILES:
             raise UploadError(404, "no such file")
         found = self._find_file(meta, name)
+        if name == "rejected.xlsx" and (self.path_of(upload_id) / "rejected.csv").is_file():
+            found = None
         if found is None:
             raise UploadError(404, f"this upload has no {name}")
         return found
