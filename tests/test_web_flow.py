@@ -434,3 +434,29 @@ def test_a_damaged_sessions_file_only_signs_people_out(settings: Settings) -> No
         assert login(client).status_code == 303  # signing in works, and rewrites the file
         assert client.get("/", follow_redirects=False).status_code == 200
     assert json.loads((settings.state_dir / "portal" / "sessions.json").read_text())
+
+
+def test_cancel_while_waiting_for_the_store_sends_nothing(settings: Settings,
+                                                          sandbox: SandboxProcess) -> None:
+    from invsync.state.journal import StoreLock
+    from invsync.state.snapshot import SnapshotStore
+
+    s = settings
+    held = StoreLock(SnapshotStore(s.state_dir, s.store_hash or "", s.api_url, s.profile)
+                     .store_dir, s.store_hash or "")
+    held.acquire("another-run", 0, state_dir=str(s.state_dir))  # as a CLI run would
+    try:
+        with _client(s) as client:
+            login(client)
+            upload_id = api_upload(client, data=_csv({"POSTER-1755": 4})).json()["upload_id"]
+            assert _post(client, f"/api/uploads/{upload_id}/apply").status_code == 202
+            _wait(client, upload_id, lambda b: (b.get("progress") or {}).get("phase")
+                  == "waiting")
+            assert _post(client, f"/api/uploads/{upload_id}/cancel").status_code == 202
+            done = _wait(client, upload_id, lambda b: b["status"] not in ("applying",
+                                                                          "cancelling"))
+            assert done["status"] == "cancelled" and "run_id" not in done
+            assert "Nothing was sent." in client.get(f"/uploads/{upload_id}").text
+    finally:
+        held.release()
+    assert sandbox.levels() == {}
