@@ -461,6 +461,11 @@ def test_workbook_upload_offers_rejected_xlsx(client: TestClient) -> None:
     assert body["rejected"] and "rejected.xlsx" in body["files"]
     got = client.get(f"/api/uploads/{body['upload_id']}/files/rejected.xlsx")
     assert got.status_code == 200 and got.content.startswith(b"PK")
+    from openpyxl import load_workbook
+
+    # Every row that did not make it, the items the store does not have included.
+    sheet = load_workbook(io.BytesIO(got.content), read_only=True).worksheets[0]
+    assert len(list(sheet.iter_rows(min_row=2))) == len(body["rejected"])
     page = client.get(f"/uploads/{body['upload_id']}").text
     assert "Download rejected.xlsx" in page
 

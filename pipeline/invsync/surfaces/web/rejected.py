@@ -64,3 +64,18 @@ def write_merged(table: Any, preview_csv: Path | None, extra: list[tuple[int, st
     writer.writerow(header)
     writer.writerows(records)
     write_atomic(target, ("\ufeff" + out.getvalue()).encode("utf-8"))
+    if table.format == "xlsx":  # a workbook's rows go back as a workbook too
+        write_atomic(target.with_suffix(".xlsx"), lambda fh: _workbook(header, records, fh))
+
+
+def _workbook(header: list[str], records: list[list[str]], fh: Any) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("Rejected")
+    sheet.append(header)
+    for rec in records:
+        # Text cells stay text; a leading "=" is not made a formula.
+        sheet.append([("'" + v) if v.startswith(("=", "+", "-", "@")) and not
+                      v.lstrip("+-").replace(".", "", 1).isdigit() else v for v in rec])
+    book.save(fh)

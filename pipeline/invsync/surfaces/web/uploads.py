@@ -546,6 +546,7 @@ class Portal:
                                     Path(meta["plan_dir"]) / "plan.csv"
                                     if meta.get("plan_dir") else None)
         target.unlink(missing_ok=True)
+        target.with_suffix(".xlsx").unlink(missing_ok=True)
         if not extra:
             return
         try:
@@ -865,9 +866,7 @@ class Portal:
         if meta["status"] == "cancelled" and meta.get("cancel_counts"):
             out["counts"] = {**out["counts"], **meta["cancel_counts"]}
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
-        if (self.path_of(upload_id) / "rejected.csv").is_file() and "rejected.xlsx" in out[
-                "files"]:  # the preview's workbook lacks the rows found later: one full file
-            out["files"].remove("rejected.xlsx")
+
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
             out["transaction_ids"] = meta.get("transaction_ids") or []
@@ -883,15 +882,13 @@ class Portal:
         if name not in FILES:
             raise UploadError(404, "no such file")
         found = self._find_file(meta, name)
-        if name == "rejected.xlsx" and (self.path_of(upload_id) / "rejected.csv").is_file():
-            found = None
         if found is None:
             raise UploadError(404, f"this upload has no {name}")
         return found
 
     def _find_file(self, meta: dict[str, Any], name: str) -> Path | None:
         own = self.path_of(meta["upload_id"]) / name
-        if name == "rejected.csv" and own.is_file():
+        if name in ("rejected.csv", "rejected.xlsx") and own.is_file():
             return own  # every row that did not make it
         folders = [meta.get("plan_dir")]
         if name in ("report.html", "plan.csv") and meta.get("run_dir"):
