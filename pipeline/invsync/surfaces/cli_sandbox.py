@@ -126,6 +126,9 @@ def sandbox(
     import os
     from pathlib import Path
 
+    from invsync.surfaces.web.cli import need_web_extra
+
+    need_web_extra("the sandbox store")
     from invsync.sandbox import server as sb
 
     token = (
