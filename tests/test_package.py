@@ -22,8 +22,10 @@ from conftest import ROOT
 
 pytestmark = [pytest.mark.package, pytest.mark.integration]
 
-RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "starlette",
-           "uvicorn", "jinja2", "python-multipart", "charset-normalizer"}
+RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "jinja2",
+           "charset-normalizer"}
+WEB_EXTRA = {"starlette", "uvicorn", "python-multipart"}
+"""`invsync serve` and the sandbox store: the extra `invsync[web]`."""
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
              "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut",
              # the source tests' servers, and the dev extra's own source extras
@@ -77,6 +79,7 @@ def test_wheel_holds_one_package_with_its_data_and_runtime_requirements(wheel: P
     assert not always & DEV_TOOLS
     for extra, backends in SOURCE_EXTRAS.items():
         assert {_name(r) for r in required if f'extra == "{extra}"' in r} == backends, extra
+    assert {_name(r) for r in required if 'extra == "web"' in r} == WEB_EXTRA
     extras = {_name(r) for r in required if "extra ==" in r and 'extra == "dev"' in r}
     assert extras <= DEV_TOOLS
 
@@ -120,6 +123,8 @@ assert (html / "static" / "invsync.css").is_file()
 from invsync.html.render import environment, stylesheet
 environment().get_template("report.html")
 assert stylesheet()
+from invsync.contracts import load
+assert load("upload-api.openapi.json")["openapi"].startswith("3.1")
 print("ok")
 """.replace("SITE", repr(str(site))))
     assert check.returncode == 0 and check.stdout.strip() == "ok", check.stderr
