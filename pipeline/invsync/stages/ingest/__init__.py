@@ -37,6 +37,7 @@ from invsync.stages.ingest.table import (
     unescape_formulas,
 )
 from invsync.stages.ingest.text import MAX_CSV_RECORD, _read_csv, text_encoding
+from invsync.stages.ingest.truncation import cut_off_end
 from invsync.stages.ingest.workbook import _read_excel
 from invsync.stages.ingest.xlsx import (
     MAX_XLSX_CELL_TEXT,
@@ -54,7 +55,7 @@ __all__ = [
     "ALIASES", "BLANKS", "CANONICAL", "FORMULA", "HEADER_SEARCH_ROWS", "IDENTIFIERS",
     "MAX_ANY_CELL_CHARS", "MAX_CELL_CHARS", "MAX_COLUMNS", "MAX_CSV_RECORD",
     "MAX_XLSX_CELL_TEXT", "MAX_XLSX_MEMBERS", "MAX_XLSX_RATIO", "MAX_XLSX_UNCOMPRESSED", "ROW",
-    "StockTable", "find_header", "map_columns", "normalise_header", "numeric_cells",
+    "StockTable", "cut_off_end", "find_header", "map_columns", "normalise_header", "numeric_cells",
     "read_stock_bytes", "read_stock_file", "read_unmapped", "text_encoding",
     "uncalculated_formulas", "unescape_formulas",
 ]

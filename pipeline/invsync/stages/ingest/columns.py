@@ -45,7 +45,30 @@ ALIASES: dict[str, str] = {
 
 
 def _check_used_cells(table: StockTable) -> StockTable:
-    """Reject the rows whose cell in a used column is absurdly long (the rows, not the file)."""
+    """Reject the rows whose cell in a used column shows an error (``#N/A``) or is absurdly
+    long (the rows, not the file)."""
+    return _check_long_cells(_check_error_cells(table))
+
+
+def _check_error_cells(table: StockTable) -> StockTable:
+    """Reject the rows whose cell in a used column is an error cell (read as empty)."""
+    import polars as pl
+
+    used = list(dict.fromkeys(table.mapping.values()))
+    if table.error_cells is None or not used:
+        return table
+    hit = table.error_cells.filter(pl.col("column").is_in(used))
+    if hit.height == 0:
+        return table
+    return _with_problems(table, hit.sort(ROW).select(
+        ROW, "column", "value", pl.lit("error_cell").alias("reason"),
+        pl.format("the cell shows {} — the spreadsheet could not calculate it: fix the formula "
+                  "(or type the value) and save the file again", pl.col("value"))
+        .alias("message")))
+
+
+def _check_long_cells(table: StockTable) -> StockTable:
+    """Reject the rows whose cell in a used column is absurdly long."""
     import polars as pl
 
     used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]

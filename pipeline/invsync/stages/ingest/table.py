@@ -49,6 +49,11 @@ class StockTable:
     problems: pl.DataFrame | None = None
     """Rows that could not be read (rejected as they are): ``ROW, column, value, reason,
     message``; the rows stay in ``frame`` so the rejected file keeps them."""
+    error_cells: pl.DataFrame | None = None
+    """A workbook's error cells (``#N/A``...), read as empty: ``ROW, column, value``."""
+    last_line_complete: bool | None = None
+    """A text file's last line ends with a newline (None for a workbook): a file cut off
+    mid-line by a failed transfer does not (see :func:`invsync.stages.ingest.cut_off_end`)."""
 
     @property
     def rows(self) -> int:

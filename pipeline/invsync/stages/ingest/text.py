@@ -12,6 +12,8 @@ from invsync.stages.ingest.table import MAX_COLUMNS, StockTable, _finish, _uniqu
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     import polars as pl
 
 
@@ -232,10 +234,29 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
         notes.append(f"the header is on row {first_row}; the {skip} row(s) above it were "
                      f"skipped")
     table = _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
-                    notes=notes, header_row=first_row)
+                    notes=notes, header_row=first_row,
+                    last_line_complete=data.endswith((b"\n", b"\r")))
     if problems is not None and problems.height:
         table = StockTable(**{**table.__dict__, "problems": problems})
     return table
+
+
+MAX_ROW_CELLS = 2 * MAX_COLUMNS
+"""Cells of one line read as cells: the rest of a wider line is cut off (its row is rejected
+anyway) so that a line of millions of delimiters never becomes millions of strings."""
+
+
+def _bounded_lines(lines: Iterable[str], delimiter: str, cut: set[int]) -> Iterator[str]:
+    """``lines``, each cut after :data:`MAX_ROW_CELLS` delimiters (its number put in ``cut``;
+    quotes in a cut line are dropped so that it cannot swallow the lines after it)."""
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_ROW_CELLS and line.count(delimiter) > MAX_ROW_CELLS:
+            at = -1
+            for _ in range(MAX_ROW_CELLS):
+                at = line.find(delimiter, at + 1)
+            cut.add(number)
+            line = line[:at].replace('"', "") + "\n"
+        yield line
 
 
 MAX_CSV_RECORD = 16 << 20
@@ -257,8 +278,10 @@ def _read_csv_carefully(path: Path, data: bytes, delimiter: str, first_row: int,
 
     csv.field_size_limit(MAX_CSV_RECORD)
     text = data.decode("utf-8", errors="replace")
-    lines = io.StringIO(text, newline="")
-    reader = csv.reader(lines, delimiter=delimiter)
+    del data
+    cut: set[int] = set()
+    reader = csv.reader(_bounded_lines(io.StringIO(text, newline=""), delimiter, cut),
+                        delimiter=delimiter)
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
@@ -290,8 +313,9 @@ def _read_csv_carefully(path: Path, data: bytes, delimiter: str, first_row: int,
                 hint = (" (a quote opened here is never closed: it spans "
                         f"{lines_used} lines)" if lines_used > 1 else
                         f" (a {delimiter!r} inside a cell that is not in quotes?)")
-                bad_msgs.append(f"this row has {len(record)} cells but the header has "
-                                f"{width}{hint}")
+                cells = f"more than {MAX_ROW_CELLS:,}" if reader.line_num in cut else \
+                    f"{len(record):,}"
+                bad_msgs.append(f"this row has {cells} cells but the header has {width}{hint}")
             record = (record + [""] * width)[:width]
         last_line = reader.line_num
         write([row, *record])

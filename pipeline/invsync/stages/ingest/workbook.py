@@ -2,72 +2,48 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest.columns import HEADER_SEARCH_ROWS, find_header
-from invsync.stages.ingest.table import StockTable, _finish, _first_line, _unique_headers
+from invsync.stages.ingest.isolated import DAMAGED, load_sheet
+from invsync.stages.ingest.table import StockTable, _finish, _unique_headers
 from invsync.stages.ingest.xls import (
     _OLE_MAGIC,
     _ole_stream_names,
     _utf16_cells,
     _xls_encrypted,
 )
-from invsync.stages.ingest.xlsx import _check_cell_text, _check_workbook
+from invsync.stages.ingest.xlsx import _check_workbook, error_cells
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import polars as pl
 
-
+PASSWORD = ("the workbook is password-protected: open it, save it without a password, and "
+            "try again")
 
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
-    import fastexcel
-
-    suffix = path.suffix.lower()
     _refuse_other_formats(path)
     if zipfile.is_zipfile(path):
         _check_workbook(path)
-
-    try:
-        with _rust_panics_hushed():
-            reader = fastexcel.read_excel(str(path))
-    except Exception as exc:  # fastexcel raises its own hierarchy for corrupt files
-        raise InputFileError(str(path), f"not a readable workbook: {_first_line(exc)}") from None
-    except BaseException as exc:
-        raise _damaged(path, exc) from None
-    names = reader.sheet_names
-    index = _pick_sheet(path, names, sheet)
-    if zipfile.is_zipfile(path) and suffix != ".ods":
-        _check_cell_text(path, index)
-    try:
-        with _rust_panics_hushed():
-            # skip_rows=0 keeps the empty rows above the data: row i is the sheet's row i+1
-            # in every format (xlsx, xlsb, xls, ods).
-            loaded = reader.load_sheet(index, header_row=None, dtypes="string", skip_rows=0)
-            frame = loaded.to_polars()
-    except Exception as exc:
-        raise InputFileError(
-            str(path), f"sheet {names[index]!r} is not readable: {_first_line(exc)}"
-        ) from None
-    except BaseException as exc:
-        raise _damaged(path, exc) from None
+    loaded = load_sheet(path, sheet)
+    names, index = loaded.names, loaded.index
     import polars as pl
 
-    frame = _utf16_cells(frame.with_row_index(ROW, offset=1)
-                         .with_columns(pl.col(ROW).cast(pl.Int64)))
+    frame = _booleans(_utf16_cells(loaded.frame.with_row_index(ROW, offset=1)
+                                   .with_columns(pl.col(ROW).cast(pl.Int64))))
     cells = [c for c in frame.columns if c != ROW]
+    errors = _error_frame(path, index, cells)
+    frame = _with_cells(frame, errors)
     filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
                                             & (pl.col(cells).str.strip_chars() != "")))
     if filled.height == 0:
-        raise InputFileError(str(path), f"sheet {names[index]!r} is empty")
+        raise InputFileError(str(path), _empty_sheet(names, index))
     if header_row is not None:
         if header_row > frame.height:
             raise InputFileError(str(path), f"--header-row {header_row}: sheet "
@@ -84,8 +60,9 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     notes = []
     if at > 0 and filled[ROW][0] <= at:
         notes.append(f"the header is on row {at + 1}; the rows above it were skipped")
-    return _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
-                   header_row=at + 1, notes=notes)
+    table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
+                    header_row=at + 1, notes=notes)
+    return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
 
 
 def _refuse_other_formats(path: Path) -> None:
@@ -95,12 +72,9 @@ def _refuse_other_formats(path: Path) -> None:
         head = fh.read(8)
     if head.startswith(_OLE_MAGIC):
         streams = _ole_stream_names(path)
-        if "EncryptedPackage" in streams or "EncryptionInfo" in streams:
-            raise InputFileError(str(path), "the workbook is password-protected: open it, "
-                                            "save it without a password, and try again")
-        if _xls_encrypted(path):
-            raise InputFileError(str(path), "the workbook is password-protected: open it, "
-                                            "save it without a password, and try again")
+        if "EncryptedPackage" in streams or "EncryptionInfo" in streams or \
+                _xls_encrypted(path):
+            raise InputFileError(str(path), PASSWORD)
         if streams and not ({"Workbook", "Book"} & streams):
             raise InputFileError(str(path), f"this is not an Excel workbook (an OLE file "
                                             f"holding {', '.join(sorted(streams)[:4])}); {how}")
@@ -127,51 +101,81 @@ def _is_xml_spreadsheet(path: Path) -> bool:
     return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
 
 
-@contextlib.contextmanager
-def _rust_panics_hushed() -> Iterator[None]:
-    """Hold back what goes to stderr (fd 2) meanwhile; drop it if the reader panicked.
+def _error_frame(path: Path, index: int, cells: list[str]) -> pl.DataFrame:
+    """The sheet's error cells (``#N/A``...): ``ROW``, the reader's column name, the text."""
+    import polars as pl
 
-    A Rust panic prints its own message (and, with RUST_BACKTRACE, a backtrace) straight
-    to fd 2 before Python sees the PanicException; invsync reports the damaged workbook
-    itself. Anything else written meanwhile is passed on afterwards.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    panicked = False
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException as exc:
-            panicked = type(exc).__name__ == "PanicException"
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not panicked:
-                held.seek(0)
-                if data := held.read():
-                    os.write(2, data)
+    found: list[tuple[int, int, str]] = []
+    if zipfile.is_zipfile(path) and path.suffix.lower() not in (".ods", ".xlsb"):
+        found = error_cells(path, index)
+    found = [(r, p, t) for r, p, t in found if 0 <= p < len(cells)]
+    return pl.DataFrame({ROW: [r for r, _, _ in found], "column": [cells[p] for _, p, _ in found],
+                         "value": [t for _, _, t in found]},
+                        schema={ROW: pl.Int64, "column": pl.String, "value": pl.String})
 
 
-def _damaged(path: Path, exc: BaseException) -> BaseException:
-    """The Excel reader's panic (a BaseException, not an Exception) as a refused file.
+def _with_cells(frame: pl.DataFrame, cells: pl.DataFrame, *, empty: bool = False
+                ) -> pl.DataFrame:
+    """``frame`` with the cells at (``ROW``, ``column``) set to ``value`` (or emptied)."""
+    import polars as pl
 
-    Anything else deriving from BaseException (KeyboardInterrupt, SystemExit) is returned
-    unchanged for the caller to re-raise.
-    """
-    if type(exc).__name__ != "PanicException":
-        return exc
-    return InputFileError(str(path), f"the workbook is damaged (the Excel reader failed: "
-                                     f"{_first_line(exc)}); open it in Excel and save it "
-                                     f"again, or export it as CSV")
+    for (column,), part in cells.group_by("column"):
+        name = str(column)
+        if name not in frame.columns:
+            continue
+        hit = part.select(ROW, pl.col("value").alias("__set"), pl.lit(True).alias("__hit"))
+        frame = frame.join(hit, on=ROW, how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("__hit")).then(pl.lit(None, pl.String) if empty else pl.col("__set"))
+            .otherwise(pl.col(name)).alias(name)).drop("__set", "__hit")
+    return frame
 
 
-def _pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
+def _errors_read_as_empty(table: StockTable, errors: pl.DataFrame, header_of: dict[str, str]
+                          ) -> StockTable:
+    """Empty the error cells of ``table`` (they kept their rows from counting as blank) and
+    keep them, by header, for :func:`invsync.stages.ingest.columns.check_used_cells`."""
+    import polars as pl
+
+    if errors.height == 0:
+        return table
+    body = errors.filter(pl.col(ROW) > table.header_row).with_columns(
+        pl.col("column").replace_strict(header_of, default=None))
+    return replace(table, frame=_with_cells(table.frame, body, empty=True), error_cells=body)
+
+
+def _booleans(frame: pl.DataFrame) -> pl.DataFrame:
+    """Boolean cells as a spreadsheet shows them: ``TRUE``/``FALSE`` (the reader says
+    ``true``/``false``; typing either into a spreadsheet makes a boolean cell too)."""
+    import polars as pl
+
+    cols = [c for c, t in frame.schema.items() if t == pl.String]
+    return frame.with_columns(
+        pl.when(pl.col(c) == "true").then(pl.lit("TRUE"))
+        .when(pl.col(c) == "false").then(pl.lit("FALSE"))
+        .otherwise(pl.col(c)).alias(c) for c in cols)
+
+
+def _empty_sheet(names: list[str], index: int) -> str:
+    """Sheet ``index`` is empty: name the others and how to choose one."""
+    others = [n for i, n in enumerate(names) if i != index]
+    if not others:
+        return f"sheet {names[index]!r} is empty (the workbook has no other sheet)"
+    shown = ", ".join(map(repr, others[:10])) + (f" and {len(others) - 10} more"
+                                                  if len(others) > 10 else "")
+    return (f"sheet {names[index]!r} is empty; the workbook's other sheet(s): {shown}; "
+            f"choose one with --sheet {others[0]!r} (on the upload page: choose the sheet)")
+
+
+def plain_reader_error(path: Path, exc: BaseException, *, sheet: str | None = None) -> str:
+    """The Excel reader's error as a plain sentence (never the library's own text)."""
+    text = str(exc).lower()
+    if "password" in text or "encrypt" in text:
+        return PASSWORD
+    where = f"sheet {sheet!r} of " if sheet is not None else ""
+    return DAMAGED.format(why=f"{where}it cannot be parsed as a spreadsheet")
+
+
+def pick_sheet(path: Path, names: list[str], sheet: str | None) -> int:
     if sheet is None:
         return 0
     if sheet in names:

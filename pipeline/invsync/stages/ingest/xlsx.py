@@ -379,7 +379,7 @@ def _string_lengths(fh: IO[bytes]) -> array[int]:
     return lengths
 
 
-def _check_cell_text(path: Path, index: int) -> None:
+def check_cell_text(path: Path, index: int) -> None:
     """Refuse a sheet whose cells would expand to more than :data:`MAX_XLSX_CELL_TEXT`.
 
     Shared strings are stored once but materialised once per cell that names them, so
@@ -457,3 +457,70 @@ def _sum_cell_text(fh: IO[bytes], lengths: array[int], path: Path) -> None:
                            f"as CSV)")
 
     _scan_xml(fh, start=start, end=end, text=text)
+
+
+def error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
+    """The error cells (``#N/A``, ``#REF!``...) of sheet ``index``: ``(row, position in
+    the used range, text)``. The reader reads them as empty; they are reported instead.
+    A workbook that cannot be streamed so has none (reading it properly says why)."""
+    found: list[tuple[int, int, str]] = []
+    first_col = [1 << 30]
+    state: dict[str, object] = {"ref": None, "error": False, "in_v": False, "text": []}
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        local = _local(name)
+        if local == "c":
+            ref = _REF.match(attrs.get("r", ""))
+            state["ref"] = (int(ref.group(2)), _col_number(ref.group(1))) if ref else None
+            state["error"] = attrs.get("t") == "e"
+            state["text"] = []
+        elif local == "v" and state["ref"] is not None:
+            state["in_v"] = True
+
+    def text(data: str) -> None:
+        if state["in_v"] and state["error"]:
+            parts = state["text"]
+            assert isinstance(parts, list)
+            if len(parts) < 8:
+                parts.append(data)
+
+    def end(name: str) -> None:
+        local = _local(name)
+        ref = state["ref"]
+        if local == "v" and isinstance(ref, tuple):
+            state["in_v"] = False
+            first_col[0] = min(first_col[0], ref[1])
+            if state["error"]:
+                found.append((ref[0], ref[1], "".join(state["text"])[:16]))  # type: ignore[arg-type]
+        elif local == "c":
+            state["ref"] = None
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if not _may_hold(zf, index, _ERROR_TYPE):
+                return []
+            with zf.open(_sheet_member(zf, index)) as fh:
+                _scan_xml(fh, start=start, end=end, text=text)
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile,
+            ElementTree.ParseError, expat.ExpatError):
+        return []
+    return [(row, col - first_col[0], shown) for row, col, shown in found]
+
+
+_ERROR_TYPE = re.compile(rb"""\st\s*=\s*["']e["']""")
+
+
+def _may_hold(zf: zipfile.ZipFile, index: int, needle: re.Pattern[bytes]) -> bool:
+    """Whether sheet ``index``'s bytes may match ``needle`` (True unless the sheet is UTF-8
+    text without it)."""
+    with zf.open(_sheet_member(zf, index)) as fh:
+        tail = b""
+        first = True
+        while chunk := fh.read(1 << 20):
+            if first and not _UTF8_HEAD.match(chunk):
+                return True
+            first = False
+            if needle.search(tail + chunk):
+                return True
+            tail = chunk[-64:]
+    return False
