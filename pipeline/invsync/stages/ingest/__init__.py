@@ -141,6 +141,25 @@ def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
     return _check_used_cells(_map_columns(table, column_map))
 
 
+_SAVE_AS = "open it in a spreadsheet program and save it as .xlsx (or CSV UTF-8)"
+_OLD_EXCEL = {b"\x09\x00": "2", b"\x09\x02": "3", b"\x09\x04": "4"}
+"""The BOF record that starts an Excel 2/3/4 worksheet (a bare BIFF stream, no container)."""
+
+
+def _refuse_named_formats(path: Path, data: bytes) -> None:
+    """Name what a file is when it is a format invsync does not read, with how to save it."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        raise InputFileError(str(path), f"this is UTF-32 text, which spreadsheet programs do "
+                                        f"not write; {_SAVE_AS}, or save the text as UTF-8")
+    if (data.startswith(b"ID;") and b"\nC;" in data[:65536]) or data.startswith(b"ID;P"):
+        raise InputFileError(str(path), f"this is a SYLK file (.slk), not a CSV file; "
+                                        f"{_SAVE_AS}")
+    version = _OLD_EXCEL.get(data[:2])
+    if version is not None and len(data) > 4 and 4 <= int.from_bytes(data[2:4], "little") <= 16:
+        raise InputFileError(str(path), f"this is an Excel {version} worksheet, a format from "
+                                        f"before 1995 that invsync does not read; {_SAVE_AS}")
+
+
 def _detect_format(path: Path, data: bytes) -> str:
     suffix = path.suffix.lower()
     is_excel = data.startswith(_XLSX_MAGIC) or data.startswith(_XLS_MAGIC)
@@ -150,6 +169,7 @@ def _detect_format(path: Path, data: bytes) -> str:
                 str(path), f"named {suffix} but it is an Excel workbook; rename it to .xlsx"
             )
         return "excel"
+    _refuse_named_formats(path, data)
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<?xml") and \
             b"urn:schemas-microsoft-com:office:spreadsheet" in data[:4096]:
         raise InputFileError(str(path), "this is an XML Spreadsheet 2003 file, not an Excel "

@@ -6,6 +6,7 @@ else the aliases people really use.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -207,18 +208,63 @@ def _alias_candidates(headers: list[str], norms: list[str], explicit: dict[str, 
 
 
 def _require_columns(table: StockTable, mapping: dict[str, str]) -> None:
-    """Refuse a table without an identifier or a quantity column."""
+    """Refuse a table without an identifier or a quantity column, saying how to name them."""
     missing = []
     if not any(k in mapping for k in IDENTIFIERS):
-        missing.append("an identifier column (sku, product_id or variant_id)")
+        missing.append("an identifier column (SKU, product id or variant id)")
     if "quantity" not in mapping:
-        missing.append("quantity")
-    if missing:
-        raise InputFileError(
-            str(table.path),
-            f"missing required column(s): {' and '.join(missing)}; "
-            f"found columns: {', '.join(map(repr, table.headers)) or 'none'}",
-        )
+        missing.append("the quantity")
+    if not missing:
+        return
+    named = [h for h in table.headers if not _GENERATED.match(h)]
+    found = (f"the file's columns are {', '.join(map(repr, named[:12]))}"
+             + (f" and {len(named) - 12} more" if len(named) > 12 else "")) if named else \
+        "the header row names no column"
+    raise InputFileError(str(table.path), f"missing required column(s): {' and '.join(missing)}; "
+                                          f"{found}; {_map_hint(table, mapping, named)}")
+
+
+_GENERATED = re.compile(r"^(?:column_\d+|_duplicated_\d+|__UNNAMED__\d+|\s*)$")
+"""Names invsync or the reader gives a column whose header cell is empty: never shown."""
+_QUANTITY_WORDS = re.compile(r"qty|quant|stock|hand|avail|count|level|inventory|menge|bestand|"
+                             r"stk|units|pcs|amount", re.IGNORECASE)
+_ID_WORDS = re.compile(r"sku|code|item|art|ref|part|number|id\b|ean|upc|gtin|barcode|model",
+                       re.IGNORECASE)
+
+
+def _map_hint(table: StockTable, mapping: dict[str, str], named: list[str]) -> str:
+    """The exact ``--map`` for the likeliest columns (or how to choose them)."""
+    used = set(mapping.values())
+    free = [h for h in named if h not in used]
+    quantity = None if "quantity" in mapping else _likeliest(table, free, _QUANTITY_WORDS,
+                                                             numbers=True)
+    ident = None if any(k in mapping for k in IDENTIFIERS) else _likeliest(
+        table, [h for h in free if h != quantity], _ID_WORDS, numbers=False)
+    maps = [f"--map '{h}={c}'" for h, c in ((ident, "sku"), (quantity, "quantity")) if h]
+    how = "say which column is which"
+    if maps:
+        return (f"{how} with {' '.join(maps)} on the command line (or in the upload page's "
+                f"column step)")
+    return (f"{how} with --map 'HEADER=quantity' (and 'HEADER=sku') on the command line, or "
+            f"in the upload page's column step")
+
+
+def _likeliest(table: StockTable, headers: list[str], words: re.Pattern[str], *,
+               numbers: bool) -> str | None:
+    """The header most likely to be the quantity (``numbers``) or the identifier: a
+    telling name first, then what its first cells hold."""
+    def score(header: str) -> tuple[int, float]:
+        cells = table.frame[header].head(200).drop_nulls().str.strip_chars()
+        cells = cells.filter(cells != "")
+        if cells.len() == 0:
+            return (0, 0.0)
+        whole = int(cells.str.contains(r"^[+]?\d+(?:\.0+)?$").sum()) / cells.len()
+        fit = whole if numbers else float(cells.n_unique()) / cells.len()
+        return (1 if words.search(header) else 0, fit)
+
+    best = [(score(h), h) for h in headers if h in table.frame.columns]
+    best = [(s, h) for s, h in best if s[1] >= 0.8 or (s[0] and s[1] > 0)]
+    return max(best, key=lambda b: b[0])[1] if best else None
 
 
 def _apply_layout(table: StockTable, layout: Layout, norms: list[str]) -> StockTable:

@@ -133,7 +133,7 @@ def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, 
         return data, encoding
     except UnicodeDecodeError:
         pass
-    detected = _detect_encoding(path, data)
+    detected = "cp1252" if thin_western(data) else _detect_encoding(path, data)
     try:
         text = data.decode(detected)
     except UnicodeDecodeError as exc:
@@ -141,6 +141,26 @@ def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, 
                                         f"{exc.start:,} is not; save it as UTF-8, or name the "
                                         f"encoding with --encoding") from None
     return text.encode("utf-8"), _ENCODING_NAMES.get(detected, detected)
+
+
+_WESTERN = frozenset("©®°±²³µ·¹º»¼½¾×÷€™‘’“”–—…•§¶¢£¥¤«¬¯´¸¨"
+                     + "".join(map(chr, range(0xC0, 0x100))))
+"""Characters a Windows-1252 reading of a few stray bytes may show in a Western file."""
+
+
+def thin_western(data: bytes) -> bool:
+    """Whether the only non-ASCII bytes are a few (at most 4 distinct) that read as common
+    Western characters in Windows-1252 (a ``©`` or an ``é``): evidence too thin to tell
+    code pages apart, so the Western one, by far the most common, is taken."""
+    sample = data[:_DETECT_SAMPLE]
+    high = {b for b in set(sample) if b >= 0x80}
+    if not high or len(high) > 4:
+        return False
+    try:
+        shown = bytes(sorted(high)).decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    return all(ch in _WESTERN for ch in shown)
 
 
 def _first_line_of(data: bytes) -> bytes:
@@ -227,9 +247,7 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
         frame, problems = _read_csv_carefully(path, data, delimiter, first_row)
     notes = []
     if encoding not in ("utf-8", "utf-8-sig"):
-        shown = encoding.replace("windows", "Windows").replace("utf", "UTF").upper() \
-            if not encoding.startswith("windows") else encoding.replace("windows", "Windows")
-        notes.append(f"the file is not UTF-8; it was read as {shown}")
+        notes.append(_encoding_note(raw, encoding))
     if skip:
         notes.append(f"the header is on row {first_row}; the {skip} row(s) above it were "
                      f"skipped")
@@ -239,6 +257,19 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
     if problems is not None and problems.height:
         table = StockTable(**{**table.__dict__, "problems": problems})
     return table
+
+
+def _encoding_note(raw: bytes, encoding: str) -> str:
+    """The note saying which encoding a file that is not UTF-8 was read as."""
+    shown = encoding.replace("windows", "Windows").replace("utf", "UTF").upper() \
+        if not encoding.startswith("windows") else encoding.replace("windows", "Windows")
+    if encoding == "windows-1252" and thin_western(raw):
+        chars = "".join(sorted({chr(b) for b in raw[:_DETECT_SAMPLE] if b >= 0x80}))
+        shown_chars = bytes(map(ord, chars)).decode("cp1252")
+        return (f"the file is not UTF-8; its only non-ASCII characters ({shown_chars}) were read "
+                f"as Windows-1252 (Western European), the most common; if they look wrong, "
+                f"name the encoding with --encoding")
+    return f"the file is not UTF-8; it was read as {shown}"
 
 
 MAX_ROW_CELLS = 2 * MAX_COLUMNS
