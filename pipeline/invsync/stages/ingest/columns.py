@@ -131,6 +131,8 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
     explicit = _explicit_map(column_map)
     norms = [normalise_header(h) for h in table.headers]
     layout = recognise(norms)
+    if layout is None and "quantity" not in explicit.values():
+        _refuse_per_location(table, norms)
     if layout is not None:
         mapping = _layout_mapping(table, layout, norms, explicit)
         candidates = _explicit_candidates(table.headers, norms, explicit)
@@ -146,6 +148,23 @@ def _map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
         mapping["location_id"] = mapping.pop("location_code")
     table = replace(table, mapping=mapping, layout=layout.name if layout else None)
     return _apply_layout(table, layout, norms) if layout is not None else table
+
+
+def _refuse_per_location(table: StockTable, norms: list[str]) -> None:
+    """Shopify's older inventory export holds a quantity column per location: say how to
+    sync one location at a time (invsync reads one quantity column)."""
+    from invsync.stages.layouts import per_location_columns
+
+    places = per_location_columns(norms, table.headers)
+    if not places:
+        return
+    shown = ", ".join(map(repr, places[:6])) + (" …" if len(places) > 6 else "")
+    raise InputFileError(
+        str(table.path),
+        f"this is Shopify's older inventory export, with one quantity column per location "
+        f"({shown}); invsync reads one location at a time: run it once per location, e.g. "
+        f"--map '{places[0]}=quantity' --location-id N (N the store's number for "
+        f"{places[0]!r}), or export the newer inventory file (one row per location)")
 
 
 def _explicit_map(column_map: dict[str, str]) -> dict[str, str]:
