@@ -16,6 +16,7 @@ from invsync.stages.ingest.xls import (
     _ole_stream_names,
     _utf16_cells,
     _xls_encrypted,
+    ole_damage,
 )
 from invsync.stages.ingest.xlsx import _check_workbook, error_cells
 from invsync.tables import ROW
@@ -71,6 +72,9 @@ def _refuse_other_formats(path: Path) -> None:
     with path.open("rb") as fh:
         head = fh.read(8)
     if head.startswith(_OLE_MAGIC):
+        damage = ole_damage(path.read_bytes())
+        if damage is not None:
+            raise InputFileError(str(path), DAMAGED.format(why=damage))
         streams = _ole_stream_names(path)
         if "EncryptedPackage" in streams or "EncryptionInfo" in streams or \
                 _xls_encrypted(path):

@@ -82,3 +82,75 @@ def _ole_stream_names(path: Path) -> set[str]:
     except (OSError, struct.error):
         return set()
     return names
+
+
+_END_OF_CHAIN = 0xFFFFFFFE
+_MAX_SECTOR = 0xFFFFFFFA
+
+
+def ole_damage(data: bytes) -> str | None:
+    """What is wrong with an OLE compound file's structure, or None when its sector chains
+    are sound: every chain (the directory's, each stream's) ends, stays inside the file and
+    is long enough for the size its stream claims. A reader trusting a chain that loops
+    never ends (and one trusting the claimed size allocates it)."""
+    import struct
+
+    try:
+        shift = struct.unpack_from("<H", data, 30)[0]
+        if shift not in (9, 12):
+            return "its sector size is not one a workbook has"
+        size = 1 << shift
+        count = max(0, (len(data) - 512) // size)
+        fat = _ole_fat(data, size, count)
+        cutoff = struct.unpack_from("<I", data, 56)[0]
+        directory = _ole_chain(fat, struct.unpack_from("<I", data, 48)[0], count)
+        if directory is None:
+            return "its directory's sector chain loops or leaves the file"
+        for sector in directory:
+            base = 512 + sector * size
+            for off in range(base, base + size, 128):
+                kind = data[off + 66]
+                start, length = struct.unpack_from("<IQ", data, off + 116)
+                if kind != 2 or length < cutoff:
+                    continue
+                chain = _ole_chain(fat, start, count)
+                if chain is None:
+                    return "a stream's sector chain loops or leaves the file"
+                if length > len(chain) * size:
+                    return "a stream claims more data than the file holds"
+    except (struct.error, IndexError):
+        return "it ends inside its own structure"
+    return None
+
+
+def _ole_fat(data: bytes, size: int, count: int) -> list[int]:
+    """The file allocation table: the next sector of each sector."""
+    import struct
+
+    fat_sectors = [s for s in struct.unpack_from("<109I", data, 76) if s <= _MAX_SECTOR]
+    difat, seen = struct.unpack_from("<I", data, 68)[0], set()
+    while difat <= _MAX_SECTOR and difat < count and difat not in seen:
+        seen.add(difat)
+        entries = struct.unpack_from(f"<{size // 4}I", data, 512 + difat * size)
+        fat_sectors += [s for s in entries[:-1] if s <= _MAX_SECTOR]
+        difat = entries[-1]
+    fat: list[int] = []
+    for sector in fat_sectors:
+        if sector >= count:
+            raise IndexError(sector)
+        fat += struct.unpack_from(f"<{size // 4}I", data, 512 + sector * size)
+    return fat
+
+
+def _ole_chain(fat: list[int], start: int, count: int) -> list[int] | None:
+    """The sectors of the chain from ``start``; None if it loops or leaves the file."""
+    chain: list[int] = []
+    seen: set[int] = set()
+    sector = start
+    while sector != _END_OF_CHAIN:
+        if sector >= count or sector >= len(fat) or sector in seen:
+            return None
+        seen.add(sector)
+        chain.append(sector)
+        sector = fat[sector]
+    return chain
