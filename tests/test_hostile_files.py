@@ -1,0 +1,160 @@
+"""Every hostile or odd file of ``tests/data/hostile/`` through the real CLI, each under a
+memory and time bound, and what each one must say (issue: files nobody here has seen).
+
+The files are made by ``tests/data/make_hostile.py``; the 40 MB CSV with one very wide row
+is made here, in a temporary folder. The runs have no store (an offline ``plan``): reading
+the file is what is tested.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from invsync.errors import InputFileError
+from invsync.stages.ingest import read_stock_file
+from tests.conftest import ROOT, run_invsync
+from tests.test_resilience import MAX_RSS, run_measured
+
+HOSTILE = ROOT / "tests" / "data" / "hostile"
+BOUND_S = 60.0
+"""Generous (a file takes a second or two): a reader that loops is what this catches."""
+
+# file -> (exit code, words the output must hold)
+EXPECTED: dict[str, tuple[int, list[str]]] = {
+    "looping-ole-chain.xls": (65, ["the workbook is damaged", "loops"]),
+    "no-sheets.xlsx": (65, ["the workbook is damaged", "lists no sheets"]),
+    "truncated.xlsx": (65, ["the workbook is damaged"]),
+    "garbage-sheet.xlsx": (65, ["the workbook is damaged"]),
+    "first-sheet-empty.xlsx": (65, ["sheet 'Notes' is empty", "'Stock', 'Archive'",
+                                    "--sheet 'Stock'"]),
+    "error-cells.xlsx": (1, ["error_cell", "the cell shows #N/A"]),
+    "sylk-named.csv": (65, ["SYLK file", "save it as .xlsx"]),
+    "utf32.csv": (65, ["UTF-32 text", "save it as .xlsx"]),
+    "excel4.xls": (65, ["Excel 4 worksheet", "save it as .xlsx"]),
+    "latin1-copyright.csv": (0, ["read as Windows-1252"]),
+    "shopify-products.csv": (0, ["Shopify products export"]),
+    "shopify-inventory-old.csv": (65, ["older inventory export",
+                                       "--map 'Shop location=quantity' --location-id"]),
+    "headers-without-names.csv": (65, ["missing required column(s)",
+                                       "--map 'Artikel=sku' --map 'Anzahl=quantity'"]),
+}
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """No token, a store address nothing listens on: only the file is read."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGCOMMERCE_", "INVSYNC_"))}
+    env.update({"BIGCOMMERCE_STORE_HASH": "hostile", "BIGCOMMERCE_API_URL": "http://127.0.0.1:9",
+                "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "200"})
+    return env
+
+
+def test_every_hostile_file_has_an_expectation() -> None:
+    assert sorted(p.name for p in HOSTILE.iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_hostile_file_is_read_or_refused_plainly_within_bounds(name: str, tmp_path: Path) -> None:
+    code, words = EXPECTED[name]
+    run = run_measured(["plan", str(HOSTILE / name)], offline_env(tmp_path))
+    assert run.guard is None, f"{name}: {run.guard}"
+    assert run.returncode == code, (name, run.output[-2000:])
+    assert run.seconds < BOUND_S
+    assert run.peak_rss < MAX_RSS, f"{name}: peak RSS {run.peak_rss >> 20} MiB"
+    for word in words:
+        assert word in run.output, (word, run.output[-2000:])
+    for never in ("Traceback", "panicked", "calamine", "column_2", "__UNNAMED__", "_duplicated_"):
+        assert never not in run.output, (never, run.output[-2000:])
+
+
+def test_a_40_mb_csv_with_one_very_wide_row_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    with path.open("w") as fh:
+        fh.write("sku,quantity\n")
+        fh.writelines(f"S-{i},{i}\n" for i in range(100))
+        fh.write("W-1,1," + "ab," * 13_000_000 + "\n")  # 39 MB on one line
+        fh.write("S-last,5\n")
+    run = run_measured(["plan", str(path)], offline_env(tmp_path))
+    assert run.guard is None, run.guard
+    assert run.returncode == 1, run.output[-2000:]
+    assert run.peak_rss < MAX_RSS, f"peak RSS {run.peak_rss >> 20} MiB"
+    assert run.seconds < BOUND_S
+    assert "this row has more than 2,000 cells but the header has 2" in run.output
+
+
+def rejected(result: Any) -> list[dict[str, str]]:
+    with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_error_cells_are_their_own_reason_and_read_as_empty(tmp_path: Path) -> None:
+    table = read_stock_file(HOSTILE / "error-cells.xlsx")
+    assert table.problems is not None
+    found = {(r["__row"], r["reason"], r["value"]) for r in table.problems.to_dicts()}
+    assert found == {(3, "error_cell", "#N/A"), (4, "error_cell", "#REF!"),
+                     (5, "error_cell", "#DIV/0!")}
+    by_row = {r["__row"]: r for r in table.frame.to_dicts()}
+    assert by_row[3]["quantity"] is None and by_row[4]["sku"] is None
+    assert by_row[6]["active"] is None  # #NAME? in a column invsync does not use: just empty
+    assert [by_row[2]["active"], by_row[3]["active"]] == ["TRUE", "FALSE"]
+
+    result = run_invsync(["plan", str(HOSTILE / "error-cells.xlsx")], offline_env(tmp_path))
+    assert result.returncode == 1
+    rows = {r["row"]: r for r in rejected(result)}
+    assert {k: v["reason"] for k, v in rows.items()} == {"3": "error_cell", "4": "error_cell",
+                                                         "5": "error_cell"}
+    assert "the cell shows #REF!" in rows["4"]["message"]
+    assert result.report()["counts"]["valid"] == 2
+
+
+def test_reading_a_workbook_never_swaps_file_descriptor_2(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    swapped: list[tuple[object, ...]] = []
+    real = os.dup2
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        swapped.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "dup2", watched)
+    table = read_stock_file(HOSTILE / "error-cells.xlsx")
+    with pytest.raises(InputFileError, match="the workbook is damaged"):
+        read_stock_file(HOSTILE / "garbage-sheet.xlsx")
+    monkeypatch.undo()
+    assert table.rows == 5
+    assert swapped == []
+
+
+def test_a_file_cut_off_mid_line_rejects_its_last_row(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    feed = tmp_path / "feed.csv"
+    feed.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,200\n")
+    first = run_invsync(["plan", str(feed)], env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.report()["input"]["last_line_complete"] is True
+
+    feed.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,20")  # the transfer stopped mid-line
+    cut = run_invsync(["plan", str(feed)], env)
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert cut.report()["input"]["last_line_complete"] is False
+    [row] = rejected(cut)
+    assert (row["row"], row["reason"]) == ("3", "maybe_truncated")
+    assert "cut off mid-line" in row["message"] and "arrived whole" in row["message"]
+    assert cut.report()["counts"]["valid"] == 1
+
+
+def test_a_source_that_never_ends_with_a_newline_is_not_suspect(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    feed = tmp_path / "feed.csv"
+    for content in (b"sku,quantity\nSKU-1,5\nSKU-2,200", b"sku,quantity\nSKU-1,5\nSKU-2,20"):
+        feed.write_bytes(content)
+        result = run_invsync(["plan", str(feed)], env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    # Another file cut the same way, with no run of its own before: nothing to compare.
+    other = tmp_path / "other.csv"
+    other.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,20")
+    assert run_invsync(["plan", str(other)], env).returncode == 0
