@@ -33,6 +33,9 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "first-sheet-empty.xlsx": (65, ["sheet 'Notes' is empty", "'Stock', 'Archive'",
                                     "--sheet 'Stock'"]),
     "error-cells.xlsx": (1, ["error_cell", "the cell shows #N/A"]),
+    "odd-cells.ods": (1, ["error_cell", "the cell shows #N/A"]),
+    "no-mimetype.ods": (1, ["error_cell", "the cell shows #N/A"]),
+    "unknown-types-only.ods": (0, ["1 would be"]),
     "sylk-named.csv": (65, ["SYLK file", "save it as .xlsx"]),
     "utf32.csv": (65, ["UTF-32 text", "save it as .xlsx"]),
     "excel4.xls": (65, ["Excel 4 worksheet", "save it as .xlsx"]),
@@ -109,6 +112,20 @@ def test_error_cells_are_their_own_reason_and_read_as_empty(tmp_path: Path) -> N
                                                          "5": "error_cell"}
     assert "the cell shows #REF!" in rows["4"]["message"]
     assert result.report()["counts"]["valid"] == 2
+
+
+@pytest.mark.parametrize("name", ["odd-cells.ods", "no-mimetype.ods"])
+def test_ods_cells_read_as_libreoffice_shows_them(name: str) -> None:
+    table = read_stock_file(HOSTILE / name)
+    rows = {r["__row"]: (r["sku"], r["quantity"], r["active"]) for r in table.frame.to_dicts()}
+    assert rows == {2: ("A-1", "5", "TRUE"), 3: ("A-2", None, "FALSE"), 4: ("A-3", "7", None)}
+    assert table.problems is not None
+    assert table.problems.select("__row", "reason", "value").rows() == [(3, "error_cell", "#N/A")]
+
+
+def test_a_sheet_of_unknown_value_types_is_read_as_text() -> None:
+    table = read_stock_file(HOSTILE / "unknown-types-only.ods")
+    assert table.frame.select("sku", "quantity", "__row").rows() == [("X-1", "4", 2)]
 
 
 def test_reading_a_workbook_never_swaps_file_descriptor_2(monkeypatch: pytest.MonkeyPatch

@@ -137,7 +137,69 @@ def garbage_xlsx() -> bytes:
     return rewrite_zip(xlsx_bytes(build), {"xl/worksheets/sheet1.xml": b"\x00\x01garbage<<<"})
 
 
+_ODS_NS = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+           'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+           'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+           'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0" '
+           'xmlns:of="urn:oasis:names:tc:opendocument:xmlns:of:1.2"')
+
+
+def ods(rows: list[list[str]], *, mimetype: bool = True) -> bytes:
+    """An OpenDocument spreadsheet as LibreOffice writes one (cells given as XML)."""
+    body = "".join("<table:table-row>" + "".join(r) + "</table:table-row>" for r in rows)
+    content = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {_ODS_NS} '
+               f'office:version="1.2"><office:body><office:spreadsheet><table:table '
+               f'table:name="Stock">{body}</table:table></office:spreadsheet></office:body>'
+               f'</office:document-content>')
+    manifest = ('<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
+                '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/'
+                'vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path='
+                '"content.xml" manifest:media-type="text/xml"/></manifest:manifest>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        if mimetype:
+            zf.writestr(zipfile.ZipInfo("mimetype"),
+                        "application/vnd.oasis.opendocument.spreadsheet")
+        zf.writestr("META-INF/manifest.xml", manifest)
+        zf.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def _s(text: str) -> str:
+    return ('<table:table-cell office:value-type="string" calcext:value-type="string">'
+            f"<text:p>{text}</text:p></table:table-cell>")
+
+
+def _n(value: int) -> str:
+    return (f'<table:table-cell office:value-type="float" office:value="{value}" '
+            f'calcext:value-type="float"><text:p>{value}</text:p></table:table-cell>')
+
+
+def _b(value: str) -> str:
+    return (f'<table:table-cell office:value-type="boolean" office:boolean-value="{value}" '
+            f'calcext:value-type="boolean"><text:p>{value.upper()}</text:p></table:table-cell>')
+
+
+def _error(text: str) -> str:
+    return ('<table:table-cell table:formula="of:=NA()" office:value-type="string" '
+            'office:string-value="" calcext:value-type="error">'
+            f"<text:p>{text}</text:p></table:table-cell>")
+
+
+def _odd(text: str) -> str:
+    """A cell of a value type the Excel reader does not know (it drops it)."""
+    return f'<table:table-cell office:value-type="weird"><text:p>{text}</text:p></table:table-cell>'
+
+
+ODS_ROWS = [[_s("sku"), _s("quantity"), _s("active")], [_s("A-1"), _n(5), _b("true")],
+            [_s("A-2"), _error("#N/A"), _b("false")], [_odd("A-3"), _n(7)]]
+
 FILES = {
+    "odd-cells.ods": lambda: ods(ODS_ROWS),
+    "no-mimetype.ods": lambda: ods(ODS_ROWS, mimetype=False),
+    "unknown-types-only.ods": lambda: ods([[_odd("sku"), _odd("quantity")],
+                                           [_odd("X-1"), _odd("4")]]),
     "looping-ole-chain.xls": looping_ole,
     "no-sheets.xlsx": no_sheets,
     "error-cells.xlsx": error_cells,

@@ -49,7 +49,7 @@ class LoadedSheet:
     frame: pl.DataFrame
 
 
-def load_sheet(path: Path, sheet: str | None) -> LoadedSheet:
+def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None) -> LoadedSheet:
     """Read sheet ``sheet`` (a name, a 1-based number, or the first) of workbook ``path``.
 
     Every cell as text (``None`` for an empty one), row ``i`` of the frame being the sheet's
@@ -60,9 +60,9 @@ def load_sheet(path: Path, sheet: str | None) -> LoadedSheet:
 
     with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
         out = Path(tmp) / "sheet.arrow"
-        result = _run_child(path, sheet, out)
+        result = _run_child(path, sheet, out, shown or path)
         if "refused" in result:
-            raise InputFileError(str(path), str(result["refused"]))
+            raise InputFileError(str(shown or path), str(result["refused"]))
         frame = pl.read_ipc(io.BytesIO(out.read_bytes()))
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
 
@@ -77,7 +77,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(path: Path, sheet: str | None, out: Path) -> dict[str, Any]:
+def _run_child(path: Path, sheet: str | None, out: Path, shown: Path) -> dict[str, Any]:
     """Start the child, watch it, and return its JSON answer (or raise for a damaged file)."""
     args = [sys.executable, "-m", "invsync.stages.ingest.isolated", str(path), sheet or "",
             str(out)]
@@ -93,13 +93,13 @@ def _run_child(path: Path, sheet: str | None, out: Path) -> dict[str, Any]:
         if proc.stdout is not None:
             proc.stdout.close()
     if why is not None:
-        raise InputFileError(str(path), DAMAGED.format(why=why))
+        raise InputFileError(str(shown), DAMAGED.format(why=why))
     try:
         result: dict[str, Any] = json.loads(answer.decode("utf-8").strip().splitlines()[-1])
     except (ValueError, IndexError):
         result = {}
     if proc.returncode != 0 or not result:
-        raise InputFileError(str(path), DAMAGED.format(why="the reader stopped on it"))
+        raise InputFileError(str(shown), DAMAGED.format(why="the reader stopped on it"))
     return result
 
 

@@ -151,3 +151,19 @@ def _finish(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def set_cells(frame: pl.DataFrame, cells: pl.DataFrame, *, empty: bool = False
+                ) -> pl.DataFrame:
+    """``frame`` with the cells at (``ROW``, ``column``) set to ``value`` (or emptied)."""
+    import polars as pl
+
+    for (column,), part in cells.group_by("column"):
+        name = str(column)
+        if name not in frame.columns:
+            continue
+        hit = part.select(ROW, pl.col("value").alias("__set"), pl.lit(True).alias("__hit"))
+        frame = frame.join(hit, on=ROW, how="left", maintain_order="left").with_columns(
+            pl.when(pl.col("__hit")).then(pl.lit(None, pl.String) if empty else pl.col("__set"))
+            .otherwise(pl.col(name)).alias(name)).drop("__set", "__hit")
+    return frame

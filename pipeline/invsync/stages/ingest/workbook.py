@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 from invsync.errors import InputFileError
 from invsync.stages.ingest.columns import HEADER_SEARCH_ROWS, find_header
 from invsync.stages.ingest.isolated import DAMAGED, load_sheet
-from invsync.stages.ingest.table import StockTable, _finish, _unique_headers
+from invsync.stages.ingest.ods import is_ods, ods_cells, place, with_mimetype
+from invsync.stages.ingest.table import StockTable, _finish, _unique_headers, set_cells
 from invsync.stages.ingest.xls import (
     _OLE_MAGIC,
     _ole_stream_names,
@@ -32,15 +34,23 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     _refuse_other_formats(path)
     if zipfile.is_zipfile(path):
         _check_workbook(path)
-    loaded = load_sheet(path, sheet)
+    opendocument = is_ods(path)
+    with tempfile.TemporaryDirectory(prefix="invsync-ods-") as tmp:
+        source = with_mimetype(path, Path(tmp)) if opendocument else path
+        loaded = load_sheet(source, sheet, shown=path)
     names, index = loaded.names, loaded.index
     import polars as pl
 
     frame = _booleans(_utf16_cells(loaded.frame.with_row_index(ROW, offset=1)
                                    .with_columns(pl.col(ROW).cast(pl.Int64))))
+    if opendocument:
+        frame, found = place(frame, ods_cells(path, index))
+    else:
+        found = error_cells(path, index) if zipfile.is_zipfile(path) and \
+            path.suffix.lower() != ".xlsb" else []
     cells = [c for c in frame.columns if c != ROW]
-    errors = _error_frame(path, index, cells)
-    frame = _with_cells(frame, errors)
+    errors = _error_frame(found, cells)
+    frame = set_cells(frame, errors)
     filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
                                             & (pl.col(cells).str.strip_chars() != "")))
     if filled.height == 0:
@@ -105,33 +115,14 @@ def _is_xml_spreadsheet(path: Path) -> bool:
     return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
 
 
-def _error_frame(path: Path, index: int, cells: list[str]) -> pl.DataFrame:
-    """The sheet's error cells (``#N/A``...): ``ROW``, the reader's column name, the text."""
+def _error_frame(found: list[tuple[int, int, str]], cells: list[str]) -> pl.DataFrame:
+    """Error cells (``#N/A``...) by (row, position): ``ROW``, the column's name, the text."""
     import polars as pl
 
-    found: list[tuple[int, int, str]] = []
-    if zipfile.is_zipfile(path) and path.suffix.lower() not in (".ods", ".xlsb"):
-        found = error_cells(path, index)
     found = [(r, p, t) for r, p, t in found if 0 <= p < len(cells)]
     return pl.DataFrame({ROW: [r for r, _, _ in found], "column": [cells[p] for _, p, _ in found],
                          "value": [t for _, _, t in found]},
                         schema={ROW: pl.Int64, "column": pl.String, "value": pl.String})
-
-
-def _with_cells(frame: pl.DataFrame, cells: pl.DataFrame, *, empty: bool = False
-                ) -> pl.DataFrame:
-    """``frame`` with the cells at (``ROW``, ``column``) set to ``value`` (or emptied)."""
-    import polars as pl
-
-    for (column,), part in cells.group_by("column"):
-        name = str(column)
-        if name not in frame.columns:
-            continue
-        hit = part.select(ROW, pl.col("value").alias("__set"), pl.lit(True).alias("__hit"))
-        frame = frame.join(hit, on=ROW, how="left", maintain_order="left").with_columns(
-            pl.when(pl.col("__hit")).then(pl.lit(None, pl.String) if empty else pl.col("__set"))
-            .otherwise(pl.col(name)).alias(name)).drop("__set", "__hit")
-    return frame
 
 
 def _errors_read_as_empty(table: StockTable, errors: pl.DataFrame, header_of: dict[str, str]
@@ -144,7 +135,7 @@ def _errors_read_as_empty(table: StockTable, errors: pl.DataFrame, header_of: di
         return table
     body = errors.filter(pl.col(ROW) > table.header_row).with_columns(
         pl.col("column").replace_strict(header_of, default=None))
-    return replace(table, frame=_with_cells(table.frame, body, empty=True), error_cells=body)
+    return replace(table, frame=set_cells(table.frame, body, empty=True), error_cells=body)
 
 
 def _booleans(frame: pl.DataFrame) -> pl.DataFrame:
