@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "error-cells.xlsx": (1, ["error_cell", "the cell shows #N/A"]),
     "odd-cells.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "no-mimetype.ods": (1, ["error_cell", "the cell shows #N/A"]),
+    "password.ods": (65, ["password-protected", "without a password"]),
     "unknown-types-only.ods": (0, ["1 would be"]),
     "sylk-named.csv": (65, ["SYLK file", "save it as .xlsx"]),
     "utf32.csv": (65, ["UTF-32 text", "save it as .xlsx"]),

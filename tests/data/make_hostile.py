@@ -166,6 +166,23 @@ def ods(rows: list[list[str]], *, mimetype: bool = True) -> bytes:
     return out.getvalue()
 
 
+def encrypted_ods() -> bytes:
+    """An OpenDocument spreadsheet saved with a password: its parts are encrypted and the
+    manifest says how."""
+    data = ods([[_s("sku"), _s("quantity")]])
+    manifest = ('<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest='
+                '"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/'
+                'vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path='
+                '"content.xml" manifest:media-type="text/xml" manifest:size="900">'
+                '<manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum='
+                '"AAAA"><manifest:algorithm manifest:algorithm-name="Blowfish CFB" '
+                'manifest:initialisation-vector="AAAA"/></manifest:encryption-data>'
+                '</manifest:file-entry></manifest:manifest>')
+    return rewrite_zip(data, {"META-INF/manifest.xml": manifest.encode(),
+                              "content.xml": bytes(range(256)) * 4})
+
+
 def _s(text: str) -> str:
     return ('<table:table-cell office:value-type="string" calcext:value-type="string">'
             f"<text:p>{text}</text:p></table:table-cell>")
@@ -198,6 +215,7 @@ ODS_ROWS = [[_s("sku"), _s("quantity"), _s("active")], [_s("A-1"), _n(5), _b("tr
 FILES = {
     "odd-cells.ods": lambda: ods(ODS_ROWS),
     "no-mimetype.ods": lambda: ods(ODS_ROWS, mimetype=False),
+    "password.ods": encrypted_ods,
     "unknown-types-only.ods": lambda: ods([[_odd("sku"), _odd("quantity")],
                                            [_odd("X-1"), _odd("4")]]),
     "looping-ole-chain.xls": looping_ole,

@@ -96,8 +96,12 @@ def _refuse_other_formats(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 members = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError):
+                manifest = zf.read("META-INF/manifest.xml")[:1 << 20] \
+                    if "META-INF/manifest.xml" in members else b""
+        except (zipfile.BadZipFile, OSError, KeyError, ValueError):
             return
+        if b"encryption-data" in manifest:  # an OpenDocument file saved with a password
+            raise InputFileError(str(path), PASSWORD)
         if any(m.endswith((".iwa", "Index.zip")) for m in members) or \
                 ("[Content_Types].xml" not in members and "mimetype" not in members and any(
                     m.endswith(".numbers/") or m.startswith("Metadata/") for m in members)):
