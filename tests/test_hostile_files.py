@@ -33,6 +33,8 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "first-sheet-empty.xlsx": (65, ["sheet 'Notes' is empty", "'Stock', 'Archive'",
                                     "--sheet 'Stock'"]),
     "error-cells.xlsx": (1, ["error_cell", "the cell shows #N/A"]),
+    "error-cells-libreoffice.xls": (1, ["error_cell", "the cell shows #N/A"]),
+    "error-cells-libreoffice.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "odd-cells.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "no-mimetype.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "password.ods": (65, ["password-protected", "without a password"]),
@@ -93,6 +95,57 @@ def test_a_40_mb_csv_with_one_very_wide_row_stays_bounded(tmp_path: Path) -> Non
 def rejected(result: Any) -> list[dict[str, str]]:
     with (result.report_dir() / "rejected.csv").open(newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("name", ["error-cells.xlsx", "error-cells-libreoffice.xls",
+                                  "error-cells-libreoffice.ods"])
+def test_error_cells_read_as_empty_in_every_workbook_format(name: str) -> None:
+    table = read_stock_file(HOSTILE / name)
+    assert table.problems is not None
+    assert table.problems.select("__row", "column", "reason", "value").rows() == [
+        (3, "quantity", "error_cell", "#N/A"), (4, "sku", "error_cell", "#REF!"),
+        (5, "quantity", "error_cell", "#DIV/0!")]
+    assert table.frame.select("sku", "quantity", "active").rows() == [
+        ("OK-1", "5", "TRUE"), ("NA-1", None, "FALSE"), (None, "7", None), ("DIV-1", None, None),
+        ("OK-2", "9", None)]
+
+
+def test_xlsb_error_cells_are_found(tmp_path: Path) -> None:
+    """No program here writes .xlsb: a corpus file's number cell is made an error cell."""
+    from invsync.stages.ingest.xlsb import _sheet_member, records, xlsb_error_cells
+
+    source = ROOT.parent / "shared" / "corpus" / "xl" / "cal_issues.xlsb"
+    if not source.exists():
+        source = Path("/work/shared/corpus/xl/cal_issues.xlsb")
+    if not source.exists():
+        pytest.skip("the corpus is absent")
+    import zipfile
+
+    with zipfile.ZipFile(source) as zf:
+        member = _sheet_member(zf, 0)
+        parts = {i.filename: zf.read(i) for i in zf.infolist()}
+    data = parts[member]
+    _, pos, size = [r for r in records(data) if r[0] == 2][-1]  # a number (RK) cell
+    head = pos - 2  # one byte of type, one of size, for a short record
+    assert data[head] == 2 and data[head + 1] == size
+    parts[member] = data[:head] + bytes([3, 9]) + data[pos:pos + 8] + b"\x2a" + \
+        data[pos + size:]
+    path = tmp_path / "errors.xlsb"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, body in parts.items():
+            zf.writestr(name, body)
+    found = xlsb_error_cells(path, 0)
+    assert [t for _, _, t in found] == ["#N/A"]
+    row, position, _ = found[0]
+    from invsync.stages.ingest import read_unmapped
+
+    plain = read_unmapped(source)
+    cut = read_unmapped(path)
+    header = plain.headers[position]
+    assert plain.frame.filter(plain.frame["__row"] == row)[header].item() is not None
+    assert cut.error_cells is not None
+    assert cut.error_cells.rows() == [(row, header, "#N/A")]
+    assert cut.frame.filter(cut.frame["__row"] == row)[header].item() is None
 
 
 def test_error_cells_are_their_own_reason_and_read_as_empty(tmp_path: Path) -> None:

@@ -242,10 +242,32 @@ FILES = {
 }
 
 
+def libreoffice_copies() -> None:
+    """``error-cells.xlsx`` saved by LibreOffice as .xls and .ods (when it is installed:
+    ``apt-get install libreoffice-calc-nogui``), the files people's exports look like."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    soffice = shutil.which("soffice")
+    if soffice is None:
+        print("soffice not found: the LibreOffice copies are left as they are")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "error-cells-libreoffice.xlsx"
+        source.write_bytes(error_cells())
+        for fmt in ("xls", "ods"):
+            subprocess.run([soffice, "--headless", "--norestore",
+                            f"-env:UserInstallation=file://{tmp}/profile", "--convert-to", fmt,
+                            "--outdir", str(OUT), str(source)], check=True, timeout=300,
+                           capture_output=True)
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     for name, make in FILES.items():
         (OUT / name).write_bytes(make())  # type: ignore[no-untyped-call]
+    libreoffice_copies()
     print(f"wrote {len(FILES)} files to {OUT}")
     return 0
 

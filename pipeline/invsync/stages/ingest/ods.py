@@ -59,7 +59,8 @@ class OdsCells:
     errors: list[tuple[int, int, str]] = field(default_factory=list)
     """Error cells and the text they show."""
     unknown: list[tuple[int, int, str]] = field(default_factory=list)
-    """Cells of a value type the reader does not know, and their text."""
+    """Cells the reader drops or reads otherwise than they show (a value type it does not
+    know; a number formatted as a boolean), and their text."""
     first_col: int | None = None
     """The first column holding a value the reader reads (where its columns start)."""
 
@@ -131,8 +132,10 @@ def _cell_done(st: _State, found: OdsCells) -> None:
     unknown = st.kind is not None and st.kind not in _KNOWN
     if not unknown and (found.first_col is None or st.col < found.first_col):
         found.first_col = st.col
+    # LibreOffice stores TRUE as a formula of type float showing TRUE: read what it shows.
+    boolean = st.kind == "float" and shown in ("TRUE", "FALSE")
     target = found.errors if st.error else (
-        found.unknown if unknown and shown else None)
+        found.unknown if (unknown and shown) or boolean else None)
     if target is None:
         return
     for r in range(st.row, st.row + min(st.row_repeat, MAX_FOUND)):

@@ -18,8 +18,10 @@ from invsync.stages.ingest.xls import (
     _ole_stream_names,
     _utf16_cells,
     _xls_encrypted,
+    biff_error_cells,
     ole_damage,
 )
+from invsync.stages.ingest.xlsb import xlsb_error_cells
 from invsync.stages.ingest.xlsx import _check_workbook, error_cells
 from invsync.tables import ROW
 
@@ -46,8 +48,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     if opendocument:
         frame, found = place(frame, ods_cells(path, index))
     else:
-        found = error_cells(path, index) if zipfile.is_zipfile(path) and \
-            path.suffix.lower() != ".xlsb" else []
+        found = _error_cells(path, index)
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
     frame = set_cells(frame, errors)
@@ -117,6 +118,18 @@ def _is_xml_spreadsheet(path: Path) -> bool:
     with path.open("rb") as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
+
+
+def _error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
+    """The error cells of an .xlsx/.xlsm, .xlsb or .xls sheet: (row, position, text)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            binary = "xl/workbook.bin" in zf.namelist()
+        return xlsb_error_cells(path, index) if binary else error_cells(path, index)
+    with path.open("rb") as fh:
+        if fh.read(8) != _OLE_MAGIC:
+            return []
+    return biff_error_cells(path.read_bytes(), index)
 
 
 def _error_frame(found: list[tuple[int, int, str]], cells: list[str]) -> pl.DataFrame:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import polars as pl
 
 
@@ -154,3 +156,103 @@ def _ole_chain(fat: list[int], start: int, count: int) -> list[int] | None:
         chain.append(sector)
         sector = fat[sector]
     return chain
+
+
+BIFF_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?",
+               0x24: "#NUM!", 0x2A: "#N/A", 0x2B: "#GETTING_DATA"}
+"""The error codes of BIFF (and of .xlsb), as a spreadsheet shows them."""
+_VALUE_RECORDS = {0x0203, 0x027E, 0x00BD, 0x00FD, 0x0204, 0x0205, 0x0006, 0x00D6}
+"""NUMBER, RK, MULRK, LABELSST, LABEL, BOOLERR, FORMULA, RSTRING: cells with a value."""
+
+
+def ole_stream(data: bytes, names: tuple[str, ...] = ("Workbook", "Book")) -> bytes | None:
+    """The first of the named streams of an OLE file whose structure :func:`ole_damage`
+    found sound (None when there is no such stream)."""
+    import struct
+
+    size = 1 << struct.unpack_from("<H", data, 30)[0]
+    count = max(0, (len(data) - 512) // size)
+    fat = _ole_fat(data, size, count)
+    cutoff = struct.unpack_from("<I", data, 56)[0]
+    entries = []
+    for sector in _ole_chain(fat, struct.unpack_from("<I", data, 48)[0], count) or []:
+        base = 512 + sector * size
+        for off in range(base, base + size, 128):
+            length = struct.unpack_from("<H", data, off + 64)[0]
+            name = data[off:off + max(0, length - 2)].decode("utf-16-le", errors="replace")
+            start, stream_size = struct.unpack_from("<IQ", data, off + 116)
+            entries.append((name, data[off + 66], start, stream_size))
+    root = next((e for e in entries if e[1] == 5), None)
+    for name, kind, start, stream_size in entries:
+        if kind != 2 or name not in names:
+            continue
+        if stream_size >= cutoff:
+            chain = _ole_chain(fat, start, count) or []
+            return b"".join(data[512 + s * size:512 + (s + 1) * size] for s in chain)[
+                :stream_size]
+        if root is None:
+            return None
+        mini = b"".join(data[512 + s * size:512 + (s + 1) * size]
+                        for s in _ole_chain(fat, root[2], count) or [])
+        minifat_chain = _ole_chain(fat, struct.unpack_from("<I", data, 60)[0], count) or []
+        raw = b"".join(data[512 + s * size:512 + (s + 1) * size] for s in minifat_chain)
+        minifat = list(struct.unpack_from(f"<{len(raw) // 4}I", raw))
+        chain = _ole_chain(minifat, start, len(mini) // 64) or []
+        return b"".join(mini[s * 64:(s + 1) * 64] for s in chain)[:stream_size]
+    return None
+
+
+def biff_error_cells(data: bytes, index: int) -> list[tuple[int, int, str]]:
+    """The error cells of sheet ``index`` of an .xls file's bytes: ``(row, position in the
+    used range, text)``, rows numbered as the sheet shows them. Empty when unsure."""
+    import struct
+
+    try:
+        if ole_damage(data) is not None:
+            return []
+        stream = ole_stream(data)
+        if stream is None:
+            return []
+        sheets = [struct.unpack_from("<I", stream, pos + 4)[0]
+                  for kind, pos, _ in _records(stream, 0) if kind == 0x0085]
+        if index >= len(sheets):
+            return []
+        found, first_col = [], 1 << 30
+        for kind, pos, size in _records(stream, sheets[index]):
+            if kind not in _VALUE_RECORDS or size < 6:
+                continue
+            row, col = struct.unpack_from("<HH", stream, pos + 4)
+            first_col = min(first_col, col)
+            shown = _biff_error(stream, kind, pos + 4, size)
+            if shown is not None:
+                found.append((row + 1, col, shown))
+    except (struct.error, IndexError, ValueError):
+        return []
+    return [(r, c - first_col, t) for r, c, t in found]
+
+
+def _biff_error(stream: bytes, kind: int, body: int, size: int) -> str | None:
+    """The error a BOOLERR or FORMULA record shows, if it is an error."""
+    if kind == 0x0205 and size >= 8 and stream[body + 7] == 1:
+        return BIFF_ERRORS.get(stream[body + 6], "#ERROR")
+    if kind == 0x0006 and size >= 14 and stream[body + 6] == 2 and \
+            stream[body + 12:body + 14] == b"\xff\xff":
+        return BIFF_ERRORS.get(stream[body + 8], "#ERROR")
+    return None
+
+
+def _records(stream: bytes, start: int) -> Iterator[tuple[int, int, int]]:
+    """``(type, offset, size)`` of each BIFF record from the BOF at ``start`` to its EOF."""
+    import struct
+
+    pos, depth = start, 0
+    while pos + 4 <= len(stream):
+        kind, size = struct.unpack_from("<HH", stream, pos)
+        yield kind, pos, size
+        if kind in (0x0809, 0x0409, 0x0209, 0x0009):
+            depth += 1
+        elif kind == 0x000A:
+            depth -= 1
+            if depth <= 0:
+                return
+        pos += 4 + size
