@@ -229,3 +229,32 @@ def test_a_source_that_never_ends_with_a_newline_is_not_suspect(tmp_path: Path) 
     other = tmp_path / "other.csv"
     other.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,20")
     assert run_invsync(["plan", str(other)], env).returncode == 0
+
+
+def test_a_mac_central_european_biff5_workbook_reads_its_letters(tmp_path: Path) -> None:
+    """An old Mac Excel file names code page 10029, which the Excel reader does not know.
+    No program here writes BIFF5: a corpus BIFF5 file is given that code page and a word."""
+    import struct
+
+    from invsync.stages.ingest import read_unmapped
+    from invsync.stages.ingest.xls import _records, ole_stream
+
+    source = Path("/work/shared/corpus/xl/cal_biff5_write.xls")
+    beside = ROOT.parent / "shared" / "corpus" / "xl" / source.name
+    source = beside if beside.exists() else source
+    if not source.exists():
+        pytest.skip("the corpus is absent")
+    data = bytearray(source.read_bytes())
+    stream = ole_stream(bytes(data))
+    assert stream is not None
+    [pos] = [p for kind, p, _ in _records(stream, 0) if kind == 0x0042]
+    at = data.find(stream[:512]) + pos + 4  # the stream's first sector is stored in one piece
+    struct.pack_into("<H", data, at, 10029)
+    word = "Žluťouč".encode("mac_latin2")
+    i = data.find(b"sheetjs")
+    data[i:i + len(word)] = word
+    path = tmp_path / "mac.xls"
+    path.write_bytes(bytes(data))
+
+    table = read_unmapped(path)
+    assert "Žluťouč" in table.frame.select(table.headers[3]).to_series().to_list()

@@ -19,7 +19,9 @@ from invsync.stages.ingest.xls import (
     _utf16_cells,
     _xls_encrypted,
     biff_error_cells,
+    foreign_codepage,
     ole_damage,
+    recode,
 )
 from invsync.stages.ingest.xlsb import xlsb_error_cells
 from invsync.stages.ingest.xlsx import _check_workbook, error_cells
@@ -37,13 +39,21 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     if zipfile.is_zipfile(path):
         _check_workbook(path)
     opendocument = is_ods(path)
-    with tempfile.TemporaryDirectory(prefix="invsync-ods-") as tmp:
-        source = with_mimetype(path, Path(tmp)) if opendocument else path
+    foreign = None if opendocument or zipfile.is_zipfile(path) else \
+        foreign_codepage(path.read_bytes())
+    with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
+        source = path
+        if opendocument:
+            source = with_mimetype(path, Path(tmp))
+        elif foreign is not None:
+            source = Path(tmp) / path.name
+            source.write_bytes(foreign[0])
         loaded = load_sheet(source, sheet, shown=path)
     names, index = loaded.names, loaded.index
     import polars as pl
 
-    frame = _booleans(_utf16_cells(loaded.frame.with_row_index(ROW, offset=1)
+    frame = loaded.frame if foreign is None else recode(loaded.frame, foreign[1])
+    frame = _booleans(_utf16_cells(frame.with_row_index(ROW, offset=1)
                                    .with_columns(pl.col(ROW).cast(pl.Int64))))
     if opendocument:
         frame, found = place(frame, ods_cells(path, index))

@@ -256,3 +256,82 @@ def _records(stream: bytes, start: int) -> Iterator[tuple[int, int, int]]:
             if depth <= 0:
                 return
         pos += 4 + size
+
+
+_PYTHON_ONLY_CODEPAGES = {10006: "mac_greek", 10029: "mac_latin2", 10079: "mac_iceland",
+                          10081: "mac_turkish"}
+"""Code pages of old Mac Excel files the reader does not know (Python does): Mac Central
+European is the common one."""
+_AS_READ = 1252
+
+
+def foreign_codepage(data: bytes) -> tuple[bytes, str] | None:
+    """For a BIFF5/8 workbook whose CODEPAGE the reader does not know: its bytes with the
+    code page set to Windows-1252 (which the reader knows), and the Python codec to decode
+    the text with afterwards (:func:`recode`). None when no such change is needed."""
+    import struct
+
+    try:
+        if ole_damage(data) is not None:
+            return None
+        size = 1 << struct.unpack_from("<H", data, 30)[0]
+        stream = ole_stream(data)
+        if stream is None or len(stream) < struct.unpack_from("<I", data, 56)[0]:
+            return None  # a stream in the mini stream: too small to matter
+        for kind, pos, length in _records(stream, 0):
+            if kind == 0x0042 and length >= 2:
+                codec = _PYTHON_ONLY_CODEPAGES.get(struct.unpack_from("<H", stream, pos + 4)[0])
+                if codec is None:
+                    return None
+                sector = _stream_sector(data, (pos + 4) // size)
+                if sector is None:
+                    return None
+                at = 512 + sector * size + (pos + 4) % size
+                patched = bytearray(data)
+                struct.pack_into("<H", patched, at, _AS_READ)
+                return bytes(patched), codec
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _stream_sector(data: bytes, nth: int) -> int | None:
+    """The file sector holding sector ``nth`` of the Workbook/Book stream."""
+    import struct
+
+    size = 1 << struct.unpack_from("<H", data, 30)[0]
+    count = max(0, (len(data) - 512) // size)
+    fat = _ole_fat(data, size, count)
+    for sector in _ole_chain(fat, struct.unpack_from("<I", data, 48)[0], count) or []:
+        base = 512 + sector * size
+        for off in range(base, base + size, 128):
+            length = struct.unpack_from("<H", data, off + 64)[0]
+            name = data[off:off + max(0, length - 2)].decode("utf-16-le", errors="replace")
+            if data[off + 66] == 2 and name in ("Workbook", "Book"):
+                chain = _ole_chain(fat, struct.unpack_from("<I", data, off + 116)[0], count)
+                return chain[nth] if chain and nth < len(chain) else None
+    return None
+
+
+def _as_bytes(text: str) -> bytes:
+    """Windows-1252 text back to its bytes (the five bytes it leaves undefined pass as is)."""
+    out = bytearray()
+    for ch in text:
+        try:
+            out += ch.encode("cp1252")
+        except UnicodeEncodeError:
+            out.append(ord(ch) if ord(ch) < 256 else 0x3F)
+    return bytes(out)
+
+
+def recode(frame: pl.DataFrame, codec: str) -> pl.DataFrame:
+    """Text cells read as Windows-1252, decoded with the workbook's real code page."""
+    import polars as pl
+
+    def fix(text: str | None) -> str | None:
+        if text is None or text.isascii():
+            return text
+        return _as_bytes(text).decode(codec, errors="replace")
+
+    cols = [c for c, t in frame.schema.items() if t == pl.String]
+    return frame.with_columns(pl.col(c).map_elements(fix, return_dtype=pl.String) for c in cols)
