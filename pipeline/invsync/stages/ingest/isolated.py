@@ -69,10 +69,8 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None) -> L
 
 def _child_env() -> dict[str, str]:
     """The child's environment: this invsync importable, no Rust backtraces."""
-    import invsync
-
     env = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
-    root = str(Path(invsync.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[3])  # the folder holding invsync/
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
