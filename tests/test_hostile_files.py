@@ -258,3 +258,45 @@ def test_a_mac_central_european_biff5_workbook_reads_its_letters(tmp_path: Path)
 
     table = read_unmapped(path)
     assert "Žluťouč" in table.frame.select(table.headers[3]).to_series().to_list()
+
+
+def running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
+    """A ``kill -9`` of invsync must not leave a workbook reader running unwatched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from invsync.stages.ingest.isolated import _child_env\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'from invsync.stages.ingest.isolated "
+        "import _limit_self; _limit_self(); import time; time.sleep(120)'], env=_child_env())\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(1.0)  # the child has set its parent-death signal by now
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and running(child):
+            time.sleep(0.05)
+        alive = running(child)
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert not alive, "the reader outlived invsync"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()

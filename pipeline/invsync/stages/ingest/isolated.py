@@ -71,6 +71,7 @@ def _child_env() -> dict[str, str]:
     """The child's environment: this invsync importable, no Rust backtraces."""
     env = {k: v for k, v in os.environ.items() if k not in ("RUST_BACKTRACE", "RUST_LIB_BACKTRACE")}
     root = str(Path(__file__).resolve().parents[3])  # the folder holding invsync/
+    env["INVSYNC_READER_PARENT"] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -145,6 +146,24 @@ def _limit_self() -> None:
     cpu = int(READER_SECONDS) + 5
     with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """On Linux, be killed when invsync is (a ``kill -9`` leaves no reader behind, growing
+    unwatched)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = int(os.environ.get("INVSYNC_READER_PARENT", "0"))
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    if parent and os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
 
 
 def _child(path: str, sheet: str, out: str) -> dict[str, Any]:
