@@ -300,3 +300,15 @@ def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.parametrize(("name", "renamed"), [
+    ("error-cells-libreoffice.xls", "stock.xlsx"), ("error-cells.xlsx", "stock.xls"),
+    ("odd-cells.ods", "stock.xlsx"), ("error-cells.xlsx", "stock.ods")])
+def test_a_workbook_under_another_workbook_name_is_read_by_its_content(
+        name: str, renamed: str, tmp_path: Path) -> None:
+    path = tmp_path / renamed
+    path.write_bytes((HOSTILE / name).read_bytes())
+    table = read_stock_file(path)
+    assert table.frame.height >= 3
+    assert table.problems is not None and "error_cell" in table.problems["reason"].to_list()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import zipfile
 from dataclasses import replace
@@ -42,11 +43,11 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     foreign = None if opendocument or zipfile.is_zipfile(path) else \
         foreign_codepage(path.read_bytes())
     with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
-        source = path
+        source = _named_by_content(path, Path(tmp))
         if opendocument:
-            source = with_mimetype(path, Path(tmp))
+            source = with_mimetype(source, Path(tmp))
         elif foreign is not None:
-            source = Path(tmp) / path.name
+            source = Path(tmp) / f"foreign{source.suffix}"
             source.write_bytes(foreign[0])
         loaded = load_sheet(source, sheet, shown=path)
     names, index = loaded.names, loaded.index
@@ -128,6 +129,30 @@ def _is_xml_spreadsheet(path: Path) -> bool:
     with path.open("rb") as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
+
+
+def _content_suffix(path: Path) -> str:
+    """The extension that names what the workbook is, by its content."""
+    if not zipfile.is_zipfile(path):
+        return ".xls"
+    if is_ods(path):
+        return ".ods"
+    with zipfile.ZipFile(path) as zf:
+        return ".xlsb" if "xl/workbook.bin" in zf.namelist() else ".xlsx"
+
+
+def _named_by_content(path: Path, folder: Path) -> Path:
+    """``path``, or a link to it in ``folder`` named for what it is (the reader goes by the
+    name: an .xls renamed .xlsx is still read as the .xls it is)."""
+    suffix = _content_suffix(path)
+    if path.suffix.lower() == suffix or (suffix == ".xlsx" and path.suffix.lower() == ".xlsm"):
+        return path
+    link = folder / f"workbook{suffix}"
+    try:
+        link.symlink_to(path.resolve())
+    except OSError:
+        shutil.copyfile(path, link)
+    return link
 
 
 def _error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
