@@ -158,6 +158,7 @@ def test_error_cells_are_their_own_reason_and_read_as_empty(tmp_path: Path) -> N
     assert by_row[3]["quantity"] is None and by_row[4]["sku"] is None
     assert by_row[6]["active"] is None  # #NAME? in a column invsync does not use: just empty
     assert [by_row[2]["active"], by_row[3]["active"]] == ["TRUE", "FALSE"]
+    assert table.sheets == ("Stock",)
 
     result = run_invsync(["plan", str(HOSTILE / "error-cells.xlsx")], offline_env(tmp_path))
     assert result.returncode == 1

@@ -49,6 +49,9 @@ class StockTable:
     problems: pl.DataFrame | None = None
     """Rows that could not be read (rejected as they are): ``ROW, column, value, reason,
     message``; the rows stay in ``frame`` so the rejected file keeps them."""
+    sheets: tuple[str, ...] = ()
+    """A workbook's sheet names, in order (read in the bounded reader: no need to open the
+    workbook again to list them)."""
     error_cells: pl.DataFrame | None = None
     """A workbook's error cells (``#N/A``...), read as empty: ``ROW, column, value``."""
     last_line_complete: bool | None = None

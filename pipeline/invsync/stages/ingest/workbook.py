@@ -84,7 +84,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     if at > 0 and filled[ROW][0] <= at:
         notes.append(f"the header is on row {at + 1}; the rows above it were skipped")
     table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
-                    header_row=at + 1, notes=notes)
+                    header_row=at + 1, notes=notes, sheets=tuple(names))
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
 
 
