@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[int, list[str]]] = {
     "error-cells.xlsx": (1, ["error_cell", "the cell shows #N/A"]),
     "error-cells-libreoffice.xls": (1, ["error_cell", "the cell shows #N/A"]),
     "error-cells-libreoffice.ods": (1, ["error_cell", "the cell shows #N/A"]),
+    "xls-ending-with-a-zip.xls": (1, ["error_cell", "the cell shows #N/A"]),
     "odd-cells.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "no-mimetype.ods": (1, ["error_cell", "the cell shows #N/A"]),
     "password.ods": (65, ["password-protected", "without a password"]),
@@ -98,7 +99,7 @@ def rejected(result: Any) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("name", ["error-cells.xlsx", "error-cells-libreoffice.xls",
-                                  "error-cells-libreoffice.ods"])
+                                  "error-cells-libreoffice.ods", "xls-ending-with-a-zip.xls"])
 def test_error_cells_read_as_empty_in_every_workbook_format(name: str) -> None:
     table = read_stock_file(HOSTILE / name)
     assert table.problems is not None

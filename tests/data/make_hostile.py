@@ -268,6 +268,14 @@ def main() -> int:
     for name, make in FILES.items():
         (OUT / name).write_bytes(make())  # type: ignore[no-untyped-call]
     libreoffice_copies()
+    xls = OUT / "error-cells-libreoffice.xls"
+    if xls.exists():
+        # An OLE workbook that ends with a zip (Excel embeds themes so): still an .xls.
+        theme = io.BytesIO()
+        with zipfile.ZipFile(theme, "w") as zf:
+            zf.writestr("[Content_Types].xml", "<Types/>")
+            zf.writestr("theme/theme/theme1.xml", "<a:theme/>")
+        (OUT / "xls-ending-with-a-zip.xls").write_bytes(xls.read_bytes() + theme.getvalue())
     print(f"wrote {len(FILES)} files to {OUT}")
     return 0
 

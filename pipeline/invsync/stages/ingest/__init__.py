@@ -12,7 +12,6 @@ matching headers, :mod:`.table` for what they share.
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from invsync.stages.ingest.table import (
 )
 from invsync.stages.ingest.text import MAX_CSV_RECORD, _read_csv, text_encoding
 from invsync.stages.ingest.truncation import cut_off_end
-from invsync.stages.ingest.workbook import _read_excel
+from invsync.stages.ingest.workbook import _read_excel, is_zip
 from invsync.stages.ingest.xlsx import (
     MAX_XLSX_CELL_TEXT,
     MAX_XLSX_MEMBERS,
@@ -86,7 +85,7 @@ def read_stock_file(
                           column_map=column_map)
     table = _map_columns(table, column_map or {})
     table = _check_used_cells(table)
-    if table.format == "xlsx" and table.sheet_index is not None and zipfile.is_zipfile(p) \
+    if table.format == "xlsx" and table.sheet_index is not None and is_zip(p) \
             and p.suffix.lower() not in (".ods", ".xlsb"):
         table = _reject_uncalculated(table)
         notes = _numeric_identifier_notes(table)

@@ -31,6 +31,9 @@ MAX_FOUND = 100_000
 def is_ods(path: Path) -> bool:
     """Whether ``path`` is an OpenDocument spreadsheet (by content, not name)."""
     try:
+        with path.open("rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
     except (zipfile.BadZipFile, OSError):

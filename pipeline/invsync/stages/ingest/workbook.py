@@ -37,10 +37,10 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
     _refuse_other_formats(path)
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         _check_workbook(path)
     opendocument = is_ods(path)
-    foreign = None if opendocument or zipfile.is_zipfile(path) else \
+    foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
     with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
         source = _named_by_content(path, Path(tmp))
@@ -104,7 +104,7 @@ def _refuse_other_formats(path: Path) -> None:
         if streams and not ({"Workbook", "Book"} & streams):
             raise InputFileError(str(path), f"this is not an Excel workbook (an OLE file "
                                             f"holding {', '.join(sorted(streams)[:4])}); {how}")
-    elif zipfile.is_zipfile(path):
+    elif is_zip(path):
         try:
             with zipfile.ZipFile(path) as zf:
                 members = set(zf.namelist())
@@ -131,9 +131,16 @@ def _is_xml_spreadsheet(path: Path) -> bool:
     return head.startswith(b"<?xml") and b"urn:schemas-microsoft-com:office:spreadsheet" in head
 
 
+def is_zip(path: Path) -> bool:
+    """Whether the file starts as a zip does (an OLE workbook may embed a zip, a theme, near
+    its end, which ``zipfile.is_zipfile`` takes for a zip)."""
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PK\x03\x04" and zipfile.is_zipfile(path)
+
+
 def _content_suffix(path: Path) -> str:
     """The extension that names what the workbook is, by its content."""
-    if not zipfile.is_zipfile(path):
+    if not is_zip(path):
         return ".xls"
     if is_ods(path):
         return ".ods"
@@ -157,7 +164,7 @@ def _named_by_content(path: Path, folder: Path) -> Path:
 
 def _error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
     """The error cells of an .xlsx/.xlsm, .xlsb or .xls sheet: (row, position, text)."""
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         with zipfile.ZipFile(path) as zf:
             binary = "xl/workbook.bin" in zf.namelist()
         return xlsb_error_cells(path, index) if binary else error_cells(path, index)
