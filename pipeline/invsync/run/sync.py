@@ -42,7 +42,7 @@ from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes
-from invsync.stages.ingest import StockTable, read_stock_file
+from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     RunReport,
     new_run_id,
@@ -413,6 +413,7 @@ def _execute(run: _Run) -> None:
     else:
         table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
                                 encoding=settings.encoding, header_row=settings.header_row)
+        table = cut_off_end(table, settings.reports)
         planned_old = None
     run.table = table
     run.timed("ingest", t)
@@ -420,7 +421,8 @@ def _execute(run: _Run) -> None:
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
                     "columns": table.mapping, "source": settings.source,
-                    "layout": table.layout, "header_row": table.header_row}
+                    "layout": table.layout, "header_row": table.header_row,
+                    "last_line_complete": table.last_line_complete}
     report.notes.extend(table.notes)
     locations = _fetch_locations(run) if settings.token else None
     if locations is None:
