@@ -88,3 +88,75 @@ def test_a_dry_run_reads_orders_and_sends_nothing(sandbox: SandboxProcess,
     assert sb.levels()[(1, ITEMS[0])] == 17
     row = read_plan(last_run(tmp_path))[0]
     assert row["sold_since_as_of"] == "3"
+
+
+def test_kill_9_during_the_order_read_then_a_new_run(sandbox: SandboxProcess, tmp_path: Path,
+                                                     children: list[Any]) -> None:
+    import os
+    import signal
+    import threading
+
+    from conftest import env_at, spawn, wait_for
+    from misbehaving import Reply, Request, misbehaving_store
+
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
+    as_of = NOW - timedelta(hours=1)
+    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    reading, release = threading.Event(), threading.Event()
+
+    def hold_orders(req: Request) -> Reply | None:
+        if "/v2/orders" in req.path and not release.is_set():
+            reading.set()
+            release.wait(timeout=120)
+            return Reply.json(503, {"title": "held by the test"})
+        return None
+
+    with misbehaving_store(hold_orders, sb.url) as store:
+        env = env_at(store.url, tmp_path, sb)
+        log = tmp_path / "killed.log"
+        killed = spawn(["sync", str(night), "--as-of", iso(as_of)], env, log, children)
+        try:
+            wait_for(reading.is_set, killed, log)
+            os.kill(killed.pid, signal.SIGKILL)
+            killed.wait(timeout=30)
+        finally:
+            release.set()
+        assert sb.levels()[(1, ITEMS[0])] == 18  # the killed run sent nothing
+        place(sb, [{"sku": ITEMS[0], "quantity": 1}], NOW)
+        again = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
+    assert again.returncode == 0, output(again)
+    assert sb.levels()[(1, ITEMS[0])] == 10 - 2 - 1
+
+
+def test_a_store_that_pages_fewer_orders_than_asked(sandbox: SandboxProcess,
+                                                    tmp_path: Path) -> None:
+    """A store (or a proxy before it) that answers 50 orders a page whatever the limit:
+    the orders of the later pages must not be lost (each is a unit sold twice)."""
+    from conftest import env_at
+    from misbehaving import Reply, Request, misbehaving_store
+
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 500}])
+    as_of = NOW - timedelta(hours=1)
+    for i in range(60):
+        place(sb, [{"sku": ITEMS[0], "quantity": 1}], as_of + timedelta(seconds=i + 1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 100]])
+    holder: list[Any] = []
+
+    def fifty(req: Request) -> Reply | None:
+        if "/v2/orders" not in req.path:
+            return None
+        from urllib.parse import urlencode
+        query = {**req.query, "limit": "50"}
+        return holder[0].forward("GET", f"{req.path}?{urlencode(query)}", req)
+
+    with misbehaving_store(fifty, sb.url) as store:
+        holder.append(store)
+        result = run_invsync(["sync", str(night), "--as-of", iso(as_of)],
+                             env_at(store.url, tmp_path, sb))
+    assert result.returncode == 0, output(result)
+    assert sb.levels()[(1, ITEMS[0])] == 100 - 60
