@@ -160,3 +160,18 @@ def test_a_store_that_pages_fewer_orders_than_asked(sandbox: SandboxProcess,
                              env_at(store.url, tmp_path, sb))
     assert result.returncode == 0, output(result)
     assert sb.levels()[(1, ITEMS[0])] == 100 - 60
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                                   "mtime"])
+def test_an_as_of_at_the_end_of_the_calendar_is_bad_input(sandbox: SandboxProcess,
+                                                         tmp_path: Path, as_of: str) -> None:
+    import os
+
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    os.utime(night, (2.0**40, 2.0**40))  # a touch -d gone wrong: year 36,812
+    result = run_invsync(["sync", str(night), "--as-of", as_of], env_for(sandbox, tmp_path))
+    assert result.returncode == 64, output(result)
+    assert "unexpected" not in output(result) and "Traceback" not in output(result)
+    assert sandbox.requests() == []

@@ -51,13 +51,14 @@ def resolve_as_of(value: str, path: Path, max_age_s: float,
     else:
         try:
             when = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-        except ValueError:
+            utc = when.astimezone(UTC) if when.tzinfo is not None else None
+        except (ValueError, OverflowError):  # year 1 or 9999 shifted out of the calendar
             raise UsageError(f"--as-of {value!r} is not a time: give ISO 8601 with an offset, "
                              f"such as 2026-12-06T02:00:00+01:00, or 'mtime'") from None
-        if when.tzinfo is None:
+        if utc is None:
             raise UsageError(f"--as-of {value!r} has no time zone offset: add one (such as "
                              f"+01:00 or Z) so the time means the same everywhere")
-        when, source, local = when.astimezone(UTC), "given", when
+        when, source, local = utc, "given", when
     shown = when.isoformat(timespec="seconds")
     if when > now + CLOCK_SKEW:
         raise UsageError(f"the as-of time {shown} is in the future (now is "
