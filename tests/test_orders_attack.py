@@ -175,3 +175,52 @@ def test_an_as_of_at_the_end_of_the_calendar_is_bad_input(sandbox: SandboxProces
     assert result.returncode == 64, output(result)
     assert "unexpected" not in output(result) and "Traceback" not in output(result)
     assert sandbox.requests() == []
+
+
+def test_a_store_that_drips_the_order_listing_fails_the_run_and_sends_nothing(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    from conftest import env_at, retry_config
+    from misbehaving import Reply, Request, misbehaving_store
+
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
+    as_of = NOW - timedelta(hours=1)
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+
+    def drip(req: Request) -> Reply | None:
+        if "/v2/orders" in req.path:
+            return Reply(200, b"[" + b" " * 10_000 + b"]",
+                         {"Content-Type": "application/json"}, drip_s=0.05, endless=True)
+        return None
+
+    config = retry_config(tmp_path, max_attempts=2, timeout_s=1.0, max_total_s=4.0)
+    with misbehaving_store(drip, sb.url) as store:
+        result = run_invsync(["sync", str(night), "--config", str(config),
+                              "--as-of", iso(as_of)], env_at(store.url, tmp_path, sb),
+                             timeout=120)
+        puts = store.paths("PUT")
+    assert result.returncode == 2, output(result)
+    assert "Traceback" not in output(result) and "unexpected" not in output(result)
+    assert puts == [] and sb.levels()[(1, ITEMS[0])] == 20
+
+
+def test_a_level_lowered_to_what_invsync_last_sent_is_still_sent(sandbox: SandboxProcess,
+                                                                 tmp_path: Path) -> None:
+    """The snapshot baseline remembers 8 from the last run; since then a restock (the file
+    says 10) and 2 sold (the store is at 6). 10 − 2 = 8 equals the snapshot, but the store
+    is not at 8: the orders moved it. It must be sent."""
+    sb = sandbox
+    env = env_for(sb, tmp_path)
+    first = write_csv(tmp_path / "first.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 8]])
+    assert run_invsync(["sync", str(first), "--baseline", "snapshot"], env).returncode == 0
+    as_of = NOW - timedelta(minutes=30)
+    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    assert sb.levels()[(1, ITEMS[0])] == 6
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    result = run_invsync(["sync", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
+                         env)
+    assert result.returncode == 0, output(result)
+    assert sb.levels()[(1, ITEMS[0])] == 8

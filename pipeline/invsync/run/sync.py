@@ -493,6 +493,10 @@ def _execute(run: _Run) -> None:
         changes = compute_changes(checked.valid, live, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
+        if run.sold_side is not None:  # orders moved the store since the snapshot was taken
+            from invsync.run.as_of import resend_sold
+
+            changes = resend_sold(changes, checked.valid, run.sold_side)
     if settings.zero_missing and planned_old is None:
         changes = _with_missing_zeroed(changes, checked, snapshot, report)
     # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
