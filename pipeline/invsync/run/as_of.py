@@ -17,10 +17,10 @@ import polars as pl
 
 from invsync.errors import UsageError
 from invsync.events import Observer, no_event
-from invsync.run.store_access import StoreSession
-from invsync.stages.report import RunReport
 from invsync.rules.stock import MAX_QUANTITY
+from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes
+from invsync.stages.report import RunReport
 from invsync.stages.sold_since import FILE_LEVEL, SOLD, subtract_sold
 from invsync.stages.validate import QuantityRules, Validated
 from invsync.store.orders import read_sold_since, since_param
