@@ -224,3 +224,32 @@ def test_a_level_lowered_to_what_invsync_last_sent_is_still_sent(sandbox: Sandbo
                          env)
     assert result.returncode == 0, output(result)
     assert sb.levels()[(1, ITEMS[0])] == 8
+
+
+def test_an_order_placed_while_the_live_levels_are_read_is_subtracted(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """The orders are read last, after the store's live levels: an order placed while a long
+    live read runs is counted (read first, it was not, and its unit went on sale again)."""
+    from conftest import env_at
+    from misbehaving import Reply, Request, misbehaving_store
+
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
+    as_of = NOW - timedelta(hours=1)
+    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    sold_during: list[int] = []
+
+    def sell_while_reading(req: Request) -> Reply | None:
+        if req.method == "GET" and req.path.startswith("/inventory/items") and not sold_during:
+            sold_during.append(place(sb, [{"sku": ITEMS[0], "quantity": 1}],
+                                     datetime.now(UTC)))
+        return None
+
+    with misbehaving_store(sell_while_reading, sb.url) as store:
+        result = run_invsync(["sync", str(night), "--baseline", "live", "--as-of", iso(as_of)],
+                             env_at(store.url, tmp_path, sb))
+    assert result.returncode == 0, output(result)
+    assert sold_during, "the live levels were not read"
+    assert sb.levels()[(1, ITEMS[0])] == 10 - 2 - 1
