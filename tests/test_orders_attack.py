@@ -253,3 +253,23 @@ def test_an_order_placed_while_the_live_levels_are_read_is_subtracted(
     assert result.returncode == 0, output(result)
     assert sold_during, "the live levels were not read"
     assert sb.levels()[(1, ITEMS[0])] == 10 - 2 - 1
+
+
+def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
+                                                       tmp_path: Path) -> None:
+    sb = sandbox
+    env = env_for(sb, tmp_path)
+    first = write_csv(tmp_path / "first.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 8]])
+    assert run_invsync(["sync", str(first), "--baseline", "snapshot"], env).returncode == 0
+    as_of = NOW - timedelta(minutes=30)
+    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 10]])
+    planned = run_invsync(["plan", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
+                          env)
+    assert planned.returncode == 0, output(planned)
+    plan_csv = last_run(tmp_path) / "plan.csv"
+    pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], env)
+    assert pushed.returncode == 0, output(pushed)
+    assert sb.levels()[(1, ITEMS[0])] == 8

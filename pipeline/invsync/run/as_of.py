@@ -19,7 +19,7 @@ from invsync.errors import UsageError
 from invsync.events import Observer, no_event
 from invsync.rules.stock import MAX_QUANTITY
 from invsync.run.store_access import StoreSession
-from invsync.stages.diff import ChangeSet, compute_changes
+from invsync.stages.diff import ChangeSet
 from invsync.stages.report import RunReport
 from invsync.stages.sold_since import FILE_LEVEL, SOLD, subtract_sold
 from invsync.stages.validate import QuantityRules, Validated
@@ -148,12 +148,13 @@ def resend_sold(changes: ChangeSet, valid: pl.DataFrame, side: pl.DataFrame) -> 
     """``changes`` (against the snapshot) with every row that sold since the as-of time,
     also one whose new level the snapshot holds: the orders moved the store since invsync
     last wrote it (8 remembered, a restock to 10 and 2 sold: the store is at 6, and 10 − 2 =
-    8 must be sent). Such a row's store level is unknown (``old`` empty)."""
+    8 must be sent). Such a row's ``old`` is the snapshot's level, the same as its new one."""
     sold = side.filter(pl.col(SOLD) > 0)[ROW]
     missing = valid.filter(pl.col(ROW).is_in(sold.implode())
                            & ~pl.col(ROW).is_in(changes.changes[ROW].implode()))
     if missing.height == 0:
         return changes
-    extra = compute_changes(missing, None).changes.select(changes.changes.columns)
+    extra = missing.with_columns(old_quantity=pl.col("quantity")).select(
+        changes.changes.columns)
     return replace(changes, changes=pl.concat([changes.changes, extra], how="vertical_relaxed")
                    .sort(ROW, nulls_last=True), unchanged=changes.unchanged - missing.height)
