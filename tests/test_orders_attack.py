@@ -273,3 +273,42 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
     pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], env)
     assert pushed.returncode == 0, output(pushed)
     assert sb.levels()[(1, ITEMS[0])] == 8
+
+
+def test_a_variant_sold_at_a_product_tracked_item_lowers_the_products_sku_row(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A product tracked by product whose options have SKUs of their own: the order line
+    carries the option's SKU (POSTER-1755-A3) and the product's id, the file names the
+    product's SKU (POSTER-1755). The store took the units off the product: so must invsync."""
+    from conftest import env_at
+    from misbehaving import Reply, Request, misbehaving_store
+
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": ITEMS[3], "quantity": 20}])
+    as_of = NOW - timedelta(hours=1)
+    place(sb, [{"sku": ITEMS[3], "quantity": 3}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[3], 1, 10], [ITEMS[0], 1, 10]])
+
+    def option_skus(reply: Reply) -> Reply:
+        orders = json.loads(reply.body or b"[]")
+        for o in orders:
+            for c in o["consignments"]["shipping"]:
+                for line in c["line_items"]:
+                    if line["product_id"] == 101:
+                        line["sku"], line["variant_id"] = ITEMS[3] + "-A3", 5555
+        reply.body = json.dumps(orders).encode()
+        return reply
+
+    def rewrite(req: Request) -> Reply | None:
+        if "/v2/orders" in req.path:
+            req.alter = option_skus
+        return None
+
+    with misbehaving_store(rewrite, sb.url) as store:
+        result = run_invsync(["sync", str(night), "--as-of", iso(as_of)],
+                             env_at(store.url, tmp_path, sb))
+    assert result.returncode == 0, output(result)
+    assert sb.levels()[(1, ITEMS[3])] == 7
+    sold = json.loads((last_run(tmp_path) / "report.json").read_text())["sold_since"]
+    assert sold["units_not_in_file"] == 0 and sold["units_subtracted"] == 3

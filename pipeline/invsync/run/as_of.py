@@ -98,9 +98,10 @@ def apply_sold_since(store: StoreSession, report: RunReport,
     when, source, local = as_of
     before = store.requests_sent
     sold = store.run(lambda client: read_sold_since(client, when))
+    lines = product_level_lines(store, checked.valid, sold.lines)
     requests = store.requests_sent - before
     maximum = rules.maximum if rules is not None else None
-    valid, summary = subtract_sold(checked.valid, sold.lines, location_id=ORDER_LOCATION,
+    valid, summary = subtract_sold(checked.valid, lines, location_id=ORDER_LOCATION,
                                    maximum=maximum)
     side = valid.select(ROW, FILE_LEVEL, SOLD)
     report.sold_since = {
@@ -133,6 +134,44 @@ def apply_sold_since(store: StoreSession, report: RunReport,
         notes = [f"quantity rules applied: {rules.describe()}" if n.startswith(
             "quantity rules applied:") else n for n in notes]
     return replace(checked, valid=valid.select(checked.valid.columns), notes=notes), side
+
+
+def product_level_lines(store: StoreSession, valid: pl.DataFrame,
+                        lines: pl.DataFrame) -> pl.DataFrame:
+    """``lines`` with the SKU of the item a line took its units from, where that is a
+    product tracked by product whose option has a SKU of its own: the line names the option
+    (POSTER-A3), the file and the store the product (POSTER). Only the lines no row at the
+    order location names are looked at; their products' inventory items are read (one
+    request per few hundred products), and a product with one item (tracked by product)
+    whose SKU the file names lends its SKU to its lines."""
+    here = valid.filter(pl.col("location_id") == ORDER_LOCATION)
+    file_skus = set(here.filter(pl.col("address") == "sku")["address_key"].to_list())
+    if not file_skus or lines.is_empty():
+        return lines
+    named = pl.lit(False)
+    for kind in ("sku", "variant_id", "product_id"):
+        keys = here.filter(pl.col("address") == kind)["address_key"]
+        named = named | pl.col(kind).cast(pl.String).is_in(keys.implode()).fill_null(False)
+    products = lines.filter(~named & pl.col("product_id").is_not_null())["product_id"]
+    if products.is_empty():
+        return lines
+    found, _ = store.fetcher()({"product_id": products.unique().sort().to_list()})
+    items: dict[int, set[str | None]] = {}
+    for ident in found:
+        try:
+            product_id = int(ident["product_id"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        sku = ident.get("sku")
+        items.setdefault(product_id, set()).add(str(sku) if sku not in (None, "") else None)
+    product_skus = {pid: next(iter(skus)) for pid, skus in items.items() if len(skus) == 1}
+    product_skus = {pid: sku for pid, sku in product_skus.items() if sku in file_skus}
+    if not product_skus:
+        return lines
+    tracked = pl.DataFrame({"product_id": list(product_skus), "_item_sku": list(
+        product_skus.values())}, schema={"product_id": pl.Int64, "_item_sku": pl.String})
+    return lines.join(tracked, on="product_id", how="left").with_columns(
+        sku=pl.coalesce("_item_sku", "sku")).select(lines.columns)
 
 
 def plan_columns(plan: pl.DataFrame, side: pl.DataFrame | None) -> pl.DataFrame:
