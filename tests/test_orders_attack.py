@@ -312,3 +312,37 @@ def test_a_variant_sold_at_a_product_tracked_item_lowers_the_products_sku_row(
     assert sb.levels()[(1, ITEMS[3])] == 7
     sold = json.loads((last_run(tmp_path) / "report.json").read_text())["sold_since"]
     assert sold["units_not_in_file"] == 0 and sold["units_subtracted"] == 3
+
+
+def test_items_sold_out_since_the_as_of_time_do_not_trip_the_zeroing_brake(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """One of three items sold out overnight (the file says 4, 4 sold): 0 is what the orders
+    left, not a broken file saying 0; the mass-zeroing brake (30%) must not stop the run."""
+    sb = sandbox
+    env = env_for(sb, tmp_path)
+    header = ["sku", "location_id", "quantity"]
+    first = write_csv(tmp_path / "first.csv", header, [[s, 1, 6] for s in ITEMS[:3]])
+    assert run_invsync(["sync", str(first)], env).returncode == 0
+    as_of = NOW - timedelta(minutes=30)
+    place(sb, [{"sku": ITEMS[0], "quantity": 4}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", header, [[s, 1, 4] for s in ITEMS[:3]])
+    result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
+    assert result.returncode == 0, output(result)
+    levels = sb.levels()
+    assert [levels[(1, s)] for s in ITEMS[:3]] == [0, 4, 4]
+
+
+def test_a_file_of_zeros_still_trips_the_brake_with_an_as_of(sandbox: SandboxProcess,
+                                                            tmp_path: Path) -> None:
+    sb = sandbox
+    env = env_for(sb, tmp_path)
+    header = ["sku", "location_id", "quantity"]
+    first = write_csv(tmp_path / "first.csv", header, [[s, 1, 6] for s in ITEMS[:3]])
+    assert run_invsync(["sync", str(first)], env).returncode == 0
+    as_of = NOW - timedelta(minutes=30)
+    place(sb, [{"sku": ITEMS[0], "quantity": 1}], as_of + timedelta(minutes=1))
+    night = write_csv(tmp_path / "n.csv", header, [[ITEMS[0], 1, 0], [ITEMS[1], 1, 0],
+                                                   [ITEMS[2], 1, 6]])
+    result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
+    assert result.returncode == 3, output(result)
+    assert "mass_zeroing" in output(result) or "drop to 0" in output(result)

@@ -136,6 +136,19 @@ def apply_sold_since(store: StoreSession, report: RunReport,
     return replace(checked, valid=valid.select(checked.valid.columns), notes=notes), side
 
 
+def zeroed_by_the_file(changes: ChangeSet, side: pl.DataFrame | None) -> ChangeSet:
+    """``changes`` for the mass-zeroing brake: without the rows that drop to 0 only because
+    what sold since took all the file gave (the file said 4 and 4 sold: the orders zeroed
+    the item, not a broken file)."""
+    if side is None:
+        return changes
+    sold_out = side.filter((pl.col(FILE_LEVEL) > 0) & (pl.col(SOLD) >= pl.col(FILE_LEVEL)))
+    if sold_out.is_empty():
+        return changes
+    return replace(changes, changes=changes.changes.filter(
+        ~pl.col(ROW).is_in(sold_out[ROW].implode())))
+
+
 def product_level_lines(store: StoreSession, valid: pl.DataFrame,
                         lines: pl.DataFrame) -> pl.DataFrame:
     """``lines`` with the SKU of the item a line took its units from, where that is a

@@ -500,7 +500,8 @@ def _execute(run: _Run) -> None:
     brakes = check_brakes(
         rows=table.rows,
         last_rows=None if from_plan else comparable_rows(meta, settings.source),
-        changes=changes, held=held, zero_missing=settings.zero_missing and not from_plan,
+        changes=_zeroed_by_the_file(run, changes), held=held,
+        zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -561,6 +562,16 @@ def _subtract_sold_since(run: _Run, checked: Validated, rules: QuantityRules) ->
                                               run.emit, rules=rules)
     run.timed("orders", t)
     return checked
+
+
+def _zeroed_by_the_file(run: _Run, changes: ChangeSet) -> ChangeSet:
+    """The changes the mass-zeroing brake judges: items sold out since the as-of time are
+    not a file that says 0 (run/as_of.py)."""
+    if run.sold_side is None:
+        return changes
+    from invsync.run.as_of import zeroed_by_the_file
+
+    return zeroed_by_the_file(changes, run.sold_side)
 
 
 def _resolve_as_of(run: _Run) -> None:
