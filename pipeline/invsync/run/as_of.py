@@ -129,11 +129,10 @@ def apply_sold_since(store: StoreSession, report: RunReport,
             f"lowered: BigCommerce takes a storefront order's units from the default location "
             f"({ORDER_LOCATION}), and the order listing does not say which location an order "
             f"took its units from; check those locations by hand if orders use them")
-    notes = checked.notes
     if rules is not None and maximum is not None:  # the rules as the merchant set them
-        notes = [f"quantity rules applied: {rules.describe()}" if n.startswith(
-            "quantity rules applied:") else n for n in notes]
-    return replace(checked, valid=valid.select(checked.valid.columns), notes=notes), side
+        report.notes[:] = [f"quantity rules applied: {rules.describe()}" if n.startswith(
+            "quantity rules applied:") else n for n in report.notes]
+    return replace(checked, valid=valid.select(checked.valid.columns)), side
 
 
 def zeroed_by_the_file(changes: ChangeSet, side: pl.DataFrame | None) -> ChangeSet:

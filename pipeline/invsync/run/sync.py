@@ -441,6 +441,7 @@ def _execute(run: _Run) -> None:
                        rules=_rules_before_sold(run, rules), identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
+    report.notes.extend(checked.notes)
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
@@ -472,7 +473,6 @@ def _execute(run: _Run) -> None:
     t_orders = time.perf_counter()
     checked = _subtract_sold_since(run, checked, rules)
     t += time.perf_counter() - t_orders  # timed apart, as "orders"
-    report.notes.extend(checked.notes)
     if planned_old is not None:
         # An interrupted push of this very plan moved its items itself (`invsync resume`).
         pushed = run.replayed if (
