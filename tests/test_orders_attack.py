@@ -346,3 +346,20 @@ def test_a_file_of_zeros_still_trips_the_brake_with_an_as_of(sandbox: SandboxPro
     result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
     assert result.returncode == 3, output(result)
     assert "mass_zeroing" in output(result) or "drop to 0" in output(result)
+
+
+def test_three_pages_of_orders_are_all_counted(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    sb = sandbox
+    put_levels(sb, [{"location_id": 1, "sku": s, "quantity": 900} for s in ITEMS[:2]])
+    as_of = NOW - timedelta(hours=2)
+    for i in range(520):  # 250 + 250 + 20, and one before the as-of time
+        place(sb, [{"sku": ITEMS[i % 2], "quantity": 1}], as_of + timedelta(seconds=i))
+    place(sb, [{"sku": ITEMS[0], "quantity": 7}], as_of - timedelta(seconds=1))
+    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 600], [ITEMS[1], 1, 600]])
+    result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env_for(sb, tmp_path))
+    assert result.returncode == 0, output(result)
+    levels = sb.levels()
+    assert (levels[(1, ITEMS[0])], levels[(1, ITEMS[1])]) == (600 - 260, 600 - 260)
+    sold = json.loads((last_run(tmp_path) / "report.json").read_text())["sold_since"]
+    assert sold["orders_read"] == 520 and sold["requests"] >= 4
