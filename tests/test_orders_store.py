@@ -62,11 +62,24 @@ def store(pages: Callable[[int], Any], *, settings: Any = SETTINGS,
     return handler
 
 
-def test_pages_are_read_until_a_short_one_and_lines_are_counted() -> None:
+def test_pages_are_read_until_an_empty_one_and_lines_are_counted() -> None:
     full = [order(i) for i in range(1, ORDERS_PAGE + 1)]
-    sold = read(store(lambda page: full if page == 1 else [order(999, status=5)]))
+    pages = {1: full, 2: [order(999, status=5)]}
+    sold = read(store(lambda page: pages.get(page)))
     assert sold.orders_read == ORDERS_PAGE + 1 and sold.orders_counted == ORDERS_PAGE
-    assert sold.lines["units"].sum() == 2 * ORDERS_PAGE and sold.requests == 3
+    assert sold.lines["units"].sum() == 2 * ORDERS_PAGE and sold.requests == 4
+
+
+def test_a_store_that_pages_fewer_orders_than_the_limit_loses_none() -> None:
+    pages = {1: [order(i) for i in range(1, 51)], 2: [order(i) for i in range(51, 61)]}
+    sold = read(store(lambda page: pages.get(page, [])))
+    assert sold.orders_read == 60 and sold.lines["units"].sum() == 120
+
+
+def test_an_order_listed_twice_fails_the_read() -> None:
+    pages = {1: [order(1), order(2)], 2: [order(3)], 3: [order(2), order(4)]}
+    with pytest.raises(StoreError, match="lists order 2 again"):
+        read(store(lambda page: pages.get(page)))
 
 
 def test_no_content_means_no_orders() -> None:
@@ -93,7 +106,7 @@ def test_orders_without_their_line_items_fail_the_read() -> None:
 
 def test_orders_from_before_the_as_of_time_are_not_counted_even_if_listed() -> None:
     early = order(1, created="Sun, 06 Dec 2026 01:59:59 +0000", quantity=5)
-    sold = read(store(lambda page: [early, order(2)]))
+    sold = read(store(lambda page: [early, order(2)] if page == 1 else None))
     assert sold.orders_read == 1 and sold.lines["units"].to_list() == [2]
     assert any("before the as-of time" in n for n in sold.notes)
 
@@ -113,3 +126,16 @@ def test_an_unknown_stock_behaviour_fails_the_read(settings: Any) -> None:
 def test_a_listing_that_is_not_a_list_fails_the_read() -> None:
     with pytest.raises(StoreError, match="not a list of orders"):
         read(store(lambda page: {"data": []}))
+
+
+def test_the_page_bound_reads_exactly_its_orders_and_refuses_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import invsync.store.orders as orders
+
+    monkeypatch.setattr(orders, "MAX_ORDER_PAGES", 2)
+    pages = {p: [order(i) for i in range((p - 1) * ORDERS_PAGE + 1, p * ORDERS_PAGE + 1)]
+             for p in (1, 2)}
+    assert read(store(lambda page: pages.get(page))).orders_read == 2 * ORDERS_PAGE
+    pages[3] = [order(9999)]
+    with pytest.raises(StoreError, match="more than 500 orders"):
+        read(store(lambda page: pages.get(page)))

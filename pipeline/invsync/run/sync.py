@@ -438,25 +438,11 @@ def _execute(run: _Run) -> None:
         snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
     rules = QuantityRules() if planned_old is not None else settings.rules
-    if run.as_of is not None:  # the maximum caps what is left after what sold since
-        from invsync.run.as_of import rules_before_sold
-
-        checked_rules = rules_before_sold(rules)
-    else:
-        checked_rules = rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=checked_rules, identities=resolver)
+                       rules=_rules_before_sold(run, rules), identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
-
-    if run.as_of is not None:  # orders sold since the as-of time (run/as_of.py)
-        from invsync.run.as_of import apply_sold_since
-
-        t = time.perf_counter()
-        checked, run.sold_side = apply_sold_since(run.store, report, checked, run.as_of,
-                                                  run.emit, rules=rules)
-        run.timed("orders", t)
     report.notes.extend(checked.notes)
     t = time.perf_counter()
     if resolver.mapping is not None:
@@ -484,6 +470,11 @@ def _execute(run: _Run) -> None:
                 pl.col("location_id").is_in(file_locations.implode())
                 & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
             ).join(live, on=KEY, how="anti").select(live.columns)])
+    # Orders sold since the as-of time, read last before the diff: an order placed while
+    # the live levels were read is counted.
+    t_orders = time.perf_counter()
+    checked = _subtract_sold_since(run, checked, rules)
+    t += time.perf_counter() - t_orders  # timed apart, as "orders"
     if planned_old is not None:
         # An interrupted push of this very plan moved its items itself (`invsync resume`).
         pushed = run.replayed if (
@@ -495,6 +486,10 @@ def _execute(run: _Run) -> None:
         changes = compute_changes(checked.valid, live, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
+        if run.sold_side is not None:  # orders moved the store since the snapshot was taken
+            from invsync.run.as_of import resend_sold
+
+            changes = resend_sold(changes, checked.valid, run.sold_side)
     if settings.zero_missing and planned_old is None:
         changes = _with_missing_zeroed(changes, checked, snapshot, report)
     # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
@@ -507,7 +502,8 @@ def _execute(run: _Run) -> None:
     brakes = check_brakes(
         rows=table.rows,
         last_rows=None if from_plan else comparable_rows(meta, settings.source),
-        changes=changes, held=held, zero_missing=settings.zero_missing and not from_plan,
+        changes=_zeroed_by_the_file(run, changes), held=held,
+        zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -545,6 +541,39 @@ def _execute(run: _Run) -> None:
                      if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now(), **live_meta})
+
+
+def _rules_before_sold(run: _Run, rules: QuantityRules) -> QuantityRules:
+    """The quantity rules of validation: with an as-of time, the maximum comes after what
+    sold since is subtracted (run/as_of.py)."""
+    if run.as_of is None:
+        return rules
+    from invsync.run.as_of import rules_before_sold
+
+    return rules_before_sold(rules)
+
+
+def _subtract_sold_since(run: _Run, checked: Validated, rules: QuantityRules) -> Validated:
+    """``--as-of``: ``checked`` lowered by what sold since (run/as_of.py), timed as orders."""
+    if run.as_of is None:
+        return checked
+    from invsync.run.as_of import apply_sold_since
+
+    t = time.perf_counter()
+    checked, run.sold_side = apply_sold_since(run.store, run.report, checked, run.as_of,
+                                              run.emit, rules=rules)
+    run.timed("orders", t)
+    return checked
+
+
+def _zeroed_by_the_file(run: _Run, changes: ChangeSet) -> ChangeSet:
+    """The changes the mass-zeroing brake judges: items sold out since the as-of time are
+    not a file that says 0 (run/as_of.py)."""
+    if run.sold_side is None:
+        return changes
+    from invsync.run.as_of import zeroed_by_the_file
+
+    return zeroed_by_the_file(changes, run.sold_side)
 
 
 def _resolve_as_of(run: _Run) -> None:

@@ -4,7 +4,8 @@
 (``update_stock_behavior``: ``order_placed`` or ``order_completed_or_shipped``) and whether
 a cancelled or refunded order gives them back (``refund_order_stock_adjustment``).
 ``GET /v2/orders?min_date_created=WHEN&include=consignments.line_items`` lists the orders
-created since WHEN with their line items, one page of 250 after the other (bounded).
+created since WHEN with their line items, one page of 250 after the other up to an empty
+one (bounded).
 :func:`units_taken` decides, per order line, how many units the store holds off stock for
 it now; :func:`read_sold_since` returns those lines (scope ``store_v2_orders_read_only``).
 """
@@ -128,10 +129,10 @@ async def read_sold_since(client: StoreClient, as_of: datetime,
                           behavior: StockBehavior | None = None) -> SoldSince:
     """The order lines created at or after ``as_of`` whose units the store holds off stock.
 
-    Reads the inventory settings (unless ``behavior`` is given), then every page of the
-    orders listing; :class:`AuthError` in plain words for a token without the orders scope,
-    :class:`StoreError` for a listing that cannot be trusted (lines missing, a page
-    repeated, more than :data:`MAX_ORDER_PAGES` pages).
+    Reads the inventory settings (unless ``behavior`` is given), then the pages of the
+    orders listing up to the first empty one; :class:`AuthError` in plain words for a token
+    without the orders scope, :class:`StoreError` for a listing that cannot be trusted
+    (lines missing, a page or an order repeated, more than :data:`MAX_ORDER_PAGES` pages).
     """
     before = client.requests_sent
     if behavior is None:
@@ -139,22 +140,31 @@ async def read_sold_since(client: StoreClient, as_of: datetime,
     floor = as_of.astimezone(UTC).replace(microsecond=0)
     rows: list[tuple[int, str | None, int | None, int | None, int]] = []
     found = _Found()
-    page, previous = 1, None
-    while True:
+    previous: list[Any] | None = None
+    seen: set[Any] = set()
+    # Up to the first empty page: a page shorter than asked is not the end when the store
+    # pages fewer orders than the limit (its default of 50, a proxy's cap).
+    for page in range(1, MAX_ORDER_PAGES + 2):
         orders = await _orders_page(client, floor, page)
+        if not orders:
+            break
+        if page > MAX_ORDER_PAGES:
+            raise StoreError(f"more than {found.listed:,} orders ({MAX_ORDER_PAGES} pages) "
+                             f"since the as-of time {since_param(as_of)}: too many to read "
+                             f"for one run; use a later as-of time (a fresher file); nothing "
+                             f"was sent")
         ids = [o.get("id") for o in orders]
-        if orders and ids == previous:
+        if ids == previous:
             raise StoreError(f"GET /v2/orders: page {page} repeats page {page - 1} (the store "
                              f"ignores the page number); nothing was sent")
+        again = next((i for i in ids if i in seen), None)
+        if again is not None:
+            raise StoreError(f"GET /v2/orders: page {page} lists order {again} again (the "
+                             f"listing shifted while it was read); nothing was sent")
+        seen.update(ids)
         for order in orders:
             found.add(order, floor, behavior, rows)
-        if len(orders) < ORDERS_PAGE:
-            break
-        if page >= MAX_ORDER_PAGES:
-            raise StoreError(f"more than {MAX_ORDER_PAGES * ORDERS_PAGE:,} orders since the "
-                             f"as-of time {since_param(as_of)}: too many to read for one run; "
-                             f"use a later as-of time (a fresher file); nothing was sent")
-        previous, page = ids, page + 1
+        previous = ids
     lines = pl.DataFrame(rows, schema=SOLD_SCHEMA, orient="row")
     notes = []
     if found.early:
@@ -167,12 +177,14 @@ async def read_sold_since(client: StoreClient, as_of: datetime,
 
 @dataclass
 class _Found:
+    listed: int = 0
     read: int = 0
     counted: int = 0
     early: int = 0
 
     def add(self, order: dict[str, Any], floor: datetime, behavior: StockBehavior,
             rows: list[tuple[int, str | None, int | None, int | None, int]]) -> None:
+        self.listed += 1
         created = order_time(order.get("date_created"))
         if created is not None and created < floor:
             self.early += 1
