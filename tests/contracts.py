@@ -119,6 +119,14 @@ def _match_fields(path: Path, schema: dict[str, Any],
                   header: list[str]) -> list[tuple[dict[str, Any], int]]:
     """(field, column index) of each schema field, checking ``fieldsMatch``."""
     names = [f["name"] for f in schema["fields"]]
+    if schema.get("fieldsMatch") == "subset":
+        # Every column is a field, in the schema's order; the always-there ones are there.
+        always = schema.get("x-invsync-always", names)
+        if [h for h in header if h in always] != always or \
+                [n for n in names if n in header] != header:
+            raise ContractError(f"{path}: columns {header}, the contract says {names} "
+                                f"(always {always})")
+        return [(f, header.index(f["name"])) for f in schema["fields"] if f["name"] in header]
     if schema.get("fieldsMatch", "exact") == "exact":
         if header != names:
             raise ContractError(f"{path}: columns {header}, the contract says {names}")

@@ -89,6 +89,7 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
         txids=[t for t in report.get("transaction_ids") or [] if t],
         shown_txids=MD_TRANSACTION_IDS,
         plan=None if plan is None else _plan_totals(_normalise_plan(plan)),
+        sold=_sold_context(report, plan),
         notes=[n for n in report.get("notes") or [] if n])
     return text.rstrip("\n") + "\n"
 
@@ -204,7 +205,20 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
         "rejected": shown, "rejected_total": rejected_total,
         "rejected_more": rejected_total - len(shown),
         "plan": plan_context(plan), "top": TOP_MOVES,
+        **_sold_context(report, plan),
     }
+
+
+def _sold_context(report: Mapping[str, Any], plan: pl.DataFrame | None) -> dict[str, Any]:
+    """What sold since the as-of time (``--as-of``), for the page: a headline and lines."""
+    from invsync.html.sold_since import headline, sold_lines
+
+    sold = report.get("sold_since")
+    if not isinstance(sold, Mapping):
+        return {"sold_headline": None, "sold_lines": []}
+    started = _text(report.get("started_at"))
+    return {"sold_headline": headline(sold, started),
+            "sold_lines": sold_lines(sold, plan, started)}
 
 
 def _details(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -21,9 +21,10 @@ from invsync.stages.report import RunReport, summary_line
 
 log = logging.getLogger("invsync.notify")
 
-EVENTS = ("failed", "interrupted", "brake", "partial", "succeeded", "status_changed")
+EVENTS = ("failed", "interrupted", "brake", "partial", "succeeded", "status_changed",
+          "stale_file")
 """What ``on`` may list. ``rejected_share`` and ``volume_drop`` fire when their threshold is set."""
-DEFAULT_ON = ("failed", "interrupted", "brake")
+DEFAULT_ON = ("failed", "interrupted", "brake", "stale_file")
 _KEYS = {"url", "urls", "on", "rejected_share", "volume_drop", "timeout_s", "attempts"}
 
 

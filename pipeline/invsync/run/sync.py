@@ -42,7 +42,7 @@ from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes
-from invsync.stages.ingest import StockTable, read_stock_file
+from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     RunReport,
     new_run_id,
@@ -102,6 +102,10 @@ class _Run:
         """KEY of the items an interrupted run confirmed or left unknown, when this run
         replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
         self.replayed_sha256: str | None = None
+        self.as_of: tuple[Any, str, str] | None = None
+        """The run's as-of time and where it came from (``--as-of``); see run/as_of.py."""
+        self.sold_side: pl.DataFrame | None = None
+        """Per file row: ``file_level`` and ``sold_since_as_of``, for plan.csv."""
         """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -402,12 +406,14 @@ def _execute(run: _Run) -> None:
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
     background.shutdown(wait=False)
+    _resolve_as_of(run)
     t = time.perf_counter()
     if settings.plan_file:
         table, planned_old = _read_plan(run.path)
     else:
         table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
                                 encoding=settings.encoding, header_row=settings.header_row)
+        table = cut_off_end(table, settings.reports)
         planned_old = None
     run.table = table
     run.timed("ingest", t)
@@ -415,7 +421,8 @@ def _execute(run: _Run) -> None:
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
                     "columns": table.mapping, "source": settings.source,
-                    "layout": table.layout, "header_row": table.header_row}
+                    "layout": table.layout, "header_row": table.header_row,
+                    "last_line_complete": table.last_line_complete}
     report.notes.extend(table.notes)
     locations = _fetch_locations(run) if settings.token else None
     if locations is None:
@@ -433,11 +440,10 @@ def _execute(run: _Run) -> None:
     rules = QuantityRules() if planned_old is not None else settings.rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=rules, identities=resolver)
+                       rules=_rules_before_sold(run, rules), identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
     report.notes.extend(checked.notes)
-
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
@@ -464,6 +470,11 @@ def _execute(run: _Run) -> None:
                 pl.col("location_id").is_in(file_locations.implode())
                 & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
             ).join(live, on=KEY, how="anti").select(live.columns)])
+    # Orders sold since the as-of time, read last before the diff: an order placed while
+    # the live levels were read is counted.
+    t_orders = time.perf_counter()
+    checked = _subtract_sold_since(run, checked, rules)
+    t += time.perf_counter() - t_orders  # timed apart, as "orders"
     if planned_old is not None:
         # An interrupted push of this very plan moved its items itself (`invsync resume`).
         pushed = run.replayed if (
@@ -475,6 +486,10 @@ def _execute(run: _Run) -> None:
         changes = compute_changes(checked.valid, live, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
+        if run.sold_side is not None:  # orders moved the store since the snapshot was taken
+            from invsync.run.as_of import resend_sold
+
+            changes = resend_sold(changes, checked.valid, run.sold_side)
     if settings.zero_missing and planned_old is None:
         changes = _with_missing_zeroed(changes, checked, snapshot, report)
     # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
@@ -487,7 +502,8 @@ def _execute(run: _Run) -> None:
     brakes = check_brakes(
         rows=table.rows,
         last_rows=None if from_plan else comparable_rows(meta, settings.source),
-        changes=changes, held=held, zero_missing=settings.zero_missing and not from_plan,
+        changes=_zeroed_by_the_file(run, changes), held=held,
+        zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
     batches = plan_batches(changes.changes, settings.batch_size)
@@ -525,6 +541,56 @@ def _execute(run: _Run) -> None:
                      if settings.baseline == "live" else {})
         run.snapshots.write_meta({**meta, "last_run": report.run_id,
                                   "last_finished": utc_now(), **live_meta})
+
+
+def _rules_before_sold(run: _Run, rules: QuantityRules) -> QuantityRules:
+    """The quantity rules of validation: with an as-of time, the maximum comes after what
+    sold since is subtracted (run/as_of.py)."""
+    if run.as_of is None:
+        return rules
+    from invsync.run.as_of import rules_before_sold
+
+    return rules_before_sold(rules)
+
+
+def _subtract_sold_since(run: _Run, checked: Validated, rules: QuantityRules) -> Validated:
+    """``--as-of``: ``checked`` lowered by what sold since (run/as_of.py), timed as orders."""
+    if run.as_of is None:
+        return checked
+    from invsync.run.as_of import apply_sold_since
+
+    t = time.perf_counter()
+    checked, run.sold_side = apply_sold_since(run.store, run.report, checked, run.as_of,
+                                              run.emit, rules=rules)
+    run.timed("orders", t)
+    return checked
+
+
+def _zeroed_by_the_file(run: _Run, changes: ChangeSet) -> ChangeSet:
+    """The changes the mass-zeroing brake judges: items sold out since the as-of time are
+    not a file that says 0 (run/as_of.py)."""
+    if run.sold_side is None:
+        return changes
+    from invsync.run.as_of import zeroed_by_the_file
+
+    return zeroed_by_the_file(changes, run.sold_side)
+
+
+def _resolve_as_of(run: _Run) -> None:
+    """``--as-of``: checked before anything is read or sent (exit 64 in plain words)."""
+    settings = run.settings
+    if settings.as_of is None:
+        return
+    if not settings.as_of.strip():  # an unset variable in a script: say so, never ignore it
+        raise UsageError("--as-of is empty: give the time the file's levels were true "
+                         "(ISO 8601 with an offset) or 'mtime'; nothing was sent")
+    if settings.plan_file:
+        run.report.notes.append("--as-of is not applied to a reviewed plan: its levels had "
+                                "what sold since subtracted when it was made")
+        return
+    from invsync.run.as_of import resolve_as_of
+
+    run.as_of = resolve_as_of(settings.as_of, run.path, settings.max_as_of_age_s)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
@@ -822,6 +888,10 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
     """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
     run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
+    if run.sold_side is not None:
+        from invsync.run.as_of import plan_columns
+
+        run.plan = plan_columns(run.plan, run.sold_side)
     rejected = run.rejected if run.rejected is not None else checked.rejected
     c = count_run(table, checked, changes, result, run.plan, rejected)
     if result is not None:
