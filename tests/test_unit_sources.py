@@ -237,3 +237,18 @@ def test_password_env_names_a_variable_that_must_be_set(monkeypatch: pytest.Monk
     spec = resolve("w", sources)
     assert spec.password is not None and spec.password.reveal() == "from-the-env-42"
     assert "from-the-env-42" not in redact("x from-the-env-42 y")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("anonymous", "false"), ("verify_tls", "no"), ("tls", 1), ("timeout_s", 0),
+    ("marker", 5), ("url", 5), ("key_file", 5), ("username", ["a"]), ("password", 123),
+    ("on_success", True),
+])
+def test_a_source_value_of_the_wrong_type_is_refused_naming_its_key(key: str,
+                                                                     value: object) -> None:
+    # anonymous = "false" must not read as true (a string is not a boolean), nor a number
+    # as a file name: the config is refused (exit 64) and the message names the key.
+    table = {"url": "s3://bucket/stock.csv", key: value}
+    with pytest.raises(UsageError, match=rf"\[sources\.w\] {key}\b") as refused:
+        check_sources({"w": table})
+    assert "123" not in str(refused.value)  # a password of the wrong type is not shown

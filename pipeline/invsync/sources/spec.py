@@ -283,6 +283,7 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         if not table.get("url"):
             raise UsageError(f"{where}: give url = \"sftp://...\" (or s3://, https://, a path)")
+        _check_types(where, table)
         _check_values(where, table)
         for key in ("password", "key_passphrase", "secret_access_key", "session_token"):
             if table.get(key):
@@ -291,6 +292,25 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
             Secret(str(value))
         out[str(name)] = dict(table)
     return out
+
+
+_STR_KEYS = ("url", "username", "password", "password_env", "key_passphrase",
+             "secret_access_key", "session_token", "pick", "marker", "on_success",
+             "on_failure", *_TEXT_KEYS, *_PATH_KEYS)
+
+
+def _check_types(where: str, table: dict[str, Any]) -> None:
+    """Text where text goes, booleans where booleans go: ``anonymous = "false"`` must not
+    read as true, nor a number as a file name."""
+    for key in _STR_KEYS:
+        if table.get(key) is not None and not isinstance(table[key], str):
+            # the value is not shown: it may be a password
+            raise UsageError(f"{where} {key} must be text (in quotes)")
+    for key in _BOOL_KEYS:
+        if table.get(key) is not None and not isinstance(table[key], bool):
+            raise UsageError(f"{where} {key} must be true or false, not {table[key]!r}")
+    if table.get("timeout_s") is not None and table["timeout_s"] == 0:
+        raise UsageError(f"{where} timeout_s must be a number of seconds above 0")
 
 
 def _check_values(where: str, table: dict[str, Any]) -> None:
