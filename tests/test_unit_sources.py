@@ -252,3 +252,59 @@ def test_a_source_value_of_the_wrong_type_is_refused_naming_its_key(key: str,
     with pytest.raises(UsageError, match=rf"\[sources\.w\] {key}\b") as refused:
         check_sources({"w": table})
     assert "123" not in str(refused.value)  # a password of the wrong type is not shown
+
+
+def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
+        tmp_path: Path) -> None:
+    # httpx drops only Authorization on a cross-origin redirect: a token in X-Api-Key (or
+    # any configured header) must not reach the host the feed redirects to.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from invsync.sources.remote import HttpRemote
+
+    seen: list[dict[str, str]] = []
+    body = b"sku,location_id,qty\nA,1,5\n"
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+
+    class Feed(Other):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/x.csv")
+            self.end_headers()
+
+        do_HEAD = do_GET  # noqa: N815
+
+    feed = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+    for server in (other, feed):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = resolve(f"http://127.0.0.1:{feed.server_port}/stock.csv", check_sources({
+            "feed": {"url": f"http://127.0.0.1:{feed.server_port}/stock.csv",
+                     "headers": {"X-Api-Key": "k-51d2-secret", "Authorization": "Bearer t-9"}},
+        }))
+        remote = HttpRemote(spec)
+        file = remote.list()[0]
+        done = remote.download(file, tmp_path / "x.csv")
+        assert done.size == len(body)
+    finally:
+        for server in (other, feed):
+            server.shutdown()
+            server.server_close()
+    assert seen, "the redirect was not followed"
+    for headers in seen:
+        assert "x-api-key" not in headers and "authorization" not in headers, headers

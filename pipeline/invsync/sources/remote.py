@@ -472,8 +472,19 @@ class HttpRemote(Remote):
 
         verify: Any = _tls_context(self.spec) if self.spec.verify_tls else False
         headers = {k: v.reveal() for k, v in self.spec.headers.items()}
+        origin = httpx.URL(self.spec.path)
+
+        def own_origin_only(request: Any) -> None:
+            # httpx drops only Authorization on a redirect to another origin: the source's
+            # other headers (X-Api-Key ...) must not follow it either.
+            url = request.url
+            if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
+                for name in headers:
+                    request.headers.pop(name, None)
+
         return httpx.Client(timeout=self.spec.timeout_s, verify=verify, headers=headers,
-                            follow_redirects=True)
+                            follow_redirects=True,
+                            event_hooks={"request": [own_origin_only]})
 
     def list(self) -> list[RemoteFile]:
         # HEAD: its Last-Modified and size tell `watch` that the answer changed.
