@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SandboxProcess, catalog_skus, env_for, output, run_invsync, write_stock
@@ -308,3 +309,53 @@ def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
     assert seen, "the redirect was not followed"
     for headers in seen:
         assert "x-api-key" not in headers and "authorization" not in headers, headers
+
+
+def _serve(body: bytes, content_type: str = "text/csv") -> Any:
+    """A plain HTTP server on 127.0.0.1 (in a thread) answering every GET with ``body``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_token_in_a_feed_urls_query_is_stored_and_shown_nowhere(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # A Google Sheets-style link with its key in the query: the key must not reach the run
+    # folder (report.json, source.json), last.json, the JSON events or `runs`/`show`.
+    stock = write_stock(tmp_path / "feed.csv", {(1, s): 7 for s in catalog_skus(2)})
+    server = _serve(stock.read_bytes())
+    secret = "SeKrEt-feed-key-0912"
+    url = f"http://127.0.0.1:{server.server_port}/pub?output=csv&token={secret}"
+    env = env_for(sandbox, tmp_path)
+    try:
+        results = [run_invsync(["--log-format", "json", "sync", url], env),
+                   run_invsync(["-vv", "sync", url, "--force"], env),
+                   run_invsync(["runs"], env), run_invsync(["show", "last"], env)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [r.returncode for r in results] == [0, 0, 0, 0], output(results[0])
+    for result in results:
+        assert secret not in output(result)
+    stored = [p for p in (tmp_path / "state").rglob("*") if p.is_file()
+              and p.suffix in (".json", ".jsonl", ".md", ".html", ".csv")]
+    assert any(p.name == "source.json" for p in stored)
+    for path in stored:
+        assert secret not in path.read_text(encoding="utf-8", errors="replace"), path

@@ -363,7 +363,7 @@ class Watcher:
 
     def _record(self, file: RemoteFile, sha256: str | None, status: str,
                 run_id: str | None) -> dict[str, Any]:
-        entry = {"path": file.path, "size": file.size, "mtime": file.mtime, "sha256": sha256,
+        entry = {"path": file.shown_path, "size": file.size, "mtime": file.mtime, "sha256": sha256,
                  "status": status, "run_id": run_id, "at": utc_now(), "at_s": time.time()}
         self.state.add_to_ledger(entry)
         return entry

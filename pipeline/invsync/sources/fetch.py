@@ -65,7 +65,7 @@ class Fetched:
     def record(self) -> dict[str, Any]:
         """What ``source.json`` in the run folder (and report.json's ``origin.source``) says."""
         return {"source": self.spec.display, "name": self.spec.name, "url": self.url,
-                "path": self.file.path,
+                "path": self.file.shown_path,
                 "size": self.size, "mtime": self.file.mtime, "sha256": self.sha256,
                 "etag": self.etag, "last_modified": self.last_modified,
                 "fetched_at": self.fetched_at}
@@ -192,7 +192,7 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
     spec = remote.spec
     last = state.last()
     if (not force and file.etag and last.get("etag") == file.etag
-            and last.get("size") == file.size and last.get("path") == file.path):
+            and last.get("size") == file.size and last.get("path") == file.shown_path):
         # The server's ETag says this is the object the last successful run read.
         return Fetched(spec=spec, file=file, local=state.downloads / file.name,
                        sha256=str(last.get("sha256", "")), size=int(last.get("size") or 0),

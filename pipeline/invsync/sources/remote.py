@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from invsync.redact import redact
+from invsync.redact import redact, redact_url
 from invsync.sources.errors import MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
 
@@ -58,8 +58,14 @@ class RemoteFile:
         path = urlsplit(self.path).path if "://" in self.path else self.path
         return posixpath.basename(path.rstrip("/"))
 
+    @property
+    def shown_path(self) -> str:
+        """The path as it may be stored or shown (a URL's secret query values redacted)."""
+        return redact_url(self.path) if "://" in self.path else self.path
+
     def identity(self) -> tuple[str, int | None, float | None]:
-        return (self.path, self.size, self.mtime)
+        """What the watch ledger knows a file by (path as stored, size, mtime)."""
+        return (self.shown_path, self.size, self.mtime)
 
 
 @dataclass
