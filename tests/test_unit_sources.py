@@ -359,3 +359,49 @@ def test_a_token_in_a_feed_urls_query_is_stored_and_shown_nowhere(
     assert any(p.name == "source.json" for p in stored)
     for path in stored:
         assert secret not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
+                                                  tmp_path: Path) -> None:
+    # Every read gets a byte within timeout_s, so a per-read timeout alone never fires: the
+    # download must give up on a server that sends next to nothing (exit 2), not hang.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            self.wfile.write(b"sku,location_id,quantity\n")
+            while not stop.wait(0.2):
+                try:
+                    self.wfile.write(b"A")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/stock.csv"
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.feed]\nurl = "{url}"\ntimeout_s = 1\n')
+    try:
+        result = run_invsync(["sync", "feed", "--config", str(cfg)], env_for(sandbox, tmp_path),
+                             timeout=120)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, output(result)
+    assert "too slowly" in result.stderr and "Traceback" not in output(result)

@@ -20,6 +20,7 @@ import posixpath
 import shutil
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,7 +105,7 @@ class Remote:
                  last_modified: str | None = None) -> Download:
         """Copy ``file`` to ``dest`` (written whole or not at all) and hash it."""
         with self._errors(f"reading {file.path}"):
-            return _copy(self.open(file.path), dest, file)
+            return _copy(self.open(file.path), dest, file, self.spec.timeout_s)
 
     def move(self, path: str, folder: str) -> str:
         """Move ``path`` into ``folder`` (relative to its own folder); the new path."""
@@ -150,13 +151,20 @@ def describe(exc: BaseException, spec: SourceSpec) -> str:
     return redact(f"{name}: {text}" if text else name)
 
 
-def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
+MIN_PROGRESS = 64 << 10
+"""A download that receives less than this within ``timeout_s`` (and has not ended) is given
+up (exit 2): each read answering in time does not bound a server that drips bytes."""
+
+
+def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
+          timeout_s: float | None = None) -> Download:
     """Write ``stream`` to ``dest`` through a temporary file, hashing it on the way."""
     digest = hashlib.sha256()
     size = 0
     limit = MAX_BYTES
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    window_start, window_size = time.monotonic(), 0
     try:
         with stream, part.open("wb") as out:
             while chunk := stream.read(CHUNK):
@@ -166,6 +174,12 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
                 if size > limit:
                     raise SourceError(f"the file is larger than {limit >> 20} MiB: not a stock "
                                       f"file, or a server that never stops sending")
+                if timeout_s and time.monotonic() - window_start > timeout_s:
+                    if size - window_size < MIN_PROGRESS:
+                        raise SourceError(f"the server sends too slowly (less than "
+                                          f"{MIN_PROGRESS >> 10} KiB in {timeout_s:g} s, "
+                                          f"timeout_s)")
+                    window_start, window_size = time.monotonic(), size
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
@@ -521,7 +535,9 @@ class HttpRemote(Remote):
                                 last_modified=last_modified, file=file)
             _raise_for(response, self.spec)
             found = _http_file(file.path, response)
-            done = _copy(_Stream(response.iter_bytes(CHUNK)), dest, found)  # type: ignore[arg-type]
+            # Chunks as they arrive (not 1 MiB at a time), so that a dripping server is seen.
+            done = _copy(_Stream(response.iter_bytes()), dest, found,  # type: ignore[arg-type]
+                         self.spec.timeout_s)
             done.etag = response.headers.get("etag")
             done.last_modified = response.headers.get("last-modified")
             return done
