@@ -405,3 +405,33 @@ def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
         server.server_close()
     assert result.returncode == 2, output(result)
     assert "too slowly" in result.stderr and "Traceback" not in output(result)
+
+
+def test_a_file_replaced_during_the_run_is_not_deleted_unread(sandbox: SandboxProcess,
+                                                               tmp_path: Path) -> None:
+    # The next export lands under the same name while the run sends the one it read:
+    # on_success = "delete" must not delete bytes no run has read.
+    from conftest import env_at
+    from misbehaving import misbehaving_store
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    skus = catalog_skus(3)
+    stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in skus})
+    os.utime(stock, (time.time() - 60, time.time() - 60))
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock*.csv"\nsettle_s = 0.1\n'
+                   f'on_success = "delete"\n')
+
+    def respond(request: Any) -> None:
+        if request.method == "PUT" and stock.read_text().count(",5\n"):
+            write_stock(stock, {(1, s): 77 for s in skus})  # the next night's file arrives
+        return None
+
+    with misbehaving_store(respond, sandbox.url) as store:
+        result = run_invsync(["sync", "drop", "--config", str(cfg)],
+                             env_at(store.url, tmp_path, sandbox))
+    assert result.returncode == 0, output(result)
+    assert stock.exists(), "the new file was deleted without being read"
+    assert ",77" in stock.read_text()
+    assert "changed at the source" in output(result)

@@ -280,6 +280,14 @@ def after(spec: SourceSpec, file: RemoteFile, succeeded: bool) -> str | None:
         return None
     remote = remote_for(spec)
     try:
+        now = remote.stat(file.path)
+        if now is None:
+            return f"{file.name} was no longer at the source: nothing to {action}"
+        if (now.size, now.mtime) != (file.size, file.mtime) or (
+                now.etag and file.etag and now.etag != file.etag):
+            # A new export under the same name: its bytes were not read by this run.
+            raise SourceError(f"{file.name} changed at the source since it was read: left "
+                              f"where it is, for the next run")
         marker = marker_path(spec, file)
         targets = [file.path] + ([marker] if marker and remote.exists(marker) else [])
         if action == "delete":
