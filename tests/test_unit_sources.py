@@ -435,3 +435,20 @@ def test_a_file_replaced_during_the_run_is_not_deleted_unread(sandbox: SandboxPr
     assert stock.exists(), "the new file was deleted without being read"
     assert ",77" in stock.read_text()
     assert "changed at the source" in output(result)
+
+
+def test_a_feed_answering_200_with_an_html_page_is_a_source_error(sandbox: SandboxProcess,
+                                                                    tmp_path: Path) -> None:
+    # A login or error page sent as 200 OK is the server failing (exit 2, run again next
+    # time), not an unusable stock file (exit 65) reported with a garbled column list.
+    page = b"<!DOCTYPE html>\n<html><body><h1>Session expired</h1>, please log in</body></html>"
+    server = _serve(page, "text/html; charset=utf-8")
+    try:
+        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/stock.csv"],
+                             env_for(sandbox, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, output(result)
+    assert "web page" in result.stderr and "Traceback" not in output(result)
+    assert not list((tmp_path / "state").rglob("report.json"))  # nothing was run

@@ -540,13 +540,24 @@ class HttpRemote(Remote):
                          self.spec.timeout_s)
             done.etag = response.headers.get("etag")
             done.last_modified = response.headers.get("last-modified")
-            return done
+        if _is_web_page(dest):
+            dest.unlink()
+            raise SourceError(f"{self.spec.display}: the server answered a web page (HTML), "
+                              f"not a stock file: a login or error page? nothing was sent")
+        return done
 
     def move(self, path: str, folder: str) -> str:
         raise SourceError(f"{self.spec.display}: an http(s) source cannot be moved")
 
     def delete(self, path: str) -> None:
         raise SourceError(f"{self.spec.display}: an http(s) source cannot be deleted")
+
+
+def _is_web_page(path: Path) -> bool:
+    """Does the downloaded file start like an HTML page (never a CSV or XLSX file)?"""
+    with path.open("rb") as fh:
+        head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
 
 
 def _raise_for(response: Any, spec: SourceSpec) -> None:
