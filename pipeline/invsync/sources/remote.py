@@ -273,7 +273,20 @@ class FsspecRemote(Remote):
                     infos = [self.fs.info(spec.path)]
                 except FileNotFoundError:
                     infos = []
-        return [self._file(i) for i in infos if i.get("type", "file") == "file"]
+            files = [self._file(i) for i in infos if i.get("type", "file") == "file"]
+            if not files:
+                self._check_bucket()
+        return files
+
+    def _check_bucket(self) -> None:
+        """Nothing matched: a bucket that does not exist is not "the export did not arrive"
+        but a source that cannot be read (exit 2)."""
+        if self.spec.scheme not in ("s3", "gs", "gcs", "az", "abfs"):
+            return
+        bucket = self.spec.path.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            raise SourceError(f"{self.spec.display}: no bucket {bucket!r} there (or no "
+                              f"access to it): check the url and endpoint_url")
 
     def _file(self, info: dict[str, Any]) -> RemoteFile:
         mtime = None
