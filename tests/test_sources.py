@@ -567,3 +567,19 @@ def test_s3_a_bucket_that_does_not_exist_is_a_source_error_not_a_missing_export(
     cfg = config(tmp_path, "bucket", "s3://exp/nightly/stock.csv", **keys)
     missing = run_invsync(["sync", "bucket", "--config", str(cfg)], env)
     assert missing.returncode == 3 and "no file matches" in missing.stderr, output(missing)
+
+
+def test_sftp_glob_reads_a_symlinked_export_as_a_plain_path_does(
+        sftp: Sftp, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # Some servers publish the export as a link (stock_latest.csv -> stock_0612.csv): a
+    # glob that matches only the link reads it, as the plain path does, not "no file matches".
+    skus = catalog_skus(2)
+    write_stock(sftp.root / "archive.csv", {(1, s): 9 for s in skus})
+    os.symlink("../archive.csv", sftp.root / "out" / "stock_latest.csv")
+    (sftp.root / "out" / "stock_dangling.csv").symlink_to("../gone.csv")
+    env = env_for(sandbox, tmp_path)
+    for path in ("out/stock_latest.csv", "out/stock_*.csv"):
+        cfg = sftp_config(tmp_path, sftp, path)
+        result = run_invsync(["sync", "warehouse", "--config", str(cfg), "--force"], env)
+        assert result.returncode == 0, output(result)
+        assert result.report()["origin"]["source"]["path"] == "/out/stock_latest.csv"

@@ -268,6 +268,7 @@ class FsspecRemote(Remote):
                 found = self.fs.glob(spec.path, detail=True)
                 infos = found.values() if isinstance(found, dict) else \
                     [self.fs.info(p) for p in found]
+                infos = [self._followed(i) for i in infos]
             else:
                 try:
                     infos = [self.fs.info(spec.path)]
@@ -277,6 +278,16 @@ class FsspecRemote(Remote):
             if not files:
                 self._check_bucket()
         return files
+
+    def _followed(self, info: dict[str, Any]) -> dict[str, Any]:
+        """A listing's symbolic link as what it points to (a plain path reads through it;
+        a dangling link is no file)."""
+        if info.get("type") != "link":
+            return info
+        try:
+            return dict(self.fs.info(info["name"]))
+        except (FileNotFoundError, OSError):
+            return {"type": "missing"}
 
     def _check_bucket(self) -> None:
         """Nothing matched: a bucket that does not exist is not "the export did not arrive"
