@@ -452,3 +452,15 @@ def test_a_feed_answering_200_with_an_html_page_is_a_source_error(sandbox: Sandb
     assert result.returncode == 2, output(result)
     assert "web page" in result.stderr and "Traceback" not in output(result)
     assert not list((tmp_path / "state").rglob("report.json"))  # nothing was run
+
+
+def test_a_drop_folder_named_by_its_path_is_its_configured_source(tmp_path: Path) -> None:
+    # `watch drop` and a cron `sync /srv/drop/stock_*.csv` are the same source: one state
+    # folder (ledger, last run, watch lock), or the cron run processes each file again.
+    sources = check_sources({"drop": {"url": f"{tmp_path}/drop/stock_*.csv", "pick": "newest",
+                                      "on_success": "move:done/"}})
+    by_name = resolve("drop", sources)
+    for arg in (f"{tmp_path}/drop/stock_*.csv", f"{tmp_path}/drop/../drop/stock_*.csv"):
+        by_path = resolve(arg, sources)
+        assert by_path.key == by_name.key and by_path.on_success == "move:done/"
+    assert resolve(f"{tmp_path}/other/stock_*.csv", sources).key != by_name.key

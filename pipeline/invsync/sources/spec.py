@@ -194,7 +194,7 @@ def _table_for(url: str, sources: dict[str, Any]) -> tuple[str | None, dict[str,
     (the longest matching path wins): where a URL given on the command line finds its
     credentials."""
     if "://" not in url:
-        return None, {}
+        return _local_table_for(url, sources)
     want = urlsplit(url)
     best: tuple[int, str | None, dict[str, Any]] = (-1, None, {})
     for name, table in sources.items():
@@ -210,6 +210,17 @@ def _table_for(url: str, sources: dict[str, Any]) -> tuple[str | None, dict[str,
         if want.path.startswith(prefix) and len(prefix) > best[0]:
             best = (len(prefix), name, dict(table))
     return best[1], best[2]
+
+
+def _local_table_for(path: str, sources: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The ``[sources.NAME]`` whose url is the same local path or glob as ``path``: a drop
+    folder named by its path is that source (one ledger, one last run, one watch lock)."""
+    want = os.path.abspath(os.path.expanduser(path))
+    for name, table in sources.items():
+        url = str(table.get("url", ""))
+        if "://" not in url and os.path.abspath(os.path.expanduser(url)) == want:
+            return name, dict(table)
+    return None, {}
 
 
 def _secret(table: dict[str, Any], key: str) -> Secret | None:
