@@ -464,3 +464,19 @@ def test_a_drop_folder_named_by_its_path_is_its_configured_source(tmp_path: Path
         by_path = resolve(arg, sources)
         assert by_path.key == by_name.key and by_path.on_success == "move:done/"
     assert resolve(f"{tmp_path}/other/stock_*.csv", sources).key != by_name.key
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://u:pa/ss-9Kq@127.0.0.1:1/x.csv",     # a '/' in a password not %-encoded
+    "sftp://u:pa/ss-9Kq@[::1/x.csv",            # and a broken IPv6 host
+    "gopher://u:pa/ss-9Kq@h/x.csv",
+])
+def test_a_malformed_url_is_refused_as_usage_without_its_password(url: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        resolve(url, {"w": {"url": "sftp://h/out/"}})
+    assert "ss-9Kq" not in str(refused.value)
+    with pytest.raises(UsageError):
+        resolve("sftp://[::1/x.csv", {})
+    with pytest.raises(UsageError) as refused:  # in the config: refused when it is read
+        check_sources({"w": {"url": url}})
+    assert "ss-9Kq" not in str(refused.value)
