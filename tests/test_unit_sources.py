@@ -480,3 +480,48 @@ def test_a_malformed_url_is_refused_as_usage_without_its_password(url: str) -> N
     with pytest.raises(UsageError) as refused:  # in the config: refused when it is read
         check_sources({"w": {"url": url}})
     assert "ss-9Kq" not in str(refused.value)
+
+
+def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: SandboxProcess,
+                                                                 tmp_path: Path) -> None:
+    # username/password are the login of every scheme (docs/sources.md): for http(s) they
+    # are Basic auth, not silently dropped (a 401 and "check the headers").
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = write_stock(tmp_path / "feed.csv", {(1, s): 3 for s in catalog_skus(2)}).read_bytes()
+    want = "Basic " + base64.b64encode(b"shop:pw-Basic-551").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.headers.get("Authorization") != want:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="feed"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.feed]\nurl = "http://shop@127.0.0.1:{server.server_port}/f.csv"\n'
+                   f'password = "pw-Basic-551"\n')
+    env = env_for(sandbox, tmp_path)
+    try:
+        result = run_invsync(["sync", "feed", "--config", str(cfg)], env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, output(result)
+    assert "pw-Basic-551" not in output(result)

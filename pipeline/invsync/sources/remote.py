@@ -526,8 +526,13 @@ class HttpRemote(Remote):
                 for name in headers:
                     request.headers.pop(name, None)
 
-        return httpx.Client(timeout=self.spec.timeout_s, verify=verify, headers=headers,
-                            follow_redirects=True,
+        spec = self.spec
+        # The login of the source (url or table) as Basic auth; httpx drops it on a redirect
+        # to another origin.
+        auth = httpx.BasicAuth(spec.username or "", spec.password.reveal()) \
+            if spec.password else None
+        return httpx.Client(timeout=spec.timeout_s, verify=verify, headers=headers,
+                            auth=auth, follow_redirects=True,
                             event_hooks={"request": [own_origin_only]})
 
     def list(self) -> list[RemoteFile]:
@@ -587,7 +592,8 @@ def _is_web_page(path: Path) -> bool:
 def _raise_for(response: Any, spec: SourceSpec) -> None:
     if response.status_code in (401, 403):
         raise SourceError(f"{spec.display}: the server refused access (HTTP "
-                          f"{response.status_code}): check the headers of the source's config")
+                          f"{response.status_code}): check the headers (or username and "
+                          f"password) of the source's config")
     if response.status_code >= 400:
         raise SourceError(f"{spec.display}: HTTP {response.status_code}")
 
