@@ -525,3 +525,65 @@ def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: Sandbox
         server.server_close()
     assert result.returncode == 0, output(result)
     assert "pw-Basic-551" not in output(result)
+
+
+def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
+        sandbox: SandboxProcess, tmp_path: Path, children: list) -> None:
+    # A published sheet answers with no Last-Modified: the same URL and size is no sign that
+    # nothing changed. Each new content is run once, an unchanged one never again.
+    import json
+    import signal
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import spawn, wait_for
+
+    skus = catalog_skus(2)
+    feed = {"body": write_stock(tmp_path / "v1.csv", {(1, s): 11 for s in skus}).read_bytes()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = feed["body"]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.sheet]\nurl = "http://127.0.0.1:{server.server_port}/pub.csv"\n'
+                   f'interval_s = 0.2\n')
+    ledger = tmp_path / "state" / "invsync" / "sources" / "sheet" / "ledger.jsonl"
+    runs = tmp_path / "state" / "invsync" / "runs"
+
+    def entries() -> list[dict[str, Any]]:
+        text = ledger.read_text() if ledger.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    log = tmp_path / "watch.log"
+    proc = spawn(["watch", "sheet", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
+                 children)
+    try:
+        wait_for(lambda: len(entries()) == 1, proc, log)
+        feed["body"] = write_stock(tmp_path / "v2.csv", {(1, s): 22 for s in skus}).read_bytes()
+        wait_for(lambda: len(entries()) == 2, proc, log)
+        time.sleep(1.5)  # several more looks at the unchanged feed
+        feed["body"] = (tmp_path / "v1.csv").read_bytes()  # back to the first content
+        wait_for(lambda: len(entries()) == 3, proc, log)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        server.shutdown()
+        server.server_close()
+    assert [e["status"] for e in entries()] == ["processed"] * 3, log.read_text()
+    assert len(list(runs.glob("*/report.json"))) == 3
+    assert log.read_text().count("unchanged since") == 0, log.read_text()

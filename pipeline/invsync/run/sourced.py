@@ -305,7 +305,9 @@ class Watcher:
         finally:
             remote.close()
         marker = self.spec.marker
-        new = [f for f in files if f.identity() not in seen
+        # A file whose server gives no mtime (a feed without Last-Modified) is fetched at
+        # each look: its bytes (sha256) say whether it changed.
+        new = [f for f in files if (f.mtime is None or f.identity() not in seen)
                and not (marker and f.path.endswith(marker))]
         count = 0
         for file in new:
@@ -340,9 +342,14 @@ class Watcher:
             return False
         finally:
             remote.close()
-        done_before = next((e for e in ledger if e.get("sha256") == fetched.sha256
-                            and e.get("status") == "processed"), None)
-        if done_before is not None:
+        latest = next((e for e in reversed(ledger) if e.get("path") == settled.shown_path), {})
+        if settled.mtime is None and latest.get("sha256") == fetched.sha256:
+            return False  # the same bytes as at the last look: nothing new
+        # The same bytes as the file processed last (a copy under a new name) are not run
+        # again; bytes processed before a newer file was are (the store has moved since).
+        done_before = next((e for e in reversed(ledger) if e.get("status") == "processed"),
+                           None)
+        if done_before is not None and done_before.get("sha256") == fetched.sha256:
             fetched.unchanged_since = done_before.get("run_id")
         try:
             done = process(fetched, self.settings, on_event=self.on_event,
