@@ -587,3 +587,18 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
     assert [e["status"] for e in entries()] == ["processed"] * 3, log.read_text()
     assert len(list(runs.glob("*/report.json"))) == 3
     assert log.read_text().count("unchanged since") == 0, log.read_text()
+
+
+def test_an_unusable_source_file_is_named_by_where_it_came_from(sandbox: SandboxProcess,
+                                                                 tmp_path: Path) -> None:
+    # A zero-byte export: the message names the file at the source, not the state folder's
+    # internal copy of it.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock_1.csv").write_bytes(b"")
+    result = run_invsync(["sync", f"{drop}/stock_*.csv", "--settle", "0.1"],
+                         env_for(sandbox, tmp_path))
+    assert result.returncode == 65, output(result)
+    assert f"{drop}/stock_1.csv: the file is empty" in result.stderr, output(result)
+    assert "/sources/" not in result.stderr
+    assert f"{drop}/stock_1.csv" in result.report()["error"]

@@ -148,6 +148,8 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
     # the copy it read is input.fetched (and fetched/ in the run folder).
     report.input["fetched"] = report.input.get("path")
     report.input["path"] = fetched.url
+    if report.error:  # "…/fetched/<sha>/stock.csv: the file is empty" names the source's file
+        report.error = report.error.replace(str(fetched.local), fetched.url)
     if report.report_dir:
         try:
             keep_in_run_folder(fetched, Path(report.report_dir))
