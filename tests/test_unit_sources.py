@@ -268,14 +268,14 @@ def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
     body = b"sku,location_id,qty\nA,1,5\n"
 
     class Other(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             seen.append({k.lower(): v for k, v in self.headers.items()})
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *_: object) -> None:
             pass
@@ -283,12 +283,12 @@ def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
     other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
 
     class Feed(Other):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(302)
             self.send_header("Location", f"http://127.0.0.1:{other.server_port}/x.csv")
             self.end_headers()
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
     feed = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
     for server in (other, feed):
@@ -317,7 +317,7 @@ def _serve(body: bytes, content_type: str = "text/csv") -> Any:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
@@ -325,7 +325,7 @@ def _serve(body: bytes, content_type: str = "text/csv") -> Any:
             if self.command == "GET":
                 self.wfile.write(body)
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *_: object) -> None:
             pass
@@ -371,7 +371,7 @@ def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
     stop = threading.Event()
 
     class Drip(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/csv")
             self.end_headers()
@@ -385,7 +385,7 @@ def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
                 except OSError:
                     return
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *_: object) -> None:
             pass
@@ -494,7 +494,7 @@ def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: Sandbox
     want = "Basic " + base64.b64encode(b"shop:pw-Basic-551").decode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.headers.get("Authorization") != want:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="feed"')
@@ -507,7 +507,7 @@ def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: Sandbox
             if self.command == "GET":
                 self.wfile.write(body)
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *_: object) -> None:
             pass
@@ -542,7 +542,7 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
     feed = {"body": write_stock(tmp_path / "v1.csv", {(1, s): 11 for s in skus}).read_bytes()}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = feed["body"]
             self.send_response(200)
             self.send_header("Content-Type", "text/csv")
@@ -551,7 +551,7 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
             if self.command == "GET":
                 self.wfile.write(body)
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *_: object) -> None:
             pass

@@ -344,7 +344,8 @@ class Watcher:
             return False
         finally:
             remote.close()
-        latest = next((e for e in reversed(ledger) if e.get("path") == settled.shown_path), {})
+        latest: dict[str, Any] = next(
+            (e for e in reversed(ledger) if e.get("path") == settled.shown_path), {})
         if settled.mtime is None and latest.get("sha256") == fetched.sha256:
             return False  # the same bytes as at the last look: nothing new
         # The same bytes as the file processed last (a copy under a new name) are not run
