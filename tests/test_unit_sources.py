@@ -602,3 +602,19 @@ def test_an_unusable_source_file_is_named_by_where_it_came_from(sandbox: Sandbox
     assert f"{drop}/stock_1.csv: the file is empty" in result.stderr, output(result)
     assert "/sources/" not in result.stderr
     assert f"{drop}/stock_1.csv" in result.report()["error"]
+
+
+def test_a_glob_that_also_matches_marker_files_reads_the_export(tmp_path: Path) -> None:
+    # url = ".../stock_*" with marker = ".done": the marker (newer than its file) is never
+    # the file read; sync picks among the exports as watch does.
+    from invsync.sources.fetch import fetch
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    old = time.time() - 100
+    (drop / "stock_1.csv").write_text("sku,location_id,quantity\nA,1,5\n")
+    os.utime(drop / "stock_1.csv", (old, old))
+    (drop / "stock_1.csv.done").write_text("")
+    spec = resolve(f"{drop}/stock_*", {}, pick="newest", marker=".done")
+    fetched = fetch(spec, tmp_path / "state", sleep=lambda _s: None)
+    assert fetched.file.name == "stock_1.csv"

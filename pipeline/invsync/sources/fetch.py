@@ -250,7 +250,8 @@ def fetch(spec: SourceSpec, state_dir: Path, *, force: bool = False,
     """
     remote = remote_for(spec)
     try:
-        file = pick(spec, remote.list())
+        found = [f for f in remote.list() if not (spec.marker and f.path.endswith(spec.marker))]
+        file = pick(spec, found)  # a marker file is never the file read
         check_fresh(spec, file, time.time())
         file = wait_settled(remote, file, sleep=sleep)
         check_fresh(spec, file, time.time())
