@@ -618,3 +618,28 @@ def test_a_glob_that_also_matches_marker_files_reads_the_export(tmp_path: Path) 
     spec = resolve(f"{drop}/stock_*", {}, pick="newest", marker=".done")
     fetched = fetch(spec, tmp_path / "state", sleep=lambda _s: None)
     assert fetched.file.name == "stock_1.csv"
+
+
+def test_a_download_left_by_a_killed_run_is_cleaned_up(tmp_path: Path) -> None:
+    # kill -9 mid-download leaves .incoming-<pid>-<name>.part (up to 2 GiB) in the state
+    # folder: the next fetch removes it once that process is gone; a live one's is kept.
+    import subprocess
+    import sys
+
+    from invsync.sources.fetch import fetch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock.csv").write_text("sku,location_id,quantity\nA,1,5\n")
+    downloads = tmp_path / "state" / "sources"
+    spec = resolve(f"{drop}/stock*.csv", {"d": {"url": f"{drop}/stock*.csv"}}, settle_s=0.0)
+    fetched_dir = downloads / spec.key / "fetched"
+    fetched_dir.mkdir(parents=True)
+    left = fetched_dir / f".incoming-{dead.pid}-stock.csv.part"
+    left.write_bytes(b"x" * 1000)
+    live = fetched_dir / f".incoming-{os.getpid()}-other.csv.part"  # a live download
+    live.write_bytes(b"y")
+    fetch(spec, tmp_path / "state", sleep=lambda _s: None)
+    assert not left.exists() and live.exists()

@@ -229,7 +229,13 @@ KEEP_DOWNLOADS = 5
 
 
 def _prune(downloads: Path, keep: Path) -> None:
-    """Remove all but the newest :data:`KEEP_DOWNLOADS` download folders."""
+    """Remove all but the newest :data:`KEEP_DOWNLOADS` download folders, and what a
+    killed process left half-downloaded (``.incoming-<pid>-...``)."""
+    for part in downloads.glob(".incoming-*"):
+        pid = part.name.split("-", 2)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
     folders = sorted((p for p in downloads.iterdir() if p.is_dir() and p != keep),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in folders[KEEP_DOWNLOADS - 1:]:
@@ -237,6 +243,17 @@ def _prune(downloads: Path, keep: Path) -> None:
             for item in old.iterdir():
                 item.unlink()
             old.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` running (on this machine)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def fetch(spec: SourceSpec, state_dir: Path, *, force: bool = False,
