@@ -643,3 +643,18 @@ def test_a_download_left_by_a_killed_run_is_cleaned_up(tmp_path: Path) -> None:
     live.write_bytes(b"y")
     fetch(spec, tmp_path / "state", sleep=lambda _s: None)
     assert not left.exists() and live.exists()
+
+
+def test_max_age_that_cannot_be_checked_says_so(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # A feed without Last-Modified: max_age cannot guard it; the run must not look guarded.
+    stock = write_stock(tmp_path / "feed.csv", {(1, s): 4 for s in catalog_skus(2)})
+    server = _serve(stock.read_bytes())
+    try:
+        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/f.csv",
+                              "--max-age", "26h"], env_for(sandbox, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, output(result)
+    assert any("max_age could not be checked" in n for n in result.report()["notes"])
+    assert "max_age could not be checked" in result.stdout

@@ -141,6 +141,9 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
         return done
     notes = [f"fetched {fetched.file.name} from {spec.display} (sha256 "
              f"{fetched.sha256[:12]}…); the copy read is kept in this run folder's fetched/"]
+    if spec.max_age_s is not None and fetched.file.mtime is None:
+        notes.append("max_age could not be checked: the server does not say when the file "
+                     "last changed (no Last-Modified)")
     report = sync_file(fetched.local, settings, on_event=on_event, command=command,
                        origin={**(origin or {}), "source": fetched.record()}, notes=notes)
     done.report = report
