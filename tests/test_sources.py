@@ -543,3 +543,43 @@ def test_watch_stops_at_once_on_sigterm_while_a_file_settles(
     assert not (tmp_path / "state" / "invsync" / "sources" / "drop" / "ledger.jsonl").exists()
     assert not (tmp_path / "state" / "invsync" / "runs").exists() or \
         not list((tmp_path / "state" / "invsync" / "runs").glob("*/report.json"))
+
+
+def test_s3_a_bucket_that_does_not_exist_is_a_source_error_not_a_missing_export(
+        servers: Start, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # A typo in the bucket name is not "the export did not arrive" (exit 3, stale_file):
+    # the source cannot be read (exit 2), and the message says why.
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    port = servers("s3")
+    keys = {"endpoint_url": f"http://127.0.0.1:{port}", "access_key_id": "AKIATEST",
+            "secret_access_key": "s3-secret-Zz90", "region": "us-east-1", "timeout_s": 10}
+    env = env_for(sandbox, tmp_path)
+    for url in ("s3://no-such-bucket/nightly/stock.csv", "s3://no-such-bucket/nightly/*.csv"):
+        cfg = config(tmp_path, "bucket", url, **keys)
+        result = run_invsync(["sync", "bucket", "--config", str(cfg)], env)
+        assert result.returncode == 2, output(result)
+        assert "no-such-bucket" in result.stderr and "no bucket" in result.stderr
+        assert "s3-secret-Zz90" not in output(result)
+    boto3 = pytest.importorskip("boto3")
+    boto3.client("s3", endpoint_url=keys["endpoint_url"], aws_access_key_id="AKIATEST",
+                 aws_secret_access_key="x", region_name="us-east-1").create_bucket(Bucket="exp")
+    cfg = config(tmp_path, "bucket", "s3://exp/nightly/stock.csv", **keys)
+    missing = run_invsync(["sync", "bucket", "--config", str(cfg)], env)
+    assert missing.returncode == 3 and "no file matches" in missing.stderr, output(missing)
+
+
+def test_sftp_glob_reads_a_symlinked_export_as_a_plain_path_does(
+        sftp: Sftp, sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # Some servers publish the export as a link (stock_latest.csv -> stock_0612.csv): a
+    # glob that matches only the link reads it, as the plain path does, not "no file matches".
+    skus = catalog_skus(2)
+    write_stock(sftp.root / "archive.csv", {(1, s): 9 for s in skus})
+    os.symlink("../archive.csv", sftp.root / "out" / "stock_latest.csv")
+    (sftp.root / "out" / "stock_dangling.csv").symlink_to("../gone.csv")
+    env = env_for(sandbox, tmp_path)
+    for path in ("out/stock_latest.csv", "out/stock_*.csv"):
+        cfg = sftp_config(tmp_path, sftp, path)
+        result = run_invsync(["sync", "warehouse", "--config", str(cfg), "--force"], env)
+        assert result.returncode == 0, output(result)
+        assert result.report()["origin"]["source"]["path"] == "/out/stock_latest.csv"

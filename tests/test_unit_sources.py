@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SandboxProcess, catalog_skus, env_for, output, run_invsync, write_stock
@@ -237,3 +238,423 @@ def test_password_env_names_a_variable_that_must_be_set(monkeypatch: pytest.Monk
     spec = resolve("w", sources)
     assert spec.password is not None and spec.password.reveal() == "from-the-env-42"
     assert "from-the-env-42" not in redact("x from-the-env-42 y")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("anonymous", "false"), ("verify_tls", "no"), ("tls", 1), ("timeout_s", 0),
+    ("marker", 5), ("url", 5), ("key_file", 5), ("username", ["a"]), ("password", 123),
+    ("on_success", True),
+])
+def test_a_source_value_of_the_wrong_type_is_refused_naming_its_key(key: str,
+                                                                     value: object) -> None:
+    # anonymous = "false" must not read as true (a string is not a boolean), nor a number
+    # as a file name: the config is refused (exit 64) and the message names the key.
+    table = {"url": "s3://bucket/stock.csv", key: value}
+    with pytest.raises(UsageError, match=rf"\[sources\.w\] {key}\b") as refused:
+        check_sources({"w": table})
+    assert "123" not in str(refused.value)  # a password of the wrong type is not shown
+
+
+def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
+        tmp_path: Path) -> None:
+    # httpx drops only Authorization on a cross-origin redirect: a token in X-Api-Key (or
+    # any configured header) must not reach the host the feed redirects to.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from invsync.sources.remote import HttpRemote
+
+    seen: list[dict[str, str]] = []
+    body = b"sku,location_id,qty\nA,1,5\n"
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+
+    class Feed(Other):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/x.csv")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    feed = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+    for server in (other, feed):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = resolve(f"http://127.0.0.1:{feed.server_port}/stock.csv", check_sources({
+            "feed": {"url": f"http://127.0.0.1:{feed.server_port}/stock.csv",
+                     "headers": {"X-Api-Key": "k-51d2-secret", "Authorization": "Bearer t-9"}},
+        }))
+        remote = HttpRemote(spec)
+        file = remote.list()[0]
+        done = remote.download(file, tmp_path / "x.csv")
+        assert done.size == len(body)
+    finally:
+        for server in (other, feed):
+            server.shutdown()
+            server.server_close()
+    assert seen, "the redirect was not followed"
+    for headers in seen:
+        assert "x-api-key" not in headers and "authorization" not in headers, headers
+
+
+def _serve(body: bytes, content_type: str = "text/csv") -> Any:
+    """A plain HTTP server on 127.0.0.1 (in a thread) answering every GET with ``body``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_token_in_a_feed_urls_query_is_stored_and_shown_nowhere(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # A Google Sheets-style link with its key in the query: the key must not reach the run
+    # folder (report.json, source.json), last.json, the JSON events or `runs`/`show`.
+    stock = write_stock(tmp_path / "feed.csv", {(1, s): 7 for s in catalog_skus(2)})
+    server = _serve(stock.read_bytes())
+    secret = "SeKrEt-feed-key-0912"
+    url = f"http://127.0.0.1:{server.server_port}/pub?output=csv&token={secret}"
+    env = env_for(sandbox, tmp_path)
+    try:
+        results = [run_invsync(["--log-format", "json", "sync", url], env),
+                   run_invsync(["-vv", "sync", url, "--force"], env),
+                   run_invsync(["runs"], env), run_invsync(["show", "last"], env)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [r.returncode for r in results] == [0, 0, 0, 0], output(results[0])
+    for result in results:
+        assert secret not in output(result)
+    stored = [p for p in (tmp_path / "state").rglob("*") if p.is_file()
+              and p.suffix in (".json", ".jsonl", ".md", ".html", ".csv")]
+    assert any(p.name == "source.json" for p in stored)
+    for path in stored:
+        assert secret not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
+                                                  tmp_path: Path) -> None:
+    # Every read gets a byte within timeout_s, so a per-read timeout alone never fires: the
+    # download must give up on a server that sends next to nothing (exit 2), not hang.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stop = threading.Event()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            self.wfile.write(b"sku,location_id,quantity\n")
+            while not stop.wait(0.2):
+                try:
+                    self.wfile.write(b"A")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/stock.csv"
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.feed]\nurl = "{url}"\ntimeout_s = 1\n')
+    try:
+        result = run_invsync(["sync", "feed", "--config", str(cfg)], env_for(sandbox, tmp_path),
+                             timeout=120)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, output(result)
+    assert "too slowly" in result.stderr and "Traceback" not in output(result)
+
+
+def test_a_file_replaced_during_the_run_is_not_deleted_unread(sandbox: SandboxProcess,
+                                                               tmp_path: Path) -> None:
+    # The next export lands under the same name while the run sends the one it read:
+    # on_success = "delete" must not delete bytes no run has read.
+    from conftest import env_at
+    from misbehaving import misbehaving_store
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    skus = catalog_skus(3)
+    stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in skus})
+    os.utime(stock, (time.time() - 60, time.time() - 60))
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock*.csv"\nsettle_s = 0.1\n'
+                   f'on_success = "delete"\n')
+
+    def respond(request: Any) -> None:
+        if request.method == "PUT" and stock.read_text().count(",5\n"):
+            write_stock(stock, {(1, s): 77 for s in skus})  # the next night's file arrives
+        return None
+
+    with misbehaving_store(respond, sandbox.url) as store:
+        result = run_invsync(["sync", "drop", "--config", str(cfg)],
+                             env_at(store.url, tmp_path, sandbox))
+    assert result.returncode == 0, output(result)
+    assert stock.exists(), "the new file was deleted without being read"
+    assert ",77" in stock.read_text()
+    assert "changed at the source" in output(result)
+
+
+def test_a_feed_answering_200_with_an_html_page_is_a_source_error(sandbox: SandboxProcess,
+                                                                    tmp_path: Path) -> None:
+    # A login or error page sent as 200 OK is the server failing (exit 2, run again next
+    # time), not an unusable stock file (exit 65) reported with a garbled column list.
+    page = b"<!DOCTYPE html>\n<html><body><h1>Session expired</h1>, please log in</body></html>"
+    server = _serve(page, "text/html; charset=utf-8")
+    try:
+        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/stock.csv"],
+                             env_for(sandbox, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, output(result)
+    assert "web page" in result.stderr and "Traceback" not in output(result)
+    assert not list((tmp_path / "state").rglob("report.json"))  # nothing was run
+
+
+def test_a_drop_folder_named_by_its_path_is_its_configured_source(tmp_path: Path) -> None:
+    # `watch drop` and a cron `sync /srv/drop/stock_*.csv` are the same source: one state
+    # folder (ledger, last run, watch lock), or the cron run processes each file again.
+    sources = check_sources({"drop": {"url": f"{tmp_path}/drop/stock_*.csv", "pick": "newest",
+                                      "on_success": "move:done/"}})
+    by_name = resolve("drop", sources)
+    for arg in (f"{tmp_path}/drop/stock_*.csv", f"{tmp_path}/drop/../drop/stock_*.csv"):
+        by_path = resolve(arg, sources)
+        assert by_path.key == by_name.key and by_path.on_success == "move:done/"
+    assert resolve(f"{tmp_path}/other/stock_*.csv", sources).key != by_name.key
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://u:pa/ss-9Kq@127.0.0.1:1/x.csv",     # a '/' in a password not %-encoded
+    "sftp://u:pa/ss-9Kq@[::1/x.csv",            # and a broken IPv6 host
+    "gopher://u:pa/ss-9Kq@h/x.csv",
+])
+def test_a_malformed_url_is_refused_as_usage_without_its_password(url: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        resolve(url, {"w": {"url": "sftp://h/out/"}})
+    assert "ss-9Kq" not in str(refused.value)
+    with pytest.raises(UsageError):
+        resolve("sftp://[::1/x.csv", {})
+    with pytest.raises(UsageError) as refused:  # in the config: refused when it is read
+        check_sources({"w": {"url": url}})
+    assert "ss-9Kq" not in str(refused.value)
+
+
+def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: SandboxProcess,
+                                                                 tmp_path: Path) -> None:
+    # username/password are the login of every scheme (docs/sources.md): for http(s) they
+    # are Basic auth, not silently dropped (a 401 and "check the headers").
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = write_stock(tmp_path / "feed.csv", {(1, s): 3 for s in catalog_skus(2)}).read_bytes()
+    want = "Basic " + base64.b64encode(b"shop:pw-Basic-551").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != want:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="feed"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.feed]\nurl = "http://shop@127.0.0.1:{server.server_port}/f.csv"\n'
+                   f'password = "pw-Basic-551"\n')
+    env = env_for(sandbox, tmp_path)
+    try:
+        result = run_invsync(["sync", "feed", "--config", str(cfg)], env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, output(result)
+    assert "pw-Basic-551" not in output(result)
+
+
+def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
+        sandbox: SandboxProcess, tmp_path: Path, children: list) -> None:
+    # A published sheet answers with no Last-Modified: the same URL and size is no sign that
+    # nothing changed. Each new content is run once, an unchanged one never again.
+    import json
+    import signal
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import spawn, wait_for
+
+    skus = catalog_skus(2)
+    feed = {"body": write_stock(tmp_path / "v1.csv", {(1, s): 11 for s in skus}).read_bytes()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = feed["body"]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cfg = tmp_path / "invsync.toml"
+    cfg.write_text(f'[sources.sheet]\nurl = "http://127.0.0.1:{server.server_port}/pub.csv"\n'
+                   f'interval_s = 0.2\n')
+    ledger = tmp_path / "state" / "invsync" / "sources" / "sheet" / "ledger.jsonl"
+    runs = tmp_path / "state" / "invsync" / "runs"
+
+    def entries() -> list[dict[str, Any]]:
+        text = ledger.read_text() if ledger.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    log = tmp_path / "watch.log"
+    proc = spawn(["watch", "sheet", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
+                 children)
+    try:
+        wait_for(lambda: len(entries()) == 1, proc, log)
+        feed["body"] = write_stock(tmp_path / "v2.csv", {(1, s): 22 for s in skus}).read_bytes()
+        wait_for(lambda: len(entries()) == 2, proc, log)
+        time.sleep(1.5)  # several more looks at the unchanged feed
+        feed["body"] = (tmp_path / "v1.csv").read_bytes()  # back to the first content
+        wait_for(lambda: len(entries()) == 3, proc, log)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        server.shutdown()
+        server.server_close()
+    assert [e["status"] for e in entries()] == ["processed"] * 3, log.read_text()
+    assert len(list(runs.glob("*/report.json"))) == 3
+    assert log.read_text().count("unchanged since") == 0, log.read_text()
+
+
+def test_an_unusable_source_file_is_named_by_where_it_came_from(sandbox: SandboxProcess,
+                                                                 tmp_path: Path) -> None:
+    # A zero-byte export: the message names the file at the source, not the state folder's
+    # internal copy of it.
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock_1.csv").write_bytes(b"")
+    result = run_invsync(["sync", f"{drop}/stock_*.csv", "--settle", "0.1"],
+                         env_for(sandbox, tmp_path))
+    assert result.returncode == 65, output(result)
+    assert f"{drop}/stock_1.csv: the file is empty" in result.stderr, output(result)
+    assert "/sources/" not in result.stderr
+    assert f"{drop}/stock_1.csv" in result.report()["error"]
+
+
+def test_a_glob_that_also_matches_marker_files_reads_the_export(tmp_path: Path) -> None:
+    # url = ".../stock_*" with marker = ".done": the marker (newer than its file) is never
+    # the file read; sync picks among the exports as watch does.
+    from invsync.sources.fetch import fetch
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    old = time.time() - 100
+    (drop / "stock_1.csv").write_text("sku,location_id,quantity\nA,1,5\n")
+    os.utime(drop / "stock_1.csv", (old, old))
+    (drop / "stock_1.csv.done").write_text("")
+    spec = resolve(f"{drop}/stock_*", {}, pick="newest", marker=".done")
+    fetched = fetch(spec, tmp_path / "state", sleep=lambda _s: None)
+    assert fetched.file.name == "stock_1.csv"
+
+
+def test_a_download_left_by_a_killed_run_is_cleaned_up(tmp_path: Path) -> None:
+    # kill -9 mid-download leaves .incoming-<pid>-<name>.part (up to 2 GiB) in the state
+    # folder: the next fetch removes it once that process is gone; a live one's is kept.
+    import subprocess
+    import sys
+
+    from invsync.sources.fetch import fetch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock.csv").write_text("sku,location_id,quantity\nA,1,5\n")
+    downloads = tmp_path / "state" / "sources"
+    spec = resolve(f"{drop}/stock*.csv", {"d": {"url": f"{drop}/stock*.csv"}}, settle_s=0.0)
+    fetched_dir = downloads / spec.key / "fetched"
+    fetched_dir.mkdir(parents=True)
+    left = fetched_dir / f".incoming-{dead.pid}-stock.csv.part"
+    left.write_bytes(b"x" * 1000)
+    live = fetched_dir / f".incoming-{os.getpid()}-other.csv.part"  # a live download
+    live.write_bytes(b"y")
+    fetch(spec, tmp_path / "state", sleep=lambda _s: None)
+    assert not left.exists() and live.exists()
+
+
+def test_max_age_that_cannot_be_checked_says_so(sandbox: SandboxProcess, tmp_path: Path) -> None:
+    # A feed without Last-Modified: max_age cannot guard it; the run must not look guarded.
+    stock = write_stock(tmp_path / "feed.csv", {(1, s): 4 for s in catalog_skus(2)})
+    server = _serve(stock.read_bytes())
+    try:
+        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/f.csv",
+                              "--max-age", "26h"], env_for(sandbox, tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, output(result)
+    assert any("max_age could not be checked" in n for n in result.report()["notes"])
+    assert "max_age could not be checked" in result.stdout

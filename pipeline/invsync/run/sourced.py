@@ -141,6 +141,9 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
         return done
     notes = [f"fetched {fetched.file.name} from {spec.display} (sha256 "
              f"{fetched.sha256[:12]}…); the copy read is kept in this run folder's fetched/"]
+    if spec.max_age_s is not None and fetched.file.mtime is None:
+        notes.append("max_age could not be checked: the server does not say when the file "
+                     "last changed (no Last-Modified)")
     report = sync_file(fetched.local, settings, on_event=on_event, command=command,
                        origin={**(origin or {}), "source": fetched.record()}, notes=notes)
     done.report = report
@@ -148,6 +151,8 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
     # the copy it read is input.fetched (and fetched/ in the run folder).
     report.input["fetched"] = report.input.get("path")
     report.input["path"] = fetched.url
+    if report.error:  # "…/fetched/<sha>/stock.csv: the file is empty" names the source's file
+        report.error = report.error.replace(str(fetched.local), fetched.url)
     if report.report_dir:
         try:
             keep_in_run_folder(fetched, Path(report.report_dir))
@@ -305,7 +310,9 @@ class Watcher:
         finally:
             remote.close()
         marker = self.spec.marker
-        new = [f for f in files if f.identity() not in seen
+        # A file whose server gives no mtime (a feed without Last-Modified) is fetched at
+        # each look: its bytes (sha256) say whether it changed.
+        new = [f for f in files if (f.mtime is None or f.identity() not in seen)
                and not (marker and f.path.endswith(marker))]
         count = 0
         for file in new:
@@ -340,9 +347,15 @@ class Watcher:
             return False
         finally:
             remote.close()
-        done_before = next((e for e in ledger if e.get("sha256") == fetched.sha256
-                            and e.get("status") == "processed"), None)
-        if done_before is not None:
+        latest: dict[str, Any] = next(
+            (e for e in reversed(ledger) if e.get("path") == settled.shown_path), {})
+        if settled.mtime is None and latest.get("sha256") == fetched.sha256:
+            return False  # the same bytes as at the last look: nothing new
+        # The same bytes as the file processed last (a copy under a new name) are not run
+        # again; bytes processed before a newer file was are (the store has moved since).
+        done_before = next((e for e in reversed(ledger) if e.get("status") == "processed"),
+                           None)
+        if done_before is not None and done_before.get("sha256") == fetched.sha256:
             fetched.unchanged_since = done_before.get("run_id")
         try:
             done = process(fetched, self.settings, on_event=self.on_event,
@@ -363,7 +376,7 @@ class Watcher:
 
     def _record(self, file: RemoteFile, sha256: str | None, status: str,
                 run_id: str | None) -> dict[str, Any]:
-        entry = {"path": file.path, "size": file.size, "mtime": file.mtime, "sha256": sha256,
+        entry = {"path": file.shown_path, "size": file.size, "mtime": file.mtime, "sha256": sha256,
                  "status": status, "run_id": run_id, "at": utc_now(), "at_s": time.time()}
         self.state.add_to_ledger(entry)
         return entry

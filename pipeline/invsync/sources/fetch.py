@@ -65,7 +65,7 @@ class Fetched:
     def record(self) -> dict[str, Any]:
         """What ``source.json`` in the run folder (and report.json's ``origin.source``) says."""
         return {"source": self.spec.display, "name": self.spec.name, "url": self.url,
-                "path": self.file.path,
+                "path": self.file.shown_path,
                 "size": self.size, "mtime": self.file.mtime, "sha256": self.sha256,
                 "etag": self.etag, "last_modified": self.last_modified,
                 "fetched_at": self.fetched_at}
@@ -192,7 +192,7 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
     spec = remote.spec
     last = state.last()
     if (not force and file.etag and last.get("etag") == file.etag
-            and last.get("size") == file.size and last.get("path") == file.path):
+            and last.get("size") == file.size and last.get("path") == file.shown_path):
         # The server's ETag says this is the object the last successful run read.
         return Fetched(spec=spec, file=file, local=state.downloads / file.name,
                        sha256=str(last.get("sha256", "")), size=int(last.get("size") or 0),
@@ -229,7 +229,13 @@ KEEP_DOWNLOADS = 5
 
 
 def _prune(downloads: Path, keep: Path) -> None:
-    """Remove all but the newest :data:`KEEP_DOWNLOADS` download folders."""
+    """Remove all but the newest :data:`KEEP_DOWNLOADS` download folders, and what a
+    killed process left half-downloaded (``.incoming-<pid>-...``)."""
+    for part in downloads.glob(".incoming-*"):
+        pid = part.name.split("-", 2)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
     folders = sorted((p for p in downloads.iterdir() if p.is_dir() and p != keep),
                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in folders[KEEP_DOWNLOADS - 1:]:
@@ -237,6 +243,17 @@ def _prune(downloads: Path, keep: Path) -> None:
             for item in old.iterdir():
                 item.unlink()
             old.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    """Is process ``pid`` running (on this machine)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def fetch(spec: SourceSpec, state_dir: Path, *, force: bool = False,
@@ -250,7 +267,8 @@ def fetch(spec: SourceSpec, state_dir: Path, *, force: bool = False,
     """
     remote = remote_for(spec)
     try:
-        file = pick(spec, remote.list())
+        found = [f for f in remote.list() if not (spec.marker and f.path.endswith(spec.marker))]
+        file = pick(spec, found)  # a marker file is never the file read
         check_fresh(spec, file, time.time())
         file = wait_settled(remote, file, sleep=sleep)
         check_fresh(spec, file, time.time())
@@ -280,6 +298,14 @@ def after(spec: SourceSpec, file: RemoteFile, succeeded: bool) -> str | None:
         return None
     remote = remote_for(spec)
     try:
+        now = remote.stat(file.path)
+        if now is None:
+            return f"{file.name} was no longer at the source: nothing to {action}"
+        if (now.size, now.mtime) != (file.size, file.mtime) or (
+                now.etag and file.etag and now.etag != file.etag):
+            # A new export under the same name: its bytes were not read by this run.
+            raise SourceError(f"{file.name} changed at the source since it was read: left "
+                              f"where it is, for the next run")
         marker = marker_path(spec, file)
         targets = [file.path] + ([marker] if marker and remote.exists(marker) else [])
         if action == "delete":

@@ -20,6 +20,7 @@ import posixpath
 import shutil
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from invsync.redact import redact
+from invsync.redact import redact, redact_url
 from invsync.sources.errors import MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
 
@@ -58,8 +59,14 @@ class RemoteFile:
         path = urlsplit(self.path).path if "://" in self.path else self.path
         return posixpath.basename(path.rstrip("/"))
 
+    @property
+    def shown_path(self) -> str:
+        """The path as it may be stored or shown (a URL's secret query values redacted)."""
+        return redact_url(self.path) if "://" in self.path else self.path
+
     def identity(self) -> tuple[str, int | None, float | None]:
-        return (self.path, self.size, self.mtime)
+        """What the watch ledger knows a file by (path as stored, size, mtime)."""
+        return (self.shown_path, self.size, self.mtime)
 
 
 @dataclass
@@ -98,7 +105,7 @@ class Remote:
                  last_modified: str | None = None) -> Download:
         """Copy ``file`` to ``dest`` (written whole or not at all) and hash it."""
         with self._errors(f"reading {file.path}"):
-            return _copy(self.open(file.path), dest, file)
+            return _copy(self.open(file.path), dest, file, self.spec.timeout_s)
 
     def move(self, path: str, folder: str) -> str:
         """Move ``path`` into ``folder`` (relative to its own folder); the new path."""
@@ -144,13 +151,20 @@ def describe(exc: BaseException, spec: SourceSpec) -> str:
     return redact(f"{name}: {text}" if text else name)
 
 
-def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
+MIN_PROGRESS = 64 << 10
+"""A download that receives less than this within ``timeout_s`` (and has not ended) is given
+up (exit 2): each read answering in time does not bound a server that drips bytes."""
+
+
+def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
+          timeout_s: float | None = None) -> Download:
     """Write ``stream`` to ``dest`` through a temporary file, hashing it on the way."""
     digest = hashlib.sha256()
     size = 0
     limit = MAX_BYTES
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    window_start, window_size = time.monotonic(), 0
     try:
         with stream, part.open("wb") as out:
             while chunk := stream.read(CHUNK):
@@ -160,6 +174,12 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None) -> Download:
                 if size > limit:
                     raise SourceError(f"the file is larger than {limit >> 20} MiB: not a stock "
                                       f"file, or a server that never stops sending")
+                if timeout_s and time.monotonic() - window_start > timeout_s:
+                    if size - window_size < MIN_PROGRESS:
+                        raise SourceError(f"the server sends too slowly (less than "
+                                          f"{MIN_PROGRESS >> 10} KiB in {timeout_s:g} s, "
+                                          f"timeout_s)")
+                    window_start, window_size = time.monotonic(), size
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
@@ -248,12 +268,36 @@ class FsspecRemote(Remote):
                 found = self.fs.glob(spec.path, detail=True)
                 infos = found.values() if isinstance(found, dict) else \
                     [self.fs.info(p) for p in found]
+                infos = [self._followed(i) for i in infos]
             else:
                 try:
                     infos = [self.fs.info(spec.path)]
                 except FileNotFoundError:
                     infos = []
-        return [self._file(i) for i in infos if i.get("type", "file") == "file"]
+            files = [self._file(i) for i in infos if i.get("type", "file") == "file"]
+            if not files:
+                self._check_bucket()
+        return files
+
+    def _followed(self, info: dict[str, Any]) -> dict[str, Any]:
+        """A listing's symbolic link as what it points to (a plain path reads through it;
+        a dangling link is no file)."""
+        if info.get("type") != "link":
+            return info
+        try:
+            return dict(self.fs.info(info["name"]))
+        except (FileNotFoundError, OSError):
+            return {"type": "missing"}
+
+    def _check_bucket(self) -> None:
+        """Nothing matched: a bucket that does not exist is not "the export did not arrive"
+        but a source that cannot be read (exit 2)."""
+        if self.spec.scheme not in ("s3", "gs", "gcs", "az", "abfs"):
+            return
+        bucket = self.spec.path.split("/", 1)[0]
+        if not self.fs.exists(bucket):
+            raise SourceError(f"{self.spec.display}: no bucket {bucket!r} there (or no "
+                              f"access to it): check the url and endpoint_url")
 
     def _file(self, info: dict[str, Any]) -> RemoteFile:
         mtime = None
@@ -472,8 +516,24 @@ class HttpRemote(Remote):
 
         verify: Any = _tls_context(self.spec) if self.spec.verify_tls else False
         headers = {k: v.reveal() for k, v in self.spec.headers.items()}
-        return httpx.Client(timeout=self.spec.timeout_s, verify=verify, headers=headers,
-                            follow_redirects=True)
+        origin = httpx.URL(self.spec.path)
+
+        def own_origin_only(request: Any) -> None:
+            # httpx drops only Authorization on a redirect to another origin: the source's
+            # other headers (X-Api-Key ...) must not follow it either.
+            url = request.url
+            if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
+                for name in headers:
+                    request.headers.pop(name, None)
+
+        spec = self.spec
+        # The login of the source (url or table) as Basic auth; httpx drops it on a redirect
+        # to another origin.
+        auth = httpx.BasicAuth(spec.username or "", spec.password.reveal()) \
+            if spec.password else None
+        return httpx.Client(timeout=spec.timeout_s, verify=verify, headers=headers,
+                            auth=auth, follow_redirects=True,
+                            event_hooks={"request": [own_origin_only]})
 
     def list(self) -> list[RemoteFile]:
         # HEAD: its Last-Modified and size tell `watch` that the answer changed.
@@ -504,10 +564,16 @@ class HttpRemote(Remote):
                                 last_modified=last_modified, file=file)
             _raise_for(response, self.spec)
             found = _http_file(file.path, response)
-            done = _copy(_Stream(response.iter_bytes(CHUNK)), dest, found)  # type: ignore[arg-type]
+            # Chunks as they arrive (not 1 MiB at a time), so that a dripping server is seen.
+            done = _copy(_Stream(response.iter_bytes()), dest, found,  # type: ignore[arg-type]
+                         self.spec.timeout_s)
             done.etag = response.headers.get("etag")
             done.last_modified = response.headers.get("last-modified")
-            return done
+        if _is_web_page(dest):
+            dest.unlink()
+            raise SourceError(f"{self.spec.display}: the server answered a web page (HTML), "
+                              f"not a stock file: a login or error page? nothing was sent")
+        return done
 
     def move(self, path: str, folder: str) -> str:
         raise SourceError(f"{self.spec.display}: an http(s) source cannot be moved")
@@ -516,10 +582,18 @@ class HttpRemote(Remote):
         raise SourceError(f"{self.spec.display}: an http(s) source cannot be deleted")
 
 
+def _is_web_page(path: Path) -> bool:
+    """Does the downloaded file start like an HTML page (never a CSV or XLSX file)?"""
+    with path.open("rb") as fh:
+        head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def _raise_for(response: Any, spec: SourceSpec) -> None:
     if response.status_code in (401, 403):
         raise SourceError(f"{spec.display}: the server refused access (HTTP "
-                          f"{response.status_code}): check the headers of the source's config")
+                          f"{response.status_code}): check the headers (or username and "
+                          f"password) of the source's config")
     if response.status_code >= 400:
         raise SourceError(f"{spec.display}: HTTP {response.status_code}")
 

@@ -154,26 +154,44 @@ def resolve(arg: str, sources: dict[str, Any], **overrides: Any) -> SourceSpec:
     return replace(spec, **values) if values else spec
 
 
+def _shown_bad(url: str) -> str:
+    """A URL that could not be read, as it may be shown: everything before its last ``@``
+    goes (a password with an unencoded ``/`` or ``#`` is not where a URL's password is)."""
+    return _BAD_USERINFO.sub(r"\1[redacted]@", url) if "@" in url else redact_url(url)
+
+
+_BAD_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://).*@")
+
+
+def _split(url: str) -> Any:
+    """``urlsplit(url)``, a malformed URL (``sftp://[::1/x``) being a usage error."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise UsageError(f"{_shown_bad(url)}: not a URL that can be read ({exc})") from None
+
+
 def _from_url(url: str, name: str | None) -> SourceSpec:
     """The spec a bare URL (or path) says; a password in it is taken out and kept secret."""
     if "://" not in url:
         return SourceSpec(url=url, name=name, path=url)
-    parts = urlsplit(url)
+    parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme == "file":
         path = unquote(parts.path)
         return SourceSpec(url=path, name=name, path=path)
     if scheme not in REMOTE_SCHEMES:
-        raise UsageError(f"{redact_url(url)}: unknown source scheme {scheme}:// (known: "
+        raise UsageError(f"{_shown_bad(url)}: unknown source scheme {scheme}:// (known: "
                          f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}, or a local path)")
     password = Secret(unquote(parts.password)) if parts.password else None
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f"{redact_url(url)}: the port is not a number") from None
+        raise UsageError(f"{_shown_bad(url)}: the port is not a number (a password with "
+                         f"/, # or ? must be %-encoded, or set in the config)") from None
     host = parts.hostname
     if not host:
-        raise UsageError(f"{redact_url(url)}: the URL names no host (or bucket)")
+        raise UsageError(f"{_shown_bad(url)}: the URL names no host (or bucket)")
     netloc = host if port is None else f"{host}:{port}"
     if parts.username:
         netloc = f"{quote(unquote(parts.username), safe='')}@{netloc}"
@@ -194,8 +212,8 @@ def _table_for(url: str, sources: dict[str, Any]) -> tuple[str | None, dict[str,
     (the longest matching path wins): where a URL given on the command line finds its
     credentials."""
     if "://" not in url:
-        return None, {}
-    want = urlsplit(url)
+        return _local_table_for(url, sources)
+    want = _split(url)
     best: tuple[int, str | None, dict[str, Any]] = (-1, None, {})
     for name, table in sources.items():
         have = urlsplit(str(table.get("url", "")))
@@ -210,6 +228,17 @@ def _table_for(url: str, sources: dict[str, Any]) -> tuple[str | None, dict[str,
         if want.path.startswith(prefix) and len(prefix) > best[0]:
             best = (len(prefix), name, dict(table))
     return best[1], best[2]
+
+
+def _local_table_for(path: str, sources: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The ``[sources.NAME]`` whose url is the same local path or glob as ``path``: a drop
+    folder named by its path is that source (one ledger, one last run, one watch lock)."""
+    want = os.path.abspath(os.path.expanduser(path))
+    for name, table in sources.items():
+        url = str(table.get("url", ""))
+        if "://" not in url and os.path.abspath(os.path.expanduser(url)) == want:
+            return name, dict(table)
+    return None, {}
 
 
 def _secret(table: dict[str, Any], key: str) -> Secret | None:
@@ -283,7 +312,9 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
             raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         if not table.get("url"):
             raise UsageError(f"{where}: give url = \"sftp://...\" (or s3://, https://, a path)")
+        _check_types(where, table)
         _check_values(where, table)
+        _from_url(table["url"], str(name))  # a url that cannot be read is refused at start
         for key in ("password", "key_passphrase", "secret_access_key", "session_token"):
             if table.get(key):
                 Secret(str(table[key]))  # registered for redaction at once
@@ -291,6 +322,25 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
             Secret(str(value))
         out[str(name)] = dict(table)
     return out
+
+
+_STR_KEYS = ("url", "username", "password", "password_env", "key_passphrase",
+             "secret_access_key", "session_token", "pick", "marker", "on_success",
+             "on_failure", *_TEXT_KEYS, *_PATH_KEYS)
+
+
+def _check_types(where: str, table: dict[str, Any]) -> None:
+    """Text where text goes, booleans where booleans go: ``anonymous = "false"`` must not
+    read as true, nor a number as a file name."""
+    for key in _STR_KEYS:
+        if table.get(key) is not None and not isinstance(table[key], str):
+            # the value is not shown: it may be a password
+            raise UsageError(f"{where} {key} must be text (in quotes)")
+    for key in _BOOL_KEYS:
+        if table.get(key) is not None and not isinstance(table[key], bool):
+            raise UsageError(f"{where} {key} must be true or false, not {table[key]!r}")
+    if table.get("timeout_s") is not None and table["timeout_s"] == 0:
+        raise UsageError(f"{where} timeout_s must be a number of seconds above 0")
 
 
 def _check_values(where: str, table: dict[str, Any]) -> None:
