@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 from xml.etree import ElementTree
 from xml.parsers import expat
 
-from invsync.errors import InputFileError, UsageError
+from invsync.errors import InputFileError, NoInputError, UsageError
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise InputFileError(str(p), f"cannot read file: {exc.strerror or exc}") from None
+        raise NoInputError(str(p), f"cannot read file: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if _detect_format(p, data) == "excel":
         return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)

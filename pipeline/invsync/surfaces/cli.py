@@ -118,8 +118,8 @@ def _sync_options(fn: Any) -> Any:
                           "(at the locations the file covers)."),
         click.option("--allow-empty", is_flag=True, help="Override the empty-file brake."),
         click.option("--allow-shrink", is_flag=True,
-                     help="Override the brake on a --zero-missing file far smaller than "
-                          "the last complete list."),
+                     help="Override the brake on a file far smaller than the last "
+                          "successful run's from the same source (file path or `source`)."),
         click.option("--allow-zeroing", is_flag=True,
                      help="Override the brake on zeroing many of the items the store holds."),
         click.option("--baseline", type=click.Choice(["snapshot", "live"]),
