@@ -35,7 +35,7 @@ MD_TRANSACTION_IDS = 5
 _STATUS_LABEL = {"dry_run": "dry run", "not_sent": "not sent"}
 
 _EXIT_CODES = {0: "OK", 1: "REJECTED_ROWS", 2: "RUN_FAILED", 3: "SAFETY_BRAKE", 4: "LOCKED",
-               64: "USAGE", 65: "INPUT_FILE"}
+               64: "USAGE", 65: "INPUT_FILE", 66: "NO_INPUT"}
 
 # (group, [(key, label, is_a_problem_when_nonzero)])
 _COUNT_GROUPS: list[tuple[str, list[tuple[str, str, bool]]]] = [

@@ -55,12 +55,27 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
 
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
     -v, -q and --log-format may also follow the command.
+
+    Documentation (installed with the package): DOCS_DIR/operations.md and the other pages.
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
     _OUTPUT.update(ctx.obj)
     _configure_output(ctx.obj)
 
 
+
+
+def docs_dir() -> str:
+    """Where the documentation pages are: installed with the package (``invsync/docs``),
+    or the checkout's ``docs/`` when run from the source tree."""
+    package = Path(__file__).resolve().parents[1]
+    for place in (package / "docs", package.parents[1] / "docs"):
+        if (place / "operations.md").is_file():
+            return str(place)
+    return "docs/ of the source distribution"
+
+
+cli.help = (cli.help or "").replace("DOCS_DIR", docs_dir())
 
 
 def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
@@ -189,29 +204,40 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
 @click.option("--store-hash", help="Only runs for this store.")
 @click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines: one JSON object per run, one per line.")
 @_config_options
 def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None, limit: int,
          as_json: bool, config_path: Path | None, profile: str | None) -> None:
-    """List past runs, newest first: time, profile, file, status, counts, transactions.
+    """List past runs, newest first: id, command, status, profile, file, counts.
 
-    With a profile (--profile or INVSYNC_PROFILE), only that profile's runs.
+    A run that was killed (kill -9, a power cut) is listed first as "interrupted, not yet
+    resumed" (from its journal and lock) until a run finishes it. With a profile
+    (--profile or INVSYNC_PROFILE), only that profile's runs.
     """
     import json
 
     from invsync.run.config import load_settings
-    from invsync.state.history import list_runs
+    from invsync.state.history import list_runs, open_runs
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
-    found = list_runs(settings.reports, store_hash, profile=settings.profile)[:limit]
+    found = [r.row() for r in list_runs(settings.reports, store_hash,
+                                        profile=settings.profile)]
+    pending = {r.run_id: r.row() for r in open_runs(settings.state_dir, store_hash,
+                                                    settings.profile)}
+    for row in found:  # an interrupted run with a report whose journal is still open
+        if row["run_id"] in pending:
+            row["not_resumed"] = pending.pop(row["run_id"])["not_resumed"]
+    rows = sorted([*pending.values(), *found], key=lambda r: str(r["run_id"]),
+                  reverse=True)[:limit]
     if as_json:
-        for r in found:
-            click.echo(json.dumps(r.row()))
+        for row in rows:
+            click.echo(json.dumps(row))
         return
     from invsync.surfaces.summary import print_runs
 
-    print_runs([r.row() for r in found], settings.reports)
+    print_runs(rows, settings.reports)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -223,22 +249,110 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
          config_path: Path | None, profile: str | None) -> None:
     """Print one run's summary and where its files are (RUN_ID may be a prefix or 'last').
 
-    'last' is the newest run that read its file.
+    'last' is the newest run that read its file; a killed run not yet resumed is named
+    above it.
     """
+    from invsync.errors import UsageError
     from invsync.run.config import load_settings
     from invsync.stages.report import RunReport, report_from_dict
-    from invsync.state.history import find_run
+    from invsync.state.history import find_run, open_runs
     from invsync.surfaces.summary import print_summary
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
-    past = find_run(settings.reports, run_id, settings.profile)
+    pending = [r for r in open_runs(settings.state_dir, profile=settings.profile)
+               if not r.running]
+    if run_id == "last":
+        for r in pending:
+            where = f"journal {r.journal}" if r.journal else f"lock {r.store_dir / 'lock'}"
+            click.echo(f"run {clean(r.run_id)}: interrupted, not yet resumed (file "
+                       f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where}); "
+                       f"run `invsync resume` or the same sync again to finish it")
+    try:
+        past = find_run(settings.reports, run_id, settings.profile)
+    except UsageError:
+        if run_id == "last" and pending:
+            return
+        raise
     report: RunReport = report_from_dict(past.report)
     print_summary(report)
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                  "plan.csv", "verify.json"):
         if (past.folder / name).exists():
             click.echo(f"  {clean(past.folder / name)}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots and locks.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--location-id", type=int, help="The location runs write to [1].")
+@_config_options
+@click.pass_context
+def doctor(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+    """Check before the first night what would make a run fail; nothing is changed.
+
+    The token is accepted and has the inventory scopes (and the orders scope when as_of
+    is set), the location exists and is enabled, the store sends its quota headers, the
+    state, report and lock folders are writable and private, and this host's clock agrees
+    with the store's. One line per check, ok or fail with the fix. Exit 0: all ok; 2: a
+    check failed.
+    """
+    import json
+
+    from invsync.clock import timestamp
+    from invsync.run.config import load_settings
+    from invsync.run.doctor import run_checks
+
+    settings = load_settings(config_path, flags)
+    settings.check(needs_store=False)
+    checks = run_checks(settings)
+    for c in checks:
+        if ctx.obj["log_format"] == "json":
+            click.echo(json.dumps({"ts": timestamp(), "event": "doctor", **c.to_dict()}))
+        elif c.ok:
+            click.echo(f"ok    {c.name}: {clean(c.detail)}")
+        else:
+            fix = f"\n      fix: {clean(c.fix)}" if c.fix else ""
+            click.echo(f"FAIL  {c.name}: {clean(c.detail)}{fix}")
+    ctx.exit(0 if all(c.ok for c in checks) else int(ExitCode.RUN_FAILED))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--keep", metavar="DURATION",
+              help="Remove run folders and uploads older than this, e.g. 90d [retention].")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@_config_options
+@click.pass_context
+def prune(ctx: click.Context, keep: str | None, dry_run: bool, config_path: Path | None,
+          **flags: Any) -> None:
+    """Remove old run folders and uploads (never the last successful run of a source, nor
+    a run whose journal is still open)."""
+    from invsync.errors import UsageError
+    from invsync.run.config import load_settings, parse_duration
+
+    settings = load_settings(config_path, flags)
+    keep_s = parse_duration(keep, "--keep") if keep else settings.retention_s
+    if keep_s is None:
+        raise UsageError("give --keep DURATION (such as 90d) or retention in the config")
+    done = _prune(settings, keep_s, dry_run=dry_run)
+    if ctx.obj["quiet"]:
+        return
+    verb = "would remove" if dry_run else "removed"
+    for folder in done.removed:
+        click.echo(f"{verb} {clean(folder)}")
+    for folder, why in done.kept:
+        click.echo(f"kept {clean(folder)}: {why}")
+    click.echo(f"prune: {verb} {len(done.removed):,}, kept {len(done.kept):,} older on purpose")
+
+
+def _prune(settings: Any, keep_s: float, *, dry_run: bool = False) -> Any:
+    from invsync.state.history import prune as prune_folders
+
+    return prune_folders(settings.reports, settings.state_dir, keep_s, dry_run=dry_run)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -403,6 +517,11 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
                 JsonEvents()("notify_failed", {"run_id": report.run_id, "error": problem})
             else:
                 click.echo(f"invsync: {problem}", err=True)
+    if getattr(settings, "retention_s", None) and report.status != "dry_run":
+        try:
+            _prune(settings, settings.retention_s)
+        except OSError as exc:  # an old folder that cannot go never fails a run
+            logging.getLogger("invsync").warning("retention: %s", one_line(exc))
     if json_out:
         pass  # the run_finished event already carried the outcome and the summary line
     elif not ctx.obj["quiet"]:
@@ -464,21 +583,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
-        exc.show()
+        _show_click_error(args, exc)
         code = ExitCode.USAGE
         _error_event(args, exc.format_message(), code)
     except (click.Abort, KeyboardInterrupt):
         sigterm = signals.received() == 15
-        click.echo(f"invsync: interrupted by {'SIGTERM' if sigterm else 'SIGINT'}", err=True)
+        _stderr(args, f"interrupted by {'SIGTERM' if sigterm else 'SIGINT'}")
         code = ExitCode.TERMINATED if sigterm else ExitCode.INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
+        _show_click_error(args, exc)
         code = ExitCode.USAGE
         _error_event(args, exc.format_message(), code)
     except InvsyncError as exc:
         # Raised before a run started (bad config, usage, the lock): no run folder exists.
         message = clean(_redact(str(exc)))
-        click.echo(f"invsync: {message}", err=True)
+        _stderr(args, message)
         code = exc.exit_code
         _error_event(args, message, code)
     except (SystemExit, GeneratorExit):
@@ -487,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
         log_where(logging.getLogger("invsync"), "unexpected error", exc)
         token = os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
         message = f"unexpected error: {one_line(exc, token)}"
-        click.echo(f"invsync: {message}", err=True)
+        _stderr(args, message)
         code = ExitCode.RUN_FAILED
         _error_event(args, message, code)
     code = int(code) if isinstance(code, int) else 0
@@ -502,11 +621,38 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
+def _wants_json(args: list[str]) -> bool:
+    return _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
+
+
+def _stderr(args: list[str], message: str, level: str = "error") -> None:
+    """A message on stderr: ``invsync: ...``, or with ``--log-format json`` a JSON line (every
+    stderr line is JSON then, config errors and signal messages included)."""
+    if _wants_json(args):
+        import json
+
+        from invsync.clock import timestamp
+        from invsync.surfaces.progress import current_run
+
+        sys.stderr.write(json.dumps({"ts": timestamp(), "event": "log", **current_run(),
+                                     "level": level, "logger": "invsync",
+                                     "message": _redact(message)}) + "\n")
+        sys.stderr.flush()
+    else:
+        click.echo(f"invsync: {message}", err=True)
+
+
+def _show_click_error(args: list[str], exc: click.ClickException) -> None:
+    if _wants_json(args):
+        _stderr(args, exc.format_message())
+    else:
+        exc.show()
+
+
 def _error_event(args: list[str], message: str, code: int) -> None:
     """With ``--log-format json``, a failure before any run is a JSON event on stdout too."""
-    wants_json = _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
-        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
-    if wants_json:
+    if _wants_json(args):
         from invsync.surfaces.progress import JsonEvents
 
         JsonEvents()("error", {"run_id": None, "exit_code": int(code), "error": message})
