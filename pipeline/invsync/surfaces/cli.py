@@ -95,6 +95,19 @@ def _events(ctx: click.Context) -> Any:
     return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
 
 
+def _tagged(ctx: click.Context, run_id: str) -> Any:
+    """The event sink for a command that is not a run (drift, verify): every event names
+    ``run_id`` (the run verified, or the drift check's own id), and long reads show
+    progress as for a run."""
+    sink = _events(ctx)
+    if sink is None:
+        return None
+
+    def emit(name: Any, data: dict[str, Any]) -> None:
+        sink(name, {"run_id": run_id, **data})
+    return emit
+
+
 def _sync_options(fn: Any) -> Any:
     options = [
         click.argument("file", type=click.Path(path_type=Path), required=False),
@@ -383,7 +396,11 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
     from invsync.surfaces.summary import print_comparison
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
-    found = drift_check(settings, file, location_id, command_options=options)
+    from invsync.stages.report import new_run_id
+
+    check_id = f"drift-{new_run_id()}"
+    found = drift_check(settings, file, location_id, command_options=options,
+                        on_event=_tagged(ctx, check_id))
     if found.recovered_from and not quiet and not as_json:
         click.echo(f"drift: compared with the levels interrupted run "
                    f"{clean(found.recovered_from)} had confirmed (its journal); run `invsync "
@@ -395,7 +412,8 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
         if not quiet:
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         ctx.exit(0)
-    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair))
+    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair,
+                              run_id=check_id))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -424,12 +442,13 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
     from invsync.terminal import clean
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
-    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s)
+    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s,
+                                 on_event=_tagged(ctx, run_id))
     if result is None:
         if not quiet:
             click.echo(f"verify: run {clean(full_id)} set no levels")
         ctx.exit(0)
-    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json))
+    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json, run_id=full_id))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -106,7 +106,8 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
 
 
 def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
-                     top: int = 20, repair: dict[str, Any] | None = None) -> int:
+                     top: int = 20, repair: dict[str, Any] | None = None,
+                     run_id: str | None = None) -> int:
     """``drift``/``verify``: what differs, as lines or one JSON event, and the ``repair``
     commands (even under ``-q``: they are what the operator acts on); exit code 0 or 1."""
     import json
@@ -118,7 +119,8 @@ def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
     diff = result.differences
     if as_json:
         extra = {"repair": repair} if repair else {}
-        click.echo(json.dumps({"ts": timestamp(), "event": what, "checked": result.expected,
+        click.echo(json.dumps({"ts": timestamp(), "event": what, "run_id": run_id,
+                               "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts(), **extra}))
     elif not quiet:
