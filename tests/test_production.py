@@ -91,10 +91,11 @@ def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     """Start webhook receivers (``status`` = what they answer); all stopped at teardown."""
     started: list[Listening] = []
 
-    def start(status: int = 200) -> Receiver:
+    def start(status: int = 200, *mode: str) -> Receiver:
         log = tmp_path / f"received-{len(started)}.jsonl"
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "webhook_receiver.py"),
-                                 str(log), str(status)], stdout=subprocess.PIPE, text=True)
+                                 str(log), str(status), *mode], stdout=subprocess.PIPE,
+                                text=True)
         started.append(wait_for_listening(proc, "the webhook receiver"))
         return Receiver(started[-1].url + "/hook", log, proc)
 
