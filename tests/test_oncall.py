@@ -51,6 +51,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def export(path: Path, share: float = 1.0) -> Path:
     """The nightly export at ``path``: the first ``share`` of night 1's rows."""
     rows = night1_rows()
+    path.parent.mkdir(parents=True, exist_ok=True)
     return write_csv(path, HEADER, rows[:max(1, int(len(rows) * share))])
 
 
@@ -64,7 +65,6 @@ def brake_names(result: CliResult) -> list[str]:
 def test_shrunken_file_brake_follows_the_source_whatever_zero_missing_says(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     nightly = export(tmp_path / "exports" / "stock.csv")
-    nightly.parent.mkdir(exist_ok=True)
     first = run_invsync(["sync", str(nightly)], cli_env)
     assert first.returncode == 0, out(first)
 
@@ -207,9 +207,18 @@ def start_slow_sync(env: dict[str, str], tmp_path: Path, file: Path, children: l
     log = tmp_path / f"run-{len(children)}.log"
     proc = spawn(["sync", str(file), "--batch-size", "40", "--concurrency", "1", *extra],
                  env, log, children)
-    journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
-    wait_for(lambda: journal.exists() and '"confirmed"' in journal.read_text(), proc, log)
+    wait_for(lambda: confirmed_in_journal(tmp_path), proc, log)
     return proc, log
+
+
+def confirmed_in_journal(tmp_path: Path) -> bool:
+    """A batch of the running sync is confirmed (its journal found once the store's state
+    folder exists)."""
+    journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
+    try:
+        return '"confirmed"' in journal.read_text()
+    except OSError:
+        return False
 
 
 def test_sigterm_notifies_interrupted_and_the_next_run_notifies_resumed(
@@ -295,8 +304,7 @@ def test_json_log_format_makes_every_stderr_line_json(
                                  str(NIGHT1), "--batch-size", "40", "--concurrency", "1"],
                                 env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=fh)
     children.append(proc)
-    journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
-    wait_for(lambda: journal.exists() and '"confirmed"' in journal.read_text(), proc, log)
+    wait_for(lambda: confirmed_in_journal(tmp_path), proc, log)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     lines = log.read_text().splitlines()
