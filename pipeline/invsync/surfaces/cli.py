@@ -442,8 +442,11 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
     from invsync.terminal import clean
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
-    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s,
-                                 on_event=_tagged(ctx, run_id))
+    from invsync.state.history import find_run
+
+    named = find_run(settings.reports, run_id, settings.profile).run_id  # 'last', a prefix
+    full_id, result = verify_run(settings, named, timeout_s=timeout_s,
+                                 on_event=_tagged(ctx, named))
     if result is None:
         if not quiet:
             click.echo(f"verify: run {clean(full_id)} set no levels")
@@ -599,6 +602,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
         signals.install()
+        if _wants_json(args):
+            sys.stderr = _NoBareNewlines(sys.stderr)  # type: ignore[assignment]
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
@@ -660,6 +665,22 @@ def _stderr(args: list[str], message: str, level: str = "error") -> None:
         sys.stderr.flush()
     else:
         click.echo(f"invsync: {message}", err=True)
+
+
+class _NoBareNewlines:
+    """stderr for ``--log-format json``: every line JSON, so the bare newline click writes
+    when Ctrl-C or SIGTERM interrupts a command is dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text in ("\n", "\r\n"):
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _show_click_error(args: list[str], exc: click.ClickException) -> None:
