@@ -582,16 +582,70 @@ def test_the_docs_cron_line_runs_as_written(sandbox: SandboxProcess, cli_env: di
     assert len(sandbox.levels()) == 3114
 
 
-def test_systemd_units_share_one_lock_folder() -> None:
-    text = (ROOT / "docs" / "operations.md").read_text()
-    units = re.findall(r"```ini\n(.*?)```", text, flags=re.S)
-    services = [u for u in units if "[Service]" in u]
-    assert len(services) >= 2, "the timer's service and the upload page's service"
-    for unit in services:
-        assert "Environment=INVSYNC_LOCK_DIR=/run/invsync/locks" in unit, unit
-        assert "RuntimeDirectory=invsync" in unit or "ReadWritePaths=" in unit, unit
-    upload = (ROOT / "docs" / "upload-page.md").read_text()
-    assert "INVSYNC_LOCK_DIR" in upload
+def unit(page: str, name: str) -> dict[str, list[str]]:
+    """The ``Key=value`` lines of the systemd unit ``name`` shown in docs/``page``."""
+    text = (ROOT / "docs" / page).read_text()
+    block = next(u for u in re.findall(r"```ini\n(.*?)```", text, flags=re.S)
+                 if f"/etc/systemd/system/{name}" in u)
+    keys: dict[str, list[str]] = {}
+    for line in block.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            keys.setdefault(key.strip(), []).append(value.strip())
+    return keys
+
+
+def test_the_systemd_units_share_one_lock_folder_and_the_service_runs_as_written(
+        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+    import shlex
+
+    timer_service = unit("operations.md", "invsync.service")
+    page_service = unit("upload-page.md", "invsync-serve.service")
+
+    def lock_dir(keys: dict[str, list[str]]) -> str:
+        env = dict(item.split("=", 1) for value in keys["Environment"]
+                   for item in shlex.split(value))
+        return env["INVSYNC_LOCK_DIR"]
+
+    # Both units use /run/invsync (their RuntimeDirectory, kept while either runs).
+    assert lock_dir(timer_service) == lock_dir(page_service) == "/run/invsync/locks"
+    for keys in (timer_service, page_service):
+        assert keys["RuntimeDirectory"] == ["invsync"]
+        assert keys["RuntimeDirectoryPreserve"] == ["yes"]
+
+    # The timer's service, run by hand as written (paths moved under tmp_path).
+    moved = {"/etc/invsync/": f"{tmp_path}/etc/", "/run/invsync/": f"{tmp_path}/run/",
+             "/opt/invsync/bin/invsync": f"{tmp_path}/opt/bin/invsync",
+             "/srv/exports/stock.csv": str(NIGHT1)}
+
+    def here(text: str) -> str:
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        return text
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "invsync.toml").write_text(
+        f'[profiles.production]\nstore_hash = "{sandbox.store_hash}"\n'
+        f'api_url = "{sandbox.url}"\n')
+    token_env = Path(here(timer_service["EnvironmentFile"][0]))
+    token_env.write_text(f"BIGCOMMERCE_ACCESS_TOKEN={TOKEN}\n")
+    token_env.chmod(0o600)
+    wrapper = tmp_path / "opt" / "bin" / "invsync"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m invsync \"$@\"\n")
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in cli_env.items()
+           if not k.startswith(("BIGCOMMERCE_", "INVSYNC_"))}
+    for value in timer_service["Environment"]:
+        env.update(item.split("=", 1) for item in shlex.split(here(value)))
+    env.update(line.split("=", 1) for line in token_env.read_text().splitlines())
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)  # what RuntimeDirectory= with RuntimeDirectoryMode=0700 makes
+    done = subprocess.run(shlex.split(here(timer_service["ExecStart"][0])), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(sandbox.levels()) == 3114
+    assert list((run_dir / "locks").glob("*.lock")), "the lock was not in INVSYNC_LOCK_DIR"
 
 
 def test_the_on_call_runbook_runs_as_written_after_a_kill_9(
