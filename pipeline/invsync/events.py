@@ -26,6 +26,7 @@ EventName = Literal[
     "notify_failed",  # a webhook could not be delivered (the run's outcome is unchanged)
     "revert_left",  # `revert`: the items it left as they are (changed since, new in the run)
     "error",  # a failure before any run started (bad flags, config, the lock)
+    "doctor",  # `doctor`: one check (check, ok, detail, fix)
 ]
 EVENT_NAMES: tuple[str, ...] = get_args(EventName)
 
