@@ -54,6 +54,7 @@ def every_file_value(tmp_path: Path) -> Settings:
         verify_tls=False, zero_missing=True, baseline="live", baseline_every_s=7 * 86400.0,
         brakes=BrakeLimits(min_rows_ratio=0.25, max_zero_share=0.75),
         notify={"url": "https://hooks.example/x", "on": ["failed"]},
+        source="warehouse-nightly", retention_s=90 * 86400.0,
     )
 
 
@@ -85,7 +86,8 @@ def test_every_field_is_a_file_key_or_marked_not_from_file() -> None:
         "store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
         "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
         "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
-        "baseline_every", "notify", "encoding", "header_row"} == _KNOWN_KEYS
+        "baseline_every", "notify", "encoding", "header_row", "source",
+        "retention"} == _KNOWN_KEYS
 
 
 def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,
