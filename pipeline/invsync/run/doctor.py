@@ -93,19 +93,19 @@ def _token_and_read(store: _Store, settings: Settings) -> tuple[list[Check], Any
                       "check the API URL, DNS, proxy and firewall (HTTPS to the API host)")], None
     checks = [Check("store reachable", True, f"{settings.api_url} answered")]
     if response.status_code == 401:
-        return checks + [Check("token accepted", False, "the store answered 401",
+        return [*checks, Check("token accepted", False, "the store answered 401",
                                "the token is wrong or revoked: set BIGCOMMERCE_ACCESS_TOKEN to "
                                "a current token of this store")], response
     if response.status_code == 403:
-        return checks + [Check("token accepted", True, "the store knows the token"),
+        return [*checks, Check("token accepted", True, "the store knows the token"),
                          Check("inventory read scope", False, "403 reading locations",
                                _scope_fix(settings, "Information & Settings read-only and "
                                                     "Products modify (inventory)"))], response
     if response.status_code >= 300:
-        return checks + [Check("token accepted", False,
+        return [*checks, Check("token accepted", False,
                                f"HTTP {response.status_code} reading locations",
                                "check the store hash and the API URL")], response
-    return checks + [Check("token accepted", True, "the store accepted the token")], response
+    return [*checks, Check("token accepted", True, "the store accepted the token")], response
 
 
 def _write_scope(store: _Store, settings: Settings) -> Check:
@@ -198,7 +198,7 @@ def run_checks(settings: Settings, *, timeout_s: float = 10.0) -> list[Check]:
               folder_check("lock folder", host_lock_dir())]
     if not settings.store_hash or not settings.token:
         missing = "store hash" if not settings.store_hash else "access token"
-        return checks + [Check("store settings", False, f"no {missing}",
+        return [*checks, Check("store settings", False, f"no {missing}",
                                "set BIGCOMMERCE_STORE_HASH and BIGCOMMERCE_ACCESS_TOKEN "
                                "(or store_hash/access_token in the config)")]
     store = _Store(settings, timeout_s)

@@ -150,9 +150,7 @@ def events_for(report: RunReport, cfg: dict[str, Any],
     found: list[str] = []
     if report.brakes or report.exit_code == 3:
         found.append("brake")
-    elif report.status in ("failed", "interrupted"):
-        found.append(report.status)
-    elif report.status in ("partial", "succeeded"):
+    elif report.status in ("failed", "interrupted", "partial", "succeeded"):
         found.append(report.status)
     if report.resumed_from or any(n.startswith("took over the lock") for n in report.notes):
         found.append("resumed")

@@ -234,8 +234,9 @@ def prune(report_dir: Path, state_dir: Path, keep_s: float, *, dry_run: bool = F
 
     now = time.time() if now is None else now
     protected: dict[str, str] = {}
-    for run in open_runs(state_dir):
-        protected[run.run_id] = "its journal is open (run invsync resume)"
+    for pending in open_runs(state_dir):
+        protected[pending.run_id] = ("its journal is open (run invsync resume)"
+                                     if pending.journal else "it is running or was killed")
     seen: set[tuple[Any, ...]] = set()
     for run in list_runs(report_dir):
         r = run.report

@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         signals.install()
         if _wants_json(args):
-            sys.stderr = _NoBareNewlines(sys.stderr)  # type: ignore[assignment]
+            sys.stderr = _NoBareNewlines(sys.stderr)
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
