@@ -413,10 +413,10 @@ def test_progress_is_plain_lines_on_stderr_and_quiet_prints_nothing(
     assert sandbox.levels() == csv_levels(NIGHT2)
 
     failing = run_invsync(["--quiet", "sync", str(tmp_path / "missing.csv")], cli_env)
-    assert failing.returncode == 65
+    assert failing.returncode == 66  # EX_NOINPUT
     # -q still prints the summary line of a run that did not exit 0, and nothing else.
     assert failing.stdout.startswith("invsync: failed run=")
-    assert len(failing.stdout.splitlines()) == 1 and " exit=65 " in failing.stdout
+    assert len(failing.stdout.splitlines()) == 1 and " exit=66 " in failing.stdout
     assert failing.stderr.startswith("invsync: ") and "missing.csv" in failing.stderr
 
 
@@ -651,7 +651,7 @@ def test_drift_reports_exactly_the_items_edited_behind_the_snapshots_back(
     n = len(sandbox.requests())
     found = run_invsync(["--log-format", "json", "drift"], cli_env)
     assert found.returncode == 1, out(found)
-    (event,) = json_lines(found.stdout)
+    (event,) = [e for e in json_lines(found.stdout) if e["event"] == "drift"]  # after read events
     assert event["event"] == "drift" and event["checked"] == len(night1)
     assert event["differences"] == len(edits) and event["matched"] == len(night1) - len(edits)
     assert sorted((i["location_id"], i["identifier"], i["item_key"], i["expected"], i["live"])
