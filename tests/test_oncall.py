@@ -508,8 +508,7 @@ def test_sandbox_runs_outside_the_repository(tmp_path: Path) -> None:
         child.stop()
     shown = subprocess.run([sys.executable, "-m", "invsync", "--help"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)
-    where = re.search(r"installed with the package\):\s+(\S+)/operations\.md",
-                      shown.stdout.replace("\n  ", " "))
+    where = re.search(r"installed with the package.*?\n\n  (\S+)\n", shown.stdout, re.S)
     assert where and (Path(where.group(1)) / "operations.md").is_file(), shown.stdout
 
 

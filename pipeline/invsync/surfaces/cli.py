@@ -56,7 +56,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
     -v, -q and --log-format may also follow the command.
 
-    Documentation (installed with the package): DOCS_DIR/operations.md and the other pages.
+    Documentation, installed with the package (operations.md: running it unattended):
+
+    \b
+    DOCS_DIR
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
     _OUTPUT.update(ctx.obj)
