@@ -677,3 +677,42 @@ def test_the_on_call_runbook_runs_as_written_after_a_kill_9(
     assert codes["invsync verify last"] == 0, seen
     assert sb.levels() == {k: v for k, v in sb.levels().items()}
     assert run_invsync(["drift"], env).returncode == 0
+
+
+# ---- doctor: the checks no sandbox can fake -----------------------------------------------
+
+
+def test_doctor_clock_quota_and_orders_checks() -> None:
+    from email.utils import format_datetime
+    from types import SimpleNamespace
+
+    import httpx
+
+    from invsync.redact import Secret
+    from invsync.run.config import Settings
+    from invsync.run.doctor import _clock, _orders_scope, _quota, _Store
+
+    def answer(**headers: str) -> httpx.Response:
+        return httpx.Response(200, headers=headers, json={"data": []})
+
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    assert _clock(answer(date=format_datetime(now, usegmt=True))).ok
+    late = _clock(answer(date=format_datetime(now - timedelta(hours=1), usegmt=True)))
+    assert not late.ok and "+3,600 s off" in late.detail and "NTP" in late.fix
+    assert not _clock(answer()).ok
+    assert not _quota(answer()).ok
+    ok = _quota(answer(**{"x-rate-limit-requests-quota": "150",
+                          "x-rate-limit-time-window-ms": "30000",
+                          "x-rate-limit-requests-left": "149"}))
+    assert ok.ok and ok.detail == "150 requests per 30 s (149 left now)"
+
+    settings = Settings(store_hash="abc", token=Secret("t0ken-for-doctor"))
+    store = _Store(settings, 5)
+    store.client = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(403 if "/v2/orders" in request.url.path else 200)))
+    assert _orders_scope(store, settings) is None  # no as_of: orders are never read
+    with_as_of = SimpleNamespace(**{**settings.__dict__, "as_of": "2026-12-01T00:00:00Z"})
+    check = _orders_scope(store, with_as_of)  # type: ignore[arg-type]
+    assert check is not None and not check.ok and "Orders read-only" in check.fix
