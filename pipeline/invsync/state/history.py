@@ -34,6 +34,7 @@ class PastRun:
             "rejected": counts.get("rejected", 0),
             "transactions": len(r.get("transaction_ids") or []),
             "exit_code": r.get("exit_code"), "folder": str(self.folder),
+            "not_resumed": False,
         }
 
 
