@@ -274,6 +274,8 @@ def test_kill_9_shows_as_interrupted_not_yet_resumed_until_a_run_finishes_it(
     assert shown.returncode == 0, out(shown)
     first_line = shown.stdout.splitlines()[0]
     assert first_line.startswith(f"run {killed}: interrupted, not yet resumed"), shown.stdout
+    by_id = run_invsync(["show", killed[:22]], env)
+    assert by_id.returncode == 0 and by_id.stdout.startswith(f"run {killed}: interrupted")
 
     finish = run_invsync(["sync", str(NIGHT2)], env)
     assert finish.returncode == 0, out(finish)

@@ -278,8 +278,9 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
                                            "profile": profile})
     pending = [r for r in open_runs(settings.state_dir, profile=settings.profile)
                if not r.running]
-    if run_id == "last":
-        for r in pending:
+    named = pending if run_id == "last" else [r for r in pending if r.run_id.startswith(run_id)]
+    if named:
+        for r in named:
             where = f"journal {r.journal}" if r.journal else f"lock {r.store_dir / 'lock'}"
             click.echo(f"run {clean(r.run_id)}: interrupted, not yet resumed (file "
                        f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where}); "
@@ -287,7 +288,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     try:
         past = find_run(settings.reports, run_id, settings.profile)
     except UsageError:
-        if run_id == "last" and pending:
+        if named:
             return
         raise
     report: RunReport = report_from_dict(past.report)
