@@ -16,7 +16,7 @@ from pathlib import Path
 
 from invsync.sandbox.process import run_sandbox
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (the demo runs from a checkout)
+ROOT = Path(__file__).resolve().parents[3]  # the repository (the demo runs from a checkout)
 SAMPLE = ROOT / "sample_data"
 DEMO_TOKEN = "demo-token"  # the sandbox's own token, not a real credential
 
