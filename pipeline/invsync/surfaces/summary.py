@@ -163,9 +163,10 @@ def print_runs(rows: list[dict[str, object]], where: Path,
         status = str(r["status"])
         shown = "interrupted, not yet resumed" if r.get("not_resumed") else status
         file = str(r["file"] or "-")
+        file = file if len(file) <= 20 else "…" + file[-19:]  # the end names the file
         table.add_row(safe(r["run_id"]), safe(r["command"]),
                       f"[{_STYLE.get(status, 'white')}]{safe(shown)}[/]",
-                      safe(r.get("profile") or "-"), safe(Path(file).name or file),
+                      safe(r.get("profile") or "-"), safe(file),
                       f"{r['rows']:,}", f"{r['accepted']:,}", f"{r['rejected']:,}")
     console.print(table)
 
