@@ -30,3 +30,7 @@ def test_the_demo_runs_end_to_end() -> None:
     assert sent[2] == (0, 3)
     assert sent[3][1] == 1 and sent[3][0] > 0
     assert proc.stdout.rstrip().endswith("demo finished")
+    # Orders placed after the file was made: the store ends at file − sold since as-of.
+    held = re.search(r"the store now holds (\d+) of \S+: file (\d+) − 2 sold since [\d:]+ = "
+                     r"(\d+); exit code 0", out)
+    assert held and int(held[1]) == int(held[2]) - 2 == int(held[3]), out[-2000:]

@@ -209,7 +209,7 @@ def test_numbers_and_xml_spreadsheets_are_named_with_how_to_export(tmp_path: Pat
 
 
 def test_utf16_text_in_8bit_biff_strings_is_decoded_as_xlrd_does() -> None:
-    from invsync.stages.ingest import _utf16_cells
+    from invsync.stages.ingest.xls import _utf16_cells
 
     frame = pl.DataFrame({"a": ["D\x00a\x00y\x00", "\x0c\x01E\x00Z\x00", "plain", None],
                           "b": ["1", "2", "3", "4"]})

@@ -444,7 +444,7 @@ def test_one_long_shared_string_among_many_short_ones_is_read(tmp_path: Path) ->
 @pytest.mark.parametrize("trick", ["<![CDATA[<si>]]>", "<!-- <si> -->", "<?pi <si>?>"])
 def test_shared_string_bound_falls_back_to_parsing_when_text_could_hide_tags(
         tmp_path: Path, trick: str) -> None:
-    from invsync.stages.ingest import _longest_shared_string
+    from invsync.stages.ingest.xlsx import _longest_shared_string
 
     path = _sst_workbook(tmp_path, ["A" * 50 + trick + "B" * 50], [0])
     with zipfile.ZipFile(path) as zf:
@@ -526,13 +526,13 @@ def test_a_sheet_without_formulas_skips_the_per_cell_formula_scan(
     from invsync.stages import ingest
 
     calls: list[int] = []
-    real = ingest._cells_where
+    real = ingest.xlsx._cells_where
 
     def counted(*args: Any, **kwargs: Any) -> dict[str, list[int]]:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_cells_where", counted)
+    monkeypatch.setattr(ingest.xlsx, "_cells_where", counted)
     plain = make_xlsx(tmp_path / "plain.xlsx", {"Stock": {
         (1, 1): "sku", (1, 2): "quantity", (2, 1): "A-1", (2, 2): 5, (3, 1): "f-2", (3, 2): 7}})
     assert ingest.uncalculated_formulas(plain, 0, {0: "sku", 1: "quantity"}) == {}

@@ -521,8 +521,8 @@ def test_formula_cells_use_their_cached_values(sandbox: SandboxProcess, cli_env:
 
     assert_sent_exactly(sandbox, {(1, "MUG-4916"): 5, (1, "LAMP-9823"): 4, (1, "POSTER-1755"): 15,
                                   (1, "MUG-0848"): 24})
-    # An error cell is never sent (certainly never as 0).
-    assert rejected(report) == {5: ("missing_quantity", "Quantity", None),
+    # An error cell is never sent (certainly never as 0): it is its own reason.
+    assert rejected(report) == {5: ("error_cell", "Quantity", "#DIV/0!"),
                                 6: ("quantity_not_whole", "Quantity", "n/a")}
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,8 +42,9 @@ from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
-OPENAPI = ROOT.parent / "shared" / "openapi"
-SPEC_FILES = ("inventory.v3.yml", "locations.v3.yml")
+# INVSYNC_OPENAPI_DIR: the files elsewhere (a worktree not beside shared/).
+OPENAPI = Path(os.environ.get("INVSYNC_OPENAPI_DIR") or ROOT.parent / "shared" / "openapi")
+SPEC_FILES = ("inventory.v3.yml", "locations.v3.yml", "orders.v2.oas2.yml", "settings.v3.yml")
 if not OPENAPI.is_dir():
     pytest.skip(f"BigCommerce's OpenAPI files are not at {OPENAPI}", allow_module_level=True)
 
@@ -79,12 +81,34 @@ def _resolve(node: Any, doc: dict[str, Any], depth: int = 0) -> Any:
     return node
 
 
+def _merged_all_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """An ``allOf`` of object parts as one object: closing each part on its own would let
+    no instance through (the orders file builds its objects from parts)."""
+    parts = schema["allOf"]
+    flat = [_merged_all_of(p) if isinstance(p, dict) and "allOf" in p else p for p in parts]
+    if not all(isinstance(p, dict) and ("properties" in p or p.get("type") == "object")
+               for p in flat):
+        return schema
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    merged["type"] = "object"
+    merged["properties"] = {}
+    required: list[str] = []
+    for p in flat:
+        merged["properties"].update(p.get("properties") or {})
+        required += p.get("required") or []
+    if required:
+        merged["required"] = sorted(set(required))
+    return merged
+
+
 def _json_schema(schema: Any, name: str = "") -> Any:
     """OpenAPI 3.0 schema -> JSON Schema: `nullable`, the quirks, and closed objects."""
     if isinstance(schema, list):
         return [_json_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
+    if "allOf" in schema:
+        schema = _merged_all_of(schema)
     out = {k: _json_schema(v) for k, v in schema.items()
            if k not in ("properties", "example", "examples", "nullable")}
     if "properties" in schema:
@@ -103,8 +127,11 @@ class Spec:
                                     list[dict[str, Any]]]] = []
         for name in SPEC_FILES:
             doc = yaml.safe_load((OPENAPI / name).read_text(encoding="utf-8"))
-            assert doc["servers"][0]["url"].endswith("/stores/{store_hash}/v3")
+            server = doc["servers"][0]["url"]
+            version = server.rsplit("/", 1)[1]
+            assert server.endswith("/stores/{store_hash}/" + version), server
             for template, item in doc["paths"].items():
+                template = f"/{version}{template}"  # the paths of v2 and v3 files side by side
                 shared = _resolve(item.get("parameters") or [], doc)
                 pattern = re.compile(
                     "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
@@ -141,7 +168,12 @@ def _param_errors(value: str, param: dict[str, Any], what: str) -> list[str]:
     values = value.split(",") if param["name"] in QUIRKS["list_params"] else [value]
     pattern = {"integer": r"-?\d+", "boolean": r"true|false|1|0", "number": r"-?\d+(\.\d+)?"}
     errors = []
+    schema = param.get("schema", {})
+    if kind == "array":  # style form, explode false: comma-separated (include=a,b)
+        values, schema = value.split(","), schema.get("items", {})
     for v in values:
+        if "enum" in schema and v not in [str(e) for e in schema["enum"]]:
+            errors.append(f"{what}: {param['name']}={value!r} is not one of {schema['enum']}")
         if kind in pattern and not re.fullmatch(pattern[kind], v):
             errors.append(f"{what}: {param['name']}={value!r} is not a {kind}")
         elif kind == "string" and param["name"] in QUIRKS["list_params"] and not v:
@@ -295,6 +327,7 @@ def traffic(
                              "--config", str(config)], env)
         assert flaky.returncode == 0, flaky.stdout + flaky.stderr
         sb_post_json(sb, "/_sandbox/faults", {"error_rate": 0.0, "bare_429_rate": 0.0})
+        _orders_traffic(sb, env, tmp, skus)
         # The sandbox endpoint invsync does not use, and its 404.
         base = f"{sb.url}/stores/{sb.store_hash}/v3"
         with httpx.Client(headers={"X-Auth-Token": TOKEN, "Accept": "application/json"}) as c:
@@ -304,6 +337,35 @@ def traffic(
         yield sb, sb.requests()
 
 
+def _orders_traffic(sb: SandboxProcess, env: dict[str, str], tmp: Path,
+                    skus: list[str]) -> None:
+    """Orders placed, shipped, cancelled and refunded, then plan/sync with --as-of (the
+    orders listing over two pages of 250 and the inventory settings)."""
+    from datetime import UTC, datetime, timedelta
+
+    as_of = datetime.now(UTC) - timedelta(hours=2)
+    # The levels night2 left at location 1 are (i % 50) + 1: order one unit of items with 2+.
+    sellable = [s for i, s in enumerate(skus[:1200]) if (i % 50) + 1 >= 2][:260]
+    for n, sku in enumerate(sellable):
+        order = sb_post_json(sb, "/_sandbox/orders", {
+            "items": [{"sku": sku, "quantity": 1}],
+            "date_created": (as_of + timedelta(seconds=n + 1)).isoformat()})
+        if n % 3 == 1:
+            sb_post_json(sb, f"/_sandbox/orders/{order['id']}/status", {"status_id": 2})
+        elif n % 7 == 2:
+            sb_post_json(sb, f"/_sandbox/orders/{order['id']}/status", {"status_id": 5})
+    night = write_csv(tmp / "night3.csv", ["sku", "location_id", "quantity"],
+                      [[s, 1, 60] for s in skus[:1200]])
+    for command in ("plan", "sync"):
+        result = run_invsync([command, str(night), "--as-of", as_of.isoformat()], env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    v2 = f"{sb.url}/stores/{sb.store_hash}/v2/orders"
+    with httpx.Client(headers={"X-Auth-Token": TOKEN, "Accept": "application/json"}) as c:
+        assert c.get(v2, params={"page": "9", "limit": "250"}).status_code == 200  # []
+        assert c.get(v2, params={"limit": "0"}).status_code == 400
+        assert c.get(f"{sb.url}/stores/{sb.store_hash}/v3/settings/inventory").status_code == 200
+
+
 def sb_post_json(sb: SandboxProcess, path: str, payload: Any) -> Any:
     r = httpx.post(sb.url + path, json=payload, timeout=30)
     r.raise_for_status()
@@ -311,7 +373,7 @@ def sb_post_json(sb: SandboxProcess, path: str, payload: Any) -> Any:
 
 
 def _prefix(sb: SandboxProcess) -> str:
-    return f"/stores/{sb.store_hash}/v3"
+    return f"/stores/{sb.store_hash}"
 
 
 def test_the_runs_covered_every_request_kind(traffic: tuple[SandboxProcess, list[Any]]) -> None:
@@ -319,12 +381,13 @@ def test_the_runs_covered_every_request_kind(traffic: tuple[SandboxProcess, list
     prefix = _prefix(sb)
     kinds = {(e["method"], re.sub(r"/\d+/", "/{id}/", e["path"][len(prefix):]), e["status"])
              for e in log}
-    for kind in [("GET", "/inventory/locations", 200), ("GET", "/inventory/items", 200),
-                 ("PUT", "/inventory/adjustments/absolute", 200),
-                 ("PUT", "/inventory/adjustments/absolute", 422),
-                 ("GET", "/inventory/locations", 401),
-                 ("GET", "/inventory/locations/{id}/items", 200),
-                 ("GET", "/inventory/locations/{id}/items", 404)]:
+    for kind in [("GET", "/v3/inventory/locations", 200), ("GET", "/v3/inventory/items", 200),
+                 ("PUT", "/v3/inventory/adjustments/absolute", 200),
+                 ("PUT", "/v3/inventory/adjustments/absolute", 422),
+                 ("GET", "/v3/inventory/locations", 401),
+                 ("GET", "/v3/inventory/locations/{id}/items", 200),
+                 ("GET", "/v3/inventory/locations/{id}/items", 404),
+                 ("GET", "/v2/orders", 200), ("GET", "/v3/settings/inventory", 200)]:
         assert kind in kinds, kind
     statuses = {e["status"] for e in log}
     assert statuses & {500, 502, 503} and 429 in statuses, statuses
@@ -357,8 +420,8 @@ def test_every_sandbox_answer_conforms(spec: Spec,
 
 def test_the_checks_catch_what_does_not_conform(spec: Spec) -> None:
     """The validators are not vacuous: known-bad requests and answers are flagged."""
-    prefix = "/stores/s/v3"
-    base = {"seq": 0, "method": "PUT", "path": prefix + "/inventory/adjustments/absolute",
+    prefix = "/stores/s"
+    base = {"seq": 0, "method": "PUT", "path": prefix + "/v3/inventory/adjustments/absolute",
             "query": "", "status": 200,
             "request_headers": {"accept": "application/json", "content-type": "application/json"},
             "answer_headers": {"content-type": "application/json",
@@ -380,7 +443,7 @@ def test_the_checks_catch_what_does_not_conform(spec: Spec) -> None:
     for body in bad_bodies:
         assert check_request(spec, {**base, "body": body}, prefix), body
     assert check_request(spec, {**base, "request_headers": {}}, prefix)  # no Accept
-    get = {**base, "method": "GET", "path": prefix + "/inventory/items", "body": None}
+    get = {**base, "method": "GET", "path": prefix + "/v3/inventory/items", "body": None}
     assert check_request(spec, {**get, "query": "location_id:in=1,2&page=1&limit=1000"},
                          prefix) == []
     for query in ("location_id:in=1,x", "page=one", "locations=1", "limit=5&limit=6"):
@@ -394,3 +457,40 @@ def test_the_checks_catch_what_does_not_conform(spec: Spec) -> None:
                         error_schema)
     assert check_answer(spec, {**base, "answer_headers": {"content-type": "text/html"}}, prefix,
                         error_schema)
+
+
+def test_the_order_checks_catch_what_does_not_conform(spec: Spec) -> None:
+    """The orders and settings validators are not vacuous either."""
+    prefix = "/stores/s"
+    line = {"id": 1, "order_id": 100, "product_id": 5, "variant_id": 7, "sku": "A",
+            "quantity": 2, "quantity_refunded": 0, "type": "physical"}
+    order = {"id": 100, "status_id": 11, "status": "Awaiting Fulfillment",
+             "date_created": "Sun, 06 Dec 2026 03:00:00 +0000", "date_shipped": "",
+             "consignments": {"pickups": [], "downloads": [], "email": {"gift_certificates": []},
+                              "shipping": [{"id": 1, "line_items": [line]}]}}
+    ok = {"seq": 0, "method": "GET", "path": prefix + "/v2/orders", "body": None,
+          "query": "min_date_created=2026-12-06T02:00:00+00:00&include=consignments.line_items"
+                   "&consignment_structure=object&page=1&limit=250",
+          "status": 200, "request_headers": {"accept": "application/json"},
+          "answer_headers": {"content-type": "application/json",
+                             "x-rate-limit-time-window-ms": "1",
+                             "x-rate-limit-time-reset-ms": "1",
+                             "x-rate-limit-requests-quota": "1",
+                             "x-rate-limit-requests-left": "1"},
+          "answer": [order]}
+    assert check_request(spec, ok, prefix) == []
+    assert check_answer(spec, ok, prefix, {}) == []
+    for query in ("include=lines", "consignment_structure=array", "page=x", "since=1"):
+        assert check_request(spec, {**ok, "query": query}, prefix), query
+    bad_lines = [{**line, "quantity": "2"}, {**line, "stock": 3}]
+    for bad in bad_lines:
+        shipping = [{"id": 1, "line_items": [bad]}]
+        answer = [{**order, "consignments": {**order["consignments"], "shipping": shipping}}]
+        assert check_answer(spec, {**ok, "answer": answer}, prefix, {}), bad
+    assert check_answer(spec, {**ok, "answer": [{**order, "status_id": "11"}]}, prefix, {})
+    assert check_answer(spec, {**ok, "answer": {"data": [order]}}, prefix, {})
+    settings = {**ok, "path": prefix + "/v3/settings/inventory", "query": "",
+                "answer": {"data": {"update_stock_behavior": "order_placed"}, "meta": {}}}
+    assert check_answer(spec, settings, prefix, {}) == []
+    assert check_answer(spec, {**settings, "answer": {"data": {
+        "update_stock_behavior": "when_paid"}, "meta": {}}}, prefix, {})

@@ -22,10 +22,17 @@ from conftest import ROOT
 
 pytestmark = [pytest.mark.package, pytest.mark.integration]
 
-RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "starlette",
-           "uvicorn", "jinja2", "python-multipart", "charset-normalizer"}
+RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "jinja2",
+           "charset-normalizer"}
+WEB_EXTRA = {"starlette", "uvicorn", "python-multipart"}
+"""`invsync serve` and the sandbox store: the extra `invsync[web]`."""
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
-             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut"}
+             "import-linter", "jsonschema", "pyyaml", "selenium", "mutmut",
+             # the source tests' servers, and the dev extra's own source extras
+             "asyncssh", "pyftpdlib", "moto", "trustme", "pyopenssl", "invsync"}
+SOURCE_EXTRAS = {"sftp": {"fsspec", "paramiko"}, "ftp": {"fsspec"}, "s3": {"fsspec", "s3fs"},
+                 "gcs": {"fsspec", "gcsfs"}, "azure": {"fsspec", "adlfs"}}
+"""The optional backends of sources (docs/sources.md), one extra per URL scheme."""
 
 
 def _name(requirement: str) -> str:
@@ -71,7 +78,11 @@ def test_wheel_holds_one_package_with_its_data_and_runtime_requirements(wheel: P
     always = {_name(r) for r in required if "extra ==" not in r}
     assert always == RUNTIME, always
     assert not always & DEV_TOOLS
-    assert {_name(r) for r in required if "extra ==" in r} <= DEV_TOOLS
+    for extra, backends in SOURCE_EXTRAS.items():
+        assert {_name(r) for r in required if f'extra == "{extra}"' in r} == backends, extra
+    assert {_name(r) for r in required if 'extra == "web"' in r} == WEB_EXTRA
+    extras = {_name(r) for r in required if "extra ==" in r and 'extra == "dev"' in r}
+    assert extras <= DEV_TOOLS
 
 
 def test_installed_into_a_fresh_venv_it_runs(wheel: Path, tmp_path: Path) -> None:
@@ -115,6 +126,8 @@ assert (html / "static" / "invsync.css").is_file()
 from invsync.html.render import environment, stylesheet
 environment().get_template("report.html")
 assert stylesheet()
+from invsync.contracts import load
+assert load("upload-api.openapi.json")["openapi"].startswith("3.1")
 print("ok")
 """.replace("SITE", repr(str(site))))
     assert check.returncode == 0 and check.stdout.strip() == "ok", check.stderr

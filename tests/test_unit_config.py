@@ -54,6 +54,9 @@ def every_file_value(tmp_path: Path) -> Settings:
         verify_tls=False, zero_missing=True, baseline="live", baseline_every_s=7 * 86400.0,
         brakes=BrakeLimits(min_rows_ratio=0.25, max_zero_share=0.75),
         notify={"url": "https://hooks.example/x", "on": ["failed"]},
+        as_of="mtime", max_as_of_age_s=6 * 3600.0,
+        sources={"warehouse": {"url": "sftp://u@h/out/*.csv", "pick": "newest",
+                               "max_age": "26h", "headers": {"X-Key": "v"}}},
         source="warehouse-nightly", retention_s=90 * 86400.0,
     )
 
@@ -86,8 +89,8 @@ def test_every_field_is_a_file_key_or_marked_not_from_file() -> None:
         "store_hash", "access_token", "api_url", "location_id", "reason", "state_dir",
         "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
         "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
-        "baseline_every", "notify", "encoding", "header_row", "source",
-        "retention"} == _KNOWN_KEYS
+        "baseline_every", "notify", "encoding", "header_row",
+        "as_of", "max_as_of_age", "sources", "source", "retention"} == _KNOWN_KEYS
 
 
 def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,
@@ -121,7 +124,8 @@ def test_public_view_never_holds_the_token_and_keeps_its_keys(tmp_path: Path) ->
         "store_hash", "api_url", "location_id", "reason", "batch_size", "concurrency",
         "dry_run", "full", "sheet", "encoding", "header_row", "column_map", "duplicates",
         "quantity_rules", "zero_missing", "brakes", "verify_tls", "baseline",
-        "baseline_every_s", "plan_file", "source", "config", "profile"}
+        "baseline_every_s", "plan_file", "source", "config", "profile",
+        "as_of", "max_as_of_age_s"}
     assert public["quantity_rules"] == {"text_map": {"in stock": 100, "OUT": 0}, "buffer": 2,
                                         "clamp_negative": True, "maximum": 500}
     assert public["brakes"]["max_zero_share"] == 0.75

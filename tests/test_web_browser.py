@@ -198,7 +198,8 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     rows = browser.find_elements("css selector", "#changes tbody tr")
     assert [r.text.split()[0] for r in rows] == ["TOWEL-907-NAVY-SHEET", "TOWEL-907-BURG-BATH"]
     assert "zero" in rows[0].get_attribute("class")
-    assert rows[0].text.split()[1:] == ["1", "40", "0", "-40"]
+    # The location by the store's name for it, never a bare number.
+    assert rows[0].text.split()[1:] == ["Default", "location", "40", "0", "-40"]
     rejected = by_id(browser, "rejected-rows").text
     assert "A quantity that is not a whole number." in rejected and "zwei" in rejected
     assert by_id(browser, "rejected-csv").text == "Download rejected.csv"
@@ -303,7 +304,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
                 assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
                 time.sleep(0.1)
             by_id(browser, "apply").click()
-            wait_for(browser, lambda: "another run is updating this store" in text_of(browser))
+            wait_for(browser, lambda: "another update of this store is running" in text_of(browser))
             assert "Waiting" in by_id(browser, "progress-text").text
             screenshots(tmp_path)(browser, "5a-waiting-for-the-lock")
             assert cli.poll() is None  # the CLI run is still going: the page really waited
@@ -336,7 +337,7 @@ def test_stale_preview_asks_to_preview_again(
     by_id(browser, "preview-again").click()
     wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     row = browser.find_element("css selector", "#changes tbody tr").text.split()
-    assert row == ["POSTER-1755", "1", "30", "7", "-23"]
+    assert row == ["POSTER-1755", "Default", "location", "30", "7", "-23"]
 
 
 def test_encoding_and_header_row_are_advanced_choices_of_upload_and_preview(
@@ -379,3 +380,49 @@ def test_encoding_and_header_row_are_advanced_choices_of_upload_and_preview(
     wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
     assert sandbox.levels()[(1, "POSTER-1755")] == 4
     assert sandbox.levels()[(1, "TOWEL-907-BURG-BATH")] == 6
+
+
+def test_phone_width_pages_fit_and_cancel_words(
+        sandbox_factory: Callable[..., SandboxProcess], browser: Any, tmp_path: Path) -> None:
+    """At 375 px every page fits without the page itself scrolling sideways, and a running
+    apply can be cancelled from the page: the rest is not sent, in plain words."""
+    slow = sandbox_factory("--latency-ms", "700")
+    shot = screenshots(tmp_path)
+    browser.set_window_size(375, 800)
+    levels = {f"TOWEL-907-{c}": 5 + i for i, c in enumerate(
+        ("NAVY-SHEET", "BURG-BATH", "SAND-HAND"))}
+    path = write_csv(tmp_path / "a very long file name from the accounting export.csv",
+                     ["sku", "quantity"], [[k, v] for k, v in levels.items()] + [["X", "1.204"]])
+
+    def fits() -> None:
+        wide = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"{browser.current_url} scrolls sideways by {wide} px"
+
+    with serve_process(slow, tmp_path) as served:
+        browser.get(served.url + "/login")
+        fits()
+        sign_in(browser, served)
+        fits()
+        shot(browser, "phone-upload")
+        by_id(browser, "file").send_keys(str(path))
+        by_id(browser, "upload").click()
+        wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+        fits()
+        shot(browser, "phone-preview")
+        page = text_of(browser)
+        for word in ("batch", "dry run", "stale", "partial", "--"):
+            assert word not in page.lower(), word
+        by_id(browser, "apply").click()
+        wait_for(browser, lambda: "Applied" in text_of(browser) or "Cancel" in text_of(browser),
+                 timeout=90)
+        if browser.find_elements("id", "cancel"):
+            shot(browser, "phone-applying")
+            by_id(browser, "cancel").click()
+        wait_for(browser, lambda: "applying now" not in text_of(browser).lower()
+                 and "cancelling" not in text_of(browser).lower(), timeout=90)
+        fits()
+        shot(browser, "phone-after")
+        browser.get(served.url + "/history")
+        fits()
+        shot(browser, "phone-history")

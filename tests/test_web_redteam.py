@@ -94,7 +94,7 @@ def test_a_new_password_signs_out_the_old_sessions(client: TestClient,
     assert client.get("/", follow_redirects=False).status_code == 200
     Accounts(settings.state_dir).add_user("merchant", "a brand new password")
     r = client.get("/", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert client.get("/api/uploads/" + "0" * 32).status_code == 401
     assert login(client, "merchant", PASSWORD).status_code == 401  # the old one is refused
     assert login(client, "merchant", "a brand new password").status_code == 303
@@ -122,7 +122,7 @@ def test_an_unreadable_upload_says_why_on_its_page(client: TestClient) -> None:
     # file named .csv still cannot be read at all.)
     r = api_upload(client, data=b"\x00\x01<svg onload=alert(2)>\x00\xff\xfe" * 50,
                    name="broken.csv")
-    assert r.status_code == 422 and "binary file" in r.json()["error"], r.json()
+    assert r.status_code == 422 and "binary file" in r.json()["detail"], r.json()
     upload_id = r.json()["upload_id"]
     body = client.get(f"/api/uploads/{upload_id}").json()
     assert body["status"] == "failed" and "binary file" in body["error"]

@@ -17,6 +17,7 @@ EventName = Literal[
     "identities",  # item identities were resolved through the store
     "read_started", "read_page", "read_finished",  # live levels being read
     "recovered",  # an interrupted run's confirmed levels were replayed
+    "sold_since",  # --as-of: the orders since were read (counts, units, requests)
     "submit_started",  # the batches are about to be sent (batches, items)
     "batch",  # one batch finished (its result, transaction ids)
     "retry",  # a request is retried (status, attempt, wait)
@@ -26,6 +27,8 @@ EventName = Literal[
     "notify_failed",  # a webhook could not be delivered (the run's outcome is unchanged)
     "revert_left",  # `revert`: the items it left as they are (changed since, new in the run)
     "error",  # a failure before any run started (bad flags, config, the lock)
+    "source_unchanged",  # a source's file is the last successful run's: no run
+    "watch_problem",  # `watch`: a file or the source could not be read (it goes on)
     "doctor",  # `doctor`: one check (check, ok, detail, fix)
 ]
 EVENT_NAMES: tuple[str, ...] = get_args(EventName)

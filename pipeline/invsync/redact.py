@@ -27,6 +27,13 @@ _HEADER = re.compile(
     [^\s"',;)}\]]+                                       # the value
     """)
 
+# A URL's password (`sftp://user:PASSWORD@host`) and secret-looking query values
+# (`?token=`, `&X-Amz-Signature=`, `&sig=`, `&key=` ...): a source URL may carry either.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\[redacted\]@)[^@\s/]*@")
+_URL_SECRET_QUERY = re.compile(
+    r"(?i)([?&][a-z0-9_.-]*(?:token|secret|signature|sig|password|passwd|pwd|key|credential"
+    r"|auth)[a-z0-9_.-]*=)(?!\[redacted\])[^&\s#\"'<>]+?(?=[:;,.)]?(?:[&\s#\"'<>]|$))")
+
 MIN_FREE_LENGTH = 8
 """A registered secret this long is removed wherever it appears; a shorter one only as a
 whole word (removing every ``abc`` inside other words would wreck the reports)."""
@@ -51,7 +58,15 @@ def redact(text: str) -> str:
         return text
     if _pattern is not None:
         text = _pattern.sub(REDACTED, text)
+    if "://" in text or "?" in text:
+        text = redact_url(text)
     return _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with any URL's password and secret-looking query values replaced."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _URL_SECRET_QUERY.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 
 def redact_data(value: Any) -> Any:

@@ -153,6 +153,11 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
         else:
             lines += ["**Plan:** no changes.", ""]
 
+    sold = _sold_context(report, plan)
+    if sold["sold_headline"]:
+        lines += [f"**{_md(sold['sold_headline'])}**", *[f"- {_md(x)}" for x in sold["sold_lines"]],
+                  ""]
+
     notes = [n for n in report.get("notes") or [] if n]
     if notes:
         lines += ["**Notes:**", *[f"- {_md(n)}" for n in notes], ""]
@@ -277,7 +282,20 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
         "rejected": shown, "rejected_total": rejected_total,
         "rejected_more": rejected_total - len(shown),
         "plan": plan_context(plan), "top": TOP_MOVES,
+        **_sold_context(report, plan),
     }
+
+
+def _sold_context(report: Mapping[str, Any], plan: pl.DataFrame | None) -> dict[str, Any]:
+    """What sold since the as-of time (``--as-of``), for the page: a headline and lines."""
+    from invsync.html.sold_since import headline, sold_lines
+
+    sold = report.get("sold_since")
+    if not isinstance(sold, Mapping):
+        return {"sold_headline": None, "sold_lines": []}
+    started = _text(report.get("started_at"))
+    return {"sold_headline": headline(sold, started),
+            "sold_lines": sold_lines(sold, plan, started)}
 
 
 def _details(report: Mapping[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -123,6 +123,16 @@ REASONS: dict[str, Reason] = {
                "this cell holds a formula that was never calculated — open and save the "
                "file in Excel first",
                "Formulas never calculated", "open and save the file in Excel first"),
+        Reason("error_cell", "quantity",
+               "the cell shows {value} — the spreadsheet could not calculate it: fix the "
+               "formula (or type the value) and save the file again",
+               "Cells showing an error such as #N/A",
+               "fix the formula (or type the value) and save the file again"),
+        Reason("maybe_truncated", "quantity",
+               "this last line is cut off mid-line, while the last run of this file ended "
+               "with a complete line — check that the file arrived whole and send it again",
+               "A last row that may be cut off",
+               "check that the file arrived whole and send it again"),
     ]
 }
 """Every reason code invsync reports, in priority order."""

@@ -167,6 +167,12 @@ def _load_notify(src: _Sources) -> dict[str, Any]:
     return dict(notify)
 
 
+def _load_sources(src: _Sources) -> dict[str, Any]:
+    from invsync.sources import check_sources
+
+    return check_sources(src.cfg.get("sources") or {})  # refused at start (exit 64) if bad
+
+
 def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
     return {k: v for k, v in rules.describe().items() if v is not None}
 
@@ -268,6 +274,9 @@ class Settings:
     notify: dict[str, Any] = field(default_factory=dict, metadata=meta(
         file="notify", public=NOT_PUBLIC, load=_load_notify))
     """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
+    sources: dict[str, Any] = field(default_factory=dict, repr=False, metadata=meta(
+        file="sources", public=NOT_PUBLIC, load=_load_sources))
+    """The ``[sources.NAME]`` tables (checked by :func:`invsync.sources.check_sources`)."""
     source: str = field(default="cli", metadata=meta(
         file="source", public="source", resume=True, load=_text("source")))
     """The source's name (``source`` in the config; the merchant page passes ``portal``):
@@ -279,6 +288,17 @@ class Settings:
         else parse_duration(src.cfg["retention"], "retention")))
     """``retention``: after each run, remove run folders and uploads older than this (as
     ``invsync prune --keep``)."""
+
+    # ---- as-of time (orders sold since the file was made: docs/orders.md) ----
+    as_of: str | None = field(default=None, metadata=meta(
+        file="as_of", public="as_of", resume=True, load=_text("as_of")))
+    """``--as-of``: when the file's levels were true (ISO 8601 with an offset, or ``mtime``
+    for the file's modification time); orders placed since are subtracted."""
+    max_as_of_age_s: float = field(default=48 * 3600.0, metadata=meta(
+        file="max_as_of_age", public="max_as_of_age_s",
+        load=lambda src: _UNSET if src.cfg.get("max_as_of_age") is None
+        else parse_duration(src.cfg["max_as_of_age"], "max_as_of_age")))
+    """An as-of time older than this is refused (the order listing grows with it)."""
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, profile: str | None = None,
@@ -306,6 +326,9 @@ class Settings:
             raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
         if self.baseline == "live" and not self.token:
             raise UsageError("--baseline live reads the store: it needs the store hash and "
+                             "access token, even for a dry run")
+        if self.as_of is not None and not self.token and not self.plan_file:
+            raise UsageError("--as-of reads the store's orders: it needs the store hash and "
                              "access token, even for a dry run")
         if self.token and not self.store_hash:
             # Any run with a token talks to the store (a dry run reads its locations).

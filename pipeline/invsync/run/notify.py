@@ -25,12 +25,13 @@ from invsync.stages.report import RunReport, summary_line
 log = logging.getLogger("invsync.notify")
 
 EVENTS = ("failed", "interrupted", "resumed", "brake", "partial", "succeeded",
-          "status_changed", "rejected_share", "volume_drop")
+          "status_changed", "rejected_share", "volume_drop", "stale_file")
 """What ``on`` may list. ``interrupted``: this run was stopped by SIGTERM/SIGINT;
 ``resumed``: this run finished an interrupted (or killed) one. ``rejected_share`` and
 ``volume_drop`` fire when their threshold is set (for ``[[notify.hooks]]``, only when the
-hook's ``on`` lists them)."""
-DEFAULT_ON = ("failed", "interrupted", "resumed", "brake")
+hook's ``on`` lists them). ``stale_file``: a configured source's file is too old (sent by
+:func:`invsync.run.sourced.notify_source_event`, not after a run)."""
+DEFAULT_ON = ("failed", "interrupted", "resumed", "brake", "stale_file")
 _KEYS = {"url", "urls", "on", "rejected_share", "volume_drop", "timeout_s", "attempts",
          "hooks", "report_base_url"}
 _HOOK_KEYS = {"url", "on"}
@@ -323,7 +324,17 @@ def _attempt(url: str, data: bytes, timeout_s: float) -> int:
     answer a byte at a time cannot hold the run longer than ``timeout_s``."""
     import asyncio
 
-    return asyncio.run(asyncio.wait_for(_post_async(url, data, timeout_s), timeout_s))
+    def once() -> int:
+        return asyncio.run(asyncio.wait_for(_post_async(url, data, timeout_s), timeout_s))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return once()  # no loop in this thread (the CLI, a worker thread)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside an event loop
+        return pool.submit(once).result()
 
 
 def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> str | None:

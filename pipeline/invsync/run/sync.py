@@ -43,7 +43,7 @@ from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes
-from invsync.stages.ingest import StockTable, read_stock_file
+from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     RunReport,
     new_run_id,
@@ -103,6 +103,10 @@ class _Run:
         """KEY of the items an interrupted run confirmed or left unknown, when this run
         replayed its journal, and the sha256 of that run's input (a plan pushed again)."""
         self.replayed_sha256: str | None = None
+        self.as_of: tuple[Any, str, str] | None = None
+        """The run's as-of time and where it came from (``--as-of``); see run/as_of.py."""
+        self.sold_side: pl.DataFrame | None = None
+        """Per file row: ``file_level`` and ``sold_since_as_of``, for plan.csv."""
         """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
         self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
@@ -405,12 +409,14 @@ def _execute(run: _Run) -> None:
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
     background.shutdown(wait=False)
+    _resolve_as_of(run)
     t = time.perf_counter()
     if settings.plan_file:
         table, planned_old = _read_plan(run.path)
     else:
         table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
                                 encoding=settings.encoding, header_row=settings.header_row)
+        table = cut_off_end(table, settings.reports)
         planned_old = None
     run.table = table
     run.timed("ingest", t)
@@ -418,7 +424,8 @@ def _execute(run: _Run) -> None:
                     "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
                     "encoding": table.encoding, "delimiter": table.delimiter,
                     "columns": table.mapping, "source": settings.source,
-                    "layout": table.layout, "header_row": table.header_row}
+                    "layout": table.layout, "header_row": table.header_row,
+                    "last_line_complete": table.last_line_complete}
     report.notes.extend(table.notes)
     locations = _fetch_locations(run) if settings.token else None
     if locations is None:
@@ -434,13 +441,26 @@ def _execute(run: _Run) -> None:
         snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
     rules = QuantityRules() if planned_old is not None else settings.rules
+    if run.as_of is not None:  # the maximum caps what is left after what sold since
+        from invsync.run.as_of import rules_before_sold
+
+        checked_rules = rules_before_sold(rules)
+    else:
+        checked_rules = rules
     checked = validate(table, default_location=settings.location_id, locations=locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
-                       rules=rules, identities=resolver)
+                       rules=checked_rules, identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
-    report.notes.extend(checked.notes)
 
+    if run.as_of is not None:  # orders sold since the as-of time (run/as_of.py)
+        from invsync.run.as_of import apply_sold_since
+
+        t = time.perf_counter()
+        checked, run.sold_side = apply_sold_since(run.store, report, checked, run.as_of,
+                                                  run.emit, rules=rules)
+        run.timed("orders", t)
+    report.notes.extend(checked.notes)
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
@@ -535,6 +555,23 @@ def _source(run: _Run) -> str:
     from invsync.state.history import source_key
 
     return source_key(run.settings.source, str(run.path))
+
+
+def _resolve_as_of(run: _Run) -> None:
+    """``--as-of``: checked before anything is read or sent (exit 64 in plain words)."""
+    settings = run.settings
+    if settings.as_of is None:
+        return
+    if not settings.as_of.strip():  # an unset variable in a script: say so, never ignore it
+        raise UsageError("--as-of is empty: give the time the file's levels were true "
+                         "(ISO 8601 with an offset) or 'mtime'; nothing was sent")
+    if settings.plan_file:
+        run.report.notes.append("--as-of is not applied to a reviewed plan: its levels had "
+                                "what sold since subtracted when it was made")
+        return
+    from invsync.run.as_of import resolve_as_of
+
+    run.as_of = resolve_as_of(settings.as_of, run.path, settings.max_as_of_age_s)
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
@@ -832,6 +869,10 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
     """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
     run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
+    if run.sold_side is not None:
+        from invsync.run.as_of import plan_columns
+
+        run.plan = plan_columns(run.plan, run.sold_side)
     rejected = run.rejected if run.rejected is not None else checked.rejected
     c = count_run(table, checked, changes, result, run.plan, rejected)
     if result is not None:

@@ -40,7 +40,10 @@ def main(port: int = 8000) -> int:
         subprocess.run([*base, "-q", "sync", str(SAMPLE / "night1.csv")], env=env, check=False)
         print(f"\nsandbox store running at {sb.url}\n"
               f"upload page: http://127.0.0.1:{port}/  user: demo  password: {password}\n"
-              f"try uploading {SAMPLE / 'merchant.xlsx'}; Ctrl-C stops everything\n",
+              f"try uploading {SAMPLE / 'merchant.xlsx'}; Ctrl-C stops everything\n"
+              f"state folder (users, API keys, uploads): {work / 'state' / 'invsync'}\n"
+              f"an API key for it: invsync portal add-key erp --state-dir "
+              f"{work / 'state' / 'invsync'}\n",
               flush=True)
         try:
             return subprocess.run([*base, "serve", "--port", str(port)], env=env,

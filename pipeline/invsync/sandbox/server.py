@@ -118,6 +118,13 @@ class SandboxConfig:
     seed: int | None = None
     record_answers: bool = False
     """Keep every answer's decoded JSON body in the request log (memory grows with reads)."""
+    # ---- orders (see invsync.sandbox.orders) ----
+    update_stock_behavior: str = "order_placed"
+    """When an order takes its units off stock: `order_placed` or `order_completed_or_shipped`."""
+    refund_stock_adjustment: bool = True
+    """Cancelled and refunded orders give their units back."""
+    orders_scope: bool = True
+    """False: the token lacks `store_v2_orders_read_only` (order reads answer 403)."""
 
     def __repr__(self) -> str:  # keep tokens out of logs and tracebacks
         return (
@@ -408,6 +415,7 @@ class Sandbox:
         self._used = 0
         self._reset_levels()
         self._reset_log()
+        self._init_orders()
 
     # ---- state -------------------------------------------------------------------------
 
@@ -620,7 +628,8 @@ class Sandbox:
         entry: dict[str, Any],
     ) -> _Reply:
         path: str = scope["path"]
-        if not path.startswith(self._prefix):
+        orders_path = self._is_orders_path(path)
+        if not (orders_path or path.startswith(self._prefix)):
             raise _Problem(404, "Store not found" if path.startswith("/stores/") else "Not found")
         token = headers.get(b"x-auth-token", b"")
         is_rw = hmac.compare_digest(token, self._token)
@@ -640,6 +649,8 @@ class Sandbox:
             reply = _problem_reply(_Problem(429, "Too many requests"))
             reply.rate_headers = False
             return reply
+        if orders_path:
+            return self._orders_api(method, path, entry)
         drop = method == "PUT" and bool(cfg.drop_rate) and self._rng.random() < cfg.drop_rate
 
         rest = path[len(self._prefix) :].rstrip("/")
@@ -927,6 +938,9 @@ class Sandbox:
         what = scope["path"][len("/_sandbox/") :].rstrip("/")
         method = scope["method"]
         body: Any
+        if what == "orders" or what.startswith("orders/"):
+            await self._orders_introspect(what, method, receive, send)
+            return
         if method == "POST" and what in ("levels", "faults"):
             raw = await self._read_body(receive, None)
             try:
@@ -1031,6 +1045,93 @@ class Sandbox:
              "variant_id": items[idx].variant_id, "quantity": qty}
             for (loc, idx), qty in sorted(pending.items())
         ]
+
+    # ---- orders (a separate region: invsync.sandbox.orders holds the logic) ---------------
+
+    def _init_orders(self) -> None:
+        from invsync.sandbox.orders import OrderBook
+
+        self._v2_prefix = f"/stores/{self.config.store_hash}/v2/"
+        self.orders = OrderBook(find_item=self._order_item, level=self._order_level,
+                                move=self._order_move,
+                                update_stock_behavior=self.config.update_stock_behavior,
+                                refund_stock_adjustment=self.config.refund_stock_adjustment)
+
+    def _is_orders_path(self, path: str) -> bool:
+        return path.startswith(self._v2_prefix) or \
+            path.rstrip("/") == self._prefix + "settings/inventory"
+
+    def _order_item(self, item: dict[str, Any]) -> tuple[int, str, int, int] | None:
+        cat = self.catalog
+        if "sku" in item:
+            idx = cat.by_sku.get(item["sku"]) if isinstance(item["sku"], str) else None
+        elif "variant_id" in item:
+            idx = cat.by_variant.get(item["variant_id"])
+        else:
+            idxs = cat.by_product.get(item.get("product_id"))  # type: ignore[arg-type]
+            idx = idxs[0] if idxs and len(idxs) == 1 else None
+        if idx is None or cat.items[idx].tracking not in TRACKED:
+            return None
+        found = cat.items[idx]
+        return idx, found.sku, found.product_id, found.variant_id
+
+    def _order_level(self, location_id: int, idx: int) -> int:
+        self._flush_visible(time.monotonic())
+        return self._levels.get((location_id, idx), 0)
+
+    def _order_move(self, location_id: int, idx: int, delta: int) -> None:
+        key = (location_id, idx)
+        level = self._levels.get(key, 0) + delta
+        total_key = (location_id, self.catalog.items[idx].product_id)
+        self._totals[total_key] = self._totals.get(total_key, 0) + delta
+        self._levels[key] = level
+        self._visible[key] = level
+
+    def _orders_api(self, method: str, path: str, entry: dict[str, Any]) -> _Reply:
+        """`GET /v2/orders` and `GET /v3/settings/inventory` (token, quota, faults checked)."""
+        from invsync.sandbox.orders import OrderProblem
+
+        if method not in ("GET", "HEAD"):
+            raise _Problem(405, "Method not allowed")
+        query = dict(parse_qsl(entry["query"], keep_blank_values=True))
+        if path.startswith(self._prefix):
+            return _Reply(200, _dumps(self.orders.settings()))
+        if not self.config.orders_scope:
+            raise _Problem(403, "You don't have a required scope to access the endpoint")
+        if path[len(self._v2_prefix):].rstrip("/") != "orders":
+            raise _Problem(404, "Not found")
+        try:
+            listed = self.orders.list_orders(query)
+        except OrderProblem as p:
+            raise _Problem(p.status, p.title) from None
+        return _Reply(200, _dumps(listed))
+
+    async def _orders_introspect(self, what: str, method: str, receive: Receive,
+                                 send: Send) -> None:
+        """`POST /_sandbox/orders`, `POST /_sandbox/orders/{id}/status`, `GET /_sandbox/orders`."""
+        from invsync.sandbox.orders import OrderProblem
+
+        parts = what.split("/")
+        try:
+            if method == "GET" and what == "orders":
+                body: Any = self.orders.every_order()
+            else:
+                raw = await self._read_body(receive, None)
+                try:
+                    payload = json.loads(raw or b"null")
+                except (ValueError, RecursionError):
+                    raise OrderProblem(400, "the body is not JSON") from None
+                if method == "POST" and what == "orders":
+                    body = self.orders.place(payload)
+                elif method == "POST" and len(parts) == 3 and parts[2] == "status" \
+                        and parts[1].isdigit():
+                    body = self.orders.set_status(int(parts[1]), payload)
+                else:
+                    raise OrderProblem(404, "not found")
+        except OrderProblem as p:
+            await self._send(send, _Reply(p.status, _dumps({"error": p.title})), [])
+            return
+        await self._send(send, _Reply(200, _dumps(body)), [])
 
     def stats(self) -> dict[str, Any]:
         """Counts since the last reset (the body of `GET /_sandbox/stats`)."""

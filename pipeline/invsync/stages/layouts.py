@@ -47,6 +47,10 @@ LAYOUTS: tuple[Layout, ...] = (
            {"sku": ("sku",), "location_id": ("location",),
             "quantity": ("on_hand_new", "on_hand_current", "available")},
            location_kind="name"),
+    Layout("shopify-products", "Shopify products export",
+           frozenset({"handle", "variant_sku", "variant_inventory_qty"}),
+           {"sku": ("variant_sku",), "quantity": ("variant_inventory_qty",)},
+           extra={"sku": "variant_sku", "quantity": "variant_inventory_qty"}),
     Layout("amazon-fba", "Amazon FBA inventory report",
            frozenset({"seller_sku", "afn_fulfillable_quantity"}),
            {"sku": ("seller_sku",), "quantity": ("afn_fulfillable_quantity",)}),
@@ -67,6 +71,23 @@ LAYOUTS: tuple[Layout, ...] = (
             "quantity": ("counted_quantity", "quantity", "on_hand_quantity",
                          "available_quantity", "inventoried_quantity")}),
 )
+
+
+SHOPIFY_OLD_INVENTORY = frozenset({"handle", "title", "option1_name", "option1_value", "sku"})
+"""Shopify's older inventory export: these, then one quantity column per location (named
+after it), and no ``Location`` column."""
+_SHOPIFY_OLD_FIXED = {"handle", "title", "option1_name", "option1_value", "option2_name",
+                      "option2_value", "option3_name", "option3_value", "sku", "hs_code",
+                      "coo", "barcode"}
+
+
+def per_location_columns(normalised: list[str], headers: list[str]) -> list[str] | None:
+    """The location columns of Shopify's older inventory export (one per location), or
+    None when the headers are not that export."""
+    if not set(normalised) >= SHOPIFY_OLD_INVENTORY or "location" in normalised:
+        return None
+    return [h for n, h in zip(normalised, headers, strict=True)
+            if n and n not in _SHOPIFY_OLD_FIXED]
 
 
 def recognise(normalised: list[str]) -> Layout | None:
@@ -109,6 +130,14 @@ def skipped_rows(layout: Layout, frame: pl.DataFrame, header_of: dict[str, str],
             return None, None
         return skip, (f"WooCommerce export: skipped {skip.sum():,} variable-product parent "
                       f"row(s) (their variations carry the stock)")
+    if layout.name == "shopify-products":
+        empty = [frame[header_of[r]].str.strip_chars().fill_null("").eq("")
+                 for r in ("sku", "quantity")]
+        skip = empty[0] & empty[1]
+        if not skip.any():
+            return None, None
+        return skip, (f"Shopify products export: skipped {skip.sum():,} row(s) without a "
+                      f"variant SKU or quantity (extra images of a product)")
     if layout.name == "shopify-inventory" and quantity is not None:
         skip = frame[quantity].str.strip_chars().str.to_lowercase().eq("not stocked")\
             .fill_null(False)

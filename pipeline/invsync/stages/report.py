@@ -107,6 +107,8 @@ class RunReport:
     """Who started the run and from where (the upload page: ``source``, ``user``, ``filename``)."""
     rejected_file: str | None = None
     """The rejected rows' file a person fixes (``rejected.xlsx`` or ``rejected.csv``)."""
+    sold_since: dict[str, Any] | None = None
+    """With an as-of time: when, orders read and counted, units subtracted, requests."""
     plan: pl.DataFrame | None = field(default=None, repr=False, compare=False)
     """The plan frame (what ``plan.csv`` holds), for the caller; not part of ``report.json``."""
 

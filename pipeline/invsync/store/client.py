@@ -215,6 +215,8 @@ class StoreClient:
         if not store_hash:
             raise UsageError("no store hash: pass --store-hash or set BIGCOMMERCE_STORE_HASH")
         self.base = f"{api_url.rstrip('/')}/stores/{store_hash}/v3"
+        self.root = f"{api_url.rstrip('/')}/stores/{store_hash}"
+        """Paths that start with ``/v2/`` (the order reads) hang off this instead of ``base``."""
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s, on_wait=on_rate_wait)
         self.max_pages = max_pages
@@ -405,7 +407,8 @@ class StoreClient:
                 async with asyncio.timeout(max(0.0, min(self.retry.timeout_s,
                                                         deadline - time.monotonic()))):
                     response = await self._http.request(
-                        method, self.base + path, content=content, params=params,
+                        method, (self.root if path.startswith("/v2/") else self.base) + path,
+                        content=content, params=params,
                         headers={"X-Auth-Token": self._token.reveal()})
                 headers = response.headers
                 self.requests_sent += 1

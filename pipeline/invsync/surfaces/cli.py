@@ -18,6 +18,7 @@ import click
 
 from invsync.errors import ExitCode, InvsyncError
 from invsync.surfaces.cli_sandbox import sandbox
+from invsync.surfaces.cli_sources import _from_source, _source_flags, _source_options, watch_command
 from invsync.surfaces.options import (
     _OUTPUT,
     _config_options,
@@ -113,7 +114,8 @@ def _tagged(ctx: click.Context, run_id: str) -> Any:
 
 def _sync_options(fn: Any) -> Any:
     options = [
-        click.argument("file", type=click.Path(path_type=Path), required=False),
+        # A path, or a SOURCE (URL, glob, [sources.NAME]): text, so "sftp://" keeps its "//".
+        click.argument("file", metavar="FILE|SOURCE", required=False),
         click.option("--location-id", type=int, help="Location for rows without one [1]."),
         click.option("--reason", help="Reason recorded with each adjustment."),
         click.option("--dry-run", is_flag=True, help="Send nothing, change no snapshot."),
@@ -159,6 +161,10 @@ def _sync_options(fn: Any) -> Any:
         click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
                      help="Turn TLS certificate checks off (never do this in production)."),
         _wait_lock_option,
+        click.option("--as-of", metavar="WHEN",
+                     help="When the file's levels were true: ISO 8601 with an offset "
+                          "(2026-12-06T02:00:00+01:00) or 'mtime' (the file's modification "
+                          "time). Units sold since are subtracted (docs/orders.md)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -173,29 +179,38 @@ _wait_lock_option = click.option(
 
 @cli.command(context_settings=CONTEXT)
 @_sync_options
+@_source_options
 @click.option("--plan-file", type=click.Path(path_type=Path),
               help="Push exactly this reviewed plan.csv (from invsync plan) instead of FILE; "
                    "refused if the snapshot moved since the plan was made.")
 @click.pass_context
-def sync(ctx: click.Context, file: Path | None, config_path: Path | None,
+def sync(ctx: click.Context, file: str | None, config_path: Path | None,
          maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
-    """Sync FILE (CSV or XLSX) into the store: only the changes are sent."""
+    """Sync FILE (CSV or XLSX) into the store: only the changes are sent.
+
+    FILE may be a SOURCE: a URL (sftp://, ftp://, s3://, https://...), a glob or a
+    [sources.NAME] of the config (see docs/sources.md).
+    """
     from invsync.run.config import load_settings
     from invsync.run.sync import sync_file
 
     if (file is None) == (plan_file is None):
         raise click.UsageError("give either FILE or --plan-file PLAN.csv")
+    source = _source_flags(flags)
     settings = replace(load_settings(config_path, _overrides(flags, maps)),
                        plan_file=plan_file is not None)
-    path = plan_file or file
+    if file is not None and _from_source(ctx, file, settings, "sync", source):
+        return
+    path = plan_file or (Path(file) if file else None)
     assert path is not None
     _finish(ctx, sync_file(path, settings, on_event=_events(ctx)), settings)
 
 
 @cli.command(context_settings=CONTEXT)
 @_sync_options
+@_source_options
 @click.pass_context
-def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
+def plan(ctx: click.Context, file: str | None, config_path: Path | None,
          maps: tuple[str, ...], **flags: Any) -> None:
     """Show what syncing FILE would change, send nothing, and write plan.csv.
 
@@ -206,8 +221,11 @@ def plan(ctx: click.Context, file: Path | None, config_path: Path | None,
 
     if file is None:
         raise click.UsageError("missing argument FILE")
+    source = _source_flags(flags)
     settings = load_settings(config_path, {**_overrides(flags, maps), "dry_run": True})
-    report = sync_file(file, settings, on_event=_events(ctx), command="plan")
+    if _from_source(ctx, file, settings, "plan", source):
+        return
+    report = sync_file(Path(file), settings, on_event=_events(ctx), command="plan")
     if ctx.obj["log_format"] != "json" and not ctx.obj["quiet"]:
         from invsync.surfaces.summary import print_plan
 
@@ -568,6 +586,7 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
 cli.add_command(sandbox)
 cli.add_command(serve)
 cli.add_command(portal)
+cli.add_command(watch_command(_sync_options))
 
 
 ALLOCATOR_ENV = "_RJEM_MALLOC_CONF"

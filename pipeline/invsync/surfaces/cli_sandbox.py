@@ -90,6 +90,20 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Keep every answer's JSON body in /_sandbox/requests (for conformance tests).",
 )
+@click.option(
+    "--update-stock-behavior",
+    type=click.Choice(["order_placed", "order_completed_or_shipped"]),
+    default="order_placed",
+    show_default=True,
+    help="When an order placed in the sandbox takes its units off stock (orders).",
+)
+@click.option(
+    "--no-orders-scope",
+    "orders_scope",
+    flag_value=False,
+    default=True,
+    help="The token lacks the orders scope: order reads answer 403.",
+)
 def sandbox(
     host: str,
     port: int,
@@ -106,6 +120,8 @@ def sandbox(
     apply_delay_ms: int,
     seed: int | None,
     record_answers: bool,
+    update_stock_behavior: str = "order_placed",
+    orders_scope: bool = True,
 ) -> None:
     """Run a local stand-in for a BigCommerce store's inventory API.
 
@@ -115,6 +131,9 @@ def sandbox(
     import os
     from pathlib import Path
 
+    from invsync.surfaces.web.cli import need_web_extra
+
+    need_web_extra("the sandbox store")
     from invsync.sandbox import server as sb
 
     token = (
@@ -138,6 +157,8 @@ def sandbox(
             apply_delay_ms=apply_delay_ms,
             seed=seed,
             record_answers=record_answers,
+            update_stock_behavior=update_stock_behavior,
+            orders_scope=orders_scope,
         )
         if locations_csv:
             config.locations = sb.load_locations(locations_csv)

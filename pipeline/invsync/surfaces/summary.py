@@ -63,10 +63,22 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
                       f"transaction ids (first: {safe(report.transaction_ids[0])})")
     elif report.status == "dry_run" and report.batches:
         console.print(f"would send {len(report.batches)} batches")
+    _print_sold_since(report, console)
     for note in report.notes:
         console.print(f"[dim]note:[/] {safe(note)}")
     console.print(f"report: {safe(report.report_dir)}" if report.report_dir
                   else "report: not written")
+
+
+def _print_sold_since(report: RunReport, console: Console) -> None:
+    """``--as-of``: what sold since, and per item "file 10 − 2 sold since 02:00 = 8"."""
+    if not report.sold_since:
+        return
+    from invsync.html.sold_since import headline, sold_lines
+
+    console.print(safe(headline(report.sold_since, report.started_at)))
+    for line in sold_lines(report.sold_since, report.plan, report.started_at):
+        console.print(f"  {safe(line)}")
 
 
 def print_plan(report: RunReport, console: Console | None = None, top: int = 10) -> None:

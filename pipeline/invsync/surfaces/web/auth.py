@@ -4,15 +4,16 @@ Users and keys live in ``<state-dir>/portal/`` (files mode 0600, never in the co
 A password is kept only as a salted scrypt hash; an API key (printed once) only as a
 SHA-256 of its secret part (it is 256 random bits, so a slow hash adds nothing). Every
 comparison is constant-time, and an unknown user costs the same scrypt as a known one.
-Sessions live in the server's memory and end after an idle and an absolute time.
+Sessions are kept in ``sessions.json`` there too (private, only a hash of each session
+id), so they survive a restart of the server; they end after an idle and an absolute time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from invsync.clock import utc_now
+from invsync.disk import write_atomic
 from invsync.errors import UsageError
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -42,15 +44,10 @@ def _hash_password(password: str, salt: bytes, params: dict[str, int]) -> bytes:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON readable by the owner only, atomically."""
+    """Write JSON readable by the owner only, atomically (the one atomic-write routine)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    # mkstemp makes the temporary file 0600, and the rename keeps that mode.
+    write_atomic(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -165,45 +162,95 @@ class Session:
     """The user's password mark at sign-in (:meth:`Accounts.password_stamp`)."""
 
 
-@dataclass
 class Sessions:
-    """Sessions in memory, ended after ``idle_s`` without use or ``max_s`` after sign-in."""
+    """Signed-in browsers, ended after ``idle_s`` without use or ``max_s`` after sign-in.
 
-    idle_s: float = 30 * 60
-    max_s: float = 12 * 3600
-    _by_id: dict[str, Session] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    With a ``state_dir`` they are kept in ``<state-dir>/portal/sessions.json`` (mode 0600,
+    keyed by a SHA-256 of the session id, never the id itself), so a restart of the server
+    signs nobody out; without one, in memory only.
+    """
 
-    def create(self, user: str) -> tuple[str, Session]:
-        now = time.monotonic()
+    SAVE_SEEN_EVERY_S = 60.0
+    """How stale the recorded last use may get on disk (saved at most this often)."""
+
+    def __init__(self, state_dir: Path | None = None, *, idle_s: float = 30 * 60,
+                 max_s: float = 12 * 3600) -> None:
+        self.idle_s, self.max_s = idle_s, max_s
+        self.path = portal_dir(state_dir) / "sessions.json" if state_dir else None
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Session] = {}
+        self._saved_at = 0.0
+        if self.path is not None:
+            self._load()
+
+    @staticmethod
+    def _key(sid: str) -> str:
+        return hashlib.sha256(sid.encode()).hexdigest()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        try:
+            records = _read(self.path)
+        except UsageError:
+            records = {}  # an unreadable file only signs everyone out
+        for key, rec in records.items():
+            try:
+                self._by_key[key] = Session(user=str(rec["user"]), csrf=str(rec["csrf"]),
+                                            created=float(rec["created"]),
+                                            seen=float(rec["seen"]), stamp=rec.get("stamp"))
+            except (KeyError, TypeError, ValueError):
+                continue
+
+    def _save(self, now: float) -> None:
+        """Write the live sessions (caller holds the lock)."""
+        self._saved_at = now
+        if self.path is None:
+            return
+        live = {k: s.__dict__ for k, s in self._by_key.items() if not self._over(s, now)}
+        with contextlib.suppress(OSError):  # a full disk: sessions last until a restart
+            _write_private(self.path, live)
+
+    def _over(self, session: Session, now: float) -> bool:
+        return now - session.seen > self.idle_s or now - session.created > self.max_s
+
+    def create(self, user: str, stamp: str | None = None) -> tuple[str, Session]:
+        now = time.time()
         sid = secrets.token_urlsafe(32)
-        session = Session(user=user, csrf=secrets.token_urlsafe(32), created=now, seen=now)
+        session = Session(user=user, csrf=secrets.token_urlsafe(32), created=now, seen=now,
+                          stamp=stamp)
         with self._lock:
-            self._by_id[sid] = session
+            self._by_key[self._key(sid)] = session
+            self._save(now)
         return sid, session
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
-        now = time.monotonic()
+        now = time.time()
+        key = self._key(sid)
         with self._lock:
-            session = self._by_id.get(sid)
+            session = self._by_key.get(key)
             if session is None:
                 return None
-            if now - session.seen > self.idle_s or now - session.created > self.max_s:
-                del self._by_id[sid]
+            if self._over(session, now):
+                del self._by_key[key]
+                self._save(now)
                 return None
             session.seen = now
+            if now - self._saved_at > self.SAVE_SEEN_EVERY_S:
+                self._save(now)
             return session
 
     def end(self, sid: str | None) -> None:
         with self._lock:
-            self._by_id.pop(sid or "", None)
+            if self._by_key.pop(self._key(sid or ""), None) is not None:
+                self._save(time.time())
 
     def end_user(self, user: str) -> None:
         with self._lock:
-            for sid in [k for k, s in self._by_id.items() if s.user == user]:
-                del self._by_id[sid]
+            for key in [k for k, s in self._by_key.items() if s.user == user]:
+                del self._by_key[key]
+            self._save(time.time())
 
 
 @dataclass
@@ -221,25 +268,48 @@ class Throttle:
             q.popleft()
         return q
 
+    def _keys(self, user: str, address: str) -> tuple[tuple[tuple[str, str], int], ...]:
+        # Per address, a little looser: one person mistyping several names is normal.
+        return (((user.lower(), address), self.limit), (("", address), self.limit * 4))
+
     def blocked(self, user: str, address: str) -> float:
         """Seconds to wait before trying again (0: may try now)."""
         now = time.monotonic()
         with self._lock:
-            waits = []
-            # Per address, a little looser: one person mistyping several names is normal.
-            for key, limit in (((user.lower(), address), self.limit),
-                               (("", address), self.limit * 4)):
-                q = self._recent(key, now)
-                if len(q) >= limit:
-                    waits.append(self.window_s - (now - q[0]))
-            return max(waits, default=0.0)
+            return self._wait(user, address, now)
+
+    def _wait(self, user: str, address: str, now: float) -> float:
+        waits = []
+        for key, limit in self._keys(user, address):
+            q = self._recent(key, now)
+            if len(q) >= limit:
+                waits.append(self.window_s - (now - q[0]))
+        return max(waits, default=0.0)
+
+    def begin(self, user: str, address: str) -> float:
+        """Check and count a sign-in attempt in one step: the seconds to wait (nothing
+        counted), or 0 with the attempt counted as a failure until :meth:`succeeded`. So
+        many guesses at once get at most ``limit`` password checks, not one each."""
+        now = time.monotonic()
+        with self._lock:
+            wait = self._wait(user, address, now)
+            if wait > 0:
+                return wait
+            for key, _ in self._keys(user, address):
+                self._recent(key, now).append(now)
+            return 0.0
 
     def failed(self, user: str, address: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in ((user.lower(), address), ("", address)):
+            for key, _ in self._keys(user, address):
                 self._recent(key, now).append(now)
 
     def succeeded(self, user: str, address: str) -> None:
+        """A right password: the user's failures are forgotten, and this attempt is not
+        one of the address's."""
         with self._lock:
             self._failures.pop((user.lower(), address), None)
+            q = self._failures.get(("", address))
+            if q:
+                q.pop()

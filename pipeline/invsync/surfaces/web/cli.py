@@ -15,6 +15,25 @@ STOP_GRACE_S = 60.0
 """How long a stopping server lets an apply in progress finish."""
 
 
+WEB_EXTRA = "pip install 'invsync[web]'"
+
+
+def need_web_extra(what: str = "the upload page (invsync serve)") -> None:
+    """Stop with a plain message naming the extra when the web stack is not installed."""
+    import importlib
+
+    missing = []
+    for name in ("starlette", "uvicorn", "multipart"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise click.UsageError(f"{what} needs the web extra, which is not installed "
+                               f"(missing: {', '.join(missing)}); install it with: "
+                               f"{WEB_EXTRA}")
+
+
 def _settings(config_path: Path | None, flags: dict[str, Any]) -> Any:
     from invsync.run.config import load_settings
 
@@ -56,6 +75,7 @@ def serve(config_path: Path | None, host: str, port: int, behind_https: bool,
     """
     import logging
 
+    need_web_extra()
     from invsync.surfaces.web.app import Options, create_app
     from invsync.surfaces.web.auth import Accounts
 

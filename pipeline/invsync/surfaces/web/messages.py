@@ -49,3 +49,52 @@ def web_brake(brake: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(message, str):
         return brake
     return {**brake, "message": _CLI_ADVICE.sub("", message).rstrip()}
+
+
+UPLOAD_WORDS: dict[str, tuple[str, str]] = {
+    "new": ("uploaded", "muted"), "unmapped": ("columns to choose", "warn"),
+    "previewing": ("preview being made", "info"), "planned": ("ready to apply", "info"),
+    "applying": ("applying now", "info"), "cancelling": ("cancelling", "warn"),
+    "succeeded": ("applied", "ok"), "partial": ("applied, some rows left out", "warn"),
+    "failed": ("not applied", "bad"), "stale": ("store changed: preview again", "warn"),
+    "cancelled": ("cancelled", "muted"), "not_applied": ("not applied", "muted"),
+    "discarded": ("discarded", "muted"),
+}
+"""An upload's state in the page's words, and its badge colour."""
+
+RUN_WORDS: dict[str, str] = {
+    "succeeded": "done", "partial": "done, some left out", "failed": "did not finish",
+    "stale": "store changed", "dry_run": "preview", "interrupted": "stopped",
+    "braked": "stopped by a safety check", "not_sent": "not sent",
+}
+"""A run's status in History's words."""
+
+
+def upload_word(status: str | None) -> tuple[str, str]:
+    """(words, badge class) for an upload's state."""
+    return UPLOAD_WORDS.get(status or "", ((status or "").replace("_", " "), "muted"))
+
+
+def run_word(status: str | None) -> str:
+    """A run's status in words."""
+    return RUN_WORDS.get(status or "", (status or "").replace("_", " "))
+
+
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s:;,'\"()/]+/)+([^\s:;,'\"()]+)")
+_FLAG = re.compile(r"\s*\((?:[^()]*?)--[a-z][a-z-]*[^()]*\)|\s*(?:pass|use|run with|add) "
+                   r"`?--[a-z][a-z-]*(?: [^\s,;)`]+)?`?|`?--[a-z][a-z-]*`?")
+_CLI = re.compile(r"`?invsync (?:resume|sync|plan|revert)[^`;]*`?")
+
+
+def plain_run_error(message: str | None) -> str:
+    """A run's error for a page: file names instead of server paths, no CLI flags or
+    commands (a merchant cannot type them)."""
+    if not message:
+        return ""
+    text = _PATH.sub(r"\1", message)
+    text = re.sub(r"[;,]\s*(?:pass|use|add|run with) `?--[a-z][a-z-]*.*?(?=;|$)", "", text)
+    text = re.sub(r"interrupted by SIG(?:TERM|INT)", "stopped (the program was shut down)", text)
+    text = _CLI.sub("the next update", text)
+    text = _FLAG.sub("", text)
+    text = re.sub(r"\s{2,}", " ", text).strip()
+    return text[:1].upper() + text[1:]

@@ -9,6 +9,7 @@ preview that went stale is refused and nothing is sent. History is the run folde
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -38,9 +39,30 @@ from invsync.surfaces.web.auth import _write_private, portal_dir
 
 log = logging.getLogger("invsync.web")
 
-STATUSES = ("planned", "applying", "succeeded", "partial", "failed", "stale", "discarded")
+STATUSES = ("new", "unmapped", "previewing", "planned", "applying", "cancelling", "succeeded",
+            "partial", "failed", "stale", "cancelled", "not_applied", "discarded")
+"""An upload's states (the API's ``status``); each change of state happens under one lock,
+from the states listed in :data:`FROM`."""
+PREVIEWABLE = ("new", "unmapped", "planned", "stale", "failed", "cancelled", "not_applied")
+FROM: dict[str, tuple[str, ...]] = {
+    "preview": PREVIEWABLE,
+    "apply": ("planned", "not_applied"),
+    "cancel": ("applying", "cancelling"),
+    "discard": PREVIEWABLE,
+    "map": ("new", "unmapped", "failed"),
+}
+BUSY = {"previewing": "a preview of this upload is being made right now: wait a moment",
+        "applying": "this upload is being applied right now",
+        "cancelling": "this upload is being cancelled right now",
+        "succeeded": "this upload was already applied",
+        "partial": "this upload was already applied",
+        "discarded": "this upload was discarded: upload the file again"}
+STORE_CHANGED = "the store changed since the preview: preview again"
+NOT_APPLIED = ("the server stopped before any change was sent: nothing was changed in the "
+               "store. Apply again, or preview again to see the store's levels now")
+CANCELLED = "cancelled: the changes not yet sent were not sent"
 FILES = ("report.html", "rejected.csv", "rejected.xlsx", "plan.csv")
-SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
+SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls", ".xlsb", ".ods")
 MAX_CHANGES = 1_000
 _ID = re.compile(r"^[0-9a-f]{32}$")
 LOCK_WAIT_S = 30 * 60
@@ -70,12 +92,110 @@ INTERRUPTED = ("the server stopped while this upload was being applied: some or 
 
 
 class UploadError(Exception):
-    """A request about an upload that cannot be done; ``http`` is the HTTP status."""
+    """A request about an upload that cannot be done; ``http`` is the HTTP status, ``extra``
+    what the API's problem adds (``kind``: its type, ``field``, ``status``: the upload's)."""
 
     def __init__(self, http: int, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.http = http
         self.extra = extra
+
+
+class ApplyCancelled(asyncio.CancelledError):
+    """Raised from the apply run's observer after a cancel (once): the run's requests are
+    cancelled and it ends as interrupted; what the store confirmed is in its journal (the
+    next run of the store records it), the rest is not sent."""
+
+
+# -- the two calls into the library (plan, apply) -------------------------------------
+def live_plans() -> bool:
+    """Does the library plan against the store's live levels and re-check them on apply
+    (its plans record when each level was read)? Before that, a live-level preview could
+    never be applied (the push compared it with the snapshot), so previews use the
+    configured baseline."""
+    from invsync.tables import PLAN_COLUMNS
+
+    return "read_at" in PLAN_COLUMNS
+
+
+def library_preview(path: Path, settings: Settings, origin: dict[str, Any]) -> Any:
+    """Plan ``path`` against the store's live levels (nothing sent): a dry run whose
+    ``plan.csv`` records each item's live level (the page's "Now") and when it was read."""
+    from invsync.run.sync import sync_file
+
+    if live_plans():
+        settings = replace(settings, baseline="live")
+    return sync_file(path, settings, command="plan", origin=origin)
+
+
+def library_apply(plan: Path, settings: Settings, on_event: Any,
+                  origin: dict[str, Any]) -> Any:
+    """Push exactly ``plan`` (``sync --plan-file``): the library re-reads the planned items
+    and sends nothing when the store changed since the preview (see
+    :func:`is_store_changed`), or when the plan was made for another store."""
+    from invsync.run.sync import sync_file
+
+    return sync_file(plan, settings, on_event=on_event, origin=origin)
+
+
+def is_store_changed(report: Any) -> bool:
+    """Did the apply run refuse because the store's levels moved since the plan?"""
+    if getattr(report, "status", None) == "stale":
+        return True
+    return bool(report.exit_code == ExitCode.SAFETY_BRAKE and not report.brakes)
+
+
+def store_binding(settings: Settings) -> dict[str, Any]:
+    """Which store and profile a page (and each of its uploads) is for."""
+    return {"api_url": _norm_url(settings.api_url),
+            "store_hash": (settings.store_hash or "").lower(), "profile": settings.profile}
+
+
+def _norm_url(url: str | None) -> str:
+    url = (url or "").strip().lower().rstrip("/.")
+    return url.replace(":443/", "/") if url.startswith("https://") else url
+
+
+def same_store(recorded: Any, binding: dict[str, Any]) -> bool:
+    """Was an upload made for this store and profile? (Uploads from before stores were
+    recorded belong to the page that kept them.)"""
+    if not isinstance(recorded, dict):
+        return True
+    return all(recorded.get(k) == v for k, v in binding.items())
+
+
+def _refusal(action: str, status: str) -> str:
+    """Why ``action`` cannot be done to an upload in ``status``, in the merchant's words."""
+    if status in BUSY:
+        return BUSY[status]
+    if action == "cancel":
+        return "only an upload being applied can be cancelled"
+    if action == "apply":
+        return {"new": "this upload has not been previewed yet",
+                "unmapped": "choose the file's columns first",
+                "failed": "this upload could not be previewed: fix the file and upload it "
+                          "again",
+                "cancelled": "this upload was cancelled: preview again to apply the rest",
+                }.get(status, "preview again first")
+    return f"not possible now ({status.replace('_', ' ')})"
+
+
+def _cut_off(meta: dict[str, Any]) -> dict[str, Any]:
+    """The record of an apply the server stop cut off: "not applied" when nothing was
+    sent yet (it only waited or checked), else "failed" (some changes may be in)."""
+    if not meta.get("sending_started"):
+        return {"status": "not_applied", "interrupted": False, "error": NOT_APPLIED}
+    return {"status": "failed", "interrupted": True, "error": INTERRUPTED}
+
+
+def _slowed(name: str, data: dict[str, Any]) -> str:
+    """A retry or a rate-limit wait, as the progress view says it."""
+    if name == "rate_limit_wait" or data.get("status") == 429:
+        return "the store asked to slow down (its request limit): sending continues shortly"
+    status = data.get("status")
+    if isinstance(status, int) and status >= 500:
+        return "the store is not answering properly: trying again"
+    return "the store did not answer: trying again"
 
 
 @dataclass
@@ -88,9 +208,29 @@ class Progress:
     batches_done: int = 0
     items_total: int = 0
     items_done: int = 0
+    sending_since: float | None = None
+    slowed: str | None = None
+    """Why sending is slow right now, in words (the store refusing, its rate limit)."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False
+    accepted: int = 0
+    refused: int = 0
+    transaction_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        hidden = ("cancel", "sending_since", "stopped", "accepted", "refused",
+                  "transaction_ids")
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in hidden}
+        out["cancelling"] = self.cancel.is_set()
+        out["seconds_left"] = self.seconds_left()
+        return out
+
+    def seconds_left(self) -> int | None:
+        """A guess of the time left, from the pace so far (None before it is known)."""
+        if self.sending_since is None or not self.items_done or not self.items_total:
+            return None
+        pace = (time.monotonic() - self.sending_since) / self.items_done
+        return max(0, round(pace * (self.items_total - self.items_done)))
 
 
 @dataclass
@@ -156,6 +296,8 @@ class Portal:
         self.dir = portal_dir(settings.state_dir) / "uploads"
         self.maps_path = portal_dir(settings.state_dir) / "mappings.json"
         self._lock = threading.RLock()
+        self.binding = store_binding(settings)
+        self._locations: tuple[float, list[Any]] = (0.0, [])
         self.progress: dict[str, Progress] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._recover()
@@ -170,15 +312,39 @@ class Portal:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            if meta.get("status") == "applying":
-                # Batches may have reached the store before the stop: never say "nothing".
-                meta.update(status="failed", interrupted=True, error=INTERRUPTED)
-                _write_private(meta_path, meta)
+            if meta.get("status") in ("applying", "cancelling"):
+                _write_private(meta_path, {**meta, **_cut_off(meta)})
+            elif meta.get("status") == "previewing":  # a preview sends nothing
+                _write_private(meta_path, {**meta, "status": "failed",
+                                           "error": "the server stopped during the preview: "
+                                                    "preview again"})
 
     def path_of(self, upload_id: str) -> Path:
         if not _ID.match(upload_id or ""):
             raise UploadError(404, "no such upload")
         return self.dir / upload_id
+
+    def mine(self, upload_id: str) -> dict[str, Any]:
+        """The upload's record, when it belongs to this page's store and profile (409 for
+        another store's: a plan is never applied to a store it was not made for)."""
+        meta = self.get(upload_id)
+        if not same_store(meta.get("store"), self.binding):
+            raise UploadError(409, "this upload was made for another store or profile: "
+                                   "upload the file again on that store's page",
+                              kind="other-store", status=meta.get("status"))
+        return meta
+
+    def _move(self, upload_id: str, action: str, to: str, **changes: Any) -> dict[str, Any]:
+        """Change the upload's state for ``action``, under the lock; 409 (in words) when
+        its current state does not allow it."""
+        with self._lock:
+            meta = self.mine(upload_id)
+            if meta["status"] not in FROM[action]:
+                raise UploadError(409, _refusal(action, meta["status"]), kind="upload-state",
+                                  status=meta["status"])
+            meta.update(status=to, **changes)
+            self._save(meta)
+            return meta
 
     def get(self, upload_id: str) -> dict[str, Any]:
         """The upload's record; 404 when there is none."""
@@ -214,7 +380,8 @@ class Portal:
         if duplicates not in (None, "", "reject", "sum", "last"):
             raise UploadError(400, "duplicates must be reject, sum or last")
         if location_id is not None and location_id < 1:
-            raise UploadError(400, "the location must be a positive whole number")
+            raise UploadError(422, "the location must be a positive whole number",
+                              field="location_id", kind="invalid-field")
         for target in column_map.values():
             if target not in (*IDENTIFIERS, "location_id", "quantity", "ignore"):
                 raise UploadError(400, f"cannot map a column onto {target!r}")
@@ -228,7 +395,7 @@ class Portal:
             while chunk := data.read(1 << 20):
                 out.write(chunk)
         meta = {"upload_id": upload_id, "user": user, "filename": name, "stored_name": stored,
-                "created": utc_now(),
+                "created": utc_now(), "store": self.binding,
                 "location_id": location_id or self.settings.location_id,
                 "sheet": sheet or None, "duplicates": duplicates or self.settings.duplicates,
                 "column_map": column_map, "encoding": encoding, "header_row": header_row,
@@ -289,9 +456,10 @@ class Portal:
 
     def set_map(self, upload_id: str, column_map: dict[str, str]) -> dict[str, Any]:
         """Use ``column_map`` for this upload and remember it for its layout."""
-        meta = self.get(upload_id)
-        if meta["status"] not in ("new", "unmapped"):
-            raise UploadError(409, "this upload's columns are already settled")
+        meta = self.mine(upload_id)
+        if meta["status"] not in FROM["map"]:
+            raise UploadError(409, "this upload's columns are already settled",
+                              kind="upload-state", status=meta["status"])
         try:
             table = self._read(meta)
             map_columns(table, column_map)
@@ -306,72 +474,127 @@ class Portal:
                 "upload_id": meta["upload_id"]}
 
     def plan(self, upload_id: str) -> dict[str, Any]:
-        """Work out the changes (a dry run, nothing sent); the upload becomes ``planned``."""
-        from invsync.run.sync import sync_file
-
-        meta = self.get(upload_id)
-        if meta["status"] in ("applying", "succeeded", "partial", "discarded"):
-            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
+        """Work out the changes against the store's live levels (nothing sent); the upload
+        becomes ``planned``. Refused (409) while the upload is being applied or previewed."""
+        before = self.mine(upload_id)["status"]
+        meta = self._move(upload_id, "preview", "previewing")
         try:
-            inspection = self.inspect(meta)
+            return self._preview(meta)
         except UploadError as exc:
-            # An unreadable file: its page and the API say why, not a blank "new" upload.
-            self.failed(upload_id, str(exc))
+            if exc.extra.get("status") != "unmapped":
+                self._finish_preview(upload_id, status="failed", error=str(exc))
             raise
+        except BaseException:
+            self._finish_preview(upload_id, status=before if before != "new" else "failed",
+                                 error="the preview could not be made: try again")
+            raise
+
+    def _finish_preview(self, upload_id: str, **changes: Any) -> dict[str, Any]:
+        with self._lock:
+            meta = self.get(upload_id)
+            if meta["status"] == "previewing":
+                meta.update(changes)
+                self._save(meta)
+            return meta
+
+    def _preview(self, meta: dict[str, Any]) -> dict[str, Any]:
+        upload_id = meta["upload_id"]
+        inspection = self.inspect(meta)
         encoding, header_row = self.reading(meta)
         if inspection.mapping is None:
             problem = inspection.problem or "columns not recognised"
             if header_row is None:  # the header may be further down than invsync looks
                 problem = f"{problem.rstrip('.')}. {HEADER_HINT}"
-            meta = self._update(upload_id, status="unmapped", error=problem,
-                                sheets=inspection.sheets)
-            raise UploadError(422, problem, status="unmapped", headers=inspection.headers)
+            self._finish_preview(upload_id, status="unmapped", error=problem,
+                                 sheets=inspection.sheets)
+            raise UploadError(422, problem, status="unmapped", headers=inspection.headers,
+                              kind="unmapped")
         table_map = self._column_map(meta, inspection.headers)
         settings = replace(
             self.settings, dry_run=True, source="portal", plan_file=False, full=False,
-            zero_missing=False, baseline="snapshot", location_id=int(meta["location_id"]),
+            zero_missing=False, location_id=int(meta["location_id"]),
             sheet=meta.get("sheet"), duplicates=meta["duplicates"], column_map=table_map,
             encoding=encoding, header_row=header_row)
-        report = sync_file(self.file_path(meta), settings, command="plan",
-                           origin=self.origin(meta))
+        report = library_preview(self.file_path(meta), settings, self.origin(meta))
         if report.status != "dry_run":
-            return self._update(upload_id, status="failed", plan_run_id=report.run_id,
-                                plan_dir=report.report_dir, interrupted=False,
-                                error=self.plain_error(meta, report.error or "the preview failed"))
-        # A new preview replaces the old one, and any refused (stale) attempt to apply it.
-        return self._update(upload_id, status="planned", plan_run_id=report.run_id,
-                            plan_dir=report.report_dir, error=None, brakes=report.brakes,
-                            interrupted=False,
-                            column_map=meta.get("column_map") or {}, run_id=None,
-                            run_dir=None, transaction_ids=[], sheets=inspection.sheets,
-                            sheet_used=report.input.get("sheet"),
-                            encoding_used=report.input.get("encoding"),
-                            header_row_used=report.input.get("header_row"))
+            return self._finish_preview(
+                upload_id, status="failed", plan_run_id=report.run_id,
+                plan_dir=report.report_dir, interrupted=False,
+                error=self.plain_error(meta, report.error or "the preview failed"))
+        unknown = self._check_known(meta, Path(report.report_dir))
+        # A new preview replaces the old one, and any refused attempt to apply it.
+        done = self._finish_preview(
+            upload_id, status="planned", plan_run_id=report.run_id,
+            plan_dir=report.report_dir, error=None, brakes=report.brakes, interrupted=False,
+            column_map=meta.get("column_map") or {}, run_id=None, run_dir=None,
+            transaction_ids=[], sheets=inspection.sheets, sending_started=False,
+            unknown=unknown,
+            sheet_used=report.input.get("sheet"), encoding_used=report.input.get("encoding"),
+            header_row_used=report.input.get("header_row"))
+        self.write_rejected(upload_id)
+        return done
+
+    def write_rejected(self, upload_id: str) -> None:
+        """The upload's own rejected.csv: every row that did not make it (see
+        :mod:`.rejected`); none when the preview's covers them all."""
+        from invsync.surfaces.web import rejected
+
+        meta = self.get(upload_id)
+        target = self.path_of(upload_id) / rejected.NAME
+        run_dir = meta.get("run_dir")
+        extra = rejected.extra_rows(meta.get("unknown") or [], _report(run_dir),
+                                    Path(meta["plan_dir"]) / "plan.csv"
+                                    if meta.get("plan_dir") else None)
+        target.unlink(missing_ok=True)
+        target.with_suffix(".xlsx").unlink(missing_ok=True)
+        if not extra:
+            return
+        try:
+            preview = Path(meta["plan_dir"]) / rejected.NAME if meta.get("plan_dir") else None
+            rejected.write_merged(self._read(meta), preview, extra, target)
+        except (InvsyncError, OSError) as exc:  # the preview's own file is still offered
+            log.warning("could not write the upload's rejected rows: %s", exc)
+
+    def _check_known(self, meta: dict[str, Any], plan_dir: Path) -> list[dict[str, Any]]:
+        """The preview's items the store does not have; Apply will push the plan without
+        them (``plan-known.csv``)."""
+        from invsync.surfaces.web.known import KNOWN_PLAN, unknown_items, write_known_plan
+
+        target = self.path_of(meta["upload_id"]) / KNOWN_PLAN
+        target.unlink(missing_ok=True)
+        try:
+            unknown = unknown_items(plan_dir / "plan.csv", self.settings)
+        except Exception as exc:  # the store could not be asked: Apply reports refusals
+            log.warning("could not check the preview's items in the store: %s",
+                        type(exc).__name__)
+            return []
+        if unknown:
+            write_known_plan(plan_dir / "plan.csv", unknown, target)
+        return unknown
 
     def choose_sheet(self, upload_id: str, sheet: str) -> None:
         """Preview another sheet of the workbook next time."""
-        meta = self.get(upload_id)
-        if sheet not in (meta.get("sheets") or []):
-            raise UploadError(400, "the workbook has no such sheet")
-        if meta["status"] not in ("planned", "stale", "failed", "unmapped", "new"):
-            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
-        self._update(upload_id, sheet=sheet)
+        with self._lock:
+            meta = self.mine(upload_id)
+            if sheet not in (meta.get("sheets") or []):
+                raise UploadError(400, "the workbook has no such sheet", field="sheet",
+                                  kind="bad-field")
+            self._move(upload_id, "preview", meta["status"], sheet=sheet)
 
     def choose_reading(self, upload_id: str, encoding: str | None,
                        header_row: int | None) -> None:
         """Read the file with this text encoding and header row (``None``: automatic) next
         time it is previewed; the column map is worked out again for what is read then."""
         encoding, header_row = check_reading(encoding, header_row)
-        meta = self.get(upload_id)
-        if meta["status"] not in ("planned", "stale", "failed", "unmapped", "new"):
-            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
-        self._update(upload_id, encoding=encoding, header_row=header_row, encoding_used=None,
-                     header_row_used=None)
+        status = self.mine(upload_id)["status"]
+        self._move(upload_id, "preview", status, encoding=encoding, header_row=header_row,
+                   encoding_used=None, header_row_used=None)
 
     def failed(self, upload_id: str, message: str) -> None:
         """Record why an upload could not be previewed (unless it got further already)."""
         with self._lock:
-            if self.get(upload_id)["status"] in ("new", "unmapped", "planned", "stale"):
+            if self.get(upload_id)["status"] in ("new", "unmapped", "planned", "stale",
+                                                 "previewing"):
                 self._update(upload_id, status="failed", error=message)
 
     def plain_error(self, meta: dict[str, Any], message: str) -> str:
@@ -386,10 +609,8 @@ class Portal:
 
     # -- apply --------------------------------------------------------------------------
     def discard(self, upload_id: str) -> dict[str, Any]:
-        meta = self.get(upload_id)
-        if meta["status"] not in ("new", "unmapped", "planned", "stale", "failed"):
-            raise UploadError(409, f"this upload is {meta['status']}", status=meta["status"])
-        return self._update(upload_id, status="discarded")
+        """Set an upload aside unsent (409 once it is being or was applied)."""
+        return self._move(upload_id, "discard", "discarded")
 
     def apply(self, upload_id: str, *, override_brakes: bool = False) -> dict[str, Any]:
         """Start pushing exactly the previewed plan in the background; 409 unless ``planned``.
@@ -397,18 +618,22 @@ class Portal:
         When the preview tripped a safety brake, ``override_brakes`` must say it is meant.
         """
         with self._lock:
-            meta = self.get(upload_id)
+            meta = self.mine(upload_id)
             if meta["status"] == "stale":
-                raise UploadError(409, "the store's levels changed since this preview; "
-                                       "preview again", status="stale")
-            if meta["status"] != "planned":
-                raise UploadError(409, f"this upload is {meta['status']}, not planned",
-                                  status=meta["status"])
-            if meta.get("brakes") and not override_brakes:
+                raise UploadError(409, STORE_CHANGED, status="stale", kind="store-changed")
+            if meta["status"] in FROM["apply"] and meta.get("brakes") and not override_brakes:
                 names = ", ".join(b.get("name", "?") for b in meta["brakes"])
-                raise UploadError(409, f"the preview tripped a safety brake ({names}): "
-                                       f"confirm with override_brakes", status="planned")
-            meta = self._update(upload_id, status="applying", error=None, interrupted=False)
+                raise UploadError(409, f"the preview tripped a safety check ({names}): "
+                                       f"confirm with override_brakes", status=meta["status"],
+                                  kind="safety-check", field="override_brakes")
+            unknown = meta.get("unknown") or []
+            if unknown and meta["status"] in FROM["apply"] and \
+                    _changes(meta.get("plan_dir"))[1] <= len(unknown):
+                raise UploadError(409, "nothing to send: the store has none of this file's "
+                                       "items; correct them in the file and upload it again",
+                                  kind="upload-state", status=meta["status"])
+            meta = self._move(upload_id, "apply", "applying", error=None, interrupted=False,
+                              sending_started=False)
             self.progress[upload_id] = Progress()
             thread = threading.Thread(target=self._apply, args=(upload_id, override_brakes),
                                       name=f"invsync-apply-{upload_id[:8]}", daemon=True)
@@ -416,10 +641,24 @@ class Portal:
             thread.start()
         return meta
 
+    def cancel(self, upload_id: str) -> dict[str, Any]:
+        """Stop an apply: what is not sent yet is not sent; what the store confirmed stays
+        (and is listed). 409 unless the upload is being applied."""
+        with self._lock:
+            meta = self._move(upload_id, "cancel", "cancelling")
+            progress = self.progress.get(upload_id)
+            if progress is not None:
+                progress.cancel.set()
+            return meta
+
     def shutdown(self, grace_s: float, give_up: Callable[[], bool] = lambda: False) -> list[str]:
         """The server stops: let applies in progress finish for up to ``grace_s`` (or until
         ``give_up()``), then record those still running as cut off; their ids."""
         running = {uid: t for uid, t in list(self._threads.items()) if t.is_alive()}
+        for uid in running:  # one only waiting for the store's lock stops at once, unsent
+            progress = self.progress.get(uid)
+            if progress is not None and progress.phase == "waiting":
+                progress.cancel.set()
         if running:
             log.warning("stopping: waiting up to %d s for %d upload(s) being applied "
                         "(press Ctrl-C again to stop at once)", grace_s, len(running))
@@ -430,12 +669,12 @@ class Portal:
         left = []
         for uid, thread in running.items():
             with self._lock:
-                if thread.is_alive() and self.get(uid)["status"] == "applying":
-                    self._update(uid, status="failed", interrupted=True, error=INTERRUPTED)
+                meta = self.get(uid)
+                if thread.is_alive() and meta["status"] in ("applying", "cancelling"):
+                    self._update(uid, **_cut_off(meta))
                     left.append(uid)
         for uid in left:
-            log.warning("upload %s was cut off while being applied: some of its changes may "
-                        "be in the store; the next upload or sync finishes its run", uid)
+            log.warning("upload %s was cut off while being applied", uid)
         return left
 
     def wait(self, upload_id: str, timeout: float | None = None) -> None:
@@ -452,51 +691,96 @@ class Portal:
             self._update(upload_id, status="failed", error=f"the upload could not be applied: "
                                                            f"{type(exc).__name__}")
 
-    def _apply_inner(self, upload_id: str, allow_zeroing: bool) -> None:
-        from invsync.run.sync import sync_file
-
-        meta = self.get(upload_id)
+    def _observer(self, upload_id: str) -> Callable[[str, dict[str, Any]], None]:
+        """The apply run's events as progress; raises :class:`ApplyCancelled` at the first
+        event after a cancel (before a batch is sent, or between batches)."""
         progress = self.progress[upload_id]
-        settings = replace(
-            self.settings, dry_run=False, plan_file=True, source="portal", full=False,
-            zero_missing=False, baseline="snapshot", location_id=int(meta["location_id"]),
-            sheet=None, column_map={}, duplicates="reject", encoding=None, header_row=None,
-            # plan.csv holds final levels: quantity rules were applied when it was made
-            rules=QuantityRules(),
-            brakes=replace(self.settings.brakes, allow_zeroing=allow_zeroing))
 
         def on_event(name: str, data: dict[str, Any]) -> None:
             if name == "submit_started":
-                progress.phase = "sending"
+                self._update(upload_id, sending_started=True)
+                progress.phase, progress.sending_since = "sending", time.monotonic()
                 progress.batches_total = int(data.get("batches") or 0)
                 progress.items_total = int(data.get("items") or 0)
             elif name == "batch":
                 progress.batches_done += 1
                 progress.items_done += int(data.get("items") or 0)
-
-        def on_lock_wait(name: str, data: dict[str, Any]) -> None:
-            if name == "lock_wait":
-                progress.phase, progress.holder = "waiting", _who(data.get("holder"))
+                progress.accepted += int(data.get("accepted") or 0)
+                progress.refused += int(data.get("refused") or 0)
+                progress.transaction_ids += list(data.get("transaction_ids") or [])
+                progress.slowed = None
+            elif name in ("retry", "rate_limit_wait"):
+                progress.slowed = _slowed(name, data)
             elif name == "run_started":
                 progress.phase, progress.holder = "checking", None
-            on_event(name, data)
+            if (progress.cancel.is_set() and not progress.stopped
+                    and name in ("run_started", "submit_started", "batch")):
+                progress.stopped = True  # once: the run's own clean-up must go on
+                raise ApplyCancelled()
 
-        # The run waits for the store's lock itself (a CLI run, another upload), telling
-        # the progress view who holds it; past LOCK_WAIT_S it gives up without sending.
-        try:
-            report = sync_file(Path(meta["plan_dir"]) / "plan.csv",
-                               replace(settings, wait_lock_s=LOCK_WAIT_S),
-                               on_event=on_lock_wait, origin=self.origin(meta))
-        except LockedError:
-            self._update(upload_id, status="failed",
-                         error=f"the store stayed busy: {progress.holder or 'another run'}; "
-                               f"try again later")
+        return on_event
+
+    def _apply_inner(self, upload_id: str, allow_zeroing: bool) -> None:
+        meta = self.get(upload_id)
+        progress = self.progress[upload_id]
+        settings = replace(
+            self.settings, dry_run=False, plan_file=True, source="portal", full=False,
+            zero_missing=False, location_id=int(meta["location_id"]),
+            sheet=None, column_map={}, duplicates="reject", encoding=None, header_row=None,
+            # plan.csv holds final levels: quantity rules were applied when it was made
+            rules=QuantityRules(),
+            brakes=replace(self.settings.brakes, allow_zeroing=allow_zeroing), wait_lock_s=0)
+        known = self.path_of(upload_id) / "plan-known.csv"
+        plan = known if meta.get("unknown") and known.is_file() else \
+            Path(meta["plan_dir"]) / "plan.csv"
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:  # wait for the store's lock here, so that a cancel stops the wait
+            try:
+                report = library_apply(plan, settings, self._observer(upload_id),
+                                       self.origin(meta))
+                break
+            except LockedError:
+                progress.phase, progress.holder = "waiting", self.lock_holder()
+                if progress.cancel.wait(1.0) or time.monotonic() > deadline:
+                    cancelled = progress.cancel.is_set()
+                    self._update(upload_id, status="cancelled" if cancelled else "not_applied",
+                                 error=None if cancelled else
+                                 f"the store stayed busy ({progress.holder or 'another run'})"
+                                 f": nothing was sent; try again later")
+                    return
+        self._record(upload_id, meta, report, progress.cancel.is_set())
+        self.write_rejected(upload_id)
+        self._notify(report, settings)
+
+    @staticmethod
+    def _notify(report: Any, settings: Settings) -> None:
+        """The configured notifications, as for a CLI run (problems go to the log)."""
+        if not settings.notify:
             return
+        from invsync.run.notify import notify_run
+
+        try:
+            for problem in notify_run(report, settings):
+                log.warning("%s", problem)
+        except Exception as exc:  # a notification never changes the upload's outcome
+            log.warning("notification failed: %s", type(exc).__name__)
+
+    def _record(self, upload_id: str, meta: dict[str, Any], report: Any,
+                cancelled: bool) -> None:
+        """The apply run's outcome as the upload's state."""
         common = {"run_id": report.run_id, "run_dir": report.report_dir,
                   "transaction_ids": report.transaction_ids}
-        if report.exit_code == ExitCode.SAFETY_BRAKE and not report.brakes:
-            # A plan push refused without a tripped brake: the levels moved since the plan.
-            self._update(upload_id, status="stale", error=report.error, **common)
+        if cancelled and report.status in ("interrupted", "failed"):
+            # The interrupted run's report does not count what it confirmed: the batches
+            # that finished before the cancel do (the journal holds the same).
+            p = self.progress[upload_id]
+            common["transaction_ids"] = p.transaction_ids
+            self._update(upload_id, status="cancelled", error=None, **common,
+                         cancel_counts={"accepted": p.accepted, "refused": p.refused,
+                                        "not_sent": max(p.items_total - p.items_done, 0),
+                                        "submitted": p.items_done})
+        elif is_store_changed(report):
+            self._update(upload_id, status="stale", error=STORE_CHANGED, **common)
         elif report.status in ("succeeded", "partial"):
             # Rows the preview rejected were left out: for the file as a whole, partial.
             invalid = ((_report(meta.get("plan_dir")) or {}).get("counts") or {}).get("invalid")
@@ -526,7 +810,7 @@ class Portal:
         """The API shape of an upload: status, counts, rejected rows, changes, brakes."""
         from invsync.surfaces.web.messages import reason_text, web_brake
 
-        meta = self.get(upload_id)
+        meta = self.mine(upload_id)
         plan_report = _report(meta.get("plan_dir"))
         run_report = _report(meta.get("run_dir"))
         shown = run_report if run_report and run_report.get("counts") else plan_report
@@ -537,6 +821,15 @@ class Portal:
                              "message": rec.get("message"), "column": rec.get("column"),
                              "value": rec.get("value"), "explanation": what, "action": todo})
         changes, total = _changes(meta.get("plan_dir"))
+        unknown = meta.get("unknown") or []
+        if unknown:  # not changes: rows with problems (the store does not have them)
+            from invsync.surfaces.web.known import as_rejected
+
+            gone = {(u["identifier"], str(u["item"])) for u in unknown}
+            changes = [c for c in changes if (c.get("identifier"), str(c["item"])) not in gone]
+            total -= len(unknown)
+            rejected = sorted(rejected + as_rejected(unknown),
+                              key=lambda r: (r.get("row") is None, r.get("row") or 0))
         refused = []
         if run_report:
             rows = {(c["location_id"], c["item"]): c.get("row") for c in changes}
@@ -570,17 +863,20 @@ class Portal:
             counts["unconfirmed"] = (counts.get("unconfirmed") or 0) + (counts.get("not_sent") or 0)
             counts["not_sent"] = 0
             out.update(counts=counts, interrupted=True)
+        if meta["status"] == "cancelled" and meta.get("cancel_counts"):
+            out["counts"] = {**out["counts"], **meta["cancel_counts"]}
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
+
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
             out["transaction_ids"] = meta.get("transaction_ids") or []
-        if meta["status"] == "applying" and upload_id in self.progress:
+        if meta["status"] in ("applying", "cancelling") and upload_id in self.progress:
             out["progress"] = self.progress[upload_id].to_dict()
         return out
 
     def file(self, upload_id: str, name: str) -> Path:
         """One of the upload's run files: the apply run's report, else the preview's."""
-        meta = self.get(upload_id)
+        meta = self.mine(upload_id)
         if name == "original":
             return self.file_path(meta)
         if name not in FILES:
@@ -590,25 +886,78 @@ class Portal:
             raise UploadError(404, f"this upload has no {name}")
         return found
 
-    @staticmethod
-    def _find_file(meta: dict[str, Any], name: str) -> Path | None:
+    def _find_file(self, meta: dict[str, Any], name: str) -> Path | None:
+        own = self.path_of(meta["upload_id"]) / name
+        if name in ("rejected.csv", "rejected.xlsx") and own.is_file():
+            return own  # every row that did not make it
         folders = [meta.get("plan_dir")]
-        if name == "report.html" and meta.get("run_dir"):
-            folders.insert(0, meta["run_dir"])
+        if name in ("report.html", "plan.csv") and meta.get("run_dir"):
+            folders.insert(0, meta["run_dir"])  # after apply: each item's outcome
         for folder in folders:
             if folder and (Path(folder) / name).is_file():
                 return Path(folder) / name
         return None
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Uploads, newest first (for the upload page's own list)."""
+        """This store's uploads, newest first (for the upload page's own list)."""
         out = []
         for meta_path in self.dir.glob("*/meta.json") if self.dir.exists() else []:
             try:
-                out.append(json.loads(meta_path.read_text(encoding="utf-8")))
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-        return sorted(out, key=lambda m: m.get("created") or "", reverse=True)[:limit]
+            if same_store(meta.get("store"), self.binding):
+                out.append(meta)
+        return sorted(out, key=lambda m: (m.get("created") or "", m["upload_id"]),
+                      reverse=True)[:limit]
+
+    def page_of(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of this store's uploads (newest first) for the API, and their number."""
+        every = self.recent(limit=10**9)
+        return [_summary(m) for m in every[offset:offset + limit]], len(every)
+
+    # -- the store's locations --------------------------------------------------------
+    def locations(self) -> list[Any]:
+        """The store's enabled locations (read at most once a minute; [] when unreadable)."""
+        from invsync.run.store_access import StoreSession
+
+        read_at, cached = self._locations
+        if time.monotonic() - read_at < 60 and cached:
+            return cached
+        try:
+            with StoreSession(self.settings) as store:
+                found = [loc for loc in store.locations() if loc.enabled]
+        except Exception as exc:  # the picker falls back to a number field
+            log.warning("could not read the store's locations: %s", type(exc).__name__)
+            return cached
+        self._locations = (time.monotonic(), found)
+        return found
+
+    def resolve_location(self, given: str) -> int | None:
+        """A location as the merchant gives it (its id, its code or the store's label for
+        it, any case) -> its id; ``None`` for empty (the default). 422 when unknown."""
+        given = (given or "").strip()
+        if not given:
+            return None
+        if given.isascii() and given.isdigit() and len(given) <= 18:
+            return int(given)
+        found = self.locations()
+        key = given.casefold()
+        for loc in found:
+            if key in (str(loc.code).casefold(), str(loc.label).casefold()):
+                return int(loc.id)
+        names = ", ".join(f"{loc.label or loc.code}" for loc in found) or "none could be read"
+        raise UploadError(422, f"the store has no location called {given[:60]!r} "
+                               f"(its locations: {names})", field="location_id",
+                          kind="invalid-field")
+
+
+def _summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """An upload as the API's list shows it."""
+    return {"upload_id": meta["upload_id"], "status": meta["status"],
+            "filename": meta["filename"], "uploaded_by": meta["user"],
+            "created": meta["created"], "location_id": meta["location_id"],
+            "url": f"/api/uploads/{meta['upload_id']}"}
 
 
 def _report(folder: str | None) -> dict[str, Any] | None:
@@ -642,6 +991,11 @@ def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[st
     plan = pl.read_csv(Path(folder) / "plan.csv", infer_schema=False)
     if plan.height == 0:
         return [], 0
+    # plan.csv's level columns are "before"/"after" (with "read_at"), formerly "old"/"new".
+    renames = {a: b for a, b in (("before", "old"), ("after", "new")) if a in plan.columns}
+    plan = plan.drop([b for b in renames.values() if b in plan.columns]).rename(renames)
+    if "read_at" not in plan.columns:
+        plan = plan.with_columns(read_at=pl.lit(None, pl.String))
     plan = plan.with_columns(
         unescape_formulas(pl.col("item")).alias("item"),
         *(pl.col(c).cast(pl.Int64, strict=False) for c in ("location_id", "old", "new", "row")),
@@ -649,7 +1003,7 @@ def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[st
     # Only the first MAX_CHANGES are shown: a top-k, not a sort of a million-row plan.
     rows = plan.lazy().sort(["delta", "new", "location_id", "item"], nulls_last=True).head(
         MAX_CHANGES).select("location_id", "identifier", "item", "old", "new", "delta",
-                            "row").collect().to_dicts()
+                            "row", "read_at").collect().to_dicts()
     return rows, plan.height
 
 

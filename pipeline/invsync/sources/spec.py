@@ -1,0 +1,330 @@
+"""What a SOURCE argument means: a local path or glob, a URL, or a ``[sources.NAME]`` table.
+
+A ``[sources.NAME]`` table of the config holds the source's URL and everything that must
+not be on a command line (passwords, keys, tokens, headers), plus how the file is picked,
+settled, checked for freshness and handled after the run. A URL given on the command line
+takes its credentials from the table whose URL names the same scheme, host and port.
+Secrets are held in :class:`~invsync.redact.Secret` (registered for redaction), and a
+URL's password is taken out of the URL before anything shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from invsync.errors import UsageError
+from invsync.redact import Secret, redact_url
+
+REMOTE_SCHEMES = ("sftp", "ftp", "ftps", "s3", "gs", "gcs", "az", "abfs", "http", "https")
+"""The URL schemes a SOURCE may use (``file://`` and plain paths are local)."""
+PICKS = ("only", "newest", "oldest")
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_KEYS = {
+    "url", "pick", "settle_s", "settle_timeout_s", "marker", "max_age", "on_success",
+    "on_failure", "timeout_s", "interval_s", "username", "password", "password_env",
+    "key_file", "key_passphrase", "host_key", "known_hosts", "endpoint_url", "region",
+    "access_key_id", "secret_access_key", "session_token", "anonymous", "headers", "ca_file",
+    "verify_tls", "tls",
+}
+
+
+def duration_s(value: Any, key: str) -> float:
+    """``"26h"``, ``"30m"``, ``"90s"``, ``"7d"`` or a number of seconds, as seconds (> 0)."""
+    m = _DURATION.fullmatch(str(value))
+    if m is None or isinstance(value, bool) or float(m.group(1)) <= 0:
+        raise UsageError(f"{key} must be a positive duration such as \"26h\", \"30m\" or "
+                         f"\"90s\", not {value!r}")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source: where the file is, how to log in, and how to treat what is found."""
+
+    url: str
+    """The URL without its password (or the local path or glob)."""
+    scheme: str = "file"
+    name: str | None = None
+    """The ``[sources.NAME]`` it came from, if any."""
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    path: str = ""
+    """The path (or glob) on the server; for http(s) the whole URL."""
+    password: Secret | None = field(default=None, repr=False)
+    key_file: Path | None = None
+    key_passphrase: Secret | None = field(default=None, repr=False)
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: Secret | None = field(default=None, repr=False)
+    session_token: Secret | None = field(default=None, repr=False)
+    anonymous: bool = False
+    headers: dict[str, Secret] = field(default_factory=dict, repr=False)
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    tls: bool = False
+    pick: str = "only"
+    settle_s: float = 3.0
+    settle_timeout_s: float | None = None
+    marker: str | None = None
+    max_age_s: float | None = None
+    on_success: str | None = None
+    on_failure: str | None = None
+    timeout_s: float = 30.0
+    interval_s: float = 30.0
+
+    @property
+    def display(self) -> str:
+        """The source as it may be shown: no password, no secret query value."""
+        return redact_url(self.url)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.scheme != "file"
+
+    @property
+    def is_http(self) -> bool:
+        return self.scheme in ("http", "https")
+
+    @property
+    def has_glob(self) -> bool:
+        return not self.is_http and bool(GLOB_CHARS.search(self.path))
+
+    @property
+    def key(self) -> str:
+        """The folder name of this source's state (last run, ledger, watch lock)."""
+        if self.name:
+            return re.sub(r"[^A-Za-z0-9_.-]", "_", self.name).strip(".") or "_"
+        digest = hashlib.sha256(self.display.encode()).hexdigest()[:16]
+        return f"{self.scheme}-{digest}"
+
+    @property
+    def settle_timeout(self) -> float:
+        """How long to wait for a file to stop growing before giving up (exit 3)."""
+        if self.settle_timeout_s is not None:
+            return self.settle_timeout_s
+        return max(60.0, 20 * self.settle_s)
+
+
+def is_source(arg: str, sources: dict[str, Any]) -> bool:
+    """Does the SOURCE argument ``arg`` need the source layer (a URL, glob or source name)?
+
+    A plain local path does not: it is read as it always was.
+    """
+    if "://" in arg:
+        return True
+    if arg in sources:
+        return True
+    return bool(GLOB_CHARS.search(arg)) and not Path(arg).exists()
+
+
+def resolve(arg: str, sources: dict[str, Any], **overrides: Any) -> SourceSpec:
+    """The :class:`SourceSpec` for the SOURCE argument ``arg``.
+
+    ``sources`` is the config's ``[sources]`` table (see :func:`check_sources`).
+    ``overrides`` (flags such as ``pick``, ``max_age_s``) win over the table's values.
+    """
+    table: dict[str, Any] = {}
+    name: str | None = None
+    if "://" not in arg and arg in sources:
+        if Path(arg).exists():
+            raise UsageError(f"{arg!r} is both a file here and a source of the config "
+                             f"([sources.{arg}]): write ./{arg} for the file")
+        name, table = arg, dict(sources[arg])
+        url = str(table["url"])
+    else:
+        url = arg
+        name, table = _table_for(url, sources)
+    spec = _from_url(url, name)
+    spec = _apply_table(spec, table)
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return replace(spec, **values) if values else spec
+
+
+def _from_url(url: str, name: str | None) -> SourceSpec:
+    """The spec a bare URL (or path) says; a password in it is taken out and kept secret."""
+    if "://" not in url:
+        return SourceSpec(url=url, name=name, path=url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        path = unquote(parts.path)
+        return SourceSpec(url=path, name=name, path=path)
+    if scheme not in REMOTE_SCHEMES:
+        raise UsageError(f"{redact_url(url)}: unknown source scheme {scheme}:// (known: "
+                         f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}, or a local path)")
+    password = Secret(unquote(parts.password)) if parts.password else None
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{redact_url(url)}: the port is not a number") from None
+    host = parts.hostname
+    if not host:
+        raise UsageError(f"{redact_url(url)}: the URL names no host (or bucket)")
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.username:
+        netloc = f"{quote(unquote(parts.username), safe='')}@{netloc}"
+    clean = urlunsplit((scheme, netloc, parts.path, parts.query, parts.fragment))
+    if scheme in ("http", "https"):
+        path = clean
+    elif scheme in ("s3", "gs", "gcs", "az", "abfs"):
+        path = f"{host}{unquote(parts.path)}"
+    else:
+        path = unquote(parts.path) or "/"
+    return SourceSpec(url=clean, scheme=scheme, name=name, host=host, port=port,
+                      username=unquote(parts.username) if parts.username else None,
+                      path=path, password=password)
+
+
+def _table_for(url: str, sources: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The ``[sources.NAME]`` whose URL names the same scheme, host and port as ``url``
+    (the longest matching path wins): where a URL given on the command line finds its
+    credentials."""
+    if "://" not in url:
+        return None, {}
+    want = urlsplit(url)
+    best: tuple[int, str | None, dict[str, Any]] = (-1, None, {})
+    for name, table in sources.items():
+        have = urlsplit(str(table.get("url", "")))
+        try:
+            same = (have.scheme.lower(), have.hostname, have.port) == \
+                (want.scheme.lower(), want.hostname, want.port)
+        except ValueError:
+            continue
+        if not same:
+            continue
+        prefix = have.path.rsplit("/", 1)[0] if GLOB_CHARS.search(have.path) else have.path
+        if want.path.startswith(prefix) and len(prefix) > best[0]:
+            best = (len(prefix), name, dict(table))
+    return best[1], best[2]
+
+
+def _secret(table: dict[str, Any], key: str) -> Secret | None:
+    value = table.get(key)
+    return Secret(str(value)) if value else None
+
+
+def _apply_table(spec: SourceSpec, table: dict[str, Any]) -> SourceSpec:
+    """``spec`` with the settings of its ``[sources.NAME]`` table (already checked)."""
+    if not table:
+        return spec
+    values = _plain_values(table)
+    if table.get("username") and not spec.username:
+        values["username"] = str(table["username"])
+    values.update(_secret_values(spec, table))
+    return replace(spec, **values)
+
+
+_TEXT_KEYS = ("pick", "marker", "on_success", "on_failure", "host_key", "endpoint_url",
+              "region", "access_key_id")
+_FLOAT_KEYS = ("settle_s", "settle_timeout_s", "timeout_s", "interval_s")
+_BOOL_KEYS = ("anonymous", "verify_tls", "tls")
+_PATH_KEYS = ("key_file", "known_hosts", "ca_file")
+
+
+def _plain_values(table: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {k: str(table[k]) for k in _TEXT_KEYS if table.get(k) is not None}
+    values.update({k: float(table[k]) for k in _FLOAT_KEYS if table.get(k) is not None})
+    values.update({k: bool(table[k]) for k in _BOOL_KEYS if table.get(k) is not None})
+    values.update({k: Path(str(table[k])).expanduser() for k in _PATH_KEYS if table.get(k)})
+    if table.get("max_age") is not None:
+        values["max_age_s"] = duration_s(table["max_age"], "max_age")
+    return values
+
+
+def _secret_values(spec: SourceSpec, table: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    password = _secret(table, "password")
+    if table.get("password_env"):
+        env = str(table["password_env"])
+        if not os.environ.get(env):
+            raise UsageError(f"[sources.{spec.name}] password_env: the environment variable "
+                             f"{env} is not set")
+        password = Secret(os.environ[env])
+    if password is not None and spec.password is None:
+        values["password"] = password
+    for key in ("key_passphrase", "secret_access_key", "session_token"):
+        secret = _secret(table, key)
+        if secret is not None:
+            values[key] = secret
+    if table.get("headers"):
+        values["headers"] = {str(k): Secret(str(v)) for k, v in table["headers"].items()}
+    return values
+
+
+def check_sources(section: Any) -> dict[str, dict[str, Any]]:
+    """The config's ``[sources]`` section, checked: raise :class:`UsageError` (exit 64) if bad.
+
+    Each ``[sources.NAME]`` needs a ``url``; unknown keys and bad values are refused at
+    start, not after a night's wait.
+    """
+    if not isinstance(section, dict):
+        raise UsageError("[sources] holds tables such as [sources.warehouse]")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in section.items():
+        where = f"[sources.{name}]"
+        if not isinstance(table, dict):
+            raise UsageError(f"{where} must be a table")
+        unknown = set(table) - _KEYS
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        if not table.get("url"):
+            raise UsageError(f"{where}: give url = \"sftp://...\" (or s3://, https://, a path)")
+        _check_values(where, table)
+        for key in ("password", "key_passphrase", "secret_access_key", "session_token"):
+            if table.get(key):
+                Secret(str(table[key]))  # registered for redaction at once
+        for value in (table.get("headers") or {}).values():
+            Secret(str(value))
+        out[str(name)] = dict(table)
+    return out
+
+
+def _check_values(where: str, table: dict[str, Any]) -> None:
+    if table.get("pick") is not None and table["pick"] not in PICKS:
+        raise UsageError(f"{where} pick must be one of {', '.join(PICKS)}")
+    for key in ("settle_s", "settle_timeout_s", "timeout_s", "interval_s"):
+        value = table.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value < 10**6 or value != value):
+            raise UsageError(f"{where} {key} must be a number of seconds")
+    if table.get("max_age") is not None:
+        duration_s(table["max_age"], f"{where} max_age")
+    check_after(table.get("on_success"), f"{where} on_success", allow_delete=True)
+    check_after(table.get("on_failure"), f"{where} on_failure", allow_delete=False)
+    headers = table.get("headers")
+    if headers is not None and not (isinstance(headers, dict)
+                                    and all(isinstance(v, str) for v in headers.values())):
+        raise UsageError(f"{where} headers must be a table of text values")
+    fingerprint = table.get("host_key")
+    if fingerprint is not None and not str(fingerprint).startswith("SHA256:"):
+        raise UsageError(f"{where} host_key must be the server key's fingerprint as "
+                         f"ssh-keyscan | ssh-keygen -lf - prints it: \"SHA256:...\"")
+
+
+def check_after(value: Any, where: str, *, allow_delete: bool) -> None:
+    """An ``on_success``/``on_failure`` value: ``"move:FOLDER/"`` (or ``"delete"``)."""
+    if value is None:
+        return
+    text = str(value)
+    if text == "delete" and allow_delete:
+        return
+    folder = text.removeprefix("move:")
+    if (not text.startswith("move:") or not folder.strip("/") or folder.startswith(("/", "~"))
+            or ".." in folder.split("/")):
+        choices = '"move:done/" or "delete"' if allow_delete else '"move:failed/"'
+        raise UsageError(f"{where} must be {choices} (a folder beside the file), not {text!r}")
+
