@@ -8,11 +8,17 @@ LOCATION ?=
 DRY_RUN ?=
 CONFIG ?=
 PROFILE ?=
+RUN ?=
 # --config/--profile for the runbook targets (INVSYNC_CONFIG / INVSYNC_PROFILE work too)
 CFG = $(if $(CONFIG),--config "$(CONFIG)") $(if $(PROFILE),--profile "$(PROFILE)")
+# The runbook targets run this invsync. Given (an installed one, e.g.
+# INVSYNC=/opt/invsync/bin/invsync), nothing is installed; else the checkout's venv is made.
+INVSYNC ?=
+RUNBOOK_DEPS = $(if $(INVSYNC),,install)
+INVSYNC_BIN = $(or $(INVSYNC),$(BIN)/invsync)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast soak lint mutate demo serve screenshots bench sync plan runs clean
+.PHONY: help install test test-fast soak lint mutate demo serve screenshots bench sync plan runs show resume revert drift verify doctor clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -66,16 +72,35 @@ screenshots: install ## Redo docs/screenshots/ (the README's) from the browser e
 bench: install ## Benchmarks: speed, memory, quota use (writes bench/results.json)
 	$(BIN)/python bench/run.py
 
-sync: install ## Runbook: make sync FILE=stock.csv [LOCATION=1] [DRY_RUN=1] [CONFIG=f.toml] [PROFILE=p]
+sync: $(RUNBOOK_DEPS) ## Runbook: make sync FILE=stock.csv [LOCATION=1] [DRY_RUN=1] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
 	@test -n "$(FILE)" || { echo "usage: make sync FILE=path [LOCATION=id] [DRY_RUN=1] [CONFIG=file] [PROFILE=name]"; exit 64; }
-	$(BIN)/invsync sync "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION)) $(if $(DRY_RUN),--dry-run)
+	$(INVSYNC_BIN) sync "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION)) $(if $(DRY_RUN),--dry-run)
 
-plan: install ## Runbook: make plan FILE=stock.csv [LOCATION=1] [CONFIG=f.toml] [PROFILE=p]
+plan: $(RUNBOOK_DEPS) ## Runbook: make plan FILE=stock.csv [LOCATION=1] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
 	@test -n "$(FILE)" || { echo "usage: make plan FILE=path [LOCATION=id] [CONFIG=file] [PROFILE=name]"; exit 64; }
-	$(BIN)/invsync plan "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION))
+	$(INVSYNC_BIN) plan "$(FILE)" $(CFG) $(if $(LOCATION),--location-id $(LOCATION))
 
-runs: install ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p]
-	$(BIN)/invsync runs $(CFG)
+runs: $(RUNBOOK_DEPS) ## Runbook: make runs [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) runs $(CFG)
+
+show: $(RUNBOOK_DEPS) ## Runbook: make show [RUN=last] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) show "$(or $(RUN),last)" $(CFG)
+
+resume: $(RUNBOOK_DEPS) ## Runbook: finish an interrupted run: make resume [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) resume $(CFG)
+
+revert: $(RUNBOOK_DEPS) ## Runbook: make revert RUN=id|last [DRY_RUN=1] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	@test -n "$(RUN)" || { echo "usage: make revert RUN=id|last [DRY_RUN=1] [CONFIG=file] [PROFILE=name]"; exit 64; }
+	$(INVSYNC_BIN) revert "$(RUN)" $(CFG) $(if $(DRY_RUN),--dry-run)
+
+drift: $(RUNBOOK_DEPS) ## Runbook: make drift [FILE=stock.csv] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) drift $(if $(FILE),"$(FILE)") $(CFG)
+
+verify: $(RUNBOOK_DEPS) ## Runbook: make verify [RUN=last] [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) verify "$(or $(RUN),last)" $(CFG)
+
+doctor: $(RUNBOOK_DEPS) ## Runbook: check a setup before the first night [CONFIG=f.toml] [PROFILE=p] [INVSYNC=path]
+	$(INVSYNC_BIN) doctor $(CFG)
 
 clean: ## Remove the venv, caches and demo output
 	rm -rf $(VENV) .lint .mutate .mutate-*.log .mutate-scores.json pipeline/mutants pipeline/setup.cfg .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis .demo .demo-serve *.egg-info

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from conftest import item_frame
@@ -101,9 +103,11 @@ def test_shrunken_file_trips_under_exactly_half_with_zero_missing(rows: int,
 def test_one_row_after_a_300_row_run() -> None:
     store = catalog(300)
     one = {(1, "S0000"): 6}
-    # A partial update: no brake.
-    assert names(one, held(store), last_rows=300) == []
-    # A complete list of one row (--zero-missing would zero the other 299): tripped.
+    # Another source (a correction file: no history of its own): no brake.
+    assert names(one, held(store), last_rows=None) == []
+    # The same source shrunk from 300 rows to 1: a truncated export, with or without
+    # --zero-missing (issue 22: the brake follows the source, not the flag).
+    assert names(one, held(store), last_rows=300) == ["shrunken_file"]
     assert names(one, held(store), last_rows=300, zero_missing=True) == ["shrunken_file"]
     assert names(one, held(store), last_rows=300, zero_missing=True,
                  limits=BrakeLimits(allow_shrink=True)) == []
@@ -114,18 +118,21 @@ def test_empty_file_brake() -> None:
     assert names({}, held({}), rows=0, limits=BrakeLimits(allow_empty=True)) == []
 
 
-def test_rows_are_compared_per_source_with_the_last_complete_list() -> None:
-    meta = record_rows({}, "cli", 6000, zero_missing=True)
-    meta = record_rows(meta, "cli", 20, zero_missing=False)  # a correction
-    meta = record_rows(meta, "portal", 15, zero_missing=False)
-    assert comparable_rows(meta, "cli") == 6000
-    assert comparable_rows(meta, "portal") == 15
-    assert comparable_rows(meta, "erp") is None
-    # Before any complete list: the last run from that source.
-    assert comparable_rows(record_rows({}, "cli", 40, zero_missing=False), "cli") == 40
-    # State written by earlier versions (one count for every run) counts as the CLI's.
-    assert comparable_rows({"last_rows": 300}, "cli") == 300
-    assert comparable_rows({"last_rows": 300}, "portal") is None
+def test_rows_are_compared_per_source_with_the_last_successful_run() -> None:
+    from invsync.state.history import source_key
+
+    nightly, correction = source_key("cli", "/srv/stock.csv"), source_key("cli", "/tmp/fix.csv")
+    meta = record_rows({}, nightly, 6000, zero_missing=True)
+    meta = record_rows(meta, correction, 20, zero_missing=False)  # another file
+    meta = record_rows(meta, source_key("portal", "/x/upload.csv"), 15, zero_missing=False)
+    assert comparable_rows(meta, nightly) == 6000
+    assert comparable_rows(meta, correction) == 20
+    assert comparable_rows(meta, source_key("portal", "/y/other.csv")) == 15  # a named source
+    assert comparable_rows(meta, source_key("cli", "/srv/other.csv")) is None
+    # The last successful run, --zero-missing or not.
+    assert comparable_rows(record_rows(meta, nightly, 5000, zero_missing=False), nightly) == 5000
+    # A relative and an absolute path to one file are one source.
+    assert source_key("cli", "stock.csv") == source_key(None, str(Path("stock.csv").absolute()))
 
 
 # ---- messages ---------------------------------------------------------------------------
@@ -143,9 +150,10 @@ def test_each_brake_says_what_it_saw_and_how_to_override_it() -> None:
     assert brakes({}, held({}), rows=0, last_rows=None, zero_missing=False) == {
         "empty_file": "the file has no data rows; pass --allow-empty if that is really meant"}
     assert brakes({}, held({}), rows=1234, last_rows=5000, zero_missing=True) == {
-        "shrunken_file": "the file has 1,234 rows, under 50% of the 5,000 of an earlier run "
-                         "from the same source, and --zero-missing would zero what it leaves "
-                         "out (a truncated export?); pass --allow-shrink to sync it anyway"}
+        "shrunken_file": "the file has 1,234 rows, under 50% of the 5,000 of the last "
+                         "successful run from the same source, and --zero-missing would zero "
+                         "what it leaves out (a truncated export?); pass --allow-shrink to "
+                         "sync it anyway"}
     store = {(7, f"S{i:04d}"): 5 for i in range(2000)}
     file = {k: 0 for i, (k, _) in enumerate(store.items()) if i < 1500}
     assert brakes(file, held(store), last_rows=None, zero_missing=False) == {

@@ -934,12 +934,12 @@ def test_missing_file_is_an_input_error(sandbox: SandboxProcess, cli_env: dict[s
                                         tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     result = run_invsync(["sync", str(missing)], cli_env)
-    assert result.returncode == 65, output(result)
+    assert result.returncode == 66, output(result)  # EX_NOINPUT, not 65 (not a stock file)
     assert "nope.csv" in output(result)
     assert sandbox.requests() == []
     report = result.report()
     assert report["status"] == "failed"
-    assert report["exit_code"] == 65
+    assert report["exit_code"] == 66
 
 
 def test_csv_without_quantity_column_names_the_missing_column(sandbox: SandboxProcess,

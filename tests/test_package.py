@@ -43,7 +43,7 @@ def _name(requirement: str) -> str:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("pipeline", "schemas"):
+    for name in ("pipeline", "schemas", "docs"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
@@ -65,7 +65,8 @@ def test_wheel_holds_one_package_with_its_data_and_runtime_requirements(wheel: P
     for data in ("invsync/html/templates/report.html", "invsync/html/templates/upload.html",
                  "invsync/html/static/invsync.css", "invsync/html/static/invsync.js",
                  "invsync/rules/stock.py", "invsync/__main__.py", "invsync/py.typed",
-                 "invsync/contracts/__init__.py"):
+                 "invsync/contracts/__init__.py", "invsync/sandbox/catalog.csv",
+                 "invsync/docs/operations.md", "invsync/docs/cli.md"):
         assert data in names, data
     sources = {p.relative_to(ROOT / "pipeline").as_posix()
                for p in (ROOT / "pipeline").rglob("*.py")}
@@ -109,6 +110,8 @@ def test_installed_into_a_fresh_venv_it_runs(wheel: Path, tmp_path: Path) -> Non
         result = run(*cmd)
         assert result.returncode == 0, result.stderr
         assert "revert" in result.stdout and "sync" in result.stdout
+        # The docs ship with the package, and --help says where (issue 22).
+        assert f"  {site / 'invsync' / 'docs'}\n" in result.stdout, result.stdout[:900]
     check = run(str(python), "-c", """
 import importlib.resources, importlib.util, invsync
 assert invsync.__file__.startswith(SITE), invsync.__file__

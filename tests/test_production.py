@@ -86,10 +86,11 @@ def receiver_factory(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
     """Start webhook receivers (``status`` = what they answer); all stopped at teardown."""
     started: list[Listening] = []
 
-    def start(status: int = 200) -> Receiver:
+    def start(status: int = 200, *mode: str) -> Receiver:
         log = tmp_path / f"received-{len(started)}.jsonl"
         proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "webhook_receiver.py"),
-                                 str(log), str(status)], stdout=subprocess.PIPE, text=True)
+                                 str(log), str(status), *mode], stdout=subprocess.PIPE,
+                                text=True)
         started.append(wait_for_listening(proc, "the webhook receiver"))
         return Receiver(started[-1].url + "/hook", log, proc)
 
@@ -134,7 +135,7 @@ def test_notifications_fire_on_failed_brake_partial_not_on_success(
                                               ["sku", "location_id", "quantity"], []))], cli_env)
     assert empty.returncode == 3, out(empty)
     missing = run_invsync([*sync, str(tmp_path / "missing.csv")], cli_env)
-    assert missing.returncode == 65, out(missing)
+    assert missing.returncode == 66, out(missing)  # EX_NOINPUT: missing, not unusable
 
     got = [r["body"] for r in rx.bodies()]
     assert [b["event"] for b in got] == ["partial", "brake", "failed"], got
@@ -148,12 +149,15 @@ def test_notifications_fire_on_failed_brake_partial_not_on_success(
             p["counts"]["refused"]) == (15, 10, 5, 1)
     assert p["report_dir"] == str(partial.report_dir())
     assert p["profile"] is None
-    # Slack/Teams read `text`: the summary line and where the report is.
-    first_line = p["text"].splitlines()[0]
-    assert first_line == "partial: " + summary_of(partial).group(0), p["text"]
-    assert str(partial.report_dir() / "report.html") in p["text"]
+    # Slack/Teams read `text`: what fired, the numbers, why, the summary line, the report.
+    lines = p["text"].splitlines()
+    assert lines[0] == "invsync partial (store sandbox): partial, exit 1", p["text"]
+    assert lines[1].startswith("15 rows, 10 updated, 5 rejected, 1 refused"), p["text"]
+    assert "why: some rows were rejected" in lines, p["text"]
+    assert summary_of(partial).group(0) in lines, p["text"]
+    assert lines[-1] == f"report: {partial.report_dir() / 'report.html'}", p["text"]
     assert (got[1]["status"], got[1]["exit_code"]) == ("failed", 3)
-    assert (got[2]["status"], got[2]["exit_code"]) == ("failed", 65)
+    assert (got[2]["status"], got[2]["exit_code"]) == ("failed", 66)
     assert "missing.csv" in got[2]["text"]
     assert TOKEN not in rx.log.read_text(), "the access token went into a notification"
     assert report["notes"] == [n for n in report["notes"] if "notification" not in n]
@@ -442,9 +446,11 @@ def _report(status: str, **kw: Any) -> Any:
     (_report("dry_run", exit_code=3, brakes=[{"name": "x"}]), list(EVENTS), []),
     (_report("failed", exit_code=3, brakes=[{"name": "x"}]), ["brake", "failed"], ["brake"]),
     (_report("failed", exit_code=2), ["brake", "failed"], ["failed"]),
-    (_report("succeeded", resumed_from="r0"), ["interrupted"], ["interrupted"]),
+    (_report("succeeded", resumed_from="r0"), ["interrupted"], []),
+    (_report("succeeded", resumed_from="r0"), ["resumed"], ["resumed"]),
     (_report("succeeded", notes=["took over the lock left by run r0 (pid 1), which is no "
-                                 "longer running"]), ["interrupted"], ["interrupted"]),
+                                 "longer running"]), ["resumed"], ["resumed"]),
+    (_report("interrupted", exit_code=143), ["interrupted", "resumed"], ["interrupted"]),
 ])
 def test_events_for(report: Any, on: list[str], expected: list[str]) -> None:
     from invsync.run.notify import events_for, notify_config

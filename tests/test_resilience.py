@@ -604,43 +604,45 @@ def test_empty_file_brake_and_allow_empty(synced_store: Store) -> None:
 
 def test_shrunken_file_brake_and_allow_shrink(synced_store: Store) -> None:
     store = synced_store
-    # 120 rows (location 1 only), under half of the last run's 300, each one a change.
+    # The same export (same path) with 120 rows (location 1 only), under half of the last
+    # successful run's 300, each one a change: a truncated export, braked whether or not
+    # --zero-missing would zero what it left out (issue 22).
     small = {k: v + 1 for k, v in list(store.baseline.items())[:120]}
-    path = write_stock(store.tmp / "small.csv", small)
+    path = write_stock(store.tmp / "baseline.csv", small)
 
-    # With --zero-missing a short file would zero what it left out: the brake trips
-    # (--allow-zeroing only to show this brake alone: 80 of 200 would drop to 0 too).
+    # (--allow-zeroing only to show this brake alone: 80 of 200 would drop to 0 too.)
     for flags in (["--zero-missing", "--allow-zeroing"],
-                  ["--zero-missing", "--allow-zeroing", "--dry-run"]):
+                  ["--zero-missing", "--allow-zeroing", "--dry-run"], []):
         result, sent = store.sync(path, *flags)
         assert_braked(result, sent, "shrunken_file", "--allow-shrink")
-        assert "--zero-missing" in result.report()["brakes"][0]["message"]
+        message = result.report()["brakes"][0]["message"]
+        assert ("--zero-missing" in message) == ("--zero-missing" in flags), message
     assert store.sb.levels() == store.baseline
 
-    # A partial update (no --zero-missing) after a big run is normal: no brake, no flag.
-    result, sent = store.sync(path)
+    # A partial update from another file (another source) is normal: no brake, no flag.
+    result, sent = store.sync(write_stock(store.tmp / "small.csv", small))
     assert result.returncode == 0, output(result)
     assert sorted(item_keys(sent)) == sorted(small)
     assert store.sb.levels() == store.baseline | small
     assert result.report()["input"]["source"] == "cli"
 
 
-def test_shrunken_file_brake_compares_with_the_last_complete_list(synced_store: Store) -> None:
+def test_shrunken_file_brake_compares_with_the_last_successful_run(synced_store: Store) -> None:
     store = synced_store
     full = {k: v + 1 for k, v in store.baseline.items()}
-    result, _ = store.sync(write_stock(store.tmp / "full.csv", full), "--zero-missing")
+    export = store.tmp / "full.csv"
+    result, _ = store.sync(write_stock(export, full), "--zero-missing")
     assert result.returncode == 0, output(result)
-    # A small correction in between does not lower what a complete list is compared with.
+    # A small correction (another file) does not lower what the export is compared with.
     fix = dict(list(full.items())[:5])
     fix = {k: v + 1 for k, v in fix.items()}
     result, _ = store.sync(write_stock(store.tmp / "fix.csv", fix))
     assert result.returncode == 0, output(result)
     truncated = dict(list((full | fix).items())[:140])
-    result, sent = store.sync(write_stock(store.tmp / "cut.csv", truncated), "--zero-missing",
+    result, sent = store.sync(write_stock(export, truncated), "--zero-missing",
                               "--allow-zeroing")
     assert_braked(result, sent, "shrunken_file", "--allow-shrink")
-    result, sent = store.sync(store.tmp / "cut.csv", "--zero-missing", "--allow-zeroing",
-                              "--allow-shrink")
+    result, sent = store.sync(export, "--zero-missing", "--allow-zeroing", "--allow-shrink")
     assert result.returncode == 0, output(result)
     # Location 1 only in the file: its left-out items go to 0, location 2 is untouched.
     zeroed = {k for k in full if k[0] == 1} - set(truncated)

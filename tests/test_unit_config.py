@@ -57,6 +57,7 @@ def every_file_value(tmp_path: Path) -> Settings:
         as_of="mtime", max_as_of_age_s=6 * 3600.0,
         sources={"warehouse": {"url": "sftp://u@h/out/*.csv", "pick": "newest",
                                "max_age": "26h", "headers": {"X-Key": "v"}}},
+        source="warehouse-nightly", retention_s=90 * 86400.0,
     )
 
 
@@ -89,7 +90,7 @@ def test_every_field_is_a_file_key_or_marked_not_from_file() -> None:
         "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
         "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
         "baseline_every", "notify", "encoding", "header_row",
-        "as_of", "max_as_of_age", "sources"} == _KNOWN_KEYS
+        "as_of", "max_as_of_age", "sources", "source", "retention"} == _KNOWN_KEYS
 
 
 def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,

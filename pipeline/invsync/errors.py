@@ -4,6 +4,7 @@
     ├── FatalError            stop the run; retrying the same thing will not help
     │   ├── UsageError        bad flags or config                    exit 64
     │   ├── InputFileError    the input file cannot be used          exit 65
+    │   │   └── NoInputError  the input file is missing or unreadable exit 66
     │   ├── SafetyBrakeError  a safety brake tripped before sending  exit 3
     │   ├── LockedError       another run holds the store's lock     exit 4
     │   ├── AuthError         401/403 from the store                 exit 2
@@ -35,6 +36,8 @@ class ExitCode(IntEnum):
     LOCKED = 4
     USAGE = 64
     INPUT_FILE = 65
+    NO_INPUT = 66
+    """sysexits EX_NOINPUT: the input file is missing or cannot be read."""
     INTERRUPTED = 130
     """SIGINT (Ctrl-C): 128 + 2."""
     TERMINATED = 143
@@ -70,6 +73,13 @@ class InputFileError(FatalError):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.detail = message
+
+
+class NoInputError(InputFileError):
+    """The input file does not exist or cannot be read (permissions, a folder): exit 66,
+    distinct from a file that was read but is not a stock file (65)."""
+
+    exit_code = ExitCode.NO_INPUT
 
 
 class SafetyBrakeError(FatalError):

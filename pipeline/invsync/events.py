@@ -30,6 +30,7 @@ EventName = Literal[
     "source_unchanged",  # a source's file is the last successful run's: no run
     "watch_problem",  # `watch`: a file or the source could not be read (it goes on)
     "drift", "verify",  # the CLI's result of `drift` / `verify` (checked, matched, items)
+    "doctor",  # `doctor`: one check (check, ok, detail, fix)
 ]
 EVENT_NAMES: tuple[str, ...] = get_args(EventName)
 

@@ -22,8 +22,8 @@ class BrakeLimits:
     """Thresholds and overrides for the brakes."""
 
     min_rows_ratio: float = 0.5
-    """With ``--zero-missing``: trip when the file has fewer rows than this share of the
-    last complete run's from the same source (see :func:`comparable_rows`)."""
+    """Trip when the file has fewer rows than this share of the last successful run's
+    from the same source (see :func:`comparable_rows`), whatever ``--zero-missing`` says."""
     max_zero_share: float = 0.3
     """Trip when more than this share of the items the store holds at a location would
     drop to 0."""
@@ -41,15 +41,11 @@ class Brake:
 
 
 def comparable_rows(meta: dict[str, Any], source: str) -> int | None:
-    """The row count a ``--zero-missing`` run from ``source`` is compared with.
-
-    The last ``--zero-missing`` run from the same source (a complete list, like this one);
-    before there is one, the last run from that source. ``None``: no history yet.
-    """
+    """The row count a run from ``source`` is compared with: that of the last successful
+    run from the same source (the same file path, or the same configured ``source`` name;
+    see :func:`invsync.state.history.source_key`). ``None``: no history yet."""
     entry = (meta.get("sources") or {}).get(source) or {}
-    if not entry and source == "cli" and meta.get("last_rows"):
-        return int(meta["last_rows"])  # state written before rows were kept per source
-    value = entry.get("last_zero_missing_rows") or entry.get("last_rows")
+    value = entry.get("last_rows")
     return int(value) if value else None
 
 
@@ -73,21 +69,21 @@ def check_brakes(
     ``held`` is what the store holds as far as we know (KEY + quantity, null when a level
     is unknown): the snapshot, or the live levels with ``--baseline live``. The brakes
     judge the changes against it whatever the diff's baseline was (``--full`` has none).
-    ``last_rows`` is :func:`comparable_rows`; the shrunken-file brake applies only to a
-    run that zeroes missing items, since only then does a truncated file do harm.
+    ``last_rows`` is :func:`comparable_rows`. The shrunken-file brake applies whether or
+    not missing items are zeroed: a truncated export is truncated either way.
     """
     tripped = []
     if rows == 0 and not limits.allow_empty:
         tripped.append(Brake("empty_file", "the file has no data rows; pass --allow-empty if "
                                            "that is really meant"))
-    if (zero_missing and last_rows and rows < limits.min_rows_ratio * last_rows and rows > 0
-            and not limits.allow_shrink):
+    if last_rows and rows < limits.min_rows_ratio * last_rows and rows > 0 \
+            and not limits.allow_shrink:
+        harm = (", and --zero-missing would zero what it leaves out" if zero_missing else "")
         tripped.append(Brake(
             "shrunken_file",
             f"the file has {rows:,} rows, under {limits.min_rows_ratio:.0%} of the "
-            f"{last_rows:,} of an earlier run from the same source, and --zero-missing "
-            f"would zero what it leaves out (a truncated export?); pass "
-            f"--allow-shrink to sync it anyway"))
+            f"{last_rows:,} of the last successful run from the same source{harm} (a "
+            f"truncated export?); pass --allow-shrink to sync it anyway"))
     if not limits.allow_zeroing:
         tripped.extend(_mass_zeroing(changes, held, limits.max_zero_share))
     return tripped

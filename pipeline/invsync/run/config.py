@@ -278,9 +278,16 @@ class Settings:
         file="sources", public=NOT_PUBLIC, load=_load_sources))
     """The ``[sources.NAME]`` tables (checked by :func:`invsync.sources.check_sources`)."""
     source: str = field(default="cli", metadata=meta(
-        file=NOT_FROM_FILE, public="source", resume=True))
-    """What kind of source the file is (``cli``; the merchant page passes ``portal``): the
-    shrunken-file brake compares a run only with past runs of the same kind."""
+        file="source", public="source", resume=True, load=_text("source")))
+    """The source's name (``source`` in the config; the merchant page passes ``portal``):
+    the shrunken-file brake and ``volume_drop`` compare a run with the last successful run
+    of the same source. The default ``cli`` means: the file's path names the source."""
+    retention_s: float | None = field(default=None, metadata=meta(
+        file="retention", public=NOT_PUBLIC,
+        load=lambda src: _UNSET if src.cfg.get("retention") is None
+        else parse_duration(src.cfg["retention"], "retention")))
+    """``retention``: after each run, remove run folders and uploads older than this (as
+    ``invsync prune --keep``)."""
 
     # ---- as-of time (orders sold since the file was made: docs/orders.md) ----
     as_of: str | None = field(default=None, metadata=meta(
@@ -400,10 +407,12 @@ def read_config(config_path: Path | None, profile: str | None = None
         return None, None, {}
     try:
         cfg = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {config_path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        why = getattr(exc, "strerror", None) or one_line_error(exc)
+        if isinstance(exc, tomllib.TOMLDecodeError):
+            raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
+        raise UsageError(f"cannot read config file {config_path!r}: {why}") from None
+    check_raw_values(cfg, config_path)
     profiles = cfg.pop("profiles", None) or {}
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise UsageError(f"config file {config_path}: [profiles] holds tables such as "
@@ -425,6 +434,41 @@ def read_config(config_path: Path | None, profile: str | None = None
             else:
                 cfg[key] = value
     return Path(config_path), profile, cfg
+
+
+_TABLES = {"brakes", "quantity", "retry", "notify", "columns", "text_map", "profiles"}
+"""Config keys that hold a table: a list or a value there is refused by name."""
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An exception as a short phrase for a message."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def check_raw_values(cfg: dict[str, Any], config_path: Path | str, where: str = "") -> None:
+    """Refuse, naming the key, values no setting can use: a list or value where a table is
+    expected, a number too large to hold (``1e400``) or not a number (``nan``), and a NUL
+    byte in any text (a path with one cannot be opened). Raises :class:`UsageError`."""
+    for key, value in cfg.items():
+        name = f"{where}{key}"
+        if key in _TABLES and not isinstance(value, dict) and not (
+                key == "hooks" and isinstance(value, list)):
+            raise UsageError(f"config file {config_path}: {name} must be a table "
+                             f"([{name}]), not {type(value).__name__} {value!r}"[:300])
+        _check_value(value, name, config_path)
+
+
+def _check_value(value: Any, name: str, config_path: Path | str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"config file {config_path}: {name} must be a finite number, "
+                         f"not {value!r}")
+    if isinstance(value, str) and "\x00" in value:
+        raise UsageError(f"config file {config_path}: {name} holds a NUL byte")
+    if isinstance(value, dict):
+        check_raw_values(value, config_path, f"{name}.")
+    elif isinstance(value, list):
+        for n, item in enumerate(value, start=1):
+            _check_value(item, f"{name}[{n}]", config_path)
 
 
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:

@@ -4,14 +4,17 @@ The CLI calls :func:`notify_run` once a run's folder is complete, so the message
 the final counts and points at a report that exists. A notification that cannot be
 delivered never changes the run's outcome or exit code: it is noted in ``report.json``
 (rewritten atomically) and on stderr. Messages hold only the run's summary and counts,
-never the access token; a webhook URL (often a secret itself) is named only by its host.
+never the access token; a webhook URL (often a secret itself) is named only by its host,
+in notes, messages and logs at every verbosity (the HTTP library's own log lines too).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,118 +24,317 @@ from invsync.stages.report import RunReport, summary_line
 
 log = logging.getLogger("invsync.notify")
 
-EVENTS = ("failed", "interrupted", "brake", "partial", "succeeded", "status_changed",
-          "stale_file")
-"""What ``on`` may list. ``rejected_share`` and ``volume_drop`` fire when their threshold is set."""
-DEFAULT_ON = ("failed", "interrupted", "brake", "stale_file")
-_KEYS = {"url", "urls", "on", "rejected_share", "volume_drop", "timeout_s", "attempts"}
+EVENTS = ("failed", "interrupted", "resumed", "brake", "partial", "succeeded",
+          "status_changed", "rejected_share", "volume_drop", "stale_file")
+"""What ``on`` may list. ``interrupted``: this run was stopped by SIGTERM/SIGINT;
+``resumed``: this run finished an interrupted (or killed) one. ``rejected_share`` and
+``volume_drop`` fire when their threshold is set (for ``[[notify.hooks]]``, only when the
+hook's ``on`` lists them). ``stale_file``: a configured source's file is too old (sent by
+:func:`invsync.run.sourced.notify_source_event`, not after a run)."""
+DEFAULT_ON = ("failed", "interrupted", "resumed", "brake", "stale_file")
+_KEYS = {"url", "urls", "on", "rejected_share", "volume_drop", "timeout_s", "attempts",
+         "hooks", "report_base_url"}
+_HOOK_KEYS = {"url", "on"}
+_THRESHOLDS = ("rejected_share", "volume_drop")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One receiver and the events it is told about."""
+
+    url: str
+    on: tuple[str, ...]
+    thresholds: bool
+    """Also told of the threshold events (``urls``: always, as before hooks existed)."""
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://")) \
+        and "\x00" not in value and bool(urlsplit(value).hostname)
+
+
+def _on_list(value: Any, where: str) -> list[str]:
+    on = [value] if isinstance(value, str) else value
+    if not isinstance(on, list) or not all(isinstance(e, str) for e in on):
+        raise UsageError(f"{where} on: give a list of event names (known: {', '.join(EVENTS)})")
+    bad = [e for e in on if e not in EVENTS]
+    if bad:
+        raise UsageError(f"{where} on: unknown event(s) {', '.join(map(str, bad))} "
+                         f"(known: {', '.join(EVENTS)})")
+    return on
+
+
+def _hooks(section: dict[str, Any], on: list[str]) -> list[Hook]:
+    urls = section.get("urls", [])
+    urls = [urls] if isinstance(urls, str) else urls
+    if not isinstance(urls, list):
+        raise UsageError("[notify] urls: give a list of \"https://...\" URLs")
+    urls = list(urls)
+    if section.get("url"):
+        urls.insert(0, section["url"])
+    if not all(_is_url(u) for u in urls):
+        raise UsageError("[notify] url/urls: give url = \"https://...\" or urls = [...] "
+                         "(http or https)")
+    hooks = [Hook(u, tuple(on), True) for u in urls]
+    tables = section.get("hooks", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise UsageError("[notify] hooks: give [[notify.hooks]] tables, each with url and on")
+    for n, table in enumerate(tables, start=1):
+        where = f"[[notify.hooks]] #{n}"
+        unknown = set(table) - _HOOK_KEYS
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        if not _is_url(table.get("url")):
+            raise UsageError(f"{where} url: give url = \"https://...\" (http or https)")
+        hook_on = _on_list(table.get("on", list(DEFAULT_ON)), where)
+        hooks.append(Hook(table["url"], tuple(hook_on), False))
+    if not hooks:
+        raise UsageError("[notify]: give url = \"https://...\", urls = [...] or "
+                         "[[notify.hooks]] tables (http or https)")
+    return hooks
+
+
+def _number(section: dict[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
+        raise UsageError(f"[notify] {key} must be a finite number, not {value!r}")
+    return float(value)
 
 
 def notify_config(section: dict[str, Any]) -> dict[str, Any]:
     """The checked ``[notify]`` section with defaults; raise :class:`UsageError` if it is bad."""
+    if not isinstance(section, dict):
+        raise UsageError("[notify] must be a table")
     unknown = set(section) - _KEYS
     if unknown:
         raise UsageError(f"[notify]: unknown key(s) {', '.join(sorted(unknown))}")
-    urls = section.get("urls", [])
-    urls = [urls] if isinstance(urls, str) else list(urls)
-    if section.get("url"):
-        urls.insert(0, section["url"])
-    if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
-                           for u in urls):
-        raise UsageError("[notify]: give url = \"https://...\" or urls = [...] (http or https)")
-    on = section.get("on", list(DEFAULT_ON))
-    on = [on] if isinstance(on, str) else list(on)
-    bad = [e for e in on if e not in EVENTS]
-    if bad:
-        raise UsageError(f"[notify] on: unknown event(s) {', '.join(map(str, bad))} "
-                         f"(known: {', '.join(EVENTS)})")
-    out: dict[str, Any] = {"urls": urls, "on": on}
-    for key in ("rejected_share", "volume_drop"):
-        value = section.get(key)
-        if value is not None:
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
+    on = _on_list(section.get("on", list(DEFAULT_ON)), "[notify]")
+    hooks = _hooks(section, on)
+    out: dict[str, Any] = {"urls": [h.url for h in hooks], "on": on, "hooks": hooks}
+    for key in _THRESHOLDS:
+        if section.get(key) is not None:
+            value = _number(section, key, 0)
+            if not 0 <= value <= 1:
                 raise UsageError(f"[notify] {key} must be a share between 0 and 1")
-            out[key] = float(value)
-    try:
-        out["timeout_s"] = float(section.get("timeout_s", 10))
-        out["attempts"] = int(section.get("attempts", 3))
-    except (TypeError, ValueError):
-        raise UsageError("[notify] timeout_s and attempts must be numbers") from None
-    if out["timeout_s"] <= 0 or not 1 <= out["attempts"] <= 10:
-        raise UsageError("[notify] timeout_s must be positive and attempts 1 to 10")
+            out[key] = value
+    out["timeout_s"] = _number(section, "timeout_s", 10)
+    attempts = section.get("attempts", 3)
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise UsageError(f"[notify] attempts must be a whole number from 1 to 10, "
+                         f"not {attempts!r}")
+    out["attempts"] = attempts
+    if out["timeout_s"] <= 0 or out["timeout_s"] > 600:
+        raise UsageError("[notify] timeout_s must be above 0 and at most 600 seconds")
+    if not 1 <= attempts <= 10:
+        raise UsageError("[notify] attempts must be a whole number from 1 to 10")
+    base = section.get("report_base_url")
+    if base is not None and not _is_url(base):
+        raise UsageError("[notify] report_base_url must start with https:// (or http://)")
+    out["report_base_url"] = base
+    for hook in hooks:
+        _hide_url(hook.url)
     return out
 
 
 def events_for(report: RunReport, cfg: dict[str, Any],
                previous: dict[str, Any] | None,
                previous_same_source: dict[str, Any] | None) -> list[str]:
-    """The events of ``report`` that ``cfg`` asks to be told about (dry runs: none).
+    """Every event of ``report`` that some receiver of ``cfg`` may be told (dry runs: none).
 
-    ``previous`` is the report of the previous run of the same store and profile,
-    ``previous_same_source`` that of the previous run that read the same input path.
+    ``previous`` is the report of the last successful run of the same store and profile,
+    ``previous_same_source`` that of the last successful run of the same source. Which
+    receiver is told which of them is :func:`events_for_hook`.
     """
     if report.status == "dry_run":
         return []
-    on = set(cfg["on"])
     found: list[str] = []
     if report.brakes or report.exit_code == 3:
         found.append("brake")
-    elif report.status == "failed":
-        found.append("failed")
-    elif report.status in ("partial", "succeeded"):
+    elif report.status in ("failed", "interrupted", "partial", "succeeded"):
         found.append(report.status)
     if report.resumed_from or any(n.startswith("took over the lock") for n in report.notes):
-        found.append("interrupted")
+        found.append("resumed")
     if previous is not None and previous.get("status") != report.status:
         found.append("status_changed")
-    events = [e for e in found if e in on]
     c = report.counts
     share = cfg.get("rejected_share")
     if share is not None and c.rows and c.rejected / c.rows > share:
-        events.append("rejected_share")
+        found.append("rejected_share")
     drop = cfg.get("volume_drop")
-    if drop is not None and previous_same_source is not None:
-        before = int((previous_same_source.get("counts") or {}).get("rows") or 0)
-        if before and c.rows < drop * before:
-            events.append("volume_drop")
-    return events
+    before = _rows(previous_same_source)
+    if drop is not None and before and c.rows < drop * before:
+        found.append("volume_drop")
+    # The legacy answer: what the top-level `on` selects, plus the thresholds.
+    return [e for e in found if e in cfg["on"] or e in _THRESHOLDS]
+
+
+def events_for_hook(events: list[str], hook: Hook) -> list[str]:
+    """The events one receiver is told of."""
+    return [e for e in events if e in hook.on or (hook.thresholds and e in _THRESHOLDS)]
+
+
+def _rows(report: dict[str, Any] | None) -> int:
+    return int(((report or {}).get("counts") or {}).get("rows") or 0)
 
 
 def _previous_runs(report: RunReport) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The previous real run of this store and profile, and of this input path."""
-    from invsync.state.history import list_runs
+    """The last successful run of this store and profile, and of this run's source.
 
-    folder = Path(report.report_dir)
+    A run that failed before reading its file (a 401, an outage) or a braked file says
+    nothing about what a normal night looks like: only ``succeeded`` and ``partial``
+    runs count.
+    """
+    from invsync.state.history import last_successful
+
     store = report.store or {}
-    earlier = [r.report for r in list_runs(folder.parent, store.get("store_hash"))
-               if r.run_id < report.run_id and r.report.get("status") != "dry_run"
-               and (r.report.get("store") or {}).get("profile") == store.get("profile")]
-    path = (report.input or {}).get("path")
-    same = [r for r in earlier if (r.get("input") or {}).get("path") == path]
-    return (earlier[0] if earlier else None), (same[0] if same else None)
+    folder = Path(report.report_dir) if report.report_dir else None
+    if folder is None:
+        return None, None
+    source = (report.input or {}).get("source"), (report.input or {}).get("path")
+    return (last_successful(folder.parent, store.get("store_hash"), store.get("profile"),
+                            before=report.run_id),
+            last_successful(folder.parent, store.get("store_hash"), store.get("profile"),
+                            before=report.run_id, source=source))
 
 
-def payload(report: RunReport, events: list[str]) -> dict[str, Any]:
+_WHY = {
+    "failed": "the run failed", "interrupted": "the run was interrupted (SIGTERM/SIGINT)",
+    "resumed": "this run finished an interrupted run", "brake": "a safety brake tripped",
+    "partial": "some rows were rejected", "succeeded": "the run succeeded",
+    "status_changed": "the outcome differs from the last successful run",
+    "rejected_share": "the share of rejected rows is above [notify] rejected_share",
+    "volume_drop": "the file has far fewer rows than the last good run of the same source "
+                   "([notify] volume_drop)",
+}
+
+
+def report_link(report: RunReport, base_url: str | None) -> str:
+    """Where the run's report is: a URL under ``report_base_url``, else the file path."""
+    if base_url and report.report_dir:
+        from urllib.parse import quote
+
+        return f"{base_url.rstrip('/')}/{quote(Path(report.report_dir).name)}/report.html"
+    return str(Path(report.report_dir) / "report.html") if report.report_dir else "-"
+
+
+def alert_text(report: RunReport, events: list[str], *, last_good: dict[str, Any] | None,
+               link: str) -> str:
+    """The human message: store and profile, the numbers, why it fired, the report link."""
+    store = report.store or {}
+    profile = store.get("profile")
+    where = f"store {store.get('store_hash') or '-'}" + (f", profile {profile}" if profile
+                                                         else "")
+    c = report.counts
+    numbers = (f"{c.rows:,} rows, {c.accepted:,} updated, {c.rejected:,} rejected, "
+               f"{c.refused:,} refused")
+    before = _rows(last_good)
+    if before:
+        numbers += f"; last good run {before:,} rows"
+    if report.resumed_from:
+        numbers += f"; finished interrupted run {report.resumed_from}"
+    why = "; ".join(_WHY[e] for e in events)
+    details = [b.get("message", "") for b in report.brakes if isinstance(b, dict)]
+    if report.error and not details:
+        details.append(report.error)
+    lines = [f"invsync {events[0]} ({where}): {report.status}, exit {report.exit_code}",
+             numbers, f"why: {why}"]
+    lines += [f"detail: {d}" for d in details if d]
+    lines += [summary_line(report), f"report: {link}"]
+    return "\n".join(lines)
+
+
+def payload(report: RunReport, events: list[str], *, last_good: dict[str, Any] | None = None,
+            base_url: str | None = None) -> dict[str, Any]:
     """The JSON body: Slack/Teams ``text`` plus structured fields."""
     line = summary_line(report)
-    profile = (report.store or {}).get("profile")
-    where = f"[{profile}] " if profile else ""
-    text = f"{where}{events[0]}: {line}"
-    if report.error:
-        text += f"\nerror: {report.error}"
-    text += f"\nreport: {Path(report.report_dir) / 'report.html'}"
+    store = report.store or {}
+    link = report_link(report, base_url)
     return {
-        "text": text, "event": events[0], "events": events, "run_id": report.run_id,
-        "profile": profile, "store_hash": (report.store or {}).get("store_hash"),
+        "text": alert_text(report, events, last_good=last_good, link=link),
+        "event": events[0], "events": events, "run_id": report.run_id,
+        "profile": store.get("profile"), "store_hash": store.get("store_hash"),
         "status": report.status, "exit_code": report.exit_code,
         "counts": report.counts.__dict__, "error": report.error,
-        "report_dir": report.report_dir, "summary": line,
+        "report_dir": report.report_dir, "report_url": link, "summary": line,
+        "resumed_from": report.resumed_from,
+        "last_good_rows": _rows(last_good) or None,
     }
 
 
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+
+
+_hidden: dict[str, str] = {}
+"""Each webhook URL and what stands for it in logs (its host)."""
+
+
+class _HostOnly(logging.Filter):
+    """Rewrites log records of the HTTP libraries that quote a webhook URL: host only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _hidden:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format is not ours to fix
+            return True
+        changed = text
+        for url, host in _hidden.items():
+            changed = changed.replace(url, host)
+            path = url[len(host):]
+            if len(path) > 1:
+                changed = changed.replace(path, "/[redacted]")
+        if changed != text:
+            record.msg, record.args = changed, ()
+        return True
+
+
+_FILTER = _HostOnly()
+
+
+def _hide_url(url: str) -> None:
+    """Never log ``url`` beyond its host (httpx logs each request's URL at -v)."""
+    host = _host(url)
+    _hidden[url] = host
+    for name in ("httpx", "httpcore", "httpcore.http11", "httpcore.connection", "asyncio"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    from invsync.redact import MIN_FREE_LENGTH, register
+
+    secret = url[len(host):]
+    if len(secret) >= MIN_FREE_LENGTH:
+        register(secret)  # its path and query, wherever else it might turn up
+
+
+async def _post_async(url: str, data: bytes, timeout_s: float) -> int:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        response = await client.post(url, content=data,
+                                     headers={"Content-Type": "application/json"})
+        return response.status_code
+
+
+def _attempt(url: str, data: bytes, timeout_s: float) -> int:
+    """One POST, bounded as a whole (connect, send and read): a receiver that drips its
+    answer a byte at a time cannot hold the run longer than ``timeout_s``."""
+    import asyncio
+
+    def once() -> int:
+        return asyncio.run(asyncio.wait_for(_post_async(url, data, timeout_s), timeout_s))
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return once()  # no loop in this thread (the CLI, a worker thread)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside an event loop
+        return pool.submit(once).result()
 
 
 def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> str | None:
@@ -143,13 +345,14 @@ def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> 
     problem = "not sent"
     for attempt in range(1, attempts + 1):
         try:
-            response = httpx.post(url, content=data, timeout=timeout_s,
-                                  headers={"Content-Type": "application/json"})
-            if response.status_code < 300:
+            status = _attempt(url, data, timeout_s)
+            if status < 300:
                 return None
-            problem = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
+            problem = f"HTTP {status}"
+            if status < 500 and status != 429:
                 return problem  # the receiver refused this body: resending will not help
+        except TimeoutError:
+            problem = f"no answer within {timeout_s:g} s"
         except httpx.HTTPError as exc:
             problem = type(exc).__name__
         if attempt < attempts:
@@ -160,21 +363,25 @@ def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> 
 def notify_run(report: RunReport, settings: Any) -> list[str]:
     """Send the notifications ``settings.notify`` asks for; return the delivery problems.
 
-    Problems are also appended to the report's notes and ``report.json`` is rewritten; the
-    run's status and exit code are never changed.
+    Each receiver (``urls``, each ``[[notify.hooks]]``) is told only the events its ``on``
+    lists. Problems are also appended to the report's notes and ``report.json`` is
+    rewritten; the run's status and exit code are never changed.
     """
     cfg = notify_config(settings.notify)
-    events = events_for(report, cfg, *_previous_runs(report))
-    if not events:
-        return []
-    body = payload(report, events)
+    previous, same_source = _previous_runs(report)
+    found = _all_events(report, cfg, previous, same_source)
     problems = []
-    for url in cfg["urls"]:
-        problem = post(url, body, timeout_s=cfg["timeout_s"], attempts=cfg["attempts"])
+    for hook in cfg["hooks"]:
+        told = events_for_hook(found, hook)
+        if not told:
+            continue
+        body = payload(report, told, last_good=same_source or previous,
+                       base_url=cfg.get("report_base_url"))
+        problem = post(hook.url, body, timeout_s=cfg["timeout_s"], attempts=cfg["attempts"])
         if problem:
-            problems.append(f"notification ({events[0]}) to {_host(url)} failed: {problem}")
+            problems.append(f"notification ({told[0]}) to {_host(hook.url)} failed: {problem}")
         else:
-            log.info("notified %s of %s", _host(url), ", ".join(events))
+            log.info("notified %s of %s", _host(hook.url), ", ".join(told))
     if problems:
         from invsync.disk import write_atomic
 
@@ -182,3 +389,10 @@ def notify_run(report: RunReport, settings: Any) -> list[str]:
         path = Path(report.report_dir) / "report.json"
         write_atomic(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False).encode())
     return problems
+
+
+def _all_events(report: RunReport, cfg: dict[str, Any], previous: dict[str, Any] | None,
+                same_source: dict[str, Any] | None) -> list[str]:
+    """Every event of the run, whatever the top-level ``on`` (hooks choose their own)."""
+    every = {**cfg, "on": list(EVENTS)}
+    return events_for(report, every, previous, same_source)

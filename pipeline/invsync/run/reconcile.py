@@ -12,6 +12,7 @@ import polars as pl
 
 from invsync.disk import write_atomic
 from invsync.errors import FatalError, UsageError
+from invsync.events import Observer
 from invsync.redact import redact
 from invsync.run.config import Settings
 from invsync.run.store_access import StoreSession, known_items, verify_levels
@@ -70,7 +71,8 @@ class Drift:
 
 
 def drift_check(settings: Settings, file: Path | None, location_id: int | None, *,
-                command_options: list[str] | None = None) -> Drift:
+                command_options: list[str] | None = None,
+                on_event: Observer | None = None) -> Drift:
     """Compare the snapshot (the items of ``file`` if given) with the live levels.
 
     When some differ, :attr:`Drift.repair` holds the commands that repair them
@@ -94,7 +96,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     expected = expected.filter(pl.col("quantity").is_not_null())
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
-    with StoreSession(settings) as store:  # one loop, one client for every read
+    with StoreSession(settings, on_event) as store:  # one loop, one client for every read
         found = _drift(settings, store, expected, file, catalog_hint=catalog_hint)
     repair = _repair(settings, found, file, command_options or []) \
         if found is not None and found.differences.height else None
@@ -167,8 +169,8 @@ def _repair(settings: Settings, result: Comparison, file: Path | None,
     return out
 
 
-def verify_run(settings: Settings, run_id: str, *,
-               timeout_s: float = 30.0) -> tuple[str, Comparison | None]:
+def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
+               on_event: Observer | None = None) -> tuple[str, Comparison | None]:
     """Read back the levels run ``run_id`` had accepted: its full id and the comparison.
 
     None when the run set no levels. The result is also written to its ``verify.json``.
@@ -188,7 +190,7 @@ def verify_run(settings: Settings, run_id: str, *,
         catalog_hint = known_items(SnapshotStore(settings.state_dir, settings.store_hash or "",
                                                  settings.api_url, settings.profile).load())
         result = verify_levels(settings, accepted, timeout_s=timeout_s,
-                               catalog_hint=catalog_hint)
+                               catalog_hint=catalog_hint, emit=on_event)
     except FatalError as exc:  # a failed read is a failed verification (exit 2), recorded
         write_atomic(past.folder / "verify.json", json.dumps({
             "run_id": past.run_id, "status": "failed", "error": redact(str(exc)),

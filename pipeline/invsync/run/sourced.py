@@ -144,6 +144,8 @@ def process(fetched: Fetched, settings: Settings, *, command: str = "sync",
     if spec.max_age_s is not None and fetched.file.mtime is None:
         notes.append("max_age could not be checked: the server does not say when the file "
                      "last changed (no Last-Modified)")
+    if settings.source == "cli":  # the brakes compare runs of one source, not one temp copy
+        settings = replace(settings, source=spec.name or fetched.url)
     report = sync_file(fetched.local, settings, on_event=on_event, command=command,
                        origin={**(origin or {}), "source": fetched.record()}, notes=notes)
     done.report = report
@@ -199,7 +201,8 @@ def notify_source_event(settings: Settings, event: str, text: str, spec: SourceS
     from invsync.run.notify import notify_config, post
 
     cfg = notify_config(settings.notify)
-    if event not in cfg["on"]:
+    hooks = [h for h in cfg["hooks"] if event in h.on]  # each receiver's own `on`
+    if not hooks:
         return []
     profile = settings.profile
     body = {"text": f"{f'[{profile}] ' if profile else ''}{event}: {redact(text)}",
@@ -207,7 +210,7 @@ def notify_source_event(settings: Settings, event: str, text: str, spec: SourceS
             "store_hash": settings.store_hash, "status": "refused", "exit_code": 3,
             "error": redact(text), "source": spec.display}
     problems = []
-    for url in cfg["urls"]:
+    for url in (h.url for h in hooks):
         problem = post(url, body, timeout_s=cfg["timeout_s"], attempts=cfg["attempts"])
         if problem:
             problems.append(f"notification ({event}) failed: {problem}")

@@ -30,6 +30,7 @@ from invsync.errors import (
     ExitCode,
     FatalError,
     InputFileError,
+    NoInputError,
     SafetyBrakeError,
     UsageError,
 )
@@ -172,7 +173,8 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
             for lock in (run.lock, run.host_lock):
                 lock.acquire(run.report.run_id, settings.wait_lock_s,
                              on_wait=lambda info: run.emit("lock_wait", info),
-                             state_dir=str(settings.state_dir))
+                             state_dir=str(settings.state_dir), profile=settings.profile,
+                             input=str(Path(path).absolute()))
                 locks_held.append(lock)
         except BaseException:
             for lock in reversed(locks_held):
@@ -185,6 +187,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
             run.report.notes.append(
                 f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
                 f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
+            run.report.resumed_from = str(run.lock.took_over.get("run_id") or "") or None
         if locks_held and run.snapshots.clean_temp_files():
             run.report.notes.append("removed temporary snapshot files a killed run left")
         _note_legacy_state(run)
@@ -367,7 +370,7 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as exc:
-        raise InputFileError(str(path), f"cannot read the interrupted run's input: "
+        raise NoInputError(str(path), f"cannot read the interrupted run's input: "
                                         f"{exc.strerror or exc}") from None
     if digest != recorded:
         raise InputFileError(
@@ -501,7 +504,7 @@ def _execute(run: _Run) -> None:
     from_plan = planned_old is not None  # a reviewed plan is not an export: no row brakes
     brakes = check_brakes(
         rows=table.rows,
-        last_rows=None if from_plan else comparable_rows(meta, settings.source),
+        last_rows=None if from_plan else comparable_rows(meta, _source(run)),
         changes=_zeroed_by_the_file(run, changes), held=held,
         zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
@@ -535,7 +538,7 @@ def _execute(run: _Run) -> None:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
-        meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
+        meta = record_rows(meta, _source(run), table.rows, settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
         live_meta = ({"last_live_baseline": report.started_at}
                      if settings.baseline == "live" else {})
@@ -574,6 +577,13 @@ def _zeroed_by_the_file(run: _Run, changes: ChangeSet) -> ChangeSet:
     from invsync.run.as_of import zeroed_by_the_file
 
     return zeroed_by_the_file(changes, run.sold_side)
+
+
+def _source(run: _Run) -> str:
+    """The source this run's file is compared with (its path, or a configured name)."""
+    from invsync.state.history import source_key
+
+    return source_key(run.settings.source, str(run.path))
 
 
 def _resolve_as_of(run: _Run) -> None:

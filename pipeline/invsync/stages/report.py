@@ -141,6 +141,8 @@ def summary_line(report: RunReport) -> str:
         causes = ", ".join(f"{k.removeprefix('retries_')}: {v}" for k, v in report.requests.items()
                            if k.startswith("retries_"))
         parts.append(f"retries={retries} ({causes})")
+    if report.resumed_from and report.status != "dry_run":
+        parts.append(f"finished={report.resumed_from}")  # the interrupted run it completed
     if report.exit_code:
         parts.append(f"exit={report.exit_code}")
     parts.append(f"in {float(report.timings.get('total', 0.0)):.1f}s")

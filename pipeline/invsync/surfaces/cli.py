@@ -56,12 +56,30 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
 
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
     -v, -q and --log-format may also follow the command.
+
+    Documentation, installed with the package (operations.md: running it unattended):
+
+    \b
+    DOCS_DIR
     """
     ctx.obj = {"quiet": quiet, "verbose": verbose, "log_format": log_format}
     _OUTPUT.update(ctx.obj)
     _configure_output(ctx.obj)
 
 
+
+
+def docs_dir() -> str:
+    """Where the documentation pages are: installed with the package (``invsync/docs``),
+    or the checkout's ``docs/`` when run from the source tree."""
+    package = Path(__file__).resolve().parents[1]
+    for place in (package / "docs", package.parents[1] / "docs"):
+        if (place / "operations.md").is_file():
+            return str(place)
+    return "docs/ of the source distribution"
+
+
+cli.help = (cli.help or "").replace("DOCS_DIR", docs_dir())
 
 
 def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
@@ -79,6 +97,19 @@ def _events(ctx: click.Context) -> Any:
     from invsync.surfaces.progress import make_event_sink
 
     return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
+
+
+def _tagged(ctx: click.Context, run_id: str) -> Any:
+    """The event sink for a command that is not a run (drift, verify): every event names
+    ``run_id`` (the run verified, or the drift check's own id), and long reads show
+    progress as for a run."""
+    sink = _events(ctx)
+    if sink is None:
+        return None
+
+    def emit(name: Any, data: dict[str, Any]) -> None:
+        sink(name, {"run_id": run_id, **data})
+    return emit
 
 
 def _sync_options(fn: Any) -> Any:
@@ -120,8 +151,8 @@ def _sync_options(fn: Any) -> Any:
                           "(at the locations the file covers)."),
         click.option("--allow-empty", is_flag=True, help="Override the empty-file brake."),
         click.option("--allow-shrink", is_flag=True,
-                     help="Override the brake on a --zero-missing file far smaller than "
-                          "the last complete list."),
+                     help="Override the brake on a file far smaller than the last "
+                          "successful run's from the same source (file path or `source`)."),
         click.option("--allow-zeroing", is_flag=True,
                      help="Override the brake on zeroing many of the items the store holds."),
         click.option("--baseline", type=click.Choice(["snapshot", "live"]),
@@ -207,29 +238,40 @@ def plan(ctx: click.Context, file: str | None, config_path: Path | None,
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
 @click.option("--store-hash", help="Only runs for this store.")
 @click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many runs.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON Lines: one JSON object per run, one per line.")
 @_config_options
 def runs(report_dir: Path | None, state_dir: Path | None, store_hash: str | None, limit: int,
          as_json: bool, config_path: Path | None, profile: str | None) -> None:
-    """List past runs, newest first: time, profile, file, status, counts, transactions.
+    """List past runs, newest first: id, command, status, profile, file, counts.
 
-    With a profile (--profile or INVSYNC_PROFILE), only that profile's runs.
+    A run that was killed (kill -9, a power cut) is listed first as "interrupted, not yet
+    resumed" (from its journal and lock) until a run finishes it. With a profile
+    (--profile or INVSYNC_PROFILE), only that profile's runs.
     """
     import json
 
     from invsync.run.config import load_settings
-    from invsync.state.history import list_runs
+    from invsync.state.history import list_runs, open_runs
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
-    found = list_runs(settings.reports, store_hash, profile=settings.profile)[:limit]
+    found = [r.row() for r in list_runs(settings.reports, store_hash,
+                                        profile=settings.profile)]
+    pending = {r.run_id: r.row() for r in open_runs(settings.state_dir, store_hash,
+                                                    settings.profile)}
+    for row in found:  # an interrupted run with a report whose journal is still open
+        if row["run_id"] in pending:
+            row["not_resumed"] = pending.pop(row["run_id"])["not_resumed"]
+    rows = sorted([*pending.values(), *found], key=lambda r: str(r["run_id"]),
+                  reverse=True)[:limit]
     if as_json:
-        for r in found:
-            click.echo(json.dumps(r.row()))
+        for row in rows:
+            click.echo(json.dumps(row))
         return
     from invsync.surfaces.summary import print_runs
 
-    print_runs([r.row() for r in found], settings.reports)
+    print_runs(rows, settings.reports)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -241,22 +283,111 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
          config_path: Path | None, profile: str | None) -> None:
     """Print one run's summary and where its files are (RUN_ID may be a prefix or 'last').
 
-    'last' is the newest run that read its file.
+    'last' is the newest run that read its file; a killed run not yet resumed is named
+    above it.
     """
+    from invsync.errors import UsageError
     from invsync.run.config import load_settings
     from invsync.stages.report import RunReport, report_from_dict
-    from invsync.state.history import find_run
+    from invsync.state.history import find_run, open_runs
     from invsync.surfaces.summary import print_summary
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
                                            "profile": profile})
-    past = find_run(settings.reports, run_id, settings.profile)
+    pending = [r for r in open_runs(settings.state_dir, profile=settings.profile)
+               if not r.running]
+    named = pending if run_id == "last" else [r for r in pending if r.run_id.startswith(run_id)]
+    if named:
+        for r in named:
+            where = f"journal {r.journal}" if r.journal else f"lock {r.store_dir / 'lock'}"
+            click.echo(f"run {clean(r.run_id)}: interrupted, not yet resumed (file "
+                       f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where}); "
+                       f"run `invsync resume` or the same sync again to finish it")
+    try:
+        past = find_run(settings.reports, run_id, settings.profile)
+    except UsageError:
+        if named:
+            return
+        raise
     report: RunReport = report_from_dict(past.report)
     print_summary(report)
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                  "plan.csv", "verify.json"):
         if (past.folder / name).exists():
             click.echo(f"  {clean(past.folder / name)}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--store-hash", help="Store hash [env BIGCOMMERCE_STORE_HASH].")
+@click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Snapshots and locks.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@click.option("--location-id", type=int, help="The location runs write to [1].")
+@_config_options
+@click.pass_context
+def doctor(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+    """Check before the first night what would make a run fail; nothing is changed.
+
+    The token is accepted and has the inventory scopes (and the orders scope when as_of
+    is set), the location exists and is enabled, the store sends its quota headers, the
+    state, report and lock folders are writable and private, and this host's clock agrees
+    with the store's. One line per check, ok or fail with the fix. Exit 0: all ok; 2: a
+    check failed.
+    """
+    import json
+
+    from invsync.clock import timestamp
+    from invsync.run.config import load_settings
+    from invsync.run.doctor import run_checks
+
+    settings = load_settings(config_path, flags)
+    settings.check(needs_store=False)
+    checks = run_checks(settings)
+    for c in checks:
+        if ctx.obj["log_format"] == "json":
+            click.echo(json.dumps({"ts": timestamp(), "event": "doctor", **c.to_dict()}))
+        elif c.ok:
+            click.echo(f"ok    {c.name}: {clean(c.detail)}")
+        else:
+            fix = f"\n      fix: {clean(c.fix)}" if c.fix else ""
+            click.echo(f"FAIL  {c.name}: {clean(c.detail)}{fix}")
+    ctx.exit(0 if all(c.ok for c in checks) else int(ExitCode.RUN_FAILED))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--keep", metavar="DURATION",
+              help="Remove run folders and uploads older than this, e.g. 90d [retention].")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
+@_config_options
+@click.pass_context
+def prune(ctx: click.Context, keep: str | None, dry_run: bool, config_path: Path | None,
+          **flags: Any) -> None:
+    """Remove old run folders and uploads (never the last successful run of a source, nor
+    a run whose journal is still open)."""
+    from invsync.errors import UsageError
+    from invsync.run.config import load_settings, parse_duration
+
+    settings = load_settings(config_path, flags)
+    keep_s = parse_duration(keep, "--keep") if keep else settings.retention_s
+    if keep_s is None:
+        raise UsageError("give --keep DURATION (such as 90d) or retention in the config")
+    done = _prune(settings, keep_s, dry_run=dry_run)
+    if ctx.obj["quiet"]:
+        return
+    verb = "would remove" if dry_run else "removed"
+    for folder in done.removed:
+        click.echo(f"{verb} {clean(folder)}")
+    for folder, why in done.kept:
+        click.echo(f"kept {clean(folder)}: {why}")
+    click.echo(f"prune: {verb} {len(done.removed):,}, kept {len(done.kept):,} older on purpose")
+
+
+def _prune(settings: Any, keep_s: float, *, dry_run: bool = False) -> Any:
+    from invsync.state.history import prune as prune_folders
+
+    return prune_folders(settings.reports, settings.state_dir, keep_s, dry_run=dry_run)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -287,7 +418,11 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
     from invsync.surfaces.summary import print_comparison
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
-    found = drift_check(settings, file, location_id, command_options=options)
+    from invsync.stages.report import new_run_id
+
+    check_id = f"drift-{new_run_id()}"
+    found = drift_check(settings, file, location_id, command_options=options,
+                        on_event=_tagged(ctx, check_id))
     if found.recovered_from and not quiet and not as_json:
         click.echo(f"drift: compared with the levels interrupted run "
                    f"{clean(found.recovered_from)} had confirmed (its journal); run `invsync "
@@ -299,7 +434,8 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
         if not quiet:
             click.echo("drift: the snapshot holds no items to compare (sync first)")
         ctx.exit(0)
-    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair))
+    ctx.exit(print_comparison(found.comparison, "drift", quiet, as_json, repair=found.repair,
+                              run_id=check_id))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -328,12 +464,16 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
     from invsync.terminal import clean
 
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
-    full_id, result = verify_run(settings, run_id, timeout_s=timeout_s)
+    from invsync.state.history import find_run
+
+    named = find_run(settings.reports, run_id, settings.profile).run_id  # 'last', a prefix
+    full_id, result = verify_run(settings, named, timeout_s=timeout_s,
+                                 on_event=_tagged(ctx, named))
     if result is None:
         if not quiet:
             click.echo(f"verify: run {clean(full_id)} set no levels")
         ctx.exit(0)
-    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json))
+    ctx.exit(print_comparison(result, f"verify {full_id}", quiet, as_json, run_id=full_id))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -421,6 +561,11 @@ def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
                 JsonEvents()("notify_failed", {"run_id": report.run_id, "error": problem})
             else:
                 click.echo(f"invsync: {problem}", err=True)
+    if getattr(settings, "retention_s", None) and report.status != "dry_run":
+        try:
+            _prune(settings, settings.retention_s)
+        except OSError as exc:  # an old folder that cannot go never fails a run
+            logging.getLogger("invsync").warning("retention: %s", one_line(exc))
     if json_out:
         pass  # the run_finished event already carried the outcome and the summary line
     elif not ctx.obj["quiet"]:
@@ -480,24 +625,26 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if argv is None:
         signals.install()
+        if _wants_json(args):
+            sys.stderr = _NoBareNewlines(sys.stderr)
     try:
         code = cli.main(args=argv, prog_name="invsync", standalone_mode=False)
     except click.UsageError as exc:
-        exc.show()
+        _show_click_error(args, exc)
         code = ExitCode.USAGE
         _error_event(args, exc.format_message(), code)
     except (click.Abort, KeyboardInterrupt):
         sigterm = signals.received() == 15
-        click.echo(f"invsync: interrupted by {'SIGTERM' if sigterm else 'SIGINT'}", err=True)
+        _stderr(args, f"interrupted by {'SIGTERM' if sigterm else 'SIGINT'}")
         code = ExitCode.TERMINATED if sigterm else ExitCode.INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
+        _show_click_error(args, exc)
         code = ExitCode.USAGE
         _error_event(args, exc.format_message(), code)
     except InvsyncError as exc:
         # Raised before a run started (bad config, usage, the lock): no run folder exists.
         message = clean(_redact(str(exc)))
-        click.echo(f"invsync: {message}", err=True)
+        _stderr(args, message)
         code = exc.exit_code
         _error_event(args, message, code)
     except (SystemExit, GeneratorExit):
@@ -506,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
         log_where(logging.getLogger("invsync"), "unexpected error", exc)
         token = os.environ.get("BIGCOMMERCE_ACCESS_TOKEN")
         message = f"unexpected error: {one_line(exc, token)}"
-        click.echo(f"invsync: {message}", err=True)
+        _stderr(args, message)
         code = ExitCode.RUN_FAILED
         _error_event(args, message, code)
     code = int(code) if isinstance(code, int) else 0
@@ -521,11 +668,54 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
+def _wants_json(args: list[str]) -> bool:
+    return _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
+        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
+
+
+def _stderr(args: list[str], message: str, level: str = "error") -> None:
+    """A message on stderr: ``invsync: ...``, or with ``--log-format json`` a JSON line (every
+    stderr line is JSON then, config errors and signal messages included)."""
+    if _wants_json(args):
+        import json
+
+        from invsync.clock import timestamp
+        from invsync.surfaces.progress import current_run
+
+        sys.stderr.write(json.dumps({"ts": timestamp(), "event": "log", **current_run(),
+                                     "level": level, "logger": "invsync",
+                                     "message": _redact(message)}) + "\n")
+        sys.stderr.flush()
+    else:
+        click.echo(f"invsync: {message}", err=True)
+
+
+class _NoBareNewlines:
+    """stderr for ``--log-format json``: every line JSON, so the bare newline click writes
+    when Ctrl-C or SIGTERM interrupts a command is dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text in ("\n", "\r\n"):
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _show_click_error(args: list[str], exc: click.ClickException) -> None:
+    if _wants_json(args):
+        _stderr(args, exc.format_message())
+    else:
+        exc.show()
+
+
 def _error_event(args: list[str], message: str, code: int) -> None:
     """With ``--log-format json``, a failure before any run is a JSON event on stdout too."""
-    wants_json = _OUTPUT.get("log_format") == "json" or "--log-format=json" in args or any(
-        a == "--log-format" and b == "json" for a, b in itertools.pairwise(args))
-    if wants_json:
+    if _wants_json(args):
         from invsync.surfaces.progress import JsonEvents
 
         JsonEvents()("error", {"run_id": None, "exit_code": int(code), "error": message})

@@ -5,7 +5,12 @@ Only click is imported at module level: the main CLI imports this module on ever
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @click.command("sandbox")
@@ -20,10 +25,10 @@ import click
 @click.option(
     "--catalog",
     "catalog",
-    default="sample_data/catalog.csv",
-    show_default=True,
+    default=None,
     type=click.Path(dir_okay=False),
-    help="Catalog CSV: sku,product_id,variant_id,tracking.",
+    help="Catalog CSV: sku,product_id,variant_id,tracking [the demo catalogue shipped in "
+    "the package, the same as sample_data/catalog.csv].",
 )
 @click.option(
     "--store-hash",
@@ -102,7 +107,7 @@ import click
 def sandbox(
     host: str,
     port: int,
-    catalog: str,
+    catalog: str | None,
     store_hash: str,
     locations_csv: str | None,
     quota: int | None,
@@ -138,7 +143,7 @@ def sandbox(
     )
     try:
         config = sb.SandboxConfig(
-            catalog_path=Path(catalog),
+            catalog_path=Path(catalog) if catalog else default_catalog(),
             token=token,
             read_only_token=os.environ.get("INVSYNC_SANDBOX_READ_ONLY_TOKEN") or None,
             store_hash=store_hash,
@@ -164,3 +169,10 @@ def sandbox(
 
 if __name__ == "__main__":
     sandbox()
+
+
+def default_catalog() -> Path:
+    """The demo catalogue installed with the package (``invsync sandbox`` works anywhere)."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "sandbox" / "catalog.csv"

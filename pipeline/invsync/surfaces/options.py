@@ -31,6 +31,8 @@ def _configure_output(obj: dict[str, Any]) -> None:
 
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # With json every stderr line is JSON: Python warnings go through the log handler too.
+    logging.captureWarnings(obj["log_format"] == "json")
 
 
 def _late_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:

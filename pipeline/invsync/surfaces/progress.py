@@ -261,3 +261,8 @@ def make_event_sink(log_format: str, quiet: bool) -> Any:
     if sys.stderr.isatty():
         return RichProgress()
     return PlainProgress()
+
+
+def current_run() -> dict[str, str]:
+    """The run the JSON lines are about so far (``{"run_id": ...}``, or empty)."""
+    return dict(_current_run)

@@ -118,7 +118,8 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
 
 
 def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
-                     top: int = 20, repair: dict[str, Any] | None = None) -> int:
+                     top: int = 20, repair: dict[str, Any] | None = None,
+                     run_id: str | None = None) -> int:
     """``drift``/``verify``: what differs, as lines or one JSON event, and the ``repair``
     commands (even under ``-q``: they are what the operator acts on); exit code 0 or 1."""
     import json
@@ -130,10 +131,10 @@ def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
     diff = result.differences
     if as_json:
         # One event name per command ("verify", not "verify <run id>"): the run is a field.
-        name, _, run_id = what.partition(" ")
+        name, _, named_run = what.partition(" ")
         extra: dict[str, Any] = {"repair": repair} if repair else {}
-        if run_id:
-            extra["run_id"] = run_id
+        if run_id or named_run:
+            extra["run_id"] = run_id or named_run
         click.echo(json.dumps({"ts": timestamp(), "event": name, "checked": result.expected,
                                "matched": result.matched, "differences": diff.height,
                                "items": diff.head(1000).to_dicts(), **extra}))
@@ -159,24 +160,29 @@ def print_comparison(result: Comparison, what: str, quiet: bool, as_json: bool,
 
 def print_runs(rows: list[dict[str, object]], where: Path,
                console: Console | None = None) -> None:
-    """``invsync runs``: one line per past run."""
+    """``invsync runs``: one line per past run, in 100 columns (``--json`` has every field)."""
     console = console or new_console()
-    if not console.is_terminal:
-        console.width = 240  # a log or a pipe: never squeeze the columns
+    if not console.is_terminal or console.width > 100:
+        console.width = 100  # cron mail, a pipe or a wide terminal: the same 100 columns
     if not rows:
         console.print(f"no runs under {safe(where)}")
         return
-    table = Table()
-    for col in ("run id", "started", "command", "status", "store", "profile", "file", "rows",
-                "changed", "accepted", "rejected", "txns"):
-        table.add_column(col, justify="right" if col in ("rows", "changed", "accepted",
-                                                         "rejected", "txns") else "left")
+    table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+    widths = {"status": 12, "profile": 12, "file": 20}
+    for col in ("run id", "command", "status", "profile", "file", "rows", "updated",
+                "rejected"):
+        numeric = col in ("rows", "updated", "rejected")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold",
+                         no_wrap=col not in widths, max_width=widths.get(col))
     for r in rows:
-        table.add_row(safe(r["run_id"]), safe(r["started_at"]), safe(r["command"]),
-                      f"[{_STYLE.get(str(r['status']), 'white')}]{safe(r['status'])}[/]",
-                      safe(r["store"]), safe(r.get("profile") or "-"), safe(r["file"]),
-                      f"{r['rows']:,}", f"{r['changed']:,}",
-                      f"{r['accepted']:,}", f"{r['rejected']:,}", f"{r['transactions']:,}")
+        status = str(r["status"])
+        shown = "interrupted, not yet resumed" if r.get("not_resumed") else status
+        file = str(r["file"] or "-")
+        file = file if len(file) <= 20 else "…" + file[-19:]  # the end names the file
+        table.add_row(safe(r["run_id"]), safe(r["command"]),
+                      f"[{_STYLE.get(status, 'white')}]{safe(shown)}[/]",
+                      safe(r.get("profile") or "-"), safe(file),
+                      f"{r['rows']:,}", f"{r['accepted']:,}", f"{r['rejected']:,}")
     console.print(table)
 
 

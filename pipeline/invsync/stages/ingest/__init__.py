@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
-from invsync.errors import InputFileError, UsageError
+from invsync.errors import InputFileError, NoInputError, UsageError
 from invsync.stages.ingest.columns import (
     ALIASES,
     CANONICAL,
@@ -125,7 +125,7 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise InputFileError(str(p), f"cannot read file: {exc.strerror or exc}") from None
+        raise NoInputError(str(p), f"cannot read file: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if _detect_format(p, data) == "excel":
         return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)
