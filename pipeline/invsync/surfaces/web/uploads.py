@@ -640,6 +640,8 @@ def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[st
     from invsync.stages.ingest import unescape_formulas
 
     plan = pl.read_csv(Path(folder) / "plan.csv", infer_schema=False)
+    # plan.csv says before/after now; this page's rows still call them old/new.
+    plan = plan.rename({"before": "old", "after": "new"}, strict=False)
     if plan.height == 0:
         return [], 0
     plan = plan.with_columns(
