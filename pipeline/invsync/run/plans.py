@@ -125,9 +125,10 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
     """Re-read the planned items (``read(keys)`` -> KEY + quantity) and raise
     :class:`StalePlan` when any differs from the plan's ``before``.
 
-    Items differing that this tool itself wrote less than ``lag_s`` ago (``own``,
-    ``own_written_at``) are re-read for up to that long first: a read right after a write
-    may still show the old level. Returns the live levels read.
+    Items differing whose ``before`` is the level this tool itself wrote less than
+    ``lag_s`` ago (``own``, ``own_written_at``) are re-read until that long after the
+    write first: a read right after a write may still show the old level. Returns the
+    live levels read.
     """
     import time
 
@@ -139,7 +140,7 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
     if moved.height and written is not None and own is not None:
         age = (datetime.now(UTC) - written).total_seconds()
         deadline = clock() + max(lag_s - age, 0.0)
-        ours = moved.join(own.select(KEY), on=KEY, how="semi")
+        ours = _maybe_lagging(moved, own)
         while ours.height and clock() < deadline:
             sleep(min(1.0, max(deadline - clock(), 0.0)))
             again = read(ours.select(KEY))
@@ -147,7 +148,7 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
                               again.select(live.columns)])
             moved = stale_items(planned, live, own=own, own_written_at=own_written_at,
                                 lag_s=lag_s)
-            ours = moved.join(own.select(KEY), on=KEY, how="semi")
+            ours = _maybe_lagging(moved, own)
     if moved.height:
         first = moved.row(0, named=True)
         raise StalePlan(
@@ -156,6 +157,13 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
             f"planned from {_level(first['before'])}, now {_level(first['live'])}",
             items=moved.head(1000).to_dicts())
     return live
+
+
+def _maybe_lagging(moved: pl.DataFrame, own: pl.DataFrame) -> pl.DataFrame:
+    """The moved items a lagging read may explain: the plan saw the level this tool wrote
+    (its ``before`` is that level), and a read now shows another (older) one."""
+    return moved.join(own.select(*KEY, pl.col("quantity").alias("_own")), on=KEY,
+                      how="inner").filter(pl.col("_own") == pl.col("before")).drop("_own")
 
 
 def _level(value: Any) -> str:

@@ -522,7 +522,9 @@ def _execute(run: _Run) -> None:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
-        meta = record_rows(meta, settings.source, table.rows, settings.zero_missing)
+        # Read again: the submit recorded when it wrote (last_write_at).
+        meta = record_rows(run.snapshots.read_meta(), settings.source, table.rows,
+                           settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
         live_meta = ({"last_live_baseline": report.started_at}
                      if settings.baseline == "live" else {})
@@ -563,12 +565,18 @@ SWALLOWED = "is never closed"
 def _refuse_swallowed_rows(path: Path, table: StockTable) -> None:
     """``--zero-missing`` zeroes what the file leaves out: a file whose rows a stray quote
     swallowed leaves out items it names, so it is refused whole."""
+    rows: list[int] = []
     problems = table.problems
-    if problems is None or problems.height == 0:
-        return
-    swallowed = problems.filter(pl.col("message").str.contains(SWALLOWED, literal=True))
-    if swallowed.height:
-        row = swallowed[ROW][0]
+    if problems is not None and problems.height:
+        rows += problems.filter(pl.col("message").str.contains(SWALLOWED, literal=True))[
+            ROW].to_list()
+    # A quote opened in the last used cell swallows the lines after it into that cell.
+    used = [c for c in dict.fromkeys(table.mapping.values()) if c in table.frame.columns]
+    if used and table.frame.height:
+        rows += table.frame.filter(pl.any_horizontal(
+            pl.col(c).str.contains("[\r\n]").fill_null(False) for c in used))[ROW].to_list()
+    if rows:
+        row = min(rows)
         raise InputFileError(str(path), f"row {row}: a quote opened there is never closed and "
                                         f"swallows the rows after it, so items the file names "
                                         f"would look missing; --zero-missing would zero them. "
