@@ -400,7 +400,7 @@ def test_hole6_verify_last_verifies_the_last_run_that_wrote(
 
 
 def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
-        sandbox_factory: Any, tmp_path: Path) -> None:
+        sandbox_factory: Any, tmp_path: Path, children: Any) -> None:
     from conftest import spawn, wait_for
 
     sb = sandbox_factory("--latency-ms", "300")
@@ -408,7 +408,7 @@ def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
     skus = catalog_skus(40)
     stock = write_stock(tmp_path / "s.csv", {(1, s): 11 for s in skus})
     log = tmp_path / "run.log"
-    proc = spawn(["sync", str(stock), "--full", "--batch-size", "5"], env, log)
+    proc = spawn(["sync", str(stock), "--full", "--batch-size", "5"], env, log, children)
     wait_for(lambda: len(puts(sb)) >= 3, proc, log)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
