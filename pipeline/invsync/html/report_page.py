@@ -422,6 +422,8 @@ def plan_context(plan: pl.DataFrame | None) -> dict[str, Any] | None:
     out["by_location"] = rows
     out["all"] = totals if len(rows) > 1 else None
     drops, rises = biggest_moves(frame)
-    out["drops"] = drops.to_dicts()
-    out["rises"] = rises.to_dicts()
+    # The page's tables still name the levels old/new (the template's words).
+    legacy = [pl.col("before").alias("old"), pl.col("after").alias("new")]
+    out["drops"] = drops.with_columns(legacy).to_dicts()
+    out["rises"] = rises.with_columns(legacy).to_dicts()
     return out
