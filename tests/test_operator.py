@@ -35,7 +35,8 @@ pytestmark = pytest.mark.integration
 NIGHT1 = SAMPLE / "night1.csv"
 NIGHT2 = SAMPLE / "night2.csv"
 MERCHANT = SAMPLE / "merchant.xlsx"
-PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row", "status"]
+PLAN_COLUMNS = ["location_id", "identifier", "item", "before", "after", "delta", "row", "status",
+                "read_at"]
 RUN_ID = re.compile(r"\b\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}\b")
 SHOWN_FILES = ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                "plan.csv", "verify.json")
@@ -192,12 +193,12 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planned]:
 
 def test_plan_sends_nothing_and_plan_csv_is_exactly_the_diff(planned: Planned) -> None:
     assert puts(planned.requests_after_plan[planned.requests_before_plan:]) == []
-    assert planned.sb.levels() == csv_levels(NIGHT1)
+    assert stocked(planned.sb.levels()) == stocked(csv_levels(NIGHT1))
 
     header, rows = read_plan(planned.plan_csv)
     assert header == PLAN_COLUMNS
-    got = sorted((int(r["location_id"]), r["identifier"], r["item"], int(r["old"]),
-                  int(r["new"]), int(r["delta"]), int(r["row"]), r["status"]) for r in rows)
+    got = sorted((int(r["location_id"]), r["identifier"], r["item"], int(r["before"]),
+                  int(r["after"]), int(r["delta"]), int(r["row"]), r["status"]) for r in rows)
     want = sorted((loc, "sku", sku, old, new, new - old, row, "planned")
                   for (loc, sku), (old, new, row) in night_diff().items())
     assert len(want) == 93
@@ -247,15 +248,15 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     # A plan whose old levels were edited no longer matches the snapshot: refused, nothing sent.
     edited = planned.tmp / "edited-plan.csv"
     rows = [dict(r) for r in plan_rows]
-    rows[0]["old"] = str(int(rows[0]["old"]) + 1)
+    rows[0]["before"] = str(int(rows[0]["before"]) + 1)
     write_csv(edited, PLAN_COLUMNS, [[r[c] for c in PLAN_COLUMNS] for r in rows])
     n = len(sb.requests())
     refused = run_invsync(["sync", "--plan-file", str(edited)], env)
     assert refused.returncode == 3, out(refused)
-    assert "snapshot moved" in out(refused)
+    assert "the store changed since the preview: preview again" in out(refused)
     assert rows[0]["item"] in out(refused)
     assert puts(sb.requests()[n:]) == []
-    assert sb.levels() == csv_levels(NIGHT1)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT1))
 
     # The reviewed plan goes through: exactly its items, each once, at its new levels.
     n = len(sb.requests())
@@ -263,9 +264,9 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     assert pushed.returncode == 0, out(pushed)
     sent = sb.requests()[n:]
     assert all(r["status"] == 200 for r in puts(sent))
-    assert put_items(sent) == Counter((int(r["location_id"]), r["item"], int(r["new"]))
+    assert put_items(sent) == Counter((int(r["location_id"]), r["item"], int(r["after"]))
                                       for r in plan_rows)
-    assert sb.levels() == csv_levels(NIGHT2)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT2))
     report = pushed.report()
     assert report["status"] == "succeeded"
     assert report["counts"]["accepted"] == len(plan_rows) == 93
@@ -277,9 +278,9 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     n = len(sb.requests())
     again = run_invsync(["sync", "--plan-file", str(planned.plan_csv)], env)
     assert again.returncode == 3, out(again)
-    assert "the snapshot moved since this plan was made" in out(again)
+    assert "the store changed since the preview: preview again" in out(again)
     assert puts(sb.requests()[n:]) == []
-    assert sb.levels() == csv_levels(NIGHT2)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT2))
     assert again.report()["status"] == "failed"
 
 
@@ -303,7 +304,7 @@ def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
         result = run_invsync(["-v", "--log-format", "json", "sync", "--config",
                               str(retry_config(tmp)), "--batch-size", "500", str(NIGHT1)], env)
         assert result.returncode == 0, out(result)
-        assert sb.levels() == csv_levels(NIGHT1)
+        assert stocked(sb.levels()) == stocked(csv_levels(NIGHT1))
         yield JsonRun(result, json_lines(result.stdout), sb.requests())
 
 
@@ -605,7 +606,7 @@ def test_baseline_live_sees_and_restores_edits_made_behind_the_snapshots_back(
     assert live.report()["counts"]["changed"] == len(edits)
     assert live.report()["counts"]["unchanged"] == len(night1) - len(edits)
     rows = read_plan(live.report_dir() / "plan.csv")[1]
-    assert sorted((int(r["location_id"]), r["item"], int(r["old"]), int(r["new"]))
+    assert sorted((int(r["location_id"]), r["item"], int(r["before"]), int(r["after"]))
                   for r in rows) == sorted((loc, sku, q, night1[(loc, sku)])
                                            for (loc, sku), q in edits.items())
     assert puts(sandbox.requests()[n:]) == []
@@ -790,7 +791,7 @@ def test_plan_file_levels_are_final_quantity_rules_are_not_applied_twice(
     assert plan.returncode == 0, out(plan)
     _, rows = read_plan(plan.report_dir() / "plan.csv")
     final = [("POSTER-1755", 5), ("TOWEL-907-NAVY-SHEET", 8)]
-    assert sorted((r["item"], int(r["new"])) for r in rows) == final
+    assert sorted((r["item"], int(r["after"])) for r in rows) == final
     pushed = run_invsync(["sync", "--plan-file", str(plan.report_dir() / "plan.csv"),
                           "--config", str(config)], cli_env)
     assert pushed.returncode == 0, out(pushed)

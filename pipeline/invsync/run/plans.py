@@ -95,9 +95,10 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
 
     ``planned``: KEY, ``before`` (null: the item was new) and ``read_at`` (when ``before``
     was read, ISO 8601; may be null). ``live``: KEY + ``quantity``. A difference is
-    forgiven only for a read lagging this tool's own write: when the live level is the one
-    this tool last wrote (``own``: KEY + ``quantity``, its snapshot) and that write ended
-    (``own_written_at``) less than ``lag_s`` before the plan read ``before``, the plan's
+    forgiven only for a read lagging this tool's own write: ``own`` (KEY + ``before`` +
+    ``quantity``: what this tool's last write replaced and set) says the live level is the
+    one it set, the plan's ``before`` is the one it replaced, and that write ended
+    (``own_written_at``) less than ``lag_s`` before the plan read ``before``: the plan's
     read was the stale one. Returns KEY + ``before`` + ``live``.
     """
     joined = planned.select(*KEY, "before", "read_at").join(
@@ -110,9 +111,11 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
     written = parse_time(own_written_at)
     if written is None:
         return moved.select(*KEY, "before", "live")
-    mine = moved.join(own.select(*KEY, pl.col("quantity").alias("_own")), on=KEY, how="left")
+    mine = moved.join(own.select(*KEY, pl.col("quantity").alias("_own"),
+                                 pl.col("before").alias("_replaced")), on=KEY, how="left")
     read_at = pl.col("read_at").str.to_datetime(time_zone="UTC", strict=False)
     lagged = (pl.col("_own").eq_missing(pl.col("live")) & pl.col("_own").is_not_null()
+              & pl.col("_replaced").eq_missing(pl.col("before"))
               & ((read_at - pl.lit(written)).dt.total_milliseconds() < lag_s * 1000)
               .fill_null(False))
     return mine.filter(~lagged).select(*KEY, "before", "live")
@@ -141,8 +144,10 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
         age = (datetime.now(UTC) - written).total_seconds()
         deadline = clock() + max(lag_s - age, 0.0)
         ours = _maybe_lagging(moved, own)
+        pause = 0.5
         while ours.height and clock() < deadline:
-            sleep(min(1.0, max(deadline - clock(), 0.0)))
+            sleep(min(pause, max(deadline - clock(), 0.0)))
+            pause *= 2  # a few reads over the window, not one a second
             again = read(ours.select(KEY))
             live = pl.concat([live.join(again.select(KEY), on=KEY, how="anti"),
                               again.select(live.columns)])
@@ -161,9 +166,11 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
 
 def _maybe_lagging(moved: pl.DataFrame, own: pl.DataFrame) -> pl.DataFrame:
     """The moved items a lagging read may explain: the plan saw the level this tool wrote
-    (its ``before`` is that level), and a read now shows another (older) one."""
-    return moved.join(own.select(*KEY, pl.col("quantity").alias("_own")), on=KEY,
-                      how="inner").filter(pl.col("_own") == pl.col("before")).drop("_own")
+    (its ``before`` is that level), and a read now shows the one that write replaced."""
+    return moved.join(own.select(*KEY, pl.col("quantity").alias("_own"),
+                             pl.col("before").alias("_replaced")), on=KEY, how="inner").filter(
+        (pl.col("_own") == pl.col("before")) & pl.col("_replaced").eq_missing(pl.col("live"))
+    ).drop("_own", "_replaced")
 
 
 def _level(value: Any) -> str:

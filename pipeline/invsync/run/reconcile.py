@@ -149,8 +149,10 @@ def _settle(settings: Settings, store: StoreSession, expected: pl.DataFrame,
         return found
     left = settings.verify_lag_s - (datetime.now(UTC) - written).total_seconds()
     deadline = time.monotonic() + max(left, 0.0)
+    pause = 0.5
     while found.differences.height and time.monotonic() < deadline:
-        time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+        pause *= 2  # a few reads over the window, not one a second
         keys = found.differences.select(KEY)
         again = store.live_levels(keys["location_id"].unique().to_list(), keys=keys)
         still = compare(expected.join(keys, on=KEY, how="semi"), again)

@@ -624,7 +624,8 @@ def _planned_changes(run: _Run, checked: Validated, planned_old: pl.DataFrame,
         from invsync.run.plans import recheck
 
         meta = run.snapshots.read_meta()
-        fresh = recheck(planned, lambda keys: _reread(run, keys, live), own=snapshot,
+        fresh = recheck(planned, lambda keys: _reread(run, keys, live),
+                        own=run.snapshots.load_last_write(),
                         own_written_at=meta.get("last_write_at"),
                         lag_s=run.settings.verify_lag_s)
         del fresh
@@ -905,7 +906,10 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
                                 forget=unconfirmed.select(KEY))
         if result.sent:
-            # When this tool last wrote: the apply re-check forgives a read lagging it.
+            # What and when this tool last wrote: the apply re-check forgives a read
+            # lagging it (and only that).
+            run.snapshots.write_last_write(accepted.select(
+                *KEY, pl.col("old_quantity").alias("before"), "quantity"))
             meta = run.snapshots.read_meta()
             run.snapshots.write_meta({**meta, "last_write_at": utc_now(),
                                       "last_write_run": run.report.run_id})

@@ -138,6 +138,21 @@ class SnapshotStore:
         write_atomic(self.path, frame.sort(KEY).write_parquet, prefix=".snapshot-",
                      suffix=".parquet")
 
+    def write_last_write(self, frame: pl.DataFrame) -> None:
+        """Record what the last run that wrote set (KEY, ``before``, ``quantity``)."""
+        make_private_dir(self.dir)
+        write_atomic(self.dir / "last_write.parquet", frame.write_parquet,
+                     prefix=".snapshot-last-", suffix=".parquet")
+
+    def load_last_write(self) -> pl.DataFrame:
+        """What the last run that wrote set: KEY, ``before`` (null: unknown), ``quantity``."""
+        try:
+            fh = open_nofollow(self.dir / "last_write.parquet", "rb")
+        except FileNotFoundError:
+            return pl.DataFrame(schema={**SNAPSHOT_SCHEMA, "before": pl.Int64})
+        with fh:
+            return pl.read_parquet(fh)
+
     def next_run_seq(self) -> int:
         """Count one more run of this store and profile (call with the lock held): runs are
         ordered by this number, never by the clock (which may step back)."""
