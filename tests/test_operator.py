@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, run_invsync, stocked, write_csv
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
 
