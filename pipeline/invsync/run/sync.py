@@ -156,11 +156,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
         raise UsageError("sync_file was called inside a running event loop; "
                          "await invsync.sync_file_async(...) there instead")
     settings.check(needs_store=not settings.dry_run)
-    if settings.plan_file:
-        from invsync.run.plans import check_binding, read_binding
-
-        # A plan applied to another store (or profile) is refused before anything is read.
-        check_binding(read_binding(Path(path)), settings, f"the plan {path}")
+    _refuse_foreign_plan(Path(path), settings)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
     run = _Run(Path(path), settings, on_event or no_event)
@@ -236,6 +232,15 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
                               "transactions": len(report.transaction_ids),
                               "error": report.error, "report_dir": str(run.folder)})
     return report
+
+
+def _refuse_foreign_plan(path: Path, settings: Settings) -> None:
+    """A plan applied to another store (or profile) is refused before anything is read
+    (:class:`~invsync.errors.PlanForAnotherStore`, exit 64)."""
+    if settings.plan_file:
+        from invsync.run.plans import check_binding, read_binding
+
+        check_binding(read_binding(path), settings, f"the plan {path}")
 
 
 def ensure_writable(folder: Path, what: str) -> None:
