@@ -404,7 +404,10 @@ class InvsyncMachine(RuleBasedStateMachine):
             out: set[Pair] = set()
             for s, b in pairs:
                 send, q, _ = self.decide(run, key, s, b)
-                if not send:
+                if not send and settled and run.live and b is UNKNOWN \
+                        and key in run.effective()[0]:
+                    out.add((s, s))  # read live at the file's level: known now
+                elif not send:
                     out.add((s, b))
                 elif settled:
                     out.add((q, q))

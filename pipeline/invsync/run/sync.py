@@ -513,6 +513,8 @@ def _execute(run: _Run) -> None:
             t = time.perf_counter()
             result = _submit_journaled(run, changes, batches)
             run.timed("submit", t)
+        if not settings.dry_run and live is not None and not from_plan:
+            _learn_unknown_levels(run, checked, changes, snapshot, live)
         run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
         _fill(run, checked, changes, batches, result, braked=bool(brakes))
     except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
@@ -705,6 +707,22 @@ def _store_levels(run: _Run, checked: Validated, snapshot: pl.DataFrame, *,
             & pl.col("identifier").is_in(kinds)).join(live, on=KEY, how="anti")
             .select(live.columns)])
     return held, live
+
+
+def _learn_unknown_levels(run: _Run, checked: Validated, changes: ChangeSet,
+                          snapshot: pl.DataFrame, live: pl.DataFrame) -> None:
+    """Items the snapshot holds with an unknown level (a write never confirmed) that the
+    live read found already at the file's level were not sent: their level is known
+    now (the store said it), so the snapshot records it."""
+    unknown = snapshot.filter(pl.col("quantity").is_null()).select(KEY)
+    if unknown.height == 0:
+        return
+    same = checked.valid.select(*KEY, "quantity").join(unknown, on=KEY, how="semi").join(
+        live.select(*KEY, pl.col("quantity").alias("_live")), on=KEY, how="inner").filter(
+        pl.col("_live") == pl.col("quantity")).join(changes.changes.select(KEY), on=KEY,
+                                                    how="anti")
+    if same.height:
+        run.snapshots.merge(same.select(*KEY, "quantity"))
 
 
 def _with_before(changes: pl.DataFrame, live: pl.DataFrame) -> pl.DataFrame:
