@@ -362,6 +362,15 @@ def retry_config(tmp_path: Path, **retry: float) -> Path:
     return path
 
 
+def stocked(levels: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """The levels above 0: an item never set reads 0 in the store, as one set to 0 does.
+
+    Plans are made against the store's live levels, so an item the file puts at 0 that
+    the store already holds at 0 is not sent (the sandbox lists only levels it was sent).
+    """
+    return {k: v for k, v in levels.items() if v}
+
+
 def catalog_skus(n: int) -> list[str]:
     """The first ``n`` SKUs of the sample catalog that track stock."""
     with (SAMPLE / "catalog.csv").open(encoding="utf-8") as fh:

@@ -157,5 +157,6 @@ def test_each_brake_says_what_it_saw_and_how_to_override_it() -> None:
     store = {(7, f"S{i:04d}"): 5 for i in range(2000)}
     file = {k: 0 for i, (k, _) in enumerate(store.items()) if i < 1500}
     assert brakes(file, held(store), last_rows=None, zero_missing=False) == {
-        "mass_zeroing": "1,500 of 2,000 items the store holds at location 7 (75%) would drop "
-                        "to 0, more than the 30% allowed; pass --allow-zeroing to sync anyway"}
+        "mass_zeroing": "1,500 of the 2,000 items holding stock at location 7 (75%) would "
+                        "drop to 0, more than the 30% allowed; pass --allow-zeroing to sync "
+                        "anyway"}

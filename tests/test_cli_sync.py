@@ -28,6 +28,7 @@ from conftest import (
     retry_config,
     run_invsync,
     state_store_dir,
+    stocked,
     write_csv,
 )
 
@@ -188,11 +189,11 @@ def test_first_sync_of_night1_sets_every_level(sandbox: SandboxProcess,
     result = run_invsync(["sync", str(NIGHT1)], cli_env)
 
     assert result.returncode == 0, output(result)
-    assert sandbox.levels() == expected
+    assert stocked(sandbox.levels()) == stocked(expected)
     # The raw introspection view agrees, including the catalog's ids for each SKU.
     cat = catalog()
     raw = sandbox.get("/_sandbox/levels")
-    assert len(raw) == len(expected)
+    assert len(raw) == len(stocked(expected))  # the store held 0 of the others already
     for lv in raw:
         assert lv["quantity"] == expected[(lv["location_id"], lv["sku"])]
         assert lv["product_id"] == int(cat[lv["sku"]]["product_id"])
@@ -207,15 +208,15 @@ def test_first_sync_of_night1_sets_every_level(sandbox: SandboxProcess,
     writes = [r for r in requests if r["method"] == "PUT"]
     assert all(r["status"] == 200 for r in writes)
     sent = sent_items(writes)
-    assert len(sent) == len(expected)
-    assert {item_key(it): it["quantity"] for it in sent} == expected
+    assert len(sent) == len(stocked(expected))
+    assert {item_key(it): it["quantity"] for it in sent} == stocked(expected)
     # Grouped by location: as few batches as 2000-item batches per location allow.
-    per_location = Counter(loc for loc, _ in expected)
+    per_location = Counter(loc for loc, _ in stocked(expected))
     assert len(writes) == sum(math.ceil(n / MAX_BATCH) for n in per_location.values())
     assert not any(r["method"] == "GET" and r["status"] != 200 for r in requests)
 
     stats = sandbox.stats()
-    assert stats["items_applied"] == 3114
+    assert stats["items_applied"] == len(stocked(expected))
     assert stats["item_overlaps"] == 0
     assert stats["by_status"] == {"200": len(requests)}
 
@@ -225,8 +226,9 @@ def test_first_sync_of_night1_sets_every_level(sandbox: SandboxProcess,
     assert report["error"] is None
     c = report["counts"]
     assert (c["rows"], c["valid"], c["invalid"], c["blank"]) == (3114, 3114, 0, 0)
-    assert (c["changed"], c["unchanged"], c["submitted"]) == (3114, 0, 3114)
-    assert (c["accepted"], c["refused"], c["unconfirmed"], c["not_sent"]) == (3114, 0, 0, 0)
+    # The store held 0 of 246 items already: unchanged, not sent.
+    assert (c["changed"], c["unchanged"], c["submitted"]) == (2868, 246, 2868)
+    assert (c["accepted"], c["refused"], c["unconfirmed"], c["not_sent"]) == (2868, 0, 0, 0)
     assert c["rejected"] == 0
     assert report["rejected"] == []
     assert len(report["batches"]) == len(writes)
@@ -259,7 +261,7 @@ def test_second_sync_sends_exactly_the_changes_and_third_sends_nothing(
     assert_well_formed_writes(requests)
     sent = sent_items(puts(sandbox), status=None)
     assert sorted((item_key(it), it["quantity"]) for it in sent) == sorted(diff.items())
-    assert sandbox.levels() == night2
+    assert stocked(sandbox.levels()) == stocked(night2)
     report = second.report()
     assert report["status"] == "succeeded"
     c = report["counts"]
@@ -272,7 +274,7 @@ def test_second_sync_sends_exactly_the_changes_and_third_sends_nothing(
     assert third.returncode == 0, output(third)
     assert puts(sandbox) == []
     assert sandbox.stats()["items_applied"] == 0
-    assert sandbox.levels() == night2
+    assert stocked(sandbox.levels()) == stocked(night2)
     report = third.report()
     assert report["status"] == "succeeded"
     c = report["counts"]
@@ -290,7 +292,8 @@ def test_batch_size_and_concurrency_are_respected(sandbox_factory: Factory,
     sb = sandbox_factory("--latency-ms", "40")
     env = env_for(sb, tmp_path)
     expected = csv_levels(NIGHT1)
-    per_location = Counter(loc for loc, _ in expected)
+    # Only what differs from the store is sent: the store already holds 0 of the others.
+    per_location = Counter(loc for loc, _ in stocked(expected))
     batches = sum(math.ceil(n / 500) for n in per_location.values())
 
     serial = run_invsync(["sync", str(NIGHT1), "--batch-size", "500", "--concurrency", "1"], env)
@@ -304,7 +307,7 @@ def test_batch_size_and_concurrency_are_respected(sandbox_factory: Factory,
     assert sorted(len(r["items"]) for r in writes)[len(per_location):] == \
         [500] * (batches - len(per_location))
     assert sb.stats()["max_in_flight"] == 1
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     report = serial.report()
     assert report["options"]["batch_size"] == 500
     assert report["options"]["concurrency"] == 1
@@ -321,8 +324,10 @@ def test_batch_size_and_concurrency_are_respected(sandbox_factory: Factory,
     stats = sb.stats()
     assert 1 < stats["max_in_flight"] <= 3, stats
     assert stats["item_overlaps"] == 0
-    assert len(puts(sb)) == batches
-    assert sb.levels() == expected
+    # --full sends every item, those the store holds at 0 too.
+    assert len(puts(sb)) == sum(math.ceil(n / 500) for n in
+                                Counter(loc for loc, _ in expected).values())
+    assert stocked(sb.levels()) == stocked(expected)
 
 
 # ---- 4. dry run ----------------------------------------------------------------------------
@@ -344,18 +349,20 @@ def test_dry_run_sends_nothing_and_changes_no_snapshot(sandbox: SandboxProcess,
     assert report["status"] == "dry_run"
     assert report["transaction_ids"] == []
     c = report["counts"]
-    assert (c["changed"], c["submitted"], c["accepted"], c["not_sent"]) == (3114, 0, 0, 3114)
+    in_stock = len(stocked(csv_levels(NIGHT1)))  # the store holds 0 of the others already
+    assert (c["changed"], c["submitted"], c["accepted"], c["not_sent"]) == \
+        (in_stock, 0, 0, in_stock)
     assert_counts_add_up(c)
     assert report["batches"] and all(b["status"] == "planned" and b["transaction_id"] is None
                                      for b in report["batches"])
-    assert sum(b["items"] for b in report["batches"]) == 3114
+    assert sum(b["items"] for b in report["batches"]) == in_stock
 
     real = run_invsync(["sync", str(NIGHT1)], cli_env)
 
     assert real.returncode == 0, output(real)
-    assert len(sent_items(puts(sandbox))) == 3114
-    assert real.report()["counts"]["submitted"] == 3114
-    assert sandbox.levels() == csv_levels(NIGHT1)
+    assert len(sent_items(puts(sandbox))) == in_stock
+    assert real.report()["counts"]["submitted"] == in_stock
+    assert stocked(sandbox.levels()) == stocked(csv_levels(NIGHT1))
     assert snap.exists()
 
     # A dry run after a real one: still nothing sent, the snapshot byte for byte the same.
@@ -367,13 +374,13 @@ def test_dry_run_sends_nothing_and_changes_no_snapshot(sandbox: SandboxProcess,
     assert puts(sandbox) == []
     assert store_state(tmp_path) == before
     assert dry2.report()["counts"]["changed"] == 93
-    assert sandbox.levels() == csv_levels(NIGHT1)
+    assert stocked(sandbox.levels()) == stocked(csv_levels(NIGHT1))
 
     # ... so the real night2 run still sends the 93 changes.
     real2 = run_invsync(["sync", str(NIGHT2)], cli_env)
     assert real2.returncode == 0, output(real2)
     assert len(sent_items(puts(sandbox))) == 93
-    assert sandbox.levels() == csv_levels(NIGHT2)
+    assert stocked(sandbox.levels()) == stocked(csv_levels(NIGHT2))
 
 
 def test_dry_run_needs_no_token_and_contacts_no_store(sandbox: SandboxProcess,
@@ -407,7 +414,7 @@ def test_full_resends_everything_even_when_unchanged(sandbox: SandboxProcess,
     sent = sent_items(puts(sandbox))
     assert len(sent) == 3114
     assert {item_key(it): it["quantity"] for it in sent} == expected
-    assert sandbox.levels() == expected
+    assert stocked(sandbox.levels()) == stocked(expected)
     report = again.report()
     assert report["status"] == "succeeded"
     c = report["counts"]
@@ -464,7 +471,7 @@ def test_bad_rows_are_rejected_with_their_original_text(sandbox: SandboxProcess,
     result = run_invsync(["sync", str(path)], cli_env)
 
     assert result.returncode == 1, output(result)
-    assert sandbox.levels() == expected_levels
+    assert stocked(sandbox.levels()) == stocked(expected_levels)
     requests = sandbox.requests()
     assert_well_formed_writes(requests)
     assert all(r["status"] == 200 for r in puts(sandbox))
@@ -511,7 +518,7 @@ def test_location_id_flag_is_the_location_of_rows_without_one(sandbox: SandboxPr
     to_two = run_invsync(["sync", str(path), "--location-id", "2"], cli_env)
 
     assert to_two.returncode == 0, output(to_two)
-    assert sandbox.levels() == {(2, sku): i for i, sku in enumerate(skus)}
+    assert stocked(sandbox.levels()) == stocked({(2, sku): i for i, sku in enumerate(skus)})
     assert_well_formed_writes(sandbox.requests())
 
     # The default location is disabled in the store: every row is rejected before sending,
@@ -545,15 +552,15 @@ def test_location_codes_that_are_numbers_go_where_the_header_says(
 
     if header == "Location":  # "20" is id 20 and location 1's code: refused, not guessed
         assert result.returncode == 1, output(result)
-        assert sb.levels() == {(20, skus[1]): 8}
+        assert stocked(sb.levels()) == stocked({(20, skus[1]): 8})
         rejected = result.report()["rejected"]
         assert [(r["row"], r["reason"]) for r in rejected] == [(2, "ambiguous_location")]
     elif header == "Location ID":
         assert result.returncode == 1, output(result)  # no location has id 10
-        assert sb.levels() == {(20, skus[0]): 7}
+        assert stocked(sb.levels()) == stocked({(20, skus[0]): 7})
     else:
         assert result.returncode == 0, output(result)
-        assert sb.levels() == {(1, skus[0]): 7, (20, skus[1]): 8}
+        assert stocked(sb.levels()) == stocked({(1, skus[0]): 7, (20, skus[1]): 8})
 
 
 # ---- 7. items the store refuses ------------------------------------------------------------
@@ -582,7 +589,7 @@ def test_unknown_skus_refused_by_store_rest_applied_and_retried_next_run(
     first = run_invsync(["sync", str(path)], env)
 
     assert first.returncode == 1, output(first)
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     requests = sb.requests()
     assert_well_formed_writes(requests)
     writes = puts(sb)
@@ -601,7 +608,9 @@ def test_unknown_skus_refused_by_store_rest_applied_and_retried_next_run(
     assert report["status"] == "partial"
     c = report["counts"]
     assert (c["invalid"], c["refused"], c["rejected"]) == (0, 3, 3)
-    assert (c["submitted"], c["accepted"]) == (len(rows), len(expected))
+    # A row at 0 is not sent: the store holds 0 already.
+    zeros = len(expected) - len(stocked(expected))
+    assert (c["submitted"], c["accepted"]) == (len(rows) - zeros, len(expected) - zeros)
     assert_report_matches_sandbox(report, requests)
     refused = {r["row"]: r for r in report["rejected"]}
     assert sorted(refused) == sorted(ghost_rows)
@@ -627,7 +636,7 @@ def test_unknown_skus_refused_by_store_rest_applied_and_retried_next_run(
     resent = sent_items(puts(sb), status=None)
     assert {item_key(it) for it in resent} == ghost_keys
     assert all(r["status"] == 422 for r in puts(sb))
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     report = rerun.report()
     c = report["counts"]
     assert (c["changed"], c["unchanged"], c["submitted"]) == (3, len(expected), 3)
@@ -695,7 +704,7 @@ def test_merchant_xlsx_rejections_match_the_readme(sandbox: SandboxProcess,
 
     assert result.returncode == 1, output(result)
     levels = sandbox.levels()
-    assert levels == expected_levels
+    assert stocked(levels) == stocked(expected_levels)
     assert levels[(1, "BEANIE-840-BLACK")] == 12
     assert levels[(1, "00123")] == 30 and (1, "123") not in levels
     requests = sandbox.requests()
@@ -708,7 +717,8 @@ def test_merchant_xlsx_rejections_match_the_readme(sandbox: SandboxProcess,
     assert report["status"] == "partial"
     c = report["counts"]
     assert (c["rows"], c["blank"], c["rejected"]) == (51, 1, 9)
-    assert (c["invalid"], c["refused"], c["accepted"]) == (8, 1, 42)
+    # One row says 0, which the store holds already: unchanged, not sent.
+    assert (c["invalid"], c["refused"], c["accepted"], c["unchanged"]) == (8, 1, 41, 1)
     assert_report_matches_sandbox(report, requests)
     got = {r["row"]: (r["reason"], r["value"] if r["column"] == "SKU" else None)
            for r in report["rejected"]}
@@ -746,7 +756,7 @@ def test_rate_limited_store_is_paced_not_hammered(sandbox_factory: Factory,
                          env, timeout=60)
 
     assert result.returncode == 0, output(result)
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     requests = sb.requests()
     assert_well_formed_writes(requests, max_batch=200)
@@ -758,7 +768,7 @@ def test_rate_limited_store_is_paced_not_hammered(sandbox_factory: Factory,
     [finished] = [e for e in events if e["event"] == "run_finished"]
     report = json.loads((Path(finished["report_dir"]) / "report.json").read_text())
     assert report["status"] == "succeeded"
-    assert report["counts"]["accepted"] == 3114
+    assert report["counts"]["accepted"] == len(stocked(expected))
     assert_report_matches_sandbox(report, requests)
     # Paced by the store's headers, not sent in one burst: it read the quota from them and
     # waited for the next window (17+ requests at 5 a window), each wait at most a window.
@@ -845,7 +855,7 @@ def test_write_refused_for_scope_stops_the_run(sandbox_factory: Factory, tmp_pat
     assert "403" in text and "scope" in text
     assert ro_token not in text
     requests = sb.requests()
-    assert [r["status"] for r in requests if r["method"] == "GET"] == [200]
+    assert {r["status"] for r in requests if r["method"] == "GET"} == {200}
     assert [r["status"] for r in puts(sb)] == [403]  # no new batch after a fatal answer
     assert sb.levels() == {}
     report = result.report()
@@ -853,7 +863,7 @@ def test_write_refused_for_scope_stops_the_run(sandbox_factory: Factory, tmp_pat
     assert report["exit_code"] == 2
     c = report["counts"]
     assert c["accepted"] == 0
-    assert c["not_sent"] + c["unconfirmed"] == c["changed"] == 3114
+    assert c["not_sent"] + c["unconfirmed"] == c["changed"] == len(stocked(csv_levels(NIGHT1)))
     assert_counts_add_up(c)
     statuses = [b["status"] for b in report["batches"]]
     assert statuses[0] == "failed" and set(statuses[1:]) == {"not_sent"}
@@ -884,7 +894,7 @@ def test_run_failing_mid_way_keeps_confirmed_batches_and_rerun_sends_the_rest(
     assert_well_formed_writes(requests, max_batch=500)
     confirmed = {item_key(it): it["quantity"] for it in sent_items(puts(sb))}
     assert 0 < len(confirmed) < len(expected)
-    assert sb.levels() == confirmed
+    assert stocked(sb.levels()) == stocked(confirmed)
     report = first.report()
     assert report["status"] == "failed"
     assert "kept failing" in report["error"]
@@ -894,7 +904,7 @@ def test_run_failing_mid_way_keeps_confirmed_batches_and_rerun_sends_the_rest(
     failed = [b for b in report["batches"] if b["status"] == "failed"]
     assert len(failed) == 1
     assert c["unconfirmed"] == failed[0]["items"]
-    assert c["not_sent"] == len(expected) - len(confirmed) - failed[0]["items"] > 0
+    assert c["not_sent"] == c["changed"] - len(confirmed) - failed[0]["items"] > 0
 
     sb.post("/_sandbox/reset")
     second = run_invsync(["sync", str(NIGHT1), "--config",
@@ -902,12 +912,12 @@ def test_run_failing_mid_way_keeps_confirmed_batches_and_rerun_sends_the_rest(
 
     assert second.returncode == 0, output(second)
     resent = sent_items(puts(sb))
-    assert {item_key(it): it["quantity"] for it in resent} == \
-        {k: q for k, q in expected.items() if k not in confirmed}
-    assert len(resent) == len(expected) - len(confirmed)
-    assert sb.levels() == expected
+    # The rest: what the store does not hold yet (it holds 0 of some items already).
+    rest = {k: q for k, q in stocked(expected).items() if k not in confirmed}
+    assert {item_key(it): it["quantity"] for it in resent} == rest
+    assert stocked(sb.levels()) == stocked(expected)
     c = second.report()["counts"]
-    assert (c["unchanged"], c["accepted"]) == (len(confirmed), len(expected) - len(confirmed))
+    assert (c["unchanged"], c["accepted"]) == (len(expected) - len(rest), len(rest))
 
 
 # ---- 12. usage and input errors ------------------------------------------------------------
@@ -980,7 +990,7 @@ def test_flaky_store_with_5xx_and_bare_429s_ends_with_every_level_right(
                          env, timeout=90)
 
     assert result.returncode == 0, output(result)
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     requests = sb.requests()
     assert_well_formed_writes(requests, max_batch=100)
     statuses = Counter(r["status"] for r in requests)
@@ -989,7 +999,8 @@ def test_flaky_store_with_5xx_and_bare_429s_ends_with_every_level_right(
     report = result.report()
     assert report["status"] == "succeeded"
     c = report["counts"]
-    assert (c["submitted"], c["accepted"], c["unconfirmed"]) == (3114, 3114, 0)
+    in_stock = len(stocked(expected))
+    assert (c["submitted"], c["accepted"], c["unconfirmed"]) == (in_stock, in_stock, 0)
     assert_report_matches_sandbox(report, requests)
     assert sb.stats()["item_overlaps"] == 0
 
@@ -1006,10 +1017,10 @@ def test_dropped_answers_are_retried_and_levels_end_right(sandbox_factory: Facto
                          env, timeout=90)
 
     assert result.returncode == 0, output(result)
-    assert sb.levels() == expected
+    assert stocked(sb.levels()) == stocked(expected)
     requests = sb.requests()
     assert any(r["dropped"] for r in requests)
     report = result.report()
     assert report["status"] == "succeeded"
-    assert report["counts"]["accepted"] == 3114
+    assert report["counts"]["accepted"] == len(stocked(expected))
     assert_report_matches_sandbox(report, requests)

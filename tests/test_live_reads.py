@@ -70,7 +70,11 @@ def test_a_file_naming_1000_of_100000_items_reads_only_those(
     edited = named[NAMED // 2]
     _edit(sb, sku(edited), 999)
     n = len(sb.requests())
-    drift = run_invsync(["drift", str(stock)], env)
+    # (No read-after-write lag allowed here: drift would re-read the edited item for up
+    # to verify_lag_s after invsync's own write before calling it drift.)
+    no_lag = tmp_path / "no-lag.toml"
+    no_lag.write_text("verify_lag_s = 0\n")
+    drift = run_invsync(["drift", str(stock), "--config", str(no_lag)], env)
     assert drift.returncode == 1, out(drift)
     assert f"{NAMED:,} items checked, {NAMED - 1:,} match, 1 differ" in drift.stdout
     assert f"sku {sku(edited)}: expected {1 + edited % 50}, store has 999" in drift.stdout

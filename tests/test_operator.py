@@ -26,7 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, CliResult, env_for, retry_config, run_invsync, write_csv
+from conftest import (
+    ROOT,
+    SAMPLE,
+    TOKEN,
+    CliResult,
+    env_for,
+    retry_config,
+    run_invsync,
+    stocked,
+    write_csv,
+)
 from conftest import output as out
 
 from invsync.sandbox.process import SandboxProcess, run_sandbox
@@ -34,10 +44,14 @@ from invsync.sandbox.process import SandboxProcess, run_sandbox
 NIGHT1 = SAMPLE / "night1.csv"
 NIGHT2 = SAMPLE / "night2.csv"
 MERCHANT = SAMPLE / "merchant.xlsx"
-PLAN_COLUMNS = ["location_id", "identifier", "item", "old", "new", "delta", "row", "status"]
+PLAN_COLUMNS = ["location_id", "identifier", "item", "before", "after", "delta", "row", "status",
+                "read_at"]
 RUN_ID = re.compile(r"\b\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}\b")
 SHOWN_FILES = ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",
                "plan.csv", "verify.json")
+IN_STOCK = 3114 - 246
+"""night1's items above 0: planned against the store, the other 246 (0, as the sandbox
+holds them already) are not sent."""
 # Items a merchant edits by hand in the control panel, behind the snapshot's back.
 EDITED = [(1, "00123"), (2, "BOTTLE-6209"), (2, "077272763681")]
 
@@ -179,12 +193,12 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planned]:
 
 def test_plan_sends_nothing_and_plan_csv_is_exactly_the_diff(planned: Planned) -> None:
     assert puts(planned.requests_after_plan[planned.requests_before_plan:]) == []
-    assert planned.sb.levels() == csv_levels(NIGHT1)
+    assert stocked(planned.sb.levels()) == stocked(csv_levels(NIGHT1))
 
     header, rows = read_plan(planned.plan_csv)
     assert header == PLAN_COLUMNS
-    got = sorted((int(r["location_id"]), r["identifier"], r["item"], int(r["old"]),
-                  int(r["new"]), int(r["delta"]), int(r["row"]), r["status"]) for r in rows)
+    got = sorted((int(r["location_id"]), r["identifier"], r["item"], int(r["before"]),
+                  int(r["after"]), int(r["delta"]), int(r["row"]), r["status"]) for r in rows)
     want = sorted((loc, "sku", sku, old, new, new - old, row, "planned")
                   for (loc, sku), (old, new, row) in night_diff().items())
     assert len(want) == 93
@@ -234,15 +248,15 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     # A plan whose old levels were edited no longer matches the snapshot: refused, nothing sent.
     edited = planned.tmp / "edited-plan.csv"
     rows = [dict(r) for r in plan_rows]
-    rows[0]["old"] = str(int(rows[0]["old"]) + 1)
+    rows[0]["before"] = str(int(rows[0]["before"]) + 1)
     write_csv(edited, PLAN_COLUMNS, [[r[c] for c in PLAN_COLUMNS] for r in rows])
     n = len(sb.requests())
     refused = run_invsync(["sync", "--plan-file", str(edited)], env)
     assert refused.returncode == 3, out(refused)
-    assert "snapshot moved" in out(refused)
+    assert "the store changed since the preview: preview again" in out(refused)
     assert rows[0]["item"] in out(refused)
     assert puts(sb.requests()[n:]) == []
-    assert sb.levels() == csv_levels(NIGHT1)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT1))
 
     # The reviewed plan goes through: exactly its items, each once, at its new levels.
     n = len(sb.requests())
@@ -250,9 +264,9 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     assert pushed.returncode == 0, out(pushed)
     sent = sb.requests()[n:]
     assert all(r["status"] == 200 for r in puts(sent))
-    assert put_items(sent) == Counter((int(r["location_id"]), r["item"], int(r["new"]))
+    assert put_items(sent) == Counter((int(r["location_id"]), r["item"], int(r["after"]))
                                       for r in plan_rows)
-    assert sb.levels() == csv_levels(NIGHT2)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT2))
     report = pushed.report()
     assert report["status"] == "succeeded"
     assert report["counts"]["accepted"] == len(plan_rows) == 93
@@ -264,9 +278,9 @@ def test_plan_file_pushes_exactly_the_plan_and_is_refused_once_stale(planned: Pl
     n = len(sb.requests())
     again = run_invsync(["sync", "--plan-file", str(planned.plan_csv)], env)
     assert again.returncode == 3, out(again)
-    assert "the snapshot moved since this plan was made" in out(again)
+    assert "the store changed since the preview: preview again" in out(again)
     assert puts(sb.requests()[n:]) == []
-    assert sb.levels() == csv_levels(NIGHT2)
+    assert stocked(sb.levels()) == stocked(csv_levels(NIGHT2))
     assert again.report()["status"] == "failed"
 
 
@@ -291,7 +305,7 @@ def json_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonRun]:
         result = run_invsync(["-v", "--log-format", "json", "sync", "--config", str(config),
                               "--batch-size", "500", str(NIGHT1)], env)
         assert result.returncode == 0, out(result)
-        assert sb.levels() == csv_levels(NIGHT1)
+        assert stocked(sb.levels()) == stocked(csv_levels(NIGHT1))
         yield JsonRun(result, json_lines(result.stdout), sb.requests())
 
 
@@ -314,7 +328,8 @@ def test_json_log_format_is_one_event_per_line_with_real_transaction_ids(
     assert finished["status"] == "succeeded" and finished["exit_code"] == 0
     assert finished["error"] is None
     counts = finished["counts"]
-    assert counts["rows"] == counts["changed"] == counts["accepted"] == 3114
+    assert counts["rows"] == 3114
+    assert counts["changed"] == counts["accepted"] == IN_STOCK
     assert counts["rejected"] == counts["refused"] == counts["not_sent"] == 0
     folder = Path(finished["report_dir"])
     report = json.loads((folder / "report.json").read_text())
@@ -324,10 +339,10 @@ def test_json_log_format_is_one_event_per_line_with_real_transaction_ids(
     # One batch event per batch, carrying the transaction id the store really answered.
     batches = [e for e in events if e["event"] == "batch"]
     submit = next(e for e in events if e["event"] == "submit_started")
-    per_location = Counter(loc for loc, _ in csv_levels(NIGHT1))
+    per_location = Counter(loc for loc, _ in stocked(csv_levels(NIGHT1)))
     expected_batches = sum(math.ceil(n / 500) for n in per_location.values())
     assert submit["batches"] == len(batches) == len(report["batches"]) == expected_batches
-    assert submit["items"] == sum(b["items"] for b in batches) == 3114
+    assert submit["items"] == sum(b["items"] for b in batches) == IN_STOCK
     assert sorted(b["index"] for b in batches) == list(range(expected_batches))
     by_txid = {r["transaction_id"]: r for r in puts(requests) if r["status"] == 200}
     assert sorted(b["transaction_id"] for b in batches) == sorted(by_txid)
@@ -376,21 +391,23 @@ def test_progress_is_plain_lines_on_stderr_and_quiet_prints_nothing(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     result = run_invsync(["sync", "--batch-size", "500", str(NIGHT1)], cli_env)
     assert result.returncode == 0, out(result)
-    per_location = Counter(loc for loc, _ in csv_levels(NIGHT1))
+    per_location = Counter(loc for loc, _ in stocked(csv_levels(NIGHT1)))
     batches = sum(math.ceil(n / 500) for n in per_location.values())
-    stamped = result.stderr.splitlines()
+    # The live read's lines come first; then the submit's.
+    stamped = [line for line in result.stderr.splitlines() if " invsync: read" not in line]
     assert "\x1b" not in result.stderr and "\r" not in result.stderr, repr(result.stderr)
     # Not a terminal: each line starts with a UTC timestamp.
     stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
     assert stamped and all(stamp.match(line) for line in stamped), stamped
     lines = [stamp.sub("", line, count=1) for line in stamped]
     assert all(line.startswith("invsync: ") for line in lines), lines
-    assert lines[0] == f"invsync: sending 3,114 items in {batches} batches"
-    progress = re.compile(rf"invsync: sent (\d+)/{batches} batches \(([\d,]+)/3,114 items\), "
+    assert lines[0] == f"invsync: sending {IN_STOCK:,} items in {batches} batches"
+    progress = re.compile(rf"invsync: sent (\d+)/{batches} batches "
+                          rf"\(([\d,]+)/{IN_STOCK:,} items\), "
                           r"[\d,]+ items/s(, ETA [\d,]+ s)?")
     sent = [m for m in map(progress.fullmatch, lines[1:]) if m]
     assert sent and len(sent) == len(lines) - 1, lines
-    assert sent[-1].group(1) == str(batches) and sent[-1].group(2) == "3,114"
+    assert sent[-1].group(1) == str(batches) and sent[-1].group(2) == f"{IN_STOCK:,}"
     assert "succeeded" in result.stdout
 
     n = len(sandbox.requests())
@@ -398,7 +415,7 @@ def test_progress_is_plain_lines_on_stderr_and_quiet_prints_nothing(
     assert quiet.returncode == 0, out(quiet)
     assert quiet.stdout == "" and quiet.stderr == ""
     assert sum(put_items(sandbox.requests()[n:]).values()) == 93
-    assert sandbox.levels() == csv_levels(NIGHT2)
+    assert stocked(sandbox.levels()) == stocked(csv_levels(NIGHT2))
 
     failing = run_invsync(["--quiet", "sync", str(tmp_path / "missing.csv")], cli_env)
     assert failing.returncode == 66  # EX_NOINPUT
@@ -496,9 +513,9 @@ def test_runs_lists_every_run_newest_first_with_status_and_counts(history: Histo
     # Independent expectations for the counts themselves.
     levels_now = history.sb.levels()
     night2 = csv_levels(NIGHT2)
-    would_change = sum(1 for k, q in night2.items() if levels_now[k] != q)
+    would_change = sum(1 for k, q in night2.items() if levels_now.get(k, 0) != q)
     by_kind = {run.kind: line for line, run in zip(lines, newest_first, strict=True)}
-    assert by_kind["success"]["accepted"] == by_kind["success"]["rows"] == 3114
+    assert (by_kind["success"]["accepted"], by_kind["success"]["rows"]) == (IN_STOCK, 3114)
     assert by_kind["dry_run"]["changed"] == by_kind["plan"]["changed"] == would_change
     assert by_kind["dry_run"]["accepted"] == by_kind["dry_run"]["transactions"] == 0
     assert by_kind["failed"]["rows"] == by_kind["failed"]["transactions"] == 0
@@ -578,14 +595,16 @@ def test_run_that_failed_reading_its_input_still_names_the_file(history: History
 
 def test_baseline_live_sees_and_restores_edits_made_behind_the_snapshots_back(
         sandbox: SandboxProcess, cli_env: dict[str, str]) -> None:
-    first = run_invsync(["sync", str(NIGHT1)], cli_env)
+    # A store synced with --baseline snapshot is blind to edits; the live baseline (the
+    # default) sees and restores them.
+    first = run_invsync(["sync", "--baseline", "snapshot", str(NIGHT1)], cli_env)
     assert first.returncode == 0, out(first)
     night1 = csv_levels(NIGHT1)
     edits = edited_levels()
     edit_behind_the_back(sandbox, edits)
 
     n = len(sandbox.requests())
-    blind = run_invsync(["sync", "--dry-run", str(NIGHT1)], cli_env)
+    blind = run_invsync(["sync", "--dry-run", "--baseline", "snapshot", str(NIGHT1)], cli_env)
     assert blind.returncode == 0, out(blind)
     assert blind.report()["counts"]["changed"] == 0
     assert read_plan(blind.report_dir() / "plan.csv")[1] == []
@@ -595,7 +614,7 @@ def test_baseline_live_sees_and_restores_edits_made_behind_the_snapshots_back(
     assert live.report()["counts"]["changed"] == len(edits)
     assert live.report()["counts"]["unchanged"] == len(night1) - len(edits)
     rows = read_plan(live.report_dir() / "plan.csv")[1]
-    assert sorted((int(r["location_id"]), r["item"], int(r["old"]), int(r["new"]))
+    assert sorted((int(r["location_id"]), r["item"], int(r["before"]), int(r["after"]))
                   for r in rows) == sorted((loc, sku, q, night1[(loc, sku)])
                                            for (loc, sku), q in edits.items())
     assert puts(sandbox.requests()[n:]) == []
@@ -626,13 +645,15 @@ def drift_items(text: str) -> set[tuple[int, str, int, int]]:
 
 def test_drift_reports_exactly_the_items_edited_behind_the_snapshots_back(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
-    first = run_invsync(["sync", str(NIGHT1)], cli_env)
+    # Drift compares the snapshot: synced with --baseline snapshot, it holds every item.
+    first = run_invsync(["sync", "--baseline", "snapshot", str(NIGHT1)], cli_env)
     assert first.returncode == 0, out(first)
     night1 = csv_levels(NIGHT1)
 
     clean = run_invsync(["drift"], cli_env)
     assert clean.returncode == 0, out(clean)
-    assert f"{len(night1):,} items checked, {len(night1):,} match, 0 differ" in clean.stdout
+    held = len(night1)
+    assert f"{held:,} items checked, {held:,} match, 0 differ" in clean.stdout
 
     edits = edited_levels()
     edit_behind_the_back(sandbox, edits)
@@ -640,8 +661,8 @@ def test_drift_reports_exactly_the_items_edited_behind_the_snapshots_back(
     found = run_invsync(["--log-format", "json", "drift"], cli_env)
     assert found.returncode == 1, out(found)
     (event,) = [e for e in json_lines(found.stdout) if e["event"] == "drift"]  # after read events
-    assert event["event"] == "drift" and event["checked"] == len(night1)
-    assert event["differences"] == len(edits) and event["matched"] == len(night1) - len(edits)
+    assert event["event"] == "drift" and event["checked"] == held
+    assert event["differences"] == len(edits) and event["matched"] == held - len(edits)
     assert sorted((i["location_id"], i["identifier"], i["item_key"], i["expected"], i["live"])
                   for i in event["items"]) == sorted(
         (loc, "sku", sku, night1[(loc, sku)], q) for (loc, sku), q in edits.items())
@@ -679,7 +700,7 @@ def test_verify_confirms_a_run_and_names_levels_changed_after_it(
     assert ok.returncode == 0, out(ok)
     verify = json.loads((folder / "verify.json").read_text())
     assert verify["run_id"] == run_id
-    assert verify["matched"] == verify["checked"] == accepted == 3114
+    assert verify["matched"] == verify["checked"] == accepted == IN_STOCK
     assert verify["differences"] == []
     assert f"{accepted:,} items checked, {accepted:,} match, 0 differ" in ok.stdout
 
@@ -706,7 +727,8 @@ def test_verify_waits_for_writes_that_land_late(sandbox_factory: Factory,
     assert ok.returncode == 0, out(ok)
     verify = json.loads((run.report_dir() / "verify.json").read_text())
     # Everything matched (a verify that gave up at its timeout would list differences).
-    assert verify["matched"] == verify["checked"] == run.report()["counts"]["accepted"] == 3114
+    assert verify["matched"] == verify["checked"] == run.report()["counts"]["accepted"] == \
+        IN_STOCK
     assert verify["reads"] >= 1
     assert puts(sb.requests()[n:]) == [], "verify must only read"
 
@@ -776,7 +798,7 @@ def test_plan_file_levels_are_final_quantity_rules_are_not_applied_twice(
     assert plan.returncode == 0, out(plan)
     _, rows = read_plan(plan.report_dir() / "plan.csv")
     final = [("POSTER-1755", 5), ("TOWEL-907-NAVY-SHEET", 8)]
-    assert sorted((r["item"], int(r["new"])) for r in rows) == final
+    assert sorted((r["item"], int(r["after"])) for r in rows) == final
     pushed = run_invsync(["sync", "--plan-file", str(plan.report_dir() / "plan.csv"),
                           "--config", str(config)], cli_env)
     assert pushed.returncode == 0, out(pushed)

@@ -72,7 +72,9 @@ def test_baseline_every_uses_the_live_baseline_when_the_last_one_is_old(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     config = tmp_path / "invsync.toml"
-    config.write_text('baseline_every = "7d"\n')
+    # baseline_every serves the snapshot baseline (plans are made against the store
+    # by default, which needs no periodic reconcile).
+    config.write_text('baseline = "snapshot"\nbaseline_every = "7d"\n')
     args = ["sync", str(NIGHT1), "--config", str(config)]
     first = run_invsync(args, env)
     assert first.returncode in (0, 1), out(first)

@@ -275,9 +275,11 @@ def test_precedence_flag_over_env_over_config(clean_env: pytest.MonkeyPatch,
     assert s.store_hash is None
     assert s.api_url == DEFAULT_API_URL
     assert s.location_id == 1 and s.batch_size == 2000
-    # 16 in flight: 150 requests a 30 s window take 5 x the answer time in flight to be
-    # used (docs/bigcommerce-api.md, bench case 8).
-    assert s.concurrency == 16
+    # One write in flight, as BigCommerce's inventory guidance asks, and a share of the
+    # store's quota left to its other apps (docs/bigcommerce-api.md).
+    assert s.concurrency == 1 and s.quota_share == 0.8
+    # Plans are made against the store's live levels.
+    assert s.baseline == "live" and s.verify_lag_s == 30.0
 
 
 def test_token_only_from_env_or_config(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -238,6 +238,11 @@ def kill_world(sandbox_factory: Factory, tmp_path: Path) -> KillWorld:
     return KillWorld(sb=sb, env=env_for(sb, tmp_path), tmp=tmp_path, skus=skus)
 
 
+def first_put(requests: list[dict[str, Any]]) -> float:
+    """When the first write started (the reads of a run come before it)."""
+    return min(r["started"] for r in requests if r["method"] == "PUT")
+
+
 def kill_args(path: Path) -> list[str]:
     return ["sync", str(path), "--batch-size", str(KILL_BATCH),
             "--concurrency", str(KILL_CONCURRENCY)]
@@ -413,16 +418,20 @@ def test_kill_9_at_random_points_loses_nothing(kill_world: KillWorld,
     assert f"from interrupted run {last.run_id}" in notes, notes
     assert json.loads((w.store_dir / "lock").read_text() or "{}") == {}  # released
 
-    # What was confirmed before a kill is never sent again; everything else is sent once.
+    # What was confirmed before a kill is never sent again; everything else is sent once,
+    # except items in flight at a kill that landed: planned against the store, they are
+    # already right.
     confirmed = {key for k in killed for key in k.journal.levels}
+    in_flight = {key for k in killed for key in item_keys(k.in_flight)}
     final_puts = puts_since(w.sb, mark)
-    assert sorted(item_keys([r for r in final_puts if r["status"] == 200])) == sorted(
-        set(new) - confirmed)
-    assert report["counts"]["accepted"] == len(new) - len(confirmed)
+    sent = item_keys([r for r in final_puts if r["status"] == 200])
+    assert len(sent) == len(set(sent))
+    assert set(new) - confirmed - in_flight <= set(sent) <= set(new) - confirmed
+    assert report["counts"]["accepted"] == len(sent)
     # The store applied the file once, plus at most the batches in flight at each kill again.
     extra = w.sb.stats()["items_applied"] - applied_before - len(new)
-    assert extra == sum(len(r["items"]) for k in killed for r in k.in_flight)
-    assert 0 <= extra <= kills * KILL_CONCURRENCY * KILL_BATCH, extra
+    assert 0 <= extra <= sum(len(r["items"]) for k in killed for r in k.in_flight)
+    assert extra <= kills * KILL_CONCURRENCY * KILL_BATCH, extra
     assert w.sb.stats()["item_overlaps"] == 0
 
 
@@ -535,9 +544,10 @@ def test_second_concurrent_sync_is_locked_out_at_once(kill_world: KillWorld,
     runs_dir = w.state_home / "invsync" / "runs"
     assert [p.name for p in runs_dir.iterdir()] == [holder["run_id"]]
     assert w.sb.levels() == levels
-    # The locked-out run sent nothing: one location read and 40 batches, all the first run's.
+    # The locked-out run sent nothing: the first run's reads (locations, live levels) and
+    # its 40 batches are all there is.
     requests = w.sb.requests()
-    assert [r["method"] for r in requests].count("GET") == 1
+    assert all(r["method"] != "GET" or r["started"] < first_put(requests) for r in requests)
     assert len([r for r in requests if r["method"] == "PUT"]) == len(levels) // KILL_BATCH
     assert w.sb.stats()["item_overlaps"] == 0
 

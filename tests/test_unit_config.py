@@ -51,7 +51,8 @@ def every_file_value(tmp_path: Path) -> Settings:
                             clamp_negative=True, maximum=500),
         retry=RetryPolicy(max_attempts=3, base_delay_s=0.25, max_delay_s=2.0,
                           max_total_s=30.0, timeout_s=5.0, max_wait_s=7.5),
-        verify_tls=False, zero_missing=True, baseline="live", baseline_every_s=7 * 86400.0,
+        verify_tls=False, zero_missing=True, baseline="snapshot", baseline_every_s=7 * 86400.0,
+        verify_lag_s=5.0, quota_share=0.5, store_id="shop-eu",
         brakes=BrakeLimits(min_rows_ratio=0.25, max_zero_share=0.75),
         notify={"url": "https://hooks.example/x", "on": ["failed"]},
         as_of="mtime", max_as_of_age_s=6 * 3600.0,
@@ -90,7 +91,8 @@ def test_every_field_is_a_file_key_or_marked_not_from_file() -> None:
         "report_dir", "batch_size", "concurrency", "sheet", "duplicates", "columns",
         "quantity", "retry", "verify_tls", "zero_missing", "brakes", "baseline",
         "baseline_every", "notify", "encoding", "header_row",
-        "as_of", "max_as_of_age", "sources", "source", "retention"} == _KNOWN_KEYS
+        "as_of", "max_as_of_age", "sources", "source", "retention", "verify_lag_s", "store",
+        "store_id"} == _KNOWN_KEYS
 
 
 def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,
@@ -103,7 +105,8 @@ def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,
     path = tmp_path / "invsync.toml"
     path.write_text(config_text(original, with_token=True), encoding="utf-8")
     loaded = load_settings(path, {})
-    assert loaded == dataclasses.replace(original, config_path=path)
+    assert loaded == dataclasses.replace(original, config_path=path,
+                                         token_source=f"access_token in {path}")
     assert loaded.token is not None and loaded.token.reveal() == TOKEN
     # Defaults round-trip too (nothing is written for what no file can hold).
     path.write_text(config_text(Settings(state_dir=tmp_path / "s")), encoding="utf-8")
@@ -125,7 +128,7 @@ def test_public_view_never_holds_the_token_and_keeps_its_keys(tmp_path: Path) ->
         "dry_run", "full", "sheet", "encoding", "header_row", "column_map", "duplicates",
         "quantity_rules", "zero_missing", "brakes", "verify_tls", "baseline",
         "baseline_every_s", "plan_file", "source", "config", "profile",
-        "as_of", "max_as_of_age_s"}
+        "as_of", "max_as_of_age_s", "verify_lag_s", "quota_share", "store_id", "token_source"}
     assert public["quantity_rules"] == {"text_map": {"in stock": 100, "OUT": 0}, "buffer": 2,
                                         "clamp_negative": True, "maximum": 500}
     assert public["brakes"]["max_zero_share"] == 0.75

@@ -61,9 +61,13 @@ def test_path_part_is_injective() -> None:
     ("https://api.bigcommerce.com/stores/abc/v3", "api.bigcommerce.com"),
     ("https://API.BigCommerce.com", "api.bigcommerce.com"),
     ("https://api.example.com:443/x", "api.example.com"),
-    ("http://127.0.0.1:80", "127.0.0.1"),
-    ("http://127.0.0.1:8080/x", "127.0.0.1:8080"),
-    ("https://127.0.0.1:80", "127.0.0.1:80"),
+    # This machine's loopback names are one host (issue 19, hole 4), and so are the
+    # default ports written out, whatever the scheme.
+    ("http://127.0.0.1:80", "localhost"),
+    ("http://127.0.0.1:8080/x", "localhost:8080"),
+    ("http://LOCALHOST.:8080/", "localhost:8080"),
+    ("https://127.0.0.1:80", "localhost"),
+    ("https://api.example.com.:443/", "api.example.com"),
     ("HTTP://h:80", "h"),
     ("api.example.com:9000", "api.example.com:9000"),
     ("api.example.com", "api.example.com"),
@@ -77,7 +81,7 @@ def test_api_host(url: str, host: str) -> None:
 
 def test_store_dir_is_host_then_hash(tmp_path: Path) -> None:
     assert store_dir(tmp_path, "http://127.0.0.1:8080/", "abc") == (
-        tmp_path / "stores" / "127.0.0.1%3A8080" / "abc")
+        tmp_path / "stores" / "localhost%3A8080" / "abc")
     assert store_dir(str(tmp_path), "https://api.bigcommerce.com", "a/b") == (  # type: ignore[arg-type]
         tmp_path / "stores" / "api.bigcommerce.com" / "a%2Fb")
 
@@ -100,7 +104,7 @@ def test_snapshot_store_paths(tmp_path: Path) -> None:
     assert default.meta_path == default.dir / "state.json"
     assert default.legacy_dir == tmp_path / "abc"
     prof = SnapshotStore(tmp_path, "abc", "http://127.0.0.1:9/", profile="re hearsal")
-    assert prof.store_dir == tmp_path / "stores" / "127.0.0.1%3A9" / "abc"
+    assert prof.store_dir == tmp_path / "stores" / "localhost%3A9" / "abc"
     assert prof.dir == prof.store_dir / "profile-re%20hearsal"
     assert prof.path == prof.dir / "snapshot.parquet"
     assert prof.meta_path == prof.dir / "state.json"

@@ -371,8 +371,9 @@ def test_quantity_rules(tmp_path: Path) -> None:
     assert v.notes and "text_map" in v.notes[0]
 
     v = validate(table, rules=QuantityRules(buffer=2))
-    assert dict(v.valid.select("sku", "quantity").rows()) == {"C": 3, "E": 78}
-    assert rejected_by_row(v)[3]["reason"] == "quantity_negative"  # 1 - 2 < 0
+    # A buffer clamps at 0 (1 - 2 is 0, issue 19 hole 3); a negative in the file is refused.
+    assert dict(v.valid.select("sku", "quantity").rows()) == {"B": 0, "C": 3, "E": 78}
+    assert rejected_by_row(v)[2]["reason"] == "quantity_negative"  # -3 in the file
 
     v = validate(table, rules=QuantityRules(buffer=2, clamp_negative=True))
     assert dict(v.valid.select("sku", "quantity").rows()) == {"A": 0, "B": 0, "C": 3, "E": 78}

@@ -3,9 +3,11 @@
     InvsyncError
     ├── FatalError            stop the run; retrying the same thing will not help
     │   ├── UsageError        bad flags or config                    exit 64
+    │   │   └── PlanForAnotherStore  a plan applied to another store  exit 64
     │   ├── InputFileError    the input file cannot be used          exit 65
     │   │   └── NoInputError  the input file is missing or unreadable exit 66
     │   ├── SafetyBrakeError  a safety brake tripped before sending  exit 3
+    │   │   └── StalePlan     the store changed since the preview     exit 3
     │   ├── LockedError       another run holds the store's lock     exit 4
     │   ├── AuthError         401/403 from the store                 exit 2
     │   ├── StoreError        the store failed or answered nonsense  exit 2
@@ -64,6 +66,16 @@ class UsageError(FatalError):
     exit_code = ExitCode.USAGE
 
 
+class PlanForAnotherStore(UsageError):
+    """A plan made for one store (API host, store hash, profile) was applied to another;
+    raised before anything is read or sent."""
+
+    def __init__(self, message: str, *, planned: dict[str, Any], here: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.planned = planned
+        self.here = here
+
+
 class InputFileError(FatalError):
     """The input file cannot be used at all (unreadable, wrong format, missing columns)."""
 
@@ -86,6 +98,18 @@ class SafetyBrakeError(FatalError):
     """A safety brake tripped; nothing was sent."""
 
     exit_code = ExitCode.SAFETY_BRAKE
+
+
+class StalePlan(SafetyBrakeError):
+    """The apply re-check found live levels other than the plan's ``before``: the store
+    changed since the preview. Nothing was sent."""
+
+    MESSAGE = "the store changed since the preview: preview again"
+
+    def __init__(self, detail: str, *, items: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(f"{self.MESSAGE} ({detail}); nothing was sent")
+        self.items = list(items or [])
+        """The items found moved: KEY, ``before`` (the plan's) and ``live``."""
 
 
 class LockedError(FatalError):

@@ -21,10 +21,22 @@ SNAPSHOT_SCHEMA = {"location_id": pl.Int64, "identifier": pl.String, "item_key":
 """Levels as the snapshot keeps them; a null quantity means the level is unknown."""
 PLAN_COLUMNS: dict[str, pl.DataType] = {
     "location_id": pl.Int64(), "identifier": pl.String(), "item": pl.String(),
-    "old": pl.Int64(), "new": pl.Int64(), "delta": pl.Int64(), "row": pl.Int64(),
-    "status": pl.String(),
+    "before": pl.Int64(), "after": pl.Int64(), "delta": pl.Int64(), "row": pl.Int64(),
+    "status": pl.String(), "read_at": pl.String(),
 }
-"""The columns of ``plan.csv`` (the plan frame) and their types."""
+"""The columns of ``plan.csv`` (the plan frame) and their types: ``before`` is the level the
+plan was made against (the store's live level read at ``read_at``; with ``--baseline
+snapshot`` the snapshot's level and no ``read_at``), ``after`` the level to set."""
+LEGACY_PLAN_COLUMNS = {"old": "before", "new": "after"}
+"""Column names of plans written before ``before``/``after``: read as the new ones."""
+def with_plan_names(plan: pl.DataFrame) -> pl.DataFrame:
+    """A plan read back, with an earlier version's ``old``/``new`` named ``before``/``after``."""
+    return plan.rename({k: v for k, v in LEGACY_PLAN_COLUMNS.items()
+                        if k in plan.columns and v not in plan.columns})
+
+
+READ_AT = "read_at"
+"""The change-set column holding when each item's ``before`` level was read (UTC, ISO 8601)."""
 PLAN_STATUSES = ("planned", "accepted", "refused", "unconfirmed", "not_sent")
 """What became of each item of a plan (its ``status``)."""
 

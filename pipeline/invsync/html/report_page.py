@@ -22,7 +22,7 @@ import polars as pl
 
 from invsync.disk import write_atomic
 from invsync.errors import ExitCode
-from invsync.tables import PLAN_COLUMNS, PLAN_STATUSES, goes_to_zero
+from invsync.tables import LEGACY_PLAN_COLUMNS, PLAN_COLUMNS, PLAN_STATUSES, goes_to_zero
 
 MAX_REJECTED_ROWS = 5_000
 """Rejected rows shown in the HTML page; the rest are in ``rejected.csv``."""
@@ -298,15 +298,18 @@ def _batches(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _normalise_plan(plan: pl.DataFrame) -> pl.DataFrame:
     """The plan with the expected columns and types (tolerates a plan.csv read back)."""
+    plan = plan.rename({k: v for k, v in LEGACY_PLAN_COLUMNS.items()
+                        if k in plan.columns and v not in plan.columns})
     exprs = [(pl.col(c).cast(t, strict=False) if c in plan.columns else pl.lit(None, t)).alias(c)
              for c, t in PLAN_COLUMNS.items()]
     frame = plan.select(exprs)
-    return frame.with_columns(delta=pl.coalesce(pl.col("delta"), pl.col("new") - pl.col("old")))
+    return frame.with_columns(delta=pl.coalesce(pl.col("delta"),
+                                                 pl.col("after") - pl.col("before")))
 
 
-_IS_NEW = pl.col("old").is_null()
-_IS_CHANGED = pl.col("old").is_not_null() & (pl.col("new") != pl.col("old"))
-_TO_ZERO = goes_to_zero(pl.col("new"), pl.col("old"))
+_IS_NEW = pl.col("before").is_null()
+_IS_CHANGED = pl.col("before").is_not_null() & (pl.col("after") != pl.col("before"))
+_TO_ZERO = goes_to_zero(pl.col("after"), pl.col("before"))
 
 
 def _plan_totals(frame: pl.DataFrame) -> dict[str, int]:
@@ -365,6 +368,8 @@ def plan_context(plan: pl.DataFrame | None) -> dict[str, Any] | None:
     out["by_location"] = rows
     out["all"] = totals if len(rows) > 1 else None
     drops, rises = biggest_moves(frame)
-    out["drops"] = drops.to_dicts()
-    out["rises"] = rises.to_dicts()
+    # The page's tables still name the levels old/new (the template's words).
+    legacy = [pl.col("before").alias("old"), pl.col("after").alias("new")]
+    out["drops"] = drops.with_columns(legacy).to_dicts()
+    out["rises"] = rises.with_columns(legacy).to_dicts()
     return out

@@ -25,8 +25,8 @@ class BrakeLimits:
     """Trip when the file has fewer rows than this share of the last successful run's
     from the same source (see :func:`comparable_rows`), whatever ``--zero-missing`` says."""
     max_zero_share: float = 0.3
-    """Trip when more than this share of the items the store holds at a location would
-    drop to 0."""
+    """Trip when more than this share of the items holding stock at a location would drop
+    to 0."""
     allow_empty: bool = False
     allow_shrink: bool = False
     allow_zeroing: bool = False
@@ -99,14 +99,17 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
         levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
     drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
     per_location = drops.group_by("location_id").len()
-    synced_by_location = dict(held.group_by("location_id").len().iter_rows())
+    # The share is of the items holding stock (or of unknown level): sold-out items cannot
+    # drop, and counting them would let a wrong column zero every item in stock.
+    stocked = held.filter(pl.col("quantity").is_null() | (pl.col("quantity") > 0))
+    synced_by_location = dict(stocked.group_by("location_id").len().iter_rows())
     # Per location: a file covering one location must not zero most of it unnoticed.
     for loc, count in per_location.sort("location_id").iter_rows():
         synced = synced_by_location.get(loc, 0)
         if synced and count > max_share * synced:
             return [Brake(
                 "mass_zeroing",
-                f"{count:,} of {synced:,} items the store holds at location {loc} "
+                f"{count:,} of the {synced:,} items holding stock at location {loc} "
                 f"({count / synced:.0%}) would drop to 0, more than the "
                 f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
     return []

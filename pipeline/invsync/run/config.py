@@ -20,7 +20,7 @@ from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
 from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
-from invsync.store.limits import MAX_ITEMS_PER_REQUEST, RetryPolicy
+from invsync.store.limits import DEFAULT_QUOTA_SHARE, MAX_ITEMS_PER_REQUEST, RetryPolicy
 
 DEFAULT_API_URL = "https://api.bigcommerce.com"
 ENV_STORE_HASH = "BIGCOMMERCE_STORE_HASH"
@@ -52,11 +52,16 @@ class _Sources:
     cfg: dict[str, Any]
     config_path: Path | None
     profile: str | None
+    profile_keys: frozenset[str] = frozenset()
+    """The keys the profile's own table sets: they win over the environment."""
 
     def pick(self, key: str, env: str | None = None) -> Any:
-        """The flag ``key``, else the environment variable ``env``, else the file's ``key``."""
+        """The flag ``key``, else a profile's own ``key``, else the environment variable
+        ``env``, else the file's ``key``."""
         if self.overrides.get(key) is not None:
             return self.overrides[key]
+        if key in self.profile_keys and self.cfg.get(key) is not None:
+            return self.cfg[key]
         if env and os.environ.get(env):
             return os.environ[env]
         return self.cfg.get(key)
@@ -126,16 +131,37 @@ def _flag(key: str) -> Loader:
     return lambda src: bool(src.overrides.get(key))
 
 
-def _load_token(src: _Sources) -> Secret | None:
+def _token_source(src: _Sources) -> str | None:
+    """Where the access token comes from: a profile's own ``access_token`` wins over the
+    environment, which wins over the file's top-level one."""
+    in_profile = bool(src.profile and src.profile_keys and "access_token" in src.profile_keys
+                      and src.cfg.get("access_token"))
+    if in_profile:
+        return f"access_token in [profiles.{src.profile}] of {src.config_path}"
     if os.environ.get(ENV_TOKEN):
-        return clean_token(os.environ[ENV_TOKEN], ENV_TOKEN)
+        return ENV_TOKEN
     if src.cfg.get("access_token"):
-        return clean_token(str(src.cfg["access_token"]), f"access_token in {src.config_path}")
+        return f"access_token in {src.config_path}"
     return None
 
 
+def _load_token(src: _Sources) -> Secret | None:
+    where = _token_source(src)
+    if where is None:
+        return None
+    raw = os.environ[ENV_TOKEN] if where == ENV_TOKEN else str(src.cfg["access_token"])
+    return clean_token(raw, where)
+
+
+def _load_token_source(src: _Sources) -> str | None:
+    where = _token_source(src)
+    if where and where != ENV_TOKEN and os.environ.get(ENV_TOKEN):
+        return f"{where} (used instead of {ENV_TOKEN}, which is also set)"
+    return where
+
+
 def _load_baseline(src: _Sources) -> str:
-    baseline = str(src.pick("baseline") or "snapshot")
+    baseline = str(src.pick("baseline") or "live")
     if baseline not in ("snapshot", "live"):
         raise UsageError("--baseline must be snapshot or live")
     return baseline
@@ -171,6 +197,29 @@ def _load_sources(src: _Sources) -> dict[str, Any]:
     from invsync.sources import check_sources
 
     return check_sources(src.cfg.get("sources") or {})  # refused at start (exit 64) if bad
+
+
+def _lag(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return parse_duration(value, "verify_lag_s")
+
+
+def _load_store_table(src: _Sources) -> Any:
+    table = src.cfg.get("store")
+    if table is None:
+        return _UNSET
+    if not isinstance(table, dict) or set(table) - {"quota_share"}:
+        raise UsageError("[store] holds only quota_share (a share between 0 and 1, such as "
+                         "0.8)")
+    share = table.get("quota_share")
+    if share is None:
+        return _UNSET
+    if isinstance(share, bool) or not isinstance(share, int | float) \
+            or not 0 < float(share) <= 1:
+        raise UsageError(f"[store] quota_share must be a number above 0 and at most 1, not "
+                         f"{share!r}")
+    return float(share)
 
 
 def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
@@ -210,7 +259,7 @@ class Settings:
         file="report_dir", public=NOT_PUBLIC, load=_path("report_dir"), to_file=str))
     batch_size: int = field(default=MAX_ITEMS_PER_REQUEST, metadata=meta(
         file="batch_size", public="batch_size", resume=True, load=_whole("batch_size")))
-    concurrency: int = field(default=16, metadata=meta(
+    concurrency: int = field(default=1, metadata=meta(
         file="concurrency", public="concurrency", resume=True, load=_whole("concurrency")))
     dry_run: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="dry_run", load=_flag("dry_run")))
@@ -245,15 +294,35 @@ class Settings:
     zero_missing: bool = field(default=False, metadata=meta(
         file="zero_missing", public="zero_missing", resume=True,
         load=lambda src: bool(src.overrides.get("zero_missing") or src.cfg.get("zero_missing"))))
-    baseline: str = field(default="snapshot", metadata=meta(
+    baseline: str = field(default="live", metadata=meta(
         file="baseline", public="baseline", resume=True, load=_load_baseline))
-    """``snapshot`` (what the store last accepted) or ``live`` (read from the store)."""
+    """``live`` (the default: plans are made against the store's levels, read before
+    planning) or ``snapshot`` (what invsync last set: no reads, but edits made in the
+    store are left alone until the file's number changes)."""
     baseline_every_s: float | None = field(default=None, metadata=meta(
         file="baseline_every", public="baseline_every_s",
         load=lambda src: _UNSET if src.cfg.get("baseline_every") is None
         else parse_duration(src.cfg["baseline_every"], "baseline_every")))
     """``baseline_every``: a snapshot-baseline run uses the live baseline instead when the
     last live-baseline run is older than this (the periodic reconcile)."""
+    verify_lag_s: float = field(default=30.0, metadata=meta(
+        file="verify_lag_s", public="verify_lag_s",
+        load=lambda src: _UNSET if src.cfg.get("verify_lag_s") is None
+        else _lag(src.cfg["verify_lag_s"])))
+    """How long a read may lag a write: ``verify``, ``drift`` and the apply re-check
+    re-read differing items for up to this long before calling them wrong."""
+    quota_share: float = field(default=DEFAULT_QUOTA_SHARE, metadata=meta(
+        file="store", public="quota_share", load=_load_store_table,
+        to_file=lambda share: {"quota_share": share}))
+    """``[store] quota_share``: the share of each rate-limit window's requests invsync
+    uses; the rest is left to the store's other apps."""
+    store_id: str | None = field(default=None, metadata=meta(
+        file="store_id", public="store_id", load=_text("store_id")))
+    """Names the store's state (snapshot, lock, runs) instead of its API host: two
+    spellings of one host (a name and its IP address) are one store when both set it."""
+    token_source: str | None = field(default=None, metadata=meta(
+        file=NOT_FROM_FILE, public="token_source", load=_load_token_source))
+    """Where the access token came from (never the token)."""
     plan_file: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="plan_file", resume=True))
     """The input is a reviewed ``plan.csv``: push exactly it."""
@@ -310,6 +379,12 @@ class Settings:
                              {**overrides, "profile": profile})
 
     @property
+    def store_host(self) -> str:
+        """What names this store's state besides its hash: ``store_id``, else the API URL
+        (normalised by :func:`invsync.state.snapshot.api_host`)."""
+        return self.store_id or self.api_url
+
+    @property
     def reports(self) -> Path:
         """Where run folders go: ``--report-dir``, else ``<state-dir>/runs``."""
         return self.report_dir or (self.state_dir / "runs")
@@ -324,9 +399,6 @@ class Settings:
             raise UsageError("--location-id must be a positive whole number")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
-        if self.baseline == "live" and not self.token:
-            raise UsageError("--baseline live reads the store: it needs the store hash and "
-                             "access token, even for a dry run")
         if self.as_of is not None and not self.token and not self.plan_file:
             raise UsageError("--as-of reads the store's orders: it needs the store hash and "
                              "access token, even for a dry run")
@@ -382,6 +454,9 @@ class Settings:
         return out
 
 
+_PROFILE_KEYS = "\0profile keys"
+"""Where :func:`read_config` leaves the keys the profile's own table set."""
+
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 _KNOWN_KEYS = frozenset(f.metadata["file"] for f in fields(Settings)
@@ -428,6 +503,7 @@ def read_config(config_path: Path | None, profile: str | None = None
             known = ", ".join(sorted(profiles)) or "none"
             raise UsageError(f"config file {config_path} has no profile {profile!r} "
                              f"(profiles: {known})")
+        cfg[_PROFILE_KEYS] = frozenset(profiles[profile])
         for key, value in profiles[profile].items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
                 cfg[key] = {**cfg[key], **value}
@@ -478,7 +554,8 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
     Each field's value comes from its loader (the ``load`` of its :func:`meta`).
     """
     config_path, profile, cfg = read_config(config_path, overrides.get("profile"))
-    src = _Sources(overrides, cfg, config_path, profile)
+    profile_keys = cfg.pop(_PROFILE_KEYS, frozenset())
+    src = _Sources(overrides, cfg, config_path, profile, profile_keys)
     values = {}
     for f in fields(Settings):
         load = f.metadata["load"]

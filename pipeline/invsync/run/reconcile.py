@@ -15,13 +15,14 @@ from invsync.errors import FatalError, UsageError
 from invsync.events import Observer
 from invsync.redact import redact
 from invsync.run.config import Settings
+from invsync.run.plans import write_binding
 from invsync.run.store_access import StoreSession, known_items, verify_levels
 from invsync.stages.ingest import unescape_formulas
-from invsync.state.history import find_run
+from invsync.state.history import PastRun, find_run, list_runs
 from invsync.state.journal import Journal
-from invsync.state.snapshot import SnapshotStore
+from invsync.state.snapshot import SnapshotStore, api_host
 from invsync.store.live import Comparison, compare
-from invsync.tables import KEY
+from invsync.tables import KEY, with_plan_names
 
 
 def live_baseline_due(settings: Settings, meta: dict[str, Any],
@@ -81,7 +82,7 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     --baseline live``.
     """
     snapshots = SnapshotStore(settings.state_dir, settings.store_hash or "",
-                              settings.api_url, settings.profile)
+                              settings.store_host, settings.profile)
     expected = snapshots.load()
     journal = Journal(snapshots.dir)
     recovered_from = None
@@ -96,8 +97,11 @@ def drift_check(settings: Settings, file: Path | None, location_id: int | None, 
     expected = expected.filter(pl.col("quantity").is_not_null())
     if location_id is not None:
         expected = expected.filter(pl.col("location_id") == location_id)
+    written_at = snapshots.read_meta().get("last_write_at")
     with StoreSession(settings, on_event) as store:  # one loop, one client for every read
         found = _drift(settings, store, expected, file, catalog_hint=catalog_hint)
+        if found is not None and found.differences.height:
+            found = _settle(settings, store, expected, found, written_at)
     repair = _repair(settings, found, file, command_options or []) \
         if found is not None and found.differences.height else None
     return Drift(found, unknown.height, repair, recovered_from)
@@ -134,6 +138,32 @@ def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file
     return compare(expected, live)
 
 
+def _settle(settings: Settings, store: StoreSession, expected: pl.DataFrame,
+            found: Comparison, written_at: Any) -> Comparison:
+    """Re-read the differing items while this tool's last write may still lag (for up to
+    ``verify_lag_s`` after it): a read right after a write may show the old level."""
+    import time
+
+    from invsync.run.plans import parse_time
+
+    written = parse_time(str(written_at)) if written_at else None
+    if written is None:
+        return found
+    left = settings.verify_lag_s - (datetime.now(UTC) - written).total_seconds()
+    deadline = time.monotonic() + max(left, 0.0)
+    pause = 0.5
+    while found.differences.height and time.monotonic() < deadline:
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+        pause *= 2  # a few reads over the window, not one a second
+        keys = found.differences.select(KEY)
+        again = store.live_levels(keys["location_id"].unique().to_list(), keys=keys)
+        still = compare(expected.join(keys, on=KEY, how="semi"), again)
+        found = Comparison(expected=found.expected,
+                           matched=found.expected - still.differences.height,
+                           differences=still.differences, reads=found.reads + 1)
+    return found
+
+
 def _repair(settings: Settings, result: Comparison, file: Path | None,
             options: list[str]) -> dict[str, Any]:
     """The commands that repair the drift found: a plan putting back the snapshot's levels
@@ -151,13 +181,15 @@ def _repair(settings: Settings, result: Comparison, file: Path | None,
     out: dict[str, Any] = {"plan_file": None, "commands": [live_cmd] if file else []}
     plan = result.differences.select(
         "location_id", "identifier", escape_formulas(pl.col("item_key")).alias("item"),
-        pl.col("expected").alias("old"), pl.col("expected").alias("new"),
-        pl.lit(0, pl.Int64).alias("delta"), pl.lit(None, pl.Int64).alias("row"),
-        pl.lit("planned").alias("status"))
+        pl.col("live").alias("before"), pl.col("expected").alias("after"),
+        (pl.col("expected") - pl.col("live").fill_null(0)).alias("delta"),
+        pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"),
+        pl.lit(None, pl.String).alias("read_at"))
     path = settings.reports / f"drift-{timestamp().replace(':', '').replace('-', '')}.plan.csv"
     try:
         settings.reports.mkdir(parents=True, exist_ok=True)
         write_atomic(path, plan.write_csv().encode())
+        write_binding(path, settings, plan["location_id"].unique().to_list())
     except OSError as exc:
         out["error"] = f"the repair plan could not be written to {path}: {exc.strerror or exc}"
     else:
@@ -169,26 +201,51 @@ def _repair(settings: Settings, result: Comparison, file: Path | None,
     return out
 
 
-def verify_run(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
+def newest_that_wrote(settings: Settings) -> PastRun:
+    """The most recent run of this store (and profile) that wrote levels, by run sequence
+    number (``run_seq``), never by the clock; runs from before sequence numbers come
+    after every numbered one, newest id first. A plan or dry run wrote nothing."""
+    wrote = []
+    for past in list_runs(settings.reports, settings.store_hash, profile=settings.profile):
+        store = past.report.get("store") or {}
+        if api_host(str(store.get("api_url") or "")) != api_host(settings.api_url):
+            continue
+        counts = past.report.get("counts") or {}
+        if past.report.get("status") != "dry_run" and \
+                (counts.get("accepted") or counts.get("unconfirmed")):
+            wrote.append(past)
+    if not wrote:
+        raise UsageError(f"no run under {settings.reports} has set levels of store "
+                         f"{settings.store_hash!r} yet")
+    return max(wrote, key=lambda p: (int(p.report.get("run_seq") or 0), p.run_id))
+
+
+def verify_run(settings: Settings, run_id: str, *, timeout_s: float | None = None,
                on_event: Observer | None = None) -> tuple[str, Comparison | None]:
     """Read back the levels run ``run_id`` had accepted: its full id and the comparison.
 
-    None when the run set no levels. The result is also written to its ``verify.json``.
+    ``last`` is the most recent run that wrote (a plan or a preview writes nothing).
+    Differing items are re-read for up to ``timeout_s`` (default ``verify_lag_s``): a read
+    right after a write may still show the old level. None when the run set no levels.
+    The result is also written to its ``verify.json``.
     """
-    past = find_run(settings.reports, run_id, settings.profile)
+    if timeout_s is None:
+        timeout_s = settings.verify_lag_s
+    past = newest_that_wrote(settings) if run_id == "last" else \
+        find_run(settings.reports, run_id, settings.profile)
     plan_path = past.folder / "plan.csv"
     if not plan_path.exists():
         raise UsageError(f"run {past.run_id} has no plan.csv to verify")
-    plan = pl.read_csv(plan_path, infer_schema=False)
+    plan = with_plan_names(pl.read_csv(plan_path, infer_schema=False))
     accepted = plan.filter(pl.col("status") == "accepted").select(
         pl.col("location_id").cast(pl.Int64), "identifier",
         unescape_formulas(pl.col("item")).alias("item_key"),
-        pl.col("new").cast(pl.Int64).alias("quantity"))
+        pl.col("after").cast(pl.Int64).alias("quantity"))
     if accepted.height == 0:
         return past.run_id, None
     try:
         catalog_hint = known_items(SnapshotStore(settings.state_dir, settings.store_hash or "",
-                                                 settings.api_url, settings.profile).load())
+                                                 settings.store_host, settings.profile).load())
         result = verify_levels(settings, accepted, timeout_s=timeout_s,
                                catalog_hint=catalog_hint, emit=on_event)
     except FatalError as exc:  # a failed read is a failed verification (exit 2), recorded

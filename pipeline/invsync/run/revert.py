@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -26,13 +25,15 @@ from invsync.disk import write_atomic
 from invsync.errors import InputFileError, UsageError
 from invsync.events import Observer
 from invsync.run.config import Settings
+from invsync.run.plans import write_binding
+from invsync.run.reconcile import newest_that_wrote
 from invsync.run.store_access import live_levels
 from invsync.run.sync import sync_file
 from invsync.stages.ingest import unescape_formulas
 from invsync.stages.report import RunReport, escape_formulas
-from invsync.state.history import PastRun, find_run, list_runs
-from invsync.state.snapshot import SnapshotStore
-from invsync.tables import KEY
+from invsync.state.history import PastRun, find_run
+from invsync.state.snapshot import SnapshotStore, api_host
+from invsync.tables import KEY, with_plan_names
 
 LEFT_COLUMNS = {"location_id": pl.Int64, "identifier": pl.String, "item_key": pl.String,
                 "old": pl.Int64, "set": pl.Int64, "live": pl.Int64, "why": pl.String}
@@ -58,11 +59,12 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     hash and profile) or has no ``plan.csv``.
     """
     settings.check(needs_store=True)  # even a dry run reads the live levels
-    past = _newest_that_set_levels(settings) if run_id == "last" else \
+    _refuse_interrupted(settings, run_id)
+    past = newest_that_wrote(settings) if run_id == "last" else \
         find_run(settings.reports, run_id, settings.profile)
     store = past.report.get("store") or {}
-    if (store.get("store_hash"), _host(store.get("api_url"))) != (
-            settings.store_hash, _host(settings.api_url)):
+    if (store.get("store_hash"), api_host(str(store.get("api_url") or ""))) != (
+            settings.store_hash, api_host(settings.api_url)):
         raise UsageError(f"run {past.run_id} synced store {store.get('store_hash')!r} at "
                          f"{store.get('api_url')}, not {settings.store_hash!r} at "
                          f"{settings.api_url}: nothing was sent")
@@ -108,20 +110,23 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     return result
 
 
-def _newest_that_set_levels(settings: Settings) -> PastRun:
-    """``revert last``: the newest run of this store (and profile) that set levels (a plan or
-    dry run set none)."""
-    for past in list_runs(settings.reports, settings.store_hash, profile=settings.profile):
-        counts = past.report.get("counts") or {}
-        if past.report.get("status") != "dry_run" and \
-                (counts.get("accepted") or counts.get("unconfirmed")):
-            return past
-    raise UsageError(f"no run under {settings.reports} has set levels of store "
-                     f"{settings.store_hash!r} yet")
+def _refuse_interrupted(settings: Settings, run_id: str) -> None:
+    """A run killed while sending (its journal is still there) is the last run that wrote:
+    revert refuses until it is finished (``invsync resume``)."""
+    from invsync.state.journal import Journal
 
-
-def _host(api_url: Any) -> str:
-    return str(api_url or "").rstrip("/").lower()
+    snapshots = SnapshotStore(settings.state_dir, settings.store_hash or "",
+                              settings.store_host, settings.profile)
+    journal = Journal(snapshots.dir)
+    if not journal.exists():
+        return
+    header = journal.recover().header
+    killed = str(header.get("run_id") or "?")
+    if run_id != "last" and not killed.startswith(run_id):
+        return
+    raise UsageError(f"run {killed} was interrupted while sending (killed: its journal "
+                     f"{journal.path} is still there); run `invsync resume` to finish it, "
+                     f"then revert it: nothing was sent")
 
 
 def _accepted(past: PastRun) -> pl.DataFrame:
@@ -130,13 +135,13 @@ def _accepted(past: PastRun) -> pl.DataFrame:
     if not path.exists():
         raise UsageError(f"run {past.run_id} has no plan.csv: nothing to revert")
     try:
-        plan = pl.read_csv(path, infer_schema=False)
+        plan = with_plan_names(pl.read_csv(path, infer_schema=False))
         # An unconfirmed item may have landed: the live read tells (it holds the run's level).
         return plan.filter(pl.col("status").is_in(["accepted", "unconfirmed"])).select(
             pl.col("location_id").cast(pl.Int64), "identifier",
             unescape_formulas(pl.col("item")).alias("item_key"),
-            pl.col("old").cast(pl.Int64).alias("old"),
-            pl.col("new").cast(pl.Int64).alias("set"))
+            pl.col("before").cast(pl.Int64).alias("old"),
+            pl.col("after").cast(pl.Int64).alias("set"))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputFileError(str(path), f"not a readable plan.csv: {exc}") from None
 
@@ -148,17 +153,17 @@ def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Observer | Non
 
 
 def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame) -> Path:
-    """The revert as a ``plan.csv`` (old: the snapshot's level now, new: the level before
-    the run), beside the reverted run's folder: ``<run>/revert-<time>.plan.csv``."""
-    snapshot = SnapshotStore(settings.state_dir, settings.store_hash or "", settings.api_url,
-                             settings.profile).load()
-    plan = items.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
-                      how="left").select(
+    """The revert as a ``plan.csv`` (before: the live level just read, which is the level
+    the run set; after: the level before the run), beside the reverted run's folder:
+    ``<run>/revert-<time>.plan.csv``, with its binding in ``revert-<time>.plan.json``."""
+    plan = items.select(
         "location_id", "identifier", escape_formulas(pl.col("item_key")).alias("item"),
-        pl.col("now").alias("old"), pl.col("old").alias("new"),
-        (pl.col("old") - pl.col("now").fill_null(0)).alias("delta"),
-        pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"))
+        pl.col("live").alias("before"), pl.col("old").alias("after"),
+        (pl.col("old") - pl.col("live").fill_null(0)).alias("delta"),
+        pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"),
+        pl.lit(None, pl.String).alias("read_at"))
     stamp = timestamp().replace(":", "").replace("-", "")
     path = past.folder / f"revert-{stamp}.plan.csv"
     write_atomic(path, plan.write_csv().encode())
+    write_binding(path, settings, plan["location_id"].unique().to_list())
     return path

@@ -45,7 +45,7 @@ def store_client(settings: Settings, emit: Observer | None = None) -> StoreClien
     return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
                        concurrency=settings.concurrency, retry=settings.retry,
                        verify_tls=settings.verify_tls, on_retry=on_retry,
-                       on_rate_wait=on_rate_wait)
+                       on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
 
 
 class StoreSession:

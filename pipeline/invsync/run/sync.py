@@ -32,6 +32,7 @@ from invsync.errors import (
     InputFileError,
     NoInputError,
     SafetyBrakeError,
+    StalePlan,
     UsageError,
 )
 from invsync.events import EventName, Observer, no_event
@@ -41,11 +42,13 @@ from invsync.run import signals
 from invsync.run.brakes import check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
+from invsync.run.plans import plan_binding
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     RunReport,
+    change_records,
     new_run_id,
     plan_frame,
     rejected_records,
@@ -65,7 +68,7 @@ from invsync.stages.validate import QuantityRules, Validated, validate
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore
 from invsync.store.identity import IdentityResolver, canonical_snapshot
-from invsync.tables import KEY, ROW, SEQ, Location, goes_to_zero
+from invsync.tables import KEY, READ_AT, ROW, SEQ, Location, goes_to_zero
 from invsync.terminal import log_where, one_line
 
 log = logging.getLogger("invsync.sync")
@@ -107,12 +110,17 @@ class _Run:
         """The run's as-of time and where it came from (``--as-of``); see run/as_of.py."""
         self.sold_side: pl.DataFrame | None = None
         """Per file row: ``file_level`` and ``sold_since_as_of``, for plan.csv."""
+        self.resumed_levels: pl.DataFrame | None = None
+        """The levels an interrupted run's journal confirmed (KEY + quantity), if replayed."""
+        self.read_at: str | None = None
+        """When this run read the store's live levels (UTC), if it did."""
+        self.rechecked = False
         """The submit's result as far as it went, when a signal interrupted it."""
         store = settings.store_hash or "offline"
-        self.snapshots = SnapshotStore(settings.state_dir, store, settings.api_url,
+        self.snapshots = SnapshotStore(settings.state_dir, store, settings.store_host,
                                        settings.profile)
         self.lock = StoreLock(self.snapshots.store_dir, store)
-        self.host_lock = host_lock(settings.api_url, store)
+        self.host_lock = host_lock(settings.store_host, store)
         self.journal = Journal(self.snapshots.dir)
         # The run's one loop and one client: locations, live levels, identities and the
         # submit share its connections and what the store said about the quota.
@@ -153,6 +161,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
         raise UsageError("sync_file was called inside a running event loop; "
                          "await invsync.sync_file_async(...) there instead")
     settings.check(needs_store=not settings.dry_run)
+    _refuse_foreign_plan(Path(path), settings)
     # Before anything is read or sent: a run whose report cannot be written is refused.
     ensure_writable(settings.reports, "report folder")
     run = _Run(Path(path), settings, on_event or no_event)
@@ -176,6 +185,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
                              state_dir=str(settings.state_dir), profile=settings.profile,
                              input=str(Path(path).absolute()))
                 locks_held.append(lock)
+            run.report.run_seq = run.snapshots.next_run_seq()
         except BaseException:
             for lock in reversed(locks_held):
                 lock.release()
@@ -229,6 +239,15 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
                               "transactions": len(report.transaction_ids),
                               "error": report.error, "report_dir": str(run.folder)})
     return report
+
+
+def _refuse_foreign_plan(path: Path, settings: Settings) -> None:
+    """A plan applied to another store (or profile) is refused before anything is read
+    (:class:`~invsync.errors.PlanForAnotherStore`, exit 64)."""
+    if settings.plan_file:
+        from invsync.run.plans import check_binding, read_binding
+
+        check_binding(read_binding(path), settings, f"the plan {path}")
 
 
 def ensure_writable(folder: Path, what: str) -> None:
@@ -349,7 +368,7 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
 def resume(settings: Settings, *, on_event: Observer | None = None) -> RunReport:
     """Finish the interrupted run of ``settings.store_hash``: same file, same options."""
     store = settings.store_hash or "offline"
-    journal = Journal(SnapshotStore(settings.state_dir, store, settings.api_url,
+    journal = Journal(SnapshotStore(settings.state_dir, store, settings.store_host,
                                     settings.profile).dir)
     if not journal.exists():
         raise UsageError(f"nothing to resume: no interrupted run for store {store!r} "
@@ -427,6 +446,8 @@ def _execute(run: _Run) -> None:
                     "layout": table.layout, "header_row": table.header_row,
                     "last_line_complete": table.last_line_complete}
     report.notes.extend(table.notes)
+    if settings.zero_missing and not settings.plan_file:
+        _refuse_swallowed_rows(run.path, table)
     locations = _fetch_locations(run) if settings.token else None
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
@@ -450,42 +471,24 @@ def _execute(run: _Run) -> None:
     t = time.perf_counter()
     if resolver.mapping is not None:
         snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
-    # What the store holds, as far as we know: the brakes judge every run against it,
-    # whatever the diff's baseline (--full has none, a plan has its own).
-    held = live = snapshot
-    if settings.baseline == "live":
-        from invsync.run.store_access import known_items
-
-        # Only the file's items are read (filtered reads) unless reading every item at its
-        # locations takes no more requests, or --zero-missing needs the items it leaves out.
-        file_locations = checked.valid["location_id"].unique()
-        live = run.store.live_levels(file_locations.to_list(),
-                                     keys=None if settings.zero_missing else checked.valid,
-                                     known_items=known_items(snapshot))
-        # The store lists an item under its SKU, variant id and product id: counted once per
-        # item only in the identifier kinds the file uses, or the brake's share is diluted.
-        live = live.filter(pl.col("identifier").is_in(checked.valid["identifier"].unique()
-                                                      .implode()))
-        held = live
-        if not settings.zero_missing:
-            # The snapshot's levels of the items not read keep the brake's denominator.
-            held = pl.concat([live, snapshot.filter(
-                pl.col("location_id").is_in(file_locations.implode())
-                & pl.col("identifier").is_in(checked.valid["identifier"].unique().implode())
-            ).join(live, on=KEY, how="anti").select(live.columns)])
+    from_plan = planned_old is not None
+    held, live = _store_levels(run, checked, snapshot, from_plan=from_plan)
     # Orders sold since the as-of time, read last before the diff: an order placed while
     # the live levels were read is counted.
     t_orders = time.perf_counter()
     checked = _subtract_sold_since(run, checked, rules)
     t += time.perf_counter() - t_orders  # timed apart, as "orders"
-    if planned_old is not None:
+    if from_plan:
+        assert planned_old is not None
         # An interrupted push of this very plan moved its items itself (`invsync resume`).
         pushed = run.replayed if (
             run.replayed_sha256 and run.replayed_sha256 == table.sha256) else None
-        changes = _planned_changes(checked, planned_old, snapshot, pushed)
+        changes = _planned_changes(run, checked, planned_old, snapshot, live, pushed)
     elif settings.full:
         changes = compute_changes(checked.valid, None)
-    elif settings.baseline == "live":
+        if live is not None:  # every item is sent; each records the level it replaces
+            changes = replace(changes, changes=_with_before(changes.changes, live))
+    elif live is not None:
         changes = compute_changes(checked.valid, live, baseline_name="live")
     else:
         changes = compute_changes(checked.valid, snapshot)
@@ -493,15 +496,20 @@ def _execute(run: _Run) -> None:
             from invsync.run.as_of import resend_sold
 
             changes = resend_sold(changes, checked.valid, run.sold_side)
-    if settings.zero_missing and planned_old is None:
-        changes = _with_missing_zeroed(changes, checked, snapshot, report)
+    changes = _without_resumed(run, changes, table.sha256)
+    if settings.zero_missing and not from_plan:
+        changes = _with_missing_zeroed(changes, checked, snapshot, report, live)
+    changes = replace(changes, changes=changes.changes.with_columns(
+        pl.lit(run.read_at if live is not None else None, pl.String).alias(READ_AT)))
+    report.baseline = "plan" if from_plan else changes.baseline
+    report.read_at = run.read_at if live is not None else None
     # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
     changes = replace(changes, changes=number_changes(changes.changes))
     run.timed("diff", t)
     report.by_location = _by_location(checked, changes)
 
     meta = run.snapshots.read_meta()
-    from_plan = planned_old is not None  # a reviewed plan is not an export: no row brakes
+    # A reviewed plan is not an export: no row brakes.
     brakes = check_brakes(
         rows=table.rows,
         last_rows=None if from_plan else comparable_rows(meta, _source(run)),
@@ -524,6 +532,8 @@ def _execute(run: _Run) -> None:
             t = time.perf_counter()
             result = _submit_journaled(run, changes, batches)
             run.timed("submit", t)
+        if not settings.dry_run and live is not None and not from_plan:
+            _learn_unknown_levels(run, checked, changes, snapshot, live)
         run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
         _fill(run, checked, changes, batches, result, braked=bool(brakes))
     except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
@@ -538,7 +548,9 @@ def _execute(run: _Run) -> None:
         report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
     if not settings.dry_run and report.status in ("succeeded", "partial") \
             and planned_old is None and table.rows > 0:
-        meta = record_rows(meta, _source(run), table.rows, settings.zero_missing)
+        # Read again: the submit recorded when it wrote (last_write_at).
+        meta = record_rows(run.snapshots.read_meta(), _source(run), table.rows,
+                           settings.zero_missing)
         meta.pop("last_rows", None)  # the old single count: now kept per source
         live_meta = ({"last_live_baseline": report.started_at}
                      if settings.baseline == "live" else {})
@@ -604,13 +616,17 @@ def _resolve_as_of(run: _Run) -> None:
 
 
 def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
-    """A reviewed ``plan.csv`` as a stock table (validated again) and its planned old levels."""
+    """A reviewed ``plan.csv`` as a stock table (validated again) and its planned levels:
+    ``planned`` (its ``before``) and ``read_at`` by row. A plan of an earlier version
+    (``old``/``new`` columns) reads the same."""
+    legacy = _legacy_plan(path)
+    before, after = ("old", "new") if legacy else ("before", "after")
     # "item" stands in as the identifier column until the real mapping is set below.
-    table = read_stock_file(path, column_map={"new": "quantity", "item": "sku"})
-    needed = {"identifier", "item", "old", "new", "location_id"}
+    table = read_stock_file(path, column_map={after: "quantity", "item": "sku"})
+    needed = {"identifier", "item", before, after, "location_id"}
     if not needed <= set(table.headers):
         raise InputFileError(str(path), "not a plan.csv written by invsync plan (needs columns "
-                                        f"{', '.join(sorted(needed))})")
+                                        "location_id, identifier, item, before, after)")
     # validate() un-escapes formula-escaped items, as for any file it reads.
     ident, item = pl.col("identifier"), pl.col("item")
     frame = table.frame.with_columns(
@@ -618,35 +634,95 @@ def _read_plan(path: Path) -> tuple[StockTable, pl.DataFrame]:
            for kind in ("sku", "variant_id", "product_id")})
     mapping = {"sku": "__sku", "variant_id": "__variant_id", "product_id": "__product_id",
                "location_id": table.mapping["location_id"], "quantity": table.mapping["quantity"]}
-    old = frame.select(pl.col(ROW), pl.col("old").cast(pl.Int64, strict=False).alias("planned"))
+    read_at = pl.col(READ_AT) if READ_AT in frame.columns else pl.lit(None, pl.String)
+    old = frame.select(pl.col(ROW),
+                       pl.col(before).cast(pl.Int64, strict=False).alias("planned"),
+                       read_at.cast(pl.String).alias(READ_AT))
     return replace(table, frame=frame, mapping=mapping, format="plan"), old
 
 
-def _planned_changes(checked: Validated, planned_old: pl.DataFrame, snapshot: pl.DataFrame,
+SWALLOWED = "is never closed"
+"""Ingest's words for a quote that swallowed the lines after it into one row."""
+
+
+def _refuse_swallowed_rows(path: Path, table: StockTable) -> None:
+    """``--zero-missing`` zeroes what the file leaves out: a file whose rows a stray quote
+    swallowed leaves out items it names, so it is refused whole."""
+    rows: list[int] = []
+    problems = table.problems
+    if problems is not None and problems.height:
+        rows += problems.filter(pl.col("message").str.contains(SWALLOWED, literal=True))[
+            ROW].to_list()
+    # A quote opened in the last used cell swallows the lines after it into that cell.
+    used = [c for c in dict.fromkeys(table.mapping.values()) if c in table.frame.columns]
+    if used and table.frame.height:
+        rows += table.frame.filter(pl.any_horizontal(
+            pl.col(c).str.contains("[\r\n]").fill_null(False) for c in used))[ROW].to_list()
+    if rows:
+        row = min(rows)
+        raise InputFileError(str(path), f"row {row}: a quote opened there is never closed and "
+                                        f"swallows the rows after it, so items the file names "
+                                        f"would look missing; --zero-missing would zero them. "
+                                        f"Nothing was sent: fix the quote and sync again")
+
+
+def _legacy_plan(path: Path) -> bool:
+    """Whether ``path`` is a plan.csv of an earlier version (``old``/``new`` columns)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
+            header = {h.strip().strip('"') for h in fh.readline().split(",")}
+    except OSError:
+        return False  # reading it properly says what is wrong
+    return "before" not in header and {"old", "new"} <= header
+
+
+def _planned_changes(run: _Run, checked: Validated, planned_old: pl.DataFrame,
+                     snapshot: pl.DataFrame, live: pl.DataFrame | None,
                      pushed: pl.DataFrame | None = None) -> ChangeSet:
-    """The plan's items, refused as a whole if the snapshot moved since the plan was made.
+    """The plan's items, refused as a whole (:class:`StalePlan`) when the store moved since
+    the plan was made: its live levels (re-read just now) against the plan's ``before``;
+    without a token (a dry run offline), the snapshot's levels.
 
     ``pushed``: the items an interrupted push of this same plan sent (its journal was just
     replayed). They moved by the plan's own hand, to its new level (confirmed) or to an
     unknown one (in flight at the kill): resuming the push sends them again.
     """
     valid = checked.valid.join(planned_old, on=ROW, how="left")
-    current = valid.join(snapshot.select(*KEY, pl.col("quantity").alias("now")), on=KEY,
-                         how="left")
-    moved = current.filter(~pl.col("planned").eq_missing(pl.col("now")))
-    if pushed is not None and pushed.height and moved.height:
-        by_plan = moved.filter(pl.col("now").is_null() | (pl.col("now") == pl.col("quantity")))
-        by_plan = by_plan.join(pushed.unique(), on=KEY, how="semi")
-        moved = moved.join(by_plan.select(KEY), on=KEY, how="anti")
-    if moved.height:
-        first = moved.row(0, named=True)
-        raise SafetyBrakeError(
-            f"the snapshot moved since this plan was made: {moved.height:,} planned item(s) now "
-            f"have another old level (e.g. {first['identifier']} {first['item_key']} at location "
-            f"{first['location_id']}: planned from {first['planned']}, now {first['now']}); "
-            f"nothing was sent; make a new plan")
-    changes = valid.rename({"planned": "old_quantity"})
+    planned = valid.select(*KEY, pl.col("planned").alias("before"), READ_AT)
+    if pushed is not None and pushed.height:
+        # Moved by this plan's own push: to its level, or unknown while in flight.
+        mine = valid.join(pushed.unique(), on=KEY, how="semi")
+        planned = planned.join(mine.select(KEY), on=KEY, how="anti")
+    if live is None:
+        moved = planned.join(snapshot.select(*KEY, pl.col("quantity").alias("live")), on=KEY,
+                             how="left").filter(~pl.col("before").eq_missing(pl.col("live")))
+        if moved.height:
+            first = moved.row(0, named=True)
+            raise StalePlan(
+                f"the snapshot moved since this plan was made: {moved.height:,} planned "
+                f"item(s), e.g. {first['identifier']} {first['item_key']} at location "
+                f"{first['location_id']}: planned from {first['before']}, now {first['live']}",
+                items=moved.head(1000).to_dicts())
+    else:
+        from invsync.run.plans import recheck
+
+        meta = run.snapshots.read_meta()
+        fresh = recheck(planned, lambda keys: _reread(run, keys, live),
+                        own=run.snapshots.load_last_write(),
+                        own_written_at=meta.get("last_write_at"),
+                        lag_s=run.settings.verify_lag_s)
+        del fresh
+    changes = valid.rename({"planned": "old_quantity"}).drop(READ_AT)
     return ChangeSet(changes=changes, unchanged=0, baseline="plan")
+
+
+def _reread(run: _Run, keys: pl.DataFrame, first: pl.DataFrame) -> pl.DataFrame:
+    """The live levels of ``keys``: the read made for this run the first time, then
+    fresh reads (the apply re-check re-reading items a lagging read may hide)."""
+    if not run.rechecked:
+        run.rechecked = True
+        return first
+    return run.store.live_levels(keys["location_id"].unique().to_list(), keys=keys)
 
 
 def _by_location(checked: Validated, changes: ChangeSet) -> dict[str, dict[str, int]]:
@@ -663,6 +739,90 @@ def _by_location(checked: Validated, changes: ChangeSet) -> dict[str, dict[str, 
             "new": row["new"], "changed": row["changed"], "to_zero": row["to_zero"],
             "unchanged": max(row["valid"] - row["new"] - row["changed"], 0)}
     return out
+
+
+def _store_levels(run: _Run, checked: Validated, snapshot: pl.DataFrame, *,
+                  from_plan: bool) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """What the store holds as far as this run knows (for the brakes) and the live levels
+    read (None when none were: ``--baseline snapshot``, or no access token).
+
+    Plans are made against the store: with a token, the live levels of the file's items
+    are read (filtered reads, unless reading every item at its locations takes no more
+    requests, or ``--zero-missing`` needs the items the file leaves out). A reviewed plan
+    reads its items' levels whatever the baseline: that is its apply re-check.
+    """
+    from invsync.run.store_access import known_items
+
+    settings = run.settings
+    if settings.token is None:
+        if settings.baseline == "live" or from_plan:
+            run.report.notes.append(
+                "no access token: no live levels were read; this plan is made against the "
+                "snapshot (the levels invsync last set), not the store")
+        return snapshot, None
+    if settings.baseline != "live" and not from_plan:
+        return snapshot, None
+    file_locations = checked.valid["location_id"].unique()
+    kinds = checked.valid["identifier"].unique().implode()
+    read_all = settings.zero_missing and not from_plan
+    run.read_at = utc_now()
+    if file_locations.len() == 0:
+        live = pl.DataFrame(schema=snapshot.schema)
+    else:
+        live = run.store.live_levels(file_locations.to_list(),
+                                     keys=None if read_all else checked.valid,
+                                     known_items=known_items(snapshot))
+    # The store lists an item under its SKU, variant id and product id: counted once per
+    # item only in the identifier kinds the file uses, or the brake's share is diluted.
+    live = live.filter(pl.col("identifier").is_in(kinds))
+    held = live
+    if not read_all:
+        # The snapshot's levels of the items not read keep the brake's denominator.
+        held = pl.concat([live, snapshot.filter(
+            pl.col("location_id").is_in(file_locations.implode())
+            & pl.col("identifier").is_in(kinds)).join(live, on=KEY, how="anti")
+            .select(live.columns)])
+    return held, live
+
+
+def _learn_unknown_levels(run: _Run, checked: Validated, changes: ChangeSet,
+                          snapshot: pl.DataFrame, live: pl.DataFrame) -> None:
+    """Items the snapshot holds with an unknown level (a write never confirmed) that the
+    live read found already at the file's level were not sent: their level is known
+    now (the store said it), so the snapshot records it."""
+    unknown = snapshot.filter(pl.col("quantity").is_null()).select(KEY)
+    if unknown.height == 0:
+        return
+    same = checked.valid.select(*KEY, "quantity").join(unknown, on=KEY, how="semi").join(
+        live.select(*KEY, pl.col("quantity").alias("_live")), on=KEY, how="inner").filter(
+        pl.col("_live") == pl.col("quantity")).join(changes.changes.select(KEY), on=KEY,
+                                                    how="anti")
+    if same.height:
+        run.snapshots.merge(same.select(*KEY, "quantity"))
+
+
+def _with_before(changes: pl.DataFrame, live: pl.DataFrame) -> pl.DataFrame:
+    """``changes`` with each item's live level as its ``old_quantity`` (``--full``)."""
+    return changes.drop("old_quantity").join(
+        live.select(*KEY, pl.col("quantity").alias("old_quantity")), on=KEY, how="left",
+        maintain_order="left")
+
+
+def _without_resumed(run: _Run, changes: ChangeSet, sha256: str | None) -> ChangeSet:
+    """Resuming the same file: leave out the items the interrupted run's journal confirmed
+    at the level the file asks (whatever the baseline: ``--full`` too)."""
+    done = run.resumed_levels
+    if done is None or done.height == 0 or not sha256 or run.replayed_sha256 != sha256:
+        return changes
+    frame = changes.changes
+    confirmed = frame.join(done.select(*KEY, pl.col("quantity").alias("_done")).unique(KEY),
+                           on=KEY, how="inner").filter(pl.col("_done") == pl.col("quantity"))
+    if confirmed.height == 0:
+        return changes
+    run.report.notes.append(f"{confirmed.height:,} item(s) the interrupted run confirmed at the "
+                            f"file's level are not sent again")
+    return replace(changes, changes=frame.join(confirmed.select(KEY), on=KEY, how="anti"),
+                   unchanged=changes.unchanged + confirmed.height)
 
 
 def _baseline(run: _Run) -> pl.DataFrame:
@@ -683,6 +843,7 @@ def _baseline(run: _Run) -> pl.DataFrame:
     run.report.resumed_from = header.get("run_id")
     run.replayed = pl.concat([recovered.confirmed.select(KEY), unconfirmed.select(KEY)])
     run.replayed_sha256 = header.get("sha256")
+    run.resumed_levels = recovered.confirmed
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height})
     if run.settings.dry_run:
@@ -694,16 +855,23 @@ def _baseline(run: _Run) -> pl.DataFrame:
 
 
 def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.DataFrame,
-                         report: RunReport) -> ChangeSet:
+                        report: RunReport, live: pl.DataFrame | None = None) -> ChangeSet:
     """Add a 0 for each snapshot item, at a location the file covers, that the file omits.
 
-    An item whose level is unknown (null) is zeroed too: it may hold stock.
+    An item named by any row of the file, valid or rejected, is not missing. Each zero
+    replaces the item's live level when it was read (an item the store already holds at
+    0 is left alone), else its snapshot level; an unknown level (null) is zeroed too: it
+    may hold stock.
     """
     locations = checked.valid["location_id"].unique().implode()
-    covered = baseline.filter(pl.col("location_id").is_in(locations)
-                              & pl.col("quantity").ne_missing(0))
+    covered = baseline.filter(pl.col("location_id").is_in(locations))
+    if live is not None:
+        covered = covered.drop("quantity").join(live.select(*KEY, "quantity"), on=KEY,
+                                                how="left")
+    covered = covered.filter(pl.col("quantity").ne_missing(0))
     missing = covered if checked.seen_keys is None else covered.join(
         checked.seen_keys, on=KEY, how="anti")
+    missing = missing.join(changes.changes.select(KEY), on=KEY, how="anti")
     if missing.height == 0:
         return changes
     zeros = missing.select(
@@ -809,7 +977,8 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     settings = run.settings
     journal = run.journal
-    journal.begin({"run_id": run.report.run_id, "input": str(run.path),
+    journal.begin({"run_id": run.report.run_id, "run_seq": run.report.run_seq,
+                   "input": str(run.path),
                    "sha256": run.report.input.get("sha256"), "batches": len(batches),
                    "options": settings.public()})
     run.emit("submit_started", {"batches": len(batches),
@@ -835,6 +1004,14 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         if accepted.height or unconfirmed.height:
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
                                 forget=unconfirmed.select(KEY))
+        if result.sent:
+            # What and when this tool last wrote: the apply re-check forgives a read
+            # lagging it (and only that).
+            run.snapshots.write_last_write(accepted.select(
+                *KEY, pl.col("old_quantity").alias("before"), "quantity"))
+            meta = run.snapshots.read_meta()
+            run.snapshots.write_meta({**meta, "last_write_at": utc_now(),
+                                      "last_write_run": run.report.run_id})
         # The snapshot now holds every confirmed level: the journal has done its job.
         journal.close(remove=True)
     except OSError as exc:  # a full state disk: what the store confirmed is still reported
@@ -902,6 +1079,8 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
         from invsync.run.as_of import plan_columns
 
         run.plan = plan_columns(run.plan, run.sold_side)
+    report.plan_binding = plan_binding(settings, checked.valid["location_id"].unique().to_list())
+    report.changes = change_records(run.plan)
     rejected = run.rejected if run.rejected is not None else checked.rejected
     c = count_run(table, checked, changes, result, run.plan, rejected)
     if result is not None:

@@ -24,7 +24,8 @@ Introspection for tests, with no token, quota or faults:
                               (or `variant_id`/`product_id`); seen by reads at once
     GET  /_sandbox/faults     the fault settings in force
     POST /_sandbox/faults     change them while running: `{"error_rate": 0.1, ...}` with any
-                              of latency_ms, error_rate, bare_429_rate, drop_rate, vague_422
+                              of latency_ms, error_rate, bare_429_rate, drop_rate, vague_422,
+                              apply_delay_ms (alias apply_lag_ms: read-after-write lag)
     GET  /_sandbox/stats      counts, max in flight, item overlaps
     POST /_sandbox/reset      clear log and stats (`?levels=1`: levels too)
 
@@ -77,7 +78,9 @@ _PROBLEM = b"application/problem+json"
 _DROP_LOG_MESSAGE = "ASGI callable returned without completing response."
 _LOGGED_HEADERS = (b"accept", b"content-type", b"user-agent")  # never the token
 _FAULTS = {"latency_ms": int, "error_rate": float, "bare_429_rate": float, "drop_rate": float,
-           "vague_422": bool}
+           "vague_422": bool, "apply_delay_ms": int}
+_FAULT_ALIASES = {"apply_lag_ms": "apply_delay_ms"}
+"""Read-after-write lag (`--apply-lag-ms`): reads show the old level this long after a write."""
 
 
 @dataclass
@@ -1035,6 +1038,7 @@ class Sandbox:
         if not isinstance(payload, dict):
             raise ValueError("expected a JSON object")
         new = self._faults()
+        payload = {_FAULT_ALIASES.get(k, k): v for k, v in payload.items()}
         for name, value in payload.items():
             kind = _FAULTS.get(name)
             if kind is None:
@@ -1049,8 +1053,14 @@ class Sandbox:
             elif kind is int and (value != int(value) or value < 0):
                 raise ValueError(f"{name} must be a whole number >= 0")
             new[name] = kind(value)
+        lagging = bool(self.config.apply_delay_ms)
         for name, value in new.items():
             setattr(self.config, name, value)
+        if self.config.apply_delay_ms and not lagging:
+            self._visible = dict(self._levels)  # reads now see writes only when due
+        elif lagging and not self.config.apply_delay_ms:
+            self._pending.clear()
+            self._visible = self._levels
         return new
 
     def _set_levels(self, payload: Any) -> list[dict[str, Any]]:

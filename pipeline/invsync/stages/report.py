@@ -23,9 +23,11 @@ from invsync.disk import write_atomic
 from invsync.errors import InternalError
 from invsync.redact import redact_data
 from invsync.stages.ingest import BLANKS, FORMULA, StockTable
-from invsync.tables import PLAN_COLUMNS, ROW
+from invsync.tables import PLAN_COLUMNS, READ_AT, ROW
 
 REPORT_VERSION = 1
+MAX_REPORT_CHANGES = 1000
+"""Planned items listed in ``report.json`` (``changes``); ``plan.csv`` holds them all."""
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
 _FORMULA = re.compile(FORMULA)
 
@@ -109,6 +111,22 @@ class RunReport:
     """The rejected rows' file a person fixes (``rejected.xlsx`` or ``rejected.csv``)."""
     sold_since: dict[str, Any] | None = None
     """With an as-of time: when, orders read and counted, units subtracted, requests."""
+    run_seq: int | None = None
+    """This run's number among the runs of its store and profile (from 1, counted under
+    the store's lock): what ``revert last`` and ``verify last`` order runs by."""
+    baseline: str | None = None
+    """What the plan was made against: ``live`` (the store's levels, read at
+    ``read_at``), ``snapshot``, ``none`` (``--full``) or ``plan`` (a reviewed plan)."""
+    read_at: str | None = None
+    """When the live levels were read (UTC), if they were."""
+    plan_binding: dict[str, Any] = field(default_factory=dict)
+    """The store the plan is bound to: ``api_host`` (normalised), ``store_hash``,
+    ``profile``, ``locations``. ``sync --plan-file`` refuses (exit 64) to push the
+    plan.csv of this folder to any other."""
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    """Per planned item (the first :data:`MAX_REPORT_CHANGES`; plan.csv holds every one):
+    ``location_id``, ``identifier``, ``item``, ``before``, ``after``, ``read_at``,
+    ``status``."""
     plan: pl.DataFrame | None = field(default=None, repr=False, compare=False)
     """The plan frame (what ``plan.csv`` holds), for the caller; not part of ``report.json``."""
 
@@ -164,7 +182,8 @@ def rejected_records(rejected: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
-    """The change set as ``plan.csv`` rows: location, item, old, new, delta, row, status.
+    """The change set as ``plan.csv`` rows: location, item, before, after, delta, row, status,
+    read_at.
 
     ``identifier``/``item`` name each item as the request does (as its row named it).
     """
@@ -172,11 +191,19 @@ def plan_frame(changes: pl.DataFrame, status: pl.Expr | str) -> pl.DataFrame:
     plan = changes.select(
         pl.col("location_id"), pl.col("address").alias("identifier"),
         pl.col("address_key").alias("item"),
-        pl.col("old_quantity").alias("old"), pl.col("quantity").alias("new"),
+        pl.col("old_quantity").alias("before"), pl.col("quantity").alias("after"),
         (pl.col("quantity") - pl.col("old_quantity").fill_null(0)).alias("delta"),
         pl.col(ROW).alias("row"), status_expr.alias("status"),
+        (pl.col(READ_AT) if READ_AT in changes.columns
+         else pl.lit(None, pl.String)).alias(READ_AT),
     )
     return plan.cast(PLAN_COLUMNS)  # type: ignore[arg-type]  # dict is invariant
+
+
+def change_records(plan: pl.DataFrame) -> list[dict[str, Any]]:
+    """The first :data:`MAX_REPORT_CHANGES` items of a plan frame, for ``report.json``."""
+    return plan.head(MAX_REPORT_CHANGES).select(
+        "location_id", "identifier", "item", "before", "after", READ_AT, "status").to_dicts()
 
 
 def write_run_folder(

@@ -44,7 +44,7 @@ class QuantityRules:
     text_map: Mapping[str, int] = field(default_factory=dict)
     """Text such as ``in stock`` -> a number; matched case-insensitively after trimming."""
     buffer: int = 0
-    """Safety stock kept back: subtracted from every quantity."""
+    """Safety stock kept back: subtracted from every quantity, down to 0 at most."""
     clamp_negative: bool = False
     """Negative results become 0 instead of being rejected."""
     maximum: int | None = None
@@ -154,11 +154,10 @@ def validate(
     """
     rules = rules or QuantityRules()
     m = table.mapping
+    # Rows ingest could not read are rejected as they are, never half-read; but the items
+    # they name are still named by the file (--zero-missing must not zero them).
     source = table.frame
     unreadable = table.problems
-    if unreadable is not None and unreadable.height:
-        # Rows ingest could not read are rejected as they are, never half-read.
-        source = source.join(unreadable.select(ROW), on=ROW, how="anti")
     frame = source.select(
         pl.col(ROW),
         *[_trimmed(source, m.get(c)).alias(f"{c}_text")
@@ -188,6 +187,9 @@ def validate(
         from invsync.store.identity import apply_mapping
 
         frame = apply_mapping(frame, identities(frame.select(_KEY)))
+    seen = frame.select(_KEY).drop_nulls()
+    if unreadable is not None and unreadable.height:
+        frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
     frame = _parse_quantity(frame, rules)
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
@@ -220,7 +222,6 @@ def validate(
     notes = []
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
-    seen = frame.select(_KEY).drop_nulls()
     return Validated(source=table, valid=valid, rejected=rejected,
                      merged_rows=(merged or 0), seen_keys=seen, notes=notes)
 
@@ -340,7 +341,10 @@ def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
     parsed = _parse_whole(text)
     value = pl.lit(parsed.value)
     if rules.buffer:
-        value = value - rules.buffer
+        # A buffer keeps stock back; it never makes a level negative: 1 with a buffer of 2
+        # is 0 (a negative quantity in the file is still refused).
+        value = pl.when(value >= 0).then(pl.max_horizontal(value - rules.buffer, pl.lit(0)))\
+            .otherwise(value)
     if rules.clamp_negative:
         value = pl.when(value < 0).then(0).otherwise(value)
     if rules.maximum is not None:

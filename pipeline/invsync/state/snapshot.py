@@ -41,16 +41,26 @@ def path_part(text: str) -> str:
     return name
 
 
+_LOOPBACK = frozenset(("localhost", "127.0.0.1", "::1", "ip6-localhost"))
+
+
 def api_host(api_url: str) -> str:
-    """The host (and a non-default port) of ``api_url``, lowercased: what names the store."""
+    """The normalised host (and a non-default port) of ``api_url``: what names the store.
+
+    Spellings of one URL are one store: letter case, a trailing dot or slash, the default
+    port (443 or 80) written out, and this machine's loopback names (``localhost``,
+    ``127.0.0.1``, ``::1``). Any other host name and its IP address stay two spellings
+    only the operator can unify (the ``store_id`` setting).
+    """
     parts = urlsplit(api_url if "//" in api_url else f"https://{api_url}")
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host in _LOOPBACK:
+        host = "localhost"
     try:
         port = parts.port
     except ValueError:
         port = None
-    default = {"https": 443, "http": 80}.get(parts.scheme.lower())
-    return f"{host}:{port}" if port and port != default else host
+    return f"{host}:{port}" if port and port not in (443, 80) else host
 
 
 def store_dir(state_dir: Path, api_url: str, store_hash: str) -> Path:
@@ -127,6 +137,34 @@ class SnapshotStore:
         make_private_dir(self.dir)
         write_atomic(self.path, frame.sort(KEY).write_parquet, prefix=".snapshot-",
                      suffix=".parquet")
+
+    def write_last_write(self, frame: pl.DataFrame) -> None:
+        """Record what the last run that wrote set (KEY, ``before``, ``quantity``)."""
+        make_private_dir(self.dir)
+        write_atomic(self.dir / "last_write.parquet", frame.write_parquet,
+                     prefix=".snapshot-last-", suffix=".parquet")
+
+    def load_last_write(self) -> pl.DataFrame:
+        """What the last run that wrote set: KEY, ``before`` (null: unknown), ``quantity``."""
+        try:
+            fh = open_nofollow(self.dir / "last_write.parquet", "rb")
+        except FileNotFoundError:
+            return pl.DataFrame(schema={**SNAPSHOT_SCHEMA, "before": pl.Int64})
+        with fh:
+            return pl.read_parquet(fh)
+
+    def next_run_seq(self) -> int:
+        """Count one more run of this store and profile (call with the lock held): runs are
+        ordered by this number, never by the clock (which may step back)."""
+        path = self.dir / "run_seq"
+        try:
+            with open_nofollow(path, "r") as fh:
+                current = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            current = 0
+        make_private_dir(self.dir)
+        write_atomic(path, f"{current + 1}\n".encode())
+        return current + 1
 
     def read_meta(self) -> dict[str, Any]:
         """Facts about past runs (e.g. the last successful run's row count)."""

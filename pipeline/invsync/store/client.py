@@ -37,6 +37,7 @@ from invsync.store.limits import (
     MAX_PAGES,
     EncodedItems,
     RetryPolicy,
+    reserved_requests,
 )
 from invsync.tables import Location
 
@@ -89,6 +90,9 @@ class RateLimiter:
     on_wait: Callable[[dict[str, Any]], None] | None = None
     """Told of the quota (``kind: quota``, when first known or changed) and of each wait for
     it (``kind: wait``, once per window): ``wait_s``, ``quota``, ``window_s``."""
+    share: float = 1.0
+    """The share of each window's quota this client uses (``[store] quota_share``): it
+    waits for the next window while fewer requests than the rest are left."""
     _told_until: float = 0.0
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -104,7 +108,8 @@ class RateLimiter:
                 wait = 0.0
                 if self.blocked_until > now:
                     wait = self.blocked_until - now
-                elif self.left is not None and self.left - self.in_flight <= 0:
+                elif self.left is not None and self.left - self.in_flight \
+                        - reserved_requests(self.quota, self.share) <= 0:
                     if self.reset_at > now:
                         wait = self.reset_at - now
                     else:
@@ -211,6 +216,7 @@ class StoreClient:
         on_retry: Callable[[dict[str, Any]], None] | None = None,
         max_pages: int = MAX_PAGES,
         on_rate_wait: Callable[[dict[str, Any]], None] | None = None,
+        quota_share: float = 1.0,
     ) -> None:
         if not store_hash:
             raise UsageError("no store hash: pass --store-hash or set BIGCOMMERCE_STORE_HASH")
@@ -218,7 +224,8 @@ class StoreClient:
         self.root = f"{api_url.rstrip('/')}/stores/{store_hash}"
         """Paths that start with ``/v2/`` (the order reads) hang off this instead of ``base``."""
         self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s, on_wait=on_rate_wait)
+        self.limiter = RateLimiter(max_wait_s=self.retry.max_wait_s, on_wait=on_rate_wait,
+                                   share=quota_share)
         self.max_pages = max_pages
         self._rng = random.Random(seed)
         self._on_retry = on_retry

@@ -13,6 +13,20 @@ MAX_PAGES = 10_000
 """Pages one listing may take (10 million entries), whatever the store says it has."""
 
 
+DEFAULT_QUOTA_SHARE = 0.8
+"""The share of each rate-limit window's requests invsync uses by default: the quota is
+the store's, shared by every app on it, and a polite bulk job leaves some of it."""
+
+
+def reserved_requests(quota: int | None, share: float) -> int:
+    """Requests of each window of ``quota`` left to the store's other apps when invsync
+    uses at most ``share`` of it (at least one request always remains invsync's)."""
+    if quota is None or quota <= 0 or share >= 1:
+        return 0
+    usable = max(1, int(quota * share))
+    return quota - usable
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying a request: bounded in attempts and in total time.

@@ -134,7 +134,9 @@ def _sync_options(fn: Any) -> Any:
                      help="Row number of the header [the first of the top 20 rows naming "
                           "an identifier and a quantity]."),
         click.option("--batch-size", type=int, help="Items per request, at most 2000 [2000]."),
-        click.option("--concurrency", type=int, help="Requests in flight at once [16]."),
+        click.option("--concurrency", type=int,
+                     help="Writes in flight at once [1: BigCommerce asks to wait for each "
+                          "answer; see docs/bigcommerce-api.md]."),
         click.option("--map", "maps", multiple=True, metavar="HEADER=COLUMN",
                      help="Map a file header onto sku, product_id, variant_id, location_id "
                           "or quantity (repeatable)."),
@@ -156,8 +158,9 @@ def _sync_options(fn: Any) -> Any:
         click.option("--allow-zeroing", is_flag=True,
                      help="Override the brake on zeroing many of the items the store holds."),
         click.option("--baseline", type=click.Choice(["snapshot", "live"]),
-                     help="Diff against the last accepted snapshot [snapshot] or the store's "
-                          "live levels (read through the API)."),
+                     help="Plan against the store's live levels, read first [live], or the "
+                          "snapshot of what invsync last set (no reads; store edits are left "
+                          "alone until the file's number changes)."),
         click.option("--no-verify-tls", "verify_tls", flag_value=False, default=None,
                      help="Turn TLS certificate checks off (never do this in production)."),
         _wait_lock_option,
@@ -182,7 +185,8 @@ _wait_lock_option = click.option(
 @_source_options
 @click.option("--plan-file", type=click.Path(path_type=Path),
               help="Push exactly this reviewed plan.csv (from invsync plan) instead of FILE; "
-                   "refused if the snapshot moved since the plan was made.")
+                   "refused (exit 64) for another store or profile, and (exit 3) if the "
+                   "store's levels moved since the plan was made.")
 @click.pass_context
 def sync(ctx: click.Context, file: str | None, config_path: Path | None,
          maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
@@ -444,9 +448,10 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
 @click.option("--api-url", help="API base [env BIGCOMMERCE_API_URL].")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="[$XDG_STATE_HOME/invsync]")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 86_400), default=30.0,
-              show_default=True, callback=lambda _c, _p, v: _finite(v, "--timeout"),
-              help="Keep re-reading this long for writes to land (they are asynchronous).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 86_400), default=None,
+              callback=lambda _c, _p, v: None if v is None else _finite(v, "--timeout"),
+              help="Keep re-reading this long for writes to land (they are asynchronous) "
+                   "[verify_lag_s: 30].")
 @_config_options
 @click.pass_context
 def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s: float,

@@ -79,10 +79,12 @@ if TYPE_CHECKING:
 @click.option("--vague-422", is_flag=True, help="422 titles never name the offending item.")
 @click.option(
     "--apply-delay-ms",
+    "--apply-lag-ms",
+    "apply_delay_ms",
     default=0,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Writes become visible to reads only after this delay.",
+    help="Read-after-write lag: reads return the old level for this long after a write.",
 )
 @click.option("--seed", type=int, help="Seed for fault injection (deterministic faults).")
 @click.option(

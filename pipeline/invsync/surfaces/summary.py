@@ -103,13 +103,13 @@ def print_plan(report: RunReport, console: Console | None = None, top: int = 10)
     for title, frame in (("biggest drops", drops), ("biggest rises", rises)):
         if frame.height:
             t = Table(title=title)
-            for col in ("location", "item", "old", "new", "delta"):
+            for col in ("location", "item", "before", "after", "delta"):
                 t.add_column(col, justify="right" if col != "item" else "left")
             for r in frame.head(top).iter_rows(named=True):
-                t.add_row(safe(r["location_id"]), safe(r["item"]), safe(r["old"]),
-                          safe(r["new"]), f"{r['delta']:+,}")
+                t.add_row(safe(r["location_id"]), safe(r["item"]), safe(r["before"]),
+                          safe(r["after"]), f"{r['delta']:+,}")
             console.print(t)
-    zero = plan.filter(goes_to_zero(pl.col("new"), pl.col("old")))
+    zero = plan.filter(goes_to_zero(pl.col("after"), pl.col("before")))
     if zero.height:
         items = ", ".join(safe(i) for i in zero["item"].head(top).to_list())
         more = f" and {zero.height - top:,} more" if zero.height > top else ""

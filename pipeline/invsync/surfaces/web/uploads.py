@@ -147,13 +147,12 @@ def is_store_changed(report: Any) -> bool:
 
 def store_binding(settings: Settings) -> dict[str, Any]:
     """Which store and profile a page (and each of its uploads) is for."""
-    return {"api_url": _norm_url(settings.api_url),
+    from invsync.state.snapshot import api_host
+
+    # The library's own name for a store (invsync.run.plans.plan_binding): one store, one
+    # name, whatever spelling of its URL the page was started with.
+    return {"api_url": api_host(settings.store_host),
             "store_hash": (settings.store_hash or "").lower(), "profile": settings.profile}
-
-
-def _norm_url(url: str | None) -> str:
-    url = (url or "").strip().lower().rstrip("/.")
-    return url.replace(":443/", "/") if url.startswith("https://") else url
 
 
 def same_store(recorded: Any, binding: dict[str, Any]) -> bool:
@@ -797,8 +796,8 @@ class Portal:
 
         s = self.settings
         store = s.store_hash or "offline"
-        locks = (StoreLock(SnapshotStore(s.state_dir, store, s.api_url, s.profile).store_dir,
-                           store), host_lock(s.api_url, store))
+        locks = (StoreLock(SnapshotStore(s.state_dir, store, s.store_host, s.profile).store_dir,
+                           store), host_lock(s.store_host, store))
         for lock in locks:
             holder = lock.holder()
             if holder is not None:
