@@ -144,21 +144,21 @@ def test_events_validate_and_a_broken_one_fails() -> None:
     assert [e["event"] for e in check_events(stdout)] == ["run_finished", "read_page"]
 
 
-PLAN_HEADER = "location_id,identifier,item,old,new,delta,row,status\n"
+PLAN_HEADER = "location_id,identifier,item,before,after,delta,row,status,read_at\n"
 
 
 @pytest.mark.parametrize(("text", "why"), [
-    ("location_id,identifier,item,before,after,delta,row,status\n1,sku,A,,5,5,2,accepted\n",
+    ("location_id,identifier,item,old,new,delta,row,status,read_at\n1,sku,A,,5,5,2,accepted,\n",
      "columns"),
-    (PLAN_HEADER + "1,sku,A,,5,5,2,done\n", "status"),
-    (PLAN_HEADER + "1,sku,A,,five,5,2,accepted\n", "not an integer"),
-    (PLAN_HEADER + "1,sku,,,5,5,2,accepted\n", "required"),
-    (PLAN_HEADER + "1,sku,A,,5,5,2,accepted\n1,sku,A,,6,6,3,accepted\n", "primary key"),
+    (PLAN_HEADER + "1,sku,A,,5,5,2,done,\n", "status"),
+    (PLAN_HEADER + "1,sku,A,,five,5,2,accepted,\n", "not an integer"),
+    (PLAN_HEADER + "1,sku,,,5,5,2,accepted,\n", "required"),
+    (PLAN_HEADER + "1,sku,A,,5,5,2,accepted,\n1,sku,A,,6,6,3,accepted,\n", "primary key"),
     (PLAN_HEADER + "1,sku,A,,5,5,2\n", "cells"),
 ])
 def test_a_broken_plan_csv_fails(tmp_path: Path, text: str, why: str) -> None:
     path = tmp_path / "plan.csv"
-    path.write_text(PLAN_HEADER + "1,sku,A,,5,5,2,accepted\n")
+    path.write_text(PLAN_HEADER + "1,sku,A,,5,5,2,accepted,\n")
     check_table(path)
     path.write_text(text)
     with pytest.raises(ContractError, match=why):
