@@ -48,7 +48,8 @@ def render(code: pl.Expr, fields: Mapping[str, pl.Expr],
         expr = (pl.when(code == name) if expr is None else expr.when(code == name)).then(text)
     if expr is None:
         return pl.lit(None, pl.String)
-    return expr.otherwise(pl.lit(None, pl.String))
+    filled: pl.Expr = expr.otherwise(pl.lit(None, pl.String))
+    return filled
 
 
 def quantity_fields(text: pl.Expr) -> dict[str, pl.Expr]:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 from invsync.redact import redact, redact_url
@@ -196,7 +196,7 @@ def _to_epoch(value: Any) -> float | None:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.timestamp()
+        return float(value.timestamp())
     if isinstance(value, int | float):
         return float(value)
     text = str(value).split(".")[0]
@@ -324,7 +324,7 @@ class FsspecRemote(Remote):
         return self._file(info) if info.get("type", "file") == "file" else None
 
     def open(self, path: str) -> BinaryIO:
-        return self.fs.open(path, "rb")
+        return cast(BinaryIO, self.fs.open(path, "rb"))
 
     def move(self, path: str, folder: str) -> str:
         parent = posixpath.dirname(path.rstrip("/"))
@@ -398,7 +398,7 @@ def _ftp(spec: SourceSpec) -> Any:
 
     from fsspec.implementations.ftp import FTPFileSystem
 
-    class CheckedFTP(FTPFileSystem):
+    class CheckedFTP(FTPFileSystem):  # type: ignore[misc]  # fsspec ships no type hints
         """fsspec's FTP, whose FTPS checks the server's certificate (ftplib's default
         context does not) before the password is sent."""
 
@@ -451,7 +451,7 @@ def _sftp(spec: SourceSpec) -> Any:
     # paramiko logs each failure at ERROR from its own thread; the one-line error says it.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
-    class CheckHostKey(paramiko.MissingHostKeyPolicy):
+    class CheckHostKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # untyped library
         """Accept the server only if its key is the configured one (or in known_hosts)."""
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:

@@ -499,7 +499,8 @@ def _run_schema(frame: pl.DataFrame) -> pl.DataFrame:
     unexpected = cases.filter(~pl.col("check").is_in(list(REASONS)) | pl.col("index").is_null())
     if unexpected.height:
         raise AssertionError(f"stock frame broke its own schema: {unexpected.head(5)}")
-    return cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))
+    found: pl.DataFrame = cases.select(pl.col("index").cast(pl.Int64), pl.col("check"))
+    return found
 
 
 def _rejected_rows(table: StockTable, frame: pl.DataFrame, failures: pl.DataFrame,

@@ -51,7 +51,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="json: one JSON event per line on stdout (run start, batches with "
                    "transaction ids, retries, run end), logs as JSON on stderr.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
+def cli(ctx: click.Context, /, verbose: int, quiet: bool, log_format: str) -> None:
     """Keep a BigCommerce store's stock levels equal to what a CSV or XLSX file says.
 
     The access token comes from BIGCOMMERCE_ACCESS_TOKEN or the config file, never a flag.
@@ -99,7 +99,7 @@ def _events(ctx: click.Context) -> Any:
     return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
 
 
-def _tagged(ctx: click.Context, run_id: str) -> Any:
+def _tagged(ctx: click.Context, /, run_id: str) -> Any:
     """The event sink for a command that is not a run (drift, verify): every event names
     ``run_id`` (the run verified, or the drift check's own id), and long reads show
     progress as for a run."""
@@ -188,7 +188,7 @@ _wait_lock_option = click.option(
                    "refused (exit 64) for another store or profile, and (exit 3) if the "
                    "store's levels moved since the plan was made.")
 @click.pass_context
-def sync(ctx: click.Context, file: str | None, config_path: Path | None,
+def sync(ctx: click.Context, /, file: str | None, config_path: Path | None,
          maps: tuple[str, ...], plan_file: Path | None, **flags: Any) -> None:
     """Sync FILE (CSV or XLSX) into the store: only the changes are sent.
 
@@ -214,7 +214,7 @@ def sync(ctx: click.Context, file: str | None, config_path: Path | None,
 @_sync_options
 @_source_options
 @click.pass_context
-def plan(ctx: click.Context, file: str | None, config_path: Path | None,
+def plan(ctx: click.Context, /, file: str | None, config_path: Path | None,
          maps: tuple[str, ...], **flags: Any) -> None:
     """Show what syncing FILE would change, send nothing, and write plan.csv.
 
@@ -329,7 +329,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
 @click.option("--location-id", type=int, help="The location runs write to [1].")
 @_config_options
 @click.pass_context
-def doctor(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+def doctor(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None:
     """Check before the first night what would make a run fail; nothing is changed.
 
     The token is accepted and has the inventory scopes (and the orders scope when as_of
@@ -366,7 +366,7 @@ def doctor(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run folders.")
 @_config_options
 @click.pass_context
-def prune(ctx: click.Context, keep: str | None, dry_run: bool, config_path: Path | None,
+def prune(ctx: click.Context, /, keep: str | None, dry_run: bool, config_path: Path | None,
           **flags: Any) -> None:
     """Remove old run folders and uploads (never the last successful run of a source, nor
     a run whose journal is still open)."""
@@ -402,7 +402,7 @@ def _prune(settings: Any, keep_s: float, *, dry_run: bool = False) -> Any:
 @click.option("--location-id", type=int, help="Only this location.")
 @_config_options
 @click.pass_context
-def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
+def drift(ctx: click.Context, /, file: Path | None, config_path: Path | None,
           location_id: int | None, **flags: Any) -> None:
     """Report items whose live level differs from the snapshot (e.g. manual edits).
 
@@ -454,7 +454,7 @@ def drift(ctx: click.Context, file: Path | None, config_path: Path | None,
                    "[verify_lag_s: 30].")
 @_config_options
 @click.pass_context
-def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s: float,
+def verify(ctx: click.Context, /, run_id: str, config_path: Path | None, timeout_s: float,
            **flags: Any) -> None:
     """Read back the levels run RUN_ID set and report any that did not land.
 
@@ -489,7 +489,7 @@ def verify(ctx: click.Context, run_id: str, config_path: Path | None, timeout_s:
 @_wait_lock_option
 @_config_options
 @click.pass_context
-def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+def resume(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None:
     """Finish a run that was interrupted (killed, crashed): same file, same options.
 
     Batches the store already confirmed are not sent again. Running the same sync
@@ -517,7 +517,7 @@ def resume(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
 @_wait_lock_option
 @_config_options
 @click.pass_context
-def revert(ctx: click.Context, run_id: str, config_path: Path | None, force: bool,
+def revert(ctx: click.Context, /, run_id: str, config_path: Path | None, force: bool,
            **flags: Any) -> None:
     """Put back the levels run RUN_ID replaced ('last' and prefixes work).
 
@@ -549,7 +549,7 @@ def revert(ctx: click.Context, run_id: str, config_path: Path | None, force: boo
     _finish(ctx, done.report, settings)
 
 
-def _finish(ctx: click.Context, report: Any, settings: Any) -> None:
+def _finish(ctx: click.Context, /, report: Any, settings: Any) -> None:
     """After any run: notify, print the summary and the summary line, exit with its code.
 
     This is the one place runs end in the CLI (sync, plan, resume, revert), so notifications are

@@ -55,7 +55,7 @@ def _source_flags(flags: dict[str, Any]) -> dict[str, Any]:
             "settle_s": flags.pop("settle_s", None)}
 
 
-def _from_source(ctx: click.Context, arg: str, settings: Any, command: str,
+def _from_source(ctx: click.Context, /, arg: str, settings: Any, command: str,
                  source: dict[str, Any]) -> bool:
     """Run ``plan|sync`` on a SOURCE; False when ``arg`` is a plain path (not handled here)."""
     from invsync.run.sourced import source_spec, sync_source, wants_source
@@ -84,7 +84,7 @@ def _from_source(ctx: click.Context, arg: str, settings: Any, command: str,
     return True
 
 
-def _say_unchanged(ctx: click.Context, done: Any) -> None:
+def _say_unchanged(ctx: click.Context, /, done: Any) -> None:
     if ctx.obj["log_format"] == "json":
         from invsync.surfaces.progress import JsonEvents
 
@@ -112,7 +112,7 @@ def watch_command(sync_options: Callable[[Any], Any]) -> click.Command:
     @click.option("--interval", "interval_s", type=float, metavar="SECONDS",
                   callback=_finite_seconds, help="Look for new files this often [30].")
     @click.pass_context
-    def watch(ctx: click.Context, file: str | None, config_path: Path | None,
+    def watch(ctx: click.Context, /, file: str | None, config_path: Path | None,
               maps: tuple[str, ...], **flags: Any) -> None:
         """Process each new file of SOURCE once, in arrival order, until stopped.
 
@@ -159,7 +159,7 @@ def _events_of(ctx: click.Context) -> Any:
     return _events(ctx)
 
 
-def _on_done(ctx: click.Context, settings: Any) -> Callable[[Any], None]:
+def _on_done(ctx: click.Context, /, settings: Any) -> Callable[[Any], None]:
     """After each file of a watch: notify, then print its summary line (never exit)."""
 
     def done(result: Any) -> None:

@@ -365,7 +365,7 @@ class Portal:
             return meta
 
     def file_path(self, meta: dict[str, Any]) -> Path:
-        return self.path_of(meta["upload_id"]) / meta["stored_name"]
+        return self.path_of(meta["upload_id"]) / str(meta["stored_name"])
 
     def create(self, *, user: str, filename: str, data: Any, location_id: int | None,
                sheet: str | None, duplicates: str | None, column_map: dict[str, str],
