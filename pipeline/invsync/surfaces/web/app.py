@@ -18,7 +18,13 @@ from starlette.staticfiles import StaticFiles
 
 from invsync.html.render import static_dir
 from invsync.run.config import Settings
-from invsync.surfaces.web import routes_api, routes_history, routes_pages, routes_signin
+from invsync.surfaces.web import (
+    routes_api,
+    routes_history,
+    routes_pages,
+    routes_signin,
+    routes_sources,
+)
 from invsync.surfaces.web.auth import Accounts, Sessions, Throttle
 from invsync.surfaces.web.errors import HANDLERS
 from invsync.surfaces.web.middleware import BodyLimit, SecurityHeaders
@@ -37,7 +43,7 @@ def create_app(settings: Settings, options: Options | None = None) -> Starlette:
                      throttle=Throttle(), portal=Portal(settings))
     routes: list[BaseRoute] = [
         *routes_signin.ROUTES, *routes_pages.ROUTES, *routes_history.ROUTES,
-        *routes_api.ROUTES,
+        *routes_api.ROUTES, *routes_sources.ROUTES,
         Mount("/static", app=StaticFiles(directory=str(static_dir())), name="static"),
     ]
     app = Starlette(

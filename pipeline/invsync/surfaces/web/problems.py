@@ -34,6 +34,11 @@ TYPES: dict[str, tuple[int, str]] = {
     "unreadable-file": (422, "The file cannot be read"),
     "unmapped": (422, "The file's columns are not recognised"),
     "invalid-field": (422, "A field's value is not allowed"),
+    "source-busy": (409, "The source is being fetched already"),
+    "stale-file": (422, "The source's file is too old, or missing"),
+    "file-not-ready": (422, "The source's file is still being written"),
+    "source-config": (422, "The source cannot be fetched as it is set up"),
+    "source-unreachable": (502, "The source's server could not be reached"),
     "internal": (500, "Internal error"),
 }
 """Problem type (after :data:`PREFIX`) -> (HTTP status, title)."""

@@ -17,17 +17,18 @@ from invsync.surfaces.web.uploads import UploadError
 
 
 def _upload_form_sync(request: Request, status: int = 200,
-                      error: str | None = None) -> Response:
+                      error: str | None = None, **extra: Any) -> Response:
     w = web(request)
     return page(request, "upload.html", status=status,
                 default_location=w.settings.location_id, locations=w.portal.locations(),
-                max_mb=w.max_mb, error=error, recent=w.portal.recent(10))
+                max_mb=w.max_mb, error=error, recent=w.portal.recent(10),
+                sources=sorted(w.settings.sources), **extra)
 
 
 async def _upload_form(request: Request, status: int = 200,
-                       error: str | None = None) -> Response:
+                       error: str | None = None, **extra: Any) -> Response:
     """The upload form (in a worker thread: it may read the store's locations)."""
-    return await run_in_threadpool(_upload_form_sync, request, status, error)
+    return await run_in_threadpool(_upload_form_sync, request, status, error, **extra)
 
 
 async def home(request: Request) -> Response:

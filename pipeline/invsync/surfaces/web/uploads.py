@@ -865,6 +865,8 @@ class Portal:
         if meta["status"] == "cancelled" and meta.get("cancel_counts"):
             out["counts"] = {**out["counts"], **meta["cancel_counts"]}
         out["files"] = [n for n in FILES if self._find_file(meta, n) is not None]
+        if meta.get("source"):  # fetched from a configured source ("fetch now")
+            out["source"] = meta["source"]
 
         if meta.get("run_id"):
             out["run_id"] = meta["run_id"]
