@@ -197,3 +197,48 @@ def test_a_feed_without_a_suffix_is_read_as_csv(signed_in: TestClient, settings:
     made = _fetch_api(signed_in, "sheet")
     assert made.status_code == 201, made.text
     assert made.json()["filename"] == "pub.csv"
+
+
+def test_a_file_still_being_written_or_ambiguous_or_too_large_makes_no_upload(
+        sandbox: SandboxProcess, tmp_path: Path, drop: Path) -> None:
+    s = make_settings(sandbox, tmp_path)
+    Accounts(s.state_dir).add_user("merchant", PASSWORD)
+    (drop / "stock_0613.csv").write_bytes(CSV)
+    s = replace(s, sources=check_sources({
+        "marked": {"url": f"{drop}/stock_0612.csv", "marker": ".done", "settle_timeout_s": 0.3},
+        "two": {"url": f"{drop}/stock_*.csv", "settle_s": 0},
+        "big": {"url": f"{drop}/stock_0612.csv", "settle_s": 0},
+        "<b>odd name</b>": {"url": f"{drop}/stock_0612.csv", "settle_s": 0},
+    }))
+    app = create_app(s, Options())
+    with CheckedClient(app, base_url="http://testserver") as client:
+        login(client)
+        app.state.web.options.max_upload_bytes = 20  # what --max-upload-mb sets (in MB)
+        home = client.get("/")
+        assert "<b>odd name</b>" not in home.text and "&lt;b&gt;odd name&lt;/b&gt;" in home.text
+        not_ready = _fetch_api(client, "marked")
+        assert not_ready.status_code == 422
+        assert not_ready.json()["type"].endswith(":file-not-ready")
+        assert "still being written" in not_ready.json()["detail"]
+        two = _fetch_page(client, "two")
+        assert two.status_code == 422 and "several files match" in two.text
+        assert "--pick" not in two.text
+        big = _fetch_api(client, "big")
+        assert big.status_code == 413 and big.json()["type"].endswith(":too-large")
+        odd = _fetch_page(client, "%3Cb%3Eodd%20name%3C%2Fb%3E")
+        assert odd.status_code == 413 and "<b>odd name</b>" not in odd.text
+        for answer in (not_ready, two, big):
+            _no_secrets(answer.text, drop)
+        assert client.get("/api/uploads").json()["total"] == 0
+
+
+def test_without_sources_the_page_has_no_section_and_says_why_a_fetch_fails(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    s = make_settings(sandbox, tmp_path)
+    Accounts(s.state_dir).add_user("merchant", PASSWORD)
+    with CheckedClient(create_app(s, Options()), base_url="http://testserver") as client:
+        login(client)
+        assert 'id="sources"' not in client.get("/").text
+        assert client.get("/api/sources").json() == {"items": []}
+        page = _fetch_page(client, "warehouse")
+        assert page.status_code == 404 and "There is no source named" in page.text

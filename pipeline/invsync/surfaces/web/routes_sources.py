@@ -34,7 +34,7 @@ from invsync.sources import (
     fetch,
     resolve,
 )
-from invsync.surfaces.web.errors import upload_problem
+from invsync.surfaces.web.errors import sentence, upload_problem
 from invsync.surfaces.web.problems import problem
 from invsync.surfaces.web.routes_pages import _after_upload, _upload_form
 from invsync.surfaces.web.state import WebState, api_user, page_user, text, web
@@ -140,6 +140,9 @@ def fetch_into_upload(w: WebState, name: str, user: str, *, force: bool = False)
             raise Refused(200, "unchanged", "the file has not changed since the last run",
                           unchanged_since=fetched.unchanged_since,
                           last_run_at=str(last.get("fetched_at") or "") or None)
+        if fetched.size > w.options.max_upload_bytes:  # what the upload form would refuse
+            raise Refused(413, "too-large", f"the file is larger than the page accepts "
+                                            f"({w.max_mb} MB): no upload was made")
         with fetched.local.open("rb") as data:
             meta = w.portal.create(user=user, filename=_upload_name(fetched), data=data,
                                    location_id=None, sheet=None, duplicates=None, column_map={})
@@ -167,8 +170,9 @@ async def fetch_page(request: Request) -> Response:
     except Refused as exc:
         outcome = {"name": name, "text": exc.message, "unchanged": exc.kind == "unchanged",
                    "last_run_at": exc.last_run_at, "bad": exc.kind != "unchanged"}
-        return await _upload_form(request, 200 if exc.http == 200 else exc.http,
-                                  source_outcome=outcome)
+        # No Sources section to say it in (no source configured): the page's error box.
+        error = None if w.settings.sources else sentence(exc.message)
+        return await _upload_form(request, exc.http, error, source_outcome=outcome)
     except UploadError as exc:
         return await _upload_form(request, exc.http, source_outcome={
             "name": name, "text": str(exc), "bad": True})
@@ -212,7 +216,7 @@ async def fetch_api(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/sources/{name}/fetch", fetch_page, methods=["POST"]),
+    Route("/sources/{name:path}/fetch", fetch_page, methods=["POST"]),
     Route("/api/sources", list_sources, methods=["GET"]),
-    Route("/api/sources/{name}/fetch", fetch_api, methods=["POST"]),
+    Route("/api/sources/{name:path}/fetch", fetch_api, methods=["POST"]),
 ]
