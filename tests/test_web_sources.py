@@ -95,6 +95,7 @@ def test_the_page_lists_sources_by_name_and_fetch_now_lands_a_previewed_upload(
     upload_id = answer.headers["location"].rsplit("/", 1)[-1]
     view = signed_in.get(answer.headers["location"])
     assert view.status_code == 200 and "stock_0612.csv" in view.text
+    assert re.search(r'id="fetched-from">from the source <strong>drop</strong>', view.text)
     data = signed_in.get(f"/api/uploads/{upload_id}").json()
     assert data["status"] == "planned" and data["filename"] == "stock_0612.csv"
     assert data["uploaded_by"] == "merchant"
