@@ -243,3 +243,13 @@ def test_without_sources_the_page_has_no_section_and_says_why_a_fetch_fails(
         assert client.get("/api/sources").json() == {"items": []}
         page = _fetch_page(client, "warehouse")
         assert page.status_code == 404 and "There is no source named" in page.text
+
+
+def test_an_api_key_fetches_without_a_session(client: TestClient, settings: Settings) -> None:
+    key = Accounts(settings.state_dir).add_key("erp")
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/sources", headers=auth).status_code == 200
+    made = client.post("/api/sources/drop/fetch", headers=auth)
+    assert made.status_code == 201 and made.json()["uploaded_by"] == "erp"
+    wrong = client.post("/api/sources/drop/fetch", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
