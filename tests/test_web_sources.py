@@ -250,6 +250,6 @@ def test_an_api_key_fetches_without_a_session(client: TestClient, settings: Sett
     auth = {"Authorization": f"Bearer {key}"}
     assert client.get("/api/sources", headers=auth).status_code == 200
     made = client.post("/api/sources/drop/fetch", headers=auth)
-    assert made.status_code == 201 and made.json()["uploaded_by"] == "erp"
+    assert made.status_code == 201 and made.json()["uploaded_by"] == "key:erp"
     wrong = client.post("/api/sources/drop/fetch", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
