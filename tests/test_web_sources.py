@@ -253,3 +253,23 @@ def test_an_api_key_fetches_without_a_session(client: TestClient, settings: Sett
     assert made.status_code == 201 and made.json()["uploaded_by"] == "key:erp"
     wrong = client.post("/api/sources/drop/fetch", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
+
+
+def test_an_applied_fetch_is_the_sources_last_run(signed_in: TestClient, settings: Settings,
+                                                  drop: Path) -> None:
+    """Once applied, the same file is "unchanged" for the next fetch (and `sync NAME`)."""
+    made = _fetch_api(signed_in, "drop").json()
+    applied = signed_in.post(f"/api/uploads/{made['upload_id']}/apply",
+                             headers={"X-CSRF-Token": csrf_of(signed_in)})
+    assert applied.status_code == 202
+    signed_in.app.state.portal.wait(made["upload_id"], 60)  # type: ignore[attr-defined]
+    done = signed_in.get(f"/api/uploads/{made['upload_id']}").json()
+    assert done["status"] in ("succeeded", "partial"), done
+    again = _fetch_api(signed_in, "drop")
+    assert again.status_code == 200 and again.json()["unchanged_since"] == done["run_id"]
+    spec = resolve("drop", settings.sources)
+    assert fetch(spec, settings.state_dir).unchanged_since == done["run_id"]
+    assert (drop / "stock_0612.csv").exists()  # on_success is not the page's to apply
+    # A new export is fetched again.
+    (drop / "stock_0612.csv").write_bytes(CSV.replace(b",5\n", b",6\n"))
+    assert _fetch_api(signed_in, "drop").status_code == 201

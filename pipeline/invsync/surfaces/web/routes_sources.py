@@ -25,9 +25,11 @@ from starlette.routing import Route
 
 from invsync.errors import UsageError
 from invsync.redact import redact
+from invsync.run.config import Settings
 from invsync.sources import (
     Fetched,
     NotReadyError,
+    RemoteFile,
     SourceError,
     SourceState,
     StaleFileError,
@@ -152,8 +154,29 @@ def fetch_into_upload(w: WebState, name: str, user: str, *, force: bool = False)
     info = {"name": name, "file": fetched.file.name, "size": fetched.size,
             "sha256": fetched.sha256, "modified": _when(fetched.file.mtime),
             "fetched_at": fetched.fetched_at}
-    w.portal._update(meta["upload_id"], source=info)
+    w.portal._update(meta["upload_id"], source=info, source_record=fetched.record())
     return str(meta["upload_id"])
+
+
+def remember_applied(settings: Settings, meta: dict[str, Any], run_id: str) -> None:
+    """A fetched upload applied with success is the source's last successful run, as if
+    ``invsync sync NAME`` had run it: the same file is then "unchanged" for the next
+    fetch, ``sync`` and ``watch``. Never moves the file (``on_success`` is not applied)."""
+    record = meta.get("source_record") or {}
+    name = (meta.get("source") or {}).get("name")
+    if meta.get("status") not in ("succeeded", "partial") or name not in settings.sources:
+        return
+    try:
+        spec = resolve(str(name), settings.sources)
+        file = RemoteFile(path=str(record["path"]), size=record.get("size"),
+                          mtime=record.get("mtime"), etag=record.get("etag"))
+        fetched = Fetched(spec=spec, file=file, local=Path(), sha256=str(record["sha256"]),
+                          size=int(record["size"]), etag=record.get("etag"),
+                          last_modified=record.get("last_modified"),
+                          fetched_at=str(record.get("fetched_at") or ""))
+        SourceState(settings.state_dir, spec).remember(fetched, run_id)
+    except (KeyError, TypeError, ValueError, UsageError, OSError) as exc:
+        log.warning("source %s: its last run could not be recorded: %s", name, redact(str(exc)))
 
 
 # --- the page ----------------------------------------------------------------------------

@@ -748,6 +748,10 @@ class Portal:
                                  f": nothing was sent; try again later")
                     return
         self._record(upload_id, meta, report, progress.cancel.is_set())
+        if meta.get("source_record"):  # fetched from a source: its run, as for `sync NAME`
+            from invsync.surfaces.web.routes_sources import remember_applied
+
+            remember_applied(self.settings, self.get(upload_id), report.run_id)
         self.write_rejected(upload_id)
         self._notify(report, settings)
 
