@@ -273,3 +273,17 @@ def test_an_applied_fetch_is_the_sources_last_run(signed_in: TestClient, setting
     # A new export is fetched again.
     (drop / "stock_0612.csv").write_bytes(CSV.replace(b",5\n", b",6\n"))
     assert _fetch_api(signed_in, "drop").status_code == 201
+
+
+def test_a_fetched_file_with_unknown_columns_goes_to_the_map_step(
+        signed_in: TestClient, settings: Settings, tmp_path: Path) -> None:
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"article,count\nTOWEL-907-NAVY-SHEET,5\n")
+    w = signed_in.app.state.web  # type: ignore[attr-defined]
+    w.settings = replace(w.settings, sources={**settings.sources, **check_sources(
+        {"odd": {"url": str(odd), "settle_s": 0}})})
+    api = _fetch_api(signed_in, "odd")
+    assert api.status_code == 422 and api.json()["type"].endswith(":unmapped")
+    assert api.headers["location"] == f"/api/uploads/{api.json()['upload_id']}"
+    page = _fetch_page(signed_in, "odd", force="yes")
+    assert page.status_code == 303 and page.headers["location"].endswith("/map")

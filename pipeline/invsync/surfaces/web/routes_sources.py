@@ -228,8 +228,10 @@ async def fetch_api(request: Request) -> Response:
     location = f"/api/uploads/{upload_id}"
     try:
         await run_in_threadpool(w.portal.plan, upload_id)
-    except UploadError as exc:
-        return upload_problem(exc, upload_id)
+    except UploadError as exc:  # kept (e.g. its columns to choose): say where it is
+        answer = upload_problem(exc, upload_id)
+        answer.headers["Location"] = location
+        return answer
     data: dict[str, Any] = await run_in_threadpool(w.portal.describe, upload_id)
     if data["status"] != "planned":
         return problem(422, data.get("error") or "the file could not be previewed",
