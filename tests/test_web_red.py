@@ -1,0 +1,55 @@
+"""Defects a merchant's walk through the upload page found (each test failed before its fix).
+
+Through starlette's TestClient (``test_web.py``'s fixtures), against a real sandbox store.
+"""
+
+from __future__ import annotations
+
+import test_web
+from starlette.testclient import TestClient
+from test_web import api_upload, login, wait_done
+
+settings, app_factory, client = test_web.settings, test_web.app_factory, test_web.client
+
+
+def _preview(client: TestClient, data: bytes, name: str = "stock.csv") -> tuple[str, dict]:
+    assert login(client).status_code == 303
+    answer = api_upload(client, data, name)
+    assert answer.status_code == 201, answer.text
+    upload_id = answer.json()["upload_id"]
+    return upload_id, wait_done(client, upload_id)
+
+
+def test_a_german_file_reads_dotted_thousands_and_never_says_write_1_or_2(
+        client: TestClient) -> None:
+    # ';'-separated with decimal commas (the price): the convention is certain.
+    german = ("Artikelnummer;Bestand;Preis\nTOWEL-907-NAVY-SHEET;1.204;3,50\n"
+              "TOWEL-907-BURG-BATH;12,0;12,99\n").encode()
+    upload_id, upload = _preview(client, german, "Lager.csv")
+    assert upload["rejected"] == [], upload["rejected"]
+    after = {c["item"]: c["new"] for c in upload["changes"]}
+    assert after == {"TOWEL-907-NAVY-SHEET": 1204, "TOWEL-907-BURG-BATH": 12}
+    # Without that certainty (a comma file) nothing is guessed: a precise question instead.
+    _, unsure = _preview(client, b"sku,quantity\nTOWEL-907-NAVY-SHEET,1.204\n")
+    [row] = unsure["rejected"]
+    assert "1 or 2" not in row["message"] and "did you mean 1204?" in row["message"]
+    page = client.get(f"/uploads/{unsure['upload_id']}").text
+    assert "1 or 2" not in page and "did you mean 1204?" in page
+
+
+def test_the_preview_gives_no_command_line_flags(client: TestClient) -> None:
+    upload_id, upload = _preview(client, b"sku,quantity\nTOWEL-907-NAVY-SHEET,-3\n")
+    assert upload["rejected"][0]["reason"] == "quantity_negative"
+    page = client.get(f"/uploads/{upload_id}").text
+    assert "--clamp-negative" not in page and "clamp" not in page
+    assert "Write 0 or more" in page
+
+
+def test_a_file_of_only_rejected_rows_does_not_say_the_store_already_has_them(
+        client: TestClient) -> None:
+    upload_id, upload = _preview(client, b"sku,quantity\nNOPE-1,3\nNOPE-2,4\n")
+    assert upload["changes_total"] == 0
+    page = client.get(f"/uploads/{upload_id}").text
+    assert "already has these levels" not in page
+    assert "the rest can be applied" not in page
+    assert "Nothing can be applied" in page
