@@ -53,3 +53,24 @@ def test_a_file_of_only_rejected_rows_does_not_say_the_store_already_has_them(
     assert "already has these levels" not in page
     assert "the rest can be applied" not in page
     assert "Nothing can be applied" in page
+
+
+def test_an_api_upload_for_a_location_the_store_does_not_have_is_422(
+        client: TestClient) -> None:
+    assert login(client).status_code == 303
+    answer = api_upload(client, location_id="999")
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["type"] == "urn:invsync:problem:invalid-field"
+    assert problem["field"] == "location_id" and "999" in problem["detail"]
+    assert api_upload(client, location_id="1").status_code == 201  # the store's own id
+
+
+def test_every_bad_field_of_an_api_upload_names_the_field(client: TestClient) -> None:
+    assert login(client).status_code == 303
+    for fields, name in (({"duplicates": "explode"}, "duplicates"),
+                         ({"encoding": "no-such-codec"}, "encoding"),
+                         ({"map": "sku=price"}, "map")):
+        answer = api_upload(client, **fields)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["field"] == name, answer.json()

@@ -254,9 +254,11 @@ def check_reading(encoding: str | None, header_row: int | None) -> tuple[str | N
         try:
             text_encoding(encoding)
         except LookupError:
-            raise UploadError(400, f"unknown text encoding {encoding!r}") from None
+            raise UploadError(400, f"unknown text encoding {encoding!r}", field="encoding",
+                              kind="bad-field") from None
     if header_row is not None and header_row < 1:
-        raise UploadError(400, "the header row must be 1 or more")
+        raise UploadError(400, "the header row must be 1 or more", field="header_row",
+                          kind="bad-field")
     return encoding or None, header_row
 
 
@@ -378,13 +380,15 @@ class Portal:
             raise UploadError(400, "only CSV or Excel files can be uploaded "
                                    f"({', '.join(SUFFIXES)})")
         if duplicates not in (None, "", "reject", "sum", "last"):
-            raise UploadError(400, "duplicates must be reject, sum or last")
+            raise UploadError(400, "duplicates must be reject, sum or last", field="duplicates",
+                              kind="bad-field")
         if location_id is not None and location_id < 1:
             raise UploadError(422, "the location must be a positive whole number",
                               field="location_id", kind="invalid-field")
         for target in column_map.values():
             if target not in (*IDENTIFIERS, "location_id", "quantity", "ignore"):
-                raise UploadError(400, f"cannot map a column onto {target!r}")
+                raise UploadError(400, f"cannot map a column onto {target!r}", field="map",
+                                  kind="bad-field")
         encoding, header_row = check_reading(encoding, header_row)
         upload_id = secrets.token_hex(16)
         folder = self.path_of(upload_id)
@@ -939,9 +943,12 @@ class Portal:
         given = (given or "").strip()
         if not given:
             return None
-        if given.isascii() and given.isdigit() and len(given) <= 18:
-            return int(given)
         found = self.locations()
+        if given.isascii() and given.isdigit() and len(given) <= 18:
+            # An id the store does not have (or has disabled) is refused now, not as every
+            # row of the preview; when the locations cannot be read the preview tells.
+            if not found or any(int(loc.id) == int(given) for loc in found):
+                return int(given)
         key = given.casefold()
         for loc in found:
             if key in (str(loc.code).casefold(), str(loc.label).casefold()):
