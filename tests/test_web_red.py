@@ -74,3 +74,16 @@ def test_every_bad_field_of_an_api_upload_names_the_field(client: TestClient) ->
         answer = api_upload(client, **fields)
         assert answer.status_code == 400, answer.text
         assert answer.json()["field"] == name, answer.json()
+
+
+def test_a_change_from_an_unknown_level_shows_no_difference_of_0(client: TestClient) -> None:
+    # Nothing read or set before: the level before is not known, so neither is the difference
+    # (never "+0" next to an item that is being set to 0).
+    upload_id, upload = _preview(client, b"sku,quantity\nTOWEL-907-NAVY-SHEET,0\n")
+    [change] = upload["changes"]
+    if change["old"] is None:
+        assert change["delta"] is None
+        row = client.get(f"/uploads/{upload_id}").text.split('<table id="changes"')[1]
+        assert "+0" not in row.split("</table>")[0]
+    else:  # the store's live level was read
+        assert change["delta"] == -change["old"]

@@ -1006,7 +1006,7 @@ def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[st
     plan = plan.with_columns(
         unescape_formulas(pl.col("item")).alias("item"),
         *(pl.col(c).cast(pl.Int64, strict=False) for c in ("location_id", "old", "new", "row")),
-    ).with_columns(delta=pl.col("new") - pl.col("old").fill_null(0))
+    ).with_columns(delta=pl.col("new") - pl.col("old"))  # unknown before: unknown difference
     # Only the first MAX_CHANGES are shown: a top-k, not a sort of a million-row plan.
     rows = plan.lazy().sort(["delta", "new", "location_id", "item"], nulls_last=True).head(
         MAX_CHANGES).select("location_id", "identifier", "item", "old", "new", "delta",
