@@ -5,9 +5,15 @@ Through starlette's TestClient (``test_web.py``'s fixtures), against a real sand
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import test_web
 from starlette.testclient import TestClient
 from test_web import api_upload, login, wait_done
+
+from invsync.sandbox.process import SandboxProcess
 
 settings, app_factory, client = test_web.settings, test_web.app_factory, test_web.client
 
@@ -87,3 +93,27 @@ def test_a_change_from_an_unknown_level_shows_no_difference_of_0(client: TestCli
         assert "+0" not in row.split("</table>")[0]
     else:  # the store's live level was read
         assert change["delta"] == -change["old"]
+
+
+def test_an_apply_holding_the_lock_itself_is_not_told_to_wait_for_another_update(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    # Refresh or a second tab while this upload's own apply holds the store's lock: the page
+    # must not say "another update of this store is running" (there is none).
+    from test_web_flow import _client, _csv, _post, _settings, _wait
+
+    slow = sandbox_factory("--latency-ms", "1500")
+    with _client(_settings(slow, tmp_path)) as http:
+        assert login(http).status_code == 303
+        upload_id = api_upload(http, _csv({"POSTER-1755": 3, "TOWEL-907-BURG-BATH": 4})
+                               ).json()["upload_id"]
+        wait_done(http, upload_id)
+        assert _post(http, f"/api/uploads/{upload_id}/apply").status_code == 202
+        portal = http.app.state.portal  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while portal.lock_holder() is None:  # the apply has taken the store's lock
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        page = http.get(f"/uploads/{upload_id}").text
+        if "applying now" in page:
+            assert "another update of this store is running" not in page
+        _wait(http, upload_id, lambda u: u["status"] not in ("applying", "cancelling"))

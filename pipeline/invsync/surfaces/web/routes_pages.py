@@ -112,7 +112,7 @@ def _view(request: Request, upload_id: str, status: int = 200,
     data = portal.describe(upload_id)
     names = {loc.id: loc.label or loc.code for loc in portal.locations()}
     return page(request, "upload_view.html", status=status, u=data,
-                lock_holder=portal.lock_holder(), error=error, location_names=names)
+                error=error, location_names=names)
 
 
 async def upload_view(request: Request) -> Response:
