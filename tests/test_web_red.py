@@ -117,3 +117,24 @@ def test_an_apply_holding_the_lock_itself_is_not_told_to_wait_for_another_update
         if "applying now" in page:
             assert "another update of this store is running" not in page
         _wait(http, upload_id, lambda u: u["status"] not in ("applying", "cancelling"))
+
+
+def test_history_of_a_cancelled_upload_counts_what_its_page_counts(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    from test_web_flow import ITEMS, _client, _csv, _post, _settings, _wait
+
+    slow = sandbox_factory("--latency-ms", "600")
+    with _client(_settings(slow, tmp_path, batch_size=1, concurrency=1)) as http:
+        assert login(http).status_code == 303
+        upload_id = api_upload(http, _csv({sku: 30 + i for i, sku in enumerate(ITEMS)})
+                               ).json()["upload_id"]
+        wait_done(http, upload_id)
+        assert _post(http, f"/api/uploads/{upload_id}/apply").status_code == 202
+        _wait(http, upload_id, lambda b: (b.get("progress") or {}).get("items_done", 0) >= 1)
+        assert _post(http, f"/api/uploads/{upload_id}/cancel").status_code == 202
+        done = _wait(http, upload_id, lambda b: b["status"] not in ("applying", "cancelling"))
+        assert done["status"] == "cancelled" and done["counts"]["accepted"] >= 1
+        history = http.get("/history").text
+        row = history.split("cancelled", 1)[1].split("</tr>", 1)[0]
+        cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:]]
+        assert cells[:3] == [str(len(ITEMS)), str(len(ITEMS)), str(done["counts"]["accepted"])]

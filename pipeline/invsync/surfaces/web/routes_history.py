@@ -57,6 +57,7 @@ async def history(request: Request) -> Response:
                 continue
             if meta.get("run_id") == row["run_id"]:  # its latest apply
                 row["upload_status"] = meta["status"]
+                row.update(portal.cancelled_counts(meta))
     return page(request, "history.html", runs=rows)
 
 

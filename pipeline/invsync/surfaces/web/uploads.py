@@ -794,6 +794,18 @@ class Portal:
             self._update(upload_id, status="failed",
                          error=report.error or "the run failed", brakes=report.brakes, **common)
 
+    @staticmethod
+    def cancelled_counts(meta: dict[str, Any]) -> dict[str, int]:
+        """History's counts for a cancelled apply, as its page shows them: the preview's
+        rows, changes and rejected rows, and what the store confirmed before the cancel
+        (the interrupted run's own report counts none of it). Empty for other uploads."""
+        if meta.get("status") != "cancelled" or not meta.get("cancel_counts"):
+            return {}
+        plan = (_report(meta.get("plan_dir")) or {}).get("counts") or {}
+        return {"rows": plan.get("rows", 0), "changed": plan.get("changed", 0),
+                "rejected": plan.get("rejected", 0),
+                "accepted": meta["cancel_counts"].get("accepted", 0)}
+
     def lock_holder(self) -> str | None:
         """Who holds this store's lock (a run in progress), or None when it is free."""
         from invsync.state.journal import StoreLock, host_lock
