@@ -5,6 +5,7 @@ Through starlette's TestClient (``test_web.py``'s fixtures), against a real sand
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_an_apply_holding_the_lock_itself_is_not_told_to_wait_for_another_update
         _wait(http, upload_id, lambda u: u["status"] not in ("applying", "cancelling"))
 
 
-def test_history_of_a_cancelled_upload_counts_what_its_page_counts(
+def test_history_and_run_page_of_a_cancelled_upload_say_what_its_page_says(
         sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
     from test_web_flow import ITEMS, _client, _csv, _post, _settings, _wait
 
@@ -138,3 +139,11 @@ def test_history_of_a_cancelled_upload_counts_what_its_page_counts(
         row = history.split("cancelled", 1)[1].split("</tr>", 1)[0]
         cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:]]
         assert cells[:3] == [str(len(ITEMS)), str(len(ITEMS)), str(done["counts"]["accepted"])]
+        # Its run page: cancelled by the merchant, not "shut down", no journal or batches.
+        run = http.get(f"/runs/{done['run_id']}").text
+        assert "cancelled" in run.lower()
+        for word in ("shut down", "journal", "batch", "Stopped"):
+            assert word not in run, word
+        accepted = re.search(r'data-count="accepted"[^>]*><th[^>]*>[^<]*</th>'
+                             r'<td class="num">(\d+)', run)
+        assert accepted and int(accepted.group(1)) == done["counts"]["accepted"]

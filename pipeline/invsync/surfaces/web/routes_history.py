@@ -71,8 +71,19 @@ async def run_view(request: Request) -> Response:
     from invsync.html.report_page import count_groups
 
     past = await run_in_threadpool(_find_run, request, request.path_params["run_id"])
-    return page(request, "run.html", run=history_row(past), report=past.report,
-                groups=count_groups(past.report),
+    run, report = history_row(past), past.report
+    if run.get("upload_id"):  # a cancelled page upload: in the words and counts of its page
+        try:
+            meta = web(request).portal.get(str(run["upload_id"]))
+        except UploadError:
+            meta = {}
+        counts = web(request).portal.cancelled_counts(meta)
+        if counts and meta.get("run_id") == run["run_id"]:
+            run.update(upload_status="cancelled",
+                       transactions=len(meta.get("transaction_ids") or []))
+            report = {**report, "error": None, "counts": {
+                **(report.get("counts") or {}), **counts, **meta["cancel_counts"]}}
+    return page(request, "run.html", run=run, report=report, groups=count_groups(report),
                 files=[n for n in RUN_FILES if (past.folder / n).is_file()])
 
 
