@@ -147,3 +147,16 @@ def test_history_and_run_page_of_a_cancelled_upload_say_what_its_page_says(
         accepted = re.search(r'data-count="accepted"[^>]*><th[^>]*>[^<]*</th>'
                              r'<td class="num">(\d+)', run)
         assert accepted and int(accepted.group(1)) == done["counts"]["accepted"]
+
+
+def test_a_stopped_run_s_error_on_a_page_has_no_journal_or_batches() -> None:
+    from invsync.surfaces.web.messages import plain_run_error
+
+    for error in ("interrupted by SIGTERM; the levels the store confirmed are kept in the "
+                  "journal: run `invsync resume` to finish (confirmed batches are not sent "
+                  "again)",
+                  "interrupted by SIGINT; no batch is left unconfirmed: run the same command "
+                  "again"):
+        text = plain_run_error(error)
+        for word in ("journal", "batch", "command", "invsync", "SIG"):
+            assert word not in text, (word, text)
