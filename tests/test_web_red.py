@@ -30,9 +30,9 @@ def _preview(client: TestClient, data: bytes, name: str = "stock.csv") -> tuple[
 def test_a_german_file_reads_dotted_thousands_and_never_says_write_1_or_2(
         client: TestClient) -> None:
     # ';'-separated with decimal commas (the price): the convention is certain.
-    german = ("Artikelnummer;Bestand;Preis\nTOWEL-907-NAVY-SHEET;1.204;3,50\n"
-              "TOWEL-907-BURG-BATH;12,0;12,99\n").encode()
-    upload_id, upload = _preview(client, german, "Lager.csv")
+    german = (b"Artikelnummer;Bestand;Preis\nTOWEL-907-NAVY-SHEET;1.204;3,50\n"
+              b"TOWEL-907-BURG-BATH;12,0;12,99\n")
+    _, upload = _preview(client, german, "Lager.csv")
     assert upload["rejected"] == [], upload["rejected"]
     after = {c["item"]: c["new"] for c in upload["changes"]}
     assert after == {"TOWEL-907-NAVY-SHEET": 1204, "TOWEL-907-BURG-BATH": 12}
@@ -160,3 +160,38 @@ def test_a_stopped_run_s_error_on_a_page_has_no_journal_or_batches() -> None:
         text = plain_run_error(error)
         for word in ("journal", "batch", "command", "invsync", "SIG"):
             assert word not in text, (word, text)
+
+
+def test_a_session_that_ends_mid_way_signs_in_back_to_the_upload(client: TestClient) -> None:
+    import re as re_
+
+    from invsync.surfaces.web.state import COOKIE
+
+    upload_id, _ = _preview(client, b"sku,quantity\nPOSTER-1755,3\n")
+    # The session ends on the server (idle, a restart...); the browser still sends its cookie.
+    client.app.state.web.sessions.end(client.cookies.get(COOKIE))  # type: ignore[attr-defined]
+    answer = client.post(f"/uploads/{upload_id}/apply", data={"csrf_token": "whatever"},
+                         follow_redirects=False)
+    assert answer.status_code == 303
+    target = answer.headers["location"]
+    assert target.startswith("/login?again=1")
+    page = client.get(target).text
+    assert "your uploads are kept" in page
+    token = re_.search(r'name="login_csrf" value="([^"]+)"', page)
+    nxt = re_.search(r'name="next" value="([^"]*)"', page)
+    assert token and nxt and nxt.group(1) == f"/uploads/{upload_id}"
+    back = client.post("/login", data={"username": "merchant", "password": test_web.PASSWORD,
+                                       "login_csrf": token.group(1), "next": nxt.group(1)},
+                       follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"] == f"/uploads/{upload_id}"
+    assert "Nothing has been sent yet" in client.get(back.headers["location"]).text
+    # Never a way out of the site.
+    for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/login"):
+        page = client.get("/login").text
+        token = re_.search(r'name="login_csrf" value="([^"]+)"', page)
+        assert token
+        went = client.post("/login", data={"username": "merchant",
+                                           "password": test_web.PASSWORD,
+                                           "login_csrf": token.group(1), "next": evil},
+                           follow_redirects=False)
+        assert went.headers["location"] == "/", evil

@@ -956,11 +956,11 @@ class Portal:
         if not given:
             return None
         found = self.locations()
-        if given.isascii() and given.isdigit() and len(given) <= 18:
-            # An id the store does not have (or has disabled) is refused now, not as every
-            # row of the preview; when the locations cannot be read the preview tells.
-            if not found or any(int(loc.id) == int(given) for loc in found):
-                return int(given)
+        # An id the store does not have (or has disabled) is refused now, not as every row
+        # of the preview; when the locations cannot be read the preview tells.
+        if given.isascii() and given.isdigit() and len(given) <= 18 and (
+                not found or any(int(loc.id) == int(given) for loc in found)):
+            return int(given)
         key = given.casefold()
         for loc in found:
             if key in (str(loc.code).casefold(), str(loc.label).casefold()):
