@@ -195,3 +195,12 @@ def test_a_session_that_ends_mid_way_signs_in_back_to_the_upload(client: TestCli
                                            "login_csrf": token.group(1), "next": evil},
                            follow_redirects=False)
         assert went.headers["location"] == "/", evil
+
+
+def test_a_long_file_name_keeps_its_kind(client: TestClient) -> None:
+    assert login(client).status_code == 303
+    name = "Lagerbestand " + "sehr lang " * 30 + ".csv"
+    answer = api_upload(client, name=name)
+    assert answer.status_code == 201, answer.text
+    kept = answer.json()["filename"]
+    assert kept.endswith(".csv") and len(kept) <= 200 and kept.startswith("Lagerbestand")

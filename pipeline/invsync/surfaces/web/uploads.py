@@ -287,7 +287,11 @@ def clean_filename(name: str) -> str:
     """The base name a browser sent, as printable text (never used as a path)."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip()
-    return base[:200] or "upload"
+    if len(base) > 200:  # shortened in the middle: the kind of file is in its ending
+        stem, suffix = os.path.splitext(base)
+        suffix = suffix if len(suffix) <= 10 else ""
+        base = stem[:200 - len(suffix) - 1].rstrip() + "…" + suffix
+    return base or "upload"
 
 
 class Portal:
