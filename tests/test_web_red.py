@@ -81,6 +81,8 @@ def test_every_bad_field_of_an_api_upload_names_the_field(client: TestClient) ->
         answer = api_upload(client, **fields)
         assert answer.status_code == 400, answer.text
         assert answer.json()["field"] == name, answer.json()
+    wrong_kind = api_upload(client, name="stock.exe")
+    assert wrong_kind.status_code == 400 and wrong_kind.json()["field"] == "file"
 
 
 def test_a_change_from_an_unknown_level_shows_no_difference_of_0(client: TestClient) -> None:

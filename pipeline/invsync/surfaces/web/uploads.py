@@ -382,7 +382,7 @@ class Portal:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise UploadError(400, "only CSV or Excel files can be uploaded "
-                                   f"({', '.join(SUFFIXES)})")
+                                   f"({', '.join(SUFFIXES)})", field="file", kind="bad-field")
         if duplicates not in (None, "", "reject", "sum", "last"):
             raise UploadError(400, "duplicates must be reject, sum or last", field="duplicates",
                               kind="bad-field")
