@@ -206,3 +206,13 @@ def test_a_long_file_name_keeps_its_kind(client: TestClient) -> None:
     assert answer.status_code == 201, answer.text
     kept = answer.json()["filename"]
     assert kept.endswith(".csv") and len(kept) <= 200 and kept.startswith("Lagerbestand")
+
+
+def test_the_api_counts_of_a_preview_agree_with_its_rows(client: TestClient) -> None:
+    # Items the store does not have are rows with problems, in the counts too.
+    _, upload = _preview(client, b"sku,quantity\nNOPE-1,3\nNOPE-2,4\nPOSTER-1755,5\n")
+    counts = upload["counts"]
+    assert upload["changes_total"] == 1 and len(upload["rejected"]) == 2
+    assert counts["changed"] + counts["unchanged"] == 1
+    assert counts["valid"] == 1 and counts["invalid"] == 2 and counts["rejected"] == 2
+    assert counts["not_sent"] == 1

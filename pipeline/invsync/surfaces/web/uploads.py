@@ -870,7 +870,8 @@ class Portal:
             "encoding": meta.get("encoding"), "header_row": meta.get("header_row"),
             "encoding_used": meta.get("encoding_used"),
             "header_row_used": meta.get("header_row_used"),
-            "counts": (shown or {}).get("counts") or {},
+            "counts": _counts_without(((shown or {}).get("counts") or {}),
+                                      len(unknown) if shown is plan_report else 0),
             "rejected": rejected, "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
             "brakes": [web_brake(b) for b in meta.get("brakes") or []],
@@ -981,6 +982,19 @@ def _summary(meta: dict[str, Any]) -> dict[str, Any]:
             "filename": meta["filename"], "uploaded_by": meta["user"],
             "created": meta["created"], "location_id": meta["location_id"],
             "url": f"/api/uploads/{meta['upload_id']}"}
+
+
+def _counts_without(counts: dict[str, Any], unknown: int) -> dict[str, Any]:
+    """A preview's counts with ``unknown`` items the store does not have moved from the
+    valid, changed and to-send rows to the rejected ones (as the page lists them)."""
+    if not unknown or not counts:
+        return counts
+    out = dict(counts)
+    for key, sign in (("valid", -1), ("changed", -1), ("not_sent", -1), ("invalid", 1),
+                      ("rejected", 1)):
+        if isinstance(out.get(key), int):
+            out[key] = max(out[key] + sign * unknown, 0)
+    return out
 
 
 def _report(folder: str | None) -> dict[str, Any] | None:
