@@ -216,3 +216,16 @@ def test_the_api_counts_of_a_preview_agree_with_its_rows(client: TestClient) -> 
     assert counts["changed"] + counts["unchanged"] == 1
     assert counts["valid"] == 1 and counts["invalid"] == 2 and counts["rejected"] == 2
     assert counts["not_sent"] == 1
+
+
+def test_an_upload_with_many_rejected_rows_answers_in_a_bounded_size(client: TestClient) -> None:
+    # The page polls the upload every second while applying: 300,000 rejected rows must not
+    # come back each time (they are all in rejected.csv).
+    rows = "".join(f"NOPE-{i},{i % 9}\n" for i in range(3000))
+    upload_id, upload = _preview(client, f"sku,quantity\nPOSTER-1755,5\n{rows}".encode())
+    assert len(upload["rejected"]) == 1000 and upload["rejected_total"] == 3000
+    page = client.get(f"/uploads/{upload_id}").text
+    assert '<strong id="rejected-total">3,000</strong>' in page
+    assert "The first 1,000 are shown" in page
+    rejected = client.get(f"/uploads/{upload_id}/files/rejected.csv").text
+    assert len(rejected.strip().splitlines()) == 3001

@@ -872,7 +872,10 @@ class Portal:
             "header_row_used": meta.get("header_row_used"),
             "counts": _counts_without(((shown or {}).get("counts") or {}),
                                       len(unknown) if shown is plan_report else 0),
-            "rejected": rejected, "refused": refused,
+            # Bounded as the changes are (the page polls this while applying): every
+            # rejected row is in rejected.csv.
+            "rejected": rejected[:MAX_CHANGES], "rejected_total": len(rejected),
+            "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
             "brakes": [web_brake(b) for b in meta.get("brakes") or []],
             "plan_run_id": meta.get("plan_run_id"),
