@@ -229,3 +229,17 @@ def test_an_upload_with_many_rejected_rows_answers_in_a_bounded_size(client: Tes
     assert "The first 1,000 are shown" in page
     rejected = client.get(f"/uploads/{upload_id}/files/rejected.csv").text
     assert len(rejected.strip().splitlines()) == 3001
+
+
+def test_the_rejected_download_keeps_every_cell_of_a_row_with_too_many(
+        client: TestClient) -> None:
+    # "1,204" without quotes: three cells under two headers. The download to fix it in must
+    # not show the row as "POSTER-1755,1" (fixed as it reads, that sets 1, not 1204).
+    import csv
+    import io
+
+    upload_id, upload = _preview(client, b"sku,quantity\nPOSTER-1755,1,204\nMUG-4916,2\n")
+    assert [r["reason"] for r in upload["rejected"]] == ["unreadable_row"]
+    text = client.get(f"/uploads/{upload_id}/files/rejected.csv").text.lstrip("\ufeff")
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert (row["sku"], row["quantity"]) == ("POSTER-1755", "1,204")

@@ -617,6 +617,9 @@ def _read_csv_carefully(path: Path, data: bytes, delimiter: str, first_row: int,
                         f" (a {delimiter!r} inside a cell that is not in quotes?)")
                 bad_msgs.append(f"this row has {len(record)} cells but the header has "
                                 f"{width}{hint}")
+                # Kept whole in its last cell, so the rejected file shows the row as written
+                # ("1,204", not "1": fixed as shown, that would be a wrong level).
+                record = [*record[:width - 1], delimiter.join(record[width - 1:])]
             record = (record + [""] * width)[:width]
         last_line = reader.line_num
         write([row, *record])
