@@ -243,3 +243,15 @@ def test_the_rejected_download_keeps_every_cell_of_a_row_with_too_many(
     text = client.get(f"/uploads/{upload_id}/files/rejected.csv").text.lstrip("\ufeff")
     [row] = list(csv.DictReader(io.StringIO(text)))
     assert (row["sku"], row["quantity"]) == ("POSTER-1755", "1,204")
+
+
+def test_a_second_apply_of_an_applied_upload_says_so_in_a_sentence(client: TestClient) -> None:
+    from test_web import csrf_of
+
+    upload_id, _ = _preview(client, b"sku,quantity\nPOSTER-1755,3\n")
+    form = {"csrf_token": csrf_of(client)}
+    client.post(f"/uploads/{upload_id}/apply", data=form)
+    wait_done(client, upload_id)
+    again = client.post(f"/uploads/{upload_id}/apply", data=form)  # the other tab's button
+    assert again.status_code == 409
+    assert "This upload was already applied." in again.text
