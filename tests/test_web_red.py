@@ -255,3 +255,19 @@ def test_a_second_apply_of_an_applied_upload_says_so_in_a_sentence(client: TestC
     again = client.post(f"/uploads/{upload_id}/apply", data=form)  # the other tab's button
     assert again.status_code == 409
     assert "This upload was already applied." in again.text
+
+
+def test_an_apply_cut_off_by_a_server_stop_is_not_called_not_applied(
+        client: TestClient) -> None:
+    from invsync.surfaces.web.uploads import INTERRUPTED
+
+    upload_id, _ = _preview(client, b"sku,quantity\nPOSTER-1755,3\n")
+    portal = client.app.state.portal  # type: ignore[attr-defined]
+    # What a restart finds after a kill while sending (see test_web_redteam for the real one).
+    portal._update(upload_id, status="failed", interrupted=True, error=INTERRUPTED)
+    page = client.get(f"/uploads/{upload_id}").text
+    badge = page.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    assert "not applied" not in badge  # some changes may be in the store
+    assert "may already be in the store" in page
+    for word in ("invsync", "resume", "sync)"):
+        assert word not in page.split("<main", 1)[1], word

@@ -56,7 +56,7 @@ UPLOAD_WORDS: dict[str, tuple[str, str]] = {
     "previewing": ("preview being made", "info"), "planned": ("ready to apply", "info"),
     "applying": ("applying now", "info"), "cancelling": ("cancelling", "warn"),
     "succeeded": ("applied", "ok"), "partial": ("applied, some rows left out", "warn"),
-    "failed": ("not applied", "bad"), "stale": ("store changed: preview again", "warn"),
+    "failed": ("did not finish", "bad"), "stale": ("store changed: preview again", "warn"),
     "cancelled": ("cancelled", "muted"), "not_applied": ("not applied", "muted"),
     "discarded": ("discarded", "muted"),
 }

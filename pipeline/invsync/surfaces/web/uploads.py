@@ -86,9 +86,9 @@ ENCODINGS = (
 )
 """The text encodings the page offers (any other name Python knows works in the API)."""
 INTERRUPTED = ("the server stopped while this upload was being applied: some or all of "
-               "its changes may already be in the store. The next upload or sync (or "
-               "invsync resume) finishes the interrupted run; preview again to see the "
-               "store's levels now")
+               "its changes may already be in the store. The next update of the store (an "
+               "upload here or the nightly run) finishes what was cut off; preview again to "
+               "see the store's levels now")
 
 
 class UploadError(Exception):
