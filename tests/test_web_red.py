@@ -271,3 +271,20 @@ def test_an_apply_cut_off_by_a_server_stop_is_not_called_not_applied(
     assert "may already be in the store" in page
     for word in ("invsync", "resume", "sync)"):
         assert word not in page.split("<main", 1)[1], word
+
+
+def test_an_upload_that_may_have_changed_the_store_is_not_discarded_as_unsent(
+        client: TestClient) -> None:
+    from test_web import csrf_of
+
+    from invsync.surfaces.web.uploads import INTERRUPTED
+
+    upload_id, _ = _preview(client, b"sku,quantity\nPOSTER-1755,3\n")
+    portal = client.app.state.portal  # type: ignore[attr-defined]
+    portal._update(upload_id, status="failed", interrupted=True, error=INTERRUPTED,
+                   run_id="20261206T000000.000Z-abcdef")
+    gone = client.delete(f"/api/uploads/{upload_id}", headers={"X-CSRF-Token": csrf_of(client)})
+    assert gone.status_code == 409, gone.text
+    assert gone.json()["type"] == "urn:invsync:problem:upload-state"
+    assert "may already be in the store" in gone.json()["detail"]
+    assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "failed"

@@ -617,8 +617,15 @@ class Portal:
 
     # -- apply --------------------------------------------------------------------------
     def discard(self, upload_id: str) -> dict[str, Any]:
-        """Set an upload aside unsent (409 once it is being or was applied)."""
-        return self._move(upload_id, "discard", "discarded")
+        """Set an upload aside unsent (409 once it is being or was applied, also when an
+        apply failed, was cut off or cancelled: some of its changes may be in the store)."""
+        with self._lock:
+            meta = self.mine(upload_id)
+            if meta["status"] in ("failed", "cancelled") and meta.get("run_id"):
+                raise UploadError(409, "some changes of this upload may already be in the "
+                                       "store: preview it again to see what is left",
+                                  kind="upload-state", status=meta["status"])
+            return self._move(upload_id, "discard", "discarded")
 
     def apply(self, upload_id: str, *, override_brakes: bool = False) -> dict[str, Any]:
         """Start pushing exactly the previewed plan in the background; 409 unless ``planned``.
