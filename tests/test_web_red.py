@@ -60,6 +60,8 @@ def test_a_file_of_only_rejected_rows_does_not_say_the_store_already_has_them(
     assert "already has these levels" not in page
     assert "the rest can be applied" not in page
     assert "Nothing can be applied" in page
+    badge = page.split("<h1>", 1)[1].split("</h1>", 1)[0]
+    assert "ready to apply" not in badge and "nothing to apply" in badge
 
 
 def test_an_api_upload_for_a_location_the_store_does_not_have_is_422(
