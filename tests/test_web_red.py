@@ -290,3 +290,16 @@ def test_an_upload_that_may_have_changed_the_store_is_not_discarded_as_unsent(
     assert gone.json()["type"] == "urn:invsync:problem:upload-state"
     assert "may already be in the store" in gone.json()["detail"]
     assert client.get(f"/api/uploads/{upload_id}").json()["status"] == "failed"
+
+
+def test_an_apply_that_left_out_items_the_store_does_not_have_is_not_done(
+        client: TestClient) -> None:
+    from test_web import csrf_of
+
+    upload_id, _ = _preview(client, b"sku,quantity\nCAP-681-YELOW,4\nPOSTER-1755,9\n")
+    client.post(f"/uploads/{upload_id}/apply", data={"csrf_token": csrf_of(client)})
+    done = wait_done(client, upload_id)
+    assert done["status"] == "partial", done["status"]
+    page = client.get(f"/uploads/{upload_id}").text
+    assert "The store now has the levels from your file" not in page
+    assert "1 row(s) of your file had problems and were left out" in page

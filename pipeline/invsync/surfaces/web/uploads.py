@@ -797,9 +797,10 @@ class Portal:
         elif is_store_changed(report):
             self._update(upload_id, status="stale", error=STORE_CHANGED, **common)
         elif report.status in ("succeeded", "partial"):
-            # Rows the preview rejected were left out: for the file as a whole, partial.
+            # Rows the preview rejected, and items the store does not have, were left out:
+            # for the file as a whole, partial.
             invalid = ((_report(meta.get("plan_dir")) or {}).get("counts") or {}).get("invalid")
-            status = "partial" if invalid else report.status
+            status = "partial" if invalid or meta.get("unknown") else report.status
             self._update(upload_id, status=status, error=None, **common)
         else:
             self._update(upload_id, status="failed",
