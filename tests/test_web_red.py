@@ -303,3 +303,21 @@ def test_an_apply_that_left_out_items_the_store_does_not_have_is_not_done(
     page = client.get(f"/uploads/{upload_id}").text
     assert "The store now has the levels from your file" not in page
     assert "1 row(s) of your file had problems and were left out" in page
+
+
+def test_history_counts_an_upload_with_unknown_items_as_its_page_does(
+        client: TestClient) -> None:
+    from test_web import csrf_of
+
+    upload_id, _ = _preview(client, b"sku,quantity\nCAP-681-YELOW,4\nNOPE-1,3\nPOSTER-1755,9\n")
+    client.post(f"/uploads/{upload_id}/apply", data={"csrf_token": csrf_of(client)})
+    done = wait_done(client, upload_id)
+    history = client.get("/history").text
+    row = history.split(f"/uploads/{upload_id}", 1)[0].rsplit("<tr>", 1)[1] \
+        if f"/uploads/{upload_id}" in history else history.split("<tbody>", 1)[1]
+    cells = [c.split("</td>")[0] for c in row.split('<td class="num">')[1:5]]
+    assert cells == ["3", "1", "1", "2"], cells  # rows, changed, accepted, rejected
+    run = client.get(f"/runs/{done['run_id']}").text
+    rejected = re.search(r'data-count="rejected"[^>]*><th[^>]*>[^<]*</th>'
+                         r'<td class="num">(\d+)', run)
+    assert rejected and rejected.group(1) == "2"

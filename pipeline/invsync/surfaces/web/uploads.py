@@ -807,16 +807,23 @@ class Portal:
                          error=report.error or "the run failed", brakes=report.brakes, **common)
 
     @staticmethod
-    def cancelled_counts(meta: dict[str, Any]) -> dict[str, int]:
-        """History's counts for a cancelled apply, as its page shows them: the preview's
-        rows, changes and rejected rows, and what the store confirmed before the cancel
-        (the interrupted run's own report counts none of it). Empty for other uploads."""
-        if meta.get("status") != "cancelled" or not meta.get("cancel_counts"):
-            return {}
+    def page_counts(meta: dict[str, Any]) -> dict[str, int]:
+        """History's counts for a page upload's latest apply, as its page shows them: the
+        file's rows, with the items the store does not have among the rejected ones, and
+        for a cancelled apply what the store confirmed before the cancel (the interrupted
+        run's own report counts none of it). Empty when the run's own counts say it."""
         plan = (_report(meta.get("plan_dir")) or {}).get("counts") or {}
-        return {"rows": plan.get("rows", 0), "changed": plan.get("changed", 0),
-                "rejected": plan.get("rejected", 0),
-                "accepted": meta["cancel_counts"].get("accepted", 0)}
+        unknown = len(meta.get("unknown") or [])
+        out: dict[str, int] = {}
+        if unknown and plan:
+            out = {"rows": plan.get("rows", 0), "rejected": plan.get("rejected", 0) + unknown,
+                   "invalid": plan.get("invalid", 0) + unknown}
+        if meta.get("status") == "cancelled" and meta.get("cancel_counts"):
+            out = {"rows": plan.get("rows", 0),
+                   "changed": max(plan.get("changed", 0) - unknown, 0),
+                   "rejected": plan.get("rejected", 0) + unknown,
+                   "accepted": meta["cancel_counts"].get("accepted", 0)}
+        return out
 
     def lock_holder(self) -> str | None:
         """Who holds this store's lock (a run in progress), or None when it is free."""
