@@ -87,17 +87,22 @@ def test_every_bad_field_of_an_api_upload_names_the_field(client: TestClient) ->
     assert wrong_kind.status_code == 400 and wrong_kind.json()["field"] == "file"
 
 
-def test_a_change_from_an_unknown_level_shows_no_difference_of_0(client: TestClient) -> None:
-    # Nothing read or set before: the level before is not known, so neither is the difference
-    # (never "+0" next to an item that is being set to 0).
-    upload_id, upload = _preview(client, b"sku,quantity\nTOWEL-907-NAVY-SHEET,0\n")
-    [change] = upload["changes"]
-    if change["old"] is None:
-        assert change["delta"] is None
-        row = client.get(f"/uploads/{upload_id}").text.split('<table id="changes"')[1]
-        assert "+0" not in row.split("</table>")[0]
-    else:  # the store's live level was read
-        assert change["delta"] == -change["old"]
+def test_a_change_from_an_unknown_level_shows_no_difference_of_0(tmp_path: Path) -> None:
+    # A level before that is not known (no live read: an offline or snapshot plan of an item
+    # never set) has no difference either: never "+0" next to an item being set to 0.
+    from invsync.surfaces.web.uploads import _sorted_changes
+
+    plan = tmp_path / "plan.csv"
+    plan.write_text("location_id,identifier,item,before,after,delta,row,status,read_at\n"
+                    "1,sku,TOWEL-907-NAVY-SHEET,,0,0,2,planned,\n"
+                    "1,sku,POSTER-1755,5,3,-2,3,planned,2026-12-06T02:00:00Z\n")
+    rows, total = _sorted_changes(str(tmp_path), 1, 1)
+    by_item = {r["item"]: r for r in rows}
+    assert total == 2
+    assert by_item["TOWEL-907-NAVY-SHEET"]["old"] is None
+    assert by_item["TOWEL-907-NAVY-SHEET"]["delta"] is None
+    assert by_item["POSTER-1755"]["delta"] == -2
+    assert [r["item"] for r in rows] == ["POSTER-1755", "TOWEL-907-NAVY-SHEET"]  # unknown last
 
 
 def test_an_apply_holding_the_lock_itself_is_not_told_to_wait_for_another_update(
