@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from invsync.rules.numbers import is_grouped
 from invsync.rules.stock import REASONS
 
 FALLBACK = ("A row that could not be used", "see the message and correct the row")
@@ -23,8 +24,6 @@ FALLBACK = ("A row that could not be used", "see the message and correct the row
 
 _UNIT = r"^\s*([+-]?\d+)\s*[^\d\s.,+\-][^\d]*$"
 """A number followed by a unit or a word: ``12 pcs``, ``12pcs``, ``12 Stück``."""
-_GROUPED = r"^\s*\d{1,3}(?:[, '\u00a0\u202f]\d{3})+\s*$"
-"""A number with thousands separators: ``1,234``, ``1 234``, ``1'234``."""
 _DECIMAL = r"^\s*(\d+)[.,](\d+)\s*$"
 
 
@@ -56,16 +55,19 @@ def quantity_fields(text: pl.Expr) -> dict[str, pl.Expr]:
     """``nature`` and ``hint`` for a quantity that is not a whole number.
 
     ``12 pcs`` -> "a number" / "write 12"; ``3.5`` -> "a whole number" / "write 3 or 4";
-    ``1,234`` -> "write it without separators: 1234"; anything else -> the general fix.
+    ``1,234`` or ``1.204`` -> "did you mean 1234? Write it without separators" (never
+    "1 or 2": a dot before three digits groups thousands as often as it marks decimals);
+    anything else -> the general fix.
     """
     unit = text.str.extract(_UNIT, 1).str.strip_prefix("+")
     decimal = text.str.extract(_DECIMAL, 1)
-    grouped = text.str.contains(_GROUPED)
+    grouped = is_grouped(text)
     plain_number = text.str.replace_all(r"[^\d]", "")
     whole = decimal.cast(pl.Int64, strict=False)
     hint = (
         pl.when(unit.is_not_null()).then(pl.lit("write ") + unit)
-        .when(grouped).then(pl.lit("write it without separators: ") + plain_number)
+        .when(grouped).then(pl.format("did you mean {}? Write it without separators",
+                                      plain_number))
         .when(whole.is_not_null()).then(pl.format("write a whole number: {} or {}", whole,
                                                   whole + 1))
         .otherwise(pl.lit("write how many are in stock as a whole number, such as 12")))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
+from invsync.rules.numbers import read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
@@ -190,7 +191,7 @@ def validate(
     seen = frame.select(_KEY).drop_nulls()
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
-    frame = _parse_quantity(frame, rules)
+    frame = _parse_quantity(frame, rules, _decimal_comma(table))
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
     date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
@@ -332,13 +333,30 @@ def _resolve_locations(
     ).drop("_loc", "_enabled")
 
 
-def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
+_DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
+
+
+def _decimal_comma(table: StockTable) -> bool:
+    """Does the file make the decimal comma certain: a ``;``-separated CSV with a cell such
+    as ``3,50`` (then a dot only groups thousands: ``1.204`` is 1204)?"""
+    if table.format != "csv" or table.delimiter != ";":
+        return False
+    text = [c for c, t in table.frame.schema.items() if c != ROW and t == pl.String]
+    return bool(text) and bool(table.frame.select(pl.any_horizontal(
+        [pl.col(c).str.contains(_DECIMAL_COMMA).any() for c in text])).item())
+
+
+def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules,
+                    decimal_comma: bool = False) -> pl.DataFrame:
     text = frame["quantity_text"]
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
         text = pl.select(pl.lit(text).str.to_lowercase().replace_strict(
             lowered, default=pl.lit(text))).to_series()
     parsed = _parse_whole(text)
+    if decimal_comma:
+        by_convention = pl.select(read_by_convention(pl.lit(text), True)).to_series()
+        parsed = _Whole(parsed.value.fill_null(by_convention), parsed.huge, parsed.date)
     value = pl.lit(parsed.value)
     if rules.buffer:
         # A buffer keeps stock back; it never makes a level negative: 1 with a buffer of 2

@@ -347,6 +347,9 @@ def _read_csv_carefully(path: Path, data: bytes, delimiter: str, first_row: int,
                 cells = f"more than {MAX_ROW_CELLS:,}" if reader.line_num in cut else \
                     f"{len(record):,}"
                 bad_msgs.append(f"this row has {cells} cells but the header has {width}{hint}")
+                # Kept whole in its last cell, so the rejected file shows the row as written
+                # ("1,204", not "1": fixed as shown, that would be a wrong level).
+                record = [*record[:width - 1], delimiter.join(record[width - 1:])]
             record = (record + [""] * width)[:width]
         last_line = reader.line_num
         write([row, *record])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -10,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from invsync.surfaces.web.middleware import TooLarge, too_large_response
 from invsync.surfaces.web.problems import problem
-from invsync.surfaces.web.state import COOKIE, CsrfFailed, Unauthorized, page, web
+from invsync.surfaces.web.state import COOKIE, CsrfFailed, Unauthorized, page, return_path, web
 from invsync.surfaces.web.uploads import UploadError
 
 log = logging.getLogger("invsync.web")
@@ -51,7 +52,11 @@ async def on_unauthorized(request: Request, exc: Exception) -> Response:
         return problem(401, detail, kind="no-credentials", field="Authorization",
                        http_headers={"WWW-Authenticate": "Bearer"})
     # A session that ended while the merchant worked: say so; uploads are kept on disk.
+    # Back to the upload after signing in again (its page, whatever the request was).
+    back = return_path(request.url.path)
     again = "?again=1" if request.cookies.get(COOKIE) else ""
+    if again and back != "/":
+        again += "&" + urlencode({"next": back})
     return RedirectResponse(f"/login{again}", status_code=303)
 
 

@@ -56,7 +56,7 @@ UPLOAD_WORDS: dict[str, tuple[str, str]] = {
     "previewing": ("preview being made", "info"), "planned": ("ready to apply", "info"),
     "applying": ("applying now", "info"), "cancelling": ("cancelling", "warn"),
     "succeeded": ("applied", "ok"), "partial": ("applied, some rows left out", "warn"),
-    "failed": ("not applied", "bad"), "stale": ("store changed: preview again", "warn"),
+    "failed": ("did not finish", "bad"), "stale": ("store changed: preview again", "warn"),
     "cancelled": ("cancelled", "muted"), "not_applied": ("not applied", "muted"),
     "discarded": ("discarded", "muted"),
 }
@@ -86,6 +86,16 @@ _FLAG = re.compile(r"\s*\((?:[^()]*?)--[a-z][a-z-]*[^()]*\)|\s*(?:pass|use|run w
 _CLI = re.compile(r"`?invsync (?:resume|sync|plan|revert)[^`;]*`?")
 
 
+_INNER_WORDS = (
+    (" in the journal: run the next update to finish", ": the next update finishes the rest"),
+    ("(confirmed batches are not sent again)", "(what the store confirmed is not sent again)"),
+    ("no batch is left unconfirmed: run the same command again",
+     "nothing is left unconfirmed: upload the file again"),
+    ("batches", "changes"), ("batch", "change"),
+)
+"""The CLI's inner words in a run's error -> the page's."""
+
+
 def plain_run_error(message: str | None) -> str:
     """A run's error for a page: file names instead of server paths, no CLI flags or
     commands (a merchant cannot type them)."""
@@ -95,6 +105,8 @@ def plain_run_error(message: str | None) -> str:
     text = re.sub(r"[;,]\s*(?:pass|use|add|run with) `?--[a-z][a-z-]*.*?(?=;|$)", "", text)
     text = re.sub(r"interrupted by SIG(?:TERM|INT)", "stopped (the program was shut down)", text)
     text = _CLI.sub("the next update", text)
+    for inner, plain in _INNER_WORDS:
+        text = text.replace(inner, plain)
     text = _FLAG.sub("", text)
     text = re.sub(r"\s{2,}", " ", text).strip()
     return text[:1].upper() + text[1:]

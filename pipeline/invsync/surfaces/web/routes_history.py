@@ -57,6 +57,7 @@ async def history(request: Request) -> Response:
                 continue
             if meta.get("run_id") == row["run_id"]:  # its latest apply
                 row["upload_status"] = meta["status"]
+                row.update(portal.page_counts(meta))
     return page(request, "history.html", runs=rows)
 
 
@@ -70,8 +71,21 @@ async def run_view(request: Request) -> Response:
     from invsync.html.report_page import count_groups
 
     past = await run_in_threadpool(_find_run, request, request.path_params["run_id"])
-    return page(request, "run.html", run=history_row(past), report=past.report,
-                groups=count_groups(past.report),
+    run, report = history_row(past), past.report
+    if run.get("upload_id"):  # a page upload: in the words and counts of its page
+        try:
+            meta = web(request).portal.get(str(run["upload_id"]))
+        except UploadError:
+            meta = {}
+        counts = web(request).portal.page_counts(meta)
+        if counts and meta.get("run_id") == run["run_id"]:
+            report = {**report, "counts": {**(report.get("counts") or {}), **counts}}
+            if meta["status"] == "cancelled":
+                run.update(upload_status="cancelled",
+                           transactions=len(meta.get("transaction_ids") or []))
+                report.update(error=None, counts={**report["counts"], **counts,
+                                                  **meta["cancel_counts"]})
+    return page(request, "run.html", run=run, report=report, groups=count_groups(report),
                 files=[n for n in RUN_FILES if (past.folder / n).is_file()])
 
 

@@ -113,7 +113,7 @@ def _view(request: Request, upload_id: str, status: int = 200,
     data = portal.describe(upload_id)
     names = {loc.id: loc.label or loc.code for loc in portal.locations()}
     return page(request, "upload_view.html", status=status, u=data,
-                lock_holder=portal.lock_holder(), error=error, location_names=names)
+                error=error, location_names=names)
 
 
 async def upload_view(request: Request) -> Response:
@@ -131,7 +131,7 @@ async def apply(request: Request) -> Response:
         web(request).portal.apply(upload_id,
                                   override_brakes=text(form.get("override_brakes")) == "yes")
     except UploadError as exc:
-        return await run_in_threadpool(_view, request, upload_id, exc.http, str(exc))
+        return await run_in_threadpool(_view, request, upload_id, exc.http, _sentence(str(exc)))
     return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
 
 
@@ -141,7 +141,7 @@ async def cancel(request: Request) -> Response:
     try:
         web(request).portal.cancel(upload_id)
     except UploadError as exc:
-        return await run_in_threadpool(_view, request, upload_id, exc.http, str(exc))
+        return await run_in_threadpool(_view, request, upload_id, exc.http, _sentence(str(exc)))
     return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
 
 
@@ -156,7 +156,7 @@ async def replan(request: Request) -> Response:
         if "encoding" in form or "header_row" in form:  # the "read it again" choices
             portal.choose_reading(upload_id, *reading_fields(form))
     except UploadError as exc:
-        return await run_in_threadpool(_view, request, upload_id, exc.http, str(exc))
+        return await run_in_threadpool(_view, request, upload_id, exc.http, _sentence(str(exc)))
     return await _after_upload(request, upload_id)
 
 
@@ -166,7 +166,7 @@ async def discard(request: Request) -> Response:
     try:
         web(request).portal.discard(upload_id)
     except UploadError as exc:
-        return await run_in_threadpool(_view, request, upload_id, exc.http, str(exc))
+        return await run_in_threadpool(_view, request, upload_id, exc.http, _sentence(str(exc)))
     return RedirectResponse(f"/uploads/{upload_id}", status_code=303)
 
 

@@ -16,6 +16,7 @@ from invsync.surfaces.web.state import (
     PRE_LOGIN,
     page,
     page_user,
+    return_path,
     same,
     set_cookie,
     text,
@@ -29,7 +30,7 @@ def _login_page(request: Request, status: int = 200, error: str | None = None) -
     token = secrets.token_urlsafe(24)
     again = request.query_params.get("again") == "1"
     response = page(request, "login.html", status=status, login_csrf=token, error=error,
-                    again=again)
+                    again=again, next=return_path(request.query_params.get("next")))
     set_cookie(response, PRE_LOGIN, token, web(request).options, max_age=3600)
     return response
 
@@ -60,7 +61,7 @@ async def login(request: Request) -> Response:
     w.throttle.succeeded(user, address)
     w.sessions.end(request.cookies.get(COOKIE))
     sid, _ = w.sessions.create(user, stamp=w.accounts.password_stamp(user))
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse(return_path(text(form.get("next"))), status_code=303)
     set_cookie(response, COOKIE, sid, w.options)
     response.delete_cookie(PRE_LOGIN, path="/")
     return response

@@ -4,6 +4,7 @@ that tell who is asking: the signed-in session, the API key, the CSRF token."""
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,14 @@ from invsync.surfaces.web.messages import (
 from invsync.surfaces.web.uploads import ENCODINGS, Portal, UploadError, encoding_label
 
 COOKIE = "invsync_session"
+_RETURN = re.compile(r"^/(?:uploads/[0-9a-f]{32}|history|runs/[A-Za-z0-9.\-]{1,64})(?=/|$)")
+
+
+def return_path(path: str | None) -> str:
+    """Where signing in again leads: the upload, history or run page ``path`` was about
+    (an apply's POST -> its upload's page), else ``/``; never anywhere off this site."""
+    found = _RETURN.match(path or "")
+    return found.group(0) if found else "/"
 PRE_LOGIN = "invsync_login"
 
 

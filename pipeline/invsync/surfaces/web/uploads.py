@@ -86,9 +86,9 @@ ENCODINGS = (
 )
 """The text encodings the page offers (any other name Python knows works in the API)."""
 INTERRUPTED = ("the server stopped while this upload was being applied: some or all of "
-               "its changes may already be in the store. The next upload or sync (or "
-               "invsync resume) finishes the interrupted run; preview again to see the "
-               "store's levels now")
+               "its changes may already be in the store. The next update of the store (an "
+               "upload here or the nightly run) finishes what was cut off; preview again to "
+               "see the store's levels now")
 
 
 class UploadError(Exception):
@@ -253,9 +253,11 @@ def check_reading(encoding: str | None, header_row: int | None) -> tuple[str | N
         try:
             text_encoding(encoding)
         except LookupError:
-            raise UploadError(400, f"unknown text encoding {encoding!r}") from None
+            raise UploadError(400, f"unknown text encoding {encoding!r}", field="encoding",
+                              kind="bad-field") from None
     if header_row is not None and header_row < 1:
-        raise UploadError(400, "the header row must be 1 or more")
+        raise UploadError(400, "the header row must be 1 or more", field="header_row",
+                          kind="bad-field")
     return encoding or None, header_row
 
 
@@ -284,7 +286,11 @@ def clean_filename(name: str) -> str:
     """The base name a browser sent, as printable text (never used as a path)."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = "".join(ch for ch in base if ch.isprintable()).strip()
-    return base[:200] or "upload"
+    if len(base) > 200:  # shortened in the middle: the kind of file is in its ending
+        stem, suffix = os.path.splitext(base)
+        suffix = suffix if len(suffix) <= 10 else ""
+        base = stem[:200 - len(suffix) - 1].rstrip() + "…" + suffix
+    return base or "upload"
 
 
 class Portal:
@@ -375,15 +381,17 @@ class Portal:
         suffix = Path(name).suffix.lower()
         if suffix not in SUFFIXES:
             raise UploadError(400, "only CSV or Excel files can be uploaded "
-                                   f"({', '.join(SUFFIXES)})")
+                                   f"({', '.join(SUFFIXES)})", field="file", kind="bad-field")
         if duplicates not in (None, "", "reject", "sum", "last"):
-            raise UploadError(400, "duplicates must be reject, sum or last")
+            raise UploadError(400, "duplicates must be reject, sum or last", field="duplicates",
+                              kind="bad-field")
         if location_id is not None and location_id < 1:
             raise UploadError(422, "the location must be a positive whole number",
                               field="location_id", kind="invalid-field")
         for target in column_map.values():
             if target not in (*IDENTIFIERS, "location_id", "quantity", "ignore"):
-                raise UploadError(400, f"cannot map a column onto {target!r}")
+                raise UploadError(400, f"cannot map a column onto {target!r}", field="map",
+                                  kind="bad-field")
         encoding, header_row = check_reading(encoding, header_row)
         upload_id = secrets.token_hex(16)
         folder = self.path_of(upload_id)
@@ -608,8 +616,15 @@ class Portal:
 
     # -- apply --------------------------------------------------------------------------
     def discard(self, upload_id: str) -> dict[str, Any]:
-        """Set an upload aside unsent (409 once it is being or was applied)."""
-        return self._move(upload_id, "discard", "discarded")
+        """Set an upload aside unsent (409 once it is being or was applied, also when an
+        apply failed, was cut off or cancelled: some of its changes may be in the store)."""
+        with self._lock:
+            meta = self.mine(upload_id)
+            if meta["status"] in ("failed", "cancelled") and meta.get("run_id"):
+                raise UploadError(409, "some changes of this upload may already be in the "
+                                       "store: preview it again to see what is left",
+                                  kind="upload-state", status=meta["status"])
+            return self._move(upload_id, "discard", "discarded")
 
     def apply(self, upload_id: str, *, override_brakes: bool = False) -> dict[str, Any]:
         """Start pushing exactly the previewed plan in the background; 409 unless ``planned``.
@@ -785,13 +800,33 @@ class Portal:
         elif is_store_changed(report):
             self._update(upload_id, status="stale", error=STORE_CHANGED, **common)
         elif report.status in ("succeeded", "partial"):
-            # Rows the preview rejected were left out: for the file as a whole, partial.
+            # Rows the preview rejected, and items the store does not have, were left out:
+            # for the file as a whole, partial.
             invalid = ((_report(meta.get("plan_dir")) or {}).get("counts") or {}).get("invalid")
-            status = "partial" if invalid else report.status
+            status = "partial" if invalid or meta.get("unknown") else report.status
             self._update(upload_id, status=status, error=None, **common)
         else:
             self._update(upload_id, status="failed",
                          error=report.error or "the run failed", brakes=report.brakes, **common)
+
+    @staticmethod
+    def page_counts(meta: dict[str, Any]) -> dict[str, int]:
+        """History's counts for a page upload's latest apply, as its page shows them: the
+        file's rows, with the items the store does not have among the rejected ones, and
+        for a cancelled apply what the store confirmed before the cancel (the interrupted
+        run's own report counts none of it). Empty when the run's own counts say it."""
+        plan = (_report(meta.get("plan_dir")) or {}).get("counts") or {}
+        unknown = len(meta.get("unknown") or [])
+        out: dict[str, int] = {}
+        if unknown and plan:
+            out = {"rows": plan.get("rows", 0), "rejected": plan.get("rejected", 0) + unknown,
+                   "invalid": plan.get("invalid", 0) + unknown}
+        if meta.get("status") == "cancelled" and meta.get("cancel_counts"):
+            out = {"rows": plan.get("rows", 0),
+                   "changed": max(plan.get("changed", 0) - unknown, 0),
+                   "rejected": plan.get("rejected", 0) + unknown,
+                   "accepted": meta["cancel_counts"].get("accepted", 0)}
+        return out
 
     def lock_holder(self) -> str | None:
         """Who holds this store's lock (a run in progress), or None when it is free."""
@@ -853,8 +888,12 @@ class Portal:
             "encoding": meta.get("encoding"), "header_row": meta.get("header_row"),
             "encoding_used": meta.get("encoding_used"),
             "header_row_used": meta.get("header_row_used"),
-            "counts": (shown or {}).get("counts") or {},
-            "rejected": rejected, "refused": refused,
+            "counts": _counts_without(((shown or {}).get("counts") or {}),
+                                      len(unknown) if shown is plan_report else 0),
+            # Bounded as the changes are (the page polls this while applying): every
+            # rejected row is in rejected.csv.
+            "rejected": rejected[:MAX_CHANGES], "rejected_total": len(rejected),
+            "refused": refused,
             "changes": changes[:MAX_CHANGES], "changes_total": total,
             "brakes": [web_brake(b) for b in meta.get("brakes") or []],
             "plan_run_id": meta.get("plan_run_id"),
@@ -944,9 +983,12 @@ class Portal:
         given = (given or "").strip()
         if not given:
             return None
-        if given.isascii() and given.isdigit() and len(given) <= 18:
-            return int(given)
         found = self.locations()
+        # An id the store does not have (or has disabled) is refused now, not as every row
+        # of the preview; when the locations cannot be read the preview tells.
+        if given.isascii() and given.isdigit() and len(given) <= 18 and (
+                not found or any(int(loc.id) == int(given) for loc in found)):
+            return int(given)
         key = given.casefold()
         for loc in found:
             if key in (str(loc.code).casefold(), str(loc.label).casefold()):
@@ -963,6 +1005,19 @@ def _summary(meta: dict[str, Any]) -> dict[str, Any]:
             "filename": meta["filename"], "uploaded_by": meta["user"],
             "created": meta["created"], "location_id": meta["location_id"],
             "url": f"/api/uploads/{meta['upload_id']}"}
+
+
+def _counts_without(counts: dict[str, Any], unknown: int) -> dict[str, Any]:
+    """A preview's counts with ``unknown`` items the store does not have moved from the
+    valid, changed and to-send rows to the rejected ones (as the page lists them)."""
+    if not unknown or not counts:
+        return counts
+    out = dict(counts)
+    for key, sign in (("valid", -1), ("changed", -1), ("not_sent", -1), ("invalid", 1),
+                      ("rejected", 1)):
+        if isinstance(out.get(key), int):
+            out[key] = max(out[key] + sign * unknown, 0)
+    return out
 
 
 def _report(folder: str | None) -> dict[str, Any] | None:
@@ -1004,7 +1059,7 @@ def _sorted_changes(folder: str, mtime_ns: int, size: int) -> tuple[list[dict[st
     plan = plan.with_columns(
         unescape_formulas(pl.col("item")).alias("item"),
         *(pl.col(c).cast(pl.Int64, strict=False) for c in ("location_id", "old", "new", "row")),
-    ).with_columns(delta=pl.col("new") - pl.col("old").fill_null(0))
+    ).with_columns(delta=pl.col("new") - pl.col("old"))  # unknown before: unknown difference
     # Only the first MAX_CHANGES are shown: a top-k, not a sort of a million-row plan.
     rows = plan.lazy().sort(["delta", "new", "location_id", "item"], nulls_last=True).head(
         MAX_CHANGES).select("location_id", "identifier", "item", "old", "new", "delta",
