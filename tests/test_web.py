@@ -310,6 +310,8 @@ def test_stale_plan_is_refused_with_409(client: TestClient, sandbox: SandboxProc
                                         settings: Settings, tmp_path: Path) -> None:
     login(client)
     upload_id = api_upload(client).json()["upload_id"]
+    # The preview (its live read) is done before the store changes, or there is no race.
+    assert wait_done(client, upload_id)["status"] == "planned"
     # Meanwhile a CLI run sets one of the planned items.
     from invsync.run.sync import sync_file
 

@@ -13,3 +13,9 @@ def timestamp() -> str:
 def utc_now() -> str:
     """Now, to the second (report fields)."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def utc_now_ms() -> str:
+    """Now, to the millisecond: for times compared with each other (when a level was read,
+    when a write ended), where two events in one second must still have an order."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

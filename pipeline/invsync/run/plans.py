@@ -116,10 +116,10 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
     read_at = pl.col("read_at").str.to_datetime(time_zone="UTC", strict=False)
     lagged = (pl.col("_own").eq_missing(pl.col("live")) & pl.col("_own").is_not_null()
               & pl.col("_replaced").eq_missing(pl.col("before"))
-              # read after that write (a plan read before it is simply stale) and within
-              # the lag allowed
+              # read after that write (a plan read before it, or in the same instant, is
+              # simply stale) and within the lag allowed
               & (read_at - pl.lit(written)).dt.total_milliseconds()
-              .is_between(0, lag_s * 1000, closed="left").fill_null(False))
+              .is_between(0, lag_s * 1000, closed="right").fill_null(False))
     return mine.filter(~lagged).select(*KEY, "before", "live")
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from invsync.clock import utc_now
+from invsync.clock import utc_now, utc_now_ms
 from invsync.disk import write_atomic
 from invsync.errors import (
     ExitCode,
@@ -765,7 +765,7 @@ def _store_levels(run: _Run, checked: Validated, snapshot: pl.DataFrame, *,
     file_locations = checked.valid["location_id"].unique()
     kinds = checked.valid["identifier"].unique().implode()
     read_all = settings.zero_missing and not from_plan
-    run.read_at = utc_now()
+    run.read_at = utc_now_ms()
     if file_locations.len() == 0:
         live = pl.DataFrame(schema=snapshot.schema)
     else:
@@ -1010,7 +1010,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
             run.snapshots.write_last_write(accepted.select(
                 *KEY, pl.col("old_quantity").alias("before"), "quantity"))
             meta = run.snapshots.read_meta()
-            run.snapshots.write_meta({**meta, "last_write_at": utc_now(),
+            run.snapshots.write_meta({**meta, "last_write_at": utc_now_ms(),
                                       "last_write_run": run.report.run_id})
         # The snapshot now holds every confirmed level: the journal has done its job.
         journal.close(remove=True)
