@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
+from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
@@ -190,7 +191,8 @@ def validate(
     seen = frame.select(_KEY).drop_nulls()
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
-    frame = _parse_quantity(frame, rules)
+    decimal_comma = decimal_comma_file(table, frame["quantity_text"])
+    frame = _parse_quantity(frame, rules, decimal_comma=decimal_comma)
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
     date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
@@ -220,6 +222,8 @@ def validate(
         valid = _merge_duplicates(valid, duplicates)
         merged = before - valid.height
     notes = []
+    if decimal_comma:
+        notes.extend(_convention_note(frame, rejected))
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
     return Validated(source=table, valid=valid, rejected=rejected,
@@ -332,13 +336,54 @@ def _resolve_locations(
     ).drop("_loc", "_enabled")
 
 
-def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules) -> pl.DataFrame:
+_DECIMAL_COMMA = r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),(?:\d{1,2}|\d{4,})\s*$"
+"""``3,5``, ``12,00``, ``1.204,50``: a comma that can only be a decimal comma (never
+three digits after it, which could group thousands)."""
+_DECIMAL_POINT = r"^\s*[+-]?\d+\.(?:\d{1,2}|\d{4,})\s*$|\d,\d{3}\."
+"""``3.5``, ``1,204.5``: a dot that can only be a decimal point."""
+
+
+def decimal_comma_file(table: StockTable, quantities: pl.Series) -> bool:
+    """Does the file make its decimal-comma convention certain?
+
+    Only a ``;``-separated text file whose quantity cells write some decimal with a comma
+    (``3,5``) and none with a point (``3.5``): then a dot only groups thousands and
+    ``1.204`` is 1204. Anything less certain guesses nothing.
+    """
+    if table.format != "csv" or table.delimiter != ";":
+        return False
+    found = pl.DataFrame({"q": quantities}).select(
+        comma=pl.col("q").str.contains(_DECIMAL_COMMA).fill_null(False).any(),
+        point=pl.col("q").str.contains(_DECIMAL_POINT).fill_null(False).any())
+    return bool(found["comma"].item()) and not bool(found["point"].item())
+
+
+def _convention_note(frame: pl.DataFrame, rejected: pl.DataFrame) -> list[str]:
+    """The run note that says dotted thousands were read as the file writes them."""
+    dotted = frame.filter(pl.col("quantity_text").str.contains(DOT_GROUPED).fill_null(False))
+    if rejected.height:
+        dotted = dotted.join(rejected.select(ROW), on=ROW, how="anti")
+    if dotted.height == 0:
+        return []
+    first = dotted.row(0, named=True)
+    return [f"quantities read with the file's own number convention (a ';'-separated file "
+            f"that writes decimals with a comma, so a dot groups thousands): "
+            f"{dotted.height:,} row(s) such as row {first[ROW]}'s "
+            f"'{first['quantity_text']}' read as {first['quantity']}"]
+
+
+def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules, *,
+                    decimal_comma: bool = False) -> pl.DataFrame:
     text = frame["quantity_text"]
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
         text = pl.select(pl.lit(text).str.to_lowercase().replace_strict(
             lowered, default=pl.lit(text))).to_series()
     parsed = _parse_whole(text)
+    if decimal_comma:
+        # 1.204 is 1204 here (never 1.204 read as 1 by the "1.000 is 1" rule).
+        certain = pl.select(read_by_convention(pl.lit(text), True)).to_series()
+        parsed = _Whole(certain.fill_null(parsed.value), parsed.huge, parsed.date)
     value = pl.lit(parsed.value)
     if rules.buffer:
         # A buffer keeps stock back; it never makes a level negative: 1 with a buffer of 2
