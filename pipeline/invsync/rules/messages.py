@@ -209,7 +209,9 @@ def outcome_sentence(counts: Mapping[str, Any], status: str,
             else get("accepted")
         parts = [(updated, "updated"), (unconfirmed, "not confirmed by the store"),
                  (not_sent, "not sent")]
-    parts[1:1] = [(unchanged, "already right"), (merged, "merged into another row")]
+    parts[1:1] = [(unchanged, "already right"), (merged, "merged into another row"),
+                  (get("location_unchecked"),
+                   "kept for the store to check their location (named, not numbered)")]
     words = [f"{n:,} {label}" for n, label in parts if n]
     fixing = invalid + refused
     if fixing:

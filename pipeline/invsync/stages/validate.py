@@ -74,6 +74,17 @@ class Validated:
     seen_keys: pl.DataFrame | None = None
     """Every (location, item) the file names, valid or not (for ``--zero-missing``)."""
     notes: list[str] = field(default_factory=list)
+    location_unchecked: int = 0
+    """Rows kept out of the plan because they name their location by name or code and the
+    store's locations could not be read (an offline plan): checked when it is reached."""
+
+
+_NAMED_BASE = 2_000_000_000
+"""Offline, a location named by text stands in as ``_NAMED_BASE + n`` (one per distinct
+name, never sent, never in a plan): the rows' other cells and duplicates are still checked."""
+_HAS_LETTER = r"[^\W\d_]"
+"""Location text with a letter names a location (``East warehouse``, ``WH-EAST``); ``-5`` or
+``1.5`` do not, and are rejected as ``invalid_location`` as before."""
 
 
 def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
@@ -222,12 +233,44 @@ def validate(
         valid = _merge_duplicates(valid, duplicates)
         merged = before - valid.height
     notes = []
+    unchecked = 0
+    if locations is None:
+        valid, seen, unchecked, named_note = _without_named_locations(frame, valid, seen)
+        notes.extend(named_note)
     if decimal_comma:
         notes.extend(_convention_note(frame, rejected))
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
     return Validated(source=table, valid=valid, rejected=rejected,
-                     merged_rows=(merged or 0), seen_keys=seen, notes=notes)
+                     merged_rows=(merged or 0), seen_keys=seen, notes=notes,
+                     location_unchecked=unchecked)
+
+
+def _without_named_locations(
+    frame: pl.DataFrame, valid: pl.DataFrame, seen: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, int, list[str]]:
+    """Offline: take the rows whose location is a name out of the plan, with a note.
+
+    Their other cells were checked like any row's (a bad quantity is still rejected); the
+    location itself is checked when the store is reached. Returns the valid rows left, the
+    keys seen (without stand-ins), how many valid rows were kept out, and the note.
+    """
+    is_named = pl.col("location_id") >= _NAMED_BASE
+    kept_out = valid.filter(is_named)
+    seen = seen.filter(~is_named)
+    if kept_out.height == 0:
+        return valid, seen, 0, []
+    # One spelling per stand-in (letter case aside), as the file first writes it.
+    names = frame.filter(pl.col("location_id").is_in(kept_out["location_id"].unique()
+                                                      .implode())).sort(ROW)\
+        .unique("location_id", keep="first", maintain_order=True)["location_id_text"]
+    shown = ", ".join(f"'{n}'" for n in names.head(3).to_list())
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    note = (f"{kept_out.height:,} row(s) name their location ({shown}{more}): without the "
+            f"store's list of locations a name cannot be checked, so these rows are kept out "
+            f"of this plan (not rejected) and are checked when the store is reached "
+            f"(run with the access token)")
+    return valid.filter(~is_named), seen, kept_out.height, [note]
 
 
 _CODE_HEADERS = frozenset(("location_code", "warehouse_code"))
@@ -270,9 +313,13 @@ def _resolve_locations(
     if kind in ("code", "name"):
         as_id = pl.lit(None, pl.Int64)
     if locations is None:
-        # Without the store's list a code cannot be resolved: such rows stay unresolved.
+        # Without the store's list a name or code cannot be resolved: such rows are kept
+        # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
+        named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
+        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
+            .when(named).then(stand_in)
             .otherwise(as_id),
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
@@ -286,10 +333,11 @@ def _resolve_locations(
         schema={"_id": pl.Int64, "_code": pl.String, "_label": pl.String,
                 "_enabled": pl.Boolean},
     )
-    if kind == "name":
-        # A location named as the other system names it (Shopify, ShipStation): the
-        # store's label, letter case aside; a code is accepted too. A label two
-        # locations share names neither.
+    if kind in ("name", "either"):
+        # A location named as the other system names it (Shopify, ShipStation) or as the
+        # merchant calls it: the store's label, letter case aside; a code is accepted too
+        # (under a bare "Location" header a code wins). A label two locations share names
+        # neither.
         labels = directory.filter(pl.col("_label") != "").group_by("_label").agg(
             pl.col("_id").first(), pl.len().alias("_n")).filter(pl.col("_n") == 1)
         frame = frame.with_columns(_name=text.str.to_lowercase()).join(
@@ -300,6 +348,9 @@ def _resolve_locations(
     frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
     if kind == "name":
         frame = frame.with_columns(_code_id=pl.coalesce("_label_id", "_code_id"))\
+            .drop("_label_id")
+    elif kind == "either":
+        frame = frame.with_columns(_code_id=pl.coalesce("_code_id", "_label_id"))\
             .drop("_label_id")
     # A file with both an id and a code column (BigCommerce's inventory export): the id is
     # used, and a code naming another location rejects the row.
