@@ -32,7 +32,8 @@ def test_offline_named_locations_are_kept_out_of_the_plan_not_rejected(tmp_path:
     assert reasons == {3: "quantity_not_whole", 5: "invalid_location", 6: "duplicate_item",
                        7: "duplicate_item"}
     assert v.location_unchecked == 1
-    assert len(v.notes) == 1 and "1 row(s) name their location ('Underground Sports Shop')" in v.notes[0]
+    assert len(v.notes) == 1
+    assert "1 row(s) name their location ('Underground Sports Shop')" in v.notes[0]
     assert "checked when the store is reached" in v.notes[0]
     assert (v.seen_keys["location_id"] < 1000).all()  # never a stand-in id
 

@@ -4,22 +4,26 @@ the upload's preview (file − sold since as-of), never for the apply, which pus
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
+from test_orders import iso, place, put_levels
+from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings, wait_done
 
 from invsync.sandbox.process import SandboxProcess
-from tests.test_orders import iso, place, put_levels
-from tests.test_web import (  # noqa: F401  (fixtures)
-    api_upload,
-    app_factory,
-    client,
-    csrf_of,
-    login,
-    settings,
-    wait_done,
-)
+from invsync.surfaces.web.app import Options, create_app
+from invsync.surfaces.web.auth import Accounts
+
+
+@pytest.fixture
+def client(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[CheckedClient]:
+    settings = make_settings(sandbox, tmp_path)
+    Accounts(settings.state_dir).add_user("merchant", PASSWORD)
+    with CheckedClient(create_app(settings, Options()), base_url="http://testserver") as c:
+        yield c
+
 
 NOW = datetime.now(UTC)
 SKU = "TOWEL-907-NAVY-SHEET"
@@ -33,7 +37,7 @@ SKU = "TOWEL-907-NAVY-SHEET"
     (iso(NOW - timedelta(hours=49)), "older than max_as_of_age"),
 ])
 def test_a_bad_as_of_is_a_422_naming_the_field_and_keeps_nothing(
-        client: TestClient, value: str, words: str) -> None:
+        client: CheckedClient, value: str, words: str) -> None:
     login(client)
     r = api_upload(client, as_of=value)
     assert r.status_code == 422, r.text
@@ -45,7 +49,7 @@ def test_a_bad_as_of_is_a_422_naming_the_field_and_keeps_nothing(
 
 
 def test_as_of_preview_subtracts_what_sold_and_apply_pushes_that_plan(
-        client: TestClient, sandbox: SandboxProcess) -> None:
+        client: CheckedClient, sandbox: SandboxProcess) -> None:
     put_levels(sandbox, [{"location_id": 1, "sku": SKU, "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
     place(sandbox, [{"sku": SKU, "quantity": 2}], as_of + timedelta(minutes=5))  # 20 -> 18
@@ -71,7 +75,7 @@ def test_as_of_preview_subtracts_what_sold_and_apply_pushes_that_plan(
     assert sandbox.levels()[(1, SKU)] == 8
 
 
-def test_without_as_of_the_upload_is_as_before(client: TestClient,
+def test_without_as_of_the_upload_is_as_before(client: CheckedClient,
                                               sandbox: SandboxProcess) -> None:
     put_levels(sandbox, [{"location_id": 1, "sku": SKU, "quantity": 20}])
     place(sandbox, [{"sku": SKU, "quantity": 2}], NOW - timedelta(minutes=5))

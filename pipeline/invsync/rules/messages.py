@@ -72,8 +72,8 @@ def quantity_fields(text: pl.Expr) -> dict[str, pl.Expr]:
                                                   whole + 1))
         .otherwise(pl.lit("write how many are in stock as a whole number, such as 12")))
     hint = pl.coalesce(quantity_hint(text), general)
-    nature = pl.when(decimal.is_not_null() & ~grouped & ~is_grouped(text).fill_null(False)).then(pl.lit("a whole number"))\
-        .otherwise(pl.lit("a number"))
+    decimal_only = decimal.is_not_null() & ~grouped & ~is_grouped(text).fill_null(False)
+    nature = pl.when(decimal_only).then(pl.lit("a whole number")).otherwise(pl.lit("a number"))
     return {"hint": hint, "nature": nature}
 
 

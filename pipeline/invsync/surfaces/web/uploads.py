@@ -983,6 +983,17 @@ def _sold_since(report: dict[str, Any] | None, folder: str | None) -> list[str]:
     sold = (report or {}).get("sold_since")
     if not sold or not folder:
         return []
+    try:
+        st = (Path(folder) / "plan.csv").stat()
+    except OSError:
+        return []
+    # The page polls while applying: read the plan once (it never changes once written).
+    return list(_sold_lines(folder, st.st_mtime_ns, json.dumps(sold, sort_keys=True),
+                            str((report or {}).get("started_at") or "")))
+
+
+@lru_cache(maxsize=16)
+def _sold_lines(folder: str, mtime_ns: int, sold: str, started_at: str) -> tuple[str, ...]:
     import polars as pl
 
     from invsync.html.sold_since import sold_lines
@@ -990,8 +1001,8 @@ def _sold_since(report: dict[str, Any] | None, folder: str | None) -> list[str]:
     try:
         plan = pl.read_csv(Path(folder) / "plan.csv", infer_schema=False)
     except (OSError, pl.exceptions.PolarsError):
-        return []
-    return sold_lines(sold, plan, (report or {}).get("started_at"))
+        return ()
+    return tuple(sold_lines(json.loads(sold), plan, started_at or None))
 
 
 def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
