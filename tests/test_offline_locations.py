@@ -63,6 +63,8 @@ def test_cli_offline_plan_keeps_named_rows_and_counts_add_up(tmp_path: Path) -> 
     plan = (result.report_dir() / "plan.csv").read_text()
     assert "A-3" in plan and "A-1" not in plan and "Underground" not in plan
     assert "kept for the store to check their location" in result.stdout
+    page = (result.report_dir() / "report.html").read_text()
+    assert "rows kept for the store to check their location" in page
 
 
 def test_cli_with_the_store_resolves_the_label(sandbox: SandboxProcess, tmp_path: Path) -> None:
