@@ -36,6 +36,8 @@ def test_offline_named_locations_are_kept_out_of_the_plan_not_rejected(tmp_path:
     assert "1 row(s) name their location ('Underground Sports Shop')" in v.notes[0]
     assert "checked when the store is reached" in v.notes[0]
     assert (v.seen_keys["location_id"] < 1000).all()  # never a stand-in id
+    # An item at a named location is never "missing" at a location the plan covers.
+    assert {"A", "E"} <= set(v.seen_keys.filter(location_id=2)["item_key"].to_list())
 
 
 def test_with_the_store_a_name_is_the_locations_label(tmp_path: Path) -> None:

@@ -257,7 +257,12 @@ def _without_named_locations(
     """
     is_named = pl.col("location_id") >= _NAMED_BASE
     kept_out = valid.filter(is_named)
+    # An item whose location is a name is named at whichever location that is: never
+    # "missing" (--zero-missing) at any location the plan covers.
+    named_items = seen.filter(is_named).select(_KEY[1:]).unique()
     seen = seen.filter(~is_named)
+    covered = valid.filter(~is_named).select("location_id").unique()
+    seen = pl.concat([seen, covered.join(named_items, how="cross").select(_KEY)])
     if kept_out.height == 0:
         return valid, seen, 0, []
     # One spelling per stand-in (letter case aside), as the file first writes it.
