@@ -46,8 +46,11 @@ def test_a_semicolon_file_with_decimal_commas_reads_dotted_thousands(tmp_path: P
 
 def test_without_certainty_nothing_is_guessed(tmp_path: Path) -> None:
     # ;-separated but no decimal comma anywhere: 1.204 stays a question.
-    v = _validated(tmp_path, "sku;quantity\nA;1.204\nD;7\n")
+    v = _validated(tmp_path, "sku;quantity\nA;1.204\nD;7\nE;1.000\nF;12.0\n")
     assert "did you mean 1204?" in _messages(v)[2]
+    # 1.000 in a ';'-separated file is never read as 1: asked about, like 1.204.
+    assert "did you mean 1000?" in _messages(v)[4]
+    assert dict(v.valid.select("sku", "quantity").rows()) == {"D": 7, "F": 12}
     # A decimal point elsewhere contradicts the comma: nothing is read by convention.
     v = _validated(tmp_path, "sku;quantity\nA;1.204\nB;3,5\nC;2.5\n")
     assert "did you mean 1204?" in _messages(v)[2]

@@ -203,7 +203,11 @@ def validate(
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
     decimal_comma = decimal_comma_file(table, frame["quantity_text"])
-    frame = _parse_quantity(frame, rules, decimal_comma=decimal_comma)
+    # In a ';'-separated file a dot is as likely to group thousands as to mark decimals:
+    # 1.000 is asked about ("did you mean 1000?"), never read as 1, unless it is certain.
+    doubtful = table.format == "csv" and table.delimiter == ";" and not decimal_comma
+    frame = _parse_quantity(frame, rules, decimal_comma=decimal_comma,
+                            dot_groups_doubtful=doubtful)
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
     date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
@@ -429,7 +433,8 @@ def _convention_note(frame: pl.DataFrame, rejected: pl.DataFrame) -> list[str]:
 
 
 def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules, *,
-                    decimal_comma: bool = False) -> pl.DataFrame:
+                    decimal_comma: bool = False,
+                    dot_groups_doubtful: bool = False) -> pl.DataFrame:
     text = frame["quantity_text"]
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
@@ -440,6 +445,11 @@ def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules, *,
         # 1.204 is 1204 here (never 1.204 read as 1 by the "1.000 is 1" rule).
         certain = pl.select(read_by_convention(pl.lit(text), True)).to_series()
         parsed = _Whole(certain.fill_null(parsed.value), parsed.huge, parsed.date)
+    elif dot_groups_doubtful:
+        grouped = text.str.contains(DOT_GROUPED).fill_null(False)
+        if grouped.any():
+            parsed = _Whole(parsed.value.zip_with(~grouped, pl.Series([None], dtype=pl.Int64)),
+                            parsed.huge, parsed.date)
     value = pl.lit(parsed.value)
     if rules.buffer:
         # A buffer keeps stock back; it never makes a level negative: 1 with a buffer of 2
