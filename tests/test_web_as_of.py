@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -83,3 +84,20 @@ def test_without_as_of_the_upload_is_as_before(client: CheckedClient,
     body = api_upload(client, data=f"sku,quantity\n{SKU},10\n".encode()).json()
     assert body["as_of"] is None and body["sold_since"] == []
     assert [(c["item"], c["new"]) for c in body["changes"]] == [(SKU, 10)]
+
+
+def test_a_token_without_the_orders_scope_says_so_and_sends_nothing(
+        sandbox_factory: Any, tmp_path: Path) -> None:
+    sb = sandbox_factory("--no-orders-scope")
+    put_levels(sb, [{"location_id": 1, "sku": SKU, "quantity": 20}])
+    settings = make_settings(sb, tmp_path)
+    Accounts(settings.state_dir).add_user("merchant", PASSWORD)
+    with CheckedClient(create_app(settings, Options()), base_url="http://testserver") as c:
+        login(c)
+        r = api_upload(c, data=f"sku,quantity\n{SKU},10\n".encode(),
+                       as_of=iso(NOW - timedelta(hours=1)))
+        assert r.status_code == 422, r.text
+        assert "cannot read orders" in r.json()["detail"]
+        assert "an as_of time needs the scope" in r.json()["detail"]
+        assert "--" not in r.json()["detail"]
+    assert sb.levels()[(1, SKU)] == 20

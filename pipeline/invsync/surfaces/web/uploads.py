@@ -612,6 +612,9 @@ class Portal:
         message = message.replace("name the encoding with --encoding",
                                   f"pick its text encoding under \"{READING}\"")
         message = message.replace("(--encoding)", f"(\"{READING}\")")
+        # An upload's as-of time is its "as_of" field (the API's).
+        message = message.replace("--as-of needs", "an as_of time needs")\
+            .replace("--as-of ", "as_of ")
         return re.sub(r"--header-row (\d+)", r"header row \1", message)
 
     # -- apply --------------------------------------------------------------------------
