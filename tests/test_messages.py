@@ -62,7 +62,8 @@ def test_quantity_messages_say_what_to_write(tmp_path: Path) -> None:
     assert messages_by_row(v) == {
         2: "the quantity '12 pcs' is not a number — write 12",
         3: "the quantity '3.5' is not a whole number — write a whole number: 3 or 4",
-        4: "the quantity '1,234' is not a number — did you mean 1234? Write it without separators",
+        4: "the quantity '1,234' is not a number — did you mean 1234? Write it without "
+           "separators",
         5: "the quantity 'lots' is not a number — write how many are in stock as a whole "
            "number, such as 12",
         6: "the quantity '-2' is below 0 — write 0 or more (or run with `--clamp-negative` "

@@ -259,9 +259,11 @@ def test_a_layout_of_location_names_resolves_labels_and_codes_never_bare_ids() -
                            7: "disabled_location", 8: 1}
 
 
-def test_without_a_layout_the_same_column_takes_ids() -> None:
-    v = _located(["1", "BACK", "warehouse"], locations=NAMED)
-    assert _outcome(v) == {2: 1, 3: 2, 4: "unknown_location"}
+def test_without_a_layout_the_same_column_takes_ids_codes_and_labels() -> None:
+    # The store's label names a location wherever one is read (issue: locations by name);
+    # a code wins over a label, and a label two locations share names neither.
+    v = _located(["1", "BACK", "warehouse", "Twin", "nowhere"], locations=NAMED)
+    assert _outcome(v) == {2: 1, 3: 2, 4: 1, 5: "unknown_location", 6: "unknown_location"}
     # A layout whose location column says "either" leaves the header to decide.
     v = _located(["1", "BACK"], layout="amazon-fba", locations=NAMED)
     assert _outcome(v) == {2: 1, 3: 2}
@@ -286,8 +288,10 @@ def test_a_store_without_locations_knows_none() -> None:
 
 
 def test_without_the_stores_list_ids_pass_and_flags_stay_false() -> None:
-    v = _located(["3", None, "x"], default_location=2)
-    assert _outcome(v) == {2: 3, 3: 2, 4: "invalid_location"}
+    v = _located(["3", None, "x", "0"], default_location=2)
+    # "x" may be a code or a name: kept for the store to check, out of the plan.
+    assert _outcome(v) == {2: 3, 3: 2, 5: "invalid_location"}
+    assert v.location_unchecked == 1
 
 
 def test_a_code_column_naming_no_location_is_a_mismatch() -> None:

@@ -69,7 +69,7 @@ REASON_CASES = [
     (",1.5,,1,5", "invalid_variant_id", "Variant ID", "1.5"),
     (",,0,1,5", "invalid_product_id", "Product ID", "0"),
     (",,2147483648,1,5", "invalid_product_id", "Product ID", "2147483648"),
-    ("A,,,x1,5", "invalid_location", "Location", "x1"),
+    ("A,,,1.5,5", "invalid_location", "Location", "1.5"),
     ("A,,,0,5", "invalid_location", "Location", "0"),
     ("A,,,-1,5", "invalid_location", "Location", "-1"),
     ("A,,,1,", "missing_quantity", "Qty", None),
@@ -127,10 +127,12 @@ def test_unknown_and_disabled_locations(tmp_path: Path) -> None:
     assert rej[6]["message"] == expected_message("unknown_location", "NOPE")
 
 
-def test_without_locations_any_positive_id_passes_and_codes_are_invalid(tmp_path: Path) -> None:
-    v = run(tmp_path, f"{HEADER}\nA,,,99,1\nB,,,MAIN,1\n")
+def test_without_locations_any_positive_id_passes_and_codes_wait_for_the_store(
+        tmp_path: Path) -> None:
+    v = run(tmp_path, f"{HEADER}\nA,,,99,1\nB,,,MAIN,1\nC,,,1.5,1\n")
     assert valid_by_row(v)[2]["location_id"] == 99
-    assert rejected_by_row(v)[3]["reason"] == "invalid_location"
+    assert 3 not in valid_by_row(v) and v.location_unchecked == 1  # kept for the store
+    assert rejected_by_row(v)[4]["reason"] == "invalid_location"
 
 
 def test_default_location(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ MD_TRANSACTION_IDS = 5
 _COUNT_GROUPS: list[tuple[str, list[tuple[str, str, bool]]]] = [
     ("File", [("rows", "rows read", False), ("blank", "blank rows skipped", False),
               ("valid", "valid rows", False), ("invalid", "invalid rows", True),
-              ("merged", "duplicate rows merged", False)]),
+              ("merged", "duplicate rows merged", False),
+              ("location_unchecked", "rows kept for the store to check their location", False)]),
     ("Changes", [("unchanged", "unchanged items", False), ("changed", "changed items", False),
                  ("zeroed_missing", "set to 0 (not in file)", False)]),
     ("Store", [("submitted", "submitted", False), ("accepted", "accepted", False),
@@ -46,7 +47,9 @@ _COUNT_GROUPS: list[tuple[str, list[tuple[str, str, bool]]]] = [
 ]
 _MD_COUNTS = [("rows", "rows read", True), ("blank", "blank rows", False),
               ("valid", "valid", True), ("invalid", "invalid", False),
-              ("merged", "merged duplicates", False), ("unchanged", "unchanged", True),
+              ("merged", "merged duplicates", False),
+              ("location_unchecked", "kept for the store to check their location", False),
+              ("unchanged", "unchanged", True),
               ("changed", "changed", True), ("zeroed_missing", "set to 0 (not in file)", False),
               ("submitted", "submitted", True), ("accepted", "accepted", True),
               ("refused", "refused by store", True), ("unconfirmed", "unconfirmed", False),

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from invsync.rules.numbers import is_grouped
+from invsync.rules.numbers import is_grouped, quantity_hint
 from invsync.rules.stock import REASONS
 
 FALLBACK = ("A row that could not be used", "see the message and correct the row")
@@ -55,24 +55,25 @@ def quantity_fields(text: pl.Expr) -> dict[str, pl.Expr]:
     """``nature`` and ``hint`` for a quantity that is not a whole number.
 
     ``12 pcs`` -> "a number" / "write 12"; ``3.5`` -> "a whole number" / "write 3 or 4";
-    ``1,234`` or ``1.204`` -> "did you mean 1234? Write it without separators" (never
-    "1 or 2": a dot before three digits groups thousands as often as it marks decimals);
-    anything else -> the general fix.
+    ``1,234`` and ``1.204`` -> "did you mean 1204? ..." (a dot before three digits groups
+    thousands as often as it marks decimals: never "write 1 or 2"); anything else -> the
+    general fix. The precise hints are :func:`invsync.rules.numbers.quantity_hint`'s.
     """
     unit = text.str.extract(_UNIT, 1).str.strip_prefix("+")
     decimal = text.str.extract(_DECIMAL, 1)
     grouped = is_grouped(text)
     plain_number = text.str.replace_all(r"[^\d]", "")
     whole = decimal.cast(pl.Int64, strict=False)
-    hint = (
+    general = (
         pl.when(unit.is_not_null()).then(pl.lit("write ") + unit)
         .when(grouped).then(pl.format("did you mean {}? Write it without separators",
                                       plain_number))
         .when(whole.is_not_null()).then(pl.format("write a whole number: {} or {}", whole,
                                                   whole + 1))
         .otherwise(pl.lit("write how many are in stock as a whole number, such as 12")))
-    nature = pl.when(decimal.is_not_null() & ~grouped).then(pl.lit("a whole number"))\
-        .otherwise(pl.lit("a number"))
+    hint = pl.coalesce(quantity_hint(text), general)
+    decimal_only = decimal.is_not_null() & ~grouped & ~is_grouped(text).fill_null(False)
+    nature = pl.when(decimal_only).then(pl.lit("a whole number")).otherwise(pl.lit("a number"))
     return {"hint": hint, "nature": nature}
 
 
@@ -208,7 +209,9 @@ def outcome_sentence(counts: Mapping[str, Any], status: str,
             else get("accepted")
         parts = [(updated, "updated"), (unconfirmed, "not confirmed by the store"),
                  (not_sent, "not sent")]
-    parts[1:1] = [(unchanged, "already right"), (merged, "merged into another row")]
+    parts[1:1] = [(unchanged, "already right"), (merged, "merged into another row"),
+                  (get("location_unchecked"),
+                   "kept for the store to check their location (named, not numbered)")]
     words = [f"{n:,} {label}" for n, label in parts if n]
     fixing = invalid + refused
     if fixing:

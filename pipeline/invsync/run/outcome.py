@@ -32,7 +32,8 @@ def count_run(table: StockTable, checked: Validated, changes: ChangeSet,
     statuses = plan["status"].value_counts()
     status = dict(zip(statuses["status"].to_list(), statuses["count"].to_list(), strict=True))
     c = Counts(rows=table.rows, blank=table.blank_rows,
-               valid=checked.valid.height + checked.merged_rows,
+               valid=checked.valid.height + checked.merged_rows + checked.location_unchecked,
+               location_unchecked=checked.location_unchecked,
                invalid=checked.rejected.height, merged=checked.merged_rows,
                unchanged=changes.unchanged, changed=int(from_file.sum()),
                zeroed_missing=int((~from_file).sum()), rejected=rejected.height,

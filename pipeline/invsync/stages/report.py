@@ -53,6 +53,9 @@ class Counts:
     """Items in the snapshot but not in the file, set to 0 by ``--zero-missing``."""
     rejected: int = 0
     """Rows rejected: invalid ones plus those the store refused."""
+    location_unchecked: int = 0
+    """Valid rows kept out of an offline plan: they name their location, which only the
+    store's list of locations can check."""
 
     def check(self) -> None:
         """Raise :class:`~invsync.errors.InternalError` if the counts do not add up.
@@ -63,8 +66,8 @@ class Counts:
         problems = [f"{name} < 0" for name, value in asdict(self).items() if value < 0]
         if self.rows != self.valid + self.invalid:
             problems.append("rows != valid + invalid")
-        if self.valid - self.merged != self.unchanged + self.changed:
-            problems.append("valid - merged != unchanged + changed")
+        if self.valid - self.merged != self.unchanged + self.changed + self.location_unchecked:
+            problems.append("valid - merged != unchanged + changed + location_unchecked")
         if self.changed + self.zeroed_missing != self.submitted + self.not_sent:
             problems.append("changed + zeroed_missing != submitted + not_sent")
         if self.submitted != self.accepted + self.refused + self.unconfirmed:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import polars as pl
 
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
-from invsync.rules.numbers import read_by_convention
+from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
@@ -74,6 +74,17 @@ class Validated:
     seen_keys: pl.DataFrame | None = None
     """Every (location, item) the file names, valid or not (for ``--zero-missing``)."""
     notes: list[str] = field(default_factory=list)
+    location_unchecked: int = 0
+    """Rows kept out of the plan because they name their location by name or code and the
+    store's locations could not be read (an offline plan): checked when it is reached."""
+
+
+_NAMED_BASE = 2_000_000_000
+"""Offline, a location named by text stands in as ``_NAMED_BASE + n`` (one per distinct
+name, never sent, never in a plan): the rows' other cells and duplicates are still checked."""
+_HAS_LETTER = r"[^\W\d_]"
+"""Location text with a letter names a location (``East warehouse``, ``WH-EAST``); ``-5`` or
+``1.5`` do not, and are rejected as ``invalid_location`` as before."""
 
 
 def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
@@ -191,7 +202,12 @@ def validate(
     seen = frame.select(_KEY).drop_nulls()
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
-    frame = _parse_quantity(frame, rules, _decimal_comma(table))
+    decimal_comma = decimal_comma_file(table, frame["quantity_text"])
+    # In a ';'-separated file a dot is as likely to group thousands as to mark decimals:
+    # 1.000 is asked about ("did you mean 1000?"), never read as 1, unless it is certain.
+    doubtful = table.format == "csv" and table.delimiter == ";" and not decimal_comma
+    frame = _parse_quantity(frame, rules, decimal_comma=decimal_comma,
+                            dot_groups_doubtful=doubtful)
     # Excel date cells arrive as ISO text; in a CSV only the quantity is checked, since a
     # text SKU that looks like a date is the sender's own choice there.
     date_cols = [] if table.format == "csv" else list(IDENTIFIERS)
@@ -221,10 +237,49 @@ def validate(
         valid = _merge_duplicates(valid, duplicates)
         merged = before - valid.height
     notes = []
+    unchecked = 0
+    if locations is None:
+        valid, seen, unchecked, named_note = _without_named_locations(frame, valid, seen)
+        notes.extend(named_note)
+    if decimal_comma:
+        notes.extend(_convention_note(frame, rejected))
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
     return Validated(source=table, valid=valid, rejected=rejected,
-                     merged_rows=(merged or 0), seen_keys=seen, notes=notes)
+                     merged_rows=(merged or 0), seen_keys=seen, notes=notes,
+                     location_unchecked=unchecked)
+
+
+def _without_named_locations(
+    frame: pl.DataFrame, valid: pl.DataFrame, seen: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame, int, list[str]]:
+    """Offline: take the rows whose location is a name out of the plan, with a note.
+
+    Their other cells were checked like any row's (a bad quantity is still rejected); the
+    location itself is checked when the store is reached. Returns the valid rows left, the
+    keys seen (without stand-ins), how many valid rows were kept out, and the note.
+    """
+    is_named = pl.col("location_id") >= _NAMED_BASE
+    kept_out = valid.filter(is_named)
+    # An item whose location is a name is named at whichever location that is: never
+    # "missing" (--zero-missing) at any location the plan covers.
+    named_items = seen.filter(is_named).select(_KEY[1:]).unique()
+    seen = seen.filter(~is_named)
+    covered = valid.filter(~is_named).select("location_id").unique()
+    seen = pl.concat([seen, covered.join(named_items, how="cross").select(_KEY)])
+    if kept_out.height == 0:
+        return valid, seen, 0, []
+    # One spelling per stand-in (letter case aside), as the file first writes it.
+    names = frame.filter(pl.col("location_id").is_in(kept_out["location_id"].unique()
+                                                      .implode())).sort(ROW)\
+        .unique("location_id", keep="first", maintain_order=True)["location_id_text"]
+    shown = ", ".join(f"'{n}'" for n in names.head(3).to_list())
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    note = (f"{kept_out.height:,} row(s) name their location ({shown}{more}): without the "
+            f"store's list of locations a name cannot be checked, so these rows are kept out "
+            f"of this plan (not rejected) and are checked when the store is reached "
+            f"(run with the access token)")
+    return valid.filter(~is_named), seen, kept_out.height, [note]
 
 
 _CODE_HEADERS = frozenset(("location_code", "warehouse_code"))
@@ -267,9 +322,13 @@ def _resolve_locations(
     if kind in ("code", "name"):
         as_id = pl.lit(None, pl.Int64)
     if locations is None:
-        # Without the store's list a code cannot be resolved: such rows stay unresolved.
+        # Without the store's list a name or code cannot be resolved: such rows are kept
+        # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
+        named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
+        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
+            .when(named).then(stand_in)
             .otherwise(as_id),
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
@@ -283,10 +342,11 @@ def _resolve_locations(
         schema={"_id": pl.Int64, "_code": pl.String, "_label": pl.String,
                 "_enabled": pl.Boolean},
     )
-    if kind == "name":
-        # A location named as the other system names it (Shopify, ShipStation): the
-        # store's label, letter case aside; a code is accepted too. A label two
-        # locations share names neither.
+    if kind in ("name", "either"):
+        # A location named as the other system names it (Shopify, ShipStation) or as the
+        # merchant calls it: the store's label, letter case aside; a code is accepted too
+        # (under a bare "Location" header a code wins). A label two locations share names
+        # neither.
         labels = directory.filter(pl.col("_label") != "").group_by("_label").agg(
             pl.col("_id").first(), pl.len().alias("_n")).filter(pl.col("_n") == 1)
         frame = frame.with_columns(_name=text.str.to_lowercase()).join(
@@ -297,6 +357,9 @@ def _resolve_locations(
     frame = frame.join(by_code, on="location_id_text", how="left", maintain_order="left")
     if kind == "name":
         frame = frame.with_columns(_code_id=pl.coalesce("_label_id", "_code_id"))\
+            .drop("_label_id")
+    elif kind == "either":
+        frame = frame.with_columns(_code_id=pl.coalesce("_code_id", "_label_id"))\
             .drop("_label_id")
     # A file with both an id and a code column (BigCommerce's inventory export): the id is
     # used, and a code naming another location rejects the row.
@@ -333,21 +396,45 @@ def _resolve_locations(
     ).drop("_loc", "_enabled")
 
 
-_DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
+_DECIMAL_COMMA = r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),(?:\d{1,2}|\d{4,})\s*$"
+"""``3,5``, ``12,00``, ``1.204,50``: a comma that can only be a decimal comma (never
+three digits after it, which could group thousands)."""
+_DECIMAL_POINT = r"^\s*[+-]?\d+\.(?:\d{1,2}|\d{4,})\s*$|\d,\d{3}\."
+"""``3.5``, ``1,204.5``: a dot that can only be a decimal point."""
 
 
-def _decimal_comma(table: StockTable) -> bool:
-    """Does the file make the decimal comma certain: a ``;``-separated CSV with a cell such
-    as ``3,50`` (then a dot only groups thousands: ``1.204`` is 1204)?"""
+def decimal_comma_file(table: StockTable, quantities: pl.Series) -> bool:
+    """Does the file make its decimal-comma convention certain?
+
+    Only a ``;``-separated text file whose quantity cells write some decimal with a comma
+    (``3,5``) and none with a point (``3.5``): then a dot only groups thousands and
+    ``1.204`` is 1204. Anything less certain guesses nothing.
+    """
     if table.format != "csv" or table.delimiter != ";":
         return False
-    text = [c for c, t in table.frame.schema.items() if c != ROW and t == pl.String]
-    return bool(text) and bool(table.frame.select(pl.any_horizontal(
-        [pl.col(c).str.contains(_DECIMAL_COMMA).any() for c in text])).item())
+    found = pl.DataFrame({"q": quantities}).select(
+        comma=pl.col("q").str.contains(_DECIMAL_COMMA).fill_null(False).any(),
+        point=pl.col("q").str.contains(_DECIMAL_POINT).fill_null(False).any())
+    return bool(found["comma"].item()) and not bool(found["point"].item())
 
 
-def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules,
-                    decimal_comma: bool = False) -> pl.DataFrame:
+def _convention_note(frame: pl.DataFrame, rejected: pl.DataFrame) -> list[str]:
+    """The run note that says dotted thousands were read as the file writes them."""
+    dotted = frame.filter(pl.col("quantity_text").str.contains(DOT_GROUPED).fill_null(False))
+    if rejected.height:
+        dotted = dotted.join(rejected.select(ROW), on=ROW, how="anti")
+    if dotted.height == 0:
+        return []
+    first = dotted.row(0, named=True)
+    return [f"quantities read with the file's own number convention (a ';'-separated file "
+            f"that writes decimals with a comma, so a dot groups thousands): "
+            f"{dotted.height:,} row(s) such as row {first[ROW]}'s "
+            f"'{first['quantity_text']}' read as {first['quantity']}"]
+
+
+def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules, *,
+                    decimal_comma: bool = False,
+                    dot_groups_doubtful: bool = False) -> pl.DataFrame:
     text = frame["quantity_text"]
     if rules.text_map:
         lowered = {k.strip().lower(): str(v) for k, v in rules.text_map.items()}
@@ -355,8 +442,14 @@ def _parse_quantity(frame: pl.DataFrame, rules: QuantityRules,
             lowered, default=pl.lit(text))).to_series()
     parsed = _parse_whole(text)
     if decimal_comma:
-        by_convention = pl.select(read_by_convention(pl.lit(text), True)).to_series()
-        parsed = _Whole(parsed.value.fill_null(by_convention), parsed.huge, parsed.date)
+        # 1.204 is 1204 here (never 1.204 read as 1 by the "1.000 is 1" rule).
+        certain = pl.select(read_by_convention(pl.lit(text), True)).to_series()
+        parsed = _Whole(certain.fill_null(parsed.value), parsed.huge, parsed.date)
+    elif dot_groups_doubtful:
+        grouped = text.str.contains(DOT_GROUPED).fill_null(False)
+        if grouped.any():
+            parsed = _Whole(parsed.value.zip_with(~grouped, pl.Series([None], dtype=pl.Int64)),
+                            parsed.huge, parsed.date)
     value = pl.lit(parsed.value)
     if rules.buffer:
         # A buffer keeps stock back; it never makes a level negative: 1 with a buffer of 2

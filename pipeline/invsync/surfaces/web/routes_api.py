@@ -3,6 +3,7 @@ applied, cancelled, discarded; errors as problems; the OpenAPI document."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -10,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from invsync.errors import UsageError
+from invsync.run.as_of import resolve_as_of
 from invsync.surfaces.web.errors import upload_problem
 from invsync.surfaces.web.problems import problem
 from invsync.surfaces.web.routes_pages import create_from_form, send_upload_file
@@ -33,10 +36,12 @@ async def create(request: Request) -> Response:
     portal = web(request).portal
     form = await request.form(max_files=1, max_fields=200)
     try:
+        as_of = _as_of(form.get("as_of"), portal.settings.max_as_of_age_s)
         meta = await create_from_form(request, form, user)
     except UploadError as exc:
         return upload_problem(exc)
     upload_id = meta["upload_id"]
+    await run_in_threadpool(portal.keep_as_of, upload_id, as_of)
     try:
         await run_in_threadpool(portal.plan, upload_id)
     except UploadError as exc:
@@ -48,6 +53,25 @@ async def create(request: Request) -> Response:
                        kind="unreadable-file", upload_id=upload_id,
                        upload_status=data["status"], http_headers={"Location": location})
     return JSONResponse(data, status_code=201, headers={"Location": location})
+
+
+def _as_of(value: Any, max_age_s: float) -> str | None:
+    """The upload's ``as_of`` field, checked before the file is kept: a time with an offset
+    that is neither in the future nor older than ``max_as_of_age`` (else a 422 naming it)."""
+    given = text(value).strip()
+    if not given:
+        return None
+    if given.lower() == "mtime":  # an upload's modification time is when it was uploaded
+        raise UploadError(422, "as_of cannot be 'mtime' for an upload (the file's time here is "
+                               "when it was uploaded): give the time the file was true, in "
+                               "ISO 8601 with an offset, such as 2026-12-06T02:00:00+01:00",
+                          field="as_of", kind="invalid-field")
+    try:
+        resolve_as_of(given, Path(), max_age_s)
+    except UsageError as exc:
+        detail = str(exc).replace("--as-of ", "as_of ").replace("; nothing was sent", "")
+        raise UploadError(422, detail, field="as_of", kind="invalid-field") from None
+    return given
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -504,6 +504,12 @@ class Portal:
                 self._save(meta)
             return meta
 
+    def keep_as_of(self, upload_id: str, as_of: str | None) -> None:
+        """Keep an upload's as-of time (already checked): its preview subtracts the orders
+        placed since then; the apply pushes the plan as previewed."""
+        if as_of:
+            self._update(upload_id, as_of=as_of)
+
     def _preview(self, meta: dict[str, Any]) -> dict[str, Any]:
         upload_id = meta["upload_id"]
         inspection = self.inspect(meta)
@@ -522,6 +528,8 @@ class Portal:
             zero_missing=False, location_id=int(meta["location_id"]),
             sheet=meta.get("sheet"), duplicates=meta["duplicates"], column_map=table_map,
             encoding=encoding, header_row=header_row)
+        if meta.get("as_of"):  # the upload's own as-of time: its preview subtracts what sold
+            settings = replace(settings, as_of=meta["as_of"])
         report = library_preview(self.file_path(meta), settings, self.origin(meta))
         if report.status != "dry_run":
             return self._finish_preview(
@@ -612,6 +620,9 @@ class Portal:
         message = message.replace("name the encoding with --encoding",
                                   f"pick its text encoding under \"{READING}\"")
         message = message.replace("(--encoding)", f"(\"{READING}\")")
+        # An upload's as-of time is its "as_of" field (the API's).
+        message = message.replace("--as-of needs", "an as_of time needs")\
+            .replace("--as-of ", "as_of ")
         return re.sub(r"--header-row (\d+)", r"header row \1", message)
 
     # -- apply --------------------------------------------------------------------------
@@ -898,6 +909,8 @@ class Portal:
             "brakes": [web_brake(b) for b in meta.get("brakes") or []],
             "plan_run_id": meta.get("plan_run_id"),
             "error": meta.get("error"),
+            "as_of": meta.get("as_of"),
+            "sold_since": _sold_since(plan_report, meta.get("plan_dir")),
         }
         if meta.get("interrupted") and meta["status"] == "failed" and not run_report:
             # Cut off by a server stop: whether the store applied them is not known.
@@ -1027,6 +1040,33 @@ def _report(folder: str | None) -> dict[str, Any] | None:
         return dict(json.loads((Path(folder) / "report.json").read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
+
+
+def _sold_since(report: dict[str, Any] | None, folder: str | None) -> list[str]:
+    """The preview's "file 10 − 2 sold since 02:00 = 8" lines (none without an as-of)."""
+    sold = (report or {}).get("sold_since")
+    if not sold or not folder:
+        return []
+    try:
+        st = (Path(folder) / "plan.csv").stat()
+    except OSError:
+        return []
+    # The page polls while applying: read the plan once (it never changes once written).
+    return list(_sold_lines(folder, st.st_mtime_ns, json.dumps(sold, sort_keys=True),
+                            str((report or {}).get("started_at") or "")))
+
+
+@lru_cache(maxsize=16)
+def _sold_lines(folder: str, mtime_ns: int, sold: str, started_at: str) -> tuple[str, ...]:
+    import polars as pl
+
+    from invsync.html.sold_since import sold_lines
+
+    try:
+        plan = pl.read_csv(Path(folder) / "plan.csv", infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError):
+        return ()
+    return tuple(sold_lines(json.loads(sold), plan, started_at or None))
 
 
 def _changes(folder: str | None) -> tuple[list[dict[str, Any]], int]:
