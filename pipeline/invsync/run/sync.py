@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from invsync.events import EventName, Observer, no_event
 from invsync.redact import redact, redact_data
 from invsync.rules.messages import refused_messages
 from invsync.run import signals
-from invsync.run.brakes import check_brakes, comparable_rows, record_rows
+from invsync.run.brakes import Brake, check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.plans import plan_binding
@@ -153,13 +153,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
     ``report.json``, and so are ``reverted_from`` (a ``revert`` run) and ``notes`` (added
     to the run's notes).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass  # no loop in this thread: the run may drive its own
-    else:
-        raise UsageError("sync_file was called inside a running event loop; "
-                         "await invsync.sync_file_async(...) there instead")
+    _refuse_running_loop()
     settings.check(needs_store=not settings.dry_run)
     _refuse_foreign_plan(Path(path), settings)
     # Before anything is read or sent: a run whose report cannot be written is refused.
@@ -171,37 +165,11 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
     run.report.notes.extend(notes or [])
     run.report.input = {"path": str(path), "source": settings.source}
     t_start = time.perf_counter()
-    locks_held: list[StoreLock] = []
-    if not settings.dry_run:
-        ensure_writable(settings.state_dir, "state folder")
-        # A run refused by a lock is not a run: LockedError propagates and no run folder
-        # is written (so `show last` never picks it). This state dir's lock, then this
-        # host's lock on the store (API host + hash): two runs for one store exit 4 even
-        # with different state dirs.
-        try:
-            for lock in (run.lock, run.host_lock):
-                lock.acquire(run.report.run_id, settings.wait_lock_s,
-                             on_wait=lambda info: run.emit("lock_wait", info),
-                             state_dir=str(settings.state_dir), profile=settings.profile,
-                             input=str(Path(path).absolute()))
-                locks_held.append(lock)
-            run.report.run_seq = run.snapshots.next_run_seq()
-        except BaseException:
-            for lock in reversed(locks_held):
-                lock.release()
-            raise
+    locks_held: list[StoreLock] = [] if settings.dry_run else _lock(run)
     run.emit("run_started", {"input": str(path), "dry_run": settings.dry_run,
                              "profile": settings.profile})
     try:
-        if run.lock.took_over:
-            run.report.notes.append(
-                f"took over the lock left by run {run.lock.took_over.get('run_id', '?')} "
-                f"(pid {run.lock.took_over.get('pid', '?')}), which is no longer running")
-            run.report.resumed_from = str(run.lock.took_over.get("run_id") or "") or None
-        if locks_held and run.snapshots.clean_temp_files():
-            run.report.notes.append("removed temporary snapshot files a killed run left")
-        _note_legacy_state(run)
-        _scheduled_live_baseline(run)
+        _prepare(run, locked=bool(locks_held))
         _execute(run)
         run.store.close()
     except FatalError as exc:
@@ -212,18 +180,80 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
     except BaseException as exc:  # a run always ends with a report
         _failed(run, exc)
     finally:
-        try:
-            run.store.close()
-        except Exception as exc:  # the run's outcome is recorded; a failed close is not it
-            log.warning("could not close the store client: %s", one_line(exc))
-        try:
-            run.journal.close(remove=False)  # kept for resume if the run did not finish
-        except OSError as exc:  # its last record may be torn: recovery ignores that
-            log.warning("could not close the journal %s: %s", run.journal.path, exc)
-        for lock in reversed(locks_held):
-            _release(lock)
+        _close(run, locks_held)
     run.timings["total"] = time.perf_counter() - t_start
-    report = run.report
+    return _finish(run)
+
+
+def _refuse_running_loop() -> None:
+    """A call inside a running event loop is refused (:class:`UsageError`)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop in this thread: the run may drive its own
+    raise UsageError("sync_file was called inside a running event loop; "
+                     "await invsync.sync_file_async(...) there instead")
+
+
+def _lock(run: _Run) -> list[StoreLock]:
+    """A real run's locks, taken in order (the state folder proven writable first), and
+    its number in the store's runs; the locks held, to release in reverse order."""
+    settings = run.settings
+    ensure_writable(settings.state_dir, "state folder")
+    # A run refused by a lock is not a run: LockedError propagates and no run folder
+    # is written (so `show last` never picks it). This state dir's lock, then this
+    # host's lock on the store (API host + hash): two runs for one store exit 4 even
+    # with different state dirs.
+    locks_held: list[StoreLock] = []
+    try:
+        for lock in (run.lock, run.host_lock):
+            lock.acquire(run.report.run_id, settings.wait_lock_s,
+                         on_wait=lambda info: run.emit("lock_wait", info),
+                         state_dir=str(settings.state_dir), profile=settings.profile,
+                         input=str(run.path.absolute()))
+            locks_held.append(lock)
+        run.report.run_seq = run.snapshots.next_run_seq()
+    except BaseException:
+        for lock in reversed(locks_held):
+            lock.release()
+        raise
+    return locks_held
+
+
+def _prepare(run: _Run, *, locked: bool) -> None:
+    """Before the steps: what a killed run left (its lock, temporary files), a snapshot
+    of the old layout, and whether the live baseline is due (``baseline_every``)."""
+    took_over = run.lock.took_over
+    if took_over:
+        run.report.notes.append(
+            f"took over the lock left by run {took_over.get('run_id', '?')} "
+            f"(pid {took_over.get('pid', '?')}), which is no longer running")
+        run.report.resumed_from = str(took_over.get("run_id") or "") or None
+    if locked and run.snapshots.clean_temp_files():
+        run.report.notes.append("removed temporary snapshot files a killed run left")
+    _note_legacy_state(run)
+    _scheduled_live_baseline(run)
+
+
+def _close(run: _Run, locks_held: list[StoreLock]) -> None:
+    """Close the store client and the journal (kept for resume if the run did not
+    finish), then release the locks."""
+    try:
+        run.store.close()
+    except Exception as exc:  # the run's outcome is recorded; a failed close is not it
+        log.warning("could not close the store client: %s", one_line(exc))
+    try:
+        run.journal.close(remove=False)  # kept for resume if the run did not finish
+    except OSError as exc:  # its last record may be torn: recovery ignores that
+        log.warning("could not close the journal %s: %s", run.journal.path, exc)
+    for lock in reversed(locks_held):
+        _release(lock)
+
+
+def _finish(run: _Run) -> RunReport:
+    """Complete the report (plan, retries, timings, end time), write the run folder and
+    say the run finished (``run_finished``)."""
+    report, settings = run.report, run.settings
     report.plan = run.plan
     if run.retries:
         report.requests["retries"] = sum(run.retries.values())
@@ -421,7 +451,74 @@ def _note_legacy_state(run: _Run) -> None:
             f"{snapshots.dir}, so every item of the file is sent once")
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What the read step found: the file as a table, a reviewed plan's levels, the
+    store's locations."""
+
+    table: StockTable
+    planned_old: pl.DataFrame | None
+    """A reviewed plan's ``before`` levels and ``read_at`` by row (``--plan-file``), else None."""
+    locations: list[Location] | None
+    """The store's locations (None without an access token: not checked)."""
+
+    @property
+    def from_plan(self) -> bool:
+        return self.planned_old is not None
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """The file's rows checked, with each item under its one identity."""
+
+    snapshot: pl.DataFrame
+    """The snapshot, with an interrupted run's confirmed levels replayed into it."""
+    checked: Validated
+    rules: QuantityRules
+    mapping: pl.DataFrame | None
+    """The identities resolved (None when none needed resolving)."""
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """What the file is compared with."""
+
+    snapshot: pl.DataFrame
+    """The snapshot, re-keyed by canonical identity."""
+    held: pl.DataFrame
+    """What the store holds as far as this run knows (for the brakes)."""
+    live: pl.DataFrame | None
+    """The live levels read (None when none were)."""
+
+
+@dataclass(frozen=True)
+class _Diff:
+    checked: Validated
+    """The file's rows checked, lowered by what sold since ``--as-of``."""
+    changes: ChangeSet
+    """The items to send, numbered by SEQ."""
+
+
 def _execute(run: _Run) -> None:
+    """The run's steps, in order; each records what it found in ``run.report``."""
+    read = _read(run)
+    resolved = _resolve(run, read)
+    baseline = _baseline(run, read, resolved)
+    diff = _diff(run, read, resolved, baseline)
+    brakes, batches = _brake(run, read, baseline, diff)
+    try:
+        result = _send(run, read, baseline, diff, batches)
+        _record(run, baseline, diff, batches, result, braked=bool(brakes))
+    except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
+        _record_cut_off(run, baseline, diff, batches)
+        raise
+    _note_dry_run_brakes(run, brakes)
+    _remember_rows(run, read)
+
+
+def _read(run: _Run) -> _Read:
+    """Read the file (or the reviewed plan) and the store's locations; ``--as-of`` is
+    checked first, and the snapshot is read in the background meanwhile."""
     settings, report = run.settings, run.report
     # While the file is parsed (polars releases the GIL), read the snapshot in the
     # background. (pandera is imported only for a file with a row to reject.)
@@ -430,21 +527,10 @@ def _execute(run: _Run) -> None:
     background.shutdown(wait=False)
     _resolve_as_of(run)
     t = time.perf_counter()
-    if settings.plan_file:
-        table, planned_old = _read_plan(run.path)
-    else:
-        table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
-                                encoding=settings.encoding, header_row=settings.header_row)
-        table = cut_off_end(table, settings.reports)
-        planned_old = None
+    table, planned_old = _read_table(run)
     run.table = table
     run.timed("ingest", t)
-    report.input = {"path": str(run.path), "sha256": table.sha256, "format": table.format,
-                    "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
-                    "encoding": table.encoding, "delimiter": table.delimiter,
-                    "columns": table.mapping, "source": settings.source,
-                    "layout": table.layout, "header_row": table.header_row,
-                    "last_line_complete": table.last_line_complete}
+    report.input = _input_record(run, table)
     report.notes.extend(table.notes)
     if settings.zero_missing and not settings.plan_file:
         _refuse_swallowed_rows(run.path, table)
@@ -452,110 +538,198 @@ def _execute(run: _Run) -> None:
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
                             "rows for unknown or disabled locations count as valid")
+    return _Read(table, planned_old, locations)
 
+
+def _read_table(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:
+    """The file as a stock table, and a reviewed plan's levels (None for a stock file)."""
+    settings = run.settings
+    if settings.plan_file:
+        return _read_plan(run.path)
+    table = read_stock_file(run.path, sheet=settings.sheet, column_map=settings.column_map,
+                            encoding=settings.encoding, header_row=settings.header_row)
+    return cut_off_end(table, settings.reports), None
+
+
+def _input_record(run: _Run, table: StockTable) -> dict[str, Any]:
+    """The report's ``input``: what was read and how."""
+    return {"path": str(run.path), "sha256": table.sha256, "format": table.format,
+            "rows": table.rows, "blank_rows": table.blank_rows, "sheet": table.sheet,
+            "encoding": table.encoding, "delimiter": table.delimiter,
+            "columns": table.mapping, "source": run.settings.source,
+            "layout": table.layout, "header_row": table.header_row,
+            "last_line_complete": table.last_line_complete}
+
+
+def _resolve(run: _Run, read: _Read) -> _Resolved:
+    """Check the file's rows, each item resolved to its one identity against the snapshot
+    (an interrupted run's journal replayed into it first) and the store."""
+    settings, report = run.settings, run.report
     t = time.perf_counter()
     # The snapshot first: identities are resolved when its kinds of key meet the file's.
-    snapshot = _baseline(run)
+    snapshot = _snapshot(run)
     run.timed("diff", t)
     t = time.perf_counter()
     resolver = IdentityResolver(
         snapshot, run.store.fetcher() if settings.token else None)
     # A reviewed plan holds final levels: the quantity rules were applied when it was made.
-    rules = QuantityRules() if planned_old is not None else settings.rules
-    checked = validate(table, default_location=settings.location_id, locations=locations,
+    rules = QuantityRules() if read.from_plan else settings.rules
+    checked = validate(read.table, default_location=settings.location_id,
+                       locations=read.locations,
                        duplicates=settings.duplicates,  # type: ignore[arg-type]
                        rules=_rules_before_sold(run, rules), identities=resolver)
     run.timed("validate", t)
     report.notes.extend(resolver.notes)
     report.notes.extend(checked.notes)
-    t = time.perf_counter()
-    if resolver.mapping is not None:
-        snapshot = _canonical_snapshot(run, snapshot, resolver.mapping)
-    from_plan = planned_old is not None
-    held, live = _store_levels(run, checked, snapshot, from_plan=from_plan)
-    # Orders sold since the as-of time, read last before the diff: an order placed while
-    # the live levels were read is counted.
-    t_orders = time.perf_counter()
-    checked = _subtract_sold_since(run, checked, rules)
-    t += time.perf_counter() - t_orders  # timed apart, as "orders"
-    if from_plan:
-        assert planned_old is not None
-        # An interrupted push of this very plan moved its items itself (`invsync resume`).
-        pushed = run.replayed if (
-            run.replayed_sha256 and run.replayed_sha256 == table.sha256) else None
-        changes = _planned_changes(run, checked, planned_old, snapshot, live, pushed)
-    elif settings.full:
-        changes = compute_changes(checked.valid, None)
-        if live is not None:  # every item is sent; each records the level it replaces
-            changes = replace(changes, changes=_with_before(changes.changes, live))
-    elif live is not None:
-        changes = compute_changes(checked.valid, live, baseline_name="live")
-    else:
-        changes = compute_changes(checked.valid, snapshot)
-        if run.sold_side is not None:  # orders moved the store since the snapshot was taken
-            from invsync.run.as_of import resend_sold
+    return _Resolved(snapshot, checked, rules, resolver.mapping)
 
-            changes = resend_sold(changes, checked.valid, run.sold_side)
-    changes = _without_resumed(run, changes, table.sha256)
-    if settings.zero_missing and not from_plan:
-        changes = _with_missing_zeroed(changes, checked, snapshot, report, live)
+
+def _baseline(run: _Run, read: _Read, resolved: _Resolved) -> _Baseline:
+    """What the file is compared with: the snapshot re-keyed canonically and, with the
+    live baseline or a reviewed plan, the store's live levels of the file's items."""
+    t = time.perf_counter()
+    snapshot = resolved.snapshot
+    if resolved.mapping is not None:
+        snapshot = _canonical_snapshot(run, snapshot, resolved.mapping)
+    held, live = _store_levels(run, resolved.checked, snapshot, from_plan=read.from_plan)
+    run.timed("diff", t)
+    return _Baseline(snapshot, held, live)
+
+
+def _diff(run: _Run, read: _Read, resolved: _Resolved, baseline: _Baseline) -> _Diff:
+    """The items to send: the file against its baseline, less what an interrupted run of
+    the same file confirmed, plus the zeros of ``--zero-missing``; numbered once."""
+    settings, report = run.settings, run.report
+    # Orders sold since the as-of time, read last before the diff: an order placed while
+    # the live levels were read is counted. (Timed apart, as "orders".)
+    checked = _subtract_sold_since(run, resolved.checked, resolved.rules)
+    t = time.perf_counter()
+    live = baseline.live
+    changes = _changes(run, read, checked, baseline)
+    changes = _without_resumed(run, changes, read.table.sha256)
+    if settings.zero_missing and not read.from_plan:
+        changes = _with_missing_zeroed(changes, checked, baseline.snapshot, report, live)
+    read_at = run.read_at if live is not None else None
     changes = replace(changes, changes=changes.changes.with_columns(
-        pl.lit(run.read_at if live is not None else None, pl.String).alias(READ_AT)))
-    report.baseline = "plan" if from_plan else changes.baseline
-    report.read_at = run.read_at if live is not None else None
+        pl.lit(read_at, pl.String).alias(READ_AT)))
+    report.baseline = "plan" if read.from_plan else changes.baseline
+    report.read_at = read_at
     # Numbered once: the batches, the results, the plan and the journal name items by SEQ.
     changes = replace(changes, changes=number_changes(changes.changes))
     run.timed("diff", t)
     report.by_location = _by_location(checked, changes)
+    return _Diff(checked, changes)
 
+
+def _changes(run: _Run, read: _Read, checked: Validated, baseline: _Baseline) -> ChangeSet:
+    """The file's rows against the baseline: a reviewed plan's items (re-checked against
+    the store), every item (``--full``), or what differs from the live levels or the
+    snapshot."""
+    snapshot, live = baseline.snapshot, baseline.live
+    if read.planned_old is not None:
+        # An interrupted push of this very plan moved its items itself (`invsync resume`).
+        pushed = run.replayed if (
+            run.replayed_sha256 and run.replayed_sha256 == read.table.sha256) else None
+        return _planned_changes(run, checked, read.planned_old, snapshot, live, pushed)
+    if run.settings.full:
+        changes = compute_changes(checked.valid, None)
+        if live is not None:  # every item is sent; each records the level it replaces
+            changes = replace(changes, changes=_with_before(changes.changes, live))
+        return changes
+    if live is not None:
+        return compute_changes(checked.valid, live, baseline_name="live")
+    changes = compute_changes(checked.valid, snapshot)
+    if run.sold_side is not None:  # orders moved the store since the snapshot was taken
+        from invsync.run.as_of import resend_sold
+
+        changes = resend_sold(changes, checked.valid, run.sold_side)
+    return changes
+
+
+def _brake(run: _Run, read: _Read, baseline: _Baseline,
+           diff: _Diff) -> tuple[list[Brake], list[Batch]]:
+    """The safety brakes this run trips, and its batches. A real run that trips one
+    records its report and stops here (:class:`SafetyBrakeError`): nothing is sent."""
+    settings, from_plan = run.settings, read.from_plan
     meta = run.snapshots.read_meta()
     # A reviewed plan is not an export: no row brakes.
     brakes = check_brakes(
-        rows=table.rows,
+        rows=read.table.rows,
         last_rows=None if from_plan else comparable_rows(meta, _source(run)),
-        changes=_zeroed_by_the_file(run, changes), held=held,
+        changes=_zeroed_by_the_file(run, diff.changes), held=baseline.held,
         zero_missing=settings.zero_missing and not from_plan,
         limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
     t = time.perf_counter()
-    batches = plan_batches(changes.changes, settings.batch_size)
+    batches = plan_batches(diff.changes.changes, settings.batch_size)
     run.timed("plan", t)
-    result: SubmitResult | None = None
     if brakes:
-        report.brakes = [b.__dict__ for b in brakes]
+        run.report.brakes = [b.__dict__ for b in brakes]
         if not settings.dry_run:
-            run.rejected = checked.rejected
-            _fill(run, checked, changes, batches, None, braked=True)
+            run.rejected = diff.checked.rejected
+            _fill(run, diff.checked, diff.changes, batches, None, braked=True)
             raise SafetyBrakeError("safety brake: " + "; ".join(b.message for b in brakes)
                                    + ". Nothing was sent.")
+    return brakes, batches
+
+
+def _send(run: _Run, read: _Read, baseline: _Baseline, diff: _Diff,
+          batches: list[Batch]) -> SubmitResult | None:
+    """A real run sends the batches, journaled (None for a dry run or nothing to send);
+    an unknown level the live read found at the file's level is learnt."""
+    settings = run.settings
+    result: SubmitResult | None = None
+    if not settings.dry_run and batches:
+        t = time.perf_counter()
+        result = _submit_journaled(run, diff.changes, batches)
+        run.timed("submit", t)
+    if not settings.dry_run and baseline.live is not None and not read.from_plan:
+        _learn_unknown_levels(run, diff.checked, diff.changes, baseline.snapshot,
+                              baseline.live)
+    return result
+
+
+def _record(run: _Run, baseline: _Baseline, diff: _Diff, batches: list[Batch],
+            result: SubmitResult | None, *, braked: bool) -> None:
+    """Record the rejected rows (the store's refusals among them), the plan, the counts,
+    the status and the exit code in the report."""
+    run.rejected = _all_rejected(diff.checked, diff.changes, result,
+                                 (baseline.snapshot, baseline.held))
+    _fill(run, diff.checked, diff.changes, batches, result, braked=braked)
+
+
+def _record_cut_off(run: _Run, baseline: _Baseline, diff: _Diff,
+                    batches: list[Batch]) -> None:
+    """A signal once batches went out: the report still counts what the store confirmed
+    (the journal keeps the levels for the next run)."""
+    if run.cut_off is None:
+        return
     try:
-        if not settings.dry_run and batches:
-            t = time.perf_counter()
-            result = _submit_journaled(run, changes, batches)
-            run.timed("submit", t)
-        if not settings.dry_run and live is not None and not from_plan:
-            _learn_unknown_levels(run, checked, changes, snapshot, live)
-        run.rejected = _all_rejected(checked, changes, result, (snapshot, held))
-        _fill(run, checked, changes, batches, result, braked=bool(brakes))
-    except KeyboardInterrupt:  # SIGINT/SIGTERM once batches went out
-        if run.cut_off is not None:  # the journal keeps the levels for the next run
-            try:
-                run.rejected = _all_rejected(checked, changes, run.cut_off, (snapshot, held))
-                _fill(run, checked, changes, batches, run.cut_off, braked=False)
-            except Exception as exc:  # the interruption stays the run's outcome
-                log_where(log, "counting an interrupted submit", exc)
-        raise
-    if brakes and settings.dry_run:
-        report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
-    if not settings.dry_run and report.status in ("succeeded", "partial") \
-            and planned_old is None and table.rows > 0:
-        # Read again: the submit recorded when it wrote (last_write_at).
-        meta = record_rows(run.snapshots.read_meta(), _source(run), table.rows,
-                           settings.zero_missing)
-        meta.pop("last_rows", None)  # the old single count: now kept per source
-        live_meta = ({"last_live_baseline": report.started_at}
-                     if settings.baseline == "live" else {})
-        run.snapshots.write_meta({**meta, "last_run": report.run_id,
-                                  "last_finished": utc_now(), **live_meta})
+        _record(run, baseline, diff, batches, run.cut_off, braked=False)
+    except Exception as exc:  # the interruption stays the run's outcome
+        log_where(log, "counting an interrupted submit", exc)
+
+
+def _note_dry_run_brakes(run: _Run, brakes: list[Brake]) -> None:
+    """A dry run that trips a brake says so in its error (a real run stopped at the brake)."""
+    if brakes and run.settings.dry_run:
+        run.report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
+
+
+def _remember_rows(run: _Run, read: _Read) -> None:
+    """A real run that sent its file records the file's row count (the row brakes of the
+    next run of this source compare with it) and when it finished."""
+    settings, report = run.settings, run.report
+    if settings.dry_run or report.status not in ("succeeded", "partial") \
+            or read.from_plan or read.table.rows <= 0:
+        return
+    # Read again: the submit recorded when it wrote (last_write_at).
+    meta = record_rows(run.snapshots.read_meta(), _source(run), read.table.rows,
+                       settings.zero_missing)
+    meta.pop("last_rows", None)  # the old single count: now kept per source
+    live_meta = ({"last_live_baseline": report.started_at}
+                 if settings.baseline == "live" else {})
+    run.snapshots.write_meta({**meta, "last_run": report.run_id,
+                              "last_finished": utc_now(), **live_meta})
 
 
 def _rules_before_sold(run: _Run, rules: QuantityRules) -> QuantityRules:
@@ -825,7 +999,7 @@ def _without_resumed(run: _Run, changes: ChangeSet, sha256: str | None) -> Chang
                    unchanged=changes.unchanged + confirmed.height)
 
 
-def _baseline(run: _Run) -> pl.DataFrame:
+def _snapshot(run: _Run) -> pl.DataFrame:
     """The snapshot, with an interrupted run's confirmed levels replayed into it first."""
     future, run.snapshot_future = run.snapshot_future, None
     snapshot = future.result() if future is not None else run.snapshots.load()
