@@ -165,7 +165,7 @@ def test_as_of_mtime_is_the_files_modification_time(sandbox: SandboxProcess,
     ("2026-12-06T02:00:00", "no time zone offset"),
     ("yesterday", "is not a time"),
     ("", "--as-of is empty"),
-])
+], ids=["future", "too-old", "no-offset", "not-a-time", "empty"])  # stable ids: xdist workers
 def test_a_bad_as_of_fails_before_anything_is_sent(sandbox: SandboxProcess, tmp_path: Path,
                                                    as_of: str, words: str) -> None:
     night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],

@@ -36,7 +36,7 @@ SKU = "TOWEL-907-NAVY-SHEET"
     ("yesterday", "is not a time"),
     (iso(NOW + timedelta(hours=2)), "is in the future"),
     (iso(NOW - timedelta(hours=49)), "older than max_as_of_age"),
-])
+], ids=["mtime", "no-offset", "not-a-time", "future", "too-old"])  # stable ids: xdist workers
 def test_a_bad_as_of_is_a_422_naming_the_field_and_keeps_nothing(
         client: CheckedClient, value: str, words: str) -> None:
     login(client)
