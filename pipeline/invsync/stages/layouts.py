@@ -144,5 +144,33 @@ def skipped_rows(layout: Layout, frame: pl.DataFrame, header_of: dict[str, str],
         if not skip.any():
             return None, None
         return skip, (f"Shopify export: skipped {skip.sum():,} row(s) whose quantity is "
-                      f"'not stocked' (the item is not stocked at that location)")
+                      f"'not stocked' (the item is not stocked at that location: "
+                      f"{_example_rows(frame.filter(skip))})")
     return None, None
+
+
+def _example_rows(frame: pl.DataFrame) -> str:
+    """``row 4``, ``rows 4, 7, 9`` or ``rows 4, 7, 9 …``: the first few rows of ``frame``."""
+    from invsync.tables import ROW
+
+    rows = frame[ROW].head(5).to_list()
+    more = " …" if frame.height > len(rows) else ""
+    return ("row " if len(rows) == 1 else "rows ") + ", ".join(map(str, rows)) + more
+
+
+SHOPIFY_NEW, SHOPIFY_CURRENT = "on_hand_new", "on_hand_current"
+"""Shopify's inventory export: the level the merchant typed, and the level Shopify had."""
+
+
+def shopify_levels(frame: pl.DataFrame, new: str, current: str) -> pl.DataFrame:
+    """Shopify's rule, one row at a time: an empty ``On hand (new)`` means "no change", so
+    the row's level is its ``On hand (current)``; a filled one is the level to set.
+
+    The ``new`` column of the returned frame holds that level (the rejected file is written
+    from the headers, and a re-upload of it reads the same)."""
+    import polars as pl
+
+    typed = pl.col(new).str.strip_chars()
+    return frame.with_columns(
+        pl.when(typed.is_null() | (typed == "")).then(pl.col(current))
+        .otherwise(pl.col(new)).alias(new))

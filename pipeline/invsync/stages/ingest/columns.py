@@ -290,6 +290,7 @@ def _apply_layout(table: StockTable, layout: Layout, norms: list[str]) -> StockT
     """Skip the rows a recognised layout says are not stock rows, and note the layout."""
     from invsync.stages.layouts import skipped_rows
 
+    table = _shopify_levels(table, layout, norms)
     notes = list(table.notes)
     header_of = {role: table.headers[norms.index(n)] for role, n in layout.extra.items()
                  if n in norms}
@@ -301,6 +302,23 @@ def _apply_layout(table: StockTable, layout: Layout, norms: list[str]) -> StockT
     notes.append(f"recognised a {layout.title}: using columns "
                  + ", ".join(f"{h!r} as {c}" for c, h in table.mapping.items()))
     return replace(table, notes=notes)
+
+
+def _shopify_levels(table: StockTable, layout: Layout, norms: list[str]) -> StockTable:
+    """A Shopify inventory export's level per row: ``On hand (new)`` where filled, else
+    ``On hand (current)`` (see :func:`invsync.stages.layouts.shopify_levels`)."""
+    from invsync.stages.layouts import SHOPIFY_CURRENT, SHOPIFY_NEW, shopify_levels
+
+    if layout.name != "shopify-inventory" or SHOPIFY_NEW not in norms \
+            or SHOPIFY_CURRENT not in norms:
+        return table
+    new, current = (table.headers[norms.index(n)] for n in (SHOPIFY_NEW, SHOPIFY_CURRENT))
+    if table.mapping.get("quantity") != new:
+        return table  # --map chose another quantity column, or "On hand (new)" is all empty
+    return replace(table, frame=shopify_levels(table.frame, new, current),
+                   notes=[*table.notes,
+                          f"Shopify inventory export: a row whose {new!r} is empty keeps "
+                          f"its {current!r} (an empty cell means no change)"])
 
 
 def _has_values(table: StockTable, header: str) -> bool:
