@@ -48,7 +48,39 @@ ALIASES: dict[str, str] = {
 def _check_used_cells(table: StockTable) -> StockTable:
     """Reject the rows whose cell in a used column shows an error (``#N/A``) or is absurdly
     long (the rows, not the file)."""
-    return _check_long_cells(_check_error_cells(table))
+    return _check_long_cells(_check_error_cells(check_doubtful_encoding(table)))
+
+
+def check_doubtful_encoding(table: StockTable) -> StockTable:
+    """A text file whose encoding is unclear is read when its doubtful characters (every
+    non-ASCII one) are all in columns invsync does not use, with a note naming them; when a
+    used cell holds one, the file is refused, naming the candidates and that cell."""
+    import polars as pl
+
+    if not table.doubtful_encodings:
+        return table
+    names = ", ".join(table.doubtful_encodings[:5])
+    used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]
+    odd = pl.col(used).str.contains(r"[^\x00-\x7f]").fill_null(False) if used else None
+    if odd is not None:
+        hit = table.frame.select(pl.col(ROW), odd).filter(pl.any_horizontal(pl.all().exclude(ROW)))
+        if hit.height:
+            row = hit.row(0, named=True)
+            column = next(h for h in used if row[h])
+            raise InputFileError(
+                str(table.path),
+                f"the file is not UTF-8 and its encoding is unclear (it could be {names}), and "
+                f"row {row[ROW]}'s {column!r} cell depends on it; save the file as UTF-8, or "
+                f"name the encoding with --encoding")
+    others = [h for h in table.headers if h not in used]
+    marked = [h for h in others
+              if table.frame[h].str.contains(r"[^\x00-\x7f]").fill_null(False).any()]
+    shown = ", ".join(map(repr, marked[:4])) + (" …" if len(marked) > 4 else "")
+    note = (f"the file is not UTF-8 and its encoding is unclear (it could be {names}); it was "
+            f"read as {table.doubtful_encodings[0]}: only columns invsync does not use "
+            f"({shown or 'none'}) hold the characters that depend on it, so they may show "
+            f"wrong letters (name the encoding with --encoding to read them right)")
+    return replace(table, notes=[*table.notes, note])
 
 
 def _check_error_cells(table: StockTable) -> StockTable:

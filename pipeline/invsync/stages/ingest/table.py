@@ -54,6 +54,10 @@ class StockTable:
     workbook again to list them)."""
     error_cells: pl.DataFrame | None = None
     """A workbook's error cells (``#N/A``...), read as empty: ``ROW, column, value``."""
+    doubtful_encodings: tuple[str, ...] = ()
+    """A text file whose encoding could not be told apart among these (the first is the one
+    read): the reading stands only while no used cell holds a non-ASCII character (see
+    :func:`invsync.stages.ingest.columns.check_doubtful_encoding`)."""
     last_line_complete: bool | None = None
     """A text file's last line ends with a newline (None for a workbook): a file cut off
     mid-line by a failed transfer does not (see :func:`invsync.stages.ingest.cut_off_end`)."""

@@ -47,13 +47,22 @@ def _utf16_without_bom(data: bytes) -> str | None:
     return None
 
 
-def _detect_encoding(path: Path, data: bytes) -> str:
-    """The encoding of text that is not UTF-8, or a refusal naming the candidates.
+_MULTI_BYTE = frozenset({"cp932", "shift_jis", "euc_jp", "gb18030", "big5", "euc_kr"})
+"""Encodings in which a non-ASCII byte may swallow the ASCII byte after it (a delimiter):
+a guess among them could move cell boundaries, not just letters."""
+
+
+def _detect_encoding(path: Path, data: bytes) -> tuple[str, tuple[str, ...]]:
+    """The encoding of text that is not UTF-8, and the other readings it could not be told
+    apart from (empty when it is certain), or a refusal naming the candidates.
 
     charset-normalizer ranks the candidates; one is taken when it alone reads as a
     language, or when all the plausible ones read the file the same, or when Windows-1252
-    (by far the most common) is among them; otherwise the readings are too close to call
-    and the file is refused, naming them.
+    (by far the most common) is among them. Otherwise the readings are too close to call:
+    when they are all one byte per character (cells and rows are the same in each, only
+    letters differ) the file is read as Windows-1252 if it can be, else the likeliest, and
+    the candidates are returned for :func:`invsync.stages.ingest.columns.check_doubtful_encoding`;
+    else the file is refused, naming them (Windows-1252 whenever the bytes read as it).
     """
     from charset_normalizer import from_bytes
 
@@ -66,19 +75,37 @@ def _detect_encoding(path: Path, data: bytes) -> str:
     band = [m for m in results if m.chaos <= best + 0.03]
     texts = {str(m) for m in band}
     if len(texts) == 1:
-        return band[0].encoding
+        return band[0].encoding, ()
     fluent = sorted((m for m in band if m.coherence > 0.1), key=lambda m: -m.coherence)
     if any(m.encoding == "cp1252" for m in fluent):
-        return "cp1252"  # by far the most common: a Western European Excel's "CSV"
+        return "cp1252", ()  # by far the most common: a Western European Excel's "CSV"
     if len(fluent) == 1 or (len(fluent) > 1 and fluent[0].coherence - fluent[1].coherence >= 0.3):
-        return fluent[0].encoding
+        return fluent[0].encoding, ()
     if not fluent and any(m.encoding == "cp1252" for m in band):
-        return "cp1252"
-    fluent = fluent or band
-    names = ", ".join(_ENCODING_NAMES.get(m.encoding, m.encoding) for m in fluent[:4])
+        return "cp1252", ()
+    candidates = [m.encoding for m in (fluent or band)]
+    if _reads_as(data, "cp1252"):
+        candidates = ["cp1252", *(c for c in candidates if c != "cp1252")]
+    if not _MULTI_BYTE.intersection(candidates):
+        return candidates[0], tuple(candidates)
     raise InputFileError(
-        str(path), f"the file is not UTF-8 and its encoding is unclear (it could be {names}); "
-                   f"save it as UTF-8, or name the encoding with --encoding")
+        str(path), f"the file is not UTF-8 and its encoding is unclear (it could be "
+                   f"{encoding_names(candidates)}); save it as UTF-8, or name the encoding "
+                   f"with --encoding")
+
+
+def encoding_names(codecs: Iterable[str], most: int = 5) -> str:
+    """The encodings ``codecs`` as people name them, the first ``most`` of them."""
+    names = [_ENCODING_NAMES.get(c, c) for c in codecs]
+    return ", ".join(names[:most]) + (" …" if len(names) > most else "")
+
+
+def _reads_as(data: bytes, codec: str) -> bool:
+    try:
+        data.decode(codec)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def text_encoding(name: str) -> str:
@@ -95,8 +122,10 @@ def text_encoding(name: str) -> str:
     return info.name
 
 
-def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, str]:
-    """Return UTF-8 bytes without BOM and the encoding the file was in."""
+def _decode(path: Path, data: bytes, forced: str | None = None
+            ) -> tuple[bytes, str, tuple[str, ...]]:
+    """Return UTF-8 bytes without BOM, the encoding the file was in, and the encodings it
+    could not be told apart from (empty when the reading is certain)."""
     if forced:
         try:
             name = text_encoding(forced)
@@ -110,10 +139,10 @@ def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, 
         except UnicodeError as exc:  # codecs such as punycode or undefined raise this
             raise InputFileError(str(path), f"the file is not valid {forced} text "
                                             f"({exc})") from None
-        return text.lstrip("\ufeff").encode("utf-8"), name
+        return text.lstrip("\ufeff").encode("utf-8"), name, ()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return data.decode("utf-16").encode("utf-8"), "utf-16"
+            return data.decode("utf-16").encode("utf-8"), "utf-16", ()
         except UnicodeDecodeError as exc:
             raise InputFileError(str(path), f"invalid UTF-16 text: {exc.reason}") from None
     if data.startswith(b"\xef\xbb\xbf"):
@@ -124,23 +153,24 @@ def _decode(path: Path, data: bytes, forced: str | None = None) -> tuple[bytes, 
         utf16 = _utf16_without_bom(data)
         if utf16 is not None:
             try:
-                return data.decode(utf16).encode("utf-8"), utf16
+                return data.decode(utf16).encode("utf-8"), utf16, ()
             except UnicodeDecodeError:
                 pass
         raise InputFileError(str(path), "this is a binary file, not CSV text")
     try:
         data.decode("utf-8")
-        return data, encoding
+        return data, encoding, ()
     except UnicodeDecodeError:
         pass
-    detected = "cp1252" if thin_western(data) else _detect_encoding(path, data)
+    detected, doubt = ("cp1252", ()) if thin_western(data) else _detect_encoding(path, data)
     try:
         text = data.decode(detected)
     except UnicodeDecodeError as exc:
         raise InputFileError(str(path), f"the file looks like {detected} text but byte "
                                         f"{exc.start:,} is not; save it as UTF-8, or name the "
                                         f"encoding with --encoding") from None
-    return text.encode("utf-8"), _ENCODING_NAMES.get(detected, detected)
+    return (text.encode("utf-8"), _ENCODING_NAMES.get(detected, detected),
+            tuple(_ENCODING_NAMES.get(c, c) for c in doubt))
 
 
 _WESTERN = frozenset("©®°±²³µ·¹º»¼½¾×÷€™‘’“”–—…•§¶¢£¥¤«¬¯´¸¨"
@@ -206,7 +236,7 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
               ) -> StockTable:
     import polars as pl
 
-    data, encoding = _decode(path, raw, encoding)
+    data, encoding, doubtful = _decode(path, raw, encoding)
     if b"\n" not in data and b"\r" in data:
         data = data.replace(b"\r", b"\n")  # classic Mac line endings
     # Excel's own first line naming the delimiter; Excel shows the header as row 1.
@@ -246,13 +276,13 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
         # spreadsheet programs do, and reject only the rows that cannot be read.
         frame, problems = _read_csv_carefully(path, data, delimiter, first_row)
     notes = []
-    if encoding not in ("utf-8", "utf-8-sig"):
+    if encoding not in ("utf-8", "utf-8-sig") and not doubtful:
         notes.append(_encoding_note(raw, encoding))
     if skip:
         notes.append(f"the header is on row {first_row}; the {skip} row(s) above it were "
                      f"skipped")
     table = _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
-                    notes=notes, header_row=first_row,
+                    notes=notes, header_row=first_row, doubtful_encodings=doubtful,
                     last_line_complete=data.endswith((b"\n", b"\r")))
     if problems is not None and problems.height:
         table = StockTable(**{**table.__dict__, "problems": problems})
