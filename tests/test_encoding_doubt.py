@@ -79,3 +79,10 @@ def test_cli_plan_reads_title_only_doubt_and_refuses_sku_doubt(tmp_path: Path) -
     assert result.returncode == 65, output(result)
     assert "windows-1252" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_doubtful_characters_only_in_an_unused_header_name_it_in_the_note() -> None:
+    table = read_stock_bytes("sku,Название товара,qty\nA-1,x,5\nA-2,y,3\n".encode("cp1251"))
+    assert table.frame.select("sku", "qty").rows() == [("A-1", "5"), ("A-2", "3")]
+    note = next(n for n in table.notes if "unclear" in n)
+    assert f"({table.headers[1]!r})" in note and "(none)" not in note

@@ -62,6 +62,13 @@ def check_doubtful_encoding(table: StockTable) -> StockTable:
     names = ", ".join(table.doubtful_encodings[:5])
     used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]
     odd = pl.col(used).str.contains(r"[^\x00-\x7f]").fill_null(False) if used else None
+    named = next((h for h in used if not h.isascii()), None)
+    if named is not None:
+        raise InputFileError(
+            str(table.path),
+            f"the file is not UTF-8 and its encoding is unclear (it could be {names}), and the "
+            f"header {named!r} depends on it; save the file as UTF-8, or name the encoding "
+            f"with --encoding")
     if odd is not None:
         hit = table.frame.select(pl.col(ROW), odd).filter(pl.any_horizontal(pl.all().exclude(ROW)))
         if hit.height:
@@ -73,8 +80,8 @@ def check_doubtful_encoding(table: StockTable) -> StockTable:
                 f"row {row[ROW]}'s {column!r} cell depends on it; save the file as UTF-8, or "
                 f"name the encoding with --encoding")
     others = [h for h in table.headers if h not in used]
-    marked = [h for h in others
-              if table.frame[h].str.contains(r"[^\x00-\x7f]").fill_null(False).any()]
+    marked = [h for h in others if not h.isascii()
+              or table.frame[h].str.contains(r"[^\x00-\x7f]").fill_null(False).any()]
     shown = ", ".join(map(repr, marked[:4])) + (" …" if len(marked) > 4 else "")
     note = (f"the file is not UTF-8 and its encoding is unclear (it could be {names}); it was "
             f"read as {table.doubtful_encodings[0]}: only columns invsync does not use "
