@@ -32,6 +32,7 @@ from invsync.stages.ingest.table import (
     MAX_CELL_CHARS,
     MAX_COLUMNS,
     StockTable,
+    UnclearEncoding,
     normalise_header,
     unescape_formulas,
 )
@@ -54,7 +55,8 @@ __all__ = [
     "ALIASES", "BLANKS", "CANONICAL", "FORMULA", "HEADER_SEARCH_ROWS", "IDENTIFIERS",
     "MAX_ANY_CELL_CHARS", "MAX_CELL_CHARS", "MAX_COLUMNS", "MAX_CSV_RECORD",
     "MAX_XLSX_CELL_TEXT", "MAX_XLSX_MEMBERS", "MAX_XLSX_RATIO", "MAX_XLSX_UNCOMPRESSED", "ROW",
-    "StockTable", "cut_off_end", "find_header", "map_columns", "normalise_header", "numeric_cells",
+    "StockTable", "UnclearEncoding", "cut_off_end", "find_header", "map_columns",
+    "normalise_header", "numeric_cells",
     "read_stock_bytes", "read_stock_file", "read_unmapped", "text_encoding",
     "uncalculated_formulas", "unescape_formulas",
 ]

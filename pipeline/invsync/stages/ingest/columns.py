@@ -14,6 +14,7 @@ from invsync.errors import InputFileError, UsageError
 from invsync.stages.ingest.table import (
     MAX_CELL_CHARS,
     StockTable,
+    UnclearEncoding,
     _with_problems,
     normalise_header,
 )
@@ -64,7 +65,7 @@ def check_doubtful_encoding(table: StockTable) -> StockTable:
     odd = pl.col(used).str.contains(r"[^\x00-\x7f]").fill_null(False) if used else None
     named = next((h for h in used if not h.isascii()), None)
     if named is not None:
-        raise InputFileError(
+        raise UnclearEncoding(
             str(table.path),
             f"the file is not UTF-8 and its encoding is unclear (it could be {names}), and the "
             f"header {named!r} depends on it; save the file as UTF-8, or name the encoding "
@@ -74,7 +75,7 @@ def check_doubtful_encoding(table: StockTable) -> StockTable:
         if hit.height:
             row = hit.row(0, named=True)
             column = next(h for h in used if row[h])
-            raise InputFileError(
+            raise UnclearEncoding(
                 str(table.path),
                 f"the file is not UTF-8 and its encoding is unclear (it could be {names}), and "
                 f"row {row[ROW]}'s {column!r} cell depends on it; save the file as UTF-8, or "

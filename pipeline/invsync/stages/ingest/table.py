@@ -23,6 +23,10 @@ MAX_ANY_CELL_CHARS = 1_000_000
 refused. The whole file's text is bounded by the readers' own budgets."""
 
 
+class UnclearEncoding(InputFileError):
+    """A text file whose encoding cannot be told where it matters: name one to read it."""
+
+
 @dataclass(frozen=True)
 class StockTable:
     """A file's rows as text, with where each canonical column came from."""

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 from invsync.errors import InputFileError, UsageError
 from invsync.stages.ingest.columns import HEADER_SEARCH_ROWS, _header_index
-from invsync.stages.ingest.table import MAX_COLUMNS, StockTable, _finish, _unique_headers
+from invsync.stages.ingest.table import (
+    MAX_COLUMNS,
+    StockTable,
+    UnclearEncoding,
+    _finish,
+    _unique_headers,
+)
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
@@ -88,7 +94,7 @@ def _detect_encoding(path: Path, data: bytes) -> tuple[str, tuple[str, ...]]:
         candidates = ["cp1252", *(c for c in candidates if c != "cp1252")]
     if not _MULTI_BYTE.intersection(candidates):
         return candidates[0], tuple(candidates)
-    raise InputFileError(
+    raise UnclearEncoding(
         str(path), f"the file is not UTF-8 and its encoding is unclear (it could be "
                    f"{encoding_names(candidates)}); save it as UTF-8, or name the encoding "
                    f"with --encoding")

@@ -30,6 +30,7 @@ from invsync.stages.ingest import (
     ALIASES,
     IDENTIFIERS,
     StockTable,
+    UnclearEncoding,
     map_columns,
     normalise_header,
     read_unmapped,
@@ -451,6 +452,8 @@ class Portal:
                  for h in table.headers}
         try:
             mapped = map_columns(table, column_map)
+        except UnclearEncoding as exc:  # a reading problem (pick the encoding), not a column one
+            raise UploadError(422, self.plain_error(meta, str(exc))) from None
         except InvsyncError as exc:
             return Inspection(table.headers, samples, None, self.plain_error(meta, str(exc)),
                               sheets, guess)
