@@ -45,6 +45,23 @@ def test_redact_removes_url_passwords_and_secret_query_values_only() -> None:
     assert "output=csv" in out and "page=2" in out and "sftp://u:[redacted]@h/x" in out
 
 
+@pytest.mark.parametrize("word", ["token", "sftp", "x-auth-token", "Basic", "redacted", "u"])
+def test_a_registered_secret_that_is_a_common_word_breaks_no_other_rule(
+        word: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Registered secrets are global: one test's (or a config's) short token such as
+    # "token" or "sftp" must not change a header or URL so that its value survives.
+    import invsync.redact as redaction
+    monkeypatch.setattr(redaction, "_secrets", set(redaction._secrets))
+    monkeypatch.setattr(redaction, "_pattern", redaction._pattern)
+    redaction.register(word)
+    text = ("fetch sftp://u:hunter2@h/x?token=abc123 x-auth-token=zzz "
+            "Authorization: Basic QWxhZGRpbg== {'X-Auth-Token': 'other-token-1'}")
+    once = redact(text)
+    for secret in ("hunter2", "abc123", "zzz", "QWxhZGRpbg==", "other-token-1"):
+        assert secret not in once, once
+    assert redact(once) == once
+
+
 def test_a_url_takes_its_credentials_from_the_table_of_its_host() -> None:
     sources = check_sources({
         "a": {"url": "sftp://h.example/out/", "password": "one-pass-1", "pick": "newest"},

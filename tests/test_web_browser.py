@@ -435,4 +435,8 @@ def test_phone_width_pages_fit_and_cancel_words(
         shot(browser, "phone-after")
         browser.get(served.url + "/history")
         fits()
+        # Not just scrolling inside its box: at phone width the history reads as a list.
+        wide = browser.execute_script("const t = document.getElementById('history');"
+                                      "return t.scrollWidth - t.parentElement.clientWidth")
+        assert wide <= 0, f"the history table is {wide} px wider than the page"
         shot(browser, "phone-history")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -24,7 +25,7 @@ _HEADER = re.compile(
     (x[-_]auth[-_]token|authorization|access[-_]token)   # the header (or setting) name
     (["']?\s*[:=]\s*["']?|["']\s*,\s*["'])               # a separator, maybe quoted
     ((?:bearer|basic|token)\s+)?                         # an auth scheme
-    [^\s"',;)}\]]+                                       # the value
+    ([^\s"',;)}\]]+)                                     # the value
     """)
 
 # A URL's password (`sftp://user:PASSWORD@host`) and secret-looking query values
@@ -53,20 +54,63 @@ def register(secret: str) -> None:
 
 
 def redact(text: str) -> str:
-    """``text`` without any registered secret or header-shaped credential."""
+    """``text`` without any registered secret or header-shaped credential.
+
+    Every rule looks at the ORIGINAL text and the spans they find are replaced together:
+    replacing one rule's finds first could break the shape another rule looks for (a
+    registered ``token`` turning ``x-auth-token=v`` into ``x-auth-[redacted]=v``, a
+    registered ``sftp`` eating a URL's scheme), and a marker already in the text is never
+    redacted again, so redacting twice changes nothing more.
+    """
     if not text:
         return text
-    if _pattern is not None:
-        text = _pattern.sub(REDACTED, text)
-    if "://" in text or "?" in text:
-        text = redact_url(text)
-    return _HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}{REDACTED}", text)
+    kept = [(m.start(), m.end()) for m in _MARKER.finditer(text)]
+    spans = [s for s in _spans(text) if not any(s[0] < e and b < s[1] for b, e in kept)]
+    return _replace(text, spans)
 
 
 def redact_url(text: str) -> str:
     """``text`` with any URL's password and secret-looking query values replaced."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    return _URL_SECRET_QUERY.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return _replace(text, list(_url_spans(text)))
+
+
+_MARKER = re.compile(re.escape(REDACTED))
+
+
+def _url_spans(text: str) -> Iterator[tuple[int, int]]:
+    if "://" in text:
+        for m in _URL_PASSWORD.finditer(text):
+            yield m.end(1), m.end() - 1  # the password, between ``user:`` and ``@``
+    if "?" in text:
+        for m in _URL_SECRET_QUERY.finditer(text):
+            yield m.end(1), m.end()
+
+
+def _spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where ``text`` holds something secret, by every rule (spans may overlap)."""
+    if _pattern is not None:
+        for m in _pattern.finditer(text):
+            yield m.span()
+    yield from _url_spans(text)
+    for m in _HEADER.finditer(text):
+        if not m.group(4).startswith(REDACTED[:-1]):  # a value already redacted
+            yield m.span(4)
+
+
+def _replace(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each (merged) span replaced by the marker."""
+    out, at = [], 0
+    for start, end in sorted(spans):
+        if end <= start:
+            continue
+        if start < at:  # overlaps the span just replaced: that marker covers it too
+            at = max(at, end)
+            continue
+        out.append(text[at:start])
+        out.append(REDACTED)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
 
 
 def redact_data(value: Any) -> Any:
