@@ -49,6 +49,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from invsync.sandbox.process import SandboxProcess, run_sandbox
+from invsync.sandbox.process import Listening, SandboxProcess, run_sandbox, wait_for_listening
 
 # Issue 9 #1 (--full skipped the brakes) and #2 (unconfirmed items were forgotten) were
 # found by this machine; both are fixed, so its strategies use --full and --zero-missing
@@ -83,6 +84,10 @@ ROW_QUANTITIES = st.one_of(QUANTITIES, st.just(None))
 """A row's quantity; None is written as text that is no number (a rejected row)."""
 Key = tuple[int, str]
 KEYS: list[Key] = [(loc, sku) for loc in LOCATIONS for sku in SKUS]
+ORDER_LOCATION = 1
+"""BigCommerce takes a storefront order's units from the default location (docs/orders.md)."""
+CLOCK_START = timedelta(hours=40)
+"""The orders' made-up clock starts this long before the test (within ``max_as_of_age``)."""
 
 
 class _Unknown:
@@ -118,6 +123,10 @@ class Run:
     batch_size: int = 2000
     concurrency: int = 4
     buffer: int = 0
+    as_of: str | None = None
+    """``--as-of`` (ISO 8601 on the orders' clock), or None."""
+    sold: tuple[tuple[str, int], ...] = ()
+    """Units of the orders at or after ``as_of`` that still hold units, per SKU (location 1)."""
 
     def effective(self) -> tuple[dict[Key, int], set[Key]]:
         """The levels the file asks for after the buffer (clamped at 0) and the duplicate
@@ -137,13 +146,24 @@ class Run:
                 rejected.add(key)
             if good:
                 wanted[key] = sum(good) if self.duplicates == "sum" else good[-1]
+        sold = dict(self.sold)
+        for key, q in wanted.items():  # the file's level for the item, less what sold since
+            if self.as_of is not None and key[0] == ORDER_LOCATION:
+                wanted[key] = max(q - sold.get(key[1], 0), 0)
         return wanted, rejected
+
+    def resends(self, key: Key) -> bool:
+        """An item sold since the as-of time is sent even when the snapshot says it holds
+        the level (the orders moved the store since)."""
+        return self.as_of is not None and key[0] == ORDER_LOCATION \
+            and dict(self.sold).get(key[1], 0) > 0
 
     def args(self, path: Path) -> list[str]:
         args = ["sync", str(path), "--duplicates", self.duplicates, "--batch-size",
                 str(self.batch_size), "--concurrency", str(self.concurrency)]
         args += ["--full"] * self.full + ["--zero-missing"] * self.zero_missing
         args += ["--buffer", str(self.buffer)] if self.buffer else []
+        args += ["--as-of", self.as_of] if self.as_of else []
         return [*args, "--baseline", "live" if self.live else "snapshot"]
 
 
@@ -284,7 +304,36 @@ class World:
     sb: SandboxProcess
     tmp: Path
     examples: int = 0
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: list[subprocess.Popen[Any]] = field(default_factory=list)
+    base: datetime = field(default_factory=lambda: (datetime.now(UTC) - CLOCK_START)
+                           .replace(microsecond=0))
+    """The orders' clock's zero; the sandbox keeps every order across examples, so the clock
+    only moves on (``clock``: seconds since ``base``), and each example's as-of times come
+    after every earlier example's orders."""
+    clock: int = 0
+
+
+@dataclass
+class Order:
+    """One order the machine placed: one line (an SKU at location 1)."""
+
+    id: int
+    sku: str
+    quantity: int
+    at: int
+    """``date_created``, in seconds on the orders' clock."""
+    cancelled: bool = False
+
+
+@dataclass
+class Upload:
+    """One upload previewed through the JSON API."""
+
+    id: str
+    run: Run
+    planned: dict[Key, tuple[int, int]]
+    """key -> (the store's level the preview read, the level it would set)."""
+    status: str = "planned"
 
 
 class InvsyncMachine(RuleBasedStateMachine):
@@ -318,6 +367,12 @@ class InvsyncMachine(RuleBasedStateMachine):
                               "reason = \"the other profile\"\n")
         self.files = 0
         self.history: list[str] = []
+        w.clock += 1  # earlier examples' orders are all before this one's as-of times
+        self.clock_start = w.clock
+        self.orders: list[Order] = []
+        self.server: Listening | None = None
+        self.api_key = ""
+        self.uploads: list[Upload] = []
 
     # -- helpers --
 
@@ -376,7 +431,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         before = s if run.live else (b if isinstance(b, int) and not run.full else None)
         if key in wanted:
             q = wanted[key]
-            return run.full or (s != q if run.live else b != q), q, before
+            return run.full or (s != q if run.live else b != q or run.resends(key)), q, before
         if (run.zero_missing and key not in rejected and key[0] in covered
                 and b is not ABSENT and (s != 0 if run.live else b != 0)):
             return True, 0, (s if run.live else (b if isinstance(b, int) else None))
@@ -444,7 +499,7 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def sync(self, data: st.DataObject) -> None:
-        run = data.draw(runs(zero_missing=True))
+        run = self.with_as_of(data, data.draw(runs(zero_missing=True)))
         path = self.write(run)
         code, output = self.cli([*run.args(path), *self.common(), "--allow-zeroing"])
         self.settle_after(run, code, output)
@@ -691,6 +746,190 @@ class InvsyncMachine(RuleBasedStateMachine):
         r = httpx.post(self.world.sb.url + "/_sandbox/faults", json={"apply_lag_ms": lag},
                        timeout=30)
         r.raise_for_status()
+
+    # -- orders (issue 21) --
+
+    def at_iso(self, at: int) -> str:
+        """A time on the orders' clock as ISO 8601 with an offset, to the second."""
+        return (self.world.base + timedelta(seconds=at)).isoformat(timespec="seconds")
+
+    def with_as_of(self, data: st.DataObject, run: Run) -> Run:
+        """``run`` with, maybe, an ``--as-of`` at this example's start, at an order's time,
+        or a second either side of one; and the units the model says sold since then."""
+        pick = data.draw(st.one_of(st.none(), st.tuples(st.integers(0, 99),
+                                                         st.sampled_from([0, 0, 1, -1]))))
+        if pick is None:
+            return run
+        times = [self.clock_start] + [o.at for o in self.orders]
+        at = max(times[pick[0] % len(times)] + pick[1], self.clock_start)
+        sold: dict[str, int] = {}
+        for o in self.orders:  # at or after the as-of time (to the second), not given back
+            if o.at >= at and not o.cancelled:
+                sold[o.sku] = sold.get(o.sku, 0) + o.quantity
+        return replace(run, as_of=self.at_iso(at), sold=tuple(sorted(sold.items())))
+
+    @rule(sku=st.sampled_from(SKUS), qty=st.integers(1, 4), gap=st.integers(1, 90))
+    def place_order(self, sku: str, qty: int, gap: int) -> None:
+        """The storefront sells ``qty`` of ``sku``, ``gap`` s after the last order; the store
+        (``order_placed``) takes the units off location 1 at once, or answers 409 (not
+        enough stock: no order placed)."""
+        w = self.world
+        w.clock += gap
+        r = httpx.post(w.sb.url + "/_sandbox/orders", timeout=30, json={
+            "items": [{"sku": sku, "quantity": qty}], "date_created": self.at_iso(w.clock)})
+        key = (ORDER_LOCATION, sku)
+        self.log(f"order of {qty} {sku} at +{w.clock - self.clock_start} s -> {r.status_code}")
+        assert r.status_code in (200, 409), r.text
+        if r.status_code == 409:
+            short = {(s, b) for s, b in self.pairs[key] if s < qty}
+            assert short, f"409 for {qty} {sku}, model {self.pairs[key]}{self.story()}"
+            self.pairs[key] = short
+            return
+        taken = {(s - qty, b) for s, b in self.pairs[key] if s >= qty}
+        assert taken, f"sold {qty} {sku}, model {self.pairs[key]}{self.story()}"
+        self.pairs[key] = taken
+        self.edited.add(key)
+        self.orders.append(Order(int(r.json()["id"]), sku, qty, w.clock))
+
+    @rule(pick=st.integers(0, 99))
+    def cancel_order(self, pick: int) -> None:
+        """An order is cancelled: the store gives its units back (the default
+        ``refund_order_stock_adjustment``), and it no longer counts as sold."""
+        holding = [o for o in self.orders if not o.cancelled]
+        if not holding:
+            self.log("cancel order: skipped (none holds units)")
+            return
+        order = holding[pick % len(holding)]
+        r = httpx.post(f"{self.world.sb.url}/_sandbox/orders/{order.id}/status",
+                       json={"status_id": 5}, timeout=30)
+        assert r.status_code == 200, r.text
+        self.log(f"order {order.id} ({order.quantity} {order.sku}) cancelled")
+        order.cancelled = True
+        key = (ORDER_LOCATION, order.sku)
+        self.pairs[key] = {(s + order.quantity, b) for s, b in self.pairs[key]}
+        self.edited.add(key)
+
+    # -- the upload page's JSON API (issues 19 and 25) --
+
+    def server_url(self) -> str:
+        """``invsync serve`` on this example's state dir (started once; stopped in
+        teardown), with an API key of its own."""
+        if self.server is None:
+            added = subprocess.run(
+                [sys.executable, "-m", "invsync", "portal", "add-key", "model",
+                 "--state-dir", str(self.state_dir)],
+                env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert added.returncode == 0, added.stdout + added.stderr
+            self.api_key = added.stdout.strip().splitlines()[-1]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "invsync", "serve", "--port", "0", "--state-dir",
+                 str(self.state_dir), "--report-dir", str(self.report_dir), "--config",
+                 str(self.config)], env=self.env, cwd=ROOT, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
+            self.world.children.append(proc)
+            self.server = wait_for_listening(proc, "invsync serve", 60)
+        return self.server.url
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.server_url() + path, timeout=120,
+                             headers={"Authorization": f"Bearer {self.api_key}"}, **kwargs)
+
+    def upload_done(self, upload_id: str) -> dict[str, Any]:
+        """Poll an upload until its apply has ended."""
+        deadline = time.monotonic() + 120
+        while True:
+            body = dict(self.api("GET", f"/api/uploads/{upload_id}").json())
+            if body["status"] not in ("applying", "cancelling", "previewing"):
+                return body
+            assert time.monotonic() < deadline, f"apply never ended: {body}{self.story()}"
+            time.sleep(0.1)
+
+    @rule(data=st.data())
+    def upload_preview(self, data: st.DataObject) -> None:
+        """Upload a file through the JSON API: a preview against the store's live levels
+        that shows exactly the items whose file level differs from the store's, and sends
+        nothing."""
+        run = replace(data.draw(runs(zero_missing=False)), live=True, full=False, buffer=0)
+        if self.faulty or self.journal_pending:
+            self.log("upload preview: skipped (faults or an unfinished run)")
+            return
+        path = self.write(run)
+        self.server_url()
+        levels = store_levels(self.world.sb)
+        mark = len(settle(self.world.sb))
+        with path.open("rb") as fh:
+            r = self.api("POST", "/api/uploads", data={"duplicates": run.duplicates},
+                         files={"file": (path.name, fh, "text/csv")})
+        wanted, _ = run.effective()
+        self.log(f"upload {path.name} ({run.duplicates}) -> {r.status_code}")
+        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        assert not puts, f"a preview sent {len(puts)} PUT(s){self.story()}"
+        if r.status_code == 422 and not wanted:
+            return  # no row usable: nothing to preview
+        assert r.status_code == 201, r.text + self.story()
+        body = r.json()
+        assert body["status"] == "planned", body
+        shown = {}
+        for c in body["changes"]:
+            item = str(c["item"])
+            sku = item if item in SKUS else item_sku(
+                {"variant_id" if int(item) in VARIANT_IDS else "product_id": int(item)})
+            assert sku is not None, c
+            shown[(int(c["location_id"]), sku)] = (c.get("old", c.get("before")),
+                                                   c.get("new", c.get("after")))
+        expected = {k: (levels[k], q) for k, q in wanted.items() if levels[k] != q}
+        assert shown == expected, (shown, expected, self.story())
+        assert body["changes_total"] == len(expected), body["changes_total"]
+        if expected:
+            self.uploads.append(Upload(body["upload_id"], run, expected))
+
+    @rule(pick=st.integers(0, 99))
+    def upload_apply(self, pick: int) -> None:
+        """Apply a previewed upload (``POST /api/uploads/{id}/apply``): exactly the preview's
+        levels when no planned item moved since; else nothing sent and ``stale`` (or 409).
+        A stale upload applied again is refused with 409, nothing sent."""
+        ready = [u for u in self.uploads if u.status in ("planned", "stale")]
+        if not ready or self.faulty or self.journal_pending:
+            self.log("upload apply: skipped (no preview, faults or an unfinished run)")
+            return
+        up = ready[pick % len(ready)]
+        levels = store_levels(self.world.sb)
+        moved = sorted(k for k, (old, _) in up.planned.items() if levels[k] != old)
+        mark = len(settle(self.world.sb))
+        r = self.api("POST", f"/api/uploads/{up.id}/apply", data={"override_brakes": "yes"})
+        if r.status_code == 409:
+            status = str(r.json().get("upload_status"))
+        else:
+            assert r.status_code == 202, r.text + self.story()
+            status = str(self.upload_done(up.id)["status"])
+        self.log(f"apply upload {up.id[:6]} (was {up.status}, moved {moved}) -> "
+                 f"{r.status_code} {status}")
+        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        if up.status == "stale" or moved:
+            assert status == "stale" and not puts, (r.status_code, status, puts, self.story())
+            up.status = "stale"
+            return
+        _, rejected = up.run.effective()
+        assert status == ("partial" if rejected else "succeeded"), (status, self.story())
+        sent = {(it["location_id"], item_sku(it)): it["quantity"]
+                for q in puts for it in q["items"]}
+        unshown = {k: q for k, q in sent.items() if up.planned.get(k, (0, None))[1] != q}
+        assert not unshown, f"the apply set levels its preview did not show: {unshown}" \
+            f"{self.story()}"
+        certain = all(len(p) == 1 for p in self.pairs.values())
+        for key, (_, new) in up.planned.items():
+            self.pairs[key] = {(new, new)}
+            self.edited.discard(key)
+        if sent:
+            self.last_write = dict(up.planned) if certain else None
+        up.status = status
+
+    def teardown(self) -> None:
+        if os.environ.get("MODEL_DEBUG"):
+            print(self.story(), file=sys.stderr)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     # -- invariants --
 
