@@ -75,8 +75,8 @@ from invsync.sandbox.process import Listening, SandboxProcess, run_sandbox, wait
 
 # ---- the world ----------------------------------------------------------------------------
 
-EXAMPLES = int(os.environ.get("INVSYNC_STATEFUL_EXAMPLES", "4"))
-STEPS = int(os.environ.get("INVSYNC_STATEFUL_STEPS", "10"))
+EXAMPLES = int(os.environ.get("INVSYNC_STATEFUL_EXAMPLES", "6"))
+STEPS = int(os.environ.get("INVSYNC_STATEFUL_STEPS", "12"))
 SKUS = [f"ST-{i}" for i in range(6)]
 LOCATIONS = (1, 2)
 QUANTITIES = st.sampled_from([0, 0, 1, 2, 5, 7, 40])
@@ -493,9 +493,21 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     # -- rules --
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(stock=st.lists(QUANTITIES, min_size=len(SKUS), max_size=len(SKUS)))
+    def start(self, stock: list[int]) -> None:
+        """The store already holds stock at location 1 (set in its control panel before
+        invsync ever ran), so that orders can sell from the first step."""
         assert store_levels(self.world.sb) == dict.fromkeys(KEYS, 0)
+        edits = [{"location_id": ORDER_LOCATION, "sku": sku, "quantity": q}
+                 for sku, q in zip(SKUS, stock, strict=True) if q]
+        if edits:
+            httpx.post(self.world.sb.url + "/_sandbox/levels", json=edits,
+                       timeout=30).raise_for_status()
+        self.log(f"stock before invsync at location 1: {stock}")
+        for e in edits:
+            key = (ORDER_LOCATION, str(e["sku"]))
+            self.pairs[key] = {(int(e["quantity"]), ABSENT)}
+            self.edited.add(key)
 
     @rule(data=st.data())
     def sync(self, data: st.DataObject) -> None:
@@ -768,7 +780,15 @@ class InvsyncMachine(RuleBasedStateMachine):
                 sold[o.sku] = sold.get(o.sku, 0) + o.quantity
         return replace(run, as_of=self.at_iso(at), sold=tuple(sorted(sold.items())))
 
-    @rule(sku=st.sampled_from(SKUS), qty=st.integers(1, 4), gap=st.integers(1, 90))
+    @rule(sell=st.sampled_from([True, True, False]), sku=st.sampled_from(SKUS),
+          qty=st.integers(1, 4), gap=st.integers(1, 90), pick=st.integers(0, 99))
+    def storefront(self, sell: bool, sku: str, qty: int, gap: int, pick: int) -> None:
+        """An order placed, or one cancelled (one rule, so that orders are frequent)."""
+        if sell:
+            self.place_order(sku, qty, gap)
+        else:
+            self.cancel_order(pick)
+
     def place_order(self, sku: str, qty: int, gap: int) -> None:
         """The storefront sells ``qty`` of ``sku``, ``gap`` s after the last order; the store
         (``order_placed``) takes the units off location 1 at once, or answers 409 (not
@@ -791,7 +811,6 @@ class InvsyncMachine(RuleBasedStateMachine):
         self.edited.add(key)
         self.orders.append(Order(int(r.json()["id"]), sku, qty, w.clock))
 
-    @rule(pick=st.integers(0, 99))
     def cancel_order(self, pick: int) -> None:
         """An order is cancelled: the store gives its units back (the default
         ``refund_order_stock_adjustment``), and it no longer counts as sold."""
@@ -844,15 +863,30 @@ class InvsyncMachine(RuleBasedStateMachine):
             assert time.monotonic() < deadline, f"apply never ended: {body}{self.story()}"
             time.sleep(0.1)
 
-    @rule(data=st.data())
-    def upload_preview(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), then=st.sampled_from(["later", "apply", "edit", "sell"]))
+    def upload_preview(self, data: st.DataObject, then: str) -> None:
         """Upload a file through the JSON API: a preview against the store's live levels
         that shows exactly the items whose file level differs from the store's, and sends
-        nothing."""
+        nothing. Then: leave it for :meth:`upload_apply` (``later``), apply it at once, or
+        first move one of its planned items (an edit in the store, or an order at
+        location 1) so that the apply must send nothing and end stale."""
         run = replace(data.draw(runs(zero_missing=False)), live=True, full=False, buffer=0)
+        up = self.preview(run)
+        if up is None or then == "later":
+            return
+        key = data.draw(st.sampled_from(sorted(up.planned, key=str)))
+        if then == "edit":
+            old = up.planned[key][0]
+            self.manual_edit(key, data.draw(QUANTITIES.filter(lambda q: q != old)))
+        elif then == "sell" and key[0] == ORDER_LOCATION:
+            self.place_order(key[1], data.draw(st.integers(1, 4)), data.draw(st.integers(1, 90)))
+        self.apply_upload(up)
+
+    def preview(self, run: Run) -> Upload | None:
+        """Upload ``run``'s file; check its preview; the upload, if it has changes."""
         if self.faulty or self.journal_pending:
             self.log("upload preview: skipped (faults or an unfinished run)")
-            return
+            return None
         path = self.write(run)
         self.server_url()
         levels = store_levels(self.world.sb)
@@ -865,7 +899,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
         assert not puts, f"a preview sent {len(puts)} PUT(s){self.story()}"
         if r.status_code == 422 and not wanted:
-            return  # no row usable: nothing to preview
+            return None  # no row usable: nothing to preview
         assert r.status_code == 201, r.text + self.story()
         body = r.json()
         assert body["status"] == "planned", body
@@ -880,8 +914,11 @@ class InvsyncMachine(RuleBasedStateMachine):
         expected = {k: (levels[k], q) for k, q in wanted.items() if levels[k] != q}
         assert shown == expected, (shown, expected, self.story())
         assert body["changes_total"] == len(expected), body["changes_total"]
-        if expected:
-            self.uploads.append(Upload(body["upload_id"], run, expected))
+        if not expected:
+            return None
+        up = Upload(body["upload_id"], run, expected)
+        self.uploads.append(up)
+        return up
 
     @rule(pick=st.integers(0, 99))
     def upload_apply(self, pick: int) -> None:
@@ -892,7 +929,10 @@ class InvsyncMachine(RuleBasedStateMachine):
         if not ready or self.faulty or self.journal_pending:
             self.log("upload apply: skipped (no preview, faults or an unfinished run)")
             return
-        up = ready[pick % len(ready)]
+        self.apply_upload(ready[pick % len(ready)])
+
+    def apply_upload(self, up: Upload) -> None:
+        """Apply ``up`` through the API and check the outcome against the model."""
         levels = store_levels(self.world.sb)
         moved = sorted(k for k, (old, _) in up.planned.items() if levels[k] != old)
         mark = len(settle(self.world.sb))
