@@ -773,12 +773,35 @@ class InvsyncMachine(RuleBasedStateMachine):
         if pick is None:
             return run
         times = [self.clock_start] + [o.at for o in self.orders]
-        at = max(times[pick[0] % len(times)] + pick[1], self.clock_start)
+        return self.as_of(run, max(times[pick[0] % len(times)] + pick[1], self.clock_start))
+
+    def as_of(self, run: Run, at: int) -> Run:
+        """``run`` with ``--as-of`` ``at`` and what the model says sold since then: the
+        orders at or after ``at`` (to the second) that still hold their units."""
         sold: dict[str, int] = {}
-        for o in self.orders:  # at or after the as-of time (to the second), not given back
+        for o in self.orders:
             if o.at >= at and not o.cancelled:
                 sold[o.sku] = sold.get(o.sku, 0) + o.quantity
         return replace(run, as_of=self.at_iso(at), sold=tuple(sorted(sold.items())))
+
+    @rule(data=st.data(), night=st.lists(st.tuples(st.sampled_from(SKUS), st.integers(1, 4),
+                                                    st.integers(1, 90)), max_size=3))
+    def nightly(self, data: st.DataObject, night: list[tuple[str, int, int]]) -> None:
+        """The warehouse counts every item at the as-of time, the storefront sells during
+        the night (the first order maybe in the as-of's own second), then ``sync --as-of``:
+        location 1 ends at max(file − sold since, 0), location 2 at the file's level."""
+        self.world.clock += 1
+        at = self.world.clock
+        for i, (sku, qty, gap) in enumerate(night):
+            self.place_order(sku, qty, gap - 1 if i == 0 else gap)
+        rows = [(sku, ORDER_LOCATION, data.draw(st.integers(0, 9))) for sku in SKUS]
+        rows += data.draw(st.lists(st.tuples(st.sampled_from(SKUS), st.just(2), QUANTITIES),
+                                   max_size=3, unique_by=lambda r: r[0]))
+        run = self.as_of(Run(rows=tuple(rows), duplicates="last", live=data.draw(st.booleans()),
+                             full=data.draw(st.booleans())), at)
+        self.log(f"nightly: as-of +{at - self.clock_start} s, sold since {dict(run.sold)}")
+        code, output = self.cli([*run.args(self.write(run)), *self.common(), "--allow-zeroing"])
+        self.settle_after(run, code, output)
 
     @rule(sell=st.sampled_from([True, True, False]), sku=st.sampled_from(SKUS),
           qty=st.integers(1, 4), gap=st.integers(1, 90), pick=st.integers(0, 99))
