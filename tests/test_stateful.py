@@ -50,7 +50,8 @@ Budget: ``INVSYNC_STATEFUL_EXAMPLES`` (default 6) sequences of at most
 ``INVSYNC_STATEFUL_STEPS`` (default 12) steps; ``make soak`` raises both. The default
 budget is derandomized (the same sequences every run: issue 20) and does not shrink (the
 failure and its story are reported as found); a budget from the environment explores new
-ones and shrinks.
+ones and shrinks. ``INVSYNC_STATEFUL_STORY=1`` (with ``pytest -s``) prints each sequence's
+steps, to see what a budget reaches.
 
 Switches for known defects of issue 9 (fixed in other branches): with a switch ``True``
 the strategy avoids the hole so the default run passes here; flip it to ``False`` once
@@ -1016,7 +1017,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         up.status = status
 
     def teardown(self) -> None:
-        if os.environ.get("MODEL_DEBUG"):
+        if os.environ.get("INVSYNC_STATEFUL_STORY"):
             print(self.story(), file=sys.stderr)
         if self.server is not None:
             self.server.stop()
