@@ -4,7 +4,8 @@ A plan (``plan.csv``) is made against one store: its run folder's ``report.json`
 ``plan_binding`` (normalised API host, store hash, profile, the locations it covers).
 :func:`check_binding` refuses to apply it anywhere else (:class:`PlanForAnotherStore`,
 exit 64) before anything is read or sent. Just before sending, :func:`stale_items` compares
-the planned items' live levels with the plan's ``before``: any difference is
+the planned items' live levels with the plan's ``before`` (a plan made against the snapshot:
+the snapshot's levels, :func:`snapshot_recheck`): any difference is
 :class:`StalePlan` (exit 3, "the store changed since the preview: preview again"), except a
 read lagging this tool's own recent write (see :func:`stale_items`).
 
@@ -123,20 +124,46 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
     return mine.filter(~lagged).select(*KEY, "before", "live")
 
 
+def snapshot_recheck(planned: pl.DataFrame, snapshot: pl.DataFrame) -> None:
+    """Raise :class:`StalePlan` when a planned item's ``before`` is not the snapshot's level.
+
+    For a plan made against the snapshot (``--baseline snapshot``: its ``before`` is the
+    level invsync last set, no ``read_at``): it is stale when another run wrote since, not
+    when the store differs from the snapshot (orders sold since, which the plan allows for).
+    """
+    moved = planned.select(*KEY, "before").join(
+        snapshot.select(*KEY, pl.col("quantity").alias("live")), on=KEY, how="left").filter(
+        ~pl.col("before").eq_missing(pl.col("live")))
+    if moved.height:
+        first = moved.row(0, named=True)
+        raise StalePlan(
+            f"the snapshot moved since this plan was made: {moved.height:,} planned "
+            f"item(s), e.g. {first['identifier']} {first['item_key']} at location "
+            f"{first['location_id']}: planned from {_level(first['before'])}, now "
+            f"{_level(first['live'])}", items=moved.head(1000).to_dicts())
+
+
 def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame], *,
+            snapshot: pl.DataFrame | None = None,
             own: pl.DataFrame | None = None, own_written_at: str | None = None,
             lag_s: float = 30.0, sleep: Callable[[float], None] | None = None,
             clock: Callable[[], float] | None = None) -> pl.DataFrame:
     """Re-read the planned items (``read(keys)`` -> KEY + quantity) and raise
     :class:`StalePlan` when any differs from the plan's ``before``.
 
-    Items differing whose ``before`` is the level this tool itself wrote less than
-    ``lag_s`` ago (``own``, ``own_written_at``) are re-read until that long after the
-    write first: a read right after a write may still show the old level. Returns the
-    live levels read.
+    A ``before`` is compared with what it was taken from: the live level when the plan read
+    it (``read_at`` set), else (given ``snapshot``) the snapshot's level
+    (:func:`snapshot_recheck`). Items differing whose ``before`` is the level this tool
+    itself wrote less than ``lag_s`` ago (``own``, ``own_written_at``) are re-read until
+    that long after the write first: a read right after a write may still show the old
+    level. Returns the live levels read.
     """
     import time
 
+    if snapshot is not None:
+        unread = pl.col("read_at").is_null()
+        snapshot_recheck(planned.filter(unread), snapshot)
+        planned = planned.filter(~unread)
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     live = read(planned.select(KEY))
