@@ -275,13 +275,14 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
     # (the store holds 6: the 2 sold, which the plan allows for).
     row = next(csv.DictReader(plan_csv.open(encoding="utf-8")))
     assert (row["before"], row["after"], row["read_at"]) == ("8", "8", "")
-    # The apply re-check compares like with like: the snapshot has not moved, so it goes
-    # through although the live level (6) is not the plan's before.
+    # The apply re-check compares like with like: the snapshot has not moved (no run wrote
+    # since), so it goes through although the live level (6) is not the plan's before.
     pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], env)
     assert pushed.returncode == 0, output(pushed)
     assert sb.levels()[(1, ITEMS[0])] == 8
 
-    # The same plan once another run has written the item since: the snapshot moved, refused.
+    # The same plan once another run has written the item since: its before (8) is neither
+    # the snapshot's level nor the store's (5): refused, nothing sent.
     again = run_invsync(["plan", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
                         env)
     assert again.returncode == 0, output(again)
@@ -292,7 +293,7 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
                        env).returncode == 0
     refused = run_invsync(["sync", "--plan-file", str(stale_plan)], env)
     assert refused.returncode == 3, output(refused)
-    assert "the snapshot moved since this plan was made" in refused.stdout + refused.stderr
+    assert "planned from 8, now 5" in refused.stdout + refused.stderr
     assert sb.levels()[(1, ITEMS[0])] == 5
 
 

@@ -4,8 +4,8 @@ A plan (``plan.csv``) is made against one store: its run folder's ``report.json`
 ``plan_binding`` (normalised API host, store hash, profile, the locations it covers).
 :func:`check_binding` refuses to apply it anywhere else (:class:`PlanForAnotherStore`,
 exit 64) before anything is read or sent. Just before sending, :func:`stale_items` compares
-the planned items' live levels with the plan's ``before`` (a plan made against the snapshot:
-the snapshot's levels, :func:`snapshot_recheck`): any difference is
+the planned items' live levels with the plan's ``before`` (a ``before`` not read from the
+store, as under ``--baseline snapshot``, may be the snapshot's level instead): any difference is
 :class:`StalePlan` (exit 3, "the store changed since the preview: preview again"), except a
 read lagging this tool's own recent write (see :func:`stale_items`).
 
@@ -124,23 +124,11 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
     return mine.filter(~lagged).select(*KEY, "before", "live")
 
 
-def snapshot_recheck(planned: pl.DataFrame, snapshot: pl.DataFrame) -> None:
-    """Raise :class:`StalePlan` when a planned item's ``before`` is not the snapshot's level.
-
-    For a plan made against the snapshot (``--baseline snapshot``: its ``before`` is the
-    level invsync last set, no ``read_at``): it is stale when another run wrote since, not
-    when the store differs from the snapshot (orders sold since, which the plan allows for).
-    """
-    moved = planned.select(*KEY, "before").join(
-        snapshot.select(*KEY, pl.col("quantity").alias("live")), on=KEY, how="left").filter(
-        ~pl.col("before").eq_missing(pl.col("live")))
-    if moved.height:
-        first = moved.row(0, named=True)
-        raise StalePlan(
-            f"the snapshot moved since this plan was made: {moved.height:,} planned "
-            f"item(s), e.g. {first['identifier']} {first['item_key']} at location "
-            f"{first['location_id']}: planned from {_level(first['before'])}, now "
-            f"{_level(first['live'])}", items=moved.head(1000).to_dicts())
+def snapshot_moved(planned: pl.DataFrame, snapshot: pl.DataFrame) -> pl.DataFrame:
+    """The planned items (KEY + ``before``) whose ``before`` is not the snapshot's level."""
+    return planned.join(snapshot.select(*KEY, pl.col("quantity").alias("_snap")), on=KEY,
+                        how="left").filter(~pl.col("before").eq_missing(pl.col("_snap"))
+                                           ).drop("_snap")
 
 
 def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame], *,
@@ -151,9 +139,11 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
     """Re-read the planned items (``read(keys)`` -> KEY + quantity) and raise
     :class:`StalePlan` when any differs from the plan's ``before``.
 
-    A ``before`` is compared with what it was taken from: the live level when the plan read
-    it (``read_at`` set), else (given ``snapshot``) the snapshot's level
-    (:func:`snapshot_recheck`). Items differing whose ``before`` is the level this tool
+    A ``before`` the plan read from the store (``read_at`` set) must be the live level. One
+    it did not (no ``read_at``: a plan made with ``--baseline snapshot``, or by an older
+    version) is the snapshot's level: given ``snapshot``, it must be that level (no run
+    wrote since; the store may differ, e.g. by orders sold since, which such a plan allows
+    for) or else the live level. Items differing whose ``before`` is the level this tool
     itself wrote less than ``lag_s`` ago (``own``, ``own_written_at``) are re-read until
     that long after the write first: a read right after a write may still show the old
     level. Returns the live levels read.
@@ -162,8 +152,8 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
 
     if snapshot is not None:
         unread = pl.col("read_at").is_null()
-        snapshot_recheck(planned.filter(unread), snapshot)
-        planned = planned.filter(~unread)
+        planned = pl.concat([planned.filter(~unread),
+                             snapshot_moved(planned.filter(unread), snapshot)])
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     live = read(planned.select(KEY))
