@@ -161,7 +161,10 @@ def test_product_id_and_sku_of_a_product_tracked_item_are_one_item(
     assert sandbox.levels() == {(1, PRODUCT_SKU): 9}
     assert snapshot(tmp_path) == [(1, "sku", PRODUCT_SKU, 9)]
     plan = (result.report_dir() / "plan.csv").read_text().splitlines()
-    assert plan[1].startswith(f"1,product_id,{PRODUCT_ID},,9,9,2,accepted")
+    # Planned against the store's live level: it held none of the item (0), read at read_at.
+    line, read_at = plan[1].rsplit(",", 1)
+    assert line == f"1,product_id,{PRODUCT_ID},0,9,9,2,accepted"
+    assert plan[0].endswith(",read_at") and read_at.startswith("20"), plan
 
 
 @pytest.mark.parametrize(("night1", "night2"), [
@@ -242,9 +245,17 @@ def test_without_a_token_mixed_identifiers_are_noted_not_resolved(
 def test_a_file_of_one_kind_with_a_snapshot_of_the_same_kind_reads_no_identities(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
     path = write_csv(tmp_path / "n.csv", ["sku", "quantity"], [[VARIANT_SKU, 5]])
+    # Against the snapshot, nothing is read from the store at all.
     for _ in range(2):
-        assert run_invsync(["sync", str(path)], cli_env).returncode == 0
+        assert run_invsync(["sync", str(path), "--baseline", "snapshot"],
+                           cli_env).returncode == 0
     assert [r for r in sandbox.requests() if r["path"] == ITEMS_PATH] == []
+    # Against the live levels (the default), the store is read for levels, by SKU or by
+    # location, but never for identities (no variant_id:in / product_id:in filter).
+    assert run_invsync(["sync", str(path)], cli_env).returncode == 0
+    reads = [r["query"] for r in sandbox.requests() if r["path"] == ITEMS_PATH]
+    assert reads, "the live levels were not read"
+    assert not [q for q in reads if "variant_id" in q or "product_id" in q], reads
 
 
 def test_drift_of_a_file_keyed_the_other_way_checks_its_items(
@@ -265,7 +276,9 @@ def test_a_plan_keyed_the_other_way_is_pushed_against_the_same_snapshot_entry(
     planned = run_invsync(["plan", str(by_variant)], cli_env)
     assert planned.returncode == 0, out(planned)
     plan_csv = planned.report_dir() / "plan.csv"
-    assert plan_csv.read_text().splitlines()[1] == f"1,variant_id,{VARIANT_ID},6,8,2,2,planned"
+    line, read_at = plan_csv.read_text().splitlines()[1].rsplit(",", 1)
+    assert line == f"1,variant_id,{VARIANT_ID},6,8,2,2,planned"
+    assert read_at.startswith("20")
     before = len(puts(sandbox))
     pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], cli_env)
     assert pushed.returncode == 0, out(pushed)

@@ -27,7 +27,7 @@ from typing import Any
 import openpyxl
 import pytest
 import xlsxwriter
-from conftest import SAMPLE, TOKEN, CliResult, budget, run_invsync
+from conftest import SAMPLE, TOKEN, CliResult, budget, run_invsync, stocked
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -195,7 +195,10 @@ def test_semicolon_windows_1252_with_accents(sandbox: SandboxProcess, cli_env: d
     result = sync(path, cli_env, rc=1)
     report = result.report()
 
-    assert_sent_exactly(sandbox, {(1, "MUG-4916"): 12, (1, "LAMP-9823"): 7, (1, "00123"): 0})
+    # Row 6's 0 is what the store already holds (plans are made against its live levels):
+    # not sent.
+    assert_sent_exactly(sandbox, {(1, "MUG-4916"): 12, (1, "LAMP-9823"): 7})
+    assert report["counts"]["unchanged"] == 1
     assert report["input"]["encoding"] == "windows-1252"
     assert report["input"]["delimiter"] == ";"
     assert any("Windows-1252" in n for n in report["notes"]), report["notes"]
@@ -372,7 +375,9 @@ def test_renamed_headers_and_location_codes(sandbox: SandboxProcess, cli_env: di
         9: ("unknown_location", "Warehouse", "99"),
     }
     assert report["counts"]["refused"] == 0
-    assert report["by_location"]["2"]["new"] == 2
+    # Two items planned at location 2 (read at 0 from the store: new or changed, by baseline).
+    at_2 = report["by_location"]["2"]
+    assert (at_2["new"] + at_2["changed"], at_2["unchanged"]) == (2, 0)
 
 
 def test_map_flag_for_unknown_headers(sandbox: SandboxProcess, cli_env: dict[str, str],
@@ -790,10 +795,14 @@ def test_quantity_rules_from_the_config_file(sandbox: SandboxProcess, cli_env: d
     result = sync(path, cli_env, "--config", str(config), rc=1)
     report = result.report()
 
-    assert_sent_exactly(sandbox, {
+    levels = {
         (1, "MUG-4916"): 98, (1, "LAMP-9823"): 0, (1, "POSTER-1755"): 0, (1, "NB-8084"): 0,
         (1, "GAME-8992"): 8, (1, "MUG-0848"): 500, (1, "CAP-681-BLUE"): 0,
-        (1, "CAP-681-YELLOW"): 10, (1, "BOTTLE-9437"): 500, (1, "BOTTLE-1030"): 500})
+        (1, "CAP-681-YELLOW"): 10, (1, "BOTTLE-9437"): 500, (1, "BOTTLE-1030"): 500}
+    # The rows ruled to 0 are what the store already holds (plans are made against its live
+    # levels): counted unchanged, not sent.
+    assert_sent_exactly(sandbox, stocked(levels))
+    assert report["counts"]["unchanged"] == len(levels) - len(stocked(levels))
     assert rejected(report) == {9: ("quantity_not_whole", "quantity", "plenty"),
                                 13: ("missing_quantity", "quantity", None)}
     rules = {"text_map": {"in stock": 100, "out of stock": 0}, "buffer": 2,
@@ -997,12 +1006,15 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             report = sync_file(path, settings_)
             assert report.error is None, report.error
             assert report.exit_code == (1 if bad else 0)
-            assert_sent_exactly(sb, items)
+            # Plans are made against the store's live levels (all 0 after the reset): an
+            # item the file puts at 0 is already there, so it is unchanged and not sent.
+            sent = stocked(items)
+            assert_sent_exactly(sb, sent)
             got = {r["row"]: (r["reason"], r["column"], r["value"]) for r in report.rejected}
             assert got == bad
             c = report.counts
-            assert (c.rows, c.invalid, c.changed, c.accepted) == (
-                len(rows), len(bad), len(items), len(items))
+            assert (c.rows, c.invalid, c.changed, c.accepted, c.unchanged) == (
+                len(rows), len(bad), len(sent), len(sent), len(items) - len(sent))
             assert c.rows == c.valid + c.invalid
             assert c.valid - c.merged == len(items)
             # Sent (under its first row), merged into a sent row, or rejected: a partition.
@@ -1010,7 +1022,7 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             with (folder / "plan.csv").open(newline="", encoding="utf-8") as fh:
                 plan = {(int(r["location_id"]), r["item"]): (int(r["row"]), r["status"])
                         for r in csv.DictReader(fh)}
-            assert plan == {k: (first_row[k], "accepted") for k in items}
+            assert plan == {k: (first_row[k], "accepted") for k in sent}
             sent_rows = set(first_row.values())
             merged_rows = all_rows - sent_rows - set(bad)
             assert len(merged_rows) == c.merged
@@ -1030,6 +1042,6 @@ def test_property_any_small_csv_is_accounted_for_row_by_row(
             assert again.counts.unchanged == len(items) and again.counts.changed == 0
             assert {r["row"]: (r["reason"], r["column"], r["value"])
                     for r in again.rejected} == bad
-            assert sb.levels() == items
+            assert sb.levels() == sent
 
         check()

@@ -29,6 +29,7 @@ from conftest import (
     run_invsync,
     spawn,
     state_store_dir,
+    stocked,
     wait_for,
     write_csv,
 )
@@ -580,7 +581,15 @@ def test_the_docs_cron_line_runs_as_written(sandbox: SandboxProcess, cli_env: di
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == "" and done.stderr == "", "cron would mail a good night"
-    assert len(sandbox.levels()) == 3114
+    # The store holds the file's levels (its 0s are what the store already held: not sent).
+    assert sandbox.levels() == stocked(night1_levels())
+
+
+def night1_levels() -> dict[tuple[int, str], int]:
+    """(location, sku) -> level of every row of night1.csv (all 3,114 valid)."""
+    levels = {(int(loc), sku): int(qty) for sku, loc, qty in night1_rows()}
+    assert len(levels) == 3114
+    return levels
 
 
 def unit(page: str, name: str) -> dict[str, list[str]]:
@@ -645,7 +654,7 @@ def test_the_systemd_units_share_one_lock_folder_and_the_service_runs_as_written
     done = subprocess.run(shlex.split(here(timer_service["ExecStart"][0])), env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert len(sandbox.levels()) == 3114
+    assert sandbox.levels() == stocked(night1_levels())
     assert list((run_dir / "locks").glob("*.lock")), "the lock was not in INVSYNC_LOCK_DIR"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -270,9 +271,30 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
                           env)
     assert planned.returncode == 0, output(planned)
     plan_csv = last_run(tmp_path) / "plan.csv"
+    # Planned against the snapshot: its before (8) is the level invsync set, not a live read
+    # (the store holds 6: the 2 sold, which the plan allows for).
+    row = next(csv.DictReader(plan_csv.open(encoding="utf-8")))
+    assert (row["before"], row["after"], row["read_at"]) == ("8", "8", "")
+    # The apply re-check compares like with like: the snapshot has not moved (no run wrote
+    # since), so it goes through although the live level (6) is not the plan's before.
     pushed = run_invsync(["sync", "--plan-file", str(plan_csv)], env)
     assert pushed.returncode == 0, output(pushed)
     assert sb.levels()[(1, ITEMS[0])] == 8
+
+    # The same plan once another run has written the item since: its before (8) is neither
+    # the snapshot's level nor the store's (5): refused, nothing sent.
+    again = run_invsync(["plan", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
+                        env)
+    assert again.returncode == 0, output(again)
+    stale_plan = last_run(tmp_path) / "plan.csv"
+    other = write_csv(tmp_path / "other.csv", ["sku", "location_id", "quantity"],
+                      [[ITEMS[0], 1, 5]])
+    assert run_invsync(["sync", str(other), "--baseline", "snapshot", "--allow-shrink"],
+                       env).returncode == 0
+    refused = run_invsync(["sync", "--plan-file", str(stale_plan)], env)
+    assert refused.returncode == 3, output(refused)
+    assert "planned from 8, now 5" in refused.stdout + refused.stderr
+    assert sb.levels()[(1, ITEMS[0])] == 5
 
 
 def test_a_variant_sold_at_a_product_tracked_item_lowers_the_products_sku_row(

@@ -41,3 +41,29 @@ def test_a_lag_longer_than_allowed_is_stale() -> None:
     moved = stale_items(planned, live, own=own, own_written_at="2026-12-06T13:23:07.200Z",
                         lag_s=30)
     assert moved.height == 1
+
+
+def test_a_before_not_read_from_the_store_may_be_the_snapshots_level_or_the_live_one() -> None:
+    import pytest
+
+    from invsync.errors import StalePlan
+    from invsync.run.plans import recheck
+
+    def frame(**cols: list[object]) -> pl.DataFrame:
+        keys = {"location_id": [1, 1, 1], "identifier": ["sku"] * 3, "item_key": ["A", "B", "C"]}
+        return pl.DataFrame({**keys, **cols})
+
+    # A: the snapshot's level (orders sold since: the store has 6); B: the store's level;
+    # C: neither (another run wrote 5 since the plan was made).
+    planned = frame(before=[8, 3, 8], read_at=[None, None, None]).cast({"read_at": pl.String})
+    snapshot = frame(quantity=[8, 2, 5])
+    live = frame(quantity=[6, 3, 5])
+    with pytest.raises(StalePlan) as stale:
+        recheck(planned, lambda keys: live, snapshot=snapshot)
+    assert [i["item_key"] for i in stale.value.items] == ["C"]
+    recheck(planned.head(2), lambda keys: live, snapshot=snapshot)
+    # Read from the store (read_at set), a before must be the live level: A is stale.
+    read = planned.head(2).with_columns(read_at=pl.lit("2026-12-06T13:00:00.000Z"))
+    with pytest.raises(StalePlan) as stale:
+        recheck(read, lambda keys: live, snapshot=snapshot)
+    assert [i["item_key"] for i in stale.value.items] == ["A"]

@@ -4,7 +4,8 @@ A plan (``plan.csv``) is made against one store: its run folder's ``report.json`
 ``plan_binding`` (normalised API host, store hash, profile, the locations it covers).
 :func:`check_binding` refuses to apply it anywhere else (:class:`PlanForAnotherStore`,
 exit 64) before anything is read or sent. Just before sending, :func:`stale_items` compares
-the planned items' live levels with the plan's ``before``: any difference is
+the planned items' live levels with the plan's ``before`` (a ``before`` not read from the
+store, as under ``--baseline snapshot``, may be the snapshot's level instead): any difference is
 :class:`StalePlan` (exit 3, "the store changed since the preview: preview again"), except a
 read lagging this tool's own recent write (see :func:`stale_items`).
 
@@ -123,20 +124,36 @@ def stale_items(planned: pl.DataFrame, live: pl.DataFrame, *, own: pl.DataFrame 
     return mine.filter(~lagged).select(*KEY, "before", "live")
 
 
+def snapshot_moved(planned: pl.DataFrame, snapshot: pl.DataFrame) -> pl.DataFrame:
+    """The planned items (KEY + ``before``) whose ``before`` is not the snapshot's level."""
+    return planned.join(snapshot.select(*KEY, pl.col("quantity").alias("_snap")), on=KEY,
+                        how="left").filter(~pl.col("before").eq_missing(pl.col("_snap"))
+                                           ).drop("_snap")
+
+
 def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame], *,
+            snapshot: pl.DataFrame | None = None,
             own: pl.DataFrame | None = None, own_written_at: str | None = None,
             lag_s: float = 30.0, sleep: Callable[[float], None] | None = None,
             clock: Callable[[], float] | None = None) -> pl.DataFrame:
     """Re-read the planned items (``read(keys)`` -> KEY + quantity) and raise
     :class:`StalePlan` when any differs from the plan's ``before``.
 
-    Items differing whose ``before`` is the level this tool itself wrote less than
-    ``lag_s`` ago (``own``, ``own_written_at``) are re-read until that long after the
-    write first: a read right after a write may still show the old level. Returns the
-    live levels read.
+    A ``before`` the plan read from the store (``read_at`` set) must be the live level. One
+    it did not (no ``read_at``: a plan made with ``--baseline snapshot``, or by an older
+    version) is the snapshot's level: given ``snapshot``, it must be that level (no run
+    wrote since; the store may differ, e.g. by orders sold since, which such a plan allows
+    for) or else the live level. Items differing whose ``before`` is the level this tool
+    itself wrote less than ``lag_s`` ago (``own``, ``own_written_at``) are re-read until
+    that long after the write first: a read right after a write may still show the old
+    level. Returns the live levels read.
     """
     import time
 
+    if snapshot is not None:
+        unread = pl.col("read_at").is_null()
+        planned = pl.concat([planned.filter(~unread),
+                             snapshot_moved(planned.filter(unread), snapshot)])
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     live = read(planned.select(KEY))

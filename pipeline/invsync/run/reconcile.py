@@ -133,9 +133,14 @@ def _drift(settings: Settings, store: StoreSession, expected: pl.DataFrame, file
     if expected.height == 0:
         return None
     # Only the items compared are read (filtered reads) unless that takes more requests.
+    from dataclasses import replace
+
+    from invsync.clock import utc_now_ms
+
+    read_at = utc_now_ms()
     live = store.live_levels(expected["location_id"].unique().to_list(), keys=expected,
                              known_items=catalog_hint)
-    return compare(expected, live)
+    return replace(compare(expected, live), read_at=read_at)
 
 
 def _settle(settings: Settings, store: StoreSession, expected: pl.DataFrame,
@@ -160,7 +165,8 @@ def _settle(settings: Settings, store: StoreSession, expected: pl.DataFrame,
         still = compare(expected.join(keys, on=KEY, how="semi"), again)
         found = Comparison(expected=found.expected,
                            matched=found.expected - still.differences.height,
-                           differences=still.differences, reads=found.reads + 1)
+                           differences=still.differences, reads=found.reads + 1,
+                           read_at=found.read_at)
     return found
 
 
@@ -184,7 +190,9 @@ def _repair(settings: Settings, result: Comparison, file: Path | None,
         pl.col("live").alias("before"), pl.col("expected").alias("after"),
         (pl.col("expected") - pl.col("live").fill_null(0)).alias("delta"),
         pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"),
-        pl.lit(None, pl.String).alias("read_at"))
+        # When the first read began: a re-read is later, so the apply re-check forgives
+        # no more than it should.
+        pl.lit(result.read_at, pl.String).alias("read_at"))
     path = settings.reports / f"drift-{timestamp().replace(':', '').replace('-', '')}.plan.csv"
     try:
         settings.reports.mkdir(parents=True, exist_ok=True)

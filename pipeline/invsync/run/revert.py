@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from invsync.clock import timestamp
+from invsync.clock import timestamp, utc_now_ms
 from invsync.disk import write_atomic
 from invsync.errors import InputFileError, UsageError
 from invsync.events import Observer
@@ -76,7 +76,9 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     candidates = accepted.filter(pl.col("old").is_not_null())
     left = [new_items.with_columns(live=pl.lit(None, pl.Int64), why=pl.lit("new_in_run"))]
     to_revert = candidates.head(0)
+    read_at: str | None = None
     if candidates.height:
+        read_at = utc_now_ms()
         live = _live_levels_of(settings, candidates.select(KEY), on_event)
         compared = candidates.join(live.select(*KEY, pl.col("quantity").alias("live")),
                                    on=KEY, how="left")
@@ -90,7 +92,7 @@ def revert_run(settings: Settings, run_id: str, *, force: bool = False,
     result = Revert(past=past, report=None, left=left_frame, reverted=to_revert.height)
     if to_revert.height == 0:
         return result
-    plan_path = _write_revert_plan(settings, past, to_revert)
+    plan_path = _write_revert_plan(settings, past, to_revert, read_at)
     notes = [f"revert of run {past.run_id}: {to_revert.height:,} item(s) put back to the level "
              f"they had before it" + (" (--force: also items changed since)" if force else "")]
     moved_left = left_frame.filter(pl.col("why") == "changed_since").height
@@ -152,7 +154,8 @@ def _live_levels_of(settings: Settings, keys: pl.DataFrame, emit: Observer | Non
     return live_levels(settings, locations, emit, keys=keys)
 
 
-def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame) -> Path:
+def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame,
+                       read_at: str | None) -> Path:
     """The revert as a ``plan.csv`` (before: the live level just read, which is the level
     the run set; after: the level before the run), beside the reverted run's folder:
     ``<run>/revert-<time>.plan.csv``, with its binding in ``revert-<time>.plan.json``."""
@@ -161,7 +164,7 @@ def _write_revert_plan(settings: Settings, past: PastRun, items: pl.DataFrame) -
         pl.col("live").alias("before"), pl.col("old").alias("after"),
         (pl.col("old") - pl.col("live").fill_null(0)).alias("delta"),
         pl.lit(None, pl.Int64).alias("row"), pl.lit("planned").alias("status"),
-        pl.lit(None, pl.String).alias("read_at"))
+        pl.lit(read_at, pl.String).alias("read_at"))
     stamp = timestamp().replace(":", "").replace("-", "")
     path = past.folder / f"revert-{stamp}.plan.csv"
     write_atomic(path, plan.write_csv().encode())

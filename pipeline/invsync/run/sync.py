@@ -881,7 +881,7 @@ def _planned_changes(run: _Run, checked: Validated, planned_old: pl.DataFrame,
         from invsync.run.plans import recheck
 
         meta = run.snapshots.read_meta()
-        fresh = recheck(planned, lambda keys: _reread(run, keys, live),
+        fresh = recheck(planned, lambda keys: _reread(run, keys, live), snapshot=snapshot,
                         own=run.snapshots.load_last_write(),
                         own_written_at=meta.get("last_write_at"),
                         lag_s=run.settings.verify_lag_s)

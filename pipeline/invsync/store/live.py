@@ -189,6 +189,8 @@ class Comparison:
     """KEY + ``expected`` + ``live`` (null: the store does not list the item)."""
     reads: int = 1
     seconds: float = 0.0
+    read_at: str | None = None
+    """When the live levels were first read (ISO 8601, to the millisecond)."""
 
 
 def compare(expected: pl.DataFrame, live: pl.DataFrame) -> Comparison:

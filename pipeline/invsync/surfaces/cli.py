@@ -461,7 +461,7 @@ def verify(ctx: click.Context, /, run_id: str, config_path: Path | None, timeout
     Exit 0: every accepted level is in the store; 1: some differ.
     """
     from invsync.run.config import load_settings
-    from invsync.run.reconcile import verify_run
+    from invsync.run.reconcile import newest_that_wrote, verify_run
 
     settings = load_settings(config_path, flags)
     settings.check(needs_store=True)
@@ -471,7 +471,9 @@ def verify(ctx: click.Context, /, run_id: str, config_path: Path | None, timeout
     quiet, as_json = ctx.obj["quiet"], ctx.obj["log_format"] == "json"
     from invsync.state.history import find_run
 
-    named = find_run(settings.reports, run_id, settings.profile).run_id  # 'last', a prefix
+    # 'last' is the last run that wrote (a plan or a preview wrote nothing); else a prefix.
+    named = newest_that_wrote(settings).run_id if run_id == "last" else \
+        find_run(settings.reports, run_id, settings.profile).run_id
     full_id, result = verify_run(settings, named, timeout_s=timeout_s,
                                  on_event=_tagged(ctx, named))
     if result is None:
