@@ -80,19 +80,10 @@ def _may_hold_formulas(path: Path, index: int) -> bool:
     faster than the per-cell parse, which most exported sheets (no formulas) then skip.
     True when unsure: a sheet not in UTF-8, or one that cannot be read so."""
     try:
-        with zipfile.ZipFile(path) as zf, zf.open(_sheet_member(zf, index)) as fh:
-            tail = b""
-            first = True
-            while chunk := fh.read(1 << 20):
-                if first and not _UTF8_HEAD.match(chunk):
-                    return True
-                first = False
-                if _F_TAG.search(tail + chunk):
-                    return True
-                tail = chunk[-64:]  # a tag split between two chunks
+        with zipfile.ZipFile(path) as zf:
+            return _may_hold(zf, index, _F_TAG)
     except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError):
         return True
-    return False
 
 
 def _numeric_identifier_notes(table: StockTable) -> list[str]:
@@ -522,5 +513,5 @@ def _may_hold(zf: zipfile.ZipFile, index: int, needle: re.Pattern[bytes]) -> boo
             first = False
             if needle.search(tail + chunk):
                 return True
-            tail = chunk[-64:]
+            tail = chunk[-64:]  # a tag split between two chunks
     return False
