@@ -335,6 +335,38 @@ def test_stale_plan_is_refused_with_409(client: TestClient, sandbox: SandboxProc
     assert {(c["item"], c["old"]) for c in fresh["changes"]} >= {("TOWEL-907-NAVY-SHEET", 9)}
 
 
+def test_an_ods_upload_previews_like_any_spreadsheet(client: TestClient) -> None:
+    # The page takes .ods as the docs say (a LibreOffice file made for the ingest tests).
+    login(client)
+    data = (ROOT / "tests" / "data" / "hostile" / "no-mimetype.ods").read_bytes()
+    r = client.post("/api/uploads", files={"file": ("Lager.ods", io.BytesIO(data),
+                                                    "application/vnd.oasis.opendocument.spreadsheet")},
+                    headers={"X-CSRF-Token": csrf_of(client)})
+    assert r.status_code == 201, r.text
+    done = wait_done(client, r.json()["upload_id"])
+    assert done["status"] in ("planned", "partial"), done.get("error")
+    assert done["counts"]["rows"] == 3
+
+
+CORPUS_XLSB = ROOT.parent / "shared" / "corpus" / "xl" / "cal_issues.xlsb"
+
+
+@pytest.mark.skipif(not CORPUS_XLSB.is_file(), reason="the shared corpus is not beside the clone")
+def test_an_xlsb_upload_is_read_as_a_workbook(client: TestClient) -> None:
+    # No program here writes .xlsb; a real one from the shared corpus (not a stock file:
+    # the page must read it and ask for its columns, never refuse it as an unknown kind).
+    login(client)
+    r = client.post("/api/uploads", files={"file": ("export.xlsb", io.BytesIO(
+        CORPUS_XLSB.read_bytes()), "application/vnd.ms-excel.sheet.binary.macroEnabled.12")},
+        headers={"X-CSRF-Token": csrf_of(client)})
+    # Read as a workbook: its columns are not a stock file's, so the API asks for the map.
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["type"] == "urn:invsync:problem:unmapped", body
+    text = json.dumps(body).lower()
+    assert "not csv or excel" not in text and "calamine" not in text
+
+
 def test_upload_size_limit(app_factory: Callable[..., TestClient]) -> None:
     client = app_factory(max_upload_mb=0.01)  # about 10 KB
     login(client)
