@@ -20,6 +20,8 @@ from invsync.stages.ingest import read_stock_file
 from tests.conftest import ROOT, run_invsync
 from tests.test_resilience import MAX_RSS, run_measured
 
+# The shared corpus beside the clone (INVSYNC_CORPUS_DIR elsewhere, e.g. from a worktree).
+CORPUS = Path(os.environ.get("INVSYNC_CORPUS_DIR") or ROOT.parent / "shared" / "corpus")
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 BOUND_S = 60.0
 """Generous (a file takes a second or two): a reader that loops is what this catches."""
@@ -115,9 +117,7 @@ def test_xlsb_error_cells_are_found(tmp_path: Path) -> None:
     """No program here writes .xlsb: a corpus file's number cell is made an error cell."""
     from invsync.stages.ingest.xlsb import _sheet_member, records, xlsb_error_cells
 
-    source = ROOT.parent / "shared" / "corpus" / "xl" / "cal_issues.xlsb"
-    if not source.exists():
-        source = Path("/work/shared/corpus/xl/cal_issues.xlsb")
+    source = CORPUS / "xl" / "cal_issues.xlsb"
     if not source.exists():
         pytest.skip("the corpus is absent")
     import zipfile
@@ -241,9 +241,7 @@ def test_a_mac_central_european_biff5_workbook_reads_its_letters(tmp_path: Path)
     from invsync.stages.ingest import read_unmapped
     from invsync.stages.ingest.xls import _records, ole_stream
 
-    source = Path("/work/shared/corpus/xl/cal_biff5_write.xls")
-    beside = ROOT.parent / "shared" / "corpus" / "xl" / source.name
-    source = beside if beside.exists() else source
+    source = CORPUS / "xl" / "cal_biff5_write.xls"
     if not source.exists():
         pytest.skip("the corpus is absent")
     data = bytearray(source.read_bytes())
