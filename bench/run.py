@@ -1,25 +1,27 @@
-"""invsync benchmarks: speed, memory and quota use, each ratio measured in the same run.
+"""invsync benchmarks: issue 26's targets, each ratio against its peer measured in the same run.
 
-    .venv/bin/python bench/run.py          # full spec (make bench), about 6-8 minutes
-    BENCH_QUICK=1 .venv/bin/python bench/run.py   # ~1 minute smoke run, smaller sizes
+    .venv/bin/python bench/run.py                  # full spec (make bench), about 5 minutes
+    BENCH_QUICK=1 .venv/bin/python bench/run.py    # ~30 s smoke run, smaller sizes
 
 Environment:
     BENCH_QUICK=1        small sizes and single runs; results go to bench/out/, not bench/
     BENCH_RUNS=N         repetitions of every case (default 5 cheap / 3 heavy)
-    BENCH_ONLY=a,b       only these groups: startup, dry, memory, xlsx, quota, latency
-                         (results then also go to bench/out/)
-    BENCH_STRICT=1       exit 1 when a target is missed (default: report it, exit 0)
+    BENCH_ONLY=a,b       only these groups: startup, dry, memory, xlsx, peer, live, quota,
+                         reads, profile (results then also go to bench/out/)
+    BENCH_PROFILE=1      add the profile group to a BENCH_ONLY selection (a full run has it)
+    BENCH_STRICT=1       exit 1 when a target is missed (default: report FAIL, exit 0)
 
 Every measurement is a fresh process started through ``bench/measure.py``, which reports
 the wall time and the peak RSS (``wait4`` ru_maxrss) of exactly that process. Data is
 generated deterministically into bench/data/ (cached); run folders and logs go to
-bench/out/. See bench/README.md for the method and the findings.
+bench/out/. See bench/README.md for the cases, the method and the findings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -28,11 +30,14 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -49,7 +54,11 @@ BIN = Path(sys.executable).parent
 STORE = "benchstore"
 TOKEN = "bench-token"  # the sandbox's own token; nothing real
 ITEMS_PER_REQUEST = 2000
-GROUPS = ("startup", "dry", "memory", "xlsx", "quota", "latency", "peer", "reads")
+PAGE_LIMIT = 1000
+"""Items a page of ``GET /inventory/items`` can hold (the API's and the sandbox's maximum)."""
+FILTER_BUDGET = 6000
+"""Characters of one URL-encoded ``sku:in`` value: a filtered read's URL stays under 8 KiB."""
+GROUPS = ("startup", "dry", "memory", "xlsx", "peer", "live", "quota", "reads", "profile")
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -61,28 +70,25 @@ class Config:
     dry_rows: int = 1_000_000
     growth_rows: tuple[int, ...] = (100_000, 1_000_000, 5_000_000)
     xlsx_rows: int = 100_000
-    sync_batches: int = 400
     runs: int = 5
     heavy_runs: int = 3
     help_runs: int = 10
     only: tuple[str, ...] = GROUPS
-    quota: int = 50
-    window_ms: int = 2000
-    quota_latency_ms: int = 50
-    latency_ms: int = 100
     peer_rows: int = 100_000
-    """First-night syncs against the naive peer script (bench/naive.py)."""
-    peer_latencies_ms: tuple[int, ...] = (0, 100)
+    """Night 1 / night 2 files against the plain script (bench/naive.py): rows 4-8."""
+    latency_ms: int = 100
+    opt_in_concurrency: int = 8
+    quota: int = 20
+    window_ms: int = 2000
+    quota_share: float = 0.8
+    quota_latency_ms: int = 20
+    quota_batches: int = 100
     reads_catalog: int = 100_000
     reads_named: int = 1_000
 
     @property
-    def sync_rows(self) -> int:
-        return self.sync_batches * ITEMS_PER_REQUEST
-
-    @property
-    def ceiling_items_per_s(self) -> float:
-        return ITEMS_PER_REQUEST * self.quota / (self.window_ms / 1000)
+    def quota_rows(self) -> int:
+        return self.quota_batches * ITEMS_PER_REQUEST
 
     @property
     def official(self) -> bool:
@@ -95,8 +101,8 @@ def load_config() -> Config:
     cfg = Config()
     if quick:
         cfg = Config(quick=True, dry_rows=200_000, growth_rows=(50_000, 200_000, 500_000),
-                     xlsx_rows=20_000, sync_batches=40, runs=2, heavy_runs=1, help_runs=5,
-                     peer_rows=20_000, reads_catalog=20_000, reads_named=200)
+                     xlsx_rows=20_000, runs=2, heavy_runs=1, help_runs=5, peer_rows=20_000,
+                     window_ms=1000, quota_batches=40, reads_catalog=20_000, reads_named=200)
     kw: dict[str, Any] = {}
     if os.environ.get("BENCH_RUNS"):
         n = max(1, int(os.environ["BENCH_RUNS"]))
@@ -107,6 +113,8 @@ def load_config() -> Config:
         if unknown:
             raise SystemExit(f"BENCH_ONLY: unknown group(s) {sorted(unknown)}; "
                              f"choose from {', '.join(GROUPS)}")
+        if os.environ.get("BENCH_PROFILE", "") not in ("", "0") and "profile" not in only:
+            only = (*only, "profile")
         kw["only"] = only
     if kw:
         cfg = Config(**{**cfg.__dict__, **kw})
@@ -129,20 +137,18 @@ class Data:
     stock_csv: dict[int, Path] = field(default_factory=dict)
     state_dir: dict[int, Path] = field(default_factory=dict)
     xlsx: Path | None = None
-    sync_csv: Path | None = None
-    catalog: Path | None = None
-    peer_csv: Path | None = None
+    night1: Path | None = None
+    night2: Path | None = None
     peer_catalog: Path | None = None
+    quota_csv: Path | None = None
+    quota_catalog: Path | None = None
     reads_csv: Path | None = None
     reads_catalog: Path | None = None
 
 
-def prepare(cfg: Config) -> Data:
-    """Generate (or reuse) every file the chosen groups need."""
-    cache = datagen.Cache(DATA)
-    data = Data()
+def _prep_dry(cfg: Config, cache: datagen.Cache, data: Data) -> None:
     sizes: set[int] = set()
-    if {"dry", "memory"} & set(cfg.only):
+    if {"dry", "memory", "profile"} & set(cfg.only):
         sizes.add(cfg.dry_rows)
     if "memory" in cfg.only:
         sizes.update(cfg.growth_rows)
@@ -161,52 +167,82 @@ def prepare(cfg: Config) -> Data:
             say(f"  generated {csv.name} + previous-night snapshot "
                 f"({time.perf_counter() - t:.1f} s)")
         data.stock_csv[rows], data.state_dir[rows] = csv, state
-    if "xlsx" in cfg.only:
-        xlsx = DATA / f"stock_{label(cfg.xlsx_rows)}.xlsx"
-        recipe = {"rows": cfg.xlsx_rows, "seed": datagen.SEED}
-        if not cache.fresh(xlsx.name, recipe, xlsx):
-            t = time.perf_counter()
-            datagen.write_xlsx(xlsx, cfg.xlsx_rows)
-            cache.done(xlsx.name, recipe)
-            say(f"  generated {xlsx.name} ({time.perf_counter() - t:.1f} s)")
-        data.xlsx = xlsx
-    if {"quota", "latency"} & set(cfg.only):
-        rows = cfg.sync_rows
-        csv = DATA / f"sync_{label(rows)}.csv"
-        catalog = DATA / f"catalog_{label(rows // len(datagen.LOCATIONS))}.csv"
-        recipe = {"rows": rows, "seed": datagen.SEED}
-        if not cache.fresh(csv.name, recipe, csv, catalog):
-            t = time.perf_counter()
-            datagen.stock_nights(rows)[1].write_csv(csv)
-            datagen.catalog(rows // len(datagen.LOCATIONS)).write_csv(catalog)
-            cache.done(csv.name, recipe)
-            say(f"  generated {csv.name} + {catalog.name} ({time.perf_counter() - t:.1f} s)")
-        data.sync_csv, data.catalog = csv, catalog
-    if "peer" in cfg.only:
-        rows = cfg.peer_rows
-        csv = DATA / f"peer_{label(rows)}.csv"
-        catalog = DATA / f"catalog_{label(rows // len(datagen.LOCATIONS))}.csv"
-        recipe = {"rows": rows, "seed": datagen.SEED}
-        if not cache.fresh(csv.name, recipe, csv, catalog):
-            datagen.stock_nights(rows)[1].write_csv(csv)
-            datagen.catalog(rows // len(datagen.LOCATIONS)).write_csv(catalog)
-            cache.done(csv.name, recipe)
-        data.peer_csv, data.peer_catalog = csv, catalog
-    if "reads" in cfg.only:
-        import polars as pl
 
-        items, named = cfg.reads_catalog, cfg.reads_named
-        csv = DATA / f"reads_{label(named)}_of_{label(items)}.csv"
-        catalog = DATA / f"catalog_{label(items)}.csv"
-        recipe = {"items": items, "named": named, "seed": datagen.SEED}
-        if not cache.fresh(csv.name, recipe, csv, catalog):
-            # Every (items/named)-th item at location 1: spread over the whole catalog.
-            pl.DataFrame({"i": pl.int_range(0, items, items // named, eager=True)}).select(
-                sku=datagen.sku_expr(pl.col("i")), location_id=pl.lit(1, pl.Int64),
-                quantity=(pl.col("i") % 50 + 1)).write_csv(csv)
-            datagen.catalog(items).write_csv(catalog)
-            cache.done(csv.name, recipe)
-        data.reads_csv, data.reads_catalog = csv, catalog
+
+def _prep_xlsx(cfg: Config, cache: datagen.Cache, data: Data) -> None:
+    xlsx = DATA / f"stock_{label(cfg.xlsx_rows)}.xlsx"
+    recipe = {"rows": cfg.xlsx_rows, "seed": datagen.SEED}
+    if not cache.fresh(xlsx.name, recipe, xlsx):
+        t = time.perf_counter()
+        datagen.write_xlsx(xlsx, cfg.xlsx_rows)
+        cache.done(xlsx.name, recipe)
+        say(f"  generated {xlsx.name} ({time.perf_counter() - t:.1f} s)")
+    data.xlsx = xlsx
+
+
+def _catalog(cache: datagen.Cache, items: int) -> Path:
+    path = DATA / f"catalog_{label(items)}.csv"
+    recipe = {"items": items, "seed": datagen.SEED}
+    if not cache.fresh(path.name, recipe, path):
+        datagen.catalog(items).write_csv(path)
+        cache.done(path.name, recipe)
+    return path
+
+
+def _prep_nights(cfg: Config, cache: datagen.Cache, data: Data) -> None:
+    """Night 1 and night 2 of ``peer_rows`` rows and a catalog of exactly their items."""
+    rows = cfg.peer_rows
+    n1, n2 = DATA / f"night1_{label(rows)}.csv", DATA / f"night2_{label(rows)}.csv"
+    recipe = {"rows": rows, "seed": datagen.SEED}
+    if not cache.fresh(n2.name, recipe, n1, n2):
+        night1, night2 = datagen.stock_nights(rows)
+        night1.write_csv(n1)
+        night2.write_csv(n2)
+        cache.done(n2.name, recipe)
+    data.night1, data.night2 = n1, n2
+    data.peer_catalog = _catalog(cache, rows // len(datagen.LOCATIONS))
+
+
+def _prep_quota(cfg: Config, cache: datagen.Cache, data: Data) -> None:
+    rows = cfg.quota_rows
+    csv = DATA / f"quota_{label(rows)}.csv"
+    recipe = {"rows": rows, "seed": datagen.SEED}
+    if not cache.fresh(csv.name, recipe, csv):
+        datagen.stock_nights(rows)[1].write_csv(csv)
+        cache.done(csv.name, recipe)
+    data.quota_csv = csv
+    data.quota_catalog = _catalog(cache, rows // len(datagen.LOCATIONS))
+
+
+def _prep_reads(cfg: Config, cache: datagen.Cache, data: Data) -> None:
+    import polars as pl
+
+    items, named = cfg.reads_catalog, cfg.reads_named
+    csv = DATA / f"reads_{label(named)}_of_{label(items)}.csv"
+    recipe = {"items": items, "named": named, "seed": datagen.SEED}
+    if not cache.fresh(csv.name, recipe, csv):
+        # Every (items/named)-th item at location 1: spread over the whole catalog.
+        pl.DataFrame({"i": pl.int_range(0, items, items // named, eager=True)}).select(
+            sku=datagen.sku_expr(pl.col("i")), location_id=pl.lit(1, pl.Int64),
+            quantity=(pl.col("i") % 50 + 1)).write_csv(csv)
+        cache.done(csv.name, recipe)
+    data.reads_csv, data.reads_catalog = csv, _catalog(cache, items)
+
+
+def prepare(cfg: Config) -> Data:
+    """Generate (or reuse) every file the chosen groups need."""
+    cache = datagen.Cache(DATA)
+    data = Data()
+    only = set(cfg.only)
+    _prep_dry(cfg, cache, data)
+    if "xlsx" in only:
+        _prep_xlsx(cfg, cache, data)
+    if {"peer", "live"} & only:
+        _prep_nights(cfg, cache, data)
+    if "quota" in only:
+        _prep_quota(cfg, cache, data)
+    if "reads" in only:
+        _prep_reads(cfg, cache, data)
     return data
 
 
@@ -289,6 +325,14 @@ class Case:
         self.rss_mb.append(m["maxrss_mb"])
         self.cpu_s.append(m["cpu_s"])
 
+    def note(self, key: str, value: Any) -> None:
+        """Append ``value`` to this case's per-run list ``key``."""
+        self.extra.setdefault(key, []).append(value)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.seconds) and not self.error
+
     @property
     def median(self) -> float:
         return median(self.seconds)
@@ -316,7 +360,7 @@ class Case:
 
 
 def progress(case: Case, i: int, runs: int, note: str = "") -> None:
-    say(f"  {case.name:<22} run {i + 1}/{runs}: {case.seconds[-1]:7.3f} s  "
+    say(f"  {case.name:<28} run {i + 1}/{runs}: {case.seconds[-1]:7.3f} s  "
         f"{case.rss_mb[-1]:7.1f} MiB  (load {os.getloadavg()[0]:.1f}){note}")
 
 
@@ -333,32 +377,33 @@ def guarded(cases: list[Case]) -> Iterator[None]:
             case.error = case.error or message
 
 
-# ---- the cases ------------------------------------------------------------------------------
+# ---- compute cases: start-up, dry run, memory, workbook ------------------------------------
 
 
 def bench_startup(cfg: Config) -> Case:
+    """Row 10: ``invsync --help``, whole process."""
     cmd = [*invsync_cmd(), "--help"]
-    case = Case("startup_help", "`invsync --help`", " ".join(["invsync", "--help"]))
+    case = Case("startup_help", "`invsync --help`", "invsync --help")
     with guarded([case]):
         for _ in range(cfg.help_runs):
             m = measure(cmd, env=base_env(), log=OUT / "logs" / "help")
             if m["returncode"] != 0:
                 raise RuntimeError(f"invsync --help exited {m['returncode']}")
             case.add(m["wall_s"], m)
-        say(f"  {case.name:<22} {cfg.help_runs} runs: median {case.median:.3f} s")
+        say(f"  {case.name:<28} {cfg.help_runs} runs: median {case.median:.3f} s")
     return case
 
 
 def dry_run_cmd(csv: Path, state: Path, report_dir: Path) -> list[str]:
-    return [PY, "-m", "invsync", "sync", str(csv), "--dry-run", "--state-dir", str(state),
-            "--report-dir", str(report_dir)]
+    return [PY, "-m", "invsync", "sync", str(csv), "--dry-run", "--baseline", "snapshot",
+            "--state-dir", str(state), "--report-dir", str(report_dir)]
 
 
 def dry_run_case(rows: int) -> Case:
     return Case(f"dry_run_{label(rows)}",
-                f"`sync --dry-run`, {rows:,} rows, ~5% changed vs snapshot",
-                f"python -m invsync sync stock_{label(rows)}.csv --dry-run --state-dir D "
-                f"--report-dir R  (env BIGCOMMERCE_STORE_HASH, no token)")
+                f"`sync --dry-run --baseline snapshot`, {rows:,} rows, ~5% changed vs snapshot",
+                f"python -m invsync sync stock_{label(rows)}.csv --dry-run --baseline snapshot "
+                f"--state-dir D --report-dir R  (env BIGCOMMERCE_STORE_HASH, no token)")
 
 
 def run_dry(case: Case, data: Data, rows: int, i: int) -> None:
@@ -373,10 +418,9 @@ def run_dry(case: Case, data: Data, rows: int, i: int) -> None:
     if report["status"] != "dry_run" or report["counts"]["rows"] != rows:
         raise RuntimeError(f"unexpected dry-run report: {report['status']} {report['counts']}")
     case.add(m["wall_s"], m)
-    case.extra.setdefault("stage_s", []).append(report["timings"])
-    case.extra.setdefault("changed", []).append(report["counts"]["changed"])
-    case.extra.setdefault("outside_sync_file_s", []).append(
-        round(m["wall_s"] - report["timings"]["total"], 4))
+    case.note("stage_s", report["timings"])
+    case.note("changed", report["counts"]["changed"])
+    case.note("outside_sync_file_s", round(m["wall_s"] - report["timings"]["total"], 4))
 
 
 def summarise_stages(case: Case) -> None:
@@ -390,10 +434,10 @@ def summarise_stages(case: Case) -> None:
 
 
 def bench_dry(cfg: Config, data: Data) -> list[Case]:
-    """Case 1: the dry run vs a bare polars read of the same file, runs interleaved."""
+    """Rows 1 and 2: the dry run vs a bare polars read of the same file, runs interleaved."""
     rows = cfg.dry_rows
     csv = data.stock_csv[rows]
-    bare = Case(f"bare_read_{label(rows)}", f"bare `polars.read_csv`, {rows:,} rows",
+    bare = Case(f"bare_read_{label(rows)}", f"bare `polars.read_csv`, {rows:,} rows (the peer)",
                 f'python -c "import polars as pl; pl.read_csv(stock_{label(rows)}.csv)"')
     dry = dry_run_case(rows)
     bare_cmd = [PY, "-c", f"import polars as pl; pl.read_csv({str(csv)!r})"]
@@ -411,7 +455,7 @@ def bench_dry(cfg: Config, data: Data) -> list[Case]:
 
 
 def bench_memory(cfg: Config, data: Data, done: dict[str, Case]) -> list[Case]:
-    """Case 5: the dry run at every size, each in its own process (reusing case 1's size)."""
+    """Reference: the dry run at every size, each in its own process (reusing row 1's)."""
     cases = []
     for rows in cfg.growth_rows:
         name = f"dry_run_{label(rows)}"
@@ -428,12 +472,12 @@ def bench_memory(cfg: Config, data: Data, done: dict[str, Case]) -> list[Case]:
 
 
 def bench_xlsx(cfg: Config, data: Data) -> list[Case]:
-    """Case 2: invsync's workbook read vs calamine and openpyxl, in-process time after import."""
+    """Row 3: invsync's workbook read vs calamine (and openpyxl), in-process after imports."""
     assert data.xlsx is not None
     rows = cfg.xlsx_rows
     modes = {
         "invsync": "`invsync.stages.ingest.read_stock_file` (fastexcel + checks)",
-        "calamine": '`polars.read_excel(path, engine="calamine")`',
+        "calamine": '`polars.read_excel(path, engine="calamine")` (the peer)',
         "openpyxl": "openpyxl `read_only=True`, iterate values",
     }
     cases = {mode: Case(f"xlsx_{mode}_{label(rows)}", f"{what}, {rows:,}-row XLSX",
@@ -454,181 +498,307 @@ def bench_xlsx(cfg: Config, data: Data) -> list[Case]:
                 if result["rows"] != rows:
                     raise RuntimeError(f"{mode} read {result['rows']} rows, expected {rows}")
                 case.add(result["seconds"], m)
-                case.extra.setdefault("process_wall_s", []).append(round(m["wall_s"], 4))
+                case.note("process_wall_s", round(m["wall_s"], 4))
                 progress(case, i, cfg.runs if mode != "openpyxl" else cfg.heavy_runs)
     return list(cases.values())
 
 
-@dataclass
-class SyncVariant:
-    case: Case
-    flags: list[str]
+# ---- store cases: a real sandbox process ----------------------------------------------------
 
 
-def bench_sync(cfg: Config, data: Data, sandbox_flags: list[str],
-               variants: list[SyncVariant]) -> None:
-    """Real `invsync sync --full` runs against one sandbox; the variants' runs interleaved."""
-    import psutil
+class Store:
+    """A running sandbox and the introspection calls the cases make."""
 
+    def __init__(self, sb: Any) -> None:
+        import psutil
+
+        self.sb = sb
+        self.proc = psutil.Process(sb.process.pid)
+        self.env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
+                    "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
+
+    def post(self, path: str, payload: Any = None) -> Any:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.sb.url + path, method="POST", data=data,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def reset(self, *, levels: bool) -> None:
+        """Clear the request log and stats (and, with ``levels``, every level: night 1)."""
+        self.post("/_sandbox/reset" + ("?levels=1" if levels else ""))
+
+    def latency(self, ms: int) -> None:
+        self.post("/_sandbox/faults", {"latency_ms": ms})
+
+    def cpu_s(self) -> float:
+        return float(sum(self.proc.cpu_times()[:2]))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.sb.get("/_sandbox/requests"))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.sb.stats())
+
+
+@contextlib.contextmanager
+def sandbox(catalog: Path, *flags: str) -> Iterator[Store]:
     from invsync.sandbox.process import run_sandbox
 
-    assert data.sync_csv is not None and data.catalog is not None
-    with guarded([v.case for v in variants]):
-        t = time.perf_counter()
-        with run_sandbox(data.catalog, *sandbox_flags, store_hash=STORE, token=TOKEN,
-                         env=base_env(), startup_timeout_s=300) as sb:
-            started = time.perf_counter() - t
-            say(f"  sandbox {' '.join(sandbox_flags)} up in {started:.1f} s "
-                f"({data.catalog.name})")
-            proc = psutil.Process(sb.process.pid)
-            env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
-                   "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
-            for v in variants:
-                v.case.extra["sandbox_flags"] = sandbox_flags
-                v.case.extra["sandbox_start_s"] = round(started, 3)
-            for i in range(cfg.heavy_runs):
-                for v in variants:
-                    run_sync(cfg, sb, proc, env, v, data, i)
-                    progress(v.case, i, cfg.heavy_runs,
-                             f"  submit {v.case.extra['submit_s'][-1]:.2f} s, "
-                             f"429s {v.case.extra['http_429'][-1]}, "
-                             f"overlaps {v.case.extra['item_overlaps'][-1]}")
+    t = time.perf_counter()
+    with run_sandbox(catalog, *flags, store_hash=STORE, token=TOKEN, env=base_env(),
+                     startup_timeout_s=300) as sb:
+        say(f"  sandbox {' '.join(flags)} up in {time.perf_counter() - t:.1f} s "
+            f"({catalog.name})")
+        yield Store(sb)
 
 
-def run_sync(cfg: Config, sb: Any, proc: Any, env: dict[str, str], v: SyncVariant,
-             data: Data, i: int) -> None:
-    case = v.case
-    sb.post("/_sandbox/reset")  # clears the request log (it holds every item) and the stats
-    state = fresh_dir(OUT / "runs" / case.name / f"state{i}")
-    report_dir = fresh_dir(OUT / "runs" / case.name / f"run{i}")
-    log = OUT / "logs" / f"{case.name}-{i}"
-    cmd = [*invsync_cmd(), "sync", str(data.sync_csv), "--full", "--state-dir", str(state),
-           "--report-dir", str(report_dir), *v.flags]
-    cpu0 = sum(proc.cpu_times()[:2])
-    m = measure(cmd, env=env, log=log)
-    sandbox_cpu = sum(proc.cpu_times()[:2]) - cpu0
-    if m["returncode"] != 0:
-        raise RuntimeError(f"sync exited {m['returncode']}:\n{log_tail(log)}")
-    stats = sb.stats()
-    report = run_report(report_dir)
-    accepted = report["counts"]["accepted"]
-    if accepted != cfg.sync_rows or stats["items_applied"] != cfg.sync_rows:
-        raise RuntimeError(f"expected {cfg.sync_rows} items accepted, report says {accepted}, "
-                           f"sandbox applied {stats['items_applied']}")
-    submit_s = report["timings"]["submit"]
-    requests = stats["requests"]
-    n429 = stats["by_status"].get("429", 0)
-    case.add(m["wall_s"], m)
-    x = case.extra
-    x.setdefault("submit_s", []).append(submit_s)
-    x.setdefault("stage_s", []).append(report["timings"])
-    x.setdefault("items_per_s_submit", []).append(round(accepted / submit_s, 1))
-    x.setdefault("items_per_s_wall", []).append(round(accepted / m["wall_s"], 1))
-    x.setdefault("requests", []).append(requests)
-    x.setdefault("http_429", []).append(n429)
-    x.setdefault("share_429", []).append(round(n429 / requests, 5) if requests else 0.0)
-    x.setdefault("item_overlaps", []).append(stats["item_overlaps"])
-    x.setdefault("max_in_flight", []).append(stats["max_in_flight"])
-    x.setdefault("client_cpu_s", []).append(round(m["cpu_s"], 3))
-    x.setdefault("sandbox_cpu_s", []).append(round(sandbox_cpu, 3))
+def request_kinds(log: list[dict[str, Any]]) -> dict[str, int]:
+    """API requests by kind: item reads, location reads, writes, others."""
+    kinds: Counter[str] = Counter()
+    for r in log:
+        path = r["path"].split("/v3", 1)[-1]
+        if r["method"] == "PUT":
+            kinds["writes"] += 1
+        elif path.startswith("/inventory/items") or path.endswith("/items"):
+            kinds["item_reads"] += 1
+        elif path.startswith("/inventory/locations"):
+            kinds["location_reads"] += 1
+        else:
+            kinds["other"] += 1
+    return dict(kinds)
 
 
-def bench_quota(cfg: Config, data: Data) -> list[Case]:
-    """Case 3: quota use against a sandbox with a small quota."""
-    case = Case("sync_quota", f"`invsync sync --full`, {cfg.sync_batches} batches of 2000, "
-                              f"quota {cfg.quota}/{cfg.window_ms / 1000:g} s, "
-                              f"latency {cfg.quota_latency_ms} ms",
-                f"invsync sync sync_{label(cfg.sync_rows)}.csv --full (token env, sandbox)")
-    flags = ["--quota", str(cfg.quota), "--window-ms", str(cfg.window_ms),
-             "--latency-ms", str(cfg.quota_latency_ms)]
-    bench_sync(cfg, data, flags, [SyncVariant(case, [])])
-    return [case]
+@dataclass
+class Client:
+    """One side of a store case: invsync with some flags, or the plain script."""
+
+    case: Case
+    flags: list[str] = field(default_factory=list)
+    naive: bool = False
+
+    def run(self, store: Store, csv: Path, i: int, *, state: Path | None = None,
+            log_requests: bool = False) -> dict[str, Any]:
+        """Run once against ``store`` (log and stats cleared by the caller); record it."""
+        case = self.case
+        log = OUT / "logs" / f"{case.name}-{i}"
+        report_dir = fresh_dir(OUT / "runs" / case.name / f"run{i}")
+        if self.naive:
+            cmd = [PY, str(BENCH / "naive.py"), str(csv)]
+        else:
+            state = state or fresh_dir(OUT / "runs" / case.name / f"state{i}")
+            cmd = [*invsync_cmd(), "sync", str(csv), "--state-dir", str(state),
+                   "--report-dir", str(report_dir), *self.flags]
+        cpu0 = store.cpu_s()
+        m = measure(cmd, env=store.env, log=log)
+        sandbox_cpu = store.cpu_s() - cpu0
+        if m["returncode"] != 0:
+            raise RuntimeError(f"{case.name} exited {m['returncode']}:\n{log_tail(log)}")
+        stats = store.stats()
+        case.add(m["wall_s"], m)
+        case.note("requests", stats["requests"])
+        case.note("http_429", stats["by_status"].get("429", 0))
+        case.note("items_applied", stats["items_applied"])
+        case.note("max_in_flight", stats["max_in_flight"])
+        case.note("client_cpu_s", round(m["cpu_s"], 3))
+        case.note("sandbox_cpu_s", round(sandbox_cpu, 3))
+        out: dict[str, Any] = {"stats": stats, "wall_s": m["wall_s"]}
+        if log_requests:
+            out["log"] = store.requests()
+            case.note("request_kinds", request_kinds(out["log"]))
+        if self.naive:
+            sent = json.loads(Path(str(log) + ".out").read_text().splitlines()[-1])
+            case.note("submit_s", sent["send_s"])
+        else:
+            report = run_report(report_dir)
+            out["report"] = report
+            case.note("stage_s", report["timings"])
+            case.note("submit_s", report["timings"].get("submit", 0.0))
+            case.note("changed", report["counts"]["changed"])
+            case.note("status", report["status"])
+        case.note("outside_submit_s", round(m["wall_s"] - case.extra["submit_s"][-1], 4))
+        return out
 
 
-def bench_latency(cfg: Config, data: Data) -> list[Case]:
-    """Case 4: no quota, 100 ms latency; default concurrency vs --concurrency 1."""
-    what = (f"`invsync sync --full`, {cfg.sync_batches} batches of 2000, no quota, "
-            f"latency {cfg.latency_ms} ms")
-    base = f"invsync sync sync_{label(cfg.sync_rows)}.csv --full"
-    default = Case("sync_latency_default", f"{what}, default concurrency", base)
-    serial = Case("sync_latency_c1", f"{what}, `--concurrency 1`", base + " --concurrency 1")
-    bench_sync(cfg, data, ["--latency-ms", str(cfg.latency_ms)],
-               [SyncVariant(default, []), SyncVariant(serial, ["--concurrency", "1"])])
-    return [default, serial]
+def _expect_applied(case: Case, out: dict[str, Any], items: int) -> None:
+    applied = out["stats"]["items_applied"]
+    if applied != items:
+        raise RuntimeError(f"{case.name}: the sandbox applied {applied} items, expected {items}")
+
+
+def peer_cases(cfg: Config) -> dict[str, Client]:
+    """The clients of rows 4, 5, 7 and 8 (the naive night 1 at latency is 5's and 8's peer)."""
+    lb, lat, c8 = label(cfg.peer_rows), cfg.latency_ms, cfg.opt_in_concurrency
+    reqs = cfg.peer_rows // ITEMS_PER_REQUEST
+    snap = ["--baseline", "snapshot"]
+
+    def inv(name: str, what: str, flags: list[str]) -> Client:
+        return Client(Case(name, f"`invsync sync {' '.join(flags)}`, {what}",
+                           f"invsync sync FILE --state-dir D --report-dir R {' '.join(flags)}"),
+                      flags)
+
+    def naive(name: str, what: str) -> Client:
+        return Client(Case(name, f"`bench/naive.py` (the peer), {what}",
+                           "python bench/naive.py FILE"), naive=True)
+
+    n1 = f"night 1 ({cfg.peer_rows:,} rows, all sent: {reqs} requests)"
+    n2 = f"night 2 (same {cfg.peer_rows:,} rows, ~5% changed)"
+    return {
+        "n1_0": inv(f"night1_{lb}_0ms", f"{n1}, 0 ms", snap),
+        "naive_n1_0": naive(f"naive_night1_{lb}_0ms", f"{n1}, 0 ms"),
+        "n1_lat": inv(f"night1_{lb}_{lat}ms", f"{n1}, {lat} ms, default concurrency", snap),
+        "naive_n1_lat": naive(f"naive_night1_{lb}_{lat}ms", f"{n1}, {lat} ms"),
+        "n2_lat": inv(f"night2_{lb}_{lat}ms_snapshot", f"{n2}, after night 1, {lat} ms", snap),
+        "naive_n2_lat": naive(f"naive_night2_{lb}_{lat}ms",
+                              f"{n2}, {lat} ms (resends every row)"),
+        "n1_c8": inv(f"night1_{lb}_{lat}ms_c{c8}", f"{n1}, {lat} ms",
+                     [*snap, "--concurrency", str(c8)]),
+    }
 
 
 def bench_peer(cfg: Config, data: Data) -> list[Case]:
-    """Cases 7/8: a first-night sync (no snapshot: every row sent) vs the naive script.
+    """Rows 4, 5, 7, 8: invsync against the plain script on one sandbox, runs interleaved.
 
-    One sandbox per latency; invsync (default settings) and ``bench/naive.py`` alternate.
+    Each round: night 1 at 0 ms (invsync, script); night 1 at the latency (invsync with
+    the default concurrency, script); night 2 on that night-1 state (invsync, script, which
+    resends everything); night 1 with ``--concurrency 8``. "Night 1" is a fresh state dir and
+    a store with every level cleared; every client sends every row of night 1.
     """
-    import psutil
+    assert data.night1 and data.night2 and data.peer_catalog
+    c = peer_cases(cfg)
+    rows = cfg.peer_rows
+    with guarded([x.case for x in c.values()]), sandbox(data.peer_catalog) as store:
+        for i in range(cfg.heavy_runs):
+            store.latency(0)
+            for key in ("n1_0", "naive_n1_0"):
+                store.reset(levels=True)
+                _expect_applied(c[key].case, c[key].run(store, data.night1, i), rows)
+                progress(c[key].case, i, cfg.heavy_runs)
+            store.latency(cfg.latency_ms)
+            store.reset(levels=True)
+            state = fresh_dir(OUT / "runs" / c["n1_lat"].case.name / f"state{i}")
+            _expect_applied(c["n1_lat"].case, c["n1_lat"].run(store, data.night1, i,
+                                                              state=state), rows)
+            progress(c["n1_lat"].case, i, cfg.heavy_runs)
+            store.reset(levels=True)
+            _expect_applied(c["naive_n1_lat"].case, c["naive_n1_lat"].run(
+                store, data.night1, i), rows)
+            progress(c["naive_n1_lat"].case, i, cfg.heavy_runs)
+            # Night 2: the store and invsync's snapshot both hold night 1.
+            store.reset(levels=False)
+            out = c["n2_lat"].run(store, data.night2, i, state=state)
+            _expect_applied(c["n2_lat"].case, out, out["report"]["counts"]["changed"])
+            progress(c["n2_lat"].case, i, cfg.heavy_runs)
+            store.reset(levels=False)
+            _expect_applied(c["naive_n2_lat"].case, c["naive_n2_lat"].run(
+                store, data.night2, i), rows)
+            progress(c["naive_n2_lat"].case, i, cfg.heavy_runs)
+            store.reset(levels=True)
+            _expect_applied(c["n1_c8"].case, c["n1_c8"].run(store, data.night1, i), rows)
+            progress(c["n1_c8"].case, i, cfg.heavy_runs)
+    return [x.case for x in c.values()]
 
-    from invsync.sandbox.process import run_sandbox
 
-    assert data.peer_csv is not None and data.peer_catalog is not None
-    rows, lb = cfg.peer_rows, label(cfg.peer_rows)
-    out: list[Case] = []
-    for latency in cfg.peer_latencies_ms:
-        what = f"first night, {rows:,} rows ({rows // ITEMS_PER_REQUEST} requests), " \
-               f"latency {latency} ms"
-        inv = Case(f"first_night_{lb}_{latency}ms", f"`invsync sync`, {what}, default settings",
-                   f"invsync sync peer_{lb}.csv --state-dir EMPTY --report-dir R")
-        naive = Case(f"naive_{lb}_{latency}ms", f"`bench/naive.py` (the peer), {what}",
-                     f"python bench/naive.py peer_{lb}.csv")
-        out += [inv, naive]
-        with guarded([inv, naive]), run_sandbox(
-                data.peer_catalog, "--latency-ms", str(latency), store_hash=STORE, token=TOKEN,
-                env=base_env(), startup_timeout_s=300) as sb:
-            proc = psutil.Process(sb.process.pid)
-            env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
-                   "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
-            for i in range(cfg.heavy_runs):
-                for case, is_naive in ((inv, False), (naive, True)):
-                    sb.post("/_sandbox/reset?levels=1")
-                    log = OUT / "logs" / f"{case.name}-{i}"
-                    if is_naive:
-                        cmd = [PY, str(BENCH / "naive.py"), str(data.peer_csv)]
-                    else:
-                        state = fresh_dir(OUT / "runs" / case.name / f"state{i}")
-                        report_dir = fresh_dir(OUT / "runs" / case.name / f"run{i}")
-                        cmd = [*invsync_cmd(), "sync", str(data.peer_csv), "--state-dir",
-                               str(state), "--report-dir", str(report_dir)]
-                    cpu0 = sum(proc.cpu_times()[:2])
-                    m = measure(cmd, env=env, log=log)
-                    sandbox_cpu = sum(proc.cpu_times()[:2]) - cpu0
-                    if m["returncode"] != 0:
-                        raise RuntimeError(f"{case.name} exited {m['returncode']}:\n"
-                                           f"{log_tail(log)}")
-                    stats = sb.stats()
-                    if stats["items_applied"] != rows:
-                        raise RuntimeError(f"{case.name}: the sandbox applied "
-                                           f"{stats['items_applied']} items, expected {rows}")
-                    case.add(m["wall_s"], m)
-                    x = case.extra
-                    x.setdefault("requests", []).append(stats["requests"])
-                    x.setdefault("client_cpu_s", []).append(round(m["cpu_s"], 3))
-                    x.setdefault("sandbox_cpu_s", []).append(round(sandbox_cpu, 3))
-                    if is_naive:
-                        sent = json.loads(Path(str(log) + ".out").read_text().splitlines()[-1])
-                        x.setdefault("submit_s", []).append(sent["send_s"])
-                        x.setdefault("outside_submit_s", []).append(
-                            round(m["wall_s"] - sent["send_s"], 4))
-                    else:
-                        report = run_report(report_dir)
-                        x.setdefault("stage_s", []).append(report["timings"])
-                        x.setdefault("submit_s", []).append(report["timings"]["submit"])
-                        x.setdefault("outside_submit_s", []).append(
-                            round(m["wall_s"] - report["timings"]["submit"], 4))
-                    progress(case, i, cfg.heavy_runs)
-    return out
+def filtered_reads(items: list[str], budget: int = FILTER_BUDGET) -> int:
+    """Requests to name ``items`` in ``sku:in`` values of at most ``budget`` encoded chars."""
+    count, size = 0, 0
+    for sku in sorted(items):
+        cost = len(quote(sku, safe="")) + (3 if size else 0)  # "," is "%2C"
+        if size and size + cost > budget:
+            count, size = count + 1, 0
+            cost -= 3
+        size += cost
+    return count + (1 if size else 0)
+
+
+def minimal_reads(catalog_items: int, file_skus: list[str]) -> dict[str, int]:
+    """The fewest reads that give the levels of every item a file names, two ways."""
+    listing = math.ceil(catalog_items / PAGE_LIMIT)
+    filtered = filtered_reads(file_skus)
+    return {"listing_pages": listing, "filtered_reads": filtered,
+            "minimal": min(listing, filtered)}
+
+
+def bench_live(cfg: Config, data: Data) -> list[Case]:
+    """Row 6: night 2 with the live baseline (the default) at the latency; requests counted.
+
+    Each round: clear the store and run night 1 at 0 ms (not timed) into a fresh state dir,
+    then night 2 at the latency on the same state dir, the request log cleared before it.
+    """
+    assert data.night1 and data.night2 and data.peer_catalog
+    import polars as pl
+
+    lb, lat = label(cfg.peer_rows), cfg.latency_ms
+    case = Case(f"night2_{lb}_{lat}ms_live",
+                f"`invsync sync` (live baseline, the default), night 2 ({cfg.peer_rows:,} rows, "
+                f"~5% changed) after night 1, {lat} ms",
+                "invsync sync night2.csv --state-dir D --report-dir R")
+    prep = Client(Case(f"night1_{lb}_prep", "night 1 before row 6 (not a case)", ""),
+                  ["--baseline", "snapshot"])
+    live = Client(case)
+    skus = pl.read_csv(data.night2, columns=["sku"])["sku"].unique().to_list()
+    catalog_items = pl.read_csv(data.peer_catalog, columns=["sku"]).height
+    case.extra["minimal_reads"] = minimal_reads(catalog_items, skus)
+    with guarded([case]), sandbox(data.peer_catalog) as store:
+        for i in range(cfg.heavy_runs):
+            store.latency(0)
+            store.reset(levels=True)
+            state = fresh_dir(OUT / "runs" / case.name / f"state{i}")
+            prep.run(store, data.night1, i, state=state)
+            store.latency(lat)
+            store.reset(levels=False)
+            out = live.run(store, data.night2, i, state=state, log_requests=True)
+            changed = out["report"]["counts"]["changed"]
+            _expect_applied(case, out, changed)
+            kinds = case.extra["request_kinds"][-1]
+            progress(case, i, cfg.heavy_runs,
+                     f"  {out['stats']['requests']} requests ({kinds}), {changed} changed")
+    return [case]
+
+
+def quota_windows(log: list[dict[str, Any]], window_ms: int) -> list[int]:
+    """Requests counted in each of the sandbox's fixed windows, in order (from the answers'
+    ``X-Rate-Limit-Time-Reset-Ms``: a window ends at answer time + reset)."""
+    ends: list[float] = []
+    for r in log:
+        reset = (r.get("answer_headers") or {}).get("x-rate-limit-time-reset-ms")
+        if reset is not None and r.get("finished") is not None:
+            ends.append(r["finished"] + int(reset) / 1000)
+    if not ends:
+        return []
+    first = min(ends)
+    counts = Counter(round((e - first) / (window_ms / 1000)) for e in ends)
+    return [counts.get(k, 0) for k in range(max(counts) + 1)]
+
+
+def bench_quota(cfg: Config, data: Data) -> list[Case]:
+    """Row 9: a night against a rate-limited sandbox with ``[store] quota_share = 0.8``."""
+    assert data.quota_csv and data.quota_catalog
+    flags = ["--quota", str(cfg.quota), "--window-ms", str(cfg.window_ms),
+             "--latency-ms", str(cfg.quota_latency_ms)]
+    config = OUT / "quota.toml"
+    OUT.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[store]\nquota_share = {cfg.quota_share}\n")
+    case = Case("sync_quota", f"`invsync sync --full --config quota.toml` (quota_share "
+                              f"{cfg.quota_share}), {cfg.quota_batches} batches of 2000, sandbox "
+                              f"{' '.join(flags)}",
+                f"invsync sync quota_{label(cfg.quota_rows)}.csv --full --config quota.toml")
+    client = Client(case, ["--full", "--config", str(config)])
+    with guarded([case]), sandbox(data.quota_catalog, *flags) as store:
+        for i in range(cfg.heavy_runs):
+            store.reset(levels=True)
+            out = client.run(store, data.quota_csv, i, log_requests=True)
+            _expect_applied(case, out, cfg.quota_rows)
+            windows = quota_windows(out["log"], cfg.window_ms)
+            case.note("per_window", windows)
+            progress(case, i, cfg.heavy_runs,
+                     f"  requests per window {windows}, 429s {case.extra['http_429'][-1]}")
+    return [case]
 
 
 def bench_reads(cfg: Config, data: Data) -> list[Case]:
-    """Case 9: read requests of --baseline live, drift FILE and verify for a file naming
+    """Reference: read requests of --baseline live, drift FILE and verify for a file naming
     ``reads_named`` items of a ``reads_catalog``-item catalog (counted in the sandbox's log)."""
-    from invsync.sandbox.process import run_sandbox
-
     assert data.reads_csv is not None and data.reads_catalog is not None
     named, items = label(cfg.reads_named), label(cfg.reads_catalog)
     cmds = {"baseline_live": "sync --baseline live FILE", "drift": "drift FILE",
@@ -638,13 +808,9 @@ def bench_reads(cfg: Config, data: Data) -> list[Case]:
                      f"{cfg.reads_catalog:,} items", f"invsync {c}",
                      timing="read requests (the median s column counts requests)")
              for k, c in cmds.items()}
-    with guarded(list(cases.values())), run_sandbox(
-            data.reads_catalog, store_hash=STORE, token=TOKEN, env=base_env(),
-            startup_timeout_s=300) as sb:
-        env = {**base_env(), "BIGCOMMERCE_STORE_HASH": STORE,
-               "BIGCOMMERCE_ACCESS_TOKEN": TOKEN, "BIGCOMMERCE_API_URL": sb.url}
+    with guarded(list(cases.values())), sandbox(data.reads_catalog) as store:
         for i in range(cfg.heavy_runs):
-            sb.post("/_sandbox/reset?levels=1")
+            store.reset(levels=True)
             state = fresh_dir(OUT / "runs" / "reads" / f"state{i}")
             report_dir = fresh_dir(OUT / "runs" / "reads" / f"run{i}")
             flags = ["--state-dir", str(state), "--report-dir", str(report_dir)]
@@ -656,22 +822,38 @@ def bench_reads(cfg: Config, data: Data) -> list[Case]:
                     cmd = ["drift", str(data.reads_csv), "--state-dir", str(state)]
                 else:
                     cmd = ["verify", run_id, "--timeout", "0", *flags]
-                before = len(sb.get("/_sandbox/requests"))
+                before = len(store.requests())
                 log = OUT / "logs" / f"{case.name}-{i}"
-                m = measure([*invsync_cmd(), *cmd], env=env, log=log)
+                m = measure([*invsync_cmd(), *cmd], env=store.env, log=log)
                 if m["returncode"] != 0:
                     raise RuntimeError(f"{case.name} exited {m['returncode']}:\n"
                                        f"{log_tail(log)}")
                 if key == "baseline_live":
                     run_id = run_report(report_dir)["run_id"]
-                gets = [r for r in sb.get("/_sandbox/requests")[before:] if r["method"] == "GET"]
+                gets = [r for r in store.requests()[before:] if r["method"] == "GET"]
                 case.add(float(len(gets)), m)
-                case.extra.setdefault("wall_s", []).append(round(m["wall_s"], 3))
-                case.extra.setdefault("paths", []).append(
-                    sorted({r["path"].split("/v3", 1)[-1] for r in gets}))
+                case.note("wall_s", round(m["wall_s"], 3))
                 say(f"  {case.name:<36} run {i + 1}: {len(gets)} read requests, "
                     f"{m['wall_s']:.2f} s")
     return list(cases.values())
+
+
+def bench_profile(cfg: Config, data: Data) -> str:
+    """Where the dry run's time goes: bench/profile_run.py; its markdown summary."""
+    rows = cfg.dry_rows
+    dest = OUT / f"profile_dry_{label(rows)}"
+    log = OUT / "logs" / "profile"
+    cmd = [PY, str(BENCH / "profile_run.py"), "--out", str(dest), str(data.stock_csv[rows])]
+    try:
+        m = measure(cmd, env=base_env(), log=log)
+        if m["returncode"] != 0:
+            raise RuntimeError(f"profile_run.py exited {m['returncode']}:\n{log_tail(log)}")
+        text = Path(str(dest) + ".md").read_text()
+        say(f"  wrote {dest}.txt and {dest}.md ({m['wall_s']:.1f} s)")
+        return text
+    except Exception as exc:  # the profile explains; it must not stop the benchmark
+        say(f"  ERROR: profile failed: {exc}")
+        return f"(the profile failed: {exc})\n"
 
 
 # ---- ratios and output ----------------------------------------------------------------------
@@ -679,169 +861,228 @@ def bench_reads(cfg: Config, data: Data) -> list[Case]:
 
 @dataclass
 class Ratio:
+    """One row of issue 26's table (or a reference row): the figure, its target, the peer's."""
+
+    row: str
     name: str
     value: float | None
+    unit: str
     target: str
     passed: bool | None
+    ours: str = ""
+    peer: str = ""
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": None if self.value is None else round(self.value, 4),
-                "target": self.target, "pass": self.passed, "detail": self.detail}
+        return {"row": self.row, "name": self.name,
+                "value": None if self.value is None else round(self.value, 4),
+                "unit": self.unit, "target": self.target, "pass": self.passed,
+                "invsync": self.ours, "peer": self.peer, "detail": self.detail}
 
     @property
     def verdict(self) -> str:
         return {True: "PASS", False: "FAIL", None: "info"}[self.passed]
 
+    @property
+    def shown(self) -> str:
+        v = self.value
+        if v is None or v != v:
+            return "—"
+        return {"x": f"{v:.2f}x", "MiB": f"{v:,.0f} MiB", "s": f"{v:.3f} s",
+                "share": f"{v:.3f}", "count": f"{v:.0f}", "ms": f"{v:.1f} ms"}.get(
+                    self.unit, f"{v:.3f}")
 
-def ratio(name: str, value: float | None, target: str,
-          check: Callable[[float], bool] | None, detail: str = "") -> Ratio:
+    @property
+    def order(self) -> tuple[int, str]:
+        digits = "".join(ch for ch in self.row if ch.isdigit())
+        return (int(digits) if digits else 99, self.row[len(digits):])
+
+
+def ratio(row: str, name: str, value: float | None, unit: str, target: str,
+          check: Callable[[float], bool] | None, **text: str) -> Ratio:
     if value is None or value != value:  # missing or NaN: the case failed
-        return Ratio(name, None, target, False if check else None, detail or "not measured")
-    return Ratio(name, value, target, check(value) if check else None, detail)
+        return Ratio(row, name, None, unit, target, False if check else None,
+                     text.get("ours", ""), text.get("peer", ""),
+                     text.get("detail") or "not measured")
+    return Ratio(row, name, value, unit, target, check(value) if check else None, **text)
 
 
-class _Medians:
-    """The cases measured, with the two helpers every ratio uses."""
+def secs(c: Case | None) -> str:
+    return f"{c.median:.3f} s" if c and c.ok else "—"
+
+
+class Found:
+    """The cases measured, looked up by name (None when missing or broken)."""
 
     def __init__(self, cases: dict[str, Case]) -> None:
         self.cases = cases
 
-    def med(self, name: str) -> float | None:
+    def __call__(self, name: str) -> Case | None:
         c = self.cases.get(name)
-        return c.median if c and c.seconds and not c.error else None
+        return c if c and c.ok else None
 
     @staticmethod
-    def div(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
+    def div(a: Case | None, b: Case | None) -> float | None:
+        return a.median / b.median if a and b and b.median else None
 
-def _ratios_dry(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+
+def _ratios_dry(cfg: Config, f: Found, out: list[Ratio]) -> None:
     lb = label(cfg.dry_rows)
-    r = m.div(m.med(f"dry_run_{lb}"), m.med(f"bare_read_{lb}"))
-    out.append(ratio(f"1. dry run {lb} / bare polars.read_csv (whole processes)", r,
-                     "<= 4x", lambda v: v <= 4.0,
-                     "" if r is None else f"ambition <= 3x {'met' if r <= 3 else 'not met'}"))
+    dry, bare = f(f"dry_run_{lb}"), f(f"bare_read_{lb}")
+    out.append(ratio("1", f"{lb}-row dry run ÷ bare `polars.read_csv` (whole processes, "
+                          "interleaved)", f.div(dry, bare), "x", "<= 3x", lambda v: v <= 3.0,
+                     ours=secs(dry), peer=secs(bare)))
+    out.append(ratio("2", "peak RSS of that dry run", dry.peak_rss if dry else None, "MiB",
+                     "< 300 MiB", lambda v: v < 300,
+                     ours=f"{dry.peak_rss:,.0f} MiB" if dry else "—",
+                     peer=f"{bare.peak_rss:,.0f} MiB (bare read)" if bare else "—"))
 
 
-def _ratios_xlsx(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    lb = label(cfg.xlsx_rows)
-    inv = m.med(f"xlsx_invsync_{lb}")
-    out.append(ratio(f"2. XLSX {lb}: read_stock_file / polars calamine (in-process)",
-                     m.div(inv, m.med(f"xlsx_calamine_{lb}")), "<= 2x", lambda v: v <= 2.0))
-    out.append(ratio(f"2b. XLSX {lb}: read_stock_file / openpyxl read_only",
-                     m.div(inv, m.med(f"xlsx_openpyxl_{lb}")), "(reference)", None))
-
-
-def _ratios_quota(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    c = cases.get("sync_quota")
-    x = c.extra if c is not None and c.seconds and not c.error else None
-    ips = median(x["items_per_s_submit"]) if x else None
-    use = m.div(ips, cfg.ceiling_items_per_s)
-    out.append(ratio("3. quota use: items/s (submit stage) / quota ceiling", use, ">= 0.95",
-                     lambda v: v >= 0.95,
-                     f"{ips:,.0f} items/s vs {cfg.ceiling_items_per_s:,.0f}" if ips else ""))
-    share = max(x["share_429"]) if x else None
-    out.append(ratio("3b. requests answered 429 (worst run)", share, "<= 1%",
-                     lambda v: v <= 0.01,
-                     f"{sum(x['http_429'])} of {sum(x['requests'])} requests" if x else ""))
-
-
-def _ratios_latency(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    d, s = cases.get("sync_latency_default"), cases.get("sync_latency_c1")
-    out.append(ratio("4. latency-bound: wall --concurrency 1 / default", m.div(
-        m.med("sync_latency_c1"), m.med("sync_latency_default")), ">= 3x", lambda v: v >= 3.0))
-    sub = None
-    if d and s and d.seconds and s.seconds and not (d.error or s.error):
-        sub = m.div(median(s.extra["submit_s"]), median(d.extra["submit_s"]))
-    out.append(ratio("4a. same, submit stage only", sub, "(reference)", None))
-    overlaps = None
-    if d and s and d.seconds and s.seconds:
-        overlaps = float(sum(d.extra["item_overlaps"]) + sum(s.extra["item_overlaps"]))
-    out.append(ratio("4b. sandbox item_overlaps (all runs)", overlaps, "== 0",
-                     lambda v: v == 0))
-
-
-def _ratios_dry_memory(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    c = cases.get(f"dry_run_{label(cfg.dry_rows)}")
-    peak = c.peak_rss if c and c.seconds else None
-    out.append(ratio(f"5. peak RSS, dry run {label(cfg.dry_rows)} (MiB)", peak, "< 400",
-                     lambda v: v < 400))
-
-
-def _ratios_memory(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    pts = [(n, cases.get(f"dry_run_{label(n)}")) for n in cfg.growth_rows]
-    pts2 = [(n, c.peak_rss) for n, c in pts if c and c.seconds]
+def _ratios_memory(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    pts = [(n, f(f"dry_run_{label(n)}")) for n in cfg.growth_rows]
+    pts2 = [(n, c.peak_rss) for n, c in pts if c]
     if len(pts2) >= 2:
         (n0, r0), (n1, r1) = pts2[-2], pts2[-1]
         slope = (r1 - r0) / ((n1 - n0) / 1_000_000)
-        out.append(ratio(f"5b. RSS growth {label(n0)} -> {label(n1)} (MiB per 1M rows)",
-                         slope, "(reference)", None,
-                         ", ".join(f"{label(n)}: {r:,.0f} MiB" for n, r in pts2)))
+        out.append(ratio("2a", f"RSS growth of the dry run {label(n0)} -> {label(n1)} "
+                               "(MiB per 1M rows)", slope, "MiB", "(reference)", None,
+                         detail=", ".join(f"{label(n)}: {r:,.0f} MiB" for n, r in pts2)))
 
 
-def _ratios_startup(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    out.append(ratio("6. `invsync --help` median wall (s)", m.med("startup_help"), "< 0.3 s",
-                     lambda v: v < 0.3))
+def _ratios_xlsx(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    lb = label(cfg.xlsx_rows)
+    inv, cal, opx = f(f"xlsx_invsync_{lb}"), f(f"xlsx_calamine_{lb}"), f(f"xlsx_openpyxl_{lb}")
+    out.append(ratio("3", f"XLSX {lb} rows: `read_stock_file` ÷ bare calamine read "
+                          "(in-process, own processes)", f.div(inv, cal), "x", "<= 1.5x",
+                     lambda v: v <= 1.5, ours=secs(inv), peer=secs(cal)))
+    out.append(ratio("3a", f"XLSX {lb} rows: `read_stock_file` ÷ openpyxl read_only",
+                     f.div(inv, opx), "x", "(reference)", None, ours=secs(inv), peer=secs(opx)))
 
 
-def _ratios_peer(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
-    lb = label(cfg.peer_rows)
-    for latency in cfg.peer_latencies_ms:
-        inv, naive = m.med(f"first_night_{lb}_{latency}ms"), m.med(f"naive_{lb}_{latency}ms")
-        if latency == 0:
-            out.append(ratio(f"7. first night {lb}, zero latency: invsync / naive script "
-                             "(whole processes)", m.div(inv, naive), "<= 1.3x",
-                             lambda v: v <= 1.3,
-                             "" if inv is None or naive is None
-                             else f"{inv:.2f} s vs {naive:.2f} s"))
-            c = cases.get(f"first_night_{lb}_{latency}ms")
-            n = cases.get(f"naive_{lb}_{latency}ms")
-            if c and n and c.seconds and n.seconds and not (c.error or n.error):
-                extra = median(c.extra["submit_s"]) - median(n.extra["submit_s"])
-                batches = cfg.peer_rows / ITEMS_PER_REQUEST
-                out.append(ratio("7a. per batch beyond the network: invsync's submit stage "
-                                 "minus the naive send loop, ÷ batches (ms)",
-                                 extra / batches * 1000, "(reference)", None))
-        else:
-            out.append(ratio(f"8. first night {lb}, latency {latency} ms: naive script / "
-                             "invsync (whole processes)", m.div(naive, inv), ">= 3x",
-                             lambda v: v >= 3.0,
-                             "" if inv is None or naive is None
-                             else f"{naive:.2f} s vs {inv:.2f} s"))
+def _ratios_peer(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    c = {k: f(x.case.name) for k, x in peer_cases(cfg).items()}
+    lat, c8 = cfg.latency_ms, cfg.opt_in_concurrency
+    out.append(ratio("4", "night 1, zero-latency store, `--baseline snapshot`: invsync ÷ "
+                          "plain script", f.div(c["n1_0"], c["naive_n1_0"]), "x", "<= 1.2x",
+                     lambda v: v <= 1.2, ours=secs(c["n1_0"]), peer=secs(c["naive_n1_0"])))
+    if c["n1_0"] and c["naive_n1_0"]:
+        extra = median(c["n1_0"].extra["submit_s"]) - median(c["naive_n1_0"].extra["submit_s"])
+        out.append(ratio("4a", "night 1 at 0 ms: invsync's submit stage minus the script's "
+                               "send loop, per request", extra / (cfg.peer_rows / 2000) * 1000,
+                         "ms", "(reference)", None,
+                         detail="the rest of row 4 is fixed cost outside the sending"))
+    out.append(ratio("5", f"night 1 at {lat} ms, one write in flight (default), `--baseline "
+                          "snapshot`: invsync ÷ plain script (serial)",
+                     f.div(c["n1_lat"], c["naive_n1_lat"]), "x", "<= 1.05x",
+                     lambda v: v <= 1.05, ours=secs(c["n1_lat"]), peer=secs(c["naive_n1_lat"]),
+                     detail=_max_in_flight(c["n1_lat"])))
+    out.append(ratio("7", f"night 2 at {lat} ms, `--baseline snapshot`: plain script (resends "
+                          "everything) ÷ invsync", f.div(c["naive_n2_lat"], c["n2_lat"]), "x",
+                     ">= 15x", lambda v: v >= 15.0, ours=secs(c["n2_lat"]),
+                     peer=secs(c["naive_n2_lat"]), detail=_requests(c["n2_lat"])))
+    out.append(ratio("8", f"opt-in `--concurrency {c8}` at {lat} ms, night 1: plain script ÷ "
+                          "invsync", f.div(c["naive_n1_lat"], c["n1_c8"]), "x", ">= 4x",
+                     lambda v: v >= 4.0, ours=secs(c["n1_c8"]), peer=secs(c["naive_n1_lat"]),
+                     detail=_max_in_flight(c["n1_c8"])))
 
 
-def _ratios_reads(cfg: Config, cases: dict[str, Case], m: _Medians, out: list[Ratio]) -> None:
+def _max_in_flight(c: Case | None) -> str:
+    return f"max in flight {max(c.extra['max_in_flight'])}" if c else ""
+
+
+def _requests(c: Case | None) -> str:
+    return f"{median(c.extra['requests']):.0f} requests" if c else ""
+
+
+def _ratios_live(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    lat = cfg.latency_ms
+    c = f(f"night2_{label(cfg.peer_rows)}_{lat}ms_live")
+    expected = floor_s = None
+    detail = wall_detail = ""
+    if c:
+        mr = c.extra["minimal_reads"]
+        writes = math.ceil(median(c.extra["changed"]) / ITEMS_PER_REQUEST)
+        expected = mr["minimal"] + writes
+        floor_s = expected * lat / 1000
+        kinds = c.extra["request_kinds"][-1]
+        detail = (f"minimal: {mr['minimal']} reads (min of {mr['listing_pages']} listing pages "
+                  f"of {PAGE_LIMIT} and {mr['filtered_reads']} `sku:in` reads of "
+                  f"<= {FILTER_BUDGET} chars) + ⌈{median(c.extra['changed']):.0f} changed / "
+                  f"2000⌉ = {writes} writes; measured: " + ", ".join(
+                      f"{v} {k.replace('_', ' ')}" for k, v in sorted(kinds.items())))
+        wall_detail = (f"{c.median:.2f} s vs {expected} × {lat} ms = {floor_s:.1f} s; "
+                       f"submit stage {median(c.extra['submit_s']):.2f} s")
+    worst = float(max(c.extra["requests"])) if c else None
+    out.append(ratio("6", f"night 2 (5% changed) at {lat} ms, live baseline: requests (worst "
+                          "run) == minimal reads + writes", worst, "count",
+                     f"== {expected}" if expected is not None else "== minimal",
+                     (lambda v: v == expected) if expected is not None else (lambda v: False),
+                     ours=f"{worst:.0f}" if worst is not None else "—",
+                     peer=f"{expected}" if expected is not None else "—", detail=detail))
+    out.append(ratio("6b", "same: wall ÷ (minimal requests × latency)",
+                     c.median / floor_s if c and floor_s else None, "x", "<= 1.1x",
+                     lambda v: v <= 1.1, ours=secs(c),
+                     peer=f"{floor_s:.3f} s (floor)" if floor_s else "—", detail=wall_detail))
+
+
+def _ratios_quota(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    c = f("sync_quota")
+    share = None
+    detail = ""
+    if c:
+        # The first and last windows are partial (the run starts and ends inside them).
+        inner = [n for w in c.extra["per_window"] for n in (w[1:-1] if len(w) > 2 else w)]
+        share = sum(inner) / len(inner) / cfg.quota if inner else None
+        detail = (f"quota {cfg.quota} per {cfg.window_ms} ms, quota_share {cfg.quota_share}; "
+                  f"requests per window (run 1): {c.extra['per_window'][0]}")
+    out.append(ratio("9", f"quota use with quota_share = {cfg.quota_share}: requests per full "
+                          "window ÷ quota (mean)", share, "share", "0.75–0.80",
+                     lambda v: 0.75 <= v <= 0.80 + 1e-9,
+                     ours=f"{share * cfg.quota:.1f} a window" if share else "—",
+                     peer=f"{cfg.quota} a window (quota)", detail=detail))
+    n429 = float(sum(c.extra["http_429"])) if c else None
+    out.append(ratio("9b", "same: requests answered 429 (all runs)", n429, "count", "== 0",
+                     lambda v: v == 0,
+                     detail=f"of {sum(c.extra['requests'])} requests" if c else ""))
+
+
+def _ratios_startup(cfg: Config, f: Found, out: list[Ratio]) -> None:
+    c = f("startup_help")
+    out.append(ratio("10", "`invsync --help` (median wall)", c.median if c else None, "s",
+                     "< 0.1 s", lambda v: v < 0.1))
+
+
+def _ratios_reads(cfg: Config, f: Found, out: list[Ratio]) -> None:
     for key in ("baseline_live", "drift", "verify"):
-        c = cases.get(f"reads_{key}_{label(cfg.reads_named)}_of_{label(cfg.reads_catalog)}")
-        worst = max(c.seconds) if c and c.seconds and not c.error else None
-        out.append(ratio(f"9. read requests, {key.replace('_', ' ')}: "
-                         f"{cfg.reads_named:,} of {cfg.reads_catalog:,} items (worst run)",
-                         worst, "<= 5", lambda v: v <= 5,
-                         f"a full read: {-(-cfg.reads_catalog // 1000)} pages"))
+        c = f(f"reads_{key}_{label(cfg.reads_named)}_of_{label(cfg.reads_catalog)}")
+        worst = max(c.seconds) if c else None
+        out.append(ratio("R", f"read requests, {key.replace('_', ' ')}: {cfg.reads_named:,} "
+                              f"of {cfg.reads_catalog:,} items (worst run)", worst, "count",
+                         "(reference)", None,
+                         detail=f"a full read: {-(-cfg.reads_catalog // PAGE_LIMIT)} pages"))
 
 
-_SECTIONS: list[tuple[tuple[str, ...], Any]] = [
-    (("dry",), _ratios_dry),
-    (("xlsx",), _ratios_xlsx),
-    (("quota",), _ratios_quota),
-    (("latency",), _ratios_latency),
-    (("dry", "memory"), _ratios_dry_memory),
-    (("memory",), _ratios_memory),
-    (("startup",), _ratios_startup),
-    (("peer",), _ratios_peer),
-    (("reads",), _ratios_reads),
+_SECTIONS: list[tuple[str, Callable[[Config, Found, list[Ratio]], None]]] = [
+    ("dry", _ratios_dry),
+    ("memory", _ratios_memory),
+    ("xlsx", _ratios_xlsx),
+    ("peer", _ratios_peer),
+    ("live", _ratios_live),
+    ("quota", _ratios_quota),
+    ("startup", _ratios_startup),
+    ("reads", _ratios_reads),
 ]
-"""Each part of the table: the ``--only`` names that show it, and what it adds."""
+"""Each part of the table: the group that shows it, and what it adds."""
 
 
 def compute_ratios(cfg: Config, cases: dict[str, Case]) -> list[Ratio]:
-    """The ratios of the cases measured, part by part (see ``_SECTIONS``)."""
+    """The rows of the groups measured, in issue 26's order (reference rows after theirs)."""
     out: list[Ratio] = []
-    m = _Medians(cases)
-    for only, add in _SECTIONS:
-        if any(name in cfg.only for name in only):
-            add(cfg, cases, m, out)
-    return out
+    f = Found(cases)
+    for group, add in _SECTIONS:
+        if group in cfg.only:
+            add(cfg, f, out)
+    return sorted(out, key=lambda r: r.order)
 
 
 def machine_info() -> dict[str, Any]:
@@ -891,38 +1132,33 @@ def fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None or v != v else f"{v:,.{digits}f}"
 
 
-def fmt_ratio(r: Ratio) -> str:
-    if r.value is None:
-        return "—"
-    if "(ms)" in r.name:
-        return fmt(r.value, 1)
-    if "read requests" in r.name:
-        return f"{r.value:.0f}"
-    if "%" in r.target:
-        return f"{r.value:.2%}"
-    if "MiB" in r.name or "wall (s)" in r.name:
-        return fmt(r.value, 1 if "MiB" in r.name else 3)
-    if "overlaps" in r.name:
-        return f"{r.value:.0f}"
-    return f"{r.value:.2f}" + ("x" if "x" in r.target or r.target == "(reference)" else "")
 
-
-def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[Ratio],
-             meta: dict[str, Any]) -> str:
-    lines = [
+def _header(cfg: Config, info: dict[str, Any], meta: dict[str, Any]) -> str:
+    return (
         f"Machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB; "
         f"Python {info['python']}, polars {info['polars']}, fastexcel {info['fastexcel']}, "
         f"pandera {info['pandera']}. Commit {info['git_commit'] or '?'}"
         + (f" + uncommitted changes to {len(info['uncommitted_code'])} file(s) in pipeline/"
            if info["uncommitted_code"] else "")
-        + f", {meta['date']}; "
+        + f", {meta['date']}; groups {', '.join(cfg.only)}; "
         f"benchmark took {meta['total_s']:.0f} s; load average "
         f"{meta['load_start'][0]:.1f} at start, {meta['load_end'][0]:.1f} at end"
-        + (" (**quick mode: reduced sizes**)" if cfg.quick else "") + ".",
-        "",
-        "| case | what | timing | runs | median s | min s | max s | peak RSS MiB |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
+        + (" (**quick mode: reduced sizes, not comparable with the targets**)"
+           if cfg.quick else "") + ".")
+
+
+def _md_ratios(ratios: list[Ratio]) -> list[str]:
+    lines = ["| # | figure | measured | target | result | invsync | peer | detail |",
+             "| --- | --- | ---: | --- | --- | ---: | ---: | --- |"]
+    for r in ratios:
+        lines.append(f"| {r.row} | {r.name} | {r.shown} | {r.target} | **{r.verdict}** | "
+                     f"{r.ours} | {r.peer} | {r.detail} |")
+    return lines
+
+
+def _md_cases(cases: list[Case]) -> list[str]:
+    lines = ["| case | what | timing | runs | median s | min s | max s | peak RSS MiB |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for c in cases:
         d = c.to_dict()
         timing = ("in-process" if c.timing.startswith("in-process") else "read requests"
@@ -930,74 +1166,101 @@ def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[
         what = c.description + (f" — ERROR: {c.error}" if c.error else "")
         lines.append(f"| `{c.name}` | {what} | {timing} | {d['runs']} | {fmt(d['median_s'])} | "
                      f"{fmt(d['min_s'])} | {fmt(d['max_s'])} | {fmt(d['peak_rss_mb'], 0)} |")
-    lines += ["", "| ratio | measured | target | result | detail |",
-              "| --- | ---: | --- | --- | --- |"]
-    for r in ratios:
-        lines.append(f"| {r.name} | {fmt_ratio(r)} | {r.target} | **{r.verdict}** | "
-                     f"{r.detail} |")
+    return lines
+
+
+def _md_stages(cases: list[Case]) -> list[str]:
     stage_cases = [c for c in cases if c.extra.get("stage_median_s")]
-    if stage_cases:
-        stages = ["ingest", "validate", "diff", "plan"]
-        lines += ["", "Dry-run stages (median s, from each run's report.json `timings`; "
-                      "\"untimed\" = `sync_file` total minus the named stages (by-location "
-                      "counts, brakes, filling the report); \"outside\" = process wall minus "
-                      "that total: interpreter start, imports, writing the run folder, the "
-                      "summary, exit):", "",
-                  "| case | " + " | ".join(stages) + " | untimed | total | outside | wall |",
-                  "| --- |" + " ---: |" * (len(stages) + 4)]
-        for c in stage_cases:
-            sm = c.extra["stage_median_s"]
-            untimed = sm["total"] - sum(sm.get(s, 0.0) for s in stages)
-            lines.append(f"| `{c.name}` | " + " | ".join(fmt(sm.get(s)) for s in stages)
-                         + f" | {fmt(untimed)} | {fmt(sm['total'])} | "
-                           f"{fmt(c.extra['outside_sync_file_median_s'])} | {fmt(c.median)} |")
-    sync_cases = [c for c in cases if "items_per_s_submit" in c.extra and c.seconds]
-    if sync_cases:
-        lines += ["", "Sync runs (medians): submit stage, items/s, requests, 429s, "
-                      "max in flight, CPU seconds of the CLI and of the sandbox:", "",
-                  "| case | submit s | items/s (submit) | requests | 429s | max in flight | "
-                  "item overlaps | CLI CPU s | sandbox CPU s |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for c in sync_cases:
-            x = c.extra
-            lines.append(
-                f"| `{c.name}` | {fmt(median(x['submit_s']), 2)} | "
-                f"{fmt(median(x['items_per_s_submit']), 0)} | {median(x['requests']):.0f} | "
-                f"{sum(x['http_429'])} | {max(x['max_in_flight'])} | "
-                f"{sum(x['item_overlaps'])} | {fmt(median(x['client_cpu_s']), 1)} | "
-                f"{fmt(median(x['sandbox_cpu_s']), 1)} |")
-    peer_cases = [c for c in cases if c.name.startswith(("first_night_", "naive_")) and c.seconds]
-    if peer_cases:
-        lines += ["", "First night vs the naive script (medians): whole process, the "
-                      "sending (invsync's submit stage, the script's PUT loop) and everything "
-                      "outside it, CPU seconds of the client and "
-                      "of the sandbox:", "",
-                  "| case | wall s | submit s | outside submit s | requests | client CPU s | "
-                  "sandbox CPU s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for c in peer_cases:
-            x = c.extra
-            lines.append(
-                f"| `{c.name}` | {fmt(c.median)} | "
-                f"{fmt(median(x['submit_s']))} | "
-                f"{fmt(median(x['outside_submit_s']))} | "
-                f"{median(x['requests']):.0f} | {fmt(median(x['client_cpu_s']), 2)} | "
-                f"{fmt(median(x['sandbox_cpu_s']), 2)} |")
+    if not stage_cases:
+        return []
+    stages = ["ingest", "validate", "diff", "plan"]
+    lines = ["", "Dry-run stages (median s, from each run's report.json `timings`; "
+                 "\"untimed\" = `sync_file` total minus the named stages; \"outside\" = "
+                 "process wall minus that total: interpreter start, imports, writing the run "
+                 "folder, the summary, exit):", "",
+             "| case | " + " | ".join(stages) + " | untimed | total | outside | wall |",
+             "| --- |" + " ---: |" * (len(stages) + 4)]
+    for c in stage_cases:
+        sm = c.extra["stage_median_s"]
+        untimed = sm["total"] - sum(sm.get(s, 0.0) for s in stages)
+        lines.append(f"| `{c.name}` | " + " | ".join(fmt(sm.get(s)) for s in stages)
+                     + f" | {fmt(untimed)} | {fmt(sm['total'])} | "
+                       f"{fmt(c.extra['outside_sync_file_median_s'])} | {fmt(c.median)} |")
+    return lines
+
+
+def _md_syncs(cases: list[Case]) -> list[str]:
+    syncs = [c for c in cases if "submit_s" in c.extra and c.seconds]
+    if not syncs:
+        return []
+    lines = ["", "Store runs (medians): whole process, the sending (invsync's `submit` stage, "
+                 "the script's PUT loop) and everything outside it, requests, 429s, max in "
+                 "flight, CPU seconds of the client and of the sandbox (same 2 cores):", "",
+             "| case | wall s | submit s | outside submit s | requests | 429s | max in flight | "
+             "client CPU s | sandbox CPU s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in syncs:
+        x = c.extra
+        lines.append(
+            f"| `{c.name}` | {fmt(c.median)} | {fmt(median(x['submit_s']))} | "
+            f"{fmt(median(x['outside_submit_s']))} | {median(x['requests']):.0f} | "
+            f"{sum(x['http_429'])} | {max(x['max_in_flight'])} | "
+            f"{fmt(median(x['client_cpu_s']), 2)} | {fmt(median(x['sandbox_cpu_s']), 2)} |")
+    return lines
+
+
+def markdown(cfg: Config, info: dict[str, Any], cases: list[Case], ratios: list[Ratio],
+             meta: dict[str, Any]) -> str:
+    lines = [_header(cfg, info, meta), "", *_md_ratios(ratios), "", *_md_cases(cases),
+             *_md_stages(cases), *_md_syncs(cases)]
+    if meta.get("profile"):
+        lines += ["", "Where the time goes: one dry run profiled (`bench/profile_run.py`; "
+                      "the full listing is in bench/out/):", "", meta["profile"].rstrip()]
     return "\n".join(lines) + "\n"
 
 
 def console_table(cases: list[Case], ratios: list[Ratio]) -> str:
-    rows = [f"{'case':<24} {'runs':>4} {'median s':>9} {'min s':>8} {'max s':>8} "
+    rows = [f"{'case':<30} {'runs':>4} {'median s':>9} {'min s':>8} {'max s':>8} "
             f"{'peak RSS MiB':>12}"]
     for c in cases:
         d = c.to_dict()
-        rows.append(f"{c.name:<24} {d['runs']:>4} {fmt(d['median_s']):>9} {fmt(d['min_s']):>8} "
+        rows.append(f"{c.name:<30} {d['runs']:>4} {fmt(d['median_s']):>9} {fmt(d['min_s']):>8} "
                     f"{fmt(d['max_s']):>8} {fmt(d['peak_rss_mb'], 0):>12}"
                     + (f"  ERROR {c.error}" if c.error else ""))
-    rows += ["", f"{'ratio':<62} {'measured':>10}  {'target':<12} result"]
+    rows += ["", f"{'#':<3} {'figure':<78} {'measured':>10}  {'target':<11} result"]
     for r in ratios:
-        rows.append(f"{r.name:<62} {fmt_ratio(r):>10}  {r.target:<12} {r.verdict}"
-                    + (f"  ({r.detail})" if r.detail else ""))
+        peer = f"invsync {r.ours} vs peer {r.peer}" if r.ours and r.peer else ""
+        rows.append(f"{r.row:<3} {r.name[:78]:<78} {r.shown:>10}  {r.target:<11} {r.verdict}"
+                    + (f"  ({'; '.join(x for x in (peer, r.detail) if x)})"
+                       if peer or r.detail else ""))
     return "\n".join(rows)
+
+
+def run_groups(cfg: Config, data: Data, meta: dict[str, Any]) -> dict[str, Case]:
+    done: dict[str, Case] = {}
+
+    def keep(found: list[Case] | Case) -> None:
+        for c in found if isinstance(found, list) else [found]:
+            done[c.name] = c
+
+    steps: list[tuple[str, str, Callable[[], list[Case] | Case]]] = [
+        ("startup", "row 10: start-up", lambda: bench_startup(cfg)),
+        ("dry", "rows 1, 2: dry run vs bare read", lambda: bench_dry(cfg, data)),
+        ("xlsx", "row 3: XLSX read", lambda: bench_xlsx(cfg, data)),
+        ("peer", "rows 4, 5, 7, 8: nights vs the plain script", lambda: bench_peer(cfg, data)),
+        ("live", "row 6: night 2, live baseline, requests", lambda: bench_live(cfg, data)),
+        ("quota", "row 9: quota use", lambda: bench_quota(cfg, data)),
+        ("reads", "reference: live read requests", lambda: bench_reads(cfg, data)),
+        ("memory", "reference: memory growth", lambda: bench_memory(cfg, data, done)),
+    ]
+    for group, title, step in steps:
+        if group in cfg.only:
+            say(title)
+            keep(step())
+    if "profile" in cfg.only:
+        say("where the time goes: profiling one dry run")
+        meta["profile"] = bench_profile(cfg, data)
+    return done
 
 
 def main() -> int:
@@ -1013,37 +1276,8 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     say("preparing data ...")
     data = prepare(cfg)
-
-    done: dict[str, Case] = {}
-
-    def keep(found: list[Case] | Case) -> None:
-        for c in found if isinstance(found, list) else [found]:
-            done[c.name] = c
-
-    if "startup" in cfg.only:
-        say("case 6: start-up")
-        keep(bench_startup(cfg))
-    if "dry" in cfg.only or "memory" in cfg.only:
-        say("case 1: dry run vs bare read")
-        keep(bench_dry(cfg, data))
-    if "xlsx" in cfg.only:
-        say("case 2: XLSX read")
-        keep(bench_xlsx(cfg, data))
-    if "quota" in cfg.only:
-        say("case 3: quota use")
-        keep(bench_quota(cfg, data))
-    if "latency" in cfg.only:
-        say("case 4: latency-bound, concurrency")
-        keep(bench_latency(cfg, data))
-    if "peer" in cfg.only:
-        say("cases 7, 8: first night vs the naive script")
-        keep(bench_peer(cfg, data))
-    if "reads" in cfg.only:
-        say("case 9: live read requests")
-        keep(bench_reads(cfg, data))
-    if "memory" in cfg.only:
-        say("case 5: memory growth")
-        keep(bench_memory(cfg, data, done))
+    meta: dict[str, Any] = {}
+    done = run_groups(cfg, data, meta)
 
     order = ["startup_help", f"bare_read_{label(cfg.dry_rows)}"]
     order += [f"dry_run_{label(n)}" for n in sorted({cfg.dry_rows, *cfg.growth_rows})]
@@ -1052,10 +1286,10 @@ def main() -> int:
     ratios = compute_ratios(cfg, done)
     total = time.perf_counter() - t_start
     load_end = os.getloadavg()
-    meta: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "total_s": total,
-                            "load_start": load_start, "load_end": load_end}
+    meta.update(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), total_s=total,
+                load_start=load_start, load_end=load_end)
     results = {
-        "version": 1,
+        "version": 2,
         "generated_at": meta["date"],
         "quick": cfg.quick,
         "groups": list(cfg.only),
@@ -1074,7 +1308,7 @@ def main() -> int:
     say(console_table(cases, ratios))
     if cfg.quick:
         say("\nQUICK mode: reduced sizes and single runs, a smoke test only; the ratios are "
-            "not comparable with the targets (e.g. 40 requests fit in one quota window)")
+            "not comparable with the targets")
     say(f"\ntotal {total:.0f} s; wrote {dest / 'results.json'} and {dest / 'results.md'}")
     if any(c.error for c in cases):
         say("some cases failed: see the errors above")
