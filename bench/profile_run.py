@@ -145,7 +145,8 @@ def main_thread(raw: str) -> list[tuple[int, list[str]]]:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        thread = frames[0] if frames[0].startswith("thread (") else ""
+        # "thread (ID)", later "thread (ID): MainThread" once the thread has a name.
+        thread = frames[0].split(")", 1)[0] if frames[0].startswith("thread (") else ""
         frames = [_where(f) for f in frames if not f.startswith("thread (")]
         if frames:
             by_thread.setdefault(thread, []).append((int(count), frames))
@@ -203,7 +204,13 @@ def with_py_spy(spy: Path, args: list[str], top: int) -> tuple[list[str], list[s
 
 def _charge(frames: list[str]) -> str:
     if any(f.startswith("_find_and_load (") for f in frames):
-        return "imports (module loading)"
+        # Charged to the first library whose module body runs (its own imports included).
+        for frame in frames:
+            if frame.startswith("<module> (") and "invsync/" not in frame:
+                inner = frame[len("<module> ("):].rstrip(")").rsplit(":", 1)[0]
+                where = inner.split("/", 1)[0].removesuffix(".py")
+                return f"imports: {where}"
+        return "imports: invsync's own modules"
     for frame in reversed(frames):
         if "invsync/" in frame:
             return re.sub(r":\d+\)$", ")", frame)  # one row per function, not per line
