@@ -16,9 +16,9 @@ shows as the Python call that started it). Either way the run's own stage timing
 
 ``--out PREFIX`` writes ``PREFIX.txt`` (the full listing) and ``PREFIX.md`` (the top entries
 as a markdown table, which ``bench/run.py`` puts into results.md). With ``--sandbox FLAGS``
-it starts a sandbox with those flags and the quota case's catalog and profiles a real
-``sync --full`` of bench/data/quota_200k.csv against it instead. Extra flags after ``--``
-go to ``invsync sync``.
+it starts a sandbox with those flags and the night files' catalog and profiles a real
+``sync --full`` of bench/data/night1_100k.csv (every row sent) against it instead.
+Extra flags after ``--`` go to ``invsync sync``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     except (StopIteration, ValueError):
         print(__doc__, file=sys.stderr)
         return 64
-    default = "quota_200k.csv" if opts["sandbox"] is not None else "stock_1m.csv"
+    default = "night1_100k.csv" if opts["sandbox"] is not None else "stock_1m.csv"
     path: Path = opts["file"] or BENCH / "data" / default
     if not path.exists():
         print(f"{path} does not exist: run `.venv/bin/python bench/run.py` first",
