@@ -96,13 +96,15 @@ def load_config() -> Config:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     cfg = Config()
     if quick:
-        cfg = Config(quick=True, dry_rows=200_000, growth_rows=(50_000, 200_000, 500_000),
-                     xlsx_rows=20_000, runs=2, heavy_runs=1, help_runs=5, peer_rows=10_000,
+        cfg = Config(quick=True, dry_rows=200_000, growth_rows=(50_000, 200_000),
+                     xlsx_rows=20_000, runs=2, heavy_runs=1, help_runs=3, peer_rows=10_000,
                      quota=5, window_ms=1000, reads_catalog=20_000, reads_named=200)
     kw: dict[str, Any] = {}
     if os.environ.get("BENCH_RUNS"):
-        n = max(1, int(os.environ["BENCH_RUNS"]))
-        kw.update(runs=n, heavy_runs=n)
+        text = os.environ["BENCH_RUNS"].strip()
+        if not text.isdigit() or int(text) < 1:
+            raise SystemExit(f"BENCH_RUNS must be a whole number of at least 1, not {text!r}")
+        kw.update(runs=int(text), heavy_runs=int(text))
     if os.environ.get("BENCH_ONLY"):
         only = tuple(g.strip() for g in os.environ["BENCH_ONLY"].split(",") if g.strip())
         unknown = set(only) - set(GROUPS)
