@@ -108,9 +108,9 @@ def load_config() -> Config:
     if os.environ.get("BENCH_ONLY"):
         only = tuple(g.strip() for g in os.environ["BENCH_ONLY"].split(",") if g.strip())
         unknown = set(only) - set(GROUPS)
-        if unknown:
-            raise SystemExit(f"BENCH_ONLY: unknown group(s) {sorted(unknown)}; "
-                             f"choose from {', '.join(GROUPS)}")
+        if not only or unknown:
+            what = f"unknown group(s) {sorted(unknown)}" if unknown else "no group named"
+            raise SystemExit(f"BENCH_ONLY: {what}; choose from {', '.join(GROUPS)}")
         if os.environ.get("BENCH_PROFILE", "") not in ("", "0") and "profile" not in only:
             only = (*only, "profile")
         kw["only"] = only

@@ -95,6 +95,9 @@ def test_bench_settings_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("BENCH_ONLY", "dry,bogus")
     with pytest.raises(SystemExit, match="bogus"):
         run.load_config()
+    monkeypatch.setenv("BENCH_ONLY", " , ")
+    with pytest.raises(SystemExit, match="choose from"):
+        run.load_config()
     monkeypatch.setenv("BENCH_ONLY", "live")
     monkeypatch.setenv("BENCH_PROFILE", "1")
     assert run.load_config().only == ("live", "profile")
