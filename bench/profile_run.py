@@ -118,6 +118,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def shown(args: list[str]) -> str:
+    """The profiled command line without its temporary folders (report and state dirs)."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in ("--report-dir", "--state-dir"):
+            out[-1] = f"{out[-1]} {'R' if out[-1] == '--report-dir' else 'D'}"
+            continue
+        out.append(Path(arg).name if arg.endswith((".csv", ".xlsx")) else arg)
+    return " ".join(out)
+
+
 def stage_timings(reports: Path) -> list[str]:
     found = sorted(reports.glob("*/report.json"))
     if not found:
@@ -187,7 +198,7 @@ def with_py_spy(spy: Path, args: list[str], top: int) -> tuple[list[str], list[s
         charged[_charge(frames)] += n
     samples = max(samples, 1)
     head = [f"py-spy (200 samples/s of the main thread, idle included) of "
-            f"`invsync -q {' '.join(args[:2])} {' '.join(args[4:])}`: {samples} samples, "
+            f"`invsync -q {shown(args)}`: {samples} samples, "
             f"{wall:.2f} s under the sampler (exit {proc.returncode})"]
     lines = [*head, "", f"{'%':>6}  charged to (imports, else the deepest invsync function)"]
     lines += [f"{100 * n / samples:6.1f}  {w}" for w, n in charged.most_common(top * 2)]
@@ -226,7 +237,7 @@ def with_cprofile(args: list[str], top: int) -> tuple[list[str], list[str]]:
     import invsync.run.sync  # noqa: F401  (what `invsync sync` imports inside the command)
 
     t2 = time.perf_counter()
-    head = [f"cProfile (in-process) of `invsync -q {' '.join(args[:2])} {' '.join(args[4:])}`;"
+    head = [f"cProfile (in-process) of `invsync -q {shown(args)}`;"
             f" import invsync.surfaces.cli {t1 - t0:.3f} s, + invsync.run.sync {t2 - t1:.3f} s"]
     profile = cProfile.Profile()
     code: Any = 0
