@@ -260,6 +260,16 @@ def private_lock_dir(tmp_path_factory: pytest.TempPathFactory,
     return folder
 
 
+@pytest.fixture(autouse=True)
+def own_redaction_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets a test registers for redaction stay that test's: a registered word such as
+    'token' would otherwise change what a later test in the same worker sees redacted."""
+    from invsync import redact
+
+    monkeypatch.setattr(redact, "_secrets", set(redact._secrets))
+    monkeypatch.setattr(redact, "_pattern", redact._pattern)
+
+
 def state_store_dir(state_home: Path, store_hash: str = "sandbox",
                     api_url: str | None = None) -> Path:
     """The state folder of one store under ``XDG_STATE_HOME`` = ``state_home``.
