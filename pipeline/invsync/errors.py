@@ -181,7 +181,7 @@ class Refused(RowRejected):
 
 HIDDEN_VALUES = frozenset({"access_token", "password", "key_passphrase", "secret_access_key",
                            "session_token", "headers", "url", "urls", "report_base_url",
-                           "hooks", "sources"})
+                           "hooks"})
 """Config keys whose values a message never repeats (tokens, passwords, webhook URLs)."""
 
 _PHRASES = {
@@ -220,7 +220,7 @@ def usage_error_from(exc: Any, model: Any, *, file: Any = None,
             elif first["type"] == "list_type" and str(loc[-1]) == "hooks":
                 text += f" ([[{'.'.join(map(str, prefix + loc))}]])"
             message = f"{name} {text}" if text.startswith("must ") else f"{name}: {text}"
-            if not HIDDEN_VALUES.intersection(map(str, prefix + loc)) and \
+            if text.startswith("must be") and not HIDDEN_VALUES.intersection(map(str, prefix + loc)) and \
                     not isinstance(first.get("input"), dict | list):
                 message += f", not {first.get('input')!r}"
     where = f"config file {file}: " if file is not None else ""
@@ -251,7 +251,13 @@ def _unknown(model: Any, prefix: tuple[str, ...], parent: tuple[Any, ...],
              keys: list[str]) -> str:
     info = _field(model, parent) if parent else None
     inner = _model_in(info.annotation) if info is not None else (None if parent else model)
-    known = f" (known: {', '.join(inner.model_fields)})" if inner is not None else ""
+    known = ""
+    if inner is not None:
+        import difflib
+
+        near = [f"{k} -> {m[0]}" for k in keys
+                if (m := difflib.get_close_matches(k, list(inner.model_fields), 1, 0.75))]
+        known = f" (did you mean: {', '.join(near)}?)" if near else ""
     full = prefix + parent
     name = _dotted(full)
     where = name if name.startswith("[") else f"[{name}]"

@@ -353,7 +353,8 @@ def _text_values(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Seconds = Annotated[float, Field(ge=0, lt=10**6, description="a number of seconds")]
+Seconds = Annotated[float, Field(ge=0, lt=10**6)]
+SECONDS = Field(None, description="a number of seconds")
 
 
 class SourceTable(BaseModel):
@@ -364,23 +365,23 @@ class SourceTable(BaseModel):
 
     url: str = Field(description='"sftp://...", "s3://...", "https://..." or a path')
     pick: Literal["only", "newest", "oldest"] | None = None
-    settle_s: Seconds | None = None
-    settle_timeout_s: Seconds | None = None
+    settle_s: Seconds | None = SECONDS
+    settle_timeout_s: Seconds | None = SECONDS
     marker: str | None = None
     max_age: Annotated[str | float, AfterValidator(_duration)] | None = None
     on_success: Annotated[str, AfterValidator(_after(True))] | None = None
     on_failure: Annotated[str, AfterValidator(_after(False))] | None = None
-    timeout_s: Annotated[float, Field(gt=0, lt=10**6,
-                                      description="a number of seconds above 0")] | None = None
-    interval_s: Seconds | None = None
+    timeout_s: Annotated[float, Field(gt=0, lt=10**6)] | None = Field(
+        None, description="a number of seconds above 0")
+    interval_s: Seconds | None = SECONDS
     username: str | None = None
     password: str | None = None
     password_env: str | None = None
     key_file: str | None = None
     key_passphrase: str | None = None
-    host_key: Annotated[str, Field(
-        pattern="^SHA256:", description='the server key\'s fingerprint as ssh-keyscan | '
-        'ssh-keygen -lf - prints it: "SHA256:..."')] | None = None
+    host_key: Annotated[str, Field(pattern="^SHA256:")] | None = Field(
+        None, description='the server key\'s fingerprint as ssh-keyscan | ssh-keygen -lf - '
+        'prints it: "SHA256:..."')
     known_hosts: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
