@@ -220,7 +220,8 @@ def usage_error_from(exc: Any, model: Any, *, file: Any = None,
             elif first["type"] == "list_type" and str(loc[-1]) == "hooks":
                 text += f" ([[{'.'.join(map(str, prefix + loc))}]])"
             message = f"{name} {text}" if text.startswith("must ") else f"{name}: {text}"
-            if text.startswith("must be") and not HIDDEN_VALUES.intersection(map(str, prefix + loc)) and \
+            shown = not HIDDEN_VALUES.intersection(map(str, prefix + loc))
+            if text.startswith("must be") and shown and \
                     not isinstance(first.get("input"), dict | list):
                 message += f", not {first.get('input')!r}"
     where = f"config file {file}: " if file is not None else ""
@@ -279,7 +280,7 @@ def _allowed(error: dict[str, Any], info: Any) -> str:
         return text.format(ctx.get(key))
     if error["type"] == "literal_error":
         return f"one of {ctx.get('expected', '')}".replace("'", "")
-    return _PHRASES.get(error["type"], error["msg"].removeprefix("Input should be ").lower())
+    return _PHRASES.get(error["type"], str(error["msg"]).removeprefix("Input should be ").lower())
 
 
 def _model_in(annotation: Any) -> Any:

@@ -6,12 +6,12 @@ or the config file, and is held in a :class:`Secret` that never prints itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import tomllib
 from collections.abc import Callable
-import dataclasses
 from dataclasses import asdict, field, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -122,8 +122,7 @@ def _events(value: str | list[str]) -> list[str]:
     on = [value] if isinstance(value, str) else value
     bad = [e for e in on if e not in EVENTS]
     if bad:
-        raise ValueError(f"must list known events: {', '.join(bad)} is not one "
-                         f"(known: {', '.join(EVENTS)})")
+        raise ValueError(f"unknown event(s) {', '.join(bad)} (known: {', '.join(EVENTS)})")
     return on
 
 
