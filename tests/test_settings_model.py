@@ -75,6 +75,16 @@ def refusal(tmp_path: Path, text: str, profile: str | None = None) -> str:
     ('[notify]\nurl = "https://hooks.example/x"\non = ["sometimes"]\n',
      "notify.on: unknown event(s) sometimes (known: failed,"),
     ("[notify]\non = [\"failed\"]\n", "notify: give url = \"https://...\""),
+    # Keys of two shapes (text or number, one or a list) name the key, not a shape.
+    ("baseline_every = true\n", "baseline_every must be a positive duration"),
+    ("verify_lag_s = -1\n", "verify_lag_s must be a positive duration"),
+    ('[notify]\nurl = "https://hooks.example/x"\non = [5]\n',
+     "notify.on must be a list of event names (known: failed,"),
+    ("[notify]\nurls = 5\n", 'notify.urls must be a list of "https://..."'),
+    ('[sources.w]\nurl = "/x"\nmax_age = true\n',
+     "[sources.w] max_age must be a positive duration"),
+    ('[[notify.hooks]]\nurl = "https://hooks.example/x"\non = "sometimes"\n',
+     "notify.hooks[1].on: unknown event(s) sometimes"),
 ])
 def test_a_bad_value_is_refused_naming_the_key_and_what_is_allowed(
         clean_env: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str) -> None:

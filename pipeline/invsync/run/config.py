@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetPydanticSchema,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -68,19 +69,22 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _positive_duration(value: str | float) -> str | float:
-    if _seconds(value) is None:
+def _positive_duration(value: Any) -> str | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) \
+            or _seconds(value) is None:
         raise ValueError(DURATION_PHRASE)
     return value
 
 
-def _lag_duration(value: str | float) -> str | float:
-    return value if value == 0 and not isinstance(value, str) else _positive_duration(value)
+def _lag_duration(value: Any) -> str | float:
+    if value == 0 and isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return _positive_duration(value)
 
 
 DURATION_PHRASE = 'must be a positive duration such as "7d", "12h" or "30m"'
 Text = Annotated[str, AfterValidator(_no_nul)]
-Duration = Annotated[str | float, AfterValidator(_positive_duration)]
+Duration = Annotated[str | float, PlainValidator(_positive_duration)]
 Share = Annotated[float, Field(ge=0, le=1)]
 Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
@@ -118,16 +122,27 @@ def _url(value: str) -> str:
     return value
 
 
-def _events(value: str | list[str]) -> list[str]:
+def _events(value: Any) -> list[str]:
     on = [value] if isinstance(value, str) else value
+    if not isinstance(on, list) or not all(isinstance(e, str) for e in on):
+        raise ValueError(f"must be a list of event names (known: {', '.join(EVENTS)})")
     bad = [e for e in on if e not in EVENTS]
     if bad:
         raise ValueError(f"unknown event(s) {', '.join(bad)} (known: {', '.join(EVENTS)})")
     return on
 
 
+def _urls(value: Any) -> list[str]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(is_url(u) for u in urls):
+        raise ValueError('must be a list of "https://..." (or http://) URLs naming a host')
+    return urls
+
+
+# Plain validators where a key takes one of two shapes: one message, no union member names.
 Url = Annotated[str, AfterValidator(_url)]
-Events = Annotated[str | list[str], AfterValidator(_events)]
+Urls = Annotated[list[str], PlainValidator(_urls)]
+Events = Annotated[list[str], PlainValidator(_events)]
 
 
 class QuantitySection(Table):
@@ -175,7 +190,7 @@ class NotifySection(Table):
     """``[notify]``: webhooks told of a run's outcome (see :mod:`invsync.run.notify`)."""
 
     url: Url | None = None
-    urls: Url | list[Url] | None = None
+    urls: Urls | None = None
     on: Events | None = None
     rejected_share: Share | None = key(SHARE)
     volume_drop: Share | None = key(SHARE)
@@ -219,7 +234,7 @@ class FileKeys(Table):
     zero_missing: bool | None = None
     baseline: Literal["snapshot", "live"] | None = None
     baseline_every: Duration | None = None
-    verify_lag_s: Annotated[str | float, AfterValidator(_lag_duration)] | None = None
+    verify_lag_s: Annotated[str | float, PlainValidator(_lag_duration)] | None = None
     notify: NotifySection | None = None
     sources: dict[Text, SourceTable] | None = None
     source: Text | None = None

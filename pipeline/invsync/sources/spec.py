@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 
 from invsync.errors import UsageError
 from invsync.redact import Secret, redact_url
@@ -341,8 +341,9 @@ def _after(allow_delete: bool) -> Any:
 DURATION_PHRASE = 'must be a positive duration such as "26h", "30m" or "90s"'
 
 
-def _duration(value: str | float) -> str | float:
-    if _seconds(value) is None:
+def _duration(value: Any) -> str | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) \
+            or _seconds(value) is None:
         raise ValueError(DURATION_PHRASE)
     return value
 
@@ -368,7 +369,7 @@ class SourceTable(BaseModel):
     settle_s: Seconds | None = SECONDS
     settle_timeout_s: Seconds | None = SECONDS
     marker: str | None = None
-    max_age: Annotated[str | float, AfterValidator(_duration)] | None = None
+    max_age: Annotated[str | float, PlainValidator(_duration)] | None = None
     on_success: Annotated[str, AfterValidator(_after(True))] | None = None
     on_failure: Annotated[str, AfterValidator(_after(False))] | None = None
     timeout_s: Annotated[float, Field(gt=0, lt=10**6)] | None = Field(
