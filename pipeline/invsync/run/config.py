@@ -139,6 +139,17 @@ def _urls(value: Any) -> list[str]:
     return urls
 
 
+def _time_text(value: Any) -> str:
+    """``as_of``: text (``"mtime"``, ISO 8601) or a TOML date-time, kept as text."""
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError('must be "mtime" or a time with its offset (ISO 8601)')
+    return _no_nul(value)
+
+
 # Plain validators where a key takes one of two shapes: one message, no union member names.
 Url = Annotated[str, AfterValidator(_url)]
 Urls = Annotated[list[str], PlainValidator(_urls)]
@@ -241,7 +252,7 @@ class FileKeys(Table):
     retention: Duration | None = None
     store: StoreSection | None = None
     store_id: Text | None = None
-    as_of: Text | None = None
+    as_of: Annotated[str, PlainValidator(_time_text)] | None = None
     max_as_of_age: Duration | None = None
     brakes: BrakesSection | None = None
 
@@ -554,7 +565,7 @@ class Settings:
 
     # ---- as-of time (orders sold since the file was made: docs/orders.md) ----
     as_of: str | None = field(default=None, metadata=meta(
-        file="as_of", public="as_of", resume=True, load=_value("as_of")))
+        file="as_of", public="as_of", resume=True, load=_value("as_of", _time_text)))
     """``--as-of``: when the file's levels were true (ISO 8601 with an offset, or ``mtime``
     for the file's modification time); orders placed since are subtracted."""
     max_as_of_age_s: float = field(default=48 * 3600.0, metadata=meta(
