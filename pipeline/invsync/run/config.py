@@ -1,5 +1,11 @@
 """Settings for a run: command-line values over environment over the TOML config file.
 
+The config file is validated by pydantic models, one per section, composed into
+:class:`FileKeys` (:class:`ConfigFile` adds ``[profiles.NAME]``): unknown keys and values of
+the wrong type are a :class:`~invsync.errors.UsageError` (exit 64) naming the key.
+:class:`Settings` is a frozen pydantic dataclass built from the flags, the environment and
+the checked file (:func:`load_settings`, :meth:`Settings.from_config`).
+
 The access token is never a command-line value: it comes from ``BIGCOMMERCE_ACCESS_TOKEN``
 or the config file, and is held in a :class:`Secret` that never prints itself.
 """
@@ -443,7 +449,9 @@ def _brakes_to_file(brakes: BrakeLimits) -> dict[str, Any]:
 class Settings:
     """Everything a sync run needs to know besides the input file.
 
-    Frozen: derive changed settings with :func:`dataclasses.replace`. Each field's
+    A frozen pydantic dataclass: values are checked when built (a wrong type is a
+    ``ValidationError``; :func:`load_settings` makes it a :class:`UsageError`); derive
+    changed settings with :func:`dataclasses.replace`. Each field's
     metadata (see :func:`meta`) says which config file key sets it, what name it has in
     the public view and whether a resumed run takes it back from that view.
     """
