@@ -233,3 +233,22 @@ def test_the_cli_exits_64_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 64, result.stderr
     assert "notify.attempts must be a whole number from 1 to 10, not 'three'" in result.stderr
     assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
+
+
+def test_the_documented_example_config_loads_with_each_profile(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/config.md's example is a config a user copies: it must load as documented (it
+    had encoding and header_row under [store], which holds only quota_share)."""
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    match = re.search(r"```toml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
+    assert match is not None
+    path = tmp_path / "invsync.toml"
+    path.write_text(match.group(1), encoding="utf-8")
+    top = load_settings(path, {})
+    assert (top.encoding, top.header_row, top.quota_share) == ("windows-1250", 3, 0.8)
+    assert top.notify["attempts"] == 3 and top.retry.max_total_s == 300
+    assert load_settings(path, {"profile": "staging"}).store_hash == "sandbox"
+    production = load_settings(path, {"profile": "production"})
+    assert production.brakes.max_zero_share == 0.1 and production.brakes.min_rows_ratio == 0.5
