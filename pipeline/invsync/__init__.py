@@ -8,7 +8,12 @@ The library API (the command line is a thin layer over it)::
     report = invsync.sync_file("stock.csv", settings)
     print(report.status, report.counts.accepted, report.exit_code)
 
-Names are loaded on first use, so ``import invsync`` (and ``invsync --help``) stays fast.
+The public API: ``Settings`` (``Settings.from_config``), ``sync_file``, ``sync_file_async``,
+``resume``, ``RunReport`` and the errors ``InvsyncError``, ``FatalError``, ``UsageError``,
+``LockedError``, ``RetryableError`` and ``RowRejected`` (docs/library.md).
+
+Names are loaded on first use, so ``import invsync`` (and ``invsync --help``) stays fast;
+``dir(invsync)`` lists them and ``help(invsync)`` documents each (loading them then).
 """
 
 from __future__ import annotations
@@ -63,3 +68,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'invsync' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

@@ -1,24 +1,45 @@
 """Settings for a run: command-line values over environment over the TOML config file.
 
+The config file is validated by pydantic models, one per section, composed into
+:class:`FileKeys` (:class:`ConfigFile` adds ``[profiles.NAME]``): unknown keys and values of
+the wrong type are a :class:`~invsync.errors.UsageError` (exit 64) naming the key.
+:class:`Settings` is a frozen pydantic dataclass built from the flags, the environment and
+the checked file (:func:`load_settings`, :meth:`Settings.from_config`).
+
 The access token is never a command-line value: it comes from ``BIGCOMMERCE_ACCESS_TOKEN``
 or the config file, and is held in a :class:`Secret` that never prints itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from invsync.errors import UsageError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import core_schema
+
+from invsync.errors import UsageError, usage_error_from
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
+from invsync.sources.spec import SourceTable
 from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
 from invsync.store.limits import DEFAULT_QUOTA_SHARE, MAX_ITEMS_PER_REQUEST, RetryPolicy
 
@@ -36,6 +57,218 @@ def default_state_dir() -> Path:
     return Path(base) / "invsync"
 
 
+# ---- the config file, as pydantic models: one per section, composed into FileKeys ----------
+# Strict: text where a number goes, a number where text goes, a number for true/false and a
+# misspelt key are refused (exit 64) naming the key; a field's description is what the
+# message says is allowed.
+
+
+class Table(BaseModel):
+    """A table of the config file: unknown keys and values of the wrong type are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not hold a NUL byte")
+    return value
+
+
+def _positive_duration(value: Any) -> str | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) \
+            or _seconds(value) is None:
+        raise ValueError(DURATION_PHRASE)
+    return value
+
+
+def _lag_duration(value: Any) -> str | float:
+    if value == 0 and isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return _positive_duration(value)
+
+
+DURATION_PHRASE = 'must be a positive duration such as "7d", "12h" or "30m"'
+Text = Annotated[str, AfterValidator(_no_nul)]
+Duration = Annotated[str | float, PlainValidator(_positive_duration)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+
+
+def key(allowed: str) -> Any:
+    """An optional key of a table; ``allowed`` is what an error message says it must be."""
+    return Field(None, description=allowed)
+
+
+SHARE = "a share from 0 to 1 (such as 0.3)"
+SECONDS = "a number of seconds above 0"
+
+EVENTS = ("failed", "interrupted", "resumed", "brake", "partial", "succeeded",
+          "status_changed", "rejected_share", "volume_drop", "stale_file")
+"""What ``[notify] on`` may list. ``interrupted``: this run was stopped by SIGTERM/SIGINT;
+``resumed``: this run finished an interrupted (or killed) one. ``rejected_share`` and
+``volume_drop`` fire when their threshold is set (for ``[[notify.hooks]]``, only when the
+hook's ``on`` lists them). ``stale_file``: a configured source's file is too old (sent by
+:func:`invsync.run.sourced.notify_source_event`, not after a run)."""
+DEFAULT_ON = ("failed", "interrupted", "resumed", "brake", "stale_file")
+
+
+def is_url(value: Any) -> bool:
+    """An ``http://`` or ``https://`` URL that names a host."""
+    from urllib.parse import urlsplit
+
+    return isinstance(value, str) and value.startswith(("http://", "https://")) \
+        and "\x00" not in value and bool(urlsplit(value).hostname)
+
+
+def _url(value: str) -> str:
+    if not is_url(value):
+        raise ValueError('must be "https://..." (or http://) naming a host')
+    return value
+
+
+def _events(value: Any) -> list[str]:
+    on = [value] if isinstance(value, str) else value
+    if not isinstance(on, list) or not all(isinstance(e, str) for e in on):
+        raise ValueError(f"must be a list of event names (known: {', '.join(EVENTS)})")
+    bad = [e for e in on if e not in EVENTS]
+    if bad:
+        raise ValueError(f"unknown event(s) {', '.join(bad)} (known: {', '.join(EVENTS)})")
+    return on
+
+
+def _urls(value: Any) -> list[str]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(is_url(u) for u in urls):
+        raise ValueError('must be a list of "https://..." (or http://) URLs naming a host')
+    return urls
+
+
+def _time_text(value: Any) -> str:
+    """``as_of``: text (``"mtime"``, ISO 8601) or a TOML date-time, kept as text."""
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError('must be "mtime" or a time with its offset (ISO 8601)')
+    return _no_nul(value)
+
+
+# Plain validators where a key takes one of two shapes: one message, no union member names.
+Url = Annotated[str, AfterValidator(_url)]
+Urls = Annotated[list[str], PlainValidator(_urls)]
+Events = Annotated[list[str], PlainValidator(_events)]
+
+
+class QuantitySection(Table):
+    """``[quantity]``: rules applied to each parsed quantity."""
+
+    text_map: dict[Text, int] | None = None
+    buffer: Count | None = key("a whole number, 0 or more")
+    clamp_negative: bool | None = None
+    maximum: Count | None = key("a whole number, 0 or more")
+
+
+class RetrySection(Table):
+    """``[retry]``: how long the store's requests keep trying."""
+
+    max_attempts: Annotated[int, Field(ge=1)] | None = key("a whole number, 1 or more")
+    base_delay_s: Seconds | None = key(SECONDS)
+    max_delay_s: Seconds | None = key(SECONDS)
+    max_total_s: Seconds | None = key(SECONDS)
+    timeout_s: Seconds | None = key(SECONDS)
+    max_wait_s: Seconds | None = key(SECONDS)
+
+
+class BrakesSection(Table):
+    """``[brakes]``: the thresholds of the safety brakes (their overrides are flags)."""
+
+    min_rows_ratio: Share | None = key(SHARE)
+    max_zero_share: Share | None = key(SHARE)
+
+
+class StoreSection(Table):
+    """``[store]``: how invsync shares the store with its other apps."""
+
+    quota_share: Annotated[float, Field(gt=0, le=1)] | None = key(
+        "a share above 0 and at most 1 (such as 0.8)")
+
+
+class HookTable(Table):
+    """One ``[[notify.hooks]]`` receiver."""
+
+    url: Url
+    on: Events | None = None
+
+
+class NotifySection(Table):
+    """``[notify]``: webhooks told of a run's outcome (see :mod:`invsync.run.notify`)."""
+
+    url: Url | None = None
+    urls: Urls | None = None
+    on: Events | None = None
+    rejected_share: Share | None = key(SHARE)
+    volume_drop: Share | None = key(SHARE)
+    timeout_s: Annotated[float, Field(gt=0, le=600)] | None = key(
+        "a number of seconds above 0 and at most 600")
+    attempts: Annotated[int, Field(ge=1, le=10)] | None = key("a whole number from 1 to 10")
+    hooks: list[HookTable] | None = key("[[notify.hooks]] tables, each with url and on")
+    report_base_url: Url | None = None
+
+    @model_validator(mode="after")
+    def _has_a_receiver(self, info: ValidationInfo) -> NotifySection:
+        # A profile's [profiles.NAME.notify] may set only `on`: the top level has the URL.
+        # An empty [notify] table asks for nothing.
+        partial = (info.context or {}).get("partial") or not self.model_fields_set
+        if not partial and not (self.url or self.urls or self.hooks):
+            raise ValueError('give url = "https://...", urls = [...] or [[notify.hooks]] '
+                             "tables (http or https)")
+        return self
+
+
+class FileKeys(Table):
+    """The keys of a config file's top level (and of each ``[profiles.NAME]``)."""
+
+    store_hash: Text | None = None
+    access_token: Text | None = None
+    api_url: Text | None = None
+    location_id: int | None = None
+    reason: Text | None = None
+    state_dir: Text | None = None
+    report_dir: Text | None = None
+    batch_size: int | None = None
+    concurrency: int | None = None
+    sheet: Text | None = None
+    encoding: Text | None = None
+    header_row: Annotated[int, Field(ge=1)] | None = key("a row number, 1 or more")
+    columns: dict[Text, Text] | None = None
+    duplicates: Literal[DUPLICATE_POLICIES] | None = None  # type: ignore[valid-type]
+    quantity: QuantitySection | None = None
+    retry: RetrySection | None = None
+    verify_tls: bool | None = None
+    zero_missing: bool | None = None
+    baseline: Literal["snapshot", "live"] | None = None
+    baseline_every: Duration | None = None
+    verify_lag_s: Annotated[str | float, PlainValidator(_lag_duration)] | None = None
+    notify: NotifySection | None = None
+    sources: dict[Text, SourceTable] | None = None
+    source: Text | None = None
+    retention: Duration | None = None
+    store: StoreSection | None = None
+    store_id: Text | None = None
+    as_of: Annotated[str, PlainValidator(_time_text)] | None = None
+    max_as_of_age: Duration | None = None
+    brakes: BrakesSection | None = None
+
+
+class ConfigFile(FileKeys):
+    """A whole config file: the top level's keys and its ``[profiles.NAME]`` tables."""
+
+    profiles: dict[Text, FileKeys] | None = None
+
+
 NOT_FROM_FILE: Literal[False] = False
 """A field's :func:`meta` ``file`` when no config file key sets it (a flag, the run's own)."""
 NOT_PUBLIC: Literal[False] = False
@@ -44,9 +277,10 @@ _UNSET: Any = object()
 """What a field's loader returns when no source gave a value: the field keeps its default."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Sources:
-    """Where a setting can come from, highest first: flags, the environment, the file."""
+    """Where a setting can come from, highest first: flags, the environment, the file
+    (already validated by :class:`FileKeys`)."""
 
     overrides: dict[str, Any]
     cfg: dict[str, Any]
@@ -76,59 +310,40 @@ def meta(*, file: str | Literal[False], public: str | Literal[False], resume: bo
          to_file: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """The metadata of a :class:`Settings` field: what the config machinery knows about it.
 
-    ``file``: its key in the TOML config file, or :data:`NOT_FROM_FILE`. ``public``: its
-    name in :meth:`Settings.public` (report.json's ``options``), or :data:`NOT_PUBLIC`.
-    ``resume``: :func:`settings_from_public` puts the recorded value back. ``load``: builds
-    the value from the sources (flags > environment > file), or returns ``_UNSET``.
+    ``file``: its key in the TOML config file (a field of :class:`FileKeys`), or
+    :data:`NOT_FROM_FILE`. ``public``: its name in :meth:`Settings.public` (report.json's
+    ``options``), or :data:`NOT_PUBLIC`. ``resume``: :func:`settings_from_public` puts the
+    recorded value back. ``load``: picks the value from the sources (flags > environment >
+    file; the file's values are already checked), or returns ``_UNSET``.
     ``to_public``/``from_public``/``to_file``: converters to and from those views.
     """
     return {"file": file, "public": public, "resume": resume, "load": load,
             "to_public": to_public, "from_public": from_public, "to_file": to_file}
 
 
-def _whole_number(key: str, value: Any) -> int:
-    """A whole number from a flag, the environment or TOML: ``2.5`` or ``true`` is refused,
-    never truncated (``location_id = 2.5`` must not send stock to location 2)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise UsageError(f"{key} must be a whole number, not {value!r}")
-
-
-def _whole(key: str, minimum: int | None = None) -> Loader:
+def _value(key: str, convert: Callable[[Any], Any] = lambda v: v) -> Loader:
+    """The flag or file value ``key`` (types are checked by the models), converted."""
     def load(src: _Sources) -> Any:
         value = src.pick(key)
-        if value is None:
-            return _UNSET
-        number = _whole_number(key, value)
-        if minimum is not None and number < minimum:
-            raise UsageError(f"{key} must be {minimum} or more, not {number}")
-        return number
+        return _UNSET if value is None else convert(value)
     return load
 
 
-def _text(key: str) -> Loader:
-    def load(src: _Sources) -> Any:
-        value = src.pick(key)
-        return _UNSET if value is None else str(value)
-    return load
-
-
-def _path(key: str) -> Loader:
-    def load(src: _Sources) -> Any:
-        value = src.pick(key)
-        return _UNSET if value is None else Path(value).expanduser()
-    return load
+def _path(value: Any) -> Path:
+    return Path(value).expanduser()
 
 
 def _flag(key: str) -> Loader:
     return lambda src: bool(src.overrides.get(key))
+
+
+def _duration(key: str, lag: bool = False) -> Loader:
+    def load(src: _Sources) -> Any:
+        value = src.cfg.get(key)
+        if value is None:
+            return _UNSET
+        return 0.0 if lag and value == 0 else _seconds(value)
+    return load
 
 
 def _token_source(src: _Sources) -> str | None:
@@ -160,66 +375,65 @@ def _load_token_source(src: _Sources) -> str | None:
     return where
 
 
-def _load_baseline(src: _Sources) -> str:
-    baseline = str(src.pick("baseline") or "live")
-    if baseline not in ("snapshot", "live"):
-        raise UsageError("--baseline must be snapshot or live")
-    return baseline
-
-
 def _load_column_map(src: _Sources) -> dict[str, str]:
     columns = dict(src.cfg.get("columns") or {})
     columns.update(src.overrides.get("column_map") or {})
     return {str(k): str(v) for k, v in columns.items()}
 
 
-def _load_wait_lock(src: _Sources) -> Any:
-    wait = src.overrides.get("wait_lock")
-    if wait is None:
-        return _UNSET
-    if wait < 0:
-        raise UsageError("--wait-lock must not be negative")
-    return float(wait)
-
-
-def _load_notify(src: _Sources) -> dict[str, Any]:
-    notify = src.cfg.get("notify") or {}
-    if not isinstance(notify, dict):
-        raise UsageError("[notify] must be a table")
-    if notify:
-        from invsync.run.notify import notify_config
-
-        notify_config(notify)  # fail at start (exit 64), not after the run
-    return dict(notify)
-
-
 def _load_sources(src: _Sources) -> dict[str, Any]:
     from invsync.sources import check_sources
 
-    return check_sources(src.cfg.get("sources") or {})  # refused at start (exit 64) if bad
+    return check_sources(src.cfg.get("sources") or {})  # a url that cannot be read: exit 64
 
 
-def _lag(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
-        return 0.0
-    return parse_duration(value, "verify_lag_s")
+def _load_quota_share(src: _Sources) -> Any:
+    share = (src.cfg.get("store") or {}).get("quota_share")
+    return _UNSET if share is None else float(share)
 
 
-def _load_store_table(src: _Sources) -> Any:
-    table = src.cfg.get("store")
-    if table is None:
-        return _UNSET
-    if not isinstance(table, dict) or set(table) - {"quota_share"}:
-        raise UsageError("[store] holds only quota_share (a share between 0 and 1, such as "
-                         "0.8)")
-    share = table.get("quota_share")
-    if share is None:
-        return _UNSET
-    if isinstance(share, bool) or not isinstance(share, int | float) \
-            or not 0 < float(share) <= 1:
-        raise UsageError(f"[store] quota_share must be a number above 0 and at most 1, not "
-                         f"{share!r}")
-    return float(share)
+def _load_rules(src: _Sources) -> QuantityRules:
+    section, flags = src.cfg.get("quantity") or {}, src.overrides
+
+    def value(key: str) -> Any:
+        return flags[key] if flags.get(key) is not None else section.get(key)
+
+    text_map = {str(k): v for k, v in (section.get("text_map") or {}).items()}
+    text_map.update(flags.get("text_map") or {})
+    return QuantityRules(text_map=text_map, buffer=value("buffer") or 0,
+                         clamp_negative=bool(value("clamp_negative")), maximum=value("maximum"))
+
+
+def _load_brakes(src: _Sources) -> BrakeLimits:
+    section, flags = src.cfg.get("brakes") or {}, src.overrides
+    return BrakeLimits(min_rows_ratio=float(section.get("min_rows_ratio", 0.5)),
+                       max_zero_share=float(section.get("max_zero_share", 0.3)),
+                       allow_empty=bool(flags.get("allow_empty")),
+                       allow_shrink=bool(flags.get("allow_shrink")),
+                       allow_zeroing=bool(flags.get("allow_zeroing")))
+
+
+def _load_retry(src: _Sources) -> RetryPolicy:
+    section = src.cfg.get("retry") or {}
+    values = {k: float(v) for k, v in section.items() if k != "max_attempts"}
+    return RetryPolicy(max_attempts=section.get("max_attempts", RetryPolicy.max_attempts),
+                       **values)
+
+
+def _baseline(value: str) -> str:
+    if value not in ("snapshot", "live"):
+        raise ValueError("must be snapshot or live")
+    return value
+
+
+def _instance_of(cls: type) -> GetPydanticSchema:
+    """A field holding an instance of ``cls`` as is (built and checked by its loader)."""
+    return GetPydanticSchema(lambda _type, _handler: core_schema.is_instance_schema(cls))
+
+
+Rules = Annotated[QuantityRules, _instance_of(QuantityRules)]
+Brakes = Annotated[BrakeLimits, _instance_of(BrakeLimits)]
+Retry = Annotated[RetryPolicy, _instance_of(RetryPolicy)]
 
 
 def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
@@ -231,11 +445,13 @@ def _brakes_to_file(brakes: BrakeLimits) -> dict[str, Any]:
     return {"min_rows_ratio": brakes.min_rows_ratio, "max_zero_share": brakes.max_zero_share}
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(arbitrary_types_allowed=True))
 class Settings:
     """Everything a sync run needs to know besides the input file.
 
-    Frozen: derive changed settings with :func:`dataclasses.replace`. Each field's
+    A frozen pydantic dataclass: values are checked when built (a wrong type is a
+    ``ValidationError``; :func:`load_settings` makes it a :class:`UsageError`); derive
+    changed settings with :func:`dataclasses.replace`. Each field's
     metadata (see :func:`meta`) says which config file key sets it, what name it has in
     the public view and whether a resumed run takes it back from that view.
     """
@@ -250,43 +466,43 @@ class Settings:
         file="api_url", public="api_url",
         load=lambda src: str(src.pick("api_url", ENV_API_URL) or DEFAULT_API_URL)))
     location_id: int = field(default=1, metadata=meta(
-        file="location_id", public="location_id", resume=True, load=_whole("location_id")))
+        file="location_id", public="location_id", resume=True, load=_value("location_id")))
     reason: str | None = field(default="invsync stock sync", metadata=meta(
-        file="reason", public="reason", resume=True, load=_text("reason")))
+        file="reason", public="reason", resume=True, load=_value("reason")))
     state_dir: Path = field(default_factory=default_state_dir, metadata=meta(
-        file="state_dir", public=NOT_PUBLIC, load=_path("state_dir"), to_file=str))
+        file="state_dir", public=NOT_PUBLIC, load=_value("state_dir", _path), to_file=str))
     report_dir: Path | None = field(default=None, metadata=meta(
-        file="report_dir", public=NOT_PUBLIC, load=_path("report_dir"), to_file=str))
+        file="report_dir", public=NOT_PUBLIC, load=_value("report_dir", _path), to_file=str))
     batch_size: int = field(default=MAX_ITEMS_PER_REQUEST, metadata=meta(
-        file="batch_size", public="batch_size", resume=True, load=_whole("batch_size")))
+        file="batch_size", public="batch_size", resume=True, load=_value("batch_size")))
     concurrency: int = field(default=1, metadata=meta(
-        file="concurrency", public="concurrency", resume=True, load=_whole("concurrency")))
+        file="concurrency", public="concurrency", resume=True, load=_value("concurrency")))
     dry_run: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="dry_run", load=_flag("dry_run")))
     full: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="full", resume=True, load=_flag("full")))
     sheet: str | None = field(default=None, metadata=meta(
-        file="sheet", public="sheet", resume=True, load=_text("sheet")))
+        file="sheet", public="sheet", resume=True, load=_value("sheet")))
     encoding: str | None = field(default=None, metadata=meta(
-        file="encoding", public="encoding", resume=True, load=_text("encoding")))
+        file="encoding", public="encoding", resume=True, load=_value("encoding")))
     """A CSV's text encoding, forced (else detected)."""
-    header_row: int | None = field(default=None, metadata=meta(
+    header_row: Annotated[int, Field(ge=1)] | None = field(default=None, metadata=meta(
         file="header_row", public="header_row", resume=True,
-        load=_whole("header_row", minimum=1)))
+        load=_value("header_row")))
     """The header's row number (else found in the top 20 rows)."""
     column_map: dict[str, str] = field(default_factory=dict, metadata=meta(
         file="columns", public="column_map", resume=True, load=_load_column_map,
         from_public=lambda m: dict(m or {})))
     duplicates: str = field(default="reject", metadata=meta(
-        file="duplicates", public="duplicates", resume=True, load=_text("duplicates")))
-    rules: QuantityRules = field(default_factory=QuantityRules, metadata=meta(
+        file="duplicates", public="duplicates", resume=True, load=_value("duplicates")))
+    rules: Rules = field(default_factory=QuantityRules, metadata=meta(
         file="quantity", public="quantity_rules", resume=True,
-        load=lambda src: _rules(src.cfg.get("quantity") or {}, src.overrides),
+        load=_load_rules,
         to_public=QuantityRules.describe, from_public=lambda d: QuantityRules(**(d or {})),
         to_file=_rules_to_file))
-    retry: RetryPolicy = field(default_factory=RetryPolicy, metadata=meta(
+    retry: Retry = field(default_factory=RetryPolicy, metadata=meta(
         file="retry", public=NOT_PUBLIC,
-        load=lambda src: _retry(src.cfg.get("retry") or {}), to_file=asdict))
+        load=_load_retry, to_file=asdict))
     verify_tls: bool = field(default=True, metadata=meta(
         file="verify_tls", public="verify_tls",
         load=lambda src: not (src.overrides.get("verify_tls") is False
@@ -294,30 +510,28 @@ class Settings:
     zero_missing: bool = field(default=False, metadata=meta(
         file="zero_missing", public="zero_missing", resume=True,
         load=lambda src: bool(src.overrides.get("zero_missing") or src.cfg.get("zero_missing"))))
-    baseline: str = field(default="live", metadata=meta(
-        file="baseline", public="baseline", resume=True, load=_load_baseline))
+    baseline: Annotated[str, AfterValidator(_baseline)] = field(default="live", metadata=meta(
+        file="baseline", public="baseline", resume=True, load=_value("baseline")))
     """``live`` (the default: plans are made against the store's levels, read before
     planning) or ``snapshot`` (what invsync last set: no reads, but edits made in the
     store are left alone until the file's number changes)."""
     baseline_every_s: float | None = field(default=None, metadata=meta(
         file="baseline_every", public="baseline_every_s",
-        load=lambda src: _UNSET if src.cfg.get("baseline_every") is None
-        else parse_duration(src.cfg["baseline_every"], "baseline_every")))
+        load=_duration("baseline_every")))
     """``baseline_every``: a snapshot-baseline run uses the live baseline instead when the
     last live-baseline run is older than this (the periodic reconcile)."""
     verify_lag_s: float = field(default=30.0, metadata=meta(
         file="verify_lag_s", public="verify_lag_s",
-        load=lambda src: _UNSET if src.cfg.get("verify_lag_s") is None
-        else _lag(src.cfg["verify_lag_s"])))
+        load=_duration("verify_lag_s", lag=True)))
     """How long a read may lag a write: ``verify``, ``drift`` and the apply re-check
     re-read differing items for up to this long before calling them wrong."""
     quota_share: float = field(default=DEFAULT_QUOTA_SHARE, metadata=meta(
-        file="store", public="quota_share", load=_load_store_table,
+        file="store", public="quota_share", load=_load_quota_share,
         to_file=lambda share: {"quota_share": share}))
     """``[store] quota_share``: the share of each rate-limit window's requests invsync
     uses; the rest is left to the store's other apps."""
     store_id: str | None = field(default=None, metadata=meta(
-        file="store_id", public="store_id", load=_text("store_id")))
+        file="store_id", public="store_id", load=_value("store_id")))
     """Names the store's state (snapshot, lock, runs) instead of its API host: two
     spellings of one host (a name and its IP address) are one store when both set it."""
     token_source: str | None = field(default=None, metadata=meta(
@@ -326,9 +540,9 @@ class Settings:
     plan_file: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="plan_file", resume=True))
     """The input is a reviewed ``plan.csv``: push exactly it."""
-    brakes: BrakeLimits = field(default_factory=BrakeLimits, metadata=meta(
+    brakes: Brakes = field(default_factory=BrakeLimits, metadata=meta(
         file="brakes", public="brakes", resume=True,
-        load=lambda src: _brakes(src.cfg.get("brakes") or {}, src.overrides),
+        load=_load_brakes,
         to_public=asdict, from_public=lambda d: BrakeLimits(**(d or {})),
         to_file=_brakes_to_file))
     config_path: Path | None = field(default=None, metadata=meta(
@@ -337,36 +551,34 @@ class Settings:
     profile: str | None = field(default=None, metadata=meta(
         file=NOT_FROM_FILE, public="profile", load=lambda src: src.profile))
     """The config profile in force (``--profile`` / ``INVSYNC_PROFILE``), if any."""
-    wait_lock_s: float = field(default=0.0, metadata=meta(
-        file=NOT_FROM_FILE, public=NOT_PUBLIC, load=_load_wait_lock))
+    wait_lock_s: Annotated[float, Field(ge=0)] = field(default=0.0, metadata=meta(
+        file=NOT_FROM_FILE, public=NOT_PUBLIC, load=_value("wait_lock", float)))
     """Wait this long for another run's lock instead of exiting 4 at once."""
     notify: dict[str, Any] = field(default_factory=dict, metadata=meta(
-        file="notify", public=NOT_PUBLIC, load=_load_notify))
+        file="notify", public=NOT_PUBLIC, load=lambda src: dict(src.cfg.get("notify") or {})))
     """The ``[notify]`` section (checked by :func:`invsync.run.notify.notify_config`)."""
     sources: dict[str, Any] = field(default_factory=dict, repr=False, metadata=meta(
         file="sources", public=NOT_PUBLIC, load=_load_sources))
     """The ``[sources.NAME]`` tables (checked by :func:`invsync.sources.check_sources`)."""
     source: str = field(default="cli", metadata=meta(
-        file="source", public="source", resume=True, load=_text("source")))
+        file="source", public="source", resume=True, load=_value("source")))
     """The source's name (``source`` in the config; the merchant page passes ``portal``):
     the shrunken-file brake and ``volume_drop`` compare a run with the last successful run
     of the same source. The default ``cli`` means: the file's path names the source."""
     retention_s: float | None = field(default=None, metadata=meta(
         file="retention", public=NOT_PUBLIC,
-        load=lambda src: _UNSET if src.cfg.get("retention") is None
-        else parse_duration(src.cfg["retention"], "retention")))
+        load=_duration("retention")))
     """``retention``: after each run, remove run folders and uploads older than this (as
     ``invsync prune --keep``)."""
 
     # ---- as-of time (orders sold since the file was made: docs/orders.md) ----
     as_of: str | None = field(default=None, metadata=meta(
-        file="as_of", public="as_of", resume=True, load=_text("as_of")))
+        file="as_of", public="as_of", resume=True, load=_value("as_of", _time_text)))
     """``--as-of``: when the file's levels were true (ISO 8601 with an offset, or ``mtime``
     for the file's modification time); orders placed since are subtracted."""
     max_as_of_age_s: float = field(default=48 * 3600.0, metadata=meta(
         file="max_as_of_age", public="max_as_of_age_s",
-        load=lambda src: _UNSET if src.cfg.get("max_as_of_age") is None
-        else parse_duration(src.cfg["max_as_of_age"], "max_as_of_age")))
+        load=_duration("max_as_of_age")))
     """An as-of time older than this is refused (the order listing grows with it)."""
 
     @classmethod
@@ -375,6 +587,13 @@ class Settings:
         """Settings as the CLI builds them: ``overrides`` (flag names, e.g. ``dry_run=True``)
         win over the environment, which wins over the config file at ``path``
         (else ``$INVSYNC_CONFIG``), which wins over the defaults."""
+        unknown = sorted(set(overrides) - OVERRIDES)
+        if unknown:
+            secret = {"token", "access_token"}.intersection(unknown)
+            hint = (f"; the access token comes from {ENV_TOKEN} or access_token in the "
+                    f"config file" if secret else "")
+            raise UsageError(f"Settings.from_config: unknown setting(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(OVERRIDES))}){hint}")
         return load_settings(Path(path) if path is not None else None,
                              {**overrides, "profile": profile})
 
@@ -454,23 +673,37 @@ class Settings:
         return out
 
 
-_PROFILE_KEYS = "\0profile keys"
-"""Where :func:`read_config` leaves the keys the profile's own table set."""
-
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
-_KNOWN_KEYS = frozenset(f.metadata["file"] for f in fields(Settings)
-                        if f.metadata["file"] is not NOT_FROM_FILE)
-"""The config file's keys: derived from the fields' metadata."""
+_KNOWN_KEYS = frozenset(FileKeys.model_fields)
+"""The config file's keys: the fields of :class:`FileKeys`."""
+
+OVERRIDES = frozenset({
+    "store_hash", "api_url", "location_id", "reason", "state_dir", "report_dir", "batch_size",
+    "concurrency", "dry_run", "full", "sheet", "encoding", "header_row", "column_map",
+    "duplicates", "buffer", "clamp_negative", "maximum", "text_map", "verify_tls",
+    "zero_missing", "baseline", "allow_empty", "allow_shrink", "allow_zeroing", "wait_lock",
+    "source", "store_id", "as_of"})
+"""What :meth:`Settings.from_config` takes as overrides: the sync command's flags, by name."""
+
+
+def _validated(model: type[BaseModel], values: Any, where: Path, *, partial: bool = False
+               ) -> BaseModel:
+    try:
+        return model.model_validate(values, context={"partial": partial})
+    except ValidationError as exc:
+        raise usage_error_from(exc, model, file=where) from None
 
 
 def read_config(config_path: Path | None, profile: str | None = None
-                ) -> tuple[Path | None, str | None, dict[str, Any]]:
+                ) -> tuple[Path | None, str | None, dict[str, Any], frozenset[str]]:
     """The config file (``--config``, else ``$INVSYNC_CONFIG``) with one profile applied.
 
     A profile (``--profile``, else ``$INVSYNC_PROFILE``) is ``[profiles.NAME]``: its keys
     replace the top level's, and its tables (``[profiles.NAME.brakes]``, ...) replace keys
-    of the top level's tables. Returns (path, profile, merged values).
+    of the top level's tables. Every table is checked by :class:`ConfigFile` and the result
+    by :class:`FileKeys`: :class:`UsageError` (exit 64) names the key. Returns (path,
+    profile, merged values, the keys the profile's own table set).
     """
     if config_path is None and os.environ.get(ENV_CONFIG):
         config_path = Path(os.environ[ENV_CONFIG])
@@ -479,41 +712,31 @@ def read_config(config_path: Path | None, profile: str | None = None
         if profile:
             raise UsageError(f"profile {profile!r} needs a config file: pass --config or set "
                              f"{ENV_CONFIG}")
-        return None, None, {}
+        return None, None, {}, frozenset()
+    config_path = Path(config_path)
     try:
-        cfg = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        cfg = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         why = getattr(exc, "strerror", None) or one_line_error(exc)
         if isinstance(exc, tomllib.TOMLDecodeError):
             raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
         raise UsageError(f"cannot read config file {config_path!r}: {why}") from None
-    check_raw_values(cfg, config_path)
+    _validated(ConfigFile, cfg, config_path, partial=True)
     profiles = cfg.pop("profiles", None) or {}
-    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
-        raise UsageError(f"config file {config_path}: [profiles] holds tables such as "
-                         f"[profiles.production]")
-    for where, table in [("top level", cfg)] + [(f"[profiles.{k}]", v)
-                                                 for k, v in profiles.items()]:
-        unknown = set(table) - _KNOWN_KEYS
-        if unknown:
-            raise UsageError(f"config file {config_path}: unknown key(s) in {where}: "
-                             f"{', '.join(sorted(unknown))}")
+    own: frozenset[str] = frozenset()
     if profile:
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise UsageError(f"config file {config_path} has no profile {profile!r} "
                              f"(profiles: {known})")
-        cfg[_PROFILE_KEYS] = frozenset(profiles[profile])
+        own = frozenset(profiles[profile])
         for key, value in profiles[profile].items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
                 cfg[key] = {**cfg[key], **value}
             else:
                 cfg[key] = value
-    return Path(config_path), profile, cfg
-
-
-_TABLES = {"brakes", "quantity", "retry", "notify", "columns", "text_map", "profiles"}
-"""Config keys that hold a table: a list or a value there is refused by name."""
+    _validated(FileKeys, cfg, config_path)
+    return config_path, profile, cfg, own
 
 
 def one_line_error(exc: BaseException) -> str:
@@ -521,40 +744,15 @@ def one_line_error(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def check_raw_values(cfg: dict[str, Any], config_path: Path | str, where: str = "") -> None:
-    """Refuse, naming the key, values no setting can use: a list or value where a table is
-    expected, a number too large to hold (``1e400``) or not a number (``nan``), and a NUL
-    byte in any text (a path with one cannot be opened). Raises :class:`UsageError`."""
-    for key, value in cfg.items():
-        name = f"{where}{key}"
-        if key in _TABLES and not isinstance(value, dict) and not (
-                key == "hooks" and isinstance(value, list)):
-            raise UsageError(f"config file {config_path}: {name} must be a table "
-                             f"([{name}]), not {type(value).__name__} {value!r}"[:300])
-        _check_value(value, name, config_path)
-
-
-def _check_value(value: Any, name: str, config_path: Path | str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"config file {config_path}: {name} must be a finite number, "
-                         f"not {value!r}")
-    if isinstance(value, str) and "\x00" in value:
-        raise UsageError(f"config file {config_path}: {name} holds a NUL byte")
-    if isinstance(value, dict):
-        check_raw_values(value, config_path, f"{name}.")
-    elif isinstance(value, list):
-        for n, item in enumerate(value, start=1):
-            _check_value(item, f"{name}[{n}]", config_path)
-
-
 def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settings:
     """Build settings: ``overrides`` (flags, None = unset) > environment > config > defaults.
 
     ``overrides["profile"]`` names a ``[profiles.NAME]`` of the config (see :func:`read_config`).
-    Each field's value comes from its loader (the ``load`` of its :func:`meta`).
+    Each field's value comes from its loader (the ``load`` of its :func:`meta`); keys no
+    loader reads (a command's own flags) are left alone. A value of the wrong type is a
+    :class:`UsageError` naming it.
     """
-    config_path, profile, cfg = read_config(config_path, overrides.get("profile"))
-    profile_keys = cfg.pop(_PROFILE_KEYS, frozenset())
+    config_path, profile, cfg, profile_keys = read_config(config_path, overrides.get("profile"))
     src = _Sources(overrides, cfg, config_path, profile, profile_keys)
     values = {}
     for f in fields(Settings):
@@ -562,7 +760,10 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
         value = load(src) if load else _UNSET
         if value is not _UNSET:
             values[f.name] = value
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise usage_error_from(exc, None) from None
 
 
 def config_text(settings: Settings, *, with_token: bool = False) -> str:
@@ -602,13 +803,19 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(value: Any, key: str) -> float:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"`` or a number of seconds, as seconds."""
+def _seconds(value: Any) -> float | None:
     m = _DURATION.fullmatch(str(value))
     if m is None or isinstance(value, bool) or float(m.group(1)) <= 0:
-        raise UsageError(f"{key} must be a positive duration such as \"7d\", \"12h\" or "
-                         f"\"30m\", not {value!r}")
+        return None
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"`` or a number of seconds, as seconds."""
+    seconds = _seconds(value)
+    if seconds is None:
+        raise UsageError(f"{key} {DURATION_PHRASE}, not {value!r}")
+    return seconds
 
 
 def clean_token(raw: str, source: str) -> Secret | None:
@@ -635,64 +842,6 @@ def settings_from_public(base: Settings, options: dict[str, Any]) -> Settings:
             convert = f.metadata["from_public"]
             kept[f.name] = convert(options[name]) if convert else options[name]
     return replace(base, **kept, dry_run=False)
-
-
-def _rules(section: dict[str, Any], overrides: dict[str, Any]) -> QuantityRules:
-    def value(key: str) -> Any:
-        return overrides[key] if overrides.get(key) is not None else section.get(key)
-
-    try:
-        text_map = {str(k): int(v) for k, v in (section.get("text_map") or {}).items()}
-        text_map.update({k: int(v) for k, v in (overrides.get("text_map") or {}).items()})
-        buffer = int(value("buffer") or 0)
-        maximum = value("maximum")
-        rules = QuantityRules(
-            text_map=text_map, buffer=buffer,
-            clamp_negative=bool(value("clamp_negative") or False),
-            maximum=int(maximum) if maximum is not None else None,
-        )
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad quantity rule: {exc}") from None
-    if rules.buffer < 0 or (rules.maximum is not None and rules.maximum < 0):
-        raise UsageError("quantity buffer and maximum must not be negative")
-    return rules
-
-
-def _brakes(section: dict[str, Any], overrides: dict[str, Any]) -> BrakeLimits:
-    try:
-        limits = BrakeLimits(
-            min_rows_ratio=float(section.get("min_rows_ratio", 0.5)),
-            max_zero_share=float(section.get("max_zero_share", 0.3)),
-            allow_empty=bool(overrides.get("allow_empty")),
-            allow_shrink=bool(overrides.get("allow_shrink")),
-            allow_zeroing=bool(overrides.get("allow_zeroing")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad [brakes] section: {exc}") from None
-    if not (0 <= limits.min_rows_ratio <= 1 and 0 <= limits.max_zero_share <= 1):
-        raise UsageError("[brakes] ratios must be between 0 and 1")
-    return limits
-
-
-def _retry(section: dict[str, Any]) -> RetryPolicy:
-    fields = RetryPolicy.__dataclass_fields__
-    unknown = set(section) - set(fields)
-    if unknown:
-        raise UsageError(f"bad [retry] section: unknown key(s) {', '.join(sorted(unknown))}")
-    try:
-        values = {k: float(v) for k, v in section.items() if k != "max_attempts"}
-        attempts = int(section.get("max_attempts", RetryPolicy.max_attempts))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad [retry] section: {exc}") from None
-    for key, value in values.items():
-        if not math.isfinite(value) or value <= 0:
-            raise UsageError(f"bad [retry] section: {key} must be a number above 0, not {value}")
-    if attempts < 1:
-        raise UsageError(f"bad [retry] section: max_attempts must be 1 or more, not {attempts}")
-    try:
-        return RetryPolicy(max_attempts=attempts, **values)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad [retry] section: {exc}") from None
 
 
 def parse_map(pairs: tuple[str, ...], flag: str = "--map") -> dict[str, str]:

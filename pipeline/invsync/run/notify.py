@@ -12,29 +12,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from invsync.errors import UsageError
+from invsync.errors import UsageError, usage_error_from
+from invsync.run.config import DEFAULT_ON, EVENTS, NotifySection
 from invsync.stages.report import RunReport, summary_line
+from invsync.store.limits import RetryPolicy
 
 log = logging.getLogger("invsync.notify")
 
-EVENTS = ("failed", "interrupted", "resumed", "brake", "partial", "succeeded",
-          "status_changed", "rejected_share", "volume_drop", "stale_file")
-"""What ``on`` may list. ``interrupted``: this run was stopped by SIGTERM/SIGINT;
-``resumed``: this run finished an interrupted (or killed) one. ``rejected_share`` and
-``volume_drop`` fire when their threshold is set (for ``[[notify.hooks]]``, only when the
-hook's ``on`` lists them). ``stale_file``: a configured source's file is too old (sent by
-:func:`invsync.run.sourced.notify_source_event`, not after a run)."""
-DEFAULT_ON = ("failed", "interrupted", "resumed", "brake", "stale_file")
-_KEYS = {"url", "urls", "on", "rejected_share", "volume_drop", "timeout_s", "attempts",
-         "hooks", "report_base_url"}
-_HOOK_KEYS = {"url", "on"}
 _THRESHOLDS = ("rejected_share", "volume_drop")
 
 
@@ -48,90 +40,32 @@ class Hook:
     """Also told of the threshold events (``urls``: always, as before hooks existed)."""
 
 
-def _is_url(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://")) \
-        and "\x00" not in value and bool(urlsplit(value).hostname)
-
-
-def _on_list(value: Any, where: str) -> list[str]:
-    on = [value] if isinstance(value, str) else value
-    if not isinstance(on, list) or not all(isinstance(e, str) for e in on):
-        raise UsageError(f"{where} on: give a list of event names (known: {', '.join(EVENTS)})")
-    bad = [e for e in on if e not in EVENTS]
-    if bad:
-        raise UsageError(f"{where} on: unknown event(s) {', '.join(map(str, bad))} "
-                         f"(known: {', '.join(EVENTS)})")
-    return on
-
-
-def _hooks(section: dict[str, Any], on: list[str]) -> list[Hook]:
-    urls = section.get("urls", [])
-    urls = [urls] if isinstance(urls, str) else urls
-    if not isinstance(urls, list):
-        raise UsageError("[notify] urls: give a list of \"https://...\" URLs")
-    urls = list(urls)
-    if section.get("url"):
-        urls.insert(0, section["url"])
-    if not all(_is_url(u) for u in urls):
-        raise UsageError("[notify] url/urls: give url = \"https://...\" or urls = [...] "
-                         "(http or https)")
-    hooks = [Hook(u, tuple(on), True) for u in urls]
-    tables = section.get("hooks", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise UsageError("[notify] hooks: give [[notify.hooks]] tables, each with url and on")
-    for n, table in enumerate(tables, start=1):
-        where = f"[[notify.hooks]] #{n}"
-        unknown = set(table) - _HOOK_KEYS
-        if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        if not _is_url(table.get("url")):
-            raise UsageError(f"{where} url: give url = \"https://...\" (http or https)")
-        hook_on = _on_list(table.get("on", list(DEFAULT_ON)), where)
-        hooks.append(Hook(table["url"], tuple(hook_on), False))
-    if not hooks:
-        raise UsageError("[notify]: give url = \"https://...\", urls = [...] or "
-                         "[[notify.hooks]] tables (http or https)")
-    return hooks
-
-
-def _number(section: dict[str, Any], key: str, default: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value):
-        raise UsageError(f"[notify] {key} must be a finite number, not {value!r}")
-    return float(value)
-
-
 def notify_config(section: dict[str, Any]) -> dict[str, Any]:
-    """The checked ``[notify]`` section with defaults; raise :class:`UsageError` if it is bad."""
-    if not isinstance(section, dict):
-        raise UsageError("[notify] must be a table")
-    unknown = set(section) - _KEYS
-    if unknown:
-        raise UsageError(f"[notify]: unknown key(s) {', '.join(sorted(unknown))}")
-    on = _on_list(section.get("on", list(DEFAULT_ON)), "[notify]")
-    hooks = _hooks(section, on)
+    """The ``[notify]`` section checked (by :class:`~invsync.run.config.NotifySection`) with
+    its defaults; raise :class:`UsageError` (exit 64) naming the key if it is bad."""
+    from pydantic import ValidationError
+
+    try:
+        checked = NotifySection.model_validate(section)
+    except ValidationError as exc:
+        raise usage_error_from(exc, NotifySection, prefix=("notify",)) from None
+    on = list(DEFAULT_ON) if checked.on is None else list(checked.on)
+    urls = [checked.urls] if isinstance(checked.urls, str) else list(checked.urls or [])
+    if checked.url:
+        urls.insert(0, checked.url)
+    hooks = [Hook(u, tuple(on), True) for u in urls]
+    hooks += [Hook(h.url, tuple(DEFAULT_ON if h.on is None else h.on), False)
+              for h in checked.hooks or []]
+    if not hooks:
+        raise UsageError('[notify]: give url = "https://...", urls = [...] or '
+                         "[[notify.hooks]] tables (http or https)")
     out: dict[str, Any] = {"urls": [h.url for h in hooks], "on": on, "hooks": hooks}
     for key in _THRESHOLDS:
-        if section.get(key) is not None:
-            value = _number(section, key, 0)
-            if not 0 <= value <= 1:
-                raise UsageError(f"[notify] {key} must be a share between 0 and 1")
-            out[key] = value
-    out["timeout_s"] = _number(section, "timeout_s", 10)
-    attempts = section.get("attempts", 3)
-    if isinstance(attempts, bool) or not isinstance(attempts, int):
-        raise UsageError(f"[notify] attempts must be a whole number from 1 to 10, "
-                         f"not {attempts!r}")
-    out["attempts"] = attempts
-    if out["timeout_s"] <= 0 or out["timeout_s"] > 600:
-        raise UsageError("[notify] timeout_s must be above 0 and at most 600 seconds")
-    if not 1 <= attempts <= 10:
-        raise UsageError("[notify] attempts must be a whole number from 1 to 10")
-    base = section.get("report_base_url")
-    if base is not None and not _is_url(base):
-        raise UsageError("[notify] report_base_url must start with https:// (or http://)")
-    out["report_base_url"] = base
+        if getattr(checked, key) is not None:
+            out[key] = float(getattr(checked, key))
+    out["timeout_s"] = float(10 if checked.timeout_s is None else checked.timeout_s)
+    out["attempts"] = 3 if checked.attempts is None else checked.attempts
+    out["report_base_url"] = checked.report_base_url
     for hook in hooks:
         _hide_url(hook.url)
     return out
@@ -337,15 +271,34 @@ def _attempt(url: str, data: bytes, timeout_s: float) -> int:
         return pool.submit(once).result()
 
 
-def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> str | None:
-    """POST ``body`` with bounded retries; None when delivered, else why not."""
+WEBHOOK_DELAYS = RetryPolicy(base_delay_s=0.5, max_delay_s=5.0)
+"""The store's retry policy with a webhook's delays: full jitter, each wait at most 0.5 s
+doubled per attempt and never over 5 s (``attempts`` and ``timeout_s`` come from
+``[notify]``)."""
+
+
+def webhook_retry(attempts: int, timeout_s: float) -> RetryPolicy:
+    """The retry policy of one webhook delivery: ``[notify] attempts`` and ``timeout_s``."""
+    return replace(WEBHOOK_DELAYS, max_attempts=attempts, timeout_s=timeout_s)
+
+
+def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int,
+         rng: random.Random | None = None,
+         sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """POST ``body`` with bounded retries; None when delivered, else why not.
+
+    Between attempts it waits :meth:`RetryPolicy.backoff` (jittered, as the store's
+    requests do: receivers that failed together do not all get the retry at once).
+    """
     import httpx
 
+    policy = webhook_retry(attempts, timeout_s)
+    rng = rng or random.Random()
     data = json.dumps(body, default=str).encode()
     problem = "not sent"
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, policy.max_attempts + 1):
         try:
-            status = _attempt(url, data, timeout_s)
+            status = _attempt(url, data, policy.timeout_s)
             if status < 300:
                 return None
             problem = f"HTTP {status}"
@@ -355,8 +308,8 @@ def post(url: str, body: dict[str, Any], *, timeout_s: float, attempts: int) -> 
             problem = f"no answer within {timeout_s:g} s"
         except httpx.HTTPError as exc:
             problem = type(exc).__name__
-        if attempt < attempts:
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+        if attempt < policy.max_attempts:
+            sleep(policy.backoff(attempt, rng))
     return f"{problem} after {attempts} attempt(s)"
 
 

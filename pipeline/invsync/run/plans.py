@@ -174,13 +174,23 @@ def recheck(planned: pl.DataFrame, read: Callable[[pl.DataFrame], pl.DataFrame],
                                 lag_s=lag_s)
             ours = _maybe_lagging(moved, own)
     if moved.height:
-        first = moved.row(0, named=True)
-        raise StalePlan(
-            f"{moved.height:,} planned item(s) have another level now, e.g. "
-            f"{first['identifier']} {first['item_key']} at location {first['location_id']}: "
-            f"planned from {_level(first['before'])}, now {_level(first['live'])}",
-            items=moved.head(1000).to_dicts())
+        raise stale_plan(moved)
     return live
+
+
+def stale_plan(moved: pl.DataFrame, *, against: str = "the store") -> StalePlan:
+    """The :class:`StalePlan` for the planned items ``moved`` (KEY, ``before``, ``live``):
+    how many moved, the first as an example, and up to 1,000 of them as its items.
+
+    ``against``: what was compared with the plan (``the store``'s levels re-read now, or
+    ``the snapshot`` when an offline dry run has no store to read)."""
+    first = moved.row(0, named=True)
+    lead = "" if against == "the store" else f"{against} moved since this plan was made: "
+    return StalePlan(
+        f"{lead}{moved.height:,} planned item(s) have another level now, e.g. "
+        f"{first['identifier']} {first['item_key']} at location {first['location_id']}: "
+        f"planned from {_level(first['before'])}, now {_level(first['live'])}",
+        items=moved.head(1000).to_dicts())
 
 
 def _maybe_lagging(moved: pl.DataFrame, own: pl.DataFrame) -> pl.DataFrame:

@@ -32,7 +32,6 @@ from invsync.errors import (
     InputFileError,
     NoInputError,
     SafetyBrakeError,
-    StalePlan,
     UsageError,
 )
 from invsync.events import EventName, Observer, no_event
@@ -871,12 +870,9 @@ def _planned_changes(run: _Run, checked: Validated, planned_old: pl.DataFrame,
         moved = planned.join(snapshot.select(*KEY, pl.col("quantity").alias("live")), on=KEY,
                              how="left").filter(~pl.col("before").eq_missing(pl.col("live")))
         if moved.height:
-            first = moved.row(0, named=True)
-            raise StalePlan(
-                f"the snapshot moved since this plan was made: {moved.height:,} planned "
-                f"item(s), e.g. {first['identifier']} {first['item_key']} at location "
-                f"{first['location_id']}: planned from {first['before']}, now {first['live']}",
-                items=moved.head(1000).to_dicts())
+            from invsync.run.plans import stale_plan
+
+            raise stale_plan(moved, against="the snapshot")
     else:
         from invsync.run.plans import recheck
 

@@ -15,8 +15,10 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 
 from invsync.errors import UsageError
 from invsync.redact import Secret, redact_url
@@ -29,21 +31,20 @@ GLOB_CHARS = re.compile(r"[*?\[]")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-_KEYS = {
-    "url", "pick", "settle_s", "settle_timeout_s", "marker", "max_age", "on_success",
-    "on_failure", "timeout_s", "interval_s", "username", "password", "password_env",
-    "key_file", "key_passphrase", "host_key", "known_hosts", "endpoint_url", "region",
-    "access_key_id", "secret_access_key", "session_token", "anonymous", "headers", "ca_file",
-    "verify_tls", "tls",
-}
 
 
 def duration_s(value: Any, key: str) -> float:
     """``"26h"``, ``"30m"``, ``"90s"``, ``"7d"`` or a number of seconds, as seconds (> 0)."""
+    seconds = _seconds(value)
+    if seconds is None:
+        raise UsageError(f"{key} {DURATION_PHRASE}, not {value!r}")
+    return seconds
+
+
+def _seconds(value: Any) -> float | None:
     m = _DURATION.fullmatch(str(value))
     if m is None or isinstance(value, bool) or float(m.group(1)) <= 0:
-        raise UsageError(f"{key} must be a positive duration such as \"26h\", \"30m\" or "
-                         f"\"90s\", not {value!r}")
+        return None
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
@@ -298,22 +299,13 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
     """The config's ``[sources]`` section, checked: raise :class:`UsageError` (exit 64) if bad.
 
     Each ``[sources.NAME]`` needs a ``url``; unknown keys and bad values are refused at
-    start, not after a night's wait.
+    start (by :class:`SourceTable`), not after a night's wait.
     """
     if not isinstance(section, dict):
         raise UsageError("[sources] holds tables such as [sources.warehouse]")
     out: dict[str, dict[str, Any]] = {}
     for name, table in section.items():
-        where = f"[sources.{name}]"
-        if not isinstance(table, dict):
-            raise UsageError(f"{where} must be a table")
-        unknown = set(table) - _KEYS
-        if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        if not table.get("url"):
-            raise UsageError(f"{where}: give url = \"sftp://...\" (or s3://, https://, a path)")
-        _check_types(where, table)
-        _check_values(where, table)
+        check_source_table(str(name), table)
         _from_url(table["url"], str(name))  # a url that cannot be read is refused at start
         for key in ("password", "key_passphrase", "secret_access_key", "session_token"):
             if table.get(key):
@@ -324,57 +316,103 @@ def check_sources(section: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-_STR_KEYS = ("url", "username", "password", "password_env", "key_passphrase",
-             "secret_access_key", "session_token", "pick", "marker", "on_success",
-             "on_failure", *_TEXT_KEYS, *_PATH_KEYS)
+def check_source_table(name: str, table: Any) -> SourceTable:
+    """One ``[sources.NAME]`` table validated by :class:`SourceTable`; :class:`UsageError`
+    names the key (never a secret's value)."""
+    from pydantic import ValidationError
+
+    from invsync.errors import usage_error_from
+
+    try:
+        return SourceTable.model_validate(table)
+    except ValidationError as exc:
+        raise usage_error_from(exc, SourceTable, prefix=("sources", name)) from None
 
 
-def _check_types(where: str, table: dict[str, Any]) -> None:
-    """Text where text goes, booleans where booleans go: ``anonymous = "false"`` must not
-    read as true, nor a number as a file name."""
-    for key in _STR_KEYS:
-        if table.get(key) is not None and not isinstance(table[key], str):
-            # the value is not shown: it may be a password
-            raise UsageError(f"{where} {key} must be text (in quotes)")
-    for key in _BOOL_KEYS:
-        if table.get(key) is not None and not isinstance(table[key], bool):
-            raise UsageError(f"{where} {key} must be true or false, not {table[key]!r}")
-    if table.get("timeout_s") is not None and table["timeout_s"] == 0:
-        raise UsageError(f"{where} timeout_s must be a number of seconds above 0")
+def _after(allow_delete: bool) -> Any:
+    def check(value: str) -> str:
+        problem = _after_problem(value, allow_delete)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return check
 
 
-def _check_values(where: str, table: dict[str, Any]) -> None:
-    if table.get("pick") is not None and table["pick"] not in PICKS:
-        raise UsageError(f"{where} pick must be one of {', '.join(PICKS)}")
-    for key in ("settle_s", "settle_timeout_s", "timeout_s", "interval_s"):
-        value = table.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not 0 <= value < 10**6 or value != value):
-            raise UsageError(f"{where} {key} must be a number of seconds")
-    if table.get("max_age") is not None:
-        duration_s(table["max_age"], f"{where} max_age")
-    check_after(table.get("on_success"), f"{where} on_success", allow_delete=True)
-    check_after(table.get("on_failure"), f"{where} on_failure", allow_delete=False)
-    headers = table.get("headers")
-    if headers is not None and not (isinstance(headers, dict)
-                                    and all(isinstance(v, str) for v in headers.values())):
-        raise UsageError(f"{where} headers must be a table of text values")
-    fingerprint = table.get("host_key")
-    if fingerprint is not None and not str(fingerprint).startswith("SHA256:"):
-        raise UsageError(f"{where} host_key must be the server key's fingerprint as "
-                         f"ssh-keyscan | ssh-keygen -lf - prints it: \"SHA256:...\"")
+DURATION_PHRASE = 'must be a positive duration such as "26h", "30m" or "90s"'
+
+
+def _duration(value: Any) -> str | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float) \
+            or _seconds(value) is None:
+        raise ValueError(DURATION_PHRASE)
+    return value
+
+
+def _text_values(value: dict[str, Any]) -> dict[str, Any]:
+    if not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("must be a table of text values")
+    return value
+
+
+Seconds = Annotated[float, Field(ge=0, lt=10**6)]
+SECONDS = Field(None, description="a number of seconds")
+
+
+class SourceTable(BaseModel):
+    """A ``[sources.NAME]`` table of the config: every key it may hold, typed. Unknown keys,
+    text where a number goes and ``anonymous = "false"`` are refused at start."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    url: str = Field(description='"sftp://...", "s3://...", "https://..." or a path')
+    pick: Literal["only", "newest", "oldest"] | None = None
+    settle_s: Seconds | None = SECONDS
+    settle_timeout_s: Seconds | None = SECONDS
+    marker: str | None = None
+    max_age: Annotated[str | float, PlainValidator(_duration)] | None = None
+    on_success: Annotated[str, AfterValidator(_after(True))] | None = None
+    on_failure: Annotated[str, AfterValidator(_after(False))] | None = None
+    timeout_s: Annotated[float, Field(gt=0, lt=10**6)] | None = Field(
+        None, description="a number of seconds above 0")
+    interval_s: Seconds | None = SECONDS
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    key_file: str | None = None
+    key_passphrase: str | None = None
+    host_key: Annotated[str, Field(pattern="^SHA256:")] | None = Field(
+        None, description='the server key\'s fingerprint as ssh-keyscan | ssh-keygen -lf - '
+        'prints it: "SHA256:..."')
+    known_hosts: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    anonymous: bool | None = None
+    headers: Annotated[dict[str, Any], AfterValidator(_text_values)] | None = None
+    ca_file: str | None = None
+    verify_tls: bool | None = None
+    tls: bool | None = None
 
 
 def check_after(value: Any, where: str, *, allow_delete: bool) -> None:
     """An ``on_success``/``on_failure`` value: ``"move:FOLDER/"`` (or ``"delete"``)."""
     if value is None:
         return
-    text = str(value)
+    problem = _after_problem(str(value), allow_delete)
+    if problem:
+        raise UsageError(f"{where} {problem}, not {str(value)!r}")
+
+
+def _after_problem(text: str, allow_delete: bool) -> str | None:
+    """What an ``on_success``/``on_failure`` value must be, if ``text`` is not that."""
     if text == "delete" and allow_delete:
-        return
+        return None
     folder = text.removeprefix("move:")
     if (not text.startswith("move:") or not folder.strip("/") or folder.startswith(("/", "~"))
             or ".." in folder.split("/")):
         choices = '"move:done/" or "delete"' if allow_delete else '"move:failed/"'
-        raise UsageError(f"{where} must be {choices} (a folder beside the file), not {text!r}")
+        return f"must be {choices} (a folder beside the file)"
+    return None
 
