@@ -115,7 +115,7 @@ class _Whole:
 def _parse_whole(text: pl.Series) -> _Whole:
     """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
     value = text.cast(pl.Int64, strict=False)
-    date = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
+    date = pl.zeros(len(text), pl.Boolean, eager=True)
     # More than 10 digits whatever the form (12345678901 as 12345678901.0): a rule's
     # maximum must not cap it to a level.
     huge = (value > _TEN_DIGITS).fill_null(False)

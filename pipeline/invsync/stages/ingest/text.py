@@ -163,6 +163,8 @@ def _decode(path: Path, data: bytes, forced: str | None = None
             except UnicodeDecodeError:
                 pass
         raise InputFileError(str(path), "this is a binary file, not CSV text")
+    if data.isascii():  # far cheaper than decoding a copy of the whole file to check it
+        return data, encoding, ()
     try:
         data.decode("utf-8")
         return data, encoding, ()
