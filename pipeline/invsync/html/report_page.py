@@ -97,6 +97,13 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     return text.rstrip("\n") + "\n"
 
 
+def warm_up() -> None:
+    """Load and compile the page's templates and the macros they import (Jinja2 keeps
+    them for the run's own page) by rendering an empty report, which is thrown away."""
+    render_html({}, None, [])
+    render_markdown({}, None)
+
+
 def _md_counts(status: str) -> list[tuple[str, str, bool]]:
     """(key, label, always shown) of the summary's counts; a dry run sends nothing."""
     if status != "dry_run":

@@ -148,6 +148,25 @@ def _parse_id(text: pl.Series) -> pl.Series:
                           pl.Series([None], dtype=pl.Int64)).alias(text.name)
 
 
+def _identity(mapping: Mapping[str, str]) -> dict[str, pl.Expr]:
+    """``identifier`` and ``item_key``: the row's SKU, else its variant id, else its product
+    id (a cell that is there decides, even when it is no valid id: the row is rejected)."""
+    by_sku = pl.col("sku").is_not_null()
+    if "variant_id" not in mapping and "product_id" not in mapping:
+        # A file of SKUs only: no text compared per row to pick the kind.
+        return {"identifier": pl.when(by_sku).then(pl.lit("sku")), "item_key": pl.col("sku")}
+    by_variant = pl.col("variant_id_text").is_not_null()
+    by_product = pl.col("product_id_text").is_not_null()
+    return {
+        "identifier": pl.when(by_sku).then(pl.lit("sku"))
+        .when(by_variant).then(pl.lit("variant_id"))
+        .when(by_product).then(pl.lit("product_id")),
+        "item_key": pl.when(by_sku).then(pl.col("sku"))
+        .when(by_variant).then(pl.col("variant_id").cast(pl.String))
+        .when(by_product).then(pl.col("product_id").cast(pl.String)),
+    }
+
+
 def validate(
     table: StockTable,
     *,
@@ -182,16 +201,7 @@ def validate(
         product_id=_parse_id(frame["product_id_text"]),
         variant_id=_parse_id(frame["variant_id_text"]),
     )
-    frame = frame.with_columns(
-        identifier=pl.when(pl.col("sku").is_not_null()).then(pl.lit("sku"))
-        .when(pl.col("variant_id_text").is_not_null()).then(pl.lit("variant_id"))
-        .when(pl.col("product_id_text").is_not_null()).then(pl.lit("product_id")),
-    )
-    frame = frame.with_columns(
-        item_key=pl.when(pl.col("identifier") == "sku").then(pl.col("sku"))
-        .when(pl.col("identifier") == "variant_id").then(pl.col("variant_id").cast(pl.String))
-        .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
-    )
+    frame = frame.with_columns(**_identity(m))
     frame = _resolve_locations(frame, default_location, locations,
                                _location_kind(table))
     frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
