@@ -87,14 +87,16 @@ _HAS_LETTER = r"[^\W\d_]"
 ``1.5`` do not, and are rejected as ``invalid_location`` as before."""
 
 
-def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
+def _trimmed(table: StockTable, column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
-    # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind.
-    text = pl.col(column).str.strip_chars()
+    frame = table.frame
+    # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind
+    # (a column ingest saw to have none at the edges of its cells is not copied to trim it).
+    text = pl.col(column) if column in table.trimmed else pl.col(column).str.strip_chars()
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
     if frame.select(pl.col(column).str.starts_with("'").any()).item():
-        text = unescape_formulas(text).str.strip_chars()
+        text = unescape_formulas(pl.col(column).str.strip_chars()).str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text)
 
 
@@ -191,9 +193,9 @@ def validate(
     unreadable = table.problems
     frame = source.select(
         pl.col(ROW),
-        *[_trimmed(source, m.get(c)).alias(f"{c}_text")
+        *[_trimmed(table, m.get(c)).alias(f"{c}_text")
           for c in ("sku", "product_id", "variant_id", "location_id", "quantity")],
-        _trimmed(source, m.get("location_code") if "location_id" in m else None)
+        _trimmed(table, m.get("location_code") if "location_id" in m else None)
         .alias("location_code_text"),
     )
     frame = frame.with_columns(

@@ -65,6 +65,10 @@ class StockTable:
     last_line_complete: bool | None = None
     """A text file's last line ends with a newline (None for a workbook): a file cut off
     mid-line by a failed transfer does not (see :func:`invsync.stages.ingest.cut_off_end`)."""
+    trimmed: frozenset[str] = frozenset()
+    """Columns none of whose cells starts or ends with whitespace, as the reader knows from
+    the file's bytes (validation then does not copy them to trim them). Whatever writes new
+    cell text into a column must take it out of this set."""
 
     @property
     def rows(self) -> int:
