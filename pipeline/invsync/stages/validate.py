@@ -16,6 +16,7 @@ import polars as pl
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
 from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
+from invsync.stages.diff import key_hash
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
 
@@ -272,6 +273,8 @@ def _without_named_locations(
     keys seen (without stand-ins), how many valid rows were kept out, and the note.
     """
     is_named = pl.col("location_id") >= _NAMED_BASE
+    if not seen.select(is_named.any()).item():  # no row names its location: nothing to copy
+        return valid, seen, 0, []
     kept_out = valid.filter(is_named)
     # An item whose location is a name is named at whichever location that is: never
     # "missing" (--zero-missing) at any location the plan covers.
@@ -337,7 +340,10 @@ def _resolve_locations(
         # Without the store's list a name or code cannot be resolved: such rows are kept
         # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
         named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
-        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
+        # Ranking the names sorts every row's text: only done when some row has a name.
+        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64) \
+            if frame.select((text.is_not_null() & as_id.is_null()).any()).item() \
+            else pl.lit(None, pl.Int64)
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
             .when(named).then(stand_in)
@@ -491,13 +497,20 @@ def _thousands(count: pl.Expr | str) -> pl.Expr:
     return thousands(pl.col(count) if isinstance(count, str) else count)
 
 
+def _distinct(values: pl.Series) -> bool:
+    """No value twice: sorted, no two neighbours are equal (a sort holds far less memory
+    than the hash table of ``n_unique`` for a million values)."""
+    values = values.sort()
+    return values.len() < 2 or not (values.slice(1) == values.slice(0, values.len() - 1)).any()
+
+
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
     """Flag (location, item) pairs named in more than one row (whatever their quantities)."""
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
     keys = pl.struct(_KEY)
     if policy == "reject":
         # Distinct hashes prove there is no duplicate; only otherwise compare exactly.
-        if frame.select(keys.hash().n_unique()).item() == frame.height:
+        if _distinct(frame.select(key_hash(_KEY)).to_series()):  # distinct hashes: distinct keys
             return frame.with_columns(duplicate=pl.lit(False),
                                       dup_rows=pl.lit(None, pl.String)), None
         frame = frame.with_columns(duplicate=(good_key & keys.is_duplicated()).fill_null(False))
