@@ -117,8 +117,11 @@ class _Whole:
 
 def _parse_whole(text: pl.Series) -> _Whole:
     """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
-    value = text.cast(pl.Int64, strict=False)
     date = pl.zeros(len(text), pl.Boolean, eager=True)
+    if text.null_count() == len(text):  # a column the file does not have: nothing to parse
+        return _Whole(pl.Series(text.name, [None], pl.Int64).extend_constant(None, len(text) - 1)
+                      if len(text) else pl.Series(text.name, [], pl.Int64), date, date)
+    value = text.cast(pl.Int64, strict=False)
     # More than 10 digits whatever the form (12345678901 as 12345678901.0): a rule's
     # maximum must not cap it to a level.
     huge = (value > _TEN_DIGITS).fill_null(False)
@@ -212,7 +215,9 @@ def validate(
         from invsync.store.identity import apply_mapping
 
         frame = apply_mapping(frame, identities(frame.select(_KEY)))
-    seen = frame.select(_KEY).drop_nulls()
+    seen = frame.select(_KEY)
+    if seen.null_count().sum_horizontal().item():  # (dropping none would still copy every row)
+        seen = seen.drop_nulls()
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
     decimal_comma = decimal_comma_file(table, frame["quantity_text"])
