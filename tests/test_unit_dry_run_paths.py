@@ -110,3 +110,28 @@ def test_report_json_is_the_report_as_json() -> None:
     # One line per record of the long lists: the file stays readable and greppable.
     assert text.decode().count('"identifier": "sku"') == 3
     assert len([ln for ln in text.decode().splitlines() if '"status": "planned"' in ln]) == 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_biggest_moves_are_the_sorted_plans_head(seed: int) -> None:
+    """The page's biggest drops and rises, found without sorting the whole plan, are the
+    first n rows of the whole plan sorted (ties broken by location and item)."""
+    from invsync.html.report_page import _IS_CHANGED, _normalise_plan, biggest_moves
+
+    rng = random.Random(seed)
+    for _ in range(80):
+        n, size = rng.randint(0, 25), rng.randint(0, 90)
+        plan = pl.DataFrame(
+            {"location_id": [rng.randint(1, 3) for _ in range(size)],
+             "identifier": ["sku"] * size,
+             "item": [f"S{rng.randint(0, 9)}" for _ in range(size)],
+             "before": [rng.choice([None, rng.randint(0, 9)]) for _ in range(size)],
+             "after": [rng.randint(0, 9) for _ in range(size)]},
+            schema_overrides={"before": pl.Int64})
+        changed = _normalise_plan(plan).filter(_IS_CHANGED)
+        keys = ["delta", "location_id", "item"]
+        drops, rises = biggest_moves(plan, n)
+        assert drops.equals(changed.filter(pl.col("delta") < 0).sort(keys, nulls_last=True)
+                            .head(n))
+        assert rises.equals(changed.filter(pl.col("delta") > 0).sort(
+            keys, descending=[True, False, False], nulls_last=True).head(n))
