@@ -17,11 +17,6 @@ from typing import Any
 import click
 
 from invsync.errors import ExitCode, InvsyncError
-
-# httpx imports its own command line (rich's progress bars, pygments' lexers: ~0.1 s) each
-# time it is imported, if those packages happen to be installed; invsync never runs it, so
-# its import fails cleanly and httpx keeps a stub `main` instead (its own fallback).
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 from invsync.surfaces.cli_sandbox import sandbox
 from invsync.surfaces.cli_sources import _from_source, _source_flags, _source_options, watch_command
 from invsync.surfaces.options import (
@@ -31,6 +26,11 @@ from invsync.surfaces.options import (
 )
 from invsync.surfaces.web.cli import portal, serve
 from invsync.terminal import clean, log_where, one_line
+
+# httpx imports its own command line (rich's progress bars, pygments' lexers: ~0.1 s) each
+# time it is imported, if those packages happen to be installed; invsync never runs it, so
+# its import fails cleanly and httpx keeps a stub `main` instead (its own fallback).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _finite(value: float, name: str) -> float:
