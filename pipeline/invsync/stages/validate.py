@@ -94,10 +94,15 @@ def _trimmed(table: StockTable, column: str | None) -> pl.Expr:
     frame = table.frame
     # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind
     # (a column ingest saw to have none at the edges of its cells is not copied to trim it).
-    text = pl.col(column) if column in table.trimmed else pl.col(column).str.strip_chars()
+    trimmed = column in table.trimmed
+    text = pl.col(column) if trimmed else pl.col(column).str.strip_chars()
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
-    if frame.select(pl.col(column).str.starts_with("'").any()).item():
+    escaped, empty = frame.select(pl.col(column).str.starts_with("'").any().alias("q"),
+                                  (pl.col(column) == "").any().alias("e")).row(0)
+    if escaped:
         text = unescape_formulas(pl.col(column).str.strip_chars()).str.strip_chars()
+    elif trimmed and not empty:
+        return text  # nothing to trim or empty: the column as it is, not a copy of it
     return pl.when(text == "").then(None).otherwise(text)
 
 
