@@ -135,3 +135,21 @@ def test_biggest_moves_are_the_sorted_plans_head(seed: int) -> None:
                             .head(n))
         assert rises.equals(changed.filter(pl.col("delta") > 0).sort(
             keys, descending=[True, False, False], nulls_last=True).head(n))
+
+
+def test_report_warm_up_never_fails_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page that cannot be prepared in the background is only logged: the run goes on."""
+    from invsync.html import report_page
+    from invsync.stages import report
+
+    def broken() -> None:
+        raise RuntimeError("templates missing")
+
+    monkeypatch.setattr(report, "_warm", [])
+    monkeypatch.setattr(report_page, "warm_up", broken)
+    report.warm_up()  # no exception
+    assert report._warm == []
+    monkeypatch.undo()
+    monkeypatch.setattr(report, "_warm", [])
+    report.warm_up()
+    assert report._warm == [True]

@@ -181,14 +181,21 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
+_warm: list[bool] = []
+"""Set once the report page was warmed up in this process (a server runs many syncs)."""
+
+
 def warm_up() -> None:
     """Import and compile what writing the run folder needs (the page templates, Jinja2),
     so that a run can do it in the background while the file is read or the store answers;
     a failure here only leaves the work for the report itself."""
+    if _warm:
+        return
     try:
         from invsync.html.report_page import warm_up as warm_page
 
         warm_page()
+        _warm.append(True)
     except Exception as exc:  # never fails a run: the report compiles what it needs then
         logging.getLogger("invsync.report").debug("report warm-up skipped: %s", exc)
 
