@@ -97,6 +97,13 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
     return text.rstrip("\n") + "\n"
 
 
+def warm_up() -> None:
+    """Load and compile the page's templates and the macros they import (Jinja2 keeps
+    them for the run's own page) by rendering an empty report, which is thrown away."""
+    render_html({}, None, [])
+    render_markdown({}, None)
+
+
 def _md_counts(status: str) -> list[tuple[str, str, bool]]:
     """(key, label, always shown) of the summary's counts; a dry run sends nothing."""
     if status != "dry_run":
@@ -338,12 +345,18 @@ def _plan_by_location(frame: pl.DataFrame) -> list[dict[str, Any]]:
 def biggest_moves(plan: pl.DataFrame, n: int = TOP_MOVES) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``n`` biggest drops and rises among items with a known old level."""
     frame = _normalise_plan(plan).filter(_IS_CHANGED)
-    drops = frame.filter(pl.col("delta") < 0).sort(
-        ["delta", "location_id", "item"], descending=[False, False, False], nulls_last=True
-    ).head(n)
-    rises = frame.filter(pl.col("delta") > 0).sort(
-        ["delta", "location_id", "item"], descending=[True, False, False], nulls_last=True
-    ).head(n)
+    delta = pl.col("delta")
+    drops = frame.filter(delta < 0)
+    rises = frame.filter(delta > 0)
+    if n > 0:  # only the rows that can make the top n are sorted, not the whole plan
+        if drops.height > n:
+            drops = drops.filter(delta <= drops["delta"].bottom_k(n).max())
+        if rises.height > n:
+            rises = rises.filter(delta >= rises["delta"].top_k(n).min())
+    drops = drops.sort(["delta", "location_id", "item"], descending=[False, False, False],
+                       nulls_last=True).head(n)
+    rises = rises.sort(["delta", "location_id", "item"], descending=[True, False, False],
+                       nulls_last=True).head(n)
     return drops, rises
 
 

@@ -52,6 +52,7 @@ from invsync.stages.report import (
     plan_frame,
     rejected_records,
     summary_line,
+    warm_up,
     write_run_folder,
 )
 from invsync.stages.submit import (
@@ -523,6 +524,7 @@ def _read(run: _Run) -> _Read:
     # background. (pandera is imported only for a file with a row to reject.)
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     run.snapshot_future = background.submit(run.snapshots.load)
+    background.submit(warm_up)  # the report's templates, compiled off the critical path
     background.shutdown(wait=False)
     _resolve_as_of(run)
     t = time.perf_counter()

@@ -44,27 +44,43 @@ def compute_changes(
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
     joined = _join_on_key(valid, baseline)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
-    changes = joined.filter(differs).sort(ROW, nulls_last=True)
+    picked = joined.filter(differs).sort("_i")
+    # Only the rows that changed are gathered whole (most of a night's rows did not).
+    changes = valid[picked["_i"]].with_columns(picked["old_quantity"]).sort(ROW, nulls_last=True)
     return ChangeSet(changes=changes, unchanged=valid.height - changes.height,
                      baseline=baseline_name)
 
 
+def key_hash(columns: list[str]) -> pl.Expr:
+    """A 64-bit hash of each row's ``columns``, combined column by column (no struct of them
+    is built, which holds far more memory). Equal keys hash equal; distinct keys may collide,
+    so a match on the hash is a candidate until the keys themselves are compared."""
+    combined = pl.lit(0, pl.UInt64)
+    for i, column in enumerate(columns):
+        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ pl.col(column).hash(seed=i)
+    return combined
+
+
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
-    """``valid`` with the baseline's ``old_quantity`` (null when the item is not in it).
+    """Each row of ``valid`` by position (``_i``) with its ``quantity`` and the baseline's
+    ``old_quantity`` (null when the item is not in it).
 
     Joining three columns (two of them strings) is the slowest part of a diff; joining on a
     64-bit hash of them and then comparing the real keys is several times faster and exact.
+    Only the key and quantity columns go through the join, not the whole rows.
     """
-    key_hash = pl.struct(KEY).hash()
+    hashed = key_hash(KEY)
     # The hash depends on the dtype: an Int32 location would match nothing (all "new").
     right = baseline.cast({"location_id": pl.Int64}).select(
-        key_hash.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
+        hashed.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
         pl.col("quantity").alias("old_quantity"),
     )
-    joined = valid.with_columns(_h=key_hash).join(right, on="_h", how="left")
+    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), hashed.alias("_h"),
+                        *KEY, "quantity")
+    joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
     joined = joined.with_columns(old_quantity=pl.when(same).then(pl.col("old_quantity")))
     if joined.height != valid.height:
         # A hash collision inside the baseline duplicated a row: keep its true match.
-        joined = joined.sort(ROW, "old_quantity", nulls_last=True).unique(ROW, keep="first")
-    return joined.drop("_h", *[f"_b_{k}" for k in KEY])
+        joined = joined.sort("_i", "old_quantity", nulls_last=True).unique("_i", keep="first")
+    return joined.select("_i", "quantity", "old_quantity")

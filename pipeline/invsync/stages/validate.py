@@ -16,6 +16,7 @@ import polars as pl
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
 from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
+from invsync.stages.diff import key_hash
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
 
@@ -87,14 +88,21 @@ _HAS_LETTER = r"[^\W\d_]"
 ``1.5`` do not, and are rejected as ``invalid_location`` as before."""
 
 
-def _trimmed(frame: pl.DataFrame, column: str | None) -> pl.Expr:
+def _trimmed(table: StockTable, column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
-    # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind.
-    text = pl.col(column).str.strip_chars()
+    frame = table.frame
+    # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind
+    # (a column ingest saw to have none at the edges of its cells is not copied to trim it).
+    trimmed = column in table.trimmed
+    text = pl.col(column) if trimmed else pl.col(column).str.strip_chars()
     # A cell invsync escaped in a rejected file ('=..., '-...) reads back as its original text.
-    if frame.select(pl.col(column).str.starts_with("'").any()).item():
-        text = unescape_formulas(text).str.strip_chars()
+    escaped, empty = frame.select(pl.col(column).str.starts_with("'").any().alias("q"),
+                                  (pl.col(column) == "").any().alias("e")).row(0)
+    if escaped:
+        text = unescape_formulas(pl.col(column).str.strip_chars()).str.strip_chars()
+    elif trimmed and not empty:
+        return text  # nothing to trim or empty: the column as it is, not a copy of it
     return pl.when(text == "").then(None).otherwise(text)
 
 
@@ -114,8 +122,11 @@ class _Whole:
 
 def _parse_whole(text: pl.Series) -> _Whole:
     """Parse ``[+-]digits[.000]`` vectorised; the regex runs only on what a cast refuses."""
+    date = pl.zeros(len(text), pl.Boolean, eager=True)
+    if text.null_count() == len(text):  # a column the file does not have: nothing to parse
+        return _Whole(pl.Series(text.name, [None], pl.Int64).extend_constant(None, len(text) - 1)
+                      if len(text) else pl.Series(text.name, [], pl.Int64), date, date)
     value = text.cast(pl.Int64, strict=False)
-    date = pl.Series(values=[False] * len(text), dtype=pl.Boolean)
     # More than 10 digits whatever the form (12345678901 as 12345678901.0): a rule's
     # maximum must not cap it to a level.
     huge = (value > _TEN_DIGITS).fill_null(False)
@@ -148,6 +159,25 @@ def _parse_id(text: pl.Series) -> pl.Series:
                           pl.Series([None], dtype=pl.Int64)).alias(text.name)
 
 
+def _identity(mapping: Mapping[str, str]) -> dict[str, pl.Expr]:
+    """``identifier`` and ``item_key``: the row's SKU, else its variant id, else its product
+    id (a cell that is there decides, even when it is no valid id: the row is rejected)."""
+    by_sku = pl.col("sku").is_not_null()
+    if "variant_id" not in mapping and "product_id" not in mapping:
+        # A file of SKUs only: no text compared per row to pick the kind.
+        return {"identifier": pl.when(by_sku).then(pl.lit("sku")), "item_key": pl.col("sku")}
+    by_variant = pl.col("variant_id_text").is_not_null()
+    by_product = pl.col("product_id_text").is_not_null()
+    return {
+        "identifier": pl.when(by_sku).then(pl.lit("sku"))
+        .when(by_variant).then(pl.lit("variant_id"))
+        .when(by_product).then(pl.lit("product_id")),
+        "item_key": pl.when(by_sku).then(pl.col("sku"))
+        .when(by_variant).then(pl.col("variant_id").cast(pl.String))
+        .when(by_product).then(pl.col("product_id").cast(pl.String)),
+    }
+
+
 def validate(
     table: StockTable,
     *,
@@ -172,9 +202,9 @@ def validate(
     unreadable = table.problems
     frame = source.select(
         pl.col(ROW),
-        *[_trimmed(source, m.get(c)).alias(f"{c}_text")
+        *[_trimmed(table, m.get(c)).alias(f"{c}_text")
           for c in ("sku", "product_id", "variant_id", "location_id", "quantity")],
-        _trimmed(source, m.get("location_code") if "location_id" in m else None)
+        _trimmed(table, m.get("location_code") if "location_id" in m else None)
         .alias("location_code_text"),
     )
     frame = frame.with_columns(
@@ -182,16 +212,7 @@ def validate(
         product_id=_parse_id(frame["product_id_text"]),
         variant_id=_parse_id(frame["variant_id_text"]),
     )
-    frame = frame.with_columns(
-        identifier=pl.when(pl.col("sku").is_not_null()).then(pl.lit("sku"))
-        .when(pl.col("variant_id_text").is_not_null()).then(pl.lit("variant_id"))
-        .when(pl.col("product_id_text").is_not_null()).then(pl.lit("product_id")),
-    )
-    frame = frame.with_columns(
-        item_key=pl.when(pl.col("identifier") == "sku").then(pl.col("sku"))
-        .when(pl.col("identifier") == "variant_id").then(pl.col("variant_id").cast(pl.String))
-        .when(pl.col("identifier") == "product_id").then(pl.col("product_id").cast(pl.String)),
-    )
+    frame = frame.with_columns(**_identity(m))
     frame = _resolve_locations(frame, default_location, locations,
                                _location_kind(table))
     frame = frame.with_columns(address=pl.col("identifier"), address_key=pl.col("item_key"))
@@ -199,7 +220,9 @@ def validate(
         from invsync.store.identity import apply_mapping
 
         frame = apply_mapping(frame, identities(frame.select(_KEY)))
-    seen = frame.select(_KEY).drop_nulls()
+    seen = frame.select(_KEY)
+    if seen.null_count().sum_horizontal().item():  # (dropping none would still copy every row)
+        seen = seen.drop_nulls()
     if unreadable is not None and unreadable.height:
         frame = frame.join(unreadable.select(ROW), on=ROW, how="anti")
     decimal_comma = decimal_comma_file(table, frame["quantity_text"])
@@ -260,6 +283,8 @@ def _without_named_locations(
     keys seen (without stand-ins), how many valid rows were kept out, and the note.
     """
     is_named = pl.col("location_id") >= _NAMED_BASE
+    if not seen.select(is_named.any()).item():  # no row names its location: nothing to copy
+        return valid, seen, 0, []
     kept_out = valid.filter(is_named)
     # An item whose location is a name is named at whichever location that is: never
     # "missing" (--zero-missing) at any location the plan covers.
@@ -325,7 +350,10 @@ def _resolve_locations(
         # Without the store's list a name or code cannot be resolved: such rows are kept
         # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
         named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
-        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
+        # Ranking the names sorts every row's text: only done when some row has a name.
+        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64) \
+            if frame.select((text.is_not_null() & as_id.is_null()).any()).item() \
+            else pl.lit(None, pl.Int64)
         return frame.with_columns(
             location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
             .when(named).then(stand_in)
@@ -479,13 +507,20 @@ def _thousands(count: pl.Expr | str) -> pl.Expr:
     return thousands(pl.col(count) if isinstance(count, str) else count)
 
 
+def _distinct(values: pl.Series) -> bool:
+    """No value twice: sorted, no two neighbours are equal (a sort holds far less memory
+    than the hash table of ``n_unique`` for a million values)."""
+    values = values.sort()
+    return values.len() < 2 or not (values.slice(1) == values.slice(0, values.len() - 1)).any()
+
+
 def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
     """Flag (location, item) pairs named in more than one row (whatever their quantities)."""
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
     keys = pl.struct(_KEY)
     if policy == "reject":
         # Distinct hashes prove there is no duplicate; only otherwise compare exactly.
-        if frame.select(keys.hash().n_unique()).item() == frame.height:
+        if _distinct(frame.select(key_hash(_KEY)).to_series()):  # distinct hashes: distinct keys
             return frame.with_columns(duplicate=pl.lit(False),
                                       dup_rows=pl.lit(None, pl.String)), None
         frame = frame.with_columns(duplicate=(good_key & keys.is_duplicated()).fill_null(False))

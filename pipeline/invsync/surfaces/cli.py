@@ -27,6 +27,11 @@ from invsync.surfaces.options import (
 from invsync.surfaces.web.cli import portal, serve
 from invsync.terminal import clean, log_where, one_line
 
+# httpx imports its own command line (rich's progress bars, pygments' lexers: ~0.1 s) each
+# time it is imported, if those packages happen to be installed; invsync never runs it, so
+# its import fails cleanly and httpx keeps a stub `main` instead (its own fallback).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 
 def _finite(value: float, name: str) -> float:
     """Refuse nan (which slips through a FloatRange: every comparison with it is false)."""

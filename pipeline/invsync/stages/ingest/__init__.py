@@ -179,6 +179,6 @@ def _detect_format(path: Path, data: bytes) -> str:
         raise InputFileError(
             str(path), f"named {suffix} but it is not an Excel workbook (no xlsx/xls signature)"
         )
-    if not data.strip():
+    if not data or data.isspace():  # (no strip(): that would copy the whole file)
         raise InputFileError(str(path), "the file is empty")
     return "csv"

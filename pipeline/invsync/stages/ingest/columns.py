@@ -355,7 +355,7 @@ def _shopify_levels(table: StockTable, layout: Layout, norms: list[str]) -> Stoc
     new, current = (table.headers[norms.index(n)] for n in (SHOPIFY_NEW, SHOPIFY_CURRENT))
     if table.mapping.get("quantity") != new:
         return table  # --map chose another quantity column, or "On hand (new)" is all empty
-    return replace(table, frame=shopify_levels(table.frame, new, current),
+    return replace(table, frame=shopify_levels(table.frame, new, current), trimmed=frozenset(),
                    notes=[*table.notes,
                           f"Shopify inventory export: a row whose {new!r} is empty keeps "
                           f"its {current!r} (an empty cell means no change)"])

@@ -65,6 +65,10 @@ class StockTable:
     last_line_complete: bool | None = None
     """A text file's last line ends with a newline (None for a workbook): a file cut off
     mid-line by a failed transfer does not (see :func:`invsync.stages.ingest.cut_off_end`)."""
+    trimmed: frozenset[str] = frozenset()
+    """Columns none of whose cells starts or ends with whitespace, as the reader knows from
+    the file's bytes (validation then does not copy them to trim them). Whatever writes new
+    cell text into a column must take it out of this set."""
 
     @property
     def rows(self) -> int:
@@ -107,7 +111,8 @@ def _check_cells(path: Path, frame: pl.DataFrame) -> None:
     cols = [c for c in frame.columns if c != ROW]
     if not cols or frame.height == 0:
         return
-    longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_chars().max()))
+    # Bytes first (a length read, no decoding): a cell has at most as many characters.
+    longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_bytes().max()))
     if (longest.item() or 0) <= MAX_ANY_CELL_CHARS:
         return
     for c in cols:
@@ -143,20 +148,41 @@ def _finish(
         raise InputFileError(str(path), f"more than {MAX_COLUMNS:,} columns; "
                                         f"this is not a stock file")
     _check_cells(path, frame)
-    data_cols = [pl.col(c) for c in headers]
-    # A row is blank when every cell is empty or whitespace: skipped, never rejected.
-    blank = pl.all_horizontal(
-        [c.is_null() | (c.str.strip_chars().str.len_bytes() == 0) for c in data_cols]
-    ) if data_cols else pl.lit(True)
     total = frame.height
-    is_blank = frame.select(blank).to_series()
-    if is_blank.any():  # copying a million rows to drop none is not free
+    is_blank = _blank_rows(frame, headers)
+    if is_blank is not None:  # copying a million rows to drop none is not free
         frame = frame.filter(~is_blank)
-    frame = frame.with_columns(pl.col(ROW).cast(pl.Int64))
+    if frame.schema[ROW] != pl.Int64:
+        frame = frame.with_columns(pl.col(ROW).cast(pl.Int64))
     return StockTable(
         frame=frame, path=path, format=fmt, sha256=digest, mapping={}, headers=headers,
         blank_rows=total - frame.height, **extra,  # type: ignore[arg-type]
     )
+
+
+def _blank_rows(frame: pl.DataFrame, headers: list[str]) -> pl.Series | None:
+    """Which rows are blank (every cell empty or whitespace: skipped, never rejected);
+    None when none is.
+
+    Only a row whose first cell is blank can be: the other cells are looked at for those
+    rows alone, so a file without blank rows pays for one column, not all of them.
+    """
+    import polars as pl
+
+    if not headers:
+        return pl.repeat(True, frame.height, eager=True) if frame.height else None
+
+    def blank(column: str) -> pl.Expr:
+        cell = pl.col(column)
+        return cell.is_null() | (cell.str.strip_chars().str.len_bytes() == 0)
+
+    first = frame.select(blank(headers[0])).to_series()
+    if not first.any():
+        return None
+    if len(headers) > 1:
+        rest = frame.filter(first).select(pl.all_horizontal([blank(c) for c in headers[1:]]))
+        first = first.scatter(first.arg_true(), rest.to_series())
+    return first if first.any() else None
 
 
 def _first_line(exc: BaseException) -> str:
