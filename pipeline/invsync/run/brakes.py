@@ -94,11 +94,15 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
         return []  # the store holds nothing we know of: nothing can drop (a first night)
     # An item whose level is unknown (a write never confirmed) most likely has stock: a 0
     # for it counts as a drop, so losing answers can never open a way around this brake.
+    zeros = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique()
+    if zeros.height == 0:
+        return []  # most nights: no zero to weigh, so the store's levels are not scanned
     levels = held.select(*KEY, pl.col("quantity").alias("_held"))
-    zeroed = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique().join(
-        levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
+    zeroed = zeros.join(levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
     drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
     per_location = drops.group_by("location_id").len()
+    if per_location.height == 0:
+        return []
     # The share is of the items holding stock (or of unknown level): sold-out items cannot
     # drop, and counting them would let a wrong column zero every item in stock.
     stocked = held.filter(pl.col("quantity").is_null() | (pl.col("quantity") > 0))
