@@ -66,7 +66,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -76,7 +75,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from conftest import ROOT, TOKEN, env_for, write_csv
+from conftest import ROOT, TOKEN, env_for, retry_config, wait_for, write_csv
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -250,15 +249,17 @@ def read_snapshot(state_dir: Path) -> dict[Key, int | None]:
 
 def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
     """The request log once every request the sandbox received has been answered."""
-    deadline = time.monotonic() + 20
-    previous = -1
-    while True:
+    seen = [-1]
+
+    def quiet() -> list[dict[str, Any]] | None:
         log = sb.requests()
-        if len(log) == previous and all(r["status"] is not None for r in log):
+        if len(log) == seen[-1] and all(r["status"] is not None for r in log):
             return log
-        assert time.monotonic() < deadline, "the sandbox never went quiet"
-        previous = len(log)
-        time.sleep(0.15)
+        seen.append(len(log))
+        return None
+
+    # 0.15 s between looks: two looks seeing the same requests, all answered, is "quiet".
+    return wait_for(quiet, timeout=20, every=0.15, message="the sandbox never went quiet")
 
 
 VARIANT_IDS = {900 + i: sku for i, sku in enumerate(SKUS)}
@@ -375,9 +376,8 @@ class InvsyncMachine(RuleBasedStateMachine):
         self.set_faults({"error_rate": 0.0, "bare_429_rate": 0.0, "drop_rate": 0.0,
                          "latency_ms": 0})
         self.env = env_for(w.sb, self.dir)
-        self.config = self.dir / "retry.toml"
-        self.config.write_text("[retry]\nmax_attempts = 10\nbase_delay_s = 0.01\n"
-                               "max_delay_s = 0.2\nmax_total_s = 20.0\ntimeout_s = 5.0\n")
+        self.config = retry_config(self.dir, max_attempts=10, max_delay_s=0.2,
+                                   max_total_s=20.0)
         self.pairs: dict[Key, set[Pair]] = {key: {(0, ABSENT)} for key in KEYS}
         self.edited: set[Key] = set()
         self.by_path: dict[str, Run] = {}
@@ -564,12 +564,10 @@ class InvsyncMachine(RuleBasedStateMachine):
                 [sys.executable, "-m", "invsync", *run.args(path), *self.common(),
                  "--allow-zeroing"], env=self.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         self.world.children.append(proc)
-        deadline = time.monotonic() + 30
-        while once_sending and proc.poll() is None and time.monotonic() < deadline:
-            now = self.journals()
-            if any(journal_before.get(k) != v for k, v in now.items()):
-                break
-            time.sleep(0.005)
+        if once_sending:  # until its journal began (or it ended); then the delay runs
+            wait_for(lambda: proc.poll() is not None or any(
+                journal_before.get(k) != v for k, v in self.journals().items()),
+                timeout=30, every=0.005, give_up=True)
         try:
             code = proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -905,13 +903,15 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     def upload_done(self, upload_id: str) -> dict[str, Any]:
         """Poll an upload until its apply has ended."""
-        deadline = time.monotonic() + 120
-        while True:
-            body = dict(self.api("GET", f"/api/uploads/{upload_id}").json())
-            if body["status"] not in ("applying", "cancelling", "previewing"):
-                return body
-            assert time.monotonic() < deadline, f"apply never ended: {body}{self.story()}"
-            time.sleep(0.1)
+        last: dict[str, Any] = {}
+
+        def ended() -> dict[str, Any] | None:
+            last.update(self.api("GET", f"/api/uploads/{upload_id}").json())
+            return None if last["status"] in ("applying", "cancelling", "previewing") \
+                else dict(last)
+
+        return wait_for(ended, timeout=120, every=0.1,
+                        message=lambda: f"apply never ended: {last}{self.story()}")
 
     @rule(data=st.data(), then=st.sampled_from(["later", "apply", "edit", "sell"]))
     def upload_preview(self, data: st.DataObject, then: str) -> None:
