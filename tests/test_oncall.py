@@ -25,6 +25,7 @@ from conftest import (
     SAMPLE,
     TOKEN,
     CliResult,
+    confirmed_in_journal,
     env_for,
     run_invsync,
     spawn,
@@ -208,18 +209,8 @@ def start_slow_sync(env: dict[str, str], tmp_path: Path, file: Path, children: l
     log = tmp_path / f"run-{len(children)}.log"
     proc = spawn(["sync", str(file), "--batch-size", "40", "--concurrency", "1", *extra],
                  env, log, children)
-    wait_for(lambda: confirmed_in_journal(tmp_path), proc, log)
+    wait_for(lambda: confirmed_in_journal(tmp_path / "state"), proc, log)
     return proc, log
-
-
-def confirmed_in_journal(tmp_path: Path) -> bool:
-    """A batch of the running sync is confirmed (its journal found once the store's state
-    folder exists)."""
-    journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
-    try:
-        return '"confirmed"' in journal.read_text()
-    except OSError:
-        return False
 
 
 def test_sigterm_notifies_interrupted_and_the_next_run_notifies_resumed(

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, env_for, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, TOKEN, env_for, retry_config, run_invsync, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -264,13 +264,6 @@ def check_answer(spec: Spec, entry: dict[str, Any], prefix: str,
 # ---- the runs ---------------------------------------------------------------------------
 
 
-def _retry_config(directory: Path) -> Path:
-    path = directory / "fast-retry.toml"
-    path.write_text("[retry]\nmax_attempts = 10\nbase_delay_s = 0.01\nmax_delay_s = 0.1\n"
-                    "max_total_s = 60.0\ntimeout_s = 10.0\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def traffic(
     tmp_path_factory: pytest.TempPathFactory,
@@ -299,7 +292,8 @@ def traffic(
                             [[s, 2, 3] for s in skus[:30]] + [["NO-SUCH-SKU", 2, 1]])
         codes = write_csv(tmp / "codes.csv", ["sku", "warehouse code", "quantity"],
                           [[skus[10], "WH-EAST", 9]])  # not variant 1000: issue 9 #5
-        config = _retry_config(tmp)
+        config = retry_config(tmp, max_attempts=10, max_delay_s=0.1, max_total_s=60.0,
+                              timeout_s=10.0)
         runs = [
             (["plan", str(night1)], {0}),
             (["sync", str(night1)], {0}),

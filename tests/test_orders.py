@@ -257,9 +257,7 @@ def test_the_json_log_has_a_sold_since_event(sandbox: SandboxProcess, tmp_path: 
 
 def test_kill_9_mid_send_then_resume_ends_at_file_minus_everything_sold_since(
         sandbox: SandboxProcess, tmp_path: Path, children: list[Any]) -> None:
-    import signal
-
-    from conftest import catalog_skus, env_at, spawn, state_store_dir, wait_for
+    from conftest import catalog_skus, confirmed_in_journal, env_at, kill_when, spawn
     from misbehaving import HoldPuts, misbehaving_store
 
     sb = sandbox
@@ -276,17 +274,9 @@ def test_kill_9_mid_send_then_resume_ends_at_file_minus_everything_sold_since(
         log = tmp_path / "killed.log"
         killed = spawn(["sync", str(night), "--as-of", iso(as_of), "--batch-size", "5",
                         "--concurrency", "1"], env, log, children)
-        def confirmed() -> bool:
-            journal = state_store_dir(tmp_path / "state") / "journal.jsonl"  # made by the run
-            try:
-                return '"confirmed"' in journal.read_text()
-            except OSError:
-                return False
-
-        try:
-            wait_for(lambda: confirmed() and hold.held.is_set(), killed, log)
-            os.kill(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+        try:  # kill -9 once a batch is confirmed and the next one is in flight
+            kill_when(lambda: confirmed_in_journal(tmp_path / "state") and hold.held.is_set(),
+                      killed, log)
         finally:
             hold.stop()
         # The night goes on: one more order, after the killed run read the orders.

@@ -93,11 +93,9 @@ def test_a_dry_run_reads_orders_and_sends_nothing(sandbox: SandboxProcess,
 
 def test_kill_9_during_the_order_read_then_a_new_run(sandbox: SandboxProcess, tmp_path: Path,
                                                      children: list[Any]) -> None:
-    import os
-    import signal
     import threading
 
-    from conftest import env_at, spawn, wait_for
+    from conftest import env_at, kill_when, spawn
     from misbehaving import Reply, Request, misbehaving_store
 
     sb = sandbox
@@ -120,9 +118,7 @@ def test_kill_9_during_the_order_read_then_a_new_run(sandbox: SandboxProcess, tm
         log = tmp_path / "killed.log"
         killed = spawn(["sync", str(night), "--as-of", iso(as_of)], env, log, children)
         try:
-            wait_for(reading.is_set, killed, log)
-            os.kill(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+            kill_when(reading.is_set, killed, log)  # kill -9 while it reads the orders
         finally:
             release.set()
         assert sb.levels()[(1, ITEMS[0])] == 18  # the killed run sent nothing

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -401,7 +400,7 @@ def test_hole6_verify_last_verifies_the_last_run_that_wrote(
 
 def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
         sandbox_factory: Any, tmp_path: Path, children: Any) -> None:
-    from conftest import spawn, wait_for
+    from conftest import kill_when, spawn
 
     sb = sandbox_factory("--latency-ms", "300")
     env = env_for(sb, tmp_path)
@@ -409,9 +408,7 @@ def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
     stock = write_stock(tmp_path / "s.csv", {(1, s): 11 for s in skus})
     log = tmp_path / "run.log"
     proc = spawn(["sync", str(stock), "--full", "--batch-size", "5"], env, log, children)
-    wait_for(lambda: len(puts(sb)) >= 3, proc, log)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_when(lambda: len(puts(sb)) >= 3, proc, log)
     sent_before = {i["sku"] for r in puts(sb) if r["status"] == 200 for i in r["items"]}
     count = len(puts(sb))
     ok(run_invsync(["resume"], env))
