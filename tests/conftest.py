@@ -349,6 +349,22 @@ def wait_for(what: Callable[[], T], proc: subprocess.Popen[Any] | None = None,
     return answer
 
 
+def quiet_log(sb: SandboxProcess, timeout: float = 20, every: float = 0.15
+              ) -> list[dict[str, Any]]:
+    """The sandbox's request log once every request it received has been answered: two
+    looks ``every`` s apart see the same requests, all answered."""
+    seen = [-1]
+
+    def quiet() -> list[dict[str, Any]] | None:
+        log = sb.requests()
+        if len(log) == seen[-1] and all(r["status"] is not None for r in log):
+            return log
+        seen.append(len(log))
+        return None
+
+    return wait_for(quiet, timeout=timeout, every=every, message="the sandbox never went quiet")
+
+
 def kill_when(ready: Callable[[], object], proc: subprocess.Popen[Any], log: Path | None,
               sig: int = signal.SIGKILL, timeout: float = 60) -> int:
     """Wait until ``ready`` (failing if ``proc`` ends first), send ``proc`` the signal

@@ -17,7 +17,7 @@ import pytest
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest import read_stock_file
-from tests.conftest import ROOT, run_invsync
+from tests.conftest import ROOT, run_invsync, wait_for
 from tests.test_resilience import MAX_RSS, run_measured
 
 # The shared corpus beside the clone (INVSYNC_CORPUS_DIR elsewhere, e.g. from a worktree).
@@ -289,9 +289,7 @@ def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
         time.sleep(1.0)  # the child has set its parent-death signal by now
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and running(child):
-            time.sleep(0.05)
+        wait_for(lambda: not running(child), timeout=20, every=0.05, give_up=True)
         alive = running(child)
         if alive:
             os.kill(child, signal.SIGKILL)

@@ -35,6 +35,7 @@ from conftest import (
     retry_config,
     run_invsync,
     stocked,
+    wait_for,
     write_csv,
 )
 from conftest import output as out
@@ -155,8 +156,8 @@ def assert_human_reports(folder: Path) -> None:
 def wait_for_next_second(previous_run_id: str) -> None:
     """Run ids have a resolution of one second: make the next run's id sort after this one."""
     stamp = previous_run_id.split("-")[0]
-    while time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) <= stamp:
-        time.sleep(0.05)
+    wait_for(lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) > stamp, timeout=10,
+             every=0.05)
 
 
 # ---- 1. plan, then sync --plan-file ---------------------------------------------------------

@@ -75,7 +75,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from conftest import ROOT, TOKEN, env_for, retry_config, wait_for, write_csv
+from conftest import ROOT, TOKEN, env_for, quiet_log, retry_config, wait_for, write_csv
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -245,21 +245,6 @@ def read_snapshot(state_dir: Path) -> dict[Key, int | None]:
         assert (int(loc), sku) not in out, f"snapshot names {sku} twice at {loc}: {frame}"
         out[(int(loc), sku)] = None if qty is None else int(qty)
     return out
-
-
-def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
-    """The request log once every request the sandbox received has been answered."""
-    seen = [-1]
-
-    def quiet() -> list[dict[str, Any]] | None:
-        log = sb.requests()
-        if len(log) == seen[-1] and all(r["status"] is not None for r in log):
-            return log
-        seen.append(len(log))
-        return None
-
-    # 0.15 s between looks: two looks seeing the same requests, all answered, is "quiet".
-    return wait_for(quiet, timeout=20, every=0.15, message="the sandbox never went quiet")
 
 
 VARIANT_IDS = {900 + i: sku for i, sku in enumerate(SKUS)}
@@ -573,7 +558,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             code = proc.wait(timeout=30)
-        settle(self.world.sb)
+        quiet_log(self.world.sb)
         if latency:
             self.set_faults({"latency_ms": before["latency_ms"]})
         self.log(f"sync file-{self.files}.csv {run.args(path)[2:]} latency {latency} ms, "
@@ -645,18 +630,18 @@ class InvsyncMachine(RuleBasedStateMachine):
             self.log("mass_zeroing: skipped (location 1 not all known above 0)")
             return
         run = Run(rows=tuple((sku, 1, 0) for sku in SKUS), full=full, live=live)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli([*run.args(self.write(run)), *self.common()])
         if code == 2:  # the store failed before the brakes were judged (faults)
             assert self.faulty, output + self.story()
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert code == 3, (code, output + self.story())
         report = report_of(output)
         assert report is not None and report["brakes"], output + self.story()
         check_counts(report)
-        puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+        puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
         assert not puts, f"a braked run sent {len(puts)} PUT(s){self.story()}"
         self.journal_pending = False
 
@@ -668,13 +653,13 @@ class InvsyncMachine(RuleBasedStateMachine):
         if not journal and (self.last_write is None or self.faulty):
             self.log("revert last: skipped (the model is unsure what the last run did)")
             return
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli(["revert", "last", "--state-dir", str(self.state_dir),
                                  "--report-dir", str(self.report_dir),
                                  "--config", str(self.config)])
         if journal:
             assert code == 64 and "resume" in output, (code, output + self.story())
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert self.last_write is not None
@@ -744,13 +729,13 @@ class InvsyncMachine(RuleBasedStateMachine):
             key = data.draw(st.sampled_from(sorted(planned, key=str)))
             self.manual_edit(key, qty)
             moved = qty != planned[key]["before"]
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli(["sync", "--plan-file",
                                  str(Path(plan["report_dir"]) / "plan.csv"),
                                  *self.common(), "--allow-zeroing"])
         if moved:
             assert code == 3 and "preview again" in output, (code, output + self.story())
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert code == 0, (code, output + self.story())
@@ -940,13 +925,13 @@ class InvsyncMachine(RuleBasedStateMachine):
         path = self.write(run)
         self.server_url()
         levels = store_levels(self.world.sb)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         with path.open("rb") as fh:
             r = self.api("POST", "/api/uploads", data={"duplicates": run.duplicates},
                          files={"file": (path.name, fh, "text/csv")})
         wanted, _ = run.effective()
         self.log(f"upload {path.name} ({run.duplicates}) -> {r.status_code}")
-        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        puts = [q for q in quiet_log(self.world.sb)[mark:] if q["method"] == "PUT"]
         assert not puts, f"a preview sent {len(puts)} PUT(s){self.story()}"
         if r.status_code == 422 and not wanted:
             return None  # no row usable: nothing to preview
@@ -985,7 +970,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         """Apply ``up`` through the API and check the outcome against the model."""
         levels = store_levels(self.world.sb)
         moved = sorted(k for k, (old, _) in up.planned.items() if levels[k] != old)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         r = self.api("POST", f"/api/uploads/{up.id}/apply", data={"override_brakes": "yes"})
         if r.status_code == 409:
             status = str(r.json().get("upload_status"))
@@ -994,7 +979,7 @@ class InvsyncMachine(RuleBasedStateMachine):
             status = str(self.upload_done(up.id)["status"])
         self.log(f"apply upload {up.id[:6]} (was {up.status}, moved {moved}) -> "
                  f"{r.status_code} {status}")
-        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        puts = [q for q in quiet_log(self.world.sb)[mark:] if q["method"] == "PUT"]
         if up.status == "stale" or moved:
             assert status == "stale" and not puts, (r.status_code, status, puts, self.story())
             up.status = "stale"
