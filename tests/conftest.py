@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 import pytest
@@ -187,7 +187,18 @@ def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> C
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def output(result: CliResult) -> str:
+class Printed(Protocol):
+    """A finished process's captured text: a :class:`CliResult` or a text-mode
+    ``subprocess.CompletedProcess``."""
+
+    @property
+    def stdout(self) -> str: ...
+
+    @property
+    def stderr(self) -> str: ...
+
+
+def output(result: Printed) -> str:
     """Everything a run printed, stdout then stderr (for assertion messages and searches)."""
     return result.stdout + result.stderr
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, env_for, retry_config, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, TOKEN, env_for, output, retry_config, run_invsync, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -313,11 +313,11 @@ def traffic(
         # A refused token (401) and a flaky store (5xx, bare 429s, quota 429s).
         bad = run_invsync(["sync", str(night2), "--full"], {**env,
                           "BIGCOMMERCE_ACCESS_TOKEN": "wrong-token"})
-        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert bad.returncode == 2, output(bad)
         sb_post_json(sb, "/_sandbox/faults", {"error_rate": 0.3, "bare_429_rate": 0.2})
         flaky = run_invsync(["sync", str(night1), "--full", "--batch-size", "200",
                              "--config", str(config)], env)
-        assert flaky.returncode == 0, flaky.stdout + flaky.stderr
+        assert flaky.returncode == 0, output(flaky)
         sb_post_json(sb, "/_sandbox/faults", {"error_rate": 0.0, "bare_429_rate": 0.0})
         _orders_traffic(sb, env, tmp, skus)
         # The sandbox endpoint invsync does not use, and its 404.
@@ -350,7 +350,7 @@ def _orders_traffic(sb: SandboxProcess, env: dict[str, str], tmp: Path,
                       [[s, 1, 60] for s in skus[:1200]])
     for command in ("plan", "sync"):
         result = run_invsync([command, str(night), "--as-of", as_of.isoformat()], env)
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == 0, output(result)
     v2 = f"{sb.url}/stores/{sb.store_hash}/v2/orders"
     with httpx.Client(headers={"X-Auth-Token": TOKEN, "Accept": "application/json"}) as c:
         assert c.get(v2, params={"page": "9", "limit": "250"}).status_code == 200  # []

@@ -768,13 +768,13 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
         extra = ["-o", stamp]
 
     plan = _make([*extra, "plan", "FILE=sample_data/night2.csv"], env)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert plan.returncode == 0, out(plan)
     assert "pip install" not in plan.stdout, "make plan reinstalled the venv"
     assert "plan by location" in plan.stdout and "push exactly this plan with" in plan.stdout
     assert "dry_run" in plan.stdout
 
     sync = _make([*extra, "sync", "FILE=sample_data/night2.csv", "DRY_RUN=1"], env)
-    assert sync.returncode == 0, sync.stdout + sync.stderr
+    assert sync.returncode == 0, out(sync)
     assert "--dry-run" in sync.stdout and ": dry_run (" in sync.stdout
     assert "would send" in sync.stdout
     assert puts(sandbox.requests()) == []
@@ -783,7 +783,7 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
     for target in ("sync", "plan"):
         usage = _make([*extra, target], env)
         assert usage.returncode != 0
-        assert f"usage: make {target} FILE=path" in usage.stdout + usage.stderr
+        assert f"usage: make {target} FILE=path" in out(usage)
     assert puts(sandbox.requests()) == []
 
 

@@ -289,7 +289,7 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
                        env).returncode == 0
     refused = run_invsync(["sync", "--plan-file", str(stale_plan)], env)
     assert refused.returncode == 3, output(refused)
-    assert "planned from 8, now 5" in refused.stdout + refused.stderr
+    assert "planned from 8, now 5" in output(refused)
     assert sb.levels()[(1, ITEMS[0])] == 5
 
 

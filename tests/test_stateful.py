@@ -75,7 +75,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from conftest import ROOT, TOKEN, env_for, quiet_log, retry_config, wait_for, write_csv
+from conftest import ROOT, TOKEN, env_for, output, quiet_log, retry_config, wait_for, write_csv
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -424,7 +424,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         proc = subprocess.run([sys.executable, "-m", "invsync", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=180)
         self.log(f"invsync {' '.join(args[:1] + args[2:])} -> exit {proc.returncode}")
-        return proc.returncode, proc.stdout + proc.stderr
+        return proc.returncode, output(proc)
 
     def may_be_unknown(self) -> bool:
         return any(b is UNKNOWN for pairs in self.pairs.values() for _, b in pairs)
@@ -871,7 +871,7 @@ class InvsyncMachine(RuleBasedStateMachine):
                 [sys.executable, "-m", "invsync", "portal", "add-key", "model",
                  "--state-dir", str(self.state_dir)],
                 env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-            assert added.returncode == 0, added.stdout + added.stderr
+            assert added.returncode == 0, output(added)
             self.api_key = added.stdout.strip().splitlines()[-1]
             proc = subprocess.Popen(
                 [sys.executable, "-m", "invsync", "serve", "--port", "0", "--state-dir",

@@ -346,7 +346,7 @@ def test_hole1_a_file_whose_rows_a_quote_swallowed_is_refused_for_zero_missing(
     sent = len(puts(sandbox))
     result = run_invsync(["sync", str(bad), "--zero-missing"], env)
     assert result.returncode == 65, output(result)
-    assert "never closed" in result.stdout + result.stderr
+    assert "never closed" in output(result)
     assert len(puts(sandbox)) == sent
 
 
