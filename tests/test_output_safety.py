@@ -27,7 +27,17 @@ from typing import Any
 
 import openpyxl
 import pytest
-from conftest import ROOT, SAMPLE, CliResult, env_for, output, run_invsync, wait_for, write_csv
+from conftest import (
+    ROOT,
+    SAMPLE,
+    CliResult,
+    env_at,
+    env_for,
+    output,
+    run_invsync,
+    wait_for,
+    write_csv,
+)
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -310,12 +320,12 @@ class HtmlStore(BaseHTTPRequestHandler):
 
 
 def test_an_unusable_store_answer_is_one_line_exit_2_and_a_failed_report(
-        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), HtmlStore)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {**cli_env, "BIGCOMMERCE_API_URL": f"http://127.0.0.1:{server.server_port}"}
+        env = env_at(f"http://127.0.0.1:{server.server_port}", tmp_path, sandbox)
         path, _ = big_file(tmp_path, 10)
         reports = tmp_path / "reports"
         result = run_invsync(["-q", "sync", str(path), "--report-dir", str(reports)], env)

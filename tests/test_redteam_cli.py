@@ -189,9 +189,9 @@ def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
 
 
 def test_an_api_url_with_the_store_path_is_bad_usage(
-        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
     path = write_stock(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
-    env = {**cli_env, "BIGCOMMERCE_API_URL": f"{sandbox.url}/stores/{sandbox.store_hash}/v3"}
+    env = env_at(f"{sandbox.url}/stores/{sandbox.store_hash}/v3", tmp_path, sandbox)
     result = run_invsync(["sync", str(path)], env)
     assert "Traceback" not in output(result)
     assert result.returncode == 64, output(result)
