@@ -27,10 +27,28 @@ PASSWORD = "merchant-password-1"
 """The password of the demo user ``merchant`` that :func:`serve_process` adds."""
 
 
+HEADLESS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run"]
+"""Chromium's flags for a quiet headless run in a container (add ``--user-data-dir``)."""
+
+
+def find_chromium() -> str | None:
+    """Chromium's binary: ``INVSYNC_CHROMIUM``, else the first Chromium or Chrome on
+    ``PATH``; None when there is none."""
+    override = os.environ.get("INVSYNC_CHROMIUM")
+    if override:
+        return override
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
 def browser_paths() -> tuple[str, str] | None:
     """Chromium's binary and chromedriver, or None when either is missing."""
-    binary = os.environ.get("INVSYNC_CHROMIUM") or shutil.which("chromium") or \
-        shutil.which("chromium-browser")
+    binary = find_chromium()
     driver = os.environ.get("INVSYNC_CHROMEDRIVER") or shutil.which("chromedriver") or (
         "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
     if not binary or not driver:
@@ -52,10 +70,8 @@ def chromium(profile: Path) -> Iterator[Any]:
     binary, driver_path = paths
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1100,900",
-                "--force-device-scale-factor=1", f"--user-data-dir={profile}"):
+    for arg in (*HEADLESS, "--window-size=1100,900", "--force-device-scale-factor=1",
+                f"--user-data-dir={profile}"):
         options.add_argument(arg)
     os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium look for a driver online
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
