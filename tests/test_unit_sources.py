@@ -184,9 +184,8 @@ def test_local_drop_folder_moves_on_success_and_failure(sandbox: SandboxProcess,
     write_stock(drop / "stock_a.csv", {(1, s): 5 for s in catalog_skus(2)})
     (drop / "done").mkdir()
     write_stock(drop / "done" / "stock_a.csv", {})  # a name already taken in done/
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock_*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "move:done/"\non_failure = "move:failed/"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/stock_*.csv", settle_s=0.1,
+                        on_success="move:done/", on_failure="move:failed/")
     env = env_for(sandbox, tmp_path)
     ok = run_invsync(["sync", "drop", "--config", str(cfg)], env)
     assert ok.returncode == 0, output(ok)
@@ -204,8 +203,7 @@ def test_the_cli_refuses_plainly(sandbox: SandboxProcess, tmp_path: Path) -> Non
     stock = write_stock(tmp_path / "stock.csv", {(1, s): 1 for s in catalog_skus(1)})
     result = run_invsync(["sync", str(stock), "--max-age", "26h"], env)
     assert result.returncode == 64 and "apply to a SOURCE" in result.stderr, output(result)
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text('[sources.w]\nurl = "sftp://h/x.csv"\nonsuccess = "delete"\n')
+    cfg = source_config(tmp_path, "w", url="sftp://h/x.csv", onsuccess="delete")  # a typo
     result = run_invsync(["sync", "w", "--config", str(cfg)], env)
     assert result.returncode == 64 and "unknown key(s) onsuccess" in result.stderr
     result = run_invsync(["sync", "gopher://h/x.csv"], env)
@@ -221,9 +219,8 @@ def test_a_store_failure_leaves_the_file_where_it_is(sandbox: SandboxProcess,
     drop = tmp_path / "drop"
     drop.mkdir()
     stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in catalog_skus(2)})
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "delete"\non_failure = "move:failed/"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/*.csv", settle_s=0.1,
+                        on_success="delete", on_failure="move:failed/")
     result = run_invsync(["sync", "drop", "--config", str(cfg)],
                          env_for(sandbox, tmp_path, token="not-the-token-1"))
     assert result.returncode == 2, output(result)
@@ -306,6 +303,14 @@ def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
     assert seen, "the redirect was not followed"
     for headers in seen:
         assert "x-api-key" not in headers and "authorization" not in headers, headers
+
+
+def source_config(tmp_path: Path, name: str, **keys: str | float) -> Path:
+    """A config file whose ``[sources.NAME]`` table holds ``keys`` (strings quoted)."""
+    path = tmp_path / "invsync.toml"
+    path.write_text(f"[sources.{name}]\n" + "".join(
+        f'{k} = "{v}"\n' if isinstance(v, str) else f"{k} = {v!r}\n" for k, v in keys.items()))
+    return path
 
 
 @contextmanager
@@ -393,8 +398,7 @@ def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
                 return
 
     with http_server(drip) as base:
-        cfg = tmp_path / "invsync.toml"
-        cfg.write_text(f'[sources.feed]\nurl = "{base}/stock.csv"\ntimeout_s = 1\n')
+        cfg = source_config(tmp_path, "feed", url=f"{base}/stock.csv", timeout_s=1)
         try:
             result = run_invsync(["sync", "feed", "--config", str(cfg)],
                                  env_for(sandbox, tmp_path), timeout=120)
@@ -416,9 +420,8 @@ def test_a_file_replaced_during_the_run_is_not_deleted_unread(sandbox: SandboxPr
     skus = catalog_skus(3)
     stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in skus})
     os.utime(stock, (time.time() - 60, time.time() - 60))
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "delete"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/stock*.csv", settle_s=0.1,
+                        on_success="delete")
 
     def respond(request: Any) -> None:
         if request.method == "PUT" and stock.read_text().count(",5\n"):
@@ -491,9 +494,8 @@ def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: Sandbox
 
     env = env_for(sandbox, tmp_path)
     with http_server(login_first) as base:
-        cfg = tmp_path / "invsync.toml"
-        cfg.write_text(f'[sources.feed]\nurl = "{base.replace("http://", "http://shop@")}/f.csv"\n'
-                       f'password = "pw-Basic-551"\n')
+        cfg = source_config(tmp_path, "feed", url=base.replace("http://", "http://shop@")
+                            + "/f.csv", password="pw-Basic-551")
         result = run_invsync(["sync", "feed", "--config", str(cfg)], env)
     assert result.returncode == 0, output(result)
     assert "pw-Basic-551" not in output(result)
@@ -520,8 +522,7 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
     log = tmp_path / "watch.log"
     # A published sheet: no Last-Modified, whatever the body is now.
     with http_server(lambda req: answer(req, feed["body"])) as base:
-        cfg = tmp_path / "invsync.toml"
-        cfg.write_text(f'[sources.sheet]\nurl = "{base}/pub.csv"\ninterval_s = 0.2\n')
+        cfg = source_config(tmp_path, "sheet", url=f"{base}/pub.csv", interval_s=0.2)
         proc = spawn(["watch", "sheet", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
                      children)
         try:
