@@ -364,16 +364,17 @@ def quiet_log(sb: SandboxProcess, timeout: float = 20, every: float = 0.15
               ) -> list[dict[str, Any]]:
     """The sandbox's request log once every request it received has been answered: two
     looks ``every`` s apart see the same requests, all answered."""
-    seen = [-1]
+    last: list[list[dict[str, Any]]] = []  # the previous look
 
-    def quiet() -> list[dict[str, Any]] | None:
+    def quiet() -> bool:  # (an empty log is quiet too: so not the log itself as the answer)
         log = sb.requests()
-        if len(log) == seen[-1] and all(r["status"] is not None for r in log):
-            return log
-        seen.append(len(log))
-        return None
+        done = bool(last) and len(log) == len(last[0]) and all(
+            r["status"] is not None for r in log)
+        last[:] = [log]
+        return done
 
-    return wait_for(quiet, timeout=timeout, every=every, message="the sandbox never went quiet")
+    wait_for(quiet, timeout=timeout, every=every, message="the sandbox never went quiet")
+    return last[0]
 
 
 def kill_when(ready: Callable[[], object], proc: subprocess.Popen[Any], log: Path | None,

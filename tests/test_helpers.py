@@ -105,3 +105,13 @@ def test_the_request_log_is_quiet_once_two_looks_agree_and_all_are_answered() ->
     never = FakeSandbox(grows=10**9)
     with pytest.raises(AssertionError, match="the sandbox never went quiet"):
         quiet_log(never, timeout=0.05, every=0.001)
+
+
+def test_an_empty_request_log_is_quiet_too() -> None:
+    """A run killed before it sent anything leaves the log empty: that is quiet, not a wait
+    until the timeout (an empty list is false, so it cannot be the wait's answer)."""
+    class Empty:
+        def requests(self) -> list[dict[str, Any]]:
+            return []
+
+    assert quiet_log(Empty(), timeout=5, every=0.001) == []
