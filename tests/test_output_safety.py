@@ -352,7 +352,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(r["method"] == "PUT" for r in sb.requests()), proc, None)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the point: the signal lands mid-run, with batches in flight
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -108,7 +108,7 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
                       "--report-dir", str(reports)], env, log, children)
         try:
             wait_for(hold.held.is_set, proc, log, timeout=120)
-            time.sleep(0.3)
+            time.sleep(0.3)  # the point: the signal lands while the second batch is held
             proc.send_signal(sig)
             proc.wait(timeout=60)
             landed = [k for k, v in levels.items() if sandbox.levels().get(k) == v]

@@ -774,7 +774,7 @@ def test_token_appears_in_no_output_state_or_report(sandbox_factory: Factory, tm
     proc = spawn(["-vv", "sync", str(big), "--batch-size", "100", "--concurrency", "1"],
                  slow_env, tmp_path / "killed.log", children)
     wait_until_sending(store_dir / "journal.jsonl", proc, None)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: killed some way into sending, not at its first byte
     proc.kill()
     proc.wait(timeout=10)
     assert (store_dir / "journal.jsonl").exists() and (store_dir / "lock").read_text()

@@ -184,7 +184,7 @@ def test_sessions_expire_when_idle(app_factory: Callable[..., TestClient]) -> No
     assert login(client).status_code == 303
     import time
 
-    time.sleep(0.05)
+    time.sleep(0.05)  # the point: idle for longer than the session may be
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
