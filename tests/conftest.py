@@ -6,6 +6,7 @@ import csv
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 import pytest
@@ -28,6 +29,7 @@ from invsync.state.snapshot import store_dir
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 TOKEN = "test-token-4f1d9c"
+T = TypeVar("T")
 
 # ---- tiers: markers by what a test uses ---------------------------------------------------
 
@@ -185,7 +187,18 @@ def run_invsync(args: list[str], env: dict[str, str], timeout: float = 240) -> C
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def output(result: CliResult) -> str:
+class Printed(Protocol):
+    """A finished process's captured text: a :class:`CliResult` or a text-mode
+    ``subprocess.CompletedProcess``."""
+
+    @property
+    def stdout(self) -> str: ...
+
+    @property
+    def stderr(self) -> str: ...
+
+
+def output(result: Printed) -> str:
     """Everything a run printed, stdout then stderr (for assertion messages and searches)."""
     return result.stdout + result.stderr
 
@@ -335,18 +348,76 @@ def env_at(url: str, tmp_path: Path, sb: SandboxProcess, token: str = TOKEN) -> 
     return env
 
 
-def wait_for(what: Callable[[], bool], proc: subprocess.Popen[Any] | None, log: Path | None,
-             timeout: float = 60) -> None:
-    """Poll ``what`` until true; fail naming the run's log if ``proc`` ends first or time is up."""
+def wait_for(what: Callable[[], T], proc: subprocess.Popen[Any] | None = None,
+             log: Path | None = None, timeout: float = 60, *, every: float = 0.02,
+             message: str | Callable[[], str] = "timed out", give_up: bool = False) -> T:
+    """Poll ``what`` every ``every`` s until it returns something true, and return that.
+
+    The one wait loop of the tests. It fails naming the run's ``log`` if ``proc`` ends
+    first, and after ``timeout`` s with ``message`` (or what it returns) and the log;
+    with ``give_up`` it returns the last (false) answer at the timeout instead.
+    """
     deadline = time.monotonic() + timeout
-    while not what():
+    while not (answer := what()):
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the run ended early: {log.read_text() if log else ''}")
-        assert time.monotonic() < deadline, log.read_text() if log else "timed out"
-        time.sleep(0.02)
+        if time.monotonic() >= deadline:
+            if give_up:
+                return answer
+            said = message() if callable(message) else message
+            raise AssertionError(f"{said}\n{log.read_text()}" if log else said)
+        time.sleep(every)
+    return answer
 
 
-def lock_holder(lock: Path, proc: subprocess.Popen[bytes], log: Path,
+def quiet_log(sb: SandboxProcess, timeout: float = 20, every: float = 0.15
+              ) -> list[dict[str, Any]]:
+    """The sandbox's request log once every request it received has been answered: two
+    looks ``every`` s apart see the same requests, all answered."""
+    last: list[list[dict[str, Any]]] = []  # the previous look
+
+    def quiet() -> bool:  # (an empty log is quiet too: so not the log itself as the answer)
+        log = sb.requests()
+        done = bool(last) and len(log) == len(last[0]) and all(
+            r["status"] is not None for r in log)
+        last[:] = [log]
+        return done
+
+    wait_for(quiet, timeout=timeout, every=every, message="the sandbox never went quiet")
+    return last[0]
+
+
+def kill_when(ready: Callable[[], object], proc: subprocess.Popen[Any], log: Path | None,
+              sig: int = signal.SIGKILL, timeout: float = 60) -> int:
+    """Wait until ``ready`` (failing if ``proc`` ends first), send ``proc`` the signal
+    ``sig`` (kill -9 by default) and return its exit code once it has ended."""
+    wait_for(ready, proc, log, timeout)
+    proc.send_signal(sig)
+    return proc.wait(timeout=60)
+
+
+def confirmed_in_journal(state_home: Path) -> bool:
+    """The running sync has a batch the store confirmed: ``"confirmed"`` is in the journal
+    of the one store under ``XDG_STATE_HOME`` = ``state_home`` (false until it exists)."""
+    try:
+        return '"confirmed"' in (state_store_dir(state_home) / "journal.jsonl").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(name="browser")
+def browser_fixture(tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium (selenium) with a profile of this test's own; always quit.
+
+    The test is skipped where there is no Chromium (see tests/browser.py).
+    """
+    from browser import chromium  # (tests/browser.py imports this module)
+
+    with chromium(tmp_path / "profile") as driver:
+        yield driver
+
+
+def lock_holder(lock: Path, proc: subprocess.Popen[Any], log: Path | None,
                 timeout: float = 30) -> dict[str, Any]:
     """Wait until the run ``proc`` holds the store lock file ``lock``; what the lock says."""
     holder: dict[str, Any] = {}

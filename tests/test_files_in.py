@@ -19,7 +19,7 @@ from invsync.errors import InputFileError, UsageError
 from invsync.stages.ingest import ROW, normalise_header, read_stock_file
 from invsync.stages.validate import validate
 from invsync.tables import Location
-from tests.conftest import env_for, run_invsync
+from tests.conftest import env_for, output, run_invsync
 
 
 def write(tmp_path: Path, name: str, data: str | bytes) -> Path:
@@ -328,7 +328,7 @@ def test_cli_names_the_layout_and_takes_encoding_and_header_row(tmp_path: Path) 
     env = env_for_dry_run(tmp_path)
     result = run_invsync(["sync", str(path), "--dry-run", "--header-row", "2",
                           "--encoding", "cp1250"], env)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, output(result)
     report = result.report()
     assert report["input"]["header_row"] == 2
     assert report["input"]["encoding"] == "cp1250"

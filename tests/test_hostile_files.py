@@ -17,7 +17,7 @@ import pytest
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest import read_stock_file
-from tests.conftest import ROOT, run_invsync
+from tests.conftest import ROOT, output, run_invsync, wait_for
 from tests.test_resilience import MAX_RSS, run_measured
 
 # The shared corpus beside the clone (INVSYNC_CORPUS_DIR elsewhere, e.g. from a worktree).
@@ -207,12 +207,12 @@ def test_a_file_cut_off_mid_line_rejects_its_last_row(tmp_path: Path) -> None:
     feed = tmp_path / "feed.csv"
     feed.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,200\n")
     first = run_invsync(["plan", str(feed)], env)
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 0, output(first)
     assert first.report()["input"]["last_line_complete"] is True
 
     feed.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,20")  # the transfer stopped mid-line
     cut = run_invsync(["plan", str(feed)], env)
-    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert cut.returncode == 1, output(cut)
     assert cut.report()["input"]["last_line_complete"] is False
     [row] = rejected(cut)
     assert (row["row"], row["reason"]) == ("3", "maybe_truncated")
@@ -226,7 +226,7 @@ def test_a_source_that_never_ends_with_a_newline_is_not_suspect(tmp_path: Path) 
     for content in (b"sku,quantity\nSKU-1,5\nSKU-2,200", b"sku,quantity\nSKU-1,5\nSKU-2,20"):
         feed.write_bytes(content)
         result = run_invsync(["plan", str(feed)], env)
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == 0, output(result)
     # Another file cut the same way, with no run of its own before: nothing to compare.
     other = tmp_path / "other.csv"
     other.write_bytes(b"sku,quantity\nSKU-1,5\nSKU-2,20")
@@ -289,9 +289,7 @@ def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
         time.sleep(1.0)  # the child has set its parent-death signal by now
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and running(child):
-            time.sleep(0.05)
+        wait_for(lambda: not running(child), timeout=20, every=0.05, give_up=True)
         alive = running(child)
         if alive:
             os.kill(child, signal.SIGKILL)

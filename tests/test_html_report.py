@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from html.parser import HTMLParser
@@ -13,6 +12,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from browser import HEADLESS, find_chromium
 
 from invsync.errors import ExitCode
 from invsync.html.report_page import (
@@ -473,21 +473,8 @@ def test_a_real_dry_run_renders(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- browser
 
 
-def find_chromium() -> str | None:
-    override = os.environ.get("INVSYNC_CHROMIUM")
-    if override:
-        return override
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
 def chromium_args(binary: str, profile: Path) -> list[str]:
-    return [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}"]
+    return [binary, *HEADLESS, "--disable-quic", f"--user-data-dir={profile}"]
 
 
 def run_chromium(binary: str, tmp_path: Path, *args: str, timeout: float = 90) -> str:

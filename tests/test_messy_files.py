@@ -27,7 +27,7 @@ from typing import Any
 import openpyxl
 import pytest
 import xlsxwriter
-from conftest import SAMPLE, TOKEN, CliResult, budget, run_invsync, stocked
+from conftest import SAMPLE, TOKEN, CliResult, budget, output, run_invsync, stocked
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -417,7 +417,7 @@ def test_map_flag_wins_over_an_alias_of_another_column(
 
     result = sync(path, cli_env, "--map", "Artikelnummer=sku", "--map", "Bestand=quantity")
 
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 0, output(result)
     assert result.report()["input"]["columns"] == {"sku": "Artikelnummer", "quantity": "Bestand"}
     assert_sent_exactly(sandbox, {(1, "MUG-4916"): 4, (1, "LAMP-9823"): 2})
 

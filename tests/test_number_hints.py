@@ -8,7 +8,7 @@ from pathlib import Path
 
 from invsync.stages.ingest import ROW, read_stock_file
 from invsync.stages.validate import validate
-from tests.conftest import run_invsync
+from tests.conftest import output, run_invsync
 from tests.test_files_in import env_for_dry_run
 
 
@@ -84,4 +84,4 @@ def test_cli_plan_asks_did_you_mean_when_unsure(tmp_path: Path) -> None:
     messages = {r["value"]: r["message"] for r in result.report()["rejected"]}
     assert "did you mean 1204?" in messages["1.204"] and "1 or 2" not in messages["1.204"]
     assert messages["12 pcs"].endswith("write 12")
-    assert "did you mean 1204?" in result.stdout + result.stderr
+    assert "did you mean 1204?" in output(result)

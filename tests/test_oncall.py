@@ -25,7 +25,9 @@ from conftest import (
     SAMPLE,
     TOKEN,
     CliResult,
+    confirmed_in_journal,
     env_for,
+    output,
     run_invsync,
     spawn,
     state_store_dir,
@@ -208,18 +210,8 @@ def start_slow_sync(env: dict[str, str], tmp_path: Path, file: Path, children: l
     log = tmp_path / f"run-{len(children)}.log"
     proc = spawn(["sync", str(file), "--batch-size", "40", "--concurrency", "1", *extra],
                  env, log, children)
-    wait_for(lambda: confirmed_in_journal(tmp_path), proc, log)
+    wait_for(lambda: confirmed_in_journal(tmp_path / "state"), proc, log)
     return proc, log
-
-
-def confirmed_in_journal(tmp_path: Path) -> bool:
-    """A batch of the running sync is confirmed (its journal found once the store's state
-    folder exists)."""
-    journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
-    try:
-        return '"confirmed"' in journal.read_text()
-    except OSError:
-        return False
 
 
 def test_sigterm_notifies_interrupted_and_the_next_run_notifies_resumed(
@@ -535,7 +527,7 @@ def test_runbook_targets_use_an_installed_invsync_and_install_nothing(
              (["revert", "RUN=last", "DRY_RUN=1"], 0), (["resume"], 2)]
     for args, code in steps:
         done = make([*args, inv], cli_env)
-        text = done.stdout + done.stderr
+        text = output(done)
         assert "pip install" not in text and "venv" not in text, text
         assert str(installed) in done.stdout, text
         assert (done.returncode == 0) == (code == 0), (args, text)
@@ -579,7 +571,7 @@ def test_the_docs_cron_line_runs_as_written(sandbox: SandboxProcess, cli_env: di
     env = {k: v for k, v in cli_env.items() if not k.startswith("BIGCOMMERCE_")}
     done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, output(done)
     assert done.stdout == "" and done.stderr == "", "cron would mail a good night"
     # The store holds the file's levels (its 0s are what the store already held: not sent).
     assert sandbox.levels() == stocked(night1_levels())
@@ -653,7 +645,7 @@ def test_the_systemd_units_share_one_lock_folder_and_the_service_runs_as_written
     run_dir.mkdir(mode=0o700)  # what RuntimeDirectory= with RuntimeDirectoryMode=0700 makes
     done = subprocess.run(shlex.split(here(timer_service["ExecStart"][0])), env=env,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, output(done)
     assert sandbox.levels() == stocked(night1_levels())
     assert list((run_dir / "locks").glob("*.lock")), "the lock was not in INVSYNC_LOCK_DIR"
 
@@ -680,7 +672,7 @@ def test_the_on_call_runbook_runs_as_written_after_a_kill_9(
             continue
         done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
                               timeout=120, cwd=tmp_path)
-        assert "Traceback" not in done.stdout + done.stderr
+        assert "Traceback" not in output(done)
         seen.append((command, done.returncode))
     codes = dict(seen)
     assert codes["invsync runs"] == 0 and codes["invsync show last"] == 0, seen

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, SAMPLE, TOKEN, env_for, run_invsync, write_csv
+from conftest import ROOT, SAMPLE, TOKEN, env_for, output, retry_config, run_invsync, write_csv
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -264,13 +264,6 @@ def check_answer(spec: Spec, entry: dict[str, Any], prefix: str,
 # ---- the runs ---------------------------------------------------------------------------
 
 
-def _retry_config(directory: Path) -> Path:
-    path = directory / "fast-retry.toml"
-    path.write_text("[retry]\nmax_attempts = 10\nbase_delay_s = 0.01\nmax_delay_s = 0.1\n"
-                    "max_total_s = 60.0\ntimeout_s = 10.0\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def traffic(
     tmp_path_factory: pytest.TempPathFactory,
@@ -299,7 +292,8 @@ def traffic(
                             [[s, 2, 3] for s in skus[:30]] + [["NO-SUCH-SKU", 2, 1]])
         codes = write_csv(tmp / "codes.csv", ["sku", "warehouse code", "quantity"],
                           [[skus[10], "WH-EAST", 9]])  # not variant 1000: issue 9 #5
-        config = _retry_config(tmp)
+        config = retry_config(tmp, max_attempts=10, max_delay_s=0.1, max_total_s=60.0,
+                              timeout_s=10.0)
         runs = [
             (["plan", str(night1)], {0}),
             (["sync", str(night1)], {0}),
@@ -319,11 +313,11 @@ def traffic(
         # A refused token (401) and a flaky store (5xx, bare 429s, quota 429s).
         bad = run_invsync(["sync", str(night2), "--full"], {**env,
                           "BIGCOMMERCE_ACCESS_TOKEN": "wrong-token"})
-        assert bad.returncode == 2, bad.stdout + bad.stderr
+        assert bad.returncode == 2, output(bad)
         sb_post_json(sb, "/_sandbox/faults", {"error_rate": 0.3, "bare_429_rate": 0.2})
         flaky = run_invsync(["sync", str(night1), "--full", "--batch-size", "200",
                              "--config", str(config)], env)
-        assert flaky.returncode == 0, flaky.stdout + flaky.stderr
+        assert flaky.returncode == 0, output(flaky)
         sb_post_json(sb, "/_sandbox/faults", {"error_rate": 0.0, "bare_429_rate": 0.0})
         _orders_traffic(sb, env, tmp, skus)
         # The sandbox endpoint invsync does not use, and its 404.
@@ -356,7 +350,7 @@ def _orders_traffic(sb: SandboxProcess, env: dict[str, str], tmp: Path,
                       [[s, 1, 60] for s in skus[:1200]])
     for command in ("plan", "sync"):
         result = run_invsync([command, str(night), "--as-of", as_of.isoformat()], env)
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.returncode == 0, output(result)
     v2 = f"{sb.url}/stores/{sb.store_hash}/v2/orders"
     with httpx.Client(headers={"X-Auth-Token": TOKEN, "Accept": "application/json"}) as c:
         assert c.get(v2, params={"page": "9", "limit": "250"}).status_code == 200  # []

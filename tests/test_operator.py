@@ -35,6 +35,7 @@ from conftest import (
     retry_config,
     run_invsync,
     stocked,
+    wait_for,
     write_csv,
 )
 from conftest import output as out
@@ -155,8 +156,8 @@ def assert_human_reports(folder: Path) -> None:
 def wait_for_next_second(previous_run_id: str) -> None:
     """Run ids have a resolution of one second: make the next run's id sort after this one."""
     stamp = previous_run_id.split("-")[0]
-    while time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) <= stamp:
-        time.sleep(0.05)
+    wait_for(lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) > stamp, timeout=10,
+             every=0.05)
 
 
 # ---- 1. plan, then sync --plan-file ---------------------------------------------------------
@@ -767,13 +768,13 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
         extra = ["-o", stamp]
 
     plan = _make([*extra, "plan", "FILE=sample_data/night2.csv"], env)
-    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert plan.returncode == 0, out(plan)
     assert "pip install" not in plan.stdout, "make plan reinstalled the venv"
     assert "plan by location" in plan.stdout and "push exactly this plan with" in plan.stdout
     assert "dry_run" in plan.stdout
 
     sync = _make([*extra, "sync", "FILE=sample_data/night2.csv", "DRY_RUN=1"], env)
-    assert sync.returncode == 0, sync.stdout + sync.stderr
+    assert sync.returncode == 0, out(sync)
     assert "--dry-run" in sync.stdout and ": dry_run (" in sync.stdout
     assert "would send" in sync.stdout
     assert puts(sandbox.requests()) == []
@@ -782,7 +783,7 @@ def test_make_plan_and_sync_runbook_targets(sandbox: SandboxProcess,
     for target in ("sync", "plan"):
         usage = _make([*extra, target], env)
         assert usage.returncode != 0
-        assert f"usage: make {target} FILE=path" in usage.stdout + usage.stderr
+        assert f"usage: make {target} FILE=path" in out(usage)
     assert puts(sandbox.requests()) == []
 
 

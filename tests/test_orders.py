@@ -53,12 +53,28 @@ def last_run(tmp_path: Path) -> Path:
     return runs[-1]
 
 
+def report_of(tmp_path: Path) -> dict[str, Any]:
+    """The report.json of the last run."""
+    return dict(json.loads((last_run(tmp_path) / "report.json").read_text()))
+
+
+def night_file(tmp_path: Path, rows: list[list[Any]], name: str = "n.csv") -> Path:
+    """The warehouse's night file: rows of [sku, location_id, quantity]."""
+    return write_csv(tmp_path / name, HEADER, rows)
+
+
+def sell(sb: SandboxProcess, sku: str, quantity: int, when: datetime) -> int:
+    """One order of ``quantity`` units of ``sku`` placed at ``when``; its id."""
+    return place(sb, [{"sku": sku, "quantity": quantity}], when)
+
+
 def read_plan(folder: Path) -> list[dict[str, str]]:
     with (folder / "plan.csv").open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
 ITEMS = ["TOWEL-907-NAVY-SHEET", "TOWEL-907-BURG-BATH", "TOWEL-907-SAND-HAND", "POSTER-1755"]
+HEADER = ["sku", "location_id", "quantity"]
 
 
 def _yesterday(sb: SandboxProcess) -> None:
@@ -73,13 +89,13 @@ def test_nightly_rehearsal_ends_at_file_minus_sold_since_as_of(
     _yesterday(sb)
     as_of = NOW - timedelta(hours=3)
     # Before the as-of time: the warehouse file already accounts for this order.
-    place(sb, [{"sku": ITEMS[0], "quantity": 4}], as_of - timedelta(minutes=30))
+    sell(sb, ITEMS[0], 4, as_of - timedelta(minutes=30))
     # During the night, after the as-of time:
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=10))
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=10))
     shipped = place(sb, [{"sku": ITEMS[1], "quantity": 1}, {"sku": ITEMS[3], "quantity": 3}],
                     as_of + timedelta(hours=1))
     set_status(sb, shipped, 2)
-    cancelled = place(sb, [{"sku": ITEMS[2], "quantity": 5}], as_of + timedelta(hours=2))
+    cancelled = sell(sb, ITEMS[2], 5, as_of + timedelta(hours=2))
     set_status(sb, cancelled, 5)  # the store gave its units back
     place(sb, [{"variant_id": 1001, "quantity": 1}], as_of + timedelta(hours=2, minutes=5))
     # The warehouse's counts at the as-of time; the file names items three ways.
@@ -113,9 +129,8 @@ def test_nightly_rehearsal_ends_at_file_minus_sold_since_as_of(
 def test_without_as_of_nothing_changes(sandbox: SandboxProcess, tmp_path: Path) -> None:
     sb = sandbox
     _yesterday(sb)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], NOW - timedelta(minutes=5))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 2, NOW - timedelta(minutes=5))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night)], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
     assert sb.levels()[(1, ITEMS[0])] == 10
@@ -130,11 +145,10 @@ def test_completed_or_shipped_store_counts_only_what_shipped(
     sb = sandbox_factory("--update-stock-behavior", "order_completed_or_shipped")
     _yesterday(sb)
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))  # not shipped
-    shipped = place(sb, [{"sku": ITEMS[1], "quantity": 3}], as_of + timedelta(minutes=2))
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))  # not shipped
+    shipped = sell(sb, ITEMS[1], 3, as_of + timedelta(minutes=2))
     set_status(sb, shipped, 2)
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10], [ITEMS[1], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10], [ITEMS[1], 1, 10]])
     result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
     levels = sb.levels()
@@ -147,15 +161,14 @@ def test_as_of_mtime_is_the_files_modification_time(sandbox: SandboxProcess,
     sb = sandbox
     _yesterday(sb)
     made = NOW - timedelta(hours=2)
-    place(sb, [{"sku": ITEMS[0], "quantity": 1}], made - timedelta(minutes=1))
-    place(sb, [{"sku": ITEMS[0], "quantity": 3}], made + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 1, made - timedelta(minutes=1))
+    sell(sb, ITEMS[0], 3, made + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     os.utime(night, (made.timestamp(), made.timestamp()))
     result = run_invsync(["sync", str(night), "--as-of", "mtime"], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
     assert sb.levels()[(1, ITEMS[0])] == 7
-    report = json.loads((last_run(tmp_path) / "report.json").read_text())
+    report = report_of(tmp_path)
     assert report["sold_since"]["as_of_from"] == "mtime"
 
 
@@ -168,8 +181,7 @@ def test_as_of_mtime_is_the_files_modification_time(sandbox: SandboxProcess,
 ], ids=["future", "too-old", "no-offset", "not-a-time", "empty"])  # stable ids: xdist workers
 def test_a_bad_as_of_fails_before_anything_is_sent(sandbox: SandboxProcess, tmp_path: Path,
                                                    as_of: str, words: str) -> None:
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night), "--as-of", as_of], env_for(sandbox, tmp_path))
     assert result.returncode == 64, output(result)
     assert words in output(result) and "Traceback" not in output(result)
@@ -179,8 +191,7 @@ def test_a_bad_as_of_fails_before_anything_is_sent(sandbox: SandboxProcess, tmp_
 def test_max_as_of_age_from_the_config(sandbox: SandboxProcess, tmp_path: Path) -> None:
     config = tmp_path / "invsync.toml"
     config.write_text('max_as_of_age = "1h"\n')
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["plan", str(night), "--config", str(config), "--as-of",
                           iso(NOW - timedelta(hours=2))], env_for(sandbox, tmp_path))
     assert result.returncode == 64 and "(1.0 h)" in output(result), output(result)
@@ -190,8 +201,7 @@ def test_a_token_without_the_orders_scope_fails_loudly(sandbox_factory: Any,
                                                        tmp_path: Path) -> None:
     sb = sandbox_factory("--no-orders-scope")
     _yesterday(sb)
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night), "--as-of", iso(NOW - timedelta(hours=1))],
                          env_for(sb, tmp_path))
     assert result.returncode == 2, output(result)
@@ -205,9 +215,8 @@ def test_plan_shows_file_minus_sold_since(sandbox: SandboxProcess, tmp_path: Pat
     sb = sandbox
     _yesterday(sb)
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["plan", str(night), "--as-of", iso(as_of)], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
     hhmm = as_of.strftime("%H:%M")
@@ -222,19 +231,18 @@ def test_a_reviewed_plan_pushes_the_levels_after_what_sold(sandbox: SandboxProce
     sb = sandbox
     _yesterday(sb)
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 3}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10], [ITEMS[0], 2, 4]])
+    sell(sb, ITEMS[0], 3, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10], [ITEMS[0], 2, 4]])
     env = env_for(sb, tmp_path)
     planned = run_invsync(["plan", str(night), "--as-of", iso(as_of)], env)
     assert planned.returncode == 0, output(planned)
     plan_csv = last_run(tmp_path) / "plan.csv"
-    notes = json.loads((last_run(tmp_path) / "report.json").read_text())["notes"]
+    notes = report_of(tmp_path)["notes"]
     assert any("location(s) 2 were not lowered" in n for n in notes), notes
     pushed = run_invsync(["sync", "--plan-file", str(plan_csv), "--as-of", iso(as_of)], env)
     assert pushed.returncode == 0, output(pushed)
     assert sb.levels()[(1, ITEMS[0])] == 7 and sb.levels()[(2, ITEMS[0])] == 4
-    report = json.loads((last_run(tmp_path) / "report.json").read_text())
+    report = report_of(tmp_path)
     assert report["sold_since"] is None
     assert any("not applied to a reviewed plan" in n for n in report["notes"])
 
@@ -243,9 +251,8 @@ def test_the_json_log_has_a_sold_since_event(sandbox: SandboxProcess, tmp_path: 
     sb = sandbox
     _yesterday(sb)
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["plan", str(night), "--as-of", iso(as_of), "--log-format", "json"],
                          env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
@@ -257,9 +264,7 @@ def test_the_json_log_has_a_sold_since_event(sandbox: SandboxProcess, tmp_path: 
 
 def test_kill_9_mid_send_then_resume_ends_at_file_minus_everything_sold_since(
         sandbox: SandboxProcess, tmp_path: Path, children: list[Any]) -> None:
-    import signal
-
-    from conftest import catalog_skus, env_at, spawn, state_store_dir, wait_for
+    from conftest import catalog_skus, confirmed_in_journal, env_at, kill_when, spawn
     from misbehaving import HoldPuts, misbehaving_store
 
     sb = sandbox
@@ -268,29 +273,20 @@ def test_kill_9_mid_send_then_resume_ends_at_file_minus_everything_sold_since(
     as_of = NOW - timedelta(hours=2)
     place(sb, [{"sku": skus[0], "quantity": 2}, {"sku": skus[9], "quantity": 3}],
           as_of + timedelta(minutes=5))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[s, 1, 20] for s in skus])
+    night = night_file(tmp_path, [[s, 1, 20] for s in skus])
     hold = HoldPuts(let=1)
     with misbehaving_store(hold, sb.url) as store:
         env = env_at(store.url, tmp_path, sb)
         log = tmp_path / "killed.log"
         killed = spawn(["sync", str(night), "--as-of", iso(as_of), "--batch-size", "5",
                         "--concurrency", "1"], env, log, children)
-        def confirmed() -> bool:
-            journal = state_store_dir(tmp_path / "state") / "journal.jsonl"  # made by the run
-            try:
-                return '"confirmed"' in journal.read_text()
-            except OSError:
-                return False
-
-        try:
-            wait_for(lambda: confirmed() and hold.held.is_set(), killed, log)
-            os.kill(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+        try:  # kill -9 once a batch is confirmed and the next one is in flight
+            kill_when(lambda: confirmed_in_journal(tmp_path / "state") and hold.held.is_set(),
+                      killed, log)
         finally:
             hold.stop()
         # The night goes on: one more order, after the killed run read the orders.
-        place(sb, [{"sku": skus[9], "quantity": 1}], NOW - timedelta(minutes=1))
+        sell(sb, skus[9], 1, NOW - timedelta(minutes=1))
         resumed = run_invsync(["resume"], env)
     assert resumed.returncode == 0, output(resumed)
     levels = sb.levels()

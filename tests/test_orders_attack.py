@@ -9,14 +9,44 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import env_for, output, run_invsync, write_csv
-from test_orders import ITEMS, iso, last_run, place, put_levels, read_plan
+from conftest import CliResult, env_at, env_for, output, run_invsync, write_csv
+from misbehaving import Reply, Request, misbehaving_store
+from test_orders import (
+    HEADER,
+    ITEMS,
+    iso,
+    last_run,
+    night_file,
+    place,
+    put_levels,
+    read_plan,
+    report_of,
+    sell,
+)
 
 from invsync.sandbox.process import SandboxProcess
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def proxied(respond: Any, sb: SandboxProcess, tmp_path: Path, args: list[str],
+            timeout: float = 240) -> tuple[CliResult, list[str]]:
+    """Run the CLI through a misbehaving proxy of ``sb`` (``respond`` sees every request);
+    what it did and the paths of the PUTs the proxy saw."""
+    with misbehaving_store(respond, sb.url) as store:
+        result = run_invsync(args, env_at(store.url, tmp_path, sb), timeout=timeout)
+        return result, store.paths("PUT")
+
+
+def sync_first(sb: SandboxProcess, env: dict[str, str], tmp_path: Path, rows: list[list[Any]],
+              *args: str) -> datetime:
+    """Sync a first file (``rows``, with ``args``): the levels the night starts from; the
+    as-of time of the night's file, 30 minutes ago."""
+    first = write_csv(tmp_path / "first.csv", HEADER, rows)
+    assert run_invsync(["sync", str(first), *args], env).returncode == 0
+    return NOW - timedelta(minutes=30)
 
 
 def test_the_maximum_caps_what_is_left_after_what_sold(sandbox: SandboxProcess,
@@ -28,8 +58,7 @@ def test_the_maximum_caps_what_is_left_after_what_sold(sandbox: SandboxProcess,
           as_of + timedelta(minutes=1))
     config = tmp_path / "invsync.toml"
     config.write_text("[quantity]\nmaximum = 500\nbuffer = 2\n")
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 602], [ITEMS[1], 1, 602]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 602], [ITEMS[1], 1, 602]])
     result = run_invsync(["sync", str(night), "--config", str(config), "--as-of", iso(as_of)],
                          env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
@@ -38,7 +67,7 @@ def test_the_maximum_caps_what_is_left_after_what_sold(sandbox: SandboxProcess,
     assert sb.levels()[(1, ITEMS[0])] == 400 and sb.levels()[(1, ITEMS[1])] == 500
     assert "file 600 − 200 sold since" in result.stdout and "= 400" in result.stdout
     assert "= 500 (the maximum)" in result.stdout, result.stdout
-    report = json.loads((last_run(tmp_path) / "report.json").read_text())
+    report = report_of(tmp_path)
     assert report["sold_since"]["units_subtracted"] == 250
     assert any("'maximum': 500" in n for n in report["notes"]), report["notes"]
 
@@ -47,12 +76,11 @@ def test_as_of_in_a_profile_as_a_toml_time(sandbox: SandboxProcess, tmp_path: Pa
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
     as_of = (NOW - timedelta(hours=1)).astimezone(timezone(timedelta(hours=2)))
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of)  # the very second: counted
-    place(sb, [{"sku": ITEMS[0], "quantity": 5}], as_of - timedelta(seconds=1))
+    sell(sb, ITEMS[0], 2, as_of)  # the very second: counted
+    sell(sb, ITEMS[0], 5, as_of - timedelta(seconds=1))
     config = tmp_path / "invsync.toml"
     config.write_text(f"[profiles.night]\nas_of = {as_of.isoformat()}\n")
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night), "--config", str(config), "--profile", "night"],
                          env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
@@ -65,9 +93,8 @@ def test_duplicate_rows_of_one_sku_are_lowered_once(sandbox: SandboxProcess,
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20},
                     {"location_id": 2, "sku": ITEMS[0], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 3}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 6], [ITEMS[0], 1, 4], [ITEMS[0], 2, 5]])
+    sell(sb, ITEMS[0], 3, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 6], [ITEMS[0], 1, 4], [ITEMS[0], 2, 5]])
     result = run_invsync(["sync", str(night), "--duplicates", "sum", "--as-of", iso(as_of)],
                          env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
@@ -79,9 +106,8 @@ def test_a_dry_run_reads_orders_and_sends_nothing(sandbox: SandboxProcess,
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 3}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 3, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night), "--dry-run", "--as-of",
                           as_of.astimezone(timezone(timedelta(hours=-5))).isoformat()],
                          env_for(sb, tmp_path))
@@ -93,19 +119,15 @@ def test_a_dry_run_reads_orders_and_sends_nothing(sandbox: SandboxProcess,
 
 def test_kill_9_during_the_order_read_then_a_new_run(sandbox: SandboxProcess, tmp_path: Path,
                                                      children: list[Any]) -> None:
-    import os
-    import signal
     import threading
 
-    from conftest import env_at, spawn, wait_for
-    from misbehaving import Reply, Request, misbehaving_store
+    from conftest import kill_when, spawn
 
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     reading, release = threading.Event(), threading.Event()
 
     def hold_orders(req: Request) -> Reply | None:
@@ -120,13 +142,11 @@ def test_kill_9_during_the_order_read_then_a_new_run(sandbox: SandboxProcess, tm
         log = tmp_path / "killed.log"
         killed = spawn(["sync", str(night), "--as-of", iso(as_of)], env, log, children)
         try:
-            wait_for(reading.is_set, killed, log)
-            os.kill(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+            kill_when(reading.is_set, killed, log)  # kill -9 while it reads the orders
         finally:
             release.set()
         assert sb.levels()[(1, ITEMS[0])] == 18  # the killed run sent nothing
-        place(sb, [{"sku": ITEMS[0], "quantity": 1}], NOW)
+        sell(sb, ITEMS[0], 1, NOW)
         again = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
     assert again.returncode == 0, output(again)
     assert sb.levels()[(1, ITEMS[0])] == 10 - 2 - 1
@@ -136,16 +156,12 @@ def test_a_store_that_pages_fewer_orders_than_asked(sandbox: SandboxProcess,
                                                     tmp_path: Path) -> None:
     """A store (or a proxy before it) that answers 50 orders a page whatever the limit:
     the orders of the later pages must not be lost (each is a unit sold twice)."""
-    from conftest import env_at
-    from misbehaving import Reply, Request, misbehaving_store
-
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 500}])
     as_of = NOW - timedelta(hours=1)
     for i in range(60):
-        place(sb, [{"sku": ITEMS[0], "quantity": 1}], as_of + timedelta(seconds=i + 1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 100]])
+        sell(sb, ITEMS[0], 1, as_of + timedelta(seconds=i + 1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 100]])
     holder: list[Any] = []
 
     def fifty(req: Request) -> Reply | None:
@@ -155,7 +171,7 @@ def test_a_store_that_pages_fewer_orders_than_asked(sandbox: SandboxProcess,
         query = {**req.query, "limit": "50"}
         return holder[0].forward("GET", f"{req.path}?{urlencode(query)}", req)
 
-    with misbehaving_store(fifty, sb.url) as store:
+    with misbehaving_store(fifty, sb.url) as store:  # (its own store, to forward through)
         holder.append(store)
         result = run_invsync(["sync", str(night), "--as-of", iso(as_of)],
                              env_at(store.url, tmp_path, sb))
@@ -169,8 +185,7 @@ def test_an_as_of_at_the_end_of_the_calendar_is_bad_input(sandbox: SandboxProces
                                                          tmp_path: Path, as_of: str) -> None:
     import os
 
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     os.utime(night, (2.0**40, 2.0**40))  # a touch -d gone wrong: year 36,812
     result = run_invsync(["sync", str(night), "--as-of", as_of], env_for(sandbox, tmp_path))
     assert result.returncode == 64, output(result)
@@ -180,14 +195,12 @@ def test_an_as_of_at_the_end_of_the_calendar_is_bad_input(sandbox: SandboxProces
 
 def test_a_store_that_drips_the_order_listing_fails_the_run_and_sends_nothing(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
-    from conftest import env_at, retry_config
-    from misbehaving import Reply, Request, misbehaving_store
+    from conftest import retry_config
 
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
 
     def drip(req: Request) -> Reply | None:
         if "/v2/orders" in req.path:
@@ -196,11 +209,8 @@ def test_a_store_that_drips_the_order_listing_fails_the_run_and_sends_nothing(
         return None
 
     config = retry_config(tmp_path, max_attempts=2, timeout_s=1.0, max_total_s=4.0)
-    with misbehaving_store(drip, sb.url) as store:
-        result = run_invsync(["sync", str(night), "--config", str(config),
-                              "--as-of", iso(as_of)], env_at(store.url, tmp_path, sb),
-                             timeout=120)
-        puts = store.paths("PUT")
+    result, puts = proxied(drip, sb, tmp_path, ["sync", str(night), "--config", str(config),
+                                                "--as-of", iso(as_of)], timeout=120)
     assert result.returncode == 2, output(result)
     assert "Traceback" not in output(result) and "unexpected" not in output(result)
     assert puts == [] and sb.levels()[(1, ITEMS[0])] == 20
@@ -213,14 +223,10 @@ def test_a_level_lowered_to_what_invsync_last_sent_is_still_sent(sandbox: Sandbo
     is not at 8: the orders moved it. It must be sent."""
     sb = sandbox
     env = env_for(sb, tmp_path)
-    first = write_csv(tmp_path / "first.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 8]])
-    assert run_invsync(["sync", str(first), "--baseline", "snapshot"], env).returncode == 0
-    as_of = NOW - timedelta(minutes=30)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
+    as_of = sync_first(sb, env, tmp_path, [[ITEMS[0], 1, 8]], "--baseline", "snapshot")
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
     assert sb.levels()[(1, ITEMS[0])] == 6
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["sync", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
                          env)
     assert result.returncode == 0, output(result)
@@ -231,15 +237,11 @@ def test_an_order_placed_while_the_live_levels_are_read_is_subtracted(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     """The orders are read last, after the store's live levels: an order placed while a long
     live read runs is counted (read first, it was not, and its unit went on sale again)."""
-    from conftest import env_at
-    from misbehaving import Reply, Request, misbehaving_store
-
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[0], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     sold_during: list[int] = []
 
     def sell_while_reading(req: Request) -> Reply | None:
@@ -248,9 +250,8 @@ def test_an_order_placed_while_the_live_levels_are_read_is_subtracted(
                                      datetime.now(UTC)))
         return None
 
-    with misbehaving_store(sell_while_reading, sb.url) as store:
-        result = run_invsync(["sync", str(night), "--baseline", "live", "--as-of", iso(as_of)],
-                             env_at(store.url, tmp_path, sb))
+    result, _ = proxied(sell_while_reading, sb, tmp_path,
+                        ["sync", str(night), "--baseline", "live", "--as-of", iso(as_of)])
     assert result.returncode == 0, output(result)
     assert sold_during, "the live levels were not read"
     assert sb.levels()[(1, ITEMS[0])] == 10 - 2 - 1
@@ -260,13 +261,9 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
                                                        tmp_path: Path) -> None:
     sb = sandbox
     env = env_for(sb, tmp_path)
-    first = write_csv(tmp_path / "first.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 8]])
-    assert run_invsync(["sync", str(first), "--baseline", "snapshot"], env).returncode == 0
-    as_of = NOW - timedelta(minutes=30)
-    place(sb, [{"sku": ITEMS[0], "quantity": 2}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 10]])
+    as_of = sync_first(sb, env, tmp_path, [[ITEMS[0], 1, 8]], "--baseline", "snapshot")
+    sell(sb, ITEMS[0], 2, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     planned = run_invsync(["plan", str(night), "--baseline", "snapshot", "--as-of", iso(as_of)],
                           env)
     assert planned.returncode == 0, output(planned)
@@ -287,13 +284,12 @@ def test_a_plan_that_resends_a_sold_item_can_be_pushed(sandbox: SandboxProcess,
                         env)
     assert again.returncode == 0, output(again)
     stale_plan = last_run(tmp_path) / "plan.csv"
-    other = write_csv(tmp_path / "other.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 5]])
+    other = night_file(tmp_path, [[ITEMS[0], 1, 5]], name="other.csv")
     assert run_invsync(["sync", str(other), "--baseline", "snapshot", "--allow-shrink"],
                        env).returncode == 0
     refused = run_invsync(["sync", "--plan-file", str(stale_plan)], env)
     assert refused.returncode == 3, output(refused)
-    assert "planned from 8, now 5" in refused.stdout + refused.stderr
+    assert "planned from 8, now 5" in output(refused)
     assert sb.levels()[(1, ITEMS[0])] == 5
 
 
@@ -302,15 +298,11 @@ def test_a_variant_sold_at_a_product_tracked_item_lowers_the_products_sku_row(
     """A product tracked by product whose options have SKUs of their own: the order line
     carries the option's SKU (POSTER-1755-A3) and the product's id, the file names the
     product's SKU (POSTER-1755). The store took the units off the product: so must invsync."""
-    from conftest import env_at
-    from misbehaving import Reply, Request, misbehaving_store
-
     sb = sandbox
     put_levels(sb, [{"location_id": 1, "sku": ITEMS[3], "quantity": 20}])
     as_of = NOW - timedelta(hours=1)
-    place(sb, [{"sku": ITEMS[3], "quantity": 3}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[3], 1, 10], [ITEMS[0], 1, 10]])
+    sell(sb, ITEMS[3], 3, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[3], 1, 10], [ITEMS[0], 1, 10]])
 
     def option_skus(reply: Reply) -> Reply:
         orders = json.loads(reply.body or b"[]")
@@ -327,12 +319,10 @@ def test_a_variant_sold_at_a_product_tracked_item_lowers_the_products_sku_row(
             req.alter = option_skus
         return None
 
-    with misbehaving_store(rewrite, sb.url) as store:
-        result = run_invsync(["sync", str(night), "--as-of", iso(as_of)],
-                             env_at(store.url, tmp_path, sb))
+    result, _ = proxied(rewrite, sb, tmp_path, ["sync", str(night), "--as-of", iso(as_of)])
     assert result.returncode == 0, output(result)
     assert sb.levels()[(1, ITEMS[3])] == 7
-    sold = json.loads((last_run(tmp_path) / "report.json").read_text())["sold_since"]
+    sold = report_of(tmp_path)["sold_since"]
     assert sold["units_not_in_file"] == 0 and sold["units_subtracted"] == 3
 
 
@@ -342,12 +332,9 @@ def test_items_sold_out_since_the_as_of_time_do_not_trip_the_zeroing_brake(
     left, not a broken file saying 0; the mass-zeroing brake (30%) must not stop the run."""
     sb = sandbox
     env = env_for(sb, tmp_path)
-    header = ["sku", "location_id", "quantity"]
-    first = write_csv(tmp_path / "first.csv", header, [[s, 1, 6] for s in ITEMS[:3]])
-    assert run_invsync(["sync", str(first)], env).returncode == 0
-    as_of = NOW - timedelta(minutes=30)
-    place(sb, [{"sku": ITEMS[0], "quantity": 4}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", header, [[s, 1, 4] for s in ITEMS[:3]])
+    as_of = sync_first(sb, env, tmp_path, [[s, 1, 6] for s in ITEMS[:3]])
+    sell(sb, ITEMS[0], 4, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[s, 1, 4] for s in ITEMS[:3]])
     result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
     assert result.returncode == 0, output(result)
     levels = sb.levels()
@@ -358,12 +345,9 @@ def test_a_file_of_zeros_still_trips_the_brake_with_an_as_of(sandbox: SandboxPro
                                                             tmp_path: Path) -> None:
     sb = sandbox
     env = env_for(sb, tmp_path)
-    header = ["sku", "location_id", "quantity"]
-    first = write_csv(tmp_path / "first.csv", header, [[s, 1, 6] for s in ITEMS[:3]])
-    assert run_invsync(["sync", str(first)], env).returncode == 0
-    as_of = NOW - timedelta(minutes=30)
-    place(sb, [{"sku": ITEMS[0], "quantity": 1}], as_of + timedelta(minutes=1))
-    night = write_csv(tmp_path / "n.csv", header, [[ITEMS[0], 1, 0], [ITEMS[1], 1, 0],
+    as_of = sync_first(sb, env, tmp_path, [[s, 1, 6] for s in ITEMS[:3]])
+    sell(sb, ITEMS[0], 1, as_of + timedelta(minutes=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 0], [ITEMS[1], 1, 0],
                                                    [ITEMS[2], 1, 6]])
     result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env)
     assert result.returncode == 3, output(result)
@@ -375,13 +359,12 @@ def test_three_pages_of_orders_are_all_counted(sandbox: SandboxProcess, tmp_path
     put_levels(sb, [{"location_id": 1, "sku": s, "quantity": 900} for s in ITEMS[:2]])
     as_of = NOW - timedelta(hours=2)
     for i in range(520):  # 250 + 250 + 20, and one before the as-of time
-        place(sb, [{"sku": ITEMS[i % 2], "quantity": 1}], as_of + timedelta(seconds=i))
-    place(sb, [{"sku": ITEMS[0], "quantity": 7}], as_of - timedelta(seconds=1))
-    night = write_csv(tmp_path / "n.csv", ["sku", "location_id", "quantity"],
-                      [[ITEMS[0], 1, 600], [ITEMS[1], 1, 600]])
+        sell(sb, ITEMS[i % 2], 1, as_of + timedelta(seconds=i))
+    sell(sb, ITEMS[0], 7, as_of - timedelta(seconds=1))
+    night = night_file(tmp_path, [[ITEMS[0], 1, 600], [ITEMS[1], 1, 600]])
     result = run_invsync(["sync", str(night), "--as-of", iso(as_of)], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
     levels = sb.levels()
     assert (levels[(1, ITEMS[0])], levels[(1, ITEMS[1])]) == (600 - 260, 600 - 260)
-    sold = json.loads((last_run(tmp_path) / "report.json").read_text())["sold_since"]
+    sold = report_of(tmp_path)["sold_since"]
     assert sold["orders_read"] == 520 and sold["requests"] >= 4

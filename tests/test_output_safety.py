@@ -27,7 +27,17 @@ from typing import Any
 
 import openpyxl
 import pytest
-from conftest import ROOT, SAMPLE, CliResult, env_for, run_invsync, wait_for, write_csv
+from conftest import (
+    ROOT,
+    SAMPLE,
+    CliResult,
+    env_at,
+    env_for,
+    output,
+    run_invsync,
+    wait_for,
+    write_csv,
+)
 
 from invsync.sandbox.process import SandboxProcess
 
@@ -39,7 +49,7 @@ def puts(sb: SandboxProcess) -> list[dict[str, Any]]:
 
 
 def no_traceback(result: CliResult) -> None:
-    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in output(result), output(result)
 
 
 def one_error_line(result: CliResult) -> str:
@@ -81,7 +91,7 @@ def test_hostile_headers_and_blank_prefixed_formulas_are_escaped_and_read_back(
         ["POSTER-1755", "3", "fine"],                     # row 6: accepted
     ])
     first = run_invsync(["sync", str(path)], cli_env)
-    assert first.returncode == 1, first.stdout + first.stderr
+    assert first.returncode == 1, output(first)
     rows = read_csv(first.report_dir() / "rejected.csv")
     # The header row is file text too: escaped like any cell.
     assert rows[0] == ["sku", "quantity", "'" + EVIL_HEADER, "row", "reason", "message"]
@@ -101,7 +111,7 @@ def test_hostile_headers_and_blank_prefixed_formulas_are_escaped_and_read_back(
     again = tmp_path / "again.csv"
     again.write_bytes((first.report_dir() / "rejected.csv").read_bytes())
     second = run_invsync(["sync", str(again)], cli_env)
-    assert second.returncode == 1, second.stdout + second.stderr
+    assert second.returncode == 1, output(second)
     values = [r["value"] for r in sorted(second.report()["rejected"], key=lambda r: r["row"])]
     assert values == [original[k] for k in sorted(original)]
     # ... and writes the same escaped cells again (no double escaping).
@@ -123,7 +133,7 @@ def test_rejected_xlsx_holds_hostile_headers_and_cells_as_quoted_text(
     path = tmp_path / "hostile.xlsx"
     wb.save(path)
     result = run_invsync(["sync", str(path)], cli_env)
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 1, output(result)
     out = result.report_dir() / "rejected.xlsx"
     with zipfile.ZipFile(out) as z:
         sheet = next(n for n in z.namelist() if n.startswith("xl/worksheets/sheet"))
@@ -156,7 +166,7 @@ def hostile_store(sandbox_factory: Factory, tmp_path: Path) -> SandboxProcess:
 def assert_printed_as_data(result: CliResult) -> None:
     """No escape sequence reaches the terminal; markup shows as the text it is."""
     no_traceback(result)
-    shown = result.stdout + result.stderr
+    shown = output(result)
     for raw in ("\x1b", "\x07", "\u009b"):
         assert raw not in shown, repr(shown)
 
@@ -171,7 +181,7 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
                      [["MUG-4916", "3"], [HOSTILE_SKU, "4"]])
     # A fully successful run at a path with markup in it: exit 0, the path shown as it is.
     ok = run_invsync(["sync", str(good)], env)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.returncode == 0, output(ok)
     assert_printed_as_data(ok)
     assert f"({good})" in ok.stdout
     assert ok.report()["exit_code"] == 0
@@ -182,7 +192,7 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
                     [["MUG-4916", "[/x]", "a", ""], ["LAMP-9823", "1", "b", ESC_CELL],
                      ["NB-8084", "1", "[bold]x[/bold]", ""]])
     rejected = run_invsync(["sync", str(bad)], env)
-    assert rejected.returncode == 1, rejected.stdout + rejected.stderr
+    assert rejected.returncode == 1, output(rejected)
     assert rejected.report()["exit_code"] == 1
     assert_printed_as_data(rejected)
     assert "the quantity '[/x]' is not a number" in rejected.stdout
@@ -197,11 +207,11 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
     assert "[/b]" in run_invsync(["runs"], env).stdout
     hostile_store.post("/_sandbox/reset?levels=1")  # someone emptied the store
     drift = run_invsync(["drift"], env)
-    assert drift.returncode == 1, drift.stdout + drift.stderr
+    assert drift.returncode == 1, output(drift)
     assert_printed_as_data(drift)
     assert "ESC-\\x1b[2J-[/x]-\\x9b1m" in drift.stdout
     verify = run_invsync(["verify", ok.report()["run_id"], "--timeout", "0.5"], env)
-    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert verify.returncode == 1, output(verify)
     assert_printed_as_data(verify)
 
 
@@ -226,7 +236,7 @@ def test_report_dir_that_is_a_file_is_refused_before_anything_is_sent(
     for command in ("sync", "plan"):
         result = run_invsync(["-q", command, str(path), "--report-dir", str(not_a_folder)],
                              cli_env)
-        assert result.returncode == 64, result.stdout + result.stderr
+        assert result.returncode == 64, output(result)
         line = one_error_line(result)
         assert str(not_a_folder) in line and "not a folder" in line, line
     assert puts(sandbox) == []
@@ -240,7 +250,7 @@ def test_read_only_state_dir_is_refused_before_anything_is_sent(
     path, _ = big_file(tmp_path, 10)
     result = run_invsync(["-q", "sync", str(path), "--state-dir", str(state),
                           "--report-dir", str(reports)], cli_env)
-    assert result.returncode == 64, result.stdout + result.stderr
+    assert result.returncode == 64, output(result)
     line = one_error_line(result)
     assert str(state) in line and "Read-only file system" in line, line
     assert puts(sandbox) == []
@@ -254,7 +264,7 @@ def test_full_report_dir_after_a_successful_sync_says_so_and_leaves_no_temp_file
     reports = tmpfs(tmp_path / "full-reports", "64k")
     path, levels = big_file(tmp_path)
     result = run_invsync(["-q", "sync", str(path), "--report-dir", str(reports)], cli_env)
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 2, output(result)
     line = one_error_line(result)
     assert "report could not be written" in line and str(reports) in line, line
     assert "the stock was sent and the snapshot recorded" in line, line
@@ -265,7 +275,7 @@ def test_full_report_dir_after_a_successful_sync_says_so_and_leaves_no_temp_file
     assert all(p.endswith("/report.json") for p in left), left
     # ... and the snapshot was recorded: the same file again sends nothing.
     again = run_invsync(["sync", str(path), "--report-dir", str(tmp_path / "reports")], cli_env)
-    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.returncode == 0, output(again)
     assert again.report()["counts"]["unchanged"] == len(levels)
     assert again.report()["counts"]["submitted"] == 0
 
@@ -278,7 +288,7 @@ def test_full_state_dir_fails_with_a_report_and_resume_finishes(
     path, levels = big_file(tmp_path)
     result = run_invsync(["-q", "sync", str(path), "--state-dir", str(state),
                           "--report-dir", str(reports), "--batch-size", "200"], cli_env)
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 2, output(result)
     line = one_error_line(result)
     assert "No space left on device" in line and "invsync resume" in line, line
     report = report_of(reports)
@@ -288,7 +298,7 @@ def test_full_state_dir_fails_with_a_report_and_resume_finishes(
     subprocess.run(["mount", "-o", "remount,size=16m", str(state)], check=True)
     done = run_invsync(["resume", "--state-dir", str(state), "--report-dir", str(reports)],
                        cli_env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, output(done)
     assert {k: v for k, v in sandbox.levels().items() if k in levels} == levels
 
 
@@ -310,19 +320,19 @@ class HtmlStore(BaseHTTPRequestHandler):
 
 
 def test_an_unusable_store_answer_is_one_line_exit_2_and_a_failed_report(
-        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), HtmlStore)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {**cli_env, "BIGCOMMERCE_API_URL": f"http://127.0.0.1:{server.server_port}"}
+        env = env_at(f"http://127.0.0.1:{server.server_port}", tmp_path, sandbox)
         path, _ = big_file(tmp_path, 10)
         reports = tmp_path / "reports"
         result = run_invsync(["-q", "sync", str(path), "--report-dir", str(reports)], env)
     finally:
         server.shutdown()
         server.server_close()
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 2, output(result)
     one_error_line(result)
     report = report_of(reports)
     assert (report["status"], report["exit_code"]) == ("failed", 2)
@@ -342,7 +352,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(r["method"] == "PUT" for r in sb.requests()), proc, None)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the point: the signal lands mid-run, with batches in flight
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -361,7 +371,7 @@ def test_a_signal_mid_run_ends_interrupted_with_the_lock_released_and_resume_fin
     assert len(levels) > sum(len(r["items"]) for r in puts(sb)), "the run had finished"
     # The lock was released cleanly and resume finishes the run: the store equals the file.
     done = run_invsync(["resume", "--report-dir", str(reports)], env)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, output(done)
     assert {k: v for k, v in sb.levels().items() if k in levels} == levels
 
 

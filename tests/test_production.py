@@ -26,6 +26,7 @@ from conftest import (
     TOKEN,
     CliResult,
     env_for,
+    retry_config,
     run_invsync,
     state_store_dir,
     write_csv,
@@ -350,8 +351,8 @@ def test_summary_line_quiet_and_retries_only_at_verbose(
         sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
     sb = sandbox_factory("--error-rate", "0.3", "--seed", "3")
     env = env_for(sb, tmp_path)
-    config = tmp_path / "retry.toml"
-    config.write_text("[retry]\nmax_attempts = 8\nbase_delay_s = 0.01\nmax_delay_s = 0.05\n")
+    # Fast retries, the defaults' time bounds (a 30% error rate must not exhaust them).
+    config = retry_config(tmp_path, max_attempts=8, max_total_s=300.0, timeout_s=60.0)
     result = run_invsync(["sync", str(NIGHT1), "--config", str(config), "--batch-size", "200"],
                          env)
     assert result.returncode == 0, out(result)

@@ -10,8 +10,6 @@ Each test guards a fix made after this hunt (it failed before the fix).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -19,11 +17,13 @@ from pathlib import Path
 
 from conftest import (
     catalog_skus,
+    confirmed_in_journal,
     env_at,
+    kill_when,
     output,
+    retry_config,
     run_invsync,
     spawn,
-    state_store_dir,
     wait_for,
     write_stock,
 )
@@ -93,18 +93,9 @@ def test_drift_after_kill_9_does_not_report_the_killed_runs_confirmed_writes(
         args = ["sync", str(write_stock(tmp_path / "after.csv", after)),
                 "--batch-size", "5", "--concurrency", "1"]
         killed = spawn(args, env, log, children)
-        journal = state_store_dir(tmp_path / "state") / "journal.jsonl"
-
-        def confirmed() -> bool:
-            try:
-                return '"confirmed"' in journal.read_text()
-            except OSError:
-                return False
-
-        try:
-            wait_for(lambda: confirmed() and hold.held.is_set(), killed, log)
-            os.kill(killed.pid, signal.SIGKILL)
-            killed.wait(timeout=30)
+        try:  # kill -9 once a batch is confirmed and the next one is in flight
+            kill_when(lambda: confirmed_in_journal(tmp_path / "state") and hold.held.is_set(),
+                      killed, log)
         finally:
             hold.stop()
         # The first batch landed and was confirmed; the second never reached the store.
@@ -188,9 +179,7 @@ def test_verify_timeout_nan_is_refused_not_a_hang(
 
 def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
         sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
-    config = tmp_path / "invsync.toml"
-    config.write_text("[retry]\nmax_attempts = 2\nbase_delay_s = 0.01\nmax_delay_s = 0.02\n"
-                      "timeout_s = -1\n")
+    config = retry_config(tmp_path, max_attempts=2, max_delay_s=0.02, timeout_s=-1)
     path = write_stock(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
     result = run_invsync(["sync", str(path), "--config", str(config)], cli_env, timeout=120)
     assert "Traceback" not in output(result)
@@ -200,9 +189,9 @@ def test_a_negative_retry_timeout_in_the_config_is_a_bad_config(
 
 
 def test_an_api_url_with_the_store_path_is_bad_usage(
-        sandbox: SandboxProcess, cli_env: dict[str, str], tmp_path: Path) -> None:
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
     path = write_stock(tmp_path / "stock.csv", {(1, catalog_skus(1)[0]): 5})
-    env = {**cli_env, "BIGCOMMERCE_API_URL": f"{sandbox.url}/stores/{sandbox.store_hash}/v3"}
+    env = env_at(f"{sandbox.url}/stores/{sandbox.store_hash}/v3", tmp_path, sandbox)
     result = run_invsync(["sync", str(path)], env)
     assert "Traceback" not in output(result)
     assert result.returncode == 64, output(result)

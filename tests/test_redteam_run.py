@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     catalog_skus,
     env_at,
+    kill_when,
     output,
     retry_config,
     run_invsync,
@@ -107,7 +108,7 @@ def test_a_signal_mid_submit_reports_the_batches_the_store_confirmed(
                       "--report-dir", str(reports)], env, log, children)
         try:
             wait_for(hold.held.is_set, proc, log, timeout=120)
-            time.sleep(0.3)
+            time.sleep(0.3)  # the point: the signal lands while the second batch is held
             proc.send_signal(sig)
             proc.wait(timeout=60)
             landed = [k for k, v in levels.items() if sandbox.levels().get(k) == v]
@@ -204,11 +205,8 @@ def test_a_signal_while_the_report_is_written_leaves_the_run_in_history(
     reports = tmp_path / "reports"
     log = tmp_path / "run.log"
     proc = spawn(["sync", str(path), "--report-dir", str(reports)], cli_env, log, children)
-    deadline = time.monotonic() + 180
-    while not list(reports.glob("*/*")):  # the run folder's first (temporary) file
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.005)
+    # The run folder's first (temporary) file.
+    wait_for(lambda: list(reports.glob("*/*")), proc, log, timeout=180, every=0.005)
     proc.send_signal(sig)
     proc.wait(timeout=120)
     text = log.read_text()
@@ -331,9 +329,7 @@ def test_resume_finishes_a_killed_plan_file_run(
         proc = spawn(["sync", "--plan-file", str(plan_file), "--batch-size", "5",
                       "--concurrency", "1", "--report-dir", str(reports)], env, log, children)
         try:
-            wait_for(hold.held.is_set, proc, log, timeout=120)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
+            kill_when(hold.held.is_set, proc, log, timeout=120)
         finally:
             hold.stop()
         done = run_invsync(["resume", "--report-dir", str(reports)], env)

@@ -46,8 +46,10 @@ from conftest import (
     TOKEN,
     CliResult,
     env_for,
+    kill_when,
     lock_holder,
     output,
+    quiet_log,
     retry_config,
     run_invsync,
     spawn,
@@ -134,16 +136,8 @@ def accepted_history(sb: SandboxProcess) -> dict[Key, set[int]]:
 
 def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
     """The request log once every request the sandbox received has been answered."""
-    time.sleep(0.25)
-    deadline = time.monotonic() + 10
-    previous = -1
-    while True:
-        log = sb.requests()
-        if len(log) == previous and all(r["status"] is not None for r in log):
-            return log
-        assert time.monotonic() < deadline, "the sandbox never went quiet"
-        previous = len(log)
-        time.sleep(0.1)
+    time.sleep(0.25)  # first, time for a killed run's last request to reach the sandbox
+    return quiet_log(sb, timeout=10, every=0.1)
 
 
 # ---- 1. a flaky, rate-limited store ------------------------------------------------------
@@ -276,17 +270,17 @@ def read_journal(path: Path) -> Journaled:
 
 def wait_until_sending(journal: Path, proc: subprocess.Popen[bytes], not_run: str | None) -> str:
     """Wait until the run has begun its journal (it is about to send); return its run id."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def begun() -> str | None:
         assert proc.poll() is None, "the run ended before it began sending"
         try:
             head = json.loads(journal.read_text(encoding="utf-8").split("\n", 1)[0])
         except (OSError, ValueError):
-            head = None
+            return None
         if head and head.get("type") == "begin" and head.get("run_id") != not_run:
             return str(head["run_id"])
-        time.sleep(0.005)
-    raise AssertionError("the run never began sending")
+        return None
+
+    return wait_for(begun, timeout=30, every=0.005, message="the run never began sending")
 
 
 @dataclass
@@ -314,10 +308,9 @@ def kill_mid_run(world: KillWorld, args: list[str], delay: float,
     proc = spawn(args, world.env, world.tmp / f"killed-{uuid.uuid4().hex[:6]}.log", children)
     journal_path = world.store_dir / "journal.jsonl"
     run_id = wait_until_sending(journal_path, proc, not_run)
-    time.sleep(delay)
-    deadline = time.monotonic() + 10
-    while mid_request and time.monotonic() < deadline and not _fresh_put(world.sb, mark):
-        time.sleep(0.002)
+    time.sleep(delay)  # the kill lands this long after the run began sending
+    if mid_request:
+        wait_for(lambda: _fresh_put(world.sb, mark), timeout=10, every=0.002, give_up=True)
     assert proc.poll() is None, "the run finished before the kill: make the file bigger"
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -458,9 +451,7 @@ def test_kill_then_sync_of_another_file_resends_what_was_in_flight(
         hold.armed = True
         log = w.tmp / "killed.log"
         proc = spawn(kill_args(new_file), env, log, children)
-        wait_for(hold.held.is_set, proc, log)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert kill_when(hold.held.is_set, proc, log) == -signal.SIGKILL
         hold.stop()
         journal = read_journal(state_store_dir(w.state_home, w.sb.store_hash, store.url)
                                / "journal.jsonl")
@@ -783,7 +774,7 @@ def test_token_appears_in_no_output_state_or_report(sandbox_factory: Factory, tm
     proc = spawn(["-vv", "sync", str(big), "--batch-size", "100", "--concurrency", "1"],
                  slow_env, tmp_path / "killed.log", children)
     wait_until_sending(store_dir / "journal.jsonl", proc, None)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the point: killed some way into sending, not at its first byte
     proc.kill()
     proc.wait(timeout=10)
     assert (store_dir / "journal.jsonl").exists() and (store_dir / "lock").read_text()

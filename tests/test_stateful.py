@@ -66,7 +66,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -76,7 +75,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from conftest import ROOT, TOKEN, env_for, write_csv
+from conftest import ROOT, TOKEN, env_for, output, quiet_log, retry_config, wait_for, write_csv
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -248,19 +247,6 @@ def read_snapshot(state_dir: Path) -> dict[Key, int | None]:
     return out
 
 
-def settle(sb: SandboxProcess) -> list[dict[str, Any]]:
-    """The request log once every request the sandbox received has been answered."""
-    deadline = time.monotonic() + 20
-    previous = -1
-    while True:
-        log = sb.requests()
-        if len(log) == previous and all(r["status"] is not None for r in log):
-            return log
-        assert time.monotonic() < deadline, "the sandbox never went quiet"
-        previous = len(log)
-        time.sleep(0.15)
-
-
 VARIANT_IDS = {900 + i: sku for i, sku in enumerate(SKUS)}
 PRODUCT_IDS = {500 + i: sku for i, sku in enumerate(SKUS)}
 
@@ -375,9 +361,8 @@ class InvsyncMachine(RuleBasedStateMachine):
         self.set_faults({"error_rate": 0.0, "bare_429_rate": 0.0, "drop_rate": 0.0,
                          "latency_ms": 0})
         self.env = env_for(w.sb, self.dir)
-        self.config = self.dir / "retry.toml"
-        self.config.write_text("[retry]\nmax_attempts = 10\nbase_delay_s = 0.01\n"
-                               "max_delay_s = 0.2\nmax_total_s = 20.0\ntimeout_s = 5.0\n")
+        self.config = retry_config(self.dir, max_attempts=10, max_delay_s=0.2,
+                                   max_total_s=20.0)
         self.pairs: dict[Key, set[Pair]] = {key: {(0, ABSENT)} for key in KEYS}
         self.edited: set[Key] = set()
         self.by_path: dict[str, Run] = {}
@@ -439,7 +424,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         proc = subprocess.run([sys.executable, "-m", "invsync", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=180)
         self.log(f"invsync {' '.join(args[:1] + args[2:])} -> exit {proc.returncode}")
-        return proc.returncode, proc.stdout + proc.stderr
+        return proc.returncode, output(proc)
 
     def may_be_unknown(self) -> bool:
         return any(b is UNKNOWN for pairs in self.pairs.values() for _, b in pairs)
@@ -564,18 +549,16 @@ class InvsyncMachine(RuleBasedStateMachine):
                 [sys.executable, "-m", "invsync", *run.args(path), *self.common(),
                  "--allow-zeroing"], env=self.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
         self.world.children.append(proc)
-        deadline = time.monotonic() + 30
-        while once_sending and proc.poll() is None and time.monotonic() < deadline:
-            now = self.journals()
-            if any(journal_before.get(k) != v for k, v in now.items()):
-                break
-            time.sleep(0.005)
+        if once_sending:  # until its journal began (or it ended); then the delay runs
+            wait_for(lambda: proc.poll() is not None or any(
+                journal_before.get(k) != v for k, v in self.journals().items()),
+                timeout=30, every=0.005, give_up=True)
         try:
             code = proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             code = proc.wait(timeout=30)
-        settle(self.world.sb)
+        quiet_log(self.world.sb)
         if latency:
             self.set_faults({"latency_ms": before["latency_ms"]})
         self.log(f"sync file-{self.files}.csv {run.args(path)[2:]} latency {latency} ms, "
@@ -647,18 +630,18 @@ class InvsyncMachine(RuleBasedStateMachine):
             self.log("mass_zeroing: skipped (location 1 not all known above 0)")
             return
         run = Run(rows=tuple((sku, 1, 0) for sku in SKUS), full=full, live=live)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli([*run.args(self.write(run)), *self.common()])
         if code == 2:  # the store failed before the brakes were judged (faults)
             assert self.faulty, output + self.story()
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert code == 3, (code, output + self.story())
         report = report_of(output)
         assert report is not None and report["brakes"], output + self.story()
         check_counts(report)
-        puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+        puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
         assert not puts, f"a braked run sent {len(puts)} PUT(s){self.story()}"
         self.journal_pending = False
 
@@ -670,13 +653,13 @@ class InvsyncMachine(RuleBasedStateMachine):
         if not journal and (self.last_write is None or self.faulty):
             self.log("revert last: skipped (the model is unsure what the last run did)")
             return
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli(["revert", "last", "--state-dir", str(self.state_dir),
                                  "--report-dir", str(self.report_dir),
                                  "--config", str(self.config)])
         if journal:
             assert code == 64 and "resume" in output, (code, output + self.story())
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert self.last_write is not None
@@ -746,13 +729,13 @@ class InvsyncMachine(RuleBasedStateMachine):
             key = data.draw(st.sampled_from(sorted(planned, key=str)))
             self.manual_edit(key, qty)
             moved = qty != planned[key]["before"]
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         code, output = self.cli(["sync", "--plan-file",
                                  str(Path(plan["report_dir"]) / "plan.csv"),
                                  *self.common(), "--allow-zeroing"])
         if moved:
             assert code == 3 and "preview again" in output, (code, output + self.story())
-            puts = [r for r in settle(self.world.sb)[mark:] if r["method"] == "PUT"]
+            puts = [r for r in quiet_log(self.world.sb)[mark:] if r["method"] == "PUT"]
             assert not puts, output + self.story()
             return
         assert code == 0, (code, output + self.story())
@@ -888,7 +871,7 @@ class InvsyncMachine(RuleBasedStateMachine):
                 [sys.executable, "-m", "invsync", "portal", "add-key", "model",
                  "--state-dir", str(self.state_dir)],
                 env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-            assert added.returncode == 0, added.stdout + added.stderr
+            assert added.returncode == 0, output(added)
             self.api_key = added.stdout.strip().splitlines()[-1]
             proc = subprocess.Popen(
                 [sys.executable, "-m", "invsync", "serve", "--port", "0", "--state-dir",
@@ -905,13 +888,15 @@ class InvsyncMachine(RuleBasedStateMachine):
 
     def upload_done(self, upload_id: str) -> dict[str, Any]:
         """Poll an upload until its apply has ended."""
-        deadline = time.monotonic() + 120
-        while True:
-            body = dict(self.api("GET", f"/api/uploads/{upload_id}").json())
-            if body["status"] not in ("applying", "cancelling", "previewing"):
-                return body
-            assert time.monotonic() < deadline, f"apply never ended: {body}{self.story()}"
-            time.sleep(0.1)
+        last: dict[str, Any] = {}
+
+        def ended() -> dict[str, Any] | None:
+            last.update(self.api("GET", f"/api/uploads/{upload_id}").json())
+            return None if last["status"] in ("applying", "cancelling", "previewing") \
+                else dict(last)
+
+        return wait_for(ended, timeout=120, every=0.1,
+                        message=lambda: f"apply never ended: {last}{self.story()}")
 
     @rule(data=st.data(), then=st.sampled_from(["later", "apply", "edit", "sell"]))
     def upload_preview(self, data: st.DataObject, then: str) -> None:
@@ -940,13 +925,13 @@ class InvsyncMachine(RuleBasedStateMachine):
         path = self.write(run)
         self.server_url()
         levels = store_levels(self.world.sb)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         with path.open("rb") as fh:
             r = self.api("POST", "/api/uploads", data={"duplicates": run.duplicates},
                          files={"file": (path.name, fh, "text/csv")})
         wanted, _ = run.effective()
         self.log(f"upload {path.name} ({run.duplicates}) -> {r.status_code}")
-        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        puts = [q for q in quiet_log(self.world.sb)[mark:] if q["method"] == "PUT"]
         assert not puts, f"a preview sent {len(puts)} PUT(s){self.story()}"
         if r.status_code == 422 and not wanted:
             return None  # no row usable: nothing to preview
@@ -985,7 +970,7 @@ class InvsyncMachine(RuleBasedStateMachine):
         """Apply ``up`` through the API and check the outcome against the model."""
         levels = store_levels(self.world.sb)
         moved = sorted(k for k, (old, _) in up.planned.items() if levels[k] != old)
-        mark = len(settle(self.world.sb))
+        mark = len(quiet_log(self.world.sb))
         r = self.api("POST", f"/api/uploads/{up.id}/apply", data={"override_brakes": "yes"})
         if r.status_code == 409:
             status = str(r.json().get("upload_status"))
@@ -994,7 +979,7 @@ class InvsyncMachine(RuleBasedStateMachine):
             status = str(self.upload_done(up.id)["status"])
         self.log(f"apply upload {up.id[:6]} (was {up.status}, moved {moved}) -> "
                  f"{r.status_code} {status}")
-        puts = [q for q in settle(self.world.sb)[mark:] if q["method"] == "PUT"]
+        puts = [q for q in quiet_log(self.world.sb)[mark:] if q["method"] == "PUT"]
         if up.status == "stale" or moved:
             assert status == "stale" and not puts, (r.status_code, status, puts, self.story())
             up.status = "stale"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import polars as pl
 import pytest
 from conftest import (
     SAMPLE,
+    TOKEN,
     CliResult,
     catalog_skus,
     env_for,
@@ -55,8 +55,35 @@ def level(sb: SandboxProcess, sku: str, location: int = 1) -> int:
 
 
 def ok(result: CliResult, *codes: int) -> dict[str, Any]:
+    """The run's report.json, once its exit code is one of ``codes`` (0 by default)."""
     assert result.returncode in (codes or (0,)), output(result)
     return result.report()
+
+
+def sync(env: dict[str, str], path: Path, levels: dict[tuple[int, str], int],
+         *args: str) -> dict[str, Any]:
+    """``invsync sync`` of a stock file at ``path`` setting ``levels``: its report."""
+    return ok(run_invsync(["sync", str(write_stock(path, levels)), *args], env))
+
+
+def one_bad_row(path: Path, skus: list[str], index: int, row: str) -> Path:
+    """A ``sku,quantity`` file setting 6 for each of ``skus``, but whose line for
+    ``skus[index]`` is ``row`` (``{sku}`` filled in)."""
+    path.write_text("sku,quantity\n" + "".join(
+        (row.format(sku=s) if i == index else f"{s},6") + "\n" for i, s in enumerate(skus)))
+    return path
+
+
+def plan_csv(report: dict[str, Any]) -> Path:
+    """The plan.csv of a run, from its report."""
+    return Path(report["report_dir"]) / "plan.csv"
+
+
+def config(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    """A config file with ``text``."""
+    path = tmp_path / name
+    path.write_text(text)
+    return path
 
 
 # ---- the design: plans against the store ---------------------------------------------------
@@ -113,15 +140,14 @@ def test_a_plan_applied_to_another_store_is_refused_before_anything_is_sent(
     stock = write_stock(tmp_path / "s.csv", {(1, s): 7 for s in catalog_skus(2)})
     plan = ok(run_invsync(["plan", str(stock)], env_for(a, tmp_path / "a")))
     assert plan["plan_binding"]["store_hash"] == a.store_hash
-    plan_csv = Path(plan["report_dir"]) / "plan.csv"
-    refused = run_invsync(["sync", "--plan-file", str(plan_csv)], env_for(b, tmp_path / "a"))
+    planned = plan_csv(plan)
+    refused = run_invsync(["sync", "--plan-file", str(planned)], env_for(b, tmp_path / "a"))
     assert refused.returncode == 64, output(refused)
     assert "was made for" in refused.stderr and "nothing was sent" in refused.stderr
     assert puts(b) == [] and puts(a) == []
     # Another profile of the same store is another binding too.
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[profiles.rehearsal]\nreason = 'x'\n")
-    other = run_invsync(["sync", "--plan-file", str(plan_csv), "--config", str(cfg),
+    cfg = config(tmp_path, "[profiles.rehearsal]\nreason = 'x'\n")
+    other = run_invsync(["sync", "--plan-file", str(planned), "--config", str(cfg),
                          "--profile", "rehearsal"], env_for(a, tmp_path / "a"))
     assert other.returncode == 64, output(other)
     assert puts(a) == []
@@ -134,7 +160,7 @@ def test_apply_refuses_when_the_store_changed_since_the_preview(
     stock = write_stock(tmp_path / "s.csv", {(1, s): 9 for s in skus})
     plan = ok(run_invsync(["plan", str(stock)], env))
     edit(sandbox, {(1, skus[1]): 4})  # an order, an edit, another app
-    applied = run_invsync(["sync", "--plan-file", str(Path(plan["report_dir"]) / "plan.csv")],
+    applied = run_invsync(["sync", "--plan-file", str(plan_csv(plan))],
                           env)
     assert applied.returncode == 3, output(applied)
     assert "the store changed since the preview: preview again" in applied.stdout + \
@@ -142,7 +168,7 @@ def test_apply_refuses_when_the_store_changed_since_the_preview(
     assert puts(sandbox) == []
     # Preview again, then the apply goes through.
     again = ok(run_invsync(["plan", str(stock)], env))
-    ok(run_invsync(["sync", "--plan-file", str(Path(again["report_dir"]) / "plan.csv")], env))
+    ok(run_invsync(["sync", "--plan-file", str(plan_csv(again))], env))
     assert all(level(sandbox, s) == 9 for s in skus)
 
 
@@ -157,7 +183,7 @@ def test_hole5_a_live_plan_applies_after_a_store_edit_made_before_it(
     edit(sandbox, {(1, skus[0]): 1})
     changed = write_stock(tmp_path / "t.csv", {(1, skus[0]): 6, (1, skus[1]): 5})
     plan = ok(run_invsync(["plan", str(changed), "--baseline", "live"], env))
-    ok(run_invsync(["sync", "--plan-file", str(Path(plan["report_dir"]) / "plan.csv")], env))
+    ok(run_invsync(["sync", "--plan-file", str(plan_csv(plan))], env))
     assert level(sandbox, skus[0]) == 6
 
 
@@ -187,15 +213,14 @@ def test_the_apply_recheck_tolerates_a_read_lagging_this_tools_own_write(
     plan = ok(run_invsync(["plan", str(second), "--config", str(cfg)], env))
     assert {c["before"] for c in plan["changes"]} == {0}  # the lagging read
     faults(sandbox, apply_lag_ms=0)  # the write shows now: 3, not the plan's 0
-    ok(run_invsync(["sync", "--plan-file", str(Path(plan["report_dir"]) / "plan.csv"),
+    ok(run_invsync(["sync", "--plan-file", str(plan_csv(plan)),
                     "--config", str(cfg)], env))
     assert all(level(sandbox, s) == 8 for s in skus)
     # Someone else's edit is not forgiven (once the lag allowed has passed).
-    quick = tmp_path / "quick.toml"
-    quick.write_text("verify_lag_s = 1\n")
+    quick = config(tmp_path, "verify_lag_s = 1\n", "quick.toml")
     plan = ok(run_invsync(["plan", str(first), "--config", str(quick)], env))
     edit(sandbox, {(1, skus[0]): 1})
-    stale = run_invsync(["sync", "--plan-file", str(Path(plan["report_dir"]) / "plan.csv"),
+    stale = run_invsync(["sync", "--plan-file", str(plan_csv(plan)),
                          "--config", str(quick)], env)
     assert stale.returncode == 3, output(stale)
 
@@ -220,15 +245,13 @@ def test_sandbox_lag_can_be_switched_on_while_running(sandbox: SandboxProcess,
     env = env_for(sandbox, tmp_path)
     sku = catalog_skus(1)[0]
     faults(sandbox, apply_lag_ms=60_000)
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "s.csv", {(1, sku): 5}))], env))
+    sync(env, tmp_path / "s.csv", {(1, sku): 5})
     drift = run_invsync(["drift", "--config", str(_lag_config(tmp_path, 0))], env)
     assert drift.returncode == 1, output(drift)  # the read still shows the old level
 
 
 def _lag_config(tmp_path: Path, seconds: float) -> Path:
-    cfg = tmp_path / "lag.toml"
-    cfg.write_text(f"verify_lag_s = {seconds}\n")
-    return cfg
+    return config(tmp_path, f"verify_lag_s = {seconds}\n", "lag.toml")
 
 
 # ---- revert ---------------------------------------------------------------------------------
@@ -238,9 +261,9 @@ def test_revert_restores_the_level_the_run_replaced_not_the_snapshots(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     sku = catalog_skus(1)[0]
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv", {(1, sku): 10}))], env))
+    sync(env, tmp_path / "a.csv", {(1, sku): 10})
     edit(sandbox, {(1, sku): 7})  # the store moved behind invsync's back
-    run = ok(run_invsync(["sync", str(write_stock(tmp_path / "b.csv", {(1, sku): 20}))], env))
+    run = sync(env, tmp_path / "b.csv", {(1, sku): 20})
     ok(run_invsync(["revert", run["run_id"]], env))
     assert level(sandbox, sku) == 7  # what that run replaced, not the snapshot's 10
 
@@ -249,8 +272,8 @@ def test_revert_last_is_the_last_run_that_wrote_by_sequence_not_clock(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     sku = catalog_skus(1)[0]
-    one = ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv", {(1, sku): 1}))], env))
-    two = ok(run_invsync(["sync", str(write_stock(tmp_path / "b.csv", {(1, sku): 2}))], env))
+    one = sync(env, tmp_path / "a.csv", {(1, sku): 1})
+    two = sync(env, tmp_path / "b.csv", {(1, sku): 2})
     assert two["run_seq"] == one["run_seq"] + 1
     # The clock stepped back: the later run's id sorts first. Order is by run_seq.
     folder = Path(two["report_dir"])
@@ -271,7 +294,7 @@ def test_revert_last_refuses_while_a_killed_run_is_unfinished(
     sb = sandbox_factory()
     env = env_for(sb, tmp_path)
     sku = catalog_skus(1)[0]
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv", {(1, sku): 1}))], env))
+    sync(env, tmp_path / "a.csv", {(1, sku): 1})
     # A journal left by a run killed with kill -9 while sending.
     store = state_store_dir(tmp_path / "state", sb.store_hash, sb.url)
     (store / "journal.jsonl").write_text(json.dumps(
@@ -306,12 +329,9 @@ def test_hole1_zero_missing_never_zeroes_an_item_whose_row_was_rejected(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     skus = catalog_skus(6)
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv",
-                                            {(1, s): 5 for s in skus}))], env))
+    sync(env, tmp_path / "a.csv", {(1, s): 5 for s in skus})
     # Row 3 has a stray extra cell: rejected at ingest, but the file names that item.
-    bad = tmp_path / "b.csv"
-    bad.write_text("sku,quantity\n" + "".join(
-        f"{s},6,oops\n" if i == 1 else f"{s},6\n" for i, s in enumerate(skus)))
+    bad = one_bad_row(tmp_path / "b.csv", skus, 1, "{sku},6,oops")
     report = ok(run_invsync(["sync", str(bad), "--zero-missing"], env), 1)
     assert report["counts"]["zeroed_missing"] == 0
     assert level(sandbox, skus[1]) == 5
@@ -321,15 +341,12 @@ def test_hole1_a_file_whose_rows_a_quote_swallowed_is_refused_for_zero_missing(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     skus = catalog_skus(6)
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv",
-                                            {(1, s): 5 for s in skus}))], env))
-    bad = tmp_path / "b.csv"
-    bad.write_text("sku,quantity\n" + "".join(
-        f'{s},"6\n' if i == 2 else f"{s},6\n" for i, s in enumerate(skus)))
+    sync(env, tmp_path / "a.csv", {(1, s): 5 for s in skus})
+    bad = one_bad_row(tmp_path / "b.csv", skus, 2, '{sku},"6')  # a quote never closed
     sent = len(puts(sandbox))
     result = run_invsync(["sync", str(bad), "--zero-missing"], env)
     assert result.returncode == 65, output(result)
-    assert "never closed" in result.stdout + result.stderr
+    assert "never closed" in output(result)
     assert len(puts(sandbox)) == sent
 
 
@@ -353,9 +370,8 @@ def test_hole2_the_mass_zeroing_brake_judges_items_holding_stock() -> None:
 def test_hole3_a_buffer_clamps_at_zero(sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
     sku = catalog_skus(1)[0]
-    ok(run_invsync(["sync", str(write_stock(tmp_path / "a.csv", {(1, sku): 48}))], env))
-    report = ok(run_invsync(["sync", str(write_stock(tmp_path / "b.csv", {(1, sku): 1})),
-                             "--buffer", "2", "--allow-zeroing"], env))
+    sync(env, tmp_path / "a.csv", {(1, sku): 48})
+    report = sync(env, tmp_path / "b.csv", {(1, sku): 1}, "--buffer", "2", "--allow-zeroing")
     assert report["counts"]["rejected"] == 0
     assert level(sandbox, sku) == 0
     negative = ok(run_invsync(["plan", str(write_stock(tmp_path / "c.csv", {(1, sku): -1})),
@@ -380,8 +396,7 @@ def test_hole4_store_id_unifies_a_host_name_and_its_ip(tmp_path: Path) -> None:
     from invsync.run.config import load_settings
     from invsync.state.snapshot import store_dir
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('store_id = "shop-eu"\n')
+    cfg = config(tmp_path, 'store_id = "shop-eu"\n')
     a = load_settings(cfg, {"api_url": "https://api.example.com"})
     b = load_settings(cfg, {"api_url": "https://203.0.113.7"})
     assert store_dir(tmp_path, a.store_host, "h") == store_dir(tmp_path, b.store_host, "h")
@@ -401,7 +416,7 @@ def test_hole6_verify_last_verifies_the_last_run_that_wrote(
 
 def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
         sandbox_factory: Any, tmp_path: Path, children: Any) -> None:
-    from conftest import spawn, wait_for
+    from conftest import kill_when, spawn
 
     sb = sandbox_factory("--latency-ms", "300")
     env = env_for(sb, tmp_path)
@@ -409,9 +424,7 @@ def test_hole9_resume_of_a_killed_full_run_sends_no_confirmed_batch_again(
     stock = write_stock(tmp_path / "s.csv", {(1, s): 11 for s in skus})
     log = tmp_path / "run.log"
     proc = spawn(["sync", str(stock), "--full", "--batch-size", "5"], env, log, children)
-    wait_for(lambda: len(puts(sb)) >= 3, proc, log)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    kill_when(lambda: len(puts(sb)) >= 3, proc, log)
     sent_before = {i["sku"] for r in puts(sb) if r["status"] == 200 for i in r["items"]}
     count = len(puts(sb))
     ok(run_invsync(["resume"], env))
@@ -429,20 +442,13 @@ def _in_flight(sb: SandboxProcess, upto: int) -> set[str]:
 def test_hole10_a_profiles_own_token_wins_over_the_environment(
         sandbox: SandboxProcess, tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path, token="wrong-token")
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[profiles.shop]\naccess_token = "{sandbox_token()}"\n')
+    cfg = config(tmp_path, f'[profiles.shop]\naccess_token = "{TOKEN}"\n')
     stock = write_stock(tmp_path / "s.csv", {(1, catalog_skus(1)[0]): 2})
     report = ok(run_invsync(["sync", str(stock), "--config", str(cfg), "--profile", "shop"],
                             env))
     source = report["options"]["token_source"]
     assert "[profiles.shop]" in source and "BIGCOMMERCE_ACCESS_TOKEN" in source
-    assert sandbox_token() not in json.dumps(report)
-
-
-def sandbox_token() -> str:
-    from conftest import TOKEN
-
-    return TOKEN
+    assert TOKEN not in json.dumps(report)
 
 
 # ---- one write in flight, a share of the quota ---------------------------------------------
@@ -469,8 +475,7 @@ def test_quota_share_is_checked(tmp_path: Path) -> None:
     from invsync.errors import UsageError
     from invsync.run.config import load_settings
 
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[store]\nquota_share = 0.5\n")
+    cfg = config(tmp_path, "[store]\nquota_share = 0.5\n")
     assert load_settings(cfg, {}).quota_share == 0.5
     cfg.write_text("[store]\nquota_share = 1.5\n")
     with pytest.raises(UsageError, match="quota_share"):

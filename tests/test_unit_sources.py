@@ -4,7 +4,11 @@ freshness, after-processing of a local drop folder, and the CLI's plain refusals
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +184,8 @@ def test_local_drop_folder_moves_on_success_and_failure(sandbox: SandboxProcess,
     write_stock(drop / "stock_a.csv", {(1, s): 5 for s in catalog_skus(2)})
     (drop / "done").mkdir()
     write_stock(drop / "done" / "stock_a.csv", {})  # a name already taken in done/
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock_*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "move:done/"\non_failure = "move:failed/"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/stock_*.csv", settle_s=0.1,
+                        on_success="move:done/", on_failure="move:failed/")
     env = env_for(sandbox, tmp_path)
     ok = run_invsync(["sync", "drop", "--config", str(cfg)], env)
     assert ok.returncode == 0, output(ok)
@@ -200,8 +203,7 @@ def test_the_cli_refuses_plainly(sandbox: SandboxProcess, tmp_path: Path) -> Non
     stock = write_stock(tmp_path / "stock.csv", {(1, s): 1 for s in catalog_skus(1)})
     result = run_invsync(["sync", str(stock), "--max-age", "26h"], env)
     assert result.returncode == 64 and "apply to a SOURCE" in result.stderr, output(result)
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text('[sources.w]\nurl = "sftp://h/x.csv"\nonsuccess = "delete"\n')
+    cfg = source_config(tmp_path, "w", url="sftp://h/x.csv", onsuccess="delete")  # a typo
     result = run_invsync(["sync", "w", "--config", str(cfg)], env)
     assert result.returncode == 64 and "unknown key(s) onsuccess" in result.stderr
     result = run_invsync(["sync", "gopher://h/x.csv"], env)
@@ -217,9 +219,8 @@ def test_a_store_failure_leaves_the_file_where_it_is(sandbox: SandboxProcess,
     drop = tmp_path / "drop"
     drop.mkdir()
     stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in catalog_skus(2)})
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "delete"\non_failure = "move:failed/"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/*.csv", settle_s=0.1,
+                        on_success="delete", on_failure="move:failed/")
     result = run_invsync(["sync", "drop", "--config", str(cfg)],
                          env_for(sandbox, tmp_path, token="not-the-token-1"))
     assert result.returncode == 2, output(result)
@@ -276,71 +277,50 @@ def test_an_http_redirect_to_another_host_carries_none_of_the_sources_headers(
         tmp_path: Path) -> None:
     # httpx drops only Authorization on a cross-origin redirect: a token in X-Api-Key (or
     # any configured header) must not reach the host the feed redirects to.
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from invsync.sources.remote import HttpRemote
 
     seen: list[dict[str, str]] = []
     body = b"sku,location_id,qty\nA,1,5\n"
 
-    class Other(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def other(req: BaseHTTPRequestHandler) -> None:
+        seen.append({k.lower(): v for k, v in req.headers.items()})
+        answer(req, body, content_type=None)
 
-        do_HEAD = do_GET
+    with http_server(other) as other_url:
+        def redirect(req: BaseHTTPRequestHandler) -> None:
+            answer(req, b"", 302, {"Location": f"{other_url}/x.csv"}, content_type=None)
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
-
-    class Feed(Other):
-        def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("Location", f"http://127.0.0.1:{other.server_port}/x.csv")
-            self.end_headers()
-
-        do_HEAD = do_GET
-
-    feed = ThreadingHTTPServer(("127.0.0.1", 0), Feed)
-    for server in (other, feed):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        spec = resolve(f"http://127.0.0.1:{feed.server_port}/stock.csv", check_sources({
-            "feed": {"url": f"http://127.0.0.1:{feed.server_port}/stock.csv",
-                     "headers": {"X-Api-Key": "k-51d2-secret", "Authorization": "Bearer t-9"}},
-        }))
-        remote = HttpRemote(spec)
-        file = remote.list()[0]
-        done = remote.download(file, tmp_path / "x.csv")
-        assert done.size == len(body)
-    finally:
-        for server in (other, feed):
-            server.shutdown()
-            server.server_close()
+        with http_server(redirect) as feed_url:
+            spec = resolve(f"{feed_url}/stock.csv", check_sources({
+                "feed": {"url": f"{feed_url}/stock.csv",
+                         "headers": {"X-Api-Key": "k-51d2-secret",
+                                     "Authorization": "Bearer t-9"}},
+            }))
+            remote = HttpRemote(spec)
+            file = remote.list()[0]
+            done = remote.download(file, tmp_path / "x.csv")
+            assert done.size == len(body)
     assert seen, "the redirect was not followed"
     for headers in seen:
         assert "x-api-key" not in headers and "authorization" not in headers, headers
 
 
-def _serve(body: bytes, content_type: str = "text/csv") -> Any:
-    """A plain HTTP server on 127.0.0.1 (in a thread) answering every GET with ``body``."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def source_config(tmp_path: Path, name: str, **keys: str | float) -> Path:
+    """A config file whose ``[sources.NAME]`` table holds ``keys`` (strings quoted)."""
+    path = tmp_path / "invsync.toml"
+    path.write_text(f"[sources.{name}]\n" + "".join(
+        f'{k} = "{v}"\n' if isinstance(v, str) else f"{k} = {v!r}\n" for k, v in keys.items()))
+    return path
+
+
+@contextmanager
+def http_server(handle: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 (in threads) whose every GET and HEAD ``handle``
+    answers; yields its base URL and is always shut down."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
+            handle(self)
 
         do_HEAD = do_GET
 
@@ -348,8 +328,31 @@ def _serve(body: bytes, content_type: str = "text/csv") -> Any:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def answer(req: BaseHTTPRequestHandler, body: bytes, status: int = 200,
+           headers: dict[str, str] | None = None,
+           content_type: str | None = "text/csv") -> None:
+    """Answer ``req`` with ``body`` and its length (no body to a HEAD)."""
+    req.send_response(status)
+    for name, value in {**({"Content-Type": content_type} if content_type else {}),
+                        **(headers or {}), "Content-Length": str(len(body))}.items():
+        req.send_header(name, value)
+    req.end_headers()
+    if req.command == "GET":
+        req.wfile.write(body)
+
+
+def serving(body: bytes, content_type: str = "text/csv") -> Any:
+    """:func:`http_server` answering every GET with ``body``."""
+    return http_server(lambda req: answer(req, body, content_type=content_type))
 
 
 def test_a_token_in_a_feed_urls_query_is_stored_and_shown_nowhere(
@@ -357,17 +360,13 @@ def test_a_token_in_a_feed_urls_query_is_stored_and_shown_nowhere(
     # A Google Sheets-style link with its key in the query: the key must not reach the run
     # folder (report.json, source.json), last.json, the JSON events or `runs`/`show`.
     stock = write_stock(tmp_path / "feed.csv", {(1, s): 7 for s in catalog_skus(2)})
-    server = _serve(stock.read_bytes())
     secret = "SeKrEt-feed-key-0912"
-    url = f"http://127.0.0.1:{server.server_port}/pub?output=csv&token={secret}"
     env = env_for(sandbox, tmp_path)
-    try:
+    with serving(stock.read_bytes()) as base:
+        url = f"{base}/pub?output=csv&token={secret}"
         results = [run_invsync(["--log-format", "json", "sync", url], env),
                    run_invsync(["-vv", "sync", url, "--force"], env),
                    run_invsync(["runs"], env), run_invsync(["show", "last"], env)]
-    finally:
-        server.shutdown()
-        server.server_close()
     assert [r.returncode for r in results] == [0, 0, 0, 0], output(results[0])
     for result in results:
         assert secret not in output(result)
@@ -382,44 +381,29 @@ def test_a_server_that_drips_bytes_is_given_up_on(sandbox: SandboxProcess,
                                                   tmp_path: Path) -> None:
     # Every read gets a byte within timeout_s, so a per-read timeout alone never fires: the
     # download must give up on a server that sends next to nothing (exit 2), not hang.
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     stop = threading.Event()
 
-    class Drip(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv")
-            self.end_headers()
-            if self.command == "HEAD":
+    def drip(req: BaseHTTPRequestHandler) -> None:
+        req.send_response(200)
+        req.send_header("Content-Type", "text/csv")
+        req.end_headers()
+        if req.command == "HEAD":
+            return
+        req.wfile.write(b"sku,location_id,quantity\n")
+        while not stop.wait(0.2):  # a byte every 0.2 s, for ever: the point of the test
+            try:
+                req.wfile.write(b"A")
+                req.wfile.flush()
+            except OSError:
                 return
-            self.wfile.write(b"sku,location_id,quantity\n")
-            while not stop.wait(0.2):
-                try:
-                    self.wfile.write(b"A")
-                    self.wfile.flush()
-                except OSError:
-                    return
 
-        do_HEAD = do_GET
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/stock.csv"
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.feed]\nurl = "{url}"\ntimeout_s = 1\n')
-    try:
-        result = run_invsync(["sync", "feed", "--config", str(cfg)], env_for(sandbox, tmp_path),
-                             timeout=120)
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+    with http_server(drip) as base:
+        cfg = source_config(tmp_path, "feed", url=f"{base}/stock.csv", timeout_s=1)
+        try:
+            result = run_invsync(["sync", "feed", "--config", str(cfg)],
+                                 env_for(sandbox, tmp_path), timeout=120)
+        finally:
+            stop.set()
     assert result.returncode == 2, output(result)
     assert "too slowly" in result.stderr and "Traceback" not in output(result)
 
@@ -436,9 +420,8 @@ def test_a_file_replaced_during_the_run_is_not_deleted_unread(sandbox: SandboxPr
     skus = catalog_skus(3)
     stock = write_stock(drop / "stock.csv", {(1, s): 5 for s in skus})
     os.utime(stock, (time.time() - 60, time.time() - 60))
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.drop]\nurl = "{drop}/stock*.csv"\nsettle_s = 0.1\n'
-                   f'on_success = "delete"\n')
+    cfg = source_config(tmp_path, "drop", url=f"{drop}/stock*.csv", settle_s=0.1,
+                        on_success="delete")
 
     def respond(request: Any) -> None:
         if request.method == "PUT" and stock.read_text().count(",5\n"):
@@ -459,13 +442,8 @@ def test_a_feed_answering_200_with_an_html_page_is_a_source_error(sandbox: Sandb
     # A login or error page sent as 200 OK is the server failing (exit 2, run again next
     # time), not an unusable stock file (exit 65) reported with a garbled column list.
     page = b"<!DOCTYPE html>\n<html><body><h1>Session expired</h1>, please log in</body></html>"
-    server = _serve(page, "text/html; charset=utf-8")
-    try:
-        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/stock.csv"],
-                             env_for(sandbox, tmp_path))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(page, "text/html; charset=utf-8") as base:
+        result = run_invsync(["sync", f"{base}/stock.csv"], env_for(sandbox, tmp_path))
     assert result.returncode == 2, output(result)
     assert "web page" in result.stderr and "Traceback" not in output(result)
     assert not list((tmp_path / "state").rglob("report.json"))  # nothing was run
@@ -504,42 +482,21 @@ def test_an_http_source_logs_in_with_its_user_name_and_password(sandbox: Sandbox
     # username/password are the login of every scheme (docs/sources.md): for http(s) they
     # are Basic auth, not silently dropped (a 401 and "check the headers").
     import base64
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     body = write_stock(tmp_path / "feed.csv", {(1, s): 3 for s in catalog_skus(2)}).read_bytes()
     want = "Basic " + base64.b64encode(b"shop:pw-Basic-551").decode()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.headers.get("Authorization") != want:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="feed"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
+    def login_first(req: BaseHTTPRequestHandler) -> None:
+        if req.headers.get("Authorization") != want:
+            answer(req, b"", 401, {"WWW-Authenticate": 'Basic realm="feed"'}, content_type=None)
+        else:
+            answer(req, body, content_type=None)
 
-        do_HEAD = do_GET
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.feed]\nurl = "http://shop@127.0.0.1:{server.server_port}/f.csv"\n'
-                   f'password = "pw-Basic-551"\n')
     env = env_for(sandbox, tmp_path)
-    try:
+    with http_server(login_first) as base:
+        cfg = source_config(tmp_path, "feed", url=base.replace("http://", "http://shop@")
+                            + "/f.csv", password="pw-Basic-551")
         result = run_invsync(["sync", "feed", "--config", str(cfg)], env)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.returncode == 0, output(result)
     assert "pw-Basic-551" not in output(result)
 
@@ -550,34 +507,11 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
     # nothing changed. Each new content is run once, an unchanged one never again.
     import json
     import signal
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from conftest import spawn, wait_for
 
     skus = catalog_skus(2)
     feed = {"body": write_stock(tmp_path / "v1.csv", {(1, s): 11 for s in skus}).read_bytes()}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = feed["body"]
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command == "GET":
-                self.wfile.write(body)
-
-        do_HEAD = do_GET
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    cfg = tmp_path / "invsync.toml"
-    cfg.write_text(f'[sources.sheet]\nurl = "http://127.0.0.1:{server.server_port}/pub.csv"\n'
-                   f'interval_s = 0.2\n')
     ledger = tmp_path / "state" / "invsync" / "sources" / "sheet" / "ledger.jsonl"
     runs = tmp_path / "state" / "invsync" / "runs"
 
@@ -586,21 +520,25 @@ def test_watch_of_a_feed_without_last_modified_sees_each_change_once(
         return [json.loads(line) for line in text.splitlines()]
 
     log = tmp_path / "watch.log"
-    proc = spawn(["watch", "sheet", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
-                 children)
-    try:
-        wait_for(lambda: len(entries()) == 1, proc, log)
-        feed["body"] = write_stock(tmp_path / "v2.csv", {(1, s): 22 for s in skus}).read_bytes()
-        wait_for(lambda: len(entries()) == 2, proc, log)
-        time.sleep(1.5)  # several more looks at the unchanged feed
-        feed["body"] = (tmp_path / "v1.csv").read_bytes()  # back to the first content
-        wait_for(lambda: len(entries()) == 3, proc, log)
-        time.sleep(1.0)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        server.shutdown()
-        server.server_close()
+    # A published sheet: no Last-Modified, whatever the body is now.
+    with http_server(lambda req: answer(req, feed["body"])) as base:
+        cfg = source_config(tmp_path, "sheet", url=f"{base}/pub.csv", interval_s=0.2)
+        proc = spawn(["watch", "sheet", "--config", str(cfg)], env_for(sandbox, tmp_path), log,
+                     children)
+        try:
+            wait_for(lambda: len(entries()) == 1, proc, log)
+            feed["body"] = write_stock(tmp_path / "v2.csv",
+                                       {(1, s): 22 for s in skus}).read_bytes()
+            wait_for(lambda: len(entries()) == 2, proc, log)
+            # Sleeps that are the point: the watch looks again and again (every 0.2 s) at a
+            # feed that did not change, and must process nothing twice.
+            time.sleep(1.5)
+            feed["body"] = (tmp_path / "v1.csv").read_bytes()  # back to the first content
+            wait_for(lambda: len(entries()) == 3, proc, log)
+            time.sleep(1.0)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     assert [e["status"] for e in entries()] == ["processed"] * 3, log.read_text()
     assert len(list(runs.glob("*/report.json"))) == 3
     assert log.read_text().count("unchanged since") == 0, log.read_text()
@@ -665,13 +603,9 @@ def test_a_download_left_by_a_killed_run_is_cleaned_up(tmp_path: Path) -> None:
 def test_max_age_that_cannot_be_checked_says_so(sandbox: SandboxProcess, tmp_path: Path) -> None:
     # A feed without Last-Modified: max_age cannot guard it; the run must not look guarded.
     stock = write_stock(tmp_path / "feed.csv", {(1, s): 4 for s in catalog_skus(2)})
-    server = _serve(stock.read_bytes())
-    try:
-        result = run_invsync(["sync", f"http://127.0.0.1:{server.server_port}/f.csv",
-                              "--max-age", "26h"], env_for(sandbox, tmp_path))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(stock.read_bytes()) as base:
+        result = run_invsync(["sync", f"{base}/f.csv", "--max-age", "26h"],
+                             env_for(sandbox, tmp_path))
     assert result.returncode == 0, output(result)
     assert any("max_age could not be checked" in n for n in result.report()["notes"])
     assert "max_age could not be checked" in result.stdout

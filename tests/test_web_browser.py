@@ -11,128 +11,27 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TOKEN, env_for, run_invsync, state_store_dir, write_csv
+from browser import Served, by_id, serve_process, sign_in, text_of, wait_page
+from conftest import ROOT, env_for, lock_holder, run_invsync, state_store_dir, write_csv
 
-from invsync.sandbox.process import SandboxProcess, wait_for_listening
-
-PASSWORD = "merchant-password-1"
-
-
-def _browser_paths() -> tuple[str, str] | None:
-    binary = os.environ.get("INVSYNC_CHROMIUM") or shutil.which("chromium") or \
-        shutil.which("chromium-browser")
-    driver = os.environ.get("INVSYNC_CHROMEDRIVER") or shutil.which("chromedriver") or (
-        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
-    if not binary or not driver:
-        return None
-    return binary, driver
-
-
-@dataclass
-class Served:
-    """A running ``invsync serve`` process."""
-
-    url: str
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    output: list[str] = field(default_factory=list)
+from invsync.sandbox.process import SandboxProcess
 
 
 @pytest.fixture
 def served(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
+    """``invsync serve`` in front of ``sandbox`` (see tests/browser.py)."""
     with serve_process(sandbox, tmp_path) as srv:
         yield srv
 
 
-@contextmanager
-def serve_process(sandbox: SandboxProcess, tmp_path: Path) -> Iterator[Served]:
-    """A demo user and ``invsync serve --port 0`` in front of ``sandbox``; always stopped."""
-    env = env_for(sandbox, tmp_path)
-    added = subprocess.run([sys.executable, "-m", "invsync", "portal", "add-user", "merchant"],
-                           input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)
-    assert added.returncode == 0, added.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "invsync", "serve", "--port", "0"],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    child = wait_for_listening(proc, "invsync serve", 60)
-    try:
-        yield Served(child.url, proc, env, child.output)
-    finally:
-        child.stop()
-    # The token never reaches the server's log.
-    assert TOKEN not in child.text()
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    paths = _browser_paths()
-    if paths is None:
-        pytest.skip("no Chromium and chromedriver (apt-get install chromium chromium-driver; "
-                    "or set INVSYNC_CHROMIUM and INVSYNC_CHROMEDRIVER)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = paths
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1100,900",
-                "--force-device-scale-factor=1", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium look for a driver online
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def by_id(driver: Any, element_id: str) -> Any:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, element_id)
-
-
-def wait_for(driver: Any, check: Callable[[], Any], timeout: float = 60) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                         ignored_exceptions=[NoSuchElementException,
-                                             StaleElementReferenceException]
-                         ).until(lambda _: check())
-
-
-def text_of(driver: Any) -> str:
-    """The visible text of the page (read in one go, so a page change cannot split it)."""
-    return str(driver.execute_script("return document.body ? document.body.innerText : ''"))
-
-
-def sign_in(driver: Any, served: Served, shot: Callable[[str], None] | None = None) -> None:
-    driver.get(served.url + "/login")
-    by_id(driver, "username").send_keys("merchant")
-    by_id(driver, "password").send_keys(PASSWORD)
-    if shot:
-        shot("1-sign-in")
-    by_id(driver, "sign-in").click()
-    wait_for(driver, lambda: "Upload a stock file" in text_of(driver))
 
 
 def screenshots(tmp_path: Path) -> Callable[[Any, str], None]:
@@ -182,7 +81,7 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     shot(browser, "2-upload")
     by_id(browser, "upload").click()
     # Map the columns.
-    wait_for(browser, lambda: "Which column is which?" in text_of(browser))
+    wait_page(browser, lambda: "Which column is which?" in text_of(browser))
     from selenium.webdriver.support.ui import Select
 
     selects = browser.find_elements("css selector", "#columns select")
@@ -191,7 +90,7 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     shot(browser, "3-map")
     by_id(browser, "save-map").click()
     # Preview: nothing sent, biggest drop first and highlighted, the bad row explained.
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     puts_before = [r for r in sandbox.requests() if r["method"] == "PUT"]
     rows = browser.find_elements("css selector", "#changes tbody tr")
     assert [r.text.split()[0] for r in rows] == ["TOWEL-907-NAVY-SHEET", "TOWEL-907-BURG-BATH"]
@@ -205,7 +104,7 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     shot(browser, "4-preview")
     by_id(browser, "apply").click()
     # Result.
-    wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
+    wait_page(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
     assert by_id(browser, "refused").text == "0"
     shot(browser, "5-result")
     assert sandbox.levels()[(1, "TOWEL-907-NAVY-SHEET")] == 0
@@ -215,7 +114,7 @@ def test_sign_in_upload_map_preview_confirm_result_history(
     # The full report opens (its own CSP), and the history lists page and CLI runs.
     by_id(browser, "report-link").click()
     # (styled now: the kicker is upper case on screen)
-    wait_for(browser, lambda: "invsync sync run" in text_of(browser).lower())
+    wait_page(browser, lambda: "invsync sync run" in text_of(browser).lower())
     browser.get(served.url + "/history")
     history = by_id(browser, "history").text
     assert "Lager Korrektur.csv" in history and "merchant" in history
@@ -237,7 +136,7 @@ def test_hostile_sku_and_file_name_are_shown_as_text(
     sign_in(browser, served)
     by_id(browser, "file").send_keys(str(path))
     by_id(browser, "upload").click()
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     assert_no_alert(browser)
     assert "pwned" not in browser.title
     body = text_of(browser)
@@ -257,7 +156,7 @@ def test_forged_cross_site_form_changes_nothing(
     sign_in(browser, served)
     by_id(browser, "file").send_keys(str(path))
     by_id(browser, "upload").click()
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     upload_url = browser.current_url
     # A page elsewhere posts a form to the apply URL, with the signed-in browser.
     attacker = tmp_path / "attacker.html"
@@ -265,13 +164,13 @@ def test_forged_cross_site_form_changes_nothing(
                         f'<input name="csrf_token" value="guess"></form>'
                         f'<script>document.getElementById("f").submit()</script>')
     browser.get(attacker.as_uri())
-    wait_for(browser, lambda: browser.current_url.startswith(served.url))
+    wait_page(browser, lambda: browser.current_url.startswith(served.url))
     assert "Please try again" in text_of(browser) or "Sign in" in text_of(browser)
     # The same page's own form, with its token tampered with, is refused too.
     browser.get(upload_url)
     browser.execute_script("document.querySelector('#apply-form [name=csrf_token]').value='x'")
     by_id(browser, "apply").click()
-    wait_for(browser, lambda: "Please try again" in text_of(browser))
+    wait_page(browser, lambda: "Please try again" in text_of(browser))
     browser.get(upload_url)
     assert "Nothing has been sent yet" in text_of(browser)
     assert [r for r in sandbox.requests() if r["method"] == "PUT"] == []
@@ -286,7 +185,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
         sign_in(browser, srv)
         by_id(browser, "file").send_keys(str(mine))
         by_id(browser, "upload").click()
-        wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+        wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
         # A long CLI run (other items, many small batches, one at a time) takes the lock.
         catalog = [line.split(",")[0] for line in
                    (ROOT / "sample_data" / "catalog.csv").read_text().splitlines()[1:]]
@@ -297,17 +196,15 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             lock = state_store_dir(tmp_path / "state", slow.store_hash, slow.url) / "lock"
-            deadline = time.monotonic() + 60
-            while not (lock.exists() and lock.read_text().strip()):
-                assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
-                time.sleep(0.1)
+            lock_holder(lock, cli, None, timeout=60)  # the CLI run has taken the lock
             by_id(browser, "apply").click()
-            wait_for(browser, lambda: "another update of this store is running" in text_of(browser))
+            wait_page(browser,
+                      lambda: "another update of this store is running" in text_of(browser))
             assert "Waiting" in by_id(browser, "progress-text").text
             screenshots(tmp_path)(browser, "5a-waiting-for-the-lock")
             assert cli.poll() is None  # the CLI run is still going: the page really waited
             # When the CLI run ends, the page's changes go through.
-            wait_for(browser, lambda: by_id(browser, "accepted").text == "1", timeout=180)
+            wait_page(browser, lambda: by_id(browser, "accepted").text == "1", timeout=180)
             assert cli.wait(timeout=120) in (0, 1)  # it finished, never locked out (4)
         finally:
             if cli.poll() is None:
@@ -322,18 +219,18 @@ def test_stale_preview_asks_to_preview_again(
     sign_in(browser, served)
     by_id(browser, "file").send_keys(str(path))
     by_id(browser, "upload").click()
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     # Meanwhile the nightly run sets the same item.
     night = write_csv(tmp_path / "night.csv", ["sku", "quantity"], [["POSTER-1755", 30]])
     assert run_invsync(["sync", str(night)], served.env).returncode == 0
     puts = len([r for r in sandbox.requests() if r["method"] == "PUT"])
     by_id(browser, "apply").click()
-    wait_for(browser, lambda: "changed since your preview" in text_of(browser), timeout=90)
+    wait_page(browser, lambda: "changed since your preview" in text_of(browser), timeout=90)
     assert "nothing was sent" in text_of(browser)
     assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == puts
     assert sandbox.levels()[(1, "POSTER-1755")] == 30
     by_id(browser, "preview-again").click()
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     row = browser.find_element("css selector", "#changes tbody tr").text.split()
     assert row == ["POSTER-1755", "Default", "location", "30", "7", "-23"]
 
@@ -366,14 +263,14 @@ def _encoding_and_header_row(served: Served, browser: Any, sandbox: SandboxProce
     # The advanced choices are folded away, automatic by default.
     assert not by_id(browser, "header_row").is_displayed()
     by_id(browser, "advanced").find_element("css selector", "summary").click()
-    wait_for(browser, lambda: by_id(browser, "header_row").is_displayed())
+    wait_page(browser, lambda: by_id(browser, "header_row").is_displayed())
     assert Select(by_id(browser, "encoding")).first_selected_option.text == "Automatic"
     by_id(browser, "header_row").send_keys("24")
     browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, "2b-upload-advanced")
     by_id(browser, "upload").click()
     # The encoding cannot be told: the page says so and where to pick it.
-    wait_for(browser, lambda: "This file could not be used" in text_of(browser))
+    wait_page(browser, lambda: "This file could not be used" in text_of(browser))
     failed = by_id(browser, "failed").text
     assert "encoding is unclear" in failed and "till export.csv" in failed
     assert 'pick its text encoding under "Text encoding and header row"' in failed
@@ -381,13 +278,13 @@ def _encoding_and_header_row(served: Served, browser: Any, sandbox: SandboxProce
     Select(by_id(browser, "encoding")).select_by_visible_text("Greek (ISO-8859-7)")
     shot(browser, "4a-pick-the-encoding")
     by_id(browser, "read-again").click()
-    wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+    wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
     assert by_id(browser, "read-as").text == "Greek (ISO-8859-7) text, column names on row 24"
     rows = [r.text.split() for r in browser.find_elements("css selector", "#changes tbody tr")]
     assert sorted(r[0] for r in rows) == ["POSTER-1755", "TOWEL-907-BURG-BATH"]
     shot(browser, "4b-preview-read-as")
     by_id(browser, "apply").click()
-    wait_for(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
+    wait_page(browser, lambda: by_id(browser, "accepted").text == "2", timeout=90)
     assert sandbox.levels()[(1, "POSTER-1755")] == 4
     assert sandbox.levels()[(1, "TOWEL-907-BURG-BATH")] == 6
 
@@ -417,19 +314,19 @@ def test_phone_width_pages_fit_and_cancel_words(
         shot(browser, "phone-upload")
         by_id(browser, "file").send_keys(str(path))
         by_id(browser, "upload").click()
-        wait_for(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+        wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
         fits()
         shot(browser, "phone-preview")
         page = text_of(browser)
         for word in ("batch", "dry run", "stale", "partial", "--"):
             assert word not in page.lower(), word
         by_id(browser, "apply").click()
-        wait_for(browser, lambda: "Applied" in text_of(browser) or "Cancel" in text_of(browser),
+        wait_page(browser, lambda: "Applied" in text_of(browser) or "Cancel" in text_of(browser),
                  timeout=90)
         if browser.find_elements("id", "cancel"):
             shot(browser, "phone-applying")
             by_id(browser, "cancel").click()
-        wait_for(browser, lambda: "applying now" not in text_of(browser).lower()
+        wait_page(browser, lambda: "applying now" not in text_of(browser).lower()
                  and "cancelling" not in text_of(browser).lower(), timeout=90)
         fits()
         shot(browser, "phone-after")

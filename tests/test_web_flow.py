@@ -7,12 +7,12 @@ import io
 import json
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings
 
 from invsync.run.config import Settings
@@ -49,13 +49,14 @@ def _csv(levels: dict[str, int]) -> bytes:
 
 def _wait(client: CheckedClient, upload_id: str, until: Callable[[dict[str, Any]], bool],
           timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = dict(client.get(f"/api/uploads/{upload_id}").json())
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
+    last: dict[str, Any] = {}
+
+    def done() -> dict[str, Any] | None:
+        last.clear()
+        last.update(client.get(f"/api/uploads/{upload_id}").json())
+        return dict(last) if until(last) else None
+
+    return wait_for(done, timeout=timeout, every=0.1, message=lambda: str(last))
 
 
 def _post(client: CheckedClient, path: str, **kwargs: Any) -> Any:
@@ -387,10 +388,7 @@ def test_an_apply_from_the_page_sends_the_configured_notifications(
             # After apply, plan.csv says what became of each item (not "planned").
             plan = client.get(f"/api/uploads/{upload_id}/files/plan.csv").text
             assert "accepted" in plan and "planned" not in plan
-            deadline = time.monotonic() + 60
-            while not received:
-                assert time.monotonic() < deadline, "no notification"
-                time.sleep(0.1)
+            wait_for(lambda: received, every=0.1, message="no notification")
     finally:
         server.shutdown()
     assert json.loads(received[0])["run_id"] == done["run_id"]

@@ -6,11 +6,11 @@ Through starlette's TestClient (``test_web.py``'s fixtures), against a real sand
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import test_web
+from conftest import wait_for
 from starlette.testclient import TestClient
 from test_web import api_upload, login, wait_done
 
@@ -119,10 +119,8 @@ def test_an_apply_holding_the_lock_itself_is_not_told_to_wait_for_another_update
         wait_done(http, upload_id)
         assert _post(http, f"/api/uploads/{upload_id}/apply").status_code == 202
         portal = http.app.state.portal  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 60
-        while portal.lock_holder() is None:  # the apply has taken the store's lock
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        # The apply has taken the store's lock.
+        wait_for(lambda: portal.lock_holder() is not None, every=0.05)
         page = http.get(f"/uploads/{upload_id}").text
         if "applying now" in page:
             assert "another update of this store is running" not in page

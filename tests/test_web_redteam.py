@@ -1,7 +1,7 @@
 """Hostile tests of the upload page: each one reproduces a defect a red-team pass found.
 
 Through starlette's TestClient (``test_web.py``'s fixtures) or a real ``invsync serve``
-process (``test_web_browser.py``'s), always against a real sandbox store on 127.0.0.1.
+process (``browser.py``'s), always against a real sandbox store on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import test_web
-from conftest import ROOT, env_for, write_csv
+from browser import PASSWORD as SERVE_PASSWORD
+from browser import serve_process
+from conftest import ROOT, env_for, lock_holder, wait_for, write_csv
 from starlette.testclient import TestClient
 from test_web import api_upload, csrf_of, login
-from test_web_browser import PASSWORD as SERVE_PASSWORD
-from test_web_browser import serve_process
 
 from invsync.html.render import csp_hash, stylesheet
 from invsync.run.config import Settings
@@ -191,20 +190,18 @@ def test_apply_waits_while_a_cli_run_holds_the_lock(
             stderr=subprocess.PIPE, text=True)
         try:
             lock = store_dir(s.state_dir, slow.url, slow.store_hash) / "lock"
-            deadline = time.monotonic() + 60
-            while not (lock.exists() and lock.read_text().strip()):
-                assert time.monotonic() < deadline and cli.poll() is None, "CLI never locked"
-                time.sleep(0.05)
+            lock_holder(lock, cli, None, timeout=60)  # the CLI run has taken the lock
             assert _apply(web, upload_id).status_code == 202
             phases = []
-            deadline = time.monotonic() + 180
-            while True:
+
+            def applied() -> dict[str, Any] | None:
                 body = web.get(f"/api/uploads/{upload_id}").json()
                 if body["status"] != "applying":
-                    break
+                    return dict(body)
                 phases.append((body.get("progress") or {}).get("phase"))
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+                return None
+
+            body = wait_for(applied, timeout=180, every=0.2, message="the apply never ended")
             assert cli.wait(timeout=120) == 0
         finally:
             if cli.poll() is None:
@@ -232,16 +229,11 @@ def test_server_killed_mid_apply_never_says_the_file_was_not_used(
         upload_id = created.json()["upload_id"]
         assert http.post(f"/api/uploads/{upload_id}/apply",
                          headers={"X-CSRF-Token": _csrf(http)}).status_code == 202
-        deadline = time.monotonic() + 60
-        while not [r for r in slow.requests() if r["method"] == "PUT"]:
-            assert time.monotonic() < deadline, "the apply never reached the store"
-            time.sleep(0.05)
+        wait_for(lambda: _put_sent(slow), every=0.05, message="the apply never reached the store")
         os.kill(srv.process.pid, signal.SIGKILL)  # the PUT is in flight
         srv.process.wait(timeout=10)
-    deadline = time.monotonic() + 30
-    while slow.levels().get((1, "POSTER-1755")) != 41:
-        assert time.monotonic() < deadline, "the store never applied the in-flight PUT"
-        time.sleep(0.2)
+    wait_for(lambda: slow.levels().get((1, "POSTER-1755")) == 41, timeout=30, every=0.2,
+             message="the store never applied the in-flight PUT")
     with serve_process(slow, tmp_path) as srv:
         http = _signed_in(srv.url)
         body = http.get(f"/api/uploads/{upload_id}").json()
@@ -278,10 +270,7 @@ def test_ctrl_c_of_serve_lets_an_apply_in_progress_finish(
         assert http.post(f"/api/uploads/{upload_id}/apply",
                          headers={"X-CSRF-Token": _csrf(http)}).status_code == 202
         http.close()
-        deadline = time.monotonic() + 60
-        while not [r for r in slow.requests() if r["method"] == "PUT"]:
-            assert time.monotonic() < deadline, "the apply never reached the store"
-            time.sleep(0.05)
+        wait_for(lambda: _put_sent(slow), every=0.05, message="the apply never reached the store")
         srv.process.send_signal(signal.SIGINT)
         srv.process.wait(timeout=90)
         log = "".join(srv.output)
@@ -292,6 +281,11 @@ def test_ctrl_c_of_serve_lets_an_apply_in_progress_finish(
         body = http.get(f"/api/uploads/{upload_id}").json()
         assert body["status"] == "succeeded" and body["transaction_ids"]
         http.close()
+
+
+def _put_sent(sb: SandboxProcess) -> bool:
+    """The store has received a PUT (its answer may still be on its way)."""
+    return any(r["method"] == "PUT" for r in sb.requests())
 
 
 def _signed_in(url: str) -> httpx.Client:

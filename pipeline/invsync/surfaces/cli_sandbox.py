@@ -5,12 +5,42 @@ Only click is imported at module level: the main CLI imports this module on ever
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+_RATE = click.FloatRange(0, 1)
+_MS = click.IntRange(min=0)
+FAULTS: tuple[tuple[tuple[str, ...], click.ParamType[Any, Any] | None, str], ...] = (
+    (("--latency-ms",), _MS, "Delay added to every API request."),
+    (("--error-rate",), _RATE, "Share of API requests answered 500/502/503."),
+    (("--bare-429-rate",), _RATE, "Share of API requests answered 429 without rate-limit "
+     "headers."),
+    (("--drop-rate",), _RATE, "Share of PUTs applied and then left unanswered."),
+    (("--vague-422",), None, "422 titles never name the offending item."),
+    (("--apply-delay-ms", "--apply-lag-ms"), _MS,
+     "Read-after-write lag: reads return the old level for this long after a write."),
+)
+"""The fault options, in --help order: (flags, type, help). The first flag names the
+keyword of ``SandboxConfig`` it sets; off (0, or a flag not given) by default. A type of
+None is an on/off flag."""
+
+
+def fault_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add an option for each entry of :data:`FAULTS` to ``command``."""
+    for flags, kind, text in reversed(FAULTS):
+        name = flags[0].removeprefix("--").replace("-", "_")
+        if kind is None:
+            command = click.option(*flags, name, is_flag=True, help=text)(command)
+        else:
+            zero = 0.0 if isinstance(kind, click.FloatRange) else 0
+            command = click.option(*flags, name, default=zero, show_default=True, type=kind,
+                                   help=text)(command)
+    return command
 
 
 @click.command("sandbox")
@@ -48,44 +78,7 @@ if TYPE_CHECKING:
     "--quota", type=click.IntRange(min=1), help="Requests per window (default: no limit)."
 )
 @click.option("--window-ms", default=30000, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--latency-ms",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Delay added to every API request.",
-)
-@click.option(
-    "--error-rate",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of API requests answered 500/502/503.",
-)
-@click.option(
-    "--bare-429-rate",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of API requests answered 429 without rate-limit headers.",
-)
-@click.option(
-    "--drop-rate",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Share of PUTs applied and then left unanswered.",
-)
-@click.option("--vague-422", is_flag=True, help="422 titles never name the offending item.")
-@click.option(
-    "--apply-delay-ms",
-    "--apply-lag-ms",
-    "apply_delay_ms",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Read-after-write lag: reads return the old level for this long after a write.",
-)
+@fault_options
 @click.option("--seed", type=int, help="Seed for fault injection (deterministic faults).")
 @click.option(
     "--record-answers",
@@ -114,16 +107,11 @@ def sandbox(
     locations_csv: str | None,
     quota: int | None,
     window_ms: int,
-    latency_ms: int,
-    error_rate: float,
-    bare_429_rate: float,
-    drop_rate: float,
-    vague_422: bool,
-    apply_delay_ms: int,
     seed: int | None,
     record_answers: bool,
     update_stock_behavior: str = "order_placed",
     orders_scope: bool = True,
+    **faults: Any,
 ) -> None:
     """Run a local stand-in for a BigCommerce store's inventory API.
 
@@ -151,16 +139,11 @@ def sandbox(
             store_hash=store_hash,
             quota=quota,
             window_ms=window_ms,
-            latency_ms=latency_ms,
-            error_rate=error_rate,
-            bare_429_rate=bare_429_rate,
-            drop_rate=drop_rate,
-            vague_422=vague_422,
-            apply_delay_ms=apply_delay_ms,
             seed=seed,
             record_answers=record_answers,
             update_stock_behavior=update_stock_behavior,
             orders_scope=orders_scope,
+            **faults,
         )
         if locations_csv:
             config.locations = sb.load_locations(locations_csv)
