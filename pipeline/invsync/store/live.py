@@ -176,6 +176,8 @@ def _fast_levels_page(body: bytes, number: int, wanted: frozenset[int]) -> Page[
         raise ValueError("an entry without identity or locations")
     levels = entries.unnest("identity").explode("locations").filter(
         pl.col("locations").is_not_null()).unnest("locations")
+    if levels.height != entries["locations"].list.len().sum():
+        raise ValueError("a null level")
     if levels["location_id"].null_count() or levels["total_inventory_onhand"].null_count():
         raise ValueError("a level without location_id or total_inventory_onhand")
     frame = levels.select(
