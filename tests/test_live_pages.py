@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ from invsync.store.live import (
 from invsync.store.pages import READS_IN_FLIGHT, gather_in_order
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.01, max_total_s=30)
-AsyncHandler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+AsyncHandler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 def client(handler: AsyncHandler, **kwargs: Any) -> StoreClient:
@@ -169,7 +170,7 @@ def test_gather_in_order_keeps_the_order_and_the_bound() -> None:
         return i
 
     async def go() -> list[int]:
-        works = [lambda i=i: work(i) for i in range(30)]  # type: ignore[misc]
+        works = [partial(work, i) for i in range(30)]
         return [r async for r in gather_in_order(works, limit=3)]
 
     assert asyncio.run(go()) == list(range(30))
