@@ -25,7 +25,9 @@ from invsync.store.live import (
     RAW_SCHEMA,
     _fast_levels_page,
     _slow_levels,
+    filter_floor,
     levels_page,
+    read_filters,
     read_levels,
 )
 from invsync.store.pages import READS_IN_FLIGHT, gather_in_order
@@ -274,3 +276,58 @@ def test_unusable_pagination_is_refused() -> None:
     with pytest.raises(StoreError, match="page 1 has no usable pagination"):
         levels_page(page_body([entry(1)], total="many"), 1, "GET /inventory/items",
                     wanted=frozenset({1}))
+
+
+# ---- choosing filtered reads or the full listing --------------------------------------
+
+
+def keys_frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"identifier": pl.String, "item_key": pl.String},
+                        orient="row")
+
+
+def test_the_filter_floor_never_exceeds_the_filtered_reads() -> None:
+    rng = random.Random(2026)
+    alphabet = "AZaz09-_. é/&,%+"
+    for _ in range(200):
+        rows = []
+        for _ in range(rng.randrange(0, 3000)):
+            kind = rng.choice(["sku", "sku", "variant_id", "product_id"])
+            if kind == "sku":
+                key = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+                key = key.replace(",", "") if rng.random() < 0.95 else key
+            else:
+                key = rng.choice([str(rng.randrange(10**9)), "007", "x", ""])
+            rows.append((kind, key))
+        keys = keys_frame(rows)
+        filters = read_filters(keys)
+        if filters is not None:
+            assert filter_floor(keys) <= len(filters)
+
+
+def test_a_big_file_reads_every_page_without_chunking_its_values(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import invsync.store.live as live
+
+    def chunked(keys: pl.DataFrame) -> Any:
+        raise AssertionError("read_filters called although a full read is cheaper")
+
+    monkeypatch.setattr(live, "read_filters", chunked)
+    store = Store(3000)
+    keys = keys_frame([("sku", f"S{n}") for n in range(3000)])
+    levels = read(store, keys=keys, known_items=3000)
+    assert sorted(store.calls) == [1, 2, 3]
+    assert levels.filter(pl.col("identifier") == "sku").height == 6000
+
+
+def test_a_few_named_items_are_read_by_filter_in_one_request() -> None:
+    def page(number: int, data: list[dict[str, Any]]) -> Any:
+        return {"data": [entry(1), entry(2)],
+                "meta": {"pagination": {"total": 2, "total_pages": 1}}}
+
+    store = Store(50_000, page=page)
+    keys = keys_frame([("sku", "S1"), ("sku", "S2")])
+    levels = read(store, keys=keys, known_items=50_000)
+    assert store.calls == [1]
+    assert sorted(levels.filter(pl.col("identifier") == "sku")["item_key"].to_list()) == [
+        "S1", "S1", "S2", "S2"]

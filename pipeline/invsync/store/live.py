@@ -66,21 +66,11 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
     """
     wanted = sorted(set(location_ids))
     requests_before = client.requests_sent
-    filters = read_filters(keys) if keys is not None else None
     acc = _Levels(emit)
     parse = partial(levels_page, wanted=frozenset(wanted))
     listing = Listing(client, "/inventory/items", _at(wanted), parse)
-    mode = "full"
-    if filters is not None and keys is not None:
-        named = keys.select("identifier", "item_key").unique().height
-        if len(filters) < math.ceil(max(known_items, named, 1) / MAX_PAGE_SIZE):
-            mode = "filtered"
-        else:
-            # Undecided: the full read's first page tells the store's total; it is kept
-            # when reading on is the cheaper way, else the filtered reads follow.
-            total = (await listing.first()).total
-            if total is not None and len(filters) < math.ceil(total / MAX_PAGE_SIZE) - 1:
-                mode = "filtered"
+    filters = await _filtered_reads(listing, keys, known_items) if keys is not None else None
+    mode = "full" if filters is None else "filtered"
     if emit:
         emit("read_started", {"locations": wanted, "mode": mode,
                               **({"requests": len(filters)} if mode == "filtered" and filters
@@ -101,6 +91,51 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
         levels = levels.join(keys.select("identifier", "item_key").unique(),
                              on=["identifier", "item_key"], how="semi")
     return levels
+
+
+async def _filtered_reads(listing: Listing[pl.DataFrame], keys: pl.DataFrame,
+                          known_items: int) -> list[tuple[str, str]] | None:
+    """The filtered reads that name ``keys`` when they take fewer requests than reading
+    every item, else None (then ``listing``'s first page may already be read)."""
+    named = keys.select("identifier", "item_key").unique().height
+    pages = math.ceil(max(known_items, named, 1) / MAX_PAGE_SIZE)
+    # The floor spares chunking every value of a big file when a full read is cheaper.
+    floor = filter_floor(keys)
+    filters: list[tuple[str, str]] | None = None
+    if floor < pages:
+        filters = read_filters(keys)
+        if filters is None:
+            return None
+        if len(filters) < pages:
+            return filters
+    # Undecided: the full read's first page tells the store's total; it is kept when
+    # reading on is the cheaper way, else the filtered reads follow.
+    total = (await listing.first()).total
+    if total is None:
+        return None
+    rest = math.ceil(total / MAX_PAGE_SIZE) - 1
+    if floor >= rest:
+        return None
+    if filters is None:
+        filters = read_filters(keys)
+    return filters if filters is not None and len(filters) < rest else None
+
+
+def filter_floor(keys: pl.DataFrame) -> int:
+    """Fewest filtered reads :func:`read_filters` could make of ``keys``: a value costs at
+    least its length and a separator (nothing is encoded, so this is cheap)."""
+    floor = 0
+    for kind in KINDS:
+        named = keys.filter(pl.col("identifier") == kind)["item_key"].drop_nulls()
+        if kind == "sku":
+            named = named.filter(named != "")
+        else:
+            named = named.cast(pl.Int64, strict=False).drop_nulls().cast(pl.String)
+        named = named.unique()
+        if named.len():
+            size = int(named.str.len_bytes().sum()) + 3 * named.len()
+            floor += math.ceil(size / (READ_QUERY_BUDGET + 3))
+    return floor
 
 
 def _at(location_ids: list[int], **filters: str) -> dict[str, str]:
