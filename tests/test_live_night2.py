@@ -116,3 +116,24 @@ def test_overlapping_reads_keep_within_the_quota_share(
     log = sb.requests()
     assert [r["status"] for r in log].count(429) == 0, by_kind(log)
     assert by_kind(log)["GET /inventory/items"] == math.ceil(ITEMS / 1000)
+
+
+def test_overlapping_reads_survive_5xx_and_bare_429s_and_read_exactly_the_store(
+        sandbox_factory: Callable[..., SandboxProcess], catalog: Path, tmp_path: Path) -> None:
+    sb = sandbox_factory("--latency-ms", "20", "--error-rate", "0.2", "--bare-429-rate", "0.2",
+                         "--seed", "26", catalog=catalog)
+    env = env_for(sb, tmp_path)
+    config = tmp_path / "fast-retry.toml"
+    config.write_text("[retry]\nbase_delay_s = 0.01\nmax_delay_s = 0.05\n")
+    night1, night2 = night(1, False), night(2, True)
+    post(sb, "/_sandbox/levels", [{"location_id": loc, "sku": s, "quantity": q}
+                                  for (loc, s), q in night1.items()])
+    result = run_invsync(["sync", str(stock(tmp_path / "n2.csv", night2)),
+                          "--config", str(config)], env)
+    assert result.returncode == 0, out(result)
+    log = sb.requests()
+    assert any(r["status"] == 429 for r in log) and any(r["status"] >= 500 for r in log)
+    sent = {(i["location_id"], i["sku"]) for r in log
+            if r["method"] == "PUT" and r["status"] == 200 for i in r["items"]}
+    assert sent == {k for k in night2 if night2[k] != night1[k]}
+    assert sb.levels() == night2
