@@ -331,3 +331,18 @@ def test_a_few_named_items_are_read_by_filter_in_one_request() -> None:
     assert store.calls == [1]
     assert sorted(levels.filter(pl.col("identifier") == "sku")["item_key"].to_list()) == [
         "S1", "S1", "S2", "S2"]
+
+
+def test_an_implausible_page_count_without_a_total_is_read_one_page_after_the_other() -> None:
+    def page(number: int, data: list[dict[str, Any]]) -> Any:
+        return {"data": [entry(number * 1000 + i) for i in range(1000)],
+                "meta": {"pagination": {"total_pages": 59766830}}}
+
+    store = Store(10**9, page=page)
+    with pytest.raises(StoreError, match=r"claims 59766830 pages, more than plausible \(5\)"):
+        async def go() -> None:
+            async with client(store, max_pages=5) as c:
+                await read_levels(c, [1])
+
+        asyncio.run(go())
+    assert store.calls == [1, 2, 3, 4, 5] and store.most == 1

@@ -122,13 +122,16 @@ class Listing(Generic[E]):
                 yield page
 
     def _plan(self, first: Page[E]) -> int | None:
-        """The last page to read (None: the store gives no page count); fails at once on
-        a page count ``total`` makes implausible."""
+        """The last page to read (None: one page after the other, when the store gives no
+        page count or an implausible one without a total); fails at once on a page count
+        ``total`` makes implausible."""
         if first.total_pages is None or not first.count:
             return None
         cap = self.client.max_pages
         if first.total is not None:
             cap = min(cap, max(1, math.ceil(first.total / first.count)))
+        if first.total_pages > cap and first.total is None:
+            return None  # one page after the other: a repeated page or the cap stops it
         if first.total_pages > cap:
             raise StoreError(
                 f"GET {self.path}: the store claims {first.total_pages} pages, more than "
