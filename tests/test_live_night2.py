@@ -137,3 +137,27 @@ def test_overlapping_reads_survive_5xx_and_bare_429s_and_read_exactly_the_store(
             if r["method"] == "PUT" and r["status"] == 200 for i in r["items"]}
     assert sent == {k for k in night2 if night2[k] != night1[k]}
     assert sb.levels() == night2
+
+
+def test_verify_re_reads_only_the_items_that_differ(
+        sandbox_factory: Callable[..., SandboxProcess], catalog: Path, tmp_path: Path) -> None:
+    sb = sandbox_factory(catalog=catalog)
+    env = env_for(sb, tmp_path)
+    levels = night(1, False)
+    first = run_invsync(["sync", str(stock(tmp_path / "n1.csv", levels))], env)
+    assert first.returncode == 0, out(first)
+    assert first.report()["counts"]["accepted"] == len(levels)
+    post(sb, "/_sandbox/levels", [{"location_id": 1, "sku": sku(7), "quantity": 999}])
+
+    n = len(sb.requests())
+    verify = run_invsync(["verify", first.report()["run_id"], "--timeout", "5"], env)
+    assert verify.returncode == 1, out(verify)
+    assert f"{len(levels):,} items checked, {len(levels) - 1:,} match, 1 differ" in verify.stdout
+    reads = json.loads((first.report_dir() / "verify.json").read_text())["reads"]
+    assert reads >= 2  # it re-read at least once within the 5 s
+    gets = [r for r in sb.requests()[n:] if r["path"].endswith("/inventory/items")]
+    full, again = gets[:math.ceil(ITEMS / 1000)], gets[math.ceil(ITEMS / 1000):]
+    assert all("sku%3Ain" not in r["query"] for r in full)
+    # Each re-read asks for the one differing item, not every page again.
+    assert len(again) == reads - 1, [r["query"][:60] for r in again]
+    assert all(f"sku%3Ain={sku(7)}" in r["query"] for r in again)

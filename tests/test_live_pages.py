@@ -346,3 +346,13 @@ def test_an_implausible_page_count_without_a_total_is_read_one_page_after_the_ot
 
         asyncio.run(go())
     assert store.calls == [1, 2, 3, 4, 5] and store.most == 1
+
+
+def test_one_named_item_costs_one_request_even_when_the_catalog_size_is_unknown() -> None:
+    def page(number: int, data: list[dict[str, Any]]) -> Any:
+        return {"data": [entry(7)], "meta": {"pagination": {"total": 1, "total_pages": 1}}}
+
+    store = Store(50_000, page=page)
+    levels = read(store, keys=keys_frame([("sku", "S7")]), known_items=0)
+    assert store.calls == [1]  # the filtered read alone, no full page 1 to learn the total
+    assert levels.filter(pl.col("identifier") == "sku")["item_key"].to_list() == ["S7", "S7"]

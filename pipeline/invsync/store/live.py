@@ -106,7 +106,7 @@ async def _filtered_reads(listing: Listing[pl.DataFrame], keys: pl.DataFrame,
         filters = read_filters(keys)
         if filters is None:
             return None
-        if len(filters) < pages:
+        if len(filters) <= pages:  # a full read takes at least `pages` requests
             return filters
     # Undecided: the full read's first page tells the store's total; it is kept when
     # reading on is the cheaper way, else the filtered reads follow.
