@@ -16,7 +16,7 @@ from invsync.events import Observer
 from invsync.redact import redact
 from invsync.run.config import Settings
 from invsync.run.plans import write_binding
-from invsync.run.store_access import StoreSession, known_items
+from invsync.run.store_access import StoreSession, known_items, verify_levels
 from invsync.stages.ingest import unescape_formulas
 from invsync.state.history import PastRun, find_run, list_runs
 from invsync.state.journal import Journal
@@ -228,34 +228,6 @@ def newest_that_wrote(settings: Settings) -> PastRun:
     return max(wrote, key=lambda p: (int(p.report.get("run_seq") or 0), p.run_id))
 
 
-def _read_back(settings: Settings, expected: pl.DataFrame, *, timeout_s: float,
-               catalog_hint: int, emit: Observer | None, interval_s: float = 2.0) -> Comparison:
-    """Compare ``expected`` with the store, then re-read only the items that differ, for
-    up to ``timeout_s`` (writes land asynchronously): the items that matched are not read
-    again. One session: one loop, one client, one quota budget."""
-    import time
-
-    started = time.monotonic()
-    with StoreSession(settings, emit) as store:
-        found = compare(expected, store.live_levels(expected["location_id"].unique().to_list(),
-                                                    keys=expected, known_items=catalog_hint))
-        reads = 1
-        while found.differences.height and \
-                time.monotonic() - started + interval_s <= timeout_s:
-            if emit:
-                emit("verify_retry", {"differences": found.differences.height, "read": reads})
-            time.sleep(interval_s)
-            keys = found.differences.select(KEY)
-            again = store.live_levels(keys["location_id"].unique().to_list(), keys=keys,
-                                      known_items=catalog_hint)
-            still = compare(expected.join(keys, on=KEY, how="semi"), again).differences
-            reads += 1
-            found = Comparison(expected=expected.height,
-                               matched=expected.height - still.height, differences=still)
-    found.reads, found.seconds = reads, time.monotonic() - started
-    return found
-
-
 def verify_run(settings: Settings, run_id: str, *, timeout_s: float | None = None,
                on_event: Observer | None = None) -> tuple[str, Comparison | None]:
     """Read back the levels run ``run_id`` had accepted: its full id and the comparison.
@@ -282,8 +254,8 @@ def verify_run(settings: Settings, run_id: str, *, timeout_s: float | None = Non
     try:
         catalog_hint = known_items(SnapshotStore(settings.state_dir, settings.store_hash or "",
                                                  settings.store_host, settings.profile).load())
-        result = _read_back(settings, accepted, timeout_s=timeout_s,
-                            catalog_hint=catalog_hint, emit=on_event)
+        result = verify_levels(settings, accepted, timeout_s=timeout_s,
+                               catalog_hint=catalog_hint, emit=on_event)
     except FatalError as exc:  # a failed read is a failed verification (exit 2), recorded
         write_atomic(past.folder / "verify.json", json.dumps({
             "run_id": past.run_id, "status": "failed", "error": redact(str(exc)),
