@@ -20,7 +20,7 @@ from invsync.run.config import Settings
 from invsync.store.client import StoreClient
 from invsync.store.identity import Fetch, read_identities
 from invsync.store.live import Comparison, compare, read_levels
-from invsync.tables import Location
+from invsync.tables import KEY, Location
 
 T = TypeVar("T")
 
@@ -140,23 +140,29 @@ def known_items(snapshot: pl.DataFrame) -> int:
 def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: float = 30.0,
                   interval_s: float = 2.0, emit: Observer | None = None,
                   catalog_hint: int = 0) -> Comparison:
-    """Compare ``expected`` with the store, re-reading for a while: writes land asynchronously.
+    """Compare ``expected`` with the store, then re-read only the items that differ for a
+    while (writes land asynchronously): the items that matched are not read again.
 
     Every read goes through one session: one loop, one client, one quota budget.
     """
     started = time.monotonic()
     locations = expected["location_id"].unique().to_list()
-    reads = 0
     with StoreSession(settings, emit) as store:
-        while True:
-            reads += 1
-            result = compare(expected, store.live_levels(locations, keys=expected,
-                                                         known_items=catalog_hint))
-            elapsed = time.monotonic() - started
-            if result.differences.height == 0 or elapsed + interval_s > timeout_s:
-                result.reads, result.seconds = reads, elapsed
-                return result
+        found = compare(expected, store.live_levels(locations, keys=expected,
+                                                    known_items=catalog_hint))
+        reads = 1
+        while found.differences.height and \
+                time.monotonic() - started + interval_s <= timeout_s:
             if emit:
-                emit("verify_retry", {"differences": result.differences.height,
+                emit("verify_retry", {"differences": found.differences.height,
                                       "read": reads})
             time.sleep(interval_s)
+            keys = found.differences.select(KEY)
+            again = store.live_levels(keys["location_id"].unique().to_list(), keys=keys,
+                                      known_items=catalog_hint)
+            still = compare(expected.join(keys, on=KEY, how="semi"), again).differences
+            reads += 1
+            found = Comparison(expected=expected.height,
+                               matched=expected.height - still.height, differences=still)
+    found.reads, found.seconds = reads, time.monotonic() - started
+    return found

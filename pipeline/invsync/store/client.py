@@ -39,6 +39,7 @@ from invsync.store.limits import (
     RetryPolicy,
     reserved_requests,
 )
+from invsync.store.pages import READS_IN_FLIGHT
 from invsync.tables import Location
 
 log = logging.getLogger("invsync.client")
@@ -240,8 +241,9 @@ class StoreClient:
             headers={"Accept": "application/json",
                      "Content-Type": "application/json", "User-Agent": "invsync/0.1"},
             timeout=httpx.Timeout(self.retry.timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max(concurrency, 1) + 1,
-                                max_keepalive_connections=max(concurrency, 1) + 1),
+            # Reads may overlap even when writes go one at a time (store/pages.py).
+            limits=httpx.Limits(max_connections=max(concurrency, READS_IN_FLIGHT) + 1,
+                                max_keepalive_connections=max(concurrency, READS_IN_FLIGHT) + 1),
             transport=transport,
             verify=_tls_context(verify_tls),
         )
@@ -299,6 +301,11 @@ class StoreClient:
                 raise StoreError("GET /inventory/locations: the store listed a location "
                                  "without a whole-number id") from None
         return out
+
+    async def get_bytes(self, path: str, params: dict[str, str]) -> bytes:
+        """The body of the answer to one ``GET path`` (retried like every request)."""
+        response, _ = await self._request("GET", path, None, params=params)
+        return response.content
 
     async def iter_items(self, location_ids: list[int],
                          filters: dict[str, str] | None = None,

@@ -17,7 +17,9 @@ Ids the store does not know keep their own key.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -58,14 +60,26 @@ def query_chunks(values: Sequence[int | str], budget: int = QUERY_BUDGET) -> Ite
 
 
 async def read_identities(client: StoreClient, ids: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """The ``identity`` of every inventory item carrying one of ``ids`` (kind -> ids)."""
+    """The ``identity`` of every inventory item carrying one of ``ids`` (kind -> ids); the
+    chunks' reads overlap, a few at once (see :mod:`invsync.store.pages`)."""
+    from invsync.store.pages import Listing, gather_in_order, json_page
+
+    async def read(kind: str, chunk: str) -> list[dict[str, Any]]:
+        listing = Listing(client, "/inventory/items", {f"{kind}:in": chunk}, json_page,
+                          in_flight=1)
+        found: list[dict[str, Any]] = []
+        async with contextlib.aclosing(listing.pages()) as pages:
+            async for page in pages:
+                found.extend(e["identity"] for e in page.entries
+                             if isinstance(e.get("identity"), dict))
+        return found
+
+    works = [partial(read, kind, chunk) for kind, values in ids.items()
+             for chunk in query_chunks(sorted(set(values)))]
     out: list[dict[str, Any]] = []
-    for kind, values in ids.items():
-        for chunk in query_chunks(sorted(set(values))):
-            async for entry in client.iter_filtered_items({f"{kind}:in": chunk}):
-                ident = entry.get("identity")
-                if isinstance(ident, dict):
-                    out.append(ident)
+    async with contextlib.aclosing(gather_in_order(works)) as results:
+        async for found in results:
+            out.extend(found)
     return out
 
 

@@ -8,9 +8,12 @@ row for each way an item can be addressed (sku, variant_id, product_id).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -20,6 +23,7 @@ from invsync.events import Observer
 from invsync.store.client import StoreClient, whole_number
 from invsync.store.identity import KINDS, query_chunks
 from invsync.store.limits import MAX_PAGE_SIZE
+from invsync.store.pages import Listing, Page, gather_in_order, json_page
 from invsync.tables import KEY, SNAPSHOT_SCHEMA
 
 READ_QUERY_BUDGET = 6000
@@ -56,48 +60,29 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
     more requests: ``known_items`` (items known to exist, e.g. the snapshot's) bounds the
     catalog from below; when that is not enough to decide, the full read's first page
     tells the store's total, and is kept when reading on is the cheaper way.
+
+    Either way a few requests are out at once (:mod:`invsync.store.pages`): the pages
+    after the first once it told how many there are, or the filtered reads.
     """
     wanted = sorted(set(location_ids))
     requests_before = client.requests_sent
-    filters = read_filters(keys) if keys is not None else None
-    acc = _Levels(set(wanted), emit)
-    full: Any = None  # the full read, when its first page was read to learn the total
-    mode = "full"
-    if filters is not None and keys is not None:
-        named = keys.select("identifier", "item_key").unique().height
-        if len(filters) < math.ceil(max(known_items, named, 1) / MAX_PAGE_SIZE):
-            mode = "filtered"
-        else:
-            # Undecided: the full read's first page tells the store's total; it is kept
-            # when reading on is the cheaper way, else the filtered reads follow.
-            totals: list[int | None] = []
-            full = client.iter_items(wanted, on_total=totals.append)
-            first: list[dict[str, Any]] = []
-            async for entry in full:
-                first.append(entry)
-                if len(first) >= _page_len(totals):
-                    break  # the first page is in; the next entry would fetch page 2
-            total = totals[0] if totals else None
-            if total is not None and len(filters) < math.ceil(total / MAX_PAGE_SIZE) - 1:
-                mode = "filtered"
-                await full.aclose()
-                full = None
-            else:
-                for entry in first:
-                    acc.add(entry)
+    acc = _Levels(emit)
+    parse = partial(levels_page, wanted=frozenset(wanted))
+    listing = Listing(client, "/inventory/items", _at(wanted), parse)
+    filters = await _filtered_reads(listing, keys, known_items) if keys is not None else None
+    mode = "full" if filters is None else "filtered"
     if emit:
         emit("read_started", {"locations": wanted, "mode": mode,
                               **({"requests": len(filters)} if mode == "filtered" and filters
                                  else {})})
     if mode == "filtered" and filters is not None:
-        for name, value in filters:
-            async for entry in client.iter_items(wanted, {name: value}):
-                acc.add(entry)
+        await _read_filtered(client, wanted, filters, acc)
     else:
-        async for entry in full if full is not None else client.iter_items(wanted):
-            acc.add(entry)
+        async with contextlib.aclosing(listing.pages()) as pages:
+            async for page in pages:
+                acc.add(page)
     if emit:
-        emit("read_finished", {"items": acc.count, "levels": len(acc.locs),
+        emit("read_finished", {"items": acc.count, "levels": acc.levels,
                                "requests": client.requests_sent - requests_before})
     levels = levels_by_key(acc.frame(dedupe=mode == "filtered"))
     if mode == "filtered" and keys is not None:
@@ -108,52 +93,180 @@ async def read_levels(client: StoreClient, location_ids: Iterable[int],
     return levels
 
 
-def _page_len(totals: list[int | None]) -> int:
-    """Entries the first page holds: a full page, or all there are."""
-    total = totals[0] if totals else None
-    return MAX_PAGE_SIZE if total is None else max(1, min(total, MAX_PAGE_SIZE))
+async def _filtered_reads(listing: Listing[pl.DataFrame], keys: pl.DataFrame,
+                          known_items: int) -> list[tuple[str, str]] | None:
+    """The filtered reads that name ``keys`` when they take fewer requests than reading
+    every item, else None (then ``listing``'s first page may already be read)."""
+    named = keys.select("identifier", "item_key").unique().height
+    pages = math.ceil(max(known_items, named, 1) / MAX_PAGE_SIZE)
+    # The floor spares chunking every value of a big file when a full read is cheaper.
+    floor = filter_floor(keys)
+    filters: list[tuple[str, str]] | None = None
+    if floor < pages:
+        filters = read_filters(keys)
+        if filters is None:
+            return None
+        if len(filters) <= pages:  # a full read takes at least `pages` requests
+            return filters
+    # Undecided: the full read's first page tells the store's total; it is kept when
+    # reading on is the cheaper way, else the filtered reads follow.
+    total = (await listing.first()).total
+    if total is None:
+        return None
+    rest = math.ceil(total / MAX_PAGE_SIZE) - 1
+    if floor >= rest:
+        return None
+    if filters is None:
+        filters = read_filters(keys)
+    return filters if filters is not None and len(filters) < rest else None
 
 
-class _Levels:
-    """Collects the per-location levels of ``GET /inventory/items`` entries."""
+def filter_floor(keys: pl.DataFrame) -> int:
+    """Fewest filtered reads :func:`read_filters` could make of ``keys``: a value costs at
+    least its length and a separator (nothing is encoded, so this is cheap)."""
+    floor = 0
+    for kind in KINDS:
+        named = keys.filter(pl.col("identifier") == kind)["item_key"].drop_nulls()
+        if kind == "sku":
+            named = named.filter(named != "")
+        else:
+            named = named.cast(pl.Int64, strict=False).drop_nulls().cast(pl.String)
+        named = named.unique()
+        if named.len():
+            size = int(named.str.len_bytes().sum()) + 3 * named.len()
+            floor += math.ceil(size / (READ_QUERY_BUDGET + 3))
+    return floor
 
-    def __init__(self, wanted: set[int], emit: Observer | None) -> None:
-        self.wanted, self.emit = wanted, emit
-        self.locs: list[int] = []
-        self.skus: list[str | None] = []
-        self.vids: list[int | None] = []
-        self.pids: list[int | None] = []
-        self.qtys: list[int] = []
-        self.count = 0
 
-    def add(self, entry: dict[str, Any]) -> None:
+def _at(location_ids: list[int], **filters: str) -> dict[str, str]:
+    """The query of a listing at ``location_ids``, narrowed by ``filters``."""
+    return {"location_id:in": ",".join(str(i) for i in sorted(location_ids)), **filters}
+
+
+async def _read_filtered(client: StoreClient, wanted: list[int],
+                         filters: list[tuple[str, str]], acc: _Levels) -> None:
+    """Every filtered read, a few out at once; pages are taken in the filters' order."""
+    parse = partial(levels_page, wanted=frozenset(wanted))
+
+    async def read(name: str, value: str) -> list[Page[pl.DataFrame]]:
+        listing = Listing(client, "/inventory/items", _at(wanted, **{name: value}), parse,
+                          in_flight=1)
+        async with contextlib.aclosing(listing.pages()) as pages:
+            return [page async for page in pages]
+
+    works = [partial(read, name, value) for name, value in filters]
+    async with contextlib.aclosing(gather_in_order(works)) as results:
+        async for read_pages in results:
+            for page in read_pages:
+                acc.add(page)
+
+
+RAW_SCHEMA = {"location_id": pl.Int64, "sku": pl.String, "variant_id": pl.Int64,
+              "product_id": pl.Int64, "quantity": pl.Int64}
+"""One row per (item, location) listed: the item's identity and its on-hand level."""
+
+# Every number is read as text, then converted strictly: a quantity of 12.7 or true must
+# not become 12 or 1 (such a page is read again the slow way, which refuses it).
+_TEXT_PAGE = pl.Struct({
+    "data": pl.List(pl.Struct({
+        "identity": pl.Struct({"sku": pl.String, "variant_id": pl.String,
+                               "product_id": pl.String}),
+        "locations": pl.List(pl.Struct({"location_id": pl.String,
+                                        "total_inventory_onhand": pl.String})),
+    })),
+    "meta": pl.Struct({"pagination": pl.Struct({"total": pl.String,
+                                                "total_pages": pl.String})}),
+})
+
+
+def levels_page(body: bytes, number: int, what: str, *,
+                wanted: frozenset[int]) -> Page[pl.DataFrame]:
+    """A ``GET /inventory/items`` page as :data:`RAW_SCHEMA` rows at the ``wanted``
+    locations, parsed by polars (no Python object per entry) when the page is plain,
+    else entry by entry (which names what is wrong)."""
+    try:
+        return _fast_levels_page(body, number, wanted)
+    except (pl.exceptions.PolarsError, ValueError, TypeError, OverflowError):
+        pass
+    page = json_page(body, number, what)
+    return Page(number, _slow_levels(page.entries, wanted, what, number), page.count,
+                page.total, page.total_pages)
+
+
+def _fast_levels_page(body: bytes, number: int, wanted: frozenset[int]) -> Page[pl.DataFrame]:
+    """:func:`levels_page` by polars; raises (ValueError, a polars error) on anything
+    that is not a plain page, to be read the slow way."""
+    top = pl.read_json(io.BytesIO(body), schema=dict(_TEXT_PAGE.to_schema()))
+    if top.height != 1:
+        raise ValueError("not one JSON object")
+    pagination = top.select(pl.col("meta").struct.field("pagination")).unnest("pagination")
+    meta = pagination.select(pl.all().cast(pl.Int64, strict=True)).row(0)
+    if any(v is None and t is not None for v, t in zip(meta, pagination.row(0), strict=True)):
+        raise ValueError("unusable pagination")
+    entries = top.select(pl.col("data").explode()).unnest("data")
+    if entries.height == 1 and top["data"].list.len().item() == 0:
+        entries = entries.clear()
+    count = entries.height
+    if entries["identity"].null_count() or entries["locations"].null_count():
+        raise ValueError("an entry without identity or locations")
+    levels = entries.unnest("identity").explode("locations").filter(
+        pl.col("locations").is_not_null()).unnest("locations")
+    if levels.height != entries["locations"].list.len().sum():
+        raise ValueError("a null level")
+    if levels["location_id"].null_count() or levels["total_inventory_onhand"].null_count():
+        raise ValueError("a level without location_id or total_inventory_onhand")
+    frame = levels.select(
+        pl.col("location_id").cast(pl.Int64, strict=True),
+        pl.col("sku"),
+        pl.col("variant_id").cast(pl.Int64, strict=True),
+        pl.col("product_id").cast(pl.Int64, strict=True),
+        pl.col("total_inventory_onhand").cast(pl.Int64, strict=True).alias("quantity"),
+    ).filter(pl.col("location_id").is_in(sorted(wanted)))
+    return Page(number, frame, count, meta[0], meta[1])
+
+
+def _slow_levels(data: list[dict[str, Any]], wanted: frozenset[int], what: str,
+                 number: int) -> pl.DataFrame:
+    """:data:`RAW_SCHEMA` rows of a page's JSON entries; :class:`StoreError` naming the
+    first unusable one."""
+    rows: list[tuple[int, str | None, int | None, int | None, int]] = []
+    for i, entry in enumerate(data, start=1):
         try:
             ident = entry.get("identity") or {}
             sku, vid, pid = ident.get("sku"), _id(ident.get("variant_id")), _id(
                 ident.get("product_id"))
             for level in entry.get("locations") or []:
                 loc = whole_number(level["location_id"])
-                if loc not in self.wanted:
-                    continue
-                self.locs.append(loc)
-                self.skus.append(None if sku is None else str(sku))
-                self.vids.append(vid)
-                self.pids.append(pid)
-                self.qtys.append(whole_number(level["total_inventory_onhand"]))
+                if loc in wanted:
+                    rows.append((loc, None if sku is None else str(sku), vid, pid,
+                                 whole_number(level["total_inventory_onhand"])))
         except (AttributeError, KeyError, TypeError, ValueError):
-            raise StoreError("GET /inventory/items: the store listed an item without a usable "
+            raise StoreError(f"{what}: the store listed an item without a usable "
                              f"identity, location_id or total_inventory_onhand "
-                             f"(item {self.count + 1})") from None
-        self.count += 1
-        if self.emit and self.count % 1000 == 0:
+                             f"(page {number}, item {i})") from None
+    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row")
+
+
+class _Levels:
+    """Collects the levels read, page by page, and tells how far the read is."""
+
+    def __init__(self, emit: Observer | None) -> None:
+        self.emit = emit
+        self.frames: list[pl.DataFrame] = []
+        self.count = 0
+        self.levels = 0
+
+    def add(self, page: Page[pl.DataFrame]) -> None:
+        """Take a page's rows."""
+        before = self.count
+        self.frames.append(page.entries)
+        self.levels += page.entries.height
+        self.count += page.count
+        if self.emit and self.count // 1000 > before // 1000:
             self.emit("read_page", {"items": self.count})
 
     def frame(self, *, dedupe: bool) -> pl.DataFrame:
-        raw = pl.DataFrame({"location_id": self.locs, "sku": self.skus, "variant_id": self.vids,
-                            "product_id": self.pids, "quantity": self.qtys},
-                           schema={"location_id": pl.Int64, "sku": pl.String,
-                                   "variant_id": pl.Int64, "product_id": pl.Int64,
-                                   "quantity": pl.Int64})
+        raw = pl.concat(self.frames) if self.frames else pl.DataFrame(schema=RAW_SCHEMA)
         # Filtered reads may list one item twice (asked by SKU and by product id).
         return raw.unique(maintain_order=True) if dedupe else raw
 
