@@ -25,7 +25,7 @@ from invsync.stages.ingest.xls import (
     recode,
 )
 from invsync.stages.ingest.xlsb import xlsb_error_cells
-from invsync.stages.ingest.xlsx import _check_workbook, error_cells
+from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
@@ -37,8 +37,10 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
     _refuse_other_formats(path)
+    scan = None
     if is_zip(path):
         _check_workbook(path)
+        scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
@@ -49,7 +51,15 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
         elif foreign is not None:
             source = Path(tmp) / f"foreign{source.suffix}"
             source.write_bytes(foreign[0])
-        loaded = load_sheet(source, sheet, shown=path)
+        try:
+            loaded = load_sheet(source, sheet, shown=path,
+                                meanwhile=None if scan is None else scan.step)
+        except InputFileError:
+            if scan is not None:
+                scan.finish()  # a bomb or a DTD is named for what it is
+            raise
+        if scan is not None:
+            scan.finish()
     names, index = loaded.names, loaded.index
     import polars as pl
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from invsync.stages.ingest.table import StockTable, _first_line, _with_problems
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator, Iterator
 
 MAX_XLSX_UNCOMPRESSED = 256 << 20
 MAX_XLSX_RATIO = 200
@@ -81,7 +82,7 @@ def _may_hold_formulas(path: Path, index: int) -> bool:
     True when unsure: a sheet not in UTF-8, or one that cannot be read so."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return _may_hold(zf, index, _F_TAG)
+            return _sheet_may_hold(path, zf, index, "formula", _F_TAG)
     except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError):
         return True
 
@@ -110,40 +111,196 @@ def _numeric_identifier_notes(table: StockTable) -> list[str]:
 
 
 def _check_workbook(path: Path) -> None:
-    """Refuse zip bombs and XML with DTDs (entity bombs) before a parser sees them."""
+    """Refuse a zip bomb by what the workbook's directory says (part count, sizes, ratios),
+    before any part is unpacked; :class:`WorkbookScan` then checks what it really holds."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
-            if len(members) > MAX_XLSX_MEMBERS:
-                raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
-                                                f"refusing it as a likely zip bomb")
-            total = sum(m.file_size for m in members)
-            if total > MAX_XLSX_UNCOMPRESSED:
-                raise _bomb(path, f"the workbook says it unpacks to {total / (1 << 20):,.0f} MiB")
-            for m in members:
-                if m.file_size > (16 << 20) and m.file_size / max(m.compress_size, 1) > \
-                        MAX_XLSX_RATIO:
-                    raise _bomb(path, f"part {m.filename} is compressed "
-                                      f"{m.file_size / max(m.compress_size, 1):,.0f}:1")
-            # Declared sizes are the sender's word: unpack every part once, counting real
-            # bytes (zipfile stops at the declared size and checks the CRC).
-            seen = 0
-            for m in members:
-                with zf.open(m) as fh:
-                    head = fh.read(4096)
-                    if m.filename.endswith((".xml", ".rels")) and (
-                            b"<!DOCTYPE" in head or b"<!ENTITY" in head):
-                        raise InputFileError(
-                            str(path), f"part {m.filename} declares a DTD/entities, which "
-                                       f"spreadsheets never do; refusing it (XML bomb?)")
-                    seen += len(head)
-                    while chunk := fh.read(1 << 20):
-                        seen += len(chunk)
-                        if seen > MAX_XLSX_UNCOMPRESSED:
-                            raise _bomb(path, f"the workbook unpacks to more than "
-                                              f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
     except zipfile.BadZipFile as exc:
         raise InputFileError(str(path), f"not a readable workbook: {exc}") from None
+    if len(members) > MAX_XLSX_MEMBERS:
+        raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
+                                        f"refusing it as a likely zip bomb")
+    total = sum(m.file_size for m in members)
+    if total > MAX_XLSX_UNCOMPRESSED:
+        raise _bomb(path, f"the workbook says it unpacks to {total / (1 << 20):,.0f} MiB")
+    for m in members:
+        if m.file_size > (16 << 20) and m.file_size / max(m.compress_size, 1) > MAX_XLSX_RATIO:
+            raise _bomb(path, f"part {m.filename} is compressed "
+                              f"{m.file_size / max(m.compress_size, 1):,.0f}:1")
+
+
+@dataclass(frozen=True)
+class SheetFacts:
+    """What one byte pass over a worksheet part found (True when unsure)."""
+
+    formula: bool
+    """It may hold a formula (``<f>``)."""
+    error: bool
+    """It may hold an error cell (``t="e"``)."""
+
+
+_FACTS: dict[tuple[str, int, int], dict[str, SheetFacts]] = {}
+"""Facts of the workbooks scanned lately, by (path, size, modification time), by part."""
+_FACTS_KEPT = 8
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+class WorkbookScan:
+    """One streaming pass over every part of a zipped workbook, a chunk per :meth:`step`.
+
+    Counts the bytes each part really unpacks to (a zip whose sizes lie is refused past
+    :data:`MAX_XLSX_UNCOMPRESSED`), refuses XML declaring a DTD or entities, and notes of
+    each worksheet whether it may hold a formula or an error cell (the later searches
+    skip the sheets that cannot). Stepped while the reader works in its own process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._steps = self._walk()
+        self._error: InputFileError | None = None
+        self._done = False
+
+    def step(self) -> bool:
+        """Scan one more chunk; False once the whole workbook has been scanned."""
+        if self._done:
+            return False
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._done = True
+        except InputFileError as exc:
+            self._error, self._done = exc, True
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                ValueError) as exc:
+            self._error = InputFileError(str(self.path), f"not a readable workbook: {exc}")
+            self._done = True
+        return not self._done
+
+    def finish(self) -> None:
+        """Scan what is left; raise :class:`InputFileError` for what the scan refused."""
+        while self.step():
+            pass
+        if self._error is not None:
+            raise self._error
+
+    def _walk(self) -> Iterator[None]:
+        seen = [0]
+        facts: dict[str, SheetFacts] = {}
+        with zipfile.ZipFile(self.path) as zf:
+            for m in zf.infolist():
+                with zf.open(m) as fh:
+                    found = yield from self._part(m.filename, fh, seen)
+                if found is not None:
+                    facts[m.filename] = found
+        key = _file_key(self.path)
+        if key is not None:
+            while len(_FACTS) >= _FACTS_KEPT:
+                del _FACTS[next(iter(_FACTS))]
+            _FACTS[key] = facts
+
+    def _part(self, name: str, fh: IO[bytes], seen: list[int]
+              ) -> Generator[None, None, SheetFacts | None]:
+        """Scan one part, a chunk per step; its facts when it is a worksheet."""
+        sheet = name.startswith("xl/worksheets/") and name.endswith(".xml")
+        formula = error = False
+        tail = b""
+        first = True
+        while chunk := fh.read(1 << 20):
+            if first and name.endswith((".xml", ".rels")) and (
+                    b"<!DOCTYPE" in chunk[:4096] or b"<!ENTITY" in chunk[:4096]):
+                raise InputFileError(str(self.path), f"part {name} declares a DTD/entities, "
+                                                     f"which spreadsheets never do; refusing "
+                                                     f"it (XML bomb?)")
+            if first and sheet and not _UTF8_HEAD.match(chunk):
+                formula = error = True  # not UTF-8: a byte search proves nothing
+            first = False
+            seen[0] += len(chunk)
+            if seen[0] > MAX_XLSX_UNCOMPRESSED:
+                raise _bomb(self.path, f"the workbook unpacks to more than "
+                                       f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
+            if sheet:
+                window = tail + chunk
+                formula = formula or _formula_in(window)
+                error = error or _error_in(window)
+                tail = chunk[-64:]  # a tag split between two chunks
+            yield
+        return SheetFacts(formula=formula, error=error) if sheet else None
+
+
+_TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
+_FEW = 64
+"""Up to this many occurrences of a letter, each is looked at (a byte count and ``find``
+run at memory speed); past it, a chunk is searched for longer literals."""
+
+
+def _formula_in(buf: bytes) -> bool:
+    """Whether ``buf`` may hold a formula tag (``<f>``, ``<x:f ...>``)."""
+    if buf.count(b"f") <= _FEW:
+        at = buf.find(b"f")
+        while at != -1:
+            if buf[at - 1:at] in (b"<", b":") and buf[at + 1:at + 2] in _TAG_ENDS:
+                return True
+            at = buf.find(b"f", at + 1)
+        return False
+    for literal in (b"<f", b":f"):
+        at, tries = buf.find(literal), 0
+        while at != -1:
+            if buf[at + 2:at + 3] in _TAG_ENDS:
+                return True
+            tries += 1
+            if tries > _FEW:
+                return _F_TAG.search(buf) is not None
+            at = buf.find(literal, at + 2)
+    return False
+
+
+def _error_in(buf: bytes) -> bool:
+    """Whether ``buf`` may hold an error cell's type (``t="e"``): an attribute valued ``e``."""
+    if buf.count(b"e") <= _FEW:
+        at = buf.find(b"e")
+        while at != -1:
+            if buf[at - 1:at] in (b'"', b"'") and buf[at + 1:at + 2] == buf[at - 1:at] \
+                    and _after_equals(buf, at - 1):
+                return True
+            at = buf.find(b"e", at + 1)
+        return False
+    for literal in (b'"e"', b"'e'"):
+        at, tries = buf.find(literal), 0
+        while at != -1:
+            if _after_equals(buf, at):
+                return True
+            tries += 1
+            if tries > _FEW:
+                return _ERROR_TYPE.search(buf) is not None
+            at = buf.find(literal, at + 3)
+    return False
+
+
+def _after_equals(buf: bytes, at: int) -> bool:
+    """Whether ``buf[at]`` (a quote) follows an ``=`` (or may: the window starts before it)."""
+    before = buf[max(at - 64, 0):at].rstrip(b" \t\r\n")
+    return not before or before.endswith(b"=")
+
+
+def _sheet_may_hold(path: Path, zf: zipfile.ZipFile, index: int, what: str,
+                    needle: re.Pattern[bytes]) -> bool:
+    """Whether sheet ``index`` may hold ``what`` (a :class:`SheetFacts` field): from the
+    workbook's scan when it was made, else by searching the sheet for ``needle``."""
+    key = _file_key(path)
+    facts = _FACTS.get(key) if key is not None else None
+    if facts is not None:
+        member = _sheet_member(zf, index)
+        if member in facts:
+            return bool(getattr(facts[member], what))
+    return _may_hold(zf, index, needle)
 
 
 def _bomb(path: Path, why: str) -> InputFileError:
@@ -370,13 +527,20 @@ def _string_lengths(fh: IO[bytes]) -> array[int]:
     return lengths
 
 
+_SHARED_CELL_BYTES = len('<c t="s"><v>0</v></c>')
+"""The fewest bytes of a sheet part that make one cell naming a shared string."""
+
+
 def check_cell_text(path: Path, index: int) -> None:
     """Refuse a sheet whose cells would expand to more than :data:`MAX_XLSX_CELL_TEXT`.
 
     Shared strings are stored once but materialised once per cell that names them, so
-    the unpacked size says nothing about the reader's memory. A cheap bound (every cell
-    naming the longest shared string) clears ordinary workbooks; otherwise the sheet is
-    streamed and each cell's real length added up, stopping at the budget.
+    the unpacked size says nothing about the reader's memory. Cheap bounds (every cell
+    naming the longest shared string, the cells counted from the part's size, then from
+    its tags) clear ordinary workbooks; otherwise the sheet is streamed and each cell's
+    real length added up, stopping at the budget. The part's declared size is the
+    sender's word: this runs in the reader's bounded process, which a lie only stops
+    later, by its memory budget.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -386,6 +550,11 @@ def check_cell_text(path: Path, index: int) -> None:
             if longest is None:
                 lengths = _shared_string_lengths(zf)
                 longest = max(lengths, default=0)
+            # Without unpacking: every cell naming a shared string takes at least
+            # _SHARED_CELL_BYTES of the part (the part's own size counts its other text).
+            declared = zf.getinfo(member).file_size
+            if declared + declared // _SHARED_CELL_BYTES * longest <= MAX_XLSX_CELL_TEXT:
+                return
             size = tags = 0
             with zf.open(member) as fh:
                 while chunk := fh.read(1 << 20):
@@ -488,7 +657,7 @@ def error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            if not _may_hold(zf, index, _ERROR_TYPE):
+            if not _sheet_may_hold(path, zf, index, "error", _ERROR_TYPE):
                 return []
             with zf.open(_sheet_member(zf, index)) as fh:
                 _scan_xml(fh, start=start, end=end, text=text)
