@@ -148,7 +148,8 @@ def _watch(pid: int, finished: Callable[[float], bool], meanwhile: Meanwhile | N
     """Wait for the reader ``pid``; kill it past the time or memory budget and say which.
 
     ``finished(wait)`` tells whether the reader is done, waiting up to ``wait`` seconds
-    for it; between two looks the parent does a slice of ``meanwhile``.
+    for it; between two looks the parent does a slice of ``meanwhile``. What ``meanwhile``
+    raises (the parent's own checks refusing the file) stops the reader and is raised.
     """
     deadline = time.monotonic() + READER_SECONDS
     busy = meanwhile is not None
@@ -225,11 +226,13 @@ class _Spawner:
                     outcome.append(line)
             return bool(outcome)
 
-        why = _watch(worker, finished, meanwhile)
-        if not outcome:  # killed: the spawner still says how it ended
-            line = self._line(READER_SECONDS)
-            if line is None:
-                raise _SpawnerGone
+        try:
+            why = _watch(worker, finished, meanwhile)
+        finally:
+            if not finished(0.0):  # stopped: the spawner still says how the worker ended
+                _kill(worker)
+                if not finished(READER_SECONDS):
+                    raise _SpawnerGone
         if why is not None:
             raise InputFileError(str(shown), DAMAGED.format(why=why))
         try:

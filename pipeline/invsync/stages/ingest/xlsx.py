@@ -169,7 +169,10 @@ class WorkbookScan:
         self._done = False
 
     def step(self) -> bool:
-        """Scan one more chunk; False once the whole workbook has been scanned."""
+        """Scan one more chunk; False once the whole workbook has been scanned. Raises
+        :class:`InputFileError` for what the scan refuses (and again on each later call)."""
+        if self._error is not None:
+            raise self._error
         if self._done:
             return False
         try:
@@ -177,19 +180,18 @@ class WorkbookScan:
         except StopIteration:
             self._done = True
         except InputFileError as exc:
-            self._error, self._done = exc, True
+            self._error = exc
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
                 ValueError) as exc:
             self._error = InputFileError(str(self.path), f"not a readable workbook: {exc}")
-            self._done = True
+        if self._error is not None:
+            raise self._error
         return not self._done
 
     def finish(self) -> None:
         """Scan what is left; raise :class:`InputFileError` for what the scan refused."""
         while self.step():
             pass
-        if self._error is not None:
-            raise self._error
 
     def _walk(self) -> Iterator[None]:
         seen = [0]
@@ -237,8 +239,8 @@ class WorkbookScan:
 
 _TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
 _FEW = 64
-"""Up to this many occurrences of a letter, each is looked at (a byte count and ``find``
-run at memory speed); past it, a chunk is searched for longer literals."""
+"""Up to this many occurrences of a letter, each is looked at (counting and finding one
+byte run at memory speed); past it, a chunk is searched for longer literals."""
 
 
 def _formula_in(buf: bytes) -> bool:
@@ -250,37 +252,30 @@ def _formula_in(buf: bytes) -> bool:
                 return True
             at = buf.find(b"f", at + 1)
         return False
-    for literal in (b"<f", b":f"):
-        at, tries = buf.find(literal), 0
-        while at != -1:
-            if buf[at + 2:at + 3] in _TAG_ENDS:
-                return True
-            tries += 1
-            if tries > _FEW:
-                return _F_TAG.search(buf) is not None
-            at = buf.find(literal, at + 2)
-    return False
+    return _literal_in(buf, b"<f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS, _F_TAG) or (
+        b":" in buf and _literal_in(buf, b":f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS,
+                                    _F_TAG))
 
 
 def _error_in(buf: bytes) -> bool:
     """Whether ``buf`` may hold an error cell's type (``t="e"``): an attribute valued ``e``."""
-    if buf.count(b"e") <= _FEW:
-        at = buf.find(b"e")
-        while at != -1:
-            if buf[at - 1:at] in (b'"', b"'") and buf[at + 1:at + 2] == buf[at - 1:at] \
-                    and _after_equals(buf, at - 1):
-                return True
-            at = buf.find(b"e", at + 1)
-        return False
-    for literal in (b'"e"', b"'e'"):
-        at, tries = buf.find(literal), 0
-        while at != -1:
-            if _after_equals(buf, at):
-                return True
-            tries += 1
-            if tries > _FEW:
-                return _ERROR_TYPE.search(buf) is not None
-            at = buf.find(literal, at + 3)
+    return _literal_in(buf, b'"e"', lambda at: _after_equals(buf, at), _ERROR_TYPE) or (
+        b"'" in buf and _literal_in(buf, b"'e'", lambda at: _after_equals(buf, at),
+                                    _ERROR_TYPE))
+
+
+def _literal_in(buf: bytes, literal: bytes, confirm: Callable[[int], bool],
+                pattern: re.Pattern[bytes]) -> bool:
+    """Whether ``buf`` holds ``literal`` where ``confirm`` says it counts; past :data:`_FEW`
+    near misses, whether ``pattern`` is found anywhere in ``buf``."""
+    at, tries = buf.find(literal), 0
+    while at != -1:
+        if confirm(at):
+            return True
+        tries += 1
+        if tries > _FEW:
+            return pattern.search(buf) is not None
+        at = buf.find(literal, at + len(literal))
     return False
 
 
