@@ -325,8 +325,11 @@ locked, so the spawner is then a fresh interpreter instead."""
 
 
 def _fork_is_safe() -> bool:
-    """Whether this process may fork its spawner: the main thread and known-idle ones only."""
+    """Whether this process may fork its spawner: the main thread and known-idle ones only,
+    and small (a worker's memory counts what it shares with invsync)."""
     me = os.getpid()
+    if _rss_mb(me) > READER_MEMORY_MB / 4:
+        return False
     try:
         tasks = [int(t) for t in os.listdir("/proc/self/task")]
         names = {t: Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in tasks}

@@ -37,6 +37,8 @@ def _reject_uncalculated(table: StockTable) -> StockTable:
     used = list(dict.fromkeys(table.mapping.values()))
     cols = {table.headers.index(h): h for h in used if h in table.headers}
     found = uncalculated_formulas(table.path, table.sheet_index or 0, cols)
+    if not found:
+        return table
     rows = set(table.frame[ROW].to_list())
     hits = [(row, header) for header, rs in found.items() for row in rs if row in rows]
     if not hits:
@@ -245,12 +247,12 @@ byte run at memory speed); past it, a chunk is searched for longer literals."""
 
 def _formula_in(buf: bytes) -> bool:
     """Whether ``buf`` may hold a formula tag (``<f>``, ``<x:f ...>``)."""
-    if buf.count(b"f") <= _FEW:
-        at = buf.find(b"f")
-        while at != -1:
-            if buf[at - 1:at] in (b"<", b":") and buf[at + 1:at + 2] in _TAG_ENDS:
-                return True
-            at = buf.find(b"f", at + 1)
+    at, tries = buf.find(b"f"), 0  # one byte: found at memory speed
+    while at != -1 and tries <= _FEW:
+        if buf[at - 1:at] in (b"<", b":") and buf[at + 1:at + 2] in _TAG_ENDS:
+            return True
+        at, tries = buf.find(b"f", at + 1), tries + 1
+    if at == -1:
         return False
     return _literal_in(buf, b"<f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS, _F_TAG) or (
         b":" in buf and _literal_in(buf, b":f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS,
