@@ -432,8 +432,12 @@ def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, ...]
     """A worker: read one sheet, its answer beside the cells, and end."""
     code = 1
     try:
+        # The spawner's pipes are not the worker's to use; nor may a file the reader
+        # opens take their numbers (anything printed would land in it).
+        null = os.open(os.devnull, os.O_RDWR)
         for fd in fds:
-            os.close(fd)
+            os.dup2(null, fd)
+        os.close(null)
         _limit_self(spawner)
         Path(f"{out}.json").write_text(json.dumps(_answer(path, sheet, out)), "utf-8")
         code = 0
