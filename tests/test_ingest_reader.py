@@ -237,3 +237,44 @@ def _running(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+# ---- parts read whole in invsync's own process ---------------------------------------------
+
+
+def test_an_opendocument_manifest_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """700 MiB of manifest in a 0.7 MB file: only its head is read (it was read whole,
+    1.5 GB, before the zip's sizes were checked)."""
+    import zipfile
+
+    from tests.test_hostile_files import offline_env
+    from tests.test_resilience import MAX_RSS, run_measured
+
+    path = tmp_path / "manifest.ods"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet",
+                    compress_type=zipfile.ZIP_STORED)
+        zf.writestr("content.xml", "<x/>")
+        with zf.open("META-INF/manifest.xml", "w", force_zip64=True) as fh:
+            for _ in range(700):
+                fh.write(b" " * (1 << 20))
+
+    run = run_measured(["plan", str(path)], offline_env(tmp_path))
+
+    assert run.guard is None, run.guard
+    assert run.returncode == 65, run.output[-2000:]
+    assert "zip bomb" in run.output
+    assert run.peak_rss < MAX_RSS, f"peak RSS {run.peak_rss >> 20} MiB"
+
+
+def test_an_oversized_sheet_list_is_not_parsed_whole(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workbook's sheet list is parsed whole in invsync's own process: past a bound
+    (a crafted one would take gigabytes) it is not, and the reader's answer stands."""
+    import zipfile
+
+    path = stock_workbook(tmp_path / "s.xlsx", 10, last=["SKU-x", 1, "#N/A"])
+    monkeypatch.setattr(xlsx, "_MAX_BOOK_PART", 64)
+    with zipfile.ZipFile(path) as zf, pytest.raises(KeyError):
+        xlsx._sheet_member(zf, 0)
+    assert read_stock_file(path).rows == 11

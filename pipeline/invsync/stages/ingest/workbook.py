@@ -118,8 +118,10 @@ def _refuse_other_formats(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 members = set(zf.namelist())
-                manifest = zf.read("META-INF/manifest.xml")[:1 << 20] \
-                    if "META-INF/manifest.xml" in members else b""
+                manifest = b""
+                if "META-INF/manifest.xml" in members:  # its head: it may be a bomb
+                    with zf.open("META-INF/manifest.xml") as fh:
+                        manifest = fh.read(1 << 20)
         except (zipfile.BadZipFile, OSError, KeyError, ValueError):
             return
         if b"encryption-data" in manifest:  # an OpenDocument file saved with a password

@@ -62,7 +62,7 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
     because they cannot calculate) every formula's cached value is a placeholder.
     """
     def pick(zf: zipfile.ZipFile) -> Callable[[_Cell], bool]:
-        workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+        workbook = ElementTree.fromstring(_small_part(zf, "xl/workbook.xml"))
         calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
                      == "calcPr"), None)
         full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
@@ -340,9 +340,22 @@ def _local(name: str) -> str:
     return name.rpartition(":")[2]
 
 
+_MAX_BOOK_PART = 16 << 20
+"""The workbook's own list of sheets and its links: a few KB in real files; past this a
+part is not parsed whole into memory (a crafted one would take gigabytes)."""
+
+
+def _small_part(zf: zipfile.ZipFile, name: str) -> bytes:
+    """Part ``name`` whole; KeyError past :data:`_MAX_BOOK_PART` (reading stops at the size
+    the zip states, so a lie about it is a read error, not more memory)."""
+    if zf.getinfo(name).file_size > _MAX_BOOK_PART:
+        raise KeyError(name)
+    return zf.read(name)
+
+
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     """The zip member holding sheet number ``index`` (0-based, workbook order)."""
-    workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+    workbook = ElementTree.fromstring(_small_part(zf, "xl/workbook.xml"))
     # Transitional or Strict OOXML: the same names under other namespaces.
     sheets = next((e for e in workbook if e.tag.rpartition("}")[2] == "sheets"), None)
     if sheets is None:
@@ -350,7 +363,7 @@ def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     attrs = list(sheets)[index].attrib
     rel_id = attrs.get(f"{_NS_REL}id") or next(
         (v for k, v in attrs.items() if k.startswith("{") and k.endswith("}id")), None)
-    rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+    rels = ElementTree.fromstring(_small_part(zf, "xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
 
