@@ -22,6 +22,7 @@ Run as ``python -m invsync.stages.ingest.isolated PATH SHEET OUT`` (a lone child
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
@@ -292,6 +293,7 @@ class _Spawner:
 
 _SPAWNER: _Spawner | None = None
 _SPAWNER_LOCK = threading.Lock()
+_STOP_AT_EXIT: list[bool] = []
 
 
 def _spawner() -> _Spawner | None:
@@ -307,6 +309,11 @@ def _spawner() -> _Spawner | None:
         _SPAWNER = _fork_spawner() if _fork_is_safe() else _exec_spawner()
     except OSError:
         return None
+    if not _STOP_AT_EXIT:
+        # Ended and reaped at exit (not only killed with invsync), so what its workers
+        # used is counted in invsync's own resource use.
+        atexit.register(_drop_spawner)
+        _STOP_AT_EXIT.append(True)
     return _SPAWNER
 
 
