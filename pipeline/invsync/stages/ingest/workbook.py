@@ -73,8 +73,10 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
     frame = set_cells(frame, errors)
-    filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
-                                            & (pl.col(cells).str.strip_chars() != "")))
+    # The first rows holding anything: where the header is looked for (not a copy of all).
+    filled = frame.lazy().filter(pl.any_horizontal(
+        pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
+    ).head(HEADER_SEARCH_ROWS).collect()
     if filled.height == 0:
         raise InputFileError(str(path), _empty_sheet(names, index))
     if header_row is not None:
@@ -83,7 +85,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
                                             f"{names[index]!r} has {frame.height} rows")
         at = header_row - 1
     else:
-        top = filled.head(HEADER_SEARCH_ROWS)
+        top = filled
         rows = [[("" if v is None else str(v)) for v in r] for r in top.select(cells).rows()]
         at = int(top[ROW][find_header(rows, column_map)]) - 1
     header = [("" if v is None else str(v).replace("\x00", "")) for v in frame.select(cells)
