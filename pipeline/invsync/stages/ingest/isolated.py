@@ -5,25 +5,39 @@ itself grew one process to 21 GB), panic (Rust's own message goes straight to fi
 descriptor 2) or take forever. In a child process none of that reaches invsync: the
 child's stderr is discarded, its memory is watched and it is killed past
 :data:`READER_MEMORY_MB` or :data:`READER_SECONDS`, and the parent never redirects its own
-file descriptors. The child writes the sheet's text cells as an Arrow IPC file and one
-line of JSON on stdout saying what it found.
+file descriptors. The child writes the sheet's text cells as an Arrow IPC file and its
+answer (what it found) as one line of JSON.
 
-Run as ``python -m invsync.stages.ingest.isolated PATH SHEET OUT`` (the child side).
+Starting a fresh interpreter for each workbook costs about half a second (importing the
+reader and polars), so the reader's process is made once per invsync process and kept
+(the *spawner*): it never reads a workbook itself, it forks one short-lived worker per
+workbook, which starts with every import done. The spawner is a fork of invsync itself
+while invsync is still one thread (nothing to re-import), else a fresh interpreter
+(imports paid once). Each worker is watched and bounded exactly as a lone child was, and
+a read the spawner cannot serve (busy in another thread, gone) runs in a lone child.
+
+Run as ``python -m invsync.stages.ingest.isolated PATH SHEET OUT`` (a lone child) or
+``python -m invsync.stages.ingest.isolated --serve`` (a spawner reading requests on stdin).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from invsync.errors import InputFileError
 
@@ -39,6 +53,9 @@ _POLL_S = 0.01
 DAMAGED = ("the workbook is damaged ({why}); open it in its spreadsheet program and save "
            "it again as .xlsx, or export it as CSV")
 
+Meanwhile = Callable[[], bool]
+"""The parent's own work, done a slice at a time while the reader works; False when done."""
+
 
 @dataclass(frozen=True)
 class LoadedSheet:
@@ -49,22 +66,40 @@ class LoadedSheet:
     frame: pl.DataFrame
 
 
-def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None) -> LoadedSheet:
+def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
+               meanwhile: Meanwhile | None = None) -> LoadedSheet:
     """Read sheet ``sheet`` (a name, a 1-based number, or the first) of workbook ``path``.
 
     Every cell as text (``None`` for an empty one), row ``i`` of the frame being the sheet's
     row ``i + 1``. Raises :class:`InputFileError` for a damaged, looping or unreadable
-    workbook, or a sheet it does not have.
+    workbook, or a sheet it does not have. ``meanwhile`` is called, a slice at a time,
+    while the reader works (the parent's own checks of the file run beside the read).
     """
     import polars as pl
 
     with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
         out = Path(tmp) / "sheet.arrow"
-        result = _run_child(path, sheet, out, shown or path)
+        result = _read_isolated(path, sheet, out, shown or path, meanwhile)
         if "refused" in result:
             raise InputFileError(str(shown or path), str(result["refused"]))
         frame = pl.read_ipc(io.BytesIO(out.read_bytes()))
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
+
+
+def _read_isolated(path: Path, sheet: str | None, out: Path, shown: Path,
+                   meanwhile: Meanwhile | None) -> dict[str, Any]:
+    """The reader's answer, from a worker of the spawner when it can serve, else a lone child."""
+    if _SPAWNER_LOCK.acquire(blocking=False):
+        try:
+            spawner = _spawner()
+            if spawner is not None:
+                try:
+                    return spawner.read(path, sheet, out, shown, meanwhile)
+                except _SpawnerGone:
+                    _drop_spawner()
+        finally:
+            _SPAWNER_LOCK.release()
+    return _run_child(path, sheet, out, shown, meanwhile)
 
 
 def _child_env() -> dict[str, str]:
@@ -76,14 +111,21 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(path: Path, sheet: str | None, out: Path, shown: Path) -> dict[str, Any]:
-    """Start the child, watch it, and return its JSON answer (or raise for a damaged file)."""
+def _run_child(path: Path, sheet: str | None, out: Path, shown: Path,
+               meanwhile: Meanwhile | None = None) -> dict[str, Any]:
+    """Start a lone child, watch it, and return its JSON answer (or raise for a damaged file)."""
     args = [sys.executable, "-m", "invsync.stages.ingest.isolated", str(path), sheet or "",
             str(out)]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=_child_env())
+
+    def finished(wait: float) -> bool:
+        if proc.poll() is None and wait:
+            time.sleep(wait)
+        return proc.poll() is not None
+
     try:
-        why = _watch(proc)
+        why = _watch(proc.pid, finished, meanwhile)
         answer = proc.stdout.read() if proc.stdout is not None else b""
     finally:
         if proc.poll() is None:
@@ -102,18 +144,31 @@ def _run_child(path: Path, sheet: str | None, out: Path, shown: Path) -> dict[st
     return result
 
 
-def _watch(proc: subprocess.Popen[bytes]) -> str | None:
-    """Wait for the child; kill it past the time or memory budget and say which."""
+def _watch(pid: int, finished: Callable[[float], bool], meanwhile: Meanwhile | None
+           ) -> str | None:
+    """Wait for the reader ``pid``; kill it past the time or memory budget and say which.
+
+    ``finished(wait)`` tells whether the reader is done, waiting up to ``wait`` seconds
+    for it; between two looks the parent does a slice of ``meanwhile``. What ``meanwhile``
+    raises (the parent's own checks refusing the file) stops the reader and is raised.
+    """
     deadline = time.monotonic() + READER_SECONDS
-    while proc.poll() is None:
+    busy = meanwhile is not None
+    while not finished(0.0 if busy else _POLL_S):
         if time.monotonic() > deadline:
-            proc.kill()
+            _kill(pid)
             return f"reading it took more than {READER_SECONDS:.0f} s"
-        if _rss_mb(proc.pid) > READER_MEMORY_MB:
-            proc.kill()
+        if _rss_mb(pid) > READER_MEMORY_MB:
+            _kill(pid)
             return f"reading it needed more than {READER_MEMORY_MB} MB"
-        time.sleep(_POLL_S)
+        if busy and meanwhile is not None:
+            busy = meanwhile()
     return None
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _rss_mb(pid: int) -> float:
@@ -134,11 +189,274 @@ def _rss_mb_portable(pid: int) -> float:
         return 0.0
 
 
-# ---- the child side -------------------------------------------------------------------
+# ---- the spawner: one reader process per invsync process, one worker per workbook -------
 
 
-def _limit_self() -> None:
-    """Bound the child's own CPU time and address space, where the platform allows."""
+class _SpawnerGone(Exception):
+    """The spawner stopped answering (it died, or its pipe broke)."""
+
+
+class _Spawner:
+    """The parent's side of the spawner: requests out, worker ids and outcomes back."""
+
+    def __init__(self, pid: int, to_fd: int, from_fd: int,
+                 proc: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid, self.to_fd, self.from_fd, self.proc = pid, to_fd, from_fd, proc
+        self.owner = os.getpid()
+        self._buffer = b""
+
+    def read(self, path: Path, sheet: str | None, out: Path, shown: Path,
+             meanwhile: Meanwhile | None) -> dict[str, Any]:
+        """Have a worker read the sheet; its answer (or raise for a damaged file)."""
+        request = {"path": str(path), "sheet": sheet or "", "out": str(out)}
+        try:
+            os.write(self.to_fd, json.dumps(request).encode() + b"\n")
+        except OSError:
+            raise _SpawnerGone from None
+        # A fresh interpreter may still be importing: the whole budget, not a poll.
+        started = self._line(READER_SECONDS)
+        if started is None or not isinstance(started.get("pid"), int):
+            raise _SpawnerGone
+        worker = int(started["pid"])
+        outcome: list[dict[str, Any]] = []
+
+        def finished(wait: float) -> bool:
+            if not outcome:
+                line = self._line(wait)
+                if line is not None:
+                    outcome.append(line)
+            return bool(outcome)
+
+        try:
+            why = _watch(worker, finished, meanwhile)
+        finally:
+            if not finished(0.0):  # stopped: the spawner still says how the worker ended
+                _kill(worker)
+                if not finished(READER_SECONDS):
+                    raise _SpawnerGone
+        if why is not None:
+            raise InputFileError(str(shown), DAMAGED.format(why=why))
+        try:
+            result: dict[str, Any] = json.loads(Path(f"{out}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            result = {}
+        if (outcome and outcome[0].get("status") != 0) or not result:
+            raise InputFileError(str(shown), DAMAGED.format(why="the reader stopped on it"))
+        return result
+
+    def _line(self, wait: float) -> dict[str, Any] | None:
+        """The spawner's next answer, waiting up to ``wait`` s (None: not yet); raises
+        :class:`_SpawnerGone` when its pipe closed."""
+        deadline = time.monotonic() + wait
+        while b"\n" not in self._buffer:
+            left = max(deadline - time.monotonic(), 0.0)
+            ready, _, _ = select.select([self.from_fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.from_fd, 65536)
+            if not chunk:
+                raise _SpawnerGone
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            raise _SpawnerGone from None
+        if not isinstance(answer, dict):
+            raise _SpawnerGone
+        return answer
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
+    def stop(self) -> None:
+        """End the spawner (its workers die with it) and reap it."""
+        _kill(self.pid)
+        if self.proc is not None:
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            self.proc.wait()
+            return
+        for fd in (self.to_fd, self.from_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+_SPAWNER: _Spawner | None = None
+_SPAWNER_LOCK = threading.Lock()
+_STOP_AT_EXIT: list[bool] = []
+
+
+def _spawner() -> _Spawner | None:
+    """The live spawner of this process, started if need be (None where there is no fork)."""
+    global _SPAWNER
+    if _SPAWNER is not None and _SPAWNER.alive() and _SPAWNER.owner == os.getpid():
+        return _SPAWNER
+    if _SPAWNER is not None:
+        _drop_spawner()
+    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        return None
+    try:
+        _SPAWNER = _fork_spawner() if _fork_is_safe() else _exec_spawner()
+    except OSError:
+        return None
+    if not _STOP_AT_EXIT:
+        # Ended and reaped at exit (not only killed with invsync), so what its workers
+        # used is counted in invsync's own resource use.
+        atexit.register(_drop_spawner)
+        _STOP_AT_EXIT.append(True)
+    return _SPAWNER
+
+
+def _drop_spawner() -> None:
+    global _SPAWNER
+    spawner, _SPAWNER = _SPAWNER, None
+    if spawner is not None and spawner.owner == os.getpid():
+        spawner.stop()
+
+
+_SAFE_THREADS = frozenset({"jemalloc_bg_thd", "polars-ooc-clea"})
+"""Threads that may run beside the main one when invsync forks its spawner: the
+allocator's own (fork-safe) and an idle clean-up thread. Any other (a Python thread, the
+data frame library's worker pool once started) could hold a lock the fork would copy
+locked, so the spawner is then a fresh interpreter instead."""
+
+
+def _fork_is_safe() -> bool:
+    """Whether this process may fork its spawner: the main thread and known-idle ones only,
+    and small (a worker's memory counts what it shares with invsync)."""
+    me = os.getpid()
+    if _rss_mb(me) > READER_MEMORY_MB / 4:
+        return False
+    try:
+        tasks = [int(t) for t in os.listdir("/proc/self/task")]
+        names = {t: Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in tasks}
+    except (OSError, ValueError):
+        return False
+    return threading.active_count() == 1 and all(
+        name in _SAFE_THREADS for t, name in names.items() if t != me)
+
+
+def _fork_spawner() -> _Spawner:
+    """The spawner as a fork of this process (every import already done)."""
+    import fastexcel  # noqa: F401  # imported once, here, not in every worker
+    import polars  # noqa: F401
+
+    from invsync.stages.ingest import workbook, xlsx  # noqa: F401
+
+    requests_r, requests_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the spawner's side, seen through its answers
+        try:
+            os.dup2(requests_r, 0)
+            os.dup2(answers_w, 1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.closerange(3, _fd_limit())  # the parent's files, sockets and locks
+            _become_spawner(parent)
+            serve(0, 1)
+        finally:
+            os._exit(1)
+    os.close(requests_r)
+    os.close(answers_w)
+    return _Spawner(pid, requests_w, answers_r)
+
+
+def _fd_limit() -> int:
+    try:
+        import resource
+
+        return min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
+    except (ImportError, OSError, ValueError):
+        return 1024
+
+
+def _exec_spawner() -> _Spawner:
+    """The spawner as a fresh interpreter (its imports paid once, for every later read)."""
+    proc = subprocess.Popen([sys.executable, "-m", "invsync.stages.ingest.isolated", "--serve"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=_child_env(),
+                            start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    return _Spawner(proc.pid, proc.stdin.fileno(), proc.stdout.fileno(), proc)
+
+
+def _become_spawner(parent: int) -> None:
+    """In the spawner: none of invsync's signal handlers, no collector closing copied files,
+    gone with invsync."""
+    import gc
+
+    gc.disable()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # a Ctrl-C at the terminal is for invsync, which then ends it
+    _die_with_parent(parent)
+
+
+def serve(requests: int, answers: int) -> NoReturn:
+    """The spawner's loop: for each request line, fork a worker, say its id, then how it
+    ended. Never reads a workbook itself."""
+    import fastexcel  # noqa: F401  # every import done before the first fork
+    import polars  # noqa: F401
+
+    from invsync.stages.ingest import workbook, xlsx  # noqa: F401
+
+    buffer = b""
+    while True:
+        while b"\n" not in buffer:
+            chunk = os.read(requests, 65536)
+            if not chunk:
+                os._exit(0)
+            buffer += chunk
+        line, buffer = buffer.split(b"\n", 1)
+        try:
+            request = json.loads(line)
+            job = (str(request["path"]), str(request["sheet"]), str(request["out"]))
+        except (ValueError, KeyError, TypeError):
+            os._exit(1)
+        pid = os.fork()
+        if pid == 0:
+            _work(*job, spawner=os.getppid(), fds=(requests, answers))
+        os.write(answers, json.dumps({"pid": pid}).encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+        os.write(answers, json.dumps({"status": status}).encode() + b"\n")
+
+
+def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, ...]) -> NoReturn:
+    """A worker: read one sheet, its answer beside the cells, and end."""
+    code = 1
+    try:
+        # The spawner's pipes are not the worker's to use; nor may a file the reader
+        # opens take their numbers (anything printed would land in it).
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in fds:
+            os.dup2(null, fd)
+        os.close(null)
+        _limit_self(spawner)
+        Path(f"{out}.json").write_text(json.dumps(_answer(path, sheet, out)), "utf-8")
+        code = 0
+    finally:
+        os._exit(code)
+
+
+# ---- the reading side (a worker, or a lone child) ----------------------------------------
+
+
+def _limit_self(parent: int | None = None) -> None:
+    """Bound the reader's own CPU time and address space, where the platform allows."""
     try:
         import resource
     except ImportError:
@@ -146,15 +464,16 @@ def _limit_self() -> None:
     cpu = int(READER_SECONDS) + 5
     with contextlib.suppress(OSError, ValueError):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    _die_with_parent()
+    _die_with_parent(parent)
 
 
-def _die_with_parent() -> None:
-    """On Linux, be killed when invsync is (a ``kill -9`` leaves no reader behind, growing
-    unwatched)."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """On Linux, be killed when the parent is (a ``kill -9`` of invsync leaves no reader
+    behind, growing unwatched)."""
     if not sys.platform.startswith("linux"):
         return
-    parent = int(os.environ.get("INVSYNC_READER_PARENT", "0"))
+    if parent is None:
+        parent = int(os.environ.get("INVSYNC_READER_PARENT", "0"))
     try:
         import ctypes
 
@@ -196,16 +515,23 @@ def _child(path: str, sheet: str, out: str) -> dict[str, Any]:
     return {"names": names, "index": index}
 
 
-def main(argv: list[str]) -> int:
-    """The child process: read one sheet, answer on stdout."""
-    _limit_self()
+def _answer(path: str, sheet: str, out: str) -> dict[str, Any]:
+    """:func:`_child`'s answer, a panic or any other failure being a damaged workbook."""
     try:
-        answer = _child(*argv[:3])
+        return _child(path, sheet, out)
     except BaseException as exc:
-        answer = {"refused": DAMAGED.format(why="the reader failed on it")
-                  if type(exc).__name__ == "PanicException" else
-                  DAMAGED.format(why="it could not be read")}
-    sys.stdout.write(json.dumps(answer) + "\n")
+        return {"refused": DAMAGED.format(why="the reader failed on it")
+                if type(exc).__name__ == "PanicException" else
+                DAMAGED.format(why="it could not be read")}
+
+
+def main(argv: list[str]) -> int:
+    """A lone child (read one sheet, answer on stdout) or, with ``--serve``, the spawner."""
+    if argv[:1] == ["--serve"]:
+        _become_spawner(int(os.environ.get("INVSYNC_READER_PARENT", "0")))
+        serve(0, 1)
+    _limit_self()
+    sys.stdout.write(json.dumps(_answer(*argv[:3])) + "\n")
     sys.stdout.flush()
     return 0
 

@@ -25,7 +25,7 @@ from invsync.stages.ingest.xls import (
     recode,
 )
 from invsync.stages.ingest.xlsb import xlsb_error_cells
-from invsync.stages.ingest.xlsx import _check_workbook, error_cells
+from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
@@ -37,8 +37,10 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
     _refuse_other_formats(path)
+    scan = None
     if is_zip(path):
         _check_workbook(path)
+        scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
@@ -49,7 +51,15 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
         elif foreign is not None:
             source = Path(tmp) / f"foreign{source.suffix}"
             source.write_bytes(foreign[0])
-        loaded = load_sheet(source, sheet, shown=path)
+        try:
+            loaded = load_sheet(source, sheet, shown=path,
+                                meanwhile=None if scan is None else scan.step)
+        except InputFileError:
+            if scan is not None:
+                scan.finish()  # a bomb or a DTD is named for what it is
+            raise
+        if scan is not None:
+            scan.finish()
     names, index = loaded.names, loaded.index
     import polars as pl
 
@@ -63,8 +73,10 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
     frame = set_cells(frame, errors)
-    filled = frame.filter(pl.any_horizontal(pl.col(cells).is_not_null()
-                                            & (pl.col(cells).str.strip_chars() != "")))
+    # The first rows holding anything: where the header is looked for (not a copy of all).
+    filled = frame.lazy().filter(pl.any_horizontal(
+        pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
+    ).head(HEADER_SEARCH_ROWS).collect()
     if filled.height == 0:
         raise InputFileError(str(path), _empty_sheet(names, index))
     if header_row is not None:
@@ -73,7 +85,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
                                             f"{names[index]!r} has {frame.height} rows")
         at = header_row - 1
     else:
-        top = filled.head(HEADER_SEARCH_ROWS)
+        top = filled
         rows = [[("" if v is None else str(v)) for v in r] for r in top.select(cells).rows()]
         at = int(top[ROW][find_header(rows, column_map)]) - 1
     header = [("" if v is None else str(v).replace("\x00", "")) for v in frame.select(cells)
@@ -108,8 +120,10 @@ def _refuse_other_formats(path: Path) -> None:
         try:
             with zipfile.ZipFile(path) as zf:
                 members = set(zf.namelist())
-                manifest = zf.read("META-INF/manifest.xml")[:1 << 20] \
-                    if "META-INF/manifest.xml" in members else b""
+                manifest = b""
+                if "META-INF/manifest.xml" in members:  # its head: it may be a bomb
+                    with zf.open("META-INF/manifest.xml") as fh:
+                        manifest = fh.read(1 << 20)
         except (zipfile.BadZipFile, OSError, KeyError, ValueError):
             return
         if b"encryption-data" in manifest:  # an OpenDocument file saved with a password

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from invsync.stages.ingest.table import StockTable, _first_line, _with_problems
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator, Iterator
 
 MAX_XLSX_UNCOMPRESSED = 256 << 20
 MAX_XLSX_RATIO = 200
@@ -36,6 +37,8 @@ def _reject_uncalculated(table: StockTable) -> StockTable:
     used = list(dict.fromkeys(table.mapping.values()))
     cols = {table.headers.index(h): h for h in used if h in table.headers}
     found = uncalculated_formulas(table.path, table.sheet_index or 0, cols)
+    if not found:
+        return table
     rows = set(table.frame[ROW].to_list())
     hits = [(row, header) for header, rs in found.items() for row in rs if row in rows]
     if not hits:
@@ -59,7 +62,7 @@ def uncalculated_formulas(path: Path, index: int, columns: dict[int, str]
     because they cannot calculate) every formula's cached value is a placeholder.
     """
     def pick(zf: zipfile.ZipFile) -> Callable[[_Cell], bool]:
-        workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+        workbook = ElementTree.fromstring(_small_part(zf, "xl/workbook.xml"))
         calc = next((e for e in workbook.iter() if _local(e.tag.rpartition("}")[2])
                      == "calcPr"), None)
         full_calc = calc is not None and calc.get("fullCalcOnLoad") in ("1", "true")
@@ -81,7 +84,7 @@ def _may_hold_formulas(path: Path, index: int) -> bool:
     True when unsure: a sheet not in UTF-8, or one that cannot be read so."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return _may_hold(zf, index, _F_TAG)
+            return _sheet_may_hold(path, zf, index, "formula", _F_TAG)
     except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError):
         return True
 
@@ -110,40 +113,191 @@ def _numeric_identifier_notes(table: StockTable) -> list[str]:
 
 
 def _check_workbook(path: Path) -> None:
-    """Refuse zip bombs and XML with DTDs (entity bombs) before a parser sees them."""
+    """Refuse a zip bomb by what the workbook's directory says (part count, sizes, ratios),
+    before any part is unpacked; :class:`WorkbookScan` then checks what it really holds."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
-            if len(members) > MAX_XLSX_MEMBERS:
-                raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
-                                                f"refusing it as a likely zip bomb")
-            total = sum(m.file_size for m in members)
-            if total > MAX_XLSX_UNCOMPRESSED:
-                raise _bomb(path, f"the workbook says it unpacks to {total / (1 << 20):,.0f} MiB")
-            for m in members:
-                if m.file_size > (16 << 20) and m.file_size / max(m.compress_size, 1) > \
-                        MAX_XLSX_RATIO:
-                    raise _bomb(path, f"part {m.filename} is compressed "
-                                      f"{m.file_size / max(m.compress_size, 1):,.0f}:1")
-            # Declared sizes are the sender's word: unpack every part once, counting real
-            # bytes (zipfile stops at the declared size and checks the CRC).
-            seen = 0
-            for m in members:
-                with zf.open(m) as fh:
-                    head = fh.read(4096)
-                    if m.filename.endswith((".xml", ".rels")) and (
-                            b"<!DOCTYPE" in head or b"<!ENTITY" in head):
-                        raise InputFileError(
-                            str(path), f"part {m.filename} declares a DTD/entities, which "
-                                       f"spreadsheets never do; refusing it (XML bomb?)")
-                    seen += len(head)
-                    while chunk := fh.read(1 << 20):
-                        seen += len(chunk)
-                        if seen > MAX_XLSX_UNCOMPRESSED:
-                            raise _bomb(path, f"the workbook unpacks to more than "
-                                              f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
     except zipfile.BadZipFile as exc:
         raise InputFileError(str(path), f"not a readable workbook: {exc}") from None
+    if len(members) > MAX_XLSX_MEMBERS:
+        raise InputFileError(str(path), f"the workbook has {len(members):,} parts; "
+                                        f"refusing it as a likely zip bomb")
+    total = sum(m.file_size for m in members)
+    if total > MAX_XLSX_UNCOMPRESSED:
+        raise _bomb(path, f"the workbook says it unpacks to {total / (1 << 20):,.0f} MiB")
+    for m in members:
+        if m.file_size > (16 << 20) and m.file_size / max(m.compress_size, 1) > MAX_XLSX_RATIO:
+            raise _bomb(path, f"part {m.filename} is compressed "
+                              f"{m.file_size / max(m.compress_size, 1):,.0f}:1")
+
+
+@dataclass(frozen=True)
+class SheetFacts:
+    """What one byte pass over a worksheet part found (True when unsure)."""
+
+    formula: bool
+    """It may hold a formula (``<f>``)."""
+    error: bool
+    """It may hold an error cell (``t="e"``)."""
+
+
+_FACTS: dict[tuple[str, int, int], dict[str, SheetFacts]] = {}
+"""Facts of the workbooks scanned lately, by (path, size, modification time), by part."""
+_FACTS_KEPT = 8
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+class WorkbookScan:
+    """One streaming pass over every part of a zipped workbook, a chunk per :meth:`step`.
+
+    Counts the bytes each part really unpacks to (a zip whose sizes lie is refused past
+    :data:`MAX_XLSX_UNCOMPRESSED`), refuses XML declaring a DTD or entities, and notes of
+    each worksheet whether it may hold a formula or an error cell (the later searches
+    skip the sheets that cannot). Stepped while the reader works in its own process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._steps = self._walk()
+        self._error: InputFileError | None = None
+        self._done = False
+
+    def step(self) -> bool:
+        """Scan one more chunk; False once the whole workbook has been scanned. Raises
+        :class:`InputFileError` for what the scan refuses (and again on each later call)."""
+        if self._error is not None:
+            raise self._error
+        if self._done:
+            return False
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._done = True
+        except InputFileError as exc:
+            self._error = exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+                ValueError) as exc:
+            self._error = InputFileError(str(self.path), f"not a readable workbook: {exc}")
+        if self._error is not None:
+            raise self._error
+        return not self._done
+
+    def finish(self) -> None:
+        """Scan what is left; raise :class:`InputFileError` for what the scan refused."""
+        while self.step():
+            pass
+
+    def _walk(self) -> Iterator[None]:
+        seen = [0]
+        facts: dict[str, SheetFacts] = {}
+        with zipfile.ZipFile(self.path) as zf:
+            for m in zf.infolist():
+                with zf.open(m) as fh:
+                    found = yield from self._part(m.filename, fh, seen)
+                if found is not None:
+                    facts[m.filename] = found
+        key = _file_key(self.path)
+        if key is not None:
+            while len(_FACTS) >= _FACTS_KEPT:
+                del _FACTS[next(iter(_FACTS))]
+            _FACTS[key] = facts
+
+    def _part(self, name: str, fh: IO[bytes], seen: list[int]
+              ) -> Generator[None, None, SheetFacts | None]:
+        """Scan one part, a chunk per step; its facts when it is a worksheet."""
+        sheet = name.startswith("xl/worksheets/") and name.endswith(".xml")
+        formula = error = False
+        tail = b""
+        first = True
+        while chunk := fh.read(1 << 20):
+            if first and name.endswith((".xml", ".rels")) and (
+                    b"<!DOCTYPE" in chunk[:4096] or b"<!ENTITY" in chunk[:4096]):
+                raise InputFileError(str(self.path), f"part {name} declares a DTD/entities, "
+                                                     f"which spreadsheets never do; refusing "
+                                                     f"it (XML bomb?)")
+            if first and sheet and not _UTF8_HEAD.match(chunk):
+                formula = error = True  # not UTF-8: a byte search proves nothing
+            first = False
+            seen[0] += len(chunk)
+            if seen[0] > MAX_XLSX_UNCOMPRESSED:
+                raise _bomb(self.path, f"the workbook unpacks to more than "
+                                       f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
+            if sheet:
+                window = tail + chunk
+                formula = formula or _formula_in(window)
+                error = error or _error_in(window)
+                tail = chunk[-64:]  # a tag split between two chunks
+            yield
+        return SheetFacts(formula=formula, error=error) if sheet else None
+
+
+_TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
+_FEW = 64
+"""Up to this many occurrences of a letter, each is looked at (counting and finding one
+byte run at memory speed); past it, a chunk is searched for longer literals."""
+
+
+def _formula_in(buf: bytes) -> bool:
+    """Whether ``buf`` may hold a formula tag (``<f>``, ``<x:f ...>``)."""
+    at, tries = buf.find(b"f"), 0  # one byte: found at memory speed
+    while at != -1 and tries <= _FEW:
+        if buf[at - 1:at] in (b"<", b":") and buf[at + 1:at + 2] in _TAG_ENDS:
+            return True
+        at, tries = buf.find(b"f", at + 1), tries + 1
+    if at == -1:
+        return False
+    return _literal_in(buf, b"<f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS, _F_TAG) or (
+        b":" in buf and _literal_in(buf, b":f", lambda at: buf[at + 2:at + 3] in _TAG_ENDS,
+                                    _F_TAG))
+
+
+def _error_in(buf: bytes) -> bool:
+    """Whether ``buf`` may hold an error cell's type (``t="e"``): an attribute valued ``e``."""
+    return _literal_in(buf, b'"e"', lambda at: _after_equals(buf, at), _ERROR_TYPE) or (
+        b"'" in buf and _literal_in(buf, b"'e'", lambda at: _after_equals(buf, at),
+                                    _ERROR_TYPE))
+
+
+def _literal_in(buf: bytes, literal: bytes, confirm: Callable[[int], bool],
+                pattern: re.Pattern[bytes]) -> bool:
+    """Whether ``buf`` holds ``literal`` where ``confirm`` says it counts; past :data:`_FEW`
+    near misses, whether ``pattern`` is found anywhere in ``buf``."""
+    at, tries = buf.find(literal), 0
+    while at != -1:
+        if confirm(at):
+            return True
+        tries += 1
+        if tries > _FEW:
+            return pattern.search(buf) is not None
+        at = buf.find(literal, at + len(literal))
+    return False
+
+
+def _after_equals(buf: bytes, at: int) -> bool:
+    """Whether ``buf[at]`` (a quote) follows an ``=`` (or may: the window starts before it)."""
+    before = buf[max(at - 64, 0):at].rstrip(b" \t\r\n")
+    return not before or before.endswith(b"=")
+
+
+def _sheet_may_hold(path: Path, zf: zipfile.ZipFile, index: int, what: str,
+                    needle: re.Pattern[bytes]) -> bool:
+    """Whether sheet ``index`` may hold ``what`` (a :class:`SheetFacts` field): from the
+    workbook's scan when it was made, else by searching the sheet for ``needle``."""
+    key = _file_key(path)
+    facts = _FACTS.get(key) if key is not None else None
+    if facts is not None:
+        member = _sheet_member(zf, index)
+        if member in facts:
+            return bool(getattr(facts[member], what))
+    return _may_hold(zf, index, needle)
 
 
 def _bomb(path: Path, why: str) -> InputFileError:
@@ -186,9 +340,22 @@ def _local(name: str) -> str:
     return name.rpartition(":")[2]
 
 
+_MAX_BOOK_PART = 16 << 20
+"""The workbook's own list of sheets and its links: a few KB in real files; past this a
+part is not parsed whole into memory (a crafted one would take gigabytes)."""
+
+
+def _small_part(zf: zipfile.ZipFile, name: str) -> bytes:
+    """Part ``name`` whole; KeyError past :data:`_MAX_BOOK_PART` (reading stops at the size
+    the zip states, so a lie about it is a read error, not more memory)."""
+    if zf.getinfo(name).file_size > _MAX_BOOK_PART:
+        raise KeyError(name)
+    return zf.read(name)
+
+
 def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     """The zip member holding sheet number ``index`` (0-based, workbook order)."""
-    workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+    workbook = ElementTree.fromstring(_small_part(zf, "xl/workbook.xml"))
     # Transitional or Strict OOXML: the same names under other namespaces.
     sheets = next((e for e in workbook if e.tag.rpartition("}")[2] == "sheets"), None)
     if sheets is None:
@@ -196,7 +363,7 @@ def _sheet_member(zf: zipfile.ZipFile, index: int) -> str:
     attrs = list(sheets)[index].attrib
     rel_id = attrs.get(f"{_NS_REL}id") or next(
         (v for k, v in attrs.items() if k.startswith("{") and k.endswith("}id")), None)
-    rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+    rels = ElementTree.fromstring(_small_part(zf, "xl/_rels/workbook.xml.rels"))
     target = next(r.get("Target", "") for r in rels if r.get("Id") == rel_id)
     return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
 
@@ -318,13 +485,27 @@ def _longest_shared_string(zf: zipfile.ZipFile) -> int | None:
                 b"encoding=" in head and b"utf-8" not in head) or (
                 b"<![cdata[" in data.lower() or b"<!--" in data or data.count(b"<?") > 1):
             return None
-        last = None
-        for m in _SI_TAG.finditer(data):  # linear: one tag name per "<"
-            if last is not None:
-                longest = max(longest, m.start() - last)
-            last = m.start()
+        longest = max(longest, _widest_si_gap(data))
+    return longest
+
+
+_SI_ODD = re.compile(rb"<si(?![\s/>])")
+"""A ``<si`` that does not start an ``<si>`` tag (another element's name, or the end)."""
+
+
+def _widest_si_gap(data: bytes) -> int:
+    """The widest gap between two ``<si>`` tags (the last one's: to the end). Split at
+    C speed when every ``<si`` starts such a tag and none has a prefix; else tag by tag."""
+    if b":si" not in data and not _SI_ODD.search(data):
+        parts = data.split(b"<si")[1:]
+        return max(map(len, parts), default=-3) + 3
+    longest, last = 0, None
+    for m in _SI_TAG.finditer(data):  # linear: one tag name per "<"
         if last is not None:
-            longest = max(longest, len(data) - last)
+            longest = max(longest, m.start() - last)
+        last = m.start()
+    if last is not None:
+        longest = max(longest, len(data) - last)
     return longest
 
 
@@ -370,13 +551,20 @@ def _string_lengths(fh: IO[bytes]) -> array[int]:
     return lengths
 
 
+_SHARED_CELL_BYTES = len('<c t="s"><v>0</v></c>')
+"""The fewest bytes of a sheet part that make one cell naming a shared string."""
+
+
 def check_cell_text(path: Path, index: int) -> None:
     """Refuse a sheet whose cells would expand to more than :data:`MAX_XLSX_CELL_TEXT`.
 
     Shared strings are stored once but materialised once per cell that names them, so
-    the unpacked size says nothing about the reader's memory. A cheap bound (every cell
-    naming the longest shared string) clears ordinary workbooks; otherwise the sheet is
-    streamed and each cell's real length added up, stopping at the budget.
+    the unpacked size says nothing about the reader's memory. Cheap bounds (every cell
+    naming the longest shared string, the cells counted from the part's size, then from
+    its tags) clear ordinary workbooks; otherwise the sheet is streamed and each cell's
+    real length added up, stopping at the budget. The part's declared size is the
+    sender's word: this runs in the reader's bounded process, which a lie only stops
+    later, by its memory budget.
     """
     try:
         with zipfile.ZipFile(path) as zf:
@@ -386,6 +574,11 @@ def check_cell_text(path: Path, index: int) -> None:
             if longest is None:
                 lengths = _shared_string_lengths(zf)
                 longest = max(lengths, default=0)
+            # Without unpacking: every cell naming a shared string takes at least
+            # _SHARED_CELL_BYTES of the part (the part's own size counts its other text).
+            declared = zf.getinfo(member).file_size
+            if declared + declared // _SHARED_CELL_BYTES * longest <= MAX_XLSX_CELL_TEXT:
+                return
             size = tags = 0
             with zf.open(member) as fh:
                 while chunk := fh.read(1 << 20):
@@ -488,7 +681,7 @@ def error_cells(path: Path, index: int) -> list[tuple[int, int, str]]:
 
     try:
         with zipfile.ZipFile(path) as zf:
-            if not _may_hold(zf, index, _ERROR_TYPE):
+            if not _sheet_may_hold(path, zf, index, "error", _ERROR_TYPE):
                 return []
             with zf.open(_sheet_member(zf, index)) as fh:
                 _scan_xml(fh, start=start, end=end, text=text)
