@@ -38,9 +38,9 @@ def test_filtered_reads_counts_what_invsync_chunks(n: int) -> None:
 def test_minimal_reads_is_the_fewer_of_listing_and_filters() -> None:
     many = [f"SKU-{i:07d}" for i in range(50_000)]
     assert run.minimal_reads(50_000, many) == {"listing_pages": 50, "filtered_reads": 117,
-                                               "minimal": 50}
+                                               "minimal": 51}  # + the locations
     few = many[:1000]
-    assert run.minimal_reads(100_000, few)["minimal"] == 3  # 3 sku:in reads, not 100 pages
+    assert run.minimal_reads(100_000, few)["minimal"] == 4  # locations + 3 sku:in reads, not 100
 
 
 def _answer(finished: float, reset_ms: int) -> dict[str, object]:
