@@ -1094,7 +1094,7 @@ class _JournaledSubmit(SubmitObserver):
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
         # What happened so far, for a report of a submit cut off by a signal.
-        self.sent: set[int] = set()
+        self.sent_batches: set[int] = set()
         self.confirmations: dict[int, dict[int, str]] = {}
         self.done: dict[int, BatchResult] = {}
 
@@ -1104,7 +1104,10 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
                                                "before the journal holds it)")) from None
-        self.sent.add(batch.index)
+
+    def sent(self, batch: Batch) -> None:
+        # Journaled ahead while the batch before was out: in flight only from now on.
+        self.sent_batches.add(batch.index)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
@@ -1137,7 +1140,7 @@ class _JournaledSubmit(SubmitObserver):
             if done is None:
                 done = BatchResult(batch.index, batch.location_id, len(batch),
                                    status="not_sent")
-                if batch.index in self.sent:
+                if batch.index in self.sent_batches:
                     confirmed = self.confirmations.get(batch.index, {})
                     done.status, done.error = "failed", "interrupted while in flight"
                     done.accepted = list(confirmed)

@@ -1,17 +1,20 @@
 """Stage 4: send a :class:`~invsync.stages.diff.ChangeSet` as chunked absolute adjustments.
 
 Batches hold at most 2000 items of one location, each (location, item) once per run.
-A few batches are in flight at once; the client handles the quota and transient
+One batch is in flight at a time by default (``concurrency``), and the next one's body
+is built and journaled while it is out; the client handles the quota and transient
 failures. A 422 refuses a whole batch, so the refused items are isolated (the items
 the answer names first, then halving) and the rest resubmitted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -189,14 +192,20 @@ class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
     ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
-    fsync): :func:`submit` waits for ``sending`` before the batch goes out, and for
-    ``confirmed`` before it goes on. A :class:`~invsync.errors.FatalError` from either stops
-    the submit as a store failure does (from ``sending``: that batch is not sent).
-    ``finished`` runs on the event loop.
+    fsync). ``sending`` runs while the batch before is still out (its body is built then
+    too): :func:`submit` waits for it before the batch goes out. ``confirmed`` runs while
+    the next batch goes out: no batch goes out after one of them failed, and a batch is
+    ``finished`` only once its confirmations are recorded. A
+    :class:`~invsync.errors.FatalError` from either stops the submit as a store failure
+    does (from ``sending``: that batch is not sent). ``sent`` and ``finished`` run on the
+    event loop.
     """
 
     def sending(self, batch: Batch) -> None:
         """``batch`` is about to be sent (its body is built)."""
+
+    def sent(self, batch: Batch) -> None:
+        """``batch`` goes out now (its first request is on its way)."""
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         """The store confirmed the items of ``batch`` at positions ``items``."""
@@ -213,10 +222,13 @@ async def submit(
     concurrency: int = 8,
     observer: SubmitObserver | None = None,
 ) -> SubmitResult:
-    """Send every batch, at most ``concurrency`` at once; never raises for store failures.
+    """Send every batch in order, at most ``concurrency`` at once; never raises for store
+    failures.
 
-    ``observer`` hears of each batch as it is sent, confirmed and finished (the journal's
-    write-ahead records and the progress events hang on it).
+    The next batches' bodies are built and recorded as ``sending`` (``concurrency`` of
+    them ahead) while the batches before them are out, so that a batch goes out the
+    moment a write slot frees. ``observer`` hears of each batch as it is sent, confirmed
+    and finished (the journal's write-ahead records and the progress events hang on it).
 
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
@@ -228,7 +240,7 @@ async def submit(
     requests_before, throttled_before = client.requests_sent, client.responses_429
     results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
                for b in batches]
-    sem = asyncio.Semaphore(max(concurrency, 1))
+    slots = asyncio.Semaphore(max(concurrency, 1))
     stop = asyncio.Event()
     fatal: list[FatalError] = []
 
@@ -238,30 +250,69 @@ async def submit(
         stop.set()
 
     async def run(batch: Batch, result: BatchResult) -> None:
-        async with sem:
-            if stop.is_set():
+        """Send one batch (its slot is held until its last request is answered)."""
+        t0 = time.monotonic()
+        confirming: list[asyncio.Future[None]] = []
+        try:
+            await _send_isolating(client, batch, result, reason, observer, confirming)
+        except FatalError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+            stop_with(exc)
+        finally:
+            slots.release()
+        try:
+            # The last confirmation was recorded while the next batch went out.
+            for pending in confirming:
+                await pending
+        except FatalError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+            stop_with(exc)
+        finally:
+            result.seconds = time.monotonic() - t0
+        if observer:
+            observer.finished(result)
+
+    ahead = max(concurrency, 1)
+    queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
+    upcoming = iter(zip(batches, results, strict=True))
+
+    def top_up() -> None:
+        """Build and record the next batches, in a worker thread (polars lets go of the
+        GIL), while the event loop goes on reading answers."""
+        while len(queue) < ahead and not stop.is_set():
+            nxt = next(upcoming, None)
+            if nxt is None:
                 return
-            t0 = time.monotonic()
+            queue.append((*nxt, asyncio.ensure_future(
+                asyncio.to_thread(_prepare, nxt[0], observer))))
+
+    tasks: list[asyncio.Task[None]] = []
+    top_up()
+    try:
+        while queue and not stop.is_set():
+            batch, result, prepared = queue.popleft()
             try:
-                # The body (polars, which lets go of the GIL) and the journal's fsync: off
-                # the event loop, so answers to other batches are read meanwhile.
-                await asyncio.to_thread(_prepare, batch, observer)
+                await prepared
             except FatalError as exc:  # not recorded as sending: so it is not sent
                 result.error = str(exc)
                 stop_with(exc)
-                return
-            try:
-                await _send_isolating(client, batch, result, reason, observer)
-            except FatalError as exc:
-                result.status = "failed"
-                result.error = str(exc)
-                stop_with(exc)
-            finally:
-                result.seconds = time.monotonic() - t0
+                break
+            await slots.acquire()
+            if stop.is_set():
+                slots.release()
+                break
             if observer:
-                observer.finished(result)
-
-    await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
+                observer.sent(batch)
+            tasks.append(asyncio.create_task(run(batch, result)))
+            top_up()
+    finally:
+        # A body being built in a thread is waited for, never left writing to the journal.
+        for _, _, prepared in queue:
+            with contextlib.suppress(FatalError, asyncio.CancelledError):
+                await prepared
+        await asyncio.gather(*tasks)
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
                         batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent - requests_before,
@@ -279,8 +330,16 @@ def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
 async def _send_isolating(
     client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
     observer: SubmitObserver | None = None,
+    confirming: list[Any] | None = None,
 ) -> None:
-    """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
+    """Send ``batch``; on a 422, find the refused items and get the rest accepted.
+
+    The confirmation of the batch's last request is recorded in the background and
+    appended to ``confirming`` (when given), for the caller to wait for: the write slot
+    is free meanwhile. Earlier confirmations are recorded before the next request.
+    """
+    import asyncio
+
     pending: list[list[int]] = [list(range(len(batch)))]
     last_title = ""
     while pending:
@@ -331,9 +390,11 @@ async def _send_isolating(
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
         if observer:
-            import asyncio
-
-            await asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
+            record = asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
+            if pending or confirming is None:
+                await record
+            else:
+                confirming.append(asyncio.ensure_future(record))
     if not result.refused:
         result.status = "accepted"
     elif result.accepted:
