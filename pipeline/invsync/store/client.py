@@ -16,6 +16,7 @@ import math
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,11 @@ class RateLimiter:
 
     The store reports how many requests are left in its window and when the window
     resets; once the requests left are all spoken for by requests in flight, new ones
-    wait for the reset instead of running into 429s.
+    wait for the reset instead of running into 429s. Once the quota is known, this
+    client's own requests are also paced: at most its share of the quota is started in
+    any stretch of one window's length, so no window of the store (whatever its phase,
+    and however the store's clock or the network delay differ from this one's) receives
+    more than that share from it, the first window of a run included.
     """
 
     margin_s: float = 0.05
@@ -94,6 +99,8 @@ class RateLimiter:
     """The share of each window's quota this client uses (``[store] quota_share``): it
     waits for the next window while fewer requests than the rest are left."""
     _told_until: float = 0.0
+    _started: deque[float] = field(default_factory=deque)
+    """When each request of the last window's length was let go (for the pacing)."""
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def acquire(self, deadline: float = math.inf) -> None:
@@ -108,6 +115,8 @@ class RateLimiter:
                 wait = 0.0
                 if self.blocked_until > now:
                     wait = self.blocked_until - now
+                elif (paced := self._pace(now)) > 0:
+                    wait = paced
                 elif self.left is not None and self.left - self.in_flight \
                         - reserved_requests(self.quota, self.share) <= 0:
                     if self.reset_at > now:
@@ -127,6 +136,7 @@ class RateLimiter:
                             await asyncio.wait_for(self._cond.wait(), timeout=1.0)
                         continue
                     self.in_flight += 1
+                    self._started.append(now)
                     return
                 if now + wait > deadline:
                     raise StoreError(
@@ -137,6 +147,20 @@ class RateLimiter:
                 self._tell(now, wait)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=wait)
+
+    def _pace(self, now: float) -> float:
+        """How long until one more request keeps this client within its share of the
+        quota over the last window's length (0: it may go now)."""
+        if not self.quota or not self.window_s:
+            return 0.0
+        usable = self.quota - reserved_requests(self.quota, self.share)
+        span = self.window_s + self.margin_s
+        started = self._started
+        while started and started[0] <= now - span:
+            started.popleft()
+        if len(started) < usable:
+            return 0.0
+        return started[len(started) - usable] + span - now
 
     def _tell(self, now: float, wait: float) -> None:
         """Report a wait for the quota once, not once per request held back by it."""
@@ -184,6 +208,8 @@ class RateLimiter:
             seconds = min(seconds, self.max_wait_s)
             self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
             self.left = None
+            # What is left is unknown again: one request goes first and learns it.
+            self.answered = False
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
