@@ -99,6 +99,7 @@ class RateLimiter:
     """The share of each window's quota this client uses (``[store] quota_share``): it
     waits for the next window while fewer requests than the rest are left."""
     _told_until: float = 0.0
+    _told_at: float = -math.inf
     _started: deque[float] = field(default_factory=deque)
     """When each request of the last window's length was let go (for the pacing)."""
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -166,7 +167,10 @@ class RateLimiter:
         """Report a wait for the quota once, not once per request held back by it."""
         if self.on_wait is None or now + wait <= self._told_until + 0.5:
             return
-        self._told_until = now + wait
+        # Paced requests wait often, briefly: at most one report a window.
+        if now < self._told_at + (self.window_s or 0.0):
+            return
+        self._told_until, self._told_at = now + wait, now
         self.on_wait({"kind": "wait", "wait_s": round(wait, 3), "quota": self.quota,
                       "window_s": self.window_s})
 
@@ -269,7 +273,10 @@ class StoreClient:
             limits=httpx.Limits(max_connections=max(concurrency, 1) + 1,
                                 max_keepalive_connections=max(concurrency, 1) + 1),
             transport=transport,
-            verify=_tls_context(verify_tls),
+            # A plain-HTTP store (the sandbox) never uses TLS, and redirects are not
+            # followed: it is spared loading the CA bundle.
+            verify=_tls_context(verify_tls) if self.base.lower().startswith("https:")
+            else False,
         )
 
     def __repr__(self) -> str:
