@@ -28,18 +28,18 @@ def changes(n: int) -> Any:
 
 
 class Journal(SubmitObserver):
-    """Records which batches were journaled as sending, went out and were confirmed."""
+    """Records which batches were prepared, journaled as sending and confirmed."""
 
     def __init__(self) -> None:
+        self.prepared: list[int] = []
         self.sending_of: list[int] = []
-        self.went: list[int] = []
         self.confirmed_of: list[int] = []
+
+    def prepare(self, batch: Batch) -> None:
+        self.prepared.append(batch.index)
 
     def sending(self, batch: Batch) -> None:
         self.sending_of.append(batch.index)
-
-    def sent(self, batch: Batch) -> None:
-        self.went.append(batch.index)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         self.confirmed_of.append(batch.index)
@@ -49,18 +49,20 @@ class Journal(SubmitObserver):
 
 
 class SlowStore:
-    """A store whose answer to request N comes only once batch N+1's body is built and
-    journaled (or, without that, after a bound no test waits for in practice)."""
+    """A store whose answer to request N comes only once batch N+1's body and journal
+    records are built (or, without that, after a bound no test waits for in practice)."""
 
     def __init__(self, batches: list[Batch], journal: Journal) -> None:
         self.batches, self.journal = batches, journal
         self.in_flight = self.max_in_flight = 0
         self.ready_before_answer: list[bool] = []
+        self.sending_when_sent: list[bool] = []
         self.requests_sent = self.responses_429 = 0
 
     async def put_absolute(self, items: EncodedItems | list[dict[str, Any]],
                            reason: str | None) -> PutResult:
         n = self.requests_sent
+        self.sending_when_sent.append(n in self.journal.sending_of)
         self.requests_sent += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -68,33 +70,34 @@ class SlowStore:
             if n + 1 < len(self.batches):
                 nxt = self.batches[n + 1]
                 deadline = time.monotonic() + 10  # cannot hang
-                while not (n + 1 in self.journal.sending_of and "encoded" in vars(nxt)) \
+                while not (n + 1 in self.journal.prepared and "encoded" in vars(nxt)) \
                         and time.monotonic() < deadline:
                     await asyncio.sleep(0.002)
-                self.ready_before_answer.append(n + 1 in self.journal.sending_of
-                                                and "encoded" in vars(nxt))
+                # Built ahead, but journaled as sending only when it goes out.
+                self.ready_before_answer.append(n + 1 in self.journal.prepared
+                                                and "encoded" in vars(nxt)
+                                                and n + 1 not in self.journal.sending_of)
             return PutResult(f"tx-{n}", 1)
         finally:
             self.in_flight -= 1
 
 
-def test_the_next_body_is_built_and_journaled_while_the_current_write_is_out() -> None:
+def test_the_next_body_is_built_while_the_current_write_is_out() -> None:
     batches = plan_batches(changes(10), 2)
     journal = Journal()
     store = SlowStore(batches, journal)
     result = asyncio.run(submit(store, batches, reason=None,  # type: ignore[arg-type]
                                 concurrency=1, observer=journal))
     assert [b.status for b in result.batches] == ["accepted"] * 5
-    # Request N's answer came after request N+1's body and journal record were ready...
+    # Request N's answer came after request N+1's body and journal records were built...
     assert store.ready_before_answer == [True] * 4
     # ...and still never two writes at once, in order, each journaled before it went out.
     assert store.max_in_flight == 1
-    assert journal.went == [0, 1, 2, 3, 4]
-    assert sorted(journal.sending_of) == [0, 1, 2, 3, 4]
-    assert sorted(journal.confirmed_of) == [0, 1, 2, 3, 4]
+    assert journal.sending_of == [0, 1, 2, 3, 4] == journal.confirmed_of
+    assert store.sending_when_sent == [True] * 5
 
 
-def test_no_more_than_one_batch_is_journaled_ahead_at_concurrency_1() -> None:
+def test_no_more_than_one_batch_is_built_ahead_at_concurrency_1() -> None:
     batches = plan_batches(changes(10), 2)
     journal = Journal()
     ahead: list[int] = []
@@ -102,7 +105,7 @@ def test_no_more_than_one_batch_is_journaled_ahead_at_concurrency_1() -> None:
     class Counting(SlowStore):
         async def put_absolute(self, items: Any, reason: str | None) -> PutResult:
             answer = await super().put_absolute(items, reason)
-            ahead.append(len(journal.sending_of) - len(journal.went))
+            ahead.append(len(journal.prepared) - len(journal.sending_of))
             return answer
 
     store = Counting(batches, journal)
@@ -235,3 +238,50 @@ def _levels(path: Path) -> dict[tuple[int, str], int]:
     with path.open(encoding="utf-8") as fh:
         return {(int(r["location_id"]), r["sku"]): int(r["quantity"])
                 for r in csv.DictReader(fh)}
+
+
+# ---- the journal: records built ahead, one fsync a batch -----------------------------------
+
+
+def test_journal_records_built_ahead_recover_as_records_built_on_the_spot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import polars as pl
+
+    from invsync.state import journal as journal_mod
+    from invsync.state.journal import Journal
+
+    levels = pl.DataFrame({"location_id": [1, 1, 1], "identifier": ["sku"] * 3,
+                           "item_key": ["A", 'B "x"', "C"], "quantity": [1, 2, 3]})
+    keys = levels.select("location_id", "identifier", "item_key")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(len(journal_mod.Path(tmp_path / "ahead" / "journal.jsonl")
+                          .read_text().splitlines()))
+
+    ahead, plain = Journal(tmp_path / "ahead"), Journal(tmp_path / "plain")
+    for j in (plain, ahead):
+        if j is ahead:
+            monkeypatch.setattr(journal_mod.os, "fsync", counting)
+            j.begin({"run_id": "r"})
+            j.prepare(0, levels)
+            j.prepare(1, levels)
+        else:
+            j.begin({"run_id": "r"})
+        j.sending(0, keys)
+        j.confirmed(0, "tx-0", levels, durable=False)  # the whole batch
+        j.sending(1, keys)
+        j.confirmed(1, "tx-1", levels[[0, 2]], durable=False)  # part of it (isolation)
+    assert ahead.path.read_text() == plain.path.read_text()
+    # begin and each sending on disk when written; a confirmation rides on the next fsync.
+    assert synced[:3] == [1, 2, 4]
+    ahead.close(remove=False)
+    assert synced[-1] == 5  # a journal kept for resume is on disk whole
+    plain.close(remove=False)
+    got = ahead.recover()
+    assert got.transaction_ids == ["tx-0", "tx-1"]
+    assert got.confirmed.height == 5 and got.in_flight == [] and got.unconfirmed.height == 0

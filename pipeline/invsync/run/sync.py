@@ -1094,9 +1094,12 @@ class _JournaledSubmit(SubmitObserver):
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
         # What happened so far, for a report of a submit cut off by a signal.
-        self.sent_batches: set[int] = set()
+        self.sent: set[int] = set()
         self.confirmations: dict[int, dict[int, str]] = {}
         self.done: dict[int, BatchResult] = {}
+
+    def prepare(self, batch: Batch) -> None:
+        self.journal.prepare(batch.index, batch.frame.select(*KEY, "quantity"))
 
     def sending(self, batch: Batch) -> None:
         try:
@@ -1104,16 +1107,14 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
                                                "before the journal holds it)")) from None
-
-    def sent(self, batch: Batch) -> None:
-        # Journaled ahead while the batch before was out: in flight only from now on.
-        self.sent_batches.add(batch.index)
+        self.sent.add(batch.index)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
         try:
+            # On disk with the next batch's sending record (one fsync a batch).
             self.journal.confirmed(batch.index, transaction_id,
-                                   levels.select(*KEY, "quantity"))
+                                   levels.select(*KEY, "quantity"), durable=False)
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (what the store confirmed "
                                                "since is sent again)")) from None
@@ -1140,7 +1141,7 @@ class _JournaledSubmit(SubmitObserver):
             if done is None:
                 done = BatchResult(batch.index, batch.location_id, len(batch),
                                    status="not_sent")
-                if batch.index in self.sent_batches:
+                if batch.index in self.sent:
                     confirmed = self.confirmations.get(batch.index, {})
                     done.status, done.error = "failed", "interrupted while in flight"
                     done.accepted = list(confirmed)

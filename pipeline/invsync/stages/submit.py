@@ -2,7 +2,7 @@
 
 Batches hold at most 2000 items of one location, each (location, item) once per run.
 One batch is in flight at a time by default (``concurrency``), and the next one's body
-is built and journaled while it is out; the client handles the quota and transient
+and journal records are built while it is out; the client handles the quota and transient
 failures. A 422 refuses a whole batch, so the refused items are isolated (the items
 the answer names first, then halving) and the rest resubmitted.
 """
@@ -191,21 +191,19 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
 class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
-    ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
-    fsync). ``sending`` runs while the batch before is still out (its body is built then
-    too): :func:`submit` waits for it before the batch goes out. ``confirmed`` runs while
-    the next batch goes out: no batch goes out after one of them failed, and a batch is
-    ``finished`` only once its confirmations are recorded. A
-    :class:`~invsync.errors.FatalError` from either stops the submit as a store failure
-    does (from ``sending``: that batch is not sent). ``sent`` and ``finished`` run on the
-    event loop.
+    ``prepare``, ``sending`` and ``confirmed`` run in a worker thread and may block (a
+    journal's fsync). ``prepare`` runs while the batches before are still out (the body is
+    built then too); ``sending`` right before the batch goes out, which waits for it;
+    ``confirmed`` before the batch goes on. A :class:`~invsync.errors.FatalError` from
+    ``sending`` or ``confirmed`` stops the submit as a store failure does (from
+    ``sending``: that batch is not sent). ``finished`` runs on the event loop.
     """
+
+    def prepare(self, batch: Batch) -> None:
+        """Get ready to record ``batch`` (it goes out after the batches before it)."""
 
     def sending(self, batch: Batch) -> None:
         """``batch`` is about to be sent (its body is built)."""
-
-    def sent(self, batch: Batch) -> None:
-        """``batch`` goes out now (its first request is on its way)."""
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         """The store confirmed the items of ``batch`` at positions ``items``."""
@@ -225,10 +223,11 @@ async def submit(
     """Send every batch in order, at most ``concurrency`` at once; never raises for store
     failures.
 
-    The next batches' bodies are built and recorded as ``sending`` (``concurrency`` of
-    them ahead) while the batches before them are out, so that a batch goes out the
-    moment a write slot frees. ``observer`` hears of each batch as it is sent, confirmed
-    and finished (the journal's write-ahead records and the progress events hang on it).
+    The next batches' bodies (``concurrency`` of them) are built and ``prepare``d while the
+    batches before them are out, so that a batch goes out as soon as a write slot frees
+    and ``sending`` has recorded it. ``observer`` hears of each batch as it is sent,
+    confirmed and finished (the journal's write-ahead records and the progress events
+    hang on it).
 
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
@@ -250,37 +249,42 @@ async def submit(
         stop.set()
 
     async def run(batch: Batch, result: BatchResult) -> None:
-        """Send one batch (its slot is held until its last request is answered)."""
+        """Send one recorded batch; its write slot is held until it is done."""
         t0 = time.monotonic()
-        confirming: list[asyncio.Future[None]] = []
         try:
-            await _send_isolating(client, batch, result, reason, observer, confirming)
-        except FatalError as exc:
-            result.status = "failed"
-            result.error = str(exc)
-            stop_with(exc)
-        finally:
-            slots.release()
-        try:
-            # The last confirmation was recorded while the next batch went out.
-            for pending in confirming:
-                await pending
+            await _send_isolating(client, batch, result, reason, observer)
         except FatalError as exc:
             result.status = "failed"
             result.error = str(exc)
             stop_with(exc)
         finally:
             result.seconds = time.monotonic() - t0
+            slots.release()
         if observer:
             observer.finished(result)
+
+    async def go(batch: Batch, result: BatchResult) -> bool:
+        """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
+        await slots.acquire()
+        if not stop.is_set() and observer:
+            try:
+                await asyncio.to_thread(observer.sending, batch)
+            except FatalError as exc:  # not recorded as sending: so it is not sent
+                result.error = str(exc)
+                stop_with(exc)
+        if stop.is_set():
+            slots.release()
+            return False
+        tasks.append(asyncio.create_task(run(batch, result)))
+        return True
 
     ahead = max(concurrency, 1)
     queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
     upcoming = iter(zip(batches, results, strict=True))
 
     def top_up() -> None:
-        """Build and record the next batches, in a worker thread (polars lets go of the
-        GIL), while the event loop goes on reading answers."""
+        """Build the next bodies in worker threads (polars lets go of the GIL) while the
+        event loop goes on reading answers."""
         while len(queue) < ahead and not stop.is_set():
             nxt = next(upcoming, None)
             if nxt is None:
@@ -293,26 +297,20 @@ async def submit(
     try:
         while queue and not stop.is_set():
             batch, result, prepared = queue.popleft()
-            try:
-                await prepared
-            except FatalError as exc:  # not recorded as sending: so it is not sent
-                result.error = str(exc)
-                stop_with(exc)
+            await prepared
+            if not await go(batch, result):
                 break
-            await slots.acquire()
-            if stop.is_set():
-                slots.release()
-                break
-            if observer:
-                observer.sent(batch)
-            tasks.append(asyncio.create_task(run(batch, result)))
             top_up()
-    finally:
-        # A body being built in a thread is waited for, never left writing to the journal.
-        for _, _, prepared in queue:
-            with contextlib.suppress(FatalError, asyncio.CancelledError):
-                await prepared
         await asyncio.gather(*tasks)
+    except BaseException:  # a signal (cancelled): the requests in flight are cancelled
+        for task in tasks:
+            task.cancel()
+        raise
+    finally:
+        # A body being built in a thread is waited for, never left behind.
+        for _, _, prepared in queue:
+            with contextlib.suppress(Exception):
+                await prepared
     return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
                         batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent - requests_before,
@@ -321,25 +319,17 @@ async def submit(
 
 
 def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
-    """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
+    """Serialise ``batch``'s body and let the observer get ready (in a worker thread)."""
     _ = batch.encoded
     if observer:
-        observer.sending(batch)
+        observer.prepare(batch)
 
 
 async def _send_isolating(
     client: StoreClient, batch: Batch, result: BatchResult, reason: str | None,
     observer: SubmitObserver | None = None,
-    confirming: list[Any] | None = None,
 ) -> None:
-    """Send ``batch``; on a 422, find the refused items and get the rest accepted.
-
-    The confirmation of the batch's last request is recorded in the background and
-    appended to ``confirming`` (when given), for the caller to wait for: the write slot
-    is free meanwhile. Earlier confirmations are recorded before the next request.
-    """
-    import asyncio
-
+    """Send ``batch``; on a 422, find the refused items and get the rest accepted."""
     pending: list[list[int]] = [list(range(len(batch)))]
     last_title = ""
     while pending:
@@ -390,11 +380,9 @@ async def _send_isolating(
         result.transaction_ids.append(put.transaction_id)
         result.accepted.extend(batch.seqs[i] for i in idx)
         if observer:
-            record = asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
-            if pending or confirming is None:
-                await record
-            else:
-                confirming.append(asyncio.ensure_future(record))
+            import asyncio
+
+            await asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
     if not result.refused:
         result.status = "accepted"
     elif result.accepted:
