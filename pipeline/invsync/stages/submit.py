@@ -232,90 +232,110 @@ async def submit(
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
     """
-    import asyncio
-
     started = time.monotonic()
     # The client may have served the run's reads first: count this stage's requests only.
     requests_before, throttled_before = client.requests_sent, client.responses_429
-    results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
-               for b in batches]
-    slots = asyncio.Semaphore(max(concurrency, 1))
-    stop = asyncio.Event()
-    fatal: list[FatalError] = []
-
-    def stop_with(exc: FatalError) -> None:
-        if not fatal:
-            fatal.append(exc)
-        stop.set()
-
-    async def run(batch: Batch, result: BatchResult) -> None:
-        """Send one recorded batch; its write slot is held until it is done."""
-        t0 = time.monotonic()
-        try:
-            await _send_isolating(client, batch, result, reason, observer)
-        except FatalError as exc:
-            result.status = "failed"
-            result.error = str(exc)
-            stop_with(exc)
-        finally:
-            result.seconds = time.monotonic() - t0
-            slots.release()
-        if observer:
-            observer.finished(result)
-
-    async def go(batch: Batch, result: BatchResult) -> bool:
-        """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
-        await slots.acquire()
-        if not stop.is_set() and observer:
-            try:
-                await asyncio.to_thread(observer.sending, batch)
-            except FatalError as exc:  # not recorded as sending: so it is not sent
-                result.error = str(exc)
-                stop_with(exc)
-        if stop.is_set():
-            slots.release()
-            return False
-        tasks.append(asyncio.create_task(run(batch, result)))
-        return True
-
-    ahead = max(concurrency, 1)
-    queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
-    upcoming = iter(zip(batches, results, strict=True))
-
-    def top_up() -> None:
-        """Build the next bodies in worker threads (polars lets go of the GIL) while the
-        event loop goes on reading answers."""
-        while len(queue) < ahead and not stop.is_set():
-            nxt = next(upcoming, None)
-            if nxt is None:
-                return
-            queue.append((*nxt, asyncio.ensure_future(
-                asyncio.to_thread(_prepare, nxt[0], observer))))
-
-    tasks: list[asyncio.Task[None]] = []
-    top_up()
-    try:
-        while queue and not stop.is_set():
-            batch, result, prepared = queue.popleft()
-            await prepared
-            if not await go(batch, result):
-                break
-            top_up()
-        await asyncio.gather(*tasks)
-    except BaseException:  # a signal (cancelled): the requests in flight are cancelled
-        for task in tasks:
-            task.cancel()
-        raise
-    finally:
-        # A body being built in a thread is waited for, never left behind.
-        for _, _, prepared in queue:
-            with contextlib.suppress(Exception):
-                await prepared
-    return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
+    sender = _Sender(client, batches, reason, max(concurrency, 1), observer)
+    await sender.send_all()
+    return SubmitResult(batches=sender.results,
+                        fatal=sender.fatal[0] if sender.fatal else None,
                         batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent - requests_before,
                         responses_429=client.responses_429 - throttled_before,
                         seconds=time.monotonic() - started)
+
+
+class _Sender:
+    """One submit: batches go out in order through ``concurrency`` write slots, the next
+    ones' bodies built (and ``prepare``d) in worker threads while the ones before are out."""
+
+    def __init__(self, client: StoreClient, batches: list[Batch], reason: str | None,
+                 concurrency: int, observer: SubmitObserver | None) -> None:
+        import asyncio
+
+        self.client, self.reason, self.observer = client, reason, observer
+        self.results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
+                        for b in batches]
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.stop = asyncio.Event()
+        self.fatal: list[FatalError] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
+        self.upcoming = iter(zip(batches, self.results, strict=True))
+
+    def stop_with(self, exc: FatalError) -> None:
+        if not self.fatal:
+            self.fatal.append(exc)
+        self.stop.set()
+
+    async def send_all(self) -> None:
+        """Send every batch (until a fatal error); cancelled, it cancels the requests in
+        flight."""
+        import asyncio
+
+        self.top_up()
+        try:
+            while self.queue and not self.stop.is_set():
+                batch, result, prepared = self.queue.popleft()
+                await prepared
+                if not await self.go(batch, result):
+                    break
+                self.top_up()
+            await asyncio.gather(*self.tasks)
+        except BaseException:  # a signal (cancelled): the requests in flight are cancelled
+            for task in self.tasks:
+                task.cancel()
+            raise
+        finally:
+            # A body being built in a thread is waited for, never left behind.
+            for _, _, prepared in self.queue:
+                with contextlib.suppress(Exception):
+                    await prepared
+
+    def top_up(self) -> None:
+        """Build the next bodies in worker threads (polars lets go of the GIL) while the
+        event loop goes on reading answers."""
+        import asyncio
+
+        while len(self.queue) < self.concurrency and not self.stop.is_set():
+            nxt = next(self.upcoming, None)
+            if nxt is None:
+                return
+            self.queue.append((*nxt, asyncio.ensure_future(
+                asyncio.to_thread(_prepare, nxt[0], self.observer))))
+
+    async def go(self, batch: Batch, result: BatchResult) -> bool:
+        """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
+        import asyncio
+
+        await self.slots.acquire()
+        if not self.stop.is_set() and self.observer:
+            try:
+                await asyncio.to_thread(self.observer.sending, batch)
+            except FatalError as exc:  # not recorded as sending: so it is not sent
+                result.error = str(exc)
+                self.stop_with(exc)
+        if self.stop.is_set():
+            self.slots.release()
+            return False
+        self.tasks.append(asyncio.create_task(self.run(batch, result)))
+        return True
+
+    async def run(self, batch: Batch, result: BatchResult) -> None:
+        """Send one recorded batch; its write slot is held until it is done."""
+        t0 = time.monotonic()
+        try:
+            await _send_isolating(self.client, batch, result, self.reason, self.observer)
+        except FatalError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+            self.stop_with(exc)
+        finally:
+            result.seconds = time.monotonic() - t0
+            self.slots.release()
+        if self.observer:
+            self.observer.finished(result)
 
 
 def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
