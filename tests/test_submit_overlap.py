@@ -285,3 +285,24 @@ def test_journal_records_built_ahead_recover_as_records_built_on_the_spot(
     got = ahead.recover()
     assert got.transaction_ids == ["tx-0", "tx-1"]
     assert got.confirmed.height == 5 and got.in_flight == [] and got.unconfirmed.height == 0
+
+
+def test_records_built_ahead_for_batches_never_confirmed_are_not_kept_forever(
+        tmp_path: Path) -> None:
+    import polars as pl
+
+    from invsync.state.journal import Journal
+
+    j = Journal(tmp_path)
+    j.begin({"run_id": "r"})
+    levels = pl.DataFrame({"location_id": [1], "identifier": ["sku"], "item_key": ["A"],
+                           "quantity": [1]})
+    for batch in range(500):  # e.g. every batch refused by the store: none confirmed
+        j.prepare(batch, levels)
+        j.sending(batch, levels.drop("quantity"))
+    assert len(j._prepared) <= 100
+    j.confirmed(0, "tx", levels)  # the oldest, built again on the spot
+    j.close(remove=False)
+    got = j.recover()
+    assert got.transaction_ids == ["tx"] and got.confirmed.height == 1
+    assert len(got.in_flight) == 499

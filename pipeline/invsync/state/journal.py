@@ -41,6 +41,9 @@ from invsync.state.snapshot import (
 )
 
 _KEY_SCHEMA = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+_PREPARED_MAX = 80
+"""Batches whose records are kept built ahead: more than are ever in flight or prepared
+at once (``--concurrency`` is at most 32); the oldest beyond that are written the slow way."""
 
 
 ENV_LOCK_DIR = "INVSYNC_LOCK_DIR"
@@ -228,6 +231,8 @@ class Journal:
                    + keys[1:] + "\n")
         with self._lock:
             self._prepared[batch] = (levels.height, sending, confirmed[1:])
+            while len(self._prepared) > _PREPARED_MAX:  # a batch never confirmed (refused)
+                del self._prepared[next(iter(self._prepared))]
 
     def sending(self, batch: int, keys: pl.DataFrame) -> None:
         """Record the items (KEY columns) about to be sent in ``batch``; on disk when this
