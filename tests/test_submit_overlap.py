@@ -306,3 +306,24 @@ def test_records_built_ahead_for_batches_never_confirmed_are_not_kept_forever(
     got = j.recover()
     assert got.transaction_ids == ["tx"] and got.confirmed.height == 1
     assert len(got.in_flight) == 499
+
+
+def test_records_built_for_one_run_are_never_written_for_the_next(tmp_path: Path) -> None:
+    import polars as pl
+
+    from invsync.state.journal import Journal
+
+    j = Journal(tmp_path)
+    first = pl.DataFrame({"location_id": [1], "identifier": ["sku"], "item_key": ["A"],
+                          "quantity": [1]})
+    second = first.with_columns(item_key=pl.lit("B"), quantity=pl.lit(2))
+    j.begin({"run_id": "r1"})
+    j.prepare(0, first)  # built, but that run stopped before batch 0 went out
+    j.close(remove=True)
+    j.begin({"run_id": "r2"})  # the same journal object, another run
+    j.sending(0, second.drop("quantity"))
+    j.confirmed(0, "tx", second)
+    j.close(remove=False)
+    got = j.recover()
+    assert got.confirmed["item_key"].to_list() == ["B"]
+    assert got.confirmed["quantity"].to_list() == [2]

@@ -217,6 +217,8 @@ class Journal:
     def begin(self, header: dict[str, Any]) -> None:
         """Start a fresh journal for a run (the previous one must have been recovered)."""
         make_private_dir(self.path.parent)
+        with self._lock:
+            self._prepared.clear()  # built for another run's batches
         self._fh = open_nofollow(self.path, "w")
         self._append({"type": "begin", **header})
 
