@@ -174,6 +174,7 @@ def test_requests_are_paced_to_the_share_over_any_window_long_stretch() -> None:
     # Whatever the phase of the store's windows, no stretch of one window's length holds
     # more than this client's share: a short run does not use more than its share either.
     store = FixedWindowStore(quota=5, window_s=0.4)
+    store.t0 -= 0.3  # the run starts late in the store's window
     accepted, _ = _run_against(store, 13, concurrency=4, share=0.8)
     assert accepted == 13
     times = store.arrivals
