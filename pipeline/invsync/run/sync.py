@@ -1096,6 +1096,9 @@ class _JournaledSubmit(SubmitObserver):
         self.confirmations: dict[int, dict[int, str]] = {}
         self.done: dict[int, BatchResult] = {}
 
+    def prepare(self, batch: Batch) -> None:
+        self.journal.prepare(batch.index, batch.frame.select(*KEY, "quantity"))
+
     def sending(self, batch: Batch) -> None:
         try:
             self.journal.sending(batch.index, batch.frame.select(KEY))
@@ -1107,8 +1110,9 @@ class _JournaledSubmit(SubmitObserver):
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
         try:
+            # On disk with the next batch's sending record (one fsync a batch).
             self.journal.confirmed(batch.index, transaction_id,
-                                   levels.select(*KEY, "quantity"))
+                                   levels.select(*KEY, "quantity"), durable=False)
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (what the store confirmed "
                                                "since is sent again)")) from None

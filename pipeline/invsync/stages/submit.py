@@ -1,17 +1,20 @@
 """Stage 4: send a :class:`~invsync.stages.diff.ChangeSet` as chunked absolute adjustments.
 
 Batches hold at most 2000 items of one location, each (location, item) once per run.
-A few batches are in flight at once; the client handles the quota and transient
+One batch is in flight at a time by default (``concurrency``), and the next one's body
+and journal records are built while it is out; the client handles the quota and transient
 failures. A 422 refuses a whole batch, so the refused items are isolated (the items
 the answer names first, then halving) and the rest resubmitted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -188,12 +191,16 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
 class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
-    ``sending`` and ``confirmed`` run in a worker thread and may block (a journal's
-    fsync): :func:`submit` waits for ``sending`` before the batch goes out, and for
-    ``confirmed`` before it goes on. A :class:`~invsync.errors.FatalError` from either stops
-    the submit as a store failure does (from ``sending``: that batch is not sent).
-    ``finished`` runs on the event loop.
+    ``prepare``, ``sending`` and ``confirmed`` run in a worker thread and may block (a
+    journal's fsync). ``prepare`` runs while the batches before are still out (the body is
+    built then too); ``sending`` right before the batch goes out, which waits for it;
+    ``confirmed`` before the batch goes on. A :class:`~invsync.errors.FatalError` from
+    ``sending`` or ``confirmed`` stops the submit as a store failure does (from
+    ``sending``: that batch is not sent). ``finished`` runs on the event loop.
     """
+
+    def prepare(self, batch: Batch) -> None:
+        """Get ready to record ``batch`` (it goes out after the batches before it)."""
 
     def sending(self, batch: Batch) -> None:
         """``batch`` is about to be sent (its body is built)."""
@@ -213,67 +220,129 @@ async def submit(
     concurrency: int = 8,
     observer: SubmitObserver | None = None,
 ) -> SubmitResult:
-    """Send every batch, at most ``concurrency`` at once; never raises for store failures.
+    """Send every batch in order, at most ``concurrency`` at once; never raises for store
+    failures.
 
-    ``observer`` hears of each batch as it is sent, confirmed and finished (the journal's
-    write-ahead records and the progress events hang on it).
+    The next batches' bodies (``concurrency`` of them) are built and ``prepare``d while the
+    batches before them are out, so that a batch goes out as soon as a write slot frees
+    and ``sending`` has recorded it. ``observer`` hears of each batch as it is sent,
+    confirmed and finished (the journal's write-ahead records and the progress events
+    hang on it).
 
     A fatal error (auth refused, store gone after bounded retries) stops new batches
     and is returned in :attr:`SubmitResult.fatal`; batches already confirmed stay so.
     """
-    import asyncio
-
     started = time.monotonic()
     # The client may have served the run's reads first: count this stage's requests only.
     requests_before, throttled_before = client.requests_sent, client.responses_429
-    results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
-               for b in batches]
-    sem = asyncio.Semaphore(max(concurrency, 1))
-    stop = asyncio.Event()
-    fatal: list[FatalError] = []
-
-    def stop_with(exc: FatalError) -> None:
-        if not fatal:
-            fatal.append(exc)
-        stop.set()
-
-    async def run(batch: Batch, result: BatchResult) -> None:
-        async with sem:
-            if stop.is_set():
-                return
-            t0 = time.monotonic()
-            try:
-                # The body (polars, which lets go of the GIL) and the journal's fsync: off
-                # the event loop, so answers to other batches are read meanwhile.
-                await asyncio.to_thread(_prepare, batch, observer)
-            except FatalError as exc:  # not recorded as sending: so it is not sent
-                result.error = str(exc)
-                stop_with(exc)
-                return
-            try:
-                await _send_isolating(client, batch, result, reason, observer)
-            except FatalError as exc:
-                result.status = "failed"
-                result.error = str(exc)
-                stop_with(exc)
-            finally:
-                result.seconds = time.monotonic() - t0
-            if observer:
-                observer.finished(result)
-
-    await asyncio.gather(*(run(b, r) for b, r in zip(batches, results, strict=True)))
-    return SubmitResult(batches=results, fatal=fatal[0] if fatal else None,
+    sender = _Sender(client, batches, reason, max(concurrency, 1), observer)
+    await sender.send_all()
+    return SubmitResult(batches=sender.results,
+                        fatal=sender.fatal[0] if sender.fatal else None,
                         batch_seqs=[b.seqs for b in batches],
                         requests=client.requests_sent - requests_before,
                         responses_429=client.responses_429 - throttled_before,
                         seconds=time.monotonic() - started)
 
 
+class _Sender:
+    """One submit: batches go out in order through ``concurrency`` write slots, the next
+    ones' bodies built (and ``prepare``d) in worker threads while the ones before are out."""
+
+    def __init__(self, client: StoreClient, batches: list[Batch], reason: str | None,
+                 concurrency: int, observer: SubmitObserver | None) -> None:
+        import asyncio
+
+        self.client, self.reason, self.observer = client, reason, observer
+        self.results = [BatchResult(b.index, b.location_id, len(b), status="not_sent")
+                        for b in batches]
+        self.concurrency = concurrency
+        self.slots = asyncio.Semaphore(concurrency)
+        self.stop = asyncio.Event()
+        self.fatal: list[FatalError] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
+        self.upcoming = iter(zip(batches, self.results, strict=True))
+
+    def stop_with(self, exc: FatalError) -> None:
+        if not self.fatal:
+            self.fatal.append(exc)
+        self.stop.set()
+
+    async def send_all(self) -> None:
+        """Send every batch (until a fatal error); cancelled, it cancels the requests in
+        flight."""
+        import asyncio
+
+        self.top_up()
+        try:
+            while self.queue and not self.stop.is_set():
+                batch, result, prepared = self.queue.popleft()
+                await prepared
+                if not await self.go(batch, result):
+                    break
+                self.top_up()
+            await asyncio.gather(*self.tasks)
+        except BaseException:  # a signal (cancelled): the requests in flight are cancelled
+            for task in self.tasks:
+                task.cancel()
+            raise
+        finally:
+            # A body being built in a thread is waited for, never left behind.
+            for _, _, prepared in self.queue:
+                with contextlib.suppress(Exception):
+                    await prepared
+
+    def top_up(self) -> None:
+        """Build the next bodies in worker threads (polars lets go of the GIL) while the
+        event loop goes on reading answers."""
+        import asyncio
+
+        while len(self.queue) < self.concurrency and not self.stop.is_set():
+            nxt = next(self.upcoming, None)
+            if nxt is None:
+                return
+            self.queue.append((*nxt, asyncio.ensure_future(
+                asyncio.to_thread(_prepare, nxt[0], self.observer))))
+
+    async def go(self, batch: Batch, result: BatchResult) -> bool:
+        """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
+        import asyncio
+
+        await self.slots.acquire()
+        if not self.stop.is_set() and self.observer:
+            try:
+                await asyncio.to_thread(self.observer.sending, batch)
+            except FatalError as exc:  # not recorded as sending: so it is not sent
+                result.error = str(exc)
+                self.stop_with(exc)
+        if self.stop.is_set():
+            self.slots.release()
+            return False
+        self.tasks.append(asyncio.create_task(self.run(batch, result)))
+        return True
+
+    async def run(self, batch: Batch, result: BatchResult) -> None:
+        """Send one recorded batch; its write slot is held until it is done."""
+        t0 = time.monotonic()
+        try:
+            await _send_isolating(self.client, batch, result, self.reason, self.observer)
+        except FatalError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+            self.stop_with(exc)
+        finally:
+            result.seconds = time.monotonic() - t0
+            self.slots.release()
+        if self.observer:
+            self.observer.finished(result)
+
+
 def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:
-    """Serialise ``batch``'s body and journal it as sending (in a worker thread)."""
+    """Serialise ``batch``'s body and let the observer get ready (in a worker thread)."""
     _ = batch.encoded
     if observer:
-        observer.sending(batch)
+        observer.prepare(batch)
 
 
 async def _send_isolating(

@@ -1,9 +1,10 @@
 """Crash safety: a per-store lock and a write-ahead journal of what was sent and confirmed.
 
-Before a batch is sent the journal records ``sending``; when the store confirms (part
-of) it, the journal records the confirmed levels with their transaction id, fsynced.
-Each record is on disk before its writer goes on (the batch is sent, the confirmation
-counted); records written while an fsync runs share the next one (group commit).
+Before a batch is sent the journal records ``sending``, on disk before the batch goes
+out; when the store confirms (part of) it, the journal records the confirmed levels with
+their transaction id, written before the next batch goes out and on disk with that
+batch's record (one fsync a batch). Records written while an fsync runs share the next
+one (group commit). A batch's records are serialised while the batch before it is out.
 After a run the confirmed levels are merged into the snapshot and the journal is
 removed. After ``kill -9`` the next run (or ``invsync resume``) replays the confirmed
 levels into the snapshot first, so nothing already confirmed is sent again and the
@@ -40,6 +41,9 @@ from invsync.state.snapshot import (
 )
 
 _KEY_SCHEMA = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+_PREPARED_MAX = 80
+"""Batches whose records are kept built ahead: more than are ever in flight or prepared
+at once (``--concurrency`` is at most 32); the oldest beyond that are written the slow way."""
 
 
 ENV_LOCK_DIR = "INVSYNC_LOCK_DIR"
@@ -203,6 +207,9 @@ class Journal:
         self._written = 0  # records written to the file (flushed to the kernel)
         self._synced = 0  # records known to be on disk
         self.fsyncs = 0
+        self._prepared: dict[int, tuple[int, str, str]] = {}
+        """Batch -> (items, its sending line, its whole confirmation's columns), built
+        ahead by :meth:`prepare`."""
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
@@ -210,30 +217,72 @@ class Journal:
     def begin(self, header: dict[str, Any]) -> None:
         """Start a fresh journal for a run (the previous one must have been recovered)."""
         make_private_dir(self.path.parent)
+        with self._lock:
+            self._prepared.clear()  # built for another run's batches
         self._fh = open_nofollow(self.path, "w")
         self._append({"type": "begin", **header})
 
+    def prepare(self, batch: int, levels: pl.DataFrame) -> None:
+        """Serialise ``batch``'s records ahead of time (KEY + quantity of all its items),
+        while the batch before it is out: :meth:`sending`, and :meth:`confirmed` of the
+        whole batch, then only write them. Thread-safe; nothing is written here."""
+        keys = json.dumps({c: levels[c].to_list() for c in KEY}, separators=(",", ":"))
+        confirmed = json.dumps({c: levels[c].to_list() for c in SNAPSHOT_SCHEMA},
+                               separators=(",", ":"))
+        sending = (f'{{"type":"sending","batch":{batch},"items":{levels.height},'
+                   + keys[1:] + "\n")
+        with self._lock:
+            self._prepared[batch] = (levels.height, sending, confirmed[1:])
+            while len(self._prepared) > _PREPARED_MAX:  # a batch never confirmed (refused)
+                del self._prepared[next(iter(self._prepared))]
+
     def sending(self, batch: int, keys: pl.DataFrame) -> None:
-        """Record the items (KEY columns) about to be sent in ``batch``."""
+        """Record the items (KEY columns) about to be sent in ``batch``; on disk when this
+        returns."""
+        with self._lock:
+            ready = self._prepared.get(batch)
+        if ready is not None and ready[0] == keys.height:
+            self._write(ready[1], durable=True)
+            return
         cols = {c: keys[c].to_list() for c in KEY}
         self._append({"type": "sending", "batch": batch, "items": keys.height, **cols})
 
-    def confirmed(self, batch: int, transaction_id: str, levels: pl.DataFrame) -> None:
-        """Record levels the store confirmed with ``transaction_id``."""
+    def confirmed(self, batch: int, transaction_id: str, levels: pl.DataFrame, *,
+                  durable: bool = True) -> None:
+        """Record levels the store confirmed with ``transaction_id`` (rows of ``batch``).
+
+        ``durable=False`` returns once the record is written to the file (a kill cannot
+        lose it) without waiting for the disk: the next durable record's fsync (the next
+        batch's ``sending``, before it goes out) or :meth:`close` covers it. A
+        confirmation lost with the machine's power only makes its items unknown.
+        """
+        with self._lock:
+            ready = self._prepared.pop(batch, None) if levels.height else None
+        if ready is not None and ready[0] == levels.height:  # the whole batch: as prepared
+            head = json.dumps({"type": "confirmed", "batch": batch,
+                               "transaction_id": transaction_id}, separators=(",", ":"))
+            self._write(head[:-1] + "," + ready[2] + "\n", durable=durable)
+            return
         cols = {c: levels[c].to_list() for c in SNAPSHOT_SCHEMA}
         self._append({"type": "confirmed", "batch": batch, "transaction_id": transaction_id,
-                      **cols})
+                      **cols}, durable=durable)
 
-    def _append(self, record: dict[str, Any]) -> None:
-        """Write ``record`` and return once it is on disk (group commit: one fsync covers
-        every record written while the fsync before it ran)."""
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+    def _append(self, record: dict[str, Any], *, durable: bool = True) -> None:
+        self._write(json.dumps(record, separators=(",", ":")) + "\n", durable=durable)
+
+    def _write(self, line: str, *, durable: bool) -> None:
+        """Write one record line and, if ``durable``, return once it is on disk (group
+        commit: one fsync covers every record written while the fsync before it ran)."""
         with self._lock:
             assert self._fh is not None, "journal not begun"
             self._fh.write(line)
             self._fh.flush()  # in the kernel now: any fsync from here on covers it
             self._written += 1
             mine = self._written
+        if durable:
+            self._sync(mine)
+
+    def _sync(self, mine: int) -> None:
         with self._sync_lock:
             if self._synced >= mine:
                 return  # an fsync that started after this write has finished
@@ -247,6 +296,9 @@ class Journal:
     def close(self, *, remove: bool) -> None:
         """Close the journal; remove it once its levels are safely in the snapshot."""
         if self._fh is not None:
+            if not remove and self._synced < self._written:
+                with contextlib.suppress(OSError):  # kept for resume: on disk, if it can be
+                    self._sync(self._written)
             self._fh.close()
             self._fh = None
         if remove:

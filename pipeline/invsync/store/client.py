@@ -16,6 +16,7 @@ import math
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,11 @@ class RateLimiter:
 
     The store reports how many requests are left in its window and when the window
     resets; once the requests left are all spoken for by requests in flight, new ones
-    wait for the reset instead of running into 429s.
+    wait for the reset instead of running into 429s. Once the quota is known, this
+    client's own requests are also paced: at most its share of the quota is started in
+    any stretch of one window's length, so no window of the store (whatever its phase,
+    and however the store's clock or the network delay differ from this one's) receives
+    more than that share from it, the first window of a run included.
     """
 
     margin_s: float = 0.05
@@ -95,6 +100,9 @@ class RateLimiter:
     """The share of each window's quota this client uses (``[store] quota_share``): it
     waits for the next window while fewer requests than the rest are left."""
     _told_until: float = 0.0
+    _told_at: float = -math.inf
+    _started: deque[float] = field(default_factory=deque)
+    """When each request of the last window's length was let go (for the pacing)."""
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def acquire(self, deadline: float = math.inf) -> None:
@@ -109,6 +117,8 @@ class RateLimiter:
                 wait = 0.0
                 if self.blocked_until > now:
                     wait = self.blocked_until - now
+                elif (paced := self._pace(now)) > 0:
+                    wait = paced
                 elif self.left is not None and self.left - self.in_flight \
                         - reserved_requests(self.quota, self.share) <= 0:
                     if self.reset_at > now:
@@ -128,6 +138,7 @@ class RateLimiter:
                             await asyncio.wait_for(self._cond.wait(), timeout=1.0)
                         continue
                     self.in_flight += 1
+                    self._started.append(now)
                     return
                 if now + wait > deadline:
                     raise StoreError(
@@ -139,11 +150,28 @@ class RateLimiter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cond.wait(), timeout=wait)
 
+    def _pace(self, now: float) -> float:
+        """How long until one more request keeps this client within its share of the
+        quota over the last window's length (0: it may go now)."""
+        if not self.quota or not self.window_s:
+            return 0.0
+        usable = self.quota - reserved_requests(self.quota, self.share)
+        span = self.window_s + self.margin_s
+        started = self._started
+        while started and started[0] <= now - span:
+            started.popleft()
+        if len(started) < usable:
+            return 0.0
+        return started[len(started) - usable] + span - now
+
     def _tell(self, now: float, wait: float) -> None:
         """Report a wait for the quota once, not once per request held back by it."""
         if self.on_wait is None or now + wait <= self._told_until + 0.5:
             return
-        self._told_until = now + wait
+        # Paced requests wait often, briefly: at most one report a window.
+        if now < self._told_at + (self.window_s or 0.0):
+            return
+        self._told_until, self._told_at = now + wait, now
         self.on_wait({"kind": "wait", "wait_s": round(wait, 3), "quota": self.quota,
                       "window_s": self.window_s})
 
@@ -185,6 +213,8 @@ class RateLimiter:
             seconds = min(seconds, self.max_wait_s)
             self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
             self.left = None
+            # What is left is unknown again: one request goes first and learns it.
+            self.answered = False
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -245,7 +275,10 @@ class StoreClient:
             limits=httpx.Limits(max_connections=max(concurrency, READS_IN_FLIGHT) + 1,
                                 max_keepalive_connections=max(concurrency, READS_IN_FLIGHT) + 1),
             transport=transport,
-            verify=_tls_context(verify_tls),
+            # A plain-HTTP store (the sandbox) never uses TLS, and redirects are not
+            # followed: it is spared loading the CA bundle.
+            verify=_tls_context(verify_tls) if self.base.lower().startswith("https:")
+            else False,
         )
 
     def __repr__(self) -> str:
