@@ -47,7 +47,8 @@ def budget(examples: int) -> int:
     return examples * SOAK_FACTOR
 
 
-PROCESS_FIXTURES = {"sandbox", "sandbox_factory", "cli_env", "children", "tmpfs"}
+PROCESS_FIXTURES = {"sandbox", "own_sandbox", "shared_sandbox", "sandbox_factory", "cli_env",
+                    "children", "tmpfs"}
 """Fixtures that start processes (a sandbox server, the CLI, a mount)."""
 BROWSER_FIXTURES = {"browser", "served"}
 PACKAGE_FIXTURES = {"wheel"}
@@ -315,9 +316,60 @@ def sandbox_factory() -> Iterator[Callable[..., SandboxProcess]]:
         cm.__exit__(None, None, None)
 
 
+class SharedSandbox:
+    """The session's sandbox process (one per xdist worker), started on first use and
+    started again if a test ended it."""
+
+    def __init__(self) -> None:
+        self._cm: Any = None
+        self._sb: SandboxProcess | None = None
+        self.starts = 0
+
+    def get(self) -> SandboxProcess:
+        """The running shared sandbox, as it is (not reset)."""
+        if self._sb is None or self._sb.process.poll() is not None:
+            self.close()
+            self._cm = run_sandbox(SAMPLE / "catalog.csv", token=TOKEN)
+            self._sb = self._cm.__enter__()
+            self.starts += 1
+        assert self._sb is not None
+        return self._sb
+
+    def close(self) -> None:
+        """Stop the process (if any)."""
+        cm, self._cm, self._sb = self._cm, None, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def shared_sandbox() -> Iterator[SharedSandbox]:
+    """The one sandbox process of this session (per xdist worker); stopped at the end.
+
+    Tests take it through :func:`sandbox`, which resets it first.
+    """
+    holder = SharedSandbox()
+    yield holder
+    holder.close()
+
+
 @pytest.fixture
-def sandbox(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
-    """A fresh sandbox store with the sample catalog and no faults."""
+def sandbox(shared_sandbox: SharedSandbox) -> SandboxProcess:
+    """A sandbox store with the sample catalog and no faults, as if fresh: the session's
+    process, reset before this test (``POST /_sandbox/reset?all=1``: no levels, orders or
+    logged requests, default faults, a new quota window).
+
+    A test that needs startup flags, another catalog or token, or that stops the process,
+    takes :func:`own_sandbox` or :func:`sandbox_factory` instead.
+    """
+    sb = shared_sandbox.get()
+    sb.reset()
+    return sb
+
+
+@pytest.fixture
+def own_sandbox(sandbox_factory: Callable[..., SandboxProcess]) -> SandboxProcess:
+    """A sandbox process of this test's own (sample catalog, no faults)."""
     return sandbox_factory()
 
 

@@ -950,3 +950,86 @@ def test_admin_levels_are_a_manual_edit_seen_by_reads_at_once(catalog_path: Path
                     {"location_id": 1, "sku": "MUG", "quantity": -1}):
             assert c.post("/_sandbox/levels", json=bad).status_code == 400, bad
         assert c.get("/_sandbox/stats").json()["requests"] == 1  # admin calls are not logged
+
+
+# ---- a full reset: one process serves many tests in turn -------------------------------------
+
+
+def _dirty(c: AppClient) -> None:
+    """Change everything a test can change in a store: levels (a PUT and a manual edit),
+    fault settings, orders, the request log."""
+    assert put(c, [GOOD, {"location_id": 2, "sku": "SHIRT-S", "quantity": 4}]).status_code == 200
+    assert c.post("/_sandbox/levels", json=[{"location_id": 1, "sku": "SHIRT-M",
+                                              "quantity": 6}]).status_code == 200
+    assert c.post("/_sandbox/orders", json={"items": [{"sku": "MUG", "quantity": 2}]}
+                  ).status_code == 200
+    assert c.post("/_sandbox/faults", json={"error_rate": 0.0, "latency_ms": 5, "drop_rate": 0.5,
+                                            "vague_422": True, "apply_delay_ms": 60_000,
+                                            "bare_429_rate": 0.25}).status_code == 200
+
+
+def test_full_reset_puts_the_store_back_as_it_started(catalog_path: Path) -> None:
+    with make_client(catalog_path, error_rate=0.5, seed=11) as fresh:
+        startup_faults = fresh.get("/_sandbox/faults").json()
+        first = [put(fresh, [GOOD]).status_code for _ in range(12)]
+    assert 200 in first and any(s >= 500 for s in first)  # the seed decides which fail
+    with make_client(catalog_path, error_rate=0.5, seed=11) as c:
+        c.post("/_sandbox/faults", json={"error_rate": 0.0})
+        _dirty(c)
+        assert levels(c) and c.get("/_sandbox/orders").json() and c.get("/_sandbox/requests").json()
+        assert c.post("/_sandbox/reset?all=1").status_code == 200
+
+        assert c.get("/_sandbox/faults").json() == startup_faults  # not zeros: the startup flags
+        assert levels(c) == {}
+        assert c.get("/_sandbox/orders").json() == []
+        assert c.get("/_sandbox/requests").json() == []
+        assert c.get("/_sandbox/stats").json() == {"requests": 0, "by_status": {},
+                                                   "items_applied": 0, "max_in_flight": 0,
+                                                   "item_overlaps": 0}
+        # The random faults start again from the seed: the same answers as a new process.
+        assert [put(c, [GOOD]).status_code for _ in range(12)] == first
+        # No apply delay left over: a read sees a write at once.
+        c.post("/_sandbox/faults", json={"error_rate": 0.0})
+        assert put(c, [GOOD]).status_code == 200 and onhand(c, "MUG") == 9
+        # A new order numbering: the first order after a reset is order 100 again.
+        assert c.post("/_sandbox/orders", json={"items": [{"sku": "MUG", "quantity": 1}]}
+                      ).json()["id"] == 100
+
+
+def test_full_reset_starts_a_new_quota_window(catalog_path: Path) -> None:
+    with make_client(catalog_path, quota=2, window_ms=600_000) as c:
+        assert [c.get(ITEMS, headers=AUTH).status_code for _ in range(3)] == [200, 200, 429]
+        c.post("/_sandbox/reset")  # the log only: the window's count stands
+        assert c.get(ITEMS, headers=AUTH).status_code == 429
+        c.post("/_sandbox/reset?all=1")
+        r = c.get(ITEMS, headers=AUTH)
+        assert r.status_code == 200 and r.headers["x-rate-limit-requests-left"] == "1"
+
+
+def test_a_request_in_flight_across_a_full_reset_changes_nothing_after_it(
+        catalog_path: Path) -> None:
+    app = create_app(SandboxConfig(catalog_path=catalog_path))
+
+    async def main() -> tuple[int, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as ac:
+            await ac.post("/_sandbox/faults", json={"latency_ms": 400})
+
+            async def reset_while_in_flight() -> int:
+                while not any(e["status"] is None
+                              for e in (await ac.get("/_sandbox/requests")).json()):
+                    await asyncio.sleep(0.005)
+                return (await ac.post("/_sandbox/reset?all=1")).status_code
+
+            late, reset = await asyncio.gather(
+                ac.put(ABSOLUTE, json={"items": [GOOD]}, headers=AUTH), reset_while_in_flight())
+            return late.status_code, reset
+
+    late, reset = asyncio.run(main())
+    assert (late, reset) == (503, 200)  # answered as by a store that restarted under it
+    with AppClient(app) as c:
+        assert levels(c) == {}  # the late PUT applied nothing to the store after the reset
+        assert c.get("/_sandbox/stats").json()["requests"] == 0
+        assert c.get("/_sandbox/stats").json()["max_in_flight"] == 0
+        assert put(c, [GOOD]).status_code == 200  # in-flight bookkeeping is not left negative
+        assert c.get("/_sandbox/stats").json()["max_in_flight"] == 1

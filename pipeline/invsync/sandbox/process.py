@@ -35,6 +35,11 @@ class SandboxProcess:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
+    def reset(self) -> None:
+        """Put the store back to how the process started (``POST /_sandbox/reset?all=1``):
+        no levels, orders or logged requests, the startup fault settings."""
+        self.post("/_sandbox/reset?all=1")
+
     def levels(self) -> dict[tuple[int, str], int]:
         """(location_id, sku) -> on-hand level, for every level set."""
         levels = self.get("/_sandbox/levels")

@@ -27,7 +27,9 @@ Introspection for tests, with no token, quota or faults:
                               of latency_ms, error_rate, bare_429_rate, drop_rate, vague_422,
                               apply_delay_ms (alias apply_lag_ms: read-after-write lag)
     GET  /_sandbox/stats      counts, max in flight, item overlaps
-    POST /_sandbox/reset      clear log and stats (`?levels=1`: levels too)
+    POST /_sandbox/reset      clear log and stats (`?levels=1`: levels too; `?all=1`: back
+                              to how the process started: log, stats, levels, orders,
+                              the startup fault settings, the random seed, the quota window)
 
 Rate-limit headers are on every API response except the header-less 429 fault. With
 `quota=None` they still appear, announcing a quota of `UNLIMITED_QUOTA` per window, so a
@@ -460,15 +462,25 @@ class Sandbox:
         self._prefix = f"/stores/{config.store_hash}/v3/"
         self._token = config.token.encode()
         self._ro_token = config.read_only_token.encode() if config.read_only_token else None
-        self._rng = random.Random(config.seed)
+        self._startup_faults = self._faults()
+        self._generation = 0  # bumped by every reset of the request log
+        self._epoch = 0  # bumped by every full reset
+        self._reset_all()
+
+    # ---- state -------------------------------------------------------------------------
+
+    def _reset_all(self) -> None:
+        """Back to how the process started (`POST /_sandbox/reset?all=1`)."""
+        self._epoch += 1
+        for name, value in self._startup_faults.items():
+            setattr(self.config, name, value)
+        self._rng = random.Random(self.config.seed)
         self._t0 = time.monotonic()
         self._window = -1
         self._used = 0
         self._reset_levels()
         self._reset_log()
         self._init_orders()
-
-    # ---- state -------------------------------------------------------------------------
 
     def _reset_levels(self) -> None:
         self._levels: dict[Key, int] = {}
@@ -479,6 +491,9 @@ class Sandbox:
         self._pending: deque[tuple[float, list[tuple[Key, int]]]] = deque()
 
     def _reset_log(self) -> None:
+        # Requests still in flight belong to the log before this one: they must not
+        # touch the new counters when they end.
+        self._generation += 1
         self._log: list[dict[str, Any]] = []
         self._seq = 0
         self._by_status: dict[str, int] = {}
@@ -555,6 +570,7 @@ class Sandbox:
         }
         self._seq += 1
         self._log.append(entry)
+        generation, epoch = self._generation, self._epoch
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
         headers = _request_headers(scope, entry)
@@ -571,8 +587,13 @@ class Sandbox:
                     keys = self._claim_keys(parsed["items"])
             if self.config.latency_ms:
                 await asyncio.sleep(self.config.latency_ms / 1000)
-            rate = self._count_request()
+            stale = epoch != self._epoch
+            rate = (0, self.config.window_ms) if stale else self._count_request()
             try:
+                if stale:
+                    # The store was reset (`?all=1`) while this request waited: it belongs
+                    # to the store before, as if the process had restarted under it.
+                    raise _Problem(503, "Service unavailable: the store was reset")
                 reply = self._handle(method, scope, headers, body, parsed, entry)
             except _Problem as p:
                 reply = _problem_reply(p)
@@ -587,20 +608,25 @@ class Sandbox:
                 entry["answer"] = json.loads(reply.body) if reply.body else None
             await self._send(send, reply, extra)
         finally:
-            for key in keys:
-                left = self._in_flight_keys[key] - 1
-                if left:
-                    self._in_flight_keys[key] = left
-                else:
-                    del self._in_flight_keys[key]
-            self._in_flight -= 1
             status = 500 if reply is None else (0 if reply.drop else reply.status)
             entry["status"] = status
             entry["dropped"] = bool(reply and reply.drop)
             entry["finished"] = time.monotonic()
-            self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
+            if generation == self._generation:
+                self._release(keys)
+                self._by_status[str(status)] = self._by_status.get(str(status), 0) + 1
         if reply is not None and reply.drop:
             raise DroppedConnection(f"request {entry['seq']} applied, connection dropped")
+
+    def _release(self, keys: set[Any]) -> None:
+        """A request ended: it is no longer in flight, nor are its items."""
+        for key in keys:
+            left = self._in_flight_keys[key] - 1
+            if left:
+                self._in_flight_keys[key] = left
+            else:
+                del self._in_flight_keys[key]
+        self._in_flight -= 1
 
     async def _read_json(self, receive: Receive, headers: dict[bytes, bytes]
                          ) -> tuple[bytes | None, Any]:
@@ -1021,9 +1047,13 @@ class Sandbox:
             body = self.stats()
         elif method == "POST" and what == "reset":
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-            if query.get("levels", "").lower() in ("1", "true", "yes"):
+            if query.get("all", "").lower() in ("1", "true", "yes"):
+                self._reset_all()
+            elif query.get("levels", "").lower() in ("1", "true", "yes"):
                 self._reset_levels()
-            self._reset_log()
+                self._reset_log()
+            else:
+                self._reset_log()
             body = {"reset": True}
         else:
             await self._send(send, _Reply(404, _dumps({"error": "not found"})), [])
