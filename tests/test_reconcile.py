@@ -38,6 +38,11 @@ def repair_commands(result: CliResult) -> list[list[str]]:
 def test_drift_prints_the_commands_that_repair_it(sandbox: SandboxProcess,
                                                   tmp_path: Path) -> None:
     env = env_for(sandbox, tmp_path)
+    # The sandbox shows a write to reads at once: drift need not re-read what differs for
+    # verify_lag_s (30 s) after invsync's own write before calling it drift.
+    no_lag = tmp_path / "no-lag.toml"
+    no_lag.write_text("verify_lag_s = 0\n")
+    env["INVSYNC_CONFIG"] = str(no_lag)
     assert run_invsync(["sync", str(NIGHT1)], env).returncode in (0, 1)
     synced = sandbox.levels()
     a, b = sorted(synced)[:2]
@@ -48,7 +53,10 @@ def test_drift_prints_the_commands_that_repair_it(sandbox: SandboxProcess,
     assert found.returncode == 1, out(found)
     plan_cmd, live_cmd = repair_commands(found)
     assert plan_cmd[:3] == ["invsync", "sync", "--plan-file"], found.stdout
-    assert live_cmd == ["invsync", "sync", "FILE", "--baseline", "live"], found.stdout
+    # (The config in force, here from INVSYNC_CONFIG, is carried into both commands.)
+    config = ["--config", str(no_lag)]
+    assert plan_cmd[-2:] == config, found.stdout
+    assert live_cmd == ["invsync", "sync", "FILE", "--baseline", "live", *config], found.stdout
     # The plan puts back the snapshot's levels on the drifted items, and only those.
     repaired = run_invsync(plan_cmd[1:], env)
     assert repaired.returncode == 0, out(repaired)
@@ -61,7 +69,8 @@ def test_drift_prints_the_commands_that_repair_it(sandbox: SandboxProcess,
     found = run_invsync(["drift", str(NIGHT1), "-q"], env)
     assert found.returncode == 1, out(found)
     live_cmd = repair_commands(found)[0]
-    assert live_cmd == ["invsync", "sync", str(NIGHT1), "--baseline", "live"], found.stdout
+    assert live_cmd == ["invsync", "sync", str(NIGHT1), "--baseline", "live", *config], \
+        found.stdout
     repaired = run_invsync(live_cmd[1:], env)
     assert repaired.returncode in (0, 1), out(repaired)
     assert sandbox.levels() == synced
