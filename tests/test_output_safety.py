@@ -206,7 +206,10 @@ def test_markup_and_escape_sequences_in_paths_and_cells_are_printed_as_data(
         assert_printed_as_data(result)
     assert "[/b]" in run_invsync(["runs"], env).stdout
     hostile_store.post("/_sandbox/reset?levels=1")  # someone emptied the store
-    drift = run_invsync(["drift"], env)
+    # The sandbox shows a write to reads at once: drift need not re-read what differs for
+    # verify_lag_s (30 s) after invsync's own write before calling it drift.
+    (tmp_path / "no-lag.toml").write_text("verify_lag_s = 0\n")
+    drift = run_invsync(["drift", "--config", str(tmp_path / "no-lag.toml")], env)
     assert drift.returncode == 1, output(drift)
     assert_printed_as_data(drift)
     assert "ESC-\\x1b[2J-[/x]-\\x9b1m" in drift.stdout
