@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+# The shared corpus beside the clone (INVSYNC_CORPUS_DIR elsewhere, e.g. from a worktree).
+CORPUS = Path(os.environ.get("INVSYNC_CORPUS_DIR") or ROOT.parent / "shared" / "corpus")
 FILES = sorted(p for p in CORPUS.glob("*/*") if p.is_file()) if CORPUS.is_dir() else []
 
 TIME_LIMIT_S = 120
@@ -187,23 +188,47 @@ EXPECTED: dict[str, tuple[set[int], Any]] = {
 }
 
 
+Run = tuple[subprocess.CompletedProcess[str] | None, float]
+
+
+class Runs(dict[Path, Run]):
+    """Corpus file -> its run; a file not run yet is run when its test looks it up."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.tmp = tmp_path_factory
+
+    def __missing__(self, path: Path) -> Run:
+        self[path] = done = run(path, self.tmp.mktemp(path.stem[:40]))
+        return done
+
+
 @pytest.fixture(scope="module")
-def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-         ) -> dict[Path, tuple[subprocess.CompletedProcess[str] | None, float]]:
-    """The selected corpus files' runs, a process per file, a few at a time (most of a run
-    is the interpreter starting)."""
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The corpus files' runs, a process per file.
+
+    Under pytest-xdist each file runs when its test does: a worker cannot know which of
+    the tests it will be given, and running every selected file in each worker did the
+    whole corpus once per worker. Alone, the selected files run a few at a time up front
+    (most of a run is the interpreter starting).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    done = Runs(tmp_path_factory)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return done
     selected = [item.callspec.params["path"] for item in request.session.items
                 if getattr(item, "originalname", "") == "test_corpus_file"]
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {p: pool.submit(run, p, tmp_path_factory.mktemp(p.stem[:40]))
                    for p in selected}
-        return {p: f.result() for p, f in futures.items()}
+        done.update({p: f.result() for p, f in futures.items()})
+    return done
 
 
 @pytest.mark.skipif(not FILES, reason="the corpus (../shared/corpus) is not beside the repository")
-# The first test waits for the whole batch of runs (about a minute; more on a busy machine).
+# Alone, the first test waits for the whole batch of runs (about a minute; more on a busy
+# machine).
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.name}" for p in FILES])
 def test_corpus_file(path: Path, runs: dict[Path, Any]) -> None:
