@@ -265,8 +265,9 @@ def test_bad_notify_section_is_a_usage_error_before_anything_runs(
 
 
 def test_profiles_never_share_a_snapshot_and_are_recorded(
-        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
-    rehearsal, real = sandbox_factory(), sandbox_factory()
+        sandbox: SandboxProcess, sandbox_factory: Callable[..., SandboxProcess],
+        tmp_path: Path) -> None:
+    rehearsal, real = sandbox_factory(), sandbox  # this test's own, and the session's
     env = env_for(real, tmp_path)
     del env["BIGCOMMERCE_API_URL"], env["BIGCOMMERCE_STORE_HASH"]  # the config says
     config = tmp_path / "invsync.toml"

@@ -128,8 +128,9 @@ def test_an_upload_moves_only_along_its_states(settings: Settings, sandbox: Sand
 
 
 def test_store_b_never_lists_or_applies_store_a_upload(
-        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
-    a, b = sandbox_factory(), sandbox_factory()
+        sandbox: SandboxProcess, sandbox_factory: Callable[..., SandboxProcess],
+        tmp_path: Path) -> None:
+    a, b = sandbox, sandbox_factory()  # the session's sandbox and one of this test's own
     sa, sb = _settings(a, tmp_path), _settings(b, tmp_path)  # one state folder, two stores
     assert sa.state_dir == sb.state_dir
     with _client(sa) as ca:
