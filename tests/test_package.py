@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-RUNTIME = {"polars", "pandera", "httpx", "openpyxl", "fastexcel", "click", "rich", "jinja2",
+RUNTIME = {"polars", "pandera", "pydantic", "httpx", "openpyxl", "fastexcel", "click", "rich",
+           "jinja2",
            "charset-normalizer"}
 WEB_EXTRA = {"starlette", "uvicorn", "python-multipart"}
 """`invsync serve` and the sandbox store: the extra `invsync[web]`."""
