@@ -21,8 +21,7 @@ import pytest
 from conftest import ROOT
 
 RUNTIME = {"polars", "pandera", "pydantic", "httpx", "openpyxl", "fastexcel", "click", "rich",
-           "jinja2",
-           "charset-normalizer"}
+           "jinja2", "charset-normalizer"}
 WEB_EXTRA = {"starlette", "uvicorn", "python-multipart"}
 """`invsync serve` and the sandbox store: the extra `invsync[web]`."""
 DEV_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "xlsxwriter", "psutil",
