@@ -33,11 +33,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-WORKERS ?= auto
+# Two workers a core: most tests wait on a child process or a socket, not on the CPU.
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 * (os.cpu_count() or 1))')
 FAST = not integration and not browser and not package
 
-test: install ## Every test, in parallel (WORKERS=auto; property tests derandomized)
-	$(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider
+test: install ## Every test, in parallel (WORKERS=2 a core; property tests derandomized)
+	$(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider --durations=25
 
 test-fast: install ## The in-process tests only (no sandbox, CLI, browser or wheel): under a minute
 	INVSYNC_TIER=fast $(BIN)/python -m pytest -n $(WORKERS) -p no:cacheprovider -q -m "$(FAST)"
