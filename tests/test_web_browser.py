@@ -178,7 +178,7 @@ def test_forged_cross_site_form_changes_nothing(
 
 def test_a_cli_run_holding_the_lock_makes_the_page_wait(
         sandbox_factory: Callable[..., SandboxProcess], browser: Any, tmp_path: Path) -> None:
-    slow = sandbox_factory("--latency-ms", "700")
+    slow = sandbox_factory()
     env = env_for(slow, tmp_path)
     with serve_process(slow, tmp_path) as srv:
         mine = write_csv(tmp_path / "mine.csv", ["sku", "quantity"], [["POSTER-1755", 11]])
@@ -186,6 +186,7 @@ def test_a_cli_run_holding_the_lock_makes_the_page_wait(
         by_id(browser, "file").send_keys(str(mine))
         by_id(browser, "upload").click()
         wait_page(browser, lambda: "Nothing has been sent yet" in text_of(browser))
+        slow.set_faults(latency_ms=700)  # slow from here on: the CLI run holds the lock long
         # A long CLI run (other items, many small batches, one at a time) takes the lock.
         catalog = [line.split(",")[0] for line in
                    (ROOT / "sample_data" / "catalog.csv").read_text().splitlines()[1:]]

@@ -173,7 +173,7 @@ def test_apply_waits_while_a_cli_run_holds_the_lock(
     from invsync.surfaces.web.app import Options, create_app
     from invsync.surfaces.web.auth import Accounts
 
-    slow = sandbox_factory("--latency-ms", "1500")
+    slow = sandbox_factory()
     s = make_settings(slow, tmp_path)
     Accounts(s.state_dir).add_user("merchant", PASSWORD)
     with TestClient(create_app(s, Options()), base_url="http://testserver") as web:
@@ -181,6 +181,7 @@ def test_apply_waits_while_a_cli_run_holds_the_lock(
         created = api_upload(web, data=b"sku,quantity\nPOSTER-1755,11\n")
         assert created.status_code == 201, created.text
         upload_id = created.json()["upload_id"]
+        slow.set_faults(latency_ms=1500)  # slow from here on: the CLI run holds the lock long
         big = write_csv(tmp_path / "big.csv", ["sku", "quantity"],
                         [["TOWEL-907-NAVY-SHEET", 3], ["TOWEL-907-BURG-BATH", 4]])
         cli = subprocess.Popen(
@@ -220,13 +221,14 @@ def test_server_killed_mid_apply_never_says_the_file_was_not_used(
     """A server killed while the store was applying the upload came back saying "This file
     could not be used." with `not_sent` counts and "see its run in the history" (there was
     none), though the store had in fact applied the changes."""
-    slow = sandbox_factory("--latency-ms", "4000")
+    slow = sandbox_factory()
     with serve_process(slow, tmp_path) as srv:
         http = _signed_in(srv.url)
         created = http.post("/api/uploads", files={"file": ("kill.csv", b"sku,quantity\n"
                                                    b"POSTER-1755,41\n", "text/csv")},
                             headers={"X-CSRF-Token": _csrf(http)})
         upload_id = created.json()["upload_id"]
+        slow.set_faults(latency_ms=4000)  # slow from the apply on: the PUT is long in flight
         assert http.post(f"/api/uploads/{upload_id}/apply",
                          headers={"X-CSRF-Token": _csrf(http)}).status_code == 202
         wait_for(lambda: _put_sent(slow), every=0.05, message="the apply never reached the store")
@@ -234,6 +236,7 @@ def test_server_killed_mid_apply_never_says_the_file_was_not_used(
         srv.process.wait(timeout=10)
     wait_for(lambda: slow.levels().get((1, "POSTER-1755")) == 41, timeout=30, every=0.2,
              message="the store never applied the in-flight PUT")
+    slow.set_faults(latency_ms=0)
     with serve_process(slow, tmp_path) as srv:
         http = _signed_in(srv.url)
         body = http.get(f"/api/uploads/{upload_id}").json()
@@ -260,13 +263,14 @@ def test_ctrl_c_of_serve_lets_an_apply_in_progress_finish(
     """Ctrl-C of `invsync serve` while an upload was being applied exited at once, killing
     the apply mid-request (no report, the upload left "applying"). The server now lets it
     finish (for up to a minute; a second Ctrl-C stops waiting) and says so on stderr."""
-    slow = sandbox_factory("--latency-ms", "2500")
+    slow = sandbox_factory()
     with serve_process(slow, tmp_path) as srv:
         http = _signed_in(srv.url)
         created = http.post("/api/uploads", files={"file": ("c.csv", b"sku,quantity\n"
                                                    b"POSTER-1755,61\n", "text/csv")},
                             headers={"X-CSRF-Token": _csrf(http)})
         upload_id = created.json()["upload_id"]
+        slow.set_faults(latency_ms=2500)  # slow from the apply on
         assert http.post(f"/api/uploads/{upload_id}/apply",
                          headers={"X-CSRF-Token": _csrf(http)}).status_code == 202
         http.close()

@@ -35,6 +35,15 @@ class SandboxProcess:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
+    def set_faults(self, **faults: Any) -> Any:
+        """Change fault settings while running (``POST /_sandbox/faults``), e.g.
+        ``set_faults(latency_ms=4000)``; the settings now in force."""
+        req = urllib.request.Request(self.url + "/_sandbox/faults", method="POST",
+                                     data=json.dumps(faults).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
     def reset(self) -> None:
         """Put the store back to how the process started (``POST /_sandbox/reset?all=1``):
         no levels, orders or logged requests, the startup fault settings."""
