@@ -52,7 +52,7 @@ def _outcome(table: object) -> tuple[list[tuple[object, ...]], list[tuple[object
     return checked.valid.rows(), checked.rejected.rows()
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 def test_untrimmed_columns_validate_as_trimmed_ones(seed: int) -> None:
     """Whatever the file, skipping the trim of the columns ingest calls trimmed changes no
     valid row and no rejection: the flag is only set when trimming would change nothing."""
