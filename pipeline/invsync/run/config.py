@@ -88,6 +88,28 @@ def _lag_duration(value: Any) -> str | float:
     return _positive_duration(value)
 
 
+def _between(low: int, high: int | None) -> Callable[[int], int]:
+    """A check that a whole number (already typed strictly) is in range, so a wrong type
+    still reads "must be a whole number" and a wrong size says the range."""
+    allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be a whole number {allowed}")
+        return value
+    return check
+
+
+def _encoding(value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(_no_nul(value))
+    except LookupError:
+        raise ValueError('must be a text encoding such as "utf-8" or "windows-1250"') from None
+    return value
+
+
 DURATION_PHRASE = 'must be a positive duration such as "7d", "12h" or "30m"'
 Text = Annotated[str, AfterValidator(_no_nul)]
 Duration = Annotated[str | float, PlainValidator(_positive_duration)]
@@ -234,14 +256,14 @@ class FileKeys(Table):
     store_hash: Text | None = None
     access_token: Text | None = None
     api_url: Text | None = None
-    location_id: int | None = None
+    location_id: Annotated[int, AfterValidator(_between(1, None))] | None = None
     reason: Text | None = None
     state_dir: Text | None = None
     report_dir: Text | None = None
-    batch_size: int | None = None
-    concurrency: int | None = None
+    batch_size: Annotated[int, AfterValidator(_between(1, MAX_ITEMS_PER_REQUEST))] | None = None
+    concurrency: Annotated[int, AfterValidator(_between(1, 32))] | None = None
     sheet: Text | None = None
-    encoding: Text | None = None
+    encoding: Annotated[str, AfterValidator(_encoding)] | None = None
     header_row: Annotated[int, Field(ge=1)] | None = key("a row number, 1 or more")
     columns: dict[Text, Text] | None = None
     duplicates: Literal[DUPLICATE_POLICIES] | None = None  # type: ignore[valid-type]
@@ -720,7 +742,7 @@ def read_config(config_path: Path | None, profile: str | None = None
         why = getattr(exc, "strerror", None) or one_line_error(exc)
         if isinstance(exc, tomllib.TOMLDecodeError):
             raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
-        raise UsageError(f"cannot read config file {config_path!r}: {why}") from None
+        raise UsageError(f"cannot read config file {config_path}: {why}") from None
     _validated(ConfigFile, cfg, config_path, partial=True)
     profiles = cfg.pop("profiles", None) or {}
     own: frozenset[str] = frozenset()
