@@ -91,3 +91,15 @@ def test_odd_config_file_is_named_plainly(tmp_path: Path, kind: str) -> None:
     assert f"config file {config}" in out, out
     assert "PosixPath" not in out and "Traceback" not in out, out
     assert SECRET not in out
+
+
+def test_unknown_column_target_in_config_refused_before_any_run(tmp_path: Path) -> None:
+    """Found: `[columns] "Bestand" = "qty"` started a run (a failed run folder) and the
+    message named neither the config file nor the key."""
+    config = tmp_path / "invsync.toml"
+    config.write_text('[columns]\n"Artikel" = "sku"\n"Bestand" = "qty"\n')
+    code, out = _plan_with(tmp_path, config)
+    assert code == 64, out
+    assert f"config file {config}" in out and "columns.Bestand" in out, out
+    runs = tmp_path / "state" / "invsync" / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), out

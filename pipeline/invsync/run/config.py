@@ -100,6 +100,14 @@ def _between(low: int, high: int | None) -> Callable[[int], int]:
     return check
 
 
+def _column_target(value: str) -> str:
+    from invsync.stages.ingest.columns import CANONICAL
+
+    if value not in (*CANONICAL, "ignore"):
+        raise ValueError(f"must be one of {', '.join(CANONICAL)} or ignore")
+    return value
+
+
 def _encoding(value: str) -> str:
     import codecs
 
@@ -265,7 +273,7 @@ class FileKeys(Table):
     sheet: Text | None = None
     encoding: Annotated[str, AfterValidator(_encoding)] | None = None
     header_row: Annotated[int, Field(ge=1)] | None = key("a row number, 1 or more")
-    columns: dict[Text, Text] | None = None
+    columns: dict[Text, Annotated[str, AfterValidator(_column_target)]] | None = None
     duplicates: Literal[DUPLICATE_POLICIES] | None = None  # type: ignore[valid-type]
     quantity: QuantitySection | None = None
     retry: RetrySection | None = None
