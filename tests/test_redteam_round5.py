@@ -103,3 +103,17 @@ def test_unknown_column_target_in_config_refused_before_any_run(tmp_path: Path) 
     assert f"config file {config}" in out and "columns.Bestand" in out, out
     runs = tmp_path / "state" / "invsync" / "runs"
     assert not runs.exists() or not any(runs.iterdir()), out
+
+
+@pytest.mark.parametrize("value", ['"yesterday"', "1979-05-27T07:32:00", '"2026-12-06T02:00"'])
+def test_bad_as_of_in_config_refused_before_any_run(tmp_path: Path, value: str) -> None:
+    """Found: `as_of = "yesterday"` (or a time without an offset) started a run and was
+    blamed on `--as-of`, a flag the operator never passed."""
+    config = tmp_path / "invsync.toml"
+    config.write_text(f"as_of = {value}\n")
+    code, out = _plan_with(tmp_path, config)
+    assert code == 64, out
+    assert f"config file {config}" in out and "as_of" in out, out
+    assert "--as-of" not in out, out
+    runs = tmp_path / "state" / "invsync" / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), out

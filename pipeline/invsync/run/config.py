@@ -179,11 +179,23 @@ def _time_text(value: Any) -> str:
     """``as_of``: text (``"mtime"``, ISO 8601) or a TOML date-time, kept as text."""
     import datetime
 
+    allowed = ('must be "mtime" or a time with its offset (ISO 8601, such as '
+               '2026-12-06T02:00:00+01:00)')
     if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if not isinstance(value, str):
-        raise ValueError('must be "mtime" or a time with its offset (ISO 8601)')
-    return _no_nul(value)
+        when: datetime.datetime | None = value
+    elif isinstance(value, str) and value.strip().lower() == "mtime":
+        return value
+    elif isinstance(value, str):
+        try:  # the same reading as invsync.run.as_of, so a bad time is refused before a run
+            when = datetime.datetime.fromisoformat(
+                _no_nul(value).strip().replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    else:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(allowed)
+    return value.isoformat() if isinstance(value, datetime.datetime) else value
 
 
 # Plain validators where a key takes one of two shapes: one message, no union member names.
