@@ -117,3 +117,26 @@ def test_bad_as_of_in_config_refused_before_any_run(tmp_path: Path, value: str) 
     assert "--as-of" not in out, out
     runs = tmp_path / "state" / "invsync" / "runs"
     assert not runs.exists() or not any(runs.iterdir()), out
+
+
+def test_endless_config_file_is_refused_not_read_into_memory(tmp_path: Path) -> None:
+    """Found: `--config /dev/zero` read until memory ran out (`unexpected error:
+    MemoryError`, exit 2, or the machine swapping). A 64 MiB sparse file stands in for it
+    here, so this test stays cheap even where the fix is missing."""
+    config = tmp_path / "huge.toml"
+    with config.open("wb") as handle:
+        handle.truncate(64 << 20)
+    code, out = _plan_with(tmp_path, config)
+    assert code == 64, out
+    assert f"config file {config} is larger than" in out, out
+    assert "MemoryError" not in out and "Traceback" not in out, out
+
+
+def test_utf16_config_file_says_what_to_do(tmp_path: Path) -> None:
+    """Found: a config saved as UTF-16 (Notepad) got a codec dump: `'utf-8' codec can't
+    decode byte 0xff in position 0`."""
+    config = tmp_path / "invsync.toml"
+    config.write_bytes('reason = "x"\n'.encode("utf-16"))
+    code, out = _plan_with(tmp_path, config)
+    assert code == 64, out
+    assert f"config file {config} is not UTF-8" in out and "codec" not in out, out

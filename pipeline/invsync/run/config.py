@@ -737,6 +737,19 @@ def _validated(model: type[BaseModel], values: Any, where: Path, *, partial: boo
         raise usage_error_from(exc, model, file=where) from None
 
 
+MAX_CONFIG_BYTES = 4 << 20
+"""A config file larger than this is refused (``--config /dev/zero`` must not eat memory)."""
+
+
+def _config_text(path: Path) -> str:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: "
+                         f"is it the config file?")
+    return data.decode("utf-8")
+
+
 def read_config(config_path: Path | None, profile: str | None = None
                 ) -> tuple[Path | None, str | None, dict[str, Any], frozenset[str]]:
     """The config file (``--config``, else ``$INVSYNC_CONFIG``) with one profile applied.
@@ -757,11 +770,14 @@ def read_config(config_path: Path | None, profile: str | None = None
         return None, None, {}, frozenset()
     config_path = Path(config_path)
     try:
-        cfg = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        cfg = tomllib.loads(_config_text(config_path))
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         why = getattr(exc, "strerror", None) or one_line_error(exc)
         if isinstance(exc, tomllib.TOMLDecodeError):
             raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
+        if isinstance(exc, UnicodeDecodeError):
+            raise UsageError(f"config file {config_path} is not UTF-8 text (a TOML file is "
+                             f"UTF-8): save it as UTF-8") from None
         raise UsageError(f"cannot read config file {config_path}: {why}") from None
     _validated(ConfigFile, cfg, config_path, partial=True)
     profiles = cfg.pop("profiles", None) or {}
