@@ -140,3 +140,15 @@ def test_utf16_config_file_says_what_to_do(tmp_path: Path) -> None:
     code, out = _plan_with(tmp_path, config)
     assert code == 64, out
     assert f"config file {config} is not UTF-8" in out and "codec" not in out, out
+
+
+@pytest.mark.parametrize("value", ["[" * 50000 + "]" * 50000, "{a=" * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_config_is_a_config_error(tmp_path: Path, value: str) -> None:
+    """Found: a config nesting lists or inline tables thousands deep ended in
+    `unexpected error: RecursionError` (exit 2) instead of naming the file (exit 64)."""
+    config = tmp_path / "invsync.toml"
+    config.write_text(f"reason = {value}\n")
+    code, out = _plan_with(tmp_path, config)
+    assert code == 64, out
+    assert f"config file {config} is not valid TOML" in out, out
+    assert "RecursionError" not in out and "Traceback" not in out, out

@@ -771,6 +771,9 @@ def read_config(config_path: Path | None, profile: str | None = None
     config_path = Path(config_path)
     try:
         cfg = tomllib.loads(_config_text(config_path))
+    except RecursionError:
+        raise UsageError(f"config file {config_path} is not valid TOML: its lists or "
+                         f"tables are nested too deeply") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         why = getattr(exc, "strerror", None) or one_line_error(exc)
         if isinstance(exc, tomllib.TOMLDecodeError):
