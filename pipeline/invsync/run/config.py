@@ -88,6 +88,36 @@ def _lag_duration(value: Any) -> str | float:
     return _positive_duration(value)
 
 
+def _between(low: int, high: int | None) -> Callable[[int], int]:
+    """A check that a whole number (already typed strictly) is in range, so a wrong type
+    still reads "must be a whole number" and a wrong size says the range."""
+    allowed = f"from {low} to {high}" if high is not None else f"{low} or more"
+
+    def check(value: int) -> int:
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be a whole number {allowed}")
+        return value
+    return check
+
+
+def _column_target(value: str) -> str:
+    from invsync.stages.ingest.columns import CANONICAL
+
+    if value not in (*CANONICAL, "ignore"):
+        raise ValueError(f"must be one of {', '.join(CANONICAL)} or ignore")
+    return value
+
+
+def _encoding(value: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(_no_nul(value))
+    except LookupError:
+        raise ValueError('must be a text encoding such as "utf-8" or "windows-1250"') from None
+    return value
+
+
 DURATION_PHRASE = 'must be a positive duration such as "7d", "12h" or "30m"'
 Text = Annotated[str, AfterValidator(_no_nul)]
 Duration = Annotated[str | float, PlainValidator(_positive_duration)]
@@ -149,11 +179,23 @@ def _time_text(value: Any) -> str:
     """``as_of``: text (``"mtime"``, ISO 8601) or a TOML date-time, kept as text."""
     import datetime
 
+    allowed = ('must be "mtime" or a time with its offset (ISO 8601, such as '
+               '2026-12-06T02:00:00+01:00)')
     if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if not isinstance(value, str):
-        raise ValueError('must be "mtime" or a time with its offset (ISO 8601)')
-    return _no_nul(value)
+        when: datetime.datetime | None = value
+    elif isinstance(value, str) and value.strip().lower() == "mtime":
+        return value
+    elif isinstance(value, str):
+        try:  # the same reading as invsync.run.as_of, so a bad time is refused before a run
+            when = datetime.datetime.fromisoformat(
+                _no_nul(value).strip().replace("z", "Z").replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    else:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(allowed)
+    return value.isoformat() if isinstance(value, datetime.datetime) else value
 
 
 # Plain validators where a key takes one of two shapes: one message, no union member names.
@@ -234,16 +276,16 @@ class FileKeys(Table):
     store_hash: Text | None = None
     access_token: Text | None = None
     api_url: Text | None = None
-    location_id: int | None = None
+    location_id: Annotated[int, AfterValidator(_between(1, None))] | None = None
     reason: Text | None = None
     state_dir: Text | None = None
     report_dir: Text | None = None
-    batch_size: int | None = None
-    concurrency: int | None = None
+    batch_size: Annotated[int, AfterValidator(_between(1, MAX_ITEMS_PER_REQUEST))] | None = None
+    concurrency: Annotated[int, AfterValidator(_between(1, 32))] | None = None
     sheet: Text | None = None
-    encoding: Text | None = None
+    encoding: Annotated[str, AfterValidator(_encoding)] | None = None
     header_row: Annotated[int, Field(ge=1)] | None = key("a row number, 1 or more")
-    columns: dict[Text, Text] | None = None
+    columns: dict[Text, Annotated[str, AfterValidator(_column_target)]] | None = None
     duplicates: Literal[DUPLICATE_POLICIES] | None = None  # type: ignore[valid-type]
     quantity: QuantitySection | None = None
     retry: RetrySection | None = None
@@ -695,6 +737,19 @@ def _validated(model: type[BaseModel], values: Any, where: Path, *, partial: boo
         raise usage_error_from(exc, model, file=where) from None
 
 
+MAX_CONFIG_BYTES = 4 << 20
+"""A config file larger than this is refused (``--config /dev/zero`` must not eat memory)."""
+
+
+def _config_text(path: Path) -> str:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: "
+                         f"is it the config file?")
+    return data.decode("utf-8")
+
+
 def read_config(config_path: Path | None, profile: str | None = None
                 ) -> tuple[Path | None, str | None, dict[str, Any], frozenset[str]]:
     """The config file (``--config``, else ``$INVSYNC_CONFIG``) with one profile applied.
@@ -715,12 +770,18 @@ def read_config(config_path: Path | None, profile: str | None = None
         return None, None, {}, frozenset()
     config_path = Path(config_path)
     try:
-        cfg = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        cfg = tomllib.loads(_config_text(config_path))
+    except RecursionError:
+        raise UsageError(f"config file {config_path} is not valid TOML: its lists or "
+                         f"tables are nested too deeply") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         why = getattr(exc, "strerror", None) or one_line_error(exc)
         if isinstance(exc, tomllib.TOMLDecodeError):
             raise UsageError(f"config file {config_path} is not valid TOML: {exc}") from None
-        raise UsageError(f"cannot read config file {config_path!r}: {why}") from None
+        if isinstance(exc, UnicodeDecodeError):
+            raise UsageError(f"config file {config_path} is not UTF-8 text (a TOML file is "
+                             f"UTF-8): save it as UTF-8") from None
+        raise UsageError(f"cannot read config file {config_path}: {why}") from None
     _validated(ConfigFile, cfg, config_path, partial=True)
     profiles = cfg.pop("profiles", None) or {}
     own: frozenset[str] = frozenset()
