@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import run_invsync, write_csv
 
-from tests.conftest import run_invsync, write_csv
+from invsync.errors import UsageError
+from invsync.run.config import Settings
 
 SECRET = "SEKRIT-do-not-print"
 
@@ -152,3 +154,19 @@ def test_deeply_nested_config_is_a_config_error(tmp_path: Path, value: str) -> N
     assert code == 64, out
     assert f"config file {config} is not valid TOML" in out, out
     assert "RecursionError" not in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(("key", "value"), [("location_id", True), ("batch_size", "10"),
+                                            ("dry_run", "yes"), ("baseline", 1),
+                                            ("state_dir", 5)])
+def test_library_overrides_of_the_wrong_type_are_refused(key: str, value: object) -> None:
+    """`Settings.from_config(location_id=True)` ran against location 1 and
+    `batch_size="10"` became 10: a library caller's slip is refused as a config file's is."""
+    with pytest.raises(UsageError, match=f"{key} must be"):
+        Settings.from_config(None, **{key: value})
+
+
+def test_library_overrides_of_the_right_type_still_work(tmp_path: Path) -> None:
+    s = Settings.from_config(None, location_id=2, batch_size=10, dry_run=True,
+                             state_dir=tmp_path, baseline="snapshot")
+    assert (s.location_id, s.batch_size, s.dry_run, s.baseline) == (2, 10, True, "snapshot")

@@ -636,6 +636,8 @@ class Settings:
                     f"config file" if secret else "")
             raise UsageError(f"Settings.from_config: unknown setting(s) {', '.join(unknown)} "
                              f"(known: {', '.join(sorted(OVERRIDES))}){hint}")
+        for key, value in overrides.items():
+            _check_override_type(key, value)
         return load_settings(Path(path) if path is not None else None,
                              {**overrides, "profile": profile})
 
@@ -727,6 +729,26 @@ OVERRIDES = frozenset({
     "zero_missing", "baseline", "allow_empty", "allow_shrink", "allow_zeroing", "wait_lock",
     "source", "store_id", "as_of"})
 """What :meth:`Settings.from_config` takes as overrides: the sync command's flags, by name."""
+
+
+def _check_override_type(key: str, value: Any) -> None:
+    """A library override of the wrong type is refused as a config value would be
+    (``location_id=True`` is not location 1, ``batch_size="10"`` not 10)."""
+    if value is None:
+        return
+    kind = str(next((f.type for f in fields(Settings) if f.name == key), ""))
+    if kind == "bool":
+        ok, what = isinstance(value, bool), "true or false"
+    elif kind == "int" or kind.startswith("Annotated[int"):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif kind.startswith("str") or kind.startswith("Annotated[str"):
+        ok, what = isinstance(value, str), "text"
+    elif kind.startswith("Path"):
+        ok, what = isinstance(value, (str, os.PathLike)), "a path"
+    else:
+        return
+    if not ok:
+        raise UsageError(f"Settings.from_config: {key} must be {what}, not {value!r}")
 
 
 def _validated(model: type[BaseModel], values: Any, where: Path, *, partial: bool = False
