@@ -36,7 +36,8 @@ from pydantic import (
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import core_schema
 
-from invsync.errors import UsageError, usage_error_from
+from invsync.config_errors import usage_error_from
+from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
 from invsync.sources.spec import SourceTable

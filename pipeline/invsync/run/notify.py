@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from invsync.errors import UsageError, usage_error_from
+from invsync.config_errors import usage_error_from
+from invsync.errors import UsageError
 from invsync.run.config import DEFAULT_ON, EVENTS, NotifySection
 from invsync.stages.report import RunReport, summary_line
 from invsync.store.limits import RetryPolicy

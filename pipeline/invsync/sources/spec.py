@@ -321,7 +321,7 @@ def check_source_table(name: str, table: Any) -> SourceTable:
     names the key (never a secret's value)."""
     from pydantic import ValidationError
 
-    from invsync.errors import usage_error_from
+    from invsync.config_errors import usage_error_from
 
     try:
         return SourceTable.model_validate(table)
