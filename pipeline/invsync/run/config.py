@@ -372,6 +372,15 @@ def _value(key: str, convert: Callable[[Any], Any] = lambda v: v) -> Loader:
     return load
 
 
+def _load_as_of(src: _Sources) -> Any:
+    """``--as-of`` as given (invsync.run.as_of reads it and refuses it naming the flag),
+    else the file's ``as_of`` (checked with the file, a TOML date-time made text)."""
+    if src.overrides.get("as_of") is not None:
+        return src.overrides["as_of"]
+    value = src.pick("as_of")
+    return _UNSET if value is None else _time_text(value)
+
+
 def _path(value: Any) -> Path:
     return Path(value).expanduser()
 
@@ -616,7 +625,7 @@ class Settings:
 
     # ---- as-of time (orders sold since the file was made: docs/orders.md) ----
     as_of: str | None = field(default=None, metadata=meta(
-        file="as_of", public="as_of", resume=True, load=_value("as_of", _time_text)))
+        file="as_of", public="as_of", resume=True, load=_load_as_of))
     """``--as-of``: when the file's levels were true (ISO 8601 with an offset, or ``mtime``
     for the file's modification time); orders placed since are subtracted."""
     max_as_of_age_s: float = field(default=48 * 3600.0, metadata=meta(
