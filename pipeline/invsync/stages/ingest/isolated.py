@@ -82,7 +82,10 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
         result = _read_isolated(path, sheet, out, shown or path, meanwhile)
         if "refused" in result:
             raise InputFileError(str(shown or path), str(result["refused"]))
-        frame = pl.read_ipc(io.BytesIO(out.read_bytes()))
+        # Read where it lies (no copy of the file's bytes first); elsewhere than Linux the
+        # file must not be held open when its folder is removed.
+        frame = pl.read_ipc(out) if sys.platform.startswith("linux") else \
+            pl.read_ipc(io.BytesIO(out.read_bytes()))
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
 
 

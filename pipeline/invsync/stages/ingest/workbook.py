@@ -25,7 +25,7 @@ from invsync.stages.ingest.xls import (
     recode,
 )
 from invsync.stages.ingest.xlsb import xlsb_error_cells
-from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells
+from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells, may_hold_nul
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
@@ -64,8 +64,10 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     import polars as pl
 
     frame = loaded.frame if foreign is None else recode(loaded.frame, foreign[1])
-    frame = _booleans(_utf16_cells(frame.with_row_index(ROW, offset=1)
-                                   .with_columns(pl.col(ROW).cast(pl.Int64))))
+    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    if scan is None or may_hold_nul(path, index):  # (a NUL is looked for in every cell)
+        frame = _utf16_cells(frame)
+    frame = _booleans(frame)
     if opendocument:
         frame, found = place(frame, ods_cells(path, index))
     else:
@@ -73,10 +75,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
     frame = set_cells(frame, errors)
-    # The first rows holding anything: where the header is looked for (not a copy of all).
-    filled = frame.lazy().filter(pl.any_horizontal(
-        pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
-    ).head(HEADER_SEARCH_ROWS).collect()
+    filled = _first_filled(frame, cells)
     if filled.height == 0:
         raise InputFileError(str(path), _empty_sheet(names, index))
     if header_row is not None:
@@ -98,6 +97,26 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
                     header_row=at + 1, notes=notes, sheets=tuple(names))
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
+
+
+_TOP_ROWS = 1000
+"""Rows looked at first for the rows holding anything (most sheets fill their first rows)."""
+
+
+def _first_filled(frame: pl.DataFrame, cells: list[str]) -> pl.DataFrame:
+    """The first :data:`HEADER_SEARCH_ROWS` rows holding anything, where the header is
+    looked for: searched for in the top rows, the whole sheet only when they hold fewer."""
+    import polars as pl
+
+    def first(part: pl.DataFrame) -> pl.DataFrame:
+        return part.lazy().filter(pl.any_horizontal(
+            pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
+        ).head(HEADER_SEARCH_ROWS).collect()
+
+    top = first(frame.head(_TOP_ROWS))
+    if top.height >= HEADER_SEARCH_ROWS or frame.height <= _TOP_ROWS:
+        return top
+    return first(frame)
 
 
 def _refuse_other_formats(path: Path) -> None:

@@ -142,8 +142,18 @@ class SheetFacts:
     """It may hold an error cell (``t="e"``)."""
 
 
-_FACTS: dict[tuple[str, int, int], dict[str, SheetFacts]] = {}
-"""Facts of the workbooks scanned lately, by (path, size, modification time), by part."""
+@dataclass(frozen=True)
+class WorkbookFacts:
+    """What one byte pass over a workbook found: of each worksheet part, and of all."""
+
+    sheets: dict[str, SheetFacts]
+    nul: bool
+    """An XML part may hold a NUL character (the byte, an ``_x0000_`` escape or a character
+    reference), which only then is looked for in every cell read."""
+
+
+_FACTS: dict[tuple[str, int, int], WorkbookFacts] = {}
+"""Facts of the workbooks scanned lately, by (path, size, modification time)."""
 _FACTS_KEPT = 8
 
 
@@ -198,22 +208,25 @@ class WorkbookScan:
     def _walk(self) -> Iterator[None]:
         seen = [0]
         facts: dict[str, SheetFacts] = {}
+        nul = [False]
         with zipfile.ZipFile(self.path) as zf:
             for m in zf.infolist():
                 with zf.open(m) as fh:
-                    found = yield from self._part(m.filename, fh, seen)
+                    found = yield from self._part(m.filename, fh, seen, nul)
                 if found is not None:
                     facts[m.filename] = found
         key = _file_key(self.path)
         if key is not None:
             while len(_FACTS) >= _FACTS_KEPT:
                 del _FACTS[next(iter(_FACTS))]
-            _FACTS[key] = facts
+            _FACTS[key] = WorkbookFacts(sheets=facts, nul=nul[0])
 
-    def _part(self, name: str, fh: IO[bytes], seen: list[int]
+    def _part(self, name: str, fh: IO[bytes], seen: list[int], nul: list[bool]
               ) -> Generator[None, None, SheetFacts | None]:
-        """Scan one part, a chunk per step; its facts when it is a worksheet."""
+        """Scan one part, a chunk per step; its facts when it is a worksheet (``nul[0]``
+        set when an XML part may hold a NUL)."""
         sheet = name.startswith("xl/worksheets/") and name.endswith(".xml")
+        xml = name.endswith(".xml")
         formula = error = False
         tail = b""
         first = True
@@ -230,15 +243,20 @@ class WorkbookScan:
             if seen[0] > MAX_XLSX_UNCOMPRESSED:
                 raise _bomb(self.path, f"the workbook unpacks to more than "
                                        f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
+            window = tail + chunk
             if sheet:
-                window = tail + chunk
                 formula = formula or _formula_in(window)
                 error = error or _error_in(window)
-                tail = chunk[-64:]  # a tag split between two chunks
+            if xml and not nul[0]:
+                nul[0] = any(n in window for n in _NUL_NEEDLES)
+            tail = chunk[-64:]  # a tag split between two chunks
             yield
         return SheetFacts(formula=formula, error=error) if sheet else None
 
 
+_NUL_NEEDLES = (b"\x00", b"_x0000_", b"_X0000_", b"&#0", b"&#x0", b"&#X0")
+"""What may stand for a NUL in an XML part (a reference ``&#x0A;`` is a false alarm:
+the cells are then only checked)."""
 _TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
 _FEW = 64
 """Up to this many occurrences of a letter, each is looked at (counting and finding one
@@ -295,9 +313,24 @@ def _sheet_may_hold(path: Path, zf: zipfile.ZipFile, index: int, what: str,
     facts = _FACTS.get(key) if key is not None else None
     if facts is not None:
         member = _sheet_member(zf, index)
-        if member in facts:
-            return bool(getattr(facts[member], what))
+        if member in facts.sheets:
+            return bool(getattr(facts.sheets[member], what))
     return _may_hold(zf, index, needle)
+
+
+def may_hold_nul(path: Path, index: int) -> bool:
+    """Whether sheet ``index`` of the zipped workbook ``path`` may hold a NUL character, by
+    the scan made of it (True when there was none, or the sheet is not an XML worksheet)."""
+    key = _file_key(path)
+    facts = _FACTS.get(key) if key is not None else None
+    if facts is None or facts.nul:
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _sheet_member(zf, index) not in facts.sheets
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError,
+            ElementTree.ParseError):
+        return True
 
 
 def _bomb(path: Path, why: str) -> InputFileError:
