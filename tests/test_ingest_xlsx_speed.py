@@ -5,9 +5,11 @@ and the text read stays what it was."""
 from __future__ import annotations
 
 import io
+import random
 import zipfile
 from pathlib import Path
 
+import pytest
 import xlsxwriter
 
 from invsync.stages.ingest import read_stock_file, xlsx
@@ -80,3 +82,15 @@ def test_a_header_far_below_a_title_and_blank_rows_is_still_found(tmp_path: Path
     assert table.rows == 28
     assert table.frame.rows()[0][:2] == ("SKU-1502", "1502")
     assert any("row 1502" in note for note in table.notes)
+
+
+_PIECES = [b"_", b"&", b"#", b"0", b"x", b"X", b"_x0000_", b"&#0", b"&#x", b"&#X", b"_x00",
+           b"<t>", b"a", b"&amp;", b"\x00", b"00_"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_nul_search_never_misses_a_needle(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        buf = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 300)))
+        assert xlsx._nul_in(buf) == any(n in buf for n in xlsx._NUL_NEEDLES), buf

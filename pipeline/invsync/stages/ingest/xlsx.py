@@ -248,15 +248,32 @@ class WorkbookScan:
                 formula = formula or _formula_in(window)
                 error = error or _error_in(window)
             if xml and not nul[0]:
-                nul[0] = any(n in window for n in _NUL_NEEDLES)
+                nul[0] = _nul_in(window)
             tail = chunk[-64:]  # a tag split between two chunks
             yield
         return SheetFacts(formula=formula, error=error) if sheet else None
 
 
-_NUL_NEEDLES = (b"\x00", b"_x0000_", b"_X0000_", b"&#0", b"&#x0", b"&#X0")
-"""What may stand for a NUL in an XML part (a reference ``&#x0A;`` is a false alarm:
-the cells are then only checked)."""
+_NUL_NEEDLES = (b"\x00", b"_x0000_", b"_X0000_", b"&#0", b"&#x", b"&#X")
+"""What may stand for a NUL in an XML part (a reference such as ``&#x0A;`` is a false
+alarm: the cells are then only checked)."""
+
+
+def _nul_in(buf: bytes) -> bool:
+    """Whether ``buf`` holds one of :data:`_NUL_NEEDLES`: each ``_`` and ``&`` looked at (a
+    one-byte search runs at memory speed), past :data:`_FEW` of them a search per needle."""
+    if b"\x00" in buf:
+        return True
+    for lead, width in ((b"_", 7), (b"&", 3)):
+        at, tries = buf.find(lead), 0
+        while at != -1:
+            if buf[at:at + width] in _NUL_NEEDLES:
+                return True
+            tries += 1
+            if tries > _FEW:
+                return any(n in buf for n in _NUL_NEEDLES if n.startswith(lead))
+            at = buf.find(lead, at + 1)
+    return False
 _TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
 _FEW = 64
 """Up to this many occurrences of a letter, each is looked at (counting and finding one
