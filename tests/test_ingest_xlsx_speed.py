@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import xlsxwriter
 
-from invsync.stages.ingest import read_stock_file, xlsx
+from invsync.stages.ingest import isolated, read_stock_file, xlsx
 
 
 def workbook_with(path: Path, sku_xml: bytes, *, rows: int = 1) -> Path:
@@ -94,3 +94,37 @@ def test_the_nul_search_never_misses_a_needle(seed: int) -> None:
     for _ in range(300):
         buf = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 300)))
         assert xlsx._nul_in(buf) == any(n in buf for n in xlsx._NUL_NEEDLES), buf
+
+
+def stock_book(path: Path, rows: int) -> Path:
+    wb = xlsxwriter.Workbook(str(path))
+    ws = wb.add_worksheet("Stock")
+    ws.write_row(0, 0, ["sku", "location_id", "quantity"])
+    for r in range(1, rows + 1):
+        ws.write_row(r, 0, [f"SKU-{r}", 1, r % 50])
+    wb.close()
+    return path
+
+
+def test_a_worker_says_it_is_done_before_it_exits_and_each_read_gets_its_own_answer(
+        tmp_path: Path) -> None:
+    books = [stock_book(tmp_path / f"{n}.xlsx", n) for n in (3, 7, 11)]
+    assert read_stock_file(books[0]).rows == 3
+    spawner = isolated._SPAWNER
+    if spawner is None:
+        pytest.skip("no reader process on this platform")
+    assert spawner._status_due  # the worker's own word ended the wait, not its exit
+    assert [read_stock_file(b).rows for b in (*books[1:], books[0])] == [7, 11, 3]
+    assert isolated._SPAWNER is spawner  # no answer was taken for another's
+
+
+def test_how_the_last_worker_ended_is_taken_in_before_the_next_request(
+        tmp_path: Path) -> None:
+    book = stock_book(tmp_path / "s.xlsx", 5)
+    assert read_stock_file(book).rows == 5
+    spawner = isolated._SPAWNER
+    if spawner is None:
+        pytest.skip("no reader process on this platform")
+    spawner._settle()  # the status line of a worker already gone
+    assert not spawner._status_due
+    assert read_stock_file(book).rows == 5

@@ -207,11 +207,14 @@ class _Spawner:
         self.pid, self.to_fd, self.from_fd, self.proc = pid, to_fd, from_fd, proc
         self.owner = os.getpid()
         self._buffer = b""
+        self._status_due = False
+        """A worker said it was done; how it ended is still to come."""
 
     def read(self, path: Path, sheet: str | None, out: Path, shown: Path,
              meanwhile: Meanwhile | None) -> dict[str, Any]:
         """Have a worker read the sheet; its answer (or raise for a damaged file)."""
         request = {"path": str(path), "sheet": sheet or "", "out": str(out)}
+        self._settle()
         try:
             os.write(self.to_fd, json.dumps(request).encode() + b"\n")
         except OSError:
@@ -228,6 +231,8 @@ class _Spawner:
                 line = self._line(wait)
                 if line is not None:
                     outcome.append(line)
+                    # Said by the worker itself, its answer written, before it exits.
+                    self._status_due = "done" in line
             return bool(outcome)
 
         try:
@@ -243,9 +248,18 @@ class _Spawner:
             result: dict[str, Any] = json.loads(Path(f"{out}.json").read_text("utf-8"))
         except (OSError, ValueError):
             result = {}
-        if (outcome and outcome[0].get("status") != 0) or not result:
+        if (outcome and outcome[0].get("status", outcome[0].get("done")) != 0) or not result:
             raise InputFileError(str(shown), DAMAGED.format(why="the reader stopped on it"))
         return result
+
+    def _settle(self) -> None:
+        """Take in how the last worker ended (it said it was done a moment before), so the
+        next answer read is the next worker's."""
+        while self._status_due:
+            line = self._line(READER_SECONDS)
+            if line is None:
+                raise _SpawnerGone
+            self._status_due = "status" not in line
 
     def _line(self, wait: float) -> dict[str, Any] | None:
         """The spawner's next answer, waiting up to ``wait`` s (None: not yet); raises
@@ -438,12 +452,15 @@ def serve(requests: int, answers: int) -> NoReturn:
         os.write(answers, json.dumps({"status": status}).encode() + b"\n")
 
 
-def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, ...]) -> NoReturn:
-    """A worker: read one sheet, its answer beside the cells, and end."""
+def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, int]) -> NoReturn:
+    """A worker: read one sheet, its answer beside the cells, say so, and end."""
     code = 1
     try:
         # The spawner's pipes are not the worker's to use; nor may a file the reader
-        # opens take their numbers (anything printed would land in it).
+        # opens take their numbers (anything printed would land in it). The answers pipe
+        # is kept under another number, to say "done" on before the exit (ending a
+        # process of this size takes a few milliseconds that nobody waits for then).
+        done = os.dup(fds[1])
         null = os.open(os.devnull, os.O_RDWR)
         for fd in fds:
             os.dup2(null, fd)
@@ -451,6 +468,7 @@ def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, ...]
         _limit_self(spawner)
         Path(f"{out}.json").write_text(json.dumps(_answer(path, sheet, out)), "utf-8")
         code = 0
+        os.write(done, json.dumps({"done": 0}).encode() + b"\n")
     finally:
         os._exit(code)
 

@@ -29,6 +29,8 @@ from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cell
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
 PASSWORD = ("the workbook is password-protected: open it, save it without a password, and "
@@ -53,7 +55,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
             source.write_bytes(foreign[0])
         try:
             loaded = load_sheet(source, sheet, shown=path,
-                                meanwhile=None if scan is None else scan.step)
+                                meanwhile=_meanwhile(scan))
         except InputFileError:
             if scan is not None:
                 scan.finish()  # a bomb or a DTD is named for what it is
@@ -97,6 +99,41 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
                     header_row=at + 1, notes=notes, sheets=tuple(names))
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
+
+
+def _meanwhile(scan: WorkbookScan | None) -> Callable[[], bool]:
+    """The parent's work while the reader reads: the workbook's scan, a slice at a time,
+    then (once per process) the data frame library's first use, paid here rather than
+    when the cells arrive."""
+    def step() -> bool:
+        if scan is not None and scan.step():
+            return True
+        _warm_up()
+        return False
+
+    return step
+
+
+_WARM: list[bool] = []
+
+
+def _warm_up() -> None:
+    """Run, on a two-row frame, what is done to every sheet read (its threads started, its
+    code paths loaded), once per process."""
+    if _WARM:
+        return
+    _WARM.append(True)
+    import io
+
+    import polars as pl
+
+    buf = io.BytesIO()
+    pl.DataFrame({"a": ["x", None], "b": ["1", "true"]}).write_ipc(buf)
+    frame = pl.read_ipc(buf.getvalue()).with_row_index(ROW, offset=1).with_columns(
+        pl.col(ROW).cast(pl.Int64))
+    frame = _booleans(frame)
+    _first_filled(frame, ["a", "b"])
+    frame.select(pl.max_horizontal(pl.col("a", "b").str.len_bytes().max()))
 
 
 _TOP_ROWS = 1000
