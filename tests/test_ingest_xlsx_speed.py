@@ -5,7 +5,12 @@ and the text read stays what it was."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -13,6 +18,7 @@ import pytest
 import xlsxwriter
 
 from invsync.stages.ingest import isolated, read_stock_file, xlsx
+from tests.conftest import ROOT
 
 
 def workbook_with(path: Path, sku_xml: bytes, *, rows: int = 1) -> Path:
@@ -128,3 +134,51 @@ def test_how_the_last_worker_ended_is_taken_in_before_the_next_request(
     spawner._settle()  # the status line of a worker already gone
     assert not spawner._status_due
     assert read_stock_file(book).rows == 5
+
+
+_KILLED = """
+import sys
+from pathlib import Path
+from invsync.stages.ingest import isolated, read_stock_file
+print(read_stock_file(Path(sys.argv[1])).rows, flush=True)
+print(isolated._SPAWNER.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc, prctl")
+def test_the_worker_waiting_for_the_next_workbook_dies_with_invsync(tmp_path: Path) -> None:
+    book = stock_book(tmp_path / "s.xlsx", 5)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(book)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "5"
+        spawner = int(proc.stdout.readline())
+        deadline = time.monotonic() + 20
+        waiting: list[int] = []
+        while not waiting and time.monotonic() < deadline:
+            with open(f"/proc/{spawner}/task/{spawner}/children") as fh:
+                waiting = [int(p) for p in fh.read().split()]
+            time.sleep(0.05)
+        assert len(waiting) == 1  # one worker forked ahead, waiting for a workbook
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        while time.monotonic() < deadline and (_alive(spawner) or _alive(waiting[0])):
+            time.sleep(0.05)
+        left = [p for p in (spawner, waiting[0]) if _alive(p)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, "a reader process outlived invsync"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

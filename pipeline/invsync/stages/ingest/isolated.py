@@ -89,6 +89,16 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
 
 
+def start_reader() -> None:
+    """Start this process's reader (if it has none yet), so that its start, and the
+    worker it forks ahead, overlap the checks made before a workbook is handed to it."""
+    if _SPAWNER_LOCK.acquire(blocking=False):
+        try:
+            _spawner()
+        finally:
+            _SPAWNER_LOCK.release()
+
+
 def _read_isolated(path: Path, sheet: str | None, out: Path, shown: Path,
                    meanwhile: Meanwhile | None) -> dict[str, Any]:
     """The reader's answer, from a worker of the spawner when it can serve, else a lone child."""
@@ -424,39 +434,56 @@ def _become_spawner(parent: int) -> None:
 
 
 def serve(requests: int, answers: int) -> NoReturn:
-    """The spawner's loop: for each request line, fork a worker, say its id, then how it
-    ended. Never reads a workbook itself."""
+    """The spawner's loop: keep one worker forked ahead, waiting for the next request (so
+    neither the fork nor its start is paid when a workbook comes), then say how it ended.
+    Never reads a workbook itself, nor a request: the waiting worker takes it."""
     import fastexcel  # noqa: F401  # every import done before the first fork
     import polars  # noqa: F401
 
     from invsync.stages.ingest import workbook, xlsx  # noqa: F401
 
-    buffer = b""
     while True:
-        while b"\n" not in buffer:
-            chunk = os.read(requests, 65536)
-            if not chunk:
-                os._exit(0)
-            buffer += chunk
-        line, buffer = buffer.split(b"\n", 1)
-        try:
-            request = json.loads(line)
-            job = (str(request["path"]), str(request["sheet"]), str(request["out"]))
-        except (ValueError, KeyError, TypeError):
-            os._exit(1)
         pid = os.fork()
         if pid == 0:
-            _work(*job, spawner=os.getppid(), fds=(requests, answers))
-        os.write(answers, json.dumps({"pid": pid}).encode() + b"\n")
+            _work(spawner=os.getppid(), fds=(requests, answers))
         _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _NO_REQUEST:
+            os._exit(0)  # invsync closed the requests pipe: nothing more to read
         os.write(answers, json.dumps({"status": status}).encode() + b"\n")
 
 
-def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, int]) -> NoReturn:
-    """A worker: read one sheet, its answer beside the cells, say so, and end."""
+_NO_REQUEST = 3
+"""A waiting worker's exit code when the requests pipe closed (invsync ended)."""
+
+
+def _request(fd: int) -> tuple[str, str, str] | None:
+    """The next request line on ``fd``: (path, sheet, out); None at its end. Exits the
+    worker for a line that is not a request."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)  # byte by byte: nothing past the line is taken from the pipe
+        if not chunk:
+            return None
+        line += chunk
+    try:
+        request = json.loads(line)
+        return (str(request["path"]), str(request["sheet"]), str(request["out"]))
+    except (ValueError, KeyError, TypeError):
+        os._exit(1)
+
+
+def _work(*, spawner: int, fds: tuple[int, int]) -> NoReturn:
+    """A worker: wait for a request, say its id, read the sheet, its answer beside the
+    cells, say it is done, and end."""
     code = 1
     try:
-        # The spawner's pipes are not the worker's to use; nor may a file the reader
+        _limit_self(spawner)  # gone with the spawner even while it waits
+        job = _request(fds[0])
+        if job is None:
+            code = _NO_REQUEST
+            return  # (the finally exits)
+        os.write(fds[1], json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        # The spawner's pipes are not the reader's to use; nor may a file the reader
         # opens take their numbers (anything printed would land in it). The answers pipe
         # is kept under another number, to say "done" on before the exit (ending a
         # process of this size takes a few milliseconds that nobody waits for then).
@@ -465,7 +492,7 @@ def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, int]
         for fd in fds:
             os.dup2(null, fd)
         os.close(null)
-        _limit_self(spawner)
+        path, sheet, out = job
         Path(f"{out}.json").write_text(json.dumps(_answer(path, sheet, out)), "utf-8")
         code = 0
         os.write(done, json.dumps({"done": 0}).encode() + b"\n")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest.columns import HEADER_SEARCH_ROWS, find_header
-from invsync.stages.ingest.isolated import DAMAGED, load_sheet
+from invsync.stages.ingest.isolated import DAMAGED, load_sheet, start_reader
 from invsync.stages.ingest.ods import is_ods, ods_cells, place, with_mimetype
 from invsync.stages.ingest.table import StockTable, _finish, _unique_headers, set_cells
 from invsync.stages.ingest.xls import (
@@ -38,6 +38,7 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
+    start_reader()
     _refuse_other_formats(path)
     scan = None
     if is_zip(path):
