@@ -480,8 +480,7 @@ def _work(*, spawner: int, fds: tuple[int, int]) -> NoReturn:
         _limit_self(spawner)  # gone with the spawner even while it waits
         job = _request(fds[0])
         if job is None:
-            code = _NO_REQUEST
-            return  # (the finally exits)
+            os._exit(_NO_REQUEST)
         os.write(fds[1], json.dumps({"pid": os.getpid()}).encode() + b"\n")
         # The spawner's pipes are not the reader's to use; nor may a file the reader
         # opens take their numbers (anything printed would land in it). The answers pipe
