@@ -146,10 +146,10 @@ def _first_filled(frame: pl.DataFrame, cells: list[str]) -> pl.DataFrame:
     looked for: searched for in the top rows, the whole sheet only when they hold fewer."""
     import polars as pl
 
-    def first(part: pl.DataFrame) -> pl.DataFrame:
-        return part.lazy().filter(pl.any_horizontal(
+    def first(part: pl.DataFrame) -> pl.DataFrame:  # (eager: a query plan costs more here)
+        return part.filter(pl.any_horizontal(
             pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
-        ).head(HEADER_SEARCH_ROWS).collect()
+        ).head(HEADER_SEARCH_ROWS)
 
     top = first(frame.head(_TOP_ROWS))
     if top.height >= HEADER_SEARCH_ROWS or frame.height <= _TOP_ROWS:
