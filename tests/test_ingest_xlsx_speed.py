@@ -59,6 +59,22 @@ def test_a_character_reference_counts_as_a_possible_nul(tmp_path: Path) -> None:
     assert xlsx.may_hold_nul(book, 0)
 
 
+def with_part(book: Path, name: str, data: bytes) -> Path:
+    with zipfile.ZipFile(book, "a") as zf:
+        zf.writestr(name, data)
+    return book
+
+
+def test_a_picture_s_nul_bytes_are_its_own_any_other_part_s_count(tmp_path: Path) -> None:
+    picture = with_part(workbook_with(tmp_path / "pic.xlsx", b"A"), "xl/media/image1.PNG",
+                        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    read_stock_file(picture)
+    assert not xlsx.may_hold_nul(picture, 0)
+    odd = with_part(workbook_with(tmp_path / "odd.xlsx", b"A"), "xl/strings.txt", b"D_x0000_")
+    read_stock_file(odd)
+    assert xlsx.may_hold_nul(odd, 0)
+
+
 def test_a_nul_escape_split_between_two_chunks_is_seen(tmp_path: Path) -> None:
     # A part is scanned a MiB at a time: put the escape across the boundary.
     probe = zipfile.ZipFile(workbook_with(tmp_path / "probe.xlsx", b"P")).read(

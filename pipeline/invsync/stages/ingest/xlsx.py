@@ -148,7 +148,7 @@ class WorkbookFacts:
 
     sheets: dict[str, SheetFacts]
     nul: bool
-    """An XML part may hold a NUL character (the byte, an ``_x0000_`` escape or a character
+    """A text part may hold a NUL character (the byte, an ``_x0000_`` escape or a character
     reference), which only then is looked for in every cell read."""
 
 
@@ -226,7 +226,7 @@ class WorkbookScan:
         """Scan one part, a chunk per step; its facts when it is a worksheet (``nul[0]``
         set when an XML part may hold a NUL)."""
         sheet = name.startswith("xl/worksheets/") and name.endswith(".xml")
-        xml = name.endswith(".xml")
+        xml = not name.lower().endswith(_BINARY_PARTS)  # (whatever its name, unless a picture)
         formula = error = False
         tail = b""
         first = True
@@ -254,6 +254,9 @@ class WorkbookScan:
         return SheetFacts(formula=formula, error=error) if sheet else None
 
 
+_BINARY_PARTS = (".bin", ".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".emf", ".wmf",
+                 ".tif", ".tiff", ".wdp")
+"""Parts never read as text (pictures, printer settings, macros): a NUL byte is their own."""
 _NUL_NEEDLES = (b"\x00", b"_x0000_", b"_X0000_", b"&#0", b"&#x", b"&#X")
 """What may stand for a NUL in an XML part (a reference such as ``&#x0A;`` is a false
 alarm: the cells are then only checked)."""
