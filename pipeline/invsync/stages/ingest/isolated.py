@@ -10,8 +10,14 @@ answer (what it found) as one line of JSON.
 
 Starting a fresh interpreter for each workbook costs about half a second (importing the
 reader and polars), so the reader's process is made once per invsync process and kept
-(the *spawner*): it never reads a workbook itself, it forks one short-lived worker per
-workbook, which starts with every import done. The spawner is a fork of invsync itself
+(the *spawner*): it never reads a workbook itself, it keeps one short-lived worker forked
+ahead, every import done, waiting for the next workbook (the fork and the worker's start
+are paid between reads, not during one); the worker takes the request, says its id and,
+its answer written, that it is done; the spawner says how it ended and forks the next.
+The reader's process is started before the checks that precede a read, so its start
+overlaps them; the frame is read from the worker's Arrow file where it lies, and the
+parent's first use of the data frame library is paid while the worker reads. The spawner
+is a fork of invsync itself
 while invsync is still one thread (nothing to re-import), else a fresh interpreter
 (imports paid once). Each worker is watched and bounded exactly as a lone child was, and
 a read the spawner cannot serve (busy in another thread, gone) runs in a lone child.
