@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import xlsxwriter
 
+from invsync.errors import InputFileError
 from invsync.stages.ingest import isolated, read_stock_file, xlsx
 from tests.conftest import ROOT
 
@@ -198,3 +199,13 @@ def test_the_worker_waiting_for_the_next_workbook_dies_with_invsync(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_file_refused_by_what_it_says_of_itself_starts_no_reader(tmp_path: Path) -> None:
+    numbers = tmp_path / "stock.xlsx"
+    with zipfile.ZipFile(numbers, "w") as zf:
+        zf.writestr("Index/Document.iwa", b"\x00\x01")
+    isolated._drop_spawner()
+    with pytest.raises(InputFileError, match="Apple Numbers"):
+        read_stock_file(numbers)
+    assert isolated._SPAWNER is None

@@ -38,12 +38,12 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 
 def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
                 column_map: dict[str, str] | None = None) -> StockTable:
-    start_reader()
     _refuse_other_formats(path)
     scan = None
     if is_zip(path):
         _check_workbook(path)
         scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
+    start_reader()  # a file refused by what it says of itself starts no reader
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
