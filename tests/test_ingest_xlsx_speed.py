@@ -209,3 +209,24 @@ def test_a_file_refused_by_what_it_says_of_itself_starts_no_reader(tmp_path: Pat
     with pytest.raises(InputFileError, match="Apple Numbers"):
         read_stock_file(numbers)
     assert isolated._SPAWNER is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc")
+def test_a_stopped_reader_ends_by_itself_and_its_waiting_worker_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert read_stock_file(stock_book(tmp_path / "s.xlsx", 4)).rows == 4
+    spawner = isolated._SPAWNER
+    if spawner is None:
+        pytest.skip("no reader process on this platform")
+    deadline = time.monotonic() + 20
+    waiting: list[str] = []
+    while not waiting and time.monotonic() < deadline:
+        with open(f"/proc/{spawner.pid}/task/{spawner.pid}/children") as fh:
+            waiting = fh.read().split()
+    killed: list[int] = []
+    monkeypatch.setattr(isolated, "_STOP_GRACE_S", 20.0)
+    monkeypatch.setattr(isolated, "_kill", killed.append)
+    isolated._drop_spawner()
+    assert killed == []  # the closed pipe ended the waiting worker, then the spawner
+    assert waiting and not any(_alive(int(pid)) for pid in waiting)
+    assert not _alive(spawner.pid)

@@ -308,21 +308,41 @@ class _Spawner:
             return False
 
     def stop(self) -> None:
-        """End the spawner (its workers die with it) and reap it."""
-        _kill(self.pid)
-        if self.proc is not None:
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-            self.proc.wait()
-            return
-        for fd in (self.to_fd, self.from_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """End the spawner and reap it. Its requests pipe closed, the worker waiting for a
+        workbook ends and the spawner reaps it and ends; one that does not within
+        :data:`_STOP_GRACE_S` is killed (a worker dies with it)."""
+        pipes = [self.proc.stdin, self.proc.stdout] if self.proc is not None else []
+        for pipe in pipes:
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if self.proc is None:
+            for fd in (self.to_fd, self.from_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while not self._ended() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not self._ended():
+            _kill(self.pid)
+            if self.proc is not None:
+                self.proc.wait()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
 
+    def _ended(self) -> bool:
+        """Whether the spawner has ended (and is reaped)."""
+        if self.proc is not None:
+            return self.proc.poll() is not None
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+
+_STOP_GRACE_S = 0.2
+"""How long a spawner told to stop has to end by itself before it is killed."""
 
 _SPAWNER: _Spawner | None = None
 _SPAWNER_LOCK = threading.Lock()
