@@ -230,3 +230,36 @@ def test_a_stopped_reader_ends_by_itself_and_its_waiting_worker_with_it(
     assert killed == []  # the closed pipe ended the waiting worker, then the spawner
     assert waiting and not any(_alive(int(pid)) for pid in waiting)
     assert not _alive(spawner.pid)
+
+
+def _scratch_dirs() -> set[str]:
+    return {p.name for p in Path(isolated._SHM).glob("invsync-read-*")} \
+        if Path(isolated._SHM).is_dir() else set()
+
+
+@pytest.mark.skipif(isolated._scratch() is None, reason="no room in a memory file system")
+def test_the_cells_pass_through_memory_and_nothing_is_left_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _scratch_dirs()
+    used: list[str | None] = []
+    real = isolated._scratch
+
+    def seen() -> str | None:
+        used.append(real())
+        return used[-1]
+
+    monkeypatch.setattr(isolated, "_scratch", seen)
+    assert read_stock_file(stock_book(tmp_path / "s.xlsx", 6)).rows == 6
+    damaged = tmp_path / "damaged.xlsx"  # cut short: the reader refuses it
+    damaged.write_bytes(stock_book(tmp_path / "d.xlsx", 6).read_bytes()[:-200])
+    with pytest.raises(InputFileError):
+        read_stock_file(damaged)
+    assert used[0] == isolated._SHM
+    assert _scratch_dirs() <= before
+
+
+def test_without_room_in_memory_the_cells_go_to_the_temporary_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolated, "_SHM_FREE", 1 << 62)
+    assert isolated._scratch() is None
+    assert read_stock_file(stock_book(tmp_path / "s.xlsx", 6)).rows == 6

@@ -83,7 +83,7 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
     """
     import polars as pl
 
-    with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="invsync-read-", dir=_scratch()) as tmp:
         out = Path(tmp) / "sheet.arrow"
         result = _read_isolated(path, sheet, out, shown or path, meanwhile)
         if "refused" in result:
@@ -93,6 +93,24 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
         frame = pl.read_ipc(out) if sys.platform.startswith("linux") else \
             pl.read_ipc(io.BytesIO(out.read_bytes()))
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
+
+
+_SHM = "/dev/shm"
+_SHM_FREE = 1 << 30
+"""Free space the memory file system must have to hold a sheet's cells (a container's may
+be 64 MB: a large sheet must not fail there for want of room)."""
+
+
+def _scratch() -> str | None:
+    """Where the worker writes the cells: in memory when the system has room there (no disk
+    writes, and removing the file costs nothing), else the usual temporary folder."""
+    try:
+        st = os.statvfs(_SHM)
+    except (OSError, AttributeError):
+        return None
+    if st.f_bavail * st.f_frsize < _SHM_FREE or not os.access(_SHM, os.W_OK | os.X_OK):
+        return None
+    return _SHM
 
 
 def start_reader() -> None:
