@@ -263,3 +263,25 @@ def test_without_room_in_memory_the_cells_go_to_the_temporary_folder(
     monkeypatch.setattr(isolated, "_SHM_FREE", 1 << 62)
     assert isolated._scratch() is None
     assert read_stock_file(stock_book(tmp_path / "s.xlsx", 6)).rows == 6
+
+
+@pytest.mark.skipif(isolated._scratch() is None, reason="no room in a memory file system")
+def test_what_a_killed_read_left_in_memory_is_removed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    left = Path(isolated._SHM) / f"invsync-read-{dead.pid}-test"
+    mine = Path(isolated._SHM) / f"invsync-read-{os.getpid()}-test"
+    for folder in (left, mine):
+        folder.mkdir(exist_ok=True)
+        (folder / "sheet.arrow").write_bytes(b"cells")
+    try:
+        monkeypatch.setattr(isolated, "_SWEPT", [])
+        assert read_stock_file(stock_book(tmp_path / "s.xlsx", 2)).rows == 2
+        assert not left.exists()
+        assert mine.exists()  # a live process's read is its own
+    finally:
+        for folder in (left, mine):
+            if folder.exists():
+                (folder / "sheet.arrow").unlink()
+                folder.rmdir()

@@ -83,7 +83,8 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
     """
     import polars as pl
 
-    with tempfile.TemporaryDirectory(prefix="invsync-read-", dir=_scratch()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"invsync-read-{os.getpid()}-",
+                                     dir=_scratch()) as tmp:
         out = Path(tmp) / "sheet.arrow"
         result = _read_isolated(path, sheet, out, shown or path, meanwhile)
         if "refused" in result:
@@ -110,7 +111,30 @@ def _scratch() -> str | None:
         return None
     if st.f_bavail * st.f_frsize < _SHM_FREE or not os.access(_SHM, os.W_OK | os.X_OK):
         return None
+    if not _SWEPT:
+        _SWEPT.append(True)
+        _sweep(Path(_SHM))
     return _SHM
+
+
+_SWEPT: list[bool] = []
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what reads of invsync processes that were killed left in ``folder`` (it
+    would hold memory until the machine restarts), once per process."""
+    import shutil
+
+    for left in folder.glob("invsync-read-*-*"):
+        pid = left.name.split("-")[2]
+        try:
+            if not pid.isdigit() or left.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(left, ignore_errors=True)
+        except (OSError, AttributeError):
+            continue
 
 
 def start_reader() -> None:
