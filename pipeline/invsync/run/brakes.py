@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from invsync.stages.diff import ChangeSet
-from invsync.tables import KEY, goes_to_zero
+from invsync.stages.diff import ChangeSet, key_hash
+from invsync.tables import KEY, SNAPSHOT_SCHEMA, goes_to_zero
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,17 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
     zeros = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique()
     if zeros.height == 0:
         return []  # most nights: no zero to weigh, so the store's levels are not scanned
-    levels = held.select(*KEY, pl.col("quantity").alias("_held"))
-    zeroed = zeros.join(levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
+    zeroed = _held_levels(zeros, held)
     drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
     per_location = drops.group_by("location_id").len()
     if per_location.height == 0:
         return []
     # The share is of the items holding stock (or of unknown level): sold-out items cannot
     # drop, and counting them would let a wrong column zero every item in stock.
-    stocked = held.filter(pl.col("quantity").is_null() | (pl.col("quantity") > 0))
+    quantity = pl.col("quantity")
+    stocked = held.select("location_id", quantity).filter(
+        pl.col("location_id").is_in(per_location["location_id"].implode())
+        & (quantity.is_null() | (quantity > 0)))
     synced_by_location = dict(stocked.group_by("location_id").len().iter_rows())
     # Per location: a file covering one location must not zero most of it unnoticed.
     for loc, count in per_location.sort("location_id").iter_rows():
@@ -117,3 +119,20 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
                 f"({count / synced:.0%}) would drop to 0, more than the "
                 f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
     return []
+
+
+def _held_levels(keys: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """``keys`` (KEY, distinct) that ``held`` holds, each with its level as ``_held``.
+
+    Joining on the key columns (two of them text) would hash a million strings of the
+    store's levels to look up a few thousand zeros: the rows of ``held`` whose 64-bit key
+    hash is one of the zeros' are picked first (a cheap pass of integers), and only those
+    candidates are joined on the keys themselves, so a hash collision picks nothing wrong.
+    """
+    hashed = key_hash(KEY)  # of one dtype per column, or equal keys would hash apart
+    typed = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+    keys, held = keys.cast(typed), held.cast(typed)  # type: ignore[arg-type]
+    wanted = keys.select(hashed).to_series().implode()
+    candidates = held.filter(hashed.is_in(wanted))
+    return keys.join(candidates.select(*KEY, pl.col("quantity").alias("_held")), on=KEY,
+                     how="inner")

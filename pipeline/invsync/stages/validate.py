@@ -349,15 +349,16 @@ def _resolve_locations(
     if locations is None:
         # Without the store's list a name or code cannot be resolved: such rows are kept
         # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
-        named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
-        # Ranking the names sorts every row's text: only done when some row has a name.
-        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64) \
-            if frame.select((text.is_not_null() & as_id.is_null()).any()).item() \
-            else pl.lit(None, pl.Int64)
+        if frame.select((text.is_not_null() & as_id.is_null()).any()).item():
+            named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
+            # Ranking the names sorts every row's text: only done when some row has a name.
+            stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
+            location = pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))\
+                .when(named).then(stand_in).otherwise(as_id)
+        else:  # every cell is an id or empty: no text is searched for a letter
+            location = as_id.fill_null(pl.lit(default_location, pl.Int64))
         return frame.with_columns(
-            location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
-            .when(named).then(stand_in)
-            .otherwise(as_id),
+            location_id=location,
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
             location_ambiguous=pl.lit(False),
