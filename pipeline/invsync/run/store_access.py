@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
 from invsync.errors import UsageError
 from invsync.events import Observer
 from invsync.run.config import Settings
-from invsync.store.client import StoreClient
-from invsync.store.identity import Fetch, read_identities
-from invsync.store.live import Comparison, compare, read_levels
 from invsync.tables import KEY, Location
+
+if TYPE_CHECKING:  # the HTTP client is imported when a run first talks to the store
+    from invsync.store.client import StoreClient
+    from invsync.store.identity import Fetch
+    from invsync.store.live import Comparison
 
 T = TypeVar("T")
 
@@ -28,6 +30,8 @@ T = TypeVar("T")
 
 def store_client(settings: Settings, emit: Observer | None = None) -> StoreClient:
     """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
+    from invsync.store.client import StoreClient
+
     if settings.token is None:
         raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
                          "the config file")
@@ -104,12 +108,16 @@ class StoreSession:
                     known_items: int = 0) -> pl.DataFrame:
         """The live levels at ``location_ids``: of the items ``keys`` names only (filtered
         reads) when that takes fewer requests than reading all (see :func:`read_levels`)."""
+        from invsync.store.live import read_levels
+
         ids = list(location_ids)
         return self.run(lambda client: read_levels(client, ids, self.emit, keys=keys,
                                                    known_items=known_items))
 
     def fetcher(self) -> Fetch:
         """Reads identities through this session, for :class:`IdentityResolver`."""
+
+        from invsync.store.identity import read_identities
 
         def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
             before = self.requests_sent
@@ -145,6 +153,8 @@ def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: floa
 
     Every read goes through one session: one loop, one client, one quota budget.
     """
+    from invsync.store.live import Comparison, compare
+
     started = time.monotonic()
     locations = expected["location_id"].unique().to_list()
     with StoreSession(settings, emit) as store:

@@ -8,12 +8,12 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -187,6 +187,9 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
 
 def _refuse_running_loop() -> None:
     """A call inside a running event loop is refused (:class:`UsageError`)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return  # no event loop without asyncio: not imported for a run that needs none
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -391,6 +394,8 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
     awaiting task does not stop a run that has started (its journal and lock must end
     cleanly); the same errors rule applies as for :func:`sync_file`.
     """
+    import asyncio
+
     return await asyncio.to_thread(sync_file, path, settings, on_event=on_event,
                                    command=command, origin=origin)
 
