@@ -1064,9 +1064,9 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
     )
     report.notes.append(f"--zero-missing: {zeros.height:,} items in the snapshot but not in the "
                         f"file are set to 0")
-    return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
-                     unchanged=changes.unchanged, baseline=changes.baseline,
-                     zeroed_missing=zeros.height)
+    return replace(changes, changes=pl.concat([changes.changes,
+                                               zeros.select(changes.changes.columns)]),
+                   zeroed_missing=zeros.height)
 
 
 def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:

@@ -7,7 +7,7 @@ level the baseline had (null when the item is new), and how many were unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -25,6 +25,12 @@ class ChangeSet:
     """``snapshot``, ``live`` or ``none`` (``--full``)."""
     zeroed_missing: int = 0
     """Items added as 0 by ``--zero-missing`` (in :attr:`changes`, with no file row)."""
+    compared: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The baseline frame the file was compared with (None with ``--full``)."""
+    zeros_seen: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The items of :attr:`changes` the file sets to 0, as the diff found them in
+    :attr:`compared`: KEY, ``_held`` (its level there) and ``_in`` (whether it holds the
+    item at all), so the brakes need not look them up in it again."""
 
     @property
     def new(self) -> int:
@@ -45,10 +51,14 @@ def compute_changes(
     joined = _join_on_key(valid, baseline)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
+    del joined
     # Only the rows that changed are gathered whole (most of a night's rows did not).
     changes = valid[picked["_i"]].with_columns(picked["old_quantity"]).sort(ROW, nulls_last=True)
+    zeros = picked.filter(pl.col("quantity") == 0)
+    zeros_seen = valid[zeros["_i"]].select(KEY).with_columns(
+        _held=zeros["old_quantity"], _in=zeros["_in"])
     return ChangeSet(changes=changes, unchanged=valid.height - changes.height,
-                     baseline=baseline_name)
+                     baseline=baseline_name, compared=baseline, zeros_seen=zeros_seen)
 
 
 def key_hash(columns: list[str]) -> pl.Expr:
@@ -62,8 +72,9 @@ def key_hash(columns: list[str]) -> pl.Expr:
 
 
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
-    """Each row of ``valid`` by position (``_i``) with its ``quantity`` and the baseline's
-    ``old_quantity`` (null when the item is not in it).
+    """Each row of ``valid`` by position (``_i``) with its ``quantity``, the baseline's
+    ``old_quantity`` (null when the item is not in it, or its level is unknown) and ``_in``
+    (whether the baseline holds the item).
 
     Joining three columns (two of them strings) is the slowest part of a diff; joining on a
     64-bit hash of them and then comparing the real keys is several times faster and exact.
@@ -79,8 +90,10 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
                         *KEY, "quantity")
     joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
-    joined = joined.with_columns(old_quantity=pl.when(same).then(pl.col("old_quantity")))
+    joined = joined.select("_i", "quantity", old_quantity=pl.when(same).then(pl.col("old_quantity")),
+                           _in=same)
     if joined.height != valid.height:
         # A hash collision inside the baseline duplicated a row: keep its true match.
-        joined = joined.sort("_i", "old_quantity", nulls_last=True).unique("_i", keep="first")
-    return joined.select("_i", "quantity", "old_quantity")
+        joined = joined.sort("_i", "_in", descending=[False, True]).unique(
+            "_i", keep="first", maintain_order=True)
+    return joined
