@@ -90,8 +90,8 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
                         *KEY, "quantity")
     joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
-    joined = joined.select("_i", "quantity", old_quantity=pl.when(same).then(pl.col("old_quantity")),
-                           _in=same)
+    joined = joined.select("_i", "quantity",
+                           old_quantity=pl.when(same).then(pl.col("old_quantity")), _in=same)
     if joined.height != valid.height:
         # A hash collision inside the baseline duplicated a row: keep its true match.
         joined = joined.sort("_i", "_in", descending=[False, True]).unique(
