@@ -12,6 +12,7 @@ matching headers, :mod:`.table` for what they share.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,15 +153,19 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
         data = p.read_bytes()
     except OSError as exc:
         raise NoInputError(str(p), f"cannot read file: {exc.strerror or exc}") from None
-    digest = hashlib.sha256(data).hexdigest()
     if _detect_format(p, data) == "excel":
         from invsync.stages.ingest.workbook import _read_excel
 
+        digest = hashlib.sha256(data).hexdigest()
         return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)
     if sheet is not None:
         raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
-    return _read_csv(p, data, digest, encoding=encoding, header_row=header_row,
-                     column_map=column_map)
+    # The file is hashed while it is parsed (hashlib lets go of the GIL for the work).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-sha256") as pool:
+        digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+        table = _read_csv(p, data, "", encoding=encoding, header_row=header_row,
+                          column_map=column_map)
+        return replace(table, sha256=digest.result())
 
 
 def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
