@@ -126,3 +126,24 @@ def test_a_partial_collision(monkeypatch: pytest.MonkeyPatch) -> None:
                                    (1, "sku", "CCC", 3)]))
     assert summary(cs) == [(3, 1, "sku", "B", 2, 5)]
     assert cs.unchanged == 2
+
+
+def test_the_duplicate_checks_hashes_are_reused_only_for_their_own_frame() -> None:
+    from dataclasses import replace
+
+    from invsync.stages.ingest import read_stock_bytes
+    from invsync.stages.validate import validate
+
+    checked = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,2\nC,2,0\n"))
+    hashes = checked.hashes_of(checked.valid)
+    assert hashes is not None and hashes.len() == 3
+    base = baseline([(1, "sku", "A", 1), (1, "sku", "B", 5), (2, "sku", "C", 4)])
+    reused = compute_changes(checked.valid, base, hashes=hashes)
+    assert summary(reused) == summary(compute_changes(checked.valid, base))
+    assert summary(reused) == [(3, 1, "sku", "B", 2, 5), (4, 2, "sku", "C", 0, 4)]
+    # A copy of the result with other valid rows (as --as-of makes) has no hashes to reuse.
+    other = replace(checked, valid=checked.valid.reverse())
+    assert other.hashes_of(other.valid) is None
+    # A file with a rejected row: the valid rows are not those hashed.
+    rejected = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,x\n"))
+    assert rejected.hashes_of(rejected.valid) is None

@@ -644,7 +644,8 @@ def _changes(run: _Run, read: _Read, checked: Validated, baseline: _Baseline) ->
         return changes
     if live is not None:
         return compute_changes(checked.valid, live, baseline_name="live")
-    changes = compute_changes(checked.valid, snapshot)
+    changes = compute_changes(checked.valid, snapshot,
+                              hashes=checked.hashes_of(checked.valid))
     if run.sold_side is not None:  # orders moved the store since the snapshot was taken
         from invsync.run.as_of import resend_sold
 

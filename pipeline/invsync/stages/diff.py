@@ -42,13 +42,16 @@ class ChangeSet:
 
 
 def compute_changes(
-    valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot"
+    valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot",
+    hashes: pl.Series | None = None,
 ) -> ChangeSet:
-    """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything."""
+    """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything.
+
+    ``hashes``: :func:`key_hash` of each row of ``valid``, if already made."""
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
-    joined = _join_on_key(valid, baseline)
+    joined = _join_on_key(valid, baseline, hashes)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
     del joined
@@ -71,7 +74,8 @@ def key_hash(columns: list[str]) -> pl.Expr:
     return combined
 
 
-def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
+def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
+                 hashes: pl.Series | None = None) -> pl.DataFrame:
     """Each row of ``valid`` by position (``_i``) with its ``quantity``, the baseline's
     ``old_quantity`` (null when the item is not in it, or its level is unknown) and ``_in``
     (whether the baseline holds the item).
@@ -86,7 +90,9 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
         hashed.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
         pl.col("quantity").alias("old_quantity"),
     )
-    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), hashed.alias("_h"),
+    own = hashed if hashes is None or hashes.len() != valid.height or \
+        valid.schema["location_id"] != pl.Int64 else pl.lit(hashes)
+    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), own.alias("_h"),
                         *KEY, "quantity")
     joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
