@@ -7,7 +7,6 @@ wraps the store's async reads for the run's synchronous steps.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +18,9 @@ from invsync.events import Observer
 from invsync.run.config import Settings
 from invsync.tables import KEY, Location
 
-if TYPE_CHECKING:  # the HTTP client is imported when a run first talks to the store
+if TYPE_CHECKING:  # the HTTP client and the loop: imported when a run talks to the store
+    import asyncio
+
     from invsync.store.client import StoreClient
     from invsync.store.identity import Fetch
     from invsync.store.live import Comparison
@@ -70,7 +71,8 @@ class StoreSession:
     def __init__(self, settings: Settings, emit: Observer | None = None) -> None:
         self.settings = settings
         self.emit = emit
-        self._runner = asyncio.Runner()
+        self._runner: asyncio.Runner | None = None  # made on first use (a dry run needs none)
+        self._closed = False
         self._client: StoreClient | None = None
 
     def __enter__(self) -> StoreSession:
@@ -84,9 +86,20 @@ class StoreSession:
         try:
             if self._client is not None:
                 client, self._client = self._client, None
-                self._runner.run(client.__aexit__(None, None, None))
+                self._loop().run(client.__aexit__(None, None, None))
         finally:
-            self._runner.close()
+            self._closed = True
+            if self._runner is not None:
+                self._runner.close()
+
+    def _loop(self) -> asyncio.Runner:
+        if self._runner is None:
+            if self._closed:
+                raise RuntimeError("Runner is closed")
+            import asyncio
+
+            self._runner = asyncio.Runner()
+        return self._runner
 
     @property
     def requests_sent(self) -> int:
@@ -98,7 +111,7 @@ class StoreSession:
         if self._client is None:
             self._client = store_client(self.settings, self.emit)
         client = self._client
-        return self._runner.run(work(client))
+        return self._loop().run(work(client))
 
     def locations(self) -> list[Location]:
         """The store's locations."""
