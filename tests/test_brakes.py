@@ -228,3 +228,17 @@ def test_a_large_store_is_counted_whole_when_its_first_rows_do_not_settle_it() -
     # is needed, and nothing trips.
     file = {(1, f"S{i:05d}"): 0 for i in range(40)}
     assert _brake_with(file, store, held_frame=store) == []
+
+
+def test_a_lookup_whose_hashes_all_collide_still_finds_only_the_zeroed_items(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.run import brakes as brakes_module
+
+    monkeypatch.setattr(brakes_module, "key_hashes",
+                        lambda frame: pl.repeat(7, frame.height, dtype=pl.UInt64, eager=True))
+    store = held({(1, f"S{i:03d}"): 5 for i in range(10)})
+    # 3 of 10 zeroed is 30%: allowed; 4 is not. A copy of the store: looked up, not reused.
+    assert _brake_with({(1, f"S{i:03d}"): 0 for i in range(3)}, store,
+                       held_frame=store.clone()) == []
+    assert _brake_with({(1, f"S{i:03d}"): 0 for i in range(4)}, store,
+                       held_frame=store.clone()) != []

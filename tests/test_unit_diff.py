@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
+from invsync.stages import diff
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import ROW
 from invsync.stages.validate import VALID_COLUMNS
@@ -84,7 +85,8 @@ def test_rows_without_a_file_row_come_last() -> None:
 @pytest.fixture
 def colliding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every key hashes to one value: the join must still match real keys only."""
-    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.lit(7, pl.UInt64))
+    monkeypatch.setattr(diff, "key_hashes",
+                        lambda frame: pl.repeat(7, frame.height, dtype=pl.UInt64, eager=True))
 
 
 @pytest.mark.usefixtures("colliding")
@@ -118,8 +120,8 @@ def test_a_collision_in_an_item_new_to_the_baseline() -> None:
 
 def test_a_partial_collision(monkeypatch: pytest.MonkeyPatch) -> None:
     # Only some keys collide (hash = the key's length): the others join normally.
-    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.col("item_key").str.len_bytes()
-                        .cast(pl.UInt64))
+    monkeypatch.setattr(diff, "key_hashes",
+                        lambda frame: frame["item_key"].str.len_bytes().cast(pl.UInt64))
     cs = compute_changes(valid_frame([(1, "sku", "AA", 1), (1, "sku", "B", 2),
                                       (1, "sku", "CCC", 3)]),
                          baseline([(1, "sku", "AA", 1), (1, "sku", "ZZ", 1), (1, "sku", "B", 5),

@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from invsync.stages.diff import ChangeSet, key_hash
-from invsync.tables import KEY, SNAPSHOT_SCHEMA, goes_to_zero
+from invsync.stages.diff import KEY_TYPES, ChangeSet, key_hashes
+from invsync.tables import KEY, goes_to_zero
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,7 @@ def _zeroed_levels(changes: ChangeSet, zeros: pl.DataFrame, held: pl.DataFrame) 
     seen = changes.zeros_seen
     if seen is None or changes.compared is not held:
         return _held_levels(zeros, held)
-    typed = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
-    zeros, seen = zeros.cast(typed), seen.cast(typed)  # type: ignore[arg-type]
+    zeros, seen = zeros.cast(KEY_TYPES), seen.cast(KEY_TYPES)  # type: ignore[arg-type]
     found = zeros.join(seen.filter(pl.col("_in")).select(*KEY, "_held").unique(KEY), on=KEY,
                        how="inner")
     rest = zeros.join(seen.select(KEY), on=KEY, how="anti")
@@ -173,10 +172,7 @@ def _held_levels(keys: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
     hash is one of the zeros' are picked first (a cheap pass of integers), and only those
     candidates are joined on the keys themselves, so a hash collision picks nothing wrong.
     """
-    hashed = key_hash(KEY)  # of one dtype per column, or equal keys would hash apart
-    typed = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
-    keys, held = keys.cast(typed), held.cast(typed)  # type: ignore[arg-type]
-    wanted = keys.select(hashed).to_series().implode()
-    candidates = held.filter(hashed.is_in(wanted))
+    keys, held = keys.cast(KEY_TYPES), held.cast(KEY_TYPES)  # type: ignore[arg-type]
+    candidates = held.filter(key_hashes(held).is_in(key_hashes(keys).implode()))
     return keys.join(candidates.select(*KEY, pl.col("quantity").alias("_held")), on=KEY,
                      how="inner")

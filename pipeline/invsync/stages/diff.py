@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from invsync.tables import KEY, ROW
+from invsync.tables import KEY, ROW, SNAPSHOT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def compute_changes(
 ) -> ChangeSet:
     """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything.
 
-    ``hashes``: :func:`key_hash` of each row of ``valid``, if already made."""
+    ``hashes``: :func:`key_hashes` of ``valid``, if already made."""
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
@@ -64,14 +64,21 @@ def compute_changes(
                      baseline=baseline_name, compared=baseline, zeros_seen=zeros_seen)
 
 
-def key_hash(columns: list[str]) -> pl.Expr:
-    """A 64-bit hash of each row's ``columns``, combined column by column (no struct of them
-    is built, which holds far more memory). Equal keys hash equal; distinct keys may collide,
-    so a match on the hash is a candidate until the keys themselves are compared."""
-    combined = pl.lit(0, pl.UInt64)
-    for i, column in enumerate(columns):
-        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ pl.col(column).hash(seed=i)
-    return combined
+KEY_TYPES = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+"""The key columns' dtypes: a key is hashed in these (an Int32 location id would hash apart
+from the same id as Int64, and match nothing)."""
+
+
+def key_hashes(frame: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of each row's key (:data:`~invsync.tables.KEY`, cast to
+    :data:`KEY_TYPES`), by polars' row hash: one pass over the columns, and no struct of
+    them built (which holds far more memory). Equal keys hash equal within a process;
+    distinct keys may collide, so a match on the hash is a candidate until the keys
+    themselves are compared."""
+    return frame.select(KEY).cast(KEY_TYPES).hash_rows(seed=_SEED)  # type: ignore[arg-type]
+
+
+_SEED = 1_000_003
 
 
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
@@ -82,18 +89,17 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
 
     Joining three columns (two of them strings) is the slowest part of a diff; joining on a
     64-bit hash of them and then comparing the real keys is several times faster and exact.
-    Only the key and quantity columns go through the join, not the whole rows.
+    Only the key and quantity columns go through the join, not the whole rows. ``hashes``:
+    :func:`key_hashes` of ``valid``, if already made.
     """
-    hashed = key_hash(KEY)
-    # The hash depends on the dtype: an Int32 location would match nothing (all "new").
-    right = baseline.cast({"location_id": pl.Int64}).select(
-        hashed.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
-        pl.col("quantity").alias("old_quantity"),
-    )
-    own = hashed if hashes is None or hashes.len() != valid.height or \
-        valid.schema["location_id"] != pl.Int64 else pl.lit(hashes)
-    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), own.alias("_h"),
-                        *KEY, "quantity")
+    base = baseline.cast(KEY_TYPES)  # type: ignore[arg-type]
+    right = base.select(*[pl.col(k).alias(f"_b_{k}") for k in KEY],
+                        pl.col("quantity").alias("old_quantity"))
+    right = right.with_columns(key_hashes(base).alias("_h"))
+    del base
+    own = key_hashes(valid) if hashes is None or hashes.len() != valid.height else hashes
+    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), *KEY, "quantity")
+    left = left.with_columns(own.alias("_h"))
     joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
     joined = joined.select("_i", "quantity",

@@ -16,7 +16,7 @@ import polars as pl
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
 from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
-from invsync.stages.diff import key_hash
+from invsync.stages.diff import key_hashes
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
 
@@ -80,7 +80,7 @@ class Validated:
     store's locations could not be read (an offline plan): checked when it is reached."""
     hashed: tuple[pl.DataFrame, pl.Series] | None = field(default=None, compare=False,
                                                           repr=False)
-    """A frame of valid rows and :func:`~invsync.stages.diff.key_hash` of each of its rows
+    """A frame of valid rows and :func:`~invsync.stages.diff.key_hashes` of its rows
     (the duplicate check made them), or None; see :meth:`hashes_of`."""
 
     def hashes_of(self, frame: pl.DataFrame) -> pl.Series | None:
@@ -537,7 +537,7 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str
     keys = pl.struct(_KEY)
     if policy == "reject":
         # Distinct hashes prove there is no duplicate; only otherwise compare exactly.
-        hashes = frame.select(key_hash(_KEY)).to_series()
+        hashes = key_hashes(frame)
         if _distinct(hashes):  # distinct hashes: distinct keys
             return frame.with_columns(duplicate=pl.lit(False),
                                       dup_rows=pl.lit(None, pl.String)), None, hashes
