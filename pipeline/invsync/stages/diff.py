@@ -71,14 +71,17 @@ from the same id as Int64, and match nothing)."""
 
 def key_hashes(frame: pl.DataFrame) -> pl.Series:
     """A 64-bit hash of each row's key (:data:`~invsync.tables.KEY`, cast to
-    :data:`KEY_TYPES`), by polars' row hash: one pass over the columns, and no struct of
-    them built (which holds far more memory). Equal keys hash equal within a process;
-    distinct keys may collide, so a match on the hash is a candidate until the keys
-    themselves are compared."""
-    return frame.select(KEY).cast(KEY_TYPES).hash_rows(seed=_SEED)  # type: ignore[arg-type]
+    :data:`KEY_TYPES`), combined column by column (no struct of them is built, which holds
+    far more memory). Equal keys hash equal; distinct keys may collide, so a match on the
+    hash is a candidate until the keys themselves are compared.
 
-
-_SEED = 1_000_003
+    (polars' own row hash is cheaper to make, but a join on it costs more than it saves.)
+    """
+    combined = pl.lit(0, pl.UInt64)
+    for i, column in enumerate(KEY):
+        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ \
+            pl.col(column).cast(KEY_TYPES[column]).hash(seed=i)
+    return frame.select(combined.alias("_h")).to_series()
 
 
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
