@@ -214,9 +214,9 @@ def test_an_unknown_level_zeroed_counts_and_a_new_item_zeroed_does_not() -> None
     assert _brake_with({(1, "NEW"): 0, (1, "NEW2"): 0}, store, held_frame=store) == []
 
 
-def test_a_large_store_is_counted_whole_when_its_first_rows_do_not_settle_it() -> None:
+def test_a_large_store_is_counted_whole_when_a_sample_does_not_settle_it() -> None:
     # 70,000 items at location 1 first, then 100 at location 2: zeroing 40 of location 2's
-    # must trip even though the first rows counted hold none of location 2's items.
+    # must trip even though the rows counted first hold only half of location 2's items.
     levels: dict[tuple[int, str], int | None] = {(1, f"S{i:05d}"): 5 for i in range(70_000)}
     levels.update({(2, f"T{i:03d}"): 5 for i in range(100)})
     store = held(levels)
@@ -224,8 +224,8 @@ def test_a_large_store_is_counted_whole_when_its_first_rows_do_not_settle_it() -
     assert _brake_with(file, store, held_frame=store) == [
         "40 of the 100 items holding stock at location 2 (40%) would drop to 0, more than "
         "the 30% allowed; pass --allow-zeroing to sync anyway"]
-    # At location 1, 40 zeros are far under 30% of the first rows' 65,536: no full count
-    # is needed, and nothing trips.
+    # At location 1, 40 zeros are far under 30% of the ~35,000 rows counted first: no full
+    # count is needed, and nothing trips.
     file = {(1, f"S{i:05d}"): 0 for i in range(40)}
     assert _brake_with(file, store, held_frame=store) == []
 

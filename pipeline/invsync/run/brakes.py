@@ -118,31 +118,32 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
     return []
 
 
-_FIRST_ROWS = 1 << 16
-"""Rows of the store's levels counted first: enough, most nights, to show that no location
-loses its share (a full count is made only when they are not)."""
+_SAMPLE_ROWS = 1 << 16
+"""Rows of the store's levels counted first (every n-th row, so every location is in them
+as much as in the whole): enough, most nights, to show that no location loses its share (a
+full count is made only when they are not)."""
 
 
 def _stocked(held: pl.DataFrame, drops: dict[int, int], max_share: float) -> dict[int, int]:
     """Per location with drops (``drops``: location -> items going to 0), the items ``held``
     holds with stock (or of an unknown level).
 
-    A count of the first rows is a lower bound: when it already shows every location far
+    A count of some of the rows is a lower bound: when it already shows every location far
     enough from tripping, it is returned as it is (the brake's answer is the same); else
     every row is counted.
     """
     quantity = pl.col("quantity")
     stocked = pl.col("location_id").is_in(list(drops)) & (quantity.is_null() | (quantity > 0))
+    levels = held.select("location_id", quantity)
 
     def count(frame: pl.DataFrame) -> dict[int, int]:
-        return dict(frame.select("location_id", quantity).filter(stocked)
-                    .group_by("location_id").len().iter_rows())
+        return dict(frame.filter(stocked).group_by("location_id").len().iter_rows())
 
-    if held.height > _FIRST_ROWS:
-        first = count(held.head(_FIRST_ROWS))
-        if all(drops[loc] <= max_share * first.get(loc, 0) for loc in drops):
-            return first
-    return count(held)
+    if levels.height > _SAMPLE_ROWS:
+        some = count(levels.gather_every(levels.height // _SAMPLE_ROWS + 1))
+        if all(drops[loc] <= max_share * some.get(loc, 0) for loc in drops):
+            return some
+    return count(levels)
 
 
 def _zeroed_levels(changes: ChangeSet, zeros: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
