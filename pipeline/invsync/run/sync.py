@@ -436,6 +436,8 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
 
 def _scheduled_live_baseline(run: _Run) -> None:
     """``baseline_every``: use the live baseline when the last run that did is too old."""
+    if run.settings.baseline_every_s is None:
+        return  # no schedule (the reconcile module, with the HTTP client, is not loaded)
     from invsync.run.reconcile import live_baseline_due
 
     why = live_baseline_due(run.settings, run.snapshots.read_meta())
