@@ -162,10 +162,10 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
         raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
     # The file is hashed while it is parsed (hashlib lets go of the GIL for the work).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-sha256") as pool:
-        digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+        hashing = pool.submit(lambda: hashlib.sha256(data).hexdigest())
         table = _read_csv(p, data, "", encoding=encoding, header_row=header_row,
                           column_map=column_map)
-        return replace(table, sha256=digest.result())
+        return replace(table, sha256=hashing.result())
 
 
 def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:
