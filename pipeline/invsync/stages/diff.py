@@ -77,10 +77,10 @@ def key_hashes(frame: pl.DataFrame) -> pl.Series:
 
     (polars' own row hash is cheaper to make, but a join on it costs more than it saves.)
     """
-    combined = pl.lit(0, pl.UInt64)
-    for i, column in enumerate(KEY):
-        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ \
-            pl.col(column).cast(KEY_TYPES[column]).hash(seed=i)
+    hashed = [pl.col(c).cast(KEY_TYPES[c]).hash(seed=i) for i, c in enumerate(KEY)]
+    combined = hashed[0]
+    for column in hashed[1:]:
+        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ column
     return frame.select(combined.alias("_h")).to_series()
 
 
