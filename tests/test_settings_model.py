@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,6 @@ import pytest
 from invsync.errors import StalePlan, UsageError
 from invsync.run.config import (
     ENV_API_URL,
-    ENV_CONFIG,
-    ENV_PROFILE,
     ENV_STORE_HASH,
     ENV_TOKEN,
     Settings,
@@ -28,17 +27,11 @@ from tests.conftest import run_invsync, write_stock
 SECRET = "sk-live-0123456789abcdef"
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in (ENV_STORE_HASH, ENV_TOKEN, ENV_API_URL, ENV_CONFIG, ENV_PROFILE):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    return monkeypatch
+ConfigFile = Callable[[str], Path]
 
 
-def refusal(tmp_path: Path, text: str, profile: str | None = None) -> str:
-    path = tmp_path / "invsync.toml"
-    path.write_text(text, encoding="utf-8")
+def refusal(config_file: ConfigFile, text: str, profile: str | None = None) -> str:
+    path = config_file(text)
     with pytest.raises(UsageError) as err:
         load_settings(path, {"profile": profile})
     message = str(err.value)
@@ -87,22 +80,21 @@ def refusal(tmp_path: Path, text: str, profile: str | None = None) -> str:
      "notify.hooks[1].on: unknown event(s) sometimes"),
 ])
 def test_a_bad_value_is_refused_naming_the_key_and_what_is_allowed(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str) -> None:
-    assert refusal(tmp_path, text).startswith(expected)
+        config_file: ConfigFile, text: str, expected: str) -> None:
+    assert refusal(config_file, text).startswith(expected)
 
 
 def test_profile_keys_are_checked_and_named_with_their_profile(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        config_file: ConfigFile) -> None:
     text = ('[notify]\nurl = "https://hooks.example/x"\n'
             "[profiles.night.notify]\nattempts = 0\n")
     # Checked even when another profile (or none) is in force: a typo waits for no night.
     for profile in (None, "night"):
-        assert refusal(tmp_path, text, profile) == (
+        assert refusal(config_file, text, profile) == (
             "[profiles.night] notify.attempts must be a whole number from 1 to 10, not 0")
     # A profile's [notify] may hold only `on`: the URL is the top level's.
-    path = tmp_path / "ok.toml"
-    path.write_text('[notify]\nurl = "https://hooks.example/x"\n'
-                    '[profiles.night.notify]\non = ["failed"]\n')
+    path = config_file('[notify]\nurl = "https://hooks.example/x"\n'
+                       '[profiles.night.notify]\non = ["failed"]\n')
     assert load_settings(path, {"profile": "night"}).notify == {
         "url": "https://hooks.example/x", "on": ["failed"]}
 
@@ -114,9 +106,8 @@ def test_profile_keys_are_checked_and_named_with_their_profile(
     f'[sources.w]\nurl = "sftp://u@h/x.csv"\npassword = ["{SECRET}"]\n',
     f'[sources.w]\nurl = "sftp://u@h/x.csv"\nheaders = {{ X-Key = ["{SECRET}"] }}\n',
 ])
-def test_a_refusal_never_repeats_a_secret(clean_env: pytest.MonkeyPatch, tmp_path: Path,
-                                         text: str) -> None:
-    message = refusal(tmp_path, text)
+def test_a_refusal_never_repeats_a_secret(config_file: ConfigFile, text: str) -> None:
+    message = refusal(config_file, text)
     assert SECRET not in message and "12345" not in message, message
 
 
@@ -135,10 +126,9 @@ def test_from_config_refuses_what_it_does_not_know(clean_env: pytest.MonkeyPatch
 
 
 def test_precedence_flags_profile_environment_file(clean_env: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
-    path = tmp_path / "invsync.toml"
-    path.write_text('store_hash = "file"\napi_url = "http://file.example"\nbatch_size = 7\n'
-                    '[profiles.p]\nstore_hash = "profile"\n')
+                                                   config_file: ConfigFile) -> None:
+    path = config_file('store_hash = "file"\napi_url = "http://file.example"\nbatch_size = 7\n'
+                       '[profiles.p]\nstore_hash = "profile"\n')
     assert load_settings(path, {}).store_hash == "file"
     clean_env.setenv(ENV_STORE_HASH, "env")
     clean_env.setenv(ENV_API_URL, "http://env.example")
@@ -236,7 +226,7 @@ def test_the_cli_exits_64_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_the_documented_example_config_loads_with_each_profile(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        config_file: ConfigFile) -> None:
     """docs/config.md's example is a config a user copies: it must load as documented (it
     had encoding and header_row under [store], which holds only quota_share)."""
     import re
@@ -244,8 +234,7 @@ def test_the_documented_example_config_loads_with_each_profile(
     docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     match = re.search(r"```toml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
     assert match is not None
-    path = tmp_path / "invsync.toml"
-    path.write_text(match.group(1), encoding="utf-8")
+    path = config_file(match.group(1))
     top = load_settings(path, {})
     assert (top.encoding, top.header_row, top.quota_share) == ("windows-1250", 3, 0.8)
     assert top.notify["attempts"] == 3 and top.retry.max_total_s == 300
