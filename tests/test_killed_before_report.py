@@ -90,6 +90,42 @@ def test_a_run_killed_before_its_report_is_named_as_such_by_the_run_that_finishe
     assert f"run {killed} stopped before writing its report" in last.stdout, last.stdout
 
 
+def test_a_run_killed_as_soon_as_it_holds_the_lock_is_named_as_such_too(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path,
+        children: list[Any]) -> None:
+    """Killed at its earliest (its lock names it; a batch may or may not be out yet): the
+    next sync takes over the lock and says the run left no report."""
+    sb = sandbox_factory("--latency-ms", "150")
+    env = env_for(sb, tmp_path)
+    stock = write_stock(tmp_path / "stock.csv", {(1, s): 3 for s in catalog_skus(50)})
+    log = tmp_path / "killed.log"
+    proc = spawn(["sync", str(stock)], env, log, children)
+
+    def locked() -> str | None:  # (the store's state folder is made by the run)
+        lock = state_store_dir(tmp_path / "state") / "lock"
+        try:
+            return str(json.loads(lock.read_text() or "{}").get("run_id") or "") or None
+        except (OSError, ValueError):
+            return None
+
+    kill_when(locked, proc, log)
+    killed = locked()
+    assert killed is not None
+    finish = run_invsync(["sync", str(stock)], env)
+    assert finish.returncode == 0, output(finish)
+    summary = finish.stdout.splitlines()[-1]
+    assert f"finished={killed} {NO_REPORT}" in summary, summary
+    report = finish.report()
+    assert report["resumed_from"] == killed and report["resumed_from_no_report"] is True
+    notes = [n for n in report["notes"] if f"run {killed} stopped before writing" in n]
+    assert len(notes) == 1, report["notes"]  # once, though its lock and journal name it
+    shown = run_invsync(["show", killed[:20]], env)
+    assert f"run {report['run_id']} finished it:" in shown.stdout, output(shown)
+    # A prefix of a run that has a folder is that run, not a lead to another.
+    assert run_invsync(["show", report["run_id"]], env).stdout.startswith(
+        f"invsync run {report['run_id']}")
+
+
 def test_a_run_interrupted_by_sigterm_wrote_its_report_and_is_named_plainly(
         sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path,
         children: list[Any]) -> None:

@@ -80,8 +80,11 @@ def find_run(report_dir: Path, run_id: str, profile: str | None = None) -> PastR
 def finished_by(report_dir: Path, run_id: str, profile: str | None = None) -> PastRun | None:
     """The run that finished run ``run_id`` (an id or its start) when that run stopped
     before writing its report (killed): its ``resumed_from``, with no run folder of its
-    own. None if no run did."""
-    for run in list_runs(report_dir, profile=profile):
+    own. None if no run did, or if ``run_id`` starts the id of a run that has a folder."""
+    runs = list_runs(report_dir, profile=profile)
+    if not run_id or any(run.run_id.startswith(run_id) for run in runs):
+        return None
+    for run in runs:
         resumed = str(run.report.get("resumed_from") or "")
         if resumed and resumed.startswith(run_id) and run.report.get("resumed_from_no_report"):
             return run

@@ -319,8 +319,8 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     except UsageError:
         if named:
             return
-        by = finished_by(settings.reports, run_id, settings.profile) if run_id != "last" \
-            else None
+        by = None if run_id == "last" else \
+            finished_by(settings.reports, run_id, settings.profile)
         if by is None:
             raise
         click.echo(f"run {clean(by.report.get('resumed_from') or run_id)}: interrupted, it "
