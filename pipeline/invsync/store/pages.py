@@ -108,6 +108,8 @@ class Listing(Generic[E]):
         try:
             return await asyncio.to_thread(self.parse, body, number, f"GET {self.path}")
         except NotJson as exc:  # what the store sent instead says most (text/html)
+            if "json" in kind.lower():
+                raise
             raise StoreError(f"{exc} ({redact(kind or 'no content type')[:60]})") from None
 
     async def pages(self) -> AsyncGenerator[Page[E], None]:
