@@ -351,11 +351,6 @@ class StoreClient:
         async for entry in self._pages("/inventory/items", params, on_total):
             yield entry
 
-    async def iter_filtered_items(self, filters: dict[str, str]) -> Any:
-        """Yield ``GET /inventory/items`` entries matching ``filters`` (e.g. ``variant_id:in``)."""
-        async for entry in self._pages("/inventory/items", filters):
-            yield entry
-
     async def _pages(self, path: str, params: dict[str, str],
                      on_total: Callable[[int | None], None] | None = None) -> Any:
         """Every entry of a paged listing, read as the run's reads are (a
