@@ -64,6 +64,10 @@ def test_a_run_killed_before_its_report_is_named_as_such_by_the_run_that_finishe
     assert shown.stdout.startswith(f"run {killed}: interrupted, not yet resumed"), shown.stdout
     assert "it stopped before writing its report" in shown.stdout.splitlines()[0]
 
+    dry = run_invsync(["sync", "--dry-run", str(stock)], env)  # replays it, finishes nothing
+    assert dry.returncode == 0, output(dry)
+    assert NO_REPORT not in dry.stdout and dry.report()["resumed_from_no_report"] is False
+
     finish = run_invsync(["--log-format", "json", "sync", str(stock)], env)
     assert finish.returncode == 0, output(finish)
     events = json_lines(finish.stdout)

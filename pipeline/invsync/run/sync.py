@@ -243,11 +243,17 @@ def _resuming(run: _Run, run_id: str | None) -> None:
     if run_id is not None and run_id == report.resumed_from:
         return  # its lock and its journal both name it
     report.resumed_from = run_id
-    report.resumed_from_no_report = bool(run_id) and not (
-        run.settings.reports / str(run_id) / "report.json").is_file()
+    # A dry run replays a journal into its plan but finishes nothing: it leaves it be.
+    report.resumed_from_no_report = bool(run_id) and not run.settings.dry_run and \
+        not _has_report(run, run_id)
     if report.resumed_from_no_report:
         report.notes.append(f"run {run_id} stopped before writing its report (killed): no "
                             f"run folder holds it; this run's report is its record")
+
+
+def _has_report(run: _Run, run_id: Any) -> bool:
+    """Whether run ``run_id`` wrote its run folder (here, beside this run's)."""
+    return bool(run_id) and (run.settings.reports / str(run_id) / "report.json").is_file()
 
 
 def _close(run: _Run, locks_held: list[StoreLock]) -> None:
@@ -1033,7 +1039,7 @@ def _snapshot(run: _Run) -> pl.DataFrame:
     run.resumed_levels = recovered.confirmed
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height,
-                           "from_report": not run.report.resumed_from_no_report})
+                           "from_report": _has_report(run, header.get("run_id"))})
     if run.settings.dry_run:
         return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:

@@ -86,7 +86,8 @@ def finished_by(report_dir: Path, run_id: str, profile: str | None = None) -> Pa
         return None
     for run in runs:
         resumed = str(run.report.get("resumed_from") or "")
-        if resumed and resumed.startswith(run_id) and run.report.get("resumed_from_no_report"):
+        if resumed.startswith(run_id) and run.report.get("resumed_from_no_report") \
+                and run.report.get("status") != "dry_run":
             return run
     return None
 
