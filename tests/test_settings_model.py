@@ -295,6 +295,16 @@ def test_the_cli_names_a_bad_url_s_variable_or_key_and_hides_its_password(
     assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
 
 
+def test_doctor_never_shows_the_api_url_s_password(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVSYNC_", "BIGCOMMERCE_"))}
+    env.update({"XDG_STATE_HOME": str(tmp_path / "state"), "BIGCOMMERCE_STORE_HASH": "s1",
+                "BIGCOMMERCE_ACCESS_TOKEN": "tok-abcdefgh",
+                "BIGCOMMERCE_API_URL": f"http://u:{SECRET}@127.0.0.1:9"})  # a closed port
+    result = run_invsync(["doctor"], env)
+    assert "store reachable: http://u:[redacted]@127.0.0.1:9" in result.stdout, result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
 def test_the_documented_example_config_loads_with_each_profile(
         config_file: ConfigFile) -> None:
     """docs/config.md's example is a config a user copies: it must load as documented (it
