@@ -231,11 +231,32 @@ def _prepare(run: _Run, *, locked: bool) -> None:
         run.report.notes.append(
             f"took over the lock left by run {took_over.get('run_id', '?')} "
             f"(pid {took_over.get('pid', '?')}), which is no longer running")
-        run.report.resumed_from = str(took_over.get("run_id") or "") or None
+        _resuming(run, str(took_over.get("run_id") or "") or None)
     if locked and run.snapshots.clean_temp_files():
         run.report.notes.append("removed temporary snapshot files a killed run left")
     _note_legacy_state(run)
     _scheduled_live_baseline(run)
+
+
+def _resuming(run: _Run, run_id: str | None) -> None:
+    """Record that this run finishes the interrupted run ``run_id``, and whether that run
+    left a report: one killed (``kill -9``) stopped before writing it, so no run folder
+    holds it and ``finished=RUN_ID`` must not send anyone looking for one."""
+    report = run.report
+    if run_id is not None and run_id == report.resumed_from:
+        return  # its lock and its journal both name it
+    report.resumed_from = run_id
+    # A dry run replays a journal into its plan but finishes nothing: it leaves it be.
+    report.resumed_from_no_report = bool(run_id) and not run.settings.dry_run and \
+        not _has_report(run, run_id)
+    if report.resumed_from_no_report:
+        report.notes.append(f"run {run_id} stopped before writing its report (killed): no "
+                            f"run folder holds it; this run's report is its record")
+
+
+def _has_report(run: _Run, run_id: Any) -> bool:
+    """Whether run ``run_id`` wrote its run folder (here, beside this run's)."""
+    return bool(run_id) and (run.settings.reports / str(run_id) / "report.json").is_file()
 
 
 def _close(run: _Run, locks_held: list[StoreLock]) -> None:
@@ -1020,12 +1041,13 @@ def _snapshot(run: _Run) -> pl.DataFrame:
             f"{len(recovered.in_flight)} batch(es) in flight are kept with an unknown level "
             f"and sent again")
     run.report.notes.append(note)
-    run.report.resumed_from = header.get("run_id")
+    _resuming(run, header.get("run_id"))
     run.replayed = pl.concat([recovered.confirmed.select(KEY), unconfirmed.select(KEY)])
     run.replayed_sha256 = header.get("sha256")
     run.resumed_levels = recovered.confirmed
     run.emit("recovered", {"from_run": header.get("run_id"),
-                           "confirmed": recovered.confirmed.height})
+                           "confirmed": recovered.confirmed.height,
+                           "from_report": _has_report(run, header.get("run_id"))})
     if run.settings.dry_run:
         return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:
