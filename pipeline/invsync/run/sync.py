@@ -8,12 +8,12 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -187,6 +187,9 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
 
 def _refuse_running_loop() -> None:
     """A call inside a running event loop is refused (:class:`UsageError`)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return  # no event loop without asyncio: not imported for a run that needs none
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -412,6 +415,8 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
     awaiting task does not stop a run that has started (its journal and lock must end
     cleanly); the same errors rule applies as for :func:`sync_file`.
     """
+    import asyncio
+
     return await asyncio.to_thread(sync_file, path, settings, on_event=on_event,
                                    command=command, origin=origin)
 
@@ -452,6 +457,8 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
 
 def _scheduled_live_baseline(run: _Run) -> None:
     """``baseline_every``: use the live baseline when the last run that did is too old."""
+    if run.settings.baseline_every_s is None:
+        return  # no schedule (the reconcile module, with the HTTP client, is not loaded)
     from invsync.run.reconcile import live_baseline_due
 
     why = live_baseline_due(run.settings, run.snapshots.read_meta())
@@ -660,7 +667,8 @@ def _changes(run: _Run, read: _Read, checked: Validated, baseline: _Baseline) ->
         return changes
     if live is not None:
         return compute_changes(checked.valid, live, baseline_name="live")
-    changes = compute_changes(checked.valid, snapshot)
+    changes = compute_changes(checked.valid, snapshot,
+                              hashes=checked.hashes_of(checked.valid))
     if run.sold_side is not None:  # orders moved the store since the snapshot was taken
         from invsync.run.as_of import resend_sold
 
@@ -1081,9 +1089,9 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
     )
     report.notes.append(f"--zero-missing: {zeros.height:,} items in the snapshot but not in the "
                         f"file are set to 0")
-    return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
-                     unchanged=changes.unchanged, baseline=changes.baseline,
-                     zeroed_missing=zeros.height)
+    return replace(changes, changes=pl.concat([changes.changes,
+                                               zeros.select(changes.changes.columns)]),
+                   zeroed_missing=zeros.height)
 
 
 def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:

@@ -291,7 +291,9 @@ def rejected_frame(table: StockTable, rejected: pl.DataFrame) -> pl.DataFrame:
     """Original columns with their original text, plus ``row``, ``reason``, ``message``."""
     ours = rejected.select(ROW, pl.col("reason").alias("__reason"),
                            pl.col("message").alias("__message"))
-    originals = table.frame.join(ours, on=ROW, how="inner")
+    # No rejected row (most runs): the file's rows are not joined to find none.
+    frame = table.frame if rejected.height else table.frame.clear()
+    originals = frame.join(ours, on=ROW, how="inner")
     # A file with its own row/reason/message column keeps it; ours get a prefix.
     name = {c: (f"invsync_{c}" if c in table.headers else c) for c in ("row", "reason", "message")}
     return originals.sort(ROW).select(
