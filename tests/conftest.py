@@ -485,6 +485,36 @@ def lock_holder(lock: Path, proc: subprocess.Popen[Any], log: Path | None,
     return holder
 
 
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No store, token, API URL, config or profile from the environment (the developer's
+    own must not steer a test), state under ``tmp_path``; the monkeypatch, to set some."""
+    from invsync.run.config import (
+        ENV_API_URL,
+        ENV_CONFIG,
+        ENV_PROFILE,
+        ENV_STORE_HASH,
+        ENV_TOKEN,
+    )
+
+    for name in (ENV_STORE_HASH, ENV_TOKEN, ENV_API_URL, ENV_CONFIG, ENV_PROFILE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    return monkeypatch
+
+
+@pytest.fixture
+def config_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], Path]:
+    """Writes TOML text as ``tmp_path/invsync.toml`` (each call replaces it), in a clean
+    environment (:func:`clean_env`), and returns its path."""
+    def write(text: str) -> Path:
+        path = tmp_path / "invsync.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
 def retry_config(tmp_path: Path, **retry: float) -> Path:
     """A new TOML config file whose [retry] section makes retries fast and bounded
     (``retry`` overrides the defaults here); the one writer of [retry] configs in tests."""

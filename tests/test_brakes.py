@@ -160,3 +160,85 @@ def test_each_brake_says_what_it_saw_and_how_to_override_it() -> None:
         "mass_zeroing": "1,500 of the 2,000 items holding stock at location 7 (75%) would "
                         "drop to 0, more than the 30% allowed; pass --allow-zeroing to sync "
                         "anyway"}
+
+
+# ---- how the brake finds the held levels (the diff's own, a lookup, a first count) ---------
+
+
+def _brake_with(file: dict[tuple[int, str], int], store: pl.DataFrame, *,
+                held_frame: pl.DataFrame, full: bool = False) -> list[str]:
+    valid = item_frame([(loc, "sku", sku, qty) for (loc, sku), qty in file.items()])
+    changes = compute_changes(valid, None if full else store)
+    return [b.message for b in check_brakes(
+        rows=len(file), last_rows=None, changes=changes, held=held_frame,
+        limits=BrakeLimits(), zero_missing=False)]
+
+
+def _reference(file: dict[tuple[int, str], int], levels: dict[tuple[int, str], int | None],
+               max_share: float = 0.3) -> bool:
+    """The brake's rule in plain Python: per location, items going from stock (or an unknown
+    level) to 0, against the items holding stock (or of unknown level)."""
+    for loc in sorted({loc for loc, _ in levels}):
+        stocked = [k for k, q in levels.items() if k[0] == loc and (q is None or q > 0)]
+        drops = [k for k in stocked if file.get(k) == 0]
+        if stocked and len(drops) > max_share * len(stocked):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_diffs_levels_a_lookup_and_the_rule_agree(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    levels: dict[tuple[int, str], int | None] = {}
+    for i in range(rng.randint(1, 60)):
+        levels[(rng.choice([1, 2]), f"S{i:03d}")] = rng.choice([None, 0, 0, 3, 5, 9])
+    file = {k: rng.choice([0, 0, 1, 2 if q is None else q]) for k, q in levels.items()
+            if rng.random() < 0.8}
+    file.update({(rng.choice([1, 2]), f"NEW{i}"): 0 for i in range(rng.randint(0, 5))})
+    store = held(levels)
+    expected = _reference(file, levels)
+    # The very frame the diff compared with (its levels reused), a copy of it (looked up
+    # again), and --full (no diff baseline: looked up).
+    for held_frame, full in ((store, False), (store.clone(), False), (store, True)):
+        assert bool(_brake_with(file, store, held_frame=held_frame, full=full)) == expected, (
+            seed, full, held_frame is store)
+
+
+def test_an_unknown_level_zeroed_counts_and_a_new_item_zeroed_does_not() -> None:
+    store = held({(1, "A"): None, (1, "B"): 5, (1, "C"): 5})
+    # A (unknown level) and a new item set to 0: 1 of 3 (33%) would drop, over 30%.
+    assert _brake_with({(1, "A"): 0, (1, "NEW"): 0}, store, held_frame=store) != []
+    # The new items alone drop nothing.
+    assert _brake_with({(1, "NEW"): 0, (1, "NEW2"): 0}, store, held_frame=store) == []
+
+
+def test_a_large_store_is_counted_whole_when_a_sample_does_not_settle_it() -> None:
+    # 70,000 items at location 1 first, then 100 at location 2: zeroing 40 of location 2's
+    # must trip even though the rows counted first hold only half of location 2's items.
+    levels: dict[tuple[int, str], int | None] = {(1, f"S{i:05d}"): 5 for i in range(70_000)}
+    levels.update({(2, f"T{i:03d}"): 5 for i in range(100)})
+    store = held(levels)
+    file = {(2, f"T{i:03d}"): 0 for i in range(40)}
+    assert _brake_with(file, store, held_frame=store) == [
+        "40 of the 100 items holding stock at location 2 (40%) would drop to 0, more than "
+        "the 30% allowed; pass --allow-zeroing to sync anyway"]
+    # At location 1, 40 zeros are far under 30% of the ~35,000 rows counted first: no full
+    # count is needed, and nothing trips.
+    file = {(1, f"S{i:05d}"): 0 for i in range(40)}
+    assert _brake_with(file, store, held_frame=store) == []
+
+
+def test_a_lookup_whose_hashes_all_collide_still_finds_only_the_zeroed_items(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.run import brakes as brakes_module
+
+    monkeypatch.setattr(brakes_module, "key_hashes",
+                        lambda frame: pl.repeat(7, frame.height, dtype=pl.UInt64, eager=True))
+    store = held({(1, f"S{i:03d}"): 5 for i in range(10)})
+    # 3 of 10 zeroed is 30%: allowed; 4 is not. A copy of the store: looked up, not reused.
+    assert _brake_with({(1, f"S{i:03d}"): 0 for i in range(3)}, store,
+                       held_frame=store.clone()) == []
+    assert _brake_with({(1, f"S{i:03d}"): 0 for i in range(4)}, store,
+                       held_frame=store.clone()) != []

@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,6 @@ import pytest
 from invsync.errors import StalePlan, UsageError
 from invsync.run.config import (
     ENV_API_URL,
-    ENV_CONFIG,
-    ENV_PROFILE,
     ENV_STORE_HASH,
     ENV_TOKEN,
     Settings,
@@ -28,17 +27,11 @@ from tests.conftest import run_invsync, write_stock
 SECRET = "sk-live-0123456789abcdef"
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in (ENV_STORE_HASH, ENV_TOKEN, ENV_API_URL, ENV_CONFIG, ENV_PROFILE):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    return monkeypatch
+ConfigFile = Callable[[str], Path]
 
 
-def refusal(tmp_path: Path, text: str, profile: str | None = None) -> str:
-    path = tmp_path / "invsync.toml"
-    path.write_text(text, encoding="utf-8")
+def refusal(config_file: ConfigFile, text: str, profile: str | None = None) -> str:
+    path = config_file(text)
     with pytest.raises(UsageError) as err:
         load_settings(path, {"profile": profile})
     message = str(err.value)
@@ -85,24 +78,35 @@ def refusal(tmp_path: Path, text: str, profile: str | None = None) -> str:
      "[sources.w] max_age must be a positive duration"),
     ('[[notify.hooks]]\nurl = "https://hooks.example/x"\non = "sometimes"\n',
      "notify.hooks[1].on: unknown event(s) sometimes"),
+    # A source's url is checked where the file is read: file, table and key named.
+    ('[sources.w]\nurl = "ftp//x"\n', '[sources.w] url must be "sftp://HOST/path", '
+     '"s3://BUCKET/key", "https://..." or a local path: \'ftp//x\': a URL needs ftp:// '
+     'before its host; for a local path, write ./ftp//x'),
+    ('[sources.w]\nurl = "sftp://"\n',
+     '[sources.w] url must be "sftp://HOST/path", "s3://BUCKET/key", "https://..." or a '
+     "local path: 'sftp://': the URL names no host (or bucket)"),
+    ('[sources.w]\nurl = "https:///out/stock.csv"\n', "[sources.w] url must be "),
+    ('[sources.w]\nurl = "gopher://h/x.csv"\n', "[sources.w] url must be "),
+    ('[sources.w]\nurl = "sftp:/h/x.csv"\n', "[sources.w] url must be "),
+    ('[sources.w]\nurl = "sftp://h:ssh/x.csv"\n', "[sources.w] url must be "),
+    ('[profiles.p.sources.w]\nurl = "sftp://"\n', "[profiles.p.sources.w] url must be "),
 ])
 def test_a_bad_value_is_refused_naming_the_key_and_what_is_allowed(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str) -> None:
-    assert refusal(tmp_path, text).startswith(expected)
+        config_file: ConfigFile, text: str, expected: str) -> None:
+    assert refusal(config_file, text).startswith(expected)
 
 
 def test_profile_keys_are_checked_and_named_with_their_profile(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        config_file: ConfigFile) -> None:
     text = ('[notify]\nurl = "https://hooks.example/x"\n'
             "[profiles.night.notify]\nattempts = 0\n")
     # Checked even when another profile (or none) is in force: a typo waits for no night.
     for profile in (None, "night"):
-        assert refusal(tmp_path, text, profile) == (
+        assert refusal(config_file, text, profile) == (
             "[profiles.night] notify.attempts must be a whole number from 1 to 10, not 0")
     # A profile's [notify] may hold only `on`: the URL is the top level's.
-    path = tmp_path / "ok.toml"
-    path.write_text('[notify]\nurl = "https://hooks.example/x"\n'
-                    '[profiles.night.notify]\non = ["failed"]\n')
+    path = config_file('[notify]\nurl = "https://hooks.example/x"\n'
+                       '[profiles.night.notify]\non = ["failed"]\n')
     assert load_settings(path, {"profile": "night"}).notify == {
         "url": "https://hooks.example/x", "on": ["failed"]}
 
@@ -113,11 +117,43 @@ def test_profile_keys_are_checked_and_named_with_their_profile(
     f'[notify]\nurls = ["https://hooks.example/a", "gopher://x/{SECRET}"]\n',
     f'[sources.w]\nurl = "sftp://u@h/x.csv"\npassword = ["{SECRET}"]\n',
     f'[sources.w]\nurl = "sftp://u@h/x.csv"\nheaders = {{ X-Key = ["{SECRET}"] }}\n',
+    f'[sources.w]\nurl = "sftp://u:{SECRET}@/x.csv"\n',
+    f'[sources.w]\nurl = "sftp://u:{SECRET}@h:port/x.csv"\n',
+    f'[sources.w]\nurl = "ftp://u:pa/{SECRET}@h/x.csv"\n',
+    f'[sources.w]\nurl = "gopher://u:{SECRET}@h/x.csv"\n',
 ])
-def test_a_refusal_never_repeats_a_secret(clean_env: pytest.MonkeyPatch, tmp_path: Path,
-                                         text: str) -> None:
-    message = refusal(tmp_path, text)
+def test_a_refusal_never_repeats_a_secret(config_file: ConfigFile, text: str) -> None:
+    message = refusal(config_file, text)
     assert SECRET not in message and "12345" not in message, message
+
+
+BAD_API_URLS = ["not a url", "ftp://x", "http://", f"http://u:{SECRET}@",
+                f"https://u:{SECRET}@h.example/v3", "https://h.example:port",
+                f"https://u:pa/{SECRET}@h.example"]
+
+
+@pytest.mark.parametrize("value", BAD_API_URLS)
+def test_a_bad_api_url_is_refused_naming_where_it_came_from(
+        clean_env: pytest.MonkeyPatch, config_file: ConfigFile, value: str) -> None:
+    path = config_file(f'store_hash = "s1"\naccess_token = "tok-abcdefgh"\n'
+                       f'api_url = "{value}"\n[profiles.p]\napi_url = "{value}"\n'
+                       f'[profiles.good]\napi_url = "https://api.bigcommerce.com"\n')
+    wanted = [({}, f"config file {path}: api_url must be an API URL"),
+              ({"profile": "p"}, f"config file {path}: [profiles.p] api_url must be an API URL"),
+              ({"api_url": value}, "--api-url must be an API URL")]
+    for overrides, expected in wanted:
+        settings = load_settings(path, overrides)
+        with pytest.raises(UsageError) as err:
+            settings.check(needs_store=True)
+        message = str(err.value)
+        assert message.startswith(expected), message
+        assert SECRET not in message and err.value.exit_code == 64, message
+    clean_env.setenv(ENV_API_URL, value)  # over the file's top level, not a profile's own
+    with pytest.raises(UsageError) as err:
+        load_settings(path, {}).check(needs_store=True)
+    assert str(err.value).startswith(f"{ENV_API_URL} must be an API URL"), str(err.value)
+    assert SECRET not in str(err.value)
+    load_settings(path, {"profile": "good"}).check(needs_store=True)
 
 
 def test_from_config_refuses_what_it_does_not_know(clean_env: pytest.MonkeyPatch) -> None:
@@ -135,10 +171,9 @@ def test_from_config_refuses_what_it_does_not_know(clean_env: pytest.MonkeyPatch
 
 
 def test_precedence_flags_profile_environment_file(clean_env: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
-    path = tmp_path / "invsync.toml"
-    path.write_text('store_hash = "file"\napi_url = "http://file.example"\nbatch_size = 7\n'
-                    '[profiles.p]\nstore_hash = "profile"\n')
+                                                   config_file: ConfigFile) -> None:
+    path = config_file('store_hash = "file"\napi_url = "http://file.example"\nbatch_size = 7\n'
+                       '[profiles.p]\nstore_hash = "profile"\n')
     assert load_settings(path, {}).store_hash == "file"
     clean_env.setenv(ENV_STORE_HASH, "env")
     clean_env.setenv(ENV_API_URL, "http://env.example")
@@ -235,8 +270,43 @@ def test_the_cli_exits_64_naming_the_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(("where", "expected"), [
+    ("env", "invsync: BIGCOMMERCE_API_URL must be an API URL"),
+    ("file", "api_url must be an API URL"),
+    ("source", "[sources.w] url must be"),
+])
+def test_the_cli_names_a_bad_url_s_variable_or_key_and_hides_its_password(
+        tmp_path: Path, where: str, expected: str) -> None:
+    bad = f"sftp://u:{SECRET}@/x.csv"
+    config = tmp_path / "invsync.toml"
+    config.write_text((f'api_url = "{bad}"\n' if where == "file" else "")
+                      + (f'[sources.w]\nurl = "{bad}"\n' if where == "source" else ""))
+    stock = write_stock(tmp_path / "stock.csv", {(1, "A"): 1})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVSYNC_", "BIGCOMMERCE_"))}
+    env.update({"XDG_STATE_HOME": str(tmp_path / "state"), "BIGCOMMERCE_STORE_HASH": "s1",
+                "BIGCOMMERCE_ACCESS_TOKEN": "tok-abcdefgh"})
+    if where == "env":
+        env["BIGCOMMERCE_API_URL"] = bad
+    result = run_invsync(["sync", "--dry-run", "--config", str(config), str(stock)], env)
+    assert result.returncode == 64, result.stderr
+    if where != "env":
+        expected = f"invsync: config file {config}: {expected}"
+    assert result.stderr.startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr and SECRET not in result.stderr + result.stdout
+
+
+def test_doctor_never_shows_the_api_url_s_password(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVSYNC_", "BIGCOMMERCE_"))}
+    env.update({"XDG_STATE_HOME": str(tmp_path / "state"), "BIGCOMMERCE_STORE_HASH": "s1",
+                "BIGCOMMERCE_ACCESS_TOKEN": "tok-abcdefgh",
+                "BIGCOMMERCE_API_URL": f"http://u:{SECRET}@127.0.0.1:9"})  # a closed port
+    result = run_invsync(["doctor"], env)
+    assert "store reachable: http://u:[redacted]@127.0.0.1:9" in result.stdout, result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
 def test_the_documented_example_config_loads_with_each_profile(
-        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        config_file: ConfigFile) -> None:
     """docs/config.md's example is a config a user copies: it must load as documented (it
     had encoding and header_row under [store], which holds only quota_share)."""
     import re
@@ -244,8 +314,7 @@ def test_the_documented_example_config_loads_with_each_profile(
     docs = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     match = re.search(r"```toml\n(.*?)```", docs.read_text(encoding="utf-8"), re.S)
     assert match is not None
-    path = tmp_path / "invsync.toml"
-    path.write_text(match.group(1), encoding="utf-8")
+    path = config_file(match.group(1))
     top = load_settings(path, {})
     assert (top.encoding, top.header_row, top.quota_share) == ("windows-1250", 3, 0.8)
     assert top.notify["attempts"] == 3 and top.retry.max_total_s == 300

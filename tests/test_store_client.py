@@ -141,6 +141,34 @@ def test_ill_shaped_answers_are_store_errors(answer: httpx.Response) -> None:
         run(_locations(client(lambda r: answer)))
 
 
+@pytest.mark.parametrize(("answer", "message"), [
+    (httpx.Response(200, text="<html>Maintenance</html>", headers={
+        "content-type": "text/html; charset=utf-8"}),
+     "GET /inventory/locations: the store's page 1 is not JSON (text/html)"),
+    (httpx.Response(200, content=b'{"data": [', headers={"content-type": "application/json"}),
+     "GET /inventory/locations: the store's page 1 is not JSON"),
+    (httpx.Response(200, content=b"\xff\xfe\x00garbage"),
+     "GET /inventory/locations: the store's page 1 is not JSON (no content type)"),
+    (httpx.Response(200, json={"data": "nope"}),
+     "GET /inventory/locations: the store's page 1 is not a list of entries"),
+    (httpx.Response(200, json={"data": [{"id": 1}], "meta": {"pagination": {"total": "x"}}}),
+     "GET /inventory/locations: page 1 has no usable pagination"),
+])
+def test_the_client_refuses_a_page_as_the_runs_reads_do(answer: httpx.Response,
+                                                        message: str) -> None:
+    """One page parser: the client's listings and the run's level reads (levels_page) refuse
+    an ill-shaped page with the same words, exit 2 (a body that is not JSON also names
+    the content type the store gave, unless it claimed JSON)."""
+    from invsync.store.live import levels_page
+
+    with pytest.raises(StoreError) as info:
+        run(_locations(client(lambda r: answer)))
+    assert str(info.value) == message and info.value.exit_code == 2
+    with pytest.raises(StoreError) as same:
+        levels_page(answer.content, 1, "GET /inventory/locations", wanted=frozenset({1}))
+    assert message.startswith(str(same.value))
+
+
 def test_a_422_on_a_read_is_a_store_error_not_a_rejected_row() -> None:
     with pytest.raises(StoreError) as info:
         run(_items(client(lambda r: problem("Invalid value for filter location_id:in"))))
@@ -274,7 +302,7 @@ def test_pages_beyond_what_total_makes_plausible_fail_clearly() -> None:
     with pytest.raises(StoreError, match=r"GET /inventory/items: the store claims 59766830 "
                                          r"pages, more than plausible \(3"):
         run(_items(client(handler)))
-    assert calls == [1, 2, 3]
+    assert calls == [1]  # page 1's total already makes the count implausible
 
 
 def test_a_repeated_page_fails_clearly() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,6 @@ import pytest
 from invsync.run.brakes import BrakeLimits
 from invsync.run.config import (
     _KNOWN_KEYS,
-    ENV_API_URL,
-    ENV_CONFIG,
-    ENV_PROFILE,
-    ENV_STORE_HASH,
-    ENV_TOKEN,
     NOT_FROM_FILE,
     NOT_PUBLIC,
     Secret,
@@ -29,14 +25,6 @@ from invsync.stages.validate import QuantityRules
 from invsync.store.limits import RetryPolicy
 
 TOKEN = "sk-round-trip-secret-9876"
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
-    for name in (ENV_STORE_HASH, ENV_TOKEN, ENV_API_URL, ENV_CONFIG, ENV_PROFILE):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    return monkeypatch
 
 
 def every_file_value(tmp_path: Path) -> Settings:
@@ -95,21 +83,20 @@ def test_every_field_is_a_file_key_or_marked_not_from_file() -> None:
         "store_id"} == _KNOWN_KEYS
 
 
-def test_round_trip_settings_file_settings(clean_env: pytest.MonkeyPatch,
+def test_round_trip_settings_file_settings(config_file: Callable[[str], Path],
                                            tmp_path: Path) -> None:
     original = every_file_value(tmp_path)
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         if f.metadata["file"] is not NOT_FROM_FILE:
             assert getattr(original, f.name) != getattr(defaults, f.name), f.name
-    path = tmp_path / "invsync.toml"
-    path.write_text(config_text(original, with_token=True), encoding="utf-8")
+    path = config_file(config_text(original, with_token=True))
     loaded = load_settings(path, {})
     assert loaded == dataclasses.replace(original, config_path=path,
                                          token_source=f"access_token in {path}")
     assert loaded.token is not None and loaded.token.reveal() == TOKEN
     # Defaults round-trip too (nothing is written for what no file can hold).
-    path.write_text(config_text(Settings(state_dir=tmp_path / "s")), encoding="utf-8")
+    config_file(config_text(Settings(state_dir=tmp_path / "s")))
     assert load_settings(path, {}) == Settings(state_dir=tmp_path / "s", config_path=path)
 
 

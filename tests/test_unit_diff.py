@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from conftest import item_frame
 
+from invsync.stages import diff
 from invsync.stages.diff import ChangeSet, compute_changes
 from invsync.stages.ingest import ROW
 from invsync.stages.validate import VALID_COLUMNS
@@ -84,7 +85,8 @@ def test_rows_without_a_file_row_come_last() -> None:
 @pytest.fixture
 def colliding(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every key hashes to one value: the join must still match real keys only."""
-    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.lit(7, pl.UInt64))
+    monkeypatch.setattr(diff, "key_hashes",
+                        lambda frame: pl.repeat(7, frame.height, dtype=pl.UInt64, eager=True))
 
 
 @pytest.mark.usefixtures("colliding")
@@ -118,11 +120,32 @@ def test_a_collision_in_an_item_new_to_the_baseline() -> None:
 
 def test_a_partial_collision(monkeypatch: pytest.MonkeyPatch) -> None:
     # Only some keys collide (hash = the key's length): the others join normally.
-    monkeypatch.setattr(pl.Expr, "hash", lambda self, *a, **k: pl.col("item_key").str.len_bytes()
-                        .cast(pl.UInt64))
+    monkeypatch.setattr(diff, "key_hashes",
+                        lambda frame: frame["item_key"].str.len_bytes().cast(pl.UInt64))
     cs = compute_changes(valid_frame([(1, "sku", "AA", 1), (1, "sku", "B", 2),
                                       (1, "sku", "CCC", 3)]),
                          baseline([(1, "sku", "AA", 1), (1, "sku", "ZZ", 1), (1, "sku", "B", 5),
                                    (1, "sku", "CCC", 3)]))
     assert summary(cs) == [(3, 1, "sku", "B", 2, 5)]
     assert cs.unchanged == 2
+
+
+def test_the_duplicate_checks_hashes_are_reused_only_for_their_own_frame() -> None:
+    from dataclasses import replace
+
+    from invsync.stages.ingest import read_stock_bytes
+    from invsync.stages.validate import validate
+
+    checked = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,2\nC,2,0\n"))
+    hashes = checked.hashes_of(checked.valid)
+    assert hashes is not None and hashes.len() == 3
+    base = baseline([(1, "sku", "A", 1), (1, "sku", "B", 5), (2, "sku", "C", 4)])
+    reused = compute_changes(checked.valid, base, hashes=hashes)
+    assert summary(reused) == summary(compute_changes(checked.valid, base))
+    assert summary(reused) == [(3, 1, "sku", "B", 2, 5), (4, 2, "sku", "C", 0, 4)]
+    # A copy of the result with other valid rows (as --as-of makes) has no hashes to reuse.
+    other = replace(checked, valid=checked.valid.reverse())
+    assert other.hashes_of(other.valid) is None
+    # A file with a rejected row: the valid rows are not those hashed.
+    rejected = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,x\n"))
+    assert rejected.hashes_of(rejected.valid) is None

@@ -133,7 +133,9 @@ def _summary_facts(report: Mapping[str, Any]) -> list[str]:
             when += f" → {md(report.get('finished_at'))}"
         facts.append(f"- Run: {when}")
     if report.get("resumed_from"):
-        facts.append(f"- Resumed from run {md_code(report.get('resumed_from'))}")
+        facts.append(f"- Resumed from run {md_code(report.get('resumed_from'))}"
+                     + (" (it stopped before writing its report)"
+                        if report.get("resumed_from_no_report") else ""))
     return facts
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from invsync.stages.diff import ChangeSet
+from invsync.stages.diff import KEY_TYPES, ChangeSet, key_hashes
 from invsync.tables import KEY, goes_to_zero
 
 
@@ -97,18 +97,17 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
     zeros = changes.changes.filter(pl.col("quantity") == 0).select(KEY).unique()
     if zeros.height == 0:
         return []  # most nights: no zero to weigh, so the store's levels are not scanned
-    levels = held.select(*KEY, pl.col("quantity").alias("_held"))
-    zeroed = zeros.join(levels.cast({"location_id": pl.Int64}), on=KEY, how="inner")
+    zeroed = _zeroed_levels(changes, zeros, held)
     drops = zeroed.filter(goes_to_zero(pl.lit(0), pl.col("_held"), unknown_counts=True))
     per_location = drops.group_by("location_id").len()
     if per_location.height == 0:
         return []
+    counts = dict(per_location.iter_rows())
     # The share is of the items holding stock (or of unknown level): sold-out items cannot
     # drop, and counting them would let a wrong column zero every item in stock.
-    stocked = held.filter(pl.col("quantity").is_null() | (pl.col("quantity") > 0))
-    synced_by_location = dict(stocked.group_by("location_id").len().iter_rows())
+    synced_by_location = _stocked(held, counts, max_share)
     # Per location: a file covering one location must not zero most of it unnoticed.
-    for loc, count in per_location.sort("location_id").iter_rows():
+    for loc, count in sorted(counts.items()):
         synced = synced_by_location.get(loc, 0)
         if synced and count > max_share * synced:
             return [Brake(
@@ -117,3 +116,64 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
                 f"({count / synced:.0%}) would drop to 0, more than the "
                 f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
     return []
+
+
+_SAMPLE_ROWS = 1 << 16
+"""Rows of the store's levels counted first (every n-th row, so every location is in them
+as much as in the whole): enough, most nights, to show that no location loses its share (a
+full count is made only when they are not)."""
+
+
+def _stocked(held: pl.DataFrame, drops: dict[int, int], max_share: float) -> dict[int, int]:
+    """Per location with drops (``drops``: location -> items going to 0), the items ``held``
+    holds with stock (or of an unknown level).
+
+    A count of some of the rows is a lower bound: when it already shows every location far
+    enough from tripping, it is returned as it is (the brake's answer is the same); else
+    every row is counted.
+    """
+    quantity = pl.col("quantity")
+    stocked = pl.col("location_id").is_in(list(drops)) & (quantity.is_null() | (quantity > 0))
+    levels = held.select("location_id", quantity)
+
+    def count(frame: pl.DataFrame) -> dict[int, int]:
+        return dict(frame.filter(stocked).group_by("location_id").len().iter_rows())
+
+    if levels.height > _SAMPLE_ROWS:
+        some = count(levels.gather_every(levels.height // _SAMPLE_ROWS + 1))
+        if all(drops[loc] <= max_share * some.get(loc, 0) for loc in drops):
+            return some
+    return count(levels)
+
+
+def _zeroed_levels(changes: ChangeSet, zeros: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """The ``zeros`` (KEY, distinct) that ``held`` holds, each with its level as ``_held``.
+
+    When ``held`` is the very frame the diff compared the file with, the diff already found
+    each item the file sets to 0 in it: only the zeros it did not see (``--zero-missing``'s)
+    are looked up.
+    """
+    seen = changes.zeros_seen
+    if seen is None or changes.compared is not held:
+        return _held_levels(zeros, held)
+    zeros, seen = zeros.cast(KEY_TYPES), seen.cast(KEY_TYPES)  # type: ignore[arg-type]
+    found = zeros.join(seen.filter(pl.col("_in")).select(*KEY, "_held").unique(KEY), on=KEY,
+                       how="inner")
+    rest = zeros.join(seen.select(KEY), on=KEY, how="anti")
+    if rest.height == 0:
+        return found
+    return pl.concat([found, _held_levels(rest, held)])
+
+
+def _held_levels(keys: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """``keys`` (KEY, distinct) that ``held`` holds, each with its level as ``_held``.
+
+    Joining on the key columns (two of them text) would hash a million strings of the
+    store's levels to look up a few thousand zeros: the rows of ``held`` whose 64-bit key
+    hash is one of the zeros' are picked first (a cheap pass of integers), and only those
+    candidates are joined on the keys themselves, so a hash collision picks nothing wrong.
+    """
+    keys, held = keys.cast(KEY_TYPES), held.cast(KEY_TYPES)  # type: ignore[arg-type]
+    candidates = held.filter(key_hashes(held).is_in(key_hashes(keys).implode()))
+    return keys.join(candidates.select(*KEY, pl.col("quantity").alias("_held")), on=KEY,
+                     how="inner")

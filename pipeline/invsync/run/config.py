@@ -40,7 +40,7 @@ from invsync.config_errors import usage_error_from
 from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
-from invsync.sources.spec import SourceTable
+from invsync.sources.spec import SourceTable, shown_url
 from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
 from invsync.store.limits import DEFAULT_QUOTA_SHARE, MAX_ITEMS_PER_REQUEST, RetryPolicy
 
@@ -427,6 +427,40 @@ def _load_token_source(src: _Sources) -> str | None:
     return where
 
 
+def _api_url_source(src: _Sources) -> str | None:
+    """Where the API URL comes from, as a message names it (see :meth:`_Sources.pick`)."""
+    if src.overrides.get("api_url") is not None:
+        return "--api-url"
+    if "api_url" in src.profile_keys and src.cfg.get("api_url") is not None:
+        return f"config file {src.config_path}: [profiles.{src.profile}] api_url"
+    if os.environ.get(ENV_API_URL):
+        return ENV_API_URL
+    if src.cfg.get("api_url") is not None:
+        return f"config file {src.config_path}: api_url"
+    return None
+
+
+def api_url_problem(value: str) -> str | None:
+    """What keeps ``value`` from being the API URL (None: nothing), as the words after the
+    key; a password in it is never shown."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises
+    except ValueError:
+        host = None
+    if host is None or parts.scheme.lower() not in ("http", "https"):
+        return (f"must be an API URL: https:// (or http://) and a host, such as "
+                f"https://api.bigcommerce.com; not {shown_url(value)!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        return (f"must be an API URL of the host only (such as https://api.bigcommerce.com), "
+                f"not {shown_url(value)!r}: drop the path (invsync adds "
+                f"/stores/<store hash>/v3 itself)")
+    return None
+
+
 def _load_column_map(src: _Sources) -> dict[str, str]:
     columns = dict(src.cfg.get("columns") or {})
     columns.update(src.overrides.get("column_map") or {})
@@ -589,6 +623,10 @@ class Settings:
     token_source: str | None = field(default=None, metadata=meta(
         file=NOT_FROM_FILE, public="token_source", load=_load_token_source))
     """Where the access token came from (never the token)."""
+    api_url_source: str | None = field(default=None, compare=False, metadata=meta(
+        file=NOT_FROM_FILE, public=NOT_PUBLIC, load=_api_url_source))
+    """Where the API URL came from (``--api-url``, the environment variable, the config
+    file's key), for a message about it; None: the default, or set by a program."""
     plan_file: bool = field(default=False, metadata=meta(
         file=NOT_FROM_FILE, public="plan_file", resume=True))
     """The input is a reviewed ``plan.csv``: push exactly it."""
@@ -681,17 +719,9 @@ class Settings:
         if self.store_hash is not None and not _STORE_HASH.fullmatch(self.store_hash):
             raise UsageError("the store hash may hold only letters, digits, '-' and '_' "
                              f"(got {self.store_hash!r})")
-        if self.token or needs_store:
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(self.api_url)
-            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-                raise UsageError(f"the API URL must start with https:// (or http://) and name a "
-                                 f"host, not {self.api_url!r}")
-            if parts.path.strip("/") or parts.query or parts.fragment:
-                raise UsageError(f"the API URL is the host only (such as "
-                                 f"https://api.bigcommerce.com), not {self.api_url!r}: drop the "
-                                 f"path (invsync adds /stores/<store hash>/v3 itself)")
+        problem = api_url_problem(self.api_url) if self.token or needs_store else None
+        if problem:
+            raise UsageError(f"{self.api_url_source or 'api_url'} {problem}")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")

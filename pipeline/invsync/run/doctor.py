@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from invsync.redact import redact_url
 from invsync.run.config import Settings
 
 MAX_CLOCK_SKEW_S = 120.0
@@ -89,9 +90,10 @@ def _token_and_read(store: _Store, settings: Settings) -> tuple[list[Check], Any
     try:
         response = store.request("GET", "/v3/inventory/locations")
     except httpx.HTTPError as exc:
-        return [Check("store reachable", False, f"{settings.api_url}: {type(exc).__name__}",
+        return [Check("store reachable", False, f"{redact_url(settings.api_url)}: "
+                      f"{type(exc).__name__}",
                       "check the API URL, DNS, proxy and firewall (HTTPS to the API host)")], None
-    checks = [Check("store reachable", True, f"{settings.api_url} answered")]
+    checks = [Check("store reachable", True, f"{redact_url(settings.api_url)} answered")]
     if response.status_code == 401:
         return [*checks, Check("token accepted", False, "the store answered 401",
                                "the token is wrong or revoked: set BIGCOMMERCE_ACCESS_TOKEN to "

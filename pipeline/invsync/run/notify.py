@@ -167,7 +167,8 @@ def alert_text(report: RunReport, events: list[str], *, last_good: dict[str, Any
     if before:
         numbers += f"; last good run {before:,} rows"
     if report.resumed_from:
-        numbers += f"; finished interrupted run {report.resumed_from}"
+        numbers += f"; finished interrupted run {report.resumed_from}" + (
+            " (it stopped before writing its report)" if report.resumed_from_no_report else "")
     why = "; ".join(_WHY[e] for e in events)
     details = [b.get("message", "") for b in report.brakes if isinstance(b, dict)]
     if report.error and not details:

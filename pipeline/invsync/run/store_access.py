@@ -7,20 +7,23 @@ wraps the store's async reads for the run's synchronous steps.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
 from invsync.errors import UsageError
 from invsync.events import Observer
 from invsync.run.config import Settings
-from invsync.store.client import StoreClient
-from invsync.store.identity import Fetch, read_identities
-from invsync.store.live import Comparison, compare, read_levels
 from invsync.tables import KEY, Location
+
+if TYPE_CHECKING:  # the HTTP client and the loop: imported when a run talks to the store
+    import asyncio
+
+    from invsync.store.client import StoreClient
+    from invsync.store.identity import Fetch
+    from invsync.store.live import Comparison
 
 T = TypeVar("T")
 
@@ -28,6 +31,8 @@ T = TypeVar("T")
 
 def store_client(settings: Settings, emit: Observer | None = None) -> StoreClient:
     """A client for the store in ``settings``; its retries are reported as ``retry`` events."""
+    from invsync.store.client import StoreClient
+
     if settings.token is None:
         raise UsageError("no access token: set BIGCOMMERCE_ACCESS_TOKEN or access_token in "
                          "the config file")
@@ -66,7 +71,8 @@ class StoreSession:
     def __init__(self, settings: Settings, emit: Observer | None = None) -> None:
         self.settings = settings
         self.emit = emit
-        self._runner = asyncio.Runner()
+        self._runner: asyncio.Runner | None = None  # made on first use (a dry run needs none)
+        self._closed = False
         self._client: StoreClient | None = None
 
     def __enter__(self) -> StoreSession:
@@ -80,9 +86,20 @@ class StoreSession:
         try:
             if self._client is not None:
                 client, self._client = self._client, None
-                self._runner.run(client.__aexit__(None, None, None))
+                self._loop().run(client.__aexit__(None, None, None))
         finally:
-            self._runner.close()
+            self._closed = True
+            if self._runner is not None:
+                self._runner.close()
+
+    def _loop(self) -> asyncio.Runner:
+        if self._runner is None:
+            if self._closed:
+                raise RuntimeError("Runner is closed")
+            import asyncio
+
+            self._runner = asyncio.Runner()
+        return self._runner
 
     @property
     def requests_sent(self) -> int:
@@ -94,7 +111,7 @@ class StoreSession:
         if self._client is None:
             self._client = store_client(self.settings, self.emit)
         client = self._client
-        return self._runner.run(work(client))
+        return self._loop().run(work(client))
 
     def locations(self) -> list[Location]:
         """The store's locations."""
@@ -104,12 +121,16 @@ class StoreSession:
                     known_items: int = 0) -> pl.DataFrame:
         """The live levels at ``location_ids``: of the items ``keys`` names only (filtered
         reads) when that takes fewer requests than reading all (see :func:`read_levels`)."""
+        from invsync.store.live import read_levels
+
         ids = list(location_ids)
         return self.run(lambda client: read_levels(client, ids, self.emit, keys=keys,
                                                    known_items=known_items))
 
     def fetcher(self) -> Fetch:
         """Reads identities through this session, for :class:`IdentityResolver`."""
+
+        from invsync.store.identity import read_identities
 
         def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, Any]], int]:
             before = self.requests_sent
@@ -145,6 +166,8 @@ def verify_levels(settings: Settings, expected: pl.DataFrame, *, timeout_s: floa
 
     Every read goes through one session: one loop, one client, one quota budget.
     """
+    from invsync.store.live import Comparison, compare
+
     started = time.monotonic()
     locations = expected["location_id"].unique().to_list()
     with StoreSession(settings, emit) as store:

@@ -8,12 +8,12 @@ journals every batch, so that ``kill -9`` at any moment loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -187,6 +187,9 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
 
 def _refuse_running_loop() -> None:
     """A call inside a running event loop is refused (:class:`UsageError`)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return  # no event loop without asyncio: not imported for a run that needs none
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -228,11 +231,32 @@ def _prepare(run: _Run, *, locked: bool) -> None:
         run.report.notes.append(
             f"took over the lock left by run {took_over.get('run_id', '?')} "
             f"(pid {took_over.get('pid', '?')}), which is no longer running")
-        run.report.resumed_from = str(took_over.get("run_id") or "") or None
+        _resuming(run, str(took_over.get("run_id") or "") or None)
     if locked and run.snapshots.clean_temp_files():
         run.report.notes.append("removed temporary snapshot files a killed run left")
     _note_legacy_state(run)
     _scheduled_live_baseline(run)
+
+
+def _resuming(run: _Run, run_id: str | None) -> None:
+    """Record that this run finishes the interrupted run ``run_id``, and whether that run
+    left a report: one killed (``kill -9``) stopped before writing it, so no run folder
+    holds it and ``finished=RUN_ID`` must not send anyone looking for one."""
+    report = run.report
+    if run_id is not None and run_id == report.resumed_from:
+        return  # its lock and its journal both name it
+    report.resumed_from = run_id
+    # A dry run replays a journal into its plan but finishes nothing: it leaves it be.
+    report.resumed_from_no_report = bool(run_id) and not run.settings.dry_run and \
+        not _has_report(run, run_id)
+    if report.resumed_from_no_report:
+        report.notes.append(f"run {run_id} stopped before writing its report (killed): no "
+                            f"run folder holds it; this run's report is its record")
+
+
+def _has_report(run: _Run, run_id: Any) -> bool:
+    """Whether run ``run_id`` wrote its run folder (here, beside this run's)."""
+    return bool(run_id) and (run.settings.reports / str(run_id) / "report.json").is_file()
 
 
 def _close(run: _Run, locks_held: list[StoreLock]) -> None:
@@ -391,6 +415,8 @@ async def sync_file_async(path: str | Path, settings: Settings, *,
     awaiting task does not stop a run that has started (its journal and lock must end
     cleanly); the same errors rule applies as for :func:`sync_file`.
     """
+    import asyncio
+
     return await asyncio.to_thread(sync_file, path, settings, on_event=on_event,
                                    command=command, origin=origin)
 
@@ -431,6 +457,8 @@ def _check_unchanged(path: Path, header: dict[str, Any]) -> None:
 
 def _scheduled_live_baseline(run: _Run) -> None:
     """``baseline_every``: use the live baseline when the last run that did is too old."""
+    if run.settings.baseline_every_s is None:
+        return  # no schedule (the reconcile module, with the HTTP client, is not loaded)
     from invsync.run.reconcile import live_baseline_due
 
     why = live_baseline_due(run.settings, run.snapshots.read_meta())
@@ -639,7 +667,8 @@ def _changes(run: _Run, read: _Read, checked: Validated, baseline: _Baseline) ->
         return changes
     if live is not None:
         return compute_changes(checked.valid, live, baseline_name="live")
-    changes = compute_changes(checked.valid, snapshot)
+    changes = compute_changes(checked.valid, snapshot,
+                              hashes=checked.hashes_of(checked.valid))
     if run.sold_side is not None:  # orders moved the store since the snapshot was taken
         from invsync.run.as_of import resend_sold
 
@@ -1012,12 +1041,13 @@ def _snapshot(run: _Run) -> pl.DataFrame:
             f"{len(recovered.in_flight)} batch(es) in flight are kept with an unknown level "
             f"and sent again")
     run.report.notes.append(note)
-    run.report.resumed_from = header.get("run_id")
+    _resuming(run, header.get("run_id"))
     run.replayed = pl.concat([recovered.confirmed.select(KEY), unconfirmed.select(KEY)])
     run.replayed_sha256 = header.get("sha256")
     run.resumed_levels = recovered.confirmed
     run.emit("recovered", {"from_run": header.get("run_id"),
-                           "confirmed": recovered.confirmed.height})
+                           "confirmed": recovered.confirmed.height,
+                           "from_report": _has_report(run, header.get("run_id"))})
     if run.settings.dry_run:
         return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:
@@ -1059,9 +1089,9 @@ def _with_missing_zeroed(changes: ChangeSet, checked: Validated, baseline: pl.Da
     )
     report.notes.append(f"--zero-missing: {zeros.height:,} items in the snapshot but not in the "
                         f"file are set to 0")
-    return ChangeSet(changes=pl.concat([changes.changes, zeros.select(changes.changes.columns)]),
-                     unchanged=changes.unchanged, baseline=changes.baseline,
-                     zeroed_missing=zeros.height)
+    return replace(changes, changes=pl.concat([changes.changes,
+                                               zeros.select(changes.changes.columns)]),
+                   zeroed_missing=zeros.height)
 
 
 def _canonical_snapshot(run: _Run, snapshot: pl.DataFrame, mapping: pl.DataFrame) -> pl.DataFrame:

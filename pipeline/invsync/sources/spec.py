@@ -155,13 +155,15 @@ def resolve(arg: str, sources: dict[str, Any], **overrides: Any) -> SourceSpec:
     return replace(spec, **values) if values else spec
 
 
-def _shown_bad(url: str) -> str:
+def shown_url(url: str) -> str:
     """A URL that could not be read, as it may be shown: everything before its last ``@``
     goes (a password with an unencoded ``/`` or ``#`` is not where a URL's password is)."""
     return _BAD_USERINFO.sub(r"\1[redacted]@", url) if "@" in url else redact_url(url)
 
 
 _BAD_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://).*@")
+_SCHEME_TYPO = re.compile(r"(?i)^(" + "|".join([*REMOTE_SCHEMES, "file"]) + r")(//|:/?(?!/))")
+"""A path that starts as a URL would but for its ``://`` (``ftp//x``, ``sftp:/x``)."""
 
 
 def _split(url: str) -> Any:
@@ -169,11 +171,52 @@ def _split(url: str) -> Any:
     try:
         return urlsplit(url)
     except ValueError as exc:
-        raise UsageError(f"{_shown_bad(url)}: not a URL that can be read ({exc})") from None
+        raise UsageError(f"{shown_url(url)}: not a URL that can be read ({exc})") from None
+
+
+def url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being a source invsync reads (None: nothing), in words that
+    follow the URL shown by :func:`shown_url`."""
+    if "://" not in url:
+        typo = _SCHEME_TYPO.match(url)
+        if typo:
+            return (f"a URL needs {typo.group(1)}:// before its host; for a local path, "
+                    f"write ./{url}")
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"not a URL that can be read ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return None
+    if scheme not in REMOTE_SCHEMES:
+        return (f"unknown source scheme {scheme}:// (known: "
+                f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}, or a local path)")
+    try:
+        parts.port  # noqa: B018 - a port that is not a number raises
+    except ValueError:
+        return ("the port is not a number (a password with /, # or ? must be %-encoded, "
+                "or set in the config)")
+    if not parts.hostname:
+        return "the URL names no host (or bucket)"
+    return None
+
+
+def _source_url(value: str) -> str:
+    """A ``[sources.NAME] url`` that can be read; ValueError saying what is wanted."""
+    problem = url_problem(value)
+    if problem:
+        raise ValueError(f'must be "sftp://HOST/path", "s3://BUCKET/key", "https://..." or a '
+                         f"local path: {shown_url(value)!r}: {problem}")
+    return value
 
 
 def _from_url(url: str, name: str | None) -> SourceSpec:
     """The spec a bare URL (or path) says; a password in it is taken out and kept secret."""
+    problem = url_problem(url)
+    if problem:
+        raise UsageError(f"{shown_url(url)}: {problem}")
     if "://" not in url:
         return SourceSpec(url=url, name=name, path=url)
     parts = _split(url)
@@ -181,18 +224,9 @@ def _from_url(url: str, name: str | None) -> SourceSpec:
     if scheme == "file":
         path = unquote(parts.path)
         return SourceSpec(url=path, name=name, path=path)
-    if scheme not in REMOTE_SCHEMES:
-        raise UsageError(f"{_shown_bad(url)}: unknown source scheme {scheme}:// (known: "
-                         f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}, or a local path)")
     password = Secret(unquote(parts.password)) if parts.password else None
-    try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"{_shown_bad(url)}: the port is not a number (a password with "
-                         f"/, # or ? must be %-encoded, or set in the config)") from None
+    port = parts.port
     host = parts.hostname
-    if not host:
-        raise UsageError(f"{_shown_bad(url)}: the URL names no host (or bucket)")
     netloc = host if port is None else f"{host}:{port}"
     if parts.username:
         netloc = f"{quote(unquote(parts.username), safe='')}@{netloc}"
@@ -364,7 +398,8 @@ class SourceTable(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    url: str = Field(description='"sftp://...", "s3://...", "https://..." or a path')
+    url: Annotated[str, AfterValidator(_source_url)] = Field(
+        description='"sftp://...", "s3://...", "https://..." or a path')
     pick: Literal["only", "newest", "oldest"] | None = None
     settle_s: Seconds | None = SECONDS
     settle_timeout_s: Seconds | None = SECONDS

@@ -7,11 +7,11 @@ level the baseline had (null when the item is new), and how many were unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from invsync.tables import KEY, ROW
+from invsync.tables import KEY, ROW, SNAPSHOT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,12 @@ class ChangeSet:
     """``snapshot``, ``live`` or ``none`` (``--full``)."""
     zeroed_missing: int = 0
     """Items added as 0 by ``--zero-missing`` (in :attr:`changes`, with no file row)."""
+    compared: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The baseline frame the file was compared with (None with ``--full``)."""
+    zeros_seen: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The items of :attr:`changes` the file sets to 0, as the diff found them in
+    :attr:`compared`: KEY, ``_held`` (its level there) and ``_in`` (whether it holds the
+    item at all), so the brakes need not look them up in it again."""
 
     @property
     def new(self) -> int:
@@ -36,51 +42,73 @@ class ChangeSet:
 
 
 def compute_changes(
-    valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot"
+    valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot",
+    hashes: pl.Series | None = None,
 ) -> ChangeSet:
-    """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything."""
+    """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything.
+
+    ``hashes``: :func:`key_hashes` of ``valid``, if already made."""
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
-    joined = _join_on_key(valid, baseline)
+    joined = _join_on_key(valid, baseline, hashes)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
+    del joined
     # Only the rows that changed are gathered whole (most of a night's rows did not).
     changes = valid[picked["_i"]].with_columns(picked["old_quantity"]).sort(ROW, nulls_last=True)
+    zeros = picked.filter(pl.col("quantity") == 0)
+    zeros_seen = valid[zeros["_i"]].select(KEY).with_columns(
+        _held=zeros["old_quantity"], _in=zeros["_in"])
     return ChangeSet(changes=changes, unchanged=valid.height - changes.height,
-                     baseline=baseline_name)
+                     baseline=baseline_name, compared=baseline, zeros_seen=zeros_seen)
 
 
-def key_hash(columns: list[str]) -> pl.Expr:
-    """A 64-bit hash of each row's ``columns``, combined column by column (no struct of them
-    is built, which holds far more memory). Equal keys hash equal; distinct keys may collide,
-    so a match on the hash is a candidate until the keys themselves are compared."""
-    combined = pl.lit(0, pl.UInt64)
-    for i, column in enumerate(columns):
-        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ pl.col(column).hash(seed=i)
-    return combined
+KEY_TYPES = {k: SNAPSHOT_SCHEMA[k] for k in KEY}
+"""The key columns' dtypes: a key is hashed in these (an Int32 location id would hash apart
+from the same id as Int64, and match nothing)."""
 
 
-def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame) -> pl.DataFrame:
-    """Each row of ``valid`` by position (``_i``) with its ``quantity`` and the baseline's
-    ``old_quantity`` (null when the item is not in it).
+def key_hashes(frame: pl.DataFrame) -> pl.Series:
+    """A 64-bit hash of each row's key (:data:`~invsync.tables.KEY`, cast to
+    :data:`KEY_TYPES`), combined column by column (no struct of them is built, which holds
+    far more memory). Equal keys hash equal; distinct keys may collide, so a match on the
+    hash is a candidate until the keys themselves are compared.
+
+    (polars' own row hash is cheaper to make, but a join on it costs more than it saves.)
+    """
+    hashed = [pl.col(c).cast(KEY_TYPES[c]).hash(seed=i) for i, c in enumerate(KEY)]
+    combined = hashed[0]
+    for column in hashed[1:]:
+        combined = (combined * pl.lit(1_000_003, pl.UInt64)) ^ column
+    return frame.select(combined.alias("_h")).to_series()
+
+
+def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
+                 hashes: pl.Series | None = None) -> pl.DataFrame:
+    """Each row of ``valid`` by position (``_i``) with its ``quantity``, the baseline's
+    ``old_quantity`` (null when the item is not in it, or its level is unknown) and ``_in``
+    (whether the baseline holds the item).
 
     Joining three columns (two of them strings) is the slowest part of a diff; joining on a
     64-bit hash of them and then comparing the real keys is several times faster and exact.
-    Only the key and quantity columns go through the join, not the whole rows.
+    Only the key and quantity columns go through the join, not the whole rows. ``hashes``:
+    :func:`key_hashes` of ``valid``, if already made.
     """
-    hashed = key_hash(KEY)
-    # The hash depends on the dtype: an Int32 location would match nothing (all "new").
-    right = baseline.cast({"location_id": pl.Int64}).select(
-        hashed.alias("_h"), *[pl.col(k).alias(f"_b_{k}") for k in KEY],
-        pl.col("quantity").alias("old_quantity"),
-    )
-    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), hashed.alias("_h"),
-                        *KEY, "quantity")
+    base = baseline.cast(KEY_TYPES)  # type: ignore[arg-type]
+    right = base.select(*[pl.col(k).alias(f"_b_{k}") for k in KEY],
+                        pl.col("quantity").alias("old_quantity"))
+    right = right.with_columns(key_hashes(base).alias("_h"))
+    del base
+    own = key_hashes(valid) if hashes is None or hashes.len() != valid.height else hashes
+    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), *KEY, "quantity")
+    left = left.with_columns(own.alias("_h"))
     joined = left.join(right, on="_h", how="left")
     same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
-    joined = joined.with_columns(old_quantity=pl.when(same).then(pl.col("old_quantity")))
+    joined = joined.select("_i", "quantity",
+                           old_quantity=pl.when(same).then(pl.col("old_quantity")), _in=same)
     if joined.height != valid.height:
         # A hash collision inside the baseline duplicated a row: keep its true match.
-        joined = joined.sort("_i", "old_quantity", nulls_last=True).unique("_i", keep="first")
-    return joined.select("_i", "quantity", "old_quantity")
+        joined = joined.sort("_i", "_in", descending=[False, True]).unique(
+            "_i", keep="first", maintain_order=True)
+    return joined

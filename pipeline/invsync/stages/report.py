@@ -103,6 +103,10 @@ class RunReport:
     brakes: list[dict[str, str]] = field(default_factory=list)
     by_location: dict[str, dict[str, int]] = field(default_factory=dict)
     resumed_from: str | None = None
+    """The interrupted (or killed) run this run finished: its journal or its lock."""
+    resumed_from_no_report: bool = False
+    """The run in ``resumed_from`` stopped before writing its report (``kill -9``, a power
+    cut): no run folder holds it, this run's report is its record."""
     reverted_from: str | None = None
     """The run whose replaced levels this ``revert`` run put back."""
     error: str | None = None
@@ -142,6 +146,10 @@ class RunReport:
         return data
 
 
+NO_REPORT = "(it stopped before writing its report)"
+"""Follows ``finished=RUN_ID`` when that run has no run folder (it was killed)."""
+
+
 def summary_line(report: RunReport) -> str:
     """The one line a run ends with, for cron mail and grep.
 
@@ -166,6 +174,8 @@ def summary_line(report: RunReport) -> str:
         parts.append(f"retries={retries} ({causes})")
     if report.resumed_from and report.status != "dry_run":
         parts.append(f"finished={report.resumed_from}")  # the interrupted run it completed
+        if report.resumed_from_no_report:
+            parts.append(NO_REPORT)
     if report.exit_code:
         parts.append(f"exit={report.exit_code}")
     parts.append(f"in {float(report.timings.get('total', 0.0)):.1f}s")
@@ -281,7 +291,9 @@ def rejected_frame(table: StockTable, rejected: pl.DataFrame) -> pl.DataFrame:
     """Original columns with their original text, plus ``row``, ``reason``, ``message``."""
     ours = rejected.select(ROW, pl.col("reason").alias("__reason"),
                            pl.col("message").alias("__message"))
-    originals = table.frame.join(ours, on=ROW, how="inner")
+    # No rejected row (most runs): the file's rows are not joined to find none.
+    frame = table.frame if rejected.height else table.frame.clear()
+    originals = frame.join(ours, on=ROW, how="inner")
     # A file with its own row/reason/message column keeps it; ours get a prefix.
     name = {c: (f"invsync_{c}" if c in table.headers else c) for c in ("row", "reason", "message")}
     return originals.sort(ROW).select(

@@ -16,7 +16,7 @@ import polars as pl
 from invsync.rules.messages import quantity_fields, render, rows_phrase, thousands
 from invsync.rules.numbers import DOT_GROUPED, read_by_convention
 from invsync.rules.stock import MAX_QUANTITY, REASONS, RULES, stock_row_schema
-from invsync.stages.diff import key_hash
+from invsync.stages.diff import key_hashes
 from invsync.stages.ingest import IDENTIFIERS, ROW, StockTable, normalise_header, unescape_formulas
 from invsync.tables import Location
 
@@ -78,6 +78,17 @@ class Validated:
     location_unchecked: int = 0
     """Rows kept out of the plan because they name their location by name or code and the
     store's locations could not be read (an offline plan): checked when it is reached."""
+    hashed: tuple[pl.DataFrame, pl.Series] | None = field(default=None, compare=False,
+                                                          repr=False)
+    """A frame of valid rows and :func:`~invsync.stages.diff.key_hashes` of its rows
+    (the duplicate check made them), or None; see :meth:`hashes_of`."""
+
+    def hashes_of(self, frame: pl.DataFrame) -> pl.Series | None:
+        """The key hashes of ``frame`` if they were made of that very frame (a frame made
+        from it later, such as a copy of this one with other :attr:`valid` rows, has none)."""
+        if self.hashed is None or self.hashed[0] is not frame:
+            return None
+        return self.hashed[1]
 
 
 _NAMED_BASE = 2_000_000_000
@@ -242,7 +253,7 @@ def validate(
         has_date=pl.any_horizontal(list(date_exprs.values())),
         date_column=pl.coalesce([pl.when(e).then(pl.lit(c)) for c, e in date_exprs.items()]),
     ).drop("_quantity_date")
-    frame, merged = _mark_duplicates(frame, duplicates)
+    frame, merged, hashes = _mark_duplicates(frame, duplicates)
 
     failures = _run_schema(frame)
     rejected = _rejected_rows(table, frame, failures, default_location)
@@ -268,9 +279,12 @@ def validate(
         notes.extend(_convention_note(frame, rejected))
     if rules.active:
         notes.append(f"quantity rules applied: {rules.describe()}")
+    # The rows of the frame the hashes were made of, in order (none rejected or merged).
+    same_rows = merged is None and valid.height == frame.height and rejected.height == 0
     return Validated(source=table, valid=valid, rejected=rejected,
                      merged_rows=(merged or 0), seen_keys=seen, notes=notes,
-                     location_unchecked=unchecked)
+                     location_unchecked=unchecked,
+                     hashed=(valid, hashes) if same_rows and hashes is not None else None)
 
 
 def _without_named_locations(
@@ -349,15 +363,16 @@ def _resolve_locations(
     if locations is None:
         # Without the store's list a name or code cannot be resolved: such rows are kept
         # under a stand-in id per name and left out of the plan (see _NAMED_BASE).
-        named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
-        # Ranking the names sorts every row's text: only done when some row has a name.
-        stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64) \
-            if frame.select((text.is_not_null() & as_id.is_null()).any()).item() \
-            else pl.lit(None, pl.Int64)
+        if frame.select((text.is_not_null() & as_id.is_null()).any()).item():
+            named = text.is_not_null() & as_id.is_null() & text.str.contains(_HAS_LETTER)
+            # Ranking the names sorts every row's text: only done when some row has a name.
+            stand_in = _NAMED_BASE + text.str.to_lowercase().rank("dense").cast(pl.Int64)
+            location = pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))\
+                .when(named).then(stand_in).otherwise(as_id)
+        else:  # every cell is an id or empty: no text is searched for a letter
+            location = as_id.fill_null(pl.lit(default_location, pl.Int64))
         return frame.with_columns(
-            location_id=pl.when(text.is_null()).then(pl.lit(default_location, pl.Int64))
-            .when(named).then(stand_in)
-            .otherwise(as_id),
+            location_id=location,
             location_unknown=pl.lit(False),
             location_disabled=pl.lit(False),
             location_ambiguous=pl.lit(False),
@@ -514,18 +529,21 @@ def _distinct(values: pl.Series) -> bool:
     return values.len() < 2 or not (values.slice(1) == values.slice(0, values.len() - 1)).any()
 
 
-def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, int | None]:
-    """Flag (location, item) pairs named in more than one row (whatever their quantities)."""
+def _mark_duplicates(frame: pl.DataFrame, policy: str
+                     ) -> tuple[pl.DataFrame, int | None, pl.Series | None]:
+    """Flag (location, item) pairs named in more than one row (whatever their quantities);
+    also the rows' key hashes when they were made (the diff joins on them)."""
     good_key = pl.all_horizontal([pl.col(k).is_not_null() for k in _KEY])
     keys = pl.struct(_KEY)
     if policy == "reject":
         # Distinct hashes prove there is no duplicate; only otherwise compare exactly.
-        if _distinct(frame.select(key_hash(_KEY)).to_series()):  # distinct hashes: distinct keys
+        hashes = key_hashes(frame)
+        if _distinct(hashes):  # distinct hashes: distinct keys
             return frame.with_columns(duplicate=pl.lit(False),
-                                      dup_rows=pl.lit(None, pl.String)), None
+                                      dup_rows=pl.lit(None, pl.String)), None, hashes
         frame = frame.with_columns(duplicate=(good_key & keys.is_duplicated()).fill_null(False))
         if not frame["duplicate"].any():
-            return frame.with_columns(dup_rows=pl.lit(None, pl.String)), None
+            return frame.with_columns(dup_rows=pl.lit(None, pl.String)), None, hashes
         # Name the first few rows and the count: listing every row of a group makes each
         # message as long as the group, so the reports would grow with its square.
         rows = frame.filter("duplicate").group_by(_KEY).agg(
@@ -533,10 +551,10 @@ def _mark_duplicates(frame: pl.DataFrame, policy: str) -> tuple[pl.DataFrame, in
         ).with_columns(dup_rows=rows_phrase(pl.col("_first"), pl.col("_count")))\
             .drop("_first", "_count")
         frame = frame.join(rows, on=_KEY, how="left", maintain_order="left")
-        return frame.with_columns(dup_rows=pl.when("duplicate").then("dup_rows")), None
+        return frame.with_columns(dup_rows=pl.when("duplicate").then("dup_rows")), None, None
     # sum/last: only rows whose quantity is good are folded together; the rest stay rejected.
     frame = frame.with_columns(duplicate=pl.lit(False), dup_rows=pl.lit(None, pl.String))
-    return frame, 0
+    return frame, 0, None
 
 
 _ADDRESS = ["sku", "product_id", "variant_id", "address", "address_key"]

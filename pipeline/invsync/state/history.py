@@ -77,6 +77,21 @@ def find_run(report_dir: Path, run_id: str, profile: str | None = None) -> PastR
     raise UsageError(f"{run_id!r} matches {len(matches)} runs; give more of the id")
 
 
+def finished_by(report_dir: Path, run_id: str, profile: str | None = None) -> PastRun | None:
+    """The run that finished run ``run_id`` (an id or its start) when that run stopped
+    before writing its report (killed): its ``resumed_from``, with no run folder of its
+    own. None if no run did, or if ``run_id`` starts the id of a run that has a folder."""
+    runs = list_runs(report_dir, profile=profile)
+    if not run_id or any(run.run_id.startswith(run_id) for run in runs):
+        return None
+    for run in runs:
+        resumed = str(run.report.get("resumed_from") or "")
+        if resumed.startswith(run_id) and run.report.get("resumed_from_no_report") \
+                and run.report.get("status") != "dry_run":
+            return run
+    return None
+
+
 SUCCESSFUL = ("succeeded", "partial")
 """Statuses of a run that read its file and sent it: what a normal night looks like."""
 
@@ -140,7 +155,9 @@ class OpenRun:
             "not_resumed": not self.running, "command": "sync",
             "store": self.store_dir.name, "profile": self.profile, "file": self.input,
             "rows": 0, "changed": 0, "accepted": 0, "rejected": 0, "transactions": 0,
-            "exit_code": None, "folder": str(self.journal or self.store_dir / "lock"),
+            # No run folder: it has written no report (it is running, or was killed first).
+            "exit_code": None, "folder": None,
+            "journal": str(self.journal) if self.journal else None,
         }
 
 

@@ -34,13 +34,12 @@ from invsync.errors import (
 from invsync.redact import Secret, redact
 from invsync.store.limits import (
     MAX_ITEMS_PER_REQUEST,
-    MAX_PAGE_SIZE,
     MAX_PAGES,
     EncodedItems,
     RetryPolicy,
     reserved_requests,
 )
-from invsync.store.pages import READS_IN_FLIGHT
+from invsync.store.pages import READS_IN_FLIGHT, Listing, json_page
 from invsync.tables import Location
 
 log = logging.getLogger("invsync.client")
@@ -335,10 +334,11 @@ class StoreClient:
                                  "without a whole-number id") from None
         return out
 
-    async def get_bytes(self, path: str, params: dict[str, str]) -> bytes:
-        """The body of the answer to one ``GET path`` (retried like every request)."""
+    async def get_answer(self, path: str, params: dict[str, str]) -> tuple[bytes, str]:
+        """The body of the answer to one ``GET path`` (retried like every request) and its
+        content type (``""`` when none is given), for a message when the body is no page."""
         response, _ = await self._request("GET", path, None, params=params)
-        return response.content
+        return response.content, response.headers.get("content-type", "").split(";")[0]
 
     async def iter_items(self, location_ids: list[int],
                          filters: dict[str, str] | None = None,
@@ -351,69 +351,18 @@ class StoreClient:
         async for entry in self._pages("/inventory/items", params, on_total):
             yield entry
 
-    async def iter_filtered_items(self, filters: dict[str, str]) -> Any:
-        """Yield ``GET /inventory/items`` entries matching ``filters`` (e.g. ``variant_id:in``)."""
-        async for entry in self._pages("/inventory/items", filters):
-            yield entry
-
     async def _pages(self, path: str, params: dict[str, str],
                      on_total: Callable[[int | None], None] | None = None) -> Any:
-        """Every entry of a paged listing, read one page after the other.
-
-        The store's pagination is a hint, not a promise: the pages read are capped by what
-        its ``total`` makes plausible and by :attr:`max_pages`; a page that repeats the one
-        before, or an empty page while items are still missing, fails the read.
-        """
-        what = f"GET {path}"
-        page, read, page_size = 1, 0, 0
-        previous: list[Any] | None = None
-        while True:
-            query = {**params, "page": str(page), "limit": str(MAX_PAGE_SIZE)}
-            response, _ = await self._request("GET", path, None, params=query)
-            payload = _json(response, what)
-            data = payload.get("data") if isinstance(payload, dict) else None
-            if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
-                raise StoreError(f"{what}: the store's page {page} is not a list of entries")
-            meta = payload.get("meta")
-            pagination = meta.get("pagination") if isinstance(meta, dict) else None
-            if not isinstance(pagination, dict):
-                pagination = {}
-            try:
-                total_pages = whole_number(pagination["total_pages"]) \
-                    if "total_pages" in pagination else None
-                total = whole_number(pagination["total"]) if "total" in pagination else None
-            except (TypeError, ValueError):
-                raise StoreError(f"{what}: page {page} has no usable pagination") from None
-            if page == 1 and on_total is not None:
-                on_total(total)
-            if not data:
-                if total is not None and read < total:
-                    raise StoreError(f"{what}: page {page} is empty although only {read:,} of "
-                                     f"the {total:,} entries the store lists were read")
-                return
-            if data == previous:
-                raise StoreError(f"{what}: page {page} repeats page {page - 1} (the store "
-                                 f"ignores the page number); stopped after {read:,} entries")
-            for entry in data:
+        """Every entry of a paged listing, read as the run's reads are (a
+        :class:`~invsync.store.pages.Listing` of :func:`~invsync.store.pages.json_page`
+        pages): one page parser, one set of checks on the store's pagination; ``on_total``
+        is told the entries the store says it lists, once the first page is in."""
+        listing = Listing(self, path, params, json_page)
+        if on_total is not None:
+            on_total((await listing.first()).total)
+        async for page in listing.pages():
+            for entry in page.entries:
                 yield entry
-            read += len(data)
-            page_size = page_size or len(data)
-            if total_pages is None:
-                if len(data) < MAX_PAGE_SIZE:
-                    return  # no pagination given: a short page is the last one
-            elif page >= total_pages:
-                return
-            cap = self.max_pages
-            if total is not None:
-                cap = min(cap, max(1, math.ceil(total / page_size)))
-            if page >= cap:
-                raise StoreError(
-                    f"{what}: the store claims {total_pages or 'more'} pages, more than "
-                    f"plausible ({cap:,}"
-                    + (f" for {total:,} entries at {page_size:,} a page" if total is not None
-                       else "") + f"); stopped after {page:,} pages and {read:,} entries")
-            previous = data
-            page += 1
 
     def _deadline(self, started: float) -> float:
         """When a request started at ``started`` must give up: ``max_total_s`` after the

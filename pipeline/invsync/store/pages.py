@@ -8,8 +8,9 @@ rate limiter shares between them as it does for every request.
 
 The store's pagination is a hint, not a promise: the pages read are capped by what its
 ``total`` makes plausible and by the client's ``max_pages``; a page that repeats the one
-before, or an empty page while entries are still missing, fails the read (as the client's
-one-page-after-the-other listing does).
+before, or an empty page while entries are still missing, fails the read. Every paged read
+goes through :class:`Listing` (the client's own listings, such as the locations, too), so a
+page's shape is checked in one place: :func:`json_page`, or a parser built on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from invsync.errors import StoreError
+from invsync.redact import redact
 from invsync.store.limits import MAX_PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -49,6 +51,10 @@ class Page(Generic[E]):
     total_pages: int | None
 
 
+class NotJson(StoreError):
+    """A page whose body is not JSON at all (an HTML maintenance page, a proxy's error)."""
+
+
 Parser = Callable[[bytes, int, str], Page[E]]
 """Turns a page's body, its number and what was asked (``GET /path``, for messages) into
 a :class:`Page`; :class:`StoreError` when the answer is not a page of entries."""
@@ -61,7 +67,7 @@ def json_page(body: bytes, number: int, what: str) -> Page[list[dict[str, Any]]]
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise StoreError(f"{what}: the store's page {number} is not JSON") from None
+        raise NotJson(f"{what}: the store's page {number} is not JSON") from None
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         raise StoreError(f"{what}: the store's page {number} is not a list of entries")
@@ -97,9 +103,14 @@ class Listing(Generic[E]):
         return self._first
 
     async def _page(self, number: int) -> Page[E]:
-        body = await self.client.get_bytes(self.path, {**self.params, "page": str(number),
-                                                       "limit": str(MAX_PAGE_SIZE)})
-        return await asyncio.to_thread(self.parse, body, number, f"GET {self.path}")
+        body, kind = await self.client.get_answer(
+            self.path, {**self.params, "page": str(number), "limit": str(MAX_PAGE_SIZE)})
+        try:
+            return await asyncio.to_thread(self.parse, body, number, f"GET {self.path}")
+        except NotJson as exc:  # what the store sent instead says most (text/html)
+            if "json" in kind.lower():
+                raise
+            raise StoreError(f"{exc} ({redact(kind or 'no content type')[:60]})") from None
 
     async def pages(self) -> AsyncGenerator[Page[E], None]:
         """Every page, in page order."""
@@ -142,7 +153,7 @@ class Listing(Generic[E]):
         return first.total_pages
 
     async def _one_by_one(self, page: Page[E]) -> AsyncGenerator[Page[E], None]:
-        """Without a page count, a short page is the last; capped like the client's reads."""
+        """Without a page count, a short page is the last; capped as :meth:`_plan` caps."""
         check = _Checks(f"GET {self.path}", page.total)
         page_size = page.count
         while True:

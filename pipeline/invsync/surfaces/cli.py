@@ -298,7 +298,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     from invsync.errors import UsageError
     from invsync.run.config import load_settings
     from invsync.stages.report import RunReport, report_from_dict
-    from invsync.state.history import find_run, open_runs
+    from invsync.state.history import find_run, finished_by, open_runs
     from invsync.surfaces.summary import print_summary
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
@@ -309,15 +309,23 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     if named:
         for r in named:
             where = f"journal {r.journal}" if r.journal else f"lock {r.store_dir / 'lock'}"
+            unreported = "" if (settings.reports / r.run_id / "report.json").is_file() else \
+                "; it stopped before writing its report"
             click.echo(f"run {clean(r.run_id)}: interrupted, not yet resumed (file "
-                       f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where}); "
-                       f"run `invsync resume` or the same sync again to finish it")
+                       f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where})"
+                       f"{unreported}; run `invsync resume` or the same sync again to finish it")
     try:
         past = find_run(settings.reports, run_id, settings.profile)
     except UsageError:
         if named:
             return
-        raise
+        by = None if run_id == "last" else \
+            finished_by(settings.reports, run_id, settings.profile)
+        if by is None:
+            raise
+        click.echo(f"run {clean(by.report.get('resumed_from') or run_id)}: interrupted, it "
+                   f"stopped before writing its report; run {clean(by.run_id)} finished it:")
+        past = by
     report: RunReport = report_from_dict(past.report)
     print_summary(report)
     for name in ("report.json", "report.html", "summary.md", "rejected.csv", "rejected.xlsx",

@@ -12,8 +12,10 @@ matching headers, :mod:`.table` for what they share.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from invsync.errors import InputFileError, NoInputError, UsageError
 from invsync.stages.ingest.columns import (
@@ -38,18 +40,32 @@ from invsync.stages.ingest.table import (
 )
 from invsync.stages.ingest.text import MAX_CSV_RECORD, _read_csv, text_encoding
 from invsync.stages.ingest.truncation import cut_off_end
-from invsync.stages.ingest.workbook import _read_excel, is_zip
-from invsync.stages.ingest.xlsx import (
-    MAX_XLSX_CELL_TEXT,
-    MAX_XLSX_MEMBERS,
-    MAX_XLSX_RATIO,
-    MAX_XLSX_UNCOMPRESSED,
-    _numeric_identifier_notes,
-    _reject_uncalculated,
-    numeric_cells,
-    uncalculated_formulas,
-)
 from invsync.tables import ROW
+
+if TYPE_CHECKING:
+    from invsync.stages.ingest.xlsx import (
+        MAX_XLSX_CELL_TEXT,
+        MAX_XLSX_MEMBERS,
+        MAX_XLSX_RATIO,
+        MAX_XLSX_UNCOMPRESSED,
+        numeric_cells,
+        uncalculated_formulas,
+    )
+
+_FROM_XLSX = frozenset(("MAX_XLSX_CELL_TEXT", "MAX_XLSX_MEMBERS", "MAX_XLSX_RATIO",
+                        "MAX_XLSX_UNCOMPRESSED", "numeric_cells", "uncalculated_formulas"))
+"""Names of the workbook readers, imported when first asked for: a CSV file needs none of
+them (nor the workbook libraries they load)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_XLSX:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from invsync.stages.ingest import xlsx
+
+    value = getattr(xlsx, name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ALIASES", "BLANKS", "CANONICAL", "FORMULA", "HEADER_SEARCH_ROWS", "IDENTIFIERS",
@@ -87,8 +103,17 @@ def read_stock_file(
                           column_map=column_map)
     table = _map_columns(table, column_map or {})
     table = _check_used_cells(table)
-    if table.format == "xlsx" and table.sheet_index is not None and is_zip(p) \
-            and p.suffix.lower() not in (".ods", ".xlsb"):
+    if table.format == "xlsx" and table.sheet_index is not None:
+        table = _workbook_checks(p, table)
+    return table
+
+
+def _workbook_checks(p: Path, table: StockTable) -> StockTable:
+    """An xlsx workbook's own checks: formulas never calculated, numeric identifiers."""
+    from invsync.stages.ingest.workbook import is_zip
+    from invsync.stages.ingest.xlsx import _numeric_identifier_notes, _reject_uncalculated
+
+    if is_zip(p) and p.suffix.lower() not in (".ods", ".xlsb"):
         table = _reject_uncalculated(table)
         notes = _numeric_identifier_notes(table)
         if notes:
@@ -128,13 +153,19 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
         data = p.read_bytes()
     except OSError as exc:
         raise NoInputError(str(p), f"cannot read file: {exc.strerror or exc}") from None
-    digest = hashlib.sha256(data).hexdigest()
     if _detect_format(p, data) == "excel":
+        from invsync.stages.ingest.workbook import _read_excel
+
+        digest = hashlib.sha256(data).hexdigest()
         return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)
     if sheet is not None:
         raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
-    return _read_csv(p, data, digest, encoding=encoding, header_row=header_row,
-                     column_map=column_map)
+    # The file is hashed while it is parsed (hashlib lets go of the GIL for the work).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-sha256") as pool:
+        hashing = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+        table = _read_csv(p, data, "", encoding=encoding, header_row=header_row,
+                          column_map=column_map)
+        return replace(table, sha256=hashing.result())
 
 
 def map_columns(table: StockTable, column_map: dict[str, str]) -> StockTable:

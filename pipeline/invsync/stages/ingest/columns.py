@@ -115,7 +115,8 @@ def _check_long_cells(table: StockTable) -> StockTable:
     used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]
     if not used or table.frame.height == 0:
         return table
-    longest = table.frame.select(pl.max_horizontal(pl.col(used).str.len_chars().max())).item()
+    # Bytes first (a length read, no decoding): a cell has at most as many characters.
+    longest = table.frame.select(pl.max_horizontal(pl.col(used).str.len_bytes().max())).item()
     if (longest or 0) <= MAX_CELL_CHARS:
         return table
     found = []
@@ -127,7 +128,9 @@ def _check_long_cells(table: StockTable) -> StockTable:
             pl.format("the cell has {} characters (the limit is {}); is this the right column?",
                       pl.col(header).str.len_chars(), pl.lit(f"{MAX_CELL_CHARS:,}"))
             .alias("message")))
-    return _with_problems(table, pl.concat(found))
+    hits = pl.concat(found)
+    # (Long in bytes only: multi-byte characters under the limit are no problem.)
+    return _with_problems(table, hits) if hits.height else table
 
 
 HEADER_SEARCH_ROWS = 20

@@ -149,7 +149,9 @@ def _finish(
                                         f"this is not a stock file")
     _check_cells(path, frame)
     total = frame.height
-    is_blank = _blank_rows(frame, headers)
+    trimmed = extra.get("trimmed")
+    is_blank = _blank_rows(frame, headers,
+                           trimmed if isinstance(trimmed, frozenset) else frozenset())
     if is_blank is not None:  # copying a million rows to drop none is not free
         frame = frame.filter(~is_blank)
     if frame.schema[ROW] != pl.Int64:
@@ -160,12 +162,15 @@ def _finish(
     )
 
 
-def _blank_rows(frame: pl.DataFrame, headers: list[str]) -> pl.Series | None:
+def _blank_rows(frame: pl.DataFrame, headers: list[str],
+                trimmed: frozenset[str] = frozenset()) -> pl.Series | None:
     """Which rows are blank (every cell empty or whitespace: skipped, never rejected);
     None when none is.
 
     Only a row whose first cell is blank can be: the other cells are looked at for those
-    rows alone, so a file without blank rows pays for one column, not all of them.
+    rows alone, so a file without blank rows pays for one column, not all of them. A
+    ``trimmed`` column (no cell starts or ends with whitespace) is blank where empty: its
+    cells are not copied to trim them.
     """
     import polars as pl
 
@@ -174,7 +179,8 @@ def _blank_rows(frame: pl.DataFrame, headers: list[str]) -> pl.Series | None:
 
     def blank(column: str) -> pl.Expr:
         cell = pl.col(column)
-        return cell.is_null() | (cell.str.strip_chars().str.len_bytes() == 0)
+        text = cell if column in trimmed else cell.str.strip_chars()
+        return cell.is_null() | (text.str.len_bytes() == 0)
 
     first = frame.select(blank(headers[0])).to_series()
     if not first.any():

@@ -283,6 +283,10 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
         # Not the strict CSV polars reads fast: read it as Python's csv module and
         # spreadsheet programs do, and reject only the rows that cannot be read.
         frame, problems = _read_csv_carefully(path, data, delimiter, first_row)
+    # One chunk per column (the reader makes one per thread's block): every frame made from
+    # these columns later shares their buffers, where a column of another chunk layout
+    # beside them would have them all copied into one chunk (again in each such frame).
+    frame = frame.rechunk()
     notes = []
     if encoding not in ("utf-8", "utf-8-sig") and not doubtful:
         notes.append(_encoding_note(raw, encoding))
