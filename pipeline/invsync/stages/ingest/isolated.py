@@ -14,8 +14,8 @@ reader and polars), so the reader's process is made once per invsync process and
 ahead, every import done, waiting for the next workbook (the fork and the worker's start
 are paid between reads, not during one); the worker takes the request, says its id and,
 its answer written, that it is done; the spawner says how it ended and forks the next.
-The reader's process is started before the checks that precede a read, so its start
-overlaps them; the frame is read from the worker's Arrow file where it lies, and the
+The reader's process is started once the file is not refused by what it says of itself,
+so its start overlaps the rest of the preparation; the frame is read from the worker's Arrow file where it lies, and the
 parent's first use of the data frame library is paid while the worker reads. The spawner
 is a fork of invsync itself
 while invsync is still one thread (nothing to re-import), else a fresh interpreter
@@ -139,7 +139,7 @@ def _sweep(folder: Path) -> None:
 
 def start_reader() -> None:
     """Start this process's reader (if it has none yet), so that its start, and the
-    worker it forks ahead, overlap the checks made before a workbook is handed to it."""
+    worker it forks ahead, overlap the preparation of a workbook's read."""
     if _SPAWNER_LOCK.acquire(blocking=False):
         try:
             _spawner()
