@@ -15,9 +15,9 @@ ahead, every import done, waiting for the next workbook (the fork and the worker
 are paid between reads, not during one); the worker takes the request, says its id and,
 its answer written, that it is done; the spawner says how it ended and forks the next.
 The reader's process is started once the file is not refused by what it says of itself,
-so its start overlaps the rest of the preparation; the frame is read from the worker's Arrow file where it lies, and the
-parent's first use of the data frame library is paid while the worker reads. The spawner
-is a fork of invsync itself
+so its start overlaps the rest of the preparation; the frame is read from the worker's
+Arrow file where it lies (in memory when there is room), and the parent's first use of the
+data frame library is paid while the worker reads. The spawner is a fork of invsync itself
 while invsync is still one thread (nothing to re-import), else a fresh interpreter
 (imports paid once). Each worker is watched and bounded exactly as a lone child was, and
 a read the spawner cannot serve (busy in another thread, gone) runs in a lone child.
