@@ -10,8 +10,14 @@ answer (what it found) as one line of JSON.
 
 Starting a fresh interpreter for each workbook costs about half a second (importing the
 reader and polars), so the reader's process is made once per invsync process and kept
-(the *spawner*): it never reads a workbook itself, it forks one short-lived worker per
-workbook, which starts with every import done. The spawner is a fork of invsync itself
+(the *spawner*): it never reads a workbook itself, it keeps one short-lived worker forked
+ahead, every import done, waiting for the next workbook (the fork and the worker's start
+are paid between reads, not during one); the worker takes the request, says its id and,
+its answer written, that it is done; the spawner says how it ended and forks the next.
+The reader's process is started once the file is not refused by what it says of itself,
+so its start overlaps the rest of the preparation; the frame is read from the worker's
+Arrow file where it lies (in memory when there is room), and the parent's first use of the
+data frame library is paid while the worker reads. The spawner is a fork of invsync itself
 while invsync is still one thread (nothing to re-import), else a fresh interpreter
 (imports paid once). Each worker is watched and bounded exactly as a lone child was, and
 a read the spawner cannot serve (busy in another thread, gone) runs in a lone child.
@@ -77,13 +83,68 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
     """
     import polars as pl
 
-    with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"invsync-read-{os.getpid()}-",
+                                     dir=_scratch()) as tmp:
         out = Path(tmp) / "sheet.arrow"
         result = _read_isolated(path, sheet, out, shown or path, meanwhile)
         if "refused" in result:
             raise InputFileError(str(shown or path), str(result["refused"]))
-        frame = pl.read_ipc(io.BytesIO(out.read_bytes()))
+        # Read where it lies (no copy of the file's bytes first); elsewhere than Linux the
+        # file must not be held open when its folder is removed.
+        frame = pl.read_ipc(out) if sys.platform.startswith("linux") else \
+            pl.read_ipc(io.BytesIO(out.read_bytes()))
     return LoadedSheet(names=list(result["names"]), index=int(result["index"]), frame=frame)
+
+
+_SHM = "/dev/shm"
+_SHM_FREE = 1 << 30
+"""Free space the memory file system must have to hold a sheet's cells (a container's may
+be 64 MB: a large sheet must not fail there for want of room)."""
+
+
+def _scratch() -> str | None:
+    """Where the worker writes the cells: in memory when the system has room there (no disk
+    writes, and removing the file costs nothing), else the usual temporary folder."""
+    try:
+        st = os.statvfs(_SHM)
+    except (OSError, AttributeError):
+        return None
+    if st.f_bavail * st.f_frsize < _SHM_FREE or not os.access(_SHM, os.W_OK | os.X_OK):
+        return None
+    if not _SWEPT:
+        _SWEPT.append(True)
+        _sweep(Path(_SHM))
+    return _SHM
+
+
+_SWEPT: list[bool] = []
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what reads of invsync processes that were killed left in ``folder`` (it
+    would hold memory until the machine restarts), once per process."""
+    import shutil
+
+    for left in folder.glob("invsync-read-*-*"):
+        pid = left.name.split("-")[2]
+        try:
+            if not pid.isdigit() or left.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(left, ignore_errors=True)
+        except (OSError, AttributeError):
+            continue
+
+
+def start_reader() -> None:
+    """Start this process's reader (if it has none yet), so that its start, and the
+    worker it forks ahead, overlap the preparation of a workbook's read."""
+    if _SPAWNER_LOCK.acquire(blocking=False):
+        try:
+            _spawner()
+        finally:
+            _SPAWNER_LOCK.release()
 
 
 def _read_isolated(path: Path, sheet: str | None, out: Path, shown: Path,
@@ -204,11 +265,14 @@ class _Spawner:
         self.pid, self.to_fd, self.from_fd, self.proc = pid, to_fd, from_fd, proc
         self.owner = os.getpid()
         self._buffer = b""
+        self._status_due = False
+        """A worker said it was done; how it ended is still to come."""
 
     def read(self, path: Path, sheet: str | None, out: Path, shown: Path,
              meanwhile: Meanwhile | None) -> dict[str, Any]:
         """Have a worker read the sheet; its answer (or raise for a damaged file)."""
         request = {"path": str(path), "sheet": sheet or "", "out": str(out)}
+        self._settle()
         try:
             os.write(self.to_fd, json.dumps(request).encode() + b"\n")
         except OSError:
@@ -225,6 +289,8 @@ class _Spawner:
                 line = self._line(wait)
                 if line is not None:
                     outcome.append(line)
+                    # Said by the worker itself, its answer written, before it exits.
+                    self._status_due = "done" in line
             return bool(outcome)
 
         try:
@@ -240,9 +306,18 @@ class _Spawner:
             result: dict[str, Any] = json.loads(Path(f"{out}.json").read_text("utf-8"))
         except (OSError, ValueError):
             result = {}
-        if (outcome and outcome[0].get("status") != 0) or not result:
+        if (outcome and outcome[0].get("status", outcome[0].get("done")) != 0) or not result:
             raise InputFileError(str(shown), DAMAGED.format(why="the reader stopped on it"))
         return result
+
+    def _settle(self) -> None:
+        """Take in how the last worker ended (it said it was done a moment before), so the
+        next answer read is the next worker's."""
+        while self._status_due:
+            line = self._line(READER_SECONDS)
+            if line is None:
+                raise _SpawnerGone
+            self._status_due = "status" not in line
 
     def _line(self, wait: float) -> dict[str, Any] | None:
         """The spawner's next answer, waiting up to ``wait`` s (None: not yet); raises
@@ -275,21 +350,41 @@ class _Spawner:
             return False
 
     def stop(self) -> None:
-        """End the spawner (its workers die with it) and reap it."""
-        _kill(self.pid)
-        if self.proc is not None:
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-            self.proc.wait()
-            return
-        for fd in (self.to_fd, self.from_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """End the spawner and reap it. Its requests pipe closed, the worker waiting for a
+        workbook ends and the spawner reaps it and ends; one that does not within
+        :data:`_STOP_GRACE_S` is killed (a worker dies with it)."""
+        pipes = [self.proc.stdin, self.proc.stdout] if self.proc is not None else []
+        for pipe in pipes:
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if self.proc is None:
+            for fd in (self.to_fd, self.from_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while not self._ended() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if not self._ended():
+            _kill(self.pid)
+            if self.proc is not None:
+                self.proc.wait()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
 
+    def _ended(self) -> bool:
+        """Whether the spawner has ended (and is reaped)."""
+        if self.proc is not None:
+            return self.proc.poll() is not None
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+
+_STOP_GRACE_S = 0.2
+"""How long a spawner told to stop has to end by itself before it is killed."""
 
 _SPAWNER: _Spawner | None = None
 _SPAWNER_LOCK = threading.Lock()
@@ -407,47 +502,67 @@ def _become_spawner(parent: int) -> None:
 
 
 def serve(requests: int, answers: int) -> NoReturn:
-    """The spawner's loop: for each request line, fork a worker, say its id, then how it
-    ended. Never reads a workbook itself."""
+    """The spawner's loop: keep one worker forked ahead, waiting for the next request (so
+    neither the fork nor its start is paid when a workbook comes), then say how it ended.
+    Never reads a workbook itself, nor a request: the waiting worker takes it."""
     import fastexcel  # noqa: F401  # every import done before the first fork
     import polars  # noqa: F401
 
     from invsync.stages.ingest import workbook, xlsx  # noqa: F401
 
-    buffer = b""
     while True:
-        while b"\n" not in buffer:
-            chunk = os.read(requests, 65536)
-            if not chunk:
-                os._exit(0)
-            buffer += chunk
-        line, buffer = buffer.split(b"\n", 1)
-        try:
-            request = json.loads(line)
-            job = (str(request["path"]), str(request["sheet"]), str(request["out"]))
-        except (ValueError, KeyError, TypeError):
-            os._exit(1)
         pid = os.fork()
         if pid == 0:
-            _work(*job, spawner=os.getppid(), fds=(requests, answers))
-        os.write(answers, json.dumps({"pid": pid}).encode() + b"\n")
+            _work(spawner=os.getppid(), fds=(requests, answers))
         _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _NO_REQUEST:
+            os._exit(0)  # invsync closed the requests pipe: nothing more to read
         os.write(answers, json.dumps({"status": status}).encode() + b"\n")
 
 
-def _work(path: str, sheet: str, out: str, *, spawner: int, fds: tuple[int, ...]) -> NoReturn:
-    """A worker: read one sheet, its answer beside the cells, and end."""
+_NO_REQUEST = 3
+"""A waiting worker's exit code when the requests pipe closed (invsync ended)."""
+
+
+def _request(fd: int) -> tuple[str, str, str] | None:
+    """The next request line on ``fd``: (path, sheet, out); None at its end. Exits the
+    worker for a line that is not a request."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)  # byte by byte: nothing past the line is taken from the pipe
+        if not chunk:
+            return None
+        line += chunk
+    try:
+        request = json.loads(line)
+        return (str(request["path"]), str(request["sheet"]), str(request["out"]))
+    except (ValueError, KeyError, TypeError):
+        os._exit(1)
+
+
+def _work(*, spawner: int, fds: tuple[int, int]) -> NoReturn:
+    """A worker: wait for a request, say its id, read the sheet, its answer beside the
+    cells, say it is done, and end."""
     code = 1
     try:
-        # The spawner's pipes are not the worker's to use; nor may a file the reader
-        # opens take their numbers (anything printed would land in it).
+        _limit_self(spawner)  # gone with the spawner even while it waits
+        job = _request(fds[0])
+        if job is None:
+            os._exit(_NO_REQUEST)
+        os.write(fds[1], json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        # The spawner's pipes are not the reader's to use; nor may a file the reader
+        # opens take their numbers (anything printed would land in it). The answers pipe
+        # is kept under another number, to say "done" on before the exit (ending a
+        # process of this size takes a few milliseconds that nobody waits for then).
+        done = os.dup(fds[1])
         null = os.open(os.devnull, os.O_RDWR)
         for fd in fds:
             os.dup2(null, fd)
         os.close(null)
-        _limit_self(spawner)
+        path, sheet, out = job
         Path(f"{out}.json").write_text(json.dumps(_answer(path, sheet, out)), "utf-8")
         code = 0
+        os.write(done, json.dumps({"done": 0}).encode() + b"\n")
     finally:
         os._exit(code)
 

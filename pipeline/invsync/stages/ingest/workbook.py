@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest.columns import HEADER_SEARCH_ROWS, find_header
-from invsync.stages.ingest.isolated import DAMAGED, load_sheet
+from invsync.stages.ingest.isolated import DAMAGED, load_sheet, start_reader
 from invsync.stages.ingest.ods import is_ods, ods_cells, place, with_mimetype
 from invsync.stages.ingest.table import StockTable, _finish, _unique_headers, set_cells
 from invsync.stages.ingest.xls import (
@@ -25,10 +25,12 @@ from invsync.stages.ingest.xls import (
     recode,
 )
 from invsync.stages.ingest.xlsb import xlsb_error_cells
-from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells
+from invsync.stages.ingest.xlsx import WorkbookScan, _check_workbook, error_cells, may_hold_nul
 from invsync.tables import ROW
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import polars as pl
 
 PASSWORD = ("the workbook is password-protected: open it, save it without a password, and "
@@ -41,6 +43,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     if is_zip(path):
         _check_workbook(path)
         scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
+    start_reader()  # a file refused by what it says of itself starts no reader
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
@@ -53,7 +56,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
             source.write_bytes(foreign[0])
         try:
             loaded = load_sheet(source, sheet, shown=path,
-                                meanwhile=None if scan is None else scan.step)
+                                meanwhile=_meanwhile(scan))
         except InputFileError:
             if scan is not None:
                 scan.finish()  # a bomb or a DTD is named for what it is
@@ -64,8 +67,10 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     import polars as pl
 
     frame = loaded.frame if foreign is None else recode(loaded.frame, foreign[1])
-    frame = _booleans(_utf16_cells(frame.with_row_index(ROW, offset=1)
-                                   .with_columns(pl.col(ROW).cast(pl.Int64))))
+    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    if scan is None or may_hold_nul(path, index):  # (a NUL is looked for in every cell)
+        frame = _utf16_cells(frame)
+    frame = _booleans(frame)
     if opendocument:
         frame, found = place(frame, ods_cells(path, index))
     else:
@@ -73,10 +78,7 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
     frame = set_cells(frame, errors)
-    # The first rows holding anything: where the header is looked for (not a copy of all).
-    filled = frame.lazy().filter(pl.any_horizontal(
-        pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
-    ).head(HEADER_SEARCH_ROWS).collect()
+    filled = _first_filled(frame, cells)
     if filled.height == 0:
         raise InputFileError(str(path), _empty_sheet(names, index))
     if header_row is not None:
@@ -98,6 +100,61 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
                     header_row=at + 1, notes=notes, sheets=tuple(names))
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
+
+
+def _meanwhile(scan: WorkbookScan | None) -> Callable[[], bool]:
+    """The parent's work while the reader reads: the workbook's scan, a slice at a time,
+    then (once per process) the data frame library's first use, paid here rather than
+    when the cells arrive."""
+    def step() -> bool:
+        if scan is not None and scan.step():
+            return True
+        _warm_up()
+        return False
+
+    return step
+
+
+_WARM: list[bool] = []
+
+
+def _warm_up() -> None:
+    """Run, on a two-row frame, what is done to every sheet read (its threads started, its
+    code paths loaded), once per process."""
+    if _WARM:
+        return
+    _WARM.append(True)
+    import io
+
+    import polars as pl
+
+    buf = io.BytesIO()
+    pl.DataFrame({"a": ["x", None], "b": ["1", "true"]}).write_ipc(buf)
+    frame = pl.read_ipc(buf.getvalue()).with_row_index(ROW, offset=1).with_columns(
+        pl.col(ROW).cast(pl.Int64))
+    frame = _booleans(frame)
+    _first_filled(frame, ["a", "b"])
+    frame.select(pl.max_horizontal(pl.col("a", "b").str.len_bytes().max()))
+
+
+_TOP_ROWS = 1000
+"""Rows looked at first for the rows holding anything (most sheets fill their first rows)."""
+
+
+def _first_filled(frame: pl.DataFrame, cells: list[str]) -> pl.DataFrame:
+    """The first :data:`HEADER_SEARCH_ROWS` rows holding anything, where the header is
+    looked for: searched for in the top rows, the whole sheet only when they hold fewer."""
+    import polars as pl
+
+    def first(part: pl.DataFrame) -> pl.DataFrame:  # (eager: a query plan costs more here)
+        return part.filter(pl.any_horizontal(
+            pl.col(cells).is_not_null() & (pl.col(cells).str.strip_chars() != ""))
+        ).head(HEADER_SEARCH_ROWS)
+
+    top = first(frame.head(_TOP_ROWS))
+    if top.height >= HEADER_SEARCH_ROWS or frame.height <= _TOP_ROWS:
+        return top
+    return first(frame)
 
 
 def _refuse_other_formats(path: Path) -> None:

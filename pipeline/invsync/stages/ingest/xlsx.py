@@ -142,8 +142,18 @@ class SheetFacts:
     """It may hold an error cell (``t="e"``)."""
 
 
-_FACTS: dict[tuple[str, int, int], dict[str, SheetFacts]] = {}
-"""Facts of the workbooks scanned lately, by (path, size, modification time), by part."""
+@dataclass(frozen=True)
+class WorkbookFacts:
+    """What one byte pass over a workbook found: of each worksheet part, and of all."""
+
+    sheets: dict[str, SheetFacts]
+    nul: bool
+    """A text part may hold a NUL character (the byte, an ``_x0000_`` escape or a character
+    reference), which only then is looked for in every cell read."""
+
+
+_FACTS: dict[tuple[str, int, int], WorkbookFacts] = {}
+"""Facts of the workbooks scanned lately, by (path, size, modification time)."""
 _FACTS_KEPT = 8
 
 
@@ -198,22 +208,25 @@ class WorkbookScan:
     def _walk(self) -> Iterator[None]:
         seen = [0]
         facts: dict[str, SheetFacts] = {}
+        nul = [False]
         with zipfile.ZipFile(self.path) as zf:
             for m in zf.infolist():
                 with zf.open(m) as fh:
-                    found = yield from self._part(m.filename, fh, seen)
+                    found = yield from self._part(m.filename, fh, seen, nul)
                 if found is not None:
                     facts[m.filename] = found
         key = _file_key(self.path)
         if key is not None:
             while len(_FACTS) >= _FACTS_KEPT:
                 del _FACTS[next(iter(_FACTS))]
-            _FACTS[key] = facts
+            _FACTS[key] = WorkbookFacts(sheets=facts, nul=nul[0])
 
-    def _part(self, name: str, fh: IO[bytes], seen: list[int]
+    def _part(self, name: str, fh: IO[bytes], seen: list[int], nul: list[bool]
               ) -> Generator[None, None, SheetFacts | None]:
-        """Scan one part, a chunk per step; its facts when it is a worksheet."""
+        """Scan one part, a chunk per step; its facts when it is a worksheet (``nul[0]``
+        set when an XML part may hold a NUL)."""
         sheet = name.startswith("xl/worksheets/") and name.endswith(".xml")
+        xml = not name.lower().endswith(_BINARY_PARTS)  # (whatever its name, unless a picture)
         formula = error = False
         tail = b""
         first = True
@@ -230,15 +243,40 @@ class WorkbookScan:
             if seen[0] > MAX_XLSX_UNCOMPRESSED:
                 raise _bomb(self.path, f"the workbook unpacks to more than "
                                        f"{MAX_XLSX_UNCOMPRESSED >> 20} MiB")
+            window = tail + chunk
             if sheet:
-                window = tail + chunk
                 formula = formula or _formula_in(window)
                 error = error or _error_in(window)
-                tail = chunk[-64:]  # a tag split between two chunks
+            if xml and not nul[0]:
+                nul[0] = _nul_in(window)
+            tail = chunk[-64:]  # a tag split between two chunks
             yield
         return SheetFacts(formula=formula, error=error) if sheet else None
 
 
+_BINARY_PARTS = (".bin", ".png", ".jpg", ".jpeg", ".jfif", ".gif", ".bmp", ".emf", ".wmf",
+                 ".tif", ".tiff", ".wdp")
+"""Parts never read as text (pictures, printer settings, macros): a NUL byte is their own."""
+_NUL_NEEDLES = (b"\x00", b"_x0000_", b"_X0000_", b"&#0", b"&#x", b"&#X")
+"""What may stand for a NUL in an XML part (a reference such as ``&#x0A;`` is a false
+alarm: the cells are then only checked)."""
+
+
+def _nul_in(buf: bytes) -> bool:
+    """Whether ``buf`` holds one of :data:`_NUL_NEEDLES`: each ``_`` and ``&`` looked at (a
+    one-byte search runs at memory speed), past :data:`_FEW` of them a search per needle."""
+    if b"\x00" in buf:
+        return True
+    for lead, width in ((b"_", 7), (b"&", 3)):
+        at, tries = buf.find(lead), 0
+        while at != -1:
+            if buf[at:at + width] in _NUL_NEEDLES:
+                return True
+            tries += 1
+            if tries > _FEW:
+                return any(n in buf for n in _NUL_NEEDLES if n.startswith(lead))
+            at = buf.find(lead, at + 1)
+    return False
 _TAG_ENDS = (b" ", b"\t", b"\r", b"\n", b"/", b">", b"")
 _FEW = 64
 """Up to this many occurrences of a letter, each is looked at (counting and finding one
@@ -295,9 +333,24 @@ def _sheet_may_hold(path: Path, zf: zipfile.ZipFile, index: int, what: str,
     facts = _FACTS.get(key) if key is not None else None
     if facts is not None:
         member = _sheet_member(zf, index)
-        if member in facts:
-            return bool(getattr(facts[member], what))
+        if member in facts.sheets:
+            return bool(getattr(facts.sheets[member], what))
     return _may_hold(zf, index, needle)
+
+
+def may_hold_nul(path: Path, index: int) -> bool:
+    """Whether sheet ``index`` of the zipped workbook ``path`` may hold a NUL character, by
+    the scan made of it (True when there was none, or the sheet is not an XML worksheet)."""
+    key = _file_key(path)
+    facts = _FACTS.get(key) if key is not None else None
+    if facts is None or facts.nul:
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _sheet_member(zf, index) not in facts.sheets
+    except (KeyError, StopIteration, IndexError, ValueError, zipfile.BadZipFile, OSError,
+            ElementTree.ParseError):
+        return True
 
 
 def _bomb(path: Path, why: str) -> InputFileError:
