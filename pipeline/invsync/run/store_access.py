@@ -8,8 +8,10 @@ wraps the store's async reads for the run's synchronous steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import polars as pl
@@ -23,6 +25,7 @@ from invsync.store.live import Comparison, compare, read_levels
 from invsync.tables import KEY, Location
 
 T = TypeVar("T")
+L = TypeVar("L")
 
 
 
@@ -96,9 +99,51 @@ class StoreSession:
         client = self._client
         return self._runner.run(work(client))
 
+    def run_beside(self, local: Callable[[], L],
+                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> tuple[L, T]:
+        """Run ``local()`` in a worker thread while ``work(client)`` runs on the session's
+        loop (the client is made off the loop meanwhile); both results once both are done.
+
+        ``local``'s error wins: raised as soon as ``local`` fails, ``work`` cancelled (a bad
+        file is not held up by a slow store). ``work``'s error is raised only once
+        ``local`` has succeeded. Interrupted (SIGINT), ``local`` is not waited for.
+        """
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
+        try:
+            return self._runner.run(self._beside(pool, local, work))
+        finally:
+            pool.shutdown(wait=False)
+
+    async def _beside(self, pool: ThreadPoolExecutor, local: Callable[[], L],
+                      work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> tuple[L, T]:
+        mine = asyncio.wrap_future(pool.submit(local))
+        remote = asyncio.ensure_future(self._with_client(work))
+        try:
+            await asyncio.wait((mine, remote), return_when=asyncio.FIRST_COMPLETED)
+            value = await mine  # its error first, whatever the store said
+        except BaseException:
+            remote.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await remote
+            raise
+        return value, await remote
+
+    async def _with_client(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
+        if self._client is None:
+            # Made in a thread: the first client imports the HTTP stack (tens of ms).
+            client = await asyncio.to_thread(store_client, self.settings, self.emit)
+            if self._client is None:
+                self._client = client
+        return await work(self._client)
+
     def locations(self) -> list[Location]:
         """The store's locations."""
         return self.run(lambda client: client.get_locations())
+
+    def locations_beside(self, local: Callable[[], L]) -> tuple[L, list[Location]]:
+        """``local()`` (reading the file) in a worker thread while the store's locations
+        are read; see :meth:`run_beside` for which error wins."""
+        return self.run_beside(local, lambda client: client.get_locations())
 
     def live_levels(self, location_ids: Iterable[int], *, keys: pl.DataFrame | None = None,
                     known_items: int = 0) -> pl.DataFrame:

@@ -398,7 +398,8 @@ async def _send_isolating(
             raise
         result.attempts += put.attempts
         result.transaction_ids.append(put.transaction_id)
-        result.accepted.extend(batch.seqs[i] for i in idx)
+        seqs = batch.seqs
+        result.accepted.extend(seqs if whole else [seqs[i] for i in idx])
         if observer:
             import asyncio
 
