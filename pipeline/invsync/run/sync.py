@@ -1101,6 +1101,10 @@ class _JournaledSubmit(SubmitObserver):
     """Journals each batch before it goes and each confirmation as it comes; reports each
     finished batch as a ``batch`` event."""
 
+    confirmed_blocks = False
+    """A confirmation is written, not fsynced (the next batch's record or the close syncs
+    it): on the event loop, no thread hop."""
+
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
         # What happened so far, for a report of a submit cut off by a signal.
@@ -1293,6 +1297,8 @@ def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
     """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
+    if result.batches and all(b.status == "accepted" for b in result.batches):
+        return pl.lit("accepted")  # every batch, so every item (no list of them built)
     seq = pl.col(SEQ)
     return (pl.when(seq.is_in(_seqs(result.accepted))).then(pl.lit("accepted"))
             .when(seq.is_in(_seqs([s for s, _ in result.refused]))).then(pl.lit("refused"))

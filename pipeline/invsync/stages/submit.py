@@ -192,12 +192,17 @@ class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
     ``prepare``, ``sending`` and ``confirmed`` run in a worker thread and may block (a
-    journal's fsync). ``prepare`` runs while the batches before are still out (the body is
-    built then too); ``sending`` right before the batch goes out, which waits for it;
+    journal's fsync); ``confirmed`` runs on the event loop instead when
+    :attr:`confirmed_blocks` is false (it only hands the record to the kernel: one thread
+    hop less a batch). ``prepare`` runs while the batches before are still out (the body
+    is built then too); ``sending`` right before the batch goes out, which waits for it;
     ``confirmed`` before the batch goes on. A :class:`~invsync.errors.FatalError` from
     ``sending`` or ``confirmed`` stops the submit as a store failure does (from
     ``sending``: that batch is not sent). ``finished`` runs on the event loop.
     """
+
+    confirmed_blocks = True
+    """Whether :meth:`confirmed` may block (then it runs in a worker thread)."""
 
     def prepare(self, batch: Batch) -> None:
         """Get ready to record ``batch`` (it goes out after the batches before it)."""
@@ -400,7 +405,9 @@ async def _send_isolating(
         result.transaction_ids.append(put.transaction_id)
         seqs = batch.seqs
         result.accepted.extend(seqs if whole else [seqs[i] for i in idx])
-        if observer:
+        if observer and not observer.confirmed_blocks:
+            observer.confirmed(batch, idx, put.transaction_id)
+        elif observer:
             import asyncio
 
             await asyncio.to_thread(observer.confirmed, batch, idx, put.transaction_id)
