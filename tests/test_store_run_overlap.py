@@ -7,6 +7,8 @@ misbehave), and the library entry point where the order of events inside a run m
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from conftest import (
     output,
     retry_config,
     run_invsync,
+    spawn,
     state_store_dir,
     write_csv,
 )
@@ -126,6 +129,33 @@ def test_a_bad_file_exits_65_without_waiting_for_a_store_that_does_not_answer(
         denied = run_invsync(["sync", str(bad)], env_at(store.url, tmp_path, sandbox,
                                                         token="not-the-" + TOKEN))
         assert denied.returncode == 65, output(denied)
+        assert store.paths("PUT") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_locations_read_is_held_ends_the_run_cleanly(
+        sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]],
+        sig: signal.Signals) -> None:
+    held = threading.Event()
+
+    def respond(req: Request) -> Reply | None:
+        if req.path == LOCATIONS:
+            held.set()
+            return Reply(200, b"", {"Content-Type": "application/json"}, drip_s=0.2,
+                         endless=True)
+        return None
+
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        config = ["--config", str(retry_config(tmp_path, **PATIENT))]
+        log = tmp_path / "run.log"
+        proc = spawn(["sync", str(NIGHT1), *config], env, log, children)
+        assert held.wait(timeout=60), log.read_text()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=60)  # the store would hold the read for ten minutes
+        text = log.read_text()
+        assert code == (130 if sig == signal.SIGINT else 143), text
+        assert "Traceback" not in text and "interrupted" in text, text
         assert store.paths("PUT") == []
 
 

@@ -100,13 +100,15 @@ class StoreSession:
         return self._runner.run(work(client))
 
     def run_beside(self, local: Callable[[], L],
-                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> tuple[L, T]:
+                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]
+                   ) -> tuple[L, asyncio.Future[T]]:
         """Run ``local()`` in a worker thread while ``work(client)`` runs on the session's
-        loop (the client is made off the loop meanwhile); both results once both are done.
+        loop (the client is made off the loop meanwhile); return ``local``'s result and
+        ``work``'s finished future (its ``result()`` raises ``work``'s error).
 
-        ``local``'s error wins: raised as soon as ``local`` fails, ``work`` cancelled (a bad
-        file is not held up by a slow store). ``work``'s error is raised only once
-        ``local`` has succeeded. Interrupted (SIGINT), ``local`` is not waited for.
+        ``local``'s error is raised as soon as ``local`` fails, ``work`` cancelled (a bad
+        file is not held up by a slow store). Interrupted (SIGINT), ``local`` is not
+        waited for, so it must not change what the caller reports.
         """
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
         try:
@@ -115,7 +117,8 @@ class StoreSession:
             pool.shutdown(wait=False)
 
     async def _beside(self, pool: ThreadPoolExecutor, local: Callable[[], L],
-                      work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> tuple[L, T]:
+                      work: Callable[[StoreClient], Coroutine[Any, Any, T]]
+                      ) -> tuple[L, asyncio.Future[T]]:
         mine = asyncio.wrap_future(pool.submit(local))
         remote = asyncio.ensure_future(self._with_client(work))
         try:
@@ -126,7 +129,8 @@ class StoreSession:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await remote
             raise
-        return value, await remote
+        await asyncio.wait((remote,))  # its error stays in it, for the caller to raise
+        return value, remote
 
     async def _with_client(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
         if self._client is None:
@@ -140,9 +144,10 @@ class StoreSession:
         """The store's locations."""
         return self.run(lambda client: client.get_locations())
 
-    def locations_beside(self, local: Callable[[], L]) -> tuple[L, list[Location]]:
+    def locations_beside(self, local: Callable[[], L]
+                         ) -> tuple[L, asyncio.Future[list[Location]]]:
         """``local()`` (reading the file) in a worker thread while the store's locations
-        are read; see :meth:`run_beside` for which error wins."""
+        are read; see :meth:`run_beside`."""
         return self.run_beside(local, lambda client: client.get_locations())
 
     def live_levels(self, location_ids: Iterable[int], *, keys: pl.DataFrame | None = None,

@@ -529,11 +529,16 @@ def _read(run: _Run) -> _Read:
     _resolve_as_of(run)
     locations: list[Location] | None = None
     if settings.token and os.path.isfile(run.path) and os.access(run.path, os.R_OK):
-        # The store's locations are read while the file is: a bad file still fails first.
-        (table, planned_old), locations = run.store.locations_beside(lambda: _read_file(run))
+        # The store's locations are read while the file is (in a worker thread): the
+        # file's error first, the store's once the file is read and recorded.
+        (table, planned_old, seconds), asked = run.store.locations_beside(
+            lambda: _timed_read(run))
+        _record_file(run, table, seconds)
+        locations = asked.result()
         run.emit("locations", {"count": len(locations)})
     else:  # no store to ask, or a file that cannot be opened: nothing is sent
-        table, planned_old = _read_file(run)
+        table, planned_old, seconds = _timed_read(run)
+        _record_file(run, table, seconds)
         locations = _fetch_locations(run) if settings.token else None
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
@@ -541,17 +546,22 @@ def _read(run: _Run) -> _Read:
     return _Read(table, planned_old, locations)
 
 
-def _read_file(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:
-    """The file (or reviewed plan), recorded in the report; may run in a worker thread."""
+def _timed_read(run: _Run) -> tuple[StockTable, pl.DataFrame | None, float]:
+    """The file (or reviewed plan) and the seconds it took; changes nothing of ``run``
+    (it may run in a worker thread)."""
     t = time.perf_counter()
     table, planned_old = _read_table(run)
+    return table, planned_old, time.perf_counter() - t
+
+
+def _record_file(run: _Run, table: StockTable, seconds: float) -> None:
+    """Record the file read in the report; ``--zero-missing`` refuses a swallowed row."""
     run.table = table
-    run.timed("ingest", t)
+    run.timings["ingest"] = run.timings.get("ingest", 0.0) + seconds
     run.report.input = _input_record(run, table)
     run.report.notes.extend(table.notes)
     if run.settings.zero_missing and not run.settings.plan_file:
         _refuse_swallowed_rows(run.path, table)
-    return table, planned_old
 
 
 def _read_table(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:
