@@ -8,10 +8,8 @@ wraps the store's async reads for the run's synchronous steps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import polars as pl
@@ -25,7 +23,6 @@ from invsync.store.live import Comparison, compare, read_levels
 from invsync.tables import KEY, Location
 
 T = TypeVar("T")
-L = TypeVar("L")
 
 
 
@@ -49,6 +46,29 @@ def store_client(settings: Settings, emit: Observer | None = None) -> StoreClien
                        concurrency=settings.concurrency, retry=settings.retry,
                        verify_tls=settings.verify_tls, on_retry=on_retry,
                        on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
+
+
+L = TypeVar("L")
+
+
+async def _beside(mine: asyncio.Future[L], work: Coroutine[Any, Any, T]
+                  ) -> tuple[L, asyncio.Future[T]]:
+    """``mine``'s result, ``work`` run meanwhile (cancelled if ``mine`` fails first) and
+    its future, done."""
+    import asyncio
+    import contextlib
+
+    remote = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((mine, remote), return_when=asyncio.FIRST_COMPLETED)
+        value = await mine  # its error first, whatever the store said
+        await asyncio.wait((remote,))  # its error stays in it, for the caller to raise
+    except BaseException:
+        remote.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await remote
+        raise
+    return value, remote
 
 
 class StoreSession:
@@ -99,47 +119,6 @@ class StoreSession:
         client = self._client
         return self._runner.run(work(client))
 
-    def run_beside(self, local: Callable[[], L],
-                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]
-                   ) -> tuple[L, asyncio.Future[T]]:
-        """Run ``local()`` in a worker thread while ``work(client)`` runs on the session's
-        loop (the client is made off the loop meanwhile); return ``local``'s result and
-        ``work``'s finished future (its ``result()`` raises ``work``'s error).
-
-        ``local``'s error is raised as soon as ``local`` fails, ``work`` cancelled (a bad
-        file is not held up by a slow store). Interrupted (SIGINT), ``local`` is not
-        waited for, so it must not change what the caller reports.
-        """
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
-        try:
-            return self._runner.run(self._beside(pool, local, work))
-        finally:
-            pool.shutdown(wait=False)
-
-    async def _beside(self, pool: ThreadPoolExecutor, local: Callable[[], L],
-                      work: Callable[[StoreClient], Coroutine[Any, Any, T]]
-                      ) -> tuple[L, asyncio.Future[T]]:
-        mine = asyncio.wrap_future(pool.submit(local))
-        remote = asyncio.ensure_future(self._with_client(work))
-        try:
-            await asyncio.wait((mine, remote), return_when=asyncio.FIRST_COMPLETED)
-            value = await mine  # its error first, whatever the store said
-        except BaseException:
-            remote.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await remote
-            raise
-        await asyncio.wait((remote,))  # its error stays in it, for the caller to raise
-        return value, remote
-
-    async def _with_client(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
-        if self._client is None:
-            # Made in a thread: the first client imports the HTTP stack (tens of ms).
-            client = await asyncio.to_thread(store_client, self.settings, self.emit)
-            if self._client is None:
-                self._client = client
-        return await work(self._client)
-
     def locations(self) -> list[Location]:
         """The store's locations."""
         return self.run(lambda client: client.get_locations())
@@ -149,6 +128,33 @@ class StoreSession:
         """``local()`` (reading the file) in a worker thread while the store's locations
         are read; see :meth:`run_beside`."""
         return self.run_beside(local, lambda client: client.get_locations())
+
+    def run_beside(self, local: Callable[[], L],
+                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]
+                   ) -> tuple[L, asyncio.Future[T]]:
+        """Run ``local()`` in a worker thread while the client is made and ``work(client)``
+        runs on the session's loop; return ``local``'s result and ``work``'s finished
+        future (its ``result()`` raises ``work``'s error).
+
+        ``local``'s error is raised as soon as ``local`` fails, ``work`` cancelled or never
+        started (a bad file is not held up by a slow store). Interrupted (SIGINT),
+        ``local`` is not waited for, so it must not change what the caller reports.
+        """
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
+        try:
+            running = pool.submit(local)  # under way while the client is made
+
+            async def both(client: StoreClient) -> tuple[L, asyncio.Future[T]]:
+                if running.done() and running.exception() is not None:
+                    running.result()  # it failed while the client was made: nothing is sent
+                return await _beside(asyncio.wrap_future(running), work(client))
+
+            return self.run(both)
+        finally:
+            pool.shutdown(wait=False)
 
     def live_levels(self, location_ids: Iterable[int], *, keys: pl.DataFrame | None = None,
                     known_items: int = 0) -> pl.DataFrame:
