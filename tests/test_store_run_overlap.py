@@ -7,6 +7,7 @@ misbehave), and the library entry point where the order of events inside a run m
 
 from __future__ import annotations
 
+import gc
 import signal
 import subprocess
 import threading
@@ -101,6 +102,26 @@ def test_a_locations_read_refused_with_403_fails_the_run_as_before(
         assert store.paths("PUT") == []
     assert not (state_store_dir(tmp_path / "state", sandbox.store_hash, store.url)
                 / "snapshot.parquet").exists()
+
+
+def test_the_files_error_wins_over_a_refused_locations_read_and_leaves_no_stray_error(
+        sandbox: SandboxProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # --zero-missing refuses a file whose rows a stray quote swallowed: an error found once
+    # the file is read, while the store refuses the locations read (403).
+    def respond(req: Request) -> Reply | None:
+        return _forbidden() if req.path == LOCATIONS else None
+
+    stock = tmp_path / "swallowed.csv"
+    stock.write_text('sku,location_id,quantity\nPOSTER-1755,1,5\nPOSTER-1756,1,"6\n'
+                     "POSTER-1757,1,7\n", encoding="utf-8")
+    with misbehaving_store(respond, sandbox.url) as store:
+        settings = invsync.Settings.from_config(_config(tmp_path, store.url, sandbox),
+                                                zero_missing=True)
+        report = invsync.sync_file(stock, settings)
+        gc.collect()  # a store's error nobody looked at would be logged as it goes
+    assert report.exit_code == 65 and "never closed" in (report.error or ""), report.error
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+    assert store.paths("PUT") == []
 
 
 def test_a_bad_file_exits_65_without_waiting_for_a_store_that_does_not_answer(

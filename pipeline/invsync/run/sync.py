@@ -533,7 +533,12 @@ def _read(run: _Run) -> _Read:
         # file's error first, the store's once the file is read and recorded.
         (table, planned_old, seconds), asked = run.store.locations_beside(
             lambda: _timed_read(run))
-        _record_file(run, table, seconds)
+        try:
+            _record_file(run, table, seconds)
+        except BaseException:
+            if not asked.cancelled():
+                asked.exception()  # the file's error is the run's; the store's is dropped
+            raise
         locations = asked.result()
         run.emit("locations", {"count": len(locations)})
     else:  # no store to ask, or a file that cannot be opened: nothing is sent
