@@ -75,6 +75,28 @@ def test_records_are_json_lines_written_through(tmp_path: Path) -> None:
     j.close(remove=False)
 
 
+def test_records_built_ahead_are_the_records_written_the_slow_way(tmp_path: Path) -> None:
+    # Keys a JSON writer can get wrong: quotes, backslashes, control characters, non-ASCII,
+    # a line separator, an empty key; and an unknown (null) level.
+    odd = ['a"b', "back\\slash", "new\nline", "tab\t", "\x00nul", "é日本", "\u2028",
+           "\u2029", "\x85nel", "\x0bvt", "\x1cfs", "😀", ""]
+    frame = levels(*((i % 3 + 1, "sku", key, None if i == 2 else i) for i, key in enumerate(odd)))
+    slow, ahead = Journal(tmp_path / "slow"), Journal(tmp_path / "ahead")
+    for j in (slow, ahead):
+        j.begin({"run_id": "r"})
+    ahead.prepare(0, frame)
+    for j in (slow, ahead):
+        j.sending(0, keys(frame))
+        j.confirmed(0, "tx-1", frame)
+    texts = [(j.path.read_text(encoding="utf-8")) for j in (slow, ahead)]
+    assert [[json.loads(x) for x in t.splitlines()] for t in texts] == \
+        [[json.loads(x) for x in texts[0].splitlines()]] * 2
+    assert all(len(t.splitlines()) == 3 for t in texts)  # one line a record
+    got = ahead.recover()
+    assert rows(got.confirmed) == rows(frame) and got.unconfirmed.height == 0
+    assert ahead.recover().confirmed["item_key"].to_list() == odd
+
+
 def test_the_journal_is_private(tmp_path: Path) -> None:
     j = Journal(tmp_path / "new" / "store")
     j.begin({})

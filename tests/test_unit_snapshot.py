@@ -168,6 +168,26 @@ def test_merge_takes_extra_columns_and_any_int_width(tmp_path: Path) -> None:
     assert store.load().rows() == [(1, "sku", "A", 4)]
 
 
+def test_the_file_built_ahead_is_the_file_merge_writes(tmp_path: Path) -> None:
+    start = levels((1, "sku", "A", 1), (1, "sku", "B", None), (2, "product_id", "7", 4))
+    accepted = pl.DataFrame({"location_id": [2, 1, 3], "identifier": ["product_id", "sku", "sku"],
+                             "item_key": ["7", "B", "Z"], "quantity": [9, 2, 0]},
+                            schema={"location_id": pl.Int32, "identifier": pl.String,
+                                    "item_key": pl.String, "quantity": pl.Int32})
+    slow = SnapshotStore(tmp_path / "slow", "h")
+    ahead = SnapshotStore(tmp_path / "ahead", "h")
+    for store in (slow, ahead):
+        store.replace(start)
+    data = ahead.merged_file(accepted)
+    assert ahead.path.read_bytes() != data  # built, not written
+    slow.merge(accepted)
+    ahead.write_file(data)
+    assert ahead.load().equals(slow.load())
+    assert content(ahead) == {(1, "sku", "A"): 1, (1, "sku", "B"): 2,
+                              (2, "product_id", "7"): 9, (3, "sku", "Z"): 0}
+    assert not [p for p in ahead.dir.iterdir() if p.name.startswith(".snapshot-")]
+
+
 def test_merge_of_nothing_leaves_the_file_alone(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path, "s")
     assert store.merge(levels()) == 0

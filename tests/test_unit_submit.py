@@ -136,6 +136,26 @@ def test_batches_follow_the_location_order() -> None:
     assert [b.index for b in batches] == list(range(60))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_batches_are_the_change_set_sorted_by_location_then_seq_in_chunks(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    rows = [(rng.choice([3, 1, 12, 2]), "sku", f"S{i}", i) for i in range(rng.randint(1, 900))]
+    frame = number_changes(item_frame(rows, with_old=True))
+    if seed % 2:  # numbered once, then shuffled (a change set the run reordered)
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    size = rng.choice([1, 7, 100, 2000])
+    ordered = frame.sort("location_id", SEQ)
+    expected = [(loc, part.slice(start, size))
+                for (loc,), part in ordered.group_by("location_id", maintain_order=True)
+                for start in range(0, part.height, size)]
+    batches = plan_batches(frame, size)
+    assert [b.index for b in batches] == list(range(len(expected)))
+    assert [b.location_id for b in batches] == [loc for loc, _ in expected]
+    assert all(b.frame.equals(part) for b, (_, part) in zip(batches, expected, strict=True))
+
+
 def test_mixed_identifiers_in_one_batch() -> None:
     frame = item_frame([(1, "sku", "A", 1), (1, "variant_id", "77", 2),
                         (1, "product_id", "111", 3), (1, "sku", "B", 4)], with_old=True)

@@ -53,6 +53,29 @@ def store_client(settings: Settings, emit: Observer | None = None) -> StoreClien
                        on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
 
 
+L = TypeVar("L")
+
+
+async def _beside(mine: asyncio.Future[L], work: Coroutine[Any, Any, T]
+                  ) -> tuple[L, asyncio.Future[T]]:
+    """``mine``'s result, ``work`` run meanwhile (cancelled if ``mine`` fails first) and
+    its future, done."""
+    import asyncio
+    import contextlib
+
+    remote = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((mine, remote), return_when=asyncio.FIRST_COMPLETED)
+        value = await mine  # its error first, whatever the store said
+        await asyncio.wait((remote,))  # its error stays in it, for the caller to raise
+    except BaseException:
+        remote.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await remote
+        raise
+    return value, remote
+
+
 class StoreSession:
     """A run's one event loop and one :class:`StoreClient`, for its synchronous stages.
 
@@ -116,6 +139,39 @@ class StoreSession:
     def locations(self) -> list[Location]:
         """The store's locations."""
         return self.run(lambda client: client.get_locations())
+
+    def locations_beside(self, local: Callable[[], L]
+                         ) -> tuple[L, asyncio.Future[list[Location]]]:
+        """``local()`` (reading the file) in a worker thread while the store's locations
+        are read; see :meth:`run_beside`."""
+        return self.run_beside(local, lambda client: client.get_locations())
+
+    def run_beside(self, local: Callable[[], L],
+                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]
+                   ) -> tuple[L, asyncio.Future[T]]:
+        """Run ``local()`` in a worker thread while the client is made and ``work(client)``
+        runs on the session's loop; return ``local``'s result and ``work``'s finished
+        future (its ``result()`` raises ``work``'s error).
+
+        ``local``'s error is raised as soon as ``local`` fails, ``work`` cancelled or never
+        started (a bad file is not held up by a slow store). Interrupted (SIGINT),
+        ``local`` is not waited for, so it must not change what the caller reports.
+        """
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
+        try:
+            running = pool.submit(local)  # under way while the client is made
+
+            async def both(client: StoreClient) -> tuple[L, asyncio.Future[T]]:
+                if running.done() and running.exception() is not None:
+                    running.result()  # it failed while the client was made: nothing is sent
+                return await _beside(asyncio.wrap_future(running), work(client))
+
+            return self.run(both)
+        finally:
+            pool.shutdown(wait=False)
 
     def live_levels(self, location_ids: Iterable[int], *, keys: pl.DataFrame | None = None,
                     known_items: int = 0) -> pl.DataFrame:

@@ -66,7 +66,7 @@ from invsync.stages.submit import (
 )
 from invsync.stages.validate import QuantityRules, Validated, validate
 from invsync.state.journal import Journal, StoreLock, host_lock
-from invsync.state.snapshot import SnapshotStore
+from invsync.state.snapshot import SnapshotStore, last_write_file
 from invsync.store.identity import IdentityResolver, canonical_snapshot
 from invsync.tables import KEY, READ_AT, ROW, SEQ, Location, goes_to_zero
 from invsync.terminal import log_where, one_line
@@ -555,19 +555,46 @@ def _read(run: _Run) -> _Read:
     background.submit(warm_up)  # the report's templates, compiled off the critical path
     background.shutdown(wait=False)
     _resolve_as_of(run)
-    t = time.perf_counter()
-    table, planned_old = _read_table(run)
-    run.table = table
-    run.timed("ingest", t)
-    report.input = _input_record(run, table)
-    report.notes.extend(table.notes)
-    if settings.zero_missing and not settings.plan_file:
-        _refuse_swallowed_rows(run.path, table)
-    locations = _fetch_locations(run) if settings.token else None
+    locations: list[Location] | None = None
+    if settings.token and os.path.isfile(run.path) and os.access(run.path, os.R_OK):
+        # The store's locations are read while the file is (in a worker thread): the
+        # file's error first, the store's once the file is read and recorded.
+        (table, planned_old, seconds), asked = run.store.locations_beside(
+            lambda: _timed_read(run))
+        try:
+            _record_file(run, table, seconds)
+        except BaseException:
+            if not asked.cancelled():
+                asked.exception()  # the file's error is the run's; the store's is dropped
+            raise
+        locations = asked.result()
+        run.emit("locations", {"count": len(locations)})
+    else:  # no store to ask, or a file that cannot be opened: nothing is sent
+        table, planned_old, seconds = _timed_read(run)
+        _record_file(run, table, seconds)
+        locations = _fetch_locations(run) if settings.token else None
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
                             "rows for unknown or disabled locations count as valid")
     return _Read(table, planned_old, locations)
+
+
+def _timed_read(run: _Run) -> tuple[StockTable, pl.DataFrame | None, float]:
+    """The file (or reviewed plan) and the seconds it took; changes nothing of ``run``
+    (it may run in a worker thread)."""
+    t = time.perf_counter()
+    table, planned_old = _read_table(run)
+    return table, planned_old, time.perf_counter() - t
+
+
+def _record_file(run: _Run, table: StockTable, seconds: float) -> None:
+    """Record the file read in the report; ``--zero-missing`` refuses a swallowed row."""
+    run.table = table
+    run.timings["ingest"] = run.timings.get("ingest", 0.0) + seconds
+    run.report.input = _input_record(run, table)
+    run.report.notes.extend(table.notes)
+    if run.settings.zero_missing and not run.settings.plan_file:
+        _refuse_swallowed_rows(run.path, table)
 
 
 def _read_table(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:
@@ -1119,11 +1146,16 @@ class _JournaledSubmit(SubmitObserver):
     """Journals each batch before it goes and each confirmation as it comes; reports each
     finished batch as a ``batch`` event."""
 
+    confirmed_blocks = False
+    """A confirmation is written, not fsynced (the next batch's record or the close syncs
+    it): on the event loop, no thread hop."""
+
     def __init__(self, journal: Journal, emit: Observer) -> None:
         self.journal, self.emit = journal, emit
         # What happened so far, for a report of a submit cut off by a signal.
         self.sent: set[int] = set()
-        self.confirmations: dict[int, dict[int, str]] = {}
+        self.confirmations: dict[int, list[tuple[list[int], str]]] = {}
+        """Per batch: the positions the store confirmed and their transaction id."""
         self.done: dict[int, BatchResult] = {}
 
     def prepare(self, batch: Batch) -> None:
@@ -1146,9 +1178,7 @@ class _JournaledSubmit(SubmitObserver):
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (what the store confirmed "
                                                "since is sent again)")) from None
-        seqs = batch.seqs
-        self.confirmations.setdefault(batch.index, {}).update(
-            (seqs[i], transaction_id) for i in items)
+        self.confirmations.setdefault(batch.index, []).append((items, transaction_id))
 
     def _failed(self, exc: OSError, what: str) -> str:
         return (f"the journal {self.journal.path} could not be written "
@@ -1170,7 +1200,9 @@ class _JournaledSubmit(SubmitObserver):
                 done = BatchResult(batch.index, batch.location_id, len(batch),
                                    status="not_sent")
                 if batch.index in self.sent:
-                    confirmed = self.confirmations.get(batch.index, {})
+                    seqs = batch.seqs
+                    confirmed = {seqs[i]: txid for items, txid in
+                                 self.confirmations.get(batch.index, []) for i in items}
                     done.status, done.error = "failed", "interrupted while in flight"
                     done.accepted = list(confirmed)
                     done.transaction_ids = list(dict.fromkeys(confirmed.values()))
@@ -1190,6 +1222,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     observer = _JournaledSubmit(journal, run.emit)
+    ahead = _files_ahead(run, changes.changes)
     before = run.store.requests_sent
     try:
         result = run.store.run(lambda client: submit(
@@ -1199,27 +1232,68 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
         raise
     run.cut_off = result  # a signal from here on: the report counts the whole result
-    items = changes.changes
-    accepted = items.filter(pl.col(SEQ).is_in(_seqs(result.accepted)))
-    # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the store
-    # may have applied it, so its level is no longer known (kept in the snapshot as null).
-    settled = [*result.accepted, *(s for s, _ in result.refused)]
-    unconfirmed = items.filter(pl.col(SEQ).is_in(_seqs(result.sent))
-                               & ~pl.col(SEQ).is_in(_seqs(settled)))
+    _settle(run, changes.changes, result, ahead)
+    return result
+
+
+def _files_ahead(run: _Run, items: pl.DataFrame) -> Future[tuple[bytes, bytes]]:
+    """The snapshot and last-write files as they will be once the store has confirmed
+    every item, built in a worker thread while the batches are out (written, by
+    :func:`_settle`, only if it does)."""
+    snapshots = run.snapshots
+    levels = items.select(*KEY, "quantity")
+    last = items.select(*KEY, pl.col("old_quantity").alias("before"), "quantity")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-ahead")
+    future = pool.submit(lambda: (snapshots.merged_file(levels), last_write_file(last)))
+    pool.shutdown(wait=False)
+    return future
+
+
+def _all_accepted(result: SubmitResult, items: int) -> bool:
+    """Did the store confirm every item, each batch in one piece?"""
+    return result.fatal is None and sum(b.items for b in result.batches) == items and all(
+        b.status == "accepted" and len(b.accepted) == b.items for b in result.batches)
+
+
+def _ready(ahead: Future[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """The files built ahead, or None if that failed (the slow way then says why)."""
     try:
-        if accepted.height or unconfirmed.height:
+        return ahead.result()
+    except Exception as exc:
+        log_where(log, "building the snapshot ahead", exc)
+        return None
+
+
+def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
+            ahead: Future[tuple[bytes, bytes]]) -> None:
+    """Record what the store confirmed in the snapshot (an item sent without an answer
+    as unknown), then remove the journal; a full state disk is the run's failure."""
+    files = _ready(ahead) if _all_accepted(result, items.height) else None
+    if files is not None:
+        accepted, unconfirmed = items, items.clear()
+    else:
+        accepted = items.filter(pl.col(SEQ).is_in(_seqs(result.accepted)))
+        # Sent but neither confirmed nor refused (a lost answer, a run that gave up): the
+        # store may have applied it, so its level is no longer known (null in the snapshot).
+        settled = [*result.accepted, *(s for s, _ in result.refused)]
+        unconfirmed = items.filter(pl.col(SEQ).is_in(_seqs(result.sent))
+                                   & ~pl.col(SEQ).is_in(_seqs(settled)))
+    try:
+        if files is not None:
+            run.snapshots.write_file(files[0])
+        elif accepted.height or unconfirmed.height:
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
                                 forget=unconfirmed.select(KEY))
         if result.sent:
             # What and when this tool last wrote: the apply re-check forgives a read
             # lagging it (and only that).
-            run.snapshots.write_last_write(accepted.select(
+            run.snapshots.write_last_write(files[1] if files is not None else accepted.select(
                 *KEY, pl.col("old_quantity").alias("before"), "quantity"))
             meta = run.snapshots.read_meta()
             run.snapshots.write_meta({**meta, "last_write_at": utc_now_ms(),
                                       "last_write_run": run.report.run_id})
         # The snapshot now holds every confirmed level: the journal has done its job.
-        journal.close(remove=True)
+        run.journal.close(remove=True)
     except OSError as exc:  # a full state disk: what the store confirmed is still reported
         problem = FatalError(
             f"the snapshot in {run.snapshots.dir} could not be updated "
@@ -1229,7 +1303,6 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
             result.fatal = problem
         else:
             run.report.notes.append(str(problem))
-    return result
 
 
 def _all_rejected(checked: Validated, changes: ChangeSet, result: SubmitResult | None,
@@ -1269,6 +1342,8 @@ def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
     """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
+    if result.batches and all(b.status == "accepted" for b in result.batches):
+        return pl.lit("accepted")  # every batch, so every item (no list of them built)
     seq = pl.col(SEQ)
     return (pl.when(seq.is_in(_seqs(result.accepted))).then(pl.lit("accepted"))
             .when(seq.is_in(_seqs([s for s, _ in result.refused]))).then(pl.lit("refused"))

@@ -167,6 +167,21 @@ def _check_private(directory: Path) -> None:
                       f"one else (set {ENV_LOCK_DIR} to use another)")
 
 
+def _columns_json(frame: pl.DataFrame, columns: list[str]) -> str:
+    """``{"col":[values...],...}`` and a newline: ``columns`` of ``frame`` as one JSON
+    object of lists, serialised by polars (no Python object per value, the GIL let go)."""
+    text = frame.select(pl.col(c).implode() for c in columns).write_ndjson()
+    if not text.isascii():  # what else breaks a line for str.splitlines, escaped
+        for ch in _LINE_BREAKS:
+            text = text.replace(ch, f"\\u{ord(ch):04x}")
+    return text
+
+
+_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+"""Characters that end a line for ``str.splitlines`` which JSON may leave unescaped (the
+control characters below U+0020 it must escape)."""
+
+
 def _parse(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -226,13 +241,13 @@ class Journal:
         """Serialise ``batch``'s records ahead of time (KEY + quantity of all its items),
         while the batch before it is out: :meth:`sending`, and :meth:`confirmed` of the
         whole batch, then only write them. Thread-safe; nothing is written here."""
-        keys = json.dumps({c: levels[c].to_list() for c in KEY}, separators=(",", ":"))
-        confirmed = json.dumps({c: levels[c].to_list() for c in SNAPSHOT_SCHEMA},
-                               separators=(",", ":"))
-        sending = (f'{{"type":"sending","batch":{batch},"items":{levels.height},'
-                   + keys[1:] + "\n")
+        # One serialisation for both: the sending record is the confirmed one's columns
+        # without the last, "quantity" (a list of numbers: its name cannot occur before).
+        confirmed = _columns_json(levels, list(SNAPSHOT_SCHEMA))[1:-1]
+        keys = confirmed[:confirmed.rindex(',"quantity":[')]
+        sending = f'{{"type":"sending","batch":{batch},"items":{levels.height},{keys}}}\n'
         with self._lock:
-            self._prepared[batch] = (levels.height, sending, confirmed[1:])
+            self._prepared[batch] = (levels.height, sending, confirmed)
             while len(self._prepared) > _PREPARED_MAX:  # a batch never confirmed (refused)
                 del self._prepared[next(iter(self._prepared))]
 

@@ -13,6 +13,7 @@ State files never follow symbolic links and are created 0600 in 0700 directories
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,17 @@ def store_dir(state_dir: Path, api_url: str, store_hash: str) -> Path:
     return Path(state_dir) / "stores" / path_part(api_host(api_url)) / path_part(store_hash)
 
 
+def _parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def last_write_file(frame: pl.DataFrame) -> bytes:
+    """What :meth:`SnapshotStore.write_last_write` writes for ``frame``, as bytes."""
+    return _parquet(frame)
+
+
 class SnapshotStore:
     """Reads and atomically updates the snapshot of one store."""
 
@@ -117,6 +129,19 @@ class SnapshotStore:
         self._write(merged)
         return merged.height
 
+    def merged_file(self, accepted: pl.DataFrame) -> bytes:
+        """The snapshot file :meth:`merge` would write for ``accepted`` (nothing forgotten),
+        built now from the snapshot as it is: to be written later by :meth:`write_file`,
+        when the store has confirmed every one of them (the work done while they are out)."""
+        update = accepted.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA)  # type: ignore[arg-type]
+        merged = pl.concat([self.load().join(update, on=KEY, how="anti"), update])
+        return _parquet(merged.sort(KEY))
+
+    def write_file(self, data: bytes) -> None:
+        """Replace the snapshot with ``data`` (from :meth:`merged_file`), atomically."""
+        make_private_dir(self.dir)
+        write_atomic(self.path, data, prefix=".snapshot-", suffix=".parquet")
+
     def replace(self, frame: pl.DataFrame) -> None:
         """Replace the whole snapshot with ``frame`` (KEY + quantity), atomically."""
         self._write(frame.select(list(SNAPSHOT_SCHEMA)).cast(SNAPSHOT_SCHEMA))  # type: ignore[arg-type]
@@ -138,10 +163,12 @@ class SnapshotStore:
         write_atomic(self.path, frame.sort(KEY).write_parquet, prefix=".snapshot-",
                      suffix=".parquet")
 
-    def write_last_write(self, frame: pl.DataFrame) -> None:
-        """Record what the last run that wrote set (KEY, ``before``, ``quantity``)."""
+    def write_last_write(self, frame: pl.DataFrame | bytes) -> None:
+        """Record what the last run that wrote set (KEY, ``before``, ``quantity``); or the
+        file's bytes, :func:`last_write_file` of that frame."""
         make_private_dir(self.dir)
-        write_atomic(self.dir / "last_write.parquet", frame.write_parquet,
+        write_atomic(self.dir / "last_write.parquet",
+                     frame if isinstance(frame, bytes) else frame.write_parquet,
                      prefix=".snapshot-last-", suffix=".parquet")
 
     def load_last_write(self) -> pl.DataFrame:
