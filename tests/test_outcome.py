@@ -34,7 +34,8 @@ def staged(result_for: str = "all accepted") -> tuple:
 
 def test_counts_are_taken_from_each_stage() -> None:
     table, checked, changes, result = staged()
-    plan = plan_frame(changes.changes, _item_status(result, dry_run=False))
+    plan = plan_frame(changes.changes, _item_status(result, dry_run=False,
+                                                    planned=changes.changes.height))
     c = count_run(table, checked, changes, result, plan, checked.rejected)
     assert (c.rows, c.valid, c.invalid, c.changed, c.submitted, c.accepted, c.not_sent,
             c.rejected) == (4, 3, 1, 3, 3, 3, 0, 1)
@@ -42,7 +43,8 @@ def test_counts_are_taken_from_each_stage() -> None:
 
 def test_a_wrong_count_from_one_stage_is_caught() -> None:
     table, checked, changes, result = staged()
-    plan = plan_frame(changes.changes, _item_status(result, dry_run=False))
+    plan = plan_frame(changes.changes, _item_status(result, dry_run=False,
+                                                    planned=changes.changes.height))
     # The batch results name one item twice: an accepted count no other stage agrees with.
     result.batches[0].accepted.append(result.batches[0].accepted[0])
     with pytest.raises(InternalError, match="do not add up"):
@@ -51,7 +53,8 @@ def test_a_wrong_count_from_one_stage_is_caught() -> None:
 
 def test_a_rejected_frame_that_lost_a_row_is_caught() -> None:
     table, checked, changes, result = staged()
-    plan = plan_frame(changes.changes, _item_status(result, dry_run=False))
+    plan = plan_frame(changes.changes, _item_status(result, dry_run=False,
+                                                    planned=changes.changes.height))
     with pytest.raises(InternalError, match="rejected != invalid"):
         count_run(table, checked, changes, result, plan, checked.rejected.head(0))
 
@@ -63,7 +66,8 @@ def test_item_status_follows_seq_not_row_position() -> None:
     first = shuffled.changes[SEQ].to_list()[-1]
     batch = BatchResult(index=0, location_id=1, items=1, status="accepted", accepted=[first])
     result = SubmitResult(batches=[batch], batch_seqs=[[first]])
-    plan = plan_frame(shuffled.changes, _item_status(result, dry_run=False))
+    plan = plan_frame(shuffled.changes, _item_status(result, dry_run=False,
+                                                    planned=changes.changes.height))
     assert plan["status"].to_list() == ["not_sent", "not_sent", "accepted"]
     assert plan.filter(pl.col("status") == "accepted")["item"].to_list() == \
         [changes.changes["address_key"][0]]
@@ -103,3 +107,20 @@ def test_goes_to_zero_is_one_definition() -> None:
     # A negative level set to 0 is a rise; an unknown level counts only for the brakes.
     assert plain.to_series().to_list() == [True, False, False, False, False]
     assert brakes.to_series().to_list() == [True, False, False, True, False]
+
+
+def test_accepted_batches_that_cover_part_of_the_plan_leave_the_rest_not_sent() -> None:
+    # A run stopped after its first batch: every batch it sent was accepted, yet the items
+    # of the batches it never sent must not read "accepted" (they were not sent).
+    _, _, changes, _ = staged()
+    seqs = changes.changes[SEQ].to_list()
+    sent = BatchResult(index=0, location_id=1, items=2, status="accepted", accepted=seqs[:2])
+    result = SubmitResult(batches=[sent], batch_seqs=[seqs[:2]])
+    plan = plan_frame(changes.changes, _item_status(result, dry_run=False,
+                                                    planned=len(seqs)))
+    assert plan["status"].to_list() == ["accepted", "accepted", "not_sent"]
+    whole = SubmitResult(batches=[BatchResult(index=0, location_id=1, items=len(seqs),
+                                              status="accepted", accepted=seqs)],
+                         batch_seqs=[seqs])
+    plan = plan_frame(changes.changes, _item_status(whole, dry_run=False, planned=len(seqs)))
+    assert plan["status"].to_list() == ["accepted"] * len(seqs)

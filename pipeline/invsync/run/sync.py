@@ -1338,12 +1338,16 @@ def _seqs(values: list[int]) -> pl.Series:
     return pl.Series(values, dtype=pl.Int64).implode()
 
 
-def _item_status(result: SubmitResult | None, dry_run: bool) -> pl.Expr:
-    """Each change's fate, by its :data:`SEQ` (the number the results name it by)."""
+def _item_status(result: SubmitResult | None, dry_run: bool, planned: int) -> pl.Expr:
+    """Each change's fate, by its :data:`SEQ` (the number the results name it by), for a
+    plan of ``planned`` changes."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
-    if result.batches and all(b.status == "accepted" for b in result.batches):
-        return pl.lit("accepted")  # every batch, so every item (no list of them built)
+    if all(b.status == "accepted" for b in result.batches) and \
+            sum(b.items for b in result.batches) == planned:
+        # Batches covering the whole plan, each accepted: every item (no list built). A run
+        # stopped early sent only some of them: the rest were not sent.
+        return pl.lit("accepted")
     seq = pl.col(SEQ)
     return (pl.when(seq.is_in(_seqs(result.accepted))).then(pl.lit("accepted"))
             .when(seq.is_in(_seqs([s for s, _ in result.refused]))).then(pl.lit("refused"))
@@ -1355,7 +1359,8 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
           result: SubmitResult | None, *, braked: bool) -> None:
     """Record the run's plan, counts, rejected rows, status and exit code in its report."""
     report, settings, table = run.report, run.settings, checked.source
-    run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run))
+    run.plan = plan_frame(changes.changes, _item_status(result, settings.dry_run,
+                                                           changes.changes.height))
     if run.sold_side is not None:
         from invsync.run.as_of import plan_columns
 
