@@ -161,7 +161,9 @@ def shown_url(url: str) -> str:
     return _BAD_USERINFO.sub(r"\1[redacted]@", url) if "@" in url else redact_url(url)
 
 
-_BAD_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://).*@")
+# A URL without its ``//`` (``u:PASSWORD@host``, ``https:/u:PASSWORD@host``) hides its
+# password from a URL's rules: whatever the scheme's spelling, all before the last ``@`` goes.
+_BAD_USERINFO = re.compile(r"(?i)^((?:[a-z][a-z0-9+.-]*:)?(?://?)?).*@")
 _SCHEME_TYPO = re.compile(r"(?i)^(" + "|".join([*REMOTE_SCHEMES, "file"]) + r")(//|:/?(?!/))")
 """A path that starts as a URL would but for its ``://`` (``ftp//x``, ``sftp:/x``)."""
 

@@ -1,0 +1,87 @@
+"""Round 6 red team: what a careless operator did to this round's changes, kept as tests.
+
+Each test runs the real CLI. The API URL refusals need no store: a refused URL must stop
+invsync before it talks to one (every URL here points at 127.0.0.1, a closed port).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_invsync, write_csv
+
+PASSWORD = "Pw0rdZZ-never-shown"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BIGCOMMERCE_", "INVSYNC_"))}
+    env.update({
+        "BIGCOMMERCE_STORE_HASH": "sandbox",
+        "BIGCOMMERCE_ACCESS_TOKEN": "tok",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "COLUMNS": "200",
+    })
+    return env
+
+
+def _plan(tmp_path: Path, where: str, url: str) -> tuple[int, str, str]:
+    """``plan`` with ``url`` as the API URL given ``where`` (env, flag, config, profile):
+    exit code, output and the name the refusal must give."""
+    stock = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"], [["A", 1, 1]])
+    env, argv = _env(tmp_path), ["plan", str(stock)]
+    config = tmp_path / "invsync.toml"
+    quoted = "'''" + url + "'''"
+    if where == "env":
+        env["BIGCOMMERCE_API_URL"], named = url, "BIGCOMMERCE_API_URL"
+    elif where == "flag":
+        argv += ["--api-url", url]
+        named = "--api-url"
+    elif where == "config":
+        config.write_text(f"api_url = {quoted}\n")
+        argv += ["--config", str(config)]
+        named = f"config file {config}: api_url"
+    else:
+        config.write_text(f"[profiles.night]\napi_url = {quoted}\n")
+        argv += ["--config", str(config), "--profile", "night"]
+        named = f"config file {config}: [profiles.night] api_url"
+    result = run_invsync(argv, env, timeout=120)
+    return result.returncode, result.stdout + result.stderr, named
+
+
+@pytest.mark.parametrize("where", ["env", "flag", "config", "profile"])
+@pytest.mark.parametrize("url", [
+    f"u:{PASSWORD}@127.0.0.1",          # the scheme forgotten
+    f"https:/u:{PASSWORD}@127.0.0.1",   # one slash
+    f"//u:{PASSWORD}@127.0.0.1",
+])
+def test_api_url_without_its_scheme_never_shows_its_password(tmp_path: Path, where: str,
+                                                              url: str) -> None:
+    """Found: `u:PASSWORD@host` was refused (exit 64) but printed whole, password and all:
+    the redaction only knew URLs written with `scheme://`."""
+    code, out, named = _plan(tmp_path, where, url)
+    assert code == 64, out
+    assert PASSWORD not in out, out
+    assert f"{named} must be an API URL" in out, out
+    assert "[redacted]@127.0.0.1" in out, out
+
+
+@pytest.mark.parametrize("where", ["env", "flag", "config", "profile"])
+@pytest.mark.parametrize("url", [
+    f"  https://u:{PASSWORD}@127.0.0.1:9",   # pasted with a leading space
+    f"https://u:{PASSWORD}@127.0.0.1:9\n",   # ... or a line end
+    f"https://u:{PASSWORD}@127.0.0 .1:9",    # a space in the host
+    f"https://u:{PASSWORD}@127.0.0.1\t:9",
+])
+def test_api_url_with_a_space_or_line_end_is_refused_as_config(tmp_path: Path, where: str,
+                                                               url: str) -> None:
+    """Found: these passed the API URL check (``urlsplit`` drops a leading space and line
+    ends) and failed on the first request instead: exit 2, `could not be sent to ...:
+    UnsupportedProtocol` / `InvalidURL`, or (a space in the host) a name look-up retried
+    for a minute. A bad URL is a config error: exit 64, naming where it came from."""
+    code, out, named = _plan(tmp_path, where, url)
+    assert code == 64, out
+    assert f"{named} must be an API URL" in out, out
+    assert PASSWORD not in out and "Traceback" not in out, out
+    assert "/inventory/" not in out, out  # nothing was asked of a store
