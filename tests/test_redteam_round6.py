@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import run_invsync, write_csv
+from conftest import kill_when, run_invsync, spawn, write_csv
 
 PASSWORD = "Pw0rdZZ-never-shown"
 
@@ -85,3 +86,35 @@ def test_api_url_with_a_space_or_line_end_is_refused_as_config(tmp_path: Path, w
     assert f"{named} must be an API URL" in out, out
     assert PASSWORD not in out and "Traceback" not in out, out
     assert "/inventory/" not in out, out  # nothing was asked of a store
+
+
+def test_a_workbook_read_killed_leaves_nothing_in_tmpdir_after_the_next_read(
+        tmp_path: Path, children: list[Any]) -> None:
+    """Found: `kill -9` during a workbook read left the read's own folder
+    (`$TMPDIR/invsync-read-XXXX`, named without the process id) for good: the next read
+    swept only the memory file system's folders."""
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet()
+    sheet.append(["sku", "location_id", "quantity"])
+    for i in range(20_000):
+        sheet.append([f"SKU-{i:06d}", 1, i % 50])
+    path = tmp_path / "stock.xlsx"
+    book.save(path)
+    env = _env(tmp_path)
+    del env["BIGCOMMERCE_ACCESS_TOKEN"]  # an offline plan: no store needed
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
+
+    def left() -> list[Path]:
+        return sorted(scratch.glob("invsync-read-*"))
+
+    log = tmp_path / "killed.log"
+    proc = spawn(["plan", str(path)], env, log, children)
+    kill_when(left, proc, log)
+    assert left(), "the killed read had its folder"
+    again = run_invsync(["plan", str(path)], env)
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    assert left() == [], left()
