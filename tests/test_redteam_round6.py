@@ -118,3 +118,26 @@ def test_a_workbook_read_killed_leaves_nothing_in_tmpdir_after_the_next_read(
     again = run_invsync(["plan", str(path)], env)
     assert again.returncode in (0, 1), again.stdout + again.stderr
     assert left() == [], left()
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    (f"sftp:/u:{PASSWORD}@127.0.0.1/x", "a URL needs sftp:// before its host"),
+    (f"sftp//u:{PASSWORD}@127.0.0.1/x", "a URL needs sftp:// before its host"),
+    (f"sftp://u:{PASSWORD}@127.0.0 .1/x", "the host name has a space"),
+])
+def test_a_source_url_refused_never_shows_its_password(tmp_path: Path, url: str,
+                                                       said: str) -> None:
+    """Found: `sftp:/u:PASSWORD@host/x` was refused with the password hidden in the URL
+    shown, then repeated whole in the hint (`for a local path, write ./sftp:/u:PASSWORD@...`);
+    and a space in the host passed the start-up check, so the run tried to reach it."""
+    stock = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"], [["A", 1, 1]])
+    config = tmp_path / "invsync.toml"
+    config.write_text(f"[sources.warehouse]\nurl = '''{url}'''\n")
+    env = _env(tmp_path)
+    env["BIGCOMMERCE_API_URL"] = "http://127.0.0.1:9"
+    result = run_invsync(["plan", str(stock), "--config", str(config)], env, timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 64, out
+    assert f"config file {config}: [sources.warehouse] url must be" in out, out
+    assert said in out, out
+    assert PASSWORD not in out and "Traceback" not in out, out

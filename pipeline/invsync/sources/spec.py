@@ -188,7 +188,7 @@ def url_problem(url: str) -> str | None:
         typo = _SCHEME_TYPO.match(url)
         if typo:
             return (f"a URL needs {typo.group(1)}:// before its host; for a local path, "
-                    f"write ./{url}")
+                    f"write ./{shown_url(url)}")
         return None
     try:
         parts = urlsplit(url)
@@ -207,6 +207,8 @@ def url_problem(url: str) -> str | None:
                 "or set in the config)")
     if not parts.hostname:
         return "the URL names no host (or bucket)"
+    if any(c.isspace() or not c.isprintable() for c in parts.hostname):
+        return "the host name has a space (or a control character) in it"
     return None
 
 
