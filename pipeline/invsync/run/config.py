@@ -440,6 +440,14 @@ def _api_url_source(src: _Sources) -> str | None:
     return None
 
 
+_HOST = re.compile(r"[a-z0-9._~%:-]+")
+"""A host name or IP address as ``urlsplit`` gives it (lower case; an IPv6 address without
+its brackets): a space or a stray character in it is no host (``http://ho st``)."""
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+"""``urlsplit`` drops a space before the URL and a line end anywhere in it, the HTTP client
+does not: such a URL would pass here and fail on the first request (exit 2)."""
+
+
 def api_url_problem(value: str) -> str | None:
     """What keeps ``value`` from being the API URL (None: nothing), as the words after the
     key; a password in it is never shown."""
@@ -451,7 +459,8 @@ def api_url_problem(value: str) -> str | None:
         parts.port  # noqa: B018 - a port that is not a number raises
     except ValueError:
         host = None
-    if host is None or parts.scheme.lower() not in ("http", "https"):
+    if (host is None or parts.scheme.lower() not in ("http", "https")
+            or not _HOST.fullmatch(host) or _SPACE.search(value)):
         return (f"must be an API URL: https:// (or http://) and a host, such as "
                 f"https://api.bigcommerce.com; not {shown_url(value)!r}")
     if parts.path.strip("/") or parts.query or parts.fragment:

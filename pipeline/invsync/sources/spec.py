@@ -158,10 +158,17 @@ def resolve(arg: str, sources: dict[str, Any], **overrides: Any) -> SourceSpec:
 def shown_url(url: str) -> str:
     """A URL that could not be read, as it may be shown: everything before its last ``@``
     goes (a password with an unencoded ``/`` or ``#`` is not where a URL's password is)."""
-    return _BAD_USERINFO.sub(r"\1[redacted]@", url) if "@" in url else redact_url(url)
+    if "@" not in url:
+        return redact_url(url)
+    if "://" not in url and ":" in url.rpartition("@")[0]:  # ``u:PASSWORD@host``
+        return _LOOSE_USERINFO.sub(r"\1[redacted]@", url)
+    return _BAD_USERINFO.sub(r"\1[redacted]@", url)
 
 
 _BAD_USERINFO = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://).*@")
+_LOOSE_USERINFO = re.compile(r"^(.*?:/{0,2})[^@]*@")
+"""A URL written without its ``//`` (``u:PASSWORD@host``, ``https:/u:PASSWORD@host``): what
+follows its first ``:`` up to the last ``@`` goes."""
 _SCHEME_TYPO = re.compile(r"(?i)^(" + "|".join([*REMOTE_SCHEMES, "file"]) + r")(//|:/?(?!/))")
 """A path that starts as a URL would but for its ``://`` (``ftp//x``, ``sftp:/x``)."""
 
@@ -181,7 +188,7 @@ def url_problem(url: str) -> str | None:
         typo = _SCHEME_TYPO.match(url)
         if typo:
             return (f"a URL needs {typo.group(1)}:// before its host; for a local path, "
-                    f"write ./{url}")
+                    f"write ./{shown_url(url)}")
         return None
     try:
         parts = urlsplit(url)
@@ -200,6 +207,8 @@ def url_problem(url: str) -> str | None:
                 "or set in the config)")
     if not parts.hostname:
         return "the URL names no host (or bucket)"
+    if any(c.isspace() or not c.isprintable() for c in parts.hostname):
+        return "the host name has a space (or a control character) in it"
     return None
 
 

@@ -107,14 +107,15 @@ def _scratch() -> str | None:
     writes, and removing the file costs nothing), else the usual temporary folder."""
     try:
         st = os.statvfs(_SHM)
+        roomy = st.f_bavail * st.f_frsize >= _SHM_FREE and os.access(_SHM, os.W_OK | os.X_OK)
     except (OSError, AttributeError):
-        return None
-    if st.f_bavail * st.f_frsize < _SHM_FREE or not os.access(_SHM, os.W_OK | os.X_OK):
-        return None
+        roomy = False
     if not _SWEPT:
         _SWEPT.append(True)
-        _sweep(Path(_SHM))
-    return _SHM
+        _sweep(Path(tempfile.gettempdir()))  # the read's own folder is there (workbook.py)
+        if roomy:
+            _sweep(Path(_SHM))
+    return _SHM if roomy else None
 
 
 _SWEPT: list[bool] = []

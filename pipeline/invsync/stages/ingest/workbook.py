@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import zipfile
@@ -47,7 +48,8 @@ def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int |
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
-    with tempfile.TemporaryDirectory(prefix="invsync-read-") as tmp:
+    # Named by process id, as the worker's folder is: what a killed run left is swept.
+    with tempfile.TemporaryDirectory(prefix=f"invsync-read-{os.getpid()}-") as tmp:
         source = _named_by_content(path, Path(tmp))
         if opendocument:
             source = with_mimetype(source, Path(tmp))
