@@ -124,6 +124,8 @@ def test_a_workbook_read_killed_leaves_nothing_in_tmpdir_after_the_next_read(
     (f"sftp:/u:{PASSWORD}@127.0.0.1/x", "a URL needs sftp:// before its host"),
     (f"sftp//u:{PASSWORD}@127.0.0.1/x", "a URL needs sftp:// before its host"),
     (f"sftp://u:{PASSWORD}@127.0.0 .1/x", "the host name has a space"),
+    (f"https://u:{PASSWORD}@h%20x/x", "the host name has a space"),
+    (f"sftp://u:{PASSWORD}@h%0Ax/x", "the host name has a space"),
 ])
 def test_a_source_url_refused_never_shows_its_password(tmp_path: Path, url: str,
                                                        said: str) -> None:

@@ -207,7 +207,8 @@ def url_problem(url: str) -> str | None:
                 "or set in the config)")
     if not parts.hostname:
         return "the URL names no host (or bucket)"
-    if any(c.isspace() or not c.isprintable() for c in parts.hostname):
+    if any(c.isspace() or not c.isprintable() for c in unquote(parts.hostname)):
+        # %-encoded too: "h%20x" is no more a host name than "h x"
         return "the host name has a space (or a control character) in it"
     return None
 
