@@ -162,6 +162,14 @@ def test_each_brake_says_what_it_saw_and_how_to_override_it() -> None:
                         "anyway"}
 
 
+def test_a_share_just_over_the_limit_is_shown_over_it() -> None:
+    # 301 of 1,000 rounds to "30%": the message must not read as if 30% tripped a 30% limit.
+    store = {(1, f"S{i:04d}"): 5 for i in range(1000)}
+    file = {k: 0 for i, (k, _) in enumerate(store.items()) if i < 301}
+    message = brakes(file, held(store), last_rows=None, zero_missing=False)["mass_zeroing"]
+    assert "(30.1%) would drop to 0, more than the 30% allowed" in message
+
+
 # ---- how the brake finds the held levels (the diff's own, a lookup, a first count) ---------
 
 

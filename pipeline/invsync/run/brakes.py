@@ -113,9 +113,19 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
             return [Brake(
                 "mass_zeroing",
                 f"{count:,} of the {synced:,} items holding stock at location {loc} "
-                f"({count / synced:.0%}) would drop to 0, more than the "
+                f"({_share_above(count / synced, max_share)}) would drop to 0, more than the "
                 f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
     return []
+
+
+def _share_above(share: float, limit: float) -> str:
+    """``share`` as a percentage with as many decimals as it takes to read above ``limit``
+    (30,001 of 100,000 is "30.001%", not a "30%" that seems to equal a 30% limit)."""
+    for decimals in range(7):
+        text = f"{share:.{decimals}%}"
+        if float(text.rstrip("%")) > limit * 100:
+            return text
+    return f"{share:.6%}"
 
 
 _SAMPLE_ROWS = 1 << 16
