@@ -1343,11 +1343,8 @@ def _item_status(result: SubmitResult | None, dry_run: bool, planned: int) -> pl
     plan of ``planned`` changes."""
     if result is None:
         return pl.lit("planned" if dry_run else "not_sent")
-    if all(b.status == "accepted" for b in result.batches) and \
-            sum(b.items for b in result.batches) == planned:
-        # Batches covering the whole plan, each accepted: every item (no list built). A run
-        # stopped early sent only some of them: the rest were not sent.
-        return pl.lit("accepted")
+    if _all_accepted(result, planned):
+        return pl.lit("accepted")  # no list of them built (a run stopped early: not this)
     seq = pl.col(SEQ)
     return (pl.when(seq.is_in(_seqs(result.accepted))).then(pl.lit("accepted"))
             .when(seq.is_in(_seqs([s for s, _ in result.refused]))).then(pl.lit("refused"))
