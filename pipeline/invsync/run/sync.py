@@ -65,6 +65,7 @@ from invsync.stages.submit import (
     submit,
 )
 from invsync.stages.validate import QuantityRules, Validated, validate
+from invsync.state.history import wrote_report
 from invsync.state.journal import Journal, StoreLock, host_lock
 from invsync.state.snapshot import SnapshotStore, last_write_file
 from invsync.store.identity import IdentityResolver, canonical_snapshot
@@ -248,15 +249,10 @@ def _resuming(run: _Run, run_id: str | None) -> None:
     report.resumed_from = run_id
     # A dry run replays a journal into its plan but finishes nothing: it leaves it be.
     report.resumed_from_no_report = bool(run_id) and not run.settings.dry_run and \
-        not _has_report(run, run_id)
+        not wrote_report(run.settings.reports, run_id)
     if report.resumed_from_no_report:
         report.notes.append(f"run {run_id} stopped before writing its report (killed): no "
                             f"run folder holds it; this run's report is its record")
-
-
-def _has_report(run: _Run, run_id: Any) -> bool:
-    """Whether run ``run_id`` wrote its run folder (here, beside this run's)."""
-    return bool(run_id) and (run.settings.reports / str(run_id) / "report.json").is_file()
 
 
 def _close(run: _Run, locks_held: list[StoreLock]) -> None:
@@ -1074,7 +1070,8 @@ def _snapshot(run: _Run) -> pl.DataFrame:
     run.resumed_levels = recovered.confirmed
     run.emit("recovered", {"from_run": header.get("run_id"),
                            "confirmed": recovered.confirmed.height,
-                           "from_report": _has_report(run, header.get("run_id"))})
+                           "from_report": wrote_report(run.settings.reports,
+                                                        header.get("run_id"))})
     if run.settings.dry_run:
         return recovered.applied_to(snapshot)  # a dry run changes no state
     if recovered.confirmed.height or unconfirmed.height:

@@ -56,6 +56,12 @@ def list_runs(report_dir: Path, store_hash: str | None = None, *,
     return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
+def wrote_report(report_dir: Path, run_id: object) -> bool:
+    """Whether run ``run_id`` wrote its run folder under ``report_dir`` (one killed before
+    its end did not)."""
+    return bool(run_id) and (Path(report_dir) / str(run_id) / "report.json").is_file()
+
+
 def find_run(report_dir: Path, run_id: str, profile: str | None = None) -> PastRun:
     """The run whose id is ``run_id`` or starts with it (with ``profile``: among its runs).
 

@@ -298,7 +298,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     from invsync.errors import UsageError
     from invsync.run.config import load_settings
     from invsync.stages.report import RunReport, report_from_dict
-    from invsync.state.history import find_run, finished_by, open_runs
+    from invsync.state.history import find_run, finished_by, open_runs, wrote_report
     from invsync.surfaces.summary import print_summary
 
     settings = load_settings(config_path, {"report_dir": report_dir, "state_dir": state_dir,
@@ -309,7 +309,7 @@ def show(run_id: str, report_dir: Path | None, state_dir: Path | None,
     if named:
         for r in named:
             where = f"journal {r.journal}" if r.journal else f"lock {r.store_dir / 'lock'}"
-            unreported = "" if (settings.reports / r.run_id / "report.json").is_file() else \
+            unreported = "" if wrote_report(settings.reports, r.run_id) else \
                 "; it stopped before writing its report"
             click.echo(f"run {clean(r.run_id)}: interrupted, not yet resumed (file "
                        f"{clean(r.input or '?')}, started {clean(r.started or '?')}, {where})"
