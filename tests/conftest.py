@@ -422,6 +422,28 @@ def wait_for(what: Callable[[], T], proc: subprocess.Popen[Any] | None = None,
     return answer
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one that ended, a zombie not yet reaped, does not)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def outliving(pids: Iterable[int], timeout: float = 20) -> list[int]:
+    """Which of ``pids`` still run ``timeout`` s on (each then killed, so that no test leaves
+    one behind): what outlived the invsync process a test killed."""
+    pids = list(pids)
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=timeout, every=0.05,
+             give_up=True)
+    left = [p for p in pids if alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def quiet_log(sb: SandboxProcess, timeout: float = 20, every: float = 0.15
               ) -> list[dict[str, Any]]:
     """The sandbox's request log once every request it received has been answered: two

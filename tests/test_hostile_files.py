@@ -17,7 +17,7 @@ import pytest
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest import read_stock_file
-from tests.conftest import ROOT, output, run_invsync, wait_for
+from tests.conftest import ROOT, outliving, output, run_invsync
 from tests.test_resilience import MAX_RSS, run_measured
 
 # The shared corpus beside the clone (INVSYNC_CORPUS_DIR elsewhere, e.g. from a worktree).
@@ -260,15 +260,6 @@ def test_a_mac_central_european_biff5_workbook_reads_its_letters(tmp_path: Path)
     assert "Žluťouč" in table.frame.select(table.headers[3]).to_series().to_list()
 
 
-def running(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
     """A ``kill -9`` of invsync must not leave a workbook reader running unwatched."""
     import signal
@@ -289,11 +280,7 @@ def test_the_reader_process_dies_with_invsync(tmp_path: Path) -> None:
         time.sleep(1.0)  # the child has set its parent-death signal by now
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        wait_for(lambda: not running(child), timeout=20, every=0.05, give_up=True)
-        alive = running(child)
-        if alive:
-            os.kill(child, signal.SIGKILL)
-        assert not alive, "the reader outlived invsync"
+        assert not outliving([child]), "the reader outlived invsync"
     finally:
         if parent.poll() is None:
             parent.kill()

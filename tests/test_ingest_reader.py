@@ -25,7 +25,7 @@ import pytest
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest import ROW, isolated, read_stock_file, xlsx
-from tests.conftest import ROOT
+from tests.conftest import ROOT, outliving
 
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 
@@ -220,25 +220,11 @@ def test_the_forked_reader_holds_no_file_of_invsync_and_dies_with_it(tmp_path: P
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the reader held it
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _running(spawner):
-            time.sleep(0.05)
-        alive = _running(spawner)
-        if alive:
-            os.kill(spawner, signal.SIGKILL)
-        assert not alive, "the reader's process outlived invsync"
+        assert not outliving([spawner]), "the reader's process outlived invsync"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 # ---- parts read whole in invsync's own process ---------------------------------------------

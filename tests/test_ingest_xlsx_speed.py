@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import xlsxwriter
 
 from invsync.errors import InputFileError
 from invsync.stages.ingest import isolated, read_stock_file, xlsx
-from tests.conftest import ROOT
+from tests.conftest import ROOT, alive, outliving, wait_for
 
 
 def workbook_with(path: Path, sku_xml: bytes, *, rows: int = 1) -> Path:
@@ -163,12 +162,12 @@ sys.stdin.read()
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
+def _waiting_workers(spawner: int) -> list[int]:
+    """The workers the reader's process ``spawner`` has forked, once it has one."""
+    import psutil
+
+    found = wait_for(lambda: psutil.Process(spawner).children(), timeout=20, every=0.05)
+    return [child.pid for child in found]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc, prctl")
@@ -180,21 +179,11 @@ def test_the_worker_waiting_for_the_next_workbook_dies_with_invsync(tmp_path: Pa
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "5"
         spawner = int(proc.stdout.readline())
-        deadline = time.monotonic() + 20
-        waiting: list[int] = []
-        while not waiting and time.monotonic() < deadline:
-            with open(f"/proc/{spawner}/task/{spawner}/children") as fh:
-                waiting = [int(p) for p in fh.read().split()]
-            time.sleep(0.05)
+        waiting = _waiting_workers(spawner)
         assert len(waiting) == 1  # one worker forked ahead, waiting for a workbook
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        while time.monotonic() < deadline and (_alive(spawner) or _alive(waiting[0])):
-            time.sleep(0.05)
-        left = [p for p in (spawner, waiting[0]) if _alive(p)]
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        assert not left, "a reader process outlived invsync"
+        assert not outliving([spawner, *waiting]), "a reader process outlived invsync"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -218,18 +207,14 @@ def test_a_stopped_reader_ends_by_itself_and_its_waiting_worker_with_it(
     spawner = isolated._SPAWNER
     if spawner is None:
         pytest.skip("no reader process on this platform")
-    deadline = time.monotonic() + 20
-    waiting: list[str] = []
-    while not waiting and time.monotonic() < deadline:
-        with open(f"/proc/{spawner.pid}/task/{spawner.pid}/children") as fh:
-            waiting = fh.read().split()
+    waiting = _waiting_workers(spawner.pid)
     killed: list[int] = []
     monkeypatch.setattr(isolated, "_STOP_GRACE_S", 20.0)
     monkeypatch.setattr(isolated, "_kill", killed.append)
     isolated._drop_spawner()
     assert killed == []  # the closed pipe ended the waiting worker, then the spawner
-    assert waiting and not any(_alive(int(pid)) for pid in waiting)
-    assert not _alive(spawner.pid)
+    assert waiting and not any(alive(pid) for pid in waiting)
+    assert not alive(spawner.pid)
 
 
 def _scratch_dirs() -> set[str]:

@@ -11,6 +11,7 @@ import gc
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +125,23 @@ def test_the_files_error_wins_over_a_refused_locations_read_and_leaves_no_stray_
     assert store.paths("PUT") == []
 
 
-def test_a_bad_file_exits_65_without_waiting_for_a_store_that_does_not_answer(
-        sandbox: SandboxProcess, tmp_path: Path) -> None:
-    held = threading.Event()
-
+def _holding_locations(held: threading.Event) -> Callable[[Request], Reply | None]:
+    """A store that answers the locations read with an endless trickle (``held`` set once
+    it is asked) and leaves every other request to the sandbox."""
     def respond(req: Request) -> Reply | None:
         if req.path == LOCATIONS:
             held.set()
             return Reply(200, b"", {"Content-Type": "application/json"}, drip_s=0.2,
                          endless=True)
         return None
+
+    return respond
+
+
+def test_a_bad_file_exits_65_without_waiting_for_a_store_that_does_not_answer(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    held = threading.Event()
+    respond = _holding_locations(held)
 
     bad = write_csv(tmp_path / "bad.csv", ["sku", "location_id", "count_me"],
                     [["00123", "1", "5"], ["123", "1", "6"]])
@@ -158,13 +166,7 @@ def test_a_signal_while_the_locations_read_is_held_ends_the_run_cleanly(
         sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]],
         sig: signal.Signals) -> None:
     held = threading.Event()
-
-    def respond(req: Request) -> Reply | None:
-        if req.path == LOCATIONS:
-            held.set()
-            return Reply(200, b"", {"Content-Type": "application/json"}, drip_s=0.2,
-                         endless=True)
-        return None
+    respond = _holding_locations(held)
 
     with misbehaving_store(respond, sandbox.url) as store:
         env = env_at(store.url, tmp_path, sandbox)
