@@ -74,6 +74,7 @@ def test_api_url_without_its_scheme_never_shows_its_password(tmp_path: Path, whe
     f"https://u:{PASSWORD}@127.0.0.1:9\n",   # ... or a line end
     f"https://u:{PASSWORD}@127.0.0 .1:9",    # a space in the host
     f"https://u:{PASSWORD}@127.0.0.1\t:9",
+    f"https://u:{PASSWORD}@127.0.0%20.1:9",  # a %-encoded space in the host
 ])
 def test_api_url_with_a_space_or_line_end_is_refused_as_config(tmp_path: Path, where: str,
                                                                url: str) -> None:

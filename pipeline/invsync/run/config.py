@@ -40,7 +40,7 @@ from invsync.config_errors import usage_error_from
 from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
-from invsync.sources.spec import SourceTable, shown_url
+from invsync.sources.spec import SourceTable, shown_url, spaced_host
 from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
 from invsync.store.limits import DEFAULT_QUOTA_SHARE, MAX_ITEMS_PER_REQUEST, RetryPolicy
 
@@ -460,7 +460,7 @@ def api_url_problem(value: str) -> str | None:
     except ValueError:
         host = None
     if (host is None or parts.scheme.lower() not in ("http", "https")
-            or not _HOST.fullmatch(host) or _SPACE.search(value)):
+            or not _HOST.fullmatch(host) or spaced_host(host) or _SPACE.search(value)):
         return (f"must be an API URL: https:// (or http://) and a host, such as "
                 f"https://api.bigcommerce.com; not {shown_url(value)!r}")
     if parts.path.strip("/") or parts.query or parts.fragment:

@@ -207,10 +207,15 @@ def url_problem(url: str) -> str | None:
                 "or set in the config)")
     if not parts.hostname:
         return "the URL names no host (or bucket)"
-    if any(c.isspace() or not c.isprintable() for c in unquote(parts.hostname)):
-        # %-encoded too: "h%20x" is no more a host name than "h x"
+    if spaced_host(parts.hostname):
         return "the host name has a space (or a control character) in it"
     return None
+
+
+def spaced_host(host: str) -> bool:
+    """Whether a URL's ``host`` holds a space or a control character, written as it is or
+    %-encoded ("h%20x" is no more a host name than "h x")."""
+    return any(c.isspace() or not c.isprintable() for c in unquote(host))
 
 
 def _source_url(value: str) -> str:
