@@ -218,7 +218,9 @@ def test_a_stopped_reader_ends_by_itself_and_its_waiting_worker_with_it(
 
 
 def _scratch_dirs() -> set[str]:
-    return {p.name for p in Path(isolated._SHM).glob("invsync-read-*")} \
+    """This process's read folders in memory (other test workers read workbooks meanwhile,
+    each in folders named by its own process id)."""
+    return {p.name for p in Path(isolated._SHM).glob(f"invsync-read-{os.getpid()}-*")} \
         if Path(isolated._SHM).is_dir() else set()
 
 
