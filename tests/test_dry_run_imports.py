@@ -1,6 +1,7 @@
 """A dry run of a local CSV file against the snapshot loads only what that path needs: no
-HTTP client, no event loop and no workbook readers (their imports are a large share of a
-short run's time). Run in a child process, so that what other tests imported does not count.
+HTTP client, no event loop, no TLS or remote-source modules and no workbook readers (their
+imports are a large share of a short run's time). Run in a child process, so that what
+other tests imported does not count.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ except SystemExit as exc:
     code = exc.code
 print(json.dumps({"code": code, "loaded": sorted(
     m for m in ("httpx", "asyncio", "invsync.store.client", "invsync.stages.ingest.workbook",
-                "invsync.stages.ingest.xls", "fastexcel", "openpyxl")
+                "invsync.stages.ingest.xls", "fastexcel", "openpyxl", "ssl",
+              "invsync.sources.remote", "invsync.sources.fetching")
     if m in sys.modules)}))
 """
 

@@ -26,7 +26,7 @@ from invsync.sources import (
     is_source,
     resolve,
 )
-from invsync.sources.fetch import check_fresh, pick, wait_settled
+from invsync.sources.fetching import check_fresh, pick, wait_settled
 from invsync.sources.remote import LocalRemote, sha256_fingerprint
 
 
@@ -562,7 +562,7 @@ def test_an_unusable_source_file_is_named_by_where_it_came_from(sandbox: Sandbox
 def test_a_glob_that_also_matches_marker_files_reads_the_export(tmp_path: Path) -> None:
     # url = ".../stock_*" with marker = ".done": the marker (newer than its file) is never
     # the file read; sync picks among the exports as watch does.
-    from invsync.sources.fetch import fetch
+    from invsync.sources.fetching import fetch
 
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -581,7 +581,7 @@ def test_a_download_left_by_a_killed_run_is_cleaned_up(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from invsync.sources.fetch import fetch
+    from invsync.sources.fetching import fetch
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -67,7 +67,10 @@ def default_state_dir() -> Path:
 class Table(BaseModel):
     """A table of the config file: unknown keys and values of the wrong type are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    # defer_build: a table's validator is built when a config file is first read, not at
+    # import (a run without a config file never needs it).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
+                              defer_build=True)
 
 
 def _no_nul(value: str) -> str:

@@ -36,12 +36,11 @@ from invsync.sources import (
     SourceState,
     StaleFileError,
     after,
-    is_source,
     keep_in_run_folder,
     remote_for,
     resolve,
 )
-from invsync.sources.fetch import check_fresh, download, wait_settled
+from invsync.sources.fetching import check_fresh, download, wait_settled
 from invsync.stages.report import RunReport
 
 log = logging.getLogger("invsync.sources")
@@ -81,11 +80,6 @@ class SourceRun:
     @property
     def exit_code(self) -> int:
         return 0 if self.report is None else self.report.exit_code
-
-
-def wants_source(arg: str | Path, settings: Settings) -> bool:
-    """Does the FILE/SOURCE argument name a source (URL, glob, configured name)?"""
-    return is_source(str(arg), settings.sources)
 
 
 def source_spec(source: str | SourceSpec, settings: Settings, **overrides: Any) -> SourceSpec:

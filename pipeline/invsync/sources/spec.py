@@ -411,7 +411,8 @@ class SourceTable(BaseModel):
     """A ``[sources.NAME]`` table of the config: every key it may hold, typed. Unknown keys,
     text where a number goes and ``anonymous = "false"`` are refused at start."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              defer_build=True)  # built when a config file is first read
 
     url: Annotated[str, AfterValidator(_source_url)] = Field(
         description='"sftp://...", "s3://...", "https://..." or a path')

@@ -58,14 +58,16 @@ def _source_flags(flags: dict[str, Any]) -> dict[str, Any]:
 def _from_source(ctx: click.Context, /, arg: str, settings: Any, command: str,
                  source: dict[str, Any]) -> bool:
     """Run ``plan|sync`` on a SOURCE; False when ``arg`` is a plain path (not handled here)."""
-    from invsync.run.sourced import source_spec, sync_source, wants_source
+    # A plain file path needs none of the fetching machinery: only its import is paid here.
+    from invsync.sources.spec import is_source
 
     overrides = {k: v for k, v in source.items() if k != "force"}
-    if not wants_source(arg, settings):
+    if not is_source(str(arg), settings.sources):
         if any(v is not None for v in overrides.values()) or source["force"]:
             raise click.UsageError("--pick, --force, --max-age and --settle apply to a "
                                    "SOURCE (a URL, a glob or a [sources.NAME]), not a file")
         return False
+    from invsync.run.sourced import source_spec, sync_source
     from invsync.surfaces.cli import _events, _finish
 
     spec = source_spec(arg, settings, **overrides)
