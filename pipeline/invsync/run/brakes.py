@@ -8,6 +8,8 @@ saw and which flag overrides it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,7 @@ def record_rows(meta: dict[str, Any], source: str, rows: int,
 def check_brakes(
     *, rows: int, last_rows: int | None, changes: ChangeSet, held: pl.DataFrame,
     limits: BrakeLimits, zero_missing: bool,
+    store_stock: StoreStock | None = None,
 ) -> list[Brake]:
     """Every brake this run trips (empty when it may go ahead).
 
@@ -71,6 +74,8 @@ def check_brakes(
     judge the changes against it whatever the diff's baseline was (``--full`` has none).
     ``last_rows`` is :func:`comparable_rows`. The shrunken-file brake applies whether or
     not missing items are zeroed: a truncated export is truncated either way.
+    ``store_stock`` (a run with store access) counts a location's items holding stock
+    from the store when ``held`` knows too few of them to clear the mass-zeroing brake.
     """
     tripped = []
     if rows == 0 and not limits.allow_empty:
@@ -85,11 +90,17 @@ def check_brakes(
             f"{last_rows:,} of the last successful run from the same source{harm} (a "
             f"truncated export?); pass --allow-shrink to sync it anyway"))
     if not limits.allow_zeroing:
-        tripped.extend(_mass_zeroing(changes, held, limits.max_zero_share))
+        tripped.extend(_mass_zeroing(changes, held, limits.max_zero_share, store_stock))
     return tripped
 
 
-def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> list[Brake]:
+StoreStock = Callable[[int, int], int]
+"""``(location, needed)`` -> the items holding stock at the location as the store lists
+them, counted until ``needed`` are seen (a lower bound; exact when under ``needed``)."""
+
+
+def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float,
+                  store_stock: StoreStock | None = None) -> list[Brake]:
     if held.height == 0:
         return []  # the store holds nothing we know of: nothing can drop (a first night)
     # An item whose level is unknown (a write never confirmed) most likely has stock: a 0
@@ -109,6 +120,11 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float) -> l
     # Per location: a file covering one location must not zero most of it unnoticed.
     for loc, count in sorted(counts.items()):
         synced = synced_by_location.get(loc, 0)
+        if synced and count > max_share * synced and store_stock is not None:
+            # What this run knows of the location may be only the file's own items (a live
+            # read of a partial file, a young snapshot): 3 zeros of a file naming 3 items
+            # must not read as "100% of the location". The store's own listing decides.
+            synced = max(synced, store_stock(loc, math.ceil(count / max_share) + 1))
         if synced and count > max_share * synced:
             return [Brake(
                 "mass_zeroing",

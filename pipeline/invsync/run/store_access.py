@@ -183,6 +183,13 @@ class StoreSession:
         return self.run(lambda client: read_levels(client, ids, self.emit, keys=keys,
                                                    known_items=known_items))
 
+    def stocked_at_least(self, location_id: int, needed: int) -> int:
+        """Items holding stock at ``location_id``, read until ``needed`` are seen (see
+        :func:`invsync.store.live.stocked_at_least`)."""
+        from invsync.store.live import stocked_at_least
+
+        return self.run(lambda client: stocked_at_least(client, location_id, needed))
+
     def fetcher(self) -> Fetch:
         """Reads identities through this session, for :class:`IdentityResolver`."""
 

@@ -711,7 +711,8 @@ def _brake(run: _Run, read: _Read, baseline: _Baseline,
         last_rows=None if from_plan else comparable_rows(meta, _source(run)),
         changes=_zeroed_by_the_file(run, diff.changes), held=baseline.held,
         zero_missing=settings.zero_missing and not from_plan,
-        limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes)
+        limits=replace(settings.brakes, allow_empty=True) if from_plan else settings.brakes,
+        store_stock=None if settings.token is None else run.store.stocked_at_least)
     t = time.perf_counter()
     batches = plan_batches(diff.changes.changes, settings.batch_size)
     run.timed("plan", t)

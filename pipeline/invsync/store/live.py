@@ -121,6 +121,22 @@ async def _filtered_reads(listing: Listing[pl.DataFrame], keys: pl.DataFrame,
     return filters if filters is not None and len(filters) < rest else None
 
 
+async def stocked_at_least(client: StoreClient, location_id: int, needed: int) -> int:
+    """Items holding stock at ``location_id``, counted page by page (one request at a time)
+    until ``needed`` are seen or the listing ends: a lower bound, exact when under
+    ``needed``. The mass-zeroing brake asks it when what it knows of a location (the
+    file's own items, a partial snapshot) is too little to judge a share by."""
+    listing = Listing(client, "/inventory/items", _at([location_id]),
+                      partial(levels_page, wanted=frozenset([location_id])), in_flight=1)
+    seen = 0
+    async with contextlib.aclosing(listing.pages()) as pages:
+        async for page in pages:
+            seen += page.entries.filter(pl.col("quantity") > 0).height
+            if seen >= needed:
+                break
+    return seen
+
+
 def filter_floor(keys: pl.DataFrame) -> int:
     """Fewest filtered reads :func:`read_filters` could make of ``keys``: a value costs at
     least its length and a separator (nothing is encoded, so this is cheap)."""
