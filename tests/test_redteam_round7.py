@@ -1,0 +1,103 @@
+"""Round 7 red team: what a careless operator or a misbehaving store did to this round's
+changes, kept as tests. Each test runs the real CLI against a real sandbox process.
+
+The mass-zeroing brake now counts a location's stocked items from the store's listing when
+what the run knows of it is too little (docs/guarantees.md, "Safety brakes"). That count is
+a read made at the very moment the brake is judged: whatever the store does then, nothing
+may be sent, and the run must end with one plain line and the documented exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import CliResult, env_at, env_for, output, retry_config, run_invsync, write_csv
+from misbehaving import Reply, Request, misbehaving_store
+
+from invsync.sandbox.process import SandboxProcess
+
+CATALOG_ITEMS = 3000
+"""Three pages of 1000: a 3-row file is read by one filtered read, so the run knows only
+its own 3 items and the brake must ask the store for the rest."""
+
+STOCKED = 40
+
+
+def _skus(n: int) -> list[str]:
+    return [f"RT-{i:05d}" for i in range(n)]
+
+
+@pytest.fixture
+def store(sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> SandboxProcess:
+    """A sandbox whose location 1 holds 5 of each of its first 40 items."""
+    catalog = write_csv(tmp_path / "catalog.csv", ["sku", "product_id", "variant_id",
+                                                   "tracking"],
+                        [[s, 100 + i, 10_000 + i, "variant"]
+                         for i, s in enumerate(_skus(CATALOG_ITEMS))])
+    sb = sandbox_factory(catalog=catalog)
+    setup = write_csv(tmp_path / "setup.csv", ["sku", "location_id", "quantity"],
+                      [[s, 1, 5] for s in _skus(STOCKED)])
+    done = run_invsync(["-q", "sync", str(setup)], env_for(sb, tmp_path / "setup"))
+    assert done.returncode == 0, output(done)
+    return sb
+
+
+def _is_stock_count(req: Request) -> bool:
+    """The brake's count: the location's whole listing (no item filter)."""
+    return (req.method == "GET" and req.path.endswith("/inventory/items")
+            and "location_id:in" in req.query
+            and not any(k in req.query for k in ("sku:in", "variant_id:in", "product_id:in")))
+
+
+def _zero_three(tmp_path: Path, env: dict[str, str], *extra: str) -> CliResult:
+    file = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                     [[s, 1, 0] for s in _skus(3)])
+    config = retry_config(tmp_path, max_attempts=2, timeout_s=2.0, max_total_s=4.0)
+    return run_invsync(["sync", str(file), "--config", str(config), *extra], env, timeout=120)
+
+
+def _page(items: int, total_pages: int, page: int) -> bytes:
+    data = [{"identity": {"sku": s, "variant_id": 10_000 + i, "product_id": 100 + i},
+             "locations": [{"location_id": 1, "total_inventory_onhand": 5,
+                            "available_to_sell": 5}]}
+            for i, s in enumerate(_skus(items))]
+    return json.dumps({"data": data, "meta": {"pagination": {
+        "total": total_pages * 1000, "count": len(data), "per_page": 1000,
+        "current_page": page, "total_pages": total_pages}}}).encode()
+
+
+FAILURES: dict[str, Callable[[Request], Reply]] = {
+    "403": lambda req: Reply.json(403, {"status": 403, "title": "You don't have a required scope"}),
+    "500": lambda req: Reply.json(500, {"status": 500, "title": "Internal Server Error"}),
+    "html": lambda req: Reply(200, b"<html><body>Maintenance</body></html>",
+                              {"Content-Type": "text/html"}),
+    "not-json": lambda req: Reply(200, b"{\"data\": [", {"Content-Type": "application/json"}),
+    "slow": lambda req: Reply(200, b"{", {"Content-Type": "application/json"}, drip_s=0.5,
+                              endless=True),
+    # Says there are 3 pages of 1000 but sends 2 items on each, the same ones each time.
+    "lying-pages": lambda req: Reply(200, _page(2, 3, int(req.query.get("page", "1"))),
+                                     {"Content-Type": "application/json"}),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("dry", [False, True])
+def test_a_store_count_that_fails_sends_nothing_and_says_so(
+        store: SandboxProcess, tmp_path: Path, failure: str, dry: bool) -> None:
+    before = store.levels()
+    respond = FAILURES[failure]
+    with misbehaving_store(lambda req: respond(req) if _is_stock_count(req) else None,
+                           store.url) as proxy:
+        result = _zero_three(tmp_path, env_at(proxy.url, tmp_path, store),
+                             *(["--dry-run"] if dry else []))
+        assert any(_is_stock_count(r) for r in proxy.requests), output(result)
+        assert not [r for r in proxy.requests if r.method == "PUT"]
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "Traceback" not in text
+    # One plain line naming what failed: the listing read, or the token's missing scope.
+    assert ("/inventory/items" in text) if failure != "403" else ("HTTP 403" in text), text
+    assert store.levels() == before
