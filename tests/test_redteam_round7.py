@@ -101,3 +101,21 @@ def test_a_store_count_that_fails_sends_nothing_and_says_so(
     # One plain line naming what failed: the listing read, or the token's missing scope.
     assert ("/inventory/items" in text) if failure != "403" else ("HTTP 403" in text), text
     assert store.levels() == before
+
+
+@pytest.mark.parametrize("share", ["0", "0.0", "5e-324", "1e-300"])
+def test_a_zero_or_tiny_allowed_share_trips_the_brake_instead_of_crashing(
+        store: SandboxProcess, tmp_path: Path, share: str) -> None:
+    # docs/config.md: max_zero_share is a share from 0 to 1; 0 means no item may drop to 0
+    # unflagged. The store count divided by it (ZeroDivisionError, OverflowError: exit 2).
+    config = tmp_path / "brakes.toml"
+    config.write_text(f"[brakes]\nmax_zero_share = {share}\n")
+    file = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                     [[s, 1, 0] for s in _skus(3)])
+    before = store.levels()
+    result = run_invsync(["sync", str(file), "--config", str(config)],
+                         env_for(store, tmp_path))
+    text = output(result)
+    assert result.returncode == 3, text
+    assert "safety brake" in text and "unexpected" not in text, text
+    assert store.levels() == before

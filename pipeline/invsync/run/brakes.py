@@ -120,11 +120,12 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float,
     # Per location: a file covering one location must not zero most of it unnoticed.
     for loc, count in sorted(counts.items()):
         synced = synced_by_location.get(loc, 0)
-        if synced and count > max_share * synced and store_stock is not None:
+        if synced and count > max_share * synced and store_stock is not None \
+                and max_share > 0:  # at a share of 0 any drop trips: no count can clear it
             # What this run knows of the location may be only the file's own items (a live
             # read of a partial file, a young snapshot): 3 zeros of a file naming 3 items
             # must not read as "100% of the location". The store's own listing decides.
-            synced = max(synced, store_stock(loc, math.ceil(count / max_share) + 1))
+            synced = max(synced, store_stock(loc, _enough(count, max_share)))
         if synced and count > max_share * synced:
             return [Brake(
                 "mass_zeroing",
@@ -132,6 +133,16 @@ def _mass_zeroing(changes: ChangeSet, held: pl.DataFrame, max_share: float,
                 f"({_share_above(count / synced, max_share)}) would drop to 0, more than the "
                 f"{max_share:.0%} allowed; pass --allow-zeroing to sync anyway")]
     return []
+
+
+_MOST_COUNTED = 10**12
+"""More stocked items than any store lists: what a tiny share (1e-300) asks the count for."""
+
+
+def _enough(count: int, max_share: float) -> int:
+    """Stocked items that make ``count`` zeros no more than ``max_share`` of a location."""
+    needed = count / max_share
+    return math.ceil(needed) + 1 if needed < _MOST_COUNTED else _MOST_COUNTED
 
 
 def _share_above(share: float, limit: float) -> str:
