@@ -119,3 +119,23 @@ def test_a_zero_or_tiny_allowed_share_trips_the_brake_instead_of_crashing(
     assert result.returncode == 3, text
     assert "safety brake" in text and "unexpected" not in text, text
     assert store.levels() == before
+
+
+def test_the_shrink_brake_follows_the_source_not_the_flag(
+        store: SandboxProcess, tmp_path: Path) -> None:
+    # docs/guarantees.md said "with --zero-missing only" and "a small file is a partial
+    # update and needs no flag"; the brake (issue 22) follows the source: a 1-row file at
+    # the nightly export's own path after 8 rows trips it without --zero-missing, while a
+    # correction at another path does not. The docs now say so.
+    env = env_for(store, tmp_path)
+    nightly = tmp_path / "nightly.csv"
+    write_csv(nightly, ["sku", "location_id", "quantity"], [[s, 1, 6] for s in _skus(8)])
+    assert run_invsync(["-q", "sync", str(nightly)], env).returncode == 0
+    write_csv(nightly, ["sku", "location_id", "quantity"], [[_skus(1)[0], 1, 7]])
+    shrunk = run_invsync(["sync", str(nightly)], env)
+    assert shrunk.returncode == 3, output(shrunk)
+    assert "--allow-shrink" in output(shrunk)
+    fix = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                    [[_skus(1)[0], 1, 7]])
+    assert run_invsync(["-q", "sync", str(fix)], env).returncode == 0
+    assert store.levels()[(1, _skus(1)[0])] == 7
