@@ -10,11 +10,14 @@ may be sent, and the run must end with one plain line and the documented exit co
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import CliResult, env_at, env_for, output, retry_config, run_invsync, write_csv
+from conftest import (CliResult, env_at, env_for, kill_when, output, retry_config, run_invsync,
+                      spawn, write_csv)
 from misbehaving import Reply, Request, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
@@ -139,3 +142,29 @@ def test_the_shrink_brake_follows_the_source_not_the_flag(
                     [[_skus(1)[0], 1, 7]])
     assert run_invsync(["-q", "sync", str(fix)], env).returncode == 0
     assert store.levels()[(1, _skus(1)[0])] == 7
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_brake_counts_sends_nothing_and_frees_the_lock(
+        store: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]],
+        sig: int) -> None:
+    before = store.levels()
+    stall = Reply(200, b"{", {"Content-Type": "application/json"}, drip_s=0.5, endless=True)
+    file = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                     [[s, 1, 0] for s in _skus(3)])
+    with misbehaving_store(lambda req: stall if _is_stock_count(req) else None,
+                           store.url) as proxy:
+        env = env_at(proxy.url, tmp_path, store)
+        log = tmp_path / "stopped.log"
+        proc = spawn(["sync", str(file)], env, log, children)
+        code = kill_when(lambda: any(_is_stock_count(r) for r in proxy.requests), proc, log,
+                         sig=sig)
+        assert not [r for r in proxy.requests if r.method == "PUT"]
+    text = log.read_text()
+    assert code == (130 if sig == signal.SIGINT else 143), text
+    assert "Traceback" not in text
+    assert store.levels() == before
+    # The lock was freed: the same file, the store answering, goes through (3 of 40).
+    again = run_invsync(["-q", "sync", str(file)], env_for(store, tmp_path))
+    assert again.returncode == 0, output(again)
+    assert [store.levels()[(1, s)] for s in _skus(4)] == [0, 0, 0, 5]
