@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,3 +169,62 @@ def test_a_stop_while_the_brake_counts_sends_nothing_and_frees_the_lock(
     again = run_invsync(["-q", "sync", str(file)], env_for(store, tmp_path))
     assert again.returncode == 0, output(again)
     assert [store.levels()[(1, s)] for s in _skus(4)] == [0, 0, 0, 5]
+
+
+def _edit(store: SandboxProcess, levels: dict[tuple[int, str], int]) -> None:
+    """A manual edit in the store's control panel (``POST /_sandbox/levels``)."""
+    body = json.dumps([{"location_id": loc, "sku": sku, "quantity": qty}
+                       for (loc, sku), qty in levels.items()]).encode()
+    req = urllib.request.Request(store.url + "/_sandbox/levels", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).close()
+
+
+@pytest.mark.parametrize("how", ["sync", "dry-run", "plan-file"])
+def test_several_locations_one_holding_little_stock_trips_the_whole_file(
+        store: SandboxProcess, tmp_path: Path, how: str) -> None:
+    # Location 1 holds 40 stocked items (3 zeros: fine), location 2 only 4 (3 zeros: 75%).
+    _edit(store, {(2, s): 5 for s in _skus(4)})
+    before = store.levels()
+    env = env_for(store, tmp_path)
+    file = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                     [[s, loc, 0] for loc in (1, 2) for s in _skus(3)])
+    if how == "plan-file":
+        plan = run_invsync(["plan", str(file)], env)
+        assert plan.returncode == 3, output(plan)
+        result = run_invsync(["sync", "--plan-file", str(plan.report_dir() / "plan.csv")], env)
+    else:
+        result = run_invsync(["sync", str(file), *(["--dry-run"] if how == "dry-run" else [])],
+                             env)
+    text = output(result)
+    assert result.returncode == 3, text
+    assert "3 of the 4 items holding stock at location 2" in text
+    assert store.levels() == before
+    # With the override, both locations are written.
+    if how == "sync":
+        done = run_invsync(["-q", "sync", str(file), "--allow-zeroing"], env)
+        assert done.returncode == 0, output(done)
+        assert all(store.levels()[(loc, s)] == 0 for loc in (1, 2) for s in _skus(3))
+
+
+def test_a_young_snapshot_is_cleared_by_the_store_count_with_baseline_snapshot(
+        store: SandboxProcess, tmp_path: Path) -> None:
+    # The snapshot knows only the 3 items this state folder's one run set; the store holds
+    # 40 with stock at location 1: zeroing those 3 needs no flag, a dry run included.
+    env = env_for(store, tmp_path)
+    first = write_csv(tmp_path / "first.csv", ["sku", "location_id", "quantity"],
+                      [[s, 1, 6] for s in _skus(3)])
+    assert run_invsync(["-q", "sync", str(first)], env).returncode == 0
+    file = write_csv(tmp_path / "fix.csv", ["sku", "location_id", "quantity"],
+                     [[s, 1, 0] for s in _skus(3)])
+    dry = run_invsync(["sync", str(file), "--baseline", "snapshot", "--dry-run"], env)
+    assert dry.returncode == 0, output(dry)
+    done = run_invsync(["sync", str(file), "--baseline", "snapshot"], env)
+    assert done.returncode == 0, output(done)
+    assert [store.levels()[(1, s)] for s in _skus(4)] == [0, 0, 0, 5]
+    # Without a token the dry run cannot count: the young snapshot alone trips it.
+    write_csv(first, ["sku", "location_id", "quantity"], [[s, 1, 6] for s in _skus(3)])
+    assert run_invsync(["-q", "sync", str(first)], env).returncode == 0
+    no_token = {k: v for k, v in env.items() if k != "BIGCOMMERCE_ACCESS_TOKEN"}
+    blind = run_invsync(["sync", str(file), "--dry-run"], no_token)
+    assert blind.returncode == 3, output(blind)
