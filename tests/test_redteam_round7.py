@@ -228,3 +228,25 @@ def test_a_young_snapshot_is_cleared_by_the_store_count_with_baseline_snapshot(
     no_token = {k: v for k, v in env.items() if k != "BIGCOMMERCE_ACCESS_TOKEN"}
     blind = run_invsync(["sync", str(file), "--dry-run"], no_token)
     assert blind.returncode == 3, output(blind)
+
+
+def test_a_fetched_file_is_kept_readable_by_this_user_only(
+        store: SandboxProcess, tmp_path: Path) -> None:
+    # A drop folder's file (here a symbolic link to a file only its owner may read, as a
+    # hostile dropper would leave) was copied into the run folder and the source's state
+    # as 0644 in 0755 folders: readable by every user of the machine, unlike the 0600
+    # files beside it.
+    private = write_csv(tmp_path / "private.csv", ["sku", "location_id", "quantity"],
+                        [[_skus(1)[0], 1, 9]])
+    private.chmod(0o600)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock.csv").symlink_to(private)
+    result = run_invsync(["-q", "sync", str(drop / "*.csv")], env_for(store, tmp_path))
+    assert result.returncode == 0, output(result)
+    copies = [p for p in (tmp_path / "state").rglob("*") if p.is_file()
+              and p.read_bytes() == private.read_bytes()]
+    assert len(copies) >= 2, copies  # the source's download and the run folder's copy
+    for copy in copies:
+        assert copy.stat().st_mode & 0o077 == 0, f"{copy} is {oct(copy.stat().st_mode)}"
+        assert copy.parent.stat().st_mode & 0o077 == 0, f"{copy.parent} is open to others"

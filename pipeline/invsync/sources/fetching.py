@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from invsync.clock import utc_now
-from invsync.disk import write_atomic
+from invsync.disk import make_private_dir, write_atomic
 from invsync.errors import UsageError
 from invsync.sources.errors import NotReadyError, SourceError, StaleFileError
 from invsync.sources.remote import Download, Remote, RemoteFile, copy_file, remote_for
@@ -214,7 +214,7 @@ def download(remote: Remote, file: RemoteFile, state: SourceState, *,
     # Each content in a folder of its own: two runs at once never read each other's bytes,
     # and an interrupted run's input is still there for `invsync resume`.
     local = state.downloads / done.sha256[:16] / name
-    local.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(local.parent)
     os.replace(incoming, local)
     _prune(state.downloads, keep=local.parent)
     fetched = Fetched(spec=spec, file=found, local=local, sha256=done.sha256, size=done.size,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
+from invsync.disk import make_private_dir, write_atomic
 from invsync.redact import redact, redact_url
 from invsync.sources.errors import MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
@@ -162,11 +163,11 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
     digest = hashlib.sha256()
     size = 0
     limit = MAX_BYTES
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(dest.parent)
     part = dest.with_name(dest.name + ".part")
     window_start, window_size = time.monotonic(), 0
     try:
-        with stream, part.open("wb") as out:
+        with stream, _private(part) as out:
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
@@ -636,9 +637,17 @@ def remote_for(spec: SourceSpec) -> Remote:
 
 
 def copy_file(src: Path, dest: Path) -> None:
-    """Copy a fetched file into a run folder."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    """Copy a fetched file into a run folder, readable by this user only (0600 in a 0700
+    folder, like the run's other files): the file at the source may be one that others
+    could not read (a drop folder's symbolic link to a private file, a 0600 export)."""
+    make_private_dir(dest.parent)
+    with src.open("rb") as fh:
+        write_atomic(dest, lambda out: shutil.copyfileobj(fh, out))
+
+
+def _private(path: Path) -> BinaryIO:
+    """``path`` opened for writing, created 0600 (a download's bytes are the merchant's)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def matches(name: str, pattern: str) -> bool:
