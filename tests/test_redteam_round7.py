@@ -17,8 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import (CliResult, env_at, env_for, kill_when, output, retry_config, run_invsync,
-                      spawn, write_csv)
+from conftest import (
+    CliResult,
+    env_at,
+    env_for,
+    kill_when,
+    output,
+    retry_config,
+    run_invsync,
+    spawn,
+    write_csv,
+)
 from misbehaving import Reply, Request, misbehaving_store
 
 from invsync.sandbox.process import SandboxProcess
