@@ -259,3 +259,20 @@ def test_a_fetched_file_is_kept_readable_by_this_user_only(
     for copy in copies:
         assert copy.stat().st_mode & 0o077 == 0, f"{copy} is {oct(copy.stat().st_mode)}"
         assert copy.parent.stat().st_mode & 0o077 == 0, f"{copy.parent} is open to others"
+
+
+def test_a_store_that_goes_down_as_the_brake_counts_sends_nothing(
+        store: SandboxProcess, tmp_path: Path) -> None:
+    def respond(req: Request) -> Reply | None:
+        if _is_stock_count(req):
+            store.stop()  # the store goes away: this and every later request is refused
+        return None
+
+    with misbehaving_store(respond, store.url) as proxy:
+        result = _zero_three(tmp_path, env_at(proxy.url, tmp_path, store))
+        assert any(_is_stock_count(r) for r in proxy.requests), output(result)
+        assert not [r for r in proxy.requests if r.method == "PUT"]
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "Traceback" not in text
+    assert "/inventory/items" in text, text
