@@ -26,6 +26,7 @@ from conftest import (
     retry_config,
     run_invsync,
     spawn,
+    wait_for,
     write_csv,
 )
 from misbehaving import Reply, Request, misbehaving_store
@@ -276,3 +277,40 @@ def test_a_store_that_goes_down_as_the_brake_counts_sends_nothing(
     assert result.returncode == 2, text
     assert "Traceback" not in text
     assert "/inventory/items" in text, text
+
+
+def test_watch_ctrl_c_mid_run_then_the_next_watch_finishes_the_file_once(
+        store: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    config = tmp_path / "watch.toml"
+    config.write_text(f'[sources.inbox]\nurl = "{drop}/*.csv"\nsettle_s = 0.2\n'
+                      f'on_success = "move:done/"\n')
+    skus = _skus(700)[100:]
+    env = env_for(store, tmp_path)
+    args = ["watch", "inbox", "--config", str(config), "--interval", "0.2", "--batch-size", "100"]
+    store.set_faults(latency_ms=400)
+    log = tmp_path / "first.log"
+    first = spawn(args, env, log, children)
+    write_csv(drop / "stock.csv", ["sku", "location_id", "quantity"], [[s, 1, 4] for s in skus])
+    mark = len(store.requests())  # the fixture's own run wrote before
+    puts = lambda: [r for r in store.requests()[mark:] if r["method"] == "PUT"]  # noqa: E731
+    assert kill_when(puts, first, log, sig=signal.SIGINT) == 130, log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert (drop / "stock.csv").exists(), "an interrupted run's file must stay to be run again"
+    store.set_faults(latency_ms=0)
+    log2 = tmp_path / "second.log"
+    second = spawn(args, env, log2, children)
+    ledger = tmp_path / "state" / "invsync" / "sources"
+
+    def processed() -> list[str]:
+        return [line for f in ledger.rglob("ledger.jsonl") for line in f.read_text().splitlines()
+                if '"processed"' in line]
+
+    wait_for(processed, second, log2, timeout=120)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=60) == 0, log2.read_text()
+    assert len(processed()) == 1
+    levels = store.levels()
+    assert all(levels[(1, s)] == 4 for s in skus)
+    assert (drop / "done" / "stock.csv").exists() and not (drop / "stock.csv").exists()

@@ -275,6 +275,8 @@ class Watcher:
     stop: threading.Event = field(default_factory=threading.Event)
     busy: bool = False
     """True while a file is being fetched or run (SIGTERM then stops after it)."""
+    interrupted: int | None = None
+    """The exit code of a run that Ctrl-C cut off (130): the watch stops with it."""
 
     def __post_init__(self) -> None:
         self.state = SourceState(self.settings.state_dir, self.spec)
@@ -364,7 +366,12 @@ class Watcher:
         status = "processed" if report is None or report.exit_code in OK_EXITS else \
             "failed" if report.exit_code in FILE_FAILED_EXITS else "error"
         if report is not None and report.status == "interrupted":
-            return False  # seen again at the next start
+            # Ctrl-C stops the watch as it stops a sync: the file is left for the next
+            # start (or `invsync resume`), not run again at the next look.
+            self.interrupted = report.exit_code
+            self.stop.set()
+            self.on_done(done)
+            return False
         entry = self._record(settled, fetched.sha256, status,
                              report.run_id if report else fetched.unchanged_since)
         ledger.append(entry)

@@ -150,7 +150,7 @@ def watch_command(sync_options: Callable[[Any], Any]) -> click.Command:
         watcher.run()
         if not ctx.obj["quiet"] and ctx.obj["log_format"] != "json":
             click.echo("invsync: watch stopped")
-        ctx.exit(0)
+        ctx.exit(watcher.interrupted or 0)
 
     return watch
 
