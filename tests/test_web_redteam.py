@@ -308,3 +308,49 @@ def _csrf(http: httpx.Client) -> str:
     assert found
     return found.group(1)
 
+
+
+def test_a_store_failing_during_the_preview_is_no_unreadable_file(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path) -> None:
+    """An upload whose preview failed because the store answered 500 to every read was
+    answered 422 ``unreadable-file``, "The file cannot be read", though the file was fine:
+    now 502 ``preview-failed``, the store's failure in ``detail``, the upload kept; and a
+    file that truly cannot be read is still ``unreadable-file``."""
+    from dataclasses import replace
+
+    from test_web import PASSWORD, make_settings
+
+    from invsync.store.limits import RetryPolicy
+    from invsync.surfaces.web.app import Options, create_app
+    from invsync.surfaces.web.auth import Accounts
+
+    failing = sandbox_factory()
+    s = replace(make_settings(failing, tmp_path),
+                retry=RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02))
+    Accounts(s.state_dir).add_user("merchant", PASSWORD)
+    with TestClient(create_app(s, Options()), base_url="http://testserver") as web:
+        login(web)
+        failing.set_faults(error_rate=1.0)
+        answer = api_upload(web, data=b"sku,quantity\nPOSTER-1755,11\n")
+        assert answer.status_code == 502, answer.text
+        body = answer.json()
+        assert body["type"] == "urn:invsync:problem:preview-failed"
+        assert body["title"] == "The preview could not be made"
+        assert "store" in body["detail"] and "cannot be read" not in body["detail"]
+        assert answer.headers["Location"] == f"/api/uploads/{body['upload_id']}"
+        # The same upload previews once the store answers again: the file was fine.
+        failing.set_faults(error_rate=0.0)
+        again = web.post(f"/uploads/{body['upload_id']}/preview",
+                         data={"csrf_token": csrf_of(web)})
+        assert again.status_code == 200, again.text
+        upload = web.get(f"/api/uploads/{body['upload_id']}").json()
+        assert upload["status"] == "planned", upload
+
+
+def test_a_file_that_cannot_be_read_is_still_unreadable_file() -> None:
+    from invsync.surfaces.web.errors import not_previewed
+
+    data = {"upload_id": "u1", "status": "failed", "error": "row 3: a stray quote"}
+    answer = not_previewed(data, on_file=True, location="/api/uploads/u1")
+    assert answer.status_code == 422 and b"unreadable-file" in answer.body
+    assert b"row 3: a stray quote" in answer.body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
@@ -27,6 +28,17 @@ def upload_problem(exc: UploadError, upload_id: str | None = None) -> Response:
     kind = extra.pop("kind", None)
     return problem(exc.http, str(exc), kind=kind, upload_id=extra.pop("upload_id", upload_id),
                    upload_status=extra.pop("status", None), **extra)
+
+
+def not_previewed(data: dict[str, Any], *, on_file: bool, location: str) -> Response:
+    """The problem answer for an upload kept but not previewed (``data``: its API shape):
+    ``unreadable-file`` (422) when the file itself cannot be read, else ``preview-failed``
+    (502: the store was down, refused or failed while the plan was made; the file may be
+    fine, and a new preview may work)."""
+    kind, status = ("unreadable-file", 422) if on_file else ("preview-failed", 502)
+    return problem(status, data.get("error") or "the file could not be previewed", kind=kind,
+                   upload_id=data["upload_id"], upload_status=data["status"],
+                   http_headers={"Location": location})
 
 
 def csrf_failed(request: Request) -> Response:

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from invsync.errors import UsageError
 from invsync.run.as_of import resolve_as_of
-from invsync.surfaces.web.errors import upload_problem
+from invsync.surfaces.web.errors import not_previewed, upload_problem
 from invsync.surfaces.web.problems import problem
 from invsync.surfaces.web.routes_pages import create_from_form, send_upload_file
 from invsync.surfaces.web.state import api_user, text, web
@@ -49,9 +49,8 @@ async def create(request: Request) -> Response:
     data = await run_in_threadpool(portal.describe, upload_id)
     location = f"/api/uploads/{upload_id}"
     if data["status"] != "planned":  # kept, but not previewed: it says why
-        return problem(422, data.get("error") or "the file could not be previewed",
-                       kind="unreadable-file", upload_id=upload_id,
-                       upload_status=data["status"], http_headers={"Location": location})
+        on_file = await run_in_threadpool(portal.failed_on_file, upload_id)
+        return not_previewed(data, on_file=on_file, location=location)
     return JSONResponse(data, status_code=201, headers={"Location": location})
 
 

@@ -36,7 +36,7 @@ from invsync.sources import (
     fetch,
     resolve,
 )
-from invsync.surfaces.web.errors import sentence, upload_problem
+from invsync.surfaces.web.errors import not_previewed, sentence, upload_problem
 from invsync.surfaces.web.problems import problem
 from invsync.surfaces.web.routes_pages import _after_upload, _upload_form
 from invsync.surfaces.web.state import WebState, api_user, page_user, text, web
@@ -233,10 +233,9 @@ async def fetch_api(request: Request) -> Response:
         answer.headers["Location"] = location
         return answer
     data: dict[str, Any] = await run_in_threadpool(w.portal.describe, upload_id)
-    if data["status"] != "planned":
-        return problem(422, data.get("error") or "the file could not be previewed",
-                       kind="unreadable-file", upload_id=upload_id,
-                       upload_status=data["status"], http_headers={"Location": location})
+    if data["status"] != "planned":  # kept, but not previewed: it says why
+        on_file = await run_in_threadpool(w.portal.failed_on_file, upload_id)
+        return not_previewed(data, on_file=on_file, location=location)
     return JSONResponse(data, status_code=201, headers={"Location": location})
 
 
