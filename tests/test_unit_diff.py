@@ -149,3 +149,45 @@ def test_the_duplicate_checks_hashes_are_reused_only_for_their_own_frame() -> No
     # A file with a rejected row: the valid rows are not those hashed.
     rejected = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,x\n"))
     assert rejected.hashes_of(rejected.valid) is None
+
+
+def _plain_changes(valid: pl.DataFrame, base: pl.DataFrame) -> list[tuple[object, ...]]:
+    """The diff as a plain join on the real keys would make it (the reference)."""
+    keys = ["location_id", "identifier", "item_key"]
+    joined = valid.join(base.select(*keys, pl.col("quantity").alias("old_quantity")),
+                        on=keys, how="left", nulls_equal=False)
+    changed = joined.filter(pl.col("old_quantity").is_null()
+                            | (pl.col("old_quantity") != pl.col("quantity")))
+    return changed.sort(ROW).select(ROW, *keys, "quantity", "old_quantity").rows()
+
+
+@pytest.mark.parametrize("buckets", [None, 1, 3, 50])
+def test_the_hash_join_agrees_with_a_plain_join(monkeypatch: pytest.MonkeyPatch,
+                                                 buckets: int | None) -> None:
+    # Seeded random files and baselines (items shared, new, gone; unknown levels), with
+    # real hashes or hashes folded into a few buckets (collisions everywhere).
+    import random
+
+    if buckets is not None:
+        real = diff.key_hashes
+        monkeypatch.setattr(diff, "key_hashes", lambda frame: real(frame) % buckets)
+    rng = random.Random(26 + (buckets or 0))
+    for _ in range(40):
+        pool = [(rng.choice([1, 2, 3]), kind, rng.choice("ABC12") + str(rng.randrange(5))
+                 if kind == "sku" else str(rng.randrange(1, 30)))
+                for kind in rng.choices(["sku", "variant_id"], k=30)]
+        pool = list(dict.fromkeys(pool))
+        mine = rng.sample(pool, rng.randrange(len(pool) + 1))
+        theirs = rng.sample(pool, rng.randrange(len(pool) + 1))
+        valid = valid_frame([(*k, rng.randrange(4)) for k in mine])
+        base = baseline([(*k, rng.choice([None, 0, 1, 2, 3])) for k in theirs])
+        cs = compute_changes(valid, base)
+        assert summary(cs) == _plain_changes(valid, base)
+        assert cs.unchanged == valid.height - cs.changed
+        zeros = cs.zeros_seen
+        assert zeros is not None
+        held = {(r[0], r[1], r[2]): r[3] for r in base.rows()}
+        assert sorted(zeros.rows()) == sorted(
+            (*k, held.get(k), k in held) for k, q in
+            ((r[:3], r[3]) for r in cs.changes.select(
+                "location_id", "identifier", "item_key", "quantity").rows()) if q == 0)
