@@ -191,3 +191,33 @@ def test_the_hash_join_agrees_with_a_plain_join(monkeypatch: pytest.MonkeyPatch,
             (*k, held.get(k), k in held) for k, q in
             ((r[:3], r[3]) for r in cs.changes.select(
                 "location_id", "identifier", "item_key", "quantity").rows()) if q == 0)
+
+
+def test_the_baselines_hashes_made_ahead_give_the_same_diff() -> None:
+    valid, base = valid_frame(FILE), baseline(BASE)
+    cs = compute_changes(valid, base, baseline_hashes=diff.key_hashes(base))
+    assert summary(cs) == EXPECTED
+    # Hashes of another frame (another height) are not taken for the baseline's.
+    cs = compute_changes(valid, base, baseline_hashes=diff.key_hashes(base.head(3)))
+    assert summary(cs) == EXPECTED
+
+
+def test_the_snapshots_hashes_are_used_only_for_the_snapshot_as_loaded() -> None:
+    from concurrent.futures import Future
+
+    from invsync.run.sync import _hashed, _hashes_of, _Read
+    from invsync.stages.ingest import read_stock_bytes
+
+    loaded = baseline(BASE)
+    loading: Future[pl.DataFrame] = Future()
+    loading.set_result(loaded)
+    hashing: Future[tuple[pl.DataFrame, pl.Series]] = Future()
+    hashing.set_result(_hashed(loading))
+    read = _Read(read_stock_bytes(b"sku,quantity\nA,1\n"), None, None, hashing)
+    hashes = _hashes_of(read, loaded)
+    assert hashes is not None and hashes.equals(diff.key_hashes(loaded))
+    assert _hashes_of(read, loaded.clone()) is None  # a frame made from it: not its hashes
+    failed: Future[tuple[pl.DataFrame, pl.Series]] = Future()
+    failed.set_exception(OSError("unreadable"))
+    assert _hashes_of(_Read(read.table, None, None, failed), loaded) is None
+    assert _hashes_of(_Read(read.table, None, None), loaded) is None

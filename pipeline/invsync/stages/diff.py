@@ -43,15 +43,16 @@ class ChangeSet:
 
 def compute_changes(
     valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot",
-    hashes: pl.Series | None = None,
+    hashes: pl.Series | None = None, baseline_hashes: pl.Series | None = None,
 ) -> ChangeSet:
     """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything.
 
-    ``hashes``: :func:`key_hashes` of ``valid``, if already made."""
+    ``hashes``, ``baseline_hashes``: :func:`key_hashes` of ``valid`` and of ``baseline``,
+    if already made."""
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
-    joined = _join_on_key(valid, baseline, hashes)
+    joined = _join_on_key(valid, baseline, hashes, baseline_hashes)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
     del joined
@@ -85,7 +86,8 @@ def key_hashes(frame: pl.DataFrame) -> pl.Series:
 
 
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
-                 hashes: pl.Series | None = None) -> pl.DataFrame:
+                 hashes: pl.Series | None = None,
+                 baseline_hashes: pl.Series | None = None) -> pl.DataFrame:
     """Each row of ``valid`` by position (``_i``) with its ``quantity``, the baseline's
     ``old_quantity`` (null when the item is not in it, or its level is unknown) and ``_in``
     (whether the baseline holds the item); in no particular order.
@@ -94,12 +96,15 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
     64-bit hash of them and then comparing the real keys is several times faster and exact.
     Only the hashes and row positions go through the join (a lazy join of two integer
     columns is about twice as fast as an eager one carrying the keys); the keys are then
-    compared by position. ``hashes``: :func:`key_hashes` of ``valid``, if already made.
+    compared by position. ``hashes``, ``baseline_hashes``: :func:`key_hashes` of ``valid``
+    and of ``baseline``, if already made.
     """
     base = baseline.cast(KEY_TYPES)  # type: ignore[arg-type]
     own = key_hashes(valid) if hashes is None or hashes.len() != valid.height else hashes
     # Row indices made eagerly: made in a lazy query, they make the join several times slower.
-    right = pl.DataFrame({"_h": key_hashes(base)}).with_row_index("_j").lazy()
+    theirs_h = baseline_hashes if baseline_hashes is not None and \
+        baseline_hashes.len() == base.height else key_hashes(base)
+    right = pl.DataFrame({"_h": theirs_h}).with_row_index("_j").lazy()
     left = pl.DataFrame({"_h": own}).with_row_index("_i").lazy()
     pairs = left.join(right, on="_h", how="left").select("_i", "_j").collect()
     if pairs.height == valid.height:
