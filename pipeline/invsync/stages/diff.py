@@ -115,10 +115,14 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
         mine = valid.select(*KEY, "quantity")
     else:  # a hash collision inside the baseline gave a row several candidates
         mine = valid.select(pl.col(*KEY, "quantity").gather(pairs["_i"]))
-    theirs = base.select(pl.col(*KEY, "quantity").gather(pairs["_j"]))
-    same = pl.all_horizontal([pl.col(k) == pl.lit(theirs[k]) for k in KEY]).fill_null(False)
-    joined = mine.select(pl.lit(pairs["_i"]).alias("_i"), "quantity",
-                         old_quantity=pl.when(same).then(pl.lit(theirs["quantity"])), _in=same)
+    # One key column of the baseline gathered at a time: far less memory held at once.
+    at = pairs["_j"]
+    same = mine.select(pl.lit(True).alias("_in")).to_series()
+    for k in KEY:
+        same = same & mine.select(pl.col(k) == pl.lit(base[k].gather(at))).to_series()
+    same = same.fill_null(False)
+    joined = mine.select(pl.lit(pairs["_i"]).alias("_i"), "quantity").with_columns(
+        old_quantity=pl.when(same).then(base["quantity"].gather(at)), _in=same)
     if joined.height != valid.height:  # keep each row's true match (else its first)
         joined = joined.sort("_i", "_in", descending=[False, True]).unique(
             "_i", keep="first", maintain_order=True)
