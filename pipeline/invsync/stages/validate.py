@@ -102,6 +102,8 @@ _HAS_LETTER = r"[^\W\d_]"
 def _trimmed(table: StockTable, column: str | None) -> pl.Expr:
     if column is None:
         return pl.lit(None, dtype=pl.String)
+    if column in table.plain:  # nothing to trim, empty or unescape, as ingest knows
+        return pl.col(column)
     frame = table.frame
     # Unicode whitespace, which includes the non-breaking spaces spreadsheets leave behind
     # (a column ingest saw to have none at the edges of its cells is not copied to trim it).

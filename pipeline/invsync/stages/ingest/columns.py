@@ -363,6 +363,7 @@ def _shopify_levels(table: StockTable, layout: Layout, norms: list[str]) -> Stoc
     if table.mapping.get("quantity") != new:
         return table  # --map chose another quantity column, or "On hand (new)" is all empty
     return replace(table, frame=shopify_levels(table.frame, new, current), trimmed=frozenset(),
+                   plain=frozenset(),
                    notes=[*table.notes,
                           f"Shopify inventory export: a row whose {new!r} is empty keeps "
                           f"its {current!r} (an empty cell means no change)"])

@@ -69,6 +69,11 @@ class StockTable:
     """Columns none of whose cells starts or ends with whitespace, as the reader knows from
     the file's bytes (validation then does not copy them to trim them). Whatever writes new
     cell text into a column must take it out of this set."""
+    plain: frozenset[str] = frozenset()
+    """:attr:`trimmed` columns whose cells are also never empty text (an empty cell reads as
+    null) nor start with the quote mark of an escaped formula (the file has no ``'``):
+    validation takes them as they are, without looking at their cells. Whatever writes new
+    cell text into a column must take it out of this set."""
     longest_cell: int | None = None
     """A text file's longest cell in bytes, as read (None when not known): a bound for every
     cell of a frame made of the file's cells, so that the used columns' cells need not be
