@@ -551,8 +551,10 @@ def _read(run: _Run) -> _Read:
     # background. (pandera is imported only for a file with a row to reject.)
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     loading = run.snapshot_future = background.submit(run.snapshots.load)
+    # The report's templates, compiled off the critical path while the file is parsed
+    # (compiling holds the GIL: done first, it overlaps the parse, which does not).
+    background.submit(warm_up)
     hashing = background.submit(_hashed, loading)  # what the diff joins on, made meanwhile
-    background.submit(warm_up)  # the report's templates, compiled off the critical path
     background.shutdown(wait=False)
     _resolve_as_of(run)
     locations: list[Location] | None = None
