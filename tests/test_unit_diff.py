@@ -161,9 +161,10 @@ def _plain_changes(valid: pl.DataFrame, base: pl.DataFrame) -> list[tuple[object
     return changed.sort(ROW).select(ROW, *keys, "quantity", "old_quantity").rows()
 
 
+@pytest.mark.parametrize("narrow", [False, True])
 @pytest.mark.parametrize("buckets", [None, 1, 3, 50])
 def test_the_hash_join_agrees_with_a_plain_join(monkeypatch: pytest.MonkeyPatch,
-                                                 buckets: int | None) -> None:
+                                                 buckets: int | None, narrow: bool) -> None:
     # Seeded random files and baselines (items shared, new, gone; unknown levels), with
     # real hashes or hashes folded into a few buckets (collisions everywhere).
     import random
@@ -173,9 +174,13 @@ def test_the_hash_join_agrees_with_a_plain_join(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr(diff, "key_hashes", lambda frame: real(frame) % buckets)
     rng = random.Random(26 + (buckets or 0))
     for _ in range(40):
-        pool = [(rng.choice([1, 2, 3]), kind, rng.choice("ABC12") + str(rng.randrange(5))
+        # narrow: one location and SKUs only, on both sides (or nearly: one stray item)
+        kinds, places = (["sku"], [1]) if narrow else (["sku", "variant_id"], [1, 2, 3])
+        pool = [(rng.choice(places), kind, rng.choice("ABC12") + str(rng.randrange(5))
                  if kind == "sku" else str(rng.randrange(1, 30)))
-                for kind in rng.choices(["sku", "variant_id"], k=30)]
+                for kind in rng.choices(kinds, k=30)]
+        if narrow and rng.random() < 0.3:
+            pool.append(rng.choice([(2, "sku", "A1"), (1, "variant_id", "7")]))
         pool = list(dict.fromkeys(pool))
         mine = rng.sample(pool, rng.randrange(len(pool) + 1))
         theirs = rng.sample(pool, rng.randrange(len(pool) + 1))

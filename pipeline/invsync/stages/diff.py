@@ -115,11 +115,13 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
         mine = valid.select(*KEY, "quantity")
     else:  # a hash collision inside the baseline gave a row several candidates
         mine = valid.select(pl.col(*KEY, "quantity").gather(pairs["_i"]))
-    # One key column of the baseline gathered at a time: far less memory held at once.
+    # One key column of the baseline gathered at a time: far less memory held at once. A
+    # column holding one value on both sides (a file of SKUs, one location) needs none.
     at = pairs["_j"]
-    same = mine.select(pl.lit(True).alias("_in")).to_series()
+    same = at.is_not_null().alias("_in")
     for k in KEY:
-        same = same & mine.select(pl.col(k) == pl.lit(base[k].gather(at))).to_series()
+        if not _one_value(mine[k], base[k]):
+            same = same & mine.select(pl.col(k) == pl.lit(base[k].gather(at))).to_series()
     same = same.fill_null(False)
     joined = mine.select(pl.lit(pairs["_i"]).alias("_i"), "quantity").with_columns(
         old_quantity=pl.when(same).then(base["quantity"].gather(at)), _in=same)
@@ -127,3 +129,11 @@ def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
         joined = joined.sort("_i", "_in", descending=[False, True]).unique(
             "_i", keep="first", maintain_order=True)
     return joined
+
+
+def _one_value(mine: pl.Series, theirs: pl.Series) -> bool:
+    """Whether both columns hold one value, the same one, in every row (no null)."""
+    if mine.len() == 0 or theirs.len() == 0 or mine.null_count() or theirs.null_count():
+        return False
+    first = mine[0]
+    return bool((mine == first).all() and (theirs == first).all())
