@@ -208,7 +208,9 @@ def test_the_baselines_hashes_made_ahead_give_the_same_diff() -> None:
 
 
 def test_the_snapshots_hashes_are_used_only_for_the_snapshot_as_loaded() -> None:
+    import gc
     from concurrent.futures import Future
+    from typing import Any
 
     from invsync.run.sync import _hashed, _hashes_of, _Read
     from invsync.stages.ingest import read_stock_bytes
@@ -216,13 +218,17 @@ def test_the_snapshots_hashes_are_used_only_for_the_snapshot_as_loaded() -> None
     loaded = baseline(BASE)
     loading: Future[pl.DataFrame] = Future()
     loading.set_result(loaded)
-    hashing: Future[tuple[pl.DataFrame, pl.Series]] = Future()
+    hashing: Future[tuple[Any, pl.Series]] = Future()
     hashing.set_result(_hashed(loading))
     read = _Read(read_stock_bytes(b"sku,quantity\nA,1\n"), None, None, hashing)
     hashes = _hashes_of(read, loaded)
     assert hashes is not None and hashes.equals(diff.key_hashes(loaded))
     assert _hashes_of(read, loaded.clone()) is None  # a frame made from it: not its hashes
-    failed: Future[tuple[pl.DataFrame, pl.Series]] = Future()
+    failed: Future[tuple[Any, pl.Series]] = Future()
     failed.set_exception(OSError("unreadable"))
     assert _hashes_of(_Read(read.table, None, None, failed), loaded) is None
     assert _hashes_of(_Read(read.table, None, None), loaded) is None
+    # The snapshot is held weakly: a run that replaced it does not keep it in memory.
+    del loaded, loading
+    gc.collect()
+    assert hashing.result()[0]() is None

@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -485,9 +486,10 @@ class _Read:
     """A reviewed plan's ``before`` levels and ``read_at`` by row (``--plan-file``), else None."""
     locations: list[Location] | None
     """The store's locations (None without an access token: not checked)."""
-    snapshot_hashes: Future[tuple[pl.DataFrame, pl.Series]] | None = None
-    """The snapshot as loaded and its key hashes, made in the background while the file
-    is read (the diff joins on them when it compares the file with that very frame)."""
+    snapshot_hashes: Future[tuple[weakref.ref[pl.DataFrame], pl.Series]] | None = None
+    """The snapshot as loaded (weakly: a run that replaces it lets it go) and its key
+    hashes, made in the background while the file is read (the diff joins on them when it
+    compares the file with that very frame)."""
 
     @property
     def from_plan(self) -> bool:
@@ -581,10 +583,11 @@ def _read(run: _Run) -> _Read:
     return _Read(table, planned_old, locations, hashing)
 
 
-def _hashed(loading: Future[pl.DataFrame]) -> tuple[pl.DataFrame, pl.Series]:
-    """The snapshot ``loading`` loads and its :func:`~invsync.stages.diff.key_hashes`."""
+def _hashed(loading: Future[pl.DataFrame]) -> tuple[weakref.ref[pl.DataFrame], pl.Series]:
+    """The snapshot ``loading`` loads (weakly) and its
+    :func:`~invsync.stages.diff.key_hashes`."""
     snapshot = loading.result()
-    return snapshot, key_hashes(snapshot)
+    return weakref.ref(snapshot), key_hashes(snapshot)
 
 
 def _hashes_of(read: _Read, frame: pl.DataFrame) -> pl.Series | None:
@@ -593,7 +596,7 @@ def _hashes_of(read: _Read, frame: pl.DataFrame) -> pl.Series | None:
     if read.snapshot_hashes is None or read.snapshot_hashes.exception() is not None:
         return None
     loaded, hashes = read.snapshot_hashes.result()
-    return hashes if loaded is frame else None
+    return hashes if loaded() is frame else None
 
 
 def _timed_read(run: _Run) -> tuple[StockTable, pl.DataFrame | None, float]:
