@@ -556,7 +556,9 @@ def _read(run: _Run) -> _Read:
     # The report's templates, compiled off the critical path while the file is parsed
     # (compiling holds the GIL: done first, it overlaps the parse, which does not).
     background.submit(warm_up)
-    hashing = background.submit(_hashed, loading)  # what the diff joins on, made meanwhile
+    # What the diff joins on, made meanwhile, when the file is compared with the snapshot.
+    hashing = None if settings.full or settings.plan_file or (
+        settings.token and settings.baseline == "live") else background.submit(_hashed, loading)
     background.shutdown(wait=False)
     _resolve_as_of(run)
     locations: list[Location] | None = None
