@@ -559,3 +559,39 @@ def test_a_sheet_without_formulas_skips_the_per_cell_formula_scan(
     calls.clear()
     ingest.uncalculated_formulas(utf16, 0, {0: "q"})
     assert calls == [1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_cells_measured_as_read_reject_the_same_rows_as_measuring_again(seed: int) -> None:
+    # A CSV's longest cell is measured once as it is read; the used columns' long-cell check
+    # trusts that bound. Seeded files with cells around the limit (in used and unused
+    # columns, multi-byte letters, blank rows, a Shopify export's two level columns) must
+    # give the same table and rejections as measuring the used cells again.
+    import random
+    from dataclasses import replace
+
+    from invsync.stages.ingest import MAX_CELL_CHARS, read_stock_bytes
+    from invsync.stages.ingest.columns import _check_used_cells, _map_columns
+    from invsync.stages.ingest.text import _read_csv
+
+    rng = random.Random(seed)
+
+    def cell() -> str:
+        size = rng.choice([1, 5, MAX_CELL_CHARS - 1, MAX_CELL_CHARS, MAX_CELL_CHARS + 1])
+        return rng.choice("aé") * (size // 2 if rng.random() < 0.2 else size)
+
+    header = rng.choice([["sku", "qty", "note"],
+                         ["Handle", "SKU", "Location", "On hand (current)", "On hand (new)"]])
+    lines = [",".join(header)]
+    for _ in range(rng.randrange(1, 12)):
+        lines.append("," * (len(header) - 1) if rng.random() < 0.1
+                     else ",".join(cell() if rng.random() < 0.3 else str(rng.randrange(9))
+                                   for _ in header))
+    data = ("\n".join(lines) + "\n").encode()
+    fast = read_stock_bytes(data)
+    plain = _check_used_cells(replace(_map_columns(
+        _read_csv(Path("stock.csv"), data, ""), {}), longest_cell=None))
+    assert fast.frame.equals(plain.frame)
+    assert (fast.problems is None) == (plain.problems is None)
+    if fast.problems is not None and plain.problems is not None:
+        assert fast.problems.equals(plain.problems)

@@ -149,3 +149,86 @@ def test_the_duplicate_checks_hashes_are_reused_only_for_their_own_frame() -> No
     # A file with a rejected row: the valid rows are not those hashed.
     rejected = validate(read_stock_bytes(b"sku,location_id,quantity\nA,1,1\nB,1,x\n"))
     assert rejected.hashes_of(rejected.valid) is None
+
+
+def _plain_changes(valid: pl.DataFrame, base: pl.DataFrame) -> list[tuple[object, ...]]:
+    """The diff as a plain join on the real keys would make it (the reference)."""
+    keys = ["location_id", "identifier", "item_key"]
+    joined = valid.join(base.select(*keys, pl.col("quantity").alias("old_quantity")),
+                        on=keys, how="left", nulls_equal=False)
+    changed = joined.filter(pl.col("old_quantity").is_null()
+                            | (pl.col("old_quantity") != pl.col("quantity")))
+    return changed.sort(ROW).select(ROW, *keys, "quantity", "old_quantity").rows()
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+@pytest.mark.parametrize("buckets", [None, 1, 3, 50])
+def test_the_hash_join_agrees_with_a_plain_join(monkeypatch: pytest.MonkeyPatch,
+                                                 buckets: int | None, narrow: bool) -> None:
+    # Seeded random files and baselines (items shared, new, gone; unknown levels), with
+    # real hashes or hashes folded into a few buckets (collisions everywhere).
+    import random
+
+    if buckets is not None:
+        real = diff.key_hashes
+        monkeypatch.setattr(diff, "key_hashes", lambda frame: real(frame) % buckets)
+    rng = random.Random(26 + (buckets or 0))
+    for _ in range(40):
+        # narrow: one location and SKUs only, on both sides (or nearly: one stray item)
+        kinds, places = (["sku"], [1]) if narrow else (["sku", "variant_id"], [1, 2, 3])
+        pool = [(rng.choice(places), kind, rng.choice("ABC12") + str(rng.randrange(5))
+                 if kind == "sku" else str(rng.randrange(1, 30)))
+                for kind in rng.choices(kinds, k=30)]
+        if narrow and rng.random() < 0.3:
+            pool.append(rng.choice([(2, "sku", "A1"), (1, "variant_id", "7")]))
+        pool = list(dict.fromkeys(pool))
+        mine = rng.sample(pool, rng.randrange(len(pool) + 1))
+        theirs = rng.sample(pool, rng.randrange(len(pool) + 1))
+        valid = valid_frame([(*k, rng.randrange(4)) for k in mine])
+        base = baseline([(*k, rng.choice([None, 0, 1, 2, 3])) for k in theirs])
+        cs = compute_changes(valid, base)
+        assert summary(cs) == _plain_changes(valid, base)
+        assert cs.unchanged == valid.height - cs.changed
+        zeros = cs.zeros_seen
+        assert zeros is not None
+        held = {(r[0], r[1], r[2]): r[3] for r in base.rows()}
+        assert sorted(zeros.rows()) == sorted(
+            (*k, held.get(k), k in held) for k, q in
+            ((r[:3], r[3]) for r in cs.changes.select(
+                "location_id", "identifier", "item_key", "quantity").rows()) if q == 0)
+
+
+def test_the_baselines_hashes_made_ahead_give_the_same_diff() -> None:
+    valid, base = valid_frame(FILE), baseline(BASE)
+    cs = compute_changes(valid, base, baseline_hashes=diff.key_hashes(base))
+    assert summary(cs) == EXPECTED
+    # Hashes of another frame (another height) are not taken for the baseline's.
+    cs = compute_changes(valid, base, baseline_hashes=diff.key_hashes(base.head(3)))
+    assert summary(cs) == EXPECTED
+
+
+def test_the_snapshots_hashes_are_used_only_for_the_snapshot_as_loaded() -> None:
+    import gc
+    from concurrent.futures import Future
+    from typing import Any
+
+    from invsync.run.sync import _hashed, _hashes_of, _Read
+    from invsync.stages.ingest import read_stock_bytes
+
+    loaded = baseline(BASE)
+    loading: Future[pl.DataFrame] = Future()
+    loading.set_result(loaded)
+    hashing: Future[tuple[Any, pl.Series]] = Future()
+    hashing.set_result(_hashed(loading))
+    read = _Read(read_stock_bytes(b"sku,quantity\nA,1\n"), None, None, hashing)
+    hashes = _hashes_of(read, loaded)
+    assert hashes is not None and hashes.equals(diff.key_hashes(loaded))
+    assert _hashes_of(read, loaded.clone()) is None  # a frame made from it: not its hashes
+    failed: Future[tuple[Any, pl.Series]] = Future()
+    failed.set_exception(OSError("unreadable"))
+    assert _hashes_of(_Read(read.table, None, None, failed), loaded) is None
+    assert _hashes_of(_Read(read.table, None, None), loaded) is None
+    # The snapshot is held weakly: a run that replaced it does not keep it in memory.
+    del loaded, loading
+    gc.collect()
+    assert hashing.result()[0]() is None

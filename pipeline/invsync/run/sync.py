@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ from invsync.run.config import Settings, settings_from_public
 from invsync.run.outcome import count_run, outcome
 from invsync.run.plans import plan_binding
 from invsync.run.store_access import StoreSession
-from invsync.stages.diff import ChangeSet, compute_changes
+from invsync.stages.diff import ChangeSet, compute_changes, key_hashes
 from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     RunReport,
@@ -485,6 +486,10 @@ class _Read:
     """A reviewed plan's ``before`` levels and ``read_at`` by row (``--plan-file``), else None."""
     locations: list[Location] | None
     """The store's locations (None without an access token: not checked)."""
+    snapshot_hashes: Future[tuple[weakref.ref[pl.DataFrame], pl.Series]] | None = None
+    """The snapshot as loaded (weakly: a run that replaces it lets it go) and its key
+    hashes, made in the background while the file is read (the diff joins on them when it
+    compares the file with that very frame)."""
 
     @property
     def from_plan(self) -> bool:
@@ -547,8 +552,13 @@ def _read(run: _Run) -> _Read:
     # While the file is parsed (polars releases the GIL), read the snapshot in the
     # background. (pandera is imported only for a file with a row to reject.)
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
-    run.snapshot_future = background.submit(run.snapshots.load)
-    background.submit(warm_up)  # the report's templates, compiled off the critical path
+    loading = run.snapshot_future = background.submit(run.snapshots.load)
+    # The report's templates, compiled off the critical path while the file is parsed
+    # (compiling holds the GIL: done first, it overlaps the parse, which does not).
+    background.submit(warm_up)
+    # What the diff joins on, made meanwhile, when the file is compared with the snapshot.
+    hashing = None if settings.full or settings.plan_file or (
+        settings.token and settings.baseline == "live") else background.submit(_hashed, loading)
     background.shutdown(wait=False)
     _resolve_as_of(run)
     locations: list[Location] | None = None
@@ -572,7 +582,23 @@ def _read(run: _Run) -> _Read:
     if locations is None:
         report.notes.append("locations not checked against the store (no access token): "
                             "rows for unknown or disabled locations count as valid")
-    return _Read(table, planned_old, locations)
+    return _Read(table, planned_old, locations, hashing)
+
+
+def _hashed(loading: Future[pl.DataFrame]) -> tuple[weakref.ref[pl.DataFrame], pl.Series]:
+    """The snapshot ``loading`` loads (weakly) and its
+    :func:`~invsync.stages.diff.key_hashes`."""
+    snapshot = loading.result()
+    return weakref.ref(snapshot), key_hashes(snapshot)
+
+
+def _hashes_of(read: _Read, frame: pl.DataFrame) -> pl.Series | None:
+    """The key hashes of ``frame`` when it is the snapshot as loaded (else None: a frame
+    made from it, such as one with an interrupted run's levels replayed, has none)."""
+    if read.snapshot_hashes is None or read.snapshot_hashes.exception() is not None:
+        return None
+    loaded, hashes = read.snapshot_hashes.result()
+    return hashes if loaded() is frame else None
 
 
 def _timed_read(run: _Run) -> tuple[StockTable, pl.DataFrame | None, float]:
@@ -691,7 +717,8 @@ def _changes(run: _Run, read: _Read, checked: Validated, baseline: _Baseline) ->
     if live is not None:
         return compute_changes(checked.valid, live, baseline_name="live")
     changes = compute_changes(checked.valid, snapshot,
-                              hashes=checked.hashes_of(checked.valid))
+                              hashes=checked.hashes_of(checked.valid),
+                              baseline_hashes=_hashes_of(read, snapshot))
     if run.sold_side is not None:  # orders moved the store since the snapshot was taken
         from invsync.run.as_of import resend_sold
 

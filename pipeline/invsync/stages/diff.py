@@ -43,15 +43,16 @@ class ChangeSet:
 
 def compute_changes(
     valid: pl.DataFrame, baseline: pl.DataFrame | None, *, baseline_name: str = "snapshot",
-    hashes: pl.Series | None = None,
+    hashes: pl.Series | None = None, baseline_hashes: pl.Series | None = None,
 ) -> ChangeSet:
     """Join ``valid`` with ``baseline`` (KEY + quantity); ``None`` sends everything.
 
-    ``hashes``: :func:`key_hashes` of ``valid``, if already made."""
+    ``hashes``, ``baseline_hashes``: :func:`key_hashes` of ``valid`` and of ``baseline``,
+    if already made."""
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
-    joined = _join_on_key(valid, baseline, hashes)
+    joined = _join_on_key(valid, baseline, hashes, baseline_hashes)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
     del joined
@@ -85,30 +86,54 @@ def key_hashes(frame: pl.DataFrame) -> pl.Series:
 
 
 def _join_on_key(valid: pl.DataFrame, baseline: pl.DataFrame,
-                 hashes: pl.Series | None = None) -> pl.DataFrame:
+                 hashes: pl.Series | None = None,
+                 baseline_hashes: pl.Series | None = None) -> pl.DataFrame:
     """Each row of ``valid`` by position (``_i``) with its ``quantity``, the baseline's
     ``old_quantity`` (null when the item is not in it, or its level is unknown) and ``_in``
-    (whether the baseline holds the item).
+    (whether the baseline holds the item); in no particular order.
 
     Joining three columns (two of them strings) is the slowest part of a diff; joining on a
     64-bit hash of them and then comparing the real keys is several times faster and exact.
-    Only the key and quantity columns go through the join, not the whole rows. ``hashes``:
-    :func:`key_hashes` of ``valid``, if already made.
+    Only the hashes and row positions go through the join (a lazy join of two integer
+    columns is about twice as fast as an eager one carrying the keys); the keys are then
+    compared by position. ``hashes``, ``baseline_hashes``: :func:`key_hashes` of ``valid``
+    and of ``baseline``, if already made.
     """
     base = baseline.cast(KEY_TYPES)  # type: ignore[arg-type]
-    right = base.select(*[pl.col(k).alias(f"_b_{k}") for k in KEY],
-                        pl.col("quantity").alias("old_quantity"))
-    right = right.with_columns(key_hashes(base).alias("_h"))
-    del base
     own = key_hashes(valid) if hashes is None or hashes.len() != valid.height else hashes
-    left = valid.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"), *KEY, "quantity")
-    left = left.with_columns(own.alias("_h"))
-    joined = left.join(right, on="_h", how="left")
-    same = pl.all_horizontal([pl.col(k) == pl.col(f"_b_{k}") for k in KEY]).fill_null(False)
-    joined = joined.select("_i", "quantity",
-                           old_quantity=pl.when(same).then(pl.col("old_quantity")), _in=same)
-    if joined.height != valid.height:
-        # A hash collision inside the baseline duplicated a row: keep its true match.
+    # Row indices made eagerly: made in a lazy query, they make the join several times slower.
+    theirs_h = baseline_hashes if baseline_hashes is not None and \
+        baseline_hashes.len() == base.height else key_hashes(base)
+    right = pl.DataFrame({"_h": theirs_h}).with_row_index("_j").lazy()
+    left = pl.DataFrame({"_h": own}).with_row_index("_i").lazy()
+    pairs = left.join(right, on="_h", how="left").select("_i", "_j").collect()
+    if pairs.height == valid.height:
+        # One candidate a row: put them in the file's order (a scatter: cheaper than a sort).
+        at = pl.Series("_j", [], pl.UInt32).extend_constant(None, valid.height)
+        pairs = pl.DataFrame([pl.int_range(valid.height, dtype=pl.UInt32, eager=True).alias("_i"),
+                              at.scatter(pairs["_i"], pairs["_j"])])
+        mine = valid.select(*KEY, "quantity")
+    else:  # a hash collision inside the baseline gave a row several candidates
+        mine = valid.select(pl.col(*KEY, "quantity").gather(pairs["_i"]))
+    # One key column of the baseline gathered at a time: far less memory held at once. A
+    # column holding one value on both sides (a file of SKUs, one location) needs none.
+    at = pairs["_j"]
+    same = at.is_not_null().alias("_in")
+    for k in KEY:
+        if not _one_value(mine[k], base[k]):
+            same = same & mine.select(pl.col(k) == pl.lit(base[k].gather(at))).to_series()
+    same = same.fill_null(False)
+    joined = mine.select(pl.lit(pairs["_i"]).alias("_i"), "quantity").with_columns(
+        old_quantity=pl.when(same).then(base["quantity"].gather(at)), _in=same)
+    if joined.height != valid.height:  # keep each row's true match (else its first)
         joined = joined.sort("_i", "_in", descending=[False, True]).unique(
             "_i", keep="first", maintain_order=True)
     return joined
+
+
+def _one_value(mine: pl.Series, theirs: pl.Series) -> bool:
+    """Whether both columns hold one value, the same one, in every row (no null)."""
+    if mine.len() == 0 or theirs.len() == 0 or mine.null_count() or theirs.null_count():
+        return False
+    first = mine[0]
+    return bool((mine == first).all() and (theirs == first).all())

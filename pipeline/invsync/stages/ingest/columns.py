@@ -115,8 +115,12 @@ def _check_long_cells(table: StockTable) -> StockTable:
     used = [h for h in dict.fromkeys(table.mapping.values()) if h in table.frame.columns]
     if not used or table.frame.height == 0:
         return table
-    # Bytes first (a length read, no decoding): a cell has at most as many characters.
-    longest = table.frame.select(pl.max_horizontal(pl.col(used).str.len_bytes().max())).item()
+    # Bytes first (a length read, no decoding): a cell has at most as many characters. A
+    # text file's cells were measured as read: no used cell can be longer than the longest.
+    longest = table.longest_cell if table.format == "csv" else None
+    if longest is None:
+        longest = table.frame.select(
+            pl.max_horizontal(pl.col(used).str.len_bytes().max())).item()
     if (longest or 0) <= MAX_CELL_CHARS:
         return table
     found = []
@@ -359,6 +363,7 @@ def _shopify_levels(table: StockTable, layout: Layout, norms: list[str]) -> Stoc
     if table.mapping.get("quantity") != new:
         return table  # --map chose another quantity column, or "On hand (new)" is all empty
     return replace(table, frame=shopify_levels(table.frame, new, current), trimmed=frozenset(),
+                   plain=frozenset(),
                    notes=[*table.notes,
                           f"Shopify inventory export: a row whose {new!r} is empty keeps "
                           f"its {current!r} (an empty cell means no change)"])

@@ -69,6 +69,15 @@ class StockTable:
     """Columns none of whose cells starts or ends with whitespace, as the reader knows from
     the file's bytes (validation then does not copy them to trim them). Whatever writes new
     cell text into a column must take it out of this set."""
+    plain: frozenset[str] = frozenset()
+    """:attr:`trimmed` columns whose cells are also never empty text (an empty cell reads as
+    null) nor start with the quote mark of an escaped formula (the file has no ``'``):
+    validation takes them as they are, without looking at their cells. Whatever writes new
+    cell text into a column must take it out of this set."""
+    longest_cell: int | None = None
+    """A text file's longest cell in bytes, as read (None when not known): a bound for every
+    cell of a frame made of the file's cells, so that the used columns' cells need not be
+    measured again (see :func:`invsync.stages.ingest.columns._check_long_cells`)."""
 
     @property
     def rows(self) -> int:
@@ -104,16 +113,19 @@ def _with_problems(table: StockTable, found: pl.DataFrame) -> StockTable:
     return replace(table, problems=merged)
 
 
-def _check_cells(path: Path, frame: pl.DataFrame) -> None:
-    """Refuse absurdly long cells (naming the first one) instead of carrying them along."""
+def _check_cells(path: Path, frame: pl.DataFrame, longest: int | None = None) -> None:
+    """Refuse absurdly long cells (naming the first one) instead of carrying them along.
+
+    ``longest``: the frame's longest cell in bytes, if already measured."""
     import polars as pl
 
     cols = [c for c in frame.columns if c != ROW]
     if not cols or frame.height == 0:
         return
-    # Bytes first (a length read, no decoding): a cell has at most as many characters.
-    longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_bytes().max()))
-    if (longest.item() or 0) <= MAX_ANY_CELL_CHARS:
+    if longest is None:
+        # Bytes first (a length read, no decoding): a cell has at most as many characters.
+        longest = frame.select(pl.max_horizontal(pl.col(cols).str.len_bytes().max())).item()
+    if (longest or 0) <= MAX_ANY_CELL_CHARS:
         return
     for c in cols:
         hit = frame.filter(pl.col(c).str.len_chars() > MAX_ANY_CELL_CHARS).head(1)
@@ -147,19 +159,46 @@ def _finish(
     if len(headers) > MAX_COLUMNS:
         raise InputFileError(str(path), f"more than {MAX_COLUMNS:,} columns; "
                                         f"this is not a stock file")
-    _check_cells(path, frame)
-    total = frame.height
     trimmed = extra.get("trimmed")
-    is_blank = _blank_rows(frame, headers,
-                           trimmed if isinstance(trimmed, frozenset) else frozenset())
+    trimmed = trimmed if isinstance(trimmed, frozenset) else frozenset()
+    # One pass over the frame for the longest cell and whether any row may be blank.
+    longest, maybe_blank = _cell_facts(frame, headers, trimmed)
+    _check_cells(path, frame, longest)
+    total = frame.height
+    is_blank = _blank_rows(frame, headers, trimmed) if maybe_blank else None
     if is_blank is not None:  # copying a million rows to drop none is not free
         frame = frame.filter(~is_blank)
     if frame.schema[ROW] != pl.Int64:
         frame = frame.with_columns(pl.col(ROW).cast(pl.Int64))
     return StockTable(
         frame=frame, path=path, format=fmt, sha256=digest, mapping={}, headers=headers,
-        blank_rows=total - frame.height, **extra,  # type: ignore[arg-type]
+        blank_rows=total - frame.height,
+        longest_cell=longest if fmt == "csv" else None,
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def _cell_facts(frame: pl.DataFrame, headers: list[str], trimmed: frozenset[str]
+                ) -> tuple[int | None, bool]:
+    """The frame's longest cell in bytes (None without cells) and whether a row may be
+    blank (its first cell is), in one query."""
+    import polars as pl
+
+    if not headers or frame.height == 0:
+        return None, frame.height > 0
+    longest, first_blank = frame.select(
+        pl.max_horizontal(pl.col(headers).str.len_bytes().max()).alias("longest"),
+        _blank_cell(headers[0], trimmed).any().alias("blank")).row(0)
+    return longest, bool(first_blank)
+
+
+def _blank_cell(column: str, trimmed: frozenset[str]) -> pl.Expr:
+    """A cell that is empty or whitespace (a ``trimmed`` column's cells are not copied)."""
+    import polars as pl
+
+    cell = pl.col(column)
+    text = cell if column in trimmed else cell.str.strip_chars()
+    return cell.is_null() | (text.str.len_bytes() == 0)
 
 
 def _blank_rows(frame: pl.DataFrame, headers: list[str],
@@ -176,17 +215,12 @@ def _blank_rows(frame: pl.DataFrame, headers: list[str],
 
     if not headers:
         return pl.repeat(True, frame.height, eager=True) if frame.height else None
-
-    def blank(column: str) -> pl.Expr:
-        cell = pl.col(column)
-        text = cell if column in trimmed else cell.str.strip_chars()
-        return cell.is_null() | (text.str.len_bytes() == 0)
-
-    first = frame.select(blank(headers[0])).to_series()
+    first = frame.select(_blank_cell(headers[0], trimmed)).to_series()
     if not first.any():
         return None
     if len(headers) > 1:
-        rest = frame.filter(first).select(pl.all_horizontal([blank(c) for c in headers[1:]]))
+        rest = frame.filter(first).select(
+            pl.all_horizontal([_blank_cell(c, trimmed) for c in headers[1:]]))
         first = first.scatter(first.arg_true(), rest.to_series())
     return first if first.any() else None
 

@@ -295,9 +295,12 @@ def _read_csv(path: Path, raw: bytes, digest: str, *, encoding: str | None = Non
                      f"skipped")
     trimmed = frozenset(frame.columns) - {ROW} if problems is None and \
         _no_edge_space(data, delimiter) else frozenset()
+    # (polars reads an empty cell as null; a file without quotes has no quoted "" either.)
+    plain = trimmed if trimmed and b"'" not in data else frozenset()
     table = _finish(frame, path, "csv", digest, encoding=encoding, delimiter=delimiter,
                     notes=notes, header_row=first_row, doubtful_encodings=doubtful,
-                    last_line_complete=data.endswith((b"\n", b"\r")), trimmed=trimmed)
+                    last_line_complete=data.endswith((b"\n", b"\r")), trimmed=trimmed,
+                    plain=plain)
     if problems is not None and problems.height:
         table = StockTable(**{**table.__dict__, "problems": problems})
     return table
