@@ -314,3 +314,20 @@ def test_watch_ctrl_c_mid_run_then_the_next_watch_finishes_the_file_once(
     levels = store.levels()
     assert all(levels[(1, s)] == 4 for s in skus)
     assert (drop / "done" / "stock.csv").exists() and not (drop / "stock.csv").exists()
+
+
+def test_a_run_the_store_failed_before_its_rows_were_checked_says_how_many_it_read(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A run whose first store read (the locations) failed after the file was read printed
+    "rows read 0" and rows=0 for a file of 3 rows, as if the file were empty."""
+    file = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"],
+                     [["A-1", 1, 5], ["B-2", 1, 6], ["C-3", 1, 7]])
+    config = retry_config(tmp_path, max_attempts=2)
+    sandbox.set_faults(error_rate=1.0)
+    result = run_invsync(["sync", str(file), "--config", str(config)], env_for(sandbox, tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "rows read 3: the run stopped before checking them" in result.stdout
+    assert "rows read         0" not in result.stdout
+    line = next(x for x in (result.stdout + result.stderr).splitlines()
+                if x.startswith("invsync: failed run="))
+    assert " rows=3 " in line

@@ -150,6 +150,16 @@ NO_REPORT = "(it stopped before writing its report)"
 """Follows ``finished=RUN_ID`` when that run has no run folder (it was killed)."""
 
 
+def rows_unchecked(report: RunReport) -> int | None:
+    """The file's rows, when the run stopped after reading the file but before checking its
+    rows (the store failed at its first read, Ctrl-C): its counts are all 0 then, and
+    "rows read 0" would say the file was empty."""
+    read = report.input.get("rows")
+    if report.status not in ("failed", "interrupted") or not isinstance(read, int) or not read:
+        return None
+    return None if any(asdict(report.counts).values()) else read
+
+
 def summary_line(report: RunReport) -> str:
     """The one line a run ends with, for cron mail and grep.
 
@@ -162,7 +172,7 @@ def summary_line(report: RunReport) -> str:
     if profile:
         parts.append(f"profile={profile}")
     sent = c.changed + c.zeroed_missing
-    parts += [f"rows={c.rows}",
+    parts += [f"rows={rows_unchecked(report) or c.rows}",
               f"would_update={sent}" if report.status == "dry_run" else f"updated={c.accepted}",
               f"unchanged={c.unchanged}", f"rejected={c.rejected}", f"refused={c.refused}"]
     if (c.unconfirmed or c.not_sent) and report.status != "dry_run":

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from invsync.html.report_page import biggest_moves
 from invsync.rules.messages import outcome_sentence, problem_groups
-from invsync.stages.report import RunReport
+from invsync.stages.report import RunReport, rows_unchecked
 from invsync.store.live import Comparison
 from invsync.tables import goes_to_zero
 from invsync.terminal import clean, safe
@@ -24,29 +24,17 @@ _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run":
 def print_summary(report: RunReport, console: Console | None = None) -> None:
     """Print counts, rejections by reason and batches; end with the report folder."""
     console = console or new_console()
-    c = report.counts
     style = _STYLE.get(report.status, "white")
     source = report.input.get("path", "?")
     console.print(f"[bold]invsync[/] run {safe(report.run_id)}: [{style}]{safe(report.status)}[/] "
                   f"({safe(source)})")
     if report.error:
         console.print(f"[red]error:[/] {safe(report.error)}")
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="dim")
-    table.add_column(justify="right")
-    rows = [("rows read", c.rows), ("valid", c.valid), ("rejected", c.rejected),
-            ("unchanged", c.unchanged), ("changed", c.changed)]
-    if report.status == "dry_run":
-        rows.append(("would send", c.changed))
+    unchecked = rows_unchecked(report)
+    if unchecked:
+        console.print(f"rows read {unchecked:,}: the run stopped before checking them")
     else:
-        rows += [("submitted", c.submitted), ("accepted", c.accepted),
-                 ("refused by store", c.refused)]
-        if c.unconfirmed or c.not_sent:
-            rows += [("unconfirmed", c.unconfirmed), ("not sent", c.not_sent)]
-    for label, value in rows:
-        table.add_row(label, f"{value:,}")
-    console.print(table)
-    console.print(safe(outcome_sentence(asdict(c), report.status, report.rejected_file)))
+        _print_counts(report, console)
     groups = problem_groups(report.rejected_by_reason, report.rejected)
     if groups:
         console.print("problems, by kind (one example each):")
@@ -68,6 +56,27 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
         console.print(f"[dim]note:[/] {safe(note)}")
     console.print(f"report: {safe(report.report_dir)}" if report.report_dir
                   else "report: not written")
+
+
+def _print_counts(report: RunReport, console: Console) -> None:
+    """The run's counts as a table, and the sentence that sums them up."""
+    c = report.counts
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="dim")
+    table.add_column(justify="right")
+    rows = [("rows read", c.rows), ("valid", c.valid), ("rejected", c.rejected),
+            ("unchanged", c.unchanged), ("changed", c.changed)]
+    if report.status == "dry_run":
+        rows.append(("would send", c.changed))
+    else:
+        rows += [("submitted", c.submitted), ("accepted", c.accepted),
+                 ("refused by store", c.refused)]
+        if c.unconfirmed or c.not_sent:
+            rows += [("unconfirmed", c.unconfirmed), ("not sent", c.not_sent)]
+    for label, value in rows:
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    console.print(safe(outcome_sentence(asdict(c), report.status, report.rejected_file)))
 
 
 def _print_sold_since(report: RunReport, console: Console) -> None:
