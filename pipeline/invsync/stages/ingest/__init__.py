@@ -156,8 +156,9 @@ def read_unmapped(path: str | Path, *, sheet: str | None = None, encoding: str |
     if _detect_format(p, data) == "excel":
         from invsync.stages.ingest.workbook import _read_excel
 
-        digest = hashlib.sha256(data).hexdigest()
-        return _read_excel(p, digest, sheet, header_row=header_row, column_map=column_map)
+        # Hashed once the reader's process is on its way (its start is the longer wait).
+        return _read_excel(p, lambda: hashlib.sha256(data).hexdigest(), sheet,
+                           header_row=header_row, column_map=column_map)
     if sheet is not None:
         raise UsageError(f"--sheet applies to Excel files, but {p} is a CSV file")
     # The file is hashed while it is parsed (hashlib lets go of the GIL for the work).

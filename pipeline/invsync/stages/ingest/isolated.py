@@ -47,6 +47,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from invsync.errors import InputFileError
 
+try:  # (imported with this module: not paid between forking the spawner and its worker)
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -83,10 +88,12 @@ def load_sheet(path: Path, sheet: str | None, *, shown: Path | None = None,
     """
     import polars as pl
 
+    scratch = _scratch()
     with tempfile.TemporaryDirectory(prefix=f"invsync-read-{os.getpid()}-",
-                                     dir=_scratch()) as tmp:
+                                     dir=scratch) as tmp:
         out = Path(tmp) / "sheet.arrow"
-        result = _read_isolated(path, sheet, out, shown or path, meanwhile)
+        result = _read_isolated(path, sheet, out, shown or path, _sweeping(meanwhile, scratch))
+        _sweep_once(scratch)  # (when the reader was done before the parent looked)
         if "refused" in result:
             raise InputFileError(str(shown or path), str(result["refused"]))
         # Read where it lies (no copy of the file's bytes first); elsewhere than Linux the
@@ -110,15 +117,31 @@ def _scratch() -> str | None:
         roomy = st.f_bavail * st.f_frsize >= _SHM_FREE and os.access(_SHM, os.W_OK | os.X_OK)
     except (OSError, AttributeError):
         roomy = False
-    if not _SWEPT:
-        _SWEPT.append(True)
-        _sweep(Path(tempfile.gettempdir()))  # the read's own folder is there (workbook.py)
-        if roomy:
-            _sweep(Path(_SHM))
     return _SHM if roomy else None
 
 
 _SWEPT: list[bool] = []
+
+
+def _sweep_once(scratch: str | None) -> None:
+    """Sweep what killed runs left (see :func:`_sweep`), once per process."""
+    if not _SWEPT:
+        _SWEPT.append(True)
+        _sweep(Path(tempfile.gettempdir()))  # the read's own folder is there (workbook.py)
+        if scratch is not None:
+            _sweep(Path(scratch))
+
+
+def _sweeping(meanwhile: Meanwhile | None, scratch: str | None) -> Meanwhile:
+    """``meanwhile``, after the first slice sweeps what killed runs left: done while the
+    reader works, not before it is asked."""
+    def step() -> bool:
+        if not _SWEPT:
+            _sweep_once(scratch)
+            return True
+        return meanwhile() if meanwhile is not None else False
+
+    return step
 
 
 def _sweep(folder: Path) -> None:
@@ -471,10 +494,8 @@ def _fork_spawner() -> _Spawner:
 
 def _fd_limit() -> int:
     try:
-        import resource
-
         return min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16)
-    except (ImportError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError):
         return 1024
 
 
@@ -573,9 +594,7 @@ def _work(*, spawner: int, fds: tuple[int, int]) -> NoReturn:
 
 def _limit_self(parent: int | None = None) -> None:
     """Bound the reader's own CPU time and address space, where the platform allows."""
-    try:
-        import resource
-    except ImportError:
+    if resource is None:  # pragma: no cover - not on Windows
         return
     cpu = int(READER_SECONDS) + 5
     with contextlib.suppress(OSError, ValueError):

@@ -37,14 +37,19 @@ if TYPE_CHECKING:
 PASSWORD = ("the workbook is password-protected: open it, save it without a password, and "
             "try again")
 
-def _read_excel(path: Path, digest: str, sheet: str | None, *, header_row: int | None = None,
-                column_map: dict[str, str] | None = None) -> StockTable:
+def _read_excel(path: Path, digest: str | Callable[[], str], sheet: str | None, *,
+                header_row: int | None = None, column_map: dict[str, str] | None = None
+                ) -> StockTable:
+    """Read a workbook's sheet; ``digest`` is the file's SHA-256 or how to make it (made
+    once the reader's process is started, whose start is the longer wait)."""
     _refuse_other_formats(path)
     scan = None
     if is_zip(path):
         _check_workbook(path)
         scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
     start_reader()  # a file refused by what it says of itself starts no reader
+    if not isinstance(digest, str):
+        digest = digest()
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
