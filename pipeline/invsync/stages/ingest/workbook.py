@@ -84,7 +84,8 @@ def _read_excel(path: Path, digest: str | Callable[[], str], sheet: str | None, 
         found = _error_cells(path, index)
     cells = [c for c in frame.columns if c != ROW]
     errors = _error_frame(found, cells)
-    frame = set_cells(frame, errors)
+    if errors.height:
+        frame = set_cells(frame, errors)
     filled = _first_filled(frame, cells)
     if filled.height == 0:
         raise InputFileError(str(path), _empty_sheet(names, index))
