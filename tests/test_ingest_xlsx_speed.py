@@ -272,3 +272,41 @@ def test_what_a_killed_read_left_in_memory_is_removed(tmp_path: Path,
             if folder.exists():
                 (folder / "sheet.arrow").unlink()
                 folder.rmdir()
+
+
+def test_a_workbooks_sha256_is_of_its_bytes(tmp_path: Path) -> None:
+    """The workbook is hashed while the reader's process starts: still of the file's bytes."""
+    import hashlib
+
+    path = stock_book(tmp_path / "s.xlsx", 3)
+    assert read_stock_file(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_killed_reads_leftovers_are_swept_when_the_reader_is_done_before_a_look(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep is done while the reader works; a read over before the parent's first
+    slice of its own work still sweeps (after the read)."""
+    import tempfile
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    left = Path(tempfile.gettempdir()) / f"invsync-read-{dead.pid}-test"
+    left.mkdir(exist_ok=True)
+    (left / "sheet.arrow").write_bytes(b"cells")
+    real = isolated._read_isolated
+    seen: list[object] = []
+
+    def no_slices(path: Path, sheet: str | None, out: Path, shown: Path,
+                  meanwhile: object) -> dict[str, object]:
+        seen.append(meanwhile)
+        return real(path, sheet, out, shown, None)  # the parent never does a slice
+
+    monkeypatch.setattr(isolated, "_SWEPT", [])
+    monkeypatch.setattr(isolated, "_read_isolated", no_slices)
+    try:
+        assert read_stock_file(stock_book(tmp_path / "s.xlsx", 2)).rows == 2
+        assert seen and not left.exists()
+    finally:
+        if left.exists():
+            (left / "sheet.arrow").unlink()
+            left.rmdir()
