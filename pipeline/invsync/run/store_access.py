@@ -7,8 +7,10 @@ wraps the store's async reads for the run's synchronous steps.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
@@ -27,6 +29,20 @@ if TYPE_CHECKING:  # the HTTP client and the loop: imported when a run talks to 
 
 T = TypeVar("T")
 
+
+def _in_thread(work: Callable[[], T]) -> Future[T]:
+    """``work()`` in a daemon thread of its own (never waited for at exit); its future."""
+    future: Future[T] = Future()
+
+    def target() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # handed to whoever asks for the result
+                future.set_exception(exc)
+
+    threading.Thread(target=target, name="invsync-client", daemon=True).start()
+    return future
 
 
 def store_client(settings: Settings, emit: Observer | None = None) -> StoreClient:
@@ -51,6 +67,17 @@ def store_client(settings: Settings, emit: Observer | None = None) -> StoreClien
                        concurrency=settings.concurrency, retry=settings.retry,
                        verify_tls=settings.verify_tls, on_retry=on_retry,
                        on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
+
+
+def _warm_client(settings: Settings, emit: Observer | None) -> StoreClient:
+    """The run's client, made in a worker thread: the HTTP stack's imports (httpx,
+    httpcore, anyio's asyncio backend: ~0.1 s, all of it Python) are done before the
+    first request instead of on its way."""
+    client = store_client(settings, emit)
+    import anyio._backends._asyncio  # noqa: F401  (httpcore's first connection needs it)
+    import httpcore._backends.anyio  # noqa: F401
+
+    return client
 
 
 L = TypeVar("L")
@@ -88,15 +115,20 @@ class StoreSession:
 
     The loop is an :class:`asyncio.Runner`: SIGINT cancels the running requests, then
     raises :class:`KeyboardInterrupt`, as ``asyncio.run`` does. The client is made on first
-    use, so a session that never talks to the store needs no token.
+    use, so a session that never talks to the store needs no token; with ``warm`` (and a
+    token) it is made at once in a worker thread, while the caller goes on.
     """
 
-    def __init__(self, settings: Settings, emit: Observer | None = None) -> None:
+    def __init__(self, settings: Settings, emit: Observer | None = None, *,
+                 warm: bool = False) -> None:
         self.settings = settings
         self.emit = emit
         self._runner: asyncio.Runner | None = None  # made on first use (a dry run needs none)
         self._closed = False
         self._client: StoreClient | None = None
+        self._warming: Future[StoreClient] | None = None
+        if warm and settings.token is not None:
+            self._warming = _in_thread(lambda: _warm_client(settings, emit))
 
     def __enter__(self) -> StoreSession:
         return self
@@ -115,6 +147,17 @@ class StoreSession:
             if self._runner is not None:
                 self._runner.close()
 
+    def _warmed(self) -> StoreClient | None:
+        """The client made ahead (None when none was, or making it failed: it is then made
+        here again, and fails with its own error)."""
+        warming, self._warming = self._warming, None
+        if warming is None:
+            return None
+        try:
+            return warming.result()
+        except Exception:
+            return None
+
     def _loop(self) -> asyncio.Runner:
         if self._runner is None:
             if self._closed:
@@ -132,7 +175,7 @@ class StoreSession:
     def run(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(client)`` on the session's loop with its one client; block until done."""
         if self._client is None:
-            self._client = store_client(self.settings, self.emit)
+            self._client = self._warmed() or store_client(self.settings, self.emit)
         client = self._client
         return self._loop().run(work(client))
 

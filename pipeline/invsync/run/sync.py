@@ -126,7 +126,9 @@ class _Run:
         self.journal = Journal(self.snapshots.dir)
         # The run's one loop and one client: locations, live levels, identities and the
         # submit share its connections and what the store said about the quota.
-        self.store = StoreSession(settings, self.emit)
+        # Made at once in a worker thread (the HTTP stack's imports), while the run takes
+        # its locks and reads the file.
+        self.store = StoreSession(settings, self.emit, warm=True)
 
     def timed(self, stage: str, started: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started

@@ -31,6 +31,9 @@ from invsync.terminal import clean, log_where, one_line
 # time it is imported, if those packages happen to be installed; invsync never runs it, so
 # its import fails cleanly and httpx keeps a stub `main` instead (its own fallback).
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+# Likewise httpcore imports trio (~0.05 s) whenever it is installed (another package may
+# bring it); invsync drives httpx on asyncio only, so this process never loads it.
+sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 
 
 def _finite(value: float, name: str) -> float:
