@@ -18,6 +18,7 @@ import tempfile
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -1177,8 +1178,11 @@ class _JournaledSubmit(SubmitObserver):
     """A confirmation is written, not fsynced (the next batch's record or the close syncs
     it): on the event loop, no thread hop."""
 
-    def __init__(self, journal: Journal, emit: Observer) -> None:
+    def __init__(self, journal: Journal, emit: Observer, *, wave: int = 0,
+                 on_wave: Callable[[], object] | None = None) -> None:
         self.journal, self.emit = journal, emit
+        self.wave, self.on_wave = wave, on_wave
+        """``on_wave()`` is called once batch number ``wave`` is recorded as sending."""
         # What happened so far, for a report of a submit cut off by a signal.
         self.sent: set[int] = set()
         self.confirmations: dict[int, list[tuple[list[int], str]]] = {}
@@ -1195,6 +1199,8 @@ class _JournaledSubmit(SubmitObserver):
             raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
                                                "before the journal holds it)")) from None
         self.sent.add(batch.index)
+        if self.on_wave is not None and len(self.sent) == self.wave:
+            self.on_wave()
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]
@@ -1248,8 +1254,12 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                    "options": settings.public()})
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
-    observer = _JournaledSubmit(journal, run.emit)
-    ahead = _files_ahead(run, changes.changes)
+    # The snapshot and last-write files are built once the first batches are out (all a
+    # write slot can hold): their building does not hold up the first requests.
+    ahead: list[Future[tuple[bytes, bytes]]] = []
+    observer = _JournaledSubmit(
+        journal, run.emit, wave=min(max(settings.concurrency, 1), len(batches)),
+        on_wave=lambda: ahead.append(_files_ahead(run, changes.changes)))
     before = run.store.requests_sent
     try:
         result = run.store.run(lambda client: submit(
@@ -1259,7 +1269,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
         raise
     run.cut_off = result  # a signal from here on: the report counts the whole result
-    _settle(run, changes.changes, result, ahead)
+    _settle(run, changes.changes, result, ahead[0] if ahead else None)
     return result
 
 
@@ -1282,8 +1292,11 @@ def _all_accepted(result: SubmitResult, items: int) -> bool:
         b.status == "accepted" and len(b.accepted) == b.items for b in result.batches)
 
 
-def _ready(ahead: Future[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
-    """The files built ahead, or None if that failed (the slow way then says why)."""
+def _ready(ahead: Future[tuple[bytes, bytes]] | None) -> tuple[bytes, bytes] | None:
+    """The files built ahead, or None if that failed or never started (the slow way then
+    says why)."""
+    if ahead is None:
+        return None
     try:
         return ahead.result()
     except Exception as exc:
@@ -1292,7 +1305,7 @@ def _ready(ahead: Future[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
 
 
 def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
-            ahead: Future[tuple[bytes, bytes]]) -> None:
+            ahead: Future[tuple[bytes, bytes]] | None) -> None:
     """Record what the store confirmed in the snapshot (an item sent without an answer
     as unknown), then remove the journal; a full state disk is the run's failure."""
     files = _ready(ahead) if _all_accepted(result, items.height) else None

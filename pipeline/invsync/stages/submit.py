@@ -16,6 +16,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -273,6 +274,7 @@ class _Sender:
         self.tasks: list[asyncio.Task[None]] = []
         self.queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
         self.upcoming = iter(zip(batches, self.results, strict=True))
+        self.builder: ThreadPoolExecutor | None = None
 
     def stop_with(self, exc: FatalError) -> None:
         if not self.fatal:
@@ -302,18 +304,29 @@ class _Sender:
             for _, _, prepared in self.queue:
                 with contextlib.suppress(Exception):
                     await prepared
+            if self.builder is not None:
+                self.builder.shutdown(wait=False)
 
     def top_up(self) -> None:
-        """Build the next bodies in worker threads (polars lets go of the GIL) while the
-        event loop goes on reading answers."""
+        """Build the next bodies in a worker thread (polars lets go of the GIL) while the
+        event loop goes on reading answers: one after another, in the order they go out,
+        so the first of them is ready soonest (built side by side, each would wait for all)."""
         import asyncio
 
+        loop = asyncio.get_running_loop()
         while len(self.queue) < self.concurrency and not self.stop.is_set():
             nxt = next(self.upcoming, None)
             if nxt is None:
                 return
-            self.queue.append((*nxt, asyncio.ensure_future(
-                asyncio.to_thread(_prepare, nxt[0], self.observer))))
+            self.queue.append((*nxt, loop.run_in_executor(
+                self._builder(), _prepare, nxt[0], self.observer)))
+
+    def _builder(self) -> ThreadPoolExecutor:
+        """The one thread the bodies are built in (made on first use)."""
+        if self.builder is None:
+            self.builder = ThreadPoolExecutor(max_workers=1,
+                                              thread_name_prefix="invsync-body")
+        return self.builder
 
     async def go(self, batch: Batch, result: BatchResult) -> bool:
         """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
