@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from misbehaving import Reply, Request, misbehaving_store
 import invsync
 import invsync.run.sync as sync_module
 from invsync.sandbox.process import SandboxProcess
+from invsync.state.snapshot import SnapshotStore
 
 NIGHT1 = SAMPLE / "night1.csv"
 LOCATIONS = "/inventory/locations"
@@ -202,3 +204,27 @@ def test_a_run_with_a_refused_item_keeps_the_snapshot_to_what_was_confirmed(
     assert snapshot.select("item_key", "quantity").rows() == [("POSTER-1755", 3)]
     last = pl.read_parquet(state / "last_write.parquet")
     assert last["item_key"].to_list() == ["POSTER-1755"]
+
+
+def test_the_snapshot_is_built_ahead_once_the_first_batches_are_out(
+        sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Built as the run starts sending, it would hold up the first requests: it is built
+    # once the first `concurrency` batches are recorded as sending, and still written.
+    recorded_then: list[int] = []
+    real = sync_module._files_ahead
+
+    def files_ahead(run: Any, items: pl.DataFrame) -> Any:
+        text = run.journal.path.read_text()
+        recorded_then.append(text.count('"type":"sending"'))
+        return real(run, items)
+
+    monkeypatch.setattr(sync_module, "_files_ahead", files_ahead)
+    config = _config(tmp_path, sandbox.url, sandbox)
+    settings = invsync.Settings.from_config(config)
+    settings = replace(settings, concurrency=3, batch_size=500)
+    report = invsync.sync_file(NIGHT1, settings)
+    assert (report.status, report.exit_code) == ("succeeded", 0), report.error
+    assert len(report.batches) > 3
+    assert recorded_then == [3]
+    snapshot = SnapshotStore(settings.state_dir, sandbox.store_hash, settings.store_host)
+    assert snapshot.load().height == report.counts.changed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -328,3 +329,73 @@ def test_records_built_for_one_run_are_never_written_for_the_next(tmp_path: Path
     got = j.recover()
     assert got.confirmed["item_key"].to_list() == ["B"]
     assert got.confirmed["quantity"].to_list() == [2]
+
+
+class Recorder(SubmitObserver):
+    """Where and in which order the bodies are built, and which batches are recorded as
+    sending together; the first record waits until every body is built."""
+
+    def __init__(self, batches: int) -> None:
+        self.built: list[tuple[str, int]] = []
+        self.groups: list[list[int]] = []
+        self.all_built = threading.Event()
+        self.batches = batches
+
+    def prepare(self, batch: Batch) -> None:
+        self.built.append((threading.current_thread().name, batch.index))
+        if len(self.built) == self.batches:
+            self.all_built.set()
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        if not self.groups:
+            assert self.all_built.wait(timeout=30)  # cannot hang
+        self.groups.append([b.index for b in batches])
+
+
+def test_bodies_are_built_in_one_thread_in_the_order_they_go_out() -> None:
+    batches = plan_batches(changes(16), 2)
+    recorder = Recorder(len(batches))
+    result = asyncio.run(submit(FakeStore(), batches, reason=None,  # type: ignore[arg-type]
+                                concurrency=8, observer=recorder))
+    assert [b.status for b in result.batches] == ["accepted"] * 8
+    assert [i for _, i in recorder.built] == list(range(8))
+    threads = {name for name, _ in recorder.built}
+    assert len(threads) == 1 and threads.pop().startswith("invsync-body")
+
+
+def test_batches_ready_together_are_recorded_as_sending_together() -> None:
+    # The first batch goes alone; by the time its record is on disk every other body is
+    # built and a write slot is free for each: they are recorded in one go (one fsync).
+    batches = plan_batches(changes(8), 2)
+    recorder = Recorder(len(batches))
+    store = FakeStore()
+    result = asyncio.run(submit(store, batches, reason=None,  # type: ignore[arg-type]
+                                concurrency=4, observer=recorder))
+    assert [b.status for b in result.batches] == ["accepted"] * 4
+    assert recorder.groups == [[0], [1, 2, 3]]
+    assert store.max_in_flight <= 4
+
+
+def test_at_concurrency_1_each_batch_is_recorded_alone() -> None:
+    batches = plan_batches(changes(8), 2)
+    recorder = Recorder(len(batches))
+    recorder.all_built.set()  # a queue of one: never all built before the first goes
+    asyncio.run(submit(FakeStore(), batches, reason=None,  # type: ignore[arg-type]
+                       concurrency=1, observer=recorder))
+    assert recorder.groups == [[0], [1], [2], [3]]
+
+
+class FakeStore:
+    """Accepts every write; counts the writes at once."""
+
+    def __init__(self) -> None:
+        self.requests_sent = self.responses_429 = 0
+        self.in_flight = self.max_in_flight = 0
+
+    async def put_absolute(self, items: Any, reason: str | None) -> PutResult:
+        self.requests_sent += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await asyncio.sleep(0)
+        self.in_flight -= 1
+        return PutResult(f"tx-{self.requests_sent}", 1)

@@ -579,3 +579,20 @@ def test_each_record_written_alone_is_fsynced_before_the_writer_goes_on(
     j.confirmed(0, "tx", A)
     assert (j.fsyncs, synced) == (3, [1, 2, 3])
     j.close(remove=False)
+
+
+def test_sending_records_written_together_share_one_fsync(tmp_path: Path) -> None:
+    from invsync.state.journal import _KEY_SCHEMA
+
+    journal = Journal(tmp_path)
+    journal.begin({"run_id": "r1"})
+    before = journal.fsyncs
+    for batch, durable in ((0, False), (1, False), (2, True)):
+        keys = pl.DataFrame({"location_id": [1], "identifier": ["sku"],
+                             "item_key": [f"S{batch}"]}, schema=_KEY_SCHEMA)
+        journal.sending(batch, keys, durable=durable)
+    assert journal.fsyncs - before == 1  # the last record's fsync covers the two before
+    journal.close(remove=False)
+    recovered = Journal(tmp_path).recover()
+    assert recovered.in_flight == [0, 1, 2]
+    assert sorted(recovered.unconfirmed["item_key"].to_list()) == ["S0", "S1", "S2"]

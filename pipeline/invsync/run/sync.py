@@ -1193,14 +1193,21 @@ class _JournaledSubmit(SubmitObserver):
         self.journal.prepare(batch.index, batch.frame.select(*KEY, "quantity"))
 
     def sending(self, batch: Batch) -> None:
+        self.sending_all([batch])
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        """Record ``batches`` as sending, on disk together (the last record's fsync)."""
         try:
-            self.journal.sending(batch.index, batch.frame.select(KEY))
+            for n, batch in enumerate(batches, 1):
+                self.journal.sending(batch.index, batch.frame.select(KEY),
+                                     durable=n == len(batches))
         except OSError as exc:
             raise FatalError(self._failed(exc, "sending stopped (a batch is never sent "
                                                "before the journal holds it)")) from None
-        self.sent.add(batch.index)
-        if self.on_wave is not None and len(self.sent) == self.wave:
-            self.on_wave()
+        self.sent.update(batch.index for batch in batches)
+        if self.on_wave is not None and len(self.sent) >= self.wave:
+            on_wave, self.on_wave = self.on_wave, None
+            on_wave()
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         levels = batch.frame if len(items) == len(batch) else batch.frame[items]

@@ -197,14 +197,15 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
 class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
-    ``prepare``, ``sending`` and ``confirmed`` run in a worker thread and may block (a
-    journal's fsync); ``confirmed`` runs on the event loop instead when
+    ``prepare``, ``sending`` (through ``sending_all``) and ``confirmed`` run in a worker
+    thread and may block (a journal's fsync); ``prepare`` of each batch in turn, in one
+    thread; ``confirmed`` runs on the event loop instead when
     :attr:`confirmed_blocks` is false (it only hands the record to the kernel: one thread
     hop less a batch). ``prepare`` runs while the batches before are still out (the body
     is built then too); ``sending`` right before the batch goes out, which waits for it;
     ``confirmed`` before the batch goes on. A :class:`~invsync.errors.FatalError` from
     ``sending`` or ``confirmed`` stops the submit as a store failure does (from
-    ``sending``: that batch is not sent). ``finished`` runs on the event loop.
+    ``sending_all``: none of its batches is sent). ``finished`` runs on the event loop.
     """
 
     confirmed_blocks = True
@@ -215,6 +216,12 @@ class SubmitObserver:
 
     def sending(self, batch: Batch) -> None:
         """``batch`` is about to be sent (its body is built)."""
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        """Each of ``batches`` is about to be sent, all at once (write slots were free for
+        all of them): :meth:`sending` of each, unless overridden to record them together."""
+        for batch in batches:
+            self.sending(batch)
 
     def confirmed(self, batch: Batch, items: list[int], transaction_id: str) -> None:
         """The store confirmed the items of ``batch`` at positions ``items``."""
@@ -329,20 +336,33 @@ class _Sender:
         return self.builder
 
     async def go(self, batch: Batch, result: BatchResult) -> bool:
-        """Take a write slot, record ``batch`` as sending and send it; False: stopped."""
+        """Take a write slot, record ``batch`` as sending and send it; False: stopped.
+
+        The batches after it whose bodies are built and for which a write slot is free
+        too (the first ones of a run with ``concurrency`` > 1) go with it: recorded
+        together (one thread hop, one fsync), then sent together.
+        """
         import asyncio
 
         await self.slots.acquire()
+        group = [(batch, result)]
+        while self.queue and not self.slots.locked() and self.queue[0][2].done() \
+                and self.queue[0][2].exception() is None:
+            await self.slots.acquire()  # free: taken at once
+            nxt, nxt_result, _ = self.queue.popleft()
+            group.append((nxt, nxt_result))
         if not self.stop.is_set() and self.observer:
             try:
-                await asyncio.to_thread(self.observer.sending, batch)
-            except FatalError as exc:  # not recorded as sending: so it is not sent
+                await asyncio.to_thread(self.observer.sending_all, [b for b, _ in group])
+            except FatalError as exc:  # not recorded as sending: so none of them is sent
                 result.error = str(exc)
                 self.stop_with(exc)
         if self.stop.is_set():
-            self.slots.release()
+            for _ in group:
+                self.slots.release()
             return False
-        self.tasks.append(asyncio.create_task(self.run(batch, result)))
+        for one, its_result in group:
+            self.tasks.append(asyncio.create_task(self.run(one, its_result)))
         return True
 
     async def run(self, batch: Batch, result: BatchResult) -> None:

@@ -251,16 +251,18 @@ class Journal:
             while len(self._prepared) > _PREPARED_MAX:  # a batch never confirmed (refused)
                 del self._prepared[next(iter(self._prepared))]
 
-    def sending(self, batch: int, keys: pl.DataFrame) -> None:
+    def sending(self, batch: int, keys: pl.DataFrame, *, durable: bool = True) -> None:
         """Record the items (KEY columns) about to be sent in ``batch``; on disk when this
-        returns."""
+        returns (``durable=False``: written to the file only, for a caller that records
+        several batches and sends none before the last one's record is on disk)."""
         with self._lock:
             ready = self._prepared.get(batch)
         if ready is not None and ready[0] == keys.height:
-            self._write(ready[1], durable=True)
+            self._write(ready[1], durable=durable)
             return
         cols = {c: keys[c].to_list() for c in KEY}
-        self._append({"type": "sending", "batch": batch, "items": keys.height, **cols})
+        self._append({"type": "sending", "batch": batch, "items": keys.height, **cols},
+                     durable=durable)
 
     def confirmed(self, batch: int, transaction_id: str, levels: pl.DataFrame, *,
                   durable: bool = True) -> None:
