@@ -221,7 +221,8 @@ def test_the_snapshot_is_built_ahead_once_the_first_batches_are_out(
     monkeypatch.setattr(sync_module, "_files_ahead", files_ahead)
     config = _config(tmp_path, sandbox.url, sandbox)
     settings = invsync.Settings.from_config(config)
-    settings = replace(settings, concurrency=3, batch_size=500)
+    # Every item sent (a fresh snapshot), whatever an earlier test left in the store.
+    settings = replace(settings, concurrency=3, batch_size=500, baseline="snapshot")
     report = invsync.sync_file(NIGHT1, settings)
     assert (report.status, report.exit_code) == ("succeeded", 0), report.error
     assert len(report.batches) > 3
