@@ -399,3 +399,35 @@ class FakeStore:
         await asyncio.sleep(0)
         self.in_flight -= 1
         return PutResult(f"tx-{self.requests_sent}", 1)
+
+
+class Threads(SubmitObserver):
+    """The thread each ``sending_all`` runs in."""
+
+    def __init__(self) -> None:
+        self.where: list[str] = []
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        self.where.append(threading.current_thread().name)
+
+
+def test_a_batch_is_recorded_on_the_loop_when_none_is_out_else_in_a_worker() -> None:
+    loop_thread = threading.current_thread().name  # asyncio.run's loop runs here
+    one = Threads()
+    asyncio.run(submit(FakeStore(), plan_batches(changes(8), 2), reason=None,  # type: ignore[arg-type]
+                       concurrency=1, observer=one))
+    assert one.where == [loop_thread] * 4  # no thread hop: nothing to do meanwhile
+    many = Threads()
+    asyncio.run(submit(SlowFakeStore(), plan_batches(changes(8), 1), reason=None,  # type: ignore[arg-type]
+                       concurrency=2, observer=many))
+    assert many.where[0] == loop_thread
+    # With a batch out, recording the next is left to a worker: its answer is read meanwhile.
+    assert any(where != loop_thread for where in many.where[1:])
+
+
+class SlowFakeStore(FakeStore):
+    """Answers each write only after a while (a store with latency)."""
+
+    async def put_absolute(self, items: Any, reason: str | None) -> PutResult:
+        await asyncio.sleep(0.02)
+        return await super().put_absolute(items, reason)

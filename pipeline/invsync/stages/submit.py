@@ -197,9 +197,10 @@ def _payload_items(chunk: pl.DataFrame) -> Iterator[dict[str, Any]]:
 class SubmitObserver:
     """What :func:`submit` tells its caller about each batch; override what you need.
 
-    ``prepare``, ``sending`` (through ``sending_all``) and ``confirmed`` run in a worker
-    thread and may block (a journal's fsync); ``prepare`` of each batch in turn, in one
-    thread; ``confirmed`` runs on the event loop instead when
+    ``prepare``, ``sending`` (through ``sending_all``) and ``confirmed`` may block (a
+    journal's fsync) and run in a worker thread: ``prepare`` of each batch in turn, in one
+    thread; ``sending_all`` on the event loop when no batch is out (nothing else to do
+    then); ``confirmed`` on the event loop when
     :attr:`confirmed_blocks` is false (it only hands the record to the kernel: one thread
     hop less a batch). ``prepare`` runs while the batches before are still out (the body
     is built then too); ``sending`` right before the batch goes out, which waits for it;
@@ -282,6 +283,8 @@ class _Sender:
         self.queue: deque[tuple[Batch, BatchResult, asyncio.Future[None]]] = deque()
         self.upcoming = iter(zip(batches, self.results, strict=True))
         self.builder: ThreadPoolExecutor | None = None
+        self.in_flight = 0
+        """Batches sent and not yet done."""
 
     def stop_with(self, exc: FatalError) -> None:
         if not self.fatal:
@@ -353,7 +356,10 @@ class _Sender:
             group.append((nxt, nxt_result))
         if not self.stop.is_set() and self.observer:
             try:
-                await asyncio.to_thread(self.observer.sending_all, [b for b, _ in group])
+                if self.in_flight:  # their answers are read meanwhile
+                    await asyncio.to_thread(self.observer.sending_all, [b for b, _ in group])
+                else:  # nothing else to do while it is recorded: no thread hop
+                    self.observer.sending_all([b for b, _ in group])
             except FatalError as exc:  # not recorded as sending: so none of them is sent
                 result.error = str(exc)
                 self.stop_with(exc)
@@ -362,6 +368,7 @@ class _Sender:
                 self.slots.release()
             return False
         for one, its_result in group:
+            self.in_flight += 1
             self.tasks.append(asyncio.create_task(self.run(one, its_result)))
         return True
 
@@ -376,6 +383,7 @@ class _Sender:
             self.stop_with(exc)
         finally:
             result.seconds = time.monotonic() - t0
+            self.in_flight -= 1
             self.slots.release()
         if self.observer:
             self.observer.finished(result)
