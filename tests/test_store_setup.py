@@ -3,19 +3,25 @@ worker thread as the run starts, and the CLI process never loads trio through ht
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
 import threading
 from typing import Any
 
+import httpx
 import pytest
+from conftest import TOKEN
 
 import invsync.run.store_access as store_access
 from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.config import Settings
 from invsync.run.store_access import StoreSession
+from invsync.sandbox.process import SandboxProcess
+from invsync.store.client import StoreClient
+from invsync.store.limits import WRITTEN_OUT
 
 
 def _made_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -72,3 +78,38 @@ def test_the_cli_process_never_imports_trio_through_httpcore() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "True"
+
+
+def _put_telling_written_out(client: Any) -> tuple[list[str], str]:
+    """One write through ``client``; what happened, in order: ``written`` when the client
+    said the request was written out, ``answered`` when the write returned."""
+    events: list[str] = []
+
+    async def put() -> str:
+        WRITTEN_OUT.set(lambda: events.append("written"))
+        async with client:
+            put = await client.put_absolute(
+                [{"location_id": 1, "sku": "POSTER-1755", "quantity": 7}], None)
+        events.append("answered")
+        return put.transaction_id
+
+    return events, asyncio.run(put())
+
+
+def test_the_client_says_when_a_write_is_written_out_before_its_answer(
+        sandbox: SandboxProcess) -> None:
+    # httpcore's trace events name the moment: a renamed event would silently make the
+    # next body be built only after each answer.
+    client = StoreClient(sandbox.url, sandbox.store_hash, TOKEN)
+    events, txid = _put_telling_written_out(client)
+    assert txid and events == ["written", "answered"]
+
+
+def test_a_client_on_another_transport_counts_a_write_as_out_at_once() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"transaction_id": "tx-1"})
+
+    client = StoreClient("http://store.invalid", "abc", "t0ken-mock",
+                         transport=httpx.MockTransport(answer))
+    events, txid = _put_telling_written_out(client)
+    assert txid == "tx-1" and events == ["written", "answered"]

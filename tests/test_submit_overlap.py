@@ -17,7 +17,7 @@ from conftest import SAMPLE, TOKEN, env_for, item_frame, output, run_invsync, st
 
 from invsync.stages.submit import Batch, BatchResult, SubmitObserver, plan_batches, submit
 from invsync.store.client import PutResult, StoreClient
-from invsync.store.limits import EncodedItems, RetryPolicy
+from invsync.store.limits import WRITTEN_OUT, EncodedItems, RetryPolicy
 
 NIGHT1 = SAMPLE / "night1.csv"
 STORE = "abc123"
@@ -57,12 +57,18 @@ class SlowStore:
         self.batches, self.journal = batches, journal
         self.in_flight = self.max_in_flight = 0
         self.ready_before_answer: list[bool] = []
+        self.built_while_written: list[bool] = []
         self.sending_when_sent: list[bool] = []
         self.requests_sent = self.responses_429 = 0
 
     async def put_absolute(self, items: EncodedItems | list[dict[str, Any]],
                            reason: str | None) -> PutResult:
+        written_out = WRITTEN_OUT.get()
+        assert written_out is not None  # the sender asks to hear it, as the client tells it
         n = self.requests_sent
+        await asyncio.sleep(0.01)  # the request being written out
+        self.built_while_written.append(n + 1 in self.journal.prepared)
+        written_out()
         self.sending_when_sent.append(n in self.journal.sending_of)
         self.requests_sent += 1
         self.in_flight += 1
@@ -92,6 +98,8 @@ def test_the_next_body_is_built_while_the_current_write_is_out() -> None:
     assert [b.status for b in result.batches] == ["accepted"] * 5
     # Request N's answer came after request N+1's body and journal records were built...
     assert store.ready_before_answer == [True] * 4
+    # ...but not while request N was being written out (the two would share the GIL).
+    assert store.built_while_written == [False] * 5
     # ...and still never two writes at once, in order, each journaled before it went out.
     assert store.max_in_flight == 1
     assert journal.sending_of == [0, 1, 2, 3, 4] == journal.confirmed_of
@@ -393,6 +401,9 @@ class FakeStore:
         self.in_flight = self.max_in_flight = 0
 
     async def put_absolute(self, items: Any, reason: str | None) -> PutResult:
+        written_out = WRITTEN_OUT.get()
+        if written_out is not None:  # as the client says it
+            written_out()
         self.requests_sent += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

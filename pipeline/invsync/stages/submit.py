@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from invsync.errors import FatalError, Refused
-from invsync.store.limits import MAX_ITEMS_PER_REQUEST, EncodedItems
+from invsync.store.limits import MAX_ITEMS_PER_REQUEST, WRITTEN_OUT, EncodedItems
 from invsync.tables import SEQ
 
 if TYPE_CHECKING:
@@ -285,6 +285,9 @@ class _Sender:
         self.builder: ThreadPoolExecutor | None = None
         self.in_flight = 0
         """Batches sent and not yet done."""
+        self.written_out = _Countdown(0)
+        """The batches sent last: set once each one's request is written out (or it is
+        done); the next bodies are built from then on."""
 
     def stop_with(self, exc: FatalError) -> None:
         if not self.fatal:
@@ -303,6 +306,8 @@ class _Sender:
                 await prepared
                 if not await self.go(batch, result):
                     break
+                if self.slots.locked():  # the next batch waits for a slot anyway
+                    await self.written_out.wait()
                 self.top_up()
             await asyncio.gather(*self.tasks)
         except BaseException:  # a signal (cancelled): the requests in flight are cancelled
@@ -367,13 +372,18 @@ class _Sender:
             for _ in group:
                 self.slots.release()
             return False
+        self.written_out = _Countdown(len(group))
         for one, its_result in group:
             self.in_flight += 1
-            self.tasks.append(asyncio.create_task(self.run(one, its_result)))
+            self.tasks.append(asyncio.create_task(
+                self.run(one, its_result, self.written_out.once())))
         return True
 
-    async def run(self, batch: Batch, result: BatchResult) -> None:
-        """Send one recorded batch; its write slot is held until it is done."""
+    async def run(self, batch: Batch, result: BatchResult, written_out: Callable[[], None]
+                  ) -> None:
+        """Send one recorded batch; its write slot is held until it is done.
+        ``written_out()`` once its (first) request is written out, or it is done."""
+        WRITTEN_OUT.set(written_out)  # this task's own context: its requests only
         t0 = time.monotonic()
         try:
             await _send_isolating(self.client, batch, result, self.reason, self.observer)
@@ -382,11 +392,41 @@ class _Sender:
             result.error = str(exc)
             self.stop_with(exc)
         finally:
+            written_out()
             result.seconds = time.monotonic() - t0
             self.in_flight -= 1
             self.slots.release()
         if self.observer:
             self.observer.finished(result)
+
+
+class _Countdown:
+    """An event set once each of ``n`` parties has said so (each at most once)."""
+
+    def __init__(self, n: int) -> None:
+        import asyncio
+
+        self.left = n
+        self.event = asyncio.Event()
+        if n <= 0:
+            self.event.set()
+
+    def once(self) -> Callable[[], None]:
+        """One party's way to say so (a second call is ignored)."""
+        said = False
+
+        def say() -> None:
+            nonlocal said
+            if not said:
+                said = True
+                self.left -= 1
+                if self.left <= 0:
+                    self.event.set()
+
+        return say
+
+    async def wait(self) -> None:
+        await self.event.wait()
 
 
 def _prepare(batch: Batch, observer: SubmitObserver | None) -> None:

@@ -35,6 +35,7 @@ from invsync.redact import Secret, redact
 from invsync.store.limits import (
     MAX_ITEMS_PER_REQUEST,
     MAX_PAGES,
+    WRITTEN_OUT,
     EncodedItems,
     RetryPolicy,
     reserved_requests,
@@ -216,6 +217,24 @@ class RateLimiter:
             self.answered = False
 
 
+def _written_out_trace(traced: bool) -> dict[str, Any] | None:
+    """httpcore's ``trace`` extension telling :data:`WRITTEN_OUT` (when the sending task
+    set it) that the request is written out; None when nobody asks. A transport that is
+    not httpcore's (``traced`` false) tells nothing: the request counts as out at once."""
+    written = WRITTEN_OUT.get()
+    if written is None:
+        return None
+    if not traced:
+        written()
+        return None
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            written()
+
+    return {"trace": trace}
+
+
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
     value = headers.get(name)
     try:
@@ -266,6 +285,8 @@ class StoreClient:
         self._active = 0
         self.requests_sent = 0
         self.responses_429 = 0
+        self._traced = transport is None
+        """httpx's own transport (httpcore): it says when a request is written out."""
         self._http = httpx.AsyncClient(
             headers={"Accept": "application/json",
                      "Content-Type": "application/json", "User-Agent": "invsync/0.1"},
@@ -405,7 +426,8 @@ class StoreClient:
                     response = await self._http.request(
                         method, (self.root if path.startswith("/v2/") else self.base) + path,
                         content=content, params=params,
-                        headers={"X-Auth-Token": self._token.reveal()})
+                        headers={"X-Auth-Token": self._token.reveal()},
+                        extensions=_written_out_trace(self._traced))
                 headers = response.headers
                 self.requests_sent += 1
                 self._raise_for_status(response, attempt)

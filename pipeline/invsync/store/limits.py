@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 MAX_ITEMS_PER_REQUEST = 2000
@@ -58,3 +60,10 @@ class EncodedItems:
 
     def __len__(self) -> int:
         return self.count
+
+
+WRITTEN_OUT: ContextVar[Callable[[], None] | None] = ContextVar("invsync_written_out",
+                                                                default=None)
+"""Called by the client, in the task that sends, once a request is written out in full
+(then only its answer is awaited): the sender builds the next body from then on, not while
+this one is being written (the two would share the GIL)."""
