@@ -15,6 +15,7 @@ import httpx
 import pytest
 from conftest import SAMPLE, TOKEN, env_for, item_frame, output, run_invsync, stocked
 
+from invsync.errors import FatalError
 from invsync.stages.submit import Batch, BatchResult, SubmitObserver, plan_batches, submit
 from invsync.store.client import PutResult, StoreClient
 from invsync.store.limits import WRITTEN_OUT, EncodedItems, RetryPolicy
@@ -442,3 +443,25 @@ class SlowFakeStore(FakeStore):
     async def put_absolute(self, items: Any, reason: str | None) -> PutResult:
         await asyncio.sleep(0.02)
         return await super().put_absolute(items, reason)
+
+
+class FullDisk(Recorder):
+    """A journal that cannot record the second group (the disk filled up)."""
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        super().sending_all(batches)
+        if len(self.groups) == 2:
+            raise FatalError("journal full")
+
+
+def test_a_group_the_journal_could_not_record_is_not_sent_at_all() -> None:
+    batches = plan_batches(changes(8), 2)
+    journal = FullDisk(len(batches))
+    store = FakeStore()
+    result = asyncio.run(submit(store, batches, reason=None,  # type: ignore[arg-type]
+                                concurrency=4, observer=journal))
+    assert journal.groups == [[0], [1, 2, 3]]
+    assert store.requests_sent == 1  # batch 0 only
+    assert [b.status for b in result.batches] == ["accepted"] + ["not_sent"] * 3
+    assert result.batches[1].error == "journal full" and str(result.fatal) == "journal full"
+    assert result.sent == [0, 1]
