@@ -28,11 +28,13 @@ from conftest import (
     run_invsync,
     spawn,
     state_store_dir,
+    wait_for,
     write_csv,
 )
 from misbehaving import Reply, Request, misbehaving_store
 
 import invsync
+import invsync.run.store_access as store_access
 import invsync.run.sync as sync_module
 from invsync.sandbox.process import SandboxProcess
 from invsync.state.snapshot import SnapshotStore
@@ -226,6 +228,36 @@ def test_the_snapshot_is_built_ahead_once_the_first_batches_are_out(
     report = invsync.sync_file(NIGHT1, settings)
     assert (report.status, report.exit_code) == ("succeeded", 0), report.error
     assert len(report.batches) > 3
-    assert recorded_then == [3]
+    # (More when batches went out and were answered before a group of them: a fast store.)
+    assert len(recorded_then) == 1 and recorded_then[0] >= 3
     snapshot = SnapshotStore(settings.state_dir, sandbox.store_hash, settings.store_host)
     assert snapshot.load().height == report.counts.changed
+
+
+def test_the_report_templates_are_compiled_once_the_runs_client_is_made(
+        sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both are Python work that shares the GIL, and the store's locations read waits for
+    # the client: the templates wait for it instead.
+    made = threading.Event()
+    real_client = store_access._warm_client
+
+    def slow_client(*args: Any, **kwargs: Any) -> Any:
+        made.wait(timeout=0.3)  # a slow import, bounded
+        client = real_client(*args, **kwargs)
+        made.set()
+        return client
+
+    seen: list[bool] = []
+    real_warm_up = sync_module.warm_up
+
+    def warm_up() -> None:
+        seen.append(made.is_set())
+        real_warm_up()
+
+    monkeypatch.setattr(store_access, "_warm_client", slow_client)
+    monkeypatch.setattr(sync_module, "warm_up", warm_up)
+    settings = invsync.Settings.from_config(_config(tmp_path, sandbox.url, sandbox))
+    report = invsync.sync_file(NIGHT1, replace(settings, dry_run=True))
+    assert report.exit_code == 0, report.error
+    wait_for(lambda: seen, timeout=30, message="the templates were never compiled")
+    assert seen == [True]

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
@@ -146,6 +147,18 @@ class StoreSession:
             self._closed = True
             if self._runner is not None:
                 self._runner.close()
+
+    @property
+    def making(self) -> bool:
+        """Whether a client is being made ahead (in a worker thread) and not yet taken."""
+        return self._warming is not None
+
+    def wait_made(self, timeout_s: float = 10.0) -> None:
+        """Wait (at most ``timeout_s``) until the client made ahead is made, if one is
+        being made; from any thread."""
+        warming = self._warming
+        if warming is not None:
+            futures_wait([warming], timeout=timeout_s)
 
     def _warmed(self) -> StoreClient | None:
         """The client made ahead (None when none was, or making it failed: it is then made

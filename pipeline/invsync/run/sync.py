@@ -557,11 +557,17 @@ def _read(run: _Run) -> _Read:
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-bg")
     loading = run.snapshot_future = background.submit(run.snapshots.load)
     # The report's templates, compiled off the critical path while the file is parsed
-    # (compiling holds the GIL: done first, it overlaps the parse, which does not).
-    background.submit(warm_up)
+    # (compiling holds the GIL: done first, it overlaps the parse, which does not); in a
+    # store run, once its client is made instead (the client's imports hold the GIL too,
+    # and the store's locations read waits for the client).
+    warm_first = not run.store.making
+    if warm_first:
+        background.submit(warm_up)
     # What the diff joins on, made meanwhile, when the file is compared with the snapshot.
     hashing = None if settings.full or settings.plan_file or (
         settings.token and settings.baseline == "live") else background.submit(_hashed, loading)
+    if not warm_first:
+        background.submit(_warm_up_after, run.store)
     background.shutdown(wait=False)
     _resolve_as_of(run)
     locations: list[Location] | None = None
@@ -602,6 +608,12 @@ def _hashes_of(read: _Read, frame: pl.DataFrame) -> pl.Series | None:
         return None
     loaded, hashes = read.snapshot_hashes.result()
     return hashes if loaded() is frame else None
+
+
+def _warm_up_after(store: StoreSession) -> None:
+    """Compile the report's templates once ``store``'s client is made."""
+    store.wait_made()
+    warm_up()
 
 
 def _timed_read(run: _Run) -> tuple[StockTable, pl.DataFrame | None, float]:
