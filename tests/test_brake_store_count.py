@@ -72,6 +72,7 @@ def test_a_location_holding_little_stock_still_trips_it(
     skus = _stock(store, tmp_path, 4)
     result = _zero_three(store, tmp_path, skus)
     assert result.returncode == 3, result.stdout + result.stderr
+    assert result.report()["error_kind"] == "brake"
     assert "3 of the 4 items holding stock at location 1" in result.stderr + result.stdout
     assert [store.levels()[(1, s)] for s in skus] == [5, 5, 5, 5]
     # The whole listing (3 pages) was counted before saying so.

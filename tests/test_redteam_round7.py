@@ -331,3 +331,5 @@ def test_a_run_the_store_failed_before_its_rows_were_checked_says_how_many_it_re
     line = next(x for x in (result.stdout + result.stderr).splitlines()
                 if x.startswith("invsync: failed run="))
     assert " rows=3 " in line
+    # report.json says what failed: the store (the file may be fine).
+    assert result.report()["error_kind"] == "store"

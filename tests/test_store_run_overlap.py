@@ -157,6 +157,7 @@ def test_a_bad_file_exits_65_without_waiting_for_a_store_that_does_not_answer(
         assert result.returncode == 65, output(result)
         assert "Traceback" not in output(result)
         assert "quantity" in result.report()["error"]
+        assert result.report()["error_kind"] == "file"
 
         # A store that refuses the token changes nothing either: the file's error wins.
         denied = run_invsync(["sync", str(bad)], env_at(store.url, tmp_path, sandbox,

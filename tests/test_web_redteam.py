@@ -351,6 +351,6 @@ def test_a_file_that_cannot_be_read_is_still_unreadable_file() -> None:
     from invsync.surfaces.web.errors import not_previewed
 
     data = {"upload_id": "u1", "status": "failed", "error": "row 3: a stray quote"}
-    answer = not_previewed(data, on_file=True, location="/api/uploads/u1")
+    answer = not_previewed(data, at_store=False, location="/api/uploads/u1")
     assert answer.status_code == 422 and b"unreadable-file" in answer.body
     assert b"row 3: a stray quote" in answer.body

@@ -50,6 +50,9 @@ class InvsyncError(Exception):
     """Base of every error invsync raises on purpose."""
 
     exit_code: ExitCode = ExitCode.RUN_FAILED
+    kind: str = "internal"
+    """What failed, as report.json's ``error_kind`` says it: ``usage``, ``file``, ``brake``,
+    ``locked``, ``auth``, ``store`` or ``internal``."""
 
 
 class FatalError(InvsyncError):
@@ -64,6 +67,7 @@ class UsageError(FatalError):
     """Bad command-line flags or configuration."""
 
     exit_code = ExitCode.USAGE
+    kind = "usage"
 
 
 class PlanForAnotherStore(UsageError):
@@ -80,6 +84,7 @@ class InputFileError(FatalError):
     """The input file cannot be used at all (unreadable, wrong format, missing columns)."""
 
     exit_code = ExitCode.INPUT_FILE
+    kind = "file"
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
@@ -98,6 +103,7 @@ class SafetyBrakeError(FatalError):
     """A safety brake tripped; nothing was sent."""
 
     exit_code = ExitCode.SAFETY_BRAKE
+    kind = "brake"
 
 
 class StalePlan(SafetyBrakeError):
@@ -116,14 +122,19 @@ class LockedError(FatalError):
     """Another run for the same store holds the lock."""
 
     exit_code = ExitCode.LOCKED
+    kind = "locked"
 
 
 class AuthError(FatalError):
     """The store refused the credentials (401) or the scope (403)."""
 
+    kind = "auth"
+
 
 class StoreError(FatalError):
     """The store kept failing after bounded retries, or answered something unusable."""
+
+    kind = "store"
 
 
 class InternalError(FatalError):

@@ -179,6 +179,7 @@ def sync_file(path: str | Path, settings: Settings, *, on_event: Observer | None
         run.store.close()
     except FatalError as exc:
         run.report.error = str(exc)
+        run.report.error_kind = exc.kind
         run.report.exit_code = int(exc.exit_code)
     except (SystemExit, GeneratorExit):
         raise
@@ -328,12 +329,14 @@ def _failed(run: _Run, exc: BaseException) -> None:
     if signals.was_interrupted(exc):
         sig = signals.received()
         report.status = "interrupted"
+        report.error_kind = "interrupted"
         report.exit_code = int(ExitCode.TERMINATED if sig == 15 else ExitCode.INTERRUPTED)
         name = "SIGTERM" if sig == 15 else "SIGINT"
         report.error = f"interrupted by {name}"
     else:
         log_where(log, "unexpected error", exc)
         report.status = "failed"
+        report.error_kind = "internal"
         report.exit_code = int(ExitCode.RUN_FAILED)
         kind = "system error" if isinstance(exc, OSError) else "unexpected error"
         token = run.settings.token.reveal() if run.settings.token else None
@@ -371,11 +374,11 @@ def _write_report(run: _Run) -> None:
     message = f"the run's report could not be written to {run.folder} ({problem}){sent}"
     error = report.error
     if interrupted is not None:
-        report.status = "interrupted"
+        report.status, report.error_kind = "interrupted", "interrupted"
         report.exit_code = int(ExitCode.TERMINATED if interrupted == 15
                                else ExitCode.INTERRUPTED)
     elif report.exit_code in (ExitCode.OK, ExitCode.REJECTED_ROWS):
-        report.exit_code = int(ExitCode.RUN_FAILED)
+        report.exit_code, report.error_kind = int(ExitCode.RUN_FAILED), "internal"
     log_where(log, "report not written", failure)
     _remove_folder(run.folder)  # a new folder of this run only: no half a report is left
     # The bare record (no rejected rows, no plan) may still fit; if not, the message is all.
@@ -809,6 +812,7 @@ def _note_dry_run_brakes(run: _Run, brakes: list[Brake]) -> None:
     """A dry run that trips a brake says so in its error (a real run stopped at the brake)."""
     if brakes and run.settings.dry_run:
         run.report.error = "safety brake (dry run): " + "; ".join(b.message for b in brakes)
+        run.report.error_kind = "brake"
 
 
 def _remember_rows(run: _Run, read: _Read) -> None:
@@ -1440,4 +1444,4 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
                            "transaction_id": None, "status": "planned", "attempts": 0}
                           for b in batches]
     elif fatal is not None:
-        report.error = str(fatal)
+        report.error, report.error_kind = str(fatal), fatal.kind

@@ -110,6 +110,9 @@ class RunReport:
     reverted_from: str | None = None
     """The run whose replaced levels this ``revert`` run put back."""
     error: str | None = None
+    error_kind: str | None = None
+    """What failed (see :attr:`invsync.errors.InvsyncError.kind`; ``interrupted`` for
+    SIGINT/SIGTERM): ``store`` means the file may be fine and a later run may succeed."""
     exit_code: int = 0
     report_dir: str = ""
     origin: dict[str, Any] = field(default_factory=dict)

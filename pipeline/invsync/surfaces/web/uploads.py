@@ -499,11 +499,11 @@ class Portal:
                                  error="the preview could not be made: try again")
             raise
 
-    def failed_on_file(self, upload_id: str) -> bool:
-        """Whether the upload's failed preview failed on the file itself (it cannot be read:
-        exit 65 or 66), not on the store (down, refusing, failing) or on this server."""
+    def failed_at_store(self, upload_id: str) -> bool:
+        """Whether the upload's failed preview failed because the store kept failing (down,
+        answering errors or nonsense): the file may be fine, and a later preview may work."""
         report = _report(self.mine(upload_id).get("plan_dir")) or {}
-        return report.get("exit_code") in (ExitCode.INPUT_FILE, ExitCode.NO_INPUT)
+        return report.get("error_kind") == "store"
 
     def _finish_preview(self, upload_id: str, **changes: Any) -> dict[str, Any]:
         with self._lock:
