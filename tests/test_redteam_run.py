@@ -347,9 +347,10 @@ def test_resume_finishes_a_killed_plan_file_run(
 
 @pytest.mark.xfail(strict=True, reason=(
     "a run failed or interrupted before its counts are taken (locations, identity or live "
-    "reads; a full state disk at the journal's start) reports counts of 0 (rows=0 in the "
-    "summary line) while input.rows holds the file's rows; filling rows alone would break "
-    "rows = valid + invalid: the counts need a 'not reached' notion for the later stages"))
+    "reads; a full state disk at the journal's start) keeps counts of 0 in report.json while "
+    "input.rows holds the file's rows (its summary says 'rows read N: the run stopped before "
+    "checking them' and rows=N); filling counts.rows alone would break rows = valid + "
+    "invalid: the counts need a 'not reached' notion for the later stages"))
 def test_a_run_interrupted_during_its_live_read_counts_the_rows_it_read(
         sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
     release = threading.Event()
