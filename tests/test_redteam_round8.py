@@ -1,0 +1,81 @@
+"""Round 8 red team: what a careless operator or a misbehaving store did to this round's
+store-run changes, kept as tests. Each test runs the real CLI against a real sandbox process.
+
+This round the run's HTTP client is made in a worker thread while the file is read, and
+batches ready together are journaled together (one fsync) and sent together
+(docs/guarantees.md, docs/design.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import (
+    env_for,
+    output,
+    retry_config,
+    run_invsync,
+    write_csv,
+)
+
+from invsync.sandbox.process import SandboxProcess
+
+BROKEN_CLIENT = {
+    "cert-file-missing": {"SSL_CERT_FILE": "{tmp}/no-such-bundle.pem"},
+    "cert-file-garbage": {"SSL_CERT_FILE": "{tmp}/garbage.pem"},
+    "proxy-scheme": {"HTTP_PROXY": "garbage://user:pr0xy-s3cret@proxy.invalid",
+                     "HTTPS_PROXY": "garbage://user:pr0xy-s3cret@proxy.invalid"},
+}
+"""An environment in which the run's HTTP client cannot be made at all."""
+
+
+def _broken_env(sb: SandboxProcess, tmp_path: Path, broken: str) -> dict[str, str]:
+    (tmp_path / "garbage.pem").write_text("this is not a certificate\n")
+    env = env_for(sb, tmp_path)
+    if broken.startswith("cert"):  # certificates are only loaded for https
+        env["BIGCOMMERCE_API_URL"] = sb.url.replace("http://", "https://")
+    env.update({k: v.format(tmp=tmp_path) for k, v in BROKEN_CLIENT[broken].items()})
+    return env
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CLIENT))
+def test_a_bad_file_exits_65_even_when_the_client_cannot_be_made(
+        sandbox: SandboxProcess, tmp_path: Path, broken: str) -> None:
+    # The client is made in a worker thread while the file is read: its failure (a missing
+    # or garbage SSL_CERT_FILE, a proxy variable with an unknown scheme) was raised first,
+    # so a file without a quantity column exited 2 ("system error: FileNotFoundError: No
+    # such file or directory") instead of 65 naming the file.
+    file = write_csv(tmp_path / "nocol.csv", ["sku", "location_id"], [["A", 1]])
+    result = run_invsync(["sync", str(file)], _broken_env(sandbox, tmp_path, broken))
+    text = output(result)
+    assert result.returncode == 65, text
+    assert "nocol.csv" in text and "quantity" in text, text
+    assert "Traceback" not in text and "system error" not in text, text
+    assert not sandbox.requests()
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CLIENT))
+def test_a_client_that_cannot_be_made_says_what_to_fix(
+        sandbox: SandboxProcess, tmp_path: Path, broken: str) -> None:
+    # Before: "invsync: system error: FileNotFoundError: No such file or directory" (which
+    # file?) or "unexpected error: ValueError: Unknown scheme for proxy URL ...".
+    file = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"],
+                     [["TOWEL-907-NAVY-SHEET", 1, 4]])
+    config = retry_config(tmp_path, max_attempts=2)
+    env = _broken_env(sandbox, tmp_path, broken)
+    result = run_invsync(["sync", str(file), "--config", str(config)], env, timeout=60)
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "Traceback" not in text and "unexpected error" not in text, text
+    assert "system error" not in text, text
+    if broken.startswith("cert"):
+        assert f"SSL_CERT_FILE={env['SSL_CERT_FILE']}" in text, text
+    else:
+        assert "HTTP_PROXY" in text, text
+    assert "pr0xy-s3cret" not in text
+    for report in tmp_path.rglob("report.json"):
+        assert "pr0xy-s3cret" not in report.read_text()
+    assert not sandbox.requests()
