@@ -8,17 +8,20 @@ batches ready together are journaled together (one fsync) and sent together
 
 from __future__ import annotations
 
-import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import (
+    catalog_skus,
     env_for,
     output,
     retry_config,
     run_invsync,
+    stocked,
     write_csv,
+    write_stock,
 )
 
 from invsync.sandbox.process import SandboxProcess
@@ -79,3 +82,38 @@ def test_a_client_that_cannot_be_made_says_what_to_fix(
     for report in tmp_path.rglob("report.json"):
         assert "pr0xy-s3cret" not in report.read_text()
     assert not sandbox.requests()
+
+
+def _big_stock(path: Path) -> tuple[Path, dict[tuple[int, str], int]]:
+    """Every tracked item of the sample catalog at locations 1 and 2: a batch's sending
+    record (500 items) is more than a 12 KiB state disk holds beside its other files."""
+    skus = catalog_skus(2000)
+    levels = {(loc, s): 1 + (i + loc) % 9 for loc in (1, 2) for i, s in enumerate(skus)}
+    return write_stock(path, levels), levels
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_a_full_state_disk_at_the_first_journal_write_sends_nothing_and_resume_finishes(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path],
+        concurrency: str) -> None:
+    # docs/guarantees.md: a full state disk stops sending ("a batch the journal cannot hold
+    # is not sent") and "`invsync resume` finishes once there is room"; the error says so.
+    # Nothing had been sent, so the journal was removed and `invsync resume` then said
+    # "nothing to resume" (exit 64).
+    state = tmpfs(tmp_path / "state", "12k")
+    file, levels = _big_stock(tmp_path / "big.csv")
+    env = env_for(sandbox, tmp_path)
+    result = run_invsync(["sync", str(file), "--concurrency", concurrency,
+                          "--batch-size", "500"], env)
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "could not be written" in text and "invsync resume" in text, text
+    assert "Traceback" not in text
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+    assert stocked(sandbox.levels()) == {}
+    subprocess.run(["mount", "-o", "remount,size=4m", str(state)], check=True)
+    resumed = run_invsync(["resume"], env)
+    assert resumed.returncode == 0, output(resumed)
+    assert sandbox.levels() == levels
+    again = run_invsync(["sync", str(file), "--baseline", "snapshot", "--dry-run"], env)
+    assert again.returncode == 0 and "would_update=0" in again.stdout, output(again)
