@@ -8,17 +8,23 @@ batches ready together are journaled together (one fsync) and sent together
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
     catalog_skus,
+    confirmed_in_journal,
     env_for,
+    kill_when,
     output,
     retry_config,
     run_invsync,
+    spawn,
+    state_store_dir,
     stocked,
     write_csv,
     write_stock,
@@ -117,3 +123,70 @@ def test_a_full_state_disk_at_the_first_journal_write_sends_nothing_and_resume_f
     assert sandbox.levels() == levels
     again = run_invsync(["sync", str(file), "--baseline", "snapshot", "--dry-run"], env)
     assert again.returncode == 0 and "would_update=0" in again.stdout, output(again)
+
+
+def _journal(state_home: Path) -> list[dict[str, Any]]:
+    """The records of the one store's journal under ``state_home`` (a torn last line
+    left out)."""
+    records = []
+    for line in (state_store_dir(state_home) / "journal.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+@pytest.mark.parametrize("concurrency", ["1", "3", "8"])
+def test_kill_9_after_a_confirmation_then_resume_sends_only_what_was_not_confirmed(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path,
+        children: list[subprocess.Popen[bytes]], concurrency: str) -> None:
+    sb = sandbox_factory("--latency-ms", "30")
+    skus = catalog_skus(60)
+    levels = {(loc, s): 1 + (i * 7 + loc) % 40 for loc in (1, 2) for i, s in enumerate(skus)}
+    file = write_stock(tmp_path / "stock.csv", levels)
+    env = env_for(sb, tmp_path)
+    log = tmp_path / "run.log"
+    proc = spawn(["sync", str(file), "--concurrency", concurrency, "--batch-size", "5"],
+                 env, log, children)
+    assert kill_when(lambda: confirmed_in_journal(tmp_path / "state"), proc, log) == -9
+    records = _journal(tmp_path / "state")
+    confirmed = {(loc, sku) for r in records if r["type"] == "confirmed"
+                 for loc, sku in zip(r["location_id"], r["item_key"], strict=True)}
+    assert confirmed
+    puts_before = len([r for r in sb.requests() if r["method"] == "PUT"])
+    resumed = run_invsync(["resume"], env)
+    assert resumed.returncode == 0, output(resumed)
+    assert sb.levels() == levels
+    resent = [(item["location_id"], item["sku"])
+              for r in [r for r in sb.requests() if r["method"] == "PUT"][puts_before:]
+              for item in r["body"]["items"]]
+    assert len(resent) == len(set(resent))  # nothing twice
+    assert not confirmed & set(resent)  # nothing the store confirmed to the killed run
+    assert not (state_store_dir(tmp_path / "state") / "journal.jsonl").exists()
+    again = run_invsync(["sync", str(file), "--baseline", "snapshot", "--dry-run"], env)
+    assert again.returncode == 0 and "would_update=0" in again.stdout, output(again)
+
+
+@pytest.mark.parametrize("concurrency", ["1", "8"])
+def test_a_run_braked_after_the_store_count_sends_nothing_and_leaves_no_journal(
+        sandbox: SandboxProcess, tmp_path: Path, concurrency: str) -> None:
+    skus = catalog_skus(200)
+    env = env_for(sandbox, tmp_path)
+    setup = write_stock(tmp_path / "setup.csv", {(1, s): 5 for s in skus[:40]})
+    assert run_invsync(["-q", "sync", str(setup)], env).returncode == 0
+    # The file names 20 of the 40 stocked items (all to 0) and 30 others: what the run
+    # reads of the file's items is too little to judge, so the store's listing is counted.
+    fix = write_stock(tmp_path / "fix.csv", {**{(1, s): 0 for s in skus[:20]},
+                                            **{(1, s): 3 for s in skus[100:130]}})
+    before, puts = sandbox.levels(), len([r for r in sandbox.requests()
+                                          if r["method"] == "PUT"])
+    result = run_invsync(["sync", str(fix), "--concurrency", concurrency,
+                          "--batch-size", "3"], env)
+    text = output(result)
+    assert result.returncode == 3, text
+    assert "20 of the 40 items holding stock" in text and "Nothing was sent" in text, text
+    assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == puts
+    assert sandbox.levels() == before
+    assert not (state_store_dir(tmp_path / "state") / "journal.jsonl").exists()
+    assert run_invsync(["resume"], env).returncode == 64  # nothing to resume
