@@ -190,3 +190,17 @@ def test_a_run_braked_after_the_store_count_sends_nothing_and_leaves_no_journal(
     assert sandbox.levels() == before
     assert not (state_store_dir(tmp_path / "state") / "journal.jsonl").exists()
     assert run_invsync(["resume"], env).returncode == 64  # nothing to resume
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CLIENT))
+def test_doctor_names_a_client_that_cannot_be_made(
+        sandbox: SandboxProcess, tmp_path: Path, broken: str) -> None:
+    # `invsync doctor` is where an operator looks when the store cannot be reached; it
+    # ended "unexpected error: FileNotFoundError: No such file or directory".
+    result = run_invsync(["doctor"], _broken_env(sandbox, tmp_path, broken), timeout=60)
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "FAIL  store reachable" in text and "SSL_CERT_FILE" in text, text
+    assert "unexpected error" not in text and "Traceback" not in text, text
+    assert "pr0xy-s3cret" not in text
+    assert not sandbox.requests()
