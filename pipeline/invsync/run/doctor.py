@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from invsync.redact import redact_url
-from invsync.terminal import one_line
 from invsync.run.config import Settings
+from invsync.terminal import one_line
 
 MAX_CLOCK_SKEW_S = 120.0
 """More than this between this host's clock and the store's ``Date`` header is a fail:
