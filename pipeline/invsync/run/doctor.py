@@ -17,6 +17,7 @@ from typing import Any
 
 from invsync.redact import redact_url
 from invsync.run.config import Settings
+from invsync.terminal import one_line
 
 MAX_CLOCK_SKEW_S = 120.0
 """More than this between this host's clock and the store's ``Date`` header is a fail:
@@ -203,7 +204,12 @@ def run_checks(settings: Settings, *, timeout_s: float = 10.0) -> list[Check]:
         return [*checks, Check("store settings", False, f"no {missing}",
                                "set BIGCOMMERCE_STORE_HASH and BIGCOMMERCE_ACCESS_TOKEN "
                                "(or store_hash/access_token in the config)")]
-    store = _Store(settings, timeout_s)
+    try:
+        store = _Store(settings, timeout_s)
+    except (OSError, ValueError, ImportError) as exc:  # this machine's TLS or proxy setup
+        return [*checks, Check("store reachable", False, f"no HTTP client: {one_line(exc)}",
+                               "check SSL_CERT_FILE/SSL_CERT_DIR (a PEM bundle) and "
+                               "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY")]
     try:
         found, response = _token_and_read(store, settings)
         checks += found

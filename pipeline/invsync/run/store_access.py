@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
-from invsync.errors import UsageError
+from invsync.errors import StoreError, UsageError
 from invsync.events import Observer
 from invsync.run.config import Settings
 from invsync.tables import KEY, Location
@@ -64,10 +64,27 @@ def store_client(settings: Settings, emit: Observer | None = None) -> StoreClien
             kind = info.pop("kind", "wait")
             emit("rate_limit" if kind == "quota" else "rate_limit_wait", info)
 
-    return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
-                       concurrency=settings.concurrency, retry=settings.retry,
-                       verify_tls=settings.verify_tls, on_retry=on_retry,
-                       on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
+    try:
+        return StoreClient(settings.api_url, settings.store_hash or "", settings.token,
+                           concurrency=settings.concurrency, retry=settings.retry,
+                           verify_tls=settings.verify_tls, on_retry=on_retry,
+                           on_rate_wait=on_rate_wait, quota_share=settings.quota_share)
+    except (OSError, ValueError, ImportError) as exc:  # this machine's TLS or proxy setup
+        raise StoreError(_client_failed(exc)) from None
+
+
+def _client_failed(exc: Exception) -> str:
+    """One line for a client that could not be made: what in the environment is wrong."""
+    import os
+
+    if isinstance(exc, OSError):  # ssl.SSLError is one too
+        where = ", ".join(f"{name}={os.environ[name]}" for name in
+                          ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(name))
+        return (f"cannot connect to the store: the TLS certificates could not be loaded "
+                f"({where or 'the system CA bundle'}: {exc.strerror or exc}); point "
+                f"SSL_CERT_FILE at a PEM bundle, or unset it")
+    return (f"cannot connect to the store: the proxy settings (HTTP_PROXY, HTTPS_PROXY, "
+            f"ALL_PROXY) cannot be used: {exc}")
 
 
 def _warm_client(settings: Settings, emit: Observer | None) -> StoreClient:
@@ -185,11 +202,15 @@ class StoreSession:
         """Requests the run's client has sent so far (reads and writes)."""
         return self._client.requests_sent if self._client is not None else 0
 
-    def run(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
-        """Run ``work(client)`` on the session's loop with its one client; block until done."""
+    def _made(self) -> StoreClient:
+        """The session's one client (made now unless made already or ahead)."""
         if self._client is None:
             self._client = self._warmed() or store_client(self.settings, self.emit)
-        client = self._client
+        return self._client
+
+    def run(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work(client)`` on the session's loop with its one client; block until done."""
+        client = self._made()
         return self._loop().run(work(client))
 
     def locations(self) -> list[Location]:
@@ -219,6 +240,11 @@ class StoreSession:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
         try:
             running = pool.submit(local)  # under way while the client is made
+            try:
+                self._made()
+            except Exception:
+                running.result()  # a bad file is told first (exit 65), not the client's error
+                raise
 
             async def both(client: StoreClient) -> tuple[L, asyncio.Future[T]]:
                 if running.done() and running.exception() is not None:

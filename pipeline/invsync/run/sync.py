@@ -1204,6 +1204,9 @@ class _JournaledSubmit(SubmitObserver):
         self.confirmations: dict[int, list[tuple[list[int], str]]] = {}
         """Per batch: the positions the store confirmed and their transaction id."""
         self.done: dict[int, BatchResult] = {}
+        self.journal_failed = False
+        """The journal could not record a batch or a confirmation: it is kept (whatever
+        the snapshot took), so that `invsync resume` finishes the run, as the error says."""
 
     def prepare(self, batch: Batch) -> None:
         self.journal.prepare(batch.index, batch.frame.select(*KEY, "quantity"))
@@ -1237,6 +1240,7 @@ class _JournaledSubmit(SubmitObserver):
         self.confirmations.setdefault(batch.index, []).append((items, transaction_id))
 
     def _failed(self, exc: OSError, what: str) -> str:
+        self.journal_failed = True
         return (f"the journal {self.journal.path} could not be written "
                 f"({exc.strerror or exc}): {what}; make room, then run `invsync resume` "
                 f"to finish")
@@ -1292,7 +1296,8 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
         run.cut_off = observer.interrupted(batches, run.store.requests_sent - before)
         raise
     run.cut_off = result  # a signal from here on: the report counts the whole result
-    _settle(run, changes.changes, result, ahead[0] if ahead else None)
+    _settle(run, changes.changes, result, ahead[0] if ahead else None,
+            keep_journal=observer.journal_failed)
     return result
 
 
@@ -1328,9 +1333,10 @@ def _ready(ahead: Future[tuple[bytes, bytes]] | None) -> tuple[bytes, bytes] | N
 
 
 def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
-            ahead: Future[tuple[bytes, bytes]] | None) -> None:
+            ahead: Future[tuple[bytes, bytes]] | None, *, keep_journal: bool = False) -> None:
     """Record what the store confirmed in the snapshot (an item sent without an answer
-    as unknown), then remove the journal; a full state disk is the run's failure."""
+    as unknown), then remove the journal (``keep_journal``: keep it, for `invsync
+    resume`); a full state disk is the run's failure."""
     files = _ready(ahead) if _all_accepted(result, items.height) else None
     if files is not None:
         accepted, unconfirmed = items, items.clear()
@@ -1355,8 +1361,10 @@ def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
             meta = run.snapshots.read_meta()
             run.snapshots.write_meta({**meta, "last_write_at": utc_now_ms(),
                                       "last_write_run": run.report.run_id})
-        # The snapshot now holds every confirmed level: the journal has done its job.
-        run.journal.close(remove=True)
+        # The snapshot now holds every confirmed level: the journal has done its job,
+        # unless it failed the run: then it is kept, so that `invsync resume` finishes it.
+        if not keep_journal:
+            run.journal.close(remove=True)
     except OSError as exc:  # a full state disk: what the store confirmed is still reported
         problem = FatalError(
             f"the snapshot in {run.snapshots.dir} could not be updated "
