@@ -113,3 +113,37 @@ def test_a_client_on_another_transport_counts_a_write_as_out_at_once() -> None:
                          transport=httpx.MockTransport(answer))
     events, txid = _put_telling_written_out(client)
     assert txid == "tx-1" and events == ["written", "answered"]
+
+
+def test_wait_made_waits_for_the_client_even_once_the_run_has_taken_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run takes the client being made ahead (and waits for it itself) while the
+    # report's templates wait for it in another thread: they must still wait, not go on
+    # as if no client were being made (a full test run caught them compiling first).
+    release = threading.Event()
+    real = store_access._warm_client
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(timeout=30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_access, "_warm_client", slow)
+    settings = Settings(store_hash="abc", token=Secret("t0ken-wait"),
+                        api_url="http://127.0.0.1:9")
+    with StoreSession(settings, warm=True) as store:
+        taker = threading.Thread(target=store.run, args=(_base,))
+        taker.start()
+        done = threading.Event()
+        waiter = threading.Thread(target=lambda: (store.wait_made(timeout_s=30), done.set()))
+        try:
+            while store.making:  # until the run has taken the client being made
+                threading.Event().wait(0.01)
+            waiter.start()
+            assert not done.wait(timeout=0.3)  # still waiting: the client is not made yet
+            release.set()
+            assert done.wait(timeout=30)
+        finally:
+            release.set()
+            taker.join(timeout=30)
+            if waiter.is_alive():
+                waiter.join(timeout=30)

@@ -147,6 +147,8 @@ class StoreSession:
         self._warming: Future[StoreClient] | None = None
         if warm and settings.token is not None:
             self._warming = _in_thread(lambda: _warm_client(settings, emit))
+        self._ahead = self._warming
+        """The client being made ahead, still there once taken (for :meth:`wait_made`)."""
 
     def __enter__(self) -> StoreSession:
         return self
@@ -173,9 +175,10 @@ class StoreSession:
     def wait_made(self, timeout_s: float = 10.0) -> None:
         """Wait (at most ``timeout_s``) until the client made ahead is made, if one is
         being made; from any thread."""
-        warming = self._warming
-        if warming is not None:
-            futures_wait([warming], timeout=timeout_s)
+        # Not ``_warming``: the run may have taken it already and be waiting for it itself.
+        ahead = self._ahead
+        if ahead is not None:
+            futures_wait([ahead], timeout=timeout_s)
 
     def _warmed(self) -> StoreClient | None:
         """The client made ahead (None when none was, or making it failed: it is then made
