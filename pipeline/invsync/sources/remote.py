@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
-from invsync.disk import make_private_dir, write_atomic
+from invsync.disk import make_private_dir, open_nofollow, write_atomic
 from invsync.redact import redact, redact_url
 from invsync.sources.errors import MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
@@ -167,7 +167,7 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
     part = dest.with_name(dest.name + ".part")
     window_start, window_size = time.monotonic(), 0
     try:
-        with stream, _private(part) as out:
+        with stream, open_nofollow(part, "wb") as out:  # 0600: the merchant's bytes
             while chunk := stream.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
@@ -643,11 +643,6 @@ def copy_file(src: Path, dest: Path) -> None:
     make_private_dir(dest.parent)
     with src.open("rb") as fh:
         write_atomic(dest, lambda out: shutil.copyfileobj(fh, out))
-
-
-def _private(path: Path) -> BinaryIO:
-    """``path`` opened for writing, created 0600 (a download's bytes are the merchant's)."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def matches(name: str, pattern: str) -> bool:
