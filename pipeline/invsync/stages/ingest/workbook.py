@@ -37,19 +37,18 @@ if TYPE_CHECKING:
 PASSWORD = ("the workbook is password-protected: open it, save it without a password, and "
             "try again")
 
-def _read_excel(path: Path, digest: str | Callable[[], str], sheet: str | None, *,
+def _read_excel(path: Path, digest: Callable[[], str], sheet: str | None, *,
                 header_row: int | None = None, column_map: dict[str, str] | None = None
                 ) -> StockTable:
-    """Read a workbook's sheet; ``digest`` is the file's SHA-256 or how to make it (made
-    once the reader's process is started, whose start is the longer wait)."""
+    """Read a workbook's sheet; ``digest()`` makes the file's SHA-256 (called once the
+    reader's process is started, whose start is the longer wait)."""
     _refuse_other_formats(path)
     scan = None
     if is_zip(path):
         _check_workbook(path)
         scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
     start_reader()  # a file refused by what it says of itself starts no reader
-    if not isinstance(digest, str):
-        digest = digest()
+    sha256 = digest()
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
@@ -105,7 +104,7 @@ def _read_excel(path: Path, digest: str | Callable[[], str], sheet: str | None, 
     notes = []
     if at > 0 and filled[ROW][0] <= at:
         notes.append(f"the header is on row {at + 1}; the rows above it were skipped")
-    table = _finish(body, path, "xlsx", digest, sheet=names[index], sheet_index=index,
+    table = _finish(body, path, "xlsx", sha256, sheet=names[index], sheet_index=index,
                     header_row=at + 1, notes=notes, sheets=tuple(names))
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
 
