@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import budget
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -95,3 +98,67 @@ def test_the_quick_look_never_changes_what_is_redacted(pieces: list[str]) -> Non
             {"a": [full, 1, None, (full,)]}
     finally:
         redaction._secrets, redaction._pattern, redaction._clue = saved
+
+
+def _folder_parts() -> tuple[Any, Any]:
+    import polars as pl
+
+    from invsync.stages.report import Counts, RunReport, new_run_id, plan_frame
+    from invsync.tables import ROW
+
+    report = RunReport(run_id=new_run_id(), status="succeeded",
+                       started_at="2026-12-06T10:00:00Z",
+                       counts=Counts(rows=1, valid=1, changed=1, submitted=1, accepted=1),
+                       store={"store_hash": "abc", "api_url": "http://x", "profile": None})
+    changes = pl.DataFrame({"location_id": [1], "address": ["sku"], "address_key": ["A-1"],
+                            "old_quantity": [None], "quantity": [5], ROW: [2]},
+                           schema_overrides={"old_quantity": pl.Int64})
+    return report, plan_frame(changes, "accepted")
+
+
+def _recording_writes(monkeypatch: pytest.MonkeyPatch, *, slow: str = "",
+                      fails: str = "") -> list[str]:
+    """Patch the report stage's file writes: each file's name once written (``slow``
+    takes a while, ``fails`` fails as a full disk does)."""
+    import time
+
+    import invsync.stages.report as stage
+
+    done: list[str] = []
+    real = stage.write_atomic
+
+    def write(path: Path, data: Any, **kwargs: Any) -> None:
+        if path.name == slow:
+            time.sleep(0.3)
+        if path.name == fails:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data, **kwargs)
+        done.append(path.name)
+
+    monkeypatch.setattr(stage, "write_atomic", write)
+    monkeypatch.setattr("invsync.html.report_page.write_atomic", write)
+    return done
+
+
+def test_report_json_is_written_once_the_plan_is_and_the_pages_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.stages.report import write_run_folder
+
+    done = _recording_writes(monkeypatch, slow="plan.csv")
+    report, plan = _folder_parts()
+    write_run_folder(report, tmp_path / "run", None, None, plan)
+    assert done == ["plan.csv", "report.json", "report.html", "summary.md"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
+        ["plan.csv", "report.html", "report.json", "summary.md"]
+
+
+def test_a_plan_that_cannot_be_written_fails_the_folder_before_report_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.stages.report import write_run_folder
+
+    done = _recording_writes(monkeypatch, fails="plan.csv")
+    report, plan = _folder_parts()
+    with pytest.raises(OSError, match="No space left"):
+        write_run_folder(report, tmp_path / "run", None, None, plan)
+    assert done == []
+    assert list((tmp_path / "run").iterdir()) == []

@@ -154,13 +154,19 @@ def write_human_reports(folder: Path, report: Mapping[str, Any],
     """Write ``folder/report.html`` and ``folder/summary.md``, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for name, text in human_reports(folder, report, plan).items():
+        write_atomic(folder / name, text)
+
+
+def human_reports(folder: Path, report: Mapping[str, Any],
+                  plan: pl.DataFrame | None) -> dict[str, bytes]:
+    """The bytes of ``report.html`` and ``summary.md`` for the run folder ``folder``."""
     if not report.get("report_dir"):
         report = {**report, "report_dir": str(folder)}
     rejected = report.get("rejected") or []
     page = render_html(report, plan, rejected)
     summary = render_markdown(report, plan)
-    write_atomic(folder / "report.html", page.encode("utf-8"))
-    write_atomic(folder / "summary.md", summary.encode("utf-8"))
+    return {"report.html": page.encode("utf-8"), "summary.md": summary.encode("utf-8")}
 
 
 def _text(value: Any) -> str:

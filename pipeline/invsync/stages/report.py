@@ -12,6 +12,9 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,28 +260,82 @@ def write_run_folder(
     report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None,
     plan: pl.DataFrame | None = None,
 ) -> Path:
-    """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports."""
+    """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports.
+
+    ``report.json`` is written once the row files are, the human reports after it (a
+    folder with a ``report.json`` has its row files). The files are written (and synced
+    to disk) in worker threads while the next one's text is made: every write is done, or
+    has failed, when this returns or raises.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
-    if table is not None and rejected is not None:
-        write_rejected_csv(folder / "rejected.csv", table, rejected)
-        if table.format == "xlsx" and rejected.height:
-            write_rejected_xlsx(folder / "rejected.xlsx", table, rejected)
-        if rejected.height:
-            report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
-    if plan is not None:
-        escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
-                                    for c in ("identifier", "item"))
-        write_atomic(folder / "plan.csv", escaped.write_csv)
-    data = redact_data(report.to_dict())  # the last pass: no credential is ever written
-    write_atomic(folder / "report.json", report_json(data))
+    if table is not None and rejected is not None and rejected.height:
+        report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
+    writes = _Writes()
     try:
-        from invsync.html.report_page import write_human_reports
-
-        write_human_reports(folder, data, plan)
+        if table is not None and rejected is not None:
+            writes.add(write_rejected_csv, folder / "rejected.csv", table, rejected)
+            if table.format == "xlsx" and rejected.height:
+                writes.add(write_rejected_xlsx, folder / "rejected.xlsx", table, rejected)
+        if plan is not None:
+            writes.add(_write_plan_csv, folder / "plan.csv", plan)
+        data = redact_data(report.to_dict())  # the last pass: no credential is ever written
+        text = report_json(data)
+        writes.done()
+        writes.add(write_atomic, folder / "report.json", text)
+        pages = _human_reports(folder, data, plan)
+        writes.done()
+    finally:
+        writes.close()
+    try:
+        for name, page in pages.items():
+            write_atomic(folder / name, page)
     except Exception as exc:  # the JSON report is the record; a page must never fail a run
         logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
     return folder
+
+
+def _write_plan_csv(path: Path, plan: pl.DataFrame) -> None:
+    escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
+                                for c in ("identifier", "item"))
+    write_atomic(path, escaped.write_csv)
+
+
+def _human_reports(folder: Path, data: dict[str, Any],
+                   plan: pl.DataFrame | None) -> dict[str, bytes]:
+    """``report.html`` and ``summary.md``'s bytes; none if they cannot be made."""
+    try:
+        from invsync.html.report_page import human_reports
+
+        return human_reports(folder, data, plan)
+    except Exception as exc:  # the JSON report is the record; a page must never fail a run
+        logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
+        return {}
+
+
+class _Writes:
+    """File writes done in worker threads (a file's fsync lets the interpreter go: the
+    next file's text is made meanwhile)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invsync-write")
+        self._pending: list[Future[None]] = []
+
+    def add(self, write: Callable[..., None], *args: Any) -> None:
+        self._pending.append(self._pool.submit(write, *args))
+
+    def done(self) -> None:
+        """Wait for every write so far; raise the first one's error (in the order added)."""
+        pending, self._pending = self._pending, []
+        futures_wait(pending)
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """Wait for every write (none goes on once the caller has failed or returned)."""
+        self._pool.shutdown(wait=True)
 
 
 _ONE_LINE_LISTS = ("changes", "rejected", "batches")
