@@ -162,3 +162,24 @@ def test_a_plan_that_cannot_be_written_fails_the_folder_before_report_json(
         write_run_folder(report, tmp_path / "run", None, None, plan)
     assert done == []
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_the_pages_read_the_plan_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # report.html's plan section and summary.md's plan line come from one reading of the
+    # plan (it was normalised three times, its totals made twice, for a million rows).
+    import invsync.html.report_page as page
+
+    report, plan = _folder_parts()
+    before = page.render_markdown(report.to_dict(), plan)
+    reads: list[int] = []
+    real = page._normalise_plan
+
+    def counted(frame: Any) -> Any:
+        reads.append(frame.height)
+        return real(frame)
+
+    monkeypatch.setattr(page, "_normalise_plan", counted)
+    pages = page.human_reports(tmp_path, report.to_dict(), plan)
+    assert reads == [1]
+    assert pages["summary.md"].decode() == before
+    assert b"A-1" in pages["report.html"]

@@ -18,7 +18,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import polars as pl
 
@@ -273,6 +273,7 @@ def write_run_folder(
         report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
     writes = _Writes()
     try:
+        facts = writes.make(_plan_facts, plan)  # the page's view of the plan, meanwhile
         if table is not None and rejected is not None:
             writes.add(write_rejected_csv, folder / "rejected.csv", table, rejected)
             if table.format == "xlsx" and rejected.height:
@@ -283,7 +284,7 @@ def write_run_folder(
         text = report_json(data)
         writes.done()
         writes.add(write_atomic, folder / "report.json", text)
-        pages = _human_reports(folder, data, plan)
+        pages = _human_reports(folder, data, plan, facts)
         writes.done()
     finally:
         writes.close()
@@ -301,13 +302,19 @@ def _write_plan_csv(path: Path, plan: pl.DataFrame) -> None:
     write_atomic(path, escaped.write_csv)
 
 
-def _human_reports(folder: Path, data: dict[str, Any],
-                   plan: pl.DataFrame | None) -> dict[str, bytes]:
+def _plan_facts(plan: pl.DataFrame | None) -> Any:
+    from invsync.html.report_page import plan_facts
+
+    return plan_facts(plan)
+
+
+def _human_reports(folder: Path, data: dict[str, Any], plan: pl.DataFrame | None,
+                   facts: Future[Any]) -> dict[str, bytes]:
     """``report.html`` and ``summary.md``'s bytes; none if they cannot be made."""
     try:
         from invsync.html.report_page import human_reports
 
-        return human_reports(folder, data, plan)
+        return human_reports(folder, data, plan, facts.result())
     except Exception as exc:  # the JSON report is the record; a page must never fail a run
         logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
         return {}
@@ -320,11 +327,16 @@ class _Writes:
     def __init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="invsync-write")
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="invsync-write")
         self._pending: list[Future[None]] = []
 
     def add(self, write: Callable[..., None], *args: Any) -> None:
+        """Write (``write(*args)``) in a worker thread; :meth:`done` waits for it."""
         self._pending.append(self._pool.submit(write, *args))
+
+    def make(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        """``work(*args)`` in a worker thread (not one of the writes); its future."""
+        return self._pool.submit(work, *args)
 
     def done(self) -> None:
         """Wait for every write so far; raise the first one's error (in the order added)."""
@@ -337,6 +349,8 @@ class _Writes:
         """Wait for every write (none goes on once the caller has failed or returned)."""
         self._pool.shutdown(wait=True)
 
+
+T = TypeVar("T")
 
 _ONE_LINE_LISTS = ("changes", "rejected", "batches")
 """Lists of records in ``report.json`` written one record per line (up to thousands each)."""
