@@ -170,7 +170,7 @@ def test_the_pages_read_the_plan_once(tmp_path: Path, monkeypatch: pytest.Monkey
     import invsync.html.report_page as page
 
     report, plan = _folder_parts()
-    before = page.render_markdown(report.to_dict(), plan)
+    before = page.render_markdown({**report.to_dict(), "report_dir": str(tmp_path)}, plan)
     reads: list[int] = []
     real = page._normalise_plan
 
