@@ -185,3 +185,30 @@ def test_the_pages_read_the_plan_once(tmp_path: Path, monkeypatch: pytest.Monkey
     assert reads == [1]
     assert pages["summary.md"].decode() == before
     assert pages["report.html"].decode() == before_html
+
+
+@settings(max_examples=budget(200), deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["accepted", "partial", "refused", "failed",
+                                           "not_sent"]),
+                          st.lists(st.booleans(), max_size=6),
+                          st.lists(st.booleans(), max_size=6),
+                          st.lists(st.booleans(), max_size=6)), max_size=5))
+def test_a_results_counts_are_its_lists_lengths(
+        shape: list[tuple[str, list[bool], list[bool], list[bool]]]) -> None:
+    # The counts a run reports are counted without building its lists of 100,000 items.
+    from invsync.stages.submit import BatchResult, SubmitResult
+
+    batches, seqs, seq = [], [], 0
+    for i, (status, acc, ref, unapplied) in enumerate(shape):
+        items = list(range(seq, seq + max(len(acc), len(ref), len(unapplied))))
+        seq += len(items) + 1
+        pick = lambda flags: [s for s, f in zip(items, flags) if f]  # noqa: E731
+        batches.append(BatchResult(index=i, location_id=1, items=len(items), status=status,
+                                   accepted=pick(acc),
+                                   refused=[(s, "no") for s in pick(ref)],
+                                   not_applied=pick(unapplied)))
+        seqs.append(items)
+    result = SubmitResult(batches=batches, batch_seqs=seqs)
+    assert result.sent_count == len(result.sent)
+    assert result.accepted_count == len(result.accepted)
+    assert result.refused_count == len(result.refused)
