@@ -147,7 +147,8 @@ def test_report_json_is_written_once_the_plan_is_and_the_pages_after_it(
     done = _recording_writes(monkeypatch, slow="plan.csv")
     report, plan = _folder_parts()
     write_run_folder(report, tmp_path / "run", None, None, plan)
-    assert done == ["plan.csv", "report.json", "report.html", "summary.md"]
+    assert done[:2] == ["plan.csv", "report.json"]
+    assert sorted(done[2:]) == ["report.html", "summary.md"]  # written side by side
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
         ["plan.csv", "report.html", "report.json", "summary.md"]
 
@@ -212,3 +213,15 @@ def test_a_results_counts_are_its_lists_lengths(
     assert result.sent_count == len(result.sent)
     assert result.accepted_count == len(result.accepted)
     assert result.refused_count == len(result.refused)
+
+
+def test_a_page_that_cannot_be_written_does_not_fail_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from invsync.stages.report import write_run_folder
+
+    done = _recording_writes(monkeypatch, fails="report.html")
+    report, plan = _folder_parts()
+    write_run_folder(report, tmp_path / "run", None, None, plan)
+    assert sorted(done) == ["plan.csv", "report.json", "summary.md"]
+    assert "report.html not written" in caplog.text

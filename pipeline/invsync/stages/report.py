@@ -286,13 +286,14 @@ def write_run_folder(
         writes.add(write_atomic, folder / "report.json", text)
         pages = _human_reports(folder, data, plan, facts)
         writes.done()
+        for name, page in pages.items():
+            writes.add(write_atomic, folder / name, page)
+        try:
+            writes.done()
+        except Exception as exc:  # the JSON report is the record; a page never fails a run
+            logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
     finally:
         writes.close()
-    try:
-        for name, page in pages.items():
-            write_atomic(folder / name, page)
-    except Exception as exc:  # the JSON report is the record; a page must never fail a run
-        logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
     return folder
 
 
