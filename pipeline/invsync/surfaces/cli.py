@@ -132,7 +132,7 @@ def _summary_ahead(sink: Any) -> Any:
 
 def _import_console() -> None:
     try:
-        import rich.console  # noqa: F401
+        import rich.console
         import rich.table  # noqa: F401
     except Exception:  # the summary's own import says what is wrong, if anything is
         pass
