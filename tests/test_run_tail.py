@@ -228,3 +228,22 @@ def test_a_page_that_cannot_be_written_does_not_fail_the_folder(
     write_run_folder(report, tmp_path / "run", None, None, plan)
     assert sorted(done) == ["plan.csv", "report.json", "summary.md"]
     assert "report.html not written" in caplog.text
+
+
+def test_a_signal_while_the_folder_is_written_leaves_no_write_going_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGINT (KeyboardInterrupt) while report.json's text is made: the run then removes
+    # the folder and writes a bare report.json; no worker may still be writing into it.
+    import invsync.stages.report as stage
+
+    done = _recording_writes(monkeypatch, slow="plan.csv")
+
+    def interrupted(data: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "redact_data", interrupted)
+    report, plan = _folder_parts()
+    with pytest.raises(KeyboardInterrupt):
+        stage.write_run_folder(report, tmp_path / "run", None, None, plan)
+    assert done == ["plan.csv"]  # finished before the interruption was raised
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["plan.csv"]
