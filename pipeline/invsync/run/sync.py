@@ -1353,7 +1353,7 @@ def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
         elif accepted.height or unconfirmed.height:
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
                                 forget=unconfirmed.select(KEY))
-        if result.sent:
+        if result.sent_count:  # (not the list of every item sent)
             # What and when this tool last wrote: the apply re-check forgives a read
             # lagging it (and only that).
             run.snapshots.write_last_write(files[1] if files is not None else accepted.select(
