@@ -42,12 +42,13 @@ from invsync.rules.messages import refused_messages
 from invsync.run import signals
 from invsync.run.brakes import Brake, check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings, settings_from_public
-from invsync.run.outcome import count_run, outcome
+from invsync.run.outcome import count_run, count_unchecked, outcome
 from invsync.run.plans import plan_binding
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes, key_hashes
 from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
+    Counts,
     RunReport,
     change_records,
     new_run_id,
@@ -280,6 +281,9 @@ def _finish(run: _Run) -> RunReport:
     say the run finished (``run_finished``)."""
     report, settings = run.report, run.settings
     report.plan = run.plan
+    if run.table is not None and report.counts == Counts():
+        # Stopped after the file was read, before its rows were counted: they are unchecked.
+        report.counts = count_unchecked(run.table)
     if run.retries:
         report.requests["retries"] = sum(run.retries.values())
         report.requests.update({f"retries_{k}": v for k, v in run.retries.most_common()})
