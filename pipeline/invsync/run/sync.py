@@ -582,7 +582,7 @@ def _read(run: _Run) -> _Read:
         # The store's locations are read while the file is (in a worker thread): the
         # file's error first, the store's once the file is read and recorded.
         (table, planned_old, seconds), asked = run.store.locations_beside(
-            lambda: _timed_read(run))
+            lambda: _timed_read(run), interrupted=lambda done: _record_read(run, *done))
         try:
             _record_file(run, table, seconds)
         except BaseException:
@@ -639,6 +639,13 @@ def _record_file(run: _Run, table: StockTable, seconds: float) -> None:
     run.report.notes.extend(table.notes)
     if run.settings.zero_missing and not run.settings.plan_file:
         _refuse_swallowed_rows(run.path, table)
+
+
+def _record_read(run: _Run, table: StockTable, _planned: object, seconds: float) -> None:
+    """Record a file read before a signal stopped the run (the store's locations were still
+    being read): the report counts its rows, and the interruption stays the run's outcome."""
+    with contextlib.suppress(FatalError):  # --zero-missing's refusal: not what stopped it
+        _record_file(run, table, seconds)
 
 
 def _read_table(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:

@@ -1,0 +1,142 @@
+"""A run that read its file but stopped before counting its rows says how many it read.
+
+``counts.unchecked`` (docs/reports.md): the rows read that the run stopped before counting,
+with ``rows = valid + invalid + unchecked`` and every other count 0. The summary, its last
+line, report.json and the ``run_finished`` event agree. The real CLI against a sandbox
+process, behind the small misbehaving server where the store must misbehave.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import (
+    catalog_skus,
+    env_at,
+    env_for,
+    kill_when,
+    output,
+    retry_config,
+    run_invsync,
+    spawn,
+    write_stock,
+)
+from contracts import check_events
+from misbehaving import Reply, Request, misbehaving_store
+
+from invsync.sandbox.process import SandboxProcess
+
+ROWS = 12
+
+
+def _stock(tmp_path: Path, rows: int = ROWS) -> Path:
+    return write_stock(tmp_path / "stock.csv", {(1, sku): 3 for sku in catalog_skus(rows)})
+
+
+def _locations_answer(reply: Reply) -> Callable[[Request], Reply | None]:
+    """Answer every read of the store's locations with ``reply``; forward the rest."""
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "GET" and req.path == "/inventory/locations":
+            return reply
+        return None
+
+    return respond
+
+
+def _unchecked_everywhere(text: str, report: dict[str, Any], status: str,
+                          rows: int = ROWS) -> None:
+    """The summary, its last line and report.json all say ``rows`` rows read, unchecked."""
+    counts = report["counts"]
+    assert report["status"] == status, report
+    assert report["input"]["rows"] == rows
+    assert {k: v for k, v in counts.items() if v} == {"rows": rows, "unchecked": rows}, counts
+    assert counts["rows"] == counts["valid"] + counts["invalid"] + counts["unchecked"]
+    assert f"rows read {rows}: the run stopped before checking them" in text, text
+    assert "rows read         0" not in text
+    line = next(x for x in text.splitlines() if x.startswith(f"invsync: {status} run="))
+    assert f" rows={rows} " in line, line
+    assert "Traceback" not in text
+
+
+def _finished_event(stdout: str) -> dict[str, Any]:
+    events = [e for e in check_events(stdout) if e["event"] == "run_finished"]
+    assert len(events) == 1, stdout
+    return events[0]
+
+
+def test_a_run_the_store_failed_at_its_locations_counts_its_rows_unchecked(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    path = _stock(tmp_path)
+    config = retry_config(tmp_path, max_attempts=2)
+    with misbehaving_store(_locations_answer(Reply.json(503, {"title": "down"})),
+                           sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        result = run_invsync(["sync", str(path), "--config", str(config)], env)
+        events = run_invsync(["sync", str(path), "--config", str(config),
+                              "--log-format", "json"], env)
+    assert result.returncode == 2, output(result)
+    report = result.report()
+    _unchecked_everywhere(output(result), report, "failed")
+    assert report["error_kind"] == "store"
+    # The run_finished event carries the same counts as report.json.
+    assert events.returncode == 2, output(events)
+    finished = _finished_event(events.stdout)
+    again = json.loads((Path(finished["report_dir"]) / "report.json").read_text())
+    assert finished["counts"] == again["counts"]
+    assert finished["counts"]["unchecked"] == ROWS
+    assert f" rows={ROWS} " in finished["summary"]
+
+
+def test_a_dry_run_stopped_by_a_bad_locations_answer_counts_its_rows_unchecked(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    path = _stock(tmp_path)
+    nonsense = Reply.json(200, {"data": "not a list of locations"})
+    with misbehaving_store(_locations_answer(nonsense), sandbox.url) as store:
+        result = run_invsync(["sync", str(path), "--dry-run"],
+                             env_at(store.url, tmp_path, sandbox))
+    assert result.returncode == 2, output(result)
+    report = result.report()
+    _unchecked_everywhere(output(result), report, "failed")
+    assert not [r for r in store.requests if r.method == "PUT"]
+
+
+def test_a_run_that_counted_its_rows_has_none_unchecked(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    path = _stock(tmp_path)
+    result = run_invsync(["sync", str(path), "--log-format", "json"],
+                         env_for(sandbox, tmp_path))
+    assert result.returncode == 0, output(result)
+    counts = _finished_event(result.stdout)["counts"]
+    assert counts["unchecked"] == 0 and counts["rows"] == counts["valid"] == ROWS, counts
+
+
+def test_sigterm_while_the_locations_read_is_retried_keeps_the_rows_already_read(
+        sandbox: SandboxProcess, tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    """The file is read in a worker thread while the store's locations are read; a signal
+    during the locations' retries dropped the file's read: the run said "rows read 0"."""
+    path = _stock(tmp_path)
+    # Retried for a long while, slowly: the signal comes during the retries.
+    config = retry_config(tmp_path, max_attempts=100, base_delay_s=0.3, max_delay_s=0.3,
+                          max_total_s=120.0)
+    reports = tmp_path / "reports"
+    log = tmp_path / "run.log"
+    with misbehaving_store(_locations_answer(Reply.json(503, {"title": "busy"})),
+                           sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        proc = spawn(["sync", str(path), "--config", str(config), "--report-dir",
+                      str(reports)], env, log, children)
+        code = kill_when(lambda: store.paths("GET").count("/inventory/locations") >= 3, proc, log,
+                         sig=signal.SIGTERM, timeout=120)
+    text = log.read_text()
+    assert code == 143, text
+    report = json.loads(next(reports.glob("*/report.json")).read_text())
+    _unchecked_everywhere(text, report, "interrupted")
+    assert report["error_kind"] == "interrupted"
+    assert report["input"]["sha256"], report["input"]
