@@ -57,7 +57,7 @@ def _unchecked_everywhere(text: str, report: dict[str, Any], status: str,
     assert report["input"]["rows"] == rows
     assert {k: v for k, v in counts.items() if v} == {"rows": rows, "unchecked": rows}, counts
     assert counts["rows"] == counts["valid"] + counts["invalid"] + counts["unchecked"]
-    assert f"rows read {rows}: the run stopped before checking them" in text, text
+    assert f"rows read {rows:,}: the run stopped before checking them" in text, text
     assert "rows read         0" not in text
     line = next(x for x in text.splitlines() if x.startswith(f"invsync: {status} run="))
     assert f" rows={rows} " in line, line
@@ -140,3 +140,44 @@ def test_sigterm_while_the_locations_read_is_retried_keeps_the_rows_already_read
     _unchecked_everywhere(text, report, "interrupted")
     assert report["error_kind"] == "interrupted"
     assert report["input"]["sha256"], report["input"]
+
+
+def test_a_full_state_disk_at_the_journal_start_counts_the_rows_unchecked(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    """The journal's first record (500 items a batch) does not fit an 8 KiB state disk:
+    nothing is sent, and the rows, checked and compared but never counted, are unchecked."""
+    tmpfs(tmp_path / "state", "8k")
+    skus = catalog_skus(2000)
+    levels = {(loc, s): 1 + (i + loc) % 9 for loc in (1, 2) for i, s in enumerate(skus)}
+    path = write_stock(tmp_path / "big.csv", levels)
+    result = run_invsync(["sync", str(path), "--batch-size", "500", "--report-dir",
+                          str(tmp_path / "reports")], env_for(sandbox, tmp_path))
+    assert result.returncode == 2, output(result)
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+    _unchecked_everywhere(output(result), result.report(), "failed", rows=len(levels))
+
+
+def test_counts_keep_their_identity_with_unchecked_rows() -> None:
+    import pytest
+
+    from invsync.errors import InternalError
+    from invsync.rules.messages import outcome_sentence
+    from invsync.stages.report import Counts, RunReport, rows_unchecked
+
+    Counts(rows=3, blank=1, unchecked=3).check()
+    Counts(rows=3, valid=2, invalid=1, rejected=1, changed=2, submitted=2, accepted=2).check()
+    with pytest.raises(InternalError, match="unchecked"):
+        Counts(rows=3).check()
+    with pytest.raises(InternalError, match="unchecked"):
+        Counts(rows=3, valid=3, changed=3, submitted=3, accepted=3, unchecked=1).check()
+    stopped = RunReport(run_id="r", status="interrupted", started_at="t",
+                        input={"rows": 3}, counts=Counts(rows=3, unchecked=3))
+    assert rows_unchecked(stopped) == 3
+    # A report written before counts.unchecked: all 0, the rows in input.rows only.
+    legacy = RunReport(run_id="r", status="failed", started_at="t", input={"rows": 3})
+    assert rows_unchecked(legacy) == 3
+    done = RunReport(run_id="r", status="succeeded", started_at="t", input={"rows": 3},
+                     counts=Counts(rows=3, valid=3, unchanged=3))
+    assert rows_unchecked(done) is None
+    assert outcome_sentence({"rows": 3, "unchecked": 3}, "interrupted") == \
+        "3 rows: 3 not checked (the run stopped first)"
