@@ -146,15 +146,27 @@ def test_a_full_state_disk_at_the_journal_start_counts_the_rows_unchecked(
         sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
     """The journal's first record (500 items a batch) does not fit an 8 KiB state disk:
     nothing is sent, and the rows, checked and compared but never counted, are unchecked."""
-    tmpfs(tmp_path / "state", "8k")
+    state = tmpfs(tmp_path / "state", "8k")
     skus = catalog_skus(2000)
     levels = {(loc, s): 1 + (i + loc) % 9 for loc in (1, 2) for i, s in enumerate(skus)}
     path = write_stock(tmp_path / "big.csv", levels)
-    result = run_invsync(["sync", str(path), "--batch-size", "500", "--report-dir",
-                          str(tmp_path / "reports")], env_for(sandbox, tmp_path))
+    args = ["sync", str(path), "--batch-size", "500", "--report-dir", str(tmp_path / "reports")]
+    env = env_for(sandbox, tmp_path)
+    result = run_invsync(args, env)
     assert result.returncode == 2, output(result)
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
-    _unchecked_everywhere(output(result), result.report(), "failed", rows=len(levels))
+    report = result.report()
+    _unchecked_everywhere(output(result), report, "failed", rows=len(levels))
+    # It says what failed and what to do: nothing was sent, nothing was confirmed to resume.
+    assert "could not be started" in report["error"], report["error"]
+    assert "nothing was sent" in report["error"] and "run the same command again" in \
+        report["error"]
+    assert "confirmed are kept" not in report["error"]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(state)], check=True)
+    again = run_invsync(args, env)
+    assert again.returncode == 0, output(again)
+    assert "recovered" not in output(again)  # no empty journal left to "recover"
+    assert sandbox.levels() == levels
 
 
 def test_counts_keep_their_identity_with_unchecked_rows() -> None:

@@ -1286,10 +1286,18 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     settings = run.settings
     journal = run.journal
-    journal.begin({"run_id": run.report.run_id, "run_seq": run.report.run_seq,
-                   "input": str(run.path),
-                   "sha256": run.report.input.get("sha256"), "batches": len(batches),
-                   "options": settings.public()})
+    try:
+        journal.begin({"run_id": run.report.run_id, "run_seq": run.report.run_seq,
+                       "input": str(run.path),
+                       "sha256": run.report.input.get("sha256"), "batches": len(batches),
+                       "options": settings.public()})
+    except OSError as exc:  # a full or read-only state disk, before any batch went out
+        with contextlib.suppress(OSError):  # an empty journal holds nothing to resume
+            if journal.path.stat().st_size == 0:
+                journal.path.unlink()
+        raise FatalError(f"the journal {journal.path} could not be started "
+                         f"({exc.strerror or exc}): nothing was sent; make room in the state "
+                         f"folder, then run the same command again") from None
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     # The snapshot and last-write files are built once the first batches are out (all a
