@@ -246,8 +246,8 @@ class StoreSession:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
+        running = pool.submit(local)  # under way while the client is made
         try:
-            running = pool.submit(local)  # under way while the client is made
             try:
                 self._made()
             except Exception:
