@@ -193,3 +193,17 @@ def test_counts_keep_their_identity_with_unchecked_rows() -> None:
     assert rows_unchecked(done) is None
     assert outcome_sentence({"rows": 3, "unchecked": 3}, "interrupted") == \
         "3 rows: 3 not checked (the run stopped first)"
+
+
+def test_a_state_disk_too_full_for_the_lock_is_refused_naming_the_folder(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    """A state disk with room for the writability probe but not for the lock file: the run
+    said "unexpected error: OSError: No space left on device", naming nothing."""
+    state = tmpfs(tmp_path / "state", "4k")
+    result = run_invsync(["sync", str(_stock(tmp_path)), "--report-dir",
+                          str(tmp_path / "reports")], env_for(sandbox, tmp_path))
+    text = output(result)
+    assert result.returncode == 64, text
+    assert "unexpected error" not in text and "Traceback" not in text
+    assert "state folder" in text and str(state) in text and "nothing was sent" in text, text
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]

@@ -223,9 +223,12 @@ def _lock(run: _Run) -> list[StoreLock]:
                          input=str(run.path.absolute()))
             locks_held.append(lock)
         run.report.run_seq = run.snapshots.next_run_seq()
-    except BaseException:
+    except BaseException as exc:
         for lock in reversed(locks_held):
             lock.release()
+        if isinstance(exc, OSError):  # the state disk filled up since it was proven writable
+            raise UsageError(f"the state folder {settings.state_dir} is not writable "
+                             f"({exc.strerror or exc}); nothing was sent") from None
         raise
     return locks_held
 
