@@ -512,14 +512,10 @@ class Portal:
                                  error="the preview could not be made: try again")
             raise
 
-    def failed_at_store(self, upload_id: str) -> bool:
-        """Whether the upload's failed preview failed because the store kept failing (down,
-        answering errors or nonsense): the file may be fine, and a later preview may work."""
-        return self.preview_failure(upload_id) == "store"
-
     def preview_failure(self, upload_id: str) -> str | None:
         """What stopped the upload's last preview (its report's ``error_kind``): ``store``
-        (the store kept failing), ``auth`` (the store refused the access token or a scope
+        (the store kept failing, down or answering nonsense: the file may be fine, and a
+        later preview may work), ``auth`` (the store refused the access token or a scope
         the preview needs: the file is fine), ``file``...; None when it did not fail."""
         report = _report(self.mine(upload_id).get("plan_dir")) or {}
         kind = report.get("error_kind")
