@@ -275,7 +275,7 @@ def test_what_a_killed_read_left_in_memory_is_removed(tmp_path: Path,
 
 
 def test_a_workbooks_sha256_is_of_its_bytes(tmp_path: Path) -> None:
-    """The workbook is hashed while the reader's process starts: still of the file's bytes."""
+    """The workbook is hashed while the reader reads: still of the file's bytes."""
     import hashlib
 
     path = stock_book(tmp_path / "s.xlsx", 3)
@@ -310,3 +310,76 @@ def test_a_killed_reads_leftovers_are_swept_when_the_reader_is_done_before_a_loo
         if left.exists():
             (left / "sheet.arrow").unlink()
             left.rmdir()
+
+
+def test_the_workbook_is_hashed_after_its_read_is_asked_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashing is the parent's work while the reader reads, not a wait before it is asked."""
+    import hashlib
+
+    path = stock_book(tmp_path / "s.xlsx", 3)
+    data = path.read_bytes()
+    read_stock_file(path)  # the reader's process made: its start is not what is looked at
+    events: list[str] = []
+    real_read, real_sha = isolated._read_isolated, hashlib.sha256
+
+    def read(*args: object) -> dict[str, object]:
+        events.append("asked")
+        return real_read(*args)  # type: ignore[arg-type]
+
+    def sha(*args: bytes) -> object:
+        if args and args[0] == data:
+            events.append("hashed")
+        return real_sha(*args)
+
+    monkeypatch.setattr(isolated, "_read_isolated", read)
+    monkeypatch.setattr(hashlib, "sha256", sha)
+    table = read_stock_file(path)
+    monkeypatch.undo()
+    assert events == ["asked", "hashed"]
+    assert table.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_read_over_before_the_parent_s_first_slice_still_has_the_file_s_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    path = stock_book(tmp_path / "s.xlsx", 4)
+    real = isolated._read_isolated
+
+    def no_slices(path: Path, sheet: str | None, out: Path, shown: Path,
+                  meanwhile: object) -> dict[str, object]:
+        return real(path, sheet, out, shown, None)  # the parent never does a slice
+
+    monkeypatch.setattr(isolated, "_read_isolated", no_slices)
+    table = read_stock_file(path)
+    assert table.rows == 4
+    assert table.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_reader_s_cells_outlive_its_answer(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker says it is done and ends without first freeing the sheet it read (that took
+    a few milliseconds of every read); what it wrote is the whole sheet."""
+    import polars as pl
+
+    monkeypatch.setattr(isolated, "_HELD", [])
+    out = tmp_path / "sheet.arrow"
+    answer = isolated._child(str(stock_book(tmp_path / "s.xlsx", 5)), "", str(out))
+    assert answer == {"names": ["Stock"], "index": 0}
+    assert len(isolated._HELD) == 1
+    held = isolated._HELD[0]
+    assert isinstance(held, tuple) and held[-1].equals(pl.read_ipc(out))
+    assert pl.read_ipc(out).height == 6
+
+
+def test_the_warm_up_imports_what_matching_the_headers_needs() -> None:
+    """Its first use (a few milliseconds) is paid while the reader reads, not after."""
+    code = ("import sys\n"
+            "from invsync.stages.ingest import workbook\n"
+            "assert 'invsync.stages.layouts' not in sys.modules\n"
+            "workbook._warm_up()\n"
+            "print('invsync.stages.layouts' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "True"

@@ -345,12 +345,6 @@ def test_resume_finishes_a_killed_plan_file_run(
 # ---- 9. a run stopped before it sends counts no rows ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a run failed or interrupted before its counts are taken (locations, identity or live "
-    "reads; a full state disk at the journal's start) keeps counts of 0 in report.json while "
-    "input.rows holds the file's rows (its summary says 'rows read N: the run stopped before "
-    "checking them' and rows=N); filling counts.rows alone would break rows = valid + "
-    "invalid: the counts need a 'not reached' notion for the later stages"))
 def test_a_run_interrupted_during_its_live_read_counts_the_rows_it_read(
         sandbox: SandboxProcess, tmp_path: Path, children: list[subprocess.Popen[bytes]]) -> None:
     release = threading.Event()
@@ -382,3 +376,12 @@ def test_a_run_interrupted_during_its_live_read_counts_the_rows_it_read(
     assert report["status"] == "interrupted"
     assert report["input"]["rows"] == 12
     assert report["counts"]["rows"] == report["input"]["rows"], report["counts"]
+    # Its rows were never counted: all unchecked, nothing else counted, the identity kept.
+    counts = report["counts"]
+    assert counts["unchecked"] == 12, counts
+    assert counts["rows"] == counts["valid"] + counts["invalid"] + counts["unchecked"]
+    assert {k: v for k, v in counts.items() if v} == {"rows": 12, "unchecked": 12}, counts
+    text = log.read_text()
+    assert "rows read 12: the run stopped before checking them" in text, text
+    line = next(x for x in text.splitlines() if x.startswith("invsync: interrupted run="))
+    assert " rows=12 " in line, line

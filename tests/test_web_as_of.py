@@ -96,8 +96,22 @@ def test_a_token_without_the_orders_scope_says_so_and_sends_nothing(
         login(c)
         r = api_upload(c, data=f"sku,quantity\n{SKU},10\n".encode(),
                        as_of=iso(NOW - timedelta(hours=1)))
-        assert r.status_code == 422, r.text
-        assert "cannot read orders" in r.json()["detail"]
-        assert "an as_of time needs the scope" in r.json()["detail"]
-        assert "--" not in r.json()["detail"]
+        # Not "the file cannot be read": the file is fine, the store refused a scope.
+        assert r.status_code == 502, r.text
+        body = r.json()
+        assert body["type"] == "urn:invsync:problem:store-permission", body
+        assert body["title"] == "The store refused what invsync needs"
+        detail = body["detail"]
+        assert "cannot read orders" in detail
+        assert "an as_of time needs the scope" in detail and "Orders: read-only" in detail
+        assert "The file itself is fine" in detail and "ask whoever set up invsync" in detail
+        assert "without an as_of time" in detail
+        assert "--" not in detail
+        upload_id = body["upload_id"]
+        assert r.headers["Location"] == f"/api/uploads/{upload_id}"
+        # The page says the same to the merchant, and offers to preview again.
+        view = c.get(f"/uploads/{upload_id}").text
+        assert "The store did not let invsync read what the preview needs" in view
+        assert "This file could not be used" not in view
+        assert 'id="preview-again"' in view
     assert sb.levels()[(1, SKU)] == 20

@@ -191,7 +191,8 @@ def outcome_sentence(counts: Mapping[str, Any], status: str,
 
     ``15 rows: 10 updated, 5 need fixing (see rejected.xlsx)``. Each row is updated (or
     would be, in a dry run), already right, merged into another row, not confirmed, not
-    sent, or needs fixing (rejected, or refused by the store).
+    sent, not checked (the run stopped first), or needs fixing (rejected, or refused by
+    the store).
     """
     def get(key: str) -> int:
         value = counts.get(key)
@@ -212,6 +213,7 @@ def outcome_sentence(counts: Mapping[str, Any], status: str,
     parts[1:1] = [(unchanged, "already right"), (merged, "merged into another row"),
                   (get("location_unchecked"),
                    "kept for the store to check their location (named, not numbered)")]
+    parts.append((get("unchecked"), "not checked (the run stopped first)"))
     words = [f"{n:,} {label}" for n, label in parts if n]
     fixing = invalid + refused
     if fixing:

@@ -69,3 +69,11 @@ def outcome(counts: Counts, *, fatal: FatalError | None, braked: bool,
     if counts.rejected:
         return "partial", int(ExitCode.REJECTED_ROWS)
     return "succeeded", int(ExitCode.OK)
+
+
+def count_unchecked(table: StockTable) -> Counts:
+    """The counts of a run that read ``table`` but stopped before counting its rows: they
+    are all ``unchecked`` (``rows = valid + invalid + unchecked`` still holds)."""
+    c = Counts(rows=table.rows, blank=table.blank_rows, unchecked=table.rows)
+    c.check()
+    return c

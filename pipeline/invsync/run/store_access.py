@@ -242,14 +242,17 @@ class StoreSession:
         """The store's locations."""
         return self.run(lambda client: client.get_locations())
 
-    def locations_beside(self, local: Callable[[], L]
+    def locations_beside(self, local: Callable[[], L], *,
+                         interrupted: Callable[[L], None] | None = None
                          ) -> tuple[L, asyncio.Future[list[Location]]]:
         """``local()`` (reading the file) in a worker thread while the store's locations
         are read; see :meth:`run_beside`."""
-        return self.run_beside(local, lambda client: client.get_locations())
+        return self.run_beside(local, lambda client: client.get_locations(),
+                               interrupted=interrupted)
 
     def run_beside(self, local: Callable[[], L],
-                   work: Callable[[StoreClient], Coroutine[Any, Any, T]]
+                   work: Callable[[StoreClient], Coroutine[Any, Any, T]], *,
+                   interrupted: Callable[[L], None] | None = None
                    ) -> tuple[L, asyncio.Future[T]]:
         """Run ``local()`` in a worker thread while the client is made and ``work(client)``
         runs on the session's loop; return ``local``'s result and ``work``'s finished
@@ -257,14 +260,16 @@ class StoreSession:
 
         ``local``'s error is raised as soon as ``local`` fails, ``work`` cancelled or never
         started (a bad file is not held up by a slow store). Interrupted (SIGINT),
-        ``local`` is not waited for, so it must not change what the caller reports.
+        ``local`` is not waited for, so it must not change what the caller reports; if it
+        had already finished, ``interrupted`` is called with its result (in this thread)
+        before the interruption goes on.
         """
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-local")
+        running = pool.submit(local)  # under way while the client is made
         try:
-            running = pool.submit(local)  # under way while the client is made
             try:
                 self._made()
             except Exception:
@@ -277,6 +282,12 @@ class StoreSession:
                 return await _beside(asyncio.wrap_future(running), work(client))
 
             return self.run(both)
+        except KeyboardInterrupt:
+            # Finished or not at this instant: a read still under way counts as not read.
+            if interrupted is not None and running.done() and not running.cancelled() \
+                    and running.exception() is None:
+                interrupted(running.result())
+            raise
         finally:
             pool.shutdown(wait=False)
 

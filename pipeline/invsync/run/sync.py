@@ -42,12 +42,13 @@ from invsync.rules.messages import refused_messages
 from invsync.run import signals
 from invsync.run.brakes import Brake, check_brakes, comparable_rows, record_rows
 from invsync.run.config import Settings, settings_from_public
-from invsync.run.outcome import count_run, outcome
+from invsync.run.outcome import count_run, count_unchecked, outcome
 from invsync.run.plans import plan_binding
 from invsync.run.store_access import StoreSession
 from invsync.stages.diff import ChangeSet, compute_changes, key_hashes
 from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
+    Counts,
     RunReport,
     change_records,
     new_run_id,
@@ -222,9 +223,12 @@ def _lock(run: _Run) -> list[StoreLock]:
                          input=str(run.path.absolute()))
             locks_held.append(lock)
         run.report.run_seq = run.snapshots.next_run_seq()
-    except BaseException:
+    except BaseException as exc:
         for lock in reversed(locks_held):
             lock.release()
+        if isinstance(exc, OSError):  # the state disk filled up since it was proven writable
+            raise UsageError(f"the state folder {settings.state_dir} is not writable "
+                             f"({exc.strerror or exc}); nothing was sent") from None
         raise
     return locks_held
 
@@ -280,6 +284,9 @@ def _finish(run: _Run) -> RunReport:
     say the run finished (``run_finished``)."""
     report, settings = run.report, run.settings
     report.plan = run.plan
+    if run.table is not None and report.counts == Counts():
+        # Stopped after the file was read, before its rows were counted: they are unchecked.
+        report.counts = count_unchecked(run.table)
     if run.retries:
         report.requests["retries"] = sum(run.retries.values())
         report.requests.update({f"retries_{k}": v for k, v in run.retries.most_common()})
@@ -578,7 +585,7 @@ def _read(run: _Run) -> _Read:
         # The store's locations are read while the file is (in a worker thread): the
         # file's error first, the store's once the file is read and recorded.
         (table, planned_old, seconds), asked = run.store.locations_beside(
-            lambda: _timed_read(run))
+            lambda: _timed_read(run), interrupted=lambda done: _record_read(run, *done))
         try:
             _record_file(run, table, seconds)
         except BaseException:
@@ -635,6 +642,13 @@ def _record_file(run: _Run, table: StockTable, seconds: float) -> None:
     run.report.notes.extend(table.notes)
     if run.settings.zero_missing and not run.settings.plan_file:
         _refuse_swallowed_rows(run.path, table)
+
+
+def _record_read(run: _Run, table: StockTable, _planned: object, seconds: float) -> None:
+    """Record a file read before a signal stopped the run (the store's locations were still
+    being read): the report counts its rows, and the interruption stays the run's outcome."""
+    with contextlib.suppress(FatalError):  # --zero-missing's refusal: not what stopped it
+        _record_file(run, table, seconds)
 
 
 def _read_table(run: _Run) -> tuple[StockTable, pl.DataFrame | None]:
@@ -1275,10 +1289,18 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
     """Send the batches, journaling each before it goes and each confirmation as it comes."""
     settings = run.settings
     journal = run.journal
-    journal.begin({"run_id": run.report.run_id, "run_seq": run.report.run_seq,
-                   "input": str(run.path),
-                   "sha256": run.report.input.get("sha256"), "batches": len(batches),
-                   "options": settings.public()})
+    try:
+        journal.begin({"run_id": run.report.run_id, "run_seq": run.report.run_seq,
+                       "input": str(run.path),
+                       "sha256": run.report.input.get("sha256"), "batches": len(batches),
+                       "options": settings.public()})
+    except OSError as exc:  # a full or read-only state disk, before any batch went out
+        with contextlib.suppress(OSError):  # an empty journal holds nothing to resume
+            if journal.path.stat().st_size == 0:
+                journal.path.unlink()
+        raise FatalError(f"the journal {journal.path} could not be started "
+                         f"({exc.strerror or exc}): nothing was sent; make room in the state "
+                         f"folder, then run the same command again") from None
     run.emit("submit_started", {"batches": len(batches),
                                 "items": sum(len(b) for b in batches)})
     # The snapshot and last-write files are built once the first batches are out (all a

@@ -59,6 +59,10 @@ class Counts:
     location_unchecked: int = 0
     """Valid rows kept out of an offline plan: they name their location, which only the
     store's list of locations can check."""
+    unchecked: int = 0
+    """Rows read that the run stopped before counting (interrupted, or failed at the store's
+    locations, identity or live reads, or at the journal's start): every other figure is 0
+    then; 0 on a run that counted its rows."""
 
     def check(self) -> None:
         """Raise :class:`~invsync.errors.InternalError` if the counts do not add up.
@@ -67,8 +71,8 @@ class Counts:
         results), so a bug in any of them shows here as a broken identity.
         """
         problems = [f"{name} < 0" for name, value in asdict(self).items() if value < 0]
-        if self.rows != self.valid + self.invalid:
-            problems.append("rows != valid + invalid")
+        if self.rows != self.valid + self.invalid + self.unchecked:
+            problems.append("rows != valid + invalid + unchecked")
         if self.valid - self.merged != self.unchanged + self.changed + self.location_unchecked:
             problems.append("valid - merged != unchanged + changed + location_unchecked")
         if self.changed + self.zeroed_missing != self.submitted + self.not_sent:
@@ -160,6 +164,9 @@ def rows_unchecked(report: RunReport) -> int | None:
     """The file's rows, when the run stopped after reading the file but before checking its
     rows (the store failed at its first read, Ctrl-C): its counts are all 0 then, and
     "rows read 0" would say the file was empty."""
+    if report.counts.unchecked:
+        return report.counts.unchecked
+    # A report written before ``counts.unchecked``: its counts are all 0 then.
     read = report.input.get("rows")
     if report.status not in ("failed", "interrupted") or not isinstance(read, int) or not read:
         return None

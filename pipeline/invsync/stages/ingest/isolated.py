@@ -620,6 +620,12 @@ def _die_with_parent(parent: int | None = None) -> None:
         os._exit(1)
 
 
+_HELD: list[object] = []
+"""What the reader read, kept until the process ends: freeing a sheet's cells takes a few
+milliseconds that a worker (which ends by ``os._exit``) would otherwise spend before it
+says it is done."""
+
+
 def _child(path: str, sheet: str, out: str) -> dict[str, Any]:
     """Read the sheet into ``out``; the answer the parent gets as JSON."""
     import fastexcel
@@ -644,7 +650,10 @@ def _child(path: str, sheet: str, out: str) -> dict[str, Any]:
         # skip_rows=0 keeps the empty rows above the data: row i is the sheet's row i+1
         # in every format (xlsx, xlsb, xls, ods).
         loaded = reader.load_sheet(index, header_row=None, dtypes="string", skip_rows=0)
-        loaded.to_polars().write_ipc(out)
+        frame = loaded.to_polars()
+        frame.write_ipc(out)
+        # Freed when the process ends, after its answer: a worker never frees them at all.
+        _HELD.append((reader, loaded, frame))
     except Exception as exc:
         return {"refused": plain_reader_error(p, exc, sheet=names[index])}
     return {"names": names, "index": index}

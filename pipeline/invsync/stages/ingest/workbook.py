@@ -40,18 +40,18 @@ PASSWORD = ("the workbook is password-protected: open it, save it without a pass
 def _read_excel(path: Path, digest: Callable[[], str], sheet: str | None, *,
                 header_row: int | None = None, column_map: dict[str, str] | None = None
                 ) -> StockTable:
-    """Read a workbook's sheet; ``digest()`` makes the file's SHA-256 (called once the
-    reader's process is started, whose start is the longer wait)."""
+    """Read a workbook's sheet; ``digest()`` makes the file's SHA-256 (called while the
+    reader reads)."""
     _refuse_other_formats(path)
     scan = None
     if is_zip(path):
         _check_workbook(path)
         scan = WorkbookScan(path)  # the parts themselves: scanned while the reader works
     start_reader()  # a file refused by what it says of itself starts no reader
-    sha256 = digest()
     opendocument = is_ods(path)
     foreign = None if opendocument or is_zip(path) else \
         foreign_codepage(path.read_bytes())
+    hashed: list[str] = []
     # Named by process id, as the worker's folder is: what a killed run left is swept.
     with tempfile.TemporaryDirectory(prefix=f"invsync-read-{os.getpid()}-") as tmp:
         source = _named_by_content(path, Path(tmp))
@@ -62,7 +62,7 @@ def _read_excel(path: Path, digest: Callable[[], str], sheet: str | None, *,
             source.write_bytes(foreign[0])
         try:
             loaded = load_sheet(source, sheet, shown=path,
-                                meanwhile=_meanwhile(scan))
+                                meanwhile=_meanwhile(scan, digest, hashed))
         except InputFileError:
             if scan is not None:
                 scan.finish()  # a bomb or a DTD is named for what it is
@@ -70,6 +70,7 @@ def _read_excel(path: Path, digest: Callable[[], str], sheet: str | None, *,
         if scan is not None:
             scan.finish()
     names, index = loaded.names, loaded.index
+    sha256 = hashed[0] if hashed else digest()
     import polars as pl
 
     frame = loaded.frame if foreign is None else recode(loaded.frame, foreign[1])
@@ -109,12 +110,16 @@ def _read_excel(path: Path, digest: Callable[[], str], sheet: str | None, *,
     return _errors_read_as_empty(table, errors, dict(zip(cells, table.headers, strict=True)))
 
 
-def _meanwhile(scan: WorkbookScan | None) -> Callable[[], bool]:
+def _meanwhile(scan: WorkbookScan | None, digest: Callable[[], str], hashed: list[str]
+               ) -> Callable[[], bool]:
     """The parent's work while the reader reads: the workbook's scan, a slice at a time,
-    then (once per process) the data frame library's first use, paid here rather than
-    when the cells arrive."""
+    the file's hash (into ``hashed``), then (once per process) the data frame library's
+    first use, paid here rather than when the cells arrive."""
     def step() -> bool:
         if scan is not None and scan.step():
+            return True
+        if not hashed:
+            hashed.append(digest())
             return True
         _warm_up()
         return False
@@ -127,7 +132,7 @@ _WARM: list[bool] = []
 
 def _warm_up() -> None:
     """Run, on a two-row frame, what is done to every sheet read (its threads started, its
-    code paths loaded), once per process."""
+    code paths loaded), and import what the headers' matching needs, once per process."""
     if _WARM:
         return
     _WARM.append(True)
@@ -142,6 +147,7 @@ def _warm_up() -> None:
     frame = _booleans(frame)
     _first_filled(frame, ["a", "b"])
     frame.select(pl.max_horizontal(pl.col("a", "b").str.len_bytes().max()))
+    import invsync.stages.layouts  # noqa: F401  # what matching the headers loads first
 
 
 _TOP_ROWS = 1000

@@ -33,6 +33,7 @@ TYPES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Send the file as multipart/form-data"),
     "unreadable-file": (422, "The file cannot be read"),
     "preview-failed": (502, "The preview could not be made"),
+    "store-permission": (502, "The store refused what invsync needs"),
     "unmapped": (422, "The file's columns are not recognised"),
     "invalid-field": (422, "A field's value is not allowed"),
     "source-busy": (409, "The source is being fetched already"),

@@ -112,8 +112,11 @@ def _view(request: Request, upload_id: str, status: int = 200,
     portal = web(request).portal
     data = portal.describe(upload_id)
     names = {loc.id: loc.label or loc.code for loc in portal.locations()}
+    # A preview the store refused (token, scope): the file is fine, the store's account is not.
+    refused = data["status"] == "failed" and not data.get("run_id") and \
+        portal.preview_failure(upload_id) == "auth"
     return page(request, "upload_view.html", status=status, u=data,
-                error=error, location_names=names)
+                error=error, location_names=names, refused_by_store=refused)
 
 
 async def upload_view(request: Request) -> Response:

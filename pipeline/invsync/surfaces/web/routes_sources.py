@@ -234,8 +234,9 @@ async def fetch_api(request: Request) -> Response:
         return answer
     data: dict[str, Any] = await run_in_threadpool(w.portal.describe, upload_id)
     if data["status"] != "planned":  # kept, but not previewed: it says why
-        at_store = await run_in_threadpool(w.portal.failed_at_store, upload_id)
-        return not_previewed(data, at_store=at_store, location=location)
+        failure = await run_in_threadpool(w.portal.preview_failure, upload_id)
+        return not_previewed(data, at_store=failure == "store", refused=failure == "auth",
+                             location=location)
     return JSONResponse(data, status_code=201, headers={"Location": location})
 
 

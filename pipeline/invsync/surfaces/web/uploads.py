@@ -109,6 +109,19 @@ class ApplyCancelled(asyncio.CancelledError):
 
 
 # -- the two calls into the library (plan, apply) -------------------------------------
+def store_permission_detail(error: str, *, as_of: bool) -> str:
+    """A preview the store refused (its access token, or a scope the preview needs), in
+    words for the merchant: who can fix it, and that the file is fine."""
+    error = error.rstrip(". ")
+    if "HTTP 401" in error:  # the token itself, not one of its scopes
+        return (f"{error}. The file itself is fine: the store did not accept invsync's "
+                f"access token; ask whoever set up invsync to check it, then preview again.")
+    way_round = " (or upload the file without an as_of time)" if as_of and \
+        "orders" in error else ""
+    return (f"{error}. The file itself is fine: ask whoever set up invsync to give the "
+            f"store's API account this permission{way_round}, then preview it again.")
+
+
 def live_plans() -> bool:
     """Does the library plan against the store's live levels and re-check them on apply
     (its plans record when each level was read)? Before that, a live-level preview could
@@ -499,11 +512,14 @@ class Portal:
                                  error="the preview could not be made: try again")
             raise
 
-    def failed_at_store(self, upload_id: str) -> bool:
-        """Whether the upload's failed preview failed because the store kept failing (down,
-        answering errors or nonsense): the file may be fine, and a later preview may work."""
+    def preview_failure(self, upload_id: str) -> str | None:
+        """What stopped the upload's last preview (its report's ``error_kind``): ``store``
+        (the store kept failing, down or answering nonsense: the file may be fine, and a
+        later preview may work), ``auth`` (the store refused the access token or a scope
+        the preview needs: the file is fine), ``file``...; None when it did not fail."""
         report = _report(self.mine(upload_id).get("plan_dir")) or {}
-        return report.get("error_kind") == "store"
+        kind = report.get("error_kind")
+        return kind if isinstance(kind, str) else None
 
     def _finish_preview(self, upload_id: str, **changes: Any) -> dict[str, Any]:
         with self._lock:
@@ -541,10 +557,12 @@ class Portal:
             settings = replace(settings, as_of=meta["as_of"])
         report = library_preview(self.file_path(meta), settings, self.origin(meta))
         if report.status != "dry_run":
+            error = self.plain_error(meta, report.error or "the preview failed")
+            if report.error_kind == "auth":
+                error = store_permission_detail(error, as_of=bool(meta.get("as_of")))
             return self._finish_preview(
                 upload_id, status="failed", plan_run_id=report.run_id,
-                plan_dir=report.report_dir, interrupted=False,
-                error=self.plain_error(meta, report.error or "the preview failed"))
+                plan_dir=report.report_dir, interrupted=False, error=error)
         unknown = self._check_known(meta, Path(report.report_dir))
         # A new preview replaces the old one, and any refused attempt to apply it.
         done = self._finish_preview(
