@@ -247,3 +247,26 @@ def test_a_signal_while_the_folder_is_written_leaves_no_write_going_on(
         stage.write_run_folder(report, tmp_path / "run", None, None, plan)
     assert done == ["plan.csv"]  # finished before the interruption was raised
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["plan.csv"]
+
+
+def test_a_rejected_file_that_cannot_be_written_is_not_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run then writes a bare report.json from this report: it must not point at a
+    # rejected.csv that is not there.
+    import polars as pl
+
+    from invsync.stages.ingest import read_stock_file
+    from invsync.stages.report import write_run_folder
+    from invsync.tables import ROW
+
+    stock = tmp_path / "stock.csv"
+    stock.write_text("sku,quantity\nA-1,5\nB-2,x\n")
+    table = read_stock_file(stock)
+    rejected = pl.DataFrame({ROW: [3], "column": ["quantity"], "value": ["x"],
+                             "reason": ["quantity_not_a_number"], "message": ["not a number"]},
+                            schema_overrides={ROW: table.frame.schema[ROW]})
+    _recording_writes(monkeypatch, fails="rejected.csv")
+    report, plan = _folder_parts()
+    with pytest.raises(OSError, match="No space left"):
+        write_run_folder(report, tmp_path / "run", table, rejected, plan)
+    assert report.rejected_file is None

@@ -276,6 +276,7 @@ def write_run_folder(
     """
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
+    named = report.rejected_file
     if table is not None and rejected is not None and rejected.height:
         report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
     writes = _Writes()
@@ -289,7 +290,11 @@ def write_run_folder(
             writes.add(_write_plan_csv, folder / "plan.csv", plan)
         data = redact_data(report.to_dict())  # the last pass: no credential is ever written
         text = report_json(data)
-        writes.done()
+        try:
+            writes.done()
+        except BaseException:
+            report.rejected_file = named  # a rejected rows' file may not be there
+            raise
         writes.add(write_atomic, folder / "report.json", text)
         pages = _human_reports(folder, data, plan, facts)
         writes.done()
