@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from conftest import budget
 from hypothesis import example, given, settings
@@ -270,3 +271,42 @@ def test_a_rejected_file_that_cannot_be_written_is_not_named(
     with pytest.raises(OSError, match="No space left"):
         write_run_folder(report, tmp_path / "run", table, rejected, plan)
     assert report.rejected_file is None
+
+
+def test_a_plan_written_ahead_is_written_once_and_before_report_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.stages.report import write_plan_ahead, write_run_folder
+
+    done = _recording_writes(monkeypatch, slow="plan.csv")
+    report, plan = _folder_parts()
+    ahead = write_plan_ahead(tmp_path / "run", plan)
+    write_run_folder(report, tmp_path / "run", None, None, plan, ahead=ahead)
+    assert done[:2] == ["plan.csv", "report.json"] and done.count("plan.csv") == 1
+    assert "A-1" in (tmp_path / "run" / "plan.csv").read_text()
+
+
+def test_a_plan_written_ahead_for_another_plan_is_replaced_never_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run interrupted once its plan was made makes it again (the items confirmed so
+    # far): the first plan's file, written ahead, must not land over the second's.
+    from invsync.stages.report import write_plan_ahead, write_run_folder
+
+    done = _recording_writes(monkeypatch, slow="plan.csv")
+    report, plan = _folder_parts()
+    ahead = write_plan_ahead(tmp_path / "run", plan)
+    again = plan.with_columns(status=pl.lit("not_sent"))
+    write_run_folder(report, tmp_path / "run", None, None, again, ahead=ahead)
+    assert done[:3] == ["plan.csv", "plan.csv", "report.json"]
+    assert "not_sent" in (tmp_path / "run" / "plan.csv").read_text()
+
+
+def test_a_plan_that_could_not_be_written_ahead_fails_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invsync.stages.report import write_plan_ahead, write_run_folder
+
+    done = _recording_writes(monkeypatch, fails="plan.csv")
+    report, plan = _folder_parts()
+    ahead = write_plan_ahead(tmp_path / "run", plan)
+    with pytest.raises(OSError, match="No space left"):
+        write_run_folder(report, tmp_path / "run", None, None, plan, ahead=ahead)
+    assert done == [] and list((tmp_path / "run").iterdir()) == []

@@ -263,17 +263,45 @@ def change_records(plan: pl.DataFrame) -> list[dict[str, Any]]:
         "location_id", "identifier", "item", "before", "after", READ_AT, "status").to_dicts()
 
 
+@dataclass(frozen=True)
+class PlanAhead:
+    """A run folder's ``plan.csv`` being written ahead (:func:`write_plan_ahead`)."""
+
+    plan: pl.DataFrame
+    written: Future[None]
+
+
+def write_plan_ahead(folder: Path, plan: pl.DataFrame) -> PlanAhead:
+    """Start writing ``folder/plan.csv`` (making ``folder``) in a worker thread, as soon as
+    the plan is made: its writing and syncing to disk go on while the rest of the report
+    is made. Hand it to :func:`write_run_folder`, which waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_plan_csv(folder / "plan.csv", plan)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-plan")
+    written = pool.submit(write)
+    pool.shutdown(wait=False)
+    return PlanAhead(plan, written)
+
+
 def write_run_folder(
     report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None,
-    plan: pl.DataFrame | None = None,
+    plan: pl.DataFrame | None = None, *, ahead: PlanAhead | None = None,
 ) -> Path:
     """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports.
 
     ``report.json`` is written once the row files are, the human reports after it (a
     folder with a ``report.json`` has its row files). The files are written (and synced
     to disk) in worker threads while the next one's text is made: every write is done, or
-    has failed, when this returns or raises.
+    has failed, when this returns or raises. ``ahead``: ``plan.csv`` written ahead (used
+    if it is of this very ``plan``; else waited for, and written again).
     """
+    if ahead is not None and ahead.plan is not plan:
+        futures_wait([ahead.written])  # another plan's file: replaced below, never after
+        ahead = None
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
     named = report.rejected_file
@@ -286,7 +314,9 @@ def write_run_folder(
             writes.add(write_rejected_csv, folder / "rejected.csv", table, rejected)
             if table.format == "xlsx" and rejected.height:
                 writes.add(write_rejected_xlsx, folder / "rejected.xlsx", table, rejected)
-        if plan is not None:
+        if ahead is not None:
+            writes.track(ahead.written)
+        elif plan is not None:
             writes.add(_write_plan_csv, folder / "plan.csv", plan)
         data = redact_data(report.to_dict())  # the last pass: no credential is ever written
         text = report_json(data)
@@ -306,6 +336,8 @@ def write_run_folder(
             logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
     finally:
         writes.close()
+        if ahead is not None:
+            futures_wait([ahead.written])  # (a failure before it was tracked)
     return folder
 
 
@@ -346,6 +378,10 @@ class _Writes:
     def add(self, write: Callable[..., None], *args: Any) -> None:
         """Write (``write(*args)``) in a worker thread; :meth:`done` waits for it."""
         self._pending.append(self._pool.submit(write, *args))
+
+    def track(self, written: Future[None]) -> None:
+        """A write already under way elsewhere: :meth:`done` waits for it too."""
+        self._pending.append(written)
 
     def make(self, work: Callable[..., T], *args: Any) -> Future[T]:
         """``work(*args)`` in a worker thread (not one of the writes); its future."""
