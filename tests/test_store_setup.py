@@ -147,3 +147,36 @@ def test_wait_made_waits_for_the_client_even_once_the_run_has_taken_it(
             taker.join(timeout=30)
             if waiter.is_alive():
                 waiter.join(timeout=30)
+
+
+class _Loud:
+    """A result that counts the times it is formatted."""
+
+    formatted = 0
+
+    def __repr__(self) -> str:
+        _Loud.formatted += 1
+        return "<loud>"
+
+
+async def _loud(client: Any) -> _Loud:
+    return _Loud()
+
+
+def test_a_sessions_result_is_never_formatted_on_its_way_back() -> None:
+    # asyncio.Runner looks its SIGINT handler (which holds the main task, and so the
+    # result) up once the task is done, formatting its repr: a submit result of 100k items
+    # took a tenth of a run's tail. The session hands the result back without that.
+    import signal
+
+    settings = Settings(store_hash="abc", token=Secret("t0ken-loud"),
+                        api_url="http://127.0.0.1:9")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in the CLI
+    try:
+        with StoreSession(settings) as store:
+            result = store.run(_loud)
+            assert isinstance(result, _Loud)
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert _Loud.formatted == 0

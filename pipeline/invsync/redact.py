@@ -18,6 +18,11 @@ REDACTED = "[redacted]"
 
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_CLUES = r"://|\?|(?i:auth|access)"
+"""What every rule's find holds besides a registered secret: a URL's ``://`` or query's
+``?``, or a header name (``x-auth-token``, ``authorization``, ``access_token``)."""
+_clue: re.Pattern[str] = re.compile(_CLUES)
+"""Text without a match of this holds nothing to redact: one scan tells (most text)."""
 
 # `X-Auth-Token: v`, `"x-auth-token": "v"`, `('authorization', 'Bearer v')`, `X-Auth-Token=v`
 _HEADER = re.compile(
@@ -42,7 +47,7 @@ whole word (removing every ``abc`` inside other words would wreck the reports)."
 
 def register(secret: str) -> None:
     """Remember ``secret`` so that :func:`redact` removes it from any text."""
-    global _pattern
+    global _pattern, _clue
     if not secret or secret in _secrets:
         return
     _secrets.add(secret)
@@ -51,6 +56,7 @@ def register(secret: str) -> None:
         parts.append(re.escape(s) if len(s) >= MIN_FREE_LENGTH
                      else rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])")
     _pattern = re.compile("|".join(parts))
+    _clue = re.compile("|".join([*parts, _CLUES]))
 
 
 def redact(text: str) -> str:
@@ -62,7 +68,7 @@ def redact(text: str) -> str:
     registered ``sftp`` eating a URL's scheme), and a marker already in the text is never
     redacted again, so redacting twice changes nothing more.
     """
-    if not text:
+    if not text or not _clue.search(text):
         return text
     kept = [(m.start(), m.end()) for m in _MARKER.finditer(text)]
     spans = [s for s in _spans(text) if not any(s[0] < e and b < s[1] for b, e in kept)]
@@ -115,11 +121,16 @@ def _replace(text: str, spans: list[tuple[int, int]]) -> str:
 
 def redact_data(value: Any) -> Any:
     """:func:`redact` applied to every string inside nested dicts, lists and tuples."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str or isinstance(value, str):
         return redact(value)
+    if kind is int or value is None or kind is float or kind is bool:
+        return value  # most of a report's values: told apart at once
     if isinstance(value, dict):
         return {k: redact_data(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
+        return type(value)([redact_data(v) for v in value])
+    if isinstance(value, tuple):
         return type(value)(redact_data(v) for v in value)
     return value
 

@@ -15,6 +15,7 @@ second line of defence) and Markdown-escaped in the summary.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +64,24 @@ _MD_COUNTS = [("rows", "rows read", True), ("blank", "blank rows", False),
 # ---------------------------------------------------------------------------------------
 
 def render_html(report: Mapping[str, Any], plan: pl.DataFrame | None,
-                rejected: Sequence[Mapping[str, Any]]) -> str:
+                rejected: Sequence[Mapping[str, Any]], facts: PlanFacts | None = None) -> str:
     """The whole self-contained ``report.html`` page for ``report`` (a report.json dict).
 
-    Rendered from ``pipeline/html/templates/report.html`` with the upload page's look.
+    Rendered from ``pipeline/html/templates/report.html`` with the upload page's look;
+    ``facts`` are ``plan``'s (:func:`plan_facts`), if made already.
     """
     from invsync.html.render import csp_hash, render, stylesheet
 
     status = _text(report.get("status"))
     css = stylesheet()
-    return render("report.html", **_page_context(report, plan, rejected), r=report,
+    facts = facts or plan_facts(plan)
+    return render("report.html", **_page_context(report, plan, rejected, facts), r=report,
                   run_id=_text(report.get("run_id")), status=status, css=css,
                   style_hash=csp_hash(css))
 
 
-def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str:
+def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None,
+                    facts: PlanFacts | None = None) -> str:
     """A compact Markdown summary of the run, to paste into a ticket (``summary.md``)."""
     from invsync.html.render import render
     from invsync.rules.messages import outcome_sentence
@@ -93,7 +97,7 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None) -> str
         by_reason=list(by_reason.items()),
         txids=[t for t in report.get("transaction_ids") or [] if t],
         shown_txids=MD_TRANSACTION_IDS,
-        plan=None if plan is None else _plan_totals(_normalise_plan(plan)),
+        plan=(facts or plan_facts(plan)).totals,
         sold=_sold_context(report, plan),
         notes=[n for n in report.get("notes") or [] if n])
     return text.rstrip("\n") + "\n"
@@ -156,13 +160,21 @@ def write_human_reports(folder: Path, report: Mapping[str, Any],
     """Write ``folder/report.html`` and ``folder/summary.md``, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for name, text in human_reports(folder, report, plan).items():
+        write_atomic(folder / name, text)
+
+
+def human_reports(folder: Path, report: Mapping[str, Any], plan: pl.DataFrame | None,
+                  facts: PlanFacts | None = None) -> dict[str, bytes]:
+    """The bytes of ``report.html`` and ``summary.md`` for the run folder ``folder``;
+    ``facts`` are ``plan``'s (:func:`plan_facts`), if made already."""
     if not report.get("report_dir"):
         report = {**report, "report_dir": str(folder)}
     rejected = report.get("rejected") or []
-    page = render_html(report, plan, rejected)
-    summary = render_markdown(report, plan)
-    write_atomic(folder / "report.html", page.encode("utf-8"))
-    write_atomic(folder / "summary.md", summary.encode("utf-8"))
+    facts = facts or plan_facts(plan)
+    page = render_html(report, plan, rejected, facts)
+    summary = render_markdown(report, plan, facts)
+    return {"report.html": page.encode("utf-8"), "summary.md": summary.encode("utf-8")}
 
 
 def _text(value: Any) -> str:
@@ -174,7 +186,7 @@ def _text(value: Any) -> str:
 # ---------------------------------------------------------------------------------------
 
 def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
-                  rejected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+                  rejected: Sequence[Mapping[str, Any]], facts: PlanFacts) -> dict[str, Any]:
     inp: Mapping[str, Any] = report.get("input") or {}
     timings: Mapping[str, Any] = report.get("timings") or {}
     file_bits: list[tuple[str, Any]] = []
@@ -218,7 +230,7 @@ def _page_context(report: Mapping[str, Any], plan: pl.DataFrame | None,
         "txids": txids, "orphan_txids": [t for t in txids if t not in listed],
         "rejected": shown, "rejected_total": rejected_total,
         "rejected_more": rejected_total - len(shown),
-        "plan": plan_context(plan), "top": TOP_MOVES,
+        "plan": facts.context, "top": TOP_MOVES,
         **_sold_context(report, plan),
     }
 
@@ -348,7 +360,12 @@ def _plan_by_location(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 def biggest_moves(plan: pl.DataFrame, n: int = TOP_MOVES) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The ``n`` biggest drops and rises among items with a known old level."""
-    frame = _normalise_plan(plan).filter(_IS_CHANGED)
+    return _biggest_moves(_normalise_plan(plan), n)
+
+
+def _biggest_moves(normal: pl.DataFrame, n: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`biggest_moves` of a plan :func:`_normalise_plan` made."""
+    frame = normal.filter(_IS_CHANGED)
     delta = pl.col("delta")
     drops = frame.filter(delta < 0)
     rises = frame.filter(delta > 0)
@@ -364,16 +381,39 @@ def biggest_moves(plan: pl.DataFrame, n: int = TOP_MOVES) -> tuple[pl.DataFrame,
     return drops, rises
 
 
+@dataclass(frozen=True)
+class PlanFacts:
+    """What the run's pages show of its plan (:func:`plan_facts`)."""
+
+    context: dict[str, Any] | None
+    """The page's plan section (:func:`plan_context`)."""
+    totals: dict[str, int] | None
+    """``summary.md``'s plan line: items, locations, new, changed, to zero."""
+
+
+def plan_facts(plan: pl.DataFrame | None) -> PlanFacts:
+    """What the pages show of ``plan``, the plan read once (it needs no report: it can be
+    made while the report is)."""
+    if plan is None:
+        return PlanFacts(None, None)
+    frame = _normalise_plan(plan)
+    totals = _plan_totals(frame)
+    return PlanFacts(_plan_context(frame, totals), totals)
+
+
 def plan_context(plan: pl.DataFrame | None) -> dict[str, Any] | None:
     """What the page shows of a plan: totals, per location, the biggest drops and rises."""
-    if plan is None:
-        return None
-    frame = _normalise_plan(plan)
+    return plan_facts(plan).context
+
+
+def _plan_context(frame: pl.DataFrame, totals: dict[str, int]) -> dict[str, Any]:
+    """:func:`plan_context` of a plan :func:`_normalise_plan` made, whose
+    :func:`_plan_totals` are ``totals``."""
     if frame.height == 0:
         return {"items": 0}
     from invsync.html.render import status_label
 
-    out: dict[str, Any] = dict(_plan_totals(frame))
+    out: dict[str, Any] = dict(totals)
     rows = []
     totals = {"items": 0, "new": 0, "changed": 0, "to_zero": 0, "up": 0, "down": 0}
     for loc in _plan_by_location(frame):
@@ -387,7 +427,7 @@ def plan_context(plan: pl.DataFrame | None) -> dict[str, Any] | None:
                      "statuses": statuses})
     out["by_location"] = rows
     out["all"] = totals if len(rows) > 1 else None
-    drops, rises = biggest_moves(frame)
+    drops, rises = _biggest_moves(frame, TOP_MOVES)
     # The page's tables still name the levels old/new (the template's words).
     legacy = [pl.col("before").alias("old"), pl.col("after").alias("new")]
     out["drops"] = drops.with_columns(legacy).to_dicts()

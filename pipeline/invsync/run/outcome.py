@@ -40,9 +40,9 @@ def count_run(table: StockTable, checked: Validated, changes: ChangeSet,
                unconfirmed=status.get("unconfirmed", 0),
                not_sent=status.get("not_sent", 0) + status.get("planned", 0))
     if result is not None:
-        c.submitted = len(result.sent)
-        c.accepted = len(result.accepted)
-        c.refused = len(result.refused)
+        c.submitted = result.sent_count
+        c.accepted = result.accepted_count
+        c.refused = result.refused_count
     c.check()
     # The plan's statuses are derived from the results item by item: they must agree.
     for name, figure in (("accepted", c.accepted), ("refused", c.refused)):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import polars as pl
 
@@ -99,6 +99,28 @@ def _warm_client(settings: Settings, emit: Observer | None) -> StoreClient:
 
 
 L = TypeVar("L")
+
+
+class _Held(Generic[T]):
+    """A task's result under a constant repr.
+
+    :class:`asyncio.Runner` looks its SIGINT handler (a partial holding the main task) up
+    with ``signal.getsignal`` once the task is done; that lookup formats the handler's repr
+    and so the task's and its result's: a submit result of every item took a tenth of a
+    run's tail to format for nothing.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<held result>"
+
+
+async def _held(work: Coroutine[Any, Any, T]) -> _Held[T]:
+    return _Held(await work)
 
 
 async def _beside(mine: asyncio.Future[L], work: Coroutine[Any, Any, T]
@@ -214,7 +236,7 @@ class StoreSession:
     def run(self, work: Callable[[StoreClient], Coroutine[Any, Any, T]]) -> T:
         """Run ``work(client)`` on the session's loop with its one client; block until done."""
         client = self._made()
-        return self._loop().run(work(client))
+        return self._loop().run(_held(work(client))).value
 
     def locations(self) -> list[Location]:
         """The store's locations."""

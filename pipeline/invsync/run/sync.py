@@ -49,6 +49,7 @@ from invsync.stages.diff import ChangeSet, compute_changes, key_hashes
 from invsync.stages.ingest import StockTable, cut_off_end, read_stock_file
 from invsync.stages.report import (
     Counts,
+    PlanAhead,
     RunReport,
     change_records,
     new_run_id,
@@ -56,6 +57,7 @@ from invsync.stages.report import (
     rejected_records,
     summary_line,
     warm_up,
+    write_plan_ahead,
     write_run_folder,
 )
 from invsync.stages.submit import (
@@ -104,6 +106,7 @@ class _Run:
         self.table: StockTable | None = None
         self.rejected: pl.DataFrame | None = None
         self.plan: pl.DataFrame | None = None
+        self.plan_ahead: PlanAhead | None = None
         self.snapshot_future: Future[pl.DataFrame] | None = None
         self.cut_off: SubmitResult | None = None
         self.replayed: pl.DataFrame | None = None
@@ -368,7 +371,8 @@ def _write_report(run: _Run) -> None:
     report = run.report
     interrupted: int | None = None
     try:
-        write_run_folder(report, run.folder, run.table, run.rejected, run.plan)
+        write_run_folder(report, run.folder, run.table, run.rejected, run.plan,
+                         ahead=run.plan_ahead)
         return
     except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: the run must not vanish from history
         interrupted = signals.received()
@@ -1375,7 +1379,7 @@ def _settle(run: _Run, items: pl.DataFrame, result: SubmitResult,
         elif accepted.height or unconfirmed.height:
             run.snapshots.merge(accepted.select(*KEY, "quantity"),
                                 forget=unconfirmed.select(KEY))
-        if result.sent:
+        if result.sent_count:  # (not the list of every item sent)
             # What and when this tool last wrote: the apply re-check forgives a read
             # lagging it (and only that).
             run.snapshots.write_last_write(files[1] if files is not None else accepted.select(
@@ -1455,6 +1459,8 @@ def _fill(run: _Run, checked: Validated, changes: ChangeSet, batches: list[Batch
         from invsync.run.as_of import plan_columns
 
         run.plan = plan_columns(run.plan, run.sold_side)
+    # plan.csv is written (and synced) while the rest of the report is made.
+    run.plan_ahead = write_plan_ahead(run.folder, run.plan)
     report.plan_binding = plan_binding(settings, checked.valid["location_id"].unique().to_list())
     report.changes = change_records(run.plan)
     rejected = run.rejected if run.rejected is not None else checked.rejected

@@ -12,10 +12,13 @@ import io
 import json
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import polars as pl
 
@@ -260,33 +263,143 @@ def change_records(plan: pl.DataFrame) -> list[dict[str, Any]]:
         "location_id", "identifier", "item", "before", "after", READ_AT, "status").to_dicts()
 
 
+@dataclass(frozen=True)
+class PlanAhead:
+    """A run folder's ``plan.csv`` being written ahead (:func:`write_plan_ahead`)."""
+
+    plan: pl.DataFrame
+    written: Future[None]
+
+
+def write_plan_ahead(folder: Path, plan: pl.DataFrame) -> PlanAhead:
+    """Start writing ``folder/plan.csv`` (making ``folder``) in a worker thread, as soon as
+    the plan is made: its writing and syncing to disk go on while the rest of the report
+    is made. Hand it to :func:`write_run_folder`, which waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_plan_csv(folder / "plan.csv", plan)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invsync-plan")
+    written = pool.submit(write)
+    pool.shutdown(wait=False)
+    return PlanAhead(plan, written)
+
+
 def write_run_folder(
     report: RunReport, folder: Path, table: StockTable | None, rejected: pl.DataFrame | None,
-    plan: pl.DataFrame | None = None,
+    plan: pl.DataFrame | None = None, *, ahead: PlanAhead | None = None,
 ) -> Path:
-    """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports."""
+    """Write ``report.json``, ``rejected.csv``, ``plan.csv`` and the human reports.
+
+    ``report.json`` is written once the row files are, the human reports after it (a
+    folder with a ``report.json`` has its row files). The files are written (and synced
+    to disk) in worker threads while the next one's text is made: every write is done, or
+    has failed, when this returns or raises. ``ahead``: ``plan.csv`` written ahead (used
+    if it is of this very ``plan``; else waited for, and written again).
+    """
+    if ahead is not None and ahead.plan is not plan:
+        futures_wait([ahead.written])  # another plan's file: replaced below, never after
+        ahead = None
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
-    if table is not None and rejected is not None:
-        write_rejected_csv(folder / "rejected.csv", table, rejected)
-        if table.format == "xlsx" and rejected.height:
-            write_rejected_xlsx(folder / "rejected.xlsx", table, rejected)
-        if rejected.height:
-            report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
-    if plan is not None:
-        escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
-                                    for c in ("identifier", "item"))
-        write_atomic(folder / "plan.csv", escaped.write_csv)
-    data = redact_data(report.to_dict())  # the last pass: no credential is ever written
-    write_atomic(folder / "report.json", report_json(data))
+    named = report.rejected_file
+    if table is not None and rejected is not None and rejected.height:
+        report.rejected_file = "rejected.xlsx" if table.format == "xlsx" else "rejected.csv"
+    writes = _Writes()
     try:
-        from invsync.html.report_page import write_human_reports
-
-        write_human_reports(folder, data, plan)
-    except Exception as exc:  # the JSON report is the record; a page must never fail a run
-        logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
+        facts = writes.make(_plan_facts, plan)  # the page's view of the plan, meanwhile
+        if table is not None and rejected is not None:
+            writes.add(write_rejected_csv, folder / "rejected.csv", table, rejected)
+            if table.format == "xlsx" and rejected.height:
+                writes.add(write_rejected_xlsx, folder / "rejected.xlsx", table, rejected)
+        if ahead is not None:
+            writes.track(ahead.written)
+        elif plan is not None:
+            writes.add(_write_plan_csv, folder / "plan.csv", plan)
+        data = redact_data(report.to_dict())  # the last pass: no credential is ever written
+        text = report_json(data)
+        try:
+            writes.done()
+        except BaseException:
+            report.rejected_file = named  # a rejected rows' file may not be there
+            raise
+        writes.add(write_atomic, folder / "report.json", text)
+        pages = _human_reports(folder, data, plan, facts)
+        writes.done()
+        for name, page in pages.items():
+            writes.add(write_atomic, folder / name, page)
+        try:
+            writes.done()
+        except Exception as exc:  # the JSON report is the record; a page never fails a run
+            logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
+    finally:
+        writes.close()
+        if ahead is not None:
+            futures_wait([ahead.written])  # (a failure before it was tracked)
     return folder
 
+
+def _write_plan_csv(path: Path, plan: pl.DataFrame) -> None:
+    escaped = plan.with_columns(escape_formulas(pl.col(c)).alias(c)
+                                for c in ("identifier", "item"))
+    write_atomic(path, escaped.write_csv)
+
+
+def _plan_facts(plan: pl.DataFrame | None) -> Any:
+    from invsync.html.report_page import plan_facts
+
+    return plan_facts(plan)
+
+
+def _human_reports(folder: Path, data: dict[str, Any], plan: pl.DataFrame | None,
+                   facts: Future[Any]) -> dict[str, bytes]:
+    """``report.html`` and ``summary.md``'s bytes; none if they cannot be made."""
+    try:
+        from invsync.html.report_page import human_reports
+
+        return human_reports(folder, data, plan, facts.result())
+    except Exception as exc:  # the JSON report is the record; a page must never fail a run
+        logging.getLogger("invsync.report").warning("report.html not written: %s", exc)
+        return {}
+
+
+class _Writes:
+    """File writes done in worker threads (a file's fsync lets the interpreter go: the
+    next file's text is made meanwhile)."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="invsync-write")
+        self._pending: list[Future[None]] = []
+
+    def add(self, write: Callable[..., None], *args: Any) -> None:
+        """Write (``write(*args)``) in a worker thread; :meth:`done` waits for it."""
+        self._pending.append(self._pool.submit(write, *args))
+
+    def track(self, written: Future[None]) -> None:
+        """A write already under way elsewhere: :meth:`done` waits for it too."""
+        self._pending.append(written)
+
+    def make(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        """``work(*args)`` in a worker thread (not one of the writes); its future."""
+        return self._pool.submit(work, *args)
+
+    def done(self) -> None:
+        """Wait for every write so far; raise the first one's error (in the order added)."""
+        pending, self._pending = self._pending, []
+        futures_wait(pending)
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """Wait for every write (none goes on once the caller has failed or returned)."""
+        self._pool.shutdown(wait=True)
+
+
+T = TypeVar("T")
 
 _ONE_LINE_LISTS = ("changes", "rejected", "batches")
 """Lists of records in ``report.json`` written one record per line (up to thousands each)."""

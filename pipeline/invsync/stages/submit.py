@@ -121,6 +121,30 @@ class SubmitResult:
         return [r for b in self.batches for r in b.refused]
 
     @property
+    def accepted_count(self) -> int:
+        """``len(self.accepted)``, without the list."""
+        return sum(len(b.accepted) for b in self.batches)
+
+    @property
+    def refused_count(self) -> int:
+        """``len(self.refused)``, without the list."""
+        return sum(len(b.refused) for b in self.batches)
+
+    @property
+    def sent_count(self) -> int:
+        """``len(self.sent)``, without the list (a batch with no item left unapplied: its
+        size)."""
+        count = 0
+        for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
+            if b.status != "not_sent":
+                if not b.not_applied:
+                    count += len(seqs)
+                else:
+                    skip = set(b.not_applied)
+                    count += sum(1 for s in seqs if s not in skip)
+        return count
+
+    @property
     def sent(self) -> list[int]:
         """:data:`SEQ` of every item the store may have received: in a batch that was sent,
         unless only requests the store turned down unapplied carried it."""

@@ -104,7 +104,38 @@ def _overrides(flags: dict[str, Any], maps: tuple[str, ...]) -> dict[str, Any]:
 def _events(ctx: click.Context) -> Any:
     from invsync.surfaces.progress import make_event_sink
 
-    return make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
+    sink = make_event_sink(ctx.obj["log_format"], ctx.obj["quiet"])
+    if sink is None or ctx.obj["log_format"] == "json":
+        return sink  # no summary is printed: nothing to import ahead
+    return _summary_ahead(sink)
+
+
+def _summary_ahead(sink: Any) -> Any:
+    """``sink``, which also imports the run summary's console library (rich, ~0.03 s of
+    Python) in a daemon thread while the run has time to spare: a store run's batches
+    out, a dry run's file being parsed (polars lets go of the interpreter meanwhile).
+    Only the library is imported there (no invsync module), so the summary's own import
+    at the end waits for it at worst and can never deadlock with it."""
+    started: list[bool] = []
+
+    def emit(name: Any, data: dict[str, Any]) -> None:
+        if not started and (name == "submit_started" or
+                            (name == "run_started" and data.get("dry_run"))):
+            import threading
+
+            started.append(True)
+            threading.Thread(target=_import_console, name="invsync-console",
+                             daemon=True).start()
+        sink(name, data)
+    return emit
+
+
+def _import_console() -> None:
+    try:
+        import rich.console
+        import rich.table  # noqa: F401
+    except Exception:  # the summary's own import says what is wrong, if anything is
+        pass
 
 
 def _tagged(ctx: click.Context, /, run_id: str) -> Any:

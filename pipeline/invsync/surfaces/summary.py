@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -12,10 +12,12 @@ from rich.table import Table
 from invsync.html.report_page import biggest_moves
 from invsync.rules.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport, rows_unchecked
-from invsync.store.live import Comparison
 from invsync.tables import goes_to_zero
 from invsync.terminal import clean, safe
 from invsync.terminal import console as new_console
+
+if TYPE_CHECKING:  # the store's modules (and httpx) are not loaded for a dry run's summary
+    from invsync.store.live import Comparison
 
 _STYLE = {"succeeded": "green", "partial": "yellow", "failed": "red", "dry_run": "cyan",
           "interrupted": "red"}
