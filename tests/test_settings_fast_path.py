@@ -121,3 +121,21 @@ def test_a_value_of_another_type_is_converted_as_pydantic_does(values: dict[str,
     settings = Settings(**values)
     assert outcome(lambda: settings) == outcome(lambda: by_pydantic(values))
     assert outcome(lambda: replace(settings)) == outcome(lambda: settings)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--header-row", "0"], "header_row must be 1 or more, not 0"),
+    (["--wait-lock", "-1"], "wait_lock_s must be 0.0 or more, not -1.0"),
+])
+def test_the_cli_refuses_a_value_out_of_range_as_before(
+        tmp_path: Path, flags: list[str], message: str) -> None:
+    # Of its field's own type but outside its constraint: pydantic checks it, exit 64.
+    from tests.conftest import run_invsync, write_stock
+
+    stock = write_stock(tmp_path / "stock.csv", {(1, "A"): 1})
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BIGCOMMERCE_STORE_HASH": "abc"}
+    done = run_invsync(["sync", str(stock), "--dry-run", "--state-dir", str(tmp_path / "s"),
+                        *flags], env)
+    assert done.returncode == 64, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("report.json"))
