@@ -285,3 +285,50 @@ def test_a_plan_keyed_the_other_way_is_pushed_against_the_same_snapshot_entry(
     assert [it for r in puts(sandbox)[before:] for it in r["items"]] == [
         {"location_id": 1, "variant_id": VARIANT_ID, "quantity": 8}]
     assert snapshot(tmp_path) == [(1, "sku", VARIANT_SKU, 8)]
+
+
+def test_the_resolver_asks_exactly_when_kinds_meet_at_the_files_locations() -> None:
+    # Seeded: files and snapshots of one or more kinds at overlapping or separate locations.
+    # The store is asked (and notes written) exactly when the file names two kinds, or the
+    # snapshot names another kind at one of the file's locations (the plain definition).
+    import random
+
+    import polars as pl
+
+    from invsync.store.identity import IdentityResolver
+
+    rng = random.Random(1426)
+    kinds = ["sku", "variant_id", "product_id"]
+
+    def keys(n: int, places: list[int], kinds_here: list[str]) -> pl.DataFrame:
+        rows = [(rng.choice(places), kind, rng.choice(["A", "B"]) if kind == "sku"
+                 else str(rng.randrange(1, 9)))
+                for kind in (rng.choice(kinds_here) for _ in range(n))]
+        return pl.DataFrame(rows, schema={"location_id": pl.Int64, "identifier": pl.String,
+                                          "item_key": pl.String}, orient="row")
+
+    asked: list[dict[str, list[int]]] = []
+
+    def fetch(ids: dict[str, list[int]]) -> tuple[list[dict[str, object]], int]:
+        asked.append(ids)
+        return [], 1
+
+    for _ in range(200):
+        asked.clear()
+        file = keys(rng.randrange(1, 6), rng.sample([1, 2, 3], rng.randrange(1, 3)),
+                    rng.sample(kinds, rng.randrange(1, 3)))
+        snapshot = keys(rng.randrange(0, 6), rng.sample([1, 2, 3, 4], rng.randrange(1, 3)),
+                        rng.sample(kinds, rng.randrange(1, 4))).with_columns(
+            quantity=pl.lit(1, pl.Int64))
+        file_kinds = set(file["identifier"])
+        here = set(snapshot.filter(pl.col("location_id").is_in(file["location_id"].implode()))
+                   ["identifier"])
+        meet = len(file_kinds) > 1 or bool(here - file_kinds)
+        with_ids = bool((file_kinds | here) & {"variant_id", "product_id"})
+        resolver = IdentityResolver(snapshot, fetch)
+        resolver(file)
+        assert bool(asked) == (meet and with_ids), (file.rows(), snapshot.rows())
+        assert bool(resolver.notes) == (meet and with_ids)
+        offline = IdentityResolver(snapshot, None)
+        offline(file)
+        assert bool(offline.notes) == meet

@@ -232,3 +232,42 @@ def test_the_snapshots_hashes_are_used_only_for_the_snapshot_as_loaded() -> None
     del loaded, loading
     gc.collect()
     assert hashing.result()[0]() is None
+
+
+@pytest.mark.parametrize("width", [pl.Int64, pl.Int32])
+def test_an_empty_baseline_gives_what_the_join_gives(width: pl.DataType) -> None:
+    # A first run (fresh state) compares with an empty snapshot without joining; seeded
+    # random files (zeros, several locations and kinds of key, rows out of order) give the
+    # very change set, zeros seen and counts the join gives.
+    import random
+
+    rng = random.Random(1426)
+    empty = baseline([]).with_columns(pl.col("quantity").cast(width))
+    for _ in range(40):
+        keys = list(dict.fromkeys(
+            (rng.choice([1, 2, 3]), rng.choice(["sku", "variant_id"]), str(rng.randrange(40)))
+            for _ in range(rng.randrange(30))))
+        valid = valid_frame([(*k, rng.choice([0, 0, 1, 5, 9])) for k in keys])
+        if rng.random() < 0.5:
+            valid = valid.sample(fraction=1.0, shuffle=True, seed=rng.randrange(1000))
+        fast = compute_changes(valid, empty, baseline_name="live")
+        plain = diff._joined_changes(valid, empty, "live", None, None)
+        assert fast.changes.equals(plain.changes)
+        assert fast.changes.schema == plain.changes.schema
+        assert fast.zeros_seen is not None and plain.zeros_seen is not None
+        assert fast.zeros_seen.sort(pl.all()).equals(plain.zeros_seen.sort(pl.all()))
+        assert fast.zeros_seen.schema == plain.zeros_seen.schema
+        assert (fast.unchanged, fast.changed, fast.new, fast.baseline) == (
+            plain.unchanged, plain.changed, plain.new, "live")
+        assert fast.compared is empty
+
+
+def test_an_empty_baseline_is_not_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_join(*args: object) -> None:
+        raise AssertionError("joined against an empty baseline")
+
+    monkeypatch.setattr(diff, "_join_on_key", no_join)
+    cs = compute_changes(valid_frame(FILE), baseline([]))
+    assert cs.changed == len(FILE) and cs.new == len(FILE) and cs.unchanged == 0
+    with pytest.raises(AssertionError, match="joined"):
+        compute_changes(valid_frame(FILE), baseline(BASE))

@@ -1,10 +1,12 @@
 """Settings for a run: command-line values over environment over the TOML config file.
 
 The config file is validated by pydantic models, one per section, composed into
-:class:`FileKeys` (:class:`ConfigFile` adds ``[profiles.NAME]``): unknown keys and values of
-the wrong type are a :class:`~invsync.errors.UsageError` (exit 64) naming the key.
-:class:`Settings` is a frozen pydantic dataclass built from the flags, the environment and
-the checked file (:func:`load_settings`, :meth:`Settings.from_config`).
+:class:`~invsync.run.config_file.FileKeys` (in :mod:`invsync.run.config_file`, loaded to read
+a config file): unknown keys and values of the wrong type are a
+:class:`~invsync.errors.UsageError` (exit 64) naming the key. :class:`Settings` is a frozen
+dataclass built from the flags, the environment and the checked file
+(:func:`load_settings`, :meth:`Settings.from_config`), its values checked as pydantic
+checks them.
 
 The access token is never a command-line value: it comes from ``BIGCOMMERCE_ACCESS_TOKEN``
 or the config file, and is held in a :class:`Secret` that never prints itself.
@@ -20,27 +22,13 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, field, fields, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    GetPydanticSchema,
-    PlainValidator,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
-from pydantic.dataclasses import dataclass as pydantic_dataclass
-from pydantic_core import core_schema
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from invsync.config_errors import usage_error_from
 from invsync.errors import UsageError
 from invsync.redact import Secret
 from invsync.run.brakes import BrakeLimits
-from invsync.sources.spec import SourceTable, shown_url, spaced_host
+from invsync.sources.spec import shown_url, spaced_host
 from invsync.stages.validate import DUPLICATE_POLICIES, QuantityRules
 from invsync.store.limits import DEFAULT_QUOTA_SHARE, MAX_ITEMS_PER_REQUEST, RetryPolicy
 
@@ -51,6 +39,11 @@ ENV_API_URL = "BIGCOMMERCE_API_URL"
 ENV_CONFIG = "INVSYNC_CONFIG"
 ENV_PROFILE = "INVSYNC_PROFILE"
 
+if TYPE_CHECKING:  # pydantic checks the config file (invsync.run.config_file), loaded for one
+    from pydantic import AfterValidator, Field
+
+    from invsync.run.config_file import Brakes, Retry, Rules
+
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/invsync``, else ``~/.local/state/invsync``."""
@@ -58,19 +51,10 @@ def default_state_dir() -> Path:
     return Path(base) / "invsync"
 
 
-# ---- the config file, as pydantic models: one per section, composed into FileKeys ----------
+# ---- the config file's checks (its pydantic models are in invsync.run.config_file) ---------
 # Strict: text where a number goes, a number where text goes, a number for true/false and a
 # misspelt key are refused (exit 64) naming the key; a field's description is what the
 # message says is allowed.
-
-
-class Table(BaseModel):
-    """A table of the config file: unknown keys and values of the wrong type are errors."""
-
-    # defer_build: a table's validator is built when a config file is first read, not at
-    # import (a run without a config file never needs it).
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
-                              defer_build=True)
 
 
 def _no_nul(value: str) -> str:
@@ -123,18 +107,6 @@ def _encoding(value: str) -> str:
 
 
 DURATION_PHRASE = 'must be a positive duration such as "7d", "12h" or "30m"'
-Text = Annotated[str, AfterValidator(_no_nul)]
-Duration = Annotated[str | float, PlainValidator(_positive_duration)]
-Share = Annotated[float, Field(ge=0, le=1)]
-Seconds = Annotated[float, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-
-
-def key(allowed: str) -> Any:
-    """An optional key of a table; ``allowed`` is what an error message says it must be."""
-    return Field(None, description=allowed)
-
-
 SHARE = "a share from 0 to 1 (such as 0.3)"
 SECONDS = "a number of seconds above 0"
 
@@ -200,119 +172,6 @@ def _time_text(value: Any) -> str:
     if when is None or when.tzinfo is None:
         raise ValueError(allowed)
     return value.isoformat() if isinstance(value, datetime.datetime) else value
-
-
-# Plain validators where a key takes one of two shapes: one message, no union member names.
-Url = Annotated[str, AfterValidator(_url)]
-Urls = Annotated[list[str], PlainValidator(_urls)]
-Events = Annotated[list[str], PlainValidator(_events)]
-
-
-class QuantitySection(Table):
-    """``[quantity]``: rules applied to each parsed quantity."""
-
-    text_map: dict[Text, int] | None = None
-    buffer: Count | None = key("a whole number, 0 or more")
-    clamp_negative: bool | None = None
-    maximum: Count | None = key("a whole number, 0 or more")
-
-
-class RetrySection(Table):
-    """``[retry]``: how long the store's requests keep trying."""
-
-    max_attempts: Annotated[int, Field(ge=1)] | None = key("a whole number, 1 or more")
-    base_delay_s: Seconds | None = key(SECONDS)
-    max_delay_s: Seconds | None = key(SECONDS)
-    max_total_s: Seconds | None = key(SECONDS)
-    timeout_s: Seconds | None = key(SECONDS)
-    max_wait_s: Seconds | None = key(SECONDS)
-
-
-class BrakesSection(Table):
-    """``[brakes]``: the thresholds of the safety brakes (their overrides are flags)."""
-
-    min_rows_ratio: Share | None = key(SHARE)
-    max_zero_share: Share | None = key(SHARE)
-
-
-class StoreSection(Table):
-    """``[store]``: how invsync shares the store with its other apps."""
-
-    quota_share: Annotated[float, Field(gt=0, le=1)] | None = key(
-        "a share above 0 and at most 1 (such as 0.8)")
-
-
-class HookTable(Table):
-    """One ``[[notify.hooks]]`` receiver."""
-
-    url: Url
-    on: Events | None = None
-
-
-class NotifySection(Table):
-    """``[notify]``: webhooks told of a run's outcome (see :mod:`invsync.run.notify`)."""
-
-    url: Url | None = None
-    urls: Urls | None = None
-    on: Events | None = None
-    rejected_share: Share | None = key(SHARE)
-    volume_drop: Share | None = key(SHARE)
-    timeout_s: Annotated[float, Field(gt=0, le=600)] | None = key(
-        "a number of seconds above 0 and at most 600")
-    attempts: Annotated[int, Field(ge=1, le=10)] | None = key("a whole number from 1 to 10")
-    hooks: list[HookTable] | None = key("[[notify.hooks]] tables, each with url and on")
-    report_base_url: Url | None = None
-
-    @model_validator(mode="after")
-    def _has_a_receiver(self, info: ValidationInfo) -> NotifySection:
-        # A profile's [profiles.NAME.notify] may set only `on`: the top level has the URL.
-        # An empty [notify] table asks for nothing.
-        partial = (info.context or {}).get("partial") or not self.model_fields_set
-        if not partial and not (self.url or self.urls or self.hooks):
-            raise ValueError('give url = "https://...", urls = [...] or [[notify.hooks]] '
-                             "tables (http or https)")
-        return self
-
-
-class FileKeys(Table):
-    """The keys of a config file's top level (and of each ``[profiles.NAME]``)."""
-
-    store_hash: Text | None = None
-    access_token: Text | None = None
-    api_url: Text | None = None
-    location_id: Annotated[int, AfterValidator(_between(1, None))] | None = None
-    reason: Text | None = None
-    state_dir: Text | None = None
-    report_dir: Text | None = None
-    batch_size: Annotated[int, AfterValidator(_between(1, MAX_ITEMS_PER_REQUEST))] | None = None
-    concurrency: Annotated[int, AfterValidator(_between(1, 32))] | None = None
-    sheet: Text | None = None
-    encoding: Annotated[str, AfterValidator(_encoding)] | None = None
-    header_row: Annotated[int, Field(ge=1)] | None = key("a row number, 1 or more")
-    columns: dict[Text, Annotated[str, AfterValidator(_column_target)]] | None = None
-    duplicates: Literal[DUPLICATE_POLICIES] | None = None  # type: ignore[valid-type]
-    quantity: QuantitySection | None = None
-    retry: RetrySection | None = None
-    verify_tls: bool | None = None
-    zero_missing: bool | None = None
-    baseline: Literal["snapshot", "live"] | None = None
-    baseline_every: Duration | None = None
-    verify_lag_s: Annotated[str | float, PlainValidator(_lag_duration)] | None = None
-    notify: NotifySection | None = None
-    sources: dict[Text, SourceTable] | None = None
-    source: Text | None = None
-    retention: Duration | None = None
-    store: StoreSection | None = None
-    store_id: Text | None = None
-    as_of: Annotated[str, PlainValidator(_time_text)] | None = None
-    max_as_of_age: Duration | None = None
-    brakes: BrakesSection | None = None
-
-
-class ConfigFile(FileKeys):
-    """A whole config file: the top level's keys and its ``[profiles.NAME]`` tables."""
-
-    profiles: dict[Text, FileKeys] | None = None
 
 
 NOT_FROM_FILE: Literal[False] = False
@@ -524,16 +383,6 @@ def _baseline(value: str) -> str:
     return value
 
 
-def _instance_of(cls: type) -> GetPydanticSchema:
-    """A field holding an instance of ``cls`` as is (built and checked by its loader)."""
-    return GetPydanticSchema(lambda _type, _handler: core_schema.is_instance_schema(cls))
-
-
-Rules = Annotated[QuantityRules, _instance_of(QuantityRules)]
-Brakes = Annotated[BrakeLimits, _instance_of(BrakeLimits)]
-Retry = Annotated[RetryPolicy, _instance_of(RetryPolicy)]
-
-
 def _rules_to_file(rules: QuantityRules) -> dict[str, Any]:
     return {k: v for k, v in rules.describe().items() if v is not None}
 
@@ -543,12 +392,13 @@ def _brakes_to_file(brakes: BrakeLimits) -> dict[str, Any]:
     return {"min_rows_ratio": brakes.min_rows_ratio, "max_zero_share": brakes.max_zero_share}
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(arbitrary_types_allowed=True))
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a sync run needs to know besides the input file.
 
-    A frozen pydantic dataclass: values are checked when built (a wrong type is a
-    ``ValidationError``; :func:`load_settings` makes it a :class:`UsageError`); derive
+    A frozen dataclass: values are checked when built, as pydantic checks its field types (a
+    wrong type is pydantic's ``ValidationError``; :func:`load_settings` makes it a
+    :class:`UsageError`); derive
     changed settings with :func:`dataclasses.replace`. Each field's
     metadata (see :func:`meta`) says which config file key sets it, what name it has in
     the public view and whether a resumed run takes it back from that view.
@@ -683,6 +533,22 @@ class Settings:
         load=_duration("max_as_of_age")))
     """An as-of time older than this is refused (the order listing grows with it)."""
 
+    def __post_init__(self) -> None:
+        """Values of their field's own type (as flags, the environment and a checked config
+        file give them) are taken as they are; any other is checked and converted by
+        pydantic (:func:`invsync.run.config_file.checked_settings`), or refused."""
+        if _plain_values(self):
+            for name in _DICTS:  # each settings object holds its own (as pydantic copied them)
+                object.__setattr__(self, name, dict(getattr(self, name)))
+            return
+        from invsync.run.config_file import CHECKING, checked_settings
+
+        if CHECKING.get():
+            return  # built by pydantic itself, its values checked
+        checked = checked_settings(self)
+        for f in fields(self):
+            object.__setattr__(self, f.name, getattr(checked, f.name))
+
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, profile: str | None = None,
                     **overrides: Any) -> Settings:
@@ -771,8 +637,6 @@ class Settings:
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
-_KNOWN_KEYS = frozenset(FileKeys.model_fields)
-"""The config file's keys: the fields of :class:`FileKeys`."""
 
 OVERRIDES = frozenset({
     "store_hash", "api_url", "location_id", "reason", "state_dir", "report_dir", "batch_size",
@@ -801,14 +665,6 @@ def _check_override_type(key: str, value: Any) -> None:
         return
     if not ok:
         raise UsageError(f"Settings.from_config: {key} must be {what}, not {value!r}")
-
-
-def _validated(model: type[BaseModel], values: Any, where: Path, *, partial: bool = False
-               ) -> BaseModel:
-    try:
-        return model.model_validate(values, context={"partial": partial})
-    except ValidationError as exc:
-        raise usage_error_from(exc, model, file=where) from None
 
 
 MAX_CONFIG_BYTES = 4 << 20
@@ -856,7 +712,9 @@ def read_config(config_path: Path | None, profile: str | None = None
             raise UsageError(f"config file {config_path} is not UTF-8 text (a TOML file is "
                              f"UTF-8): save it as UTF-8") from None
         raise UsageError(f"cannot read config file {config_path}: {why}") from None
-    _validated(ConfigFile, cfg, config_path, partial=True)
+    from invsync.run.config_file import ConfigFile, FileKeys, validated
+
+    validated(ConfigFile, cfg, config_path, partial=True)
     profiles = cfg.pop("profiles", None) or {}
     own: frozenset[str] = frozenset()
     if profile:
@@ -870,7 +728,7 @@ def read_config(config_path: Path | None, profile: str | None = None
                 cfg[key] = {**cfg[key], **value}
             else:
                 cfg[key] = value
-    _validated(FileKeys, cfg, config_path)
+    validated(FileKeys, cfg, config_path)
     return config_path, profile, cfg, own
 
 
@@ -897,7 +755,11 @@ def load_settings(config_path: Path | None, overrides: dict[str, Any]) -> Settin
             values[f.name] = value
     try:
         return Settings(**values)
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
         raise usage_error_from(exc, None) from None
 
 
@@ -988,3 +850,55 @@ def parse_map(pairs: tuple[str, ...], flag: str = "--map") -> dict[str, str]:
             raise UsageError(f"{flag} takes KEY=VALUE, not {pair!r}")
         out[header.strip()] = column.strip()
     return out
+
+
+_PATH = type(Path())
+_OPTIONAL_TEXT = ("store_hash", "reason", "sheet", "encoding", "store_id", "token_source",
+                  "api_url_source", "profile", "as_of")
+_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str, type(None)) for name in _OPTIONAL_TEXT},
+    **{name: (str,) for name in ("api_url", "duplicates", "baseline", "source")},
+    **{name: (int,) for name in ("location_id", "batch_size", "concurrency")},
+    **{name: (bool,) for name in ("dry_run", "full", "verify_tls", "zero_missing",
+                                  "plan_file")},
+    **{name: (float,) for name in ("verify_lag_s", "quota_share", "wait_lock_s",
+                                   "max_as_of_age_s")},
+    **{name: (float, type(None)) for name in ("baseline_every_s", "retention_s")},
+    "token": (Secret, type(None)), "state_dir": (_PATH,), "report_dir": (_PATH, type(None)),
+    "config_path": (_PATH, type(None)), "header_row": (int, type(None)),
+    "column_map": (dict,), "notify": (dict,), "sources": (dict,),
+    "rules": (QuantityRules,), "retry": (RetryPolicy,), "brakes": (BrakeLimits,),
+}
+"""Each field's own types, exactly (a subclass, a bool for a number, an int for a float:
+pydantic decides). A field not named here always goes through pydantic."""
+_DICTS = ("column_map", "notify", "sources")
+
+
+def _plain_values(settings: Settings) -> bool:
+    """Whether every value of ``settings`` is of its field's own type and within its
+    constraints, so that pydantic would take it as it is."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if type(value) not in _TYPES.get(f.name, ()):
+            return False
+    header, mapping = settings.header_row, settings.column_map
+    return (header is None or header >= 1) and settings.wait_lock_s >= 0 \
+        and settings.baseline in ("snapshot", "live") \
+        and all(type(k) is str and type(v) is str for k, v in mapping.items()) \
+        and all(type(k) is str for d in (settings.notify, settings.sources) for k in d)
+
+
+_FILE_MODELS = frozenset({"Table", "Text", "Duration", "Share", "Seconds", "Count", "key",
+                          "Url", "Urls", "Events", "QuantitySection", "RetrySection",
+                          "BrakesSection", "StoreSection", "HookTable", "NotifySection",
+                          "FileKeys", "ConfigFile", "Rules", "Brakes", "Retry"})
+
+
+def __getattr__(name: str) -> Any:
+    """The config file's models (:mod:`invsync.run.config_file`, pydantic), loaded when first
+    asked for here."""
+    if name in _FILE_MODELS or name == "_KNOWN_KEYS":
+        from invsync.run import config_file
+
+        return config_file.KNOWN_KEYS if name == "_KNOWN_KEYS" else getattr(config_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

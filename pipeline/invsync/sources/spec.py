@@ -15,13 +15,14 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 
 from invsync.errors import UsageError
 from invsync.redact import Secret, redact_url
+
+if TYPE_CHECKING:  # the pydantic model of a [sources.NAME] table: loaded to check one
+    from invsync.sources.model import SourceTable
 
 REMOTE_SCHEMES = ("sftp", "ftp", "ftps", "s3", "gs", "gcs", "az", "abfs", "http", "https")
 """The URL schemes a SOURCE may use (``file://`` and plain paths are local)."""
@@ -371,6 +372,7 @@ def check_source_table(name: str, table: Any) -> SourceTable:
     from pydantic import ValidationError
 
     from invsync.config_errors import usage_error_from
+    from invsync.sources.model import SourceTable
 
     try:
         return SourceTable.model_validate(table)
@@ -403,50 +405,6 @@ def _text_values(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Seconds = Annotated[float, Field(ge=0, lt=10**6)]
-SECONDS = Field(None, description="a number of seconds")
-
-
-class SourceTable(BaseModel):
-    """A ``[sources.NAME]`` table of the config: every key it may hold, typed. Unknown keys,
-    text where a number goes and ``anonymous = "false"`` are refused at start."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
-                              defer_build=True)  # built when a config file is first read
-
-    url: Annotated[str, AfterValidator(_source_url)] = Field(
-        description='"sftp://...", "s3://...", "https://..." or a path')
-    pick: Literal["only", "newest", "oldest"] | None = None
-    settle_s: Seconds | None = SECONDS
-    settle_timeout_s: Seconds | None = SECONDS
-    marker: str | None = None
-    max_age: Annotated[str | float, PlainValidator(_duration)] | None = None
-    on_success: Annotated[str, AfterValidator(_after(True))] | None = None
-    on_failure: Annotated[str, AfterValidator(_after(False))] | None = None
-    timeout_s: Annotated[float, Field(gt=0, lt=10**6)] | None = Field(
-        None, description="a number of seconds above 0")
-    interval_s: Seconds | None = SECONDS
-    username: str | None = None
-    password: str | None = None
-    password_env: str | None = None
-    key_file: str | None = None
-    key_passphrase: str | None = None
-    host_key: Annotated[str, Field(pattern="^SHA256:")] | None = Field(
-        None, description='the server key\'s fingerprint as ssh-keyscan | ssh-keygen -lf - '
-        'prints it: "SHA256:..."')
-    known_hosts: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    anonymous: bool | None = None
-    headers: Annotated[dict[str, Any], AfterValidator(_text_values)] | None = None
-    ca_file: str | None = None
-    verify_tls: bool | None = None
-    tls: bool | None = None
-
-
 def check_after(value: Any, where: str, *, allow_delete: bool) -> None:
     """An ``on_success``/``on_failure`` value: ``"move:FOLDER/"`` (or ``"delete"``)."""
     if value is None:
@@ -467,3 +425,13 @@ def _after_problem(text: str, allow_delete: bool) -> str | None:
         return f"must be {choices} (a folder beside the file)"
     return None
 
+
+
+def __getattr__(name: str) -> Any:
+    """:class:`~invsync.sources.model.SourceTable` (pydantic) is imported when first asked
+    for: a run without a config file never loads pydantic."""
+    if name in ("SourceTable", "Seconds", "SECONDS"):
+        from invsync.sources import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

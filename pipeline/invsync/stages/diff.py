@@ -52,6 +52,14 @@ def compute_changes(
     if baseline is None:
         changes = valid.with_columns(old_quantity=pl.lit(None, dtype=pl.Int64))
         return ChangeSet(changes=changes, unchanged=0, baseline="none")
+    if baseline.height == 0:  # a first run (fresh state): every item is new, nothing to join
+        return _all_new(valid, baseline, baseline_name)
+    return _joined_changes(valid, baseline, baseline_name, hashes, baseline_hashes)
+
+
+def _joined_changes(valid: pl.DataFrame, baseline: pl.DataFrame, baseline_name: str,
+                    hashes: pl.Series | None, baseline_hashes: pl.Series | None) -> ChangeSet:
+    """:func:`compute_changes` of ``valid`` against a ``baseline`` frame, by joining them."""
     joined = _join_on_key(valid, baseline, hashes, baseline_hashes)
     differs = pl.col("old_quantity").is_null() | (pl.col("old_quantity") != pl.col("quantity"))
     picked = joined.filter(differs).sort("_i")
@@ -63,6 +71,18 @@ def compute_changes(
         _held=zeros["old_quantity"], _in=zeros["_in"])
     return ChangeSet(changes=changes, unchanged=valid.height - changes.height,
                      baseline=baseline_name, compared=baseline, zeros_seen=zeros_seen)
+
+
+def _all_new(valid: pl.DataFrame, baseline: pl.DataFrame, baseline_name: str) -> ChangeSet:
+    """The change set against an empty ``baseline``: what the join would find (every row
+    new, none held), made without one."""
+    level = baseline.schema["quantity"]
+    changes = valid.with_columns(old_quantity=pl.lit(None, dtype=level)).sort(
+        ROW, nulls_last=True)
+    zeros_seen = valid.filter(pl.col("quantity") == 0).select(KEY).with_columns(
+        _held=pl.lit(None, dtype=level), _in=pl.lit(False))
+    return ChangeSet(changes=changes, unchanged=0, baseline=baseline_name, compared=baseline,
+                     zeros_seen=zeros_seen)
 
 
 KEY_TYPES = {k: SNAPSHOT_SCHEMA[k] for k in KEY}

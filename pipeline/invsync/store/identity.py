@@ -191,13 +191,17 @@ class IdentityResolver:
         # Kinds are found with a vectorised pass or two, nothing copied: a file and a
         # snapshot of one kind (the usual night) cost a few milliseconds per million rows.
         named = pl.col("item_key").is_not_null()
-        locations = keys["location_id"].drop_nulls().unique().implode()
-        held = pl.col("location_id").is_in(locations)
         file_kinds = _kinds(keys, named)
-        other = held
+        other = pl.lit(True)
         for kind in file_kinds:
             other = other & (pl.col("identifier") != kind)
+        # A snapshot holding no other kind anywhere holds none at the file's locations: the
+        # file's locations (a pass over every row) are not needed to say so.
         if len(file_kinds) < 2 and not self.snapshot.select(other.any()).item():
+            return empty
+        locations = keys["location_id"].drop_nulls().unique().implode()
+        held = pl.col("location_id").is_in(locations)
+        if len(file_kinds) < 2 and not self.snapshot.select((held & other).any()).item():
             return empty
         kinds = sorted(file_kinds | _kinds(self.snapshot, held))
         if len(kinds) < 2:

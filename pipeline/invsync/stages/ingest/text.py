@@ -319,7 +319,7 @@ def _no_edge_space(data: bytes, delimiter: str) -> bool:
     sep = delimiter.encode()
     if any(space in data for space in _EDGE_SPACE if space != sep):
         return False
-    returns = data.count(b"\r")
+    returns = data.count(b"\r") if b"\r" in data else 0  # (a search is far cheaper)
     return returns == 0 or returns == data.count(b"\r\n")
 
 
