@@ -219,10 +219,13 @@ def test_plan_shows_file_minus_sold_since(sandbox: SandboxProcess, tmp_path: Pat
     night = night_file(tmp_path, [[ITEMS[0], 1, 10]])
     result = run_invsync(["plan", str(night), "--as-of", iso(as_of)], env_for(sb, tmp_path))
     assert result.returncode == 0, output(result)
-    hhmm = as_of.strftime("%H:%M")
-    assert f"file 10 − 2 sold since {hhmm} = 8" in result.stdout, result.stdout
+    # The time alone when the run started the same day (UTC here), else with its date.
+    started = json.loads((last_run(tmp_path) / "report.json").read_text())["started_at"]
+    same_day = started[:10] == as_of.strftime("%Y-%m-%d")
+    label = as_of.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+    assert f"file 10 − 2 sold since {label} = 8" in result.stdout, result.stdout
     html = (last_run(tmp_path) / "report.html").read_text(encoding="utf-8")
-    assert f"file 10 − 2 sold since {hhmm} = 8" in html
+    assert f"file 10 − 2 sold since {label} = 8" in html
     assert sb.levels()[(1, ITEMS[0])] == 18  # a plan sends nothing
 
 

@@ -205,8 +205,10 @@ def test_a_signal_while_the_report_is_written_leaves_the_run_in_history(
     reports = tmp_path / "reports"
     log = tmp_path / "run.log"
     proc = spawn(["sync", str(path), "--report-dir", str(reports)], cli_env, log, children)
-    # The run folder's first (temporary) file.
-    wait_for(lambda: list(reports.glob("*/*")), proc, log, timeout=180, every=0.005)
+    # The rejected rows' (temporary) file: the report is being written (plan.csv may be
+    # written earlier, from the moment the plan is made, while the stock is sent).
+    wait_for(lambda: [p for p in reports.glob("*/*") if "rejected" in p.name], proc, log,
+             timeout=180, every=0.005)
     proc.send_signal(sig)
     proc.wait(timeout=120)
     text = log.read_text()

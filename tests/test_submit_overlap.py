@@ -372,11 +372,29 @@ def test_bodies_are_built_in_one_thread_in_the_order_they_go_out() -> None:
     assert len(threads) == 1 and threads.pop().startswith("invsync-body")
 
 
+class FirstAlone(Recorder):
+    """The bodies after the first are built only once the first batch is being recorded
+    (on a loaded machine they could be ready before it goes, and go with it)."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__(batches)
+        self.first_recorded = threading.Event()
+
+    def prepare(self, batch: Batch) -> None:
+        if batch.index:
+            assert self.first_recorded.wait(timeout=30)  # cannot hang
+        super().prepare(batch)
+
+    def sending_all(self, batches: list[Batch]) -> None:
+        self.first_recorded.set()
+        super().sending_all(batches)
+
+
 def test_batches_ready_together_are_recorded_as_sending_together() -> None:
     # The first batch goes alone; by the time its record is on disk every other body is
     # built and a write slot is free for each: they are recorded in one go (one fsync).
     batches = plan_batches(changes(8), 2)
-    recorder = Recorder(len(batches))
+    recorder = FirstAlone(len(batches))
     store = FakeStore()
     result = asyncio.run(submit(store, batches, reason=None,  # type: ignore[arg-type]
                                 concurrency=4, observer=recorder))
