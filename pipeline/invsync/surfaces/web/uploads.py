@@ -114,8 +114,10 @@ def store_permission_detail(error: str, *, as_of: bool) -> str:
     words for the merchant: who can fix it, and that the file is fine."""
     error = error.rstrip(". ")
     if "HTTP 401" in error:  # the token itself, not one of its scopes
-        return (f"{error}. The file itself is fine: the store did not accept invsync's "
-                f"access token; ask whoever set up invsync to check it, then preview again.")
+        # Not the CLI's words: they name an environment variable the merchant never sees.
+        return ("The store did not accept invsync's access token (HTTP 401). The file "
+                "itself is fine: ask whoever set up invsync to check its access token and "
+                "store hash, then preview again.")
     way_round = " (or upload the file without an as_of time)" if as_of and \
         "orders" in error else ""
     return (f"{error}. The file itself is fine: ask whoever set up invsync to give the "
