@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import catalog_skus, env_for, output, run_invsync, write_stock
+from contracts import check_events
 from misbehaving import Reply, Request, misbehaving_store
 from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings
 
@@ -104,3 +106,24 @@ def test_a_file_the_page_cannot_read_still_says_so(
         words = _words(c.get(f"/uploads/{r.json()['upload_id']}").text) \
             if r.json().get("upload_id") else ""
     assert "The store kept failing" not in words
+
+
+def test_a_report_folder_too_full_names_no_missing_folder_in_run_finished(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # The stock is sent, the report folder (8 KiB) cannot hold the run folder: it is
+    # removed, and the summary says "report=" (none). run_finished still named the removed
+    # folder as its report_dir, so a script following it found nothing there.
+    reports = tmpfs(tmp_path / "reports", "8k")
+    levels = {(1, sku): 3 for sku in catalog_skus(300)}
+    path = write_stock(tmp_path / "stock.csv", levels)
+    result = run_invsync(["sync", str(path), "--report-dir", str(reports),
+                          "--log-format", "json"], env_for(sandbox, tmp_path))
+    assert result.returncode == 2, output(result)
+    assert sandbox.levels() == levels  # the stock was sent
+    finished = [e for e in check_events(result.stdout) if e["event"] == "run_finished"]
+    assert len(finished) == 1, result.stdout
+    event = finished[0]
+    assert "the stock was sent" in event["error"], event
+    folder = event["report_dir"]
+    assert folder == "" or (Path(folder) / "report.json").is_file(), (folder, event)
+    assert event["summary"].endswith(f"report={folder}"), event

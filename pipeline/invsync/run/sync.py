@@ -299,7 +299,7 @@ def _finish(run: _Run) -> RunReport:
                               "summary": summary_line(report),
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
                               "transactions": len(report.transaction_ids),
-                              "error": report.error, "report_dir": str(run.folder)})
+                              "error": report.error, "report_dir": report.report_dir})
     return report
 
 
