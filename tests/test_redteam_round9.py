@@ -6,6 +6,7 @@ kept as tests."""
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -127,3 +128,30 @@ def test_a_report_folder_too_full_names_no_missing_folder_in_run_finished(
     folder = event["report_dir"]
     assert folder == "" or (Path(folder) / "report.json").is_file(), (folder, event)
     assert event["summary"].endswith(f"report={folder}"), event
+
+
+def test_a_journal_start_cut_mid_record_leaves_nothing_to_recover(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # A long --reason makes the journal's first record longer than the one page the state
+    # disk has left: the page was written, the rest was not. The run said "nothing was
+    # sent, run the same command again", but the torn journal stayed (only an empty one was
+    # removed): the next run "recovered 0 confirmed levels ... from interrupted run ?", and
+    # closing it at the run's end failed again ("could not close the journal").
+    state = tmpfs(tmp_path / "state", "12k")
+    levels = {(1, sku): 3 for sku in catalog_skus(12)}
+    path = write_stock(tmp_path / "stock.csv", levels)
+    args = ["sync", str(path), "--reason", "stock count " * 500,
+            "--report-dir", str(tmp_path / "reports")]
+    env = env_for(sandbox, tmp_path)
+    first = run_invsync(args, env)
+    text = output(first)
+    assert first.returncode == 2, text
+    assert "could not be started" in text and "nothing was sent" in text, text
+    assert "could not close the journal" not in text, text
+    assert not list(state.rglob("journal.jsonl")), [str(p) for p in state.rglob("*")]
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(state)], check=True)
+    again = run_invsync(args, env)
+    assert again.returncode == 0, output(again)
+    assert "recovered" not in output(again) and "finished=" not in again.stdout
+    assert sandbox.levels() == levels
