@@ -155,3 +155,22 @@ def test_a_journal_start_cut_mid_record_leaves_nothing_to_recover(
     assert again.returncode == 0, output(again)
     assert "recovered" not in output(again) and "finished=" not in again.stdout
     assert sandbox.levels() == levels
+
+
+def test_a_full_host_lock_folder_is_named_not_the_state_folder(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # The host-wide lock lives in its own folder (INVSYNC_LOCK_DIR, else the system temp
+    # dir). That folder full, the run said "the state folder ... is not writable (No space
+    # left on device)": the operator made room on the wrong disk.
+    locks = tmpfs(tmp_path / "locks", "4k", "mode=0700")
+    (locks / "filler").write_bytes(b"x" * 4096)
+    levels = {(1, sku): 3 for sku in catalog_skus(12)}
+    path = write_stock(tmp_path / "stock.csv", levels)
+    env = {**env_for(sandbox, tmp_path), "INVSYNC_LOCK_DIR": str(locks)}
+    result = run_invsync(["sync", str(path), "--report-dir", str(tmp_path / "reports")], env)
+    text = output(result)
+    assert result.returncode == 64, text
+    assert "Traceback" not in text and "unexpected error" not in text, text
+    assert str(locks) in text and "nothing was sent" in text, text
+    assert "state folder" not in text, text
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
