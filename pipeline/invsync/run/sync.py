@@ -230,7 +230,7 @@ def _lock(run: _Run) -> list[StoreLock]:
     except BaseException as exc:
         for lock in reversed(locks_held):
             lock.release()
-        if isinstance(exc, OSError):  # its disk filled up (the state's since it was proven writable)
+        if isinstance(exc, OSError):  # its disk filled up since proven writable
             raise UsageError(f"the {where} is not writable "
                              f"({exc.strerror or exc}); nothing was sent") from None
         raise
