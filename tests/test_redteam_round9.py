@@ -174,3 +174,39 @@ def test_a_full_host_lock_folder_is_named_not_the_state_folder(
     assert str(locks) in text and "nothing was sent" in text, text
     assert "state folder" not in text, text
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+@pytest.mark.parametrize(("status", "kind", "words"), [
+    (403, "store-permission", "The store did not let invsync read what the preview needs"),
+    (401, "store-permission", "The store did not let invsync read what the preview needs"),
+    (500, "preview-failed", "The store kept failing while the preview was made"),
+])
+def test_fetch_now_of_a_source_the_store_refuses_or_fails(
+        sandbox: SandboxProcess, tmp_path: Path, status: int, kind: str, words: str) -> None:
+    """'Fetch now' (API and page) when the store refuses or fails the preview's reads."""
+    from invsync.sources import check_sources
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "stock_1.csv").write_bytes(FILE)
+    mode: dict[str, int | None] = {"status": status}
+    with misbehaving_store(_locations(mode), sandbox.url) as store:
+        settings = replace(make_settings(sandbox, tmp_path), api_url=store.url, retry=FAST,
+                           sources=check_sources({"drop": {"url": f"{drop}/stock_*.csv",
+                                                           "settle_s": 0}}))
+        for c in _client(settings):
+            r = c.post("/api/sources/drop/fetch", headers={"X-CSRF-Token": csrf_of(c)})
+            assert r.status_code == 502, r.text
+            body = r.json()
+            assert body["type"] == f"urn:invsync:problem:{kind}", body
+            assert body["upload_id"] and r.headers["Location"].endswith(body["upload_id"])
+            assert "BIGCOMMERCE_" not in body["detail"], body
+            page = c.post("/sources/drop/fetch", data={"csrf_token": csrf_of(c), "force": "true"},
+                          follow_redirects=True)
+            assert words in _words(page.text), _words(page.text)[-1500:]
+            assert "This file could not be used" not in page.text
+            mode["status"] = None  # the store answers again: Preview again works
+            again = c.post(f"/uploads/{body['upload_id']}/preview",
+                           data={"csrf_token": csrf_of(c)}, follow_redirects=True)
+            assert again.status_code == 200, again.text
+            assert c.get(f"/api/uploads/{body['upload_id']}").json()["status"] == "planned"
