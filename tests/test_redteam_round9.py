@@ -210,3 +210,23 @@ def test_fetch_now_of_a_source_the_store_refuses_or_fails(
                            data={"csrf_token": csrf_of(c)}, follow_redirects=True)
             assert again.status_code == 200, again.text
             assert c.get(f"/api/uploads/{body['upload_id']}").json()["status"] == "planned"
+
+
+def test_a_state_disk_too_full_for_a_sources_copy_names_the_state_folder(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # A source's file is copied into the state folder before it is read. That disk full,
+    # the run said "stock_*.csv: reading .../drop/stock_1.csv: OSError: [Errno 28] No space
+    # left on device": a Python class name, and the wrong disk (the drop folder is fine).
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    write_stock(drop / "stock_1.csv",
+                {(loc, sku): 3 for loc in (1, 2) for sku in catalog_skus(1500)})
+    state = tmpfs(tmp_path / "state", "32k")
+    result = run_invsync(["sync", str(drop / "stock_*.csv"), "--settle", "0",
+                          "--report-dir", str(tmp_path / "reports")], env_for(sandbox, tmp_path))
+    text = output(result)
+    assert result.returncode == 2, text
+    assert "OSError" not in text and "Errno" not in text and "Traceback" not in text, text
+    assert "state folder" in text and str(state) in text and "nothing was sent" in text, text
+    assert not list(state.rglob("*.part"))
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
