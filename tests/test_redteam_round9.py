@@ -230,3 +230,25 @@ def test_a_state_disk_too_full_for_a_sources_copy_names_the_state_folder(
     assert "state folder" in text and str(state) in text and "nothing was sent" in text, text
     assert not list(state.rglob("*.part"))
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+def test_an_upload_the_state_disk_cannot_hold_is_refused_in_words(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path]) -> None:
+    # The uploads are kept in the state folder. That disk full, the API answered 500 "the
+    # request failed; the server log has the details" and the page "Something went wrong",
+    # and half the file stayed behind in an upload folder with no record.
+    import io
+
+    state = tmpfs(tmp_path / "state", "24k", "mode=0700")
+    data = ("sku,quantity\n" + "".join(f"{s},5\n" for s in catalog_skus(1500))).encode()
+    for c in _client(make_settings(sandbox, tmp_path)):
+        r = api_upload(c, data=data)
+        assert r.status_code == 500, r.text
+        assert "could not keep the file" in r.json()["detail"], r.text
+        assert "nothing was kept or sent" in r.json()["detail"], r.text
+        page = c.post("/uploads", files={"file": ("s.csv", io.BytesIO(data), "text/csv")},
+                      data={"csrf_token": csrf_of(c)}, follow_redirects=True)
+        assert "could not keep the file" in _words(page.text), _words(page.text)[:600]
+        assert "Something went wrong" not in page.text
+    assert not [p for p in state.rglob("upload.csv")], list(state.rglob("*"))
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -411,12 +412,20 @@ class Portal:
         encoding, header_row = check_reading(encoding, header_row)
         upload_id = secrets.token_hex(16)
         folder = self.path_of(upload_id)
-        folder.mkdir(parents=True, mode=0o700)
         stored = f"upload{suffix}"
-        fd = os.open(folder / stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := data.read(1 << 20):
-                out.write(chunk)
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+            fd = os.open(folder / stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := data.read(1 << 20):
+                    out.write(chunk)
+        except OSError as exc:  # a full or read-only state disk: no half-kept upload
+            shutil.rmtree(folder, ignore_errors=True)
+            log.error("upload not kept in %s: %s", folder, exc)
+            raise UploadError(500, f"the server could not keep the file ({exc.strerror}): "
+                                   f"nothing was kept or sent; ask whoever runs invsync to "
+                                   f"make room for uploads, then upload it again",
+                              kind="internal") from None
         meta = {"upload_id": upload_id, "user": user, "filename": name, "stored_name": stored,
                 "created": utc_now(), "store": self.binding,
                 "location_id": location_id or self.settings.location_id,
