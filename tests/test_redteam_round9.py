@@ -252,3 +252,32 @@ def test_an_upload_the_state_disk_cannot_hold_is_refused_in_words(
         assert "Something went wrong" not in page.text
     assert not [p for p in state.rglob("upload.csv")], list(state.rglob("*"))
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+@pytest.mark.parametrize("size", ["40k", "96k"])
+def test_a_preview_the_state_disk_cannot_keep_is_not_planned(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path], size: str) -> None:
+    # The file fits the state disk, the preview's run folder does not. 40k: the upload was
+    # answered 201 "planned" with no counts and no changes, and Apply then failed with
+    # "plan.csv: cannot read file: No such file or directory". 96k: the upload's record
+    # could not be saved, and the API said 500 "the server log has the details".
+    tmpfs(tmp_path / "state", size, "mode=0700")
+    data = ("sku,quantity\n" + "".join(f"{s},5\n" for s in catalog_skus(300))).encode()
+    for c in _client(make_settings(sandbox, tmp_path)):
+        r = api_upload(c, data=data)
+        assert r.status_code == 500, r.text
+        body = r.json()
+        assert "the preview could not be kept" in body["detail"], body
+        assert "Nothing was sent" in body["detail"] and "make room" in body["detail"], body
+        upload_id = body.get("upload_id")
+        if body.get("upload_status"):  # 96k: not even the upload's record could be saved
+            assert body["upload_status"] == "failed", body
+            upload = c.get(f"/api/uploads/{upload_id}").json()
+            assert upload["status"] == "failed", upload
+            refused = c.post(f"/api/uploads/{upload_id}/apply",
+                             headers={"X-CSRF-Token": csrf_of(c)})
+            assert refused.status_code == 409, refused.text
+            words = _words(c.get(f"/uploads/{upload_id}").text)
+            assert "The server could not keep the preview" in words, words[-800:]
+            assert "This file could not be used" not in words
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]

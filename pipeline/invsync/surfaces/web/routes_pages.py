@@ -118,7 +118,7 @@ def _view(request: Request, upload_id: str, status: int = 200,
     # The store kept failing (down, errors, nonsense): the file may be fine, not "unusable".
     return page(request, "upload_view.html", status=status, u=data, error=error,
                 location_names=names, refused_by_store=failure == "auth",
-                store_failed=failure == "store")
+                store_failed=failure == "store", not_kept=failure == "internal")
 
 
 async def upload_view(request: Request) -> Response:

@@ -10,6 +10,7 @@ preview that went stale is refused and nothing is sent. History is the run folde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -107,6 +108,11 @@ class ApplyCancelled(asyncio.CancelledError):
     """Raised from the apply run's observer after a cancel (once): the run's requests are
     cancelled and it ends as interrupted; what the store confirmed is in its journal (the
     next run of the store records it), the rest is not sent."""
+
+
+NOT_KEPT = ("the preview could not be kept: the server's disk has no room for it. Nothing "
+            "was sent; ask whoever runs invsync to make room, then preview again")
+"""A preview whose files the state disk could not hold, in the merchant's words."""
 
 
 # -- the two calls into the library (plan, apply) -------------------------------------
@@ -518,6 +524,11 @@ class Portal:
             if exc.extra.get("status") != "unmapped":
                 self._finish_preview(upload_id, status="failed", error=str(exc))
             raise
+        except OSError as exc:  # the state disk: the upload's record could not be kept
+            log.error("preview of upload %s not kept: %s", upload_id, exc)
+            with contextlib.suppress(OSError):
+                self._finish_preview(upload_id, status="failed", error=NOT_KEPT)
+            raise UploadError(500, f"{NOT_KEPT} ({exc.strerror})", kind="internal") from None
         except BaseException:
             self._finish_preview(upload_id, status=before if before != "new" else "failed",
                                  error="the preview could not be made: try again")
@@ -527,8 +538,12 @@ class Portal:
         """What stopped the upload's last preview (its report's ``error_kind``): ``store``
         (the store kept failing, down or answering nonsense: the file may be fine, and a
         later preview may work), ``auth`` (the store refused the access token or a scope
-        the preview needs: the file is fine), ``file``...; None when it did not fail."""
-        report = _report(self.mine(upload_id).get("plan_dir")) or {}
+        the preview needs: the file is fine), ``internal`` (its files could not be kept),
+        ``file``...; None when it did not fail."""
+        meta = self.mine(upload_id)
+        if meta.get("status") == "failed" and meta.get("error") == NOT_KEPT:
+            return "internal"  # the server's disk, not the file nor the store
+        report = _report(meta.get("plan_dir")) or {}
         kind = report.get("error_kind")
         return kind if isinstance(kind, str) else None
 
@@ -567,6 +582,13 @@ class Portal:
         if meta.get("as_of"):  # the upload's own as-of time: its preview subtracts what sold
             settings = replace(settings, as_of=meta["as_of"])
         report = library_preview(self.file_path(meta), settings, self.origin(meta))
+        if report.status == "dry_run" and not (
+                report.report_dir and (Path(report.report_dir) / "plan.csv").is_file()):
+            # Its run folder could not be written (a full state disk): nothing to apply.
+            log.error("preview of upload %s not kept: %s", upload_id, report.error)
+            return self._finish_preview(
+                upload_id, status="failed", plan_run_id=report.run_id,
+                plan_dir=report.report_dir or None, interrupted=False, error=NOT_KEPT)
         if report.status != "dry_run":
             error = self.plain_error(meta, report.error or "the preview failed")
             if report.error_kind == "auth":
