@@ -281,3 +281,34 @@ def test_a_preview_the_state_disk_cannot_keep_is_not_planned(
             assert "The server could not keep the preview" in words, words[-800:]
             assert "This file could not be used" not in words
     assert not [r for r in sandbox.requests() if r["method"] == "PUT"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_store_that_refuses_only_the_write_tells_the_merchant_who_can_fix_it(
+        sandbox: SandboxProcess, tmp_path: Path, status: int) -> None:
+    # A good preview, then the store refuses the PUT. The page and the API said the CLI's
+    # words: "the store refused the access token (HTTP 401): check BIGCOMMERCE_ACCESS_TOKEN
+    # and the store hash", naming nobody the merchant can ask.
+    from test_web import wait_done
+
+    def respond(req: Request) -> Reply | None:
+        if req.method == "PUT":
+            return Reply.json(status, {"title": "no"})
+        return None
+
+    with misbehaving_store(respond, sandbox.url) as store:
+        settings = replace(make_settings(sandbox, tmp_path), api_url=store.url, retry=FAST)
+        for c in _client(settings):
+            r = api_upload(c, data=FILE)
+            assert r.status_code == 201, r.text
+            upload_id = r.json()["upload_id"]
+            applied = c.post(f"/api/uploads/{upload_id}/apply",
+                             headers={"X-CSRF-Token": csrf_of(c)})
+            assert applied.status_code == 202, applied.text
+            upload = wait_done(c, upload_id)
+            words = _words(c.get(f"/uploads/{upload_id}").text)
+    assert upload["status"] == "failed", upload
+    for said in (upload["error"], words):
+        assert "BIGCOMMERCE_" not in said, said
+        assert f"HTTP {status}" in said and "ask whoever set up invsync" in said, said
+    assert sandbox.levels() == {}  # nothing was applied

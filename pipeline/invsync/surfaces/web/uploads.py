@@ -877,8 +877,11 @@ class Portal:
             status = "partial" if invalid or meta.get("unknown") else report.status
             self._update(upload_id, status=status, error=None, **common)
         else:
-            self._update(upload_id, status="failed",
-                         error=report.error or "the run failed", brakes=report.brakes, **common)
+            error = report.error or "the run failed"
+            if report.error_kind == "auth":  # the store refused the token or a scope
+                error = store_permission_detail(error, as_of=False)
+            self._update(upload_id, status="failed", error=error, brakes=report.brakes,
+                         **common)
 
     @staticmethod
     def page_counts(meta: dict[str, Any]) -> dict[str, int]:
