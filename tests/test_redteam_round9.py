@@ -5,7 +5,9 @@ kept as tests."""
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import catalog_skus, env_for, output, run_invsync, write_stock
+from conftest import catalog_skus, env_for, kill_when, output, run_invsync, spawn, write_stock
 from contracts import check_events
 from misbehaving import Reply, Request, misbehaving_store
 from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings
@@ -312,3 +314,29 @@ def test_a_store_that_refuses_only_the_write_tells_the_merchant_who_can_fix_it(
         assert "BIGCOMMERCE_" not in said, said
         assert f"HTTP {status}" in said and "ask whoever set up invsync" in said, said
     assert sandbox.levels() == {}  # nothing was applied
+
+
+def test_a_run_stopped_while_its_file_is_read_does_not_say_it_read_0_rows(
+        sandbox: SandboxProcess, tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    # SIGTERM while a big file is still being read: the summary said "rows read 0", as
+    # for an empty file (report.json: no input.rows, every count 0).
+    path = tmp_path / "big.csv"
+    with path.open("w") as fh:
+        fh.write("sku,location_id,quantity\n")
+        fh.writelines(f"SKU-{i},1,{i % 7}\n" for i in range(3_000_000))
+    env = env_for(sandbox, tmp_path)
+    del env["BIGCOMMERCE_ACCESS_TOKEN"]  # offline: the file is read in the main thread
+    reports, log = tmp_path / "reports", tmp_path / "run.log"
+    proc = spawn(["sync", str(path), "--dry-run", "--report-dir", str(reports)], env, log,
+                 children)
+    # The report folder is proven writable before the file is read.
+    code = kill_when(reports.exists, proc, log, sig=signal.SIGTERM, timeout=60)
+    text = log.read_text()
+    assert code == 143, text
+    report = json.loads(next(reports.glob("*/report.json")).read_text())
+    if "rows" in report["input"]:
+        pytest.skip("the file was read before the signal came")
+    assert "rows read 0" not in text and "rows read         0" not in text, text
+    assert "rows read: none, the run stopped while reading the file" in text, text
+    assert "Traceback" not in text
