@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import catalog_skus, env_for, kill_when, output, run_invsync, spawn, write_stock
+from conftest import (
+    catalog_skus,
+    env_at,
+    env_for,
+    kill_when,
+    output,
+    retry_config,
+    run_invsync,
+    spawn,
+    write_stock,
+)
 from contracts import check_events
 from misbehaving import Reply, Request, misbehaving_store
 from test_web import PASSWORD, CheckedClient, api_upload, csrf_of, login, make_settings
@@ -340,3 +350,43 @@ def test_a_run_stopped_while_its_file_is_read_does_not_say_it_read_0_rows(
     assert "rows read 0" not in text and "rows read         0" not in text, text
     assert "rows read: none, the run stopped while reading the file" in text, text
     assert "Traceback" not in text
+
+
+def test_a_resume_the_store_fails_does_not_say_it_finished_the_killed_run(
+        sandbox: SandboxProcess, tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    # A run killed (-9) with batches out; `invsync resume` then fails at the store's
+    # locations (HTTP 500): nothing sent, its rows unchecked, the journal kept. Its summary
+    # line said "finished=<killed run> (it stopped before writing its report)", though the
+    # next resume is the one that finishes it (and says so too).
+    from misbehaving import HoldPuts
+
+    levels = {(1, sku): 3 for sku in catalog_skus(40)}
+    path = write_stock(tmp_path / "stock.csv", levels)
+    hold = HoldPuts(let=1)
+    failing = {"on": False}
+
+    def respond(req: Request) -> Reply | None:
+        if failing["on"] and req.path == "/inventory/locations":
+            return Reply.json(500, {"title": "down"})
+        return hold(req)
+
+    with misbehaving_store(respond, sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        log = tmp_path / "killed.log"
+        proc = spawn(["sync", str(path), "--batch-size", "10"], env, log, children)
+        kill_when(hold.held.is_set, proc, log)  # kill -9 with a batch out
+        hold.stop()
+        failing["on"] = True
+        config = retry_config(tmp_path, max_attempts=2)
+        failed = run_invsync(["resume", "--config", str(config), "--log-format", "json"], env)
+        failing["on"] = False
+        done = run_invsync(["resume"], env)
+    assert failed.returncode == 2, output(failed)
+    event = next(e for e in check_events(failed.stdout) if e["event"] == "run_finished")
+    assert event["counts"]["unchecked"] == 40, event
+    assert "finished=" not in event["summary"], event["summary"]
+    assert done.returncode == 0, output(done)
+    killed = done.report()["resumed_from"]
+    assert killed and f"finished={killed}" in done.stdout.splitlines()[-1], output(done)
+    assert sandbox.levels() == levels
