@@ -390,3 +390,28 @@ def test_a_resume_the_store_fails_does_not_say_it_finished_the_killed_run(
     killed = done.report()["resumed_from"]
     assert killed and f"finished={killed}" in done.stdout.splitlines()[-1], output(done)
     assert sandbox.levels() == levels
+
+
+@pytest.mark.parametrize("size", ["24k", "40k"])
+def test_fetch_now_onto_a_full_state_disk_blames_the_disk_not_the_source(
+        sandbox: SandboxProcess, tmp_path: Path, tmpfs: Callable[..., Path], size: str) -> None:
+    # 24k: the fetched copy does not fit; the API said 502 source-unreachable, "the server
+    # could not be reached, or it did not hand over the file" (the source was fine).
+    # 40k: the copy fits, its preview does not (see the upload test above).
+    from invsync.sources import check_sources
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    rows = 1500 if size == "24k" else 300
+    (drop / "stock_1.csv").write_bytes(
+        ("sku,quantity\n" + "".join(f"{s},5\n" for s in catalog_skus(rows))).encode())
+    tmpfs(tmp_path / "state", size, "mode=0700")
+    settings = replace(make_settings(sandbox, tmp_path), sources=check_sources(
+        {"drop": {"url": f"{drop}/stock_*.csv", "settle_s": 0}}))
+    for c in _client(settings):
+        r = c.post("/api/sources/drop/fetch", headers={"X-CSRF-Token": csrf_of(c)})
+        assert r.status_code == 500, r.text
+        body = r.json()
+        assert body["type"] == "urn:invsync:problem:internal", body
+        assert "disk has no room" in body["detail"] and "could not be reached" not in r.text
+    assert not [r for r in sandbox.requests() if r["method"] == "PUT"]

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from invsync.disk import make_private_dir, open_nofollow, write_atomic
 from invsync.redact import redact, redact_url
-from invsync.sources.errors import MissingExtraError, SourceError
+from invsync.sources.errors import CopyNotKeptError, MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
 
 log = logging.getLogger("invsync.sources")
@@ -194,9 +194,9 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
             raise
         # The copy's disk (the state folder), not the source: "reading FILE: OSError" sent
         # the operator to the wrong place.
-        raise SourceError(f"the file could not be copied into the state folder "
-                          f"{dest.parent} ({exc.strerror}): nothing was sent; make room "
-                          f"there, then run the same command again") from None
+        raise CopyNotKeptError(f"the file could not be copied into the state folder "
+                               f"{dest.parent} ({exc.strerror}): nothing was sent; make "
+                               f"room there, then run the same command again") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
