@@ -218,19 +218,23 @@ def _lock(run: _Run) -> list[StoreLock]:
     # host's lock on the store (API host + hash): two runs for one store exit 4 even
     # with different state dirs.
     locks_held: list[StoreLock] = []
+    where = f"state folder {settings.state_dir}"
     try:
         for lock in (run.lock, run.host_lock):
+            if lock is run.host_lock:  # its own folder (INVSYNC_LOCK_DIR or the temp dir)
+                where = f"lock folder {lock.path.parent}"
             lock.acquire(run.report.run_id, settings.wait_lock_s,
                          on_wait=lambda info: run.emit("lock_wait", info),
                          state_dir=str(settings.state_dir), profile=settings.profile,
                          input=str(run.path.absolute()))
             locks_held.append(lock)
+        where = f"state folder {settings.state_dir}"
         run.report.run_seq = run.snapshots.next_run_seq()
     except BaseException as exc:
         for lock in reversed(locks_held):
             lock.release()
-        if isinstance(exc, OSError):  # the state disk filled up since it was proven writable
-            raise UsageError(f"the state folder {settings.state_dir} is not writable "
+        if isinstance(exc, OSError):  # its disk filled up since proven writable
+            raise UsageError(f"the {where} is not writable "
                              f"({exc.strerror or exc}); nothing was sent") from None
         raise
     return locks_held
@@ -302,7 +306,7 @@ def _finish(run: _Run) -> RunReport:
                               "summary": summary_line(report),
                               "exit_code": report.exit_code, "counts": report.counts.__dict__,
                               "transactions": len(report.transaction_ids),
-                              "error": report.error, "report_dir": str(run.folder)})
+                              "error": report.error, "report_dir": report.report_dir})
     return report
 
 

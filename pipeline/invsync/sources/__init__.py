@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names as mypy and readers see them (``as`` re-exports them)
+    from invsync.sources.errors import CopyNotKeptError as CopyNotKeptError
     from invsync.sources.errors import MissingExtraError as MissingExtraError
     from invsync.sources.errors import NotReadyError as NotReadyError
     from invsync.sources.errors import SourceError as SourceError
@@ -32,8 +33,8 @@ if TYPE_CHECKING:  # the names as mypy and readers see them (``as`` re-exports t
     from invsync.sources.spec import resolve as resolve
 
 _HOME = {
-    "MissingExtraError": "errors", "NotReadyError": "errors", "SourceError": "errors",
-    "StaleFileError": "errors",
+    "CopyNotKeptError": "errors", "MissingExtraError": "errors", "NotReadyError": "errors",
+    "SourceError": "errors", "StaleFileError": "errors",
     "Fetched": "fetching", "SourceState": "fetching", "after": "fetching",
     "fetch": "fetching", "keep_in_run_folder": "fetching",
     "RemoteFile": "remote", "remote_for": "remote",

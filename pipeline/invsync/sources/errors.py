@@ -11,6 +11,11 @@ class SourceError(FatalError):
     exit_code = ExitCode.RUN_FAILED
 
 
+class CopyNotKeptError(SourceError):
+    """The file was read, but its copy in the state folder could not be written (a full or
+    read-only disk): the source is fine. Exit 2."""
+
+
 class NotReadyError(FatalError):
     """The file is not ready to be read (still being written, no marker file yet): exit 3."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import errno
 import fnmatch
 import glob
 import hashlib
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 from invsync.disk import make_private_dir, open_nofollow, write_atomic
 from invsync.redact import redact, redact_url
-from invsync.sources.errors import MissingExtraError, SourceError
+from invsync.sources.errors import CopyNotKeptError, MissingExtraError, SourceError
 from invsync.sources.spec import SourceSpec
 
 log = logging.getLogger("invsync.sources")
@@ -157,6 +158,10 @@ MIN_PROGRESS = 64 << 10
 up (exit 2): each read answering in time does not bound a server that drips bytes."""
 
 
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""What only the copy's side of a download can fail with (its disk)."""
+
+
 def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
           timeout_s: float | None = None) -> Download:
     """Write ``stream`` to ``dest`` through a temporary file, hashing it on the way."""
@@ -184,6 +189,14 @@ def _copy(stream: BinaryIO, dest: Path, file: RemoteFile | None,
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
+    except OSError as exc:
+        if exc.errno not in _FULL_OR_READ_ONLY:
+            raise
+        # The copy's disk (the state folder), not the source: "reading FILE: OSError" sent
+        # the operator to the wrong place.
+        raise CopyNotKeptError(f"the file could not be copied into the state folder "
+                               f"{dest.parent} ({exc.strerror}): nothing was sent; make "
+                               f"room there, then run the same command again") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()

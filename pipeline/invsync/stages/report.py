@@ -195,8 +195,10 @@ def summary_line(report: RunReport) -> str:
         causes = ", ".join(f"{k.removeprefix('retries_')}: {v}" for k, v in report.requests.items()
                            if k.startswith("retries_"))
         parts.append(f"retries={retries} ({causes})")
-    if report.resumed_from and report.status != "dry_run":
-        parts.append(f"finished={report.resumed_from}")  # the interrupted run it completed
+    # The interrupted run it completed: one that failed or was stopped again completed
+    # nothing (the journal is kept for the next run, which finishes it).
+    if report.resumed_from and report.status in ("succeeded", "partial"):
+        parts.append(f"finished={report.resumed_from}")
         if report.resumed_from_no_report:
             parts.append(NO_REPORT)
     if report.exit_code:

@@ -235,7 +235,18 @@ class Journal:
         with self._lock:
             self._prepared.clear()  # built for another run's batches
         self._fh = open_nofollow(self.path, "w")
-        self._append({"type": "begin", **header})
+        try:
+            self._append({"type": "begin", **header})
+        except OSError:
+            # A full disk can leave part of the first record: the file holds nothing else
+            # (opened truncated), so it goes, or the next run would "recover" a torn run.
+            fh, self._fh = self._fh, None
+            with contextlib.suppress(OSError):
+                if fh is not None:
+                    fh.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
 
     def prepare(self, batch: int, levels: pl.DataFrame) -> None:
         """Serialise ``batch``'s records ahead of time (KEY + quantity of all its items),

@@ -35,6 +35,9 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
     unchecked = rows_unchecked(report)
     if unchecked:
         console.print(f"rows read {unchecked:,}: the run stopped before checking them")
+    elif report.status == "interrupted" and "rows" not in report.input:
+        # Stopped while the file was read: "rows read 0" would say the file was empty.
+        console.print("rows read: none, the run stopped while reading the file")
     else:
         _print_counts(report, console)
     groups = problem_groups(report.rejected_by_reason, report.rejected)

@@ -31,13 +31,15 @@ def upload_problem(exc: UploadError, upload_id: str | None = None) -> Response:
 
 
 def not_previewed(data: dict[str, Any], *, at_store: bool, location: str,
-                  refused: bool = False) -> Response:
+                  refused: bool = False, internal: bool = False) -> Response:
     """The problem answer for an upload kept but not previewed (``data``: its API shape):
     ``store-permission`` (502) when the store ``refused`` the access token or a scope the
     preview needs, ``preview-failed`` (502) when the store kept failing while the plan was
-    made (the file may be fine, and a new preview may work), else ``unreadable-file`` (422)."""
+    made (the file may be fine, and a new preview may work), ``internal`` (500) when the
+    server could not keep the preview (its disk), else ``unreadable-file`` (422)."""
     kind, status = ("store-permission", 502) if refused else \
-        ("preview-failed", 502) if at_store else ("unreadable-file", 422)
+        ("preview-failed", 502) if at_store else \
+        ("internal", 500) if internal else ("unreadable-file", 422)
     return problem(status, data.get("error") or "the file could not be previewed", kind=kind,
                    upload_id=data["upload_id"], upload_status=data["status"],
                    http_headers={"Location": location})

@@ -51,7 +51,7 @@ async def create(request: Request) -> Response:
     if data["status"] != "planned":  # kept, but not previewed: it says why
         failure = await run_in_threadpool(portal.preview_failure, upload_id)
         return not_previewed(data, at_store=failure == "store", refused=failure == "auth",
-                             location=location)
+                             internal=failure == "internal", location=location)
     return JSONResponse(data, status_code=201, headers={"Location": location})
 
 

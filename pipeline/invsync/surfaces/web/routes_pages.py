@@ -113,10 +113,12 @@ def _view(request: Request, upload_id: str, status: int = 200,
     data = portal.describe(upload_id)
     names = {loc.id: loc.label or loc.code for loc in portal.locations()}
     # A preview the store refused (token, scope): the file is fine, the store's account is not.
-    refused = data["status"] == "failed" and not data.get("run_id") and \
-        portal.preview_failure(upload_id) == "auth"
-    return page(request, "upload_view.html", status=status, u=data,
-                error=error, location_names=names, refused_by_store=refused)
+    failure = portal.preview_failure(upload_id) \
+        if data["status"] == "failed" and not data.get("run_id") else None
+    # The store kept failing (down, errors, nonsense): the file may be fine, not "unusable".
+    return page(request, "upload_view.html", status=status, u=data, error=error,
+                location_names=names, refused_by_store=failure == "auth",
+                store_failed=failure == "store", not_kept=failure == "internal")
 
 
 async def upload_view(request: Request) -> Response:

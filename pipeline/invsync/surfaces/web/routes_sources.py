@@ -27,6 +27,7 @@ from invsync.errors import UsageError
 from invsync.redact import redact
 from invsync.run.config import Settings
 from invsync.sources import (
+    CopyNotKeptError,
     Fetched,
     NotReadyError,
     RemoteFile,
@@ -87,6 +88,10 @@ def _plain(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, NotReadyError):
         return 422, "file-not-ready", ("the file is still being written at the source (or is "
                                        "not marked as complete yet): try again in a few minutes")
+    if isinstance(exc, CopyNotKeptError):  # this server's disk, not the source's
+        return 500, "internal", ("the server's disk has no room for the file: nothing was "
+                                 "fetched or sent; ask whoever runs invsync to make room, "
+                                 "then fetch again")
     if isinstance(exc, SourceError | OSError):
         return 502, "source-unreachable", ("the server could not be reached, or it did not hand "
                                            "over the file: try again later; if it keeps "
@@ -236,7 +241,7 @@ async def fetch_api(request: Request) -> Response:
     if data["status"] != "planned":  # kept, but not previewed: it says why
         failure = await run_in_threadpool(w.portal.preview_failure, upload_id)
         return not_previewed(data, at_store=failure == "store", refused=failure == "auth",
-                             location=location)
+                             internal=failure == "internal", location=location)
     return JSONResponse(data, status_code=201, headers={"Location": location})
 
 

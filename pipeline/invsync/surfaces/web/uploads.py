@@ -10,11 +10,13 @@ preview that went stale is refused and nothing is sent. History is the run folde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -108,14 +110,21 @@ class ApplyCancelled(asyncio.CancelledError):
     next run of the store records it), the rest is not sent."""
 
 
+NOT_KEPT = ("the preview could not be kept: the server's disk has no room for it. Nothing "
+            "was sent; ask whoever runs invsync to make room, then preview again")
+"""A preview whose files the state disk could not hold, in the merchant's words."""
+
+
 # -- the two calls into the library (plan, apply) -------------------------------------
 def store_permission_detail(error: str, *, as_of: bool) -> str:
     """A preview the store refused (its access token, or a scope the preview needs), in
     words for the merchant: who can fix it, and that the file is fine."""
     error = error.rstrip(". ")
     if "HTTP 401" in error:  # the token itself, not one of its scopes
-        return (f"{error}. The file itself is fine: the store did not accept invsync's "
-                f"access token; ask whoever set up invsync to check it, then preview again.")
+        # Not the CLI's words: they name an environment variable the merchant never sees.
+        return ("The store did not accept invsync's access token (HTTP 401). The file "
+                "itself is fine: ask whoever set up invsync to check its access token and "
+                "store hash, then preview again.")
     way_round = " (or upload the file without an as_of time)" if as_of and \
         "orders" in error else ""
     return (f"{error}. The file itself is fine: ask whoever set up invsync to give the "
@@ -409,12 +418,20 @@ class Portal:
         encoding, header_row = check_reading(encoding, header_row)
         upload_id = secrets.token_hex(16)
         folder = self.path_of(upload_id)
-        folder.mkdir(parents=True, mode=0o700)
         stored = f"upload{suffix}"
-        fd = os.open(folder / stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := data.read(1 << 20):
-                out.write(chunk)
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+            fd = os.open(folder / stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := data.read(1 << 20):
+                    out.write(chunk)
+        except OSError as exc:  # a full or read-only state disk: no half-kept upload
+            shutil.rmtree(folder, ignore_errors=True)
+            log.error("upload not kept in %s: %s", folder, exc)
+            raise UploadError(500, f"the server could not keep the file ({exc.strerror}): "
+                                   f"nothing was kept or sent; ask whoever runs invsync to "
+                                   f"make room for uploads, then upload it again",
+                              kind="internal") from None
         meta = {"upload_id": upload_id, "user": user, "filename": name, "stored_name": stored,
                 "created": utc_now(), "store": self.binding,
                 "location_id": location_id or self.settings.location_id,
@@ -507,6 +524,11 @@ class Portal:
             if exc.extra.get("status") != "unmapped":
                 self._finish_preview(upload_id, status="failed", error=str(exc))
             raise
+        except OSError as exc:  # the state disk: the upload's record could not be kept
+            log.error("preview of upload %s not kept: %s", upload_id, exc)
+            with contextlib.suppress(OSError):
+                self._finish_preview(upload_id, status="failed", error=NOT_KEPT)
+            raise UploadError(500, f"{NOT_KEPT} ({exc.strerror})", kind="internal") from None
         except BaseException:
             self._finish_preview(upload_id, status=before if before != "new" else "failed",
                                  error="the preview could not be made: try again")
@@ -516,8 +538,12 @@ class Portal:
         """What stopped the upload's last preview (its report's ``error_kind``): ``store``
         (the store kept failing, down or answering nonsense: the file may be fine, and a
         later preview may work), ``auth`` (the store refused the access token or a scope
-        the preview needs: the file is fine), ``file``...; None when it did not fail."""
-        report = _report(self.mine(upload_id).get("plan_dir")) or {}
+        the preview needs: the file is fine), ``internal`` (its files could not be kept),
+        ``file``...; None when it did not fail."""
+        meta = self.mine(upload_id)
+        if meta.get("status") == "failed" and meta.get("error") == NOT_KEPT:
+            return "internal"  # the server's disk, not the file nor the store
+        report = _report(meta.get("plan_dir")) or {}
         kind = report.get("error_kind")
         return kind if isinstance(kind, str) else None
 
@@ -556,6 +582,13 @@ class Portal:
         if meta.get("as_of"):  # the upload's own as-of time: its preview subtracts what sold
             settings = replace(settings, as_of=meta["as_of"])
         report = library_preview(self.file_path(meta), settings, self.origin(meta))
+        if report.status == "dry_run" and not (
+                report.report_dir and (Path(report.report_dir) / "plan.csv").is_file()):
+            # Its run folder could not be written (a full state disk): nothing to apply.
+            log.error("preview of upload %s not kept: %s", upload_id, report.error)
+            return self._finish_preview(
+                upload_id, status="failed", plan_run_id=report.run_id,
+                plan_dir=report.report_dir or None, interrupted=False, error=NOT_KEPT)
         if report.status != "dry_run":
             error = self.plain_error(meta, report.error or "the preview failed")
             if report.error_kind == "auth":
@@ -844,8 +877,11 @@ class Portal:
             status = "partial" if invalid or meta.get("unknown") else report.status
             self._update(upload_id, status=status, error=None, **common)
         else:
-            self._update(upload_id, status="failed",
-                         error=report.error or "the run failed", brakes=report.brakes, **common)
+            error = report.error or "the run failed"
+            if report.error_kind == "auth":  # the store refused the token or a scope
+                error = store_permission_detail(error, as_of=False)
+            self._update(upload_id, status="failed", error=error, brakes=report.brakes,
+                         **common)
 
     @staticmethod
     def page_counts(meta: dict[str, Any]) -> dict[str, int]:
