@@ -574,3 +574,19 @@ def test_the_summary_is_a_template_and_keeps_its_escaping() -> None:
     md = render_markdown({**hostile_report(), "exit_code": 143, "status": "interrupted"}, None)
     assert md.startswith("## invsync run `") and "(exit code 143)" in md
     assert "<script>" not in md
+
+
+def test_a_run_stopped_while_its_file_was_read_does_not_say_it_read_0_rows() -> None:
+    # Interrupted before the file was read (report.json's input has no rows): "rows read 0"
+    # would say the file was empty.
+    report = hostile_report()
+    report.update(status="interrupted", exit_code=130, rejected=[], rejected_by_reason={},
+                  counts={k: 0 for k in report["counts"]})
+    report["input"] = {"path": "stock.csv", "source": None}
+    page, summary = render_html(report, None, []), render_markdown(report, None)
+    for text in (page, summary):
+        assert "none: the run stopped while reading the file" in text
+    assert "| rows read | 0 |" not in summary
+    report["input"]["rows"] = 0  # read, and empty: 0 it is
+    page, summary = render_html(report, None, []), render_markdown(report, None)
+    assert "stopped while reading" not in page + summary and "| rows read | 0 |" in summary

@@ -92,7 +92,8 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None,
     text = render(
         "summary.md", r=report, facts=_summary_facts(report),
         outcome=outcome_sentence(counts, status, _text(report.get("rejected_file")) or None),
-        counts=[(label, counts.get(key)) for key, label, always in _md_counts(status)
+        counts=[(READ_CUT_SHORT, None) if key == "rows" and stopped_while_reading(report)
+                else (label, counts.get(key)) for key, label, always in _md_counts(status)
                 if always or counts.get(key)],
         by_reason=list(by_reason.items()),
         txids=[t for t in report.get("transaction_ids") or [] if t],
@@ -108,6 +109,16 @@ def warm_up() -> None:
     them for the run's own page) by rendering an empty report, which is thrown away."""
     render_html({}, None, [])
     render_markdown({}, None)
+
+
+READ_CUT_SHORT = "rows read (none: the run stopped while reading the file)"
+"""The rows-read line of a run interrupted before its file was read ("0" would say the
+file was empty)."""
+
+
+def stopped_while_reading(report: Mapping[str, Any]) -> bool:
+    """Whether the run was interrupted while its file was still being read."""
+    return report.get("status") == "interrupted" and "rows" not in (report.get("input") or {})
 
 
 def _md_counts(status: str) -> list[tuple[str, str, bool]]:
@@ -279,6 +290,7 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     if extra:
         groups.append(("Other", extra))
     dry_run = report.get("status") == "dry_run"
+    mid_read = stopped_while_reading(report)
     out = []
     for group, fields in groups:
         rows = []
@@ -286,6 +298,8 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             value = counts.get(key)
             if dry_run and key == "not_sent":
                 label, problem = "not sent (dry run)", False
+            if mid_read and key == "rows":
+                label, value = READ_CUT_SHORT, None
             rows.append({"key": key, "label": label, "value": value,
                          "flag": problem and isinstance(value, int) and value > 0})
         out.append({"name": group, "rows": rows})
