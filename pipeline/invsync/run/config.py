@@ -584,8 +584,15 @@ class Settings:
             raise UsageError(f"--batch-size must be between 1 and {MAX_ITEMS_PER_REQUEST}")
         if not 1 <= self.concurrency <= 32:
             raise UsageError("--concurrency must be between 1 and 32")
-        if self.location_id < 1:
-            raise UsageError("--location-id must be a positive whole number")
+        if not 1 <= self.location_id <= MAX_ID:
+            raise UsageError("--location-id must be a positive whole number"
+                             + (f" of at most {MAX_ID}" if self.location_id > MAX_ID else ""))
+        rules = self.rules
+        for flag, value in (("--buffer", rules.buffer), ("--max-quantity", rules.maximum)):
+            # A negative buffer would add stock to every item; a negative cap, set them below 0.
+            if value is not None and not 0 <= value <= MAX_ID:
+                raise UsageError(f"{flag} must be a whole number, 0 or more (at most {MAX_ID}), "
+                                 f"not {value}")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
         if self.as_of is not None and not self.token and not self.plan_file:
@@ -636,6 +643,9 @@ class Settings:
 
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
+MAX_ID = 2**63 - 1
+"""The largest location id (and quantity rule) a table's 64-bit column holds: a larger one
+is a usage error, not an unexpected one when the plan is made."""
 
 
 OVERRIDES = frozenset({
