@@ -6,14 +6,17 @@ kept as tests."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, output, run_invsync, write_csv
+from conftest import SAMPLE, TOKEN, env_at, output, run_invsync, write_csv
+from misbehaving import Reply, Request, misbehaving_store
 
 import invsync
 from invsync.errors import UsageError
 from invsync.run.config import Settings
+from invsync.sandbox.process import SandboxProcess
 from invsync.stages.validate import QuantityRules
 
 HUGE = 99999999999999999999
@@ -112,3 +115,70 @@ def test_a_sample_dry_run_still_works_offline(tmp_path: Path) -> None:
     result = run_invsync(["sync", "--dry-run", str(SAMPLE / "night1.csv")],
                          _offline_env(tmp_path))
     assert result.returncode == 0, output(result)
+
+
+# ---- (c) redaction: a store (or a proxy) that echoes the token back ------------------------
+
+
+def _echoing(shape: str) -> Callable[[Request], Reply | None]:
+    """A store whose write answers echo the request's token in ``shape``."""
+    def respond(req: Request) -> Reply | None:
+        if req.method != "PUT":
+            return None
+        token = next(v for k, v in req.headers.items() if k.lower() == "x-auth-token")
+        said = shape.format(token=token, upper=token.upper())
+        if shape.startswith("<html>"):
+            return Reply(500, said.encode(), {"Content-Type": "text/html"})
+        return Reply.json(422, {"status": 422, "title": said, "detail": said,
+                                "errors": {"items.0": said}}, **{"X-Echo": token})
+    return respond
+
+
+@pytest.mark.parametrize("shape", [
+    "bad item for token {token}",                          # a bare token, no clue word
+    "request headers: {{'x-auth-token': '{token}'}}",      # a header echo
+    "see https://proxy.example/log?access_token={token}&x=1",
+    "https://user:{token}@proxy.example/",                 # as a URL's password
+    "<html>upstream said X-AUTH-TOKEN={token}</html>",     # an HTML error page
+])
+def test_c_a_store_echoing_the_token_never_puts_it_in_any_output(
+        sandbox: SandboxProcess, tmp_path: Path, shape: str) -> None:
+    """Whatever the shape of the echo, the token is in no output, log, event or run file."""
+    stock = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"],
+                      [["POSTER-1755", 1, 7]])
+    retry = tmp_path / "retry.toml"
+    retry.write_text("[retry]\nmax_attempts = 2\nbase_delay_s = 0.01\nmax_delay_s = 0.05\n"
+                     "max_total_s = 5\n")
+    with misbehaving_store(_echoing(shape), sandbox.url) as store:
+        env = env_at(store.url, tmp_path, sandbox)
+        result = run_invsync(["-vv", "--log-format", "json", "sync", "--config", str(retry),
+                              str(stock)], env)
+    assert result.returncode in (1, 2), output(result)
+    runs = tmp_path / "state" / "invsync" / "runs"
+    files = [p for p in runs.rglob("*") if p.is_file()] if runs.exists() else []
+    for text in [result.stdout, result.stderr, *(p.read_text("utf-8", "replace") for p in files)]:
+        assert TOKEN not in text and TOKEN.upper() not in text, text[:2000]
+
+
+def test_c_a_url_password_holding_an_at_sign_is_redacted_whole(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A proxy's answer naming its upstream ``http://svc:s3cr@tPass@proxy:3128`` (a password
+    holding ``@``, taken whole by ``urlsplit``, which splits at the last ``@``) kept
+    ``tPass`` in the run's outputs: the password was cut at its own ``@``."""
+    from invsync.redact import redact
+
+    assert redact("http://svc:s3cr@tPass@proxy.internal:3128/") == \
+        "http://svc:[redacted]@proxy.internal:3128/"
+    assert redact('["https://u:pw@h","a@b"]') == '["https://u:[redacted]@h","a@b"]'
+    stock = write_csv(tmp_path / "stock.csv", ["sku", "location_id", "quantity"],
+                      [["POSTER-1755", 1, 7]])
+    with misbehaving_store(_echoing("upstream http://svc:s3cr@tPass@proxy.internal:3128 "
+                                    "refused the write"), sandbox.url) as store:
+        result = run_invsync(["--log-format", "json", "sync", str(stock)],
+                             env_at(store.url, tmp_path, sandbox))
+    runs = tmp_path / "state" / "invsync" / "runs"
+    texts = [result.stdout, result.stderr,
+             *(p.read_text("utf-8", "replace") for p in runs.rglob("*") if p.is_file())]
+    assert any("proxy.internal" in t for t in texts), output(result)  # the echo got through
+    for text in texts:
+        assert "tPass" not in text, text[:2000]
