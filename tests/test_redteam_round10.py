@@ -5,12 +5,13 @@ kept as tests."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, TOKEN, env_at, output, run_invsync, write_csv
+from conftest import SAMPLE, TOKEN, env_at, env_for, output, run_invsync, write_csv
 from misbehaving import Reply, Request, misbehaving_store
 
 import invsync
@@ -182,3 +183,48 @@ def test_c_a_url_password_holding_an_at_sign_is_redacted_whole(
     assert any("proxy.internal" in t for t in texts), output(result)  # the echo got through
     for text in texts:
         assert "tPass" not in text, text[:2000]
+
+
+# ---- (d) a first run (fresh state) plans without a join; the second sends nothing ----------
+
+MIXED = [  # sku, product_id, variant_id, location_id, quantity: one item named three ways
+    ["TOWEL-907-NAVY-SHEET", "", "", 1, 5],
+    ["", "", 1000, 2, 7],
+    ["POSTER-1755", "", "", 1, 3],
+    ["", 101, "", 2, 4],
+    ["TOWEL-907-BURG-BATH", "", "", 1, 2],
+    ["TOWEL-907-BURG-BATH", "", "", 1, 6],
+    ["", "", 1001, 1, 9],
+    ["NB-8084", "", "", 2, 0],
+    ["", 103, "", 1, 0],
+]
+
+
+@pytest.mark.parametrize(("duplicates", "baseline"), [
+    ("sum", "live"), ("last", "snapshot"), ("reject", "snapshot")])
+def test_d_a_first_runs_plan_is_the_joined_one_and_the_second_run_sends_nothing(
+        sandbox: SandboxProcess, tmp_path: Path, duplicates: str, baseline: str) -> None:
+    """Fresh state, a file naming items by sku, product id and variant id at two locations,
+    with duplicates and zeros: the first run sets exactly what the file says (duplicates as
+    the policy says), the second run (against the snapshot the first made) sends nothing."""
+    stock = write_csv(tmp_path / "mixed.csv",
+                      ["sku", "product_id", "variant_id", "location_id", "quantity"], MIXED)
+    env = env_for(sandbox, tmp_path)
+    args = ["--log-format", "json", "sync", "--duplicates", duplicates, "--baseline", baseline,
+            "--allow-zeroing", str(stock)]
+    first = run_invsync(args, env)
+    assert first.returncode == (1 if duplicates == "reject" else 0), output(first)
+    burg = {"sum": 17, "last": 9}.get(duplicates)  # rows 6, 7 and 8 are one item
+    levels = sandbox.levels()
+    assert levels.get((1, "TOWEL-907-BURG-BATH")) == burg, levels
+    assert levels[(1, "TOWEL-907-NAVY-SHEET")] == 5 and levels[(2, "TOWEL-907-NAVY-SHEET")] == 7
+    assert levels[(1, "POSTER-1755")] == 3 and levels[(2, "POSTER-1755")] == 4
+    assert levels.get((2, "NB-8084"), 0) == 0 and levels.get((1, "NB-8084"), 0) == 0
+    puts = len([r for r in sandbox.requests() if r["method"] == "PUT"])
+    assert puts >= 1
+    second = run_invsync(args, env)
+    assert second.returncode == first.returncode, output(second)
+    assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == puts, output(second)
+    end = [json.loads(line) for line in second.stdout.splitlines()
+           if '"run_finished"' in line][-1]
+    assert end["counts"]["submitted"] == 0 and end["counts"]["changed"] == 0, end
