@@ -228,3 +228,12 @@ def test_d_a_first_runs_plan_is_the_joined_one_and_the_second_run_sends_nothing(
     end = [json.loads(line) for line in second.stdout.splitlines()
            if '"run_finished"' in line][-1]
     assert end["counts"]["submitted"] == 0 and end["counts"]["changed"] == 0, end
+
+
+def test_a_a_store_hash_too_long_is_told_so(tmp_path: Path) -> None:
+    """A 200-character store hash of letters was refused as holding other characters than
+    letters, digits, '-' and '_' (it holds none), and printed whole."""
+    env = {**_offline_env(tmp_path), "BIGCOMMERCE_STORE_HASH": "a" * 200}
+    result = run_invsync(["sync", "--dry-run", str(_stock(tmp_path))], env)
+    _one_line_usage(result, "at most 100", "200 characters")
+    assert "a" * 41 not in output(result), output(result)

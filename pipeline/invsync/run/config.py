@@ -602,8 +602,10 @@ class Settings:
             # Any run with a token talks to the store (a dry run reads its locations).
             raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
         if self.store_hash is not None and not _STORE_HASH.fullmatch(self.store_hash):
-            raise UsageError("the store hash may hold only letters, digits, '-' and '_' "
-                             f"(got {self.store_hash!r})")
+            got = self.store_hash if len(self.store_hash) <= 100 else \
+                f"{self.store_hash[:40]}... ({len(self.store_hash)} characters)"
+            raise UsageError("the store hash may hold only letters, digits, '-' and '_', at "
+                             f"most 100 of them (got {got!r})")
         problem = api_url_problem(self.api_url) if self.token or needs_store else None
         if problem:
             raise UsageError(f"{self.api_url_source or 'api_url'} {problem}")
