@@ -237,3 +237,39 @@ def test_a_a_store_hash_too_long_is_told_so(tmp_path: Path) -> None:
     result = run_invsync(["sync", "--dry-run", str(_stock(tmp_path))], env)
     _one_line_usage(result, "at most 100", "200 characters")
     assert "a" * 41 not in output(result), output(result)
+
+
+# ---- (b) the run folder: a folder the plan was written into ahead, then the run killed ------
+
+
+def test_b_a_folder_holding_only_plan_csv_is_never_taken_for_a_run(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """plan.csv is written ahead of report.json: kill -9 between them leaves a newer folder
+    holding only the plan (and the row files). ``runs``, ``show last``, ``verify last`` and
+    ``revert last`` keep to the last real run; ``prune`` removes the leftover."""
+    env = env_for(sandbox, tmp_path)
+    stock = write_csv(tmp_path / "s.csv", ["sku", "location_id", "quantity"],
+                      [["POSTER-1755", 1, 7], ["NB-8084", 1, 3]])
+    assert run_invsync(["sync", str(stock)], env).returncode == 0
+    write_csv(stock, ["sku", "location_id", "quantity"], [["POSTER-1755", 1, 8], ["NB-8084", 1, 4]])
+    done = run_invsync(["sync", str(stock)], env)
+    assert done.returncode == 0, output(done)
+    runs = tmp_path / "state" / "invsync" / "runs"
+    real = max(p.name for p in runs.iterdir())
+    left = runs / "29991231T235959.000Z-abcdef"  # newer than any real run
+    left.mkdir()
+    (left / "plan.csv").write_bytes((runs / real / "plan.csv").read_bytes())
+    (left / "rejected.csv").write_text("sku,location_id,quantity,row,reason,message\n")
+    listed = run_invsync(["runs"], env)
+    assert listed.returncode == 0 and real in listed.stdout, output(listed)
+    assert left.name not in output(listed)
+    for command in ([["show", "last"], ["verify", "last"],
+                     ["revert", "last", "--dry-run"]]):
+        result = run_invsync(command, env)
+        assert result.returncode == 0, (command, output(result))
+        assert left.name not in output(result), (command, output(result))
+        assert "Traceback" not in output(result)
+    shown = run_invsync(["show", left.name[:15]], env)
+    assert shown.returncode != 0 and "Traceback" not in output(shown), output(shown)
+    resumed = run_invsync(["resume"], env)
+    assert "nothing to resume" in output(resumed), output(resumed)
