@@ -273,3 +273,20 @@ def test_b_a_folder_holding_only_plan_csv_is_never_taken_for_a_run(
     assert shown.returncode != 0 and "Traceback" not in output(shown), output(shown)
     resumed = run_invsync(["resume"], env)
     assert "nothing to resume" in output(resumed), output(resumed)
+
+
+def test_b_revert_of_a_run_whose_plan_was_not_written_does_not_say_nothing_to_revert(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """A report folder too full for plan.csv leaves the bare report.json of a run that set
+    levels; ``revert last`` said 'nothing to revert', as for a run that set none."""
+    env = env_for(sandbox, tmp_path)
+    stock = write_csv(tmp_path / "s.csv", ["sku", "location_id", "quantity"],
+                      [["POSTER-1755", 1, 7], ["NB-8084", 1, 3]])
+    assert run_invsync(["sync", str(stock)], env).returncode == 0
+    (folder,) = (tmp_path / "state" / "invsync" / "runs").iterdir()
+    (folder / "plan.csv").unlink()  # as the bare report.json of a full disk leaves it
+    result = run_invsync(["revert", "last"], env)
+    assert result.returncode == 64, output(result)
+    assert "nothing to revert" not in output(result), output(result)
+    assert "set 2 item(s)" in output(result) and "cannot be reverted" in output(result)
+    assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == 1
