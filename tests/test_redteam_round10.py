@@ -290,3 +290,32 @@ def test_b_revert_of_a_run_whose_plan_was_not_written_does_not_say_nothing_to_re
     assert "nothing to revert" not in output(result), output(result)
     assert "set 2 item(s)" in output(result) and "cannot be reverted" in output(result)
     assert len([r for r in sandbox.requests() if r["method"] == "PUT"]) == 1
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"quota_share": float("nan")}, "quota_share"),   # was exit 2: 'cannot convert NaN'
+    ({"quota_share": 5.0}, "quota_share"),            # five times the store's window
+    ({"max_as_of_age_s": float("nan"), "as_of": "mtime"}, "max_as_of_age"),  # never refused
+    ({"verify_lag_s": float("nan")}, "verify_lag_s"),
+    ({"retention_s": -1.0}, "retention"),
+])
+def test_a_a_program_setting_a_number_no_config_file_may_hold_gets_a_usage_error(
+        sandbox: SandboxProcess, tmp_path: Path, values: dict[str, object], words: str) -> None:
+    """``dataclasses.replace(settings, quota_share=float("nan"))``: a value of the field's
+    own type is taken as it is, but no config file could hold it (exit 64 there). It made a
+    run that failed with 'unexpected error: ValueError: cannot convert float NaN to
+    integer', used five times the store's rate window, or never refused an old as-of time."""
+    import dataclasses
+
+    env = env_for(sandbox, tmp_path)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        base = Settings.from_config(None, state_dir=str(tmp_path / "state"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    settings = dataclasses.replace(base, **values)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=words):
+        invsync.sync_file(_stock(tmp_path), settings)
+    assert sandbox.requests() == [], "nothing was asked of the store"

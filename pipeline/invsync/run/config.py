@@ -587,6 +587,7 @@ class Settings:
         if not 1 <= self.location_id <= MAX_ID:
             raise UsageError("--location-id must be a positive whole number"
                              + (f" of at most {MAX_ID}" if self.location_id > MAX_ID else ""))
+        _check_numbers(self)
         rules = self.rules
         for flag, value in (("--buffer", rules.buffer), ("--max-quantity", rules.maximum)):
             # A negative buffer would add stock to every item; a negative cap, set them below 0.
@@ -645,6 +646,23 @@ class Settings:
 
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
+def _check_numbers(settings: Settings) -> None:
+    """The numbers a program may set directly (the config file's are checked with it): NaN
+    passes every comparison, so an age limit of NaN never refuses anything."""
+    import math
+
+    share = settings.quota_share
+    if not (isinstance(share, int | float) and 0 < share <= 1):
+        raise UsageError(f"[store] quota_share must be a share above 0 and at most 1 (such as "
+                         f"0.8), not {share!r}")
+    for key, value in (("verify_lag_s", settings.verify_lag_s),
+                       ("max_as_of_age", settings.max_as_of_age_s),
+                       ("baseline_every", settings.baseline_every_s),
+                       ("retention", settings.retention_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{key} must be a number of seconds, 0 or more, not {value!r}")
+
+
 MAX_ID = 2**63 - 1
 """The largest location id (and quantity rule) a table's 64-bit column holds: a larger one
 is a usage error, not an unexpected one when the plan is made."""
