@@ -319,3 +319,20 @@ def test_a_a_program_setting_a_number_no_config_file_may_hold_gets_a_usage_error
     with pytest.raises(UsageError, match=words):
         invsync.sync_file(_stock(tmp_path), settings)
     assert sandbox.requests() == [], "nothing was asked of the store"
+
+
+@pytest.mark.parametrize("columns", ["10", "20"])
+def test_b_the_summary_never_cuts_a_number_on_a_narrow_terminal(
+        tmp_path: Path, columns: str) -> None:
+    """``COLUMNS=10`` (a narrow terminal, or a job's environment) printed the counts as
+    '3,1…' for 3,114 rows: a number the operator cannot read. The summary is laid out as
+    for a wide terminal, byte for byte."""
+    env = _offline_env(tmp_path)
+    wide = run_invsync(["sync", "--dry-run", str(SAMPLE / "night1.csv")],
+                       {**env, "COLUMNS": "200"})
+    narrow = run_invsync(["show", "last"], {**env, "COLUMNS": columns})
+    assert wide.returncode == narrow.returncode == 0, output(narrow)
+    assert "…" not in narrow.stdout, narrow.stdout
+    assert run_invsync(["show", "last"], {**env, "COLUMNS": "200"}).stdout == narrow.stdout
+    rows = next(line for line in narrow.stdout.splitlines() if line.startswith("rows read"))
+    assert rows.split()[-1] == "3,114", narrow.stdout
