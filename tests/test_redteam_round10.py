@@ -336,3 +336,26 @@ def test_b_the_summary_never_cuts_a_number_on_a_narrow_terminal(
     assert run_invsync(["show", "last"], {**env, "COLUMNS": "200"}).stdout == narrow.stdout
     rows = next(line for line in narrow.stdout.splitlines() if line.startswith("rows read"))
     assert rows.split()[-1] == "3,114", narrow.stdout
+
+
+def test_a_a_url_a_program_replaced_is_not_blamed_on_the_environment(
+        sandbox: SandboxProcess, tmp_path: Path) -> None:
+    """``dataclasses.replace(settings, api_url="ftp://x")`` of settings whose URL came from
+    BIGCOMMERCE_API_URL was refused as 'BIGCOMMERCE_API_URL must be an API URL ... not
+    'ftp://x'': the variable holds a good URL; the program's value is the wrong one."""
+    import dataclasses
+
+    saved = dict(os.environ)
+    os.environ.update(env_for(sandbox, tmp_path))
+    try:
+        base = Settings.from_config(None, state_dir=str(tmp_path / "state"))
+        with pytest.raises(UsageError) as err:
+            invsync.sync_file(_stock(tmp_path), dataclasses.replace(base, api_url="ftp://x"))
+        bad_env = {**env_for(sandbox, tmp_path), "BIGCOMMERCE_API_URL": "ftp://y"}
+        os.environ.update(bad_env)
+        with pytest.raises(UsageError, match="BIGCOMMERCE_API_URL must be"):
+            Settings.from_config(None, state_dir=str(tmp_path / "s2")).check(needs_store=True)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert str(err.value).startswith("api_url must be"), err.value

@@ -609,7 +609,10 @@ class Settings:
                              f"most 100 of them (got {got!r})")
         problem = api_url_problem(self.api_url) if self.token or needs_store else None
         if problem:
-            raise UsageError(f"{self.api_url_source or 'api_url'} {problem}")
+            where = self.api_url_source
+            if where == ENV_API_URL and os.environ.get(ENV_API_URL) != self.api_url:
+                where = None  # a program replaced the URL the environment gave
+            raise UsageError(f"{where or 'api_url'} {problem}")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
