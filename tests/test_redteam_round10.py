@@ -359,3 +359,28 @@ def test_a_a_url_a_program_replaced_is_not_blamed_on_the_environment(
         os.environ.clear()
         os.environ.update(saved)
     assert str(err.value).startswith("api_url must be"), err.value
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    ({"allow_empty": "no"}, "allow_empty must be true or false"),  # was True: brake off
+    ({"clamp_negative": "no"}, "clamp_negative must be true or false"),
+    ({"maximum": True}, "maximum must be a whole number"),          # was a cap of 1
+    ({"buffer": 2.5}, "buffer must be a whole number"),             # exit 2: 'broke its schema'
+    ({"buffer": "2"}, "buffer must be a whole number"),             # a TypeError
+    ({"text_map": ["in stock"]}, "text_map must be a table"),       # a ValueError
+    ({"text_map": {"in stock": "5"}}, "text_map must be a table"),
+    ({"column_map": [("Artikel", "sku")]}, "column_map must be a table"),
+    ({"wait_lock": "5"}, "wait_lock must be a number"),
+])
+def test_a_a_library_flag_override_of_the_wrong_type_is_refused(
+        tmp_path: Path, values: dict[str, object], words: str) -> None:
+    """``Settings.from_config`` checks the overrides that are Settings fields by type, but
+    the flags that are not (the quantity rules, the brakes' allow_* overrides, the lock
+    wait, the maps) were taken as given: ``allow_empty="no"`` turned the empty-file brake
+    off, ``maximum=True`` capped every level at 1, ``buffer=2.5`` failed the run."""
+    with pytest.raises(UsageError, match=words):
+        Settings.from_config(None, dry_run=True, state_dir=str(tmp_path), **values)
+    good = Settings.from_config(None, dry_run=True, state_dir=str(tmp_path), buffer=2,
+                                allow_empty=True, text_map={"in stock": 5}, wait_lock=1.5,
+                                column_map={"Artikel": "sku"})
+    assert good.rules.buffer == 2 and good.brakes.allow_empty and good.wait_lock_s == 1.5

@@ -680,12 +680,33 @@ OVERRIDES = frozenset({
 """What :meth:`Settings.from_config` takes as overrides: the sync command's flags, by name."""
 
 
+_FLAG_KINDS = {
+    **{k: "bool" for k in ("clamp_negative", "allow_empty", "allow_shrink", "allow_zeroing")},
+    "buffer": "int", "maximum": "int", "wait_lock": "number", "text_map": "text_map",
+    "column_map": "column_map"}
+"""The kinds of the overrides that are flags, not fields (``allow_empty="no"`` was True)."""
+
+
 def _check_override_type(key: str, value: Any) -> None:
     """A library override of the wrong type is refused as a config value would be
     (``location_id=True`` is not location 1, ``batch_size="10"`` not 10)."""
     if value is None:
         return
-    kind = str(next((f.type for f in fields(Settings) if f.name == key), ""))
+    kind = _FLAG_KINDS.get(key) or str(next((f.type for f in fields(Settings)
+                                             if f.name == key), ""))
+    if kind in ("text_map", "column_map"):
+        number = kind == "text_map"
+        ok = isinstance(value, dict) and all(
+            type(k) is str and (type(v) is int if number else type(v) is str)
+            for k, v in value.items())
+        what = "a table of text to whole numbers" if number else "a table of text to text"
+        if not ok:
+            raise UsageError(f"Settings.from_config: {key} must be {what}, not {value!r}")
+        return
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"Settings.from_config: {key} must be a number, not {value!r}")
+        return
     if kind == "bool":
         ok, what = isinstance(value, bool), "true or false"
     elif kind == "int" or kind.startswith("Annotated[int"):
