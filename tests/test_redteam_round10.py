@@ -7,11 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE, TOKEN, env_at, env_for, output, run_invsync, write_csv
+from conftest import (
+    SAMPLE,
+    TOKEN,
+    env_at,
+    env_for,
+    kill_when,
+    output,
+    run_invsync,
+    spawn,
+    write_csv,
+)
 from misbehaving import Reply, Request, misbehaving_store
 
 import invsync
@@ -384,3 +396,27 @@ def test_a_a_library_flag_override_of_the_wrong_type_is_refused(
                                 allow_empty=True, text_map={"in stock": 5}, wait_lock=1.5,
                                 column_map={"Artikel": "sku"})
     assert good.rules.buffer == 2 and good.brakes.allow_empty and good.wait_lock_s == 1.5
+
+
+def test_b_show_last_of_a_run_stopped_by_sigterm_says_when_it_started(
+        sandbox_factory: Callable[..., SandboxProcess], tmp_path: Path,
+        children: list[subprocess.Popen[bytes]]) -> None:
+    """A run stopped by SIGTERM mid-send releases its lock (whose record held its start):
+    ``show last`` said 'interrupted, not yet resumed (..., started ?, ...)'."""
+    sb = sandbox_factory("--latency-ms", "300")
+    env = env_for(sb, tmp_path)
+    log = tmp_path / "run.log"
+    proc = spawn(["sync", str(SAMPLE / "night1.csv"), "--batch-size", "50",
+                  "--baseline", "snapshot"], env, log, children)
+    journals = tmp_path / "state" / "invsync" / "stores"
+
+    def a_batch_confirmed() -> bool:
+        return any('"type":"confirmed"' in p.read_text()
+                   for p in journals.rglob("journal.jsonl"))
+    assert kill_when(a_batch_confirmed, proc, log, signal.SIGTERM) == 143, log.read_text()
+    shown = run_invsync(["show", "last"], env)
+    assert shown.returncode == 0, output(shown)
+    first = shown.stdout.splitlines()[0]
+    assert "not yet resumed" in first and "started ?" not in first, first
+    run_id = first.split()[1].rstrip(":")
+    assert f"started {run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T" in first, first
