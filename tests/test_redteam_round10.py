@@ -420,3 +420,17 @@ def test_b_show_last_of_a_run_stopped_by_sigterm_says_when_it_started(
     assert "not yet resumed" in first and "started ?" not in first, first
     run_id = first.split()[1].rstrip(":")
     assert f"started {run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T" in first, first
+
+
+def test_a_a_program_s_home_relative_folders_are_expanded_as_the_flags_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Settings(state_dir="~/invsync")`` (a str, converted by pydantic) kept the ``~``: the
+    run made a folder named ``~`` wherever the program ran; ``--state-dir ~/invsync`` and
+    ``from_config(state_dir="~/invsync")`` mean the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for settings in (Settings(state_dir="~/invsync", report_dir="~/runs"),  # type: ignore[arg-type]
+                     Settings(state_dir=Path("~/invsync"), report_dir=Path("~/runs"))):
+        assert settings.state_dir == tmp_path / "home" / "invsync"
+        assert settings.report_dir == tmp_path / "home" / "runs"
+    assert Settings.from_config(None, state_dir="~/invsync").state_dir == \
+        tmp_path / "home" / "invsync"

@@ -540,6 +540,7 @@ class Settings:
         if _plain_values(self):
             for name in _DICTS:  # each settings object holds its own (as pydantic copied them)
                 object.__setattr__(self, name, dict(getattr(self, name)))
+            _expand_home(self)
             return
         from invsync.run.config_file import CHECKING, checked_settings
 
@@ -548,6 +549,7 @@ class Settings:
         checked = checked_settings(self)
         for f in fields(self):
             object.__setattr__(self, f.name, getattr(checked, f.name))
+        _expand_home(self)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, profile: str | None = None,
@@ -926,6 +928,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
 """Each field's own types, exactly (a subclass, a bool for a number, an int for a float:
 pydantic decides). A field not named here always goes through pydantic."""
 _DICTS = ("column_map", "notify", "sources")
+
+
+def _expand_home(settings: Settings) -> None:
+    """``~/state`` as the flags and the config file read it (a program's ``state_dir="~/x"``
+    made a folder named ``~`` in the current one)."""
+    for name in ("state_dir", "report_dir"):
+        path = getattr(settings, name)
+        if isinstance(path, Path) and str(path).startswith("~"):
+            object.__setattr__(settings, name, path.expanduser())
 
 
 def _plain_values(settings: Settings) -> bool:
