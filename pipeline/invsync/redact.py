@@ -35,7 +35,9 @@ _HEADER = re.compile(
 
 # A URL's password (`sftp://user:PASSWORD@host`) and secret-looking query values
 # (`?token=`, `&X-Amz-Signature=`, `&sig=`, `&key=` ...): a source URL may carry either.
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\[redacted\]@)[^@\s/]*@")
+# A password may hold "@" (urlsplit takes the host after the last one): up to that "@".
+_URL_PASSWORD = re.compile(
+    r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)(?!\[redacted\]@)[^\s/?#\"'<>]*@")
 _URL_SECRET_QUERY = re.compile(
     r"(?i)([?&][a-z0-9_.-]*(?:token|secret|signature|sig|password|passwd|pwd|key|credential"
     r"|auth)[a-z0-9_.-]*=)(?!\[redacted\])[^&\s#\"'<>]+?(?=[:;,.)]?(?:[&\s#\"'<>]|$))")

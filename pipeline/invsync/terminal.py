@@ -74,4 +74,12 @@ def console(*, stderr: bool = False) -> Console:
     """A rich console for summaries: no markup guessing, no emoji codes, no highlighting."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True, emoji=False, stderr=stderr)
+    out = Console(highlight=False, soft_wrap=True, emoji=False, stderr=stderr)
+    # A table narrower than its numbers cuts them ("3,1…" for 3,114): a narrow terminal
+    # (or COLUMNS=20 in a job's environment) gets lines it wraps itself instead.
+    out.width = max(out.width, MIN_WIDTH)
+    return out
+
+
+MIN_WIDTH = 80
+"""The narrowest a summary is laid out for, whatever the terminal says."""

@@ -540,6 +540,7 @@ class Settings:
         if _plain_values(self):
             for name in _DICTS:  # each settings object holds its own (as pydantic copied them)
                 object.__setattr__(self, name, dict(getattr(self, name)))
+            _expand_home(self)
             return
         from invsync.run.config_file import CHECKING, checked_settings
 
@@ -548,6 +549,7 @@ class Settings:
         checked = checked_settings(self)
         for f in fields(self):
             object.__setattr__(self, f.name, getattr(checked, f.name))
+        _expand_home(self)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, profile: str | None = None,
@@ -584,8 +586,16 @@ class Settings:
             raise UsageError(f"--batch-size must be between 1 and {MAX_ITEMS_PER_REQUEST}")
         if not 1 <= self.concurrency <= 32:
             raise UsageError("--concurrency must be between 1 and 32")
-        if self.location_id < 1:
-            raise UsageError("--location-id must be a positive whole number")
+        if not 1 <= self.location_id <= MAX_ID:
+            raise UsageError("--location-id must be a positive whole number"
+                             + (f" of at most {MAX_ID}" if self.location_id > MAX_ID else ""))
+        _check_numbers(self)
+        rules = self.rules
+        for flag, value in (("--buffer", rules.buffer), ("--max-quantity", rules.maximum)):
+            # A negative buffer would add stock to every item; a negative cap, set them below 0.
+            if value is not None and not 0 <= value <= MAX_ID:
+                raise UsageError(f"{flag} must be a whole number, 0 or more (at most {MAX_ID}), "
+                                 f"not {value}")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise UsageError(f"--duplicates must be one of {', '.join(DUPLICATE_POLICIES)}")
         if self.as_of is not None and not self.token and not self.plan_file:
@@ -595,11 +605,16 @@ class Settings:
             # Any run with a token talks to the store (a dry run reads its locations).
             raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
         if self.store_hash is not None and not _STORE_HASH.fullmatch(self.store_hash):
-            raise UsageError("the store hash may hold only letters, digits, '-' and '_' "
-                             f"(got {self.store_hash!r})")
+            got = self.store_hash if len(self.store_hash) <= 100 else \
+                f"{self.store_hash[:40]}... ({len(self.store_hash)} characters)"
+            raise UsageError("the store hash may hold only letters, digits, '-' and '_', at "
+                             f"most 100 of them (got {got!r})")
         problem = api_url_problem(self.api_url) if self.token or needs_store else None
         if problem:
-            raise UsageError(f"{self.api_url_source or 'api_url'} {problem}")
+            where = self.api_url_source
+            if where == ENV_API_URL and os.environ.get(ENV_API_URL) != self.api_url:
+                where = None  # a program replaced the URL the environment gave
+            raise UsageError(f"{where or 'api_url'} {problem}")
         if needs_store:
             if not self.store_hash:
                 raise UsageError(f"no store hash: pass --store-hash or set {ENV_STORE_HASH}")
@@ -636,6 +651,26 @@ class Settings:
 
 
 _STORE_HASH = re.compile(r"[A-Za-z0-9_-]{1,100}")
+def _check_numbers(settings: Settings) -> None:
+    """The numbers a program may set directly (the config file's are checked with it): NaN
+    passes every comparison, so an age limit of NaN never refuses anything."""
+    import math
+
+    share = settings.quota_share
+    if not (isinstance(share, int | float) and 0 < share <= 1):
+        raise UsageError(f"[store] quota_share must be a share above 0 and at most 1 (such as "
+                         f"0.8), not {share!r}")
+    for key, value in (("verify_lag_s", settings.verify_lag_s),
+                       ("max_as_of_age", settings.max_as_of_age_s),
+                       ("baseline_every", settings.baseline_every_s),
+                       ("retention", settings.retention_s)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{key} must be a number of seconds, 0 or more, not {value!r}")
+
+
+MAX_ID = 2**63 - 1
+"""The largest location id (and quantity rule) a table's 64-bit column holds: a larger one
+is a usage error, not an unexpected one when the plan is made."""
 
 
 OVERRIDES = frozenset({
@@ -647,12 +682,33 @@ OVERRIDES = frozenset({
 """What :meth:`Settings.from_config` takes as overrides: the sync command's flags, by name."""
 
 
+_FLAG_KINDS = {
+    **{k: "bool" for k in ("clamp_negative", "allow_empty", "allow_shrink", "allow_zeroing")},
+    "buffer": "int", "maximum": "int", "wait_lock": "number", "text_map": "text_map",
+    "column_map": "column_map"}
+"""The kinds of the overrides that are flags, not fields (``allow_empty="no"`` was True)."""
+
+
 def _check_override_type(key: str, value: Any) -> None:
     """A library override of the wrong type is refused as a config value would be
     (``location_id=True`` is not location 1, ``batch_size="10"`` not 10)."""
     if value is None:
         return
-    kind = str(next((f.type for f in fields(Settings) if f.name == key), ""))
+    kind = _FLAG_KINDS.get(key) or str(next((f.type for f in fields(Settings)
+                                             if f.name == key), ""))
+    if kind in ("text_map", "column_map"):
+        number = kind == "text_map"
+        ok = isinstance(value, dict) and all(
+            type(k) is str and (type(v) is int if number else type(v) is str)
+            for k, v in value.items())
+        what = "a table of text to whole numbers" if number else "a table of text to text"
+        if not ok:
+            raise UsageError(f"Settings.from_config: {key} must be {what}, not {value!r}")
+        return
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"Settings.from_config: {key} must be a number, not {value!r}")
+        return
     if kind == "bool":
         ok, what = isinstance(value, bool), "true or false"
     elif kind == "int" or kind.startswith("Annotated[int"):
@@ -872,6 +928,15 @@ _TYPES: dict[str, tuple[type, ...]] = {
 """Each field's own types, exactly (a subclass, a bool for a number, an int for a float:
 pydantic decides). A field not named here always goes through pydantic."""
 _DICTS = ("column_map", "notify", "sources")
+
+
+def _expand_home(settings: Settings) -> None:
+    """``~/state`` as the flags and the config file read it (a program's ``state_dir="~/x"``
+    made a folder named ``~`` in the current one)."""
+    for name in ("state_dir", "report_dir"):
+        path = getattr(settings, name)
+        if isinstance(path, Path) and str(path).startswith("~"):
+            object.__setattr__(settings, name, path.expanduser())
 
 
 def _plain_values(settings: Settings) -> bool:

@@ -68,6 +68,16 @@ Seconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=0)]
 
 
+def _folder(value: str) -> str:
+    # An empty path is the current folder: a config meaning that writes "." or "./".
+    if not value.strip():
+        raise ValueError('must be a folder path (such as "/var/lib/invsync")')
+    return value
+
+
+Folder = Annotated[str, AfterValidator(_no_nul), AfterValidator(_folder)]
+
+
 def key(allowed: str) -> Any:
     """An optional key of a table; ``allowed`` is what an error message says it must be."""
     return Field(None, description=allowed)
@@ -152,10 +162,10 @@ class FileKeys(Table):
     store_hash: Text | None = None
     access_token: Text | None = None
     api_url: Text | None = None
-    location_id: Annotated[int, AfterValidator(_between(1, None))] | None = None
+    location_id: Annotated[int, AfterValidator(_between(1, 2**63 - 1))] | None = None
     reason: Text | None = None
-    state_dir: Text | None = None
-    report_dir: Text | None = None
+    state_dir: Folder | None = None
+    report_dir: Folder | None = None
     batch_size: Annotated[int, AfterValidator(_between(1, MAX_ITEMS_PER_REQUEST))] | None = None
     concurrency: Annotated[int, AfterValidator(_between(1, 32))] | None = None
     sheet: Text | None = None

@@ -135,7 +135,13 @@ def _accepted(past: PastRun) -> pl.DataFrame:
     """The items run ``past`` set: KEY, ``old`` (null: new then) and ``set`` (its level)."""
     path = past.folder / "plan.csv"
     if not path.exists():
-        raise UsageError(f"run {past.run_id} has no plan.csv: nothing to revert")
+        accepted = (past.report.get("counts") or {}).get("accepted") or 0
+        if not accepted:
+            raise UsageError(f"run {past.run_id} has no plan.csv: nothing to revert")
+        # Its report could not be written whole (a full disk): it did set levels.
+        raise UsageError(f"run {past.run_id} set {accepted:,} item(s) but its plan.csv was "
+                         f"not written (see its report.json's error): it cannot be reverted; "
+                         f"nothing was sent")
     try:
         plan = with_plan_names(pl.read_csv(path, infer_schema=False))
         # An unconfirmed item may have landed: the live read tells (it holds the run's level).

@@ -184,6 +184,15 @@ def _lock_record(store_dir: Path) -> tuple[dict[str, Any] | None, bool]:
     return (recorded if isinstance(recorded, dict) else None), held
 
 
+def _started_of(run_id: str) -> str | None:
+    """When run ``run_id`` started, as its id says (``20261207T005940.001Z-ccb112``): a run
+    stopped by a signal released its lock, whose record said it."""
+    import re
+
+    m = re.fullmatch(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d+)?Z-[0-9a-f]+", run_id)
+    return None if m is None else "{}-{}-{}T{}:{}:{}Z".format(*m.groups())
+
+
 def open_runs(state_dir: Path, store_hash: str | None = None,
               profile: str | None = None) -> list[OpenRun]:
     """Runs that started under ``state_dir`` and have not finished, newest first: a lock
@@ -201,9 +210,10 @@ def open_runs(state_dir: Path, store_hash: str | None = None,
                 continue
             run_id = str(header.get("run_id") or "?")
             run_profile = (header.get("options") or {}).get("profile")
+            started = (recorded or {}).get("started") \
+                if (recorded or {}).get("run_id") == run_id else None
             found[run_id] = OpenRun(run_id, store_dir, run_profile, header.get("input"),
-                                    (recorded or {}).get("started")
-                                    if (recorded or {}).get("run_id") == run_id else None,
+                                    started or _started_of(run_id),
                                     journal, held and (recorded or {}).get("run_id") == run_id)
         if recorded and recorded.get("run_id") and recorded["run_id"] not in found:
             found[recorded["run_id"]] = OpenRun(
