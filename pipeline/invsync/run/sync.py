@@ -1317,9 +1317,7 @@ def _submit_journaled(run: _Run, changes: ChangeSet, batches: list[Batch]) -> Su
                        "sha256": run.report.input.get("sha256"), "batches": len(batches),
                        "options": settings.public()})
     except OSError as exc:  # a full or read-only state disk, before any batch went out
-        with contextlib.suppress(OSError):  # an empty journal holds nothing to resume
-            if journal.path.stat().st_size == 0:
-                journal.path.unlink()
+        # (Journal.begin leaves no journal behind then: it would hold nothing to resume.)
         raise FatalError(f"the journal {journal.path} could not be started "
                          f"({exc.strerror or exc}): nothing was sent; make room in the state "
                          f"folder, then run the same command again") from None
