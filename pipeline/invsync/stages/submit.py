@@ -130,33 +130,28 @@ class SubmitResult:
         """``len(self.refused)``, without the list."""
         return sum(len(b.refused) for b in self.batches)
 
+    def _sent_per_batch(self) -> Iterator[list[int]]:
+        """Per batch that was sent, the :data:`SEQ` the store may have received (the
+        batch's own list when no item of it was left unapplied)."""
+        for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
+            if b.status == "not_sent":
+                continue
+            if not b.not_applied:
+                yield seqs
+            else:
+                skip = set(b.not_applied)
+                yield [s for s in seqs if s not in skip]
+
     @property
     def sent_count(self) -> int:
-        """``len(self.sent)``, without the list (a batch with no item left unapplied: its
-        size)."""
-        count = 0
-        for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
-            if b.status != "not_sent":
-                if not b.not_applied:
-                    count += len(seqs)
-                else:
-                    skip = set(b.not_applied)
-                    count += sum(1 for s in seqs if s not in skip)
-        return count
+        """``len(self.sent)``, without the list."""
+        return sum(len(seqs) for seqs in self._sent_per_batch())
 
     @property
     def sent(self) -> list[int]:
         """:data:`SEQ` of every item the store may have received: in a batch that was sent,
         unless only requests the store turned down unapplied carried it."""
-        out: list[int] = []
-        for b, seqs in zip(self.batches, self.batch_seqs, strict=True):
-            if b.status != "not_sent":
-                if not b.not_applied:
-                    out.extend(seqs)
-                    continue
-                skip = set(b.not_applied)
-                out.extend(s for s in seqs if s not in skip)
-        return out
+        return [s for seqs in self._sent_per_batch() for s in seqs]
 
     @property
     def transaction_ids(self) -> list[str]:
