@@ -89,10 +89,11 @@ def render_markdown(report: Mapping[str, Any], plan: pl.DataFrame | None,
     counts: Mapping[str, Any] = report.get("counts") or {}
     status = _text(report.get("status"))
     by_reason: Mapping[str, Any] = report.get("rejected_by_reason") or {}
+    mid_read = stopped_while_reading(status, report.get("input"))
     text = render(
         "summary.md", r=report, facts=_summary_facts(report),
         outcome=outcome_sentence(counts, status, _text(report.get("rejected_file")) or None),
-        counts=[(READ_CUT_SHORT, None) if key == "rows" and stopped_while_reading(report)
+        counts=[(READ_CUT_SHORT, None) if key == "rows" and mid_read
                 else (label, counts.get(key)) for key, label, always in _md_counts(status)
                 if always or counts.get(key)],
         by_reason=list(by_reason.items()),
@@ -116,9 +117,10 @@ READ_CUT_SHORT = "rows read (none: the run stopped while reading the file)"
 file was empty)."""
 
 
-def stopped_while_reading(report: Mapping[str, Any]) -> bool:
-    """Whether the run was interrupted while its file was still being read."""
-    return report.get("status") == "interrupted" and "rows" not in (report.get("input") or {})
+def stopped_while_reading(status: object, read: Mapping[str, Any] | None) -> bool:
+    """Whether a run (its ``status`` and report's ``input``) was interrupted while its file
+    was still being read: its report's input has no rows then."""
+    return status == "interrupted" and "rows" not in (read or {})
 
 
 def _md_counts(status: str) -> list[tuple[str, str, bool]]:
@@ -290,7 +292,7 @@ def count_groups(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     if extra:
         groups.append(("Other", extra))
     dry_run = report.get("status") == "dry_run"
-    mid_read = stopped_while_reading(report)
+    mid_read = stopped_while_reading(report.get("status"), report.get("input"))
     out = []
     for group, fields in groups:
         rows = []

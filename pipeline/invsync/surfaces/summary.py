@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from invsync.html.report_page import biggest_moves
+from invsync.html.report_page import biggest_moves, stopped_while_reading
 from invsync.rules.messages import outcome_sentence, problem_groups
 from invsync.stages.report import RunReport, rows_unchecked
 from invsync.tables import goes_to_zero
@@ -35,8 +35,8 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
     unchecked = rows_unchecked(report)
     if unchecked:
         console.print(f"rows read {unchecked:,}: the run stopped before checking them")
-    elif report.status == "interrupted" and "rows" not in report.input:
-        # Stopped while the file was read: "rows read 0" would say the file was empty.
+    elif stopped_while_reading(report.status, report.input):
+        # "rows read 0" would say the file was empty.
         console.print("rows read: none, the run stopped while reading the file")
     else:
         _print_counts(report, console)
